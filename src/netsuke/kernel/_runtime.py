@@ -1,0 +1,966 @@
+"""The node: process table, message delivery, exit signals, links and monitors.
+
+``async with Runtime() as rt:`` starts a node: its name registry (``rt.registry``), its root
+supervisor (``rt.root``) and its task supervisor (``rt.tasks``). Leaving the block shuts the
+node down (see :meth:`Runtime.aclose` for the order) and leaves no asyncio task behind.
+
+Exit signals follow Erlang. When a process exits with ``reason``, every linked process gets an
+exit signal:
+
+* if it traps exits, the signal becomes a message: ``Exit(pid, reason)`` for ``handle_info`` (a
+  signal from its parent makes it ``terminate(reason)`` and exit, as an OTP server does);
+* otherwise a ``normal`` signal is ignored and any other reason makes it exit with that reason.
+
+``exit(pid, "kill")`` cannot be trapped: the target exits with reason ``killed`` (which linked
+processes then receive like any other reason). Monitors are one-way: the watcher gets
+``Down(ref, pid, reason)``, or ``reason="noproc"`` at once if the target was already gone.
+
+A process that exits fails, at once, every call waiting on it: the one it is handling, the ones
+in its mailbox and the deferred ones. Callers get ``ProcessExitedError`` with the reason; they
+never wait out their timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import itertools
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import structlog
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from ..observability import register_collector
+from ._errors import (
+    AlreadyStartedError,
+    BadTargetError,
+    CallSelfError,
+    CallTimeoutError,
+    Exited,
+    NoProcessError,
+    NotInProcessError,
+    ProcessExitedError,
+    RuntimeClosedError,
+    StartError,
+)
+from ._messages import Down, Exit, From, SysParentExit, SysStop
+from ._pid import KILL, KILLED, NOPROC, NORMAL, SHUTDOWN, ExitReason, Pid, Ref, Target, Via
+from ._process import (
+    F_DEAD,
+    F_SCOPE,
+    F_SCOPE_CANCELLED,
+    F_STARTING,
+    F_TRAP,
+    IDLE_UNIT,
+    IGNORE,
+    ChildExit,
+    Process,
+    _Ext,
+)
+from ._registry import Registry
+from ._transport import Transport
+
+if TYPE_CHECKING:
+    from ._supervisor import ChildSpec
+    from ._tasks import TaskSupervisor
+
+__all__ = ["Runtime", "current_runtime"]
+
+log = structlog.get_logger("netsuke.kernel")
+P = TypeVar("P", bound=Process)
+
+_current: contextvars.ContextVar[Runtime | None] = contextvars.ContextVar(
+    "netsuke_runtime", default=None
+)
+
+
+def current_runtime() -> Runtime:
+    """The runtime of the surrounding ``async with Runtime()`` block.
+
+    Raises ``NotInProcessError`` outside of one."""
+    rt = _current.get()
+    if rt is None:
+        raise NotInProcessError("no running netsuke Runtime in this context")
+    return rt
+
+
+def _expire(fut: asyncio.Future[Any], target: object, timeout: float) -> None:
+    if not fut.done():
+        fut.set_exception(CallTimeoutError(target, timeout))
+
+
+def _is_normal(reason: ExitReason) -> bool:
+    return type(reason) is str and reason == NORMAL
+
+
+def _exit_kind(reason: ExitReason) -> str:
+    if type(reason) is str and reason in (NORMAL, SHUTDOWN, KILLED):
+        return reason
+    if isinstance(reason, BaseException):
+        return "crash"
+    from ._pid import Shutdown
+
+    if type(reason) is Shutdown:
+        return SHUTDOWN
+    return "other"
+
+
+class _Stats:
+    __slots__ = ("exits", "restarts", "spawned", "sup_shutdowns")
+
+    def __init__(self) -> None:
+        self.spawned = 0
+        self.restarts = 0
+        self.sup_shutdowns = 0
+        self.exits: dict[str, int] = {}
+
+
+class _KernelCollector:
+    """Reads the plain counters of every live runtime at scrape time."""
+
+    def __init__(self) -> None:
+        self.runtimes: weakref.WeakSet[Runtime] = weakref.WeakSet()
+
+    def collect(self) -> Iterable[Metric]:
+        procs = GaugeMetricFamily("netsuke_processes", "Live processes", labels=["node", "state"])
+        spawned = CounterMetricFamily(
+            "netsuke_processes_spawned", "Processes started", labels=["node"]
+        )
+        exits = CounterMetricFamily(
+            "netsuke_process_exits", "Process exits by kind of reason", labels=["node", "kind"]
+        )
+        restarts = CounterMetricFamily(
+            "netsuke_supervisor_restarts", "Children restarted by supervisors", labels=["node"]
+        )
+        gaveup = CounterMetricFamily(
+            "netsuke_supervisor_intensity_exceeded",
+            "Supervisors that exceeded their restart intensity",
+            labels=["node"],
+        )
+        for rt in list(self.runtimes):
+            active = len(rt._active)
+            procs.add_metric([rt.node, "active"], active)
+            procs.add_metric([rt.node, "hibernated"], len(rt._procs) - active)
+            spawned.add_metric([rt.node], rt.stats.spawned)
+            for kind, n in rt.stats.exits.items():
+                exits.add_metric([rt.node, kind], n)
+            restarts.add_metric([rt.node], rt.stats.restarts)
+            gaveup.add_metric([rt.node], rt.stats.sup_shutdowns)
+        return [procs, spawned, exits, restarts, gaveup]
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+
+_collector = _KernelCollector()
+register_collector(_collector)
+
+
+class _ScopeProcess(Process):
+    """A process whose body is the code inside ``async with runtime.scope()``."""
+
+    __slots__ = ()
+
+    async def receive(self, timeout: float | None = None) -> Any:
+        """The next message in the mailbox (calls arrive as ``From``, casts unwrapped).
+
+        Raises ``TimeoutError`` when none arrives within ``timeout``."""
+        while not self._mailbox:
+            w = self._rt._loop.create_future()
+            self._waiter = w
+            try:
+                if timeout is None:
+                    await w
+                else:
+                    await asyncio.wait_for(w, timeout)
+            finally:
+                if self._waiter is w:
+                    self._waiter = None
+        m = self._mailbox.popleft()
+        from ._messages import Cast
+
+        return m.request if type(m) is Cast else m
+
+
+class Runtime:
+    """A Netsuke node. Options (all keyword, defaults in brackets):
+
+    * ``node`` [``"local"``]: the node name that every Pid of this node carries.
+    * ``transport`` [none]: how foreign pids are reached; share a ``LocalTransport`` between
+      runtimes to join nodes of one Python process.
+    * ``shutdown_timeout`` [``30.0``]: seconds the whole shutdown may take before every process
+      that is left is killed.
+    * ``hibernate_sweep`` [``0.5``]: seconds between two passes of the hibernation sweeper,
+      which releases the task of processes idle for their ``hibernate_after``.
+    * ``root_max_restarts`` [``3``], ``root_max_seconds`` [``5.0``]: restart intensity of the
+      root supervisor.
+    """
+
+    def __init__(
+        self,
+        node: str = "local",
+        *,
+        transport: Transport | None = None,
+        shutdown_timeout: float = 30.0,
+        hibernate_sweep: float = 0.5,
+        root_max_restarts: int = 3,
+        root_max_seconds: float = 5.0,
+    ) -> None:
+        if not node or not isinstance(node, str):
+            raise ValueError("node must be a non-empty string")
+        if hibernate_sweep <= 0:
+            raise ValueError("hibernate_sweep must be > 0")
+        self.node = node
+        self.transport = transport
+        self.shutdown_timeout = shutdown_timeout
+        self.hibernate_sweep = hibernate_sweep
+        self._root_intensity = (root_max_restarts, root_max_seconds)
+        self._procs: dict[int, Process] = {}
+        self._ids = itertools.count(1)
+        self._refs = itertools.count(1)
+        self.registry = Registry(self, keys="unique", name="names")
+        self._names = self.registry._unique
+        self._active: set[Process] = set()
+        self._dying: set[asyncio.Task[Any]] = set()
+        self._exit_queue: deque[tuple[Process, ExitReason]] = deque()
+        self._draining = False
+        self._closing = False
+        self._started = False
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._token: contextvars.Token[Runtime | None] | None = None
+        self.stats = _Stats()
+        self._root: Process | None = None
+        self._tasks: TaskSupervisor | None = None
+        self._loop: asyncio.AbstractEventLoop
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Runtime:
+        await self.start()
+        self._token = _current.set(self)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            await self.aclose()
+        finally:
+            if self._token is not None:
+                try:
+                    _current.reset(self._token)
+                except ValueError:  # exited in another context
+                    _current.set(None)
+                self._token = None
+
+    async def start(self) -> None:
+        """Start the node (``async with`` does it): root supervisor, then task supervisor."""
+        if self._started:
+            raise RuntimeError("runtime already started")
+        self._loop = asyncio.get_running_loop()
+        self._started = True
+        if self.transport is not None:
+            self.transport.attach(self)
+        _collector.runtimes.add(self)
+        from ._supervisor import Supervisor, SupervisorSpec
+        from ._tasks import TaskSupervisor
+
+        max_r, max_s = self._root_intensity
+        root = await self._start_proc(
+            Supervisor,
+            SupervisorSpec(children=[], strategy="one_for_one", max_restarts=max_r,
+                           max_seconds=max_s),
+            name="netsuke.root",
+        )
+        assert root is not None
+        self._root = root
+        tasks = await self._start_proc(TaskSupervisor, None, name="netsuke.tasks")
+        assert isinstance(tasks, TaskSupervisor)
+        self._tasks = tasks
+        self._schedule_sweep()
+        log.info("node_started", node=self.node)
+
+    async def aclose(self) -> None:
+        """Shut the node down, in this order:
+
+        1. the task supervisor: running tasks are killed (they are ``brutal_kill`` children);
+        2. the root supervisor: its children stop in reverse start order, each within its
+           ``shutdown`` (then killed), supervisors recursively;
+        3. every other process gets the exit signal ``shutdown`` (processes that trap exits run
+           ``terminate``), and whatever is still alive after ``shutdown_timeout`` is killed;
+        4. the tasks of dead processes are awaited, so no asyncio task is left behind.
+        """
+        if not self._started or self._closing:
+            return
+        self._closing = True
+        deadline = self._loop.time() + self.shutdown_timeout
+        try:
+            for p in (self._tasks, self._root):
+                if p is not None and not p._flags & F_DEAD:
+                    await self._stop_proc(p, SHUTDOWN, max(0.0, deadline - self._loop.time()))
+            rest = [p for p in list(self._procs.values()) if not p._flags & (F_DEAD | F_SCOPE)]
+            waits = []
+            for p in rest:
+                waits.append(self._exit_future(p))
+                self._signal(p, SHUTDOWN, None, None)
+            pending = [w for w in waits if not w.done()]
+            if pending:
+                await asyncio.wait(pending, timeout=max(0.0, deadline - self._loop.time()))
+            for p in list(self._procs.values()):
+                if not p._flags & F_SCOPE:
+                    self._exit(p, KILLED)
+            for w in waits:
+                if not w.done():
+                    w.cancel()
+        finally:
+            if self._sweeper is not None:
+                self._sweeper.cancel()
+                self._sweeper = None
+            while self._dying:
+                await asyncio.gather(*list(self._dying), return_exceptions=True)
+            if self.transport is not None:
+                self.transport.detach(self)
+            log.info("node_stopped", node=self.node)
+
+    @property
+    def root(self) -> Pid:
+        """The root supervisor; ``start_child`` puts children under it."""
+        if self._root is None:
+            raise RuntimeClosedError("runtime not started")
+        return self._root.pid
+
+    @property
+    def tasks(self) -> TaskSupervisor:
+        """The task supervisor (see :class:`TaskSupervisor`)."""
+        if self._tasks is None:
+            raise RuntimeClosedError("runtime not started")
+        return self._tasks
+
+    @property
+    def closed(self) -> bool:
+        return self._closing
+
+    # ------------------------------------------------------------ resolution
+
+    def _local_proc(self, pid: Pid) -> Process | None:
+        if pid.node != self.node:
+            return None
+        p = self._procs.get(pid.id)
+        if p is None or p._flags & F_DEAD:
+            return None
+        return p
+
+    def _resolve(self, target: Any) -> Process | None:
+        t = type(target)
+        if t is str:
+            p = self._names.get(target)
+            if type(p) is tuple:
+                p = p[0]
+        elif t is Pid:
+            if target.node == self.node:
+                p = self._procs.get(target.id)
+            elif self.transport is not None:
+                p = self.transport.resolve(target)
+            else:
+                p = None
+        elif t is Via:
+            p = target.registry._whereis_proc(target.key)
+        elif isinstance(target, Process):
+            p = target
+        else:
+            raise BadTargetError(target)
+        if p is None or p._flags & F_DEAD:
+            return None
+        return p  # type: ignore[no-any-return]
+
+    def _resolve_or_noproc(self, target: Any, caller: object = None) -> Process:
+        p = self._resolve(target)
+        if p is None:
+            raise NoProcessError(target)
+        return p
+
+    def whereis(self, target: Target) -> Pid | None:
+        """The pid of a live process named by ``target``, or ``None``."""
+        p = self._resolve(target)
+        return None if p is None else p.pid
+
+    def alive(self, target: Target) -> bool:
+        return self._resolve(target) is not None
+
+    def process(self, target: Target) -> Process | None:
+        """The local process object named by ``target`` (for inspection and tests)."""
+        p = self._resolve(target)
+        if p is None or p._rt is not self:
+            return None
+        return p
+
+    def count_processes(self) -> int:
+        return len(self._procs)
+
+    def _name_of(self, p: Process) -> Any:
+        r = p._reg
+        if r is None or type(r) is str:
+            return r
+        return r[0][1] if r else None
+
+    # -------------------------------------------------------------- messaging
+
+    async def call(self, target: Target, request: Any, timeout: float | None = 5.0) -> Any:
+        """Send ``request`` to ``handle_call`` of ``target`` and wait for the reply.
+
+        Raises ``NoProcessError`` (no such process), ``ProcessExitedError`` (it exited before
+        replying, at once, not after the timeout), ``CallTimeoutError`` (no reply within
+        ``timeout`` seconds; ``None`` waits forever), ``CallSelfError``, ``BadTargetError``, and
+        whatever the process passed to ``reply_error``."""
+        proc = self._resolve(target)
+        if proc is None:
+            raise NoProcessError(target)
+        t = proc._task
+        if t is not None and t is asyncio.current_task():
+            raise CallSelfError(target)
+        loop = self._loop
+        fut = loop.create_future()
+        proc._deliver(From(request, fut))
+        if timeout is None:
+            return await fut
+        h = loop.call_at(loop.time() + timeout, _expire, fut, target, timeout)
+        try:
+            return await fut
+        finally:
+            h.cancel()
+
+    def cast(self, target: Target, request: Any) -> bool:
+        """Send ``request`` to ``handle_cast`` of ``target`` without waiting. Like OTP, a cast
+        to a process that does not exist is dropped; returns whether it was delivered."""
+        proc = self._resolve(target)
+        if proc is None:
+            return False
+        from ._messages import Cast
+
+        proc._deliver(Cast(request))
+        return True
+
+    def send(self, target: Target, message: Any) -> bool:
+        """Put ``message`` in the mailbox of ``target`` (for ``handle_info``).
+
+        A pid that has exited drops the message (returns ``False``); a *name* that is not
+        registered raises ``NoProcessError``, as Erlang's ``send`` does."""
+        proc = self._resolve(target)
+        if proc is None:
+            if type(target) is Pid:
+                return False
+            raise NoProcessError(target)
+        proc._deliver(message)
+        return True
+
+    # ---------------------------------------------------------------- spawning
+
+    async def start(
+        self,
+        cls: type[Process],
+        arg: Any = None,
+        *,
+        name: str | Via | None = None,
+        link: Target | None = None,
+    ) -> Pid | None:
+        """Start a process of class ``cls`` with ``init(arg)`` and return its pid once ``init``
+        has returned (``None`` if ``init`` returned ``IGNORE``).
+
+        * ``name``: register it (a ``str`` in the node's registry, or a ``Via``) before
+          ``init`` runs; a taken name raises ``AlreadyStartedError`` with the holder's pid.
+        * ``link``: link it to that process from its first instant (``spawn_link``).
+
+        A process started here is not supervised; use ``start_child`` or a supervisor for that.
+        Raises ``StartError`` when ``init`` fails."""
+        linked = self._resolve_or_noproc(link) if link is not None else None
+        p = await self._start_proc(cls, arg, name=name, link=linked)
+        return None if p is None else p.pid
+
+    async def ensure_started(
+        self, cls: type[Process], arg: Any = None, *, name: str | Via
+    ) -> Pid:
+        """Get-or-start: the pid registered under ``name``, or a new process started under it.
+        Safe under concurrency: any number of concurrent callers get one process."""
+        p = self._resolve(name)
+        if p is not None:
+            return p.pid
+        try:
+            pid = await self.start(cls, arg, name=name)
+        except AlreadyStartedError as e:
+            return e.pid  # type: ignore[no-any-return]
+        if pid is None:
+            raise StartError(cls.__name__, "ignore")
+        return pid
+
+    async def start_child(self, spec: ChildSpec) -> Pid | None:
+        """Start ``spec`` under the root supervisor (see ``Supervisor.start_child``)."""
+        from ._supervisor import Supervisor
+
+        return await Supervisor.start_child(self.root, spec, runtime=self)
+
+    def _spawn(
+        self,
+        cls: type[P],
+        arg: Any,
+        name: Any,
+        parent: Process | None,
+        spec: Any,
+    ) -> P:
+        if self._closing and parent is None and name not in ("netsuke.root", "netsuke.tasks"):
+            raise RuntimeClosedError(f"node {self.node} is shutting down")
+        if name is not None:
+            if type(name) is str:
+                holder = self._names.get(name)
+                if holder is not None:
+                    holder = holder[0] if type(holder) is tuple else holder
+                    raise AlreadyStartedError(name, holder.pid)
+            elif type(name) is Via:
+                if name.registry.keys_mode != "unique":
+                    raise ValueError("a Via name needs a unique-keys registry")
+                holder = name.registry._whereis_proc(name.key)
+                if holder is not None:
+                    raise AlreadyStartedError(name, holder.pid)
+            else:
+                raise BadTargetError(name)
+        p = object.__new__(cls)
+        pid_id = next(self._ids)
+        p._rt = self
+        p._id = pid_id
+        p._mailbox = None
+        p._task = None
+        p._waiter = None
+        p._current = None
+        p._flags = F_STARTING
+        p._reg = None
+        p._parent = parent
+        p._spec = spec
+        p._arg = arg
+        p._ext = None
+        if parent is not None:
+            p._links = parent
+            pl = parent._links
+            if pl is None:
+                parent._links = p
+            elif type(pl) is set:
+                pl.add(p)
+            else:
+                parent._links = {pl, p}
+        else:
+            p._links = None
+        self._procs[pid_id] = p
+        if name is not None:
+            if type(name) is str:
+                self._names[name] = p
+                p._reg = name
+            else:
+                name.registry._register(name.key, p, None)
+        self.stats.spawned += 1
+        return p
+
+    async def _start_proc(
+        self,
+        cls: type[P],
+        arg: Any,
+        *,
+        name: Any = None,
+        parent: Process | None = None,
+        spec: Any = None,
+        link: Process | None = None,
+    ) -> P | None:
+        p = self._spawn(cls, arg, name, parent, spec)
+        if link is not None:
+            self._link_procs(p, link)
+        return await self._init(p)
+
+    async def _init(self, p: P) -> P | None:
+        try:
+            r = p.init(p._arg)
+            if r is not None and inspect.isawaitable(r):
+                r = await r
+        except asyncio.CancelledError:
+            self._exit(p, KILLED)
+            raise
+        except Exception as e:
+            log.warning("init_failed", process=type(p).__name__, error=repr(e))
+            self._exit(p, e)
+            raise StartError(type(p).__name__, e) from e
+        if p._flags & F_DEAD:
+            raise StartError(type(p).__name__, self.exit_reason_of(p))
+        if r is IGNORE:
+            self._exit(p, NORMAL)
+            return None
+        p._flags &= ~F_STARTING
+        if p._mailbox:
+            p._wake()
+        return p
+
+    # ----------------------------------------------------- exits and signals
+
+    def exit(self, target: Target, reason: ExitReason, *, sender: Target | None = None) -> bool:
+        """Send the exit signal ``reason`` to ``target`` (Erlang's ``exit/2``), as from
+        ``sender`` (a pid) or from outside any process. ``"kill"`` cannot be trapped. Returns
+        whether the target existed."""
+        p = self._resolve(target)
+        if p is None:
+            return False
+        sp = self._resolve(sender) if sender is not None else None
+        p._rt._signal(p, reason, sp, sp.pid if sp is not None else None, explicit=True)
+        return True
+
+    def kill(self, target: Target) -> bool:
+        """``exit(target, "kill")``: the target exits with reason ``killed`` at once."""
+        return self.exit(target, KILL)
+
+    async def stop(
+        self, target: Target, reason: ExitReason = NORMAL, timeout: float | None = None
+    ) -> None:
+        """Stop ``target`` the orderly way (``GenServer.stop``): after the messages before this
+        request, ``terminate(reason)`` runs and the process exits with ``reason``. Returns once it
+        is gone. Raises ``NoProcessError``, or ``CallTimeoutError`` after ``timeout``."""
+        p = self._resolve_or_noproc(target)
+        await self._stop_proc(p, reason, timeout)
+
+    async def _stop_proc(self, p: Process, reason: ExitReason, timeout: float | None) -> None:
+        done = self._exit_future(p)
+        p._deliver(SysStop(reason, None))
+        try:
+            if timeout is None:
+                await asyncio.shield(done)
+            else:
+                await asyncio.wait_for(asyncio.shield(done), timeout)
+        except TimeoutError:
+            log.warning("stop_timed_out_killing", pid=repr(p.pid), timeout=timeout)
+            self._exit(p, KILLED)
+            raise CallTimeoutError(p.pid, timeout or 0.0) from None
+
+    def _signal(
+        self,
+        target: Process,
+        reason: ExitReason,
+        sender: Process | None,
+        sender_pid: Pid | None,
+        *,
+        explicit: bool = False,
+    ) -> None:
+        fl = target._flags
+        if fl & F_DEAD:
+            return
+        if explicit and type(reason) is str and reason == KILL:
+            self._exit(target, KILLED)
+            return
+        if fl & F_TRAP:
+            if sender is not None and sender._parent is target and not explicit:
+                target._deliver(ChildExit(sender, reason))
+            elif sender is not None and target._parent is sender:
+                target._deliver(SysParentExit(reason))
+            else:
+                target._deliver(Exit(sender_pid, reason))
+            return
+        if _is_normal(reason):
+            return
+        self._exit(target, reason)
+
+    def _exit(self, p: Process, reason: ExitReason) -> None:
+        """Make ``p`` exit with ``reason`` now. Signals to linked processes are processed from a
+        work list, so arbitrarily long link chains do not recurse."""
+        if p._flags & F_DEAD:
+            return
+        p._flags |= F_DEAD
+        rt = p._rt
+        rt._exit_queue.append((p, reason))
+        if rt._draining:
+            return
+        rt._draining = True
+        try:
+            q = rt._exit_queue
+            while q:
+                dp, dr = q.popleft()
+                dp._rt._finish(dp, dr)
+        finally:
+            rt._draining = False
+
+    def _finish(self, p: Process, reason: ExitReason) -> None:  # noqa: C901
+        procs = self._procs
+        if procs.get(p._id) is p:
+            del procs[p._id]
+        reg = p._reg
+        if reg is not None:
+            p._reg = None
+            if type(reg) is str:
+                cur = self._names.get(reg)
+                if cur is p or (type(cur) is tuple and cur[0] is p):
+                    del self._names[reg]
+            else:
+                for r, k in reg:
+                    r._drop(k, p)
+        pid = p.pid
+        err: ProcessExitedError | None = None
+
+        def fail(fut: asyncio.Future[Any]) -> None:
+            nonlocal err
+            if not fut.done():
+                if err is None:
+                    err = ProcessExitedError(pid, reason)
+                    if isinstance(reason, BaseException):
+                        err.__cause__ = reason
+                fut.set_exception(err)
+
+        cur_call = p._current
+        if cur_call is not None:
+            p._current = None
+            fail(cur_call.future)
+        mb = p._mailbox
+        if mb and not p._flags & F_SCOPE:
+            for m in mb:
+                tm = type(m)
+                if tm is From:
+                    fail(m.future)
+                elif tm is SysStop and m.future is not None and not m.future.done():
+                    m.future.set_result(None)
+            p._mailbox = None
+        ext = p._ext
+        if ext is None:
+            ext = p._ext = _Ext()
+        ext.stop_reason = reason
+        if ext.deferred:
+            for f in ext.deferred:
+                fail(f.future)
+            ext.deferred = None
+        t = p._task
+        if t is not None:
+            if p._flags & F_SCOPE:
+                if t is not asyncio.current_task():
+                    p._flags |= F_SCOPE_CANCELLED
+                    t.cancel()
+            else:
+                p._task = None
+                self._active.discard(p)
+                if t is not asyncio.current_task() and not t.done():
+                    t.cancel()
+                    self._dying.add(t)
+                    t.add_done_callback(self._dying.discard)
+        w = p._waiter
+        if w is not None:
+            p._waiter = None
+        links = p._links
+        if links is not None:
+            p._links = None
+            for lp in list(links) if type(links) is set else (links,):
+                _drop_link(lp, p)
+                lp._rt._signal(lp, reason, p, pid)
+        if ext.monitored_by:
+            for ref, watcher in list(ext.monitored_by.items()):
+                if isinstance(watcher, Process):
+                    wext = watcher._ext
+                    if wext is not None and wext.monitoring is not None:
+                        wext.monitoring.pop(ref, None)
+                    if not watcher._flags & F_DEAD:
+                        watcher._deliver(Down(ref, pid, reason))
+                elif not watcher.done():
+                    watcher.set_result(reason)
+            ext.monitored_by = None
+        if ext.monitoring:
+            for ref, target in ext.monitoring.items():
+                text = target._ext
+                if text is not None and text.monitored_by is not None:
+                    text.monitored_by.pop(ref, None)
+            ext.monitoring = None
+        kind = _exit_kind(reason)
+        ex = self.stats.exits
+        ex[kind] = ex.get(kind, 0) + 1
+
+    def exit_reason_of(self, p: Process) -> ExitReason:
+        """The exit reason of a dead process object (``None`` while it lives)."""
+        if not p._flags & F_DEAD:
+            return None
+        return p._ext.stop_reason if p._ext is not None else None
+
+    # ------------------------------------------------------- links, monitors
+
+    def link(self, a: Target, b: Target) -> None:
+        """Link two processes. If either is gone, the other gets the exit signal ``noproc``
+        (Erlang's ``link`` to a dead pid), which kills it unless it traps exits."""
+        pa = self._resolve(a)
+        pb = self._resolve(b)
+        if pa is None and pb is None:
+            raise NoProcessError(a)
+        if pa is None or pb is None:
+            live = pa or pb
+            assert live is not None
+            live._rt._signal(live, NOPROC, None, None)
+            return
+        self._link_procs(pa, pb)
+
+    def _link_procs(self, a: Process, b: Process) -> None:
+        if a is b:
+            return
+        _add_link(a, b)
+        _add_link(b, a)
+
+    def unlink(self, a: Target, b: Target) -> None:
+        pa = self._resolve(a)
+        pb = self._resolve(b)
+        if pa is not None and pb is not None:
+            _drop_link(pa, pb)
+            _drop_link(pb, pa)
+
+    def links(self, target: Target) -> list[Pid]:
+        p = self._resolve_or_noproc(target)
+        ls = p._links
+        if ls is None:
+            return []
+        return [x.pid for x in (ls if type(ls) is set else (ls,))]
+
+    def _new_ref(self) -> Ref:
+        return Ref(self.node, next(self._refs))
+
+    def _monitor_proc(self, watcher: Process, target: Target) -> Ref:
+        ref = self._new_ref()
+        p = self._resolve(target)
+        if p is None:
+            tpid = target if type(target) is Pid else None
+            watcher._deliver(Down(ref, tpid or Pid(self.node, 0), NOPROC))
+            return ref
+        pe = p._ensure_ext()
+        if pe.monitored_by is None:
+            pe.monitored_by = {}
+        pe.monitored_by[ref] = watcher
+        we = watcher._ensure_ext()
+        if we.monitoring is None:
+            we.monitoring = {}
+        we.monitoring[ref] = p
+        return ref
+
+    def _demonitor(self, watcher: Process, ref: Ref) -> None:
+        we = watcher._ext
+        if we is None or not we.monitoring:
+            return
+        p = we.monitoring.pop(ref, None)
+        if p is not None and p._ext is not None and p._ext.monitored_by is not None:
+            p._ext.monitored_by.pop(ref, None)
+
+    def _exit_future(self, p: Process) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        if p._flags & F_DEAD:
+            fut.set_result(self.exit_reason_of(p))
+            return fut
+        pe = p._ensure_ext()
+        if pe.monitored_by is None:
+            pe.monitored_by = {}
+        pe.monitored_by[self._new_ref()] = fut
+        return fut
+
+    async def wait_exit(self, target: Target, timeout: float | None = None) -> ExitReason:
+        """Wait until ``target`` exits and return its reason (``"noproc"`` if it is gone).
+        Raises ``TimeoutError`` after ``timeout`` seconds."""
+        p = self._resolve(target)
+        if p is None:
+            return NOPROC
+        fut = p._rt._exit_future(p)
+        if timeout is None:
+            return await fut
+        return await asyncio.wait_for(fut, timeout)
+
+    # ------------------------------------------------------------------ scopes
+
+    @asynccontextmanager
+    async def scope(
+        self, *, name: str | Via | None = None, trap_exit: bool = False
+    ) -> AsyncIterator[_ScopeProcess]:
+        """Make the current coroutine a process for the duration of the block.
+
+        The block gets a process (``.pid``, ``.link``, ``.monitor``, ``await .receive()``) that
+        other processes can link to, monitor and send to: the owner of an agent is typically a
+        WebSocket handler's scope. When the block ends, the process exits ``normal`` (or with the
+        exception that ended the block). When the process is exited from outside (a linked
+        process crashed, ``kill``), the block is cancelled and ``Exited`` is raised from it."""
+        p = self._spawn(_ScopeProcess, None, name, None, None)
+        p._flags = (p._flags & ~F_STARTING) | F_SCOPE | (F_TRAP if trap_exit else 0)
+        task = asyncio.current_task()
+        assert task is not None
+        p._task = task
+        try:
+            yield p
+        except asyncio.CancelledError:
+            if p._flags & F_SCOPE_CANCELLED:
+                task.uncancel()
+                raise Exited(p.pid, self.exit_reason_of(p)) from None
+            self._exit(p, KILLED)
+            raise
+        except BaseException as e:
+            if p._flags & F_DEAD:
+                raise
+            self._exit(p, e)
+            raise
+        else:
+            if p._flags & F_DEAD:
+                if p._flags & F_SCOPE_CANCELLED:
+                    task.uncancel()
+                raise Exited(p.pid, self.exit_reason_of(p))
+            self._exit(p, NORMAL)
+        finally:
+            p._task = None
+
+    # ---------------------------------------------------------- hibernation
+
+    def _schedule_sweep(self) -> None:
+        if not self._closing:
+            self._sweeper = self._loop.call_later(self.hibernate_sweep, self._sweep)
+
+    def _sweep(self, force: bool = False) -> int:
+        """Release the task of every process idle for its ``hibernate_after``."""
+        n = 0
+        interval = self.hibernate_sweep
+        for p in list(self._active):
+            w = p._waiter
+            if w is None or p._mailbox:
+                continue
+            after = type(p).hibernate_after
+            if after is None and not force:
+                continue
+            idle = (p._flags >> 8) + 1
+            if force or idle * interval >= (after or 0.0):
+                p._waiter = None
+                if not w.done():
+                    w.set_result(None)
+                n += 1
+            else:
+                p._flags += IDLE_UNIT
+        if not force:
+            self._schedule_sweep()
+        return n
+
+    async def hibernate_idle(self) -> int:
+        """Hibernate every idle process now, whatever its ``hibernate_after``; returns how
+        many. (The sweeper does this on its own; this is for tests and benchmarks.)"""
+        n = self._sweep(force=True)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return n
+
+    def active_count(self) -> int:
+        """Processes that hold an asyncio task right now (the others are hibernated)."""
+        return len(self._active)
+
+
+def _add_link(a: Process, b: Process) -> None:
+    ls = a._links
+    if ls is None:
+        a._links = b
+    elif type(ls) is set:
+        ls.add(b)
+    elif ls is not b:
+        a._links = {ls, b}
+
+
+def _drop_link(a: Process, b: Process) -> None:
+    ls = a._links
+    if ls is b:
+        a._links = None
+    elif type(ls) is set:
+        ls.discard(b)
+
+
