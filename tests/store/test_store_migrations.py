@@ -128,7 +128,7 @@ async def test_downgrade_to_an_unknown_revision_is_a_validation_error(db_url: st
 
 
 async def test_foreign_keys_are_enforced(store: Store) -> None:
-    with pytest.raises(Exception, match="(?i)foreign key"):
+    with pytest.raises(Exception, match=r"(?i)foreign key"):
         async with store.database.write() as conn:
             await conn.execute(
                 text(
