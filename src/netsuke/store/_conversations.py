@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -28,8 +27,9 @@ from ._engine import Database
 from ._errors import NotFoundError, ValidationError
 from ._group_commit import GroupCommitter
 from ._models import Base, utcnow
-from ._observe import METRICS, operation
+from ._observe import operation
 from ._records import Conversation, Execution, Page, TurnReceipt
+from ._turn_writers import Turn, make_turn_writer
 from ._validation import AGENT_NAME, check_limit
 
 __all__ = ["ConversationRepository", "dump_messages", "load_messages"]
@@ -52,20 +52,14 @@ def load_messages(payloads: Sequence[str]) -> list[ModelMessage]:
     return ModelMessagesTypeAdapter.validate_json("[" + ",".join(payloads) + "]")
 
 
-@dataclass(slots=True)
-class _Turn:
-    session_id: str
-    payloads: builtins.list[tuple[str, str]]
-    execution: dict[str, Any] | None
-
-
 class ConversationRepository:
     """Conversations (session id, agent, owning user) and their message history."""
 
     def __init__(self, db: Database, *, group_commit: bool, max_batch: int = 256) -> None:
         self._db = db
-        self._committer: GroupCommitter[_Turn, TurnReceipt] | None = (
-            GroupCommitter(self._commit_turns, max_batch=max_batch) if group_commit else None
+        self._writer = make_turn_writer(db)
+        self._committer: GroupCommitter[Turn, TurnReceipt] | None = (
+            GroupCommitter(self._writer.write, max_batch=max_batch) if group_commit else None
         )
 
     @property
@@ -73,8 +67,12 @@ class ConversationRepository:
         return self._committer is not None
 
     async def close(self) -> None:
-        if self._committer is not None:
-            await self._committer.close()
+        """Commit the turns already queued, then release the turn writer."""
+        try:
+            if self._committer is not None:
+                await self._committer.close()
+        finally:
+            await self._writer.close()
 
     async def open(
         self, session_id: str, *, agent_name: str, user_id: str | None = None
@@ -174,11 +172,11 @@ class ConversationRepository:
             row = execution.model_dump()
             if row["session_id"] is None:
                 row["session_id"] = session_id
-        turn = _Turn(session_id, dump_messages(messages), row)
+        turn = Turn(session_id, dump_messages(messages), row)
         with operation("conversations", "append_turn"):
             if self._committer is not None:
                 return await self._committer.submit(turn)
-            result = (await self._commit_turns([turn]))[0]
+            result = (await self._writer.write([turn]))[0]
             if isinstance(result, BaseException):
                 raise result
             return result
@@ -204,82 +202,6 @@ class ConversationRepository:
         if limit is not None:
             payloads.reverse()
         return load_messages(payloads)
-
-    # -- the commit path ---------------------------------------------------------------------
-
-    async def _commit_turns(
-        self, turns: Sequence[_Turn]
-    ) -> builtins.list[TurnReceipt | BaseException]:
-        try:
-            results = await self._commit_in_one(turns)
-        except IntegrityError as exc:
-            if len(turns) == 1:
-                return [ValidationError("execution", f"refused by the database: {exc.orig}")]
-            # One bad turn must not fail its neighbours: commit each on its own.
-            results = []
-            for turn in turns:
-                results.extend(await self._commit_turns([turn]))
-            return results
-        except Exception as exc:
-            return [exc] * len(turns)
-        committed = sum(1 for r in results if isinstance(r, TurnReceipt))
-        METRICS.turns_committed += committed
-        METRICS.commit_batches += 1
-        return results
-
-    async def _commit_in_one(
-        self, turns: Sequence[_Turn]
-    ) -> builtins.list[TurnReceipt | BaseException]:
-        results: builtins.list[TurnReceipt | BaseException] = []
-        execution_rows: builtins.list[dict[str, Any]] = []
-        message_rows: builtins.list[dict[str, Any]] = []
-        now = utcnow()
-        async with self._db.write() as conn:
-            for turn in turns:
-                count = len(turn.payloads)
-                found = (
-                    await conn.execute(
-                        update(_conversations)
-                        .where(_conversations.c.session_id == turn.session_id)
-                        .values(
-                            message_count=_conversations.c.message_count + count, updated_at=now
-                        )
-                        .returning(_conversations.c.id, _conversations.c.message_count)
-                    )
-                ).first()
-                if found is None:
-                    results.append(NotFoundError("conversation", turn.session_id))
-                    continue
-                conversation_id, total = found
-                execution_id = None
-                if turn.execution is not None:
-                    execution_rows.append(turn.execution)
-                    execution_id = turn.execution["id"]
-                first = total - count
-                for i, (kind, payload) in enumerate(turn.payloads):
-                    message_rows.append(
-                        {
-                            "conversation_id": conversation_id,
-                            "seq": first + i,
-                            "kind": kind,
-                            "payload": payload,
-                            "execution_id": execution_id,
-                            "created_at": now,
-                        }
-                    )
-                results.append(
-                    TurnReceipt(
-                        session_id=turn.session_id,
-                        first_seq=first,
-                        last_seq=total - 1,
-                        execution_id=execution_id,
-                    )
-                )
-            if execution_rows:
-                await conn.execute(insert(_executions), execution_rows)
-            if message_rows:
-                await conn.execute(insert(_messages), message_rows)
-        return results
 
 
 async def _find(conn: AsyncConnection, session_id: str) -> RowMapping | None:

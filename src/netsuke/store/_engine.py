@@ -73,6 +73,8 @@ class Database:
         self.url = resolve_url(url)
         parsed = make_url(self.url)
         self.dialect = parsed.get_backend_name()
+        self.sqlite_synchronous = sqlite_synchronous
+        self.busy_timeout_ms = busy_timeout_ms
         kwargs: dict[str, Any] = {"echo": echo}
         if self.dialect == "sqlite":
             database = parsed.database or ""
@@ -111,6 +113,28 @@ class Database:
         self._idle.clear()
         try:
             async with engine.begin() as conn:
+                yield conn
+        finally:
+            self._active -= 1
+            if self._active == 0:
+                self._idle.set()
+
+    @asynccontextmanager
+    async def driver(self) -> AsyncIterator[Any]:
+        """The driver's own connection (asyncpg's), checked out of the pool, no transaction
+        begun. For hot paths that issue fixed SQL; the caller manages the transaction."""
+        async with self._tracked_connect() as conn:
+            raw = await conn.get_raw_connection()
+            yield raw.driver_connection
+
+    @asynccontextmanager
+    async def _tracked_connect(self) -> AsyncIterator[AsyncConnection]:
+        if self._closing:
+            raise StoreClosedError("the store is closed")
+        self._active += 1
+        self._idle.clear()
+        try:
+            async with self.engine.connect() as conn:
                 yield conn
         finally:
             self._active -= 1

@@ -1,0 +1,249 @@
+"""Turn writers: the hot path that commits conversation turns, one per engine.
+
+A batch of turns is written in one transaction: for each turn, bump the conversation's
+message count (``UPDATE ... RETURNING`` gives the turn its positions), then insert every
+execution row and every message row of the batch, then commit. The writers talk to the
+driver directly (no SQL compilation per call) because this path runs once per chat turn:
+
+* SQLite: a dedicated ``sqlite3`` connection on a dedicated thread, with the store's pragmas
+  (WAL, busy timeout, foreign keys, ``synchronous``); a whole batch costs one thread hop.
+* PostgreSQL: the asyncpg connection under a pooled SQLAlchemy connection, with asyncpg's
+  prepared-statement cache.
+
+A batch the database refuses (duplicate execution id, unknown parent) is retried turn by turn
+so that only the faulty turn fails, with ``ValidationError(field="execution")``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+from ._engine import Database
+from ._errors import NotFoundError, ValidationError
+from ._models import utcnow
+from ._observe import METRICS
+from ._records import TurnReceipt
+
+__all__ = ["Turn", "TurnWriter", "make_turn_writer"]
+
+Result = TurnReceipt | BaseException
+_EXEC_COLUMNS = (
+    "id", "kind", "status", "agent_name", "function_name", "session_id", "parent_id",
+    "started_at", "ended_at", "duration_ms", "tokens_in", "tokens_out", "error", "details",
+)  # fmt: skip
+
+
+@dataclass(slots=True)
+class Turn:
+    session_id: str
+    payloads: list[tuple[str, str]]  # (kind, pydantic-ai JSON) per message
+    execution: dict[str, Any] | None  # an executions row, or None
+
+
+class TurnWriter(ABC):
+    integrity_errors: tuple[type[BaseException], ...] = ()
+
+    async def write(self, turns: Sequence[Turn]) -> list[Result]:
+        """Commit ``turns`` in one transaction; one result (receipt or error) per turn."""
+        try:
+            results = await self._write_once(turns)
+        except self.integrity_errors as exc:
+            if len(turns) == 1:
+                return [ValidationError("execution", f"refused by the database: {exc}")]
+            out: list[Result] = []
+            for turn in turns:  # one bad turn must not fail its neighbours
+                out.extend(await self.write([turn]))
+            return out
+        except Exception as exc:
+            return [exc] * len(turns)
+        METRICS.turns_committed += sum(1 for r in results if isinstance(r, TurnReceipt))
+        METRICS.commit_batches += 1
+        return results
+
+    @abstractmethod
+    async def _write_once(self, turns: Sequence[Turn]) -> list[Result]: ...
+
+    async def close(self) -> None:
+        return None
+
+
+def make_turn_writer(db: Database) -> TurnWriter:
+    return SqliteTurnWriter(db) if db.is_sqlite else AsyncpgTurnWriter(db)
+
+
+def _receipt(turn: Turn, total: int) -> TurnReceipt:
+    count = len(turn.payloads)
+    return TurnReceipt(
+        session_id=turn.session_id,
+        first_seq=total - count,
+        last_seq=total - 1,
+        execution_id=None if turn.execution is None else turn.execution["id"],
+    )
+
+
+# -- SQLite -----------------------------------------------------------------------------------
+
+_SQLITE_STAMP = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DATETIME storage format
+_SQLITE_BUMP = (
+    "UPDATE conversations SET message_count = message_count + ?, updated_at = ? "
+    "WHERE session_id = ? RETURNING id, message_count"
+)
+_SQLITE_EXEC = (
+    f"INSERT INTO executions ({', '.join(_EXEC_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_EXEC_COLUMNS))})"
+)
+_SQLITE_MSG = (
+    "INSERT INTO messages (conversation_id, seq, kind, payload, execution_id, created_at) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def _sqlite_time(value: Any) -> Any:
+    if value is None:
+        return None
+    return value.astimezone(utcnow().tzinfo).replace(tzinfo=None).strftime(_SQLITE_STAMP)
+
+
+class SqliteTurnWriter(TurnWriter):
+    integrity_errors = (sqlite3.IntegrityError,)
+
+    def __init__(self, db: Database) -> None:
+        database = make_url(db.url).database or ""
+        if not database or database == ":memory:":
+            raise ValidationError("url", "the store needs a SQLite file, not an in-memory one")
+        self._path = database
+        self._synchronous = db.sqlite_synchronous
+        self._busy_ms = db.busy_timeout_ms
+        self._conn: sqlite3.Connection | None = None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="netsuke-sqlite-turns")
+
+    async def _write_once(self, turns: Sequence[Turn]) -> list[Result]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._write_sync, list(turns))
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA busy_timeout={int(self._busy_ms)}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        return conn
+
+    def _write_sync(self, turns: list[Turn]) -> list[Result]:
+        if self._conn is None:
+            self._conn = self._connect()
+        conn = self._conn
+        stamp = _sqlite_time(utcnow())
+        results: list[Result] = []
+        executions: list[tuple[Any, ...]] = []
+        messages: list[tuple[Any, ...]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for turn in turns:
+                count = len(turn.payloads)
+                found = conn.execute(_SQLITE_BUMP, (count, stamp, turn.session_id)).fetchone()
+                if found is None:
+                    results.append(NotFoundError("conversation", turn.session_id))
+                    continue
+                conversation_id, total = found
+                execution_id = None
+                if turn.execution is not None:
+                    row = turn.execution
+                    execution_id = row["id"]
+                    executions.append(
+                        (row["id"], row["kind"], row["status"], row["agent_name"],
+                         row["function_name"], row["session_id"], row["parent_id"],
+                         _sqlite_time(row["started_at"]), _sqlite_time(row["ended_at"]),
+                         row["duration_ms"], row["tokens_in"], row["tokens_out"], row["error"],
+                         json.dumps(row["details"]))
+                    )  # fmt: skip
+                first = total - count
+                for i, (kind, payload) in enumerate(turn.payloads):
+                    messages.append(
+                        (conversation_id, first + i, kind, payload, execution_id, stamp)
+                    )
+                results.append(_receipt(turn, total))
+            if executions:
+                conn.executemany(_SQLITE_EXEC, executions)
+            if messages:
+                conn.executemany(_SQLITE_MSG, messages)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return results
+
+    async def close(self) -> None:
+        def shut() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, shut)
+        self._executor.shutdown(wait=True)
+
+
+# -- PostgreSQL -------------------------------------------------------------------------------
+
+_PG_BUMP = (
+    "UPDATE conversations SET message_count = message_count + $1, updated_at = $2 "
+    "WHERE session_id = $3 RETURNING id, message_count"
+)
+_PG_EXEC = (
+    f"INSERT INTO executions ({', '.join(_EXEC_COLUMNS)}) VALUES "
+    f"({', '.join(f'${i + 1}' for i in range(len(_EXEC_COLUMNS) - 1))}, "
+    f"${len(_EXEC_COLUMNS)}::jsonb)"
+)
+_PG_MSG = (
+    "INSERT INTO messages (conversation_id, seq, kind, payload, execution_id, created_at) "
+    "VALUES ($1, $2, $3, $4, $5, $6)"
+)
+
+
+class AsyncpgTurnWriter(TurnWriter):
+    def __init__(self, db: Database) -> None:
+        import asyncpg
+
+        self._db = db
+        self.integrity_errors = (asyncpg.IntegrityConstraintViolationError,)
+
+    async def _write_once(self, turns: Sequence[Turn]) -> list[Result]:
+        now = utcnow()
+        results: list[Result] = []
+        executions: list[tuple[Any, ...]] = []
+        messages: list[tuple[Any, ...]] = []
+        async with self._db.driver() as conn, conn.transaction():
+            for turn in turns:
+                count = len(turn.payloads)
+                found = await conn.fetchrow(_PG_BUMP, count, now, turn.session_id)
+                if found is None:
+                    results.append(NotFoundError("conversation", turn.session_id))
+                    continue
+                conversation_id, total = found
+                execution_id = None
+                if turn.execution is not None:
+                    row = turn.execution
+                    execution_id = row["id"]
+                    executions.append(
+                        (*[row[c] for c in _EXEC_COLUMNS[:-1]], json.dumps(row["details"]))
+                    )
+                first = total - count
+                for i, (kind, payload) in enumerate(turn.payloads):
+                    messages.append((conversation_id, first + i, kind, payload, execution_id, now))
+                results.append(_receipt(turn, total))
+            if executions:
+                await conn.executemany(_PG_EXEC, executions)
+            if messages:
+                await conn.executemany(_PG_MSG, messages)
+        return results
