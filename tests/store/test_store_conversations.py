@@ -233,3 +233,23 @@ def _batches(store: Store) -> int:
     from netsuke.store._observe import METRICS
 
     return METRICS.commit_batches
+
+
+async def test_without_group_commit_concurrent_turns_commit_one_by_one(db_url: str) -> None:
+    async with Store.open(db_url, migrate=True, group_commit=False) as store:
+        assert not store.conversations.group_commit
+        await store.conversations.open("s", agent_name="helper")
+        before = _batches(store)
+        receipts = await asyncio.gather(
+            *[
+                store.conversations.append_turn(
+                    "s",
+                    [ModelRequest(parts=[UserPromptPart(str(i), timestamp=T0)])],
+                    Execution(agent_name="helper"),
+                )
+                for i in range(12)
+            ]
+        )
+        assert sorted(r.first_seq for r in receipts) == list(range(12))
+        assert _batches(store) - before == 12
+        assert len(await store.conversations.history("s")) == 12

@@ -81,7 +81,8 @@ class Store:
         ``sqlite+aiosqlite:///./.netsuke/netsuke.db``). Await it, or use it with ``async with``.
 
         ``migrate``: upgrade the schema on open; default yes for SQLite, no otherwise.
-        ``group_commit``: batch concurrent ``append_turn`` commits; default yes for SQLite.
+        ``group_commit``: batch concurrent ``append_turn`` commits into one transaction
+        (default yes: each caller still returns only after its own turn is committed).
         ``sqlite_synchronous``: ``FULL`` (default) makes a commit survive power loss;
         ``NORMAL`` survives a crash of the process but not of the machine."""
         return _Opening(
@@ -142,7 +143,7 @@ class _Opening:
         log.debug("store.opened", dialect=database.dialect, revision=revision)
         return Store(
             database,
-            group_commit=database.is_sqlite if group_commit is None else group_commit,
+            group_commit=True if group_commit is None else group_commit,
             max_batch=max_batch,
         )
 
