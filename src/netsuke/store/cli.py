@@ -1,0 +1,70 @@
+"""``netsuke db``: schema migrations from the command line (a typer sub-app).
+
+Wire it into the main CLI with ``app.add_typer(netsuke.store.cli.app, name="db")``.
+Every command takes ``--url`` (default ``$NETSUKE_DATABASE_URL``, else the embedded SQLite
+file). Exit codes: 0 done, 2 refused (bad URL or revision), 3 database newer than the code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+
+from ._errors import SchemaTooNewError, StoreError
+from ._migrate import current_revision, downgrade, head_revision, upgrade
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    name="db", help="Database schema: upgrade, downgrade, current.", no_args_is_help=True
+)
+
+Url = Annotated[
+    str | None,
+    typer.Option("--url", help="Database URL (default: $NETSUKE_DATABASE_URL or SQLite file)."),
+]
+
+
+def _fail(exc: StoreError) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(3 if isinstance(exc, SchemaTooNewError) else 2)
+
+
+@app.command("upgrade")
+def upgrade_command(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    url: Url = None,
+) -> None:
+    """Migrate the database up to REVISION (default: the newest)."""
+    try:
+        new = asyncio.run(upgrade(url, revision))
+    except StoreError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"database at revision {new}")
+
+
+@app.command("downgrade")
+def downgrade_command(
+    revision: Annotated[str, typer.Argument(help="Target revision, or 'base' to drop all.")],
+    url: Url = None,
+) -> None:
+    """Migrate the database down to REVISION. Data in dropped tables is lost."""
+    try:
+        new = asyncio.run(downgrade(url, revision))
+    except StoreError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"database at revision {new or 'base'}")
+
+
+@app.command("current")
+def current_command(url: Url = None) -> None:
+    """Show the database's revision and the newest this code knows."""
+    try:
+        revision = asyncio.run(current_revision(url))
+    except StoreError as exc:
+        raise _fail(exc) from None
+    head = head_revision()
+    state = "up to date" if revision == head else "behind" if revision else "empty"
+    typer.echo(f"database: {revision or 'none'} ({state}); code head: {head}")
