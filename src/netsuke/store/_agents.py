@@ -64,8 +64,9 @@ class AgentRepository:
         self, draft: AgentDraft | Mapping[str, Any], *, actor: str | None = None, comment: str = ""
     ) -> AgentDefinition:
         """Store a new agent as version 1. Durable on return."""
-        draft = validate_agent(parse_model(AgentDraft, draft))
-        with operation("agents", "create", name=draft.name):
+        with operation("agents", "create") as span:
+            draft = validate_agent(parse_model(AgentDraft, draft))
+            span.set_attribute("netsuke.store.name", draft.name)
             try:
                 async with self._db.write() as conn:
                     current = await _head(conn, draft.name)
@@ -88,8 +89,9 @@ class AgentRepository:
     ) -> AgentDefinition:
         """Store ``draft`` as the next version of the agent it names, if ``expected_version``
         is still current (else ``ConflictError``). Unchanged content: no new version."""
-        draft = validate_agent(parse_model(AgentDraft, draft))
-        with operation("agents", "update", name=draft.name):
+        with operation("agents", "update") as span:
+            draft = validate_agent(parse_model(AgentDraft, draft))
+            span.set_attribute("netsuke.store.name", draft.name)
             async with self._db.write() as conn:
                 current = await _head(conn, draft.name)
                 if current is None:
@@ -167,13 +169,13 @@ class AgentRepository:
         adds nothing, so a repeated sync is a no-op. Delegates may name agents of the same
         batch. Agents absent from ``drafts`` are left alone. With ``sources`` (one label per
         draft, e.g. its file), an error is a ``DefinitionFileError`` naming the source."""
-        checked = [validate_agent(parse_model(AgentDraft, d)) for d in drafts]
-        names = [d.name for d in checked]
-        for i, name in enumerate(names):
-            if name in names[:i]:
-                raise ValidationError("name", f"{name!r} is defined twice")
-        result = SyncResult()
-        with operation("agents", "sync", count=len(checked)):
+        with operation("agents", "sync", count=len(drafts)):
+            checked = [validate_agent(parse_model(AgentDraft, d)) for d in drafts]
+            names = [d.name for d in checked]
+            for i, name in enumerate(names):
+                if name in names[:i]:
+                    raise ValidationError("name", f"{name!r} is defined twice")
+            result = SyncResult()
             async with self._db.write() as conn:
                 for i, draft in enumerate(checked):
                     current = await _head(conn, draft.name)

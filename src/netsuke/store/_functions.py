@@ -48,11 +48,12 @@ class FunctionRepository:
 
         ``expected_version`` (optional) guards against a concurrent writer: if given and stale,
         ``ConflictError``; ``0`` means "must not exist yet"."""
-        draft = validate_function(parse_model(FunctionDraft, draft))
-        sha = hashlib.sha256(draft.code.encode()).hexdigest()
-        content = draft.model_dump(mode="json", exclude={"name"})
-        fingerprint = content_hash(content)
-        with operation("functions", "put", name=draft.name):
+        with operation("functions", "put") as span:
+            draft = validate_function(parse_model(FunctionDraft, draft))
+            sha = hashlib.sha256(draft.code.encode()).hexdigest()
+            content = draft.model_dump(mode="json", exclude={"name"})
+            fingerprint = content_hash(content)
+            span.set_attribute("netsuke.store.name", draft.name)
             try:
                 async with self._db.write() as conn:
                     head = await _head(conn, draft.name)

@@ -4,7 +4,7 @@ Counters are plain integers read at scrape time by one collector on
 ``netsuke.observability.REGISTRY``:
 
 * ``netsuke_store_operations_total{repo, operation, outcome}``: outcome ``ok``, the name of a
-  ``StoreError`` subclass (refused), or ``error`` (anything else);
+  ``StoreError`` subclass (refused), ``cancelled``, or ``error`` (anything else);
 * ``netsuke_store_turns_committed_total`` and ``netsuke_store_commit_batches_total``: turns
   persisted and the transactions that carried them (their ratio is the group-commit factor).
 
@@ -14,6 +14,7 @@ logged at info and failures at warning with structlog, with the repo, operation 
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,6 +74,9 @@ def operation(repo: str, op: str, **attributes: Any) -> Iterator[Any]:
         except StoreError as exc:
             METRICS.operations[(repo, op, type(exc).__name__)] += 1
             log.info("store.refused", repo=repo, operation=op, error=str(exc), **attributes)
+            raise
+        except asyncio.CancelledError:
+            METRICS.operations[(repo, op, "cancelled")] += 1
             raise
         except BaseException as exc:
             METRICS.operations[(repo, op, "error")] += 1
