@@ -23,6 +23,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 from sqlalchemy.engine import make_url
@@ -110,7 +111,7 @@ _SQLITE_MSG = (
 def _sqlite_time(value: Any) -> Any:
     if value is None:
         return None
-    return value.astimezone(utcnow().tzinfo).replace(tzinfo=None).strftime(_SQLITE_STAMP)
+    return value.astimezone(UTC).replace(tzinfo=None).strftime(_SQLITE_STAMP)
 
 
 class SqliteTurnWriter(TurnWriter):
