@@ -41,11 +41,10 @@ def resolve_url(url: str | None = None) -> str:
         parsed = make_url(raw)
     except ArgumentError as exc:
         raise ValidationError("url", f"not a database URL: {exc}") from None
-    backend = parsed.get_backend_name()
-    driver = parsed.get_driver_name()
-    if backend == "sqlite" and driver in ("pysqlite", "aiosqlite"):
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend == "sqlite" and driver in ("", "pysqlite", "aiosqlite"):
         parsed = parsed.set(drivername="sqlite+aiosqlite")
-    elif backend == "postgresql" and driver in ("psycopg2", "asyncpg"):
+    elif backend in ("postgresql", "postgres") and driver in ("", "psycopg", "psycopg2", "asyncpg"):
         parsed = parsed.set(drivername="postgresql+asyncpg")
     else:
         raise ValidationError(
