@@ -67,3 +67,13 @@ async def test_a_closed_store_refuses_work(db_url: str) -> None:
     await store.close()  # idempotent
     with pytest.raises(StoreClosedError):
         await store.agents.get("a")
+    with pytest.raises(StoreClosedError):
+        await store.conversations.append_turn("s", [])
+
+
+async def test_append_after_close_is_refused_without_group_commit(db_url: str) -> None:
+    store = await Store.open(db_url, migrate=True, group_commit=False)
+    await store.conversations.open("s", agent_name="a")
+    await store.close()
+    with pytest.raises(StoreClosedError):
+        await store.conversations.append_turn("s", [])

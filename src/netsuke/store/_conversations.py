@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ._engine import Database
-from ._errors import NotFoundError, ValidationError
+from ._errors import NotFoundError, StoreClosedError, ValidationError
 from ._group_commit import GroupCommitter
 from ._models import Base, utcnow
 from ._observe import operation
@@ -58,6 +58,7 @@ class ConversationRepository:
     def __init__(self, db: Database, *, group_commit: bool, max_batch: int = 256) -> None:
         self._db = db
         self._writer = make_turn_writer(db)
+        self._closed = False
         self._committer: GroupCommitter[Turn, TurnReceipt] | None = (
             GroupCommitter(self._writer.write, max_batch=max_batch) if group_commit else None
         )
@@ -68,6 +69,7 @@ class ConversationRepository:
 
     async def close(self) -> None:
         """Commit the turns already queued, then release the turn writer."""
+        self._closed = True
         try:
             if self._committer is not None:
                 await self._committer.close()
@@ -167,6 +169,8 @@ class ConversationRepository:
         the conversation's last; the execution gets ``session_id`` if it has none. Raises
         ``NotFoundError`` for an unknown session (``open`` it first) and ``ValidationError``
         for an execution the database refuses (duplicate id, unknown parent)."""
+        if self._closed:
+            raise StoreClosedError("the store is closed")
         row = None
         if execution is not None:
             row = execution.model_dump()
