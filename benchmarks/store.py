@@ -45,6 +45,7 @@ from typing import Any
 import aiosqlite
 from pydantic_ai.messages import ModelRequest, ModelResponse, TextPart, UserPromptPart
 
+from netsuke.observability import configure_logging
 from netsuke.store import Execution, Store, dump_messages, upgrade
 from netsuke.store._observe import METRICS
 from netsuke.store.testing import PostgresUnavailableError, TemporaryPostgres, find_bindir
@@ -536,6 +537,7 @@ async def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small run (under a minute)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args()
+    configure_logging("warning")
     seq_turns, conc_turns, rounds = (300, 3_200, 1) if args.quick else (2_000, 19_200, 3)
     figures: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="netsuke-bench-") as tmp:

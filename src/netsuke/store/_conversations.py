@@ -5,9 +5,9 @@ writes for it, so ``history`` returns messages equal to those appended, tool cal
 returns included. Durability:
 
 * ``append_turn`` returns only after the turn (its messages and its execution row) is
-  committed. On SQLite, concurrent calls share one transaction (group commit); each caller
-  still returns only after the commit that carried its turn, and a turn that fails (unknown
-  session, bad execution) fails alone.
+  committed. With group commit (the default) concurrent calls share one transaction; each
+  caller still returns only after the commit that carried its turn, and a turn that fails
+  (unknown session, bad execution) fails alone.
 * ``open`` and ``delete`` are durable on return; reads see every turn whose call returned.
 """
 
@@ -36,7 +36,6 @@ __all__ = ["ConversationRepository", "dump_messages", "load_messages"]
 
 _conversations: Table = Base.metadata.tables["conversations"]
 _messages: Table = Base.metadata.tables["messages"]
-_executions: Table = Base.metadata.tables["executions"]
 
 
 def dump_messages(messages: Sequence[ModelMessage]) -> list[tuple[str, str]]:
