@@ -187,3 +187,13 @@ async def test_changes_are_audited_with_actor_and_version(store: Store) -> None:
         ("alice", "agent.create", 1),
     ]
     assert all(e.outcome == "ok" for e in entries)
+
+
+async def test_rollback_with_a_stale_expected_version_is_a_conflict(store: Store) -> None:
+    await store.agents.create(agent("a", system_prompt="one"))
+    await store.agents.update(agent("a", system_prompt="two"), expected_version=1)
+    with pytest.raises(ConflictError) as caught:
+        await store.agents.rollback("a", 1, expected_version=1)
+    assert caught.value.current_version == 2
+    assert (await store.agents.get("a")).system_prompt == "two"
+    assert len(await store.agents.versions("a")) == 2

@@ -3,9 +3,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from netsuke.store import (
+    AgentDraft,
     DefinitionFileError,
+    ModelSettings,
     Store,
     dump_agent_yaml,
     export_agents,
@@ -132,7 +137,39 @@ async def test_export_then_sync_into_another_store_reproduces_the_definitions(
 
 
 def test_dump_omits_defaults_and_starts_with_the_name() -> None:
-    from netsuke.store import AgentDraft
-
     text = dump_agent_yaml(AgentDraft(name="tiny", model="test"))
     assert text == "name: tiny\nmodel: test\n"
+
+
+_item = st.from_regex(r"\A[a-z][a-z0-9_.-]{0,20}\Z")
+_drafts = st.builds(
+    AgentDraft,
+    name=st.from_regex(r"\A[A-Za-z][A-Za-z0-9_.-]{0,30}\Z"),
+    description=st.text(max_size=200),
+    system_prompt=st.text(max_size=500),
+    model=st.sampled_from(["test", "offline", "openai:gpt-4o", "ollama:llama3.2:3b"]),
+    model_settings=st.builds(
+        ModelSettings,
+        temperature=st.none() | st.floats(0, 2),
+        top_p=st.none() | st.floats(0, 1),
+        max_tokens=st.none() | st.integers(1, 1_000_000),
+    ),
+    capabilities=st.lists(_item, max_size=4, unique=True),
+    tools=st.lists(_item, max_size=4, unique=True),
+    max_chain_depth=st.integers(0, 32),
+    chain_strategy=st.sampled_from(["sequential", "parallel", "router"]),
+    config=st.dictionaries(
+        st.text(max_size=10),
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        max_size=3,
+    ),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(draft=_drafts)
+def test_yaml_round_trip_keeps_the_content_exactly(draft: AgentDraft) -> None:
+    text = dump_agent_yaml(draft)
+    loaded = AgentDraft.model_validate(yaml.safe_load(text))
+    assert loaded.fingerprint() == draft.fingerprint()
+    assert loaded.name == draft.name
