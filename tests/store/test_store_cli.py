@@ -41,7 +41,7 @@ def test_db_commands_upgrade_show_and_downgrade(db_url: str) -> None:
     assert "newer" in refused.output
 
 
-def test_a_bad_url_is_refused(backend: str) -> None:
-    result = CliRunner().invoke(app, ["current", "--url", f"mysql://{backend}/x"])
+def test_a_bad_url_is_refused() -> None:
+    result = CliRunner().invoke(app, ["current", "--url", "mysql://host/x"])
     assert result.exit_code == 2
     assert "unsupported database" in result.output

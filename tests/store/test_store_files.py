@@ -1,9 +1,9 @@
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -168,8 +168,10 @@ _drafts = st.builds(
 
 @settings(max_examples=150, deadline=None)
 @given(draft=_drafts)
-def test_yaml_round_trip_keeps_the_content_exactly(draft: AgentDraft) -> None:
-    text = dump_agent_yaml(draft)
-    loaded = AgentDraft.model_validate(yaml.safe_load(text))
+def test_yaml_round_trip_through_a_file_keeps_the_content_exactly(draft: AgentDraft) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"{draft.name}.yaml"
+        path.write_text(dump_agent_yaml(draft), encoding="utf-8")
+        loaded = load_agent_file(path)
     assert loaded.fingerprint() == draft.fingerprint()
     assert loaded.name == draft.name

@@ -55,7 +55,12 @@ def dump_agent_yaml(definition: AgentDraft) -> str:
     for key, value in definition.content().items():
         if value != defaults[key]:
             data[key] = value
-    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+    text = yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+    if yaml.safe_load(text) != data:
+        # Some characters (NEL, line and paragraph separators, ...) do not survive as plain
+        # unicode in YAML; escaping every non-ASCII character always round-trips.
+        text = yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=False, width=100)
+    return text
 
 
 def load_agent_file(path: str | Path) -> AgentDraft:
