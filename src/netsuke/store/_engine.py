@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -96,44 +96,33 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self._tracked(self.engine) as conn:
+        async with self._tracked(self.engine.begin) as conn:
             yield conn
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        async with self._tracked(self._write_engine) as conn:
+        async with self._tracked(self._write_engine.begin) as conn:
             yield conn
-
-    @asynccontextmanager
-    async def _tracked(self, engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-        if self._closing:
-            raise StoreClosedError("the store is closed")
-        self._active += 1
-        self._idle.clear()
-        try:
-            async with engine.begin() as conn:
-                yield conn
-        finally:
-            self._active -= 1
-            if self._active == 0:
-                self._idle.set()
 
     @asynccontextmanager
     async def driver(self) -> AsyncIterator[Any]:
         """The driver's own connection (asyncpg's), checked out of the pool, no transaction
         begun. For hot paths that issue fixed SQL; the caller manages the transaction."""
-        async with self._tracked_connect() as conn:
+        async with self._tracked(self.engine.connect) as conn:
             raw = await conn.get_raw_connection()
             yield raw.driver_connection
 
     @asynccontextmanager
-    async def _tracked_connect(self) -> AsyncIterator[AsyncConnection]:
+    async def _tracked(
+        self, opener: Callable[[], AbstractAsyncContextManager[AsyncConnection]]
+    ) -> AsyncIterator[AsyncConnection]:
+        """Count the connection as in flight so ``dispose`` can wait for it."""
         if self._closing:
             raise StoreClosedError("the store is closed")
         self._active += 1
         self._idle.clear()
         try:
-            async with self.engine.connect() as conn:
+            async with opener() as conn:
                 yield conn
         finally:
             self._active -= 1
