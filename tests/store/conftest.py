@@ -7,6 +7,7 @@ Without the binaries the PostgreSQL half is skipped, except under ``CI=true`` wh
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -14,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from netsuke.store import Store
+from netsuke.store import Store, upgrade
 from netsuke.store.testing import PostgresUnavailableError, TemporaryPostgres, find_bindir
 
 BACKENDS = ["sqlite", "postgres"]
+MIGRATED_TEMPLATE = "netsuke_migrated_template"
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +39,7 @@ def postgres_server() -> Iterator[TemporaryPostgres]:
             pytest.fail(f"CI=true requires PostgreSQL: {exc}")
         pytest.skip(str(exc))
     try:
+        asyncio.run(upgrade(server.create_database(MIGRATED_TEMPLATE)))
         yield server
     finally:
         server.stop()
@@ -57,8 +60,18 @@ def db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def store(db_url: str) -> AsyncIterator[Store]:
-    async with Store.open(db_url, migrate=True) as opened:
+def migrated_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """The URL of a fresh database of the ``backend`` under test, already migrated (on
+    PostgreSQL a copy of a template migrated once per session)."""
+    if backend == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'netsuke.db'}"
+    server: TemporaryPostgres = request.getfixturevalue("postgres_server")
+    return server.create_database(template=MIGRATED_TEMPLATE)
+
+
+@pytest.fixture
+async def store(migrated_url: str) -> AsyncIterator[Store]:
+    async with Store.open(migrated_url, migrate=True) as opened:
         yield opened
 
 

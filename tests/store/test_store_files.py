@@ -134,6 +134,15 @@ async def test_export_then_sync_into_another_store_reproduces_the_definitions(
     # Syncing the export back changes nothing.
     result = await sync_agents(store.agents, tmp_path / "agents")
     assert sorted(result["unchanged"]) == ["boss", "helper"]
+    # Syncing it into another, empty store reproduces the same content.
+    async with Store.open(db_url, migrate=True) as other:
+        created = await sync_agents(other.agents, tmp_path / "agents")
+        assert sorted(created["created"]) == ["boss", "helper"]
+        for name in ("boss", "helper"):
+            theirs = await other.agents.get(name)
+            ours = await store.agents.get(name)
+            assert theirs.content_hash == ours.content_hash
+            assert theirs.draft() == ours.draft()
 
 
 def test_dump_omits_defaults_and_starts_with_the_name() -> None:

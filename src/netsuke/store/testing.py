@@ -168,12 +168,13 @@ class TemporaryPostgres:
         """A libpq/asyncpg DSN (no SQLAlchemy driver name)."""
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
-    def create_database(self, name: str | None = None) -> str:
-        """Create an empty database and return its SQLAlchemy URL."""
+    def create_database(self, name: str | None = None, *, template: str | None = None) -> str:
+        """Create a database (empty, or a copy of ``template``) and return its SQLAlchemy URL."""
         name = name or f"netsuke_{os.getpid()}_{next(self._counter)}"
         subprocess.run(
             [
                 str(self.bindir / "createdb"),
+                *(["-T", template] if template else []),
                 "-h",
                 "127.0.0.1",
                 "-p",
