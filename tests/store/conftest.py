@@ -54,7 +54,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 def db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     """The URL of a fresh, empty database of the ``backend`` under test."""
     if backend == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'netsuke.db'}"
+        return f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
     server: TemporaryPostgres = request.getfixturevalue("postgres_server")
     return server.create_database()
 
