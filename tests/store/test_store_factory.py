@@ -88,3 +88,13 @@ async def test_register_agent_refuses_an_invalid_definition(store: Store) -> Non
         await store.factory.register_agent(agent("x", model="???"))
     assert caught.value.field == "model"
     assert await store.agents.count() == 0
+
+
+async def test_spec_resolves_tools_that_are_stored_functions(store: Store) -> None:
+    await store.functions.put({"name": "lookup", "code": "def lookup(q):\n    return q\n"})
+    await store.functions.put({"name": "lookup", "code": "def lookup(q):\n    return [q]\n"})
+    await store.agents.create(agent("a", tools=["lookup", "web_search"]))
+    spec = await store.factory.spec("a")
+    assert spec.tools == ("lookup", "web_search")
+    assert [(f.name, f.version) for f in spec.functions] == [("lookup", 2)]
+    assert "return [q]" in spec.functions[0].code

@@ -10,14 +10,16 @@ start the new agent at once.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict
 from pydantic_ai.settings import ModelSettings as PydanticAIModelSettings
 
 from ._agents import AgentRepository
-from ._definitions import AgentDefinition, AgentDraft
+from ._definitions import AgentDefinition, AgentDraft, FunctionDefinition
+from ._errors import NotFoundError
+from ._functions import FunctionRepository
 from ._observe import log, operation
 from ._validation import parse_model
 
@@ -45,13 +47,19 @@ class AgentSpec(BaseModel):
     max_chain_depth: int
     chain_strategy: str
     config: dict[str, Any]
+    functions: tuple[FunctionDefinition, ...] = ()
+    """Current versions of the stored sandbox functions that ``tools`` names (other tool
+    names are left to the agents layer, e.g. built-in tools)."""
 
     def pydantic_ai_settings(self) -> PydanticAIModelSettings:
         """The settings as ``pydantic_ai.settings.ModelSettings`` (only those that are set)."""
         return cast(PydanticAIModelSettings, dict(self.model_settings))
 
 
-def build_spec(definition: AgentDefinition) -> AgentSpec:
+def build_spec(
+    definition: AgentDefinition, functions: Sequence[FunctionDefinition] = ()
+) -> AgentSpec:
+    """The spec of ``definition``, with the stored ``functions`` its tools name."""
     return AgentSpec(
         name=definition.name,
         version=definition.version,
@@ -67,19 +75,29 @@ def build_spec(definition: AgentDefinition) -> AgentSpec:
         max_chain_depth=definition.max_chain_depth,
         chain_strategy=definition.chain_strategy,
         config=definition.config,
+        functions=tuple(functions),
     )
 
 
 class AgentFactory:
     """Specs from the agent repository, and run-time registration with notification."""
 
-    def __init__(self, agents: AgentRepository) -> None:
+    def __init__(self, agents: AgentRepository, functions: FunctionRepository) -> None:
         self._agents = agents
+        self._functions = functions
         self._listeners: list[Listener] = []
 
     async def spec(self, name: str, version: int | None = None) -> AgentSpec:
-        """The spec of the current (or given) version. ``NotFoundError`` if missing."""
-        return build_spec(await self._agents.get(name, version))
+        """The spec of the current (or given) version, with the current version of each stored
+        function its tools name. ``NotFoundError`` if the agent or version is missing."""
+        definition = await self._agents.get(name, version)
+        found = []
+        for tool in definition.tools:
+            try:
+                found.append(await self._functions.get(tool))
+            except NotFoundError:
+                continue  # not a stored function: a tool the agents layer provides
+        return build_spec(definition, found)
 
     def on_register(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(spec)`` (sync or async) after each ``register_agent``; returns a

@@ -54,7 +54,7 @@ class Store:
         self.executions = ExecutionRepository(database)
         self.audit = AuditRepository(database)
         self.api_keys = ApiKeyRepository(database)
-        self.factory = AgentFactory(self.agents)
+        self.factory = AgentFactory(self.agents, self.functions)
         self._closed = False
 
     @property
