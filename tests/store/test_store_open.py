@@ -41,6 +41,13 @@ def test_urls_get_async_drivers_and_other_databases_are_refused() -> None:
     assert caught.value.field == "url"
 
 
+@pytest.mark.parametrize("url", ["sqlite:///:memory:", "sqlite+aiosqlite://"])
+async def test_in_memory_sqlite_is_refused(url: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        await Store.open(url)
+    assert caught.value.field == "url"
+
+
 async def test_two_stores_on_one_database_write_concurrently(db_url: str) -> None:
     async with Store.open(db_url, migrate=True) as one, Store.open(db_url) as two:
         await one.conversations.open("s", agent_name="a")

@@ -137,15 +137,16 @@ class _Opening:
             if migrate if migrate is not None else database.is_sqlite:
                 revision = await upgrade(database=database)
             check_revision(revision, allow_outdated=False)
+            store = Store(
+                database,
+                group_commit=True if group_commit is None else group_commit,
+                max_batch=max_batch,
+            )
         except BaseException:
             await database.dispose()
             raise
         log.debug("store.opened", dialect=database.dialect, revision=revision)
-        return Store(
-            database,
-            group_commit=True if group_commit is None else group_commit,
-            max_batch=max_batch,
-        )
+        return store
 
     def __await__(self) -> Generator[Any, None, Store]:
         return self._open().__await__()
