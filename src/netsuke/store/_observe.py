@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from opentelemetry.trace import Status, StatusCode
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -66,20 +67,29 @@ register_collector(METRICS)
 
 @contextmanager
 def operation(repo: str, op: str, **attributes: Any) -> Iterator[Any]:
-    """Span, counter and log for one repository operation."""
+    """Span, counter and log for one repository operation.
+
+    The span is started without being made current: nothing below a repository call opens
+    spans of its own, and this keeps the cost near a microsecond on the turn path."""
     attrs = {f"netsuke.store.{k}": v for k, v in attributes.items() if v is not None}
-    with _tracer.start_as_current_span(f"store.{repo}.{op}", attributes=attrs) as span:
-        try:
-            yield span
-        except StoreError as exc:
-            METRICS.operations[(repo, op, type(exc).__name__)] += 1
-            log.info("store.refused", repo=repo, operation=op, error=str(exc), **attributes)
-            raise
-        except asyncio.CancelledError:
-            METRICS.operations[(repo, op, "cancelled")] += 1
-            raise
-        except BaseException as exc:
-            METRICS.operations[(repo, op, "error")] += 1
-            log.warning("store.failed", repo=repo, operation=op, error=repr(exc), **attributes)
-            raise
+    span = _tracer.start_span(f"store.{repo}.{op}", attributes=attrs)
+    try:
+        yield span
+    except StoreError as exc:
+        METRICS.operations[(repo, op, type(exc).__name__)] += 1
+        span.set_attribute("netsuke.store.refused", type(exc).__name__)
+        log.info("store.refused", repo=repo, operation=op, error=str(exc), **attributes)
+        raise
+    except asyncio.CancelledError:
+        METRICS.operations[(repo, op, "cancelled")] += 1
+        raise
+    except BaseException as exc:
+        METRICS.operations[(repo, op, "error")] += 1
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, repr(exc)))
+        log.warning("store.failed", repo=repo, operation=op, error=repr(exc), **attributes)
+        raise
+    else:
         METRICS.operations[(repo, op, "ok")] += 1
+    finally:
+        span.end()

@@ -128,6 +128,7 @@ class SqliteTurnWriter(TurnWriter):
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="netsuke-sqlite-turns")
 
     async def _write_once(self, turns: Sequence[Turn]) -> list[Result]:
+        # Once handed to the thread, the transaction completes even if the caller is cancelled.
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._write_sync, list(turns))
 
@@ -220,6 +221,10 @@ class AsyncpgTurnWriter(TurnWriter):
         self.integrity_errors = (asyncpg.IntegrityConstraintViolationError,)
 
     async def _write_once(self, turns: Sequence[Turn]) -> list[Result]:
+        # A cancelled caller must not cancel a transaction half-way: finish it regardless.
+        return await asyncio.shield(self._transaction(turns))
+
+    async def _transaction(self, turns: Sequence[Turn]) -> list[Result]:
         now = utcnow()
         results: list[Result] = []
         executions: list[tuple[Any, ...]] = []
