@@ -1,24 +1,27 @@
 """Store benchmark: conversation turns persisted per second, beside the raw driver.
 
 A turn is one user message and one assistant message (pydantic-ai ``ModelRequest`` and
-``ModelResponse``) plus its execution row, committed before the call returns. Each figure is
-measured in the same run for the store (``Store.conversations.append_turn``) and for the raw
-driver (aiosqlite / asyncpg) executing the same statements on the same rows: bump the
-conversation's message count (``UPDATE ... RETURNING``), insert the execution, insert the two
-messages, commit. The raw driver is given the messages already serialised; the store
-serialises them itself inside the timed loop.
+``ModelResponse``) plus its execution row, committed before the call returns. Every store
+figure is measured in the same run as raw-driver code persisting the same turns into the same
+rows: put the messages after the conversation's last (``UPDATE ... RETURNING`` of its message
+count), insert the execution row, insert the two message rows, commit.
+
+Raw baselines start, like the store, from the pydantic-ai message objects and serialise them
+with ``ModelMessagesTypeAdapter`` inside the timed loop (that is part of persisting a turn).
+An ``insert_only`` baseline is also shown: rows serialised before the clock starts, the
+ceiling of the driver alone. The ratio of a store figure is against the fastest raw baseline
+that does the same work (serialising); on every raw line, ``ratio`` is store / that line.
 
 * ``sequential``: one writer, one commit per turn.
 * ``concurrent``: 64 sessions writing at once. The store batches their commits (group commit,
-  the default on both engines). The raw SQLite baselines commit the same turns in batches of
-  the size the store's group commit reached (so both pay the same number of fsyncs); the raw
-  PostgreSQL baselines are 64 writers with one transaction per turn on a pool of 10
-  connections (what a plain asyncpg application does), and one connection committing batches
-  of the size the store's group commit reached; the ratio is against the faster. An
-  informational figure shows the store with group commit off under the same load.
-
-Two raw SQLite drivers are measured: aiosqlite, and stdlib sqlite3 on one worker thread (one
-thread hop per commit, as the store's turn writer does); the ratio is against the faster.
+  the default on both engines; each caller still returns only after its own turn is
+  committed). Raw SQLite baselines commit the same turns in batches of the size the store's
+  group commit reached (the same number of fsyncs). Raw PostgreSQL baselines: 64 writers with
+  one transaction per turn on a 10-connection asyncpg pool (what a plain asyncpg application
+  does), and one connection committing batches of the store's batch size. An informational
+  figure shows the store with group commit off.
+* Raw SQLite drivers: aiosqlite, and stdlib sqlite3 on one worker thread (one thread hop per
+  commit, as the store's turn writer does).
 
 SQLite runs with ``synchronous=FULL`` (a commit survives power loss), PostgreSQL with its
 defaults (``fsync=on``, ``synchronous_commit=on``) on a throwaway cluster.
@@ -36,28 +39,38 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
-from pydantic_ai.messages import ModelRequest, ModelResponse, TextPart, UserPromptPart
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelMessagesTypeAdapter,
+    ModelRequest,
+    ModelResponse,
+    TextPart,
+    UserPromptPart,
+)
 
 from netsuke.observability import configure_logging
-from netsuke.store import Execution, Store, dump_messages, upgrade
+from netsuke.store import Execution, Store, upgrade
 from netsuke.store._observe import METRICS
 from netsuke.store.testing import PostgresUnavailableError, TemporaryPostgres, find_bindir
 
 RATIO_TARGET = 0.70
 SQLITE_CONCURRENT_FLOOR = 2000.0
 CONCURRENCY = 64
+Payloads = list[tuple[str, str]]
 
 
-def turn_messages(i: int) -> list[ModelRequest | ModelResponse]:
+def turn_messages(i: int) -> list[ModelMessage]:
     return [
         ModelRequest(parts=[UserPromptPart(f"What is the weather in city {i}?")]),
         ModelResponse(
@@ -67,17 +80,28 @@ def turn_messages(i: int) -> list[ModelRequest | ModelResponse]:
     ]
 
 
+def serialise(messages: Sequence[ModelMessage]) -> Payloads:
+    """What raw code does to store pydantic-ai messages: one JSON document per message."""
+    return [(m.kind, ModelMessagesTypeAdapter.dump_json([m])[1:-1].decode()) for m in messages]
+
+
+class Turns:
+    """The turns of one run: message objects, and their rows serialised ahead if asked."""
+
+    def __init__(self, count: int, *, insert_only: bool) -> None:
+        self.messages = [turn_messages(i) for i in range(count)]
+        self.ready = [serialise(m) for m in self.messages] if insert_only else None
+
+    def payloads(self, i: int) -> Payloads:
+        return self.ready[i] if self.ready is not None else serialise(self.messages[i])
+
+
 def execution_row(session_id: str) -> dict[str, Any]:
     now = datetime.now(UTC)
     return Execution(
-        kind="agent_turn",
-        agent_name="bench",
-        session_id=session_id,
-        started_at=now,
-        ended_at=now,
-        tokens_in=12,
-        tokens_out=20,
-    ).model_dump()
+        kind="agent_turn", agent_name="bench", session_id=session_id, started_at=now,
+        ended_at=now, tokens_in=12, tokens_out=20,
+    ).model_dump()  # fmt: skip
 
 
 # -- the store --------------------------------------------------------------------------------
@@ -91,13 +115,10 @@ async def store_run(store: Store, sessions: list[str], turns: int, concurrency: 
     async def writer(session: str) -> None:
         for i in range(per_writer):
             now = datetime.now(UTC)
-            await store.conversations.append_turn(
-                session,
-                messages[i],
-                Execution(
-                    agent_name="bench", started_at=now, ended_at=now, tokens_in=12, tokens_out=20
-                ),
+            execution = Execution(
+                agent_name="bench", started_at=now, ended_at=now, tokens_in=12, tokens_out=20
             )
+            await store.conversations.append_turn(session, messages[i], execution)
 
     start = time.perf_counter()
     await asyncio.gather(*[writer(sessions[w]) for w in range(concurrency)])
@@ -111,128 +132,116 @@ async def open_sessions(store: Store, prefix: str, count: int) -> list[str]:
     return sessions
 
 
-# -- raw SQLite (aiosqlite) -------------------------------------------------------------------
+# -- raw SQLite -------------------------------------------------------------------------------
 
-SQL_BUMP = (
+SQLITE_BUMP = (
     "UPDATE conversations SET message_count = message_count + ?, updated_at = ? "
     "WHERE session_id = ? RETURNING id, message_count"
 )
-SQL_EXEC_SQLITE = (
+SQLITE_EXEC = (
     "INSERT INTO executions (id, kind, status, agent_name, function_name, session_id, parent_id,"
     " started_at, ended_at, duration_ms, tokens_in, tokens_out, error, details) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-SQL_MSG_SQLITE = (
+SQLITE_MSG = (
     "INSERT INTO messages (conversation_id, seq, kind, payload, execution_id, created_at) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
+SQLITE_PRAGMAS = ("journal_mode=WAL", "busy_timeout=10000", "foreign_keys=ON", "synchronous=FULL")
 
 
-def _sqlite_exec_params(row: dict[str, Any]) -> tuple[Any, ...]:
-    ts = row["started_at"].replace(tzinfo=None).isoformat(" ")
+def sqlite_stamp(value: datetime) -> str:
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def sqlite_exec_params(row: dict[str, Any]) -> tuple[Any, ...]:
+    ts = sqlite_stamp(row["started_at"])
     return (
-        row["id"],
-        row["kind"],
-        row["status"],
-        row["agent_name"],
-        row["function_name"],
-        row["session_id"],
-        row["parent_id"],
-        ts,
-        ts,
-        row["duration_ms"],
-        row["tokens_in"],
-        row["tokens_out"],
-        row["error"],
-        json.dumps(row["details"]),
-    )
+        row["id"], row["kind"], row["status"], row["agent_name"], row["function_name"],
+        row["session_id"], row["parent_id"], ts, ts, row["duration_ms"], row["tokens_in"],
+        row["tokens_out"], row["error"], json.dumps(row["details"]),
+    )  # fmt: skip
 
 
-async def raw_sqlite_connect(path: Path) -> aiosqlite.Connection:
+async def raw_aiosqlite_run(
+    path: Path, sessions: list[str], count: int, batch: int, *, insert_only: bool = False
+) -> float:
+    """aiosqlite: ``count`` turns over ``sessions``, ``batch`` turns per commit."""
+    turns = Turns(count, insert_only=insert_only)
     conn = await aiosqlite.connect(path, isolation_level=None)
-    for pragma in ("journal_mode=WAL", "busy_timeout=10000", "foreign_keys=ON", "synchronous=FULL"):
+    for pragma in SQLITE_PRAGMAS:
         await conn.execute(f"PRAGMA {pragma}")
-    return conn
-
-
-async def raw_sqlite_run(path: Path, sessions: list[str], turns: int, batch: int) -> float:
-    """Raw aiosqlite: ``turns`` turns over ``sessions``, ``batch`` turns per commit."""
-    payloads = [dump_messages(turn_messages(i)) for i in range(turns)]
-    conn = await raw_sqlite_connect(path)
     try:
         start = time.perf_counter()
-        done = 0
-        while done < turns:
-            size = min(batch, turns - done)
+        for done in range(0, count, batch):
+            size = min(batch, count - done)
             await conn.execute("BEGIN IMMEDIATE")
             exec_params = []
             msg_params = []
             for k in range(size):
                 session = sessions[(done + k) % len(sessions)]
-                now = datetime.now(UTC).replace(tzinfo=None).isoformat(" ")
-                async with conn.execute(SQL_BUMP, (2, now, session)) as cursor:
+                payloads = turns.payloads(done + k)
+                now = sqlite_stamp(datetime.now(UTC))
+                async with conn.execute(SQLITE_BUMP, (len(payloads), now, session)) as cursor:
                     conversation_id, total = await cursor.fetchone()  # type: ignore[misc]
                 row = execution_row(session)
-                exec_params.append(_sqlite_exec_params(row))
-                for j, (kind, payload) in enumerate(payloads[done + k]):
-                    msg_params.append(
-                        (conversation_id, total - 2 + j, kind, payload, row["id"], now)
-                    )
-            await conn.executemany(SQL_EXEC_SQLITE, exec_params)
-            await conn.executemany(SQL_MSG_SQLITE, msg_params)
+                exec_params.append(sqlite_exec_params(row))
+                first = total - len(payloads)
+                for j, (kind, payload) in enumerate(payloads):
+                    msg_params.append((conversation_id, first + j, kind, payload, row["id"], now))
+            await conn.executemany(SQLITE_EXEC, exec_params)
+            await conn.executemany(SQLITE_MSG, msg_params)
             await conn.execute("COMMIT")
-            done += size
-        return turns / (time.perf_counter() - start)
+        return count / (time.perf_counter() - start)
     finally:
         await conn.close()
 
 
-async def raw_sqlite3_thread_run(path: Path, sessions: list[str], turns: int, batch: int) -> float:
-    """Raw stdlib sqlite3 on one worker thread: each commit batch is one thread hop."""
-    import sqlite3
-    from concurrent.futures import ThreadPoolExecutor
-
-    payloads = [dump_messages(turn_messages(i)) for i in range(turns)]
+async def raw_sqlite3_run(
+    path: Path, sessions: list[str], count: int, batch: int, *, insert_only: bool = False
+) -> float:
+    """stdlib sqlite3 on one worker thread: each commit is one thread hop; messages are
+    serialised on the event loop before the hop."""
+    turns = Turns(count, insert_only=insert_only)
     executor = ThreadPoolExecutor(1)
     loop = asyncio.get_running_loop()
 
     def connect() -> sqlite3.Connection:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        for pragma in (
-            "journal_mode=WAL",
-            "busy_timeout=10000",
-            "foreign_keys=ON",
-            "synchronous=FULL",
-        ):
+        for pragma in SQLITE_PRAGMAS:
             conn.execute(f"PRAGMA {pragma}")
         return conn
 
     conn = await loop.run_in_executor(executor, connect)
 
-    def commit(done: int, size: int) -> None:
+    def commit(work: list[tuple[str, Payloads]]) -> None:
         conn.execute("BEGIN IMMEDIATE")
         exec_params = []
         msg_params = []
-        now = datetime.now(UTC).replace(tzinfo=None).isoformat(" ")
-        for k in range(size):
-            session = sessions[(done + k) % len(sessions)]
-            conversation_id, total = conn.execute(SQL_BUMP, (2, now, session)).fetchone()
+        for session, payloads in work:
+            now = sqlite_stamp(datetime.now(UTC))
+            conversation_id, total = conn.execute(
+                SQLITE_BUMP, (len(payloads), now, session)
+            ).fetchone()
             row = execution_row(session)
-            exec_params.append(_sqlite_exec_params(row))
-            for j, (kind, payload) in enumerate(payloads[done + k]):
-                msg_params.append((conversation_id, total - 2 + j, kind, payload, row["id"], now))
-        conn.executemany(SQL_EXEC_SQLITE, exec_params)
-        conn.executemany(SQL_MSG_SQLITE, msg_params)
+            exec_params.append(sqlite_exec_params(row))
+            first = total - len(payloads)
+            for j, (kind, payload) in enumerate(payloads):
+                msg_params.append((conversation_id, first + j, kind, payload, row["id"], now))
+        conn.executemany(SQLITE_EXEC, exec_params)
+        conn.executemany(SQLITE_MSG, msg_params)
         conn.execute("COMMIT")
 
     try:
         start = time.perf_counter()
-        done = 0
-        while done < turns:
-            size = min(batch, turns - done)
-            await loop.run_in_executor(executor, commit, done, size)
-            done += size
-        return turns / (time.perf_counter() - start)
+        for done in range(0, count, batch):
+            size = min(batch, count - done)
+            work = [
+                (sessions[(done + k) % len(sessions)], turns.payloads(done + k))
+                for k in range(size)
+            ]
+            await loop.run_in_executor(executor, commit, work)
+        return count / (time.perf_counter() - start)
     finally:
         await loop.run_in_executor(executor, conn.close)
         executor.shutdown()
@@ -251,134 +260,100 @@ PG_EXEC = (
 )
 PG_MSG = (
     "INSERT INTO messages (conversation_id, seq, kind, payload, execution_id, created_at) "
-    "VALUES ($1, $2, $3, $4, $5, $6), ($1, $7, $8, $9, $5, $6)"
+    "VALUES ($1, $2, $3, $4, $5, $6)"
 )
 
 
-async def raw_pg_run(dsn: str, sessions: list[str], turns: int, concurrency: int) -> float:
+def pg_exec_params(row: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        row["id"], row["kind"], row["status"], row["agent_name"], row["function_name"],
+        row["session_id"], row["parent_id"], row["started_at"], row["ended_at"],
+        row["duration_ms"], row["tokens_in"], row["tokens_out"], row["error"],
+        json.dumps(row["details"]),
+    )  # fmt: skip
+
+
+async def pg_turns(conn: Any, work: list[tuple[str, Payloads]]) -> None:
+    """One transaction for ``work`` on an asyncpg connection."""
+    async with conn.transaction():
+        now = datetime.now(UTC)
+        exec_params = []
+        msg_params = []
+        for session, payloads in work:
+            conversation_id, total = await conn.fetchrow(PG_BUMP, len(payloads), now, session)
+            row = execution_row(session)
+            exec_params.append(pg_exec_params(row))
+            first = total - len(payloads)
+            for j, (kind, payload) in enumerate(payloads):
+                msg_params.append((conversation_id, first + j, kind, payload, row["id"], now))
+        await conn.executemany(PG_EXEC, exec_params)
+        await conn.executemany(PG_MSG, msg_params)
+
+
+async def raw_asyncpg_pool_run(
+    dsn: str, sessions: list[str], count: int, writers: int, *, insert_only: bool = False
+) -> float:
+    """asyncpg: ``writers`` concurrent writers on a pool of up to 10, one transaction each turn."""
     import asyncpg
 
-    pool = await asyncpg.create_pool(
-        dsn, min_size=min(concurrency, 10), max_size=min(concurrency, 10)
-    )
-    per_writer = turns // concurrency
-    payloads = [dump_messages(turn_messages(i)) for i in range(per_writer)]
+    pool = await asyncpg.create_pool(dsn, min_size=min(writers, 10), max_size=min(writers, 10))
+    per_writer = count // writers
+    turns = Turns(per_writer, insert_only=insert_only)
 
     async def writer(session: str) -> None:
         for i in range(per_writer):
-            async with pool.acquire() as conn, conn.transaction():
-                now = datetime.now(UTC)
-                conversation_id, total = await conn.fetchrow(PG_BUMP, 2, now, session)
-                row = execution_row(session)
-                await conn.execute(
-                    PG_EXEC,
-                    row["id"],
-                    row["kind"],
-                    row["status"],
-                    row["agent_name"],
-                    row["function_name"],
-                    row["session_id"],
-                    row["parent_id"],
-                    row["started_at"],
-                    row["ended_at"],
-                    row["duration_ms"],
-                    row["tokens_in"],
-                    row["tokens_out"],
-                    row["error"],
-                    json.dumps(row["details"]),
-                )
-                (k1, p1), (k2, p2) = payloads[i]
-                await conn.execute(
-                    PG_MSG, conversation_id, total - 2, k1, p1, row["id"], now, total - 1, k2, p2
-                )
+            payloads = turns.payloads(i)
+            async with pool.acquire() as conn:
+                await pg_turns(conn, [(session, payloads)])
 
     try:
         start = time.perf_counter()
-        await asyncio.gather(*[writer(sessions[w]) for w in range(concurrency)])
-        return per_writer * concurrency / (time.perf_counter() - start)
+        await asyncio.gather(*[writer(sessions[w]) for w in range(writers)])
+        return per_writer * writers / (time.perf_counter() - start)
     finally:
         await pool.close()
 
 
-async def raw_pg_batched_run(dsn: str, sessions: list[str], turns: int, batch: int) -> float:
-    """Raw asyncpg, one connection, ``batch`` turns per transaction (hand-made group commit)."""
+async def raw_asyncpg_batched_run(
+    dsn: str, sessions: list[str], count: int, batch: int, *, insert_only: bool = False
+) -> float:
+    """asyncpg, one connection, ``batch`` turns per transaction (hand-made group commit)."""
     import asyncpg
 
     conn = await asyncpg.connect(dsn)
-    payloads = [dump_messages(turn_messages(i)) for i in range(turns)]
-    exec_sql = PG_EXEC
-    msg_sql = (
-        "INSERT INTO messages (conversation_id, seq, kind, payload, execution_id, "
-        "created_at) VALUES ($1, $2, $3, $4, $5, $6)"
-    )
+    turns = Turns(count, insert_only=insert_only)
     try:
         start = time.perf_counter()
-        done = 0
-        while done < turns:
-            size = min(batch, turns - done)
-            async with conn.transaction():
-                now = datetime.now(UTC)
-                exec_params = []
-                msg_params = []
-                for k in range(size):
-                    session = sessions[(done + k) % len(sessions)]
-                    conversation_id, total = await conn.fetchrow(PG_BUMP, 2, now, session)
-                    row = execution_row(session)
-                    exec_params.append(
-                        (
-                            row["id"],
-                            row["kind"],
-                            row["status"],
-                            row["agent_name"],
-                            row["function_name"],
-                            row["session_id"],
-                            row["parent_id"],
-                            row["started_at"],
-                            row["ended_at"],
-                            row["duration_ms"],
-                            row["tokens_in"],
-                            row["tokens_out"],
-                            row["error"],
-                            json.dumps(row["details"]),
-                        )
-                    )
-                    for j, (kind, payload) in enumerate(payloads[done + k]):
-                        msg_params.append(
-                            (conversation_id, total - 2 + j, kind, payload, row["id"], now)
-                        )
-                await conn.executemany(exec_sql, exec_params)
-                await conn.executemany(msg_sql, msg_params)
-            done += size
-        return turns / (time.perf_counter() - start)
+        for done in range(0, count, batch):
+            size = min(batch, count - done)
+            work = [
+                (sessions[(done + k) % len(sessions)], turns.payloads(done + k))
+                for k in range(size)
+            ]
+            await pg_turns(conn, work)
+        return count / (time.perf_counter() - start)
     finally:
         await conn.close()
 
 
-# -- driver -----------------------------------------------------------------------------------
+# -- figures ----------------------------------------------------------------------------------
 
 
-def figure(value: float, *, baseline: float | None, floor: float | None) -> dict[str, Any]:
-    ratio = value / baseline if baseline else None
-    met = (ratio is None or ratio >= RATIO_TARGET) and (floor is None or value >= floor)
-    return {
-        "value": round(value, 1),
-        "unit": "turns/s",
-        "floor": floor,
-        "ratio": None if ratio is None else round(ratio, 3),
-        "target": RATIO_TARGET if baseline else None,
-        "met": met,
-    }
+def figure(value: float, *, baseline: float, floor: float | None) -> dict[str, Any]:
+    ratio = value / baseline
+    met = ratio >= RATIO_TARGET and (floor is None or value >= floor)
+    return {"value": round(value, 1), "unit": "turns/s", "floor": floor,
+            "ratio": round(ratio, 3), "target": RATIO_TARGET, "met": met}  # fmt: skip
 
 
-def raw_figure(value: float) -> dict[str, Any]:
-    return {
-        "value": round(value, 1),
-        "unit": "turns/s",
-        "floor": None,
-        "ratio": None,
-        "target": None,
-        "met": None,
-    }
+def raw_figure(value: float, store_value: float) -> dict[str, Any]:
+    return {"value": round(value, 1), "unit": "turns/s", "floor": None,
+            "ratio": round(store_value / value, 3), "target": None, "met": None}  # fmt: skip
+
+
+def info_figure(value: float, unit: str) -> dict[str, Any]:
+    return {"value": round(value, 1), "unit": unit, "floor": None, "ratio": None,
+            "target": None, "met": None}  # fmt: skip
 
 
 async def best_of(rounds: int, run: Callable[[], Awaitable[float]]) -> float:
@@ -388,62 +363,83 @@ async def best_of(rounds: int, run: Callable[[], Awaitable[float]]) -> float:
     return max([await run() for _ in range(rounds)])
 
 
+class Batches:
+    """The average group-commit batch size over a block of store turns."""
+
+    def __enter__(self) -> Batches:
+        self._turns, self._batches = METRICS.turns_committed, METRICS.commit_batches
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        batches = max(1, METRICS.commit_batches - self._batches)
+        self.average = (METRICS.turns_committed - self._turns) / batches
+
+
+def add(
+    figures: dict[str, dict[str, Any]],
+    prefix: str,
+    store_value: float,
+    raws: dict[str, float],
+    insert_only: dict[str, float],
+    floor: float | None = None,
+) -> None:
+    """The store figure (ratio against the fastest serialising raw baseline) and each raw."""
+    figures[f"{prefix}_turns_per_s"] = figure(store_value, baseline=max(raws.values()), floor=floor)
+    for name, value in raws.items():
+        figures[f"{prefix}_raw_{name}_turns_per_s"] = raw_figure(value, store_value)
+    for name, value in insert_only.items():
+        figures[f"{prefix}_raw_{name}_insert_only_turns_per_s"] = raw_figure(value, store_value)
+
+
 async def bench_sqlite(
     work: Path, seq_turns: int, conc_turns: int, rounds: int
 ) -> dict[str, dict[str, Any]]:
-    store_url = f"sqlite+aiosqlite:///{work / 'store.db'}"
     raw_path = work / "raw.db"
-    await upgrade(f"sqlite+aiosqlite:///{raw_path}")
+    raw_url = f"sqlite+aiosqlite:///{raw_path}"
+    await upgrade(raw_url)
     figures: dict[str, dict[str, Any]] = {}
     async with (
-        Store.open(store_url) as store,
-        Store.open(f"sqlite+aiosqlite:///{raw_path}", group_commit=False) as raw_setup,
+        Store.open(f"sqlite+aiosqlite:///{work / 'store.db'}") as store,
+        Store.open(raw_url, group_commit=False) as raw_setup,
     ):
-        seq_sessions = await open_sessions(store, "seq", 1)
-        conc_sessions = await open_sessions(store, "conc", CONCURRENCY)
+        seq = await open_sessions(store, "seq", 1)
+        conc = await open_sessions(store, "conc", CONCURRENCY)
         await open_sessions(raw_setup, "seq", 1)
         await open_sessions(raw_setup, "conc", CONCURRENCY)
-        # sequential: one writer, one commit per turn
-        store_seq = await best_of(rounds, lambda: store_run(store, seq_sessions, seq_turns, 1))
-        raw_seq = await best_of(rounds, lambda: raw_sqlite_run(raw_path, ["seq-0"], seq_turns, 1))
-        raw3_seq = await best_of(
-            rounds, lambda: raw_sqlite3_thread_run(raw_path, ["seq-0"], seq_turns, 1)
-        )
-        # concurrent: group commit; the raw baseline uses the batch size the store reached
-        turns_before, batches_before = METRICS.turns_committed, METRICS.commit_batches
-        store_conc = await best_of(
-            rounds, lambda: store_run(store, conc_sessions, conc_turns, CONCURRENCY)
-        )
-        avg_batch = (METRICS.turns_committed - turns_before) / max(
-            1, METRICS.commit_batches - batches_before
-        )
-        conc_names = [f"conc-{i}" for i in range(CONCURRENCY)]
-        batch = max(1, round(avg_batch))
-        raw_conc = await best_of(
-            rounds, lambda: raw_sqlite_run(raw_path, conc_names, conc_turns, batch)
-        )
-        raw3_conc = await best_of(
-            rounds, lambda: raw_sqlite3_thread_run(raw_path, conc_names, conc_turns, batch)
-        )
-    # The ratio is taken against the faster of the two raw drivers.
-    figures["sqlite_sequential_turns_per_s"] = figure(
-        store_seq, baseline=max(raw_seq, raw3_seq), floor=None
-    )
-    figures["sqlite_sequential_raw_aiosqlite_turns_per_s"] = raw_figure(raw_seq)
-    figures["sqlite_sequential_raw_sqlite3_thread_turns_per_s"] = raw_figure(raw3_seq)
-    figures["sqlite_concurrent_turns_per_s"] = figure(
-        store_conc, baseline=max(raw_conc, raw3_conc), floor=SQLITE_CONCURRENT_FLOOR
-    )
-    figures["sqlite_concurrent_raw_aiosqlite_turns_per_s"] = raw_figure(raw_conc)
-    figures["sqlite_concurrent_raw_sqlite3_thread_turns_per_s"] = raw_figure(raw3_conc)
-    figures["sqlite_concurrent_avg_batch"] = {
-        "value": round(avg_batch, 1),
-        "unit": "turns/commit",
-        "floor": None,
-        "ratio": None,
-        "target": None,
-        "met": None,
-    }
+
+        value = await best_of(rounds, lambda: store_run(store, seq, seq_turns, 1))
+        raws = {
+            "aiosqlite": await best_of(
+                rounds, lambda: raw_aiosqlite_run(raw_path, seq, seq_turns, 1)
+            ),
+            "sqlite3": await best_of(rounds, lambda: raw_sqlite3_run(raw_path, seq, seq_turns, 1)),
+        }
+        only = {
+            "sqlite3": await best_of(
+                rounds, lambda: raw_sqlite3_run(raw_path, seq, seq_turns, 1, insert_only=True)
+            )
+        }
+        add(figures, "sqlite_sequential", value, raws, only)
+
+        with Batches() as batches:
+            value = await best_of(rounds, lambda: store_run(store, conc, conc_turns, CONCURRENCY))
+        size = max(1, round(batches.average))
+        raws = {
+            "aiosqlite": await best_of(
+                rounds, lambda: raw_aiosqlite_run(raw_path, conc, conc_turns, size)
+            ),
+            "sqlite3": await best_of(
+                rounds, lambda: raw_sqlite3_run(raw_path, conc, conc_turns, size)
+            ),
+        }
+        only = {
+            "sqlite3": await best_of(
+                rounds,
+                lambda: raw_sqlite3_run(raw_path, conc, conc_turns, size, insert_only=True),
+            )
+        }
+        add(figures, "sqlite_concurrent", value, raws, only, floor=SQLITE_CONCURRENT_FLOOR)
+        figures["sqlite_concurrent_avg_batch"] = info_figure(batches.average, "turns/commit")
     return figures
 
 
@@ -452,93 +448,65 @@ async def bench_postgres(seq_turns: int, conc_turns: int, rounds: int) -> dict[s
     with TemporaryPostgres(durable=True) as server:
         store_url = server.create_database("bench_store")
         raw_url = server.create_database("bench_raw")
+        raw_dsn = server.dsn("bench_raw")
         await upgrade(store_url)
         await upgrade(raw_url)
-        async with (
-            Store.open(store_url, pool_size=10) as store,
-            Store.open(raw_url, group_commit=False) as raw_setup,
-        ):
-            seq_sessions = await open_sessions(store, "seq", 1)
-            conc_sessions = await open_sessions(store, "conc", CONCURRENCY)
+        async with Store.open(raw_url, group_commit=False) as raw_setup:
             await open_sessions(raw_setup, "seq", 1)
             await open_sessions(raw_setup, "conc", CONCURRENCY)
-            store_seq = await best_of(rounds, lambda: store_run(store, seq_sessions, seq_turns, 1))
-            raw_seq = await best_of(
-                rounds, lambda: raw_pg_run(server.dsn("bench_raw"), ["seq-0"], seq_turns, 1)
+        async with Store.open(store_url) as store:
+            seq = await open_sessions(store, "seq", 1)
+            conc = await open_sessions(store, "conc", CONCURRENCY)
+            value = await best_of(rounds, lambda: store_run(store, seq, seq_turns, 1))
+            with Batches() as batches:
+                conc_value = await best_of(
+                    rounds, lambda: store_run(store, conc, conc_turns, CONCURRENCY)
+                )
+        async with Store.open(store_url, group_commit=False) as ungrouped:
+            ungrouped_value = await best_of(
+                rounds, lambda: store_run(ungrouped, conc, conc_turns, CONCURRENCY)
             )
-            turns_before, batches_before = METRICS.turns_committed, METRICS.commit_batches
-            store_conc = await best_of(
-                rounds, lambda: store_run(store, conc_sessions, conc_turns, CONCURRENCY)
-            )
-            avg_batch = (METRICS.turns_committed - turns_before) / max(
-                1, METRICS.commit_batches - batches_before
-            )
-        async with Store.open(store_url, pool_size=10, group_commit=False) as ungrouped:
-            store_ungrouped = await best_of(
-                rounds, lambda: store_run(ungrouped, conc_sessions, conc_turns, CONCURRENCY)
-            )
-        raw_conc = await best_of(
-            rounds,
-            lambda: raw_pg_run(
-                server.dsn("bench_raw"),
-                [f"conc-{i}" for i in range(CONCURRENCY)],
-                conc_turns,
-                CONCURRENCY,
-            ),
-        )
-        raw_batched = await best_of(
-            rounds,
-            lambda: raw_pg_batched_run(
-                server.dsn("bench_raw"),
-                [f"conc-{i}" for i in range(CONCURRENCY)],
-                conc_turns,
-                max(1, round(avg_batch)),
-            ),
-        )
-    figures["postgres_sequential_turns_per_s"] = figure(store_seq, baseline=raw_seq, floor=None)
-    figures["postgres_sequential_raw_asyncpg_turns_per_s"] = raw_figure(raw_seq)
-    # The ratio is taken against the faster of the two raw strategies.
-    figures["postgres_concurrent_turns_per_s"] = figure(
-        store_conc, baseline=max(raw_conc, raw_batched), floor=None
-    )
-    figures["postgres_concurrent_raw_asyncpg_turns_per_s"] = raw_figure(raw_conc)
-    figures["postgres_concurrent_raw_asyncpg_batched_turns_per_s"] = raw_figure(raw_batched)
-    figures["postgres_concurrent_avg_batch"] = {
-        "value": round(avg_batch, 1),
-        "unit": "turns/commit",
-        "floor": None,
-        "ratio": None,
-        "target": None,
-        "met": None,
-    }
-    # Informational: the same load with group commit switched off (one transaction per turn
-    # on a pool of 10); not a target, the default is group commit.
-    figures["postgres_concurrent_no_group_commit_turns_per_s"] = {
-        **figure(store_ungrouped, baseline=raw_conc, floor=None),
-        "target": None,
-        "met": None,
-    }
+        raws = {"asyncpg": await best_of(rounds, lambda: raw_asyncpg_pool_run(
+            raw_dsn, seq, seq_turns, 1))}  # fmt: skip
+        only = {"asyncpg": await best_of(rounds, lambda: raw_asyncpg_pool_run(
+            raw_dsn, seq, seq_turns, 1, insert_only=True))}  # fmt: skip
+        add(figures, "postgres_sequential", value, raws, only)
+
+        size = max(1, round(batches.average))
+        raws = {
+            "asyncpg_pool": await best_of(rounds, lambda: raw_asyncpg_pool_run(
+                raw_dsn, conc, conc_turns, CONCURRENCY)),
+            "asyncpg_batched": await best_of(rounds, lambda: raw_asyncpg_batched_run(
+                raw_dsn, conc, conc_turns, size)),
+        }  # fmt: skip
+        only = {"asyncpg_batched": await best_of(rounds, lambda: raw_asyncpg_batched_run(
+            raw_dsn, conc, conc_turns, size, insert_only=True))}  # fmt: skip
+        add(figures, "postgres_concurrent", conc_value, raws, only)
+        figures["postgres_concurrent_avg_batch"] = info_figure(batches.average, "turns/commit")
+        # Informational: the same load with group commit off (one transaction per turn over
+        # the SQLAlchemy pool); not a target, group commit is the default.
+        figures["postgres_concurrent_no_group_commit_turns_per_s"] = {
+            **figure(ungrouped_value, baseline=max(raws.values()), floor=None),
+            "target": None,
+            "met": None,
+        }
     return figures
 
 
 def print_table(figures: dict[str, dict[str, Any]]) -> None:
-    print(
-        f"{'figure':52} {'value':>10} {'unit':>13} {'ratio':>7} {'target':>7} {'floor':>7}"
-        f" {'met':>5}"
-    )
+    print(f"{'figure':64} {'value':>9} {'unit':>13} {'ratio':>6} {'target':>6} {'floor':>6} met")
     for name, f in figures.items():
         ratio = "" if f["ratio"] is None else f"{f['ratio']:.2f}"
         target = "" if f["target"] is None else f"{f['target']:.2f}"
         floor = "" if f["floor"] is None else f"{f['floor']:.0f}"
         met = "" if f["met"] is None else ("yes" if f["met"] else "NO")
         print(
-            f"{name:52} {f['value']:>10.1f} {f['unit']:>13} {ratio:>7} {target:>7} {floor:>7}"
-            f" {met:>5}"
+            f"{name:64} {f['value']:>9.1f} {f['unit']:>13} {ratio:>6} {target:>6} {floor:>6} {met}"
         )
 
 
 async def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small run (under a minute)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args()
@@ -554,9 +522,10 @@ async def main() -> int:
             figures.update(await bench_postgres(seq_turns, conc_turns, rounds))
         except PostgresUnavailableError as exc:
             print(f"PostgreSQL unavailable: {exc}", file=sys.stderr)
+    mode = "quick" if args.quick else "full"
     print(
-        f"store benchmark ({'quick' if args.quick else 'full'}): {seq_turns} sequential turns,"
-        f" {conc_turns} concurrent turns over {CONCURRENCY} sessions, best of {rounds}"
+        f"store benchmark ({mode}): {seq_turns} sequential turns, {conc_turns} concurrent turns"
+        f" over {CONCURRENCY} sessions, best of {rounds} after a warm-up"
     )
     print_table(figures)
     if args.json:

@@ -17,6 +17,7 @@ import builtins
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pydantic import ConfigDict, TypeAdapter
 from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
 from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.engine import RowMapping
@@ -38,13 +39,16 @@ _conversations: Table = Base.metadata.tables["conversations"]
 _messages: Table = Base.metadata.tables["messages"]
 
 
+# One message with the settings of ``ModelMessagesTypeAdapter`` (bytes as base64), so each
+# stored message is exactly one element of what that adapter writes for a history.
+_MessageAdapter: TypeAdapter[ModelMessage] = TypeAdapter(
+    ModelMessage, config=ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+)
+
+
 def dump_messages(messages: Sequence[ModelMessage]) -> list[tuple[str, str]]:
     """``(kind, json)`` for each message, in pydantic-ai's JSON format."""
-    out: list[tuple[str, str]] = []
-    for message in messages:
-        # A one-element list keeps the adapter's settings (base64 bytes); strip its brackets.
-        out.append((message.kind, ModelMessagesTypeAdapter.dump_json([message])[1:-1].decode()))
-    return out
+    return [(message.kind, _MessageAdapter.dump_json(message).decode()) for message in messages]
 
 
 def load_messages(payloads: Sequence[str]) -> list[ModelMessage]:

@@ -1,14 +1,16 @@
 """Turn writers: the hot path that commits conversation turns, one per engine.
 
-A batch of turns is written in one transaction: for each turn, bump the conversation's
-message count (``UPDATE ... RETURNING`` gives the turn its positions), then insert every
-execution row and every message row of the batch, then commit. The writers talk to the
+A batch of turns is written in one transaction: each turn's messages get the next positions
+in their conversation (its message count moves on by as many), every execution row and
+message row of the batch is inserted, and the transaction commits. The writers talk to the
 driver directly (no SQL compilation per call) because this path runs once per chat turn:
 
 * SQLite: a dedicated ``sqlite3`` connection on a dedicated thread, with the store's pragmas
-  (WAL, busy timeout, foreign keys, ``synchronous``); a whole batch costs one thread hop.
+  (WAL, busy timeout, foreign keys, ``synchronous``); a whole batch costs one thread hop and
+  four statements (read the counts under ``BEGIN IMMEDIATE``, then three ``executemany``).
 * PostgreSQL: the asyncpg connection under a pooled SQLAlchemy connection, with asyncpg's
-  prepared-statement cache.
+  prepared-statement cache; ``UPDATE ... RETURNING`` per turn takes the row lock that orders
+  concurrent writers of one conversation.
 
 A batch the database refuses (duplicate execution id, unknown parent) is retried turn by turn
 so that only the faulty turn fails, with ``ValidationError(field="execution")``.
@@ -93,11 +95,7 @@ def _receipt(turn: Turn, total: int) -> TurnReceipt:
 
 # -- SQLite -----------------------------------------------------------------------------------
 
-_SQLITE_STAMP = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DATETIME storage format
-_SQLITE_BUMP = (
-    "UPDATE conversations SET message_count = message_count + ?, updated_at = ? "
-    "WHERE session_id = ? RETURNING id, message_count"
-)
+_SQLITE_SET_COUNT = "UPDATE conversations SET message_count = ?, updated_at = ? WHERE id = ?"
 _SQLITE_EXEC = (
     f"INSERT INTO executions ({', '.join(_EXEC_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(_EXEC_COLUMNS))})"
@@ -109,9 +107,12 @@ _SQLITE_MSG = (
 
 
 def _sqlite_time(value: Any) -> Any:
+    """SQLAlchemy's SQLite DATETIME storage format (naive UTC, always with microseconds)."""
     if value is None:
         return None
-    return value.astimezone(UTC).replace(tzinfo=None).strftime(_SQLITE_STAMP)
+    if value.utcoffset():
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 class SqliteTurnWriter(TurnWriter):
@@ -141,6 +142,10 @@ class SqliteTurnWriter(TurnWriter):
         return conn
 
     def _write_sync(self, turns: list[Turn]) -> list[Result]:
+        """One transaction for the batch, in four statements whatever its size: read the
+        message counts of its conversations, then insert executions and messages and store the
+        new counts with ``executemany``. ``BEGIN IMMEDIATE`` holds the write lock from the
+        read on, so no other writer can move a count in between."""
         if self._conn is None:
             self._conn = self._connect()
         conn = self._conn
@@ -148,15 +153,24 @@ class SqliteTurnWriter(TurnWriter):
         results: list[Result] = []
         executions: list[tuple[Any, ...]] = []
         messages: list[tuple[Any, ...]] = []
+        sessions = list({turn.session_id: None for turn in turns})
         conn.execute("BEGIN IMMEDIATE")
         try:
+            counts: dict[str, list[int]] = {
+                session_id: [conversation_id, count]
+                for session_id, conversation_id, count in conn.execute(
+                    "SELECT session_id, id, message_count FROM conversations "
+                    f"WHERE session_id IN ({', '.join('?' * len(sessions))})",
+                    sessions,
+                )
+            }
             for turn in turns:
-                count = len(turn.payloads)
-                found = conn.execute(_SQLITE_BUMP, (count, stamp, turn.session_id)).fetchone()
+                found = counts.get(turn.session_id)
                 if found is None:
                     results.append(NotFoundError("conversation", turn.session_id))
                     continue
-                conversation_id, total = found
+                conversation_id, first = found
+                found[1] = total = first + len(turn.payloads)
                 execution_id = None
                 if turn.execution is not None:
                     row = turn.execution
@@ -168,7 +182,6 @@ class SqliteTurnWriter(TurnWriter):
                          row["duration_ms"], row["tokens_in"], row["tokens_out"], row["error"],
                          json.dumps(row["details"]))
                     )  # fmt: skip
-                first = total - count
                 for i, (kind, payload) in enumerate(turn.payloads):
                     messages.append(
                         (conversation_id, first + i, kind, payload, execution_id, stamp)
@@ -178,6 +191,11 @@ class SqliteTurnWriter(TurnWriter):
                 conn.executemany(_SQLITE_EXEC, executions)
             if messages:
                 conn.executemany(_SQLITE_MSG, messages)
+            if counts:
+                conn.executemany(
+                    _SQLITE_SET_COUNT,
+                    [(count, stamp, conversation_id) for conversation_id, count in counts.values()],
+                )
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
