@@ -61,6 +61,7 @@ from ._process import (
     ChildExit,
     Process,
     _Ext,
+    linked,
 )
 from ._registry import Registry
 from ._transport import Transport
@@ -241,7 +242,7 @@ class Runtime:
     # ------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Runtime:
-        await self.start()
+        await self.open()
         self._token = _current.set(self)
         return self
 
@@ -256,7 +257,7 @@ class Runtime:
                     _current.set(None)
                 self._token = None
 
-    async def start(self) -> None:
+    async def open(self) -> None:
         """Start the node (``async with`` does it): root supervisor, then task supervisor."""
         if self._started:
             raise RuntimeError("runtime already started")
@@ -271,8 +272,9 @@ class Runtime:
         max_r, max_s = self._root_intensity
         root = await self._start_proc(
             Supervisor,
-            SupervisorSpec(children=[], strategy="one_for_one", max_restarts=max_r,
-                           max_seconds=max_s),
+            SupervisorSpec(
+                children=[], strategy="one_for_one", max_restarts=max_r, max_seconds=max_s
+            ),
             name="netsuke.root",
         )
         assert root is not None
@@ -289,9 +291,11 @@ class Runtime:
         1. the task supervisor: running tasks are killed (they are ``brutal_kill`` children);
         2. the root supervisor: its children stop in reverse start order, each within its
            ``shutdown`` (then killed), supervisors recursively;
-        3. every other process gets the exit signal ``shutdown`` (processes that trap exits run
-           ``terminate``), and whatever is still alive after ``shutdown_timeout`` is killed;
-        4. the tasks of dead processes are awaited, so no asyncio task is left behind.
+        3. every other unsupervised process is shut down as if the node were its parent
+           (processes that trap exits run ``terminate``), all at once; their supervised
+           descendants stop through their own supervisors;
+        4. whatever is still alive after ``shutdown_timeout`` is killed;
+        5. the tasks of dead processes are awaited, so no asyncio task is left behind.
         """
         if not self._started or self._closing:
             return
@@ -301,11 +305,20 @@ class Runtime:
             for p in (self._tasks, self._root):
                 if p is not None and not p._flags & F_DEAD:
                     await self._stop_proc(p, SHUTDOWN, max(0.0, deadline - self._loop.time()))
-            rest = [p for p in list(self._procs.values()) if not p._flags & (F_DEAD | F_SCOPE)]
+            # Unsupervised processes: the node acts as their parent. Children of those are
+            # stopped by their own supervisors, in their order.
+            rest = [
+                p
+                for p in list(self._procs.values())
+                if p._parent is None and not p._flags & (F_DEAD | F_SCOPE)
+            ]
             waits = []
             for p in rest:
                 waits.append(self._exit_future(p))
-                self._signal(p, SHUTDOWN, None, None)
+                if p._flags & F_TRAP:
+                    p._deliver(SysParentExit(SHUTDOWN))
+                else:
+                    self._exit(p, SHUTDOWN)
             pending = [w for w in waits if not w.done()]
             if pending:
                 await asyncio.wait(pending, timeout=max(0.0, deadline - self._loop.time()))
@@ -479,9 +492,7 @@ class Runtime:
         p = await self._start_proc(cls, arg, name=name, link=linked)
         return None if p is None else p.pid
 
-    async def ensure_started(
-        self, cls: type[Process], arg: Any = None, *, name: str | Via
-    ) -> Pid:
+    async def ensure_started(self, cls: type[Process], arg: Any = None, *, name: str | Via) -> Pid:
         """Get-or-start: the pid registered under ``name``, or a new process started under it.
         Safe under concurrency: any number of concurrent callers get one process."""
         p = self._resolve(name)
@@ -547,7 +558,7 @@ class Runtime:
             elif type(pl) is set:
                 pl.add(p)
             else:
-                parent._links = {pl, p}
+                parent._links = {pl, p}  # type: ignore[arg-type]
         else:
             p._links = None
         self._procs[pid_id] = p
@@ -682,13 +693,12 @@ class Runtime:
         finally:
             rt._draining = False
 
-    def _finish(self, p: Process, reason: ExitReason) -> None:  # noqa: C901
+    def _finish(self, p: Process, reason: ExitReason) -> None:
         procs = self._procs
         if procs.get(p._id) is p:
             del procs[p._id]
-        reg = p._reg
+        reg = p._reg  # kept on the dead object: a supervisor restarts the child under it
         if reg is not None:
-            p._reg = None
             if type(reg) is str:
                 cur = self._names.get(reg)
                 if cur is p or (type(cur) is tuple and cur[0] is p):
@@ -748,7 +758,7 @@ class Runtime:
         links = p._links
         if links is not None:
             p._links = None
-            for lp in list(links) if type(links) is set else (links,):
+            for lp in linked(links):
                 _drop_link(lp, p)
                 lp._rt._signal(lp, reason, p, pid)
         if ext.monitored_by:
@@ -812,7 +822,7 @@ class Runtime:
         ls = p._links
         if ls is None:
             return []
-        return [x.pid for x in (ls if type(ls) is set else (ls,))]
+        return [x.pid for x in linked(ls)]
 
     def _new_ref(self) -> Ref:
         return Ref(self.node, next(self._refs))
@@ -953,7 +963,7 @@ def _add_link(a: Process, b: Process) -> None:
     elif type(ls) is set:
         ls.add(b)
     elif ls is not b:
-        a._links = {ls, b}
+        a._links = {ls, b}  # type: ignore[arg-type]
 
 
 def _drop_link(a: Process, b: Process) -> None:
@@ -962,5 +972,3 @@ def _drop_link(a: Process, b: Process) -> None:
         a._links = None
     elif type(ls) is set:
         ls.discard(b)
-
-
