@@ -141,7 +141,7 @@ async def test_call_times_out_exactly_and_process_keeps_running() -> None:
         t0 = loop.time()
         with pytest.raises(CallTimeoutError) as ei:
             await rt.call(pid, ("sleep", 10), timeout=2.5)
-        assert loop.time() - t0 == pytest.approx(2.5)
+        assert 2.5 <= loop.time() - t0 <= 2.5 + rt.timer_resolution
         assert ei.value.timeout == 2.5
         assert await rt.call(pid, "after", timeout=None) == "after"
 

@@ -90,11 +90,6 @@ def current_runtime() -> Runtime:
     return rt
 
 
-def _expire(fut: asyncio.Future[Any], target: object, timeout: float) -> None:
-    if not fut.done():
-        fut.set_exception(CallTimeoutError(target, timeout))
-
-
 def _is_normal(reason: ExitReason) -> bool:
     return type(reason) is str and reason == NORMAL
 
@@ -198,6 +193,8 @@ class Runtime:
       that is left is killed.
     * ``hibernate_sweep`` [``0.5``]: seconds between two passes of the hibernation sweeper,
       which releases the task of processes idle for their ``hibernate_after``.
+    * ``timer_resolution`` [``0.005``]: call timeouts fire within this many seconds after
+      their deadline (never before); calls in flight share one timer per slot.
     * ``root_max_restarts`` [``3``], ``root_max_seconds`` [``5.0``]: restart intensity of the
       root supervisor.
     """
@@ -209,6 +206,7 @@ class Runtime:
         transport: Transport | None = None,
         shutdown_timeout: float = 30.0,
         hibernate_sweep: float = 0.5,
+        timer_resolution: float = 0.005,
         root_max_restarts: int = 3,
         root_max_seconds: float = 5.0,
     ) -> None:
@@ -216,10 +214,15 @@ class Runtime:
             raise ValueError("node must be a non-empty string")
         if hibernate_sweep <= 0:
             raise ValueError("hibernate_sweep must be > 0")
+        if not 0 < timer_resolution <= 1:
+            raise ValueError("timer_resolution must be in (0, 1] seconds")
         self.node = node
         self.transport = transport
         self.shutdown_timeout = shutdown_timeout
         self.hibernate_sweep = hibernate_sweep
+        self.timer_resolution = timer_resolution
+        self._timer_inv = 1.0 / timer_resolution
+        self._timer_slots: dict[int, dict[From, tuple[Any, float]]] = {}
         self._root_intensity = (root_max_restarts, root_max_seconds)
         self._procs: dict[int, Process] = {}
         self._ids = itertools.count(1)
@@ -436,14 +439,29 @@ class Runtime:
             raise CallSelfError(target)
         loop = self._loop
         fut = loop.create_future()
-        proc._deliver(From(request, fut))
+        m = From(request, fut)
+        proc._deliver(m)
         if timeout is None:
             return await fut
-        h = loop.call_at(loop.time() + timeout, _expire, fut, target, timeout)
+        # Timeouts share one timer per slot of ``timer_resolution`` seconds: arming and
+        # disarming is a dict insert and delete, whatever the number of calls in flight.
+        k = int((loop.time() + timeout) * self._timer_inv) + 1
+        b = self._timer_slots.get(k)
+        if b is None:
+            b = self._timer_slots[k] = {}
+            loop.call_at(k * self.timer_resolution, self._expire_slot, k)
+        b[m] = (target, timeout)
         try:
             return await fut
         finally:
-            h.cancel()
+            b.pop(m, None)
+
+    def _expire_slot(self, k: int) -> None:
+        slot = self._timer_slots.pop(k, None)
+        if slot:
+            for m, (target, timeout) in list(slot.items()):
+                if not m.future.done():
+                    m.future.set_exception(CallTimeoutError(target, timeout))
 
     def cast(self, target: Target, request: Any) -> bool:
         """Send ``request`` to ``handle_cast`` of ``target`` without waiting. Like OTP, a cast
