@@ -28,7 +28,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import STATE_BYTES, Figure, loop_name, parse_args, report, run_case, settled_rss
-
 from netsuke import (
     ChildSpec,
     DynamicSupervisor,
