@@ -209,8 +209,10 @@ def _sizes(quick: bool) -> dict[str, Any]:
     return {"mem": [100_000, 1_000_000], "spawn": 200_000, "seq": 200_000, "fan": 1000, "per": 200}
 
 
-def kernel_figures(quick: bool, loop: str) -> list[Figure]:
+def kernel_figures(quick: bool, loop: str, *, mem_sizes: list[int] | None = None) -> list[Figure]:
     s = _sizes(quick)
+    if mem_sizes is not None:
+        s["mem"] = mem_sizes
     figs: list[Figure] = []
     for n in s["mem"]:
         ns = run_case(HERE, "netsuke", n, timeout=900)
@@ -278,7 +280,7 @@ def kernel_figures(quick: bool, loop: str) -> list[Figure]:
 def netsuke_peer_comparison(quick: bool) -> list[Figure]:
     """Netsuke's spawn, memory and call figures measured as peers.py measures its peers."""
     loop = loop_name()
-    figs = kernel_figures(quick, loop)
+    figs = kernel_figures(quick, loop, mem_sizes=[20_000 if quick else 100_000])
     return [
         Figure(
             "netsuke " + f.name,
