@@ -1,0 +1,116 @@
+"""Netsuke's store: agents as data, conversations and executions in SQL.
+
+SQLite by default (an embedded file, migrated on open), PostgreSQL by URL
+(``postgresql+asyncpg://...``). Open a ``Store`` and use its repositories; they return plain
+pydantic models, never ORM rows::
+
+    async with Store.open() as store:
+        agent = await store.agents.create({"name": "search", "model": "openai:gpt-4o"})
+        spec = await store.factory.spec("search")
+
+Errors form one tree under ``StoreError`` (see ``_errors``). Durability of each operation is
+stated in its docstring and in ``docs/store.md``.
+"""
+
+from ._agents import AgentRepository, SyncResult
+from ._api_keys import ApiKeyRepository
+from ._audit import AuditRepository
+from ._conversations import ConversationRepository, dump_messages, load_messages
+from ._definitions import (
+    AgentDefinition,
+    AgentDraft,
+    FunctionDefinition,
+    FunctionDraft,
+    FunctionLimits,
+    ModelSettings,
+)
+from ._engine import DEFAULT_URL, ENV_URL, Database, resolve_url
+from ._errors import (
+    AlreadyExistsError,
+    ConflictError,
+    DefinitionFileError,
+    NotFoundError,
+    SchemaError,
+    SchemaOutdatedError,
+    SchemaTooNewError,
+    StoreError,
+    ValidationError,
+)
+from ._executions import ExecutionRepository
+from ._factory import AgentFactory, AgentSpec, build_spec
+from ._files import dump_agent_yaml, export_agents, load_agent_file, sync_agents
+from ._functions import FunctionRepository
+from ._group_commit import GroupCommitter, StoreClosedError
+from ._migrate import current_revision, downgrade, head_revision, known_revisions, upgrade
+from ._records import (
+    ApiKey,
+    AuditEntry,
+    Conversation,
+    Execution,
+    ExecutionKind,
+    ExecutionStatus,
+    IssuedApiKey,
+    Page,
+    Role,
+    TurnReceipt,
+)
+from ._store import Store
+from ._validation import KNOWN_PROVIDERS, validate_model_string
+
+__all__ = [
+    "DEFAULT_URL",
+    "ENV_URL",
+    "KNOWN_PROVIDERS",
+    "AgentDefinition",
+    "AgentDraft",
+    "AgentFactory",
+    "AgentRepository",
+    "AgentSpec",
+    "AlreadyExistsError",
+    "ApiKey",
+    "ApiKeyRepository",
+    "AuditEntry",
+    "AuditRepository",
+    "ConflictError",
+    "Conversation",
+    "ConversationRepository",
+    "Database",
+    "DefinitionFileError",
+    "Execution",
+    "ExecutionKind",
+    "ExecutionRepository",
+    "ExecutionStatus",
+    "FunctionDefinition",
+    "FunctionDraft",
+    "FunctionLimits",
+    "FunctionRepository",
+    "GroupCommitter",
+    "IssuedApiKey",
+    "ModelSettings",
+    "NotFoundError",
+    "Page",
+    "Role",
+    "SchemaError",
+    "SchemaOutdatedError",
+    "SchemaTooNewError",
+    "Store",
+    "StoreClosedError",
+    "StoreError",
+    "SyncResult",
+    "TurnReceipt",
+    "ValidationError",
+    "build_spec",
+    "current_revision",
+    "downgrade",
+    "dump_agent_yaml",
+    "dump_messages",
+    "export_agents",
+    "head_revision",
+    "known_revisions",
+    "load_agent_file",
+    "load_messages",
+    "resolve_url",
+    "sync_agents",
+    "upgrade",
+    "validate_model_string",
+]

@@ -1,0 +1,1 @@
+"""Alembic environment and revisions of the store's schema (run through ``netsuke.store``)."""
