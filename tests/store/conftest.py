@@ -7,6 +7,7 @@ Without the binaries the PostgreSQL half is skipped, except under ``CI=true`` wh
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -59,3 +60,10 @@ def db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
 async def store(db_url: str) -> AsyncIterator[Store]:
     async with Store.open(db_url, migrate=True) as opened:
         yield opened
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage() -> Iterator[None]:
+    """Collect after each test so a leaked connection is reported by the test that leaked it."""
+    yield
+    gc.collect()

@@ -33,6 +33,7 @@ from ._errors import (
     SchemaError,
     SchemaOutdatedError,
     SchemaTooNewError,
+    StoreClosedError,
     StoreError,
     ValidationError,
 )
@@ -40,7 +41,7 @@ from ._executions import ExecutionRepository
 from ._factory import AgentFactory, AgentSpec, build_spec
 from ._files import dump_agent_yaml, export_agents, load_agent_file, sync_agents
 from ._functions import FunctionRepository
-from ._group_commit import GroupCommitter, StoreClosedError
+from ._group_commit import GroupCommitter
 from ._migrate import current_revision, downgrade, head_revision, known_revisions, upgrade
 from ._records import (
     ApiKey,

@@ -9,6 +9,7 @@ queue on the lock instead of deadlocking on a read-to-write upgrade, and ``BEGIN
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,7 +21,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from ._errors import ValidationError
+from ._errors import StoreClosedError, ValidationError
 
 __all__ = ["DEFAULT_URL", "ENV_URL", "Database", "resolve_url"]
 
@@ -83,6 +84,10 @@ class Database:
         if self.dialect == "sqlite":
             _install_sqlite_hooks(self.engine, sqlite_synchronous, busy_timeout_ms)
         self._write_engine = self.engine.execution_options(**{_WRITE: True})
+        self._active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closing = False
 
     @property
     def is_sqlite(self) -> bool:
@@ -90,15 +95,32 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.begin() as conn:
+        async with self._tracked(self.engine) as conn:
             yield conn
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        async with self._write_engine.begin() as conn:
+        async with self._tracked(self._write_engine) as conn:
             yield conn
 
+    @asynccontextmanager
+    async def _tracked(self, engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+        if self._closing:
+            raise StoreClosedError("the store is closed")
+        self._active += 1
+        self._idle.clear()
+        try:
+            async with engine.begin() as conn:
+                yield conn
+        finally:
+            self._active -= 1
+            if self._active == 0:
+                self._idle.set()
+
     async def dispose(self) -> None:
+        """Refuse new transactions, wait for those in flight to end, close every connection."""
+        self._closing = True
+        await self._idle.wait()
         await self.engine.dispose()
 
 

@@ -7,6 +7,7 @@ StoreError                          anything the store refuses or fails to do
 ├── ConflictError(current_version)  optimistic concurrency: the version named is stale
 │   └── AlreadyExistsError(name)    a create for a name that is taken
 ├── NotFoundError(kind, key)        no such agent, function, conversation, execution, ...
+├── StoreClosedError                the store was closed; nothing more is accepted
 └── SchemaError                     the database's schema does not fit this code
     ├── SchemaTooNewError(database_revision, code_head)
     │                               written by a newer Netsuke: refused, never touched
@@ -30,6 +31,7 @@ __all__ = [
     "SchemaError",
     "SchemaOutdatedError",
     "SchemaTooNewError",
+    "StoreClosedError",
     "StoreError",
     "ValidationError",
 ]
@@ -130,3 +132,7 @@ class SchemaOutdatedError(SchemaError):
             database_revision,
             code_head,
         )
+
+
+class StoreClosedError(StoreError):
+    """The store was closed (or is closing); nothing more is accepted."""

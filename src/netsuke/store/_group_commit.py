@@ -14,16 +14,12 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
-from ._errors import StoreError
+from ._errors import StoreClosedError
 
-__all__ = ["GroupCommitter", "StoreClosedError"]
+__all__ = ["GroupCommitter"]
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-class StoreClosedError(StoreError):
-    """The store was closed; nothing more is accepted."""
 
 
 class GroupCommitter(Generic[T, R]):
