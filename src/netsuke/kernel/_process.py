@@ -244,7 +244,7 @@ class Process:
 
     def link(self, target: Target) -> None:
         """Link to ``target``: when either exits abnormally the other gets the exit signal."""
-        self._rt._link_procs(self, self._rt._resolve_or_noproc(target, self))
+        self._rt._link_procs(self, self._rt._resolve_or_noproc(target))
 
     def unlink(self, target: Target) -> None:
         self._rt.unlink(self.pid, target)

@@ -48,7 +48,7 @@ from ._errors import (
     RuntimeClosedError,
     StartError,
 )
-from ._messages import Down, Exit, From, SysParentExit, SysStop
+from ._messages import Cast, Down, Exit, From, SysParentExit, SysStop
 from ._pid import KILL, KILLED, NOPROC, NORMAL, SHUTDOWN, ExitReason, Pid, Ref, Target, Via
 from ._process import (
     F_DEAD,
@@ -178,8 +178,6 @@ class _ScopeProcess(Process):
                 if self._waiter is w:
                     self._waiter = None
         m = self._mailbox.popleft()
-        from ._messages import Cast
-
         return m.request if type(m) is Cast else m
 
 
@@ -392,7 +390,7 @@ class Runtime:
             return None
         return p  # type: ignore[no-any-return]
 
-    def _resolve_or_noproc(self, target: Any, caller: object = None) -> Process:
+    def _resolve_or_noproc(self, target: Any) -> Process:
         p = self._resolve(target)
         if p is None:
             raise NoProcessError(target)
@@ -469,8 +467,6 @@ class Runtime:
         proc = self._resolve(target)
         if proc is None:
             return False
-        from ._messages import Cast
-
         proc._deliver(Cast(request))
         return True
 
