@@ -164,7 +164,7 @@ class RuntimeClosedError(KernelError):
     """The node is shutting down or has shut down."""
 
 
-class Exited(NetsukeError):  # noqa: N818 - a signal, named after what happened
+class Exited(NetsukeError):
     """Raised in a :meth:`Runtime.scope` body when the scope's process was exited.
 
     ``reason`` is the exit reason, for example the reason of a linked process that crashed.

@@ -35,14 +35,12 @@ class Pid:
 
     __slots__ = ("id", "node")
 
-    def __init__(self, node: str, id: int) -> None:  # noqa: A002 - the OTP word
+    def __init__(self, node: str, id: int) -> None:
         self.node = node
         self.id = id
 
     def __eq__(self, other: object) -> bool:
-        return (
-            type(other) is Pid and self.id == other.id and self.node == other.node  # type: ignore[union-attr]
-        )
+        return type(other) is Pid and self.id == other.id and self.node == other.node
 
     def __hash__(self) -> int:
         return hash((self.node, self.id))
@@ -59,12 +57,12 @@ class Ref:
 
     __slots__ = ("id", "node")
 
-    def __init__(self, node: str, id: int) -> None:  # noqa: A002
+    def __init__(self, node: str, id: int) -> None:
         self.node = node
         self.id = id
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is Ref and self.id == other.id and self.node == other.node  # type: ignore[union-attr]
+        return type(other) is Ref and self.id == other.id and self.node == other.node
 
     def __hash__(self) -> int:
         return hash((self.node, self.id, "ref"))
@@ -117,7 +115,7 @@ Target: TypeAlias = "Pid | str | Via"
 
 def is_normal_or_shutdown(reason: ExitReason) -> bool:
     """True for ``normal``, ``shutdown`` and ``Shutdown(...)``: the exits that are not errors."""
-    return reason == NORMAL or reason == SHUTDOWN or type(reason) is Shutdown
+    return (type(reason) is str and reason in (NORMAL, SHUTDOWN)) or type(reason) is Shutdown
 
 
 def is_abnormal(reason: ExitReason) -> bool:

@@ -65,6 +65,7 @@ F_HIBERNATE: Final = 8
 F_STOP: Final = 16
 F_SCOPE: Final = 32
 F_SCOPE_CANCELLED: Final = 64
+F_NORESTART: Final = 128
 IDLE_UNIT: Final = 256  # the bits above 8 count the sweeps a process has been idle for
 IDLE_CLEAR: Final = IDLE_UNIT - 1
 
@@ -243,7 +244,7 @@ class Process:
 
     def link(self, target: Target) -> None:
         """Link to ``target``: when either exits abnormally the other gets the exit signal."""
-        self._rt._link_procs(self, self._rt._resolve_or_noproc(target, self))
+        self._rt._link_procs(self, self._rt._resolve_or_noproc(target))
 
     def unlink(self, target: Target) -> None:
         self._rt.unlink(self.pid, target)
@@ -299,7 +300,7 @@ class Process:
         self._flags &= IDLE_CLEAR & ~F_HIBERNATE
         self._rt._active.discard(self)
 
-    async def _run(self) -> None:  # noqa: C901 - the one hot loop, kept in one place
+    async def _run(self) -> None:
         rt = self._rt
         loop = rt._loop
         while True:
@@ -368,8 +369,8 @@ class Process:
                 if self._flags & (F_STOP | F_DEAD):
                     if self._flags & F_DEAD:
                         return
-                    ext = self._ext
-                    await self._terminate_and_exit(ext.stop_reason if ext else NORMAL)
+                    x = self._ext
+                    await self._terminate_and_exit(x.stop_reason if x else NORMAL)
                     return
             except asyncio.CancelledError:
                 self._cancelled()
@@ -419,6 +420,15 @@ class Process:
             return f"<{type(self).__name__} {self.pid!r}>"
         except AttributeError:
             return f"<{type(self).__name__} (not started)>"
+
+
+def linked(ls: Process | set[Process] | None) -> tuple[Process, ...] | list[Process]:
+    """The processes in a ``_links`` slot (which holds None, one process, or a set)."""
+    if ls is None:
+        return ()
+    if isinstance(ls, set):
+        return list(ls)
+    return (ls,)
 
 
 class ChildExit:

@@ -48,7 +48,7 @@ from ._errors import (
     RuntimeClosedError,
     StartError,
 )
-from ._messages import Down, Exit, From, SysParentExit, SysStop
+from ._messages import Cast, Down, Exit, From, SysParentExit, SysStop
 from ._pid import KILL, KILLED, NOPROC, NORMAL, SHUTDOWN, ExitReason, Pid, Ref, Target, Via
 from ._process import (
     F_DEAD,
@@ -61,6 +61,7 @@ from ._process import (
     ChildExit,
     Process,
     _Ext,
+    linked,
 )
 from ._registry import Registry
 from ._transport import Transport
@@ -87,11 +88,6 @@ def current_runtime() -> Runtime:
     if rt is None:
         raise NotInProcessError("no running netsuke Runtime in this context")
     return rt
-
-
-def _expire(fut: asyncio.Future[Any], target: object, timeout: float) -> None:
-    if not fut.done():
-        fut.set_exception(CallTimeoutError(target, timeout))
 
 
 def _is_normal(reason: ExitReason) -> bool:
@@ -182,8 +178,6 @@ class _ScopeProcess(Process):
                 if self._waiter is w:
                     self._waiter = None
         m = self._mailbox.popleft()
-        from ._messages import Cast
-
         return m.request if type(m) is Cast else m
 
 
@@ -197,6 +191,8 @@ class Runtime:
       that is left is killed.
     * ``hibernate_sweep`` [``0.5``]: seconds between two passes of the hibernation sweeper,
       which releases the task of processes idle for their ``hibernate_after``.
+    * ``timer_resolution`` [``0.005``]: call timeouts fire within this many seconds after
+      their deadline (never before); calls in flight share one timer per slot.
     * ``root_max_restarts`` [``3``], ``root_max_seconds`` [``5.0``]: restart intensity of the
       root supervisor.
     """
@@ -208,6 +204,7 @@ class Runtime:
         transport: Transport | None = None,
         shutdown_timeout: float = 30.0,
         hibernate_sweep: float = 0.5,
+        timer_resolution: float = 0.005,
         root_max_restarts: int = 3,
         root_max_seconds: float = 5.0,
     ) -> None:
@@ -215,10 +212,15 @@ class Runtime:
             raise ValueError("node must be a non-empty string")
         if hibernate_sweep <= 0:
             raise ValueError("hibernate_sweep must be > 0")
+        if not 0 < timer_resolution <= 1:
+            raise ValueError("timer_resolution must be in (0, 1] seconds")
         self.node = node
         self.transport = transport
         self.shutdown_timeout = shutdown_timeout
         self.hibernate_sweep = hibernate_sweep
+        self.timer_resolution = timer_resolution
+        self._timer_inv = 1.0 / timer_resolution
+        self._timer_slots: dict[int, dict[From, tuple[Any, float]]] = {}
         self._root_intensity = (root_max_restarts, root_max_seconds)
         self._procs: dict[int, Process] = {}
         self._ids = itertools.count(1)
@@ -241,7 +243,7 @@ class Runtime:
     # ------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Runtime:
-        await self.start()
+        await self.open()
         self._token = _current.set(self)
         return self
 
@@ -256,7 +258,7 @@ class Runtime:
                     _current.set(None)
                 self._token = None
 
-    async def start(self) -> None:
+    async def open(self) -> None:
         """Start the node (``async with`` does it): root supervisor, then task supervisor."""
         if self._started:
             raise RuntimeError("runtime already started")
@@ -271,8 +273,9 @@ class Runtime:
         max_r, max_s = self._root_intensity
         root = await self._start_proc(
             Supervisor,
-            SupervisorSpec(children=[], strategy="one_for_one", max_restarts=max_r,
-                           max_seconds=max_s),
+            SupervisorSpec(
+                children=[], strategy="one_for_one", max_restarts=max_r, max_seconds=max_s
+            ),
             name="netsuke.root",
         )
         assert root is not None
@@ -289,9 +292,11 @@ class Runtime:
         1. the task supervisor: running tasks are killed (they are ``brutal_kill`` children);
         2. the root supervisor: its children stop in reverse start order, each within its
            ``shutdown`` (then killed), supervisors recursively;
-        3. every other process gets the exit signal ``shutdown`` (processes that trap exits run
-           ``terminate``), and whatever is still alive after ``shutdown_timeout`` is killed;
-        4. the tasks of dead processes are awaited, so no asyncio task is left behind.
+        3. every other unsupervised process is shut down as if the node were its parent
+           (processes that trap exits run ``terminate``), all at once; their supervised
+           descendants stop through their own supervisors;
+        4. whatever is still alive after ``shutdown_timeout`` is killed;
+        5. the tasks of dead processes are awaited, so no asyncio task is left behind.
         """
         if not self._started or self._closing:
             return
@@ -301,11 +306,20 @@ class Runtime:
             for p in (self._tasks, self._root):
                 if p is not None and not p._flags & F_DEAD:
                     await self._stop_proc(p, SHUTDOWN, max(0.0, deadline - self._loop.time()))
-            rest = [p for p in list(self._procs.values()) if not p._flags & (F_DEAD | F_SCOPE)]
+            # Unsupervised processes: the node acts as their parent. Children of those are
+            # stopped by their own supervisors, in their order.
+            rest = [
+                p
+                for p in list(self._procs.values())
+                if p._parent is None and not p._flags & (F_DEAD | F_SCOPE)
+            ]
             waits = []
             for p in rest:
                 waits.append(self._exit_future(p))
-                self._signal(p, SHUTDOWN, None, None)
+                if p._flags & F_TRAP:
+                    p._deliver(SysParentExit(SHUTDOWN))
+                else:
+                    self._exit(p, SHUTDOWN)
             pending = [w for w in waits if not w.done()]
             if pending:
                 await asyncio.wait(pending, timeout=max(0.0, deadline - self._loop.time()))
@@ -376,7 +390,7 @@ class Runtime:
             return None
         return p  # type: ignore[no-any-return]
 
-    def _resolve_or_noproc(self, target: Any, caller: object = None) -> Process:
+    def _resolve_or_noproc(self, target: Any) -> Process:
         p = self._resolve(target)
         if p is None:
             raise NoProcessError(target)
@@ -423,14 +437,29 @@ class Runtime:
             raise CallSelfError(target)
         loop = self._loop
         fut = loop.create_future()
-        proc._deliver(From(request, fut))
+        m = From(request, fut)
+        proc._deliver(m)
         if timeout is None:
             return await fut
-        h = loop.call_at(loop.time() + timeout, _expire, fut, target, timeout)
+        # Timeouts share one timer per slot of ``timer_resolution`` seconds: arming and
+        # disarming is a dict insert and delete, whatever the number of calls in flight.
+        k = int((loop.time() + timeout) * self._timer_inv) + 1
+        b = self._timer_slots.get(k)
+        if b is None:
+            b = self._timer_slots[k] = {}
+            loop.call_at(k * self.timer_resolution, self._expire_slot, k)
+        b[m] = (target, timeout)
         try:
             return await fut
         finally:
-            h.cancel()
+            b.pop(m, None)
+
+    def _expire_slot(self, k: int) -> None:
+        slot = self._timer_slots.pop(k, None)
+        if slot:
+            for m, (target, timeout) in list(slot.items()):
+                if not m.future.done():
+                    m.future.set_exception(CallTimeoutError(target, timeout))
 
     def cast(self, target: Target, request: Any) -> bool:
         """Send ``request`` to ``handle_cast`` of ``target`` without waiting. Like OTP, a cast
@@ -438,8 +467,6 @@ class Runtime:
         proc = self._resolve(target)
         if proc is None:
             return False
-        from ._messages import Cast
-
         proc._deliver(Cast(request))
         return True
 
@@ -479,9 +506,7 @@ class Runtime:
         p = await self._start_proc(cls, arg, name=name, link=linked)
         return None if p is None else p.pid
 
-    async def ensure_started(
-        self, cls: type[Process], arg: Any = None, *, name: str | Via
-    ) -> Pid:
+    async def ensure_started(self, cls: type[Process], arg: Any = None, *, name: str | Via) -> Pid:
         """Get-or-start: the pid registered under ``name``, or a new process started under it.
         Safe under concurrency: any number of concurrent callers get one process."""
         p = self._resolve(name)
@@ -547,7 +572,7 @@ class Runtime:
             elif type(pl) is set:
                 pl.add(p)
             else:
-                parent._links = {pl, p}
+                parent._links = {pl, p}  # type: ignore[arg-type]
         else:
             p._links = None
         self._procs[pid_id] = p
@@ -682,13 +707,12 @@ class Runtime:
         finally:
             rt._draining = False
 
-    def _finish(self, p: Process, reason: ExitReason) -> None:  # noqa: C901
+    def _finish(self, p: Process, reason: ExitReason) -> None:
         procs = self._procs
         if procs.get(p._id) is p:
             del procs[p._id]
-        reg = p._reg
+        reg = p._reg  # kept on the dead object: a supervisor restarts the child under it
         if reg is not None:
-            p._reg = None
             if type(reg) is str:
                 cur = self._names.get(reg)
                 if cur is p or (type(cur) is tuple and cur[0] is p):
@@ -748,7 +772,7 @@ class Runtime:
         links = p._links
         if links is not None:
             p._links = None
-            for lp in list(links) if type(links) is set else (links,):
+            for lp in linked(links):
                 _drop_link(lp, p)
                 lp._rt._signal(lp, reason, p, pid)
         if ext.monitored_by:
@@ -812,7 +836,7 @@ class Runtime:
         ls = p._links
         if ls is None:
             return []
-        return [x.pid for x in (ls if type(ls) is set else (ls,))]
+        return [x.pid for x in linked(ls)]
 
     def _new_ref(self) -> Ref:
         return Ref(self.node, next(self._refs))
@@ -953,7 +977,7 @@ def _add_link(a: Process, b: Process) -> None:
     elif type(ls) is set:
         ls.add(b)
     elif ls is not b:
-        a._links = {ls, b}
+        a._links = {ls, b}  # type: ignore[arg-type]
 
 
 def _drop_link(a: Process, b: Process) -> None:
@@ -962,5 +986,3 @@ def _drop_link(a: Process, b: Process) -> None:
         a._links = None
     elif type(ls) is set:
         ls.discard(b)
-
-

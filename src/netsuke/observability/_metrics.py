@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-
-
-
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector
 
@@ -30,5 +27,3 @@ def unregister_collector(collector: Collector) -> None:
 def render_metrics() -> bytes:
     """The Prometheus text exposition of ``REGISTRY``."""
     return generate_latest(REGISTRY)
-
-

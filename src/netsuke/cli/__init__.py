@@ -1,0 +1,5 @@
+"""The ``netsuke`` command line (typer)."""
+
+from ._app import app, main
+
+__all__ = ["app", "main"]
