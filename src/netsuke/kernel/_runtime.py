@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from ..events import EventBus
 from ..observability import register_collector
 from ._errors import (
     AlreadyStartedError,
@@ -207,6 +208,7 @@ class Runtime:
         timer_resolution: float = 0.005,
         root_max_restarts: int = 3,
         root_max_seconds: float = 5.0,
+        events: EventBus | None = None,
     ) -> None:
         if not node or not isinstance(node, str):
             raise ValueError("node must be a non-empty string")
@@ -215,6 +217,9 @@ class Runtime:
         if not 0 < timer_resolution <= 1:
             raise ValueError("timer_resolution must be in (0, 1] seconds")
         self.node = node
+        self._own_bus = events is None
+        self.events = events if events is not None else EventBus(node)
+        """The node's event bus (``netsuke.events``); every layer publishes into it."""
         self.transport = transport
         self.shutdown_timeout = shutdown_timeout
         self.hibernate_sweep = hibernate_sweep
@@ -296,7 +301,9 @@ class Runtime:
            (processes that trap exits run ``terminate``), all at once; their supervised
            descendants stop through their own supervisors;
         4. whatever is still alive after ``shutdown_timeout`` is killed;
-        5. the tasks of dead processes are awaited, so no asyncio task is left behind.
+        5. the tasks of dead processes are awaited, so no asyncio task is left behind;
+        6. the event bus closes its subscriptions and awaits its listeners (only when the
+           runtime created the bus; a bus passed in belongs to the caller).
         """
         if not self._started or self._closing:
             return
@@ -337,6 +344,8 @@ class Runtime:
                 await asyncio.gather(*list(self._dying), return_exceptions=True)
             if self.transport is not None:
                 self.transport.detach(self)
+            if self._own_bus:
+                await self.events.aclose()
             log.info("node_stopped", node=self.node)
 
     @property

@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
+from ..events import topics
 from ..observability import get_tracer
 from ._errors import ChildNotFoundError, StartError
 from ._messages import From
@@ -280,6 +281,12 @@ class Supervisor(Process):
                 try:
                     with tracer.start_as_current_span("netsuke.supervisor.restart"):
                         await self._start_child(other)
+                    self._rt.events.publish(
+                        topics.PROCESS_RESTARTED,
+                        supervisor=repr(self.pid),
+                        child=repr(other.spec.child_id),
+                        reason=repr(reason),
+                    )
                     break
                 except StartError as e:
                     log.error(
@@ -295,6 +302,9 @@ class Supervisor(Process):
             rt.stats.restarts += 1
             return True
         rt.stats.sup_shutdowns += 1
+        rt.events.publish(
+            topics.SUPERVISOR_GAVE_UP, supervisor=repr(self.pid), child=repr(ch.spec.child_id)
+        )
         log.error(
             "supervisor_max_restart_intensity",
             supervisor=repr(self.pid),

@@ -1,0 +1,60 @@
+"""The topics Netsuke publishes, with the fields each event carries.
+
+Every layer publishes through these constants so the catalogue stays the single list that the
+API documents and the dashboard filters on. ``data`` values are JSON-compatible.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["TOPICS"]
+
+# kernel
+PROCESS_RESTARTED: Final = "process.restarted"
+SUPERVISOR_GAVE_UP: Final = "supervisor.gave_up"
+# agents
+AGENT_STARTED: Final = "agent.started"
+AGENT_STOPPED: Final = "agent.stopped"
+AGENT_CRASHED: Final = "agent.crashed"
+AGENT_RESTARTED: Final = "agent.restarted"
+AGENT_HIBERNATED: Final = "agent.hibernated"
+AGENT_EVICTED: Final = "agent.evicted"
+TURN_STARTED: Final = "turn.started"
+TURN_FINISHED: Final = "turn.finished"
+# routing
+TASK_QUEUED: Final = "task.queued"
+TASK_STARTED: Final = "task.started"
+TASK_SUCCEEDED: Final = "task.succeeded"
+TASK_RETRIED: Final = "task.retried"
+TASK_FAILED: Final = "task.failed"
+TASK_DEAD_LETTERED: Final = "task.dead_lettered"
+WORKFLOW_STARTED: Final = "workflow.started"
+WORKFLOW_STEP_FINISHED: Final = "workflow.step_finished"
+WORKFLOW_FINISHED: Final = "workflow.finished"
+# sandbox
+FUNCTION_EXECUTED: Final = "function.executed"
+
+TOPICS: Final[dict[str, str]] = {
+    PROCESS_RESTARTED: "a supervisor restarted a child: supervisor, child, reason",
+    SUPERVISOR_GAVE_UP: "a supervisor exceeded its restart intensity: supervisor, child",
+    AGENT_STARTED: "an agent server started: agent, session, user, pid, restarts",
+    AGENT_STOPPED: "an agent server stopped normally: agent, session, pid, reason",
+    AGENT_CRASHED: "an agent server exited abnormally: agent, session, pid, reason",
+    AGENT_RESTARTED: "an agent server came back after a crash: agent, session, pid",
+    AGENT_HIBERNATED: "an idle agent hibernated (state kept): agent, session",
+    AGENT_EVICTED: "an idle agent left memory (state in the store): agent, session",
+    TURN_STARTED: "a turn began: agent, session, execution",
+    TURN_FINISHED: "a turn ended: agent, session, execution, status, duration, tokens_in, "
+    "tokens_out, error",
+    TASK_QUEUED: "a task was accepted: task, kind, capabilities, priority, run_at",
+    TASK_STARTED: "a worker leased a task: task, worker, attempt",
+    TASK_SUCCEEDED: "a task was acked: task, worker, attempt, duration",
+    TASK_RETRIED: "a failed attempt was rescheduled: task, attempt, delay, error",
+    TASK_FAILED: "a task failed its last attempt: task, attempt, error",
+    TASK_DEAD_LETTERED: "a task moved to the dead-letter queue: task, error",
+    WORKFLOW_STARTED: "a workflow run began: workflow, run",
+    WORKFLOW_STEP_FINISHED: "a workflow step ended: workflow, run, step, status",
+    WORKFLOW_FINISHED: "a workflow run ended: workflow, run, status",
+    FUNCTION_EXECUTED: "a sandboxed function ran: function, version, sha256, status, duration",
+}
