@@ -48,3 +48,33 @@ def test_netsuke_cli_refuses_bad_options_with_one_line() -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("netsuke: error:")
+
+
+def test_netsuke_db_upgrade_runs_from_the_main_cli(tmp_path: Path) -> None:
+    exe = Path(sys.executable).parent / "netsuke"
+    url = f"sqlite+aiosqlite:///{tmp_path / 'n.db'}"
+    up = subprocess.run(
+        [str(exe), "db", "upgrade", "--url", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert up.returncode == 0, up.stderr
+    current = subprocess.run(
+        [str(exe), "db", "current", "--url", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "up to date" in current.stdout
+    bad = subprocess.run(
+        [str(exe), "db", "current", "--url", "mysql://x/y"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1].startswith("netsuke: error:")

@@ -11,6 +11,7 @@ import typer
 from .. import __version__
 from ..kernel import Runtime
 from ..observability import configure_logging
+from ..store import cli as store_cli
 
 app = typer.Typer(
     name="netsuke",
@@ -18,6 +19,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+app.add_typer(store_cli.app, name="db")
 
 
 def _fail(message: str) -> None:

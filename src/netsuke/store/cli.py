@@ -1,6 +1,6 @@
 """``netsuke db``: schema migrations from the command line (a typer sub-app).
 
-Wire it into the main CLI with ``app.add_typer(netsuke.store.cli.app, name="db")``.
+Mounted in the main CLI as ``netsuke db``.
 Every command takes ``--url`` (default ``$NETSUKE_DATABASE_URL``, else the embedded SQLite
 file). Exit codes: 0 done, 2 refused (bad URL or revision), 3 database newer than the code.
 """
@@ -28,7 +28,7 @@ Url = Annotated[
 
 
 def _fail(exc: StoreError) -> typer.Exit:
-    typer.echo(f"error: {exc}", err=True)
+    typer.echo(f"netsuke: error: {exc}", err=True)
     return typer.Exit(3 if isinstance(exc, SchemaTooNewError) else 2)
 
 
