@@ -48,7 +48,9 @@ class Live:
 @asynccontextmanager
 async def serve(settings: Settings) -> AsyncIterator[Live]:
     async with open_node(settings) as node:
-        assert node.bootstrap_secret is not None
+        admin_key = node.bootstrap_secret or (
+            (await node.store.api_keys.create("test-admin", "admin")).secret
+        )
         app = create_app(settings, store=node.store, runtime=node.runtime)
         config = uvicorn.Config(
             app,
@@ -66,7 +68,7 @@ async def serve(settings: Settings) -> AsyncIterator[Live]:
             assert not task.done(), "server failed to start"
             await asyncio.sleep(0.01)
         port = server.servers[0].sockets[0].getsockname()[1]
-        live = Live(f"http://127.0.0.1:{port}", node.bootstrap_secret, node)
+        live = Live(f"http://127.0.0.1:{port}", admin_key, node)
         try:
             yield live
         finally:

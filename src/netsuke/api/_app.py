@@ -72,6 +72,9 @@ def create_app(
         docs_url=f"{API_PREFIX}/docs",
         redoc_url=None,
         lifespan=lifespan,
+        # Netsuke's own middleware makes the server span, metrics and logs (with request ids,
+        # audit and redaction); FastAPI's built-in telemetry would double them.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.ctx = ApiContext(
         settings=settings,

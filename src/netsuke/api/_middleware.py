@@ -4,7 +4,7 @@ In order, for each HTTP request:
 
 1. **Request id**: the caller's ``X-Request-ID`` (if sane) or a new one; echoed in the
    response and bound (with the trace id) into structlog's context for every log line the
-   request causes.
+   request causes (``trace_id``/``span_id`` are added by the logging configuration).
 2. **Body size**: a ``Content-Length`` above ``max_body_bytes`` is answered 413 before the
    body is read; a body without one is read up to the limit first.
 3. **Trace**: an OpenTelemetry server span ``<METHOD> <route>``, continuing the caller's
@@ -119,10 +119,7 @@ class ApiMiddleware:
             span.set_attribute("http.request_id", request_id)
             token = trace.use_span(span, end_on_exit=False)
             token.__enter__()
-            trace_id = format(span.get_span_context().trace_id, "032x")
-            structlog.contextvars.bind_contextvars(request_id=request_id, trace_id=trace_id)
-        else:
-            structlog.contextvars.bind_contextvars(request_id=request_id)
+        structlog.contextvars.bind_contextvars(request_id=request_id)
 
         audited = method in MUTATING and scope["path"].startswith("/api/")
 
@@ -159,7 +156,7 @@ class ApiMiddleware:
                 route=route,
                 status=status,
                 duration_ms=round(elapsed * 1000, 3),
-                key=principal.prefix if principal is not None else None,
+                key_prefix=principal.prefix if principal is not None else None,
             )
             if span is not None:
                 span.update_name(f"{method} {route}")
@@ -169,7 +166,7 @@ class ApiMiddleware:
                     span.set_status(Status(StatusCode.ERROR))
                 token.__exit__(None, None, None)
                 span.end()
-            structlog.contextvars.unbind_contextvars("request_id", "trace_id")
+            structlog.contextvars.unbind_contextvars("request_id")
 
     async def _read_limited(self, receive: Receive) -> bytes | None:
         chunks: list[bytes] = []

@@ -3,8 +3,8 @@
 ``none`` (default) installs nothing: the API's tracer stays OpenTelemetry's no-op and the
 request middleware skips span work entirely. ``console`` installs the SDK with a console
 exporter; ``otlp`` an OTLP/HTTP exporter (``pip install opentelemetry-exporter-otlp``), which
-reads the usual ``OTEL_EXPORTER_OTLP_*`` variables. The SDK is the ``otel`` extra
-(``pip install 'netsuke[otel]'``); a missing package is an error naming what to install.
+reads the usual ``OTEL_EXPORTER_OTLP_*`` variables; a missing package is an error naming what
+to install.
 """
 
 from __future__ import annotations
@@ -21,14 +21,10 @@ def configure_tracing(exporter: str, *, service_name: str = "netsuke") -> bool:
     ``RuntimeError`` with an install hint when the needed package is missing."""
     if exporter == "none":
         return False
-    try:
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
-    except ImportError:
-        raise RuntimeError(
-            "otel_exporter needs the OpenTelemetry SDK: pip install 'netsuke[otel]'"
-        ) from None
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
     span_exporter: Any
     if exporter == "console":
         span_exporter = ConsoleSpanExporter()
