@@ -82,5 +82,5 @@ async def test_closing_the_socket_unsubscribes(live: Live) -> None:
         await ws.recv()
         assert len(bus.subscriptions()) == before + 1
     async with asyncio.timeout(5):
-        while len(bus.subscriptions()) != before:
+        while len(bus.subscriptions()) != before:  # noqa: ASYNC110
             await asyncio.sleep(0.02)

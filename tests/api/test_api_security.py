@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
-import pytest
 import structlog
 
 from netsuke.api import Principal
