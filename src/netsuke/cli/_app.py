@@ -16,7 +16,6 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from ..api import SettingsError, load_settings
 from ..observability import configure_logging
 from ..store import DefinitionFileError, SchemaTooNewError, StoreError
 from ..store import cli as store_cli
@@ -71,6 +70,8 @@ def serve(
 ) -> None:
     """Start a node with the API and dashboard; print its URL (and, on first start, an admin
     key, once). Options override NETSUKE_* variables, which override netsuke.toml."""
+    from ..api import SettingsError, load_settings
+
     try:
         settings = load_settings(
             config,
