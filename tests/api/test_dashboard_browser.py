@@ -26,9 +26,13 @@ ARGS = [
 ]
 
 
+def _have_chromium() -> bool:
+    return os.path.exists(CHROMIUM) and shutil.which("chromium") is not None
+
+
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
-    if not os.path.exists(CHROMIUM) or shutil.which("chromium") is None:
+    if not _have_chromium():
         reason = "Debian's chromium is not installed (make install as root installs it)"
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true requires a browser: {reason}")
