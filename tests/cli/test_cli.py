@@ -145,3 +145,31 @@ def test_serve_refuses_bad_settings_in_one_line(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2 and "port" in _one_line_error(proc)
     assert sys.executable
+
+
+def test_events_follows_the_stream(server: Server, tmp_path: Path) -> None:
+    import os
+    import time
+
+    env = {**os.environ, "NETSUKE_URL": server.url, "NETSUKE_API_KEY": server.key}
+    proc = subprocess.Popen(
+        [EXE, "events", "--topics", "definition.*", "--count", "1", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    f = tmp_path / "evt.yaml"
+    deadline = time.monotonic() + 30
+    i = 0
+    while proc.poll() is None and time.monotonic() < deadline:  # change until it is seen
+        i += 1
+        f.write_text(f"name: evt\ndescription: change {i}\n")
+        server.run("agents", "apply", "-f", str(f))
+        time.sleep(0.3)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    frame = json.loads(out.strip().splitlines()[-1])
+    assert frame["topic"] == "definition.changed" and frame["data"]["name"] == "evt"
+    bad = server.run("events", "--count", "1", key="nsk_00000000_bad")
+    assert bad.returncode == 1 and "closed" in _one_line_error(bad)

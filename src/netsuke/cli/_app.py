@@ -19,7 +19,7 @@ from .. import __version__
 from ..observability import configure_logging
 from ..store import DefinitionFileError, SchemaTooNewError, StoreError
 from ..store import cli as store_cli
-from . import _agents, _keys
+from . import _agents, _events, _keys
 
 app = typer.Typer(
     name="netsuke",
@@ -32,6 +32,7 @@ app = typer.Typer(
 app.add_typer(store_cli.app, name="db")
 app.add_typer(_agents.app, name="agents")
 app.add_typer(_keys.app, name="keys")
+app.command("events")(_events.events)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
