@@ -103,7 +103,9 @@ async def _stream(
 def _report(parts: list[ToolReturnPart | RetryPromptPart]) -> str:
     lines = []
     for p in parts:
-        if isinstance(p, ToolReturnPart):
+        if isinstance(p, ToolReturnPart) and getattr(p, "outcome", None) in ("retried", "failed"):
+            lines.append(f"{p.tool_name} failed: {p.model_response_str()}")
+        elif isinstance(p, ToolReturnPart):
             lines.append(f"{p.tool_name} returned {p.model_response_str()}")
         else:
             lines.append(f"{p.tool_name or 'the tool'} failed: {_retry_text(p)}")

@@ -30,7 +30,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from netsuke.events import topics
-from netsuke.kernel import NOREPLY, SHUTDOWN, Down, ExitReason, From, Pid, Process, Ref
+from netsuke.kernel import NOREPLY, SHUTDOWN, Down, Exit, ExitReason, From, Pid, Process, Ref
 from netsuke.kernel import is_normal_or_shutdown as _normal
 
 from ._config import AgentConfig
@@ -135,6 +135,7 @@ class AgentServer(Process):
         self._timer: Any = None
         self._gen = 0
         self._oref: Ref | None = None
+        self.trap_exit = True  # so a shutdown from the supervisor runs terminate
         cfg = arg.config
         system = arg.system
         if not arg.known:
@@ -351,6 +352,9 @@ class AgentServer(Process):
                 self._owner_exited(message.reason)
         elif t is _Idle:
             self._idle(message.gen)
+        elif t is Exit:
+            if not _normal(message.reason):  # a process linked by user code crashed
+                self.stop(message.reason)
         else:
             log.warning(
                 "agent_unexpected_message", session=self._a.session, message=repr(message)[:200]
