@@ -24,6 +24,7 @@ the next message), ``"shutdown"`` when stopped or when its owner exits under
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections import deque
@@ -46,6 +47,7 @@ from ._memory import MemoryPolicy
 from ._metrics import METRICS, log, tracer
 from ._runner import TurnResult, execute_turn, record_failure
 from ._schema import plain_prompt
+from ._tools import wait_tools
 
 if TYPE_CHECKING:
     from pydantic_ai.messages import ModelMessage
@@ -80,7 +82,19 @@ class SessionArg:
 
 
 class _Turn:
-    __slots__ = ("cancelled", "ctx", "from_", "handle", "parent", "prompt", "ref", "sink", "span")
+    __slots__ = (
+        "began",
+        "cancelled",
+        "ctx",
+        "from_",
+        "handle",
+        "killed",
+        "parent",
+        "prompt",
+        "ref",
+        "sink",
+        "span",
+    )
 
     def __init__(self, from_: From, prompt: str, parent: TurnContext | None, sink: Any) -> None:
         self.from_ = from_
@@ -88,6 +102,8 @@ class _Turn:
         self.parent = parent
         self.sink = sink
         self.cancelled = False
+        self.began = False
+        self.killed: Any = None
         self.ctx: TurnContext | None = None
         self.handle: Any = None
         self.ref: Ref | None = None
@@ -101,6 +117,9 @@ class _TurnDone:
         self.turn = turn
         self.outcome = outcome
         self.loaded = loaded
+
+
+_KILLED: Any = object()
 
 
 class _Idle:
@@ -257,6 +276,7 @@ class AgentServer(Process):
         system = a.system
 
         async def work() -> None:
+            turn.began = True
             loaded = None
             history = memory
             try:
@@ -271,6 +291,10 @@ class AgentServer(Process):
                 )
             except TurnError as e:
                 outcome = e
+            except asyncio.CancelledError:  # killed: report once the tools have unwound
+                await wait_tools(turn.ctx)
+                rt.send(me, _TurnDone(turn, _KILLED, None))
+                raise
             except Exception as e:
                 outcome = TurnError(cfg.name, f"{type(e).__name__}: {e}", execution_id=exec_id)
                 outcome.__cause__ = e
@@ -359,6 +383,20 @@ class AgentServer(Process):
             log.warning(
                 "agent_unexpected_message", session=self._a.session, message=repr(message)[:200]
             )
+
+    async def _killed(self, r: _Turn) -> None:
+        reason = r.killed
+        cfg = self._a.config
+        eid = r.ctx.execution_id if r.ctx else None
+        err: TurnError
+        if r.cancelled:
+            err = TurnCancelledError(cfg.name, execution_id=eid)
+        elif reason == "timeout":
+            err = TurnTimeoutError(cfg.name, cfg.turn_timeout, execution_id=eid)
+        else:
+            err = TurnCancelledError(cfg.name, reason=f"stopped: {reason!r}", execution_id=eid)
+        self._record_async(r, "cancelled" if r.cancelled else "failed", str(err))
+        await self._finish(r, err, None)
 
     def _record_async(self, turn: _Turn, status: str, error: str) -> None:
         a = self._a

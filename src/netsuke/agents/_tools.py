@@ -11,6 +11,7 @@ is cancelled.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,7 +22,9 @@ from pydantic_ai.toolsets.abstract import ToolsetTool
 
 from netsuke.observability import get_logger
 
-__all__ = ["ToolErrorsToModel", "build_toolset"]
+from ._context import current_turn
+
+__all__ = ["ToolErrorsToModel", "build_toolset", "wait_tools"]
 
 log = get_logger("netsuke.agents")
 _PASS = (ModelRetry, CallDeferred, ApprovalRequired)
@@ -35,6 +38,12 @@ class ToolErrorsToModel(WrapperToolset[Any]):
     async def call_tool(
         self, name: str, tool_args: dict[str, Any], ctx: RunContext[Any], tool: ToolsetTool[Any]
     ) -> Any:
+        turn = current_turn()
+        task = asyncio.current_task()
+        inflight: set[asyncio.Task[Any]] | None = None
+        if turn is not None and task is not None:
+            inflight = turn.extra.setdefault("inflight", set())
+            inflight.add(task)
         try:
             return await self.wrapped.call_tool(name, tool_args, ctx, tool)
         except _PASS:
@@ -43,6 +52,16 @@ class ToolErrorsToModel(WrapperToolset[Any]):
             ToolErrorsToModel.errors += 1
             log.info("agent_tool_error", tool=name, error=type(e).__name__)
             raise ModelRetry(f"tool {name!r} raised {type(e).__name__}: {e}") from e
+        finally:
+            if inflight is not None:
+                inflight.discard(task)  # type: ignore[arg-type]
+
+
+async def wait_tools(turn: Any, timeout: float = 1.0) -> None:
+    """Wait (up to ``timeout``) for the tool calls still unwinding in a killed turn."""
+    inflight = turn.extra.get("inflight") if turn is not None else None
+    if inflight:
+        await asyncio.wait(list(inflight), timeout=timeout)
 
 
 def build_toolset(
