@@ -35,7 +35,10 @@ class FakeOpenAI:
                     {
                         "id": "call_1",
                         "type": "function",
-                        "function": {"name": body["tools"][0]["function"]["name"], "arguments": '{"city": "Oslo"}'},
+                        "function": {
+                            "name": body["tools"][0]["function"]["name"],
+                            "arguments": '{"city": "Oslo"}',
+                        },
                     }
                 ],
             }
@@ -52,7 +55,9 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             fake.requests.append(body)
             if fake.fail_next:
                 status = fake.fail_next.pop(0)
-                data = json.dumps({"error": {"message": "try later", "type": "server_error"}}).encode()
+                data = json.dumps(
+                    {"error": {"message": "try later", "type": "server_error"}}
+                ).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -68,7 +73,13 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                         "object": "chat.completion",
                         "created": 1700000000,
                         "model": body["model"],
-                        "choices": [{"index": 0, "message": msg, "finish_reason": "tool_calls" if msg.get("tool_calls") else "stop"}],
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": msg,
+                                "finish_reason": "tool_calls" if msg.get("tool_calls") else "stop",
+                            }
+                        ],
                         "usage": usage,
                     }
                 ).encode()
@@ -82,7 +93,9 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Type", "text/event-stream")
             self.end_headers()
 
-            def chunk(delta: dict[str, Any], finish: str | None = None, with_usage: bool = False) -> None:
+            def chunk(
+                delta: dict[str, Any], finish: str | None = None, with_usage: bool = False
+            ) -> None:
                 payload: dict[str, Any] = {
                     "id": "chatcmpl-1",
                     "object": "chat.completion.chunk",
@@ -98,8 +111,25 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             chunk({"role": "assistant", "content": ""})
             if msg.get("tool_calls"):
                 tc = msg["tool_calls"][0]
-                chunk({"tool_calls": [{"index": 0, "id": tc["id"], "type": "function", "function": {"name": tc["function"]["name"], "arguments": ""}}]})
-                chunk({"tool_calls": [{"index": 0, "function": {"arguments": tc["function"]["arguments"]}}]})
+                chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": tc["id"],
+                                "type": "function",
+                                "function": {"name": tc["function"]["name"], "arguments": ""},
+                            }
+                        ]
+                    }
+                )
+                chunk(
+                    {
+                        "tool_calls": [
+                            {"index": 0, "function": {"arguments": tc["function"]["arguments"]}}
+                        ]
+                    }
+                )
                 chunk({}, "tool_calls", with_usage=True)
             else:
                 for word in msg["content"].split(" "):

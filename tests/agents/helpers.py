@@ -27,7 +27,9 @@ def echo_model(counter: list[int] | None = None) -> FunctionModel:
     return FunctionModel(fn)
 
 
-def slow_model(delay: float, started: asyncio.Event | None = None, cancelled: list[int] | None = None) -> FunctionModel:
+def slow_model(
+    delay: float, started: asyncio.Event | None = None, cancelled: list[int] | None = None
+) -> FunctionModel:
     async def fn(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         if started is not None:
             started.set()

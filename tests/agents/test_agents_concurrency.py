@@ -21,7 +21,9 @@ from netsuke.store import Store
 from .helpers import echo_model, slow_model
 
 
-async def test_server_answers_status_and_history_while_a_turn_runs(agents: Agents, rt: Runtime) -> None:
+async def test_server_answers_status_and_history_while_a_turn_runs(
+    agents: Agents, rt: Runtime
+) -> None:
     started = asyncio.Event()
     pid = await agents.start_agent("slow", AgentConfig(name="slow", model=slow_model(0.5, started)))
     turn = asyncio.ensure_future(agents.run("slow", "think"))
@@ -53,7 +55,9 @@ async def test_turns_queue_in_order_and_overflow_is_busy(agents: Agents, rt: Run
     assert len(history) == 6 and rt.alive(pid)
 
 
-async def test_cancel_stops_the_model_call_and_leaves_memory_unchanged(agents: Agents, rt: Runtime) -> None:
+async def test_cancel_stops_the_model_call_and_leaves_memory_unchanged(
+    agents: Agents, rt: Runtime
+) -> None:
     started = asyncio.Event()
     cancelled: list[int] = []
     helper_done: list[str] = []
@@ -89,7 +93,9 @@ async def test_cancel_stops_the_model_call_and_leaves_memory_unchanged(agents: A
     assert row.status == "cancelled"
 
     slow_started = asyncio.Event()
-    await agents.start_agent("m", AgentConfig(name="m", model=slow_model(30, slow_started, cancelled)))
+    await agents.start_agent(
+        "m", AgentConfig(name="m", model=slow_model(30, slow_started, cancelled))
+    )
     t = asyncio.ensure_future(agents.run("m", "x"))
     await asyncio.wait_for(slow_started.wait(), 5)
     await agents.cancel("m")
@@ -102,7 +108,9 @@ async def test_cancel_stops_the_model_call_and_leaves_memory_unchanged(agents: A
     assert cancelled == [1]
 
 
-async def test_a_turn_over_its_timeout_fails_and_the_agent_lives_on(agents: Agents, rt: Runtime) -> None:
+async def test_a_turn_over_its_timeout_fails_and_the_agent_lives_on(
+    agents: Agents, rt: Runtime
+) -> None:
     cfg = AgentConfig(name="t", model=slow_model(30), turn_timeout=0.2)
     pid = await agents.start_agent("t", cfg)
     with pytest.raises(TurnTimeoutError) as e:
@@ -113,7 +121,9 @@ async def test_a_turn_over_its_timeout_fails_and_the_agent_lives_on(agents: Agen
     assert status["state"] != "running"
 
 
-async def test_a_hundred_concurrent_get_or_start_callers_get_one_session(agents: Agents, rt: Runtime) -> None:
+async def test_a_hundred_concurrent_get_or_start_callers_get_one_session(
+    agents: Agents, rt: Runtime
+) -> None:
     cfg = AgentConfig(name="support", model=echo_model())
     refs = await asyncio.gather(*(agents.start_session("support", "u1", cfg) for _ in range(100)))
     assert {r.pid for r in refs} == {refs[0].pid} and refs[0].session_id == "support-u1"
@@ -123,11 +133,15 @@ async def test_a_hundred_concurrent_get_or_start_callers_get_one_session(agents:
 
 
 @pytest.mark.timeout(120)
-async def test_a_thousand_sessions_chat_at_once_with_isolated_memories(agents: Agents, store: Store) -> None:
+async def test_a_thousand_sessions_chat_at_once_with_isolated_memories(
+    agents: Agents, store: Store
+) -> None:
     cfg = AgentConfig(name="chat")
     n = 1000
     refs = await asyncio.gather(*(agents.start_session("chat", f"u{i}", cfg) for i in range(n)))
-    first = await asyncio.gather(*(agents.run(r.session_id, f"I am {i}") for i, r in enumerate(refs)))
+    first = await asyncio.gather(
+        *(agents.run(r.session_id, f"I am {i}") for i, r in enumerate(refs))
+    )
     second = await asyncio.gather(*(agents.run(r.session_id, "who am I?") for r in refs))
     for i, reply in enumerate(second):
         assert f"'I am {i}'" in reply and "turn 2" in reply, reply

@@ -49,7 +49,9 @@ def _cfg(fake: FakeOpenAI, **kw: object) -> AgentConfig:
     )
 
 
-async def test_chat_completions_round_trip_with_tools_and_usage(agents: Agents, fake: FakeOpenAI, store: Store) -> None:
+async def test_chat_completions_round_trip_with_tools_and_usage(
+    agents: Agents, fake: FakeOpenAI, store: Store
+) -> None:
     await agents.start_agent("remote", _cfg(fake, tools=[weather]))
     result = await agents.run_turn("remote", "hello")
     assert result.output.startswith("echo: hello (2 messages)")
@@ -61,7 +63,9 @@ async def test_chat_completions_round_trip_with_tools_and_usage(agents: Agents, 
     assert (row.tokens_in, row.tokens_out) == (11, 7)
 
 
-async def test_streaming_over_sse_yields_deltas_and_tool_events(agents: Agents, fake: FakeOpenAI) -> None:
+async def test_streaming_over_sse_yields_deltas_and_tool_events(
+    agents: Agents, fake: FakeOpenAI
+) -> None:
     await agents.start_agent("remote", _cfg(fake, tools=[weather]))
     events = [e async for e in agents.stream("remote", "weather please")]
     kinds = [type(e) for e in events]
@@ -75,7 +79,9 @@ async def test_streaming_over_sse_yields_deltas_and_tool_events(agents: Agents, 
     assert isinstance(done, TurnCompleted) and done.output.strip() == text.strip()
 
 
-async def test_transient_errors_are_retried_and_permanent_ones_are_typed(agents: Agents, fake: FakeOpenAI) -> None:
+async def test_transient_errors_are_retried_and_permanent_ones_are_typed(
+    agents: Agents, fake: FakeOpenAI
+) -> None:
     cfg = _cfg(fake)
     await agents.start_agent("remote", cfg)
     model = cfg._cache.get("model")
@@ -111,10 +117,17 @@ async def test_function_model_streaming(agents: Agents) -> None:
     async def fn(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         return ModelResponse(parts=[TextPart("x")])
 
-    await agents.start_agent("fs", AgentConfig(name="fs", model=FunctionModel(fn, stream_function=stream_fn), tools=[weather]))
+    await agents.start_agent(
+        "fs",
+        AgentConfig(name="fs", model=FunctionModel(fn, stream_function=stream_fn), tools=[weather]),
+    )
     events = [e async for e in agents.stream("fs", "go")]
     assert [type(e).__name__ for e in events] == [
-        "ToolCallStarted", "ToolCallFinished", "TextDelta", "TextDelta", "TurnCompleted"
+        "ToolCallStarted",
+        "ToolCallFinished",
+        "TextDelta",
+        "TextDelta",
+        "TurnCompleted",
     ]
     finished = events[1]
     assert isinstance(finished, ToolCallFinished) and "sunny in Rome" in finished.result
@@ -123,8 +136,13 @@ async def test_function_model_streaming(agents: Agents) -> None:
 
 def test_model_names_resolve_or_fail_with_a_typed_error() -> None:
     assert resolve_model(None).model_name == "offline"
-    assert isinstance(resolve_model("openai-chat:gpt-4o", base_url="http://127.0.0.1:1/v1", api_key="k"), RetryingModel)
-    assert isinstance(resolve_model("ollama:llama3.2", base_url="http://127.0.0.1:1/v1"), RetryingModel)
+    assert isinstance(
+        resolve_model("openai-chat:gpt-4o", base_url="http://127.0.0.1:1/v1", api_key="k"),
+        RetryingModel,
+    )
+    assert isinstance(
+        resolve_model("ollama:llama3.2", base_url="http://127.0.0.1:1/v1"), RetryingModel
+    )
     with pytest.raises(AgentConfigError):
         resolve_model("nonsense-provider:xyz")
     with pytest.raises(AgentConfigError):

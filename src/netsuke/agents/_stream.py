@@ -83,7 +83,10 @@ def stream_handler(sink: asyncio.Queue[Any]) -> Any:
                 put(ToolCallStarted(part.tool_name, part.tool_call_id, part.args_as_dict()))
             elif isinstance(e, FunctionToolResultEvent):
                 r: Any = e.part
-                error = isinstance(r, RetryPromptPart) or getattr(r, "outcome", None) in ("retried", "failed")
+                error = isinstance(r, RetryPromptPart) or getattr(r, "outcome", None) in (
+                    "retried",
+                    "failed",
+                )
                 text = (
                     r.model_response() if isinstance(r, RetryPromptPart) else r.model_response_str()
                 )

@@ -54,7 +54,7 @@ class ToolErrorsToModel(WrapperToolset[Any]):
             raise ModelRetry(f"tool {name!r} raised {type(e).__name__}: {e}") from e
         finally:
             if inflight is not None:
-                inflight.discard(task)  # type: ignore[arg-type]
+                inflight.discard(task)
 
 
 async def wait_tools(turn: Any, timeout: float = 1.0) -> None:
