@@ -162,8 +162,10 @@ class AgentServer(Process):
             conv = await store.conversations.open(
                 arg.session, agent_name=cfg.name, user_id=arg.user
             )
-            if conv.message_count == 0 and cfg.initial_memory:
-                await store.conversations.append_turn(arg.session, list(cfg.initial_memory))
+            if conv.message_count == 0:  # a new conversation: nothing to load on the first turn
+                if cfg.initial_memory:
+                    await store.conversations.append_turn(arg.session, list(cfg.initial_memory))
+                self._memory = list(cfg.initial_memory)
             arg.known = True
         rt = self._rt
         rt.registry.update_meta(arg.session, self.pid, system.meta_for(cfg, arg.session, arg.user))
