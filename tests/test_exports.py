@@ -7,11 +7,12 @@ import types
 import pytest
 
 import netsuke
+import netsuke.agents
 import netsuke.kernel
 import netsuke.observability
 
 
-@pytest.mark.parametrize("module", [netsuke, netsuke.kernel, netsuke.observability])
+@pytest.mark.parametrize("module", [netsuke, netsuke.agents, netsuke.kernel, netsuke.observability])
 def test_all_equals_the_public_names(module: types.ModuleType) -> None:
     public = {
         name
