@@ -19,7 +19,7 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(port=0, database_url=f"sqlite:///{Path(tmp) / 'demo.db'}")
         async with open_node(settings) as node:
-            app = create_app(settings, store=node.store, runtime=node.runtime)
+            app = create_app(settings, store=node.store, runtime=node.runtime, extras=node.extras)
             server = uvicorn.Server(
                 uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, log_level="warning")
             )

@@ -51,7 +51,7 @@ async def serve(settings: Settings) -> AsyncIterator[Live]:
         admin_key = node.bootstrap_secret or (
             (await node.store.api_keys.create("test-admin", "admin")).secret
         )
-        app = create_app(settings, store=node.store, runtime=node.runtime)
+        app = create_app(settings, store=node.store, runtime=node.runtime, extras=node.extras)
         config = uvicorn.Config(
             app,
             host="127.0.0.1",

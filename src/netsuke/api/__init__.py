@@ -5,7 +5,7 @@ WebSocket, webhooks, API keys with roles, audit, health, metrics and the dashboa
 
     settings = load_settings()
     async with open_node(settings) as node:
-        app = create_app(settings, store=node.store, runtime=node.runtime)
+        app = create_app(settings, store=node.store, runtime=node.runtime, extras=node.extras)
 
 Errors are RFC 9457 problem+json (``_problems``); see ``docs/api.md``.
 """

@@ -18,6 +18,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from netsuke import __version__
+from netsuke.agents import Agents
 from netsuke.events import topics
 from netsuke.kernel import Runtime
 from netsuke.observability import get_logger
@@ -26,10 +27,22 @@ from netsuke.store import Store, sync_agents
 from ._auth import KeyCache, RateLimiter
 from ._context import ApiContext
 from ._middleware import ApiMiddleware
+from ._monitor import AgentMonitor
 from ._problems import install_problem_handlers
 from ._settings import Settings
 from ._webhooks import WebhookDispatcher
-from .routes import agents, audit, dashboard, events, health, keys, webhooks
+from .routes import (
+    agents,
+    audit,
+    chat,
+    control,
+    dashboard,
+    events,
+    health,
+    keys,
+    sessions,
+    webhooks,
+)
 
 __all__ = ["API_PREFIX", "Node", "create_app", "open_node"]
 
@@ -87,11 +100,12 @@ def create_app(
     )
     install_problem_handlers(app)
     api = APIRouter(prefix=API_PREFIX)
-    for module in (agents, audit, keys, webhooks, events):
+    for module in (control, agents, sessions, audit, keys, webhooks, events):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)
     app.include_router(dashboard.router)
+    app.include_router(chat.router)
     app.mount(
         "/static",
         StaticFiles(directory=str(Path(__file__).parent / "static")),
@@ -103,18 +117,33 @@ def create_app(
 
 @dataclass
 class Node:
-    """An opened store and runtime, plus the admin key issued on first start (else None)."""
+    """An opened store and runtime, the node's agent system and its monitor, plus the admin
+    key issued on first start (else None). ``extras`` is what ``create_app`` takes."""
 
     settings: Settings
     store: Store
     runtime: Runtime
     bootstrap_secret: str | None
+    agents: Agents | None = None
+    monitor: AgentMonitor | None = None
+
+    @property
+    def extras(self) -> dict[str, Any]:
+        """The services for ``create_app(..., extras=node.extras)``: ``agents``, ``monitor``."""
+        out: dict[str, Any] = {}
+        if self.agents is not None:
+            out["agents"] = self.agents
+        if self.monitor is not None:
+            out["monitor"] = self.monitor
+        return out
 
 
 @asynccontextmanager
 async def open_node(settings: Settings) -> AsyncIterator[Node]:
-    """Open the store (migrating embedded SQLite), start the runtime, sync ``agents_dir``
-    and, with ``bootstrap_admin`` and no key yet, issue an admin key. Closes all on exit.
+    """Open the store (migrating embedded SQLite), start the runtime and the agent system
+    (``Agents`` with an ``AgentMonitor`` fed from the bus), sync ``agents_dir`` and, with
+    ``bootstrap_admin`` and no key yet, issue an admin key. Closes all on exit (the runtime's
+    shutdown stops every agent; their conversations are in the store).
 
     Store errors (``SchemaOutdatedError``, ``DefinitionFileError``, ...) propagate before
     anything is served."""
@@ -138,4 +167,17 @@ async def open_node(settings: Settings) -> AsyncIterator[Node]:
                             action=outcome,
                             actor="sync",
                         )
-            yield Node(settings=settings, store=store, runtime=rt, bootstrap_secret=secret)
+            monitor = AgentMonitor(rt.events)
+            monitor.start()
+            agent_system = await Agents.start(rt, store)
+            try:
+                yield Node(
+                    settings=settings,
+                    store=store,
+                    runtime=rt,
+                    bootstrap_secret=secret,
+                    agents=agent_system,
+                    monitor=monitor,
+                )
+            finally:
+                monitor.aclose()

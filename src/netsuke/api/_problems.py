@@ -31,7 +31,13 @@ from starlette.responses import JSONResponse
 from netsuke.observability import get_logger
 from netsuke.store import AlreadyExistsError, ConflictError, NotFoundError, ValidationError
 
-__all__ = ["PROBLEM_JSON", "ProblemError", "install_problem_handlers", "problem_response"]
+__all__ = [
+    "PROBLEM_JSON",
+    "ProblemError",
+    "install_problem_handlers",
+    "problem_body",
+    "problem_response",
+]
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://netsuke.dev/problems/"
@@ -62,6 +68,22 @@ class ProblemError(Exception):
 
 def _slug(title: str) -> str:
     return "-".join(title.lower().split())
+
+
+def problem_body(exc: ProblemError, instance: str | None = None) -> dict[str, Any]:
+    """The problem+json document of ``exc`` (for answers that are not plain responses, such
+    as an ``error`` event of a Server-Sent Events stream)."""
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + exc.type,
+        "title": exc.title,
+        "status": exc.status,
+    }
+    if exc.detail:
+        body["detail"] = exc.detail
+    if instance:
+        body["instance"] = instance
+    body.update(exc.extensions)
+    return body
 
 
 def problem_response(

@@ -18,7 +18,7 @@ async def serve_node(settings: Settings, run_for: float = 0.0) -> None:
     """Open the node, serve HTTP until SIGINT/SIGTERM (or ``run_for`` seconds), shut down."""
     configure_tracing(settings.otel_exporter)
     async with open_node(settings) as node:
-        app = create_app(settings, store=node.store, runtime=node.runtime)
+        app = create_app(settings, store=node.store, runtime=node.runtime, extras=node.extras)
         config = uvicorn.Config(
             app,
             host=settings.host,

@@ -90,7 +90,12 @@ async def index(ctx: Ctx, request: Request) -> Response:
             "title": "Agents",
             "viewer": viewer,
             "agents": page.items,
-            "sessions_enabled": "sessions" in ctx.extras,
+            "sessions_enabled": "monitor" in ctx.extras,
+            "sessions": [
+                s
+                for s in (ctx.extras["monitor"].sessions() if "monitor" in ctx.extras else [])
+                if s.user is not None and viewer.may_act_for(s.user)
+            ],
         },
     )
 

@@ -84,6 +84,36 @@ const Netsuke = (() => {
     document.getElementById("no-agents").hidden = body.children.length > 0;
   }
 
+  function sessionRow(s) {
+    const tr = document.createElement("tr");
+    tr.dataset.session = s.session_id;
+    tr.appendChild(text("td", s.session_id));
+    tr.appendChild(text("td", s.agent || ""));
+    tr.appendChild(text("td", s.user || ""));
+    const state = text("td", s.state);
+    state.className = "state";
+    tr.appendChild(state);
+    tr.appendChild(text("td", String(s.restarts)));
+    tr.appendChild(text("td", s.last_activity ? new Date(s.last_activity * 1000).toLocaleTimeString() : ""));
+    tr.appendChild(text("td", `${s.tokens_in} / ${s.tokens_out}`));
+    return tr;
+  }
+
+  async function upsertSession(id, topic) {
+    const body = document.querySelector("#sessions tbody");
+    if (!body) return;
+    const old = body.querySelector(`tr[data-session="${CSS.escape(id)}"]`);
+    const response = await fetch(`/api/v1/sessions/${encodeURIComponent(id)}`);
+    if (!response.ok) {
+      if (old && topic === "agent.stopped") old.querySelector(".state").textContent = "stopped";
+      return;
+    }
+    const s = await response.json();
+    if (topic === "agent.stopped") s.state = "stopped";
+    const row = sessionRow(s);
+    if (old) old.replaceWith(row); else body.prepend(row);
+  }
+
   function indexPage() {
     logoutButton();
     connect(["definition.*", "agent.*", "turn.*", "task.*"], (frame) => {
@@ -91,6 +121,56 @@ const Netsuke = (() => {
       if (frame.topic === "definition.changed" && frame.data.kind === "agent") {
         upsertAgent(frame.data.name);
       }
+      if (frame.data.session && frame.data.user !== null) {
+        upsertSession(frame.data.session, frame.topic);
+      }
+    });
+  }
+
+  function chatPage(agent, user) {
+    logoutButton();
+    const proto = location.protocol === "https:" ? "wss:" : "ws:";
+    const ws = new WebSocket(`${proto}//${location.host}/dashboard/chat/${encodeURIComponent(agent)}/ws?user=${encodeURIComponent(user)}`);
+    const transcript = document.getElementById("transcript");
+    const input = document.getElementById("chat-input");
+    const send = document.getElementById("chat-send");
+    const live = document.getElementById("live");
+    let reply = null;
+    ws.onopen = () => { if (live) { live.textContent = "live"; live.className = "live on"; } };
+    ws.onclose = (ev) => {
+      if (live) { live.textContent = "offline"; live.className = "live off"; }
+      send.disabled = true;
+      if (ev.code === 4401) location.href = "/login";
+    };
+    ws.onmessage = (msg) => {
+      const f = JSON.parse(msg.data);
+      if (f.type === "session") {
+        document.getElementById("session-id").textContent = f.session_id;
+        send.disabled = false;
+      } else if (f.type === "delta") {
+        if (!reply) { reply = text("li", ""); reply.className = "agent"; transcript.appendChild(reply); }
+        reply.textContent += f.text;
+      } else if (f.type === "tool_call_started") {
+        transcript.appendChild(text("li", `tool ${f.tool_name}(${JSON.stringify(f.args)})`)).className = "tool";
+      } else if (f.type === "completed") {
+        if (!reply) { reply = text("li", String(f.output)); reply.className = "agent"; transcript.appendChild(reply); }
+        reply.dataset.done = "1";
+        reply = null;
+        send.disabled = false;
+      } else if (f.type === "error") {
+        transcript.appendChild(text("li", `error: ${f.title}${f.detail ? ": " + f.detail : ""}`)).className = "error";
+        reply = null;
+        send.disabled = false;
+      }
+    };
+    document.getElementById("chat-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const message = input.value.trim();
+      if (!message) return;
+      transcript.appendChild(text("li", message)).className = "user";
+      ws.send(JSON.stringify({ message }));
+      input.value = "";
+      send.disabled = true;
     });
   }
 
@@ -118,5 +198,5 @@ const Netsuke = (() => {
     });
   }
 
-  return { agentPage, indexPage, loginPage };
+  return { agentPage, chatPage, indexPage, loginPage };
 })();

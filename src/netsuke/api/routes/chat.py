@@ -1,0 +1,148 @@
+"""The dashboard's chat page: a session agent owned by the page's WebSocket (seed 001).
+
+* ``GET /chat/{agent}[?user=]``: the page (signed in with the ``netsuke_key`` cookie). A
+  ``user`` key chats as itself; operators and admins may name the user (default: the key's
+  name).
+* ``WS /dashboard/chat/{agent}/ws[?user=]``: the handler is a kernel scope
+  (``runtime.scope()``) and becomes the **owner** of the session ``<agent>-<user>``
+  (get-or-start, ``owner=`` the scope's pid; an existing session gets the socket as its new
+  owner). When the socket closes (the tab is closed, reloaded or navigates away) the scope
+  exits and the agent applies its ``owner_policy``: ``stop`` (default) ends the session,
+  ``hibernate`` keeps its memory until a new owner comes.
+
+Frames (JSON text). Client → server: ``{"message": "..."}``. Server → client: first
+``{"type": "session", "session_id", "agent", "user"}``, then per turn ``delta``
+(``text``), ``tool_call_started``, ``tool_call_finished``, ``completed`` (output, execution
+id, tokens), or ``error`` (a problem document). Turns run one at a time per socket.
+Close codes: 4401 no or bad key (or a cookie from another origin), 4403 another user's
+session, 4404 no such agent definition, 4400 a bad user name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi import Path as PathParam
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+
+from netsuke.kernel import Exited, NetsukeError
+from netsuke.observability import get_logger
+from netsuke.store import NotFoundError
+
+from .._auth import Principal
+from .._problems import ProblemError, problem_body
+from .._turns import agent_problem, agents_of, event_json
+from ..deps import COOKIE, Ctx, authenticate, get_ctx
+from .events import _same_origin
+
+__all__ = ["router"]
+
+router = APIRouter(include_in_schema=False)
+templates = Jinja2Templates(directory=str(Path(__file__).parent.parent / "templates"))
+log = get_logger("netsuke.api")
+AgentName = Annotated[str, PathParam(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
+_USER = re.compile(r"^[A-Za-z0-9_.@-]{1,100}$")
+
+
+def _user_for(principal: Principal, requested: str | None) -> str | None:
+    """The user to chat as, or None when ``requested`` is bad or not allowed."""
+    user = requested or principal.name
+    if not _USER.match(user) or not principal.may_act_for(user):
+        return None
+    return user
+
+
+@router.get("/chat/{agent}", response_class=HTMLResponse)
+async def chat_page(
+    ctx: Ctx, request: Request, agent: AgentName, user: str | None = None
+) -> Response:
+    cookie = request.cookies.get(COOKIE)
+    try:
+        viewer = await authenticate(ctx, None, cookie=cookie) if cookie else None
+    except ProblemError:
+        viewer = None
+    if viewer is None:
+        return RedirectResponse("/login", status_code=303)
+    request.state.principal = viewer
+    await ctx.store.agents.get(agent)  # 404 problem when there is no such definition
+    chat_user = _user_for(viewer, user)
+    if chat_user is None:
+        raise ProblemError(403, "Forbidden", "a user key may only chat as itself")
+    return templates.TemplateResponse(
+        request,
+        "chat.html",
+        {"title": f"Chat: {agent}", "viewer": viewer, "agent": agent, "user": chat_user},
+    )
+
+
+async def _principal(websocket: WebSocket) -> Principal | None:
+    ctx = get_ctx(websocket)
+    auth = websocket.headers.get("authorization", "")
+    secret = auth[7:] if auth.lower().startswith("bearer ") else None
+    cookie = websocket.cookies.get(COOKIE) if _same_origin(websocket) else None
+    try:
+        return await authenticate(ctx, secret, cookie=cookie)
+    except ProblemError:
+        return None
+
+
+@router.websocket("/dashboard/chat/{agent}/ws")
+async def chat_socket(websocket: WebSocket, agent: str) -> None:
+    ctx = get_ctx(websocket)
+    await websocket.accept()
+    principal = await _principal(websocket)
+    if principal is None:
+        await websocket.close(code=4401, reason="Unauthorized")
+        return
+    user = _user_for(principal, websocket.query_params.get("user"))
+    if user is None:
+        await websocket.close(code=4403, reason="Forbidden")
+        return
+    try:
+        await ctx.store.agents.get(agent)
+    except (NotFoundError, Exception):
+        await websocket.close(code=4404, reason="No such agent")
+        return
+    agents = agents_of(ctx)
+    try:
+        async with ctx.runtime.scope() as tab:
+            try:
+                ref = await agents.start_session(agent, user, owner=tab.pid)
+            except NetsukeError as exc:
+                await websocket.send_json({"type": "error", **problem_body(agent_problem(exc))})
+                await websocket.close(code=1011)
+                return
+            log.info("api.chat_opened", session=ref.session_id, owner=repr(tab.pid))
+            await websocket.send_json(
+                {"type": "session", "session_id": ref.session_id, "agent": agent, "user": user}
+            )
+            await _converse(websocket, agents, ref.session_id)
+    except (WebSocketDisconnect, Exited):
+        pass
+    log.info("api.chat_closed", agent=agent, user=user)
+
+
+async def _converse(websocket: WebSocket, agents: Any, session_id: str) -> None:
+    while True:
+        frame = await websocket.receive_json()
+        message = frame.get("message") if isinstance(frame, dict) else None
+        if not isinstance(message, str) or not message.strip() or len(message) > 100_000:
+            await websocket.send_json(
+                {
+                    "type": "error",
+                    **problem_body(ProblemError(422, "Validation failed", "message: a string")),
+                }
+            )
+            continue
+        try:
+            async for event in agents.stream(session_id, message):
+                name, data = event_json(event)
+                await websocket.send_json({"type": name, **data})
+        except NetsukeError as exc:
+            with contextlib.suppress(Exception):
+                await websocket.send_json({"type": "error", **problem_body(agent_problem(exc))})

@@ -1,0 +1,313 @@
+"""``/api/v1/sessions``: get-or-start a user's session with an agent, chat (JSON or SSE),
+history, status, stop.
+
+* ``POST /sessions {"agent", "user"?}``: get-or-start the session ``<agent>-<user>`` of a
+  stored definition (201 when started, 200 when it was running). A ``user`` key acts only as
+  itself (naming another user is 403); operators and admins name any user (default: the key's
+  name).
+* A session belongs to its user: a ``user`` key reaching another user's session gets **404**
+  (its existence is not revealed). The owner comes from the running session's registry
+  metadata or, for a stopped or evicted one, from its stored conversation.
+* ``GET /sessions?agent=&limit=&cursor=``: running sessions (a ``user`` key: its own), by id.
+* ``GET /sessions/{id}``: state (``running``/``idle``/``hibernated``, or ``stopped`` when only
+  its conversation is stored), restarts, queue, turns, tokens, last activity.
+* ``DELETE /sessions/{id}[?purge=true]``: stop the session (204); its conversation stays in
+  the store unless ``purge`` (then it is deleted too).
+* ``POST /sessions/{id}/messages {"message"}`` runs one turn and answers once it is committed
+  (``output``, ``execution_id``, tokens, ``duration_ms``). With ``Accept: text/event-stream``
+  or ``?stream=true`` the reply is Server-Sent Events: ``delta`` (``{"text"}``),
+  ``tool_call_started``, ``tool_call_finished``, then ``completed`` (the committed turn) or
+  ``error`` (a problem). An error before the first event is a plain problem response.
+* ``GET /sessions/{id}/messages?limit=&cursor=``: the stored history, oldest first,
+  paginated (pydantic-ai's message format).
+* Agent errors map to problems as listed in ``netsuke.api._turns``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from netsuke.agents import AgentError, AgentNotFoundError, StreamEvent
+from netsuke.kernel import NetsukeError
+from netsuke.store import NotFoundError
+
+from .._auth import Principal
+from .._context import ApiContext
+from .._problems import ProblemError, problem_body
+from .._turns import agent_problem, agents_of, dump_messages, event_json, jsonable, monitor_of
+from ..deps import Caller, Ctx, Paging
+
+__all__ = ["MessageRequest", "Reply", "Session", "SessionRequest", "router"]
+
+router = APIRouter(prefix="/sessions", tags=["sessions"])
+
+SessionId = Annotated[
+    str, Path(pattern=r"^[A-Za-z][A-Za-z0-9_.@-]{0,199}$", description="`<agent>-<user>`.")
+]
+NAME = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
+USER = r"^[A-Za-z0-9_.@-]{1,100}$"
+
+
+class SessionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    agent: str = Field(pattern=NAME, description="A stored agent definition's name.")
+    user: str | None = Field(default=None, pattern=USER, description="Default: the key's name.")
+
+
+class Session(BaseModel):
+    session_id: str
+    agent: str | None
+    user: str | None
+    state: str
+    restarts: int = 0
+    queued: int = 0
+    turns: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    last_activity: float | None = None
+
+
+class SessionPage(BaseModel):
+    items: list[Session]
+    next_cursor: str | None = None
+
+
+class MessageRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    message: str = Field(min_length=1, max_length=100_000)
+
+
+class Reply(BaseModel):
+    session_id: str
+    output: Any
+    execution_id: str
+    tokens_in: int
+    tokens_out: int
+    duration_ms: float
+
+
+class MessagePage(BaseModel):
+    session_id: str
+    items: list[dict[str, Any]]
+    next_cursor: str | None = None
+
+
+def owner_of(ctx: ApiContext, session_id: str) -> tuple[str | None, str | None] | None:
+    """``(agent, user)`` of a running session from the registry, else None."""
+    meta = ctx.runtime.registry.meta(session_id) if ctx.runtime.whereis(session_id) else None
+    if isinstance(meta, dict) and meta.get("kind") == "agent":
+        return meta.get("agent"), meta.get("user")
+    return None
+
+
+async def checked(ctx: ApiContext, caller: Principal, session_id: str) -> tuple[Any, Any, bool]:
+    """``(agent, user, running)`` of a session the caller may touch; 404 otherwise."""
+    found = owner_of(ctx, session_id)
+    running = found is not None
+    if found is None:
+        try:
+            conv = await ctx.store.conversations.get(session_id)
+        except NotFoundError:
+            raise ProblemError(404, "Not found", "no such session") from None
+        found = (conv.agent_name, conv.user_id)
+    if not caller.may_act_for(found[1]):
+        raise ProblemError(404, "Not found", "no such session")  # never reveal another's
+    return found[0], found[1], running
+
+
+async def _view(ctx: ApiContext, session_id: str, agent: Any, user: Any, running: bool) -> Session:
+    act = monitor_of(ctx).session(session_id)
+    base: dict[str, Any] = {"session_id": session_id, "agent": agent, "user": user}
+    if act is not None:
+        base.update(
+            turns=act.turns,
+            tokens_in=act.tokens_in,
+            tokens_out=act.tokens_out,
+            last_activity=act.last_activity,
+            restarts=act.restarts,
+        )
+    state = "stopped"
+    if running:
+        try:
+            status = await agents_of(ctx).status(session_id)
+            state = str(status.get("state", "running"))
+            base.update(restarts=status.get("restarts", 0), queued=status.get("queued", 0))
+        except (AgentError, NetsukeError):
+            state = "stopped"
+    return Session(state=state, **base)
+
+
+@router.post("", status_code=201, response_model=Session)
+async def start_session(
+    ctx: Ctx, caller: Caller, body: SessionRequest, response: Response
+) -> Session:
+    user = body.user or caller.name
+    if not caller.may_act_for(user):
+        raise ProblemError(403, "Forbidden", "a user key may only start its own sessions")
+    try:
+        await ctx.store.agents.get(body.agent)
+    except NotFoundError:
+        raise ProblemError(404, "Not found", f"no agent definition named {body.agent}") from None
+    agents = agents_of(ctx)
+    sid = f"{body.agent}-{user}"
+    found = owner_of(ctx, sid)
+    if found is not None and found[1] != user:
+        raise ProblemError(409, "Conflict", "the session name is held by another process")
+    try:
+        ref = await agents.start_session(body.agent, user)
+    except NetsukeError as exc:
+        raise agent_problem(exc) from None
+    if found is not None:
+        response.status_code = 200
+    response.headers["Location"] = f"/api/v1/sessions/{ref.session_id}"
+    return await _view(ctx, ref.session_id, body.agent, user, True)
+
+
+@router.get("", response_model=SessionPage)
+async def list_sessions(
+    ctx: Ctx,
+    caller: Caller,
+    page: Paging,
+    agent: Annotated[str | None, Query(pattern=NAME)] = None,
+) -> SessionPage:
+    entries = ctx.runtime.registry.match(
+        where=lambda m: type(m) is dict and m.get("kind") == "agent" and m.get("user") is not None
+    )
+    rows = sorted(
+        (e for e in entries if caller.may_act_for(e.meta.get("user"))),
+        key=lambda e: str(e.key),
+    )
+    if agent is not None:
+        rows = [e for e in rows if e.meta.get("agent") == agent]
+    if page.cursor is not None:
+        rows = [e for e in rows if str(e.key) > page.cursor]
+    more = len(rows) > page.limit
+    rows = rows[: page.limit]
+    items = [
+        await _view(ctx, str(e.key), e.meta.get("agent"), e.meta.get("user"), True) for e in rows
+    ]
+    return SessionPage(items=items, next_cursor=str(rows[-1].key) if more and rows else None)
+
+
+@router.get("/{session_id}", response_model=Session)
+async def get_session(ctx: Ctx, caller: Caller, session_id: SessionId) -> Session:
+    agent, user, running = await checked(ctx, caller, session_id)
+    return await _view(ctx, session_id, agent, user, running)
+
+
+@router.delete("/{session_id}", status_code=204)
+async def delete_session(
+    ctx: Ctx,
+    caller: Caller,
+    session_id: SessionId,
+    purge: Annotated[bool, Query(description="Delete the stored conversation too.")] = False,
+) -> Response:
+    await checked(ctx, caller, session_id)
+    await agents_of(ctx).stop_agent(session_id)
+    if purge:
+        try:
+            await ctx.store.conversations.delete(session_id)
+        except NotFoundError:
+            pass
+    return Response(status_code=204)
+
+
+def _wants_stream(request: Request, stream: bool | None) -> bool:
+    if stream is not None:
+        return stream
+    return "text/event-stream" in request.headers.get("accept", "")
+
+
+def _sse(name: str, data: Any) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+@router.post(
+    "/{session_id}/messages",
+    response_model=Reply,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def post_message(
+    ctx: Ctx,
+    caller: Caller,
+    request: Request,
+    session_id: SessionId,
+    body: MessageRequest,
+    stream: Annotated[bool | None, Query(description="Stream the reply as SSE.")] = None,
+) -> Any:
+    await checked(ctx, caller, session_id)
+    agents = agents_of(ctx)
+    if not _wants_stream(request, stream):
+        try:
+            r = await agents.run_turn(session_id, body.message)
+        except NetsukeError as exc:
+            raise _problem(exc) from None
+        return Reply(
+            session_id=session_id,
+            output=jsonable(r.output),
+            execution_id=r.execution_id,
+            tokens_in=r.tokens_in,
+            tokens_out=r.tokens_out,
+            duration_ms=r.duration_ms,
+        )
+    events = agents.stream(session_id, body.message).__aiter__()
+    try:
+        first: StreamEvent = await events.__anext__()
+    except NetsukeError as exc:
+        raise _problem(exc) from None
+    return StreamingResponse(
+        _pump(first, events, str(request.url.path)),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+def _problem(exc: NetsukeError) -> ProblemError:
+    if isinstance(exc, AgentNotFoundError):
+        return ProblemError(404, "Not found", "the session is not running; POST /sessions first")
+    return agent_problem(exc)
+
+
+async def _pump(
+    first: StreamEvent, events: AsyncIterator[StreamEvent], instance: str
+) -> AsyncIterator[bytes]:
+    try:
+        yield _sse(*event_json(first))
+        async for event in events:
+            yield _sse(*event_json(event))
+    except NetsukeError as exc:
+        problem = _problem(exc)
+        yield _sse("error", problem_body(problem, instance))
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+@router.get("/{session_id}/messages", response_model=MessagePage)
+async def history(ctx: Ctx, caller: Caller, session_id: SessionId, page: Paging) -> MessagePage:
+    await checked(ctx, caller, session_id)
+    start = 0
+    if page.cursor is not None:
+        if not page.cursor.isdigit():
+            raise ProblemError(422, "Validation failed", "cursor: not a cursor from this listing")
+        start = int(page.cursor)
+    try:
+        messages = await ctx.store.conversations.history(session_id)
+    except NotFoundError:
+        messages = []  # started, no turn committed yet
+    chunk = messages[start : start + page.limit]
+    end = start + len(chunk)
+    return MessagePage(
+        session_id=session_id,
+        items=dump_messages(chunk),
+        next_cursor=str(end) if end < len(messages) else None,
+    )
