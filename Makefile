@@ -17,6 +17,12 @@ $(STAMP): pyproject.toml Makefile
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) \
 	    || echo "warning: could not install postgresql; store tests on PostgreSQL will skip"; \
 	fi
+	@# The sandbox isolates each function call with bubblewrap: install Debian's when missing and permitted.
+	@if ! command -v bwrap >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap \
+	    || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap)) \
+	    || echo "warning: could not install bubblewrap; the sandbox falls back to unshare"; \
+	fi
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
 	touch $(STAMP)
