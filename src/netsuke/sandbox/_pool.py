@@ -183,6 +183,8 @@ class Worker:
         if self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.proc.stdin is not None and not self.proc.stdin.is_closing():
+            self.proc.stdin.close()
         rc = await self.proc.wait()
         if self._rfd >= 0:
             self._close_reader()

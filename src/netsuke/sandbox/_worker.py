@@ -6,10 +6,11 @@ One worker serves exactly one call and exits.
 
 Start-up (before any job, so a pooled worker is warm):
 
-1. in ``unshare`` mode, build the mount view: private mounts, every mount read-only, a bounded
-   tmpfs on ``/tmp``;
-2. import the preload modules; drop to the unprivileged uid/gid (no supplementary groups);
-3. write ``R`` to the result fd: ready.
+1. import the preload modules;
+2. in ``unshare`` mode, build the mount view: private mounts, non-system top-level directories
+   hidden, every mount read-only, a bounded tmpfs on ``/tmp``;
+3. drop to the unprivileged uid/gid (no supplementary groups);
+4. write ``R`` to the result fd: ready.
 
 The job (one JSON document on stdin, then EOF): ``nonce``, ``code``, ``name``, ``args``,
 ``is_async``, ``allowed_imports``, ``memory_mb``, ``cpu_s``, ``max_output``.
@@ -157,8 +158,13 @@ def _libc() -> Any:
     return ctypes.CDLL(None, use_errno=True)
 
 
+KEEP_VISIBLE = {"usr", "lib", "lib32", "lib64", "bin", "sbin", "proc", "dev", "tmp", "sys"}
+
+
 def build_mount_view(tmp_mb: int) -> None:
-    """``unshare`` mode only (root in fresh mount namespace): read-only view, private /tmp."""
+    """``unshare`` mode only (root in a fresh mount namespace, after the preload): hide every
+    top-level directory but the system ones under empty read-only tmpfs, mount a bounded
+    private ``/tmp``, and make every other mount read-only."""
     libc = _libc()
     ms_rdonly, ms_remount, ms_bind, ms_rec, ms_private = 1, 32, 4096, 16384, 1 << 18
 
@@ -174,16 +180,20 @@ def build_mount_view(tmp_mb: int) -> None:
             raise OSError(err, f"mount {target}: {os.strerror(err)}")
 
     mount("none", "/", None, ms_rec | ms_private, None)
+    for entry in sorted(os.listdir("/")):
+        path = "/" + entry
+        if entry not in KEEP_VISIBLE and os.path.isdir(path) and not os.path.islink(path):
+            mount("tmpfs", path, "tmpfs", ms_rdonly, "size=4k,mode=0755")
     mount("tmpfs", "/tmp", "tmpfs", 0, f"size={tmp_mb}m,mode=1777")
     with open("/proc/self/mountinfo") as info:
         targets = [line.split()[4] for line in info]
     for target in targets:
-        if target == "/tmp" or target.startswith("/proc"):
+        if target == "/tmp" or target.startswith(("/proc", "/sys", "/dev")):
             continue
         try:
             mount("none", target, None, ms_remount | ms_bind | ms_rdonly, None)
         except OSError:
-            pass  # a mount we cannot see into; it stays as the kernel left it
+            pass  # a mount we cannot remount (already read-only or special)
 
 
 def drop_privileges(uid: int, gid: int) -> None:
@@ -405,13 +415,13 @@ def write_all(fd: int, data: bytes) -> None:
 def main() -> None:
     config = json.loads(sys.argv[1])
     fd: int = config["result_fd"]
-    if config.get("mount_view"):
-        build_mount_view(config["tmp_mb"])
     for module in config.get("preload", []):
         try:
             importlib.import_module(module)
         except ImportError:
             pass
+    if config.get("mount_view"):
+        build_mount_view(config["tmp_mb"])
     if config.get("drop_to") is not None:
         drop_privileges(config["drop_to"], config["drop_to"])
     os.write(fd, b"R")
