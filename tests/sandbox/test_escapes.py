@@ -5,6 +5,7 @@ sandbox and must pass, so the corpus cannot pass because the sandbox is broken."
 
 from __future__ import annotations
 
+import marshal
 import os
 from pathlib import Path
 
@@ -260,6 +261,8 @@ async def _control_still_passes(functions: FunctionStore) -> None:
 OS_IMPORTS = ["os", "socket", "ctypes", "subprocess", "threading", "signal", "sys", "pickle",
               "marshal", "importlib", "types", "resource", "time"]  # fmt: skip
 
+SYSTEM = "import os\nos.system('touch /tmp/escaped')\n"
+
 OS_LEVEL: list[tuple[str, str, type[Exception] | None]] = [
     (
         "read_etc_passwd",
@@ -367,10 +370,10 @@ OS_LEVEL: list[tuple[str, str, type[Exception] | None]] = [
     (
         "code_object_from_marshal",
         fn(
-            "c = compile('import os; os.system(\"touch MARKER\")', 'x', 'exec')\nf = types.FunctionType(marshal.loads(marshal.dumps(c)), {'__builtins__': __builtins__})\nreturn f()",
+            "f = types.FunctionType(marshal.loads(CODE_BYTES), {})\nreturn f()",
             header="import marshal, types",
         ),
-        FunctionRaisedError,
+        SandboxViolationError,
     ),
     (
         "importlib_os_system",
@@ -404,6 +407,7 @@ async def test_os_boundary_holds_past_the_python_layer(
         if sandbox.isolation is None:
             pytest.skip(f"no isolation: {sandbox.refusal}")
         code = code.replace("PORT", str(listener.port)).replace("MARKER", str(host_marker))
+        code = code.replace("CODE_BYTES", repr(marshal.dumps(compile(SYSTEM, "x", "exec"))))
         if expected is None:
             result = await sandbox.run(
                 code, "attempt", {}, is_async=False, allowed_imports=OS_IMPORTS
