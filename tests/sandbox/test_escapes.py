@@ -444,8 +444,7 @@ async def test_the_worker_environment_and_logs_hold_no_secret(
     assert pool is not None
     worker = await pool.acquire()
     try:
-        for pid in _descendants(worker.pid or 0):
-            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        for environ in _environments(worker.pid or 0):
             assert SECRET.encode() not in environ
             names = {item.split(b"=")[0] for item in environ.split(b"\x00") if item}
             assert names <= {b"PWD", b"LC_CTYPE"}, names
@@ -453,6 +452,11 @@ async def test_the_worker_environment_and_logs_hold_no_secret(
         await worker.kill()
     out = capsys.readouterr()
     assert SECRET not in out.out and SECRET not in out.err
+
+
+def _environments(pid: int) -> list[bytes]:
+    """The environment blocks of ``pid`` and every process below it (read from the host)."""
+    return [Path(f"/proc/{p}/environ").read_bytes() for p in _descendants(pid)]
 
 
 def _descendants(pid: int) -> list[int]:

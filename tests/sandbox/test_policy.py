@@ -76,7 +76,7 @@ def test_the_validator_cannot_be_crashed_by_nesting(depth: int, opener: str) -> 
     try:
         check_function("f", code)
     except FunctionValidationError as exc:
-        assert exc.field == "code"
+        assert exc.field == "code"  # noqa: PT017
 
 
 @settings(max_examples=200, deadline=None)
