@@ -222,7 +222,12 @@ class WorkerPool:
 
     @property
     def idle(self) -> int:
+        """Workers started and ready (past their start-up), waiting for a call."""
         return len(self._idle)
+
+    @property
+    def starting(self) -> int:
+        return self._starting
 
     async def _new(self) -> Worker:
         worker = Worker(self.isolation, self.max_result_bytes)
@@ -240,6 +245,7 @@ class WorkerPool:
         worker = Worker(self.isolation, self.max_result_bytes)
         try:
             await worker.start()
+            await worker.ready(self.startup_timeout_s)
         except Exception as exc:
             log.warning(
                 "sandbox.worker.start_failed", isolation=self.isolation.kind, error=str(exc)

@@ -1,0 +1,147 @@
+"""Sandbox benchmark: warm latency and throughput of isolated single-use workers.
+
+Figures, measured in one run beside their floors:
+
+* ``warm_p50_ms`` / ``warm_p99_ms``: one call on a pre-started worker (the pool is refilled
+  between calls, outside the timing), through ``Sandbox.run``: job, namespaces already up,
+  rlimits + seccomp + guards installed, function run, result frame back, worker killed. Floor:
+  a plain ``subprocess.run([python, "-I", "-S", "-c", ...])`` of the same function (no
+  isolation, no reuse either). Target: p50 <= 5 ms.
+* ``executions_per_s``: many calls at once (concurrency 8), each in its own fresh worker,
+  start-up included. Floor: ``asyncio.create_subprocess_exec(python, "-I", "-S", "-c", ...)``
+  at the same concurrency. Target: >= 100/s on 2 cores.
+* ``in_process_us``: the same function called in-process (what isolation costs against).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _harness import Figure, meta, parse_args, report
+from netsuke.observability import configure_logging
+from netsuke.sandbox import Sandbox, SandboxConfig
+from netsuke.sandbox._pool import WorkerPool
+
+CODE = "def add(a, b):\n    return {'sum': a + b}\n"
+PLAIN = CODE + "import json\nprint(json.dumps(add(1, 2)))\n"
+CONCURRENCY = 8
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def refilled(pool: WorkerPool) -> None:
+    """Wait until every pooled worker is started and ready (polling; not timed)."""
+    for _ in range(5000):
+        if pool.idle >= pool.size:
+            return
+        await asyncio.sleep(0.002)
+
+
+async def warm_latency(sandbox: Sandbox, n: int) -> list[float]:
+    pool = sandbox._pool
+    assert pool is not None
+    samples = []
+    for i in range(n):
+        await refilled(pool)  # outside the timing
+        t0 = time.perf_counter()
+        result = await sandbox.run(CODE, "add", {"a": i, "b": 1}, is_async=False)
+        samples.append((time.perf_counter() - t0) * 1000.0)
+        assert result.value == {"sum": i + 1}
+    return samples
+
+
+async def throughput(sandbox: Sandbox, n: int) -> float:
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(i: int) -> None:
+        async with gate:
+            result = await sandbox.run(CODE, "add", {"a": i, "b": 1}, is_async=False)
+            assert result.value == {"sum": i + 1}
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return n / (time.perf_counter() - t0)
+
+
+def plain_subprocess_latency(n: int) -> list[float]:
+    python = os.path.realpath(sys.executable)
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        out = subprocess.run([python, "-I", "-S", "-c", PLAIN], capture_output=True, check=True)
+        samples.append((time.perf_counter() - t0) * 1000.0)
+        assert b"3" in out.stdout
+    return samples
+
+
+async def plain_subprocess_throughput(n: int, python: str) -> float:
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def one() -> None:
+        async with gate:
+            proc = await asyncio.create_subprocess_exec(
+                python, "-I", "-S", "-c", PLAIN, stdout=asyncio.subprocess.PIPE
+            )
+            await proc.communicate()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(n)))
+    return n / (time.perf_counter() - t0)
+
+
+def in_process_us(n: int) -> float:
+    scope: dict[str, object] = {}
+    exec(CODE, scope)
+    add = scope["add"]
+    t0 = time.perf_counter()
+    for i in range(n):
+        add(i, 1)  # type: ignore[operator]
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+async def main() -> int:
+    args = parse_args((__doc__ or "").split("\n")[0])
+    configure_logging("warning")
+    warm_n, burst_n, plain_n = (60, 200, 30) if args.quick else (400, 1000, 100)
+    async with Sandbox(SandboxConfig(pool_size=CONCURRENCY)) as sandbox:
+        if sandbox.isolation is None:
+            print(f"no isolation available: {sandbox.refusal}", file=sys.stderr)
+            return 1
+        await warm_latency(sandbox, 10)  # warm-up
+        warm = await warm_latency(sandbox, warm_n)
+        rate = await throughput(sandbox, burst_n)
+        isolation = sandbox.isolation
+    plain = plain_subprocess_latency(plain_n)
+    plain_rate = await plain_subprocess_throughput(burst_n, os.path.realpath(sys.executable))
+    p50, p99 = percentile(warm, 0.5), percentile(warm, 0.99)
+    figures = [
+        Figure("warm_p50_ms", p50, "ms", percentile(plain, 0.5), "subprocess.run python -c",
+               higher_is_better=False, target="<= 5 ms", met=p50 <= 5.0),
+        Figure("warm_p99_ms", p99, "ms", percentile(plain, 0.99), "subprocess.run python -c",
+               higher_is_better=False),
+        Figure("executions_per_s", rate, "calls/s", plain_rate, "python -c at same concurrency",
+               target=">= 100/s", met=rate >= 100.0),
+        Figure("in_process_us", in_process_us(100_000), "us", None, higher_is_better=False),
+    ]  # fmt: skip
+    mode = "quick" if args.quick else "full"
+    print(
+        f"sandbox benchmark ({mode}): isolation={isolation}, {warm_n} warm calls "
+        f"(mean {statistics.fmean(warm):.2f} ms), {burst_n} calls at concurrency {CONCURRENCY}"
+    )
+    report("sandbox", figures, as_json=args.json, extra=meta("asyncio"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
