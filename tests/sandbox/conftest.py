@@ -37,14 +37,26 @@ def host_secret(monkeypatch: pytest.MonkeyPatch) -> str:
     return SECRET
 
 
+SPAWN_MODES = ["fork", "exec"]
+
+
+@pytest.fixture(params=SPAWN_MODES)
+def spawn_mode(request: pytest.FixtureRequest) -> str:
+    """Workers forked by the fork server, or started from scratch per call."""
+    return str(request.param)
+
+
 @pytest.fixture
-async def sandbox() -> AsyncIterator[Sandbox]:
+async def sandbox(spawn_mode: str) -> AsyncIterator[Sandbox]:
     _require_isolation()
-    async with Sandbox(SandboxConfig(pool_size=1)) as sb:
+    config = SandboxConfig(pool_size=1, fork_server=spawn_mode == "fork")
+    async with Sandbox(config) as sb:
         if sb.isolation is None:
             if os.environ.get("CI") == "true":
                 pytest.fail(f"no isolation works here: {sb.refusal}")
             pytest.skip(f"no isolation works here: {sb.refusal}")
+        if sb.spawn != spawn_mode:
+            pytest.skip(f"the fork server does not work here (user namespaces?): {sb.refusal}")
         yield sb
 
 

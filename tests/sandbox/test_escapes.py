@@ -390,8 +390,14 @@ OS_LEVEL: list[tuple[str, str, type[Exception] | None]] = [
     (
         "forge_result_fd",
         fn(
-            "cfg = sys.argv[1]\nfd = int(cfg.split('result_fd\": ')[1].split('}')[0].split(',')[0])\nos.write(fd, b'0' * 32 + b'\\n2\\n{}')\nreturn 'forged'",
-            header="import os, sys",
+            "for name in os.listdir('/proc/self/fd'):\n"
+            "    if int(name) > 2:\n"
+            "        try:\n"
+            "            os.write(int(name), b'0' * 32 + b'\\n2\\n{}')\n"
+            "        except OSError:\n"
+            "            pass\n"
+            "return 'forged'",
+            header="import os",
         ),
         SandboxViolationError,
     ),
@@ -400,12 +406,19 @@ OS_LEVEL: list[tuple[str, str, type[Exception] | None]] = [
 
 @pytest.mark.parametrize(("case", "code", "expected"), OS_LEVEL, ids=[r[0] for r in OS_LEVEL])
 async def test_os_boundary_holds_past_the_python_layer(
-    listener: Listener, host_marker: Path, case: str, code: str, expected: type[Exception] | None
+    listener: Listener,
+    host_marker: Path,
+    spawn_mode: str,
+    case: str,
+    code: str,
+    expected: type[Exception] | None,
 ) -> None:
-    config = SandboxConfig(pool_size=1, allowed_imports=frozenset(OS_IMPORTS))
+    config = SandboxConfig(
+        pool_size=1, allowed_imports=frozenset(OS_IMPORTS), fork_server=spawn_mode == "fork"
+    )
     async with Sandbox(config) as sandbox:
-        if sandbox.isolation is None:
-            pytest.skip(f"no isolation: {sandbox.refusal}")
+        if sandbox.isolation is None or sandbox.spawn != spawn_mode:
+            pytest.skip(f"no isolation in {spawn_mode} mode: {sandbox.refusal}")
         code = code.replace("PORT", str(listener.port)).replace("MARKER", str(host_marker))
         code = code.replace("CODE_BYTES", repr(marshal.dumps(compile(SYSTEM, "x", "exec"))))
         if expected is None:
@@ -481,3 +494,21 @@ async def test_guard_violation_is_reported_even_when_user_code_catches_it(
     with pytest.raises(SandboxViolationError):
         await sandbox.run(code, "attempt", {}, is_async=False)
     assert (await sandbox.run(CONTROL, "control", {"x": 1}, is_async=False)).value == 2
+
+
+async def test_each_call_has_a_private_tmp(spawn_mode: str) -> None:
+    config = SandboxConfig(
+        pool_size=1, allowed_imports=frozenset(OS_IMPORTS), fork_server=spawn_mode == "fork"
+    )
+    write = fn(
+        "fd = os.open('/tmp/left-behind', os.O_CREAT | os.O_WRONLY)\nos.write(fd, b'x')\nreturn os.listdir('/tmp')",
+        header="import os",
+    )
+    look = fn("return os.listdir('/tmp')", header="import os")
+    async with Sandbox(config) as sandbox:
+        if sandbox.isolation is None or sandbox.spawn != spawn_mode:
+            pytest.skip(f"no isolation in {spawn_mode} mode: {sandbox.refusal}")
+        first = await sandbox.run(write, "attempt", {}, is_async=False, allowed_imports=["os"])
+        assert first.value == ["left-behind"]
+        second = await sandbox.run(look, "attempt", {}, is_async=False, allowed_imports=["os"])
+        assert second.value == []

@@ -277,3 +277,19 @@ async def test_store_time_refusals_carry_field_line_and_column(functions: Functi
     assert info.value.field == "limits.timeout_s"
     with pytest.raises(NotFoundError):
         await functions.get("add")
+
+
+async def test_the_fork_server_is_used_and_comes_back_after_it_dies(tmp_path: Path) -> None:
+    async with Sandbox(SandboxConfig(pool_size=1)) as sandbox:
+        if sandbox.spawn != "fork":
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"CI=true: the fork server must work here: {sandbox.refusal}")
+            pytest.skip(f"the fork server does not work here: {sandbox.refusal}")
+        assert (await sandbox.run(ADD, "add", {"a": 1}, is_async=False)).value == 1
+        server = sandbox._server
+        assert server is not None and server._proc is not None
+        os.killpg(server._proc.pid, 9)
+        await server._proc.wait()
+        results = [await sandbox.run(ADD, "add", {"a": i}, is_async=False) for i in range(3)]
+        assert [r.value for r in results] == [0, 1, 2]
+        assert server.alive

@@ -29,7 +29,9 @@ from ._config import SandboxConfig
 
 __all__ = ["WORKER_SOURCE", "Isolation", "candidates"]
 
-WORKER_SOURCE = (Path(__file__).parent / "_worker.py").read_text()
+WORKER_SOURCE = (Path(__file__).parent / "_worker.py").read_text() + (
+    Path(__file__).parent / "_entry.py"
+).read_text().replace("from __future__ import annotations\n", "")
 _SANDBOX_PREFIX = "/opt/python"
 
 
@@ -42,8 +44,10 @@ class Isolation:
     python: str
     settings: tuple[tuple[str, Any], ...]
 
-    def argv(self, result_fd: int) -> list[str]:
-        config = dict(self.settings, result_fd=result_fd)
+    def argv(self, *, result_fd: int | None = None, control_fd: int | None = None) -> list[str]:
+        """The command line of a one-call worker (``result_fd``) or a fork server
+        (``control_fd``)."""
+        config = dict(self.settings, result_fd=result_fd, control_fd=control_fd)
         return [
             *self.argv_prefix,
             self.python,

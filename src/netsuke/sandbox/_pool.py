@@ -1,12 +1,16 @@
 """Worker processes: one per call, pre-started in a small pool, discarded after use.
 
-A ``Worker`` is one isolated OS process started with the worker program; it reports ready
-(``R`` on its result pipe) once its start-up is done, takes exactly one job on stdin, writes one
-result frame to the result pipe and exits. Whatever happens, the host then kills the worker's
-whole process group (its session) and reaps it: a worker is never reused.
+A worker is one isolated OS process running the worker program. It reports ready on its
+result channel once its start-up is done, takes exactly one job on stdin, writes one result
+frame and exits. Whatever happens, the host then kills it and reaps it: a worker is never
+reused. Two kinds share the ``Worker`` interface:
 
-``WorkerPool`` keeps ``size`` workers started ahead of demand. ``acquire()`` hands out the
-oldest started worker, or starts one on the spot when the pool is empty (a cold call);
+* ``ExecWorker``: a fresh process tree per call (``bwrap``/``unshare``/python started anew);
+  killing it kills its whole process group (its session).
+* ``ForkedWorker`` (``_forkserver``): forked by an isolated fork server; see there.
+
+``WorkerPool`` keeps ``size`` ready workers ahead of demand. ``acquire()`` hands out the
+oldest ready worker, or starts one on the spot when the pool is empty (a cold call);
 ``fill()`` (called by the sandbox once a call's result is in, so the start-up of the
 replacement does not delay it) starts replacements in the background. ``aclose()`` kills
 every idle worker.
@@ -18,52 +22,75 @@ import asyncio
 import contextlib
 import os
 import signal
-import time
+from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Awaitable, Callable
 
+from ._channel import ResultChannel, WorkerStartError
 from ._isolation import Isolation
 from ._observe import METRICS, log
 
-__all__ = ["Worker", "WorkerPool", "WorkerStartError"]
+__all__ = ["ExecWorker", "Worker", "WorkerPool", "WorkerStartError"]
 
 _STDERR_CAP = 16384
 
 
-class WorkerStartError(Exception):
-    def __init__(self, kind: str, detail: str) -> None:
-        self.kind = kind
-        self.detail = detail
-        super().__init__(f"{kind} worker did not start: {detail}")
+class Worker(ABC):
+    """One single-use worker process."""
+
+    kind: str
+    pid: int | None = None
+    channel: ResultChannel
+
+    async def ready(self, timeout: float) -> None:
+        """Wait until the worker is ready; on failure kill it and raise ``WorkerStartError``."""
+        try:
+            await self.channel.ready(timeout)
+        except WorkerStartError as exc:
+            rc = await self.kill(grace=0.5)
+            detail = self.stderr_tail() or exc.detail
+            raise WorkerStartError(self.kind, f"exit {rc}: {detail}") from None
+
+    @abstractmethod
+    def submit(self, job: bytes) -> None:
+        """Send the job (then end of input)."""
+
+    async def result(self) -> tuple[bytes | None, bool]:
+        return await self.channel.result()
+
+    @abstractmethod
+    def kill_now(self) -> None:
+        """Send SIGKILL without waiting."""
+
+    @abstractmethod
+    async def kill(self, grace: float = 0.0) -> int | None:
+        """Kill and reap; ``grace`` seconds to exit by itself first. Returns the exit status
+        (negative: the signal that ended it)."""
+
+    @property
+    @abstractmethod
+    def returncode(self) -> int | None: ...
+
+    def stderr_tail(self) -> str:
+        return ""
 
 
-class Worker:
-    """One worker process. Use ``start()``, ``ready()``, ``submit()``, ``result()``, ``kill()``."""
+class ExecWorker(Worker):
+    """A worker started from scratch under the isolation's command line."""
 
     def __init__(self, isolation: Isolation, max_result_bytes: int) -> None:
         self.isolation = isolation
-        self.max_result_bytes = max_result_bytes
+        self.kind = isolation.kind
+        self.channel = ResultChannel(isolation.kind, max_result_bytes)
         self.proc: asyncio.subprocess.Process | None = None
-        self.pid: int | None = None
-        self.started_at = time.monotonic()
-        self.used = False
-        self._buf = bytearray()
-        self._overflow = False
-        self._ready: asyncio.Future[None] | None = None
-        self._done: asyncio.Future[None] | None = None
         self._stderr = bytearray()
         self._stderr_task: asyncio.Task[None] | None = None
-        self._rfd = -1
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        rfd, wfd = os.pipe()
-        os.set_blocking(rfd, False)
-        self._rfd = rfd
-        self._ready = loop.create_future()
-        self._done = loop.create_future()
+        wfd = self.channel.open()
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                *self.isolation.argv(wfd),
+                *self.isolation.argv(result_fd=wfd),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
@@ -73,66 +100,13 @@ class Worker:
                 start_new_session=True,
             )
         except BaseException:
-            os.close(rfd)
+            self.channel.close("could not start")
             raise
         finally:
             os.close(wfd)
         self.pid = self.proc.pid
-        loop.add_reader(rfd, self._on_readable)
         self._stderr_task = asyncio.create_task(self._drain_stderr())
         METRICS.workers_started += 1
-
-    def _on_readable(self) -> None:
-        assert self._ready is not None
-        assert self._done is not None
-        try:
-            chunk = os.read(self._rfd, 65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            chunk = b""
-        if not self._ready.done():
-            if chunk[:1] != b"R":
-                self._fail_ready("no ready mark")
-                self._close_reader()
-                return
-            self._ready.set_result(None)
-            chunk = chunk[1:]
-            if not chunk:
-                return
-        if chunk:
-            self._buf += chunk
-            if len(self._buf) > self.max_result_bytes:
-                self._overflow = True
-                self._close_reader()
-            elif self._complete():
-                self._close_reader()
-            return
-        self._close_reader()
-
-    def _complete(self) -> bool:
-        """Whether the buffer holds a whole frame (nonce, length, payload of that length)."""
-        parts = self._buf.split(b"\n", 2)
-        if len(parts) < 3 or not parts[1].isdigit():
-            return False
-        return len(parts[2]) >= int(parts[1])
-
-    def _close_reader(self) -> None:
-        if self._rfd >= 0:
-            asyncio.get_running_loop().remove_reader(self._rfd)
-            os.close(self._rfd)
-            self._rfd = -1
-        assert self._ready is not None
-        assert self._done is not None
-        if not self._ready.done():
-            self._fail_ready(self.stderr_tail())
-        if not self._done.done():
-            self._done.set_result(None)
-
-    def _fail_ready(self, detail: str) -> None:
-        assert self._ready is not None
-        self._ready.set_exception(WorkerStartError(self.isolation.kind, detail))
-        self._ready.exception()  # retrieved: ``ready()`` reports it if anyone asks
 
     async def _drain_stderr(self) -> None:
         assert self.proc is not None
@@ -144,76 +118,50 @@ class Worker:
     def stderr_tail(self) -> str:
         return self._stderr.decode(errors="replace")[-2000:]
 
-    async def ready(self, timeout: float) -> None:
-        assert self._ready is not None
-        try:
-            await asyncio.wait_for(asyncio.shield(self._ready), timeout)
-        except TimeoutError:
-            await self.kill()
-            raise WorkerStartError(self.isolation.kind, f"not ready within {timeout}s") from None
-        except WorkerStartError:
-            await self.kill()
-            rc = self.proc.returncode if self.proc else None
-            raise WorkerStartError(
-                self.isolation.kind, f"exit {rc}: {self.stderr_tail() or 'no output'}"
-            ) from None
-
     def submit(self, job: bytes) -> None:
-        """Send the job and close stdin; the worker is then used."""
         assert self.proc is not None
         assert self.proc.stdin is not None
-        self.used = True
         self.proc.stdin.write(job)
         self.proc.stdin.close()
 
-    async def result(self) -> tuple[bytes | None, bool]:
-        """Wait for the result pipe to close: (frame bytes or None, overflowed)."""
-        assert self._done is not None
-        await asyncio.shield(self._done)
-        return (bytes(self._buf) if self._buf else None), self._overflow
+    def kill_now(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
 
     async def kill(self, grace: float = 0.0) -> int | None:
-        """Kill the worker's whole process group and reap it; returns its exit status.
-        ``grace``: seconds to let it exit by itself first (to learn how it ended)."""
         if self.proc is None:
             return None
         if grace and self.proc.returncode is None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self.proc.wait()), grace)
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.kill_now()
         if self.proc.stdin is not None and not self.proc.stdin.is_closing():
             self.proc.stdin.close()
         rc = await self.proc.wait()
-        if self._rfd >= 0:
-            self._close_reader()
+        self.channel.close("killed")
         if self._stderr_task is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._stderr_task, 1.0)
         return rc
-
-    def kill_now(self) -> int | None:
-        """Send SIGKILL to the worker's process group without waiting (reap with ``kill()``)."""
-        if self.proc is not None and self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        return self.returncode
 
     @property
     def returncode(self) -> int | None:
         return self.proc.returncode if self.proc else None
 
 
+WorkerFactory = Callable[[], Awaitable[Worker]]
+
+
 class WorkerPool:
-    """Pre-started workers for one isolation mechanism."""
+    """Ready workers from ``factory`` (which starts one and returns it, not yet ready)."""
 
     def __init__(
-        self, isolation: Isolation, *, size: int, max_result_bytes: int, startup_timeout_s: float
+        self, factory: WorkerFactory, *, kind: str, size: int, startup_timeout_s: float
     ) -> None:
-        self.isolation = isolation
+        self.factory = factory
+        self.kind = kind
         self.size = size
-        self.max_result_bytes = max_result_bytes
         self.startup_timeout_s = startup_timeout_s
         self._idle: deque[Worker] = deque()
         self._starting = 0
@@ -225,16 +173,8 @@ class WorkerPool:
         """Workers started and ready (past their start-up), waiting for a call."""
         return len(self._idle)
 
-    @property
-    def starting(self) -> int:
-        return self._starting
-
-    async def _new(self) -> Worker:
-        worker = Worker(self.isolation, self.max_result_bytes)
-        await worker.start()
-        return worker
-
-    def _refill(self) -> None:
+    def fill(self) -> None:
+        """Start workers in the background until ``size`` are ready or starting."""
         while not self._closed and len(self._idle) + self._starting < self.size:
             self._starting += 1
             task = asyncio.create_task(self._start_one())
@@ -242,14 +182,11 @@ class WorkerPool:
             task.add_done_callback(self._tasks.discard)
 
     async def _start_one(self) -> None:
-        worker = Worker(self.isolation, self.max_result_bytes)
         try:
-            await worker.start()
+            worker = await self.factory()
             await worker.ready(self.startup_timeout_s)
         except Exception as exc:
-            log.warning(
-                "sandbox.worker.start_failed", isolation=self.isolation.kind, error=str(exc)
-            )
+            log.warning("sandbox.worker.start_failed", isolation=self.kind, error=str(exc))
             return
         finally:
             self._starting -= 1
@@ -259,22 +196,16 @@ class WorkerPool:
             self._idle.append(worker)
 
     async def acquire(self) -> Worker:
-        """A started worker that has never run a call (warm if the pool had one)."""
-        worker: Worker | None = None
+        """A ready worker that has never run a call (warm if the pool had one)."""
         while self._idle:
-            candidate = self._idle.popleft()
-            if candidate.returncode is None:
-                worker = candidate
-                break
-            await candidate.kill()
-        if worker is None:
-            METRICS.cold_starts += 1
-            worker = await self._new()
+            worker = self._idle.popleft()
+            if worker.returncode is None:
+                return worker
+            await worker.kill()
+        METRICS.cold_starts += 1
+        worker = await self.factory()
         await worker.ready(self.startup_timeout_s)
         return worker
-
-    def fill(self) -> None:
-        self._refill()
 
     async def aclose(self) -> None:
         self._closed = True

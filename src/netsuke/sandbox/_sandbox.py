@@ -4,15 +4,16 @@ Semantics
 ---------
 * ``start()`` picks the isolation: the configured mechanism (``auto``: bubblewrap, then
   unshare) is proved by starting a real worker; the first that comes up ready wins and the
-  pool is filled. If none works, the sandbox stays open but every ``run`` raises
+  pool is filled. Workers are forked by a fork server running inside that isolation
+  (``fork_server=True``, the default, when it works here), else started from scratch. If no
+  isolation works, the sandbox stays open but every ``run`` raises
   ``IsolationUnavailableError`` with the reasons (deny by default). ``isolation="none"`` is
   honoured only when the operator sets it.
 * ``run()`` takes a pre-started worker (or starts one: a cold call), sends the job with a fresh
   random nonce, and waits for the result frame at most ``timeout_s`` (wall clock). Then the
-  worker's whole process group is killed and reaped, success or not: a worker is never reused.
-* Outcomes map to the typed errors of ``_errors``: the frame's status, else the worker's exit
-  (``SIGSYS``: seccomp violation; ``SIGXCPU``/``SIGKILL`` before the wall clock: CPU limit), else
-  ``WorkerCrashedError``. A frame whose nonce does not match is a ``SandboxViolationError``.
+  worker is killed (its whole process group, or through its pidfd) and reaped, success or
+  not: a worker is never reused.
+* Outcomes map to the typed errors of ``_errors`` (see ``_outcome``).
 * ``aclose()`` kills the idle workers; calls in flight finish or are killed by their own limit.
 """
 
@@ -22,29 +23,26 @@ import asyncio
 import json
 import math
 import secrets
-import signal
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from ._channel import WorkerStartError
 from ._config import SandboxConfig
 from ._errors import (
-    ExecutionError,
     ExecutionTimeoutError,
-    FunctionRaisedError,
-    InvalidResultError,
     IsolationUnavailableError,
-    MemoryLimitError,
     OutputLimitError,
     SandboxClosedError,
-    SandboxViolationError,
     WorkerCrashedError,
 )
+from ._forkserver import ForkServer
 from ._isolation import Isolation, candidates
 from ._observe import log
-from ._pool import Worker, WorkerPool, WorkerStartError
+from ._outcome import decode_frame
+from ._pool import ExecWorker, Worker, WorkerPool
 
 __all__ = ["RunResult", "Sandbox"]
 
@@ -73,12 +71,16 @@ class Sandbox:
         self._closed = False
         self._lock = asyncio.Lock()
         self._reaping: set[asyncio.Task[int | None]] = set()
+        self._server: ForkServer | None = None
+        #: ``"fork"`` (workers forked by an isolated fork server) or ``"exec"`` (each worker
+        #: started from scratch); set by ``start()``.
+        self.spawn: str | None = None
 
     @property
     def isolation(self) -> str | None:
         """The mechanism in use (``bubblewrap``, ``unshare``, ``none``), ``None`` if refused
         or not started."""
-        return self._pool.isolation.kind if self._pool else None
+        return self._pool.kind if self._pool else None
 
     @property
     def refusal(self) -> str | None:
@@ -94,23 +96,17 @@ class Sandbox:
             found, reasons = candidates(self.config)
             for isolation in found:
                 try:
-                    await self._probe(isolation)
+                    self._pool = await self._pool_for(isolation, reasons)
                 except (WorkerStartError, OSError) as exc:
                     reasons.append(f"{isolation.kind}: {exc}")
                     continue
-                self._pool = WorkerPool(
-                    isolation,
-                    size=self.config.pool_size,
-                    max_result_bytes=self.config.max_result_bytes,
-                    startup_timeout_s=self.config.startup_timeout_s,
-                )
                 self._pool.fill()
                 break
             if self._pool is None:
                 self._refusal = "; ".join(reasons) or "no mechanism configured"
                 log.warning("sandbox.isolation.unavailable", reason=self._refusal)
             else:
-                log.info("sandbox.started", isolation=self._pool.isolation.kind)
+                log.info("sandbox.started", isolation=self._pool.kind, spawn=self.spawn)
             self._started = True
             return self
 
@@ -119,13 +115,50 @@ class Sandbox:
         self._reaping.add(task)
         task.add_done_callback(self._reaping.discard)
 
-    async def _probe(self, isolation: Isolation) -> None:
-        worker = Worker(isolation, self.config.max_result_bytes)
-        await worker.start()
-        try:
-            await worker.ready(self.config.startup_timeout_s)
-        finally:
-            await worker.kill()
+    async def _pool_for(self, isolation: Isolation, reasons: list[str]) -> WorkerPool:
+        """A pool for ``isolation``, proved by one real worker: forked by a fork server when
+        configured and working, else started from scratch per call."""
+        config = self.config
+        if config.fork_server:
+            server = ForkServer(
+                isolation,
+                max_result_bytes=config.max_result_bytes,
+                startup_timeout_s=config.startup_timeout_s,
+            )
+            try:
+                await server.start()
+                probe = await server.spawn()
+                await probe.ready(config.startup_timeout_s)
+                await probe.kill()
+            except (WorkerStartError, OSError) as exc:
+                await server.aclose()
+                reasons.append(f"{isolation.kind} fork server: {exc}")
+                log.info("sandbox.forkserver.unavailable", isolation=isolation.kind, error=str(exc))
+            else:
+                self._server = server
+                self.spawn = "fork"
+                return WorkerPool(
+                    server.spawn,
+                    kind=isolation.kind,
+                    size=config.pool_size,
+                    startup_timeout_s=config.startup_timeout_s,
+                )
+
+        async def exec_worker() -> Worker:
+            worker = ExecWorker(isolation, config.max_result_bytes)
+            await worker.start()
+            return worker
+
+        probe_worker = await exec_worker()
+        await probe_worker.ready(config.startup_timeout_s)
+        await probe_worker.kill()
+        self.spawn = "exec"
+        return WorkerPool(
+            exec_worker,
+            kind=isolation.kind,
+            size=config.pool_size,
+            startup_timeout_s=config.startup_timeout_s,
+        )
 
     async def aclose(self) -> None:
         self._closed = True
@@ -133,6 +166,8 @@ class Sandbox:
             await self._pool.aclose()
         for task in list(self._reaping):
             await task
+        if self._server is not None:
+            await self._server.aclose()
 
     async def __aenter__(self) -> Sandbox:
         return await self.start()
@@ -196,7 +231,8 @@ class Sandbox:
             frame, overflow = await worker.result()
         finally:
             if frame is not None:
-                returncode = worker.kill_now()
+                worker.kill_now()
+                returncode = worker.returncode
                 self._reap(worker)
             else:
                 returncode = await worker.kill(grace=0.0 if timed_out else 1.0)
@@ -206,77 +242,12 @@ class Sandbox:
             raise ExecutionTimeoutError(timeout_s, "wall")
         if overflow:
             raise OutputLimitError(self.config.max_result_bytes, "result frame")
-        body = _decode(frame, nonce, returncode, worker, memory_mb, timeout_s)
+        body = decode_frame(frame, nonce, returncode, worker.stderr_tail(), memory_mb, timeout_s)
         return RunResult(
             value=body.get("value"),
             stdout=str(body.get("stdout", "")),
             duration_ms=duration_ms,
-            isolation=worker.isolation.kind,
+            isolation=worker.kind,
             worker_pid=worker.pid,
             seccomp=bool(body.get("seccomp")),
         )
-
-
-def _signal_of(returncode: int | None) -> int | None:
-    if returncode is None:
-        return None
-    if returncode < 0:
-        return -returncode
-    if returncode > 128:
-        return returncode - 128
-    return None
-
-
-def _decode(
-    frame: bytes | None,
-    nonce: str,
-    returncode: int | None,
-    worker: Worker,
-    memory_mb: int,
-    timeout_s: float,
-) -> dict[str, Any]:
-    if frame is None:
-        sig = _signal_of(returncode)
-        if sig == signal.SIGSYS:
-            raise SandboxViolationError("a forbidden system call (seccomp)")
-        if sig in (signal.SIGXCPU, signal.SIGKILL):
-            raise ExecutionTimeoutError(timeout_s, "cpu")
-        tail = worker.stderr_tail()
-        if returncode == 3 or "MemoryError" in tail:
-            raise MemoryLimitError(memory_mb)
-        raise WorkerCrashedError(returncode, tail[-500:])
-    parts = frame.split(b"\n", 2)
-    if len(parts) < 3 or not secrets.compare_digest(parts[0], nonce.encode()):
-        raise SandboxViolationError("a result frame with a wrong nonce (forged)")
-    if not parts[1].isdigit() or len(parts[2]) != int(parts[1]):
-        raise SandboxViolationError("a result frame of the wrong length")
-    payload = parts[2]
-    try:
-        body = json.loads(payload)
-    except ValueError:
-        raise SandboxViolationError("a malformed result frame") from None
-    if not isinstance(body, dict):
-        raise SandboxViolationError("a malformed result frame")
-    return _outcome(body, memory_mb)
-
-
-def _outcome(body: dict[str, Any], memory_mb: int) -> dict[str, Any]:
-    status = body.get("status")
-    error: ExecutionError
-    if status == "ok":
-        return body
-    if status == "error" and body.get("type") == "InvalidResult":
-        error = InvalidResultError(f"not JSON-serialisable: {body.get('message', '')}")
-    elif status == "error":
-        error = FunctionRaisedError(
-            str(body.get("type")), str(body.get("message", "")), str(body.get("traceback", ""))
-        )
-    elif status == "memory":
-        error = MemoryLimitError(memory_mb)
-    elif status == "violation":
-        error = SandboxViolationError(str(body.get("reason")))
-    elif status == "output":
-        error = OutputLimitError(int(body.get("limit", 0)), "captured output")
-    else:
-        error = WorkerCrashedError(None, str(body.get("reason", status)))
-    raise error

@@ -1,8 +1,8 @@
 """The program that runs inside one isolated worker process (standard library only).
 
-The host never imports this module: it reads its source and runs it with
-``python -I -S -c <source> <config-json>`` inside the isolation (bubblewrap, unshare or none).
-One worker serves exactly one call and exits.
+The host never imports this module: it reads its source (followed by ``_entry.py``'s) and runs
+it with ``python -I -S -c <source> <config-json>`` inside the isolation (bubblewrap, unshare or
+none). One worker serves exactly one call and exits.
 
 Start-up (before any job, so a pooled worker is warm):
 
@@ -412,9 +412,8 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def main() -> None:
-    config = json.loads(sys.argv[1])
-    fd: int = config["result_fd"]
+def prepare(config: dict[str, Any]) -> None:
+    """Start-up before any job: preload, mount view (unshare mode), drop privileges."""
     for module in config.get("preload", []):
         try:
             importlib.import_module(module)
@@ -424,6 +423,10 @@ def main() -> None:
         build_mount_view(config["tmp_mb"])
     if config.get("drop_to") is not None:
         drop_privileges(config["drop_to"], config["drop_to"])
+
+
+def serve_one(fd: int, config: dict[str, Any]) -> None:
+    """Report ready on ``fd``, run the one job read from stdin, write its frame, exit."""
     os.write(fd, b"R")
     job = json.loads(sys.stdin.buffer.read())
     os.close(0)
@@ -448,7 +451,3 @@ def main() -> None:
         os._exit(3)
     write_all(fd, data)
     os._exit(0)
-
-
-if __name__ == "__main__":
-    main()
