@@ -11,6 +11,10 @@ Figures, measured in one run beside their floors:
   start-up included. Floor: ``asyncio.create_subprocess_exec(python, "-I", "-S", "-c", ...)``
   at the same concurrency. Target: >= 100/s on 2 cores.
 * ``in_process_us``: the same function called in-process (what isolation costs against).
+* ``host_cpu_ms_per_call`` and ``sandbox_cpu_ms_per_call`` (fork server and its workers,
+  read from /proc): CPU each call costs, independent of what else loads the machine;
+  ``cpu_bound_capacity_per_s`` is cores / (host + sandbox CPU per call): the rate an otherwise
+  idle machine sustains. On a shared machine ``executions_per_s`` is lower than that.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from netsuke.sandbox._pool import WorkerPool
 CODE = "def add(a, b):\n    return {'sum': a + b}\n"
 PLAIN = CODE + "import json\nprint(json.dumps(add(1, 2)))\n"
 CONCURRENCY = 8
+PYTHON = os.path.realpath(sys.executable)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -61,6 +66,30 @@ async def warm_latency(sandbox: Sandbox, n: int) -> list[float]:
     return samples
 
 
+def _tree_cpu_s(pid: int, depth: int = 2) -> float:
+    """CPU seconds of ``pid`` and its descendants down to ``depth`` levels, including what they
+    reaped (the fork server reaps every worker it forked)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        total = sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+        if depth:
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as fh:
+                    total += sum(_tree_cpu_s(int(c), depth - 1) for c in fh.read().split())
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return total
+
+
+def sandbox_cpu_s(sandbox: Sandbox) -> float | None:
+    """CPU seconds used so far by the fork server and its workers (None in exec mode)."""
+    server = sandbox._server
+    if server is None or server._proc is None:
+        return None
+    return _tree_cpu_s(server._proc.pid)
+
+
 async def throughput(sandbox: Sandbox, n: int) -> float:
     gate = asyncio.Semaphore(CONCURRENCY)
 
@@ -74,8 +103,7 @@ async def throughput(sandbox: Sandbox, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def plain_subprocess_latency(n: int) -> list[float]:
-    python = os.path.realpath(sys.executable)
+def plain_subprocess_latency(n: int, python: str) -> list[float]:
     samples = []
     for _ in range(n):
         t0 = time.perf_counter()
@@ -120,10 +148,14 @@ async def main() -> int:
             return 1
         await warm_latency(sandbox, 10)  # warm-up
         warm = await warm_latency(sandbox, warm_n)
+        host0, box0 = time.process_time(), sandbox_cpu_s(sandbox)
         rate = await throughput(sandbox, burst_n)
-        isolation = sandbox.isolation
-    plain = plain_subprocess_latency(plain_n)
-    plain_rate = await plain_subprocess_throughput(burst_n, os.path.realpath(sys.executable))
+        host_ms = (time.process_time() - host0) / burst_n * 1000.0
+        box1 = sandbox_cpu_s(sandbox)
+        box_ms = None if box0 is None or box1 is None else (box1 - box0) / burst_n * 1000.0
+        isolation, spawn = sandbox.isolation, sandbox.spawn
+    plain = plain_subprocess_latency(plain_n, PYTHON)
+    plain_rate = await plain_subprocess_throughput(burst_n, PYTHON)
     p50, p99 = percentile(warm, 0.5), percentile(warm, 0.99)
     figures = [
         Figure("warm_p50_ms", p50, "ms", percentile(plain, 0.5), "subprocess.run python -c",
@@ -133,10 +165,18 @@ async def main() -> int:
         Figure("executions_per_s", rate, "calls/s", plain_rate, "python -c at same concurrency",
                target=">= 100/s", met=rate >= 100.0),
         Figure("in_process_us", in_process_us(100_000), "us", None, higher_is_better=False),
+        Figure("host_cpu_ms_per_call", host_ms, "ms", None, higher_is_better=False),
     ]  # fmt: skip
+    if box_ms is not None:
+        cores = os.cpu_count() or 1
+        figures += [
+            Figure("sandbox_cpu_ms_per_call", box_ms, "ms", None, higher_is_better=False),
+            Figure("cpu_bound_capacity_per_s", cores * 1000.0 / (box_ms + host_ms), "calls/s",
+                   None, target=f">= 100/s ({cores} cores, idle)", met=cores * 1000.0 / (box_ms + host_ms) >= 100.0),
+        ]  # fmt: skip
     mode = "quick" if args.quick else "full"
     print(
-        f"sandbox benchmark ({mode}): isolation={isolation}, {warm_n} warm calls "
+        f"sandbox benchmark ({mode}): isolation={isolation}, spawn={spawn}, {warm_n} warm calls "
         f"(mean {statistics.fmean(warm):.2f} ms), {burst_n} calls at concurrency {CONCURRENCY}"
     )
     report("sandbox", figures, as_json=args.json, extra=meta("asyncio"))

@@ -20,6 +20,7 @@ Two modes, chosen by the config on the command line:
 from __future__ import annotations
 
 import ctypes
+import gc
 import json
 import os
 import selectors
@@ -28,8 +29,9 @@ import socket
 import sys
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # at run time these names come from _worker.py, concatenated before
-    from netsuke.sandbox._worker import _libc, prepare, serve_one
+if TYPE_CHECKING:  # at run time these names come from the parts concatenated before
+    from netsuke.sandbox._lockdown import _libc
+    from netsuke.sandbox._worker import FILENAME, Guard, prepare, serve_one
 
 CLONE_NEWUSER, CLONE_NEWNS = 0x10000000, 0x00020000
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE = 1, 4
@@ -73,6 +75,16 @@ def private_tmp(tmp_mb: int) -> None:
     libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
+def warm_up() -> None:
+    """Touch, before reporting ready, the memory a call will touch (copy-on-write faults off the
+    call's path): the JSON codec, the compiler, the guard's tables, a trivial job."""
+    job = json.loads(json.dumps({"code": "def f(a):\n    return [a, {'k': 1.5}]\n", "args": {}}))
+    guard = Guard([])
+    scope: dict[str, Any] = {"__builtins__": guard.builtins()}
+    exec(compile(job["code"], FILENAME, "exec"), scope)
+    json.dumps({"status": "ok", "value": scope["f"]("x")})
+
+
 def child(fds: list[int], config: dict[str, Any]) -> None:
     job_fd, result_fd = fds
     try:
@@ -85,6 +97,7 @@ def child(fds: list[int], config: dict[str, Any]) -> None:
                 except OSError:
                     pass
         private_tmp(config["tmp_mb"])
+        warm_up()
         serve_one(result_fd, config)
     except BaseException as exc:
         try:
@@ -95,6 +108,8 @@ def child(fds: list[int], config: dict[str, Any]) -> None:
 
 def zygote(config: dict[str, Any]) -> None:
     prepare(config)
+    gc.collect()
+    gc.freeze()  # children share these pages; the collector will not walk (and copy) them
     ctl = socket.socket(fileno=config["control_fd"])
     sel = selectors.DefaultSelector()
     sel.register(ctl, selectors.EVENT_READ, None)

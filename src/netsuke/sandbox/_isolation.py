@@ -29,9 +29,12 @@ from ._config import SandboxConfig
 
 __all__ = ["WORKER_SOURCE", "Isolation", "candidates"]
 
-WORKER_SOURCE = (Path(__file__).parent / "_worker.py").read_text() + (
-    Path(__file__).parent / "_entry.py"
-).read_text().replace("from __future__ import annotations\n", "")
+_HERE = Path(__file__).parent
+#: The worker program: lockdown, worker and entry parts, one ``from __future__`` at the top.
+WORKER_SOURCE = "from __future__ import annotations\n" + "\n".join(
+    (_HERE / part).read_text().replace("from __future__ import annotations\n", "")
+    for part in ("_lockdown.py", "_worker.py", "_entry.py")
+)
 _SANDBOX_PREFIX = "/opt/python"
 
 
