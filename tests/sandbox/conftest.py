@@ -56,7 +56,10 @@ async def sandbox(spawn_mode: str) -> AsyncIterator[Sandbox]:
                 pytest.fail(f"no isolation works here: {sb.refusal}")
             pytest.skip(f"no isolation works here: {sb.refusal}")
         if sb.spawn != spawn_mode:
-            pytest.skip(f"the fork server does not work here (user namespaces?): {sb.refusal}")
+            reason = f"the fork server does not work here (user namespaces?): {sb.refusal}"
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"CI=true requires it: {reason}")
+            pytest.skip(reason)
         yield sb
 
 
