@@ -33,6 +33,11 @@ class ResultChannel:
         self._ready: asyncio.Future[None] = loop.create_future()
         self._done: asyncio.Future[None] = loop.create_future()
 
+    @property
+    def is_ready(self) -> bool:
+        """Whether the worker reported ready."""
+        return self._ready.done() and self._ready.exception() is None
+
     def open(self) -> int:
         """Create the pipe and start reading; returns the write end for the worker (the
         caller closes its copy once the worker holds it)."""

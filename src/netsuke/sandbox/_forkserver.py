@@ -106,7 +106,9 @@ class ForkedWorker(Worker):
         return self.exit.result() if self.exit.done() else None
 
     def stderr_tail(self) -> str:
-        return self.server.stderr_tail()
+        """The server's stderr (which forked workers share) explains a failed start; once a
+        worker is ready it may hold other workers' output, so it is not used."""
+        return "" if self.channel.is_ready else self.server.stderr_tail()
 
 
 class ForkServer:
