@@ -57,6 +57,14 @@ from ._records import (
 )
 from ._store import Store
 from ._validation import KNOWN_PROVIDERS, validate_model_string
+from ._webhooks import (
+    DeliveryStatus,
+    IssuedWebhook,
+    Webhook,
+    WebhookDelivery,
+    WebhookRepository,
+    WebhookTarget,
+)
 
 __all__ = [
     "DEFAULT_URL",
@@ -77,6 +85,7 @@ __all__ = [
     "ConversationRepository",
     "Database",
     "DefinitionFileError",
+    "DeliveryStatus",
     "Execution",
     "ExecutionKind",
     "ExecutionRepository",
@@ -87,6 +96,7 @@ __all__ = [
     "FunctionRepository",
     "GroupCommitter",
     "IssuedApiKey",
+    "IssuedWebhook",
     "ModelSettings",
     "NotFoundError",
     "Page",
@@ -100,6 +110,10 @@ __all__ = [
     "SyncResult",
     "TurnReceipt",
     "ValidationError",
+    "Webhook",
+    "WebhookDelivery",
+    "WebhookRepository",
+    "WebhookTarget",
     "build_spec",
     "current_revision",
     "downgrade",

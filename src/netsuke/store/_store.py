@@ -28,6 +28,7 @@ from ._factory import AgentFactory
 from ._functions import FunctionRepository
 from ._migrate import check_revision, current_revision, upgrade
 from ._observe import log
+from ._webhooks import WebhookRepository
 
 __all__ = ["Store"]
 
@@ -42,6 +43,7 @@ class Store:
     executions: ExecutionRepository
     audit: AuditRepository
     api_keys: ApiKeyRepository
+    webhooks: WebhookRepository
     factory: AgentFactory
 
     def __init__(self, database: Database, *, group_commit: bool, max_batch: int = 256) -> None:
@@ -54,6 +56,7 @@ class Store:
         self.executions = ExecutionRepository(database)
         self.audit = AuditRepository(database)
         self.api_keys = ApiKeyRepository(database)
+        self.webhooks = WebhookRepository(database)
         self.factory = AgentFactory(self.agents, self.functions)
         self._closed = False
 
