@@ -293,3 +293,41 @@ async def test_the_fork_server_is_used_and_comes_back_after_it_dies(tmp_path: Pa
         results = [await sandbox.run(ADD, "add", {"a": i}, is_async=False) for i in range(3)]
         assert [r.value for r in results] == [0, 1, 2]
         assert server.alive
+
+
+async def test_a_cancelled_call_leaves_no_worker_behind(sandbox: Sandbox) -> None:
+    pool = sandbox._pool
+    assert pool is not None
+    await _settled(pool)
+    before = len(_worker_pids())
+    code = "import time\n\ndef slow():\n    time.sleep(30)\n"
+    task = asyncio.create_task(
+        sandbox.run(code, "slow", {}, is_async=False, timeout_s=30, allowed_imports=["time"])
+    )
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert (await sandbox.run(ADD, "add", {"a": 2}, is_async=False)).value == 2
+    await _settled(pool)
+    await asyncio.sleep(0.3)  # the reaper's kill lands
+    assert len(_worker_pids()) == before
+
+
+async def _settled(pool: Any) -> None:
+    for _ in range(500):
+        if pool.idle >= pool.size and not pool._starting:
+            return
+        await asyncio.sleep(0.01)
+
+
+def _worker_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b"result_fd" in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids

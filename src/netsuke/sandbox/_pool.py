@@ -204,7 +204,11 @@ class WorkerPool:
             await worker.kill()
         METRICS.cold_starts += 1
         worker = await self.factory()
-        await worker.ready(self.startup_timeout_s)
+        try:
+            await worker.ready(self.startup_timeout_s)
+        except asyncio.CancelledError:
+            await asyncio.shield(worker.kill())  # never leave a started worker behind
+            raise
         return worker
 
     async def aclose(self) -> None:
