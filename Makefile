@@ -59,6 +59,7 @@ bench: install
 	$(BIN)/python benchmarks/store.py
 	$(BIN)/python benchmarks/agents.py
 	$(BIN)/python benchmarks/sandbox.py
+	$(BIN)/python benchmarks/api.py
 
 bench-quick: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
@@ -67,6 +68,7 @@ bench-quick: install
 	$(BIN)/python benchmarks/store.py --quick
 	$(BIN)/python benchmarks/agents.py --quick
 	$(BIN)/python benchmarks/sandbox.py --quick
+	$(BIN)/python benchmarks/api.py --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
