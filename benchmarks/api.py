@@ -92,7 +92,7 @@ async def serve_bare() -> None:
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
-    while not server.started:
+    while not server.started:  # noqa: ASYNC110 (uvicorn offers no event)
         await asyncio.sleep(0.02)
     port = server.servers[0].sockets[0].getsockname()[1]
     print(f"running at http://127.0.0.1:{port}", flush=True)
