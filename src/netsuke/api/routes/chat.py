@@ -13,14 +13,16 @@
 Frames (JSON text). Client → server: ``{"message": "..."}``. Server → client: first
 ``{"type": "session", "session_id", "agent", "user"}``, then per turn ``delta``
 (``text``), ``tool_call_started``, ``tool_call_finished``, ``completed`` (output, execution
-id, tokens), or ``error`` (a problem document). Turns run one at a time per socket.
-Close codes: 4401 no or bad key (or a cookie from another origin), 4403 another user's
-session, 4404 no such agent definition, 4400 a bad user name.
+id, tokens), or ``error`` (a problem document, its ``type`` URI as ``problem_type``). Turns
+run one at a time per socket; a bad frame gets a 422 ``error`` and the chat goes on. Close
+codes: 4401 no or bad key (or a cookie from another origin), 4403 another user's session or
+a bad user name, 4404 no such agent definition.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -114,7 +116,7 @@ async def chat_socket(websocket: WebSocket, agent: str) -> None:
             try:
                 ref = await agents.start_session(agent, user, owner=tab.pid)
             except NetsukeError as exc:
-                await websocket.send_json({"type": "error", **problem_body(agent_problem(exc))})
+                await websocket.send_json(_error(agent_problem(exc)))
                 await websocket.close(code=1011)
                 return
             log.info("api.chat_opened", session=ref.session_id, owner=repr(tab.pid))
@@ -127,16 +129,22 @@ async def chat_socket(websocket: WebSocket, agent: str) -> None:
     log.info("api.chat_closed", agent=agent, user=user)
 
 
+def _error(problem: ProblemError) -> dict[str, Any]:
+    """An ``error`` frame: the problem document, its ``type`` URI as ``problem_type``."""
+    body = problem_body(problem)
+    return {**body, "type": "error", "problem_type": body["type"]}
+
+
 async def _converse(websocket: WebSocket, agents: Any, session_id: str) -> None:
     while True:
-        frame = await websocket.receive_json()
+        try:
+            frame = json.loads(await websocket.receive_text())
+        except ValueError:
+            frame = None
         message = frame.get("message") if isinstance(frame, dict) else None
         if not isinstance(message, str) or not message.strip() or len(message) > 100_000:
             await websocket.send_json(
-                {
-                    "type": "error",
-                    **problem_body(ProblemError(422, "Validation failed", "message: a string")),
-                }
+                _error(ProblemError(422, "Validation failed", "message: a non-empty string"))
             )
             continue
         try:
@@ -145,4 +153,4 @@ async def _converse(websocket: WebSocket, agents: Any, session_id: str) -> None:
                 await websocket.send_json({"type": name, **data})
         except NetsukeError as exc:
             with contextlib.suppress(Exception):
-                await websocket.send_json({"type": "error", **problem_body(agent_problem(exc))})
+                await websocket.send_json(_error(agent_problem(exc)))

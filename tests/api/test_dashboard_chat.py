@@ -1,0 +1,115 @@
+"""The chat page's session is owned by the page's WebSocket (seed 001): in a real browser,
+chat, see the session in the dashboard's live table, close the tab and see the session end;
+over a plain WebSocket, the ``hibernate`` policy and the refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+import websockets
+
+from .conftest import Live
+from .test_dashboard_browser import ARTIFACTS, _sign_in, browser  # noqa: F401 (fixture)
+
+
+async def _gone(live: Live, name: str, timeout: float = 5.0) -> bool:
+    assert live.node.agents is not None
+    for _ in range(int(timeout / 0.05)):
+        if live.node.agents.whereis(name) is None:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+@pytest.mark.timeout(90)
+async def test_chat_then_close_the_tab_ends_the_session(live: Live, browser: Any) -> None:  # noqa: F811
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await live.node.store.agents.create({"name": "greeter", "system_prompt": "Be brief"})
+    context = await browser.new_context()
+    board = await context.new_page()
+    await _sign_in(board, live)
+    await board.wait_for_selector("#live.on")
+
+    await board.click('#agents a[href="/agents/greeter"]')
+    await board.click("#chat-link")
+    await board.wait_for_url(live.url + "/chat/greeter")
+    await board.go_back()
+    await board.go_back()  # back on the dashboard; the chat opens in a tab of its own
+    await board.wait_for_selector("#live.on")
+
+    chat = await context.new_page()
+    await chat.goto(live.url + "/chat/greeter")
+    sid = "greeter-bootstrap-admin"
+    await chat.wait_for_selector(f"#session-id:has-text('{sid}')")
+    await chat.fill("#chat-input", "Hello from the browser")
+    await chat.click("#chat-send")
+    reply = chat.locator("#transcript li.agent[data-done]")
+    await reply.wait_for(timeout=10_000)
+    assert (await reply.inner_text()).startswith("[offline]")
+    await chat.screenshot(path=str(ARTIFACTS / "04-chat.png"), full_page=True)
+
+    row = board.locator(f'#sessions tbody tr[data-session="{sid}"]')
+    await row.wait_for(timeout=10_000)
+    await board.wait_for_function(
+        f"""() => {{
+            const r = document.querySelector('#sessions tr[data-session="{sid}"]');
+            return r && !r.children[6].textContent.startsWith("0 /");
+        }}""",
+        timeout=10_000,
+    )
+    assert live.node.agents is not None and live.node.agents.whereis(sid) is not None
+    await board.screenshot(path=str(ARTIFACTS / "05-session-live.png"), full_page=True)
+
+    await chat.close()  # the socket closes, its scope exits, the agent's owner is gone
+    assert await _gone(live, sid)
+    await board.wait_for_selector(
+        f'#sessions tr[data-session="{sid}"] td.state:has-text("stopped")', timeout=10_000
+    )
+    await board.screenshot(path=str(ARTIFACTS / "06-session-ended.png"), full_page=True)
+    await context.close()
+
+
+async def _frames(ws: Any, until: str) -> list[dict[str, Any]]:
+    out = []
+    while True:
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        out.append(frame)
+        if frame["type"] in (until, "error"):
+            return out
+
+
+async def test_socket_owner_hibernate_policy_and_refusals(live: Live) -> None:
+    await live.node.store.agents.create({"name": "keeper", "config": {"owner_policy": "hibernate"}})
+    ws_url = live.url.replace("http://", "ws://") + "/dashboard/chat/keeper/ws"
+    auth = {"Authorization": f"Bearer {live.admin_key}"}
+    async with websockets.connect(ws_url + "?user=kim", additional_headers=auth) as ws:
+        hello = json.loads(await ws.recv())
+        assert hello == {
+            "type": "session", "session_id": "keeper-kim", "agent": "keeper", "user": "kim"
+        }  # fmt: skip
+        await ws.send(json.dumps({"message": "My name is Kim"}))
+        frames = await _frames(ws, "completed")
+        assert frames[-1]["type"] == "completed" and frames[0]["type"] == "delta"
+        for bad in (json.dumps({"nope": 1}), "not json", json.dumps({"message": ""})):
+            await ws.send(bad)
+            error = (await _frames(ws, "error"))[-1]
+            assert error["status"] == 422 and error["problem_type"].endswith("validation-failed")
+    assert live.node.agents is not None
+    await asyncio.sleep(0.3)
+    assert live.node.agents.whereis("keeper-kim") is not None  # hibernated, not stopped
+    status = await live.node.agents.status("keeper-kim")
+    assert status["state"] == "hibernated" and status["owner"] is None
+
+    user_key = await live.key("user", "lee")
+    for url, headers, code in [
+        (ws_url, {}, 4401),
+        (ws_url + "?user=kim", {"Authorization": f"Bearer {user_key}"}, 4403),
+        (ws_url.replace("keeper", "ghost"), auth, 4404),
+    ]:
+        async with websockets.connect(url, additional_headers=headers) as ws:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == code
