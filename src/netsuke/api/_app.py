@@ -22,6 +22,7 @@ from netsuke.agents import Agents
 from netsuke.events import topics
 from netsuke.kernel import Runtime
 from netsuke.observability import get_logger
+from netsuke.sandbox import FunctionStore, Sandbox, SandboxConfig
 from netsuke.store import Store, sync_agents
 
 from ._auth import KeyCache, RateLimiter
@@ -38,6 +39,7 @@ from .routes import (
     control,
     dashboard,
     events,
+    functions,
     health,
     keys,
     sessions,
@@ -100,7 +102,7 @@ def create_app(
     )
     install_problem_handlers(app)
     api = APIRouter(prefix=API_PREFIX)
-    for module in (control, agents, sessions, audit, keys, webhooks, events):
+    for module in (control, agents, sessions, functions, audit, keys, webhooks, events):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)
@@ -126,6 +128,7 @@ class Node:
     bootstrap_secret: str | None
     agents: Agents | None = None
     monitor: AgentMonitor | None = None
+    functions: FunctionStore | None = None
 
     @property
     def extras(self) -> dict[str, Any]:
@@ -135,13 +138,16 @@ class Node:
             out["agents"] = self.agents
         if self.monitor is not None:
             out["monitor"] = self.monitor
+        if self.functions is not None:
+            out["functions"] = self.functions
         return out
 
 
 @asynccontextmanager
 async def open_node(settings: Settings) -> AsyncIterator[Node]:
     """Open the store (migrating embedded SQLite), start the runtime and the agent system
-    (``Agents`` with an ``AgentMonitor`` fed from the bus), sync ``agents_dir`` and, with
+    (``Agents`` with an ``AgentMonitor`` fed from the bus) and the function store (its
+    sandbox starts on the first call), sync ``agents_dir`` and, with
     ``bootstrap_admin`` and no key yet, issue an admin key. Closes all on exit (the runtime's
     shutdown stops every agent; their conversations are in the store).
 
@@ -170,6 +176,10 @@ async def open_node(settings: Settings) -> AsyncIterator[Node]:
             monitor = AgentMonitor(rt.events)
             monitor.start()
             agent_system = await Agents.start(rt, store)
+            # The sandbox starts its workers on the first call (SandboxConfig.from_env:
+            # NETSUKE_SANDBOX_ISOLATION, NETSUKE_SANDBOX_POOL_SIZE).
+            sandbox = Sandbox(SandboxConfig.from_env())
+            functions = FunctionStore(store, sandbox, events=rt.events)
             try:
                 yield Node(
                     settings=settings,
@@ -178,6 +188,8 @@ async def open_node(settings: Settings) -> AsyncIterator[Node]:
                     bootstrap_secret=secret,
                     agents=agent_system,
                     monitor=monitor,
+                    functions=functions,
                 )
             finally:
                 monitor.aclose()
+                await sandbox.aclose()
