@@ -7,12 +7,16 @@ WebSocket, webhooks, API keys with roles, audit, health, metrics and the dashboa
     async with open_node(settings) as node:
         app = create_app(settings, store=node.store, runtime=node.runtime, extras=node.extras)
 
+``node.extras`` carries the node's agent system, its ``AgentMonitor`` and function store to
+the session, agent-control, function and chat routes.
+
 Errors are RFC 9457 problem+json (``_problems``); see ``docs/api.md``.
 """
 
 from ._app import API_PREFIX, Node, create_app, open_node
 from ._auth import Principal
 from ._context import ApiContext
+from ._monitor import AgentMonitor
 from ._problems import ProblemError
 from ._settings import Settings, SettingsError, load_settings
 from ._ssrf import TargetRefusedError, check_target
@@ -21,6 +25,7 @@ from ._webhooks import WebhookDispatcher, sign, verify_signature
 
 __all__ = [
     "API_PREFIX",
+    "AgentMonitor",
     "ApiContext",
     "Node",
     "Principal",

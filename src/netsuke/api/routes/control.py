@@ -30,6 +30,7 @@ from pydantic import BaseModel
 
 from netsuke.agents import Agents, agent_load
 from netsuke.kernel import NetsukeError
+from netsuke.observability import get_logger
 from netsuke.store import NotFoundError
 
 from .._context import ApiContext
@@ -40,6 +41,7 @@ from ..deps import Caller, Ctx, Operator
 __all__ = ["AgentLogs", "AgentStatus", "ControlResult", "router"]
 
 router = APIRouter(prefix="/agents", tags=["agent control"])
+log = get_logger("netsuke.api")
 
 AgentId = Annotated[
     str, Path(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$", description="The agent's name.")
@@ -123,6 +125,7 @@ async def start(ctx: Ctx, caller: Operator, agent_id: AgentId, response: Respons
             if agents.whereis(agent_id) is None:
                 raise agent_problem(exc) from None
             response.status_code = 200  # a concurrent start won
+    log.info("api.agent_control", agent=agent_id, action="start", actor=caller.actor)
     return ControlResult(
         agent=agent_id, action="start", status=await _status(ctx, agents, agent_id)
     )
@@ -133,6 +136,9 @@ async def stop(ctx: Ctx, caller: Operator, agent_id: AgentId) -> ControlResult:
     agents = agents_of(ctx)
     await _definition_version(ctx, agent_id)
     stopped = await _stop_all(ctx, agents, agent_id)
+    log.info(
+        "api.agent_control", agent=agent_id, action="stop", stopped=stopped, actor=caller.actor
+    )
     return ControlResult(
         agent=agent_id,
         action="stop",
@@ -151,6 +157,9 @@ async def restart(ctx: Ctx, caller: Operator, agent_id: AgentId) -> ControlResul
     except NetsukeError as exc:
         if agents.whereis(agent_id) is None:
             raise agent_problem(exc) from None
+    log.info(
+        "api.agent_control", agent=agent_id, action="restart", stopped=stopped, actor=caller.actor
+    )
     return ControlResult(
         agent=agent_id,
         action="restart",

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from netsuke.agents import AgentError, AgentNotFoundError, StreamEvent
 from netsuke.kernel import NetsukeError
+from netsuke.observability import get_logger
 from netsuke.store import NotFoundError
 
 from .._auth import Principal
@@ -46,6 +47,7 @@ from ..deps import Caller, Ctx, Paging
 __all__ = ["MessageRequest", "Reply", "Session", "SessionRequest", "router"]
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
+log = get_logger("netsuke.api")
 
 SessionId = Annotated[
     str, Path(pattern=r"^[A-Za-z][A-Za-z0-9_.@-]{0,199}$", description="`<agent>-<user>`.")
@@ -167,6 +169,8 @@ async def start_session(
         raise agent_problem(exc) from None
     if found is not None:
         response.status_code = 200
+    else:
+        log.info("api.session_started", session=ref.session_id, agent=body.agent, user=user)
     response.headers["Location"] = f"/api/v1/sessions/{ref.session_id}"
     return await _view(ctx, ref.session_id, body.agent, user, True)
 
@@ -211,7 +215,8 @@ async def delete_session(
     purge: Annotated[bool, Query(description="Delete the stored conversation too.")] = False,
 ) -> Response:
     await checked(ctx, caller, session_id)
-    await agents_of(ctx).stop_agent(session_id)
+    stopped = await agents_of(ctx).stop_agent(session_id)
+    log.info("api.session_deleted", session=session_id, stopped=stopped, purge=purge)
     if purge:
         try:
             await ctx.store.conversations.delete(session_id)
