@@ -69,6 +69,19 @@ async def test_chat_then_close_the_tab_ends_the_session(live: Live, browser: Any
         f'#sessions tr[data-session="{sid}"] td.state:has-text("stopped")', timeout=10_000
     )
     await board.screenshot(path=str(ARTIFACTS / "06-session-ended.png"), full_page=True)
+
+    await board.goto(live.url + "/agents/greeter")  # its metrics and logs
+    assert await board.locator("#m-turns").inner_text() == "1"
+    logs = await board.locator("#logs").inner_text()
+    assert "turn.finished greeter-bootstrap-admin succeeded" in logs and "agent.stopped" in logs
+    await board.wait_for_selector("#live.on")
+    r = await live.admin.post("/api/v1/sessions", json={"agent": "greeter", "user": "kai"})
+    assert r.status_code == 201
+    r = await live.admin.post("/api/v1/sessions/greeter-kai/messages", json={"message": "hi"})
+    assert r.status_code == 200
+    await board.wait_for_selector("#m-turns:has-text('2')", timeout=10_000)
+    assert "agent.started greeter-kai" in await board.locator("#logs").inner_text()
+    await board.screenshot(path=str(ARTIFACTS / "07-agent-metrics-logs.png"), full_page=True)
     await context.close()
 
 

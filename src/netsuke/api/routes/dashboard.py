@@ -111,6 +111,13 @@ async def agent_page(
         return RedirectResponse("/login", status_code=303)
     definition = await ctx.store.agents.get(name)
     versions = await ctx.store.agents.versions(name)
+    monitor = ctx.extras.get("monitor")
+    operator = viewer.has("operator") and monitor is not None
+    sessions = len(
+        ctx.runtime.registry.match(
+            where=lambda m: type(m) is dict and m.get("agent") == name and m.get("user") is not None
+        )
+    )
     return templates.TemplateResponse(
         request,
         "agent.html",
@@ -120,5 +127,9 @@ async def agent_page(
             "agent": definition,
             "yaml": dump_agent_yaml(definition),
             "versions": list(reversed(versions)),
+            # metrics and logs need the operator role, as in the API
+            "metrics": monitor.metrics(name) if operator and monitor else None,
+            "logs": list(reversed(monitor.logs(name, 50))) if operator and monitor else [],
+            "sessions": sessions,
         },
     )

@@ -174,10 +174,33 @@ const Netsuke = (() => {
     });
   }
 
+  async function refreshMetrics(name) {
+    const response = await fetch(`/api/v1/agents/${encodeURIComponent(name)}/metrics`);
+    if (!response.ok) return;
+    const m = await response.json();
+    const set = (id, value) => { const el = document.getElementById(id); if (el) el.textContent = value; };
+    set("m-turns", String(m.turns));
+    set("m-failed", String(m.turns_failed));
+    set("m-tokens", `${m.tokens_in} / ${m.tokens_out}`);
+    set("m-latency", `${m.latency_ms.p50 ?? "-"} / ${m.latency_ms.p99 ?? "-"}`);
+    set("m-starts", `${m.starts} / ${m.restarts} / ${m.crashes}`);
+    set("m-sessions", String(m.sessions));
+  }
+
   function agentPage(name) {
     logoutButton();
-    connect(["definition.changed"], (frame) => {
-      if (frame.data.kind === "agent" && frame.data.name === name) location.reload();
+    connect(["definition.changed", "agent.*", "turn.*"], (frame) => {
+      if (frame.topic === "definition.changed") {
+        if (frame.data.kind === "agent" && frame.data.name === name) location.reload();
+        return;
+      }
+      if (frame.data.agent !== name) return;
+      const logs = document.getElementById("logs");
+      if (!logs) return;
+      const d = frame.data;
+      logs.prepend(text("li", `${frame.topic} ${d.session || "-"} ${d.status || d.reason || ""}`));
+      while (logs.children.length > 50) logs.lastChild.remove();
+      refreshMetrics(name);
     });
   }
 
