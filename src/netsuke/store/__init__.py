@@ -56,7 +56,15 @@ from ._records import (
     TurnReceipt,
 )
 from ._store import Store
+from ._tasks import TaskDraft, TaskRecord, TaskRepository, TaskStatus
 from ._validation import KNOWN_PROVIDERS, validate_model_string
+from ._workflows import (
+    RunStatus,
+    StepStatus,
+    WorkflowRepository,
+    WorkflowRunRecord,
+    WorkflowStepRecord,
+)
 
 __all__ = [
     "DEFAULT_URL",
@@ -91,15 +99,24 @@ __all__ = [
     "NotFoundError",
     "Page",
     "Role",
+    "RunStatus",
     "SchemaError",
     "SchemaOutdatedError",
     "SchemaTooNewError",
+    "StepStatus",
     "Store",
     "StoreClosedError",
     "StoreError",
     "SyncResult",
+    "TaskDraft",
+    "TaskRecord",
+    "TaskRepository",
+    "TaskStatus",
     "TurnReceipt",
     "ValidationError",
+    "WorkflowRepository",
+    "WorkflowRunRecord",
+    "WorkflowStepRecord",
     "build_spec",
     "current_revision",
     "downgrade",

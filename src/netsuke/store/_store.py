@@ -28,6 +28,8 @@ from ._factory import AgentFactory
 from ._functions import FunctionRepository
 from ._migrate import check_revision, current_revision, upgrade
 from ._observe import log
+from ._tasks import TaskRepository
+from ._workflows import WorkflowRepository
 
 __all__ = ["Store"]
 
@@ -42,6 +44,8 @@ class Store:
     executions: ExecutionRepository
     audit: AuditRepository
     api_keys: ApiKeyRepository
+    tasks: TaskRepository
+    workflows: WorkflowRepository
     factory: AgentFactory
 
     def __init__(self, database: Database, *, group_commit: bool, max_batch: int = 256) -> None:
@@ -54,6 +58,8 @@ class Store:
         self.executions = ExecutionRepository(database)
         self.audit = AuditRepository(database)
         self.api_keys = ApiKeyRepository(database)
+        self.tasks = TaskRepository(database)
+        self.workflows = WorkflowRepository(database)
         self.factory = AgentFactory(self.agents, self.functions)
         self._closed = False
 
