@@ -194,32 +194,35 @@ class TaskRepository:
         return tasks
 
     async def settle(
-        self, owner: str, changes: Sequence[tuple[str, dict[str, Any]]], *, now: datetime
+        self, changes: Sequence[tuple[str, str, dict[str, Any]]], *, now: datetime
     ) -> builtins.list[bool]:
-        """Apply ``(task_id, values)`` to tasks ``owner`` holds a live lease on, in one
-        transaction; per change whether it applied (``False``: the lease was lost)."""
+        """Apply each ``(owner, task_id, values)`` to a task ``owner`` holds a live lease on,
+        all in one transaction; per change whether it applied (``False``: the lease was lost
+        and nothing changed)."""
         if not changes:
             return []
-        ids = [task_id for task_id, _ in changes]
-        with operation("tasks", "settle", owner=owner, count=len(changes)):
+        ids = [task_id for _, task_id, _ in changes]
+        with operation("tasks", "settle", count=len(changes)):
             async with self._db.write() as conn:
-                held = set(
-                    (
-                        await conn.execute(
-                            select(_tasks.c.id).where(
-                                _tasks.c.id.in_(ids),
-                                _tasks.c.lease_owner == owner,
-                                _tasks.c.status == "leased",
-                                _tasks.c.lease_expires_at > now,
-                            )
+                holders: dict[str, str | None] = {
+                    row[0]: row[1]
+                    for row in await conn.execute(
+                        select(_tasks.c.id, _tasks.c.lease_owner).where(
+                            _tasks.c.id.in_(ids),
+                            _tasks.c.status == "leased",
+                            _tasks.c.lease_expires_at > now,
                         )
-                    ).scalars()
-                )
+                    )
+                }
+                applied: list[bool] = []
                 groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-                for task_id, values in changes:
-                    if task_id in held:
+                for owner, task_id, values in changes:
+                    ok = holders.get(task_id) == owner
+                    if ok:
+                        del holders[task_id]  # a second change in one batch finds it settled
                         params = {**{f"v_{k}": v for k, v in values.items()}, "b_id": task_id}
                         groups.setdefault(tuple(sorted(values)), []).append(params)
+                    applied.append(ok)
                 for keys, params_list in groups.items():
                     stmt = (
                         update(_tasks)
@@ -227,7 +230,7 @@ class TaskRepository:
                         .values(updated_at=now, **{k: bindparam(f"v_{k}") for k in keys})
                     )
                     await conn.execute(stmt, params_list)
-        return [task_id in held for task_id in ids]
+        return applied
 
     async def extend(
         self, owner: str, task_ids: Sequence[str], *, lease: float, now: datetime
