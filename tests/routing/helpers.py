@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from netsuke.events import Event, Subscription
 
@@ -11,8 +11,19 @@ from netsuke.events import Event, Subscription
 async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     """Poll ``predicate`` until it holds, or fail after ``timeout`` seconds."""
     async with asyncio.timeout(timeout):
-        while not predicate():
+        while True:
+            if predicate():
+                return
             await asyncio.sleep(0.01)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Poll the async ``check`` until it holds, or fail after ``timeout`` seconds."""
+    async with asyncio.timeout(timeout):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(0.02)
 
 
 async def next_event(sub: Subscription, topic: str, timeout: float = 10.0) -> Event:

@@ -18,7 +18,7 @@ from netsuke.routing import (
 )
 from netsuke.store import Store
 
-from .helpers import Fixed, next_event, wait_for
+from .helpers import Fixed, eventually, next_event, wait_for
 
 
 @pytest.fixture
@@ -167,9 +167,10 @@ async def test_dead_letter_queue_list_inspect_requeue_and_purge(
 
 
 async def wait_for_status(queue: TaskQueue, task_id: str, status: str) -> None:
-    async with asyncio.timeout(10):
-        while (await queue.get(task_id)).status != status:
-            await asyncio.sleep(0.02)
+    async def check() -> bool:
+        return (await queue.get(task_id)).status == status
+
+    await eventually(check)
 
 
 async def test_an_attempt_past_its_timeout_fails_with_task_timeout_error(
@@ -246,6 +247,7 @@ async def test_many_tasks_concurrent_workers_none_lost_none_twice(queue: TaskQue
 
 
 async def wait_for_count(queue: TaskQueue, n: int) -> None:
-    async with asyncio.timeout(20):
-        while await queue.count("succeeded") != n:
-            await asyncio.sleep(0.02)
+    async def check() -> bool:
+        return await queue.count("succeeded") == n
+
+    await eventually(check, timeout=20)
