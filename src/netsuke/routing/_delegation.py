@@ -129,21 +129,22 @@ def current_chain() -> ChainContext | None:
 
 class Delegation:
     """The delegation policy plus a runner. ``delegates``: the allowed delegates per agent (a
-    mapping, or a function of the agent name; unknown agents may delegate to no one).
+    mapping, or a function of the agent name returning them or ``None``; unknown agents may
+    delegate to no one).
     ``max_chain_depth`` [``3``]: an int or a function of the delegating agent's name."""
 
     def __init__(
         self,
         run: Runner,
         *,
-        delegates: Mapping[str, Iterable[str]] | Callable[[str], Iterable[str]],
+        delegates: Mapping[str, Iterable[str]] | Callable[[str], Iterable[str] | None],
         max_chain_depth: int | Callable[[str], int] = 3,
         store: Store | None = None,
         events: EventBus | None = None,
     ) -> None:
         self._run = run
         if callable(delegates):
-            self._delegates: Callable[[str], Iterable[str]] = delegates
+            self._delegates: Callable[[str], Iterable[str] | None] = delegates
         else:
             table = {k: frozenset(v) for k, v in delegates.items()}
             self._delegates = lambda agent: table.get(agent, frozenset())
@@ -157,7 +158,7 @@ class Delegation:
     def check(self, ctx: TurnLike | ChainContext, target: str) -> ChainContext:
         """Raise the typed refusal for ``ctx.agent -> target``, or return the child context."""
         c = ChainContext.of(ctx)
-        if target not in set(self._delegates(c.agent)):
+        if target not in set(self._delegates(c.agent) or ()):
             METRICS.delegations["not_allowed"] += 1
             raise DelegationNotAllowedError(c.agent, target, c.chain)
         if target in c.chain:
