@@ -9,9 +9,12 @@ import pytest
 import netsuke
 import netsuke.kernel
 import netsuke.observability
+import netsuke.routing
 
 
-@pytest.mark.parametrize("module", [netsuke, netsuke.kernel, netsuke.observability])
+@pytest.mark.parametrize(
+    "module", [netsuke, netsuke.kernel, netsuke.observability, netsuke.routing]
+)
 def test_all_equals_the_public_names(module: types.ModuleType) -> None:
     public = {
         name

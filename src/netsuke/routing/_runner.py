@@ -27,9 +27,9 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from netsuke.events import EventBus, topics
-from netsuke.store import NotFoundError, Store, WorkflowRunRecord
+from netsuke.store import NotFoundError, Store, ValidationError, WorkflowRunRecord
 
-from ._errors import WorkflowError, WorkflowMismatchError
+from ._errors import WorkflowDefinitionError, WorkflowError, WorkflowMismatchError
 from ._observe import METRICS, log, tracer
 from ._workflow import Step, StepContext, Workflow
 
@@ -84,15 +84,19 @@ class WorkflowRunner:
     async def start(
         self, workflow: Workflow, input: Any = None, *, run_id: str | None = None
     ) -> WorkflowResult:
-        """Record a new run of ``workflow`` with ``input`` (JSON), run it, return the result."""
+        """Record a new run of ``workflow`` with ``input`` (JSON), run it, return the result.
+        ``WorkflowDefinitionError`` for a bad DAG or a taken ``run_id``."""
         order = workflow.order()
         try:
             json.dumps(input)
         except (TypeError, ValueError) as exc:
             raise WorkflowError(workflow.name, f"input is not JSON-serialisable: {exc}") from None
-        record = await self.repo.create(
-            workflow.name, order, input=input, now=self._now(), run_id=run_id
-        )
+        try:
+            record = await self.repo.create(
+                workflow.name, order, input=input, now=self._now(), run_id=run_id
+            )
+        except ValidationError as exc:
+            raise WorkflowDefinitionError(workflow.name, exc.field, exc.reason) from None
         return await self._execute(workflow, record, resumed=False)
 
     async def resume(self, workflow: Workflow, run_id: str) -> WorkflowResult:
