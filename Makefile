@@ -45,12 +45,14 @@ bench: install
 	$(BIN)/python benchmarks/kernel.py
 	$(BIN)/python benchmarks/peers.py
 	$(BIN)/python benchmarks/store.py
+	$(BIN)/python benchmarks/queue.py
 
 bench-quick: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python benchmarks/kernel.py --quick
 	$(BIN)/python benchmarks/peers.py --quick
 	$(BIN)/python benchmarks/store.py --quick
+	$(BIN)/python benchmarks/queue.py --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

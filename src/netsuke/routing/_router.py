@@ -13,7 +13,8 @@ round trip to the agent.
 Cost: an index from capability to entries is built by one scan of the registry and reused while
 the registry's size is unchanged and it is younger than ``refresh`` [``1.0`` s]; each pick is
 checked against the live registry entry (so a dead or changed agent is never returned), and a
-failed check rebuilds the index. A decision costs O(matching entries), not O(registry).
+failed check rebuilds the index. A decision costs an intersection of the index's sets plus
+O(matching entries), not O(registry).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class CapabilityRouter:
         self.kind = kind
         self.refresh = refresh
         self._clock = clock
-        self._index: dict[str, list[RegistryEntry]] = {}
+        self._index: dict[str, set[int]] = {}
         self._all: list[RegistryEntry] = []
         self._size = -1
         self._built = float("-inf")
@@ -93,12 +94,12 @@ class CapabilityRouter:
         return _caps(meta)
 
     def _rebuild(self) -> None:
-        index: dict[str, list[RegistryEntry]] = {}
+        index: dict[str, set[int]] = {}
         everyone: list[RegistryEntry] = []
         for entry in self.registry.select(lambda k, p, m: self._fits(m) is not None):
-            everyone.append(entry)
             for cap in self._fits(entry.meta) or ():
-                index.setdefault(cap, []).append(entry)
+                index.setdefault(cap, set()).add(len(everyone))
+            everyone.append(entry)
         self._index = index
         self._all = everyone
         self._size = len(self.registry)
@@ -119,8 +120,9 @@ class CapabilityRouter:
         if not need:
             pool = self._all
         else:
-            lists = sorted((self._index.get(c, []) for c in need), key=len)
-            pool = lists[0]
+            sets = sorted((self._index.get(c, set()) for c in need), key=len)
+            hits = sets[0].intersection(*sets[1:]) if len(sets) > 1 else sets[0]
+            pool = [self._all[i] for i in sorted(hits)]
         out = []
         stale = False
         for entry in pool:

@@ -12,6 +12,8 @@ lost its lease changes nothing and reports ``False``.
 from __future__ import annotations
 
 import builtins
+import functools
+import itertools
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -95,6 +97,19 @@ def _record(row: Any) -> TaskRecord:
     return TaskRecord.model_validate(data)
 
 
+_SUBSET_LIMIT = 6
+
+
+@functools.lru_cache(maxsize=256)
+def _routes_within(offered: frozenset[str]) -> list[str]:
+    """Every route a worker offering ``offered`` can serve: the sorted subsets, joined."""
+    caps = sorted(offered)
+    out: list[str] = []
+    for size in range(len(caps) + 1):
+        out.extend(" ".join(c) for c in itertools.combinations(caps, size))
+    return out
+
+
 def _subsets(route: str, offered: frozenset[str]) -> bool:
     return not route or all(cap in offered for cap in route.split(" "))
 
@@ -164,12 +179,15 @@ class TaskRepository:
                 if kinds is not None:
                     pick = pick.where(_tasks.c.kind.in_(list(kinds)))
                 if capabilities is not None:
-                    routes = (
-                        await conn.execute(select(_tasks.c.route).where(ready).distinct())
-                    ).scalars()
-                    fit = [r for r in routes if _subsets(r, capabilities)]
-                    if not fit:
-                        return []
+                    if len(capabilities) <= _SUBSET_LIMIT:
+                        fit = _routes_within(capabilities)
+                    else:
+                        routes = (
+                            await conn.execute(select(_tasks.c.route).where(ready).distinct())
+                        ).scalars()
+                        fit = [r for r in routes if _subsets(r, capabilities)]
+                        if not fit:
+                            return []
                     pick = pick.where(_tasks.c.route.in_(fit))
                 pick = (
                     pick.order_by(_tasks.c.priority.desc(), _tasks.c.run_at, _tasks.c.created_at)
