@@ -86,7 +86,9 @@ async def queue_run(url: str, count: int) -> tuple[float, int, float, float]:
         await worker.start()
         await asyncio.gather(*(producer(p) for p in range(CONCURRENCY)))
         total = per * CONCURRENCY
-        while worker.processed < total:  # in memory: polling the table would compete with it
+        while True:  # watch the worker in memory: polling the table would compete with it
+            if worker.processed >= total:
+                break
             await asyncio.sleep(0.002)
         elapsed = time.perf_counter() - start
         await worker.stop()
@@ -117,11 +119,10 @@ async def raw_run(path: Path, count: int, insert_batch: int, delete_batch: int) 
                 now = stamp(datetime.now(UTC))
                 task_id = str(uuid.uuid4())
                 ids.append(task_id)
-                rows.append(
-                    (task_id, "bench", json.dumps({"p": 0, "i": i}), '["bench"]', "bench", 0,
-                     "queued", 0, 5, 1.0, 60.0, None, now, None, None, None, None, None, now,
-                     now, None)  # fmt: skip
-                )
+                row = (task_id, "bench", json.dumps({"p": 0, "i": i}), '["bench"]', "bench", 0,
+                       "queued", 0, 5, 1.0, 60.0, None, now, None, None, None, None, None, now,
+                       now, None)  # fmt: skip
+                rows.append(row)
             await conn.execute("BEGIN IMMEDIATE")
             await conn.executemany(INSERT, rows)
             await conn.execute("COMMIT")
