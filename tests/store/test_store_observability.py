@@ -4,6 +4,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from netsuke.observability import render_metrics
+from netsuke.observability.testing import capture_spans
 from netsuke.store import Store, ValidationError
 
 from .helpers import agent
@@ -38,55 +39,23 @@ async def test_operations_and_turns_are_counted_on_the_netsuke_registry(store: S
     )
 
 
-class _Span:
-    def __init__(self, name: str, attributes: dict[str, object]) -> None:
-        self.name = name
-        self.attributes = dict(attributes)
-        self.ended = False
-        self.error: BaseException | None = None
-
-    def set_attribute(self, key: str, value: object) -> None:
-        self.attributes[key] = value
-
-    def record_exception(self, exc: BaseException) -> None:
-        self.error = exc
-
-    def set_status(self, status: object) -> None:
-        pass
-
-    def end(self) -> None:
-        self.ended = True
-
-
-class _Tracer:
-    def __init__(self) -> None:
-        self.spans: list[_Span] = []
-
-    def start_span(self, name: str, attributes: dict[str, object]) -> _Span:
-        self.spans.append(_Span(name, attributes))
-        return self.spans[-1]
-
-
-async def test_repository_operations_run_in_spans(
-    store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from netsuke.store import _observe
-
-    tracer = _Tracer()
-    monkeypatch.setattr(_observe, "_tracer", tracer)
-    await store.agents.create(agent("a"))
-    with pytest.raises(ValidationError):
-        await store.agents.create(agent("b", tools=["Bad"]))
-    await store.conversations.open("s", agent_name="a")
-    await store.conversations.append_turn("s", [])
-    names = [s.name for s in tracer.spans]
-    assert names == [
+async def test_repository_operations_run_in_real_otel_spans(store: Store) -> None:
+    with capture_spans() as spans:
+        await store.agents.create(agent("a"))
+        with pytest.raises(ValidationError):
+            await store.agents.create(agent("b", tools=["Bad"]))
+        await store.conversations.open("s", agent_name="a")
+        await store.conversations.append_turn("s", [])
+    ours = [s for s in spans if s.name.startswith("store.")]
+    assert [s.name for s in ours] == [
         "store.agents.create",
         "store.agents.create",
         "store.conversations.open",
         "store.conversations.append_turn",
     ]
-    assert all(s.ended for s in tracer.spans)
-    assert tracer.spans[0].attributes["netsuke.store.name"] == "a"
-    assert tracer.spans[1].attributes["netsuke.store.refused"] == "ValidationError"
-    assert tracer.spans[2].attributes["netsuke.store.session_id"] == "s"
+    assert all(s.end_time is not None for s in ours)
+    assert ours[0].attributes is not None and ours[0].attributes["netsuke.store.name"] == "a"
+    assert ours[1].attributes is not None
+    assert ours[1].attributes["netsuke.store.refused"] == "ValidationError"
+    assert ours[2].attributes is not None
+    assert ours[2].attributes["netsuke.store.session_id"] == "s"

@@ -6,15 +6,17 @@
 * Traces: OpenTelemetry's API; with no SDK installed the tracer is a no-op.
 """
 
-from ._logging import configure_logging, get_logger
+from ._logging import add_trace_ids, configure_logging, get_logger, redact_secrets
 from ._metrics import REGISTRY, register_collector, render_metrics, unregister_collector
 from ._tracing import get_tracer
 
 __all__ = [
     "REGISTRY",
+    "add_trace_ids",
     "configure_logging",
     "get_logger",
     "get_tracer",
+    "redact_secrets",
     "register_collector",
     "render_metrics",
     "unregister_collector",
