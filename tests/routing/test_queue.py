@@ -197,10 +197,10 @@ async def test_an_expired_lease_is_redelivered_and_the_old_holder_cannot_ack(
 ) -> None:
     task = await queue.submit("t")
     backend = queue.backend
-    [held] = await backend.take("w1", capabilities=None, limit=5, lease=0.05)
+    [held] = await backend.take("w1", capabilities=None, limit=5, lease=1.0)
     assert held.id == task.id and held.attempts == 1
     assert await backend.take("w2", capabilities=None, limit=5, lease=10) == []
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(1.1)
     [again] = await backend.take("w2", capabilities=None, limit=5, lease=10)
     assert again.attempts == 2 and again.lease_owner == "w2"
     assert await backend.settle(("w1", task.id, {"status": "succeeded"})) is False

@@ -125,8 +125,11 @@ class TaskQueue:
             err = exc.errors()[0]
             field = ".".join(str(p) for p in err["loc"]) or "task"
             raise TaskValidationError(field, err["msg"]) from None
-        with tracer.start_as_current_span("routing.task.submit", attributes={"task.kind": kind}):
+        span = tracer.start_span("routing.task.submit", attributes={"task.kind": kind})
+        try:
             task, created = await self.backend.submit(draft)
+        finally:
+            span.end()
         if not created:
             METRICS.tasks["duplicate"] += 1
             log.debug("task.duplicate", task=task.id, idempotency_key=idempotency_key)
