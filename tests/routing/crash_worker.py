@@ -14,7 +14,9 @@ from netsuke.store import Store
 
 
 def note(marker: Path, text: str) -> None:
-    marker.write_text(text)
+    tmp = marker.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.rename(marker)  # atomic: the test never reads a half-written marker
 
 
 async def main(url: str, marker: Path) -> None:

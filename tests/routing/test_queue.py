@@ -16,7 +16,7 @@ from netsuke.routing import (
     TaskTimeoutError,
     TaskValidationError,
 )
-from netsuke.store import Store
+from netsuke.store import Store, ValidationError
 
 from .helpers import Fixed, eventually, next_event, wait_for
 
@@ -251,3 +251,28 @@ async def wait_for_count(queue: TaskQueue, n: int) -> None:
         return await queue.count("succeeded") == n
 
     await eventually(check, timeout=20)
+
+
+async def test_capability_matching_for_workers_offering_many_or_no_capabilities(
+    queue: TaskQueue,
+) -> None:
+    many = {f"c{i}" for i in range(9)}  # more than the subset shortcut handles: scans routes
+    fits = await queue.submit("t", capabilities=["c1", "c8"])
+    bare = await queue.submit("t")
+    other = await queue.submit("t", capabilities=["c1", "zz"])
+    backend = queue.backend
+    got = await backend.take("many", capabilities=frozenset(many), limit=10, lease=30)
+    assert {t.id for t in got} == {fits.id, bare.id}
+    assert await backend.take("none", capabilities=frozenset(), limit=10, lease=30) == []
+    [last] = await backend.take("all", capabilities=None, limit=10, lease=30)
+    assert last.id == other.id
+    assert await backend.take("kinds", capabilities=None, limit=10, lease=30, kinds=["t"]) == []
+
+
+async def test_settle_refuses_unknown_columns_and_changes_nothing(queue: TaskQueue) -> None:
+    task = await queue.submit("t")
+    await queue.backend.take("w", capabilities=None, limit=1, lease=30)
+    with pytest.raises(ValidationError) as ei:
+        await queue.backend.settle(("w", task.id, {"no_such_column": 1}))
+    assert ei.value.field == "values"
+    assert (await queue.get(task.id)).status == "leased"

@@ -89,6 +89,7 @@ class SqlTaskBackend:
             )
 
     async def settle(self, change: Settle) -> bool:
+        self.repo.check_values(change[2])  # refused alone, before it joins a shared commit
         return await self._settles.submit(change)
 
     async def extend(self, consumer: str, task_ids: Sequence[str], *, lease: float) -> int:

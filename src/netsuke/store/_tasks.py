@@ -17,9 +17,8 @@ import itertools
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, update
 
 from ._engine import Database
@@ -27,68 +26,13 @@ from ._errors import NotFoundError, ValidationError
 from ._models import Base
 from ._observe import operation
 from ._records import Page
+from ._records_tasks import TaskDraft, TaskRecord, TaskStatus
+from ._tasks_sqlite import sqlite_insert, sqlite_settle, sqlite_take
 from ._validation import check_limit
 
 __all__ = ["TaskDraft", "TaskRecord", "TaskRepository", "TaskStatus"]
 
 _tasks: Table = Base.metadata.tables["tasks"]
-TaskStatus = Literal["queued", "leased", "succeeded", "dead"]
-
-
-class TaskDraft(BaseModel):
-    """A task to insert. ``capabilities`` are what a worker must offer (all of them)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: str = Field(min_length=1, max_length=64)
-    payload: dict[str, Any] = Field(default_factory=dict)
-    capabilities: tuple[str, ...] = ()
-    priority: int = 0
-    max_attempts: int = Field(default=5, ge=1, le=1000)
-    backoff_base: float = Field(default=1.0, gt=0)
-    backoff_cap: float = Field(default=60.0, gt=0)
-    timeout: float | None = Field(default=None, gt=0)
-    run_at: datetime
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
-
-    @field_validator("capabilities")
-    @classmethod
-    def _caps(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for cap in value:
-            if not cap or " " in cap or len(cap) > 64:
-                raise ValueError(f"bad capability {cap!r}: 1..64 characters, no spaces")
-        return tuple(sorted(set(value)))
-
-    @property
-    def route(self) -> str:
-        return " ".join(self.capabilities)
-
-
-class TaskRecord(BaseModel):
-    """A task as stored. ``attempts`` counts deliveries so far (the current one included)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: str
-    kind: str
-    payload: dict[str, Any]
-    capabilities: list[str]
-    priority: int
-    status: TaskStatus
-    attempts: int
-    max_attempts: int
-    backoff_base: float
-    backoff_cap: float
-    timeout: float | None
-    run_at: datetime
-    lease_owner: str | None
-    lease_expires_at: datetime | None
-    idempotency_key: str | None
-    result: Any = None
-    last_error: str | None
-    created_at: datetime
-    updated_at: datetime
-    finished_at: datetime | None
 
 
 def _built(values: dict[str, Any]) -> TaskRecord:
@@ -105,6 +49,7 @@ def _record(row: Any) -> TaskRecord:
 
 
 _SUBSET_LIMIT = 6
+_SETTABLE = frozenset(_tasks.c.keys()) - {"id", "route"}
 
 
 @functools.lru_cache(maxsize=256)
@@ -133,6 +78,11 @@ class TaskRepository:
         ``idempotency_key`` is taken is not inserted: the task holding the key comes back with
         ``created=False``."""
         out: list[tuple[TaskRecord, bool]] = []
+        if self._db.is_sqlite and all(d.idempotency_key is None for d in drafts):
+            rows = [_values(d, now) for d in drafts]
+            with operation("tasks", "insert", count=len(drafts)):
+                await sqlite_insert(self._db, rows)
+            return [(_built(r), True) for r in rows]
         with operation("tasks", "insert", count=len(drafts)):
             async with self._db.write() as conn:
                 plain: list[dict[str, Any]] = []
@@ -180,6 +130,26 @@ class TaskRepository:
             and_(_tasks.c.status == "queued", _tasks.c.run_at <= now),
             and_(_tasks.c.status == "leased", _tasks.c.lease_expires_at <= now),
         )
+        if self._db.is_sqlite:
+            routes: list[str] | None = None
+            scan: frozenset[str] | None = None
+            if capabilities is not None and len(capabilities) <= _SUBSET_LIMIT:
+                routes = _routes_within(capabilities)
+            elif capabilities is not None:
+                scan = capabilities
+            with operation("tasks", "take", owner=owner):
+                got = await sqlite_take(
+                    self._db,
+                    owner,
+                    routes=routes,
+                    all_routes=scan,
+                    kinds=kinds,
+                    limit=limit,
+                    expires=now + timedelta(seconds=lease),
+                    now=now,
+                )
+            got.sort(key=lambda t: (-t.priority, t.run_at, t.created_at))
+            return got
         with operation("tasks", "take", owner=owner):
             async with self._db.write() as conn:
                 pick = select(_tasks.c.id).where(ready)
@@ -189,10 +159,10 @@ class TaskRepository:
                     if len(capabilities) <= _SUBSET_LIMIT:
                         fit = _routes_within(capabilities)
                     else:
-                        routes = (
+                        found = (
                             await conn.execute(select(_tasks.c.route).where(ready).distinct())
                         ).scalars()
-                        fit = [r for r in routes if _subsets(r, capabilities)]
+                        fit = [r for r in found if _subsets(r, capabilities)]
                         if not fit:
                             return []
                     pick = pick.where(_tasks.c.route.in_(fit))
@@ -226,6 +196,11 @@ class TaskRepository:
         and nothing changed)."""
         if not changes:
             return []
+        for _, _, values in changes:
+            self.check_values(values)
+        if self._db.is_sqlite:
+            with operation("tasks", "settle", count=len(changes)):
+                return await sqlite_settle(self._db, changes, now=now)
         ids = [task_id for _, task_id, _ in changes]
         with operation("tasks", "settle", count=len(changes)):
             async with self._db.write() as conn:
@@ -256,6 +231,13 @@ class TaskRepository:
                     )
                     await conn.execute(stmt, params_list)
         return applied
+
+    @staticmethod
+    def check_values(values: dict[str, Any]) -> None:
+        """``ValidationError(field="values")`` unless every key is a settable task column."""
+        unknown = set(values) - _SETTABLE
+        if unknown:
+            raise ValidationError("values", f"not settable task columns: {sorted(unknown)}")
 
     async def extend(
         self, owner: str, task_ids: Sequence[str], *, lease: float, now: datetime
