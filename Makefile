@@ -17,12 +17,18 @@ $(STAMP): pyproject.toml Makefile
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) \
 	    || echo "warning: could not install postgresql; store tests on PostgreSQL will skip"; \
 	fi
+	@# The dashboard's browser tests drive Debian's Chromium through Playwright.
+	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] \
+	    && command -v apt-get >/dev/null 2>&1; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+	    || echo "warning: could not install chromium; dashboard browser tests will skip"; \
+	fi
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 run: install
-	$(BIN)/netsuke serve
+	$(BIN)/netsuke serve --agents-dir agents
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks examples

@@ -24,14 +24,16 @@ def test_there_are_examples() -> None:
     assert len(EXAMPLES) >= 2
 
 
-def test_netsuke_serve_starts_and_stops_cleanly() -> None:
+def test_netsuke_serve_starts_and_stops_cleanly(tmp_path: Path) -> None:
     exe = Path(sys.executable).parent / "netsuke"
+    url = f"sqlite+aiosqlite:///{tmp_path / 'n.db'}"
     proc = subprocess.run(
-        [str(exe), "serve", "--run-for", "0.3"],
+        [str(exe), "serve", "--port", "0", "--database-url", url, "--run-for", "0.3"],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     assert "running" in proc.stdout and "stopping" in proc.stdout

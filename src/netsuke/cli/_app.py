@@ -1,17 +1,25 @@
-"""``netsuke``: run a node, and (as the layers land) manage agents, functions and tasks."""
+"""``netsuke``: run a node (``serve``) and manage a running one over HTTP (``agents``,
+``keys``), plus ``db`` for schema migrations.
+
+Every failure prints one line ``netsuke: error: ...`` on stderr and exits non-zero: 1 when the
+server refused or could not be reached, 2 for bad usage or settings, 3 for a database newer
+than the code.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from .. import __version__
-from ..kernel import Runtime
 from ..observability import configure_logging
+from ..store import DefinitionFileError, SchemaTooNewError, StoreError
 from ..store import cli as store_cli
+from . import _agents, _events, _keys
 
 app = typer.Typer(
     name="netsuke",
@@ -22,11 +30,14 @@ app = typer.Typer(
 
 
 app.add_typer(store_cli.app, name="db")
+app.add_typer(_agents.app, name="agents")
+app.add_typer(_keys.app, name="keys")
+app.command("events")(_events.events)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 2) -> typer.Exit:
     typer.echo(f"netsuke: error: {message}", err=True)
-    raise typer.Exit(2)
+    return typer.Exit(code)
 
 
 @app.command()
@@ -37,43 +48,58 @@ def version() -> None:
 
 @app.command()
 def serve(
-    node: str = typer.Option("local", help="Node name carried by every pid of this node."),
-    log_level: str = typer.Option("info", help="debug, info, warning, error or critical."),
-    json_logs: bool = typer.Option(False, "--json-logs", help="Log JSON lines."),
-    shutdown_timeout: float = typer.Option(30.0, help="Seconds allowed for a clean shutdown."),
-    run_for: float = typer.Option(
-        0.0, help="Stop after this many seconds (0: run until SIGINT/SIGTERM)."
-    ),
+    host: Annotated[str | None, typer.Option(help="Interface [127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port; 0 picks a free one [8000].")] = None,
+    node: Annotated[str | None, typer.Option(help="Node name [local].")] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="Store URL [$NETSUKE_DATABASE_URL or SQLite file].")
+    ] = None,
+    agents_dir: Annotated[
+        Path | None, typer.Option(help="Sync agent definitions from this folder's *.yaml.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Settings file [$NETSUKE_CONFIG or ./netsuke.toml].")
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug..critical [info].")] = None,
+    json_logs: Annotated[bool | None, typer.Option("--json-logs", help="Log JSON lines.")] = None,
+    shutdown_timeout: Annotated[
+        float | None, typer.Option(help="Seconds allowed for a clean shutdown [30].")
+    ] = None,
+    run_for: Annotated[
+        float, typer.Option(help="Stop after this many seconds (0: until SIGINT/SIGTERM).")
+    ] = 0.0,
 ) -> None:
-    """Start a node and run it until interrupted, then shut it down in order."""
-    try:
-        configure_logging(log_level, json=json_logs)
-    except ValueError as e:
-        _fail(str(e))
-    if shutdown_timeout <= 0 or run_for < 0:
-        _fail("--shutdown-timeout must be > 0 and --run-for >= 0")
-    try:
-        asyncio.run(_serve(node, shutdown_timeout, run_for))
-    except ValueError as e:
-        _fail(str(e))
+    """Start a node with the API and dashboard; print its URL (and, on first start, an admin
+    key, once). Options override NETSUKE_* variables, which override netsuke.toml."""
+    from ..api import SettingsError, load_settings
 
+    try:
+        settings = load_settings(
+            config,
+            host=host,
+            port=port,
+            node=node,
+            database_url=database_url,
+            agents_dir=agents_dir,
+            log_level=log_level,
+            json_logs=json_logs,
+            shutdown_timeout=shutdown_timeout,
+        )
+    except SettingsError as e:
+        raise _fail(str(e)) from None
+    if run_for < 0:
+        raise _fail("--run-for must be >= 0")
+    configure_logging(settings.log_level, json=settings.json_logs)
+    from ._serve import serve_node
 
-async def _serve(node: str, shutdown_timeout: float, run_for: float) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with Runtime(node, shutdown_timeout=shutdown_timeout) as rt:
-        typer.echo(f"netsuke {__version__}: node {rt.node!r} running (Ctrl-C to stop)")
-        sys.stdout.flush()
-        if run_for:
-            try:
-                await asyncio.wait_for(stop.wait(), run_for)
-            except TimeoutError:
-                pass
-        else:
-            await stop.wait()
-        typer.echo(f"netsuke: stopping node {rt.node!r}")
+    try:
+        asyncio.run(serve_node(settings, run_for))
+    except SchemaTooNewError as e:
+        raise _fail(str(e), 3) from None
+    except (DefinitionFileError, StoreError, RuntimeError, OSError) as e:
+        raise _fail(str(e)) from None
+    except KeyboardInterrupt:
+        sys.exit(130)
 
 
 def main() -> None:

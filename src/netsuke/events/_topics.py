@@ -34,6 +34,9 @@ WORKFLOW_STEP_FINISHED: Final = "workflow.step_finished"
 WORKFLOW_FINISHED: Final = "workflow.finished"
 # sandbox
 FUNCTION_EXECUTED: Final = "function.executed"
+# api
+DEFINITION_CHANGED: Final = "definition.changed"
+WEBHOOK_FAILED: Final = "webhook.failed"
 
 TOPICS: Final[dict[str, str]] = {
     PROCESS_RESTARTED: "a supervisor restarted a child: supervisor, child, reason",
@@ -58,4 +61,8 @@ TOPICS: Final[dict[str, str]] = {
     "(succeeded, retrying, failed), attempt, error",
     WORKFLOW_FINISHED: "a workflow run ended: workflow, run, status",
     FUNCTION_EXECUTED: "a sandboxed function ran: function, version, sha256, status, duration",
+    DEFINITION_CHANGED: "an agent definition was created, updated, rolled back or deleted: "
+    "kind, name, version, action, actor",
+    WEBHOOK_FAILED: "a webhook delivery gave up after its last attempt: webhook, delivery, "
+    "event, attempts, error",
 }

@@ -58,6 +58,14 @@ from ._records import (
 from ._store import Store
 from ._tasks import TaskDraft, TaskRecord, TaskRepository, TaskStatus
 from ._validation import KNOWN_PROVIDERS, validate_model_string
+from ._webhooks import (
+    DeliveryStatus,
+    IssuedWebhook,
+    Webhook,
+    WebhookDelivery,
+    WebhookRepository,
+    WebhookTarget,
+)
 from ._workflows import (
     RunStatus,
     StepStatus,
@@ -85,6 +93,7 @@ __all__ = [
     "ConversationRepository",
     "Database",
     "DefinitionFileError",
+    "DeliveryStatus",
     "Execution",
     "ExecutionKind",
     "ExecutionRepository",
@@ -95,6 +104,7 @@ __all__ = [
     "FunctionRepository",
     "GroupCommitter",
     "IssuedApiKey",
+    "IssuedWebhook",
     "ModelSettings",
     "NotFoundError",
     "Page",
@@ -114,6 +124,10 @@ __all__ = [
     "TaskStatus",
     "TurnReceipt",
     "ValidationError",
+    "Webhook",
+    "WebhookDelivery",
+    "WebhookRepository",
+    "WebhookTarget",
     "WorkflowRepository",
     "WorkflowRunRecord",
     "WorkflowStepRecord",

@@ -41,6 +41,8 @@ __all__ = [
     "FunctionVersionRow",
     "MessageRow",
     "TaskRow",
+    "WebhookDeliveryRow",
+    "WebhookRow",
     "WorkflowRunRow",
     "WorkflowStepRow",
     "utcnow",
@@ -60,6 +62,7 @@ ROLES = ("admin", "operator", "user")
 TASK_STATUSES = ("queued", "leased", "succeeded", "dead")
 WORKFLOW_STATUSES = ("running", "succeeded", "failed")
 STEP_STATUSES = ("pending", "running", "succeeded", "failed")
+DELIVERY_STATUSES = ("pending", "succeeded", "failed")
 
 
 def utcnow() -> datetime:
@@ -312,3 +315,35 @@ class WorkflowStepRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+
+
+class WebhookRow(Base):
+    __tablename__ = "webhooks"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    topics: Mapped[list[str]] = mapped_column(JSONType)
+    secret: Mapped[str] = mapped_column(String(128))
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+
+
+class WebhookDeliveryRow(Base):
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (CheckConstraint(f"status IN {DELIVERY_STATUSES!r}", name="status"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    webhook_id: Mapped[str] = mapped_column(
+        ForeignKey("webhooks.id", ondelete="CASCADE"), index=True
+    )
+    event_id: Mapped[str] = mapped_column(String(100))
+    topic: Mapped[str] = mapped_column(String(100))
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    next_attempt_at: Mapped[datetime | None]

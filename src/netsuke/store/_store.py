@@ -29,6 +29,7 @@ from ._functions import FunctionRepository
 from ._migrate import check_revision, current_revision, upgrade
 from ._observe import log
 from ._tasks import TaskRepository
+from ._webhooks import WebhookRepository
 from ._workflows import WorkflowRepository
 
 __all__ = ["Store"]
@@ -46,6 +47,7 @@ class Store:
     api_keys: ApiKeyRepository
     tasks: TaskRepository
     workflows: WorkflowRepository
+    webhooks: WebhookRepository
     factory: AgentFactory
 
     def __init__(self, database: Database, *, group_commit: bool, max_batch: int = 256) -> None:
@@ -60,6 +62,7 @@ class Store:
         self.api_keys = ApiKeyRepository(database)
         self.tasks = TaskRepository(database)
         self.workflows = WorkflowRepository(database)
+        self.webhooks = WebhookRepository(database)
         self.factory = AgentFactory(self.agents, self.functions)
         self._closed = False
 

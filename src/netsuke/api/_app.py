@@ -1,0 +1,141 @@
+"""``create_app``: the FastAPI application of one node, and ``open_node`` to run one.
+
+``create_app(settings, store=..., runtime=...)`` wires the routes (``/api/v1/...``, health,
+metrics, the dashboard), problem+json errors and the request middleware around an already
+opened store and runtime; its lifespan starts and stops the webhook dispatcher. The caller
+owns the store and the runtime (``open_node`` opens both for ``netsuke serve``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from netsuke import __version__
+from netsuke.events import topics
+from netsuke.kernel import Runtime
+from netsuke.observability import get_logger
+from netsuke.store import Store, sync_agents
+
+from ._auth import KeyCache, RateLimiter
+from ._context import ApiContext
+from ._middleware import ApiMiddleware
+from ._problems import install_problem_handlers
+from ._settings import Settings
+from ._webhooks import WebhookDispatcher
+from .routes import agents, audit, dashboard, events, health, keys, webhooks
+
+__all__ = ["API_PREFIX", "Node", "create_app", "open_node"]
+
+API_PREFIX = "/api/v1"
+BOOTSTRAP_KEY_NAME = "bootstrap-admin"
+log = get_logger("netsuke.api")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Store,
+    runtime: Runtime,
+    extras: dict[str, Any] | None = None,
+) -> FastAPI:
+    """The node's ASGI app over ``store`` and ``runtime`` (both opened and closed by the
+    caller). ``extras`` carries services of higher layers by name."""
+    dispatcher = WebhookDispatcher(
+        store,
+        runtime.events,
+        allow_private=settings.allow_private_webhooks,
+        max_attempts=settings.webhook_max_attempts,
+        backoff_s=settings.webhook_backoff_s,
+        timeout_s=settings.webhook_timeout_s,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await dispatcher.start()
+        try:
+            yield
+        finally:
+            await dispatcher.aclose()
+
+    app = FastAPI(
+        title="Netsuke",
+        version=__version__,
+        description="Operate a Netsuke node: agents, events, webhooks, keys and audit.",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+        # Netsuke's own middleware makes the server span, metrics and logs (with request ids,
+        # audit and redaction); FastAPI's built-in telemetry would double them.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
+    app.state.ctx = ApiContext(
+        settings=settings,
+        store=store,
+        runtime=runtime,
+        keys=KeyCache(store),
+        limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
+        webhooks=dispatcher,
+        extras=dict(extras or {}),
+    )
+    install_problem_handlers(app)
+    api = APIRouter(prefix=API_PREFIX)
+    for module in (agents, audit, keys, webhooks, events):
+        api.include_router(module.router)
+    app.include_router(api)
+    app.include_router(health.router)
+    app.include_router(dashboard.router)
+    app.mount(
+        "/static",
+        StaticFiles(directory=str(Path(__file__).parent / "static")),
+        name="static",
+    )
+    app.add_middleware(ApiMiddleware, store=store, max_body_bytes=settings.max_body_bytes)
+    return app
+
+
+@dataclass
+class Node:
+    """An opened store and runtime, plus the admin key issued on first start (else None)."""
+
+    settings: Settings
+    store: Store
+    runtime: Runtime
+    bootstrap_secret: str | None
+
+
+@asynccontextmanager
+async def open_node(settings: Settings) -> AsyncIterator[Node]:
+    """Open the store (migrating embedded SQLite), start the runtime, sync ``agents_dir``
+    and, with ``bootstrap_admin`` and no key yet, issue an admin key. Closes all on exit.
+
+    Store errors (``SchemaOutdatedError``, ``DefinitionFileError``, ...) propagate before
+    anything is served."""
+    async with Store.open(settings.database_url) as store:
+        secret: str | None = None
+        if settings.bootstrap_admin and not await store.api_keys.list(include_revoked=True):
+            issued = await store.api_keys.create(BOOTSTRAP_KEY_NAME, "admin", actor="bootstrap")
+            secret = issued.secret
+        async with Runtime(settings.node, shutdown_timeout=settings.shutdown_timeout) as rt:
+            if settings.agents_dir is not None:
+                result = await sync_agents(store.agents, settings.agents_dir, actor="sync")
+                log.info("api.agents_synced", directory=str(settings.agents_dir), **result)
+                for outcome in ("created", "updated"):
+                    for name in result[outcome]:
+                        definition = await store.agents.get(name)
+                        rt.events.publish(
+                            topics.DEFINITION_CHANGED,
+                            kind="agent",
+                            name=name,
+                            version=definition.version,
+                            action=outcome,
+                            actor="sync",
+                        )
+            yield Node(settings=settings, store=store, runtime=rt, bootstrap_secret=secret)

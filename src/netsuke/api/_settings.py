@@ -1,0 +1,133 @@
+"""Typed settings for a node serving the API: environment (``NETSUKE_*``), then ``netsuke.toml``.
+
+Precedence, highest first: values passed to ``load_settings`` (command-line options), the
+environment (``NETSUKE_PORT=9000``), the TOML file (``netsuke.toml`` in the working directory,
+or the file named by ``$NETSUKE_CONFIG`` / ``--config``), then the defaults below. A value of
+the wrong type or out of range is refused with ``SettingsError`` naming every bad field and
+where it came from; an unknown key in the TOML file is refused too (a typo never passes
+silently). Unknown ``NETSUKE_*`` environment variables are ignored (the CLI uses
+``NETSUKE_URL`` and ``NETSUKE_API_KEY`` as a client).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = ["CONFIG_ENV", "DEFAULT_CONFIG", "Settings", "SettingsError", "load_settings"]
+
+DEFAULT_CONFIG = "netsuke.toml"
+CONFIG_ENV = "NETSUKE_CONFIG"
+
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+Exporter = Literal["none", "console", "otlp"]
+
+
+class SettingsError(ValueError):
+    """Settings refused: ``problems`` lists ``(field, reason)``; ``source`` names the file."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str | None) -> None:
+        self.problems = problems
+        self.source = source
+        where = f" (environment NETSUKE_*, {source})" if source else " (environment NETSUKE_*)"
+        details = "; ".join(f"{field}: {reason}" for field, reason in problems)
+        super().__init__(f"bad settings{where}: {details}")
+
+
+class Settings(BaseSettings):
+    """Everything ``netsuke serve`` and ``create_app`` read. Each field's default is shown."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NETSUKE_", extra="forbid", validate_default=True, frozen=True
+    )
+
+    host: str = "127.0.0.1"
+    """Interface to listen on."""
+    port: int = Field(default=8000, ge=0, le=65535)
+    """TCP port (0: any free port; the URL printed names the one chosen)."""
+    node: str = Field(default="local", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    """Node name carried by every pid of this node."""
+    database_url: str | None = None
+    """Store URL; default ``$NETSUKE_DATABASE_URL`` or the embedded SQLite file."""
+    agents_dir: Path | None = None
+    """Folder of ``*.yaml`` agent definitions synced into the store at start."""
+    log_level: LogLevel = "info"
+    json_logs: bool = False
+    """Log JSON lines (with request and trace ids) instead of console text."""
+    shutdown_timeout: float = Field(default=30.0, gt=0)
+    rate_limit_per_minute: int = Field(default=1200, ge=0)
+    """Requests per minute per API key (0: no limit); excess gets 429 with Retry-After."""
+    rate_limit_burst: int = Field(default=100, ge=1)
+    """Requests a key may make at once before the per-minute rate applies."""
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    """Largest request body accepted (413 beyond)."""
+    allow_private_webhooks: bool = False
+    """Allow webhook targets on loopback, private, link-local or reserved addresses."""
+    webhook_max_attempts: int = Field(default=6, ge=1, le=50)
+    webhook_backoff_s: float = Field(default=1.0, gt=0)
+    """First retry delay; each next one doubles (with jitter), capped at 10 minutes."""
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    otel_exporter: Exporter = "none"
+    """OpenTelemetry exporter: ``none`` (no-op tracer: near-zero cost), ``console``, ``otlp``."""
+    metrics_public: bool = True
+    """Serve ``/metrics`` without a key (for a Prometheus scraper)."""
+    bootstrap_admin: bool = True
+    """Issue (and print once) an admin key when the store has none."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = _TOML_FILE.get("path")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+    @property
+    def url(self) -> str:
+        """The base URL clients use (before a port 0 is resolved)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+_TOML_FILE: dict[str, Path | None] = {"path": None}
+
+
+def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings from ``overrides`` > environment > TOML file > defaults.
+
+    ``config``: the TOML file; default ``$NETSUKE_CONFIG``, else ``./netsuke.toml`` when it
+    exists. A named file that is missing is an error. ``None`` overrides are ignored."""
+    named = config or os.environ.get(CONFIG_ENV)
+    path = Path(named) if named else Path(DEFAULT_CONFIG)
+    if named and not path.is_file():
+        raise SettingsError([("config", f"no such file {str(path)!r}")], None)
+    source = str(path) if path.is_file() else None
+    _TOML_FILE["path"] = path if source else None
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except pydantic.ValidationError as exc:
+        problems = [
+            (".".join(str(p) for p in err["loc"]) or "(root)", err["msg"]) for err in exc.errors()
+        ]
+        raise SettingsError(problems, source) from None
+    except ValueError as exc:  # a TOML file that does not parse
+        raise SettingsError([("(file)", str(exc))], source) from None
+    finally:
+        _TOML_FILE["path"] = None

@@ -1,0 +1,51 @@
+"""``/healthz`` (the process answers), ``/readyz`` (store and node usable), ``/metrics``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel
+
+from netsuke.observability import render_metrics
+
+from .._problems import ProblemError
+from ..deps import COOKIE, Ctx, authenticate
+
+__all__ = ["Health", "router"]
+
+router = APIRouter(tags=["health"])
+
+
+class Health(BaseModel):
+    status: str
+    node: str
+    checks: dict[str, str] = {}
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness")
+async def healthz(ctx: Ctx) -> Health:
+    return Health(status="ok", node=ctx.runtime.node)
+
+
+@router.get("/readyz", response_model=Health, summary="Readiness")
+async def readyz(ctx: Ctx) -> Health:
+    """503 (problem+json) while the node is closed or the store does not answer."""
+    checks: dict[str, str] = {}
+    try:
+        await ctx.store.agents.count()
+        checks["store"] = "ok"
+    except Exception as exc:
+        checks["store"] = type(exc).__name__
+    checks["node"] = "closed" if ctx.runtime.closed else "ok"
+    if any(v != "ok" for v in checks.values()):
+        raise ProblemError(503, "Not ready", "a dependency is not ready", checks=checks)
+    return Health(status="ok", node=ctx.runtime.node, checks=checks)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(ctx: Ctx, request: Request) -> Response:
+    """Prometheus text exposition of ``netsuke.observability.REGISTRY``."""
+    if not ctx.settings.metrics_public:
+        auth = request.headers.get("authorization", "")
+        secret = auth[7:] if auth.lower().startswith("bearer ") else None
+        await authenticate(ctx, secret, cookie=request.cookies.get(COOKIE))
+    return Response(render_metrics(), media_type="text/plain; version=0.0.4; charset=utf-8")
