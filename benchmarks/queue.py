@@ -97,6 +97,7 @@ async def queue_run(url: str, count: int) -> tuple[float, int, float, float]:
         submits = backend._submits.batches  # type: ignore[attr-defined]
         settles = backend._settles.batches  # type: ignore[attr-defined]
         await store.tasks.purge("succeeded")
+        await queue.close()
         done.set()
         return total / elapsed, acked, total / max(submits, 1), total / max(settles, 1)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -27,8 +28,10 @@ def bus() -> EventBus:
 
 
 @pytest.fixture
-def queue(store: Store, bus: EventBus) -> TaskQueue:
-    return TaskQueue.sql(store, events=bus)
+async def queue(store: Store, bus: EventBus) -> AsyncIterator[TaskQueue]:
+    q = TaskQueue.sql(store, events=bus)
+    yield q
+    await q.close()
 
 
 async def test_submitted_task_is_committed_then_taken_handled_and_acked(
