@@ -111,6 +111,7 @@ class Store:
         self._closed = True
         try:
             await self.conversations.close()
+            await self.tasks.close()
         finally:
             await self.database.dispose()
 

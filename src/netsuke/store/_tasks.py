@@ -27,7 +27,7 @@ from ._models import Base
 from ._observe import operation
 from ._records import Page
 from ._records_tasks import TaskDraft, TaskRecord, TaskStatus
-from ._tasks_sqlite import sqlite_insert, sqlite_settle, sqlite_take
+from ._tasks_sqlite import SqliteTaskWriter
 from ._validation import check_limit
 
 __all__ = ["TaskDraft", "TaskRecord", "TaskRepository", "TaskStatus"]
@@ -70,6 +70,12 @@ class TaskRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._upsert = _insert_ignoring_duplicates(db.dialect)
+        self._sqlite = SqliteTaskWriter(db) if db.is_sqlite else None
+
+    async def close(self) -> None:
+        """Release the SQLite hot path's connection and thread (the store calls it)."""
+        if self._sqlite is not None:
+            await self._sqlite.close()
 
     async def insert(
         self, drafts: Sequence[TaskDraft], *, now: datetime
@@ -78,10 +84,10 @@ class TaskRepository:
         ``idempotency_key`` is taken is not inserted: the task holding the key comes back with
         ``created=False``."""
         out: list[tuple[TaskRecord, bool]] = []
-        if self._db.is_sqlite and all(d.idempotency_key is None for d in drafts):
+        if self._sqlite is not None and all(d.idempotency_key is None for d in drafts):
             rows = [_values(d, now) for d in drafts]
             with operation("tasks", "insert", count=len(drafts)):
-                await sqlite_insert(self._db, rows)
+                await self._sqlite.insert(rows)
             return [(_built(r), True) for r in rows]
         with operation("tasks", "insert", count=len(drafts)):
             async with self._db.write() as conn:
@@ -130,7 +136,7 @@ class TaskRepository:
             and_(_tasks.c.status == "queued", _tasks.c.run_at <= now),
             and_(_tasks.c.status == "leased", _tasks.c.lease_expires_at <= now),
         )
-        if self._db.is_sqlite:
+        if self._sqlite is not None:
             routes: list[str] | None = None
             scan: frozenset[str] | None = None
             if capabilities is not None and len(capabilities) <= _SUBSET_LIMIT:
@@ -138,8 +144,7 @@ class TaskRepository:
             elif capabilities is not None:
                 scan = capabilities
             with operation("tasks", "take", owner=owner):
-                got = await sqlite_take(
-                    self._db,
+                got = await self._sqlite.take(
                     owner,
                     routes=routes,
                     all_routes=scan,
@@ -198,9 +203,9 @@ class TaskRepository:
             return []
         for _, _, values in changes:
             self.check_values(values)
-        if self._db.is_sqlite:
+        if self._sqlite is not None:
             with operation("tasks", "settle", count=len(changes)):
-                return await sqlite_settle(self._db, changes, now=now)
+                return await self._sqlite.settle(changes, now=now)
         ids = [task_id for _, task_id, _ in changes]
         with operation("tasks", "settle", count=len(changes)):
             async with self._db.write() as conn:
