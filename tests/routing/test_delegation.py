@@ -150,3 +150,22 @@ async def test_delegation_tool_lets_a_pydantic_ai_agent_call_another_agent() -> 
     with d.entered(ChainContext("writer")):
         out = await told.run("ask")
     assert out.output.startswith("answer: delegation refused: 'researcher' is not an allowed")
+
+
+async def test_policy_from_agent_definitions_in_the_store(store: Store) -> None:
+    await store.agents.create({"name": "deep"})
+    await store.agents.create({"name": "helper", "delegates": ["deep"]})
+    await store.agents.create({"name": "lead", "delegates": ["helper"], "max_chain_depth": 1})
+    definitions = {name: await store.agents.get(name) for name in ("lead", "helper", "deep")}
+
+    async def run(target: str, message: str, ctx: ChainContext) -> str:
+        return f"{target} ok"
+
+    d = Delegation.for_definitions(run, definitions)
+    assert await d.delegate(ChainContext("lead"), "helper", "hi") == "helper ok"
+    with pytest.raises(DelegationNotAllowedError):
+        await d.delegate(ChainContext("lead"), "deep", "hi")
+    # helper's own limit (3) applies to its delegations; lead's (1) to lead's
+    assert d.check(ChainContext("helper", chain=("lead", "helper")), "deep").depth == 2
+    with pytest.raises(ChainDepthError):
+        d.check(ChainContext("lead", chain=("x", "lead")), "helper")

@@ -152,6 +152,30 @@ class Delegation:
         self.store = store
         self.events = events
 
+    @classmethod
+    def for_definitions(
+        cls,
+        run: Runner,
+        definitions: Mapping[str, Any],
+        *,
+        store: Store | None = None,
+        events: EventBus | None = None,
+        default_depth: int = 3,
+    ) -> Delegation:
+        """The policy the agents' definitions state: ``definitions`` maps an agent name to
+        anything with ``delegates`` and ``max_chain_depth`` (the store's ``AgentDefinition``,
+        an ``AgentSpec``); an agent without a definition may delegate to no one."""
+
+        def delegates(agent: str) -> Iterable[str] | None:
+            d = definitions.get(agent)
+            return None if d is None else list(getattr(d, "delegates", ()) or ())
+
+        def depth(agent: str) -> int:
+            d = definitions.get(agent)
+            return default_depth if d is None else int(getattr(d, "max_chain_depth", default_depth))
+
+        return cls(run, delegates=delegates, max_chain_depth=depth, store=store, events=events)
+
     def max_depth(self, agent: str) -> int:
         return self._depth(agent) if callable(self._depth) else self._depth
 
