@@ -26,7 +26,7 @@ from ._errors import NotFoundError, ValidationError
 from ._models import Base
 from ._observe import operation
 from ._records import Page
-from ._records_tasks import TaskDraft, TaskRecord, TaskStatus
+from ._records_tasks import TaskDraft, TaskRecord, TaskStatus, trusted_task
 from ._tasks_sqlite import SqliteTaskWriter
 from ._validation import check_limit
 
@@ -39,7 +39,7 @@ def _built(values: dict[str, Any]) -> TaskRecord:
     """The record of a row built here from a validated draft (no second validation)."""
     data = dict(values)
     del data["route"]
-    return TaskRecord.model_construct(**data)
+    return trusted_task(data)
 
 
 def _record(row: Any) -> TaskRecord:

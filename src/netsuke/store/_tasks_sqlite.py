@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 
 from ._engine import Database
 from ._errors import StoreClosedError
-from ._records_tasks import TaskRecord
+from ._records_tasks import TaskRecord, trusted_task
 
 __all__ = ["COLUMNS", "SqliteTaskWriter"]
 
@@ -62,17 +62,33 @@ def _encode(column: str, value: Any) -> Any:
     return value
 
 
+def _insert_row(r: dict[str, Any]) -> tuple[Any, ...]:
+    """``tuple(_encode(c, r[c]) for c in COLUMNS)``, spelled out (it runs once per task)."""
+    dumps = json.dumps
+    lease, finished = r["lease_expires_at"], r["finished_at"]
+    return (
+        r["id"], r["kind"], dumps(r["payload"]), dumps(r["capabilities"]), r["route"],
+        r["priority"], r["status"], r["attempts"], r["max_attempts"], r["backoff_base"],
+        r["backoff_cap"], r["timeout"], stamp(r["run_at"]), r["lease_owner"],
+        None if lease is None else stamp(lease), r["idempotency_key"], dumps(r["result"]),
+        r["last_error"], stamp(r["created_at"]), stamp(r["updated_at"]),
+        None if finished is None else stamp(finished),
+    )  # fmt: skip
+
+
+def _time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
 def _decode(row: Sequence[Any]) -> TaskRecord:
-    data: dict[str, Any] = {}
-    for column, value in zip(COLUMNS, row, strict=True):
-        if column == "route":
-            continue
-        if column in _JSON:
-            value = None if value is None else json.loads(value)
-        elif column in _TIMES and value is not None:
-            value = datetime.fromisoformat(value).replace(tzinfo=UTC)
-        data[column] = value
-    return TaskRecord.model_construct(**data)
+    data = dict(zip(COLUMNS, row, strict=True))
+    del data["route"]
+    for column in _JSON:
+        value = data[column]
+        data[column] = None if value is None else json.loads(value)
+    for column in _TIMES:
+        data[column] = _time(data[column])
+    return trusted_task(data)
 
 
 _READY = "((status = 'queued' AND run_at <= ?) OR (status = 'leased' AND lease_expires_at <= ?))"
@@ -135,7 +151,7 @@ class SqliteTaskWriter:
 
     async def insert(self, rows: Sequence[dict[str, Any]]) -> None:
         """Insert complete task rows (``COLUMNS``) in one transaction."""
-        params = [tuple(_encode(c, r[c]) for c in COLUMNS) for r in rows]
+        params = [_insert_row(r) for r in rows]
 
         def body(conn: sqlite3.Connection) -> None:
             # Many rows per statement: executemany steps once per row, and each step hands
