@@ -7,10 +7,10 @@ committed; concurrent submits share commits), one worker (``concurrency`` and ``
 The run ends when every accepted task is acked; the acked rows are then counted in the
 database: a figure is reported only if none was lost.
 
-Floor, in the same run, on a fresh copy of the same schema: stdlib ``sqlite3`` through
-aiosqlite (one thread hop per statement, as the store does) inserting the same rows and
-deleting them, in transactions of the batch sizes the queue's group commit reached. That is
-the least a durable queue must do per task: write it, commit, remove it, commit.
+Floor, in the same run, on a fresh copy of the same schema: aiosqlite inserting the same rows
+and deleting them (``executemany``), in transactions of the batch sizes the queue's group
+commit reached. That is the least a durable queue must do per task: write it, commit, remove
+it, commit.
 
 SQLite runs with ``synchronous=FULL`` (a commit survives power loss).
 
