@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -86,3 +87,27 @@ def test_delayed_task_runs_exactly_when_due_on_the_virtual_clock() -> None:
         return ran
 
     assert run_virtual(main()) == pytest.approx([7.0, 42.0], abs=1e-6)
+
+
+def test_a_worker_survives_a_failing_take_and_keeps_consuming() -> None:
+    class Flaky(MemoryTaskBackend):
+        failures = 2
+
+        async def take(self, *args: Any, **kwargs: Any) -> list[TaskRecord]:
+            if self.failures:
+                self.failures -= 1
+                raise ConnectionError("database went away")
+            return await super().take(*args, **kwargs)
+
+    async def main() -> tuple[list[float], int]:
+        loop = asyncio.get_running_loop()
+        queue = TaskQueue(Flaky(clock=loop.time))
+        ran: list[float] = []
+        await queue.submit("t")
+        worker = queue.worker(lambda t: ran.append(loop.time()), poll_interval=5.0)
+        async with worker:
+            await asyncio.sleep(60)
+        return ran, worker.take_errors
+
+    ran, errors = run_virtual(main())
+    assert errors == 2 and ran == pytest.approx([10.0])

@@ -23,6 +23,9 @@ again (at-least-once). A redelivered task whose attempts are used up is dead-let
 running. A settle by a worker that lost its lease (it ran past it) changes nothing and is
 counted as ``lease_lost``.
 
+A failing ``take`` (the database unreachable) is logged and retried every ``poll_interval``;
+the worker keeps going.
+
 ``stop()`` stops taking, waits up to ``grace`` [``10.0`` s] for running handlers, then cancels
 them (their tasks are redelivered after the lease).
 """
@@ -102,6 +105,7 @@ class Worker:
         self._beat_task: asyncio.Task[None] | None = None
         self._stopping = False
         self.processed = 0
+        self.take_errors = 0
 
     @property
     def load(self) -> int:
@@ -157,19 +161,29 @@ class Worker:
                 await self._slot.wait()
                 continue
             wakeup.clear()
-            tasks = await self.backend.take(
-                self.name,
-                capabilities=self.capabilities,
-                limit=min(free, self.batch),
-                lease=self.lease,
-                kinds=self.kinds,
-            )
+            try:
+                tasks = await self.backend.take(
+                    self.name,
+                    capabilities=self.capabilities,
+                    limit=min(free, self.batch),
+                    lease=self.lease,
+                    kinds=self.kinds,
+                )
+            except Exception as exc:  # the database is unreachable: keep trying, slowly
+                self.take_errors += 1
+                log.warning("worker.take_failed", worker=self.name, error=repr(exc))
+                await asyncio.sleep(self.poll_interval)
+                continue
             if tasks:
                 for task in tasks:
                     self._running[task.id] = asyncio.create_task(self._handle(task))
                 continue
             timeout = self.poll_interval
-            due = await self.backend.next_due()
+            try:
+                due = await self.backend.next_due()
+            except Exception as exc:
+                log.warning("worker.poll_failed", worker=self.name, error=repr(exc))
+                due = None
             if due is not None:
                 gap = (due - self.backend.now()).total_seconds()
                 if gap > 0:  # (gap <= 0: due, but not for us: wait for the poll)
