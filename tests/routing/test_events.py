@@ -57,3 +57,25 @@ async def test_every_state_change_of_a_task_is_published_in_order() -> None:
     assert queued.data["task"] == task.id and queued.data["capabilities"] == ["x"]
     assert queued.data["priority"] == 3
     await asyncio.sleep(0)
+
+
+async def test_task_events_are_counted_in_prometheus() -> None:
+    from netsuke.observability import render_metrics
+
+    def value(text: str, sample: str) -> float:
+        for line in text.splitlines():
+            if line.startswith(sample + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+    before = render_metrics().decode()
+    queue = TaskQueue(MemoryTaskBackend())
+    await queue.submit("t")
+    done: list[str] = []
+    async with queue.worker(lambda t: done.append(t.id)):
+        await wait_for(lambda: bool(done))
+        await asyncio.sleep(0.01)
+    after = render_metrics().decode()
+    for event in ("submitted", "started", "succeeded"):
+        sample = f'netsuke_tasks_total{{event="{event}"}}'
+        assert value(after, sample) == value(before, sample) + 1
