@@ -1,8 +1,8 @@
 """Seed 000, in Netsuke: an agent supervisor, named agents, per-user sessions.
 
-The model call is a stand-in (the agents layer brings real models); what this shows is the
-kernel: a DynamicSupervisor of named session processes, each with isolated state, restarted
-with its name after a crash, and found by name from anywhere.
+Each agent is a supervised process; its turns run as supervised tasks; each user's session has
+its own memory, committed to the store before each reply. The offline model answers (no
+network, no key) and shows that each session remembers only its own conversation.
 
     python examples/sessions.py
 """
@@ -10,59 +10,63 @@ with its name after a crash, and found by name from anywhere.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import tempfile
+from pathlib import Path
 
-from netsuke import ChildSpec, DynamicSupervisor, DynamicSupervisorSpec, From, Process, Runtime
+from pydantic_ai.messages import ModelRequest, UserPromptPart
 
-
-class AgentServer(Process):
-    """A session: keeps its own conversation, answers ``("run", message)``."""
-
-    def init(self, arg: tuple[str, dict[str, Any]]) -> None:
-        self.session_id, self.config = arg
-        self.memory: list[tuple[str, str]] = []
-
-    async def handle_call(self, request: Any, from_: From) -> Any:
-        match request:
-            case ("run", message):
-                # The model call runs in a supervised task so the server never blocks.
-                task = await self.runtime.tasks.start(lambda: self.reply_to(message))
-                reply = await task.join(timeout=30)
-                self.memory.append((message, reply))
-                return reply
-            case "history":
-                return list(self.memory)
-        raise ValueError(f"unknown request {request!r}")
-
-    async def reply_to(self, message: str) -> str:
-        await asyncio.sleep(0)
-        return f"[{self.session_id}] you said {message!r} ({len(self.memory) + 1} turns)"
+from netsuke import Runtime
+from netsuke.agents import AgentConfig, Agents, PromptContext
+from netsuke.store import Store
 
 
-SESSION = ChildSpec(AgentServer, id="agent")
+def custom_system_prompt(ctx: PromptContext) -> str:
+    return f"You help {ctx.user or 'everyone'}. It is {ctx.now:%H:%M} UTC."
 
 
-async def start_agent_session(agent_name: str, user_id: str) -> str:
-    session_id = f"{agent_name}-{user_id}"
-    await DynamicSupervisor.start_child(
-        "agent_supervisor", SESSION, arg=(session_id, {}), name=session_id
-    )
-    return session_id
+initial_memory = [ModelRequest(parts=[UserPromptPart("Hi, I like salmon.")])]
 
 
 async def main() -> None:
-    async with Runtime() as rt:
-        await rt.start_child(
-            ChildSpec(DynamicSupervisor, DynamicSupervisorSpec(), name="agent_supervisor")
+    db = Path(tempfile.mkdtemp()) / "netsuke.db"
+    # Start the registry and the supervisor (the node and the agent system)
+    async with Runtime() as rt, Store.open(f"sqlite+aiosqlite:///{db}") as store:
+        supervisor = await Agents.start(rt, store)
+
+        # Create agent configuration
+        config = AgentConfig(
+            name="assistant", initial_memory=initial_memory, system_prompt=custom_system_prompt
         )
-        s1 = await start_agent_session("support", "user-1")
-        s2 = await start_agent_session("support", "user-2")
-        print(await rt.call(s1, ("run", "Help with order #1234")))
-        print(await rt.call(s2, ("run", "Question about shipping")))
-        print(await rt.call(s1, ("run", "Thanks!")))
-        assert len(await rt.call(s1, "history")) == 2
-        assert len(await rt.call(s2, "history")) == 1
-        print("sessions:", [e.key for e in rt.registry.match("support-*")])
+
+        # Creating a single agent
+        pid = await supervisor.start_agent("sushi-bot", config)
+        response = await supervisor.run("sushi-bot", "How do I make nigiri?")
+        print(f"Agent response: {response}")
+
+        # Managing user sessions
+        session_id, _pid = await supervisor.start_session("travel-assistant", "user-123", config)
+        response = await supervisor.run(session_id, "I want to plan a trip to Japan")
+        print(f"Travel: {response}")
+
+        # Concurrent user sessions, isolated state
+        session_1, _ = await supervisor.start_session("support", "user-1", config)
+        session_2, _ = await supervisor.start_session("support", "user-2", config)
+        response_1, response_2 = await asyncio.gather(
+            supervisor.run(session_1, "Help with order #1234"),
+            supervisor.run(session_2, "Question about shipping"),
+        )
+        print(f"user-1: {response_1}")
+        print(f"user-2: {response_2}")
+        again = await supervisor.run(session_1, "Any news?")
+        assert "#1234" in again
+        assert "shipping" not in again
+        print(f"user-1 again: {again}")
+
+        # Fault tolerance: the supervisor restarts a crashed session with its memory
+        rt.exit(supervisor.whereis(session_1), RuntimeError("crash"))  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+        print(f"after a crash: {await supervisor.run(session_1, 'Still there?')}")
+        print("sessions:", [name for name, _ in supervisor.list_agents()], "sushi-bot pid:", pid)
 
 
 if __name__ == "__main__":

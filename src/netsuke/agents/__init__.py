@@ -1,0 +1,68 @@
+"""Netsuke's agents: supervised, named, stateful LLM agents on the kernel and the store.
+
+An agent session is a kernel process (``AgentServer``) under one ``DynamicSupervisor``; each
+turn runs in a supervised task with a timeout, is committed to the store before its reply is
+returned, and survives crashes of the server. ``Agents`` is the facade; ``AgentConfig`` says
+how to run an agent (from code or from a stored definition); models come from pydantic-ai, with
+the ``OfflineModel`` as the default. See ``docs/agents.md``.
+"""
+
+from ._config import AgentConfig, OwnerPolicy, PromptContext, SystemPrompt
+from ._context import TurnContext, current_turn
+from ._errors import (
+    AgentBusyError,
+    AgentConfigError,
+    AgentError,
+    AgentNotFoundError,
+    InvalidInputError,
+    ModelCallError,
+    OutputValidationError,
+    TurnCancelledError,
+    TurnError,
+    TurnTimeoutError,
+    UnknownAgentDefinitionError,
+)
+from ._memory import MemoryPolicy
+from ._models import RetryingModel, is_transient, resolve_model
+from ._offline import OFFLINE_MARK, OfflineModel
+from ._runner import TurnResult
+from ._server import AgentServer, agent_load
+from ._stream import StreamEvent, TextDelta, ToolCallFinished, ToolCallStarted, TurnCompleted
+from ._system import AgentInfo, Agents, SessionRef
+
+__all__ = [
+    "OFFLINE_MARK",
+    "AgentBusyError",
+    "AgentConfig",
+    "AgentConfigError",
+    "AgentError",
+    "AgentInfo",
+    "AgentNotFoundError",
+    "AgentServer",
+    "Agents",
+    "InvalidInputError",
+    "MemoryPolicy",
+    "ModelCallError",
+    "OfflineModel",
+    "OutputValidationError",
+    "OwnerPolicy",
+    "PromptContext",
+    "RetryingModel",
+    "SessionRef",
+    "StreamEvent",
+    "SystemPrompt",
+    "TextDelta",
+    "ToolCallFinished",
+    "ToolCallStarted",
+    "TurnCancelledError",
+    "TurnCompleted",
+    "TurnContext",
+    "TurnError",
+    "TurnResult",
+    "TurnTimeoutError",
+    "UnknownAgentDefinitionError",
+    "agent_load",
+    "current_turn",
+    "is_transient",
+    "resolve_model",
+]

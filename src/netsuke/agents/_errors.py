@@ -1,0 +1,146 @@
+"""The exceptions of the agents layer.
+
+Usage mistakes are kept apart from run-time failures; every exception carries fields a caller
+can act on. A turn error never crashes the agent server: the caller gets it, the agent stays
+alive, and its memory is unchanged::
+
+    NetsukeError
+    ├── UsageError
+    │   └── AgentConfigError        a configuration that can never work (field, reason)
+    └── AgentError                  a failure at run time; handle it
+        ├── AgentNotFoundError      no running, hibernated or evicted agent by that name
+        ├── UnknownAgentDefinitionError   no stored definition by that name
+        ├── AgentBusyError          the turn queue is full (agent, queued, limit)
+        ├── InvalidInputError       the message fails the input schema (agent, errors)
+        └── TurnError               a turn failed; memory unchanged (agent, execution_id)
+            ├── TurnTimeoutError    the turn ran longer than the agent's turn timeout
+            ├── TurnCancelledError  ``cancel`` stopped the turn (or the agent stopped)
+            ├── OutputValidationError  the model's output kept failing the output schema
+            └── ModelCallError      the model failed (after retries of transient errors)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from netsuke.kernel import NetsukeError, UsageError
+
+__all__ = [
+    "AgentBusyError",
+    "AgentConfigError",
+    "AgentError",
+    "AgentNotFoundError",
+    "InvalidInputError",
+    "ModelCallError",
+    "OutputValidationError",
+    "TurnCancelledError",
+    "TurnError",
+    "TurnTimeoutError",
+    "UnknownAgentDefinitionError",
+]
+
+
+class AgentConfigError(UsageError, ValueError):
+    """A configuration that can never work: ``field`` and ``reason``."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class AgentError(NetsukeError):
+    """Base of the run-time failures of the agents layer."""
+
+
+class AgentNotFoundError(AgentError, LookupError):
+    """No agent is running, hibernated or evicted under ``name``."""
+
+    def __init__(self, name: Any) -> None:
+        super().__init__(f"no agent {name!r}")
+        self.name = name
+
+
+class UnknownAgentDefinitionError(AgentError, LookupError):
+    """No stored agent definition ``name``."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no stored agent definition {name!r}")
+        self.name = name
+
+
+class AgentBusyError(AgentError):
+    """The agent's turn queue holds ``limit`` turns already (``queued`` waiting + running)."""
+
+    def __init__(self, agent: str, queued: int, limit: int) -> None:
+        super().__init__(f"agent {agent!r} is busy: {queued} turns queued (limit {limit})")
+        self.agent = agent
+        self.queued = queued
+        self.limit = limit
+
+
+class InvalidInputError(AgentError, ValueError):
+    """The message does not fit the agent's input schema; ``errors`` lists why. Nothing ran."""
+
+    def __init__(self, agent: str, errors: list[str]) -> None:
+        super().__init__(f"invalid input for agent {agent!r}: {'; '.join(errors)}")
+        self.agent = agent
+        self.errors = errors
+
+
+class TurnError(AgentError):
+    """A turn failed. The agent is alive and its memory is as before the turn."""
+
+    def __init__(self, agent: str, message: str, *, execution_id: str | None = None) -> None:
+        super().__init__(message)
+        self.agent = agent
+        self.execution_id = execution_id
+
+
+class TurnTimeoutError(TurnError, TimeoutError):
+    """The turn ran longer than ``timeout`` seconds and was stopped (model call and tools)."""
+
+    def __init__(self, agent: str, timeout: float, *, execution_id: str | None = None) -> None:
+        super().__init__(
+            agent, f"turn of {agent!r} timed out after {timeout}s", execution_id=execution_id
+        )
+        self.timeout = timeout
+
+
+class TurnCancelledError(TurnError):
+    """The turn was cancelled before it finished (``cancel``, or the agent stopped)."""
+
+    def __init__(self, agent: str, *, reason: str = "cancelled", execution_id: str | None = None):
+        super().__init__(agent, f"turn of {agent!r} {reason}", execution_id=execution_id)
+        self.reason = reason
+
+
+class OutputValidationError(TurnError):
+    """The model's output failed the output schema after every output retry."""
+
+    def __init__(self, agent: str, detail: str, *, execution_id: str | None = None) -> None:
+        super().__init__(agent, f"output of {agent!r} invalid: {detail}", execution_id=execution_id)
+        self.detail = detail
+
+
+class ModelCallError(TurnError):
+    """The model call failed: ``kind`` is the exception class name, ``status`` an HTTP status
+    when there was one, ``transient`` whether retries were tried and exhausted."""
+
+    def __init__(
+        self,
+        agent: str,
+        detail: str,
+        *,
+        kind: str,
+        status: int | None = None,
+        transient: bool = False,
+        execution_id: str | None = None,
+    ) -> None:
+        super().__init__(
+            agent, f"model call of {agent!r} failed: {detail}", execution_id=execution_id
+        )
+        self.detail = detail
+        self.kind = kind
+        self.status = status
+        self.transient = transient

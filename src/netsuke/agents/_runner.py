@@ -1,0 +1,238 @@
+"""One turn, as it runs inside its supervised task.
+
+Order: set the turn context; render the system prompt (a generator sees the windowed memory);
+run the pydantic-ai agent (model, tools, output validation and retries); commit the new
+messages and the execution row to the store (``append_turn`` returns after the commit); return
+the result to the server, which then updates its memory and answers the caller. A failure at
+any step is mapped to a typed ``TurnError``; nothing reaches the memory.
+
+The pydantic-ai ``Agent`` is built once per ``AgentConfig`` and reused by every session and
+turn (per-turn data goes in ``run``'s arguments), so a turn pays for no construction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from pydantic_ai import Agent
+from pydantic_ai.exceptions import ModelAPIError, ModelHTTPError, UnexpectedModelBehavior
+from pydantic_ai.messages import ModelMessage
+
+from netsuke.store import Execution
+
+from ._config import AgentConfig, PromptContext
+from ._context import TurnContext, set_turn
+from ._errors import ModelCallError, OutputValidationError, TurnError
+from ._models import is_transient, resolve_model
+from ._schema import output_type
+from ._stream import stream_handler
+from ._tools import build_toolset
+
+if TYPE_CHECKING:
+    from netsuke.store import Store
+
+__all__ = ["TurnResult", "execute_turn", "pydantic_agent", "record_failure"]
+
+_EPOCH_MONO = time.monotonic()
+_EPOCH_WALL = datetime.now(UTC)
+
+
+def wall(mono: float) -> datetime:
+    """The UTC time of a ``time.monotonic()`` reading (one clock call per turn, not three)."""
+    return _EPOCH_WALL + timedelta(seconds=mono - _EPOCH_MONO)
+
+
+@dataclass(slots=True)
+class TurnResult:
+    output: Any
+    messages: list[ModelMessage]
+    execution_id: str
+    tokens_in: int
+    tokens_out: int
+    duration_ms: float
+
+
+def pydantic_agent(config: AgentConfig) -> Agent[None, Any]:
+    """The pydantic-ai agent of ``config``, built on first use and cached on the config."""
+    cached: Agent[None, Any] | None = config._cache.get("agent")
+    if cached is not None:
+        return cached
+    model = resolve_model(
+        config.model, base_url=config.base_url, api_key=config.api_key, retries=config.model_retries
+    )
+    out, check = output_type(config.output_schema)
+    toolset = build_toolset(config.tools, retries=config.tool_retries)
+    agent: Agent[None, Any] = Agent(  # type: ignore[call-overload]
+        model,
+        output_type=out,
+        instructions=config.system_prompt if isinstance(config.system_prompt, str) else None,
+        model_settings=dict(config.model_settings) if config.model_settings else None,
+        retries={"tools": config.tool_retries, "output": config.output_retries},
+        toolsets=[toolset] if toolset is not None else None,
+        name=config.name,
+    )
+    if check is not None:
+        agent.output_validator(check)
+    config._cache["agent"] = agent
+    config._cache["model"] = model
+    return agent
+
+
+async def execute_turn(
+    config: AgentConfig,
+    store: Store,
+    ctx: TurnContext,
+    prompt: str,
+    history: Sequence[ModelMessage],
+    sink: asyncio.Queue[Any] | None,
+    parent: TurnContext | None,
+) -> TurnResult:
+    """Run one turn and commit it (see the module documentation)."""
+    set_turn(ctx)
+    agent = pydantic_agent(config)
+    instructions = None
+    if config.generated_prompt:
+        instructions = await config.render_prompt(
+            PromptContext(config.name, ctx.session, ctx.user, wall(ctx.started_at), history)
+        )
+    try:
+        if sink is None:
+            result = await agent.run(
+                prompt, message_history=history, instructions=instructions, infer_name=False
+            )
+        else:
+            result = await agent.run(
+                prompt,
+                message_history=history,
+                instructions=instructions,
+                infer_name=False,
+                event_stream_handler=stream_handler(sink),
+            )
+    except TurnError:
+        raise
+    except UnexpectedModelBehavior as e:
+        raise OutputValidationError(config.name, str(e), execution_id=ctx.execution_id) from e
+    except ModelAPIError as e:
+        raise ModelCallError(
+            config.name,
+            str(e),
+            kind=type(e).__name__,
+            status=e.status_code if isinstance(e, ModelHTTPError) else None,
+            transient=is_transient(e),
+            execution_id=ctx.execution_id,
+        ) from e
+    except (RuntimeError, ValueError, TypeError, OSError) as e:
+        raise ModelCallError(
+            config.name,
+            f"{type(e).__name__}: {e}",
+            kind=type(e).__name__,
+            execution_id=ctx.execution_id,
+        ) from e
+    new = result.new_messages()
+    usage = result.usage
+    ended = time.monotonic()
+    duration = (ended - ctx.started_at) * 1000.0
+    tin, tout = usage.input_tokens or 0, usage.output_tokens or 0
+    if parent is not None:
+        await ensure_row(parent, store)
+    conv = store.conversations
+    if ctx._row.future is None:
+        execution = Execution(
+            id=ctx.execution_id,
+            kind="agent_turn",
+            status="succeeded",
+            agent_name=config.name,
+            session_id=ctx.session,
+            parent_id=ctx.parent_execution_id,
+            started_at=wall(ctx.started_at),
+            ended_at=wall(ended),
+            duration_ms=duration,
+            tokens_in=tin,
+            tokens_out=tout,
+            details=_details(ctx, config),
+        )
+        await conv.append_turn(ctx.session, new, execution)
+    else:  # a delegate wrote our row early: append the messages, then close the row
+        await ctx._row.future
+        await conv.append_turn(ctx.session, new, None)
+        await store.executions.finish(
+            ctx.execution_id, status="succeeded", tokens_in=tin, tokens_out=tout
+        )
+    return TurnResult(result.output, new, ctx.execution_id, tin, tout, duration)
+
+
+def _details(ctx: TurnContext, config: AgentConfig) -> dict[str, Any]:
+    d: dict[str, Any] = {"chain": list(ctx.chain), "depth": ctx.depth}
+    if ctx.user is not None:
+        d["user"] = ctx.user
+    if config.version is not None:
+        d["version"] = config.version
+    return d
+
+
+async def ensure_row(ctx: TurnContext, store: Store) -> None:
+    """Write ``ctx``'s execution row as ``running`` if not yet written (its parents first), so
+    a delegated turn's row can name it as parent. Concurrent callers share one write."""
+    st = ctx._row
+    if st.future is not None:
+        await asyncio.shield(st.future)
+        return
+    fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    st.future = fut
+    try:
+        if st.parent is not None:
+            await ensure_row(st.parent, store)
+        await store.executions.record(
+            Execution(
+                id=ctx.execution_id,
+                kind="agent_turn",
+                status="running",
+                agent_name=ctx.agent,
+                session_id=ctx.session,
+                parent_id=ctx.parent_execution_id,
+                started_at=wall(ctx.started_at),
+                details={"chain": list(ctx.chain), "depth": ctx.depth},
+            )
+        )
+    except BaseException as e:
+        st.future = None
+        fut.set_exception(e)
+        fut.exception()  # mark retrieved
+        raise
+    fut.set_result(None)
+
+
+async def record_failure(
+    store: Store, config: AgentConfig, ctx: TurnContext, status: str, error: str
+) -> None:
+    """Record a failed or cancelled turn's execution row (no messages: memory unchanged)."""
+    if ctx._row.future is not None:
+        try:
+            await ctx._row.future
+        except Exception:
+            return
+        await store.executions.finish(ctx.execution_id, status=status, error=error)  # type: ignore[arg-type]
+        return
+    parent = ctx._row.parent
+    if parent is not None:
+        await ensure_row(parent, store)
+    ended = time.monotonic()
+    await store.executions.record(
+        Execution(
+            id=ctx.execution_id,
+            kind="agent_turn",
+            status=status,  # type: ignore[arg-type]
+            agent_name=config.name,
+            session_id=ctx.session,
+            parent_id=ctx.parent_execution_id,
+            started_at=wall(ctx.started_at),
+            ended_at=wall(ended),
+            error=error[:2000],
+            details=_details(ctx, config),
+        )
+    )

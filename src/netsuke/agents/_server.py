@@ -1,0 +1,578 @@
+"""The agent server: a kernel process hosting one agent session.
+
+Requests (through ``Agents`` or ``rt.call``):
+
+* ``("run", message, parent, sink)``: validate ``message`` (``InvalidInputError`` before
+  anything runs), refuse when ``max_queue`` turns are waiting (``AgentBusyError``), else queue
+  the turn and answer when it is committed. Turns run one at a time, in order, each in a
+  supervised task (``rt.tasks``) with the agent's ``turn_timeout``; the server keeps serving
+  ``status``, ``history``, ``cancel`` and ``attach_owner`` meanwhile.
+* ``"status"``, ``"history"`` (the in-process memory, or ``None`` when hibernated),
+  ``"cancel"`` (kills the running turn's task: the model call and the async tools it started;
+  returns whether a turn was running), ``("attach_owner", pid)``.
+
+A failed, cancelled or timed-out turn answers its caller with a ``TurnError`` and leaves the
+memory as it was; its execution row records the failure. The memory is loaded from the store
+lazily (first turn after a start, a restart or a hibernation), in the turn's task, so a
+restarted server sees the whole conversation and the server itself never waits on the store.
+
+Exit reasons: ``"normal"`` when evicted after ``idle_evict`` (the session is then revived by
+the next message), ``"shutdown"`` when stopped or when its owner exits under
+``owner_policy="stop"``; an exception when it crashes (the supervisor restarts it: sessions are
+``transient`` children).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from netsuke.events import topics
+from netsuke.kernel import NOREPLY, SHUTDOWN, Down, Exit, ExitReason, From, Pid, Process, Ref
+from netsuke.kernel import is_normal_or_shutdown as _normal
+
+from ._config import AgentConfig
+from ._context import TurnContext, _RowState
+from ._errors import (
+    AgentBusyError,
+    AgentError,
+    TurnCancelledError,
+    TurnError,
+    TurnTimeoutError,
+)
+from ._memory import MemoryPolicy
+from ._metrics import METRICS, log, tracer
+from ._runner import TurnResult, execute_turn, record_failure
+from ._schema import plain_prompt
+from ._tools import wait_tools
+
+if TYPE_CHECKING:
+    from pydantic_ai.messages import ModelMessage
+
+    from ._system import Agents
+
+__all__ = ["AgentServer", "SessionArg", "agent_load"]
+
+
+class SessionArg:
+    """The start argument of a session; kept by the supervisor for restarts, so an attached
+    owner survives a restart."""
+
+    __slots__ = ("config", "known", "owner", "session", "starts", "system", "user")
+
+    def __init__(
+        self,
+        system: Agents,
+        config: AgentConfig,
+        session: str,
+        user: str | None,
+        owner: Pid | None = None,
+        known: bool = False,
+    ) -> None:
+        self.system = system
+        self.config = config
+        self.session = session
+        self.user = user
+        self.owner = owner
+        self.known = known
+        self.starts = 0
+
+
+class _Turn:
+    __slots__ = (
+        "began",
+        "cancelled",
+        "ctx",
+        "from_",
+        "handle",
+        "killed",
+        "parent",
+        "prompt",
+        "ref",
+        "sink",
+        "span",
+    )
+
+    def __init__(self, from_: From, prompt: str, parent: TurnContext | None, sink: Any) -> None:
+        self.from_ = from_
+        self.prompt = prompt
+        self.parent = parent
+        self.sink = sink
+        self.cancelled = False
+        self.began = False
+        self.killed: Any = None
+        self.ctx: TurnContext | None = None
+        self.handle: Any = None
+        self.ref: Ref | None = None
+        self.span: Any = None
+
+
+class _TurnDone:
+    __slots__ = ("loaded", "outcome", "turn")
+
+    def __init__(self, turn: _Turn, outcome: Any, loaded: list[ModelMessage] | None) -> None:
+        self.turn = turn
+        self.outcome = outcome
+        self.loaded = loaded
+
+
+_KILLED: Any = object()
+
+
+class _Idle:
+    __slots__ = ("gen",)
+
+    def __init__(self, gen: int) -> None:
+        self.gen = gen
+
+
+async def load_history(arg: SessionArg) -> list[ModelMessage]:
+    policy: MemoryPolicy = arg.config.memory
+    msgs = await arg.system.store.conversations.history(arg.session, limit=policy.load_limit())
+    return policy.apply(msgs) if policy.bounded else msgs
+
+
+class AgentServer(Process):
+    """One agent session (see the module documentation)."""
+
+    __slots__ = ("_a", "_gen", "_memory", "_oref", "_queue", "_running", "_timer")
+    hibernate_after = 1.0
+
+    _a: SessionArg
+    _memory: list[ModelMessage] | None
+    _queue: deque[_Turn] | None
+    _running: _Turn | None
+
+    async def init(self, arg: SessionArg) -> None:
+        self._a = arg
+        self._memory = None
+        self._queue = None
+        self._running = None
+        self._timer: Any = None
+        self._gen = 0
+        self._oref: Ref | None = None
+        self.trap_exit = True  # so a shutdown from the supervisor runs terminate
+        cfg = arg.config
+        system = arg.system
+        if not arg.known:
+            store = system.store
+            conv = await store.conversations.open(
+                arg.session, agent_name=cfg.name, user_id=arg.user
+            )
+            if conv.message_count == 0:  # a new conversation: nothing to load on the first turn
+                if cfg.initial_memory:
+                    await store.conversations.append_turn(arg.session, list(cfg.initial_memory))
+                self._memory = list(cfg.initial_memory)
+            arg.known = True
+        rt = self._rt
+        rt.registry.update_meta(arg.session, self.pid, system.meta_for(cfg, arg.session, arg.user))
+        if arg.owner is not None:
+            self._oref = self.monitor(arg.owner)
+        restarted = arg.starts > 0
+        arg.starts += 1
+        rt.events.publish(
+            topics.AGENT_RESTARTED if restarted else topics.AGENT_STARTED,
+            agent=cfg.name,
+            session=arg.session,
+            user=arg.user,
+            pid=repr(self.pid),
+            restarts=arg.starts - 1,
+        )
+        if restarted:
+            METRICS.restarts += 1
+        self._arm_idle()
+
+    # ----------------------------------------------------------------- state
+
+    @property
+    def load(self) -> int:
+        """Turns queued plus running: read it without a round trip (``agent_load``)."""
+        q = self._queue
+        return (len(q) if q else 0) + (self._running is not None)
+
+    @property
+    def session(self) -> str:
+        return self._a.session
+
+    @property
+    def config(self) -> AgentConfig:
+        return self._a.config
+
+    @property
+    def memory_loaded(self) -> bool:
+        return self._memory is not None
+
+    # -------------------------------------------------------------- requests
+
+    async def handle_call(self, request: Any, from_: From) -> Any:
+        if type(request) is tuple:
+            op = request[0]
+            if op == "run":
+                try:
+                    return await self._submit(request, from_)
+                except AgentError as e:  # refused: the caller gets it, the server goes on
+                    self.reply_error(from_, e)
+                    return NOREPLY
+            if op == "attach_owner":
+                return self._attach(request[1])
+        elif request == "status":
+            return self._status()
+        elif request == "history":
+            return None if self._memory is None else list(self._memory)
+        elif request == "cancel":
+            return self._cancel()
+        self.reply_error(from_, ValueError(f"unknown agent request {request!r}"))
+        return NOREPLY
+
+    async def _submit(self, request: tuple[Any, ...], from_: From) -> Any:
+        _, message, parent, sink = request
+        cfg = self._a.config
+        schema = cfg._cache.get("input")
+        prompt = (
+            schema.prompt(cfg.name, message)
+            if schema is not None
+            else plain_prompt(cfg.name, message)
+        )
+        turn = _Turn(from_, prompt, parent, sink)
+        if self._running is None:
+            await self._start_turn(turn)
+        else:
+            q = self._queue
+            if q is None:
+                q = self._queue = deque()
+            if len(q) >= cfg.max_queue:
+                METRICS.busy += 1
+                raise AgentBusyError(self._a.session, len(q) + 1, cfg.max_queue)
+            q.append(turn)
+        return NOREPLY
+
+    async def _start_turn(self, turn: _Turn) -> None:
+        a = self._a
+        cfg = a.config
+        parent = turn.parent
+        exec_id = str(uuid.uuid4())
+        chain = (*parent.chain, cfg.name) if parent is not None else (cfg.name,)
+        ctx = TurnContext(
+            cfg.name,
+            a.session,
+            a.user,
+            exec_id,
+            parent.execution_id if parent is not None else None,
+            chain,
+            None,
+            time.monotonic(),
+            {},
+            _RowState(parent),
+        )
+        self._running = turn
+        self._gen += 1
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        memory = self._memory
+        me = self.pid
+        rt = self._rt
+        system = a.system
+
+        async def work() -> None:
+            turn.began = True
+            loaded = None
+            history = memory
+            try:
+                if history is None:
+                    loaded = history = await load_history(a)
+                elif cfg.memory.bounded:
+                    history = cfg.memory.apply(history)
+                c = turn.ctx
+                assert c is not None
+                outcome: Any = await execute_turn(
+                    cfg, system.store, c, turn.prompt, history, turn.sink, parent
+                )
+            except TurnError as e:
+                outcome = e
+            except asyncio.CancelledError:  # killed: report once the tools have unwound
+                await wait_tools(turn.ctx)
+                rt.send(me, _TurnDone(turn, _KILLED, None))
+                raise
+            except Exception as e:
+                outcome = TurnError(cfg.name, f"{type(e).__name__}: {e}", execution_id=exec_id)
+                outcome.__cause__ = e
+            if isinstance(outcome, TurnError):
+                try:
+                    await record_failure(system.store, cfg, turn.ctx, "failed", str(outcome))  # type: ignore[arg-type]
+                except Exception as e:  # the caller still gets the turn's error
+                    log.warning("agent_failure_not_recorded", session=a.session, error=repr(e))
+            rt.send(me, _TurnDone(turn, outcome, loaded))
+
+        handle = await rt.tasks.start(work, timeout=cfg.turn_timeout)
+        turn.ctx = ctx.with_task(handle.pid)
+        turn.handle = handle
+        assert handle.pid is not None
+        turn.ref = self.monitor(handle.pid)
+        turn.span = tracer.start_span(
+            "agent.turn", attributes={"agent": cfg.name, "session": a.session, "execution": exec_id}
+        )
+        METRICS.started += 1
+        rt.events.publish(topics.TURN_STARTED, agent=cfg.name, session=a.session, execution=exec_id)
+
+    def _status(self) -> dict[str, Any]:
+        a = self._a
+        r = self._running
+        return {
+            "agent": a.config.name,
+            "session": a.session,
+            "user": a.user,
+            "state": "running" if r else ("idle" if self._memory is not None else "hibernated"),
+            "queued": len(self._queue) if self._queue else 0,
+            "load": self.load,
+            "execution": r.ctx.execution_id if r is not None and r.ctx is not None else None,
+            "owner": repr(a.owner) if a.owner is not None else None,
+            "messages": len(self._memory) if self._memory is not None else None,
+            "restarts": a.starts - 1,
+        }
+
+    def _cancel(self) -> bool:
+        r = self._running
+        if r is None or r.handle is None:
+            return False
+        r.cancelled = True
+        r.handle.cancel()
+        return True
+
+    def _attach(self, owner: Pid) -> bool:
+        a = self._a
+        if self._oref is not None:
+            self.demonitor(self._oref)
+        a.owner = owner
+        self._oref = self.monitor(owner)
+        return True
+
+    # ------------------------------------------------------------------ info
+
+    async def handle_info(self, message: Any) -> None:
+        t = type(message)
+        if t is _TurnDone:
+            await self._finish(message.turn, message.outcome, message.loaded)
+        elif t is Down:
+            r = self._running
+            if r is not None and message.ref == r.ref:
+                if r.handle is not None:  # the task died before reporting
+                    reason = message.reason
+                    cfg = self._a.config
+                    eid = r.ctx.execution_id if r.ctx else None
+                    err: TurnError
+                    if r.cancelled:
+                        err = TurnCancelledError(cfg.name, execution_id=eid)
+                    elif reason == "timeout":
+                        err = TurnTimeoutError(cfg.name, cfg.turn_timeout, execution_id=eid)
+                    else:
+                        err = TurnCancelledError(
+                            cfg.name, reason=f"stopped: {reason!r}", execution_id=eid
+                        )
+                    self._record_async(r, "cancelled" if r.cancelled else "failed", str(err))
+                    await self._finish(r, err, None)
+            elif message.ref == self._oref and self._oref is not None:
+                self._owner_exited(message.reason)
+        elif t is _Idle:
+            self._idle(message.gen)
+        elif t is Exit:
+            if not _normal(message.reason):  # a process linked by user code crashed
+                self.stop(message.reason)
+        else:
+            log.warning(
+                "agent_unexpected_message", session=self._a.session, message=repr(message)[:200]
+            )
+
+    async def _killed(self, r: _Turn) -> None:
+        reason = r.killed
+        cfg = self._a.config
+        eid = r.ctx.execution_id if r.ctx else None
+        err: TurnError
+        if r.cancelled:
+            err = TurnCancelledError(cfg.name, execution_id=eid)
+        elif reason == "timeout":
+            err = TurnTimeoutError(cfg.name, cfg.turn_timeout, execution_id=eid)
+        else:
+            err = TurnCancelledError(cfg.name, reason=f"stopped: {reason!r}", execution_id=eid)
+        self._record_async(r, "cancelled" if r.cancelled else "failed", str(err))
+        await self._finish(r, err, None)
+
+    def _record_async(self, turn: _Turn, status: str, error: str) -> None:
+        a = self._a
+        ctx = turn.ctx
+        if ctx is None:
+            return
+        store = a.system.store
+
+        async def rec() -> None:
+            try:
+                await record_failure(store, a.config, ctx, status, error)
+            except Exception as e:
+                log.warning("agent_failure_not_recorded", session=a.session, error=repr(e))
+
+        a.system.background(rec())
+
+    async def _finish(self, turn: _Turn, outcome: Any, loaded: list[ModelMessage] | None) -> None:
+        if self._running is not turn:
+            return
+        self._running = None
+        turn.handle = None
+        if turn.ref is not None:
+            self.demonitor(turn.ref)
+        a = self._a
+        cfg = a.config
+        if loaded is not None and self._memory is None:
+            self._memory = loaded
+        ctx = turn.ctx
+        eid = ctx.execution_id if ctx is not None else None
+        if isinstance(outcome, TurnResult):
+            mem = self._memory
+            if mem is None:
+                mem = self._memory = []
+            mem.extend(outcome.messages)
+            pol = cfg.memory
+            if pol.max_messages is not None and len(mem) > 2 * pol.max_messages + 8:
+                self._memory = pol.apply(mem)
+            METRICS.succeeded += 1
+            METRICS.tokens_in += outcome.tokens_in
+            METRICS.tokens_out += outcome.tokens_out
+            METRICS.seconds += outcome.duration_ms / 1000.0
+            self._rt.events.publish(
+                topics.TURN_FINISHED,
+                agent=cfg.name,
+                session=a.session,
+                execution=eid,
+                status="succeeded",
+                duration=outcome.duration_ms / 1000.0,
+                tokens_in=outcome.tokens_in,
+                tokens_out=outcome.tokens_out,
+                error=None,
+            )
+            self._answer(turn.from_, outcome, None)
+        else:
+            err: TurnError = outcome
+            status = "cancelled" if isinstance(err, TurnCancelledError) else "failed"
+            if isinstance(err, TurnTimeoutError):
+                METRICS.timeouts += 1
+            elif status == "cancelled":
+                METRICS.cancelled += 1
+            else:
+                METRICS.failed += 1
+            log.info(
+                "agent_turn_failed", session=a.session, execution=eid, error=type(err).__name__
+            )
+            self._rt.events.publish(
+                topics.TURN_FINISHED,
+                agent=cfg.name,
+                session=a.session,
+                execution=eid,
+                status=status,
+                duration=None,
+                tokens_in=0,
+                tokens_out=0,
+                error=type(err).__name__,
+            )
+            self._answer(turn.from_, None, err)
+        if turn.span is not None:
+            turn.span.end()
+        q = self._queue
+        if q:
+            nxt = q.popleft()
+            if not q:
+                self._queue = None
+            await self._start_turn(nxt)
+        else:
+            self._arm_idle()
+
+    def _answer(self, from_: From, value: Any, error: BaseException | None) -> None:
+        if error is None:
+            self.reply(from_, value)
+        else:
+            self.reply_error(from_, error)
+        ext = self._ext  # the kernel keeps deferred calls to fail them on exit; forget this one
+        if ext is not None and ext.deferred:
+            ext.deferred.discard(from_)
+            if not ext.deferred:
+                ext.deferred = None
+
+    # ------------------------------------------------------ owners and idling
+
+    def _owner_exited(self, reason: ExitReason) -> None:
+        a = self._a
+        a.owner = None
+        self._oref = None
+        if a.config.owner_policy == "stop":
+            log.info("agent_owner_exited", session=a.session, reason=repr(reason), action="stop")
+            self.stop(SHUTDOWN)
+            return
+        log.info("agent_owner_exited", session=a.session, reason=repr(reason), action="hibernate")
+        if self._running is None:
+            self._drop_memory()
+
+    def _arm_idle(self) -> None:
+        cfg = self._a.config
+        delay = cfg.idle_hibernate if self._memory is not None else None
+        if delay is None:
+            delay = cfg.idle_evict
+        if delay is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.send_after(delay, _Idle(self._gen))
+
+    def _drop_memory(self) -> None:
+        if self._memory is None:
+            return
+        self._memory = None
+        a = self._a
+        METRICS.hibernations += 1
+        self._rt.events.publish(topics.AGENT_HIBERNATED, agent=a.config.name, session=a.session)
+        self.hibernate()
+
+    def _idle(self, gen: int) -> None:
+        if gen != self._gen or self._running is not None or self._queue:
+            return
+        self._timer = None
+        a = self._a
+        cfg = a.config
+        if self._memory is not None and cfg.idle_hibernate is not None:
+            self._drop_memory()
+            ev = cfg.idle_evict
+            if ev is not None and a.owner is None:
+                self._timer = self.send_after(max(ev - cfg.idle_hibernate, 0.0), _Idle(self._gen))
+            return
+        if cfg.idle_evict is not None and a.owner is None:
+            self._memory = None
+            a.system._evict(a.config, a.session)
+            METRICS.evictions += 1
+            self._rt.events.publish(topics.AGENT_EVICTED, agent=cfg.name, session=a.session)
+            self.stop("normal")
+
+    def terminate(self, reason: ExitReason) -> None:
+        a = self._a
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        r = self._running
+        if r is not None and r.handle is not None:
+            r.cancelled = True
+            r.handle.cancel()
+        cfg = a.config
+        if _normal(reason):
+            topic = topics.AGENT_STOPPED
+        else:
+            topic = topics.AGENT_CRASHED
+            METRICS.crashes += 1
+        self._rt.events.publish(
+            topic, agent=cfg.name, session=a.session, pid=repr(self.pid), reason=repr(reason)[:200]
+        )
+
+
+def agent_load(rt: Any, target: Any) -> int:
+    """Turns queued plus running on the agent ``target`` (a local pid or name), read without a
+    round trip; ``0`` when it is not a running agent."""
+    p = rt.process(target)
+    return p.load if isinstance(p, AgentServer) else 0
