@@ -13,6 +13,7 @@ Errors form one tree under ``RoutingError`` (``_errors``). See ``docs/routing.md
 
 from netsuke.store import TaskRecord
 
+from ._agents import agents_runner
 from ._backend import Settle, TaskBackend
 from ._delegation import ChainContext, Delegation, Runner, TurnLike, current_chain
 from ._errors import (
@@ -78,6 +79,7 @@ __all__ = [
     "WorkflowMismatchError",
     "WorkflowResult",
     "WorkflowRunner",
+    "agents_runner",
     "backoff_bound",
     "current_chain",
     "delegation_tool",
