@@ -59,6 +59,7 @@ bench: install
 	$(BIN)/python benchmarks/store.py
 	$(BIN)/python benchmarks/agents.py
 	$(BIN)/python benchmarks/sandbox.py
+	$(BIN)/python benchmarks/queue.py
 	$(BIN)/python benchmarks/api.py
 
 bench-quick: install
@@ -68,6 +69,7 @@ bench-quick: install
 	$(BIN)/python benchmarks/store.py --quick
 	$(BIN)/python benchmarks/agents.py --quick
 	$(BIN)/python benchmarks/sandbox.py --quick
+	$(BIN)/python benchmarks/queue.py --quick
 	$(BIN)/python benchmarks/api.py --quick
 
 clean:

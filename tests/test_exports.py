@@ -10,9 +10,12 @@ import netsuke
 import netsuke.agents
 import netsuke.kernel
 import netsuke.observability
+import netsuke.routing
 
 
-@pytest.mark.parametrize("module", [netsuke, netsuke.agents, netsuke.kernel, netsuke.observability])
+@pytest.mark.parametrize(
+    "module", [netsuke, netsuke.agents, netsuke.kernel, netsuke.observability, netsuke.routing]
+)
 def test_all_equals_the_public_names(module: types.ModuleType) -> None:
     public = {
         name
