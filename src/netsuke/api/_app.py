@@ -22,6 +22,7 @@ from netsuke.agents import Agents
 from netsuke.events import topics
 from netsuke.kernel import Runtime
 from netsuke.observability import get_logger
+from netsuke.routing import TaskQueue, WorkflowRunner
 from netsuke.sandbox import FunctionStore, Sandbox, SandboxConfig
 from netsuke.store import Store, sync_agents
 
@@ -32,6 +33,7 @@ from ._monitor import AgentMonitor
 from ._problems import install_problem_handlers
 from ._settings import Settings
 from ._webhooks import WebhookDispatcher
+from ._workflows import WorkflowCatalog
 from .routes import (
     agents,
     audit,
@@ -43,7 +45,9 @@ from .routes import (
     health,
     keys,
     sessions,
+    tasks,
     webhooks,
+    workflows,
 )
 
 __all__ = ["API_PREFIX", "Node", "create_app", "open_node"]
@@ -102,7 +106,18 @@ def create_app(
     )
     install_problem_handlers(app)
     api = APIRouter(prefix=API_PREFIX)
-    for module in (control, agents, sessions, functions, audit, keys, webhooks, events):
+    for module in (
+        control,
+        agents,
+        sessions,
+        functions,
+        tasks,
+        workflows,
+        audit,
+        keys,
+        webhooks,
+        events,
+    ):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)
@@ -129,6 +144,8 @@ class Node:
     agents: Agents | None = None
     monitor: AgentMonitor | None = None
     functions: FunctionStore | None = None
+    tasks: TaskQueue | None = None
+    workflows: WorkflowCatalog | None = None
 
     @property
     def extras(self) -> dict[str, Any]:
@@ -140,6 +157,10 @@ class Node:
             out["monitor"] = self.monitor
         if self.functions is not None:
             out["functions"] = self.functions
+        if self.tasks is not None:
+            out["tasks"] = self.tasks
+        if self.workflows is not None:
+            out["workflows"] = self.workflows
         return out
 
 
@@ -147,7 +168,8 @@ class Node:
 async def open_node(settings: Settings) -> AsyncIterator[Node]:
     """Open the store (migrating embedded SQLite), start the runtime and the agent system
     (``Agents`` with an ``AgentMonitor`` fed from the bus) and the function store (its
-    sandbox starts on the first call), sync ``agents_dir`` and, with
+    sandbox starts on the first call), the task queue on the store and an empty workflow
+    catalog, sync ``agents_dir`` and, with
     ``bootstrap_admin`` and no key yet, issue an admin key. Closes all on exit (the runtime's
     shutdown stops every agent; their conversations are in the store).
 
@@ -180,6 +202,8 @@ async def open_node(settings: Settings) -> AsyncIterator[Node]:
             # NETSUKE_SANDBOX_ISOLATION, NETSUKE_SANDBOX_POOL_SIZE).
             sandbox = Sandbox(SandboxConfig.from_env())
             functions = FunctionStore(store, sandbox, events=rt.events)
+            queue = TaskQueue.sql(store, events=rt.events)
+            catalog = WorkflowCatalog(WorkflowRunner(store, events=rt.events))
             try:
                 yield Node(
                     settings=settings,
@@ -189,7 +213,11 @@ async def open_node(settings: Settings) -> AsyncIterator[Node]:
                     agents=agent_system,
                     monitor=monitor,
                     functions=functions,
+                    tasks=queue,
+                    workflows=catalog,
                 )
             finally:
                 monitor.aclose()
+                await catalog.aclose()
+                await queue.close()
                 await sandbox.aclose()

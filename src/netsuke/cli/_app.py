@@ -1,5 +1,5 @@
 """``netsuke``: run a node (``serve``) and manage a running one over HTTP (``agents``,
-``keys``, ``functions``, ``chat``, ``events``), plus ``db`` for schema migrations.
+``keys``, ``functions``, ``tasks``, ``chat``, ``events``), plus ``db`` for schema migrations.
 
 Every failure prints one line ``netsuke: error: ...`` on stderr and exits non-zero: 1 when the
 server refused or could not be reached, 2 for bad usage or settings, 3 for a database newer
@@ -19,7 +19,7 @@ from .. import __version__
 from ..observability import configure_logging
 from ..store import DefinitionFileError, SchemaTooNewError, StoreError
 from ..store import cli as store_cli
-from . import _agents, _chat, _control, _events, _functions, _keys
+from . import _agents, _chat, _control, _events, _functions, _keys, _tasks
 
 app = typer.Typer(
     name="netsuke",
@@ -33,6 +33,7 @@ app.add_typer(store_cli.app, name="db")
 app.add_typer(_agents.app, name="agents")
 app.add_typer(_keys.app, name="keys")
 app.add_typer(_functions.app, name="functions")
+app.add_typer(_tasks.app, name="tasks")
 app.command("events")(_events.events)
 app.command("chat")(_chat.chat)
 _ = _control.__all__  # importing _control registers agents start|stop|restart|status|logs

@@ -3,6 +3,8 @@
 * ``/login`` asks for an API key once; ``POST /dashboard/login`` checks it and sets the
   ``netsuke_key`` cookie (HttpOnly, SameSite=Strict), which the API accepts only for reads and
   the events socket. ``POST /dashboard/logout`` clears it.
+* ``/tasks`` shows the task queue (a user: its own tasks) and, for operators, the dead
+  letters, updated live from ``task.*`` events.
 * ``/`` shows the agents (and, once the agents layer is installed, their sessions), updated
   live from ``definition.*`` and ``agent.*`` events; ``/agents/{name}`` shows a definition as
   YAML and its versions, reloading when it changes.
@@ -10,8 +12,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi import Path as PathParam
@@ -132,4 +135,29 @@ async def agent_page(
             "logs": list(reversed(monitor.logs(name, 50))) if operator and monitor else [],
             "sessions": sessions,
         },
+    )
+
+
+@router.get("/tasks", response_class=HTMLResponse)
+async def tasks_page(ctx: Ctx, request: Request) -> Response:
+    viewer = await _viewer(ctx, request)
+    if viewer is None:
+        return RedirectResponse("/login", status_code=303)
+    queue = ctx.extras.get("tasks")
+    tasks: list[Any] = []
+    dead: list[Any] = []
+    operator = viewer.has("operator")
+    if queue is not None:
+        if operator:
+            tasks = list((await queue.list(limit=100)).items)
+            dead = list((await queue.dead_letters(limit=100)).items)
+        else:  # a user: its own submissions (see routes/tasks.py)
+            entries = await ctx.store.audit.list(actor=viewer.name, action="task.submit", limit=100)
+            for entry in entries.items:
+                with contextlib.suppress(Exception):
+                    tasks.append(await queue.get(entry.target.removeprefix("task:")))
+    return templates.TemplateResponse(
+        request,
+        "tasks.html",
+        {"title": "Tasks", "viewer": viewer, "tasks": tasks, "dead": dead, "operator": operator},
     )

@@ -127,6 +127,50 @@ const Netsuke = (() => {
     });
   }
 
+  function taskRow(t, dead) {
+    const tr = document.createElement("tr");
+    tr.dataset.task = t.id;
+    tr.appendChild(text("td", t.id));
+    tr.appendChild(text("td", t.kind));
+    if (dead) {
+      tr.appendChild(text("td", String(t.attempts)));
+      tr.appendChild(text("td", t.last_error || ""));
+      return tr;
+    }
+    const status = text("td", t.status);
+    status.className = "status";
+    tr.appendChild(status);
+    tr.appendChild(text("td", `${t.attempts}/${t.max_attempts}`));
+    tr.appendChild(text("td", String(t.priority)));
+    tr.appendChild(text("td", t.capabilities.join(", ")));
+    tr.appendChild(text("td", t.last_error || ""));
+    return tr;
+  }
+
+  async function upsertTask(id) {
+    const response = await fetch(`/api/v1/tasks/${encodeURIComponent(id)}`);
+    if (!response.ok) return;
+    const t = await response.json();
+    const body = document.querySelector("#tasks tbody");
+    const old = body.querySelector(`tr[data-task="${CSS.escape(id)}"]`);
+    const row = taskRow(t, false);
+    if (old) old.replaceWith(row); else body.prepend(row);
+    const dead = document.querySelector("#dead tbody");
+    if (!dead) return;
+    const oldDead = dead.querySelector(`tr[data-task="${CSS.escape(id)}"]`);
+    if (t.status === "dead") {
+      const deadRow = taskRow(t, true);
+      if (oldDead) oldDead.replaceWith(deadRow); else dead.prepend(deadRow);
+    } else if (oldDead) {
+      oldDead.remove();
+    }
+  }
+
+  function tasksPage() {
+    logoutButton();
+    connect(["task.*"], (frame) => { if (frame.data.task) upsertTask(frame.data.task); });
+  }
+
   function chatPage(agent, user) {
     logoutButton();
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
@@ -221,5 +265,5 @@ const Netsuke = (() => {
     });
   }
 
-  return { agentPage, chatPage, indexPage, loginPage };
+  return { agentPage, chatPage, indexPage, loginPage, tasksPage };
 })();

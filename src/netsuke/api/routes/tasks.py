@@ -1,0 +1,207 @@
+"""``/api/v1/tasks`` and ``/api/v1/dead-letters``: the node's durable task queue
+(``netsuke.routing.TaskQueue`` on the store's ``tasks`` table).
+
+* ``POST /tasks {"kind", "payload"?, "capabilities"?, "priority"?, "delay"?,
+  "idempotency_key"?, "max_attempts"?, "backoff_base"?, "backoff_cap"?, "timeout"?}`` (user):
+  queue a task; answered once it is committed (201). An idempotency key is scoped to the
+  caller: the same key from the same key name returns the first task (200), another caller's
+  key never collides. Bad input is a 422 and queues nothing.
+* A task **belongs to whoever submitted it** (recorded as the audit entry ``task.submit``,
+  target ``task:<id>``, in the same request). A ``user`` key lists and reads only its own
+  tasks; another's is a 404. Operators and admins see every task.
+* ``GET /tasks?status=&kind=&limit=&cursor=``, ``GET /tasks/{id}``: attempts, status,
+  ``last_error``, result.
+* Dead letters (operator): ``GET /dead-letters``, ``POST /dead-letters/{id}/requeue`` (attempts
+  reset, ready now), ``POST /dead-letters/purge {"ids"?}`` (all, or those).
+
+The queue is consumed by workers (``queue.worker(handler, capabilities=...)``) that the node's
+operator runs in code; the API only produces and inspects.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from netsuke.routing import (
+    RetryPolicy,
+    TaskNotFoundError,
+    TaskQueue,
+    TaskRecord,
+    TaskValidationError,
+)
+
+from .._auth import Principal
+from .._context import ApiContext
+from .._problems import ProblemError
+from ..deps import Caller, Ctx, Operator, Paging
+
+__all__ = ["PurgeRequest", "TaskIn", "router"]
+
+router = APIRouter(tags=["tasks"])
+
+TaskId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")]
+SUBMIT = "task.submit"
+
+
+class TaskIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    payload: dict[str, Any] = Field(default_factory=dict)
+    capabilities: list[Annotated[str, Field(min_length=1, max_length=64, pattern=r"^\S+$")]] = (
+        Field(default_factory=list, max_length=32)
+    )
+    priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
+    delay: float = Field(default=0.0, ge=0, le=366 * 86400)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=150)
+    max_attempts: int = Field(default=5, ge=1, le=1000)
+    backoff_base: float = Field(default=1.0, gt=0, le=86400)
+    backoff_cap: float = Field(default=60.0, gt=0, le=86400)
+    timeout: float | None = Field(default=None, gt=0, le=86400)
+
+
+class TaskPage(BaseModel):
+    items: list[TaskRecord]
+    next_cursor: str | None = None
+
+
+class PurgeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[Annotated[str, Field(max_length=100)]] | None = Field(default=None, max_length=1000)
+
+
+def queue_of(ctx: ApiContext) -> TaskQueue:
+    queue = ctx.extras.get("tasks")
+    if not isinstance(queue, TaskQueue):
+        raise ProblemError(503, "Unavailable", "this node runs no task queue")
+    return queue
+
+
+def _target(task_id: str) -> str:
+    return f"task:{task_id}"
+
+
+async def submitter(ctx: ApiContext, task_id: str) -> str | None:
+    page = await ctx.store.audit.list(action=SUBMIT, target=_target(task_id), limit=1)
+    return page.items[0].actor if page.items else None
+
+
+async def checked(ctx: ApiContext, caller: Principal, task_id: str) -> TaskRecord:
+    queue = queue_of(ctx)
+    try:
+        task = await queue.get(task_id)
+    except TaskNotFoundError:
+        raise ProblemError(404, "Not found", "no such task") from None
+    if caller.role == "user" and await submitter(ctx, task_id) != caller.name:
+        raise ProblemError(404, "Not found", "no such task")
+    return task
+
+
+@router.post("/tasks", status_code=201, response_model=TaskRecord)
+async def submit(ctx: Ctx, caller: Caller, body: TaskIn, response: Response) -> TaskRecord:
+    queue = queue_of(ctx)
+    began = datetime.now(UTC)
+    key = f"{caller.name}:{body.idempotency_key}" if body.idempotency_key else None
+    try:
+        policy = RetryPolicy(
+            max_attempts=body.max_attempts, base=body.backoff_base, cap=body.backoff_cap
+        )
+        task = await queue.submit(
+            body.kind,
+            body.payload,
+            capabilities=body.capabilities,
+            priority=body.priority,
+            delay=body.delay,
+            idempotency_key=key,
+            retry=policy,
+            timeout=body.timeout,
+        )
+    except TaskValidationError as exc:
+        raise ProblemError(
+            422, "Validation failed", f"{exc.field}: {exc.reason}"[:300], type="validation",
+            errors=[{"field": exc.field, "reason": exc.reason[:200]}],
+        ) from None  # fmt: skip
+    except ValueError as exc:
+        raise ProblemError(422, "Validation failed", str(exc)[:300], type="validation") from None
+    if key is not None and task.created_at.replace(tzinfo=task.created_at.tzinfo or UTC) < began:
+        response.status_code = 200  # the first task with this key
+    else:
+        await ctx.store.audit.record(
+            actor=caller.name, action=SUBMIT, target=_target(task.id), details={"kind": task.kind}
+        )
+    response.headers["Location"] = f"/api/v1/tasks/{task.id}"
+    return task
+
+
+def _offset(cursor: str | None) -> int:
+    if cursor is None:
+        return 0
+    if not cursor.isdigit():
+        raise ProblemError(422, "Validation failed", "cursor: not a cursor from this listing")
+    return int(cursor)
+
+
+@router.get("/tasks", response_model=TaskPage)
+async def list_tasks(
+    ctx: Ctx,
+    caller: Caller,
+    page: Paging,
+    status: Annotated[Literal["queued", "leased", "succeeded", "dead"] | None, Query()] = None,
+    kind: Annotated[str | None, Query(max_length=64)] = None,
+) -> TaskPage:
+    queue = queue_of(ctx)
+    if caller.role != "user":
+        offset = _offset(page.cursor)
+        listed = await queue.list(status=status, kind=kind, limit=page.limit + 1, offset=offset)
+        items = list(listed.items)
+        more = len(items) > page.limit
+        return TaskPage(
+            items=items[: page.limit], next_cursor=str(offset + page.limit) if more else None
+        )
+    # a user: its own submissions, newest first, from the audit log
+    entries = await ctx.store.audit.list(
+        actor=caller.name, action=SUBMIT, limit=page.limit, cursor=page.cursor
+    )
+    out: list[TaskRecord] = []
+    for entry in entries.items:
+        try:
+            task = await queue.get(entry.target.removeprefix("task:"))
+        except TaskNotFoundError:
+            continue  # purged
+        if (status is None or task.status == status) and (kind is None or task.kind == kind):
+            out.append(task)
+    return TaskPage(items=out, next_cursor=entries.next_cursor)
+
+
+@router.get("/tasks/{task_id}", response_model=TaskRecord)
+async def get_task(ctx: Ctx, caller: Caller, task_id: TaskId) -> TaskRecord:
+    return await checked(ctx, caller, task_id)
+
+
+@router.get("/dead-letters", response_model=TaskPage)
+async def dead_letters(ctx: Ctx, caller: Operator, page: Paging) -> TaskPage:
+    offset = _offset(page.cursor)
+    listed = await queue_of(ctx).dead_letters(limit=page.limit + 1, offset=offset)
+    items = list(listed.items)
+    more = len(items) > page.limit
+    return TaskPage(
+        items=items[: page.limit], next_cursor=str(offset + page.limit) if more else None
+    )
+
+
+@router.post("/dead-letters/{task_id}/requeue", response_model=TaskRecord)
+async def requeue(ctx: Ctx, caller: Operator, task_id: TaskId) -> TaskRecord:
+    try:
+        return await queue_of(ctx).requeue(task_id)
+    except TaskNotFoundError:
+        raise ProblemError(404, "Not found", "no such task in the dead-letter queue") from None
+
+
+@router.post("/dead-letters/purge")
+async def purge(ctx: Ctx, caller: Operator, body: PurgeRequest) -> dict[str, int]:
+    return {"purged": await queue_of(ctx).purge_dead(body.ids)}
