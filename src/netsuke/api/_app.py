@@ -32,6 +32,7 @@ from ._middleware import ApiMiddleware
 from ._monitor import AgentMonitor
 from ._problems import install_problem_handlers
 from ._settings import Settings
+from ._tools import NodeTools
 from ._webhooks import WebhookDispatcher
 from ._workflows import WorkflowCatalog
 from .routes import (
@@ -167,8 +168,9 @@ class Node:
 @asynccontextmanager
 async def open_node(settings: Settings) -> AsyncIterator[Node]:
     """Open the store (migrating embedded SQLite), start the runtime and the agent system
-    (``Agents`` with an ``AgentMonitor`` fed from the bus) and the function store (its
-    sandbox starts on the first call), the task queue on the store and an empty workflow
+    (``Agents`` with an ``AgentMonitor`` fed from the bus, and ``NodeTools`` giving stored
+    definitions their function and delegation tools), the function store (its sandbox starts
+    on the first call), the task queue on the store and an empty workflow
     catalog, sync ``agents_dir`` and, with
     ``bootstrap_admin`` and no key yet, issue an admin key. Closes all on exit (the runtime's
     shutdown stops every agent; their conversations are in the store).
@@ -197,11 +199,13 @@ async def open_node(settings: Settings) -> AsyncIterator[Node]:
                         )
             monitor = AgentMonitor(rt.events)
             monitor.start()
-            agent_system = await Agents.start(rt, store)
             # The sandbox starts its workers on the first call (SandboxConfig.from_env:
             # NETSUKE_SANDBOX_ISOLATION, NETSUKE_SANDBOX_POOL_SIZE).
             sandbox = Sandbox(SandboxConfig.from_env())
             functions = FunctionStore(store, sandbox, events=rt.events)
+            tools = NodeTools(functions)  # stored functions and delegates as agents' tools
+            agent_system = await Agents.start(rt, store, tool_resolver=tools.resolve)
+            tools.agents = agent_system
             queue = TaskQueue.sql(store, events=rt.events)
             catalog = WorkflowCatalog(WorkflowRunner(store, events=rt.events))
             try:
