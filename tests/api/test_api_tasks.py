@@ -90,6 +90,9 @@ async def test_bad_tasks_are_4xx_and_queue_nothing(live: Live) -> None:
     assert (await admin.get("/api/v1/tasks")).json()["items"] == []
     assert (await admin.get("/api/v1/tasks?status=nope")).status_code == 422
     assert (await admin.get("/api/v1/tasks?cursor=x")).status_code == 422
+    for path in ("/api/v1/tasks", "/api/v1/dead-letters"):  # the largest page, huge cursors
+        assert (await admin.get(f"{path}?limit=1000")).status_code == 200
+        assert (await admin.get(f"{path}?limit=1000&cursor={'0' * 200}")).status_code == 422
 
 
 async def test_user_a_cannot_reach_user_b_tasks(live: Live) -> None:

@@ -302,7 +302,7 @@ async def history(ctx: Ctx, caller: Caller, session_id: SessionId, page: Paging)
     await checked(ctx, caller, session_id)
     start = 0
     if page.cursor is not None:
-        if not page.cursor.isdigit():
+        if not page.cursor.isdigit() or len(page.cursor) > 12:
             raise ProblemError(422, "Validation failed", "cursor: not a cursor from this listing")
         start = int(page.cursor)
     try:

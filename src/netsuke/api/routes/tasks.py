@@ -82,6 +82,13 @@ def queue_of(ctx: ApiContext) -> TaskQueue:
     return queue
 
 
+def _invalid(exc: TaskValidationError) -> ProblemError:
+    return ProblemError(
+        422, "Validation failed", f"{exc.field}: {exc.reason}"[:300], type="validation",
+        errors=[{"field": exc.field, "reason": exc.reason[:200]}],
+    )  # fmt: skip
+
+
 def _target(task_id: str) -> str:
     return f"task:{task_id}"
 
@@ -122,10 +129,7 @@ async def submit(ctx: Ctx, caller: Caller, body: TaskIn, response: Response) -> 
             timeout=body.timeout,
         )
     except TaskValidationError as exc:
-        raise ProblemError(
-            422, "Validation failed", f"{exc.field}: {exc.reason}"[:300], type="validation",
-            errors=[{"field": exc.field, "reason": exc.reason[:200]}],
-        ) from None  # fmt: skip
+        raise _invalid(exc) from None
     except ValueError as exc:
         raise ProblemError(422, "Validation failed", str(exc)[:300], type="validation") from None
     if key is not None and task.created_at.replace(tzinfo=task.created_at.tzinfo or UTC) < began:
@@ -141,9 +145,15 @@ async def submit(ctx: Ctx, caller: Caller, body: TaskIn, response: Response) -> 
 def _offset(cursor: str | None) -> int:
     if cursor is None:
         return 0
-    if not cursor.isdigit():
+    if not cursor.isdigit() or len(cursor) > 12:
         raise ProblemError(422, "Validation failed", "cursor: not a cursor from this listing")
     return int(cursor)
+
+
+def _page(items: list[TaskRecord], offset: int, limit: int) -> TaskPage:
+    """A full page has a next cursor (the page after it may be empty)."""
+    more = len(items) == limit
+    return TaskPage(items=items, next_cursor=str(offset + limit) if more else None)
 
 
 @router.get("/tasks", response_model=TaskPage)
@@ -157,12 +167,11 @@ async def list_tasks(
     queue = queue_of(ctx)
     if caller.role != "user":
         offset = _offset(page.cursor)
-        listed = await queue.list(status=status, kind=kind, limit=page.limit + 1, offset=offset)
-        items = list(listed.items)
-        more = len(items) > page.limit
-        return TaskPage(
-            items=items[: page.limit], next_cursor=str(offset + page.limit) if more else None
-        )
+        try:
+            listed = await queue.list(status=status, kind=kind, limit=page.limit, offset=offset)
+        except TaskValidationError as exc:
+            raise _invalid(exc) from None
+        return _page(list(listed.items), offset, page.limit)
     # a user: its own submissions, newest first, from the audit log
     entries = await ctx.store.audit.list(
         actor=caller.name, action=SUBMIT, limit=page.limit, cursor=page.cursor
@@ -186,12 +195,11 @@ async def get_task(ctx: Ctx, caller: Caller, task_id: TaskId) -> TaskRecord:
 @router.get("/dead-letters", response_model=TaskPage)
 async def dead_letters(ctx: Ctx, caller: Operator, page: Paging) -> TaskPage:
     offset = _offset(page.cursor)
-    listed = await queue_of(ctx).dead_letters(limit=page.limit + 1, offset=offset)
-    items = list(listed.items)
-    more = len(items) > page.limit
-    return TaskPage(
-        items=items[: page.limit], next_cursor=str(offset + page.limit) if more else None
-    )
+    try:
+        listed = await queue_of(ctx).dead_letters(limit=page.limit, offset=offset)
+    except TaskValidationError as exc:
+        raise _invalid(exc) from None
+    return _page(list(listed.items), offset, page.limit)
 
 
 @router.post("/dead-letters/{task_id}/requeue", response_model=TaskRecord)
