@@ -9,12 +9,14 @@ import pytest
 import netsuke
 import netsuke.agents
 import netsuke.kernel
+import netsuke.node
 import netsuke.observability
 import netsuke.routing
 
 
 @pytest.mark.parametrize(
-    "module", [netsuke, netsuke.agents, netsuke.kernel, netsuke.observability, netsuke.routing]
+    "module",
+    [netsuke, netsuke.agents, netsuke.kernel, netsuke.node, netsuke.observability, netsuke.routing],
 )
 def test_all_equals_the_public_names(module: types.ModuleType) -> None:
     public = {

@@ -10,6 +10,7 @@ violation, the function's own exception, a deleted function) comes back as the t
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from pydantic_ai import ModelRetry, Tool
@@ -25,16 +26,24 @@ __all__ = ["function_tool"]
 
 
 def function_tool(
-    functions: FunctionStore, definition: FunctionDefinition, *, pin_version: bool = False
+    functions: FunctionStore,
+    definition: FunctionDefinition,
+    *,
+    pin_version: bool = False,
+    parent: Callable[[], Awaitable[str | None]] | None = None,
 ) -> Tool[Any]:
     """A ``Tool`` running ``definition``'s function: the current version at each call, or
-    always ``definition.version`` when ``pin_version``."""
+    always ``definition.version`` when ``pin_version``. ``parent()``, when given, returns the
+    execution id the call is recorded under (the calling agent turn's), or ``None``."""
     name = definition.name
     version = definition.version if pin_version else None
 
     async def call(**kwargs: Any) -> Any:
         try:
-            return await functions.execute_function(name, kwargs, version=version)
+            parent_id = await parent() if parent is not None else None
+            return await functions.execute_function(
+                name, kwargs, version=version, parent_id=parent_id
+            )
         except InvalidArgumentsError as exc:
             raise ModelRetry(f"invalid arguments for {name} at {exc.path}: {exc.reason}") from None
         except (SandboxError, StoreError) as exc:
