@@ -9,7 +9,7 @@ owns the store and the runtime (``open_node`` opens both for ``netsuke serve``).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from netsuke import __version__
 from netsuke.agents import Agents
 from netsuke.events import topics
 from netsuke.kernel import Runtime
+from netsuke.node import StoredTools
 from netsuke.observability import get_logger
 from netsuke.routing import TaskQueue, WorkflowRunner
 from netsuke.sandbox import FunctionStore, Sandbox, SandboxConfig
@@ -32,7 +33,6 @@ from ._middleware import ApiMiddleware
 from ._monitor import AgentMonitor
 from ._problems import install_problem_handlers
 from ._settings import Settings
-from ._tools import NodeTools
 from ._webhooks import WebhookDispatcher
 from ._workflows import WorkflowCatalog
 from .routes import (
@@ -167,22 +167,27 @@ class Node:
 
 @asynccontextmanager
 async def open_node(settings: Settings) -> AsyncIterator[Node]:
-    """Open the store (migrating embedded SQLite), start the runtime and the agent system
-    (``Agents`` with an ``AgentMonitor`` fed from the bus, and ``NodeTools`` giving stored
-    definitions their function and delegation tools), the function store (its sandbox starts
-    on the first call), the task queue on the store and an empty workflow
-    catalog, sync ``agents_dir`` and, with
-    ``bootstrap_admin`` and no key yet, issue an admin key. Closes all on exit (the runtime's
-    shutdown stops every agent; their conversations are in the store).
-
-    Store errors (``SchemaOutdatedError``, ``DefinitionFileError``, ...) propagate before
-    anything is served."""
+    """Open the store (migrating embedded SQLite) and start the runtime, the agent system
+    (``Agents``, with ``netsuke.node.StoredTools`` giving stored definitions their function and
+    delegation tools), an ``AgentMonitor`` fed from the bus, the function store (its sandbox
+    starts on the first call), the task queue on the store and an empty workflow catalog;
+    sync ``agents_dir`` and, with ``bootstrap_admin`` and no key yet, issue an admin key.
+    Closes all on exit (the runtime's shutdown stops every agent; their conversations are in
+    the store)."""
     async with Store.open(settings.database_url) as store:
         secret: str | None = None
         if settings.bootstrap_admin and not await store.api_keys.list(include_revoked=True):
             issued = await store.api_keys.create(BOOTSTRAP_KEY_NAME, "admin", actor="bootstrap")
             secret = issued.secret
-        async with Runtime(settings.node, shutdown_timeout=settings.shutdown_timeout) as rt:
+        # The sandbox starts its workers on the first call (SandboxConfig.from_env:
+        # NETSUKE_SANDBOX_ISOLATION, NETSUKE_SANDBOX_POOL_SIZE); it closes after the runtime
+        # has stopped every agent, so no turn in flight loses its function tools.
+        sandbox = Sandbox(SandboxConfig.from_env())
+        async with AsyncExitStack() as stack:
+            stack.push_async_callback(sandbox.aclose)
+            rt = await stack.enter_async_context(
+                Runtime(settings.node, shutdown_timeout=settings.shutdown_timeout)
+            )
             if settings.agents_dir is not None:
                 result = await sync_agents(store.agents, settings.agents_dir, actor="sync")
                 log.info("api.agents_synced", directory=str(settings.agents_dir), **result)
@@ -199,13 +204,10 @@ async def open_node(settings: Settings) -> AsyncIterator[Node]:
                         )
             monitor = AgentMonitor(rt.events)
             monitor.start()
-            # The sandbox starts its workers on the first call (SandboxConfig.from_env:
-            # NETSUKE_SANDBOX_ISOLATION, NETSUKE_SANDBOX_POOL_SIZE).
-            sandbox = Sandbox(SandboxConfig.from_env())
             functions = FunctionStore(store, sandbox, events=rt.events)
-            tools = NodeTools(functions)  # stored functions and delegates as agents' tools
-            agent_system = await Agents.start(rt, store, tool_resolver=tools.resolve)
-            tools.agents = agent_system
+            agent_system = await Agents.start(rt, store)
+            # stored definitions get their stored functions and delegates as tools
+            agent_system.tool_resolver = StoredTools(agent_system, functions)
             queue = TaskQueue.sql(store, events=rt.events)
             catalog = WorkflowCatalog(WorkflowRunner(store, events=rt.events))
             try:
@@ -224,4 +226,3 @@ async def open_node(settings: Settings) -> AsyncIterator[Node]:
                 monitor.aclose()
                 await catalog.aclose()
                 await queue.close()
-                await sandbox.aclose()
