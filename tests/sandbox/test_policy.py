@@ -86,3 +86,23 @@ def test_arbitrary_text_is_accepted_or_refused_with_a_typed_error(code: str) -> 
         check_function("f", code)
     except FunctionValidationError:
         pass
+
+
+def test_a_missing_input_schema_is_typed_from_simple_annotations() -> None:
+    from netsuke.sandbox._policy import check_function, schema_from_parameters
+
+    code = (
+        "def f(a: int, b: float, tags: list[str], opts: dict, flag: bool = False,"
+        " *, note=None, who: str = 'x'):\n    return a\n"
+    )
+    schema = schema_from_parameters(check_function("f", code))
+    assert schema["properties"] == {
+        "a": {"type": "integer"},
+        "b": {"type": "number"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "opts": {"type": "object"},
+        "flag": {"type": "boolean"},
+        "note": {},
+        "who": {"type": "string"},
+    }
+    assert schema["required"] == ["a", "b", "tags", "opts"]

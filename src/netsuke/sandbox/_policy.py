@@ -73,6 +73,8 @@ class CheckedFunction:
     is_async: bool
     parameters: tuple[str, ...]
     required: tuple[str, ...]
+    annotations: tuple[dict[str, Any], ...] = ()
+    """The JSON Schema of each parameter's annotation (``{}`` when absent or not simple)."""
 
 
 def _refuse(node: ast.AST | None, reason: str, field: str = "code") -> FunctionValidationError:
@@ -120,14 +122,51 @@ def check_function(
     params, required = _parameters(func)
     if input_schema is not None:
         _match_schema(func, params, required, input_schema)
-    return CheckedFunction(actual_async, tuple(params), tuple(required))
+    args = func.args
+    annotations = tuple(_annotation_schema(a.annotation) for a in (*args.args, *args.kwonlyargs))
+    return CheckedFunction(actual_async, tuple(params), tuple(required), annotations)
+
+
+_SIMPLE_TYPES = {
+    "int": "integer",
+    "float": "number",
+    "str": "string",
+    "bool": "boolean",
+    "list": "array",
+    "dict": "object",
+}
+
+
+def _annotation_schema(node: ast.expr | None, depth: int = 0) -> dict[str, Any]:
+    """The JSON Schema of a simple annotation (``int``, ``str``, ``list[str]``, ...), else
+    ``{}`` (anything goes; the function checks for itself)."""
+    if node is None or depth > 4:
+        return {}
+    if isinstance(node, ast.Name) and node.id in _SIMPLE_TYPES:
+        return {"type": _SIMPLE_TYPES[node.id]}
+    if (
+        isinstance(node, ast.Subscript)
+        and isinstance(node.value, ast.Name)
+        and node.value.id in ("list", "List")
+    ):
+        items = _annotation_schema(node.slice, depth + 1)
+        return {"type": "array", "items": items} if items else {"type": "array"}
+    if (
+        isinstance(node, ast.Subscript)
+        and isinstance(node.value, ast.Name)
+        and node.value.id in ("dict", "Dict")
+    ):
+        return {"type": "object"}
+    return {}
 
 
 def schema_from_parameters(checked: CheckedFunction) -> dict[str, Any]:
-    """A permissive input schema naming the parameters (used when none was given)."""
+    """An input schema naming the parameters, typed from their simple annotations (``int`` is
+    an integer, ``list[str]`` an array of strings, ...), used when none was given."""
+    types = checked.annotations or tuple({} for _ in checked.parameters)
     return {
         "type": "object",
-        "properties": {p: {} for p in checked.parameters},
+        "properties": dict(zip(checked.parameters, types, strict=True)),
         "required": list(checked.required),
         "additionalProperties": False,
     }
