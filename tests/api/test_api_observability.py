@@ -57,3 +57,21 @@ async def test_a_span_per_request_continues_the_callers_trace(live: Live) -> Non
     assert server.attributes["http.response.status_code"] == 201
     store_spans = [s for s in spans if s.name.startswith("store.agents.create")]
     assert store_spans and all(s.context.trace_id == server.context.trace_id for s in store_spans)
+
+
+async def test_metrics_show_queue_depth_and_dead_letters(live: Live) -> None:
+    def gauge(text: str, status: str) -> float:
+        line = f'netsuke_queue_tasks{{status="{status}"}}'
+        found = [ln for ln in text.splitlines() if ln.startswith(line)]
+        return float(found[0].split()[-1]) if found else -1.0
+
+    before = (await live.client().get("/metrics")).text
+    queued = gauge(before, "queued")
+    assert queued >= 0 and gauge(before, "dead") >= 0
+    for _ in range(3):
+        r = await live.admin.post(
+            "/api/v1/tasks", json={"kind": "never", "capabilities": ["nobody-offers-this"]}
+        )
+        assert r.status_code == 201
+    after = (await live.client().get("/metrics")).text
+    assert gauge(after, "queued") == queued + 3

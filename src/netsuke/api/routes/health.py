@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
+from prometheus_client import Gauge
 from pydantic import BaseModel
 
-from netsuke.observability import render_metrics
+from netsuke.observability import REGISTRY, render_metrics
 
 from .._problems import ProblemError
 from ..deps import COOKIE, Ctx, authenticate
@@ -13,6 +14,14 @@ from ..deps import COOKIE, Ctx, authenticate
 __all__ = ["Health", "router"]
 
 router = APIRouter(tags=["health"])
+
+QUEUE_DEPTH = Gauge(
+    "netsuke_queue_tasks",
+    "Tasks in the durable queue by status, read from the store at scrape time",
+    ["status"],
+    registry=REGISTRY,
+)
+_DEPTH_STATUSES = ("queued", "leased", "dead")
 
 
 class Health(BaseModel):
@@ -48,4 +57,11 @@ async def metrics(ctx: Ctx, request: Request) -> Response:
         auth = request.headers.get("authorization", "")
         secret = auth[7:] if auth.lower().startswith("bearer ") else None
         await authenticate(ctx, secret, cookie=request.cookies.get(COOKIE))
+    tasks = ctx.extras.get("tasks")
+    if tasks is not None:  # queue depth and dead letters: one count per status per scrape
+        for status in _DEPTH_STATUSES:
+            try:
+                QUEUE_DEPTH.labels(status).set(await tasks.count(status))
+            except Exception:  # the scrape still answers with everything else
+                QUEUE_DEPTH.labels(status).set(float("nan"))
     return Response(render_metrics(), media_type="text/plain; version=0.0.4; charset=utf-8")
