@@ -127,7 +127,6 @@ class _TaskDown:
         self.reason = reason
 
 
-
 class _Idle:
     __slots__ = ("gen",)
 

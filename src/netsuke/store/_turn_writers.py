@@ -107,7 +107,6 @@ _SQLITE_MSG = (
     "INSERT INTO messages (conversation_id, seq, kind, payload, execution_id, created_at) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
-_STOP: Any = None
 _Item = tuple[Turn, "asyncio.Future[TurnReceipt]"]
 
 
@@ -174,16 +173,16 @@ class SqliteTurnWriter(TurnWriter):
         running = True
         try:
             while running:
-                item = q.get()
-                if item is _STOP:
+                first = q.get()
+                if first is None:
                     break
-                batch = [item]
+                batch: list[_Item] = [first]
                 while len(batch) < limit:
                     try:
                         item = q.get_nowait()
                     except queue.Empty:
                         break
-                    if item is _STOP:
+                    if item is None:
                         running = False
                         break
                     batch.append(item)
@@ -294,7 +293,7 @@ class SqliteTurnWriter(TurnWriter):
         self._closed = True
         if self._thread is None or self._stopped is None:
             return
-        self._queue.put(_STOP)
+        self._queue.put(None)  # stop, after what is queued
         if self._stopped.get_loop() is asyncio.get_running_loop():
             await asyncio.shield(self._stopped)
         await asyncio.to_thread(self._thread.join)
