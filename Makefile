@@ -23,6 +23,12 @@ $(STAMP): pyproject.toml Makefile
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 	    || echo "warning: could not install chromium; dashboard browser tests will skip"; \
 	fi
+	@# The sandbox isolates each function call with bubblewrap: install Debian's when missing and permitted.
+	@if ! command -v bwrap >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap \
+	    || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap)) \
+	    || echo "warning: could not install bubblewrap; the sandbox falls back to unshare"; \
+	fi
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
 	touch $(STAMP)
@@ -52,6 +58,8 @@ bench: install
 	$(BIN)/python benchmarks/peers.py
 	$(BIN)/python benchmarks/store.py
 	$(BIN)/python benchmarks/agents.py
+	$(BIN)/python benchmarks/sandbox.py
+	$(BIN)/python benchmarks/queue.py
 
 bench-quick: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
@@ -59,6 +67,8 @@ bench-quick: install
 	$(BIN)/python benchmarks/peers.py --quick
 	$(BIN)/python benchmarks/store.py --quick
 	$(BIN)/python benchmarks/agents.py --quick
+	$(BIN)/python benchmarks/sandbox.py --quick
+	$(BIN)/python benchmarks/queue.py --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

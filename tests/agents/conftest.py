@@ -13,9 +13,9 @@ from pydantic_ai import models
 from netsuke import Runtime
 from netsuke.agents import Agents
 from netsuke.store import Store
-from tests.store.conftest import MIGRATED_TEMPLATE, postgres_server
 
-__all__ = ["MIGRATED_TEMPLATE", "postgres_server"]
+# The PostgreSQL fixtures (postgres_server, backend, db_url, migrated_url) live in
+# tests/conftest.py, shared with the store and routing tests.
 
 
 @pytest.fixture(autouse=True)

@@ -25,8 +25,8 @@ from netsuke import Runtime
 from netsuke.agents import AgentConfig, Agents, MemoryPolicy
 from netsuke.store import Store
 from netsuke.store.testing import TemporaryPostgres
+from tests.conftest import MIGRATED_TEMPLATE
 
-from .conftest import MIGRATED_TEMPLATE
 from .helpers import echo_model
 
 

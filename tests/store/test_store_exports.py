@@ -17,6 +17,9 @@ def test_all_lists_exactly_the_public_names() -> None:
         "ExecutionKind",
         "ExecutionStatus",
         "Role",
+        "RunStatus",
+        "StepStatus",
+        "TaskStatus",
     }
     assert set(store_package.__all__) == public
     assert all(hasattr(store_package, name) for name in store_package.__all__)

@@ -84,3 +84,34 @@ async def test_stale_expected_version_is_a_conflict(store: Store) -> None:
     assert caught.value.current_version == 1
     with pytest.raises(NotFoundError):
         await store.functions.get("missing")
+
+
+async def test_rollback_makes_a_new_version_with_the_old_content(store: Store) -> None:
+    v1 = await store.functions.put({"name": "add", "code": ADD})
+    await store.functions.put({"name": "add", "code": ADD.replace("a + b", "b + a")})
+    back = await store.functions.rollback("add", 1, actor="ops")
+    assert back.version == 3 and back.sha256 == v1.sha256 and back.code == ADD
+    same = await store.functions.rollback("add", 3)
+    assert same.version == 3  # content equal to the current version: no new version
+    with pytest.raises(ConflictError):
+        await store.functions.rollback("add", 2, expected_version=1)
+    with pytest.raises(NotFoundError):
+        await store.functions.rollback("add", 9)
+    actions = [e.action for e in (await store.audit.list(target="function:add")).items]
+    assert "function.rollback" in actions
+
+
+async def test_delete_removes_every_version_and_is_audited(store: Store) -> None:
+    await store.functions.put({"name": "add", "code": ADD})
+    await store.functions.put({"name": "add", "code": ADD.replace("a + b", "b + a")})
+    with pytest.raises(ConflictError):
+        await store.functions.delete("add", expected_version=1)
+    await store.functions.delete("add", expected_version=2, actor="ops")
+    with pytest.raises(NotFoundError):
+        await store.functions.get("add")
+    with pytest.raises(NotFoundError):
+        await store.functions.delete("add")
+    again = await store.functions.put({"name": "add", "code": ADD})
+    assert again.version == 1
+    actions = [e.action for e in (await store.audit.list(target="function:add")).items]
+    assert "function.delete" in actions

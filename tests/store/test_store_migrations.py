@@ -24,6 +24,7 @@ TABLES_BY_REVISION = {
     "0001_definitions": {"agents", "agent_versions", "functions", "function_versions"},
     "0002_runtime": {"conversations", "messages", "executions"},
     "0003_security": {"audit_log", "api_keys"},
+    "0004_tasks": {"tasks", "workflow_runs", "workflow_steps"},
     "0005_webhooks": {"webhooks", "webhook_deliveries"},
 }
 

@@ -52,12 +52,13 @@ TOPICS: Final[dict[str, str]] = {
     "tokens_out, error",
     TASK_QUEUED: "a task was accepted: task, kind, capabilities, priority, run_at",
     TASK_STARTED: "a worker leased a task: task, worker, attempt",
-    TASK_SUCCEEDED: "a task was acked: task, worker, attempt, duration",
+    TASK_SUCCEEDED: "a task was acked: task, worker, attempt, duration, fallback",
     TASK_RETRIED: "a failed attempt was rescheduled: task, attempt, delay, error",
     TASK_FAILED: "a task failed its last attempt: task, attempt, error",
     TASK_DEAD_LETTERED: "a task moved to the dead-letter queue: task, error",
-    WORKFLOW_STARTED: "a workflow run began: workflow, run",
-    WORKFLOW_STEP_FINISHED: "a workflow step ended: workflow, run, step, status",
+    WORKFLOW_STARTED: "a workflow run began (or resumed): workflow, run, resumed",
+    WORKFLOW_STEP_FINISHED: "a workflow step ended: workflow, run, step, status "
+    "(succeeded, retrying, failed), attempt, error",
     WORKFLOW_FINISHED: "a workflow run ended: workflow, run, status",
     FUNCTION_EXECUTED: "a sandboxed function ran: function, version, sha256, status, duration",
     DEFINITION_CHANGED: "an agent definition was created, updated, rolled back or deleted: "

@@ -56,6 +56,7 @@ from ._records import (
     TurnReceipt,
 )
 from ._store import Store
+from ._tasks import TaskDraft, TaskRecord, TaskRepository, TaskStatus
 from ._validation import KNOWN_PROVIDERS, validate_model_string
 from ._webhooks import (
     DeliveryStatus,
@@ -64,6 +65,13 @@ from ._webhooks import (
     WebhookDelivery,
     WebhookRepository,
     WebhookTarget,
+)
+from ._workflows import (
+    RunStatus,
+    StepStatus,
+    WorkflowRepository,
+    WorkflowRunRecord,
+    WorkflowStepRecord,
 )
 
 __all__ = [
@@ -101,19 +109,28 @@ __all__ = [
     "NotFoundError",
     "Page",
     "Role",
+    "RunStatus",
     "SchemaError",
     "SchemaOutdatedError",
     "SchemaTooNewError",
+    "StepStatus",
     "Store",
     "StoreClosedError",
     "StoreError",
     "SyncResult",
+    "TaskDraft",
+    "TaskRecord",
+    "TaskRepository",
+    "TaskStatus",
     "TurnReceipt",
     "ValidationError",
     "Webhook",
     "WebhookDelivery",
     "WebhookRepository",
     "WebhookTarget",
+    "WorkflowRepository",
+    "WorkflowRunRecord",
+    "WorkflowStepRecord",
     "build_spec",
     "current_revision",
     "downgrade",

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Dialect,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -39,8 +40,11 @@ __all__ = [
     "FunctionRow",
     "FunctionVersionRow",
     "MessageRow",
+    "TaskRow",
     "WebhookDeliveryRow",
     "WebhookRow",
+    "WorkflowRunRow",
+    "WorkflowStepRow",
     "utcnow",
 ]
 
@@ -55,6 +59,9 @@ NAMING = {
 EXECUTION_KINDS = ("agent_turn", "function_call", "task")
 EXECUTION_STATUSES = ("pending", "running", "succeeded", "failed", "cancelled")
 ROLES = ("admin", "operator", "user")
+TASK_STATUSES = ("queued", "leased", "succeeded", "dead")
+WORKFLOW_STATUSES = ("running", "succeeded", "failed")
+STEP_STATUSES = ("pending", "running", "succeeded", "failed")
 DELIVERY_STATUSES = ("pending", "succeeded", "failed")
 
 
@@ -242,6 +249,72 @@ class ApiKeyRow(Base):
     created_at: Mapped[datetime]
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+
+
+class TaskRow(Base):
+    """A task of the durable queue. ``route`` is the sorted capabilities joined by spaces, so a
+    worker filters with ``route IN (...)``; ``lease_*`` say who holds it and until when."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (
+        CheckConstraint(f"status IN {TASK_STATUSES!r}", name="status"),
+        Index("ix_tasks_ready", "status", "run_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64), index=True)
+    payload: Mapped[dict[str, Any]]
+    capabilities: Mapped[list[str]] = mapped_column(JSONType)
+    route: Mapped[str] = mapped_column(String(300))
+    priority: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    backoff_base: Mapped[float] = mapped_column(Float)
+    backoff_cap: Mapped[float] = mapped_column(Float)
+    timeout: Mapped[float | None] = mapped_column(Float)
+    run_at: Mapped[datetime]
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None]
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    result: Mapped[Any | None] = mapped_column(JSONType)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+
+
+class WorkflowRunRow(Base):
+    __tablename__ = "workflow_runs"
+    __table_args__ = (CheckConstraint(f"status IN {WORKFLOW_STATUSES!r}", name="status"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    workflow: Mapped[str] = mapped_column(String(200), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    input: Mapped[Any | None] = mapped_column(JSONType)
+    steps: Mapped[list[str]] = mapped_column(JSONType)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+
+
+class WorkflowStepRow(Base):
+    __tablename__ = "workflow_steps"
+    __table_args__ = (
+        CheckConstraint(f"status IN {STEP_STATUSES!r}", name="status"),
+        UniqueConstraint("run_id", "step", name="uq_workflow_steps_run_step"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("workflow_runs.id", ondelete="CASCADE"))
+    step: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    output: Mapped[Any | None] = mapped_column(JSONType)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
 
 
 class WebhookRow(Base):

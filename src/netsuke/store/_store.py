@@ -28,7 +28,9 @@ from ._factory import AgentFactory
 from ._functions import FunctionRepository
 from ._migrate import check_revision, current_revision, upgrade
 from ._observe import log
+from ._tasks import TaskRepository
 from ._webhooks import WebhookRepository
+from ._workflows import WorkflowRepository
 
 __all__ = ["Store"]
 
@@ -43,6 +45,8 @@ class Store:
     executions: ExecutionRepository
     audit: AuditRepository
     api_keys: ApiKeyRepository
+    tasks: TaskRepository
+    workflows: WorkflowRepository
     webhooks: WebhookRepository
     factory: AgentFactory
 
@@ -56,6 +60,8 @@ class Store:
         self.executions = ExecutionRepository(database)
         self.audit = AuditRepository(database)
         self.api_keys = ApiKeyRepository(database)
+        self.tasks = TaskRepository(database)
+        self.workflows = WorkflowRepository(database)
         self.webhooks = WebhookRepository(database)
         self.factory = AgentFactory(self.agents, self.functions)
         self._closed = False
@@ -105,6 +111,7 @@ class Store:
         self._closed = True
         try:
             await self.conversations.close()
+            await self.tasks.close()
         finally:
             await self.database.dispose()
 

@@ -1,7 +1,7 @@
 """Webhooks and their deliveries log.
 
 Revision ID: 0005_webhooks
-Revises: 0003_security
+Revises: 0004_tasks
 Create Date: 2026-11-21
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from netsuke.store._models import BigId, JSONType, UTCDateTime
 
 revision = "0005_webhooks"
-down_revision = "0003_security"
+down_revision = "0004_tasks"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,127 @@
+"""A node with every layer wired together: the composition root for library users.
+
+``Node.open()`` starts, in order: the store (migrated when embedded), the runtime (with its
+event bus), the sandbox (isolated workers; skipped with ``sandbox=False``), the function store,
+the agents (their ``tool_resolver`` gives stored agents their stored functions and delegates),
+the capability router, the task queue and the workflow runner. ``aclose()`` stops them in the
+reverse order: queue, agents and every other process (the runtime's ordered shutdown), sandbox,
+store, so no reply is acknowledged after its store is gone.
+
+Seed 004's registry translates to it directly::
+
+    async with Node.open() as node:
+        await node.register_agent({"name": "search", "capabilities": ["search"], ...})
+        reply = await node.process("Search for supervisors", capabilities=["search"])
+        agent = node.get_agent("search")
+        reply = await agent.process_message("Search for registries")
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from netsuke.agents import Agents
+from netsuke.kernel import Runtime
+from netsuke.routing import CapabilityRouter, TaskQueue, WorkflowRunner, process_load
+from netsuke.sandbox import FunctionStore, Sandbox, SandboxConfig
+from netsuke.store import AgentDraft, AgentSpec, Store
+
+from ._tools import StoredTools
+
+__all__ = ["AgentHandle", "Node"]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentHandle:
+    """A running agent by name (seed 004's ``registry.get_agent(name)``)."""
+
+    node: Node
+    name: str
+
+    async def process_message(self, message: Any) -> Any:
+        """One turn; the reply once it is committed."""
+        return await self.node.agents.run(self.name, message)
+
+    async def status(self) -> dict[str, Any]:
+        return await self.node.agents.status(self.name)
+
+
+class Node:
+    """Every layer of one node (see the module documentation). Build it with ``Node.open``."""
+
+    def __init__(
+        self,
+        rt: Runtime,
+        store: Store,
+        agents: Agents,
+        functions: FunctionStore,
+        sandbox: Sandbox | None,
+        tools: StoredTools,
+    ) -> None:
+        self.rt = rt
+        self.store = store
+        self.agents = agents
+        self.functions = functions
+        self.sandbox = sandbox
+        self.tools = tools
+        self.delegation = tools.delegation
+        self.router = CapabilityRouter(rt.registry, load=process_load(rt))
+        self.queue = TaskQueue.sql(store, events=rt.events)
+        self.workflows = WorkflowRunner(store, events=rt.events)
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        url: str | None = None,
+        *,
+        node: str = "local",
+        sandbox: SandboxConfig | bool = True,
+        runtime: Runtime | None = None,
+        store_options: Mapping[str, Any] | None = None,
+    ) -> AsyncIterator[Node]:
+        """Start a node (see the module documentation). ``url``: the store's database
+        [``$NETSUKE_DATABASE_URL`` or the embedded SQLite file]; ``sandbox``: ``True`` for the
+        default isolation (refused executions say why when none is available), a
+        ``SandboxConfig``, or ``False`` for no sandbox (stored functions cannot run)."""
+        async with AsyncExitStack() as stack:
+            store = await stack.enter_async_context(Store.open(url, **dict(store_options or {})))
+            box: Sandbox | None = None
+            if sandbox is not False:
+                config = sandbox if isinstance(sandbox, SandboxConfig) else None
+                box = await stack.enter_async_context(Sandbox(config))
+            rt = runtime or Runtime(node)
+            if runtime is None:
+                await stack.enter_async_context(rt)
+            functions = FunctionStore(store, box, events=rt.events)
+            agents = await Agents.start(rt, store)
+            tools = StoredTools(agents, functions if box is not None else None)
+            agents.tool_resolver = tools
+            self = cls(rt, store, agents, functions, box, tools)
+            stack.push_async_callback(self.queue.close)
+            yield self
+
+    # ------------------------------------------------------------ seed 004's registry
+
+    async def register_agent(
+        self, draft: AgentDraft | Mapping[str, Any], *, start: bool = True, actor: str | None = None
+    ) -> AgentSpec:
+        """Store a definition (a new version when it changed) and, with ``start``, (re)start
+        it under its name; returns its spec."""
+        spec, _ = await self.agents.register_agent(draft, start=start, actor=actor)
+        self.router.invalidate()
+        return spec
+
+    def get_agent(self, name: str) -> AgentHandle:
+        """A handle on the agent running under ``name`` (no check: a call to a name that is
+        not running raises ``AgentNotFoundError``)."""
+        return AgentHandle(self, name)
+
+    async def process(self, message: Any, *, capabilities: Iterable[str] = ()) -> Any:
+        """Route ``message`` to the least-loaded live agent offering every capability
+        (``NoRouteError`` when none does) and return its reply."""
+        entry = self.router.route(capabilities)
+        return await self.agents.run(entry.pid, message)

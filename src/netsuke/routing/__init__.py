@@ -1,0 +1,87 @@
+"""Netsuke's work distribution: capability routing, delegation, workflows, a durable task queue.
+
+* ``CapabilityRouter``: the least-loaded live agent offering every capability a task needs.
+* ``Delegation`` / ``delegation_tool``: agents calling agents within allowed delegates,
+  ``max_chain_depth`` and no cycles, each chain recorded in the execution history.
+* ``Workflow`` / ``WorkflowRunner``: DAGs of steps that resume after a crash.
+* ``TaskQueue`` / ``Worker``: submit with idempotency keys, leases and acks, retries with
+  exponential backoff and full jitter, timeouts, a fallback, a dead-letter queue; backends
+  ``SqlTaskBackend`` (embedded, the store) and ``MemoryTaskBackend`` (tests).
+
+Errors form one tree under ``RoutingError`` (``_errors``). See ``docs/routing.md``.
+"""
+
+from netsuke.store import TaskRecord
+
+from ._agents import agents_runner
+from ._backend import Settle, TaskBackend
+from ._delegation import ChainContext, Delegation, Runner, TurnLike, current_chain
+from ._errors import (
+    ChainDepthError,
+    DelegationCycleError,
+    DelegationError,
+    DelegationNotAllowedError,
+    NoRouteError,
+    RoutingError,
+    TaskError,
+    TaskNotFoundError,
+    TaskTimeoutError,
+    TaskValidationError,
+    WorkflowDefinitionError,
+    WorkflowError,
+    WorkflowMismatchError,
+)
+from ._memory_backend import MemoryTaskBackend
+from ._queue import TaskQueue
+from ._retry import RetryPolicy, Uniform, backoff_bound
+from ._router import CapabilityRouter, LoadFn, process_load
+from ._runner import WorkflowResult, WorkflowRunner
+from ._sql_backend import SqlTaskBackend
+from ._tool import delegation_tool
+from ._worker import Fallback, Handler, Worker
+from ._workflow import Step, StepContext, StepFn, Strategy, Workflow
+
+__all__ = [
+    "CapabilityRouter",
+    "ChainContext",
+    "ChainDepthError",
+    "Delegation",
+    "DelegationCycleError",
+    "DelegationError",
+    "DelegationNotAllowedError",
+    "Fallback",
+    "Handler",
+    "LoadFn",
+    "MemoryTaskBackend",
+    "NoRouteError",
+    "RetryPolicy",
+    "RoutingError",
+    "Runner",
+    "Settle",
+    "SqlTaskBackend",
+    "Step",
+    "StepContext",
+    "StepFn",
+    "Strategy",
+    "TaskBackend",
+    "TaskError",
+    "TaskNotFoundError",
+    "TaskQueue",
+    "TaskRecord",
+    "TaskTimeoutError",
+    "TaskValidationError",
+    "TurnLike",
+    "Uniform",
+    "Worker",
+    "Workflow",
+    "WorkflowDefinitionError",
+    "WorkflowError",
+    "WorkflowMismatchError",
+    "WorkflowResult",
+    "WorkflowRunner",
+    "agents_runner",
+    "backoff_bound",
+    "current_chain",
+    "delegation_tool",
+    "process_load",
+]

@@ -1,0 +1,69 @@
+"""The task queue's backend interface, and the embedded SQL implementation's contract.
+
+A backend stores tasks durably and hands them out under **leases**:
+
+* ``submit`` returns only once the task is durable (committed; for JetStream: the publish
+  acknowledged). A duplicate idempotency key returns the first task, ``created=False``.
+* ``take`` leases ready tasks to a consumer until ``now + lease``. A task whose lease expires
+  without a settle is **redelivered** to the next ``take`` (at-least-once: a handler may run more
+  than once for one task, so handlers should be idempotent). Each delivery counts an attempt.
+* ``settle`` acks (``succeeded``), reschedules (``queued`` with a later ``run_at``: a retry,
+  JetStream's ``nak(delay)``) or dead-letters (``dead``, JetStream's ``term`` plus a DLQ stream)
+  a task the consumer still holds; a consumer that lost its lease gets ``False`` and nothing
+  changes. ``extend`` renews leases of tasks still running (JetStream's ``in_progress``).
+* The dead-letter queue is ``list(status="dead")``, ``get``, ``requeue`` and ``purge``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from netsuke.store import Page, TaskDraft, TaskRecord, TaskStatus
+
+__all__ = ["Settle", "TaskBackend"]
+
+Settle = tuple[str, str, dict[str, Any]]
+"""``(consumer, task_id, values)``: the columns to set on a task the consumer holds."""
+
+
+class TaskBackend(Protocol):
+    async def submit(self, draft: TaskDraft) -> tuple[TaskRecord, bool]: ...
+
+    async def take(
+        self,
+        consumer: str,
+        *,
+        capabilities: frozenset[str] | None,
+        limit: int,
+        lease: float,
+        kinds: Sequence[str] | None = None,
+    ) -> list[TaskRecord]: ...
+
+    async def settle(self, change: Settle) -> bool: ...
+
+    async def extend(self, consumer: str, task_ids: Sequence[str], *, lease: float) -> int: ...
+
+    async def get(self, task_id: str) -> TaskRecord: ...
+
+    async def list(
+        self,
+        *,
+        status: TaskStatus | None = None,
+        kind: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Page[TaskRecord]: ...
+
+    async def count(self, status: TaskStatus | None = None) -> int: ...
+
+    async def requeue(self, task_id: str) -> TaskRecord: ...
+
+    async def purge(self, status: TaskStatus, *, ids: Sequence[str] | None = None) -> int: ...
+
+    async def next_due(self) -> datetime | None: ...
+
+    def now(self) -> datetime: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,49 @@
+"""Counters, spans and the logger of the routing layer.
+
+Plain integers read at scrape time by one collector on ``netsuke.observability.REGISTRY``:
+
+* ``netsuke_tasks_total{event}``: submitted, duplicate, started, succeeded, retried, failed,
+  dead_lettered, fallback, lease_lost, requeued, purged;
+* ``netsuke_routing_decisions_total{outcome}``: routed, fallback, no_route;
+* ``netsuke_delegations_total{outcome}``: ok, error, not_allowed, depth, cycle;
+* ``netsuke_workflow_steps_total{status}``: succeeded, failed, retried, skipped (resumed).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from netsuke.observability import get_logger, get_tracer, register_collector
+
+__all__ = ["METRICS", "log", "tracer"]
+
+log = get_logger("netsuke.routing")
+tracer = get_tracer("netsuke.routing")
+
+
+class RoutingMetrics(Collector):
+    def __init__(self) -> None:
+        self.tasks: Counter[str] = Counter()
+        self.routing: Counter[str] = Counter()
+        self.delegations: Counter[str] = Counter()
+        self.steps: Counter[str] = Counter()
+
+    def collect(self) -> Iterator[Metric]:
+        for name, doc, label, counter in (
+            ("netsuke_tasks", "Task queue events", "event", self.tasks),
+            ("netsuke_routing_decisions", "Capability routing decisions", "outcome", self.routing),
+            ("netsuke_delegations", "Delegations between agents", "outcome", self.delegations),
+            ("netsuke_workflow_steps", "Workflow step outcomes", "status", self.steps),
+        ):
+            family = CounterMetricFamily(name, doc, labels=[label])
+            for key, value in sorted(counter.items()):
+                family.add_metric([key], value)
+            yield family
+
+
+METRICS = RoutingMetrics()
+register_collector(METRICS)

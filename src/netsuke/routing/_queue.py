@@ -1,0 +1,234 @@
+"""The durable task queue: submit, inspect, and the dead-letter queue.
+
+::
+
+    queue = TaskQueue.sql(store, events=rt.events)
+    task = await queue.submit("summarise", {"url": u}, capabilities=["summarise"],
+                              idempotency_key=f"summarise:{u}", priority=5, delay=0.0)
+    async with queue.worker(handle, capabilities={"summarise"}):
+        ...
+
+Semantics
+---------
+* ``submit`` returns once the task is committed (durable across a crash of this process). A
+  duplicate ``idempotency_key`` returns the first task, whatever its state; nothing is added.
+* Higher ``priority`` first [``0``]; among equals, earliest ``run_at`` (``delay`` seconds from
+  now [``0``], or an explicit ``run_at``).
+* Retries [``RetryPolicy()``: 5 attempts, base 1 s, cap 60 s, full jitter] and ``timeout``
+  [none] are stored with the task; the worker that fails it computes the next ``run_at``.
+* Delivery is at-least-once: a worker that dies holding a task loses its lease and the task is
+  delivered again once the lease expires. See ``Worker`` for leases, acks and the fallback.
+* Events (``rt.events``): ``task.queued`` after the commit of a new task; the worker publishes
+  the rest (``task.started``, ``task.succeeded``, ``task.retried``, ``task.failed``,
+  ``task.dead_lettered``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import pydantic
+
+from netsuke.events import EventBus, topics
+from netsuke.store import Page, Store, TaskDraft, TaskRecord, TaskStatus
+
+from ._backend import TaskBackend
+from ._errors import TaskValidationError
+from ._observe import METRICS, log, tracer
+from ._retry import RetryPolicy
+from ._sql_backend import SqlTaskBackend
+
+if TYPE_CHECKING:
+    from ._worker import Fallback, Handler, Worker
+
+__all__ = ["TaskQueue"]
+
+
+class TaskQueue:
+    """Producer-side API and DLQ over a ``TaskBackend``. Options: ``events`` [none]: the bus
+    to publish on; ``retry`` [``RetryPolicy()``]: the default policy of submitted tasks."""
+
+    def __init__(
+        self,
+        backend: TaskBackend,
+        *,
+        events: EventBus | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.backend = backend
+        self.events = events
+        self.retry = retry or RetryPolicy()
+        self._wakeup = asyncio.Event()
+
+    @classmethod
+    def sql(
+        cls,
+        store: Store,
+        *,
+        events: EventBus | None = None,
+        retry: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+        max_batch: int = 256,
+    ) -> TaskQueue:
+        """A queue on the store's ``tasks`` table (the embedded backend)."""
+        return cls(
+            SqlTaskBackend(store, clock=clock, max_batch=max_batch), events=events, retry=retry
+        )
+
+    def now(self) -> datetime:
+        return self.backend.now()
+
+    async def submit(
+        self,
+        kind: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        capabilities: Iterable[str] = (),
+        priority: int = 0,
+        delay: float = 0.0,
+        run_at: datetime | None = None,
+        idempotency_key: str | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+    ) -> TaskRecord:
+        """Queue a task; returns it once committed. ``TaskValidationError`` for bad input
+        (nothing is queued)."""
+        policy = retry or self.retry
+        if delay < 0:
+            raise TaskValidationError("delay", "must be >= 0 seconds")
+        body = dict(payload or {})
+        try:
+            json.dumps(body)
+        except (TypeError, ValueError) as exc:
+            raise TaskValidationError("payload", f"not JSON-serialisable: {exc}") from None
+        if isinstance(capabilities, str):
+            raise TaskValidationError("capabilities", "a list of names, not one string")
+        try:
+            draft = TaskDraft(
+                kind=kind,
+                payload=body,
+                capabilities=tuple(capabilities),
+                priority=priority,
+                max_attempts=policy.max_attempts,
+                backoff_base=policy.base,
+                backoff_cap=policy.cap,
+                timeout=timeout,
+                run_at=run_at if run_at is not None else self.now() + timedelta(seconds=delay),
+                idempotency_key=idempotency_key,
+            )
+        except pydantic.ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or "task"
+            raise TaskValidationError(field, err["msg"]) from None
+        span = tracer.start_span("routing.task.submit", attributes={"task.kind": kind})
+        try:
+            task, created = await self.backend.submit(draft)
+        finally:
+            span.end()
+        if not created:
+            METRICS.tasks["duplicate"] += 1
+            log.debug("task.duplicate", task=task.id, idempotency_key=idempotency_key)
+            return task
+        METRICS.tasks["submitted"] += 1
+        if self.events is not None:
+            self.events.publish(
+                topics.TASK_QUEUED,
+                task=task.id,
+                kind=task.kind,
+                capabilities=task.capabilities,
+                priority=task.priority,
+                run_at=task.run_at.isoformat(),
+            )
+        self._wakeup.set()
+        return task
+
+    def worker(
+        self,
+        handler: Handler,
+        *,
+        name: str | None = None,
+        capabilities: Iterable[str] | None = None,
+        kinds: Sequence[str] | None = None,
+        concurrency: int = 1,
+        batch: int | None = None,
+        lease: float = 30.0,
+        poll_interval: float = 1.0,
+        fallback: Fallback | None = None,
+        rng: Any = None,
+    ) -> Worker:
+        """A ``Worker`` consuming this queue (see ``Worker`` for the options)."""
+        from ._worker import Worker
+
+        return Worker(
+            self,
+            handler,
+            name=name,
+            capabilities=capabilities,
+            kinds=kinds,
+            concurrency=concurrency,
+            batch=batch,
+            lease=lease,
+            poll_interval=poll_interval,
+            fallback=fallback,
+            rng=rng,
+        )
+
+    # ------------------------------------------------------------- inspection
+
+    async def get(self, task_id: str) -> TaskRecord:
+        """The task ``task_id``; ``TaskNotFoundError`` when there is none."""
+        return await self.backend.get(task_id)
+
+    async def list(
+        self,
+        *,
+        status: TaskStatus | None = None,
+        kind: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Page[TaskRecord]:
+        return await self.backend.list(status=status, kind=kind, limit=limit, offset=offset)
+
+    async def count(self, status: TaskStatus | None = None) -> int:
+        return await self.backend.count(status)
+
+    # -------------------------------------------------------- dead letters
+
+    async def dead_letters(self, *, limit: int = 50, offset: int = 0) -> Page[TaskRecord]:
+        """The dead-letter queue, oldest first: tasks that failed their last attempt (and whose
+        fallback, if any, failed too). Each keeps its ``last_error`` and ``attempts``."""
+        return await self.backend.list(status="dead", limit=limit, offset=offset)
+
+    async def requeue(self, task_id: str) -> TaskRecord:
+        """Move a dead task back to the queue, ready now, attempts reset.
+        ``TaskNotFoundError`` when ``task_id`` is not in the dead-letter queue."""
+        task = await self.backend.requeue(task_id)
+        METRICS.tasks["requeued"] += 1
+        log.info("task.requeued", task=task_id)
+        if self.events is not None:
+            self.events.publish(
+                topics.TASK_QUEUED,
+                task=task.id,
+                kind=task.kind,
+                capabilities=task.capabilities,
+                priority=task.priority,
+                run_at=task.run_at.isoformat(),
+            )
+        self._wakeup.set()
+        return task
+
+    async def purge_dead(self, ids: Sequence[str] | None = None) -> int:
+        """Delete dead tasks (all, or only ``ids``); returns how many were deleted."""
+        n = await self.backend.purge("dead", ids=ids)
+        METRICS.tasks["purged"] += n
+        log.info("task.purged", count=n)
+        return n
+
+    async def close(self) -> None:
+        """Flush pending commits of the backend."""
+        await self.backend.close()

@@ -1,0 +1,93 @@
+"""Turn what came back from a worker into a value or a typed error.
+
+The frame's status decides (``ok``, ``error``, ``memory``, ``violation``, ``output``). With no
+frame, the worker's end decides: ``SIGSYS`` is the seccomp filter (a violation), ``SIGXCPU``
+or ``SIGKILL`` before the wall clock is the CPU limit, exit 3 or a ``MemoryError`` on stderr is
+the memory limit, anything else ``WorkerCrashedError``. A frame whose nonce or length is wrong
+was not written by the worker program: ``SandboxViolationError``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import signal
+from typing import Any
+
+from ._errors import (
+    ExecutionError,
+    ExecutionTimeoutError,
+    FunctionRaisedError,
+    InvalidResultError,
+    MemoryLimitError,
+    OutputLimitError,
+    SandboxViolationError,
+    WorkerCrashedError,
+)
+
+__all__ = ["decode_frame"]
+
+
+def _signal_of(returncode: int | None) -> int | None:
+    if returncode is None:
+        return None
+    if returncode < 0:
+        return -returncode
+    if returncode > 128:
+        return returncode - 128
+    return None
+
+
+def decode_frame(
+    frame: bytes | None,
+    nonce: str,
+    returncode: int | None,
+    stderr_tail: str,
+    memory_mb: int,
+    timeout_s: float,
+) -> dict[str, Any]:
+    if frame is None:
+        sig = _signal_of(returncode)
+        if sig == signal.SIGSYS:
+            raise SandboxViolationError("a forbidden system call (seccomp)")
+        if sig in (signal.SIGXCPU, signal.SIGKILL):
+            raise ExecutionTimeoutError(timeout_s, "cpu")
+        tail = stderr_tail
+        if returncode == 3 or "MemoryError" in tail:
+            raise MemoryLimitError(memory_mb)
+        raise WorkerCrashedError(returncode, tail[-500:])
+    parts = frame.split(b"\n", 2)
+    if len(parts) < 3 or not secrets.compare_digest(parts[0], nonce.encode()):
+        raise SandboxViolationError("a result frame with a wrong nonce (forged)")
+    if not parts[1].isdigit() or len(parts[2]) != int(parts[1]):
+        raise SandboxViolationError("a result frame of the wrong length")
+    payload = parts[2]
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        raise SandboxViolationError("a malformed result frame") from None
+    if not isinstance(body, dict):
+        raise SandboxViolationError("a malformed result frame")
+    return _outcome(body, memory_mb)
+
+
+def _outcome(body: dict[str, Any], memory_mb: int) -> dict[str, Any]:
+    status = body.get("status")
+    error: ExecutionError
+    if status == "ok":
+        return body
+    if status == "error" and body.get("type") == "InvalidResult":
+        error = InvalidResultError(f"not JSON-serialisable: {body.get('message', '')}")
+    elif status == "error":
+        error = FunctionRaisedError(
+            str(body.get("type")), str(body.get("message", "")), str(body.get("traceback", ""))
+        )
+    elif status == "memory":
+        error = MemoryLimitError(memory_mb)
+    elif status == "violation":
+        error = SandboxViolationError(str(body.get("reason")))
+    elif status == "output":
+        error = OutputLimitError(int(body.get("limit", 0)), "captured output")
+    else:
+        error = WorkerCrashedError(None, str(body.get("reason", status)))
+    raise error

@@ -1,0 +1,325 @@
+"""The program that runs inside one isolated worker process (standard library only).
+
+The host never imports this module: it concatenates ``_lockdown.py``, this and ``_entry.py``
+and runs them with ``python -I -S -c <source> <config-json>`` inside the isolation
+(bubblewrap, unshare or none). One worker serves exactly one call and exits.
+
+Start-up (before any job, so a pooled worker is warm):
+
+1. import the preload modules;
+2. in ``unshare`` mode, build the mount view: private mounts, non-system top-level directories
+   hidden, every mount read-only, a bounded tmpfs on ``/tmp``;
+3. drop to the unprivileged uid/gid (no supplementary groups);
+4. write ``R`` to the result fd: ready.
+
+The job (one JSON document on stdin, then EOF): ``nonce``, ``code``, ``name``, ``args``,
+``is_async``, ``allowed_imports``, ``memory_mb``, ``cpu_s``, ``max_output``.
+
+Lockdown, in order: import the function's modules; rlimits (address space, CPU seconds, file
+size, open files, processes = 0 so neither fork nor threads, no core files); a seccomp filter
+(x86_64) that kills the process on sockets, exec, fork, ptrace, mount, namespaces and signals to
+other processes; restricted builtins and an import guard that hands out read-only views of
+allowed modules. Then the function runs.
+
+The result frame goes to the inherited result fd (never stdout, which user code owns): the
+call's nonce, a newline, the payload's length in bytes, a newline, the payload: one JSON
+object ``{"status", ...}``. Status is ``ok`` (``value``),
+``error`` (``type``, ``message``, ``traceback`` with user frames only), ``memory``,
+``violation`` (``reason``) or ``output`` (captured output over its cap).
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import json
+import os
+import sys
+import traceback
+import types
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # at run time these names come from _lockdown.py, concatenated before
+    from netsuke.sandbox._lockdown import (
+        build_mount_view,
+        drop_privileges,
+        install_seccomp,
+        set_rlimits,
+    )
+
+FILENAME = "<netsuke-function>"
+
+SAFE_BUILTINS = [
+    "abs",
+    "all",
+    "any",
+    "ascii",
+    "bin",
+    "bool",
+    "bytearray",
+    "bytes",
+    "callable",
+    "chr",
+    "classmethod",
+    "complex",
+    "dict",
+    "divmod",
+    "enumerate",
+    "filter",
+    "float",
+    "format",
+    "frozenset",
+    "hash",
+    "hex",
+    "int",
+    "isinstance",
+    "issubclass",
+    "iter",
+    "aiter",
+    "anext",
+    "len",
+    "list",
+    "map",
+    "max",
+    "min",
+    "next",
+    "object",
+    "oct",
+    "ord",
+    "pow",
+    "print",
+    "property",
+    "range",
+    "repr",
+    "reversed",
+    "round",
+    "set",
+    "slice",
+    "sorted",
+    "staticmethod",
+    "str",
+    "sum",
+    "super",
+    "tuple",
+    "type",
+    "zip",
+    "id",
+    "NotImplemented",
+    "Ellipsis",
+]
+
+
+class Violation(BaseException):
+    """Raised inside the sandbox when user code crosses a guard (not catchable by ``except
+    Exception``; the worker reports a violation even if user code catches it)."""
+
+
+class OutputFlood(BaseException):
+    """Captured output went over its cap."""
+
+
+class CappedWriter:
+    """A text stream keeping at most ``cap`` characters; going over raises ``OutputFlood``."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.parts: list[str] = []
+        self.size = 0
+
+    def write(self, text: str) -> int:
+        text = str(text)
+        self.size += len(text)
+        if self.size > self.cap:
+            raise OutputFlood()
+        self.parts.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        return None
+
+    def getvalue(self) -> str:
+        return "".join(self.parts)
+
+
+class Guard:
+    """Restricted builtins, a safe ``getattr`` family and an import guard for one call."""
+
+    def __init__(self, allowed: list[str]) -> None:
+        self.allowed = set(allowed)
+        self.violations: list[str] = []
+        self.views: dict[str, types.SimpleNamespace] = {}
+
+    def violate(self, reason: str) -> Violation:
+        self.violations.append(reason)
+        return Violation(reason)
+
+    def permitted(self, module: str) -> bool:
+        return module in self.allowed or module.split(".")[0] in self.allowed
+
+    def view(self, name: str) -> types.SimpleNamespace:
+        """A read-only-ish copy of module ``name``'s public names; submodules only if allowed."""
+        if name in self.views:
+            return self.views[name]
+        module = sys.modules.get(name) or importlib.import_module(name)
+        ns = types.SimpleNamespace()
+        self.views[name] = ns
+        for attr, value in vars(module).items():
+            if attr.startswith("_"):
+                continue
+            if isinstance(value, types.ModuleType):
+                if self.permitted(value.__name__):
+                    setattr(ns, attr, self.view(value.__name__))
+                continue
+            setattr(ns, attr, value)
+        return ns
+
+    def do_import(
+        self,
+        name: str,
+        globals: Any = None,
+        locals: Any = None,
+        fromlist: Any = (),
+        level: int = 0,
+    ) -> Any:
+        if level != 0 or not isinstance(name, str) or not self.permitted(name):
+            raise self.violate(f"import of {name!r} is not allowed")
+        importlib.import_module(name)
+        if fromlist:
+            for item in fromlist:
+                sub = f"{name}.{item}"
+                if isinstance(item, str) and item.startswith("_"):
+                    raise self.violate(f"import of private name {sub!r}")
+            return self.view(name)
+        return self.view(name.split(".")[0])
+
+    def check_name(self, name: object) -> str:
+        if not isinstance(name, str) or name.startswith("_"):
+            raise self.violate(f"attribute {name!r} is not accessible")
+        return name
+
+    def builtins(self) -> dict[str, Any]:
+        table: dict[str, Any] = {n: getattr(builtins, n) for n in SAFE_BUILTINS}
+        for n, v in vars(builtins).items():
+            if isinstance(v, type) and issubclass(v, BaseException):
+                table[n] = v
+        marker = object()
+
+        def safe_getattr(obj: object, name: str, default: Any = marker) -> Any:
+            name = self.check_name(name)
+            return getattr(obj, name) if default is marker else getattr(obj, name, default)
+
+        def safe_hasattr(obj: object, name: str) -> bool:
+            return hasattr(obj, self.check_name(name))
+
+        def safe_setattr(obj: object, name: str, value: Any) -> None:
+            setattr(obj, self.check_name(name), value)
+
+        table.update(
+            getattr=safe_getattr,
+            hasattr=safe_hasattr,
+            setattr=safe_setattr,
+            __import__=self.do_import,
+            __build_class__=builtins.__build_class__,
+            __name__="netsuke_function",
+        )
+        return table
+
+
+def user_traceback(exc: BaseException) -> str:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == FILENAME]
+    lines = traceback.format_list(frames)
+    lines += traceback.format_exception_only(type(exc), exc)
+    return "".join(lines)[-4000:]
+
+
+def run_job(job: dict[str, Any], guard: Guard, out: CappedWriter) -> dict[str, Any]:
+    try:
+        code = compile(job["code"], FILENAME, "exec")
+        scope: dict[str, Any] = {"__builtins__": guard.builtins(), "__name__": "netsuke_function"}
+        sys.stdout = sys.stderr = out
+        exec(code, scope)
+        function = scope[job["name"]]
+        if job["is_async"]:
+            import asyncio
+
+            value = asyncio.run(function(**job["args"]))
+        else:
+            value = function(**job["args"])
+    except Violation as exc:
+        return {
+            "status": "violation",
+            "reason": guard.violations[0] if guard.violations else str(exc),
+        }
+    except OutputFlood:
+        return {"status": "output", "limit": out.cap}
+    except MemoryError:
+        return {"status": "memory"}
+    except BaseException as exc:  # the function's own failure, SystemExit included
+        frame = error_frame(exc)
+    else:
+        frame = {"status": "ok", "value": value}
+        try:
+            json.dumps(frame)
+        except (TypeError, ValueError, RecursionError) as exc:
+            frame = {"status": "error", "type": "InvalidResult", "message": str(exc)[:2000]}
+    if guard.violations:
+        return {"status": "violation", "reason": guard.violations[0]}
+    if out.size > out.cap:
+        return {"status": "output", "limit": out.cap}
+    return frame
+
+
+def error_frame(exc: BaseException) -> dict[str, Any]:
+    return {
+        "status": "error",
+        "type": type(exc).__name__,
+        "message": str(exc)[:2000],
+        "traceback": user_traceback(exc),
+    }
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def prepare(config: dict[str, Any]) -> None:
+    """Start-up before any job: preload, mount view (unshare mode), drop privileges."""
+    for module in config.get("preload", []):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass
+    if config.get("mount_view"):
+        build_mount_view(config["tmp_mb"])
+    if config.get("drop_to") is not None:
+        drop_privileges(config["drop_to"], config["drop_to"])
+
+
+def serve_one(fd: int, config: dict[str, Any]) -> None:
+    """Report ready on ``fd``, run the one job read from stdin, write its frame, exit."""
+    os.write(fd, b"R")
+    job = json.loads(sys.stdin.buffer.read())
+    os.close(0)
+    nonce: str = job["nonce"]
+    guard = Guard(job["allowed_imports"])
+    out = CappedWriter(job["max_output"])
+    try:
+        for module in [*job["allowed_imports"], *(["asyncio"] if job["is_async"] else [])]:
+            importlib.import_module(module)
+        set_rlimits(job["memory_mb"], job["cpu_s"], config["file_bytes"])
+        seccomp = install_seccomp() if config.get("seccomp", True) else False
+    except Exception as exc:
+        frame: dict[str, Any] = {"status": "setup", "reason": f"{type(exc).__name__}: {exc}"}
+    else:
+        frame = run_job(job, guard, out)
+        frame["seccomp"] = seccomp
+    frame["stdout"] = out.getvalue()[: out.cap]
+    try:
+        payload = json.dumps(frame).encode()
+        data = b"%s\n%d\n%s" % (nonce.encode(), len(payload), payload)
+    except MemoryError:
+        os._exit(3)
+    write_all(fd, data)
+    os._exit(0)
