@@ -290,7 +290,7 @@ def main() -> int:
         print(json.dumps(out))
         return 0
     quick = args.quick
-    n_convs, rounds = (5, 4) if quick else (20, 15)
+    n_convs, rounds = (5, 3) if quick else (20, 15)
     mem_n = 3_000 if quick else 100_000
     sessions, turns = (1000, 1) if quick else (1000, 5)
 
