@@ -1,3 +1,4 @@
+# ruff: noqa: E402
 """Agents benchmark: turn overhead, idle-session memory, concurrent turn throughput.
 
 Figures (each beside its floor measured in the same run):
@@ -15,10 +16,10 @@ Figures (each beside its floor measured in the same run):
   turn's wall time is the disk and which is Netsuke.
 * ``hibernated_bytes_per_session`` / ``evicted_bytes_per_session``: Python memory (tracemalloc;
   RSS growth is printed beside it) per idle session
-  at N sessions (100k; 3k with ``--quick``), each with a 10-message history in the store,
+  at N sessions (100k; 2k with ``--quick``), each with a 10-message history in the store,
   measured in a fresh interpreter. Targets: 2 KB and 200 bytes.
-* ``turns_per_s``: 1,000 sessions each running turns at once on SQLite, every reply committed
-  before it returns. Floor: direct ``Agent.run`` calls at the same concurrency. Target: 80%.
+* ``turns_per_s``: 1,000 sessions (500 with ``--quick``) each running turns at once on SQLite,
+  every reply committed before it returns. Floor: direct ``Agent.run`` calls at the same concurrency. Target: 80%.
 
 Usage: ``python benchmarks/agents.py [--quick] [--json]``. ``BENCH_DIR=/dev/shm`` (say) puts the
 databases there instead of the system's temporary directory (a tmpfs takes the fsync out); the
@@ -27,6 +28,16 @@ report names the directory and its file system.
 
 from __future__ import annotations
 
+import sys
+
+# ``benchmarks/queue.py`` (a script) would shadow the standard library's ``queue`` (used by the
+# store's writer thread and by aiosqlite) since this directory comes first on ``sys.path``:
+# load the real one first.
+_here = sys.path.pop(0)
+import queue  # noqa: F401
+
+sys.path.insert(0, _here)
+
 import asyncio
 import gc
 import json
@@ -34,7 +45,6 @@ import logging
 import os
 import sqlite3
 import statistics
-import sys
 import tempfile
 import time
 import tracemalloc
@@ -291,8 +301,8 @@ def main() -> int:
         return 0
     quick = args.quick
     n_convs, rounds = (5, 3) if quick else (20, 15)
-    mem_n = 3_000 if quick else 100_000
-    sessions, turns = (1000, 1) if quick else (1000, 5)
+    mem_n = 2_000 if quick else 100_000
+    sessions, turns = (500, 1) if quick else (1000, 5)
 
     turn = asyncio.run(turn_overhead(n_convs, rounds))
     tps, direct_tps = asyncio.run(throughput(sessions, turns))
