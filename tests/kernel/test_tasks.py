@@ -88,3 +88,30 @@ async def test_task_rejects_non_callables() -> None:
     async with Runtime() as rt:
         with pytest.raises(TypeError):
             await rt.tasks.start(42)  # type: ignore[arg-type]
+
+
+@virtual_time
+async def test_on_exit_hears_every_way_a_task_ends() -> None:
+    seen: dict[str, object] = {}
+
+    async def boom() -> None:
+        raise ValueError("no")
+
+    async with Runtime() as rt:
+        ok = await rt.tasks.start(lambda: asyncio.sleep(0, "v"))
+        ok.on_exit(lambda r: seen.__setitem__("ok", r))
+        crash = await rt.tasks.start(boom)
+        crash.on_exit(lambda r: seen.__setitem__("crash", r))
+        slow = await rt.tasks.start(lambda: asyncio.sleep(60), timeout=1.0)
+        slow.on_exit(lambda r: seen.__setitem__("timeout", r))
+        killed = await rt.tasks.start(lambda: asyncio.sleep(60))
+        killed.on_exit(lambda r: seen.__setitem__("killed", r))
+        killed.cancel()
+        await asyncio.sleep(2.0)
+        assert seen["ok"] == "normal"
+        assert isinstance(seen["crash"], ValueError)
+        assert seen["timeout"] == "timeout"
+        assert seen["killed"] == "killed"
+        ok.on_exit(lambda r: seen.__setitem__("late", r))  # already exited: called soon after
+        await asyncio.sleep(0)
+        assert seen["late"] == "normal"

@@ -114,6 +114,28 @@ async def test_append_turn_writes_its_execution_in_the_same_commit(store: Store)
     assert linked == 4
 
 
+async def test_append_turn_row_takes_a_plain_row_and_the_database_still_checks_it(
+    store: Store,
+) -> None:
+    await store.conversations.open("s1", agent_name="helper")
+    started = datetime.now(UTC)
+    row = Execution(
+        agent_name="helper", session_id="s1", started_at=started, tokens_in=3, details={"d": 1}
+    ).model_dump()
+    receipt = await store.conversations.append_turn_row("s1", tool_turn(1), row)
+    assert (receipt.first_seq, receipt.last_seq, receipt.execution_id) == (0, 3, row["id"])
+    stored = await store.executions.get(row["id"])
+    assert stored.tokens_in == 3 and stored.details == {"d": 1} and stored.started_at == started
+    with pytest.raises(ValidationError) as refused:  # the same id again: the database refuses
+        await store.conversations.append_turn_row("s1", tool_turn(2), row)
+    assert refused.value.field == "execution"
+    lacking = {k: v for k, v in row.items() if k != "tokens_out"} | {"id": "other"}
+    with pytest.raises(ValidationError) as missing:
+        await store.conversations.append_turn_row("s1", tool_turn(3), lacking)
+    assert "tokens_out" in str(missing.value)
+    assert len(await store.conversations.history("s1")) == 4, "nothing else was written"
+
+
 async def test_unknown_session_and_foreign_agent_are_refused(store: Store) -> None:
     with pytest.raises(NotFoundError):
         await store.conversations.append_turn("nope", tool_turn(1))

@@ -142,21 +142,26 @@ async def execute_turn(
         await ensure_row(parent, store)
     conv = store.conversations
     if ctx._row.future is None:
-        execution = Execution(
-            id=ctx.execution_id,
-            kind="agent_turn",
-            status="succeeded",
-            agent_name=config.name,
-            session_id=ctx.session,
-            parent_id=ctx.parent_execution_id,
-            started_at=wall(ctx.started_at),
-            ended_at=wall(ended),
-            duration_ms=duration,
-            tokens_in=tin,
-            tokens_out=tout,
-            details=_details(ctx, config),
+        await conv.append_turn_row(
+            ctx.session,
+            new,
+            {
+                "id": ctx.execution_id,
+                "kind": "agent_turn",
+                "status": "succeeded",
+                "agent_name": config.name,
+                "function_name": None,
+                "session_id": ctx.session,
+                "parent_id": ctx.parent_execution_id,
+                "started_at": wall(ctx.started_at),
+                "ended_at": wall(ended),
+                "duration_ms": duration,
+                "tokens_in": tin,
+                "tokens_out": tout,
+                "error": None,
+                "details": _details(ctx, config),
+            },
         )
-        await conv.append_turn(ctx.session, new, execution)
     else:  # a delegate wrote our row early: append the messages, then close the row
         await ctx._row.future
         await conv.append_turn(ctx.session, new, None)

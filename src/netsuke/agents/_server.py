@@ -88,10 +88,9 @@ class _Turn:
         "ctx",
         "from_",
         "handle",
-        "killed",
         "parent",
         "prompt",
-        "ref",
+        "reported",
         "sink",
         "span",
     )
@@ -103,10 +102,9 @@ class _Turn:
         self.sink = sink
         self.cancelled = False
         self.began = False
-        self.killed: Any = None
+        self.reported = False  # the task sent its _TurnDone (set before it exits)
         self.ctx: TurnContext | None = None
         self.handle: Any = None
-        self.ref: Ref | None = None
         self.span: Any = None
 
 
@@ -119,7 +117,14 @@ class _TurnDone:
         self.loaded = loaded
 
 
-_KILLED: Any = object()
+class _TaskDown:
+    """The turn's task exited without reporting (killed, timed out, crashed)."""
+
+    __slots__ = ("reason", "turn")
+
+    def __init__(self, turn: _Turn, reason: Any) -> None:
+        self.turn = turn
+        self.reason = reason
 
 
 class _Idle:
@@ -254,19 +259,6 @@ class AgentServer(Process):
         cfg = a.config
         parent = turn.parent
         exec_id = str(uuid.uuid4())
-        chain = (*parent.chain, cfg.name) if parent is not None else (cfg.name,)
-        ctx = TurnContext(
-            cfg.name,
-            a.session,
-            a.user,
-            exec_id,
-            parent.execution_id if parent is not None else None,
-            chain,
-            None,
-            time.monotonic(),
-            {},
-            _RowState(parent),
-        )
         self._running = turn
         self._gen += 1
         if self._timer is not None:
@@ -281,37 +273,54 @@ class AgentServer(Process):
             turn.began = True
             loaded = None
             history = memory
+            c = turn.ctx
+            assert c is not None
             try:
                 if history is None:
                     loaded = history = await load_history(a)
                 elif cfg.memory.bounded:
                     history = cfg.memory.apply(history)
-                c = turn.ctx
-                assert c is not None
                 outcome: Any = await execute_turn(
                     cfg, system.store, c, turn.prompt, history, turn.sink, parent
                 )
             except TurnError as e:
                 outcome = e
-            except asyncio.CancelledError:  # killed: report once the tools have unwound
-                await wait_tools(turn.ctx)
-                rt.send(me, _TurnDone(turn, _KILLED, None))
+            except asyncio.CancelledError:  # killed: the server learns it from the task's exit
+                await wait_tools(c)
                 raise
             except Exception as e:
                 outcome = TurnError(cfg.name, f"{type(e).__name__}: {e}", execution_id=exec_id)
                 outcome.__cause__ = e
             if isinstance(outcome, TurnError):
                 try:
-                    await record_failure(system.store, cfg, turn.ctx, "failed", str(outcome))  # type: ignore[arg-type]
+                    await record_failure(system.store, cfg, c, "failed", str(outcome))
                 except Exception as e:  # the caller still gets the turn's error
                     log.warning("agent_failure_not_recorded", session=a.session, error=repr(e))
+            turn.reported = True
             rt.send(me, _TurnDone(turn, outcome, loaded))
 
         handle = await rt.tasks.start(work, timeout=cfg.turn_timeout)
-        turn.ctx = ctx.with_task(handle.pid)
         turn.handle = handle
-        assert handle.pid is not None
-        turn.ref = self.monitor(handle.pid)
+        turn.ctx = TurnContext(
+            cfg.name,
+            a.session,
+            a.user,
+            exec_id,
+            parent.execution_id if parent is not None else None,
+            (*parent.chain, cfg.name) if parent is not None else (cfg.name,),
+            handle.pid,
+            time.monotonic(),
+            {},
+            _RowState(parent),
+        )
+
+        # Instead of a monitor (a ref, two tables, a Down to handle after every turn): the
+        # task's exit future tells the server only when the task died before reporting.
+        def exited(reason: ExitReason) -> None:
+            if not turn.reported and turn.handle is not None:
+                rt.send(me, _TaskDown(turn, reason))
+
+        handle.on_exit(exited)
         turn.span = tracer.start_span(
             "agent.turn", attributes={"agent": cfg.name, "session": a.session, "execution": exec_id}
         )
@@ -356,25 +365,10 @@ class AgentServer(Process):
         t = type(message)
         if t is _TurnDone:
             await self._finish(message.turn, message.outcome, message.loaded)
+        elif t is _TaskDown:
+            await self._task_down(message.turn, message.reason)
         elif t is Down:
-            r = self._running
-            if r is not None and message.ref == r.ref:
-                if r.handle is not None:  # the task died before reporting
-                    reason = message.reason
-                    cfg = self._a.config
-                    eid = r.ctx.execution_id if r.ctx else None
-                    err: TurnError
-                    if r.cancelled:
-                        err = TurnCancelledError(cfg.name, execution_id=eid)
-                    elif reason == "timeout":
-                        err = TurnTimeoutError(cfg.name, cfg.turn_timeout, execution_id=eid)
-                    else:
-                        err = TurnCancelledError(
-                            cfg.name, reason=f"stopped: {reason!r}", execution_id=eid
-                        )
-                    self._record_async(r, "cancelled" if r.cancelled else "failed", str(err))
-                    await self._finish(r, err, None)
-            elif message.ref == self._oref and self._oref is not None:
+            if message.ref == self._oref and self._oref is not None:
                 self._owner_exited(message.reason)
         elif t is _Idle:
             self._idle(message.gen)
@@ -386,8 +380,11 @@ class AgentServer(Process):
                 "agent_unexpected_message", session=self._a.session, message=repr(message)[:200]
             )
 
-    async def _killed(self, r: _Turn) -> None:
-        reason = r.killed
+    async def _task_down(self, r: _Turn, reason: Any) -> None:
+        """The turn's task died before reporting: its caller gets the matching ``TurnError``
+        and a ``failed``/``cancelled`` execution row is recorded in the background."""
+        if self._running is not r or r.handle is None:
+            return
         cfg = self._a.config
         eid = r.ctx.execution_id if r.ctx else None
         err: TurnError
@@ -420,8 +417,6 @@ class AgentServer(Process):
             return
         self._running = None
         turn.handle = None
-        if turn.ref is not None:
-            self.demonitor(turn.ref)
         a = self._a
         cfg = a.config
         if loaded is not None and self._memory is None:

@@ -37,6 +37,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from ..events import EventBus
 from ..observability import register_collector
+from ._compaction import MIN_PEAK, TableWatch, compact_tables
 from ._errors import (
     AlreadyStartedError,
     BadTargetError,
@@ -108,9 +109,10 @@ def _exit_kind(reason: ExitReason) -> str:
 
 
 class _Stats:
-    __slots__ = ("exits", "restarts", "spawned", "sup_shutdowns")
+    __slots__ = ("compactions", "exits", "restarts", "spawned", "sup_shutdowns")
 
     def __init__(self) -> None:
+        self.compactions = 0
         self.spawned = 0
         self.restarts = 0
         self.sup_shutdowns = 0
@@ -241,6 +243,7 @@ class Runtime:
         self._sweeper: asyncio.TimerHandle | None = None
         self._token: contextvars.Token[Runtime | None] | None = None
         self.stats = _Stats()
+        self._watch = TableWatch()
         self._root: Process | None = None
         self._tasks: TaskSupervisor | None = None
         self._loop: asyncio.AbstractEventLoop
@@ -580,6 +583,9 @@ class Runtime:
                 parent._links = p
             elif type(pl) is set:
                 pl.add(p)
+                n = len(pl)
+                if n >= MIN_PEAK and not n & (n - 1):  # a power of two: note a big link set
+                    self._watch.note_links(parent, n)
             else:
                 parent._links = {pl, p}  # type: ignore[arg-type]
         else:
@@ -944,7 +950,8 @@ class Runtime:
             self._sweeper = self._loop.call_later(self.hibernate_sweep, self._sweep)
 
     def _sweep(self, force: bool = False) -> int:
-        """Release the task of every process idle for its ``hibernate_after``."""
+        """Release the task of every process idle for its ``hibernate_after``, then shrink the
+        tables that fell far below their peak (``_compaction``)."""
         n = 0
         interval = self.hibernate_sweep
         for p in list(self._active):
@@ -962,6 +969,7 @@ class Runtime:
                 n += 1
             else:
                 p._flags += IDLE_UNIT
+        compact_tables(self)
         if not force:
             self._schedule_sweep()
         return n
@@ -985,6 +993,9 @@ def _add_link(a: Process, b: Process) -> None:
         a._links = b
     elif type(ls) is set:
         ls.add(b)
+        n = len(ls)
+        if n >= MIN_PEAK and not n & (n - 1):  # a power of two: note a big link set
+            a._rt._watch.note_links(a, n)
     elif ls is not b:
         a._links = {ls, b}  # type: ignore[arg-type]
 

@@ -111,6 +111,13 @@ class TaskHandle(Generic[T]):
             raise err from out.reason
         raise err
 
+    def on_exit(self, callback: Callable[[ExitReason], object]) -> None:
+        """Call ``callback(reason)`` once the task has exited (soon after, from the event loop,
+        outside any process; scheduled at once if it already has). Cheaper than a monitor for
+        a caller that only needs to hear about an exit: no ref, no ``Down`` message."""
+        assert self._done is not None
+        self._done.add_done_callback(lambda done: callback(done.result()))
+
     def cancel(self) -> bool:
         """Kill the task (its coroutine is cancelled). Returns whether it was still running."""
         if self.pid is None or self.done():

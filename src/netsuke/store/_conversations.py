@@ -26,17 +26,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ._engine import Database
 from ._errors import NotFoundError, StoreClosedError, ValidationError
-from ._group_commit import GroupCommitter
 from ._models import Base, utcnow
 from ._observe import operation
 from ._records import Conversation, Execution, Page, TurnReceipt
-from ._turn_writers import Turn, make_turn_writer
+from ._turn_writers import EXEC_COLUMNS, Turn, make_turn_writer
 from ._validation import AGENT_NAME, check_limit
 
 __all__ = ["ConversationRepository", "dump_messages", "load_messages"]
 
 _conversations: Table = Base.metadata.tables["conversations"]
 _messages: Table = Base.metadata.tables["messages"]
+_EXEC_KEYS = frozenset(EXEC_COLUMNS)
 
 
 # One message with the settings of ``ModelMessagesTypeAdapter`` (bytes as base64), so each
@@ -46,9 +46,12 @@ _MessageAdapter: TypeAdapter[ModelMessage] = TypeAdapter(
 )
 
 
+_to_json = _MessageAdapter.serializer.to_json
+
+
 def dump_messages(messages: Sequence[ModelMessage]) -> list[tuple[str, str]]:
     """``(kind, json)`` for each message, in pydantic-ai's JSON format."""
-    return [(message.kind, _MessageAdapter.dump_json(message).decode()) for message in messages]
+    return [(message.kind, _to_json(message).decode()) for message in messages]
 
 
 def load_messages(payloads: Sequence[str]) -> list[ModelMessage]:
@@ -60,24 +63,18 @@ class ConversationRepository:
 
     def __init__(self, db: Database, *, group_commit: bool, max_batch: int = 256) -> None:
         self._db = db
-        self._writer = make_turn_writer(db)
+        self._group_commit = group_commit
+        self._writer = make_turn_writer(db, max_batch=max_batch if group_commit else 1)
         self._closed = False
-        self._committer: GroupCommitter[Turn, TurnReceipt] | None = (
-            GroupCommitter(self._writer.write, max_batch=max_batch) if group_commit else None
-        )
 
     @property
     def group_commit(self) -> bool:
-        return self._committer is not None
+        return self._group_commit
 
     async def close(self) -> None:
         """Commit the turns already queued, then release the turn writer."""
         self._closed = True
-        try:
-            if self._committer is not None:
-                await self._committer.close()
-        finally:
-            await self._writer.close()
+        await self._writer.close()
 
     async def open(
         self, session_id: str, *, agent_name: str, user_id: str | None = None
@@ -172,21 +169,34 @@ class ConversationRepository:
         the conversation's last; the execution gets ``session_id`` if it has none. Raises
         ``NotFoundError`` for an unknown session (``open`` it first) and ``ValidationError``
         for an execution the database refuses (duplicate id, unknown parent)."""
-        if self._closed:
-            raise StoreClosedError("the store is closed")
         row = None
         if execution is not None:
             row = execution.model_dump()
             if row["session_id"] is None:
                 row["session_id"] = session_id
-        turn = Turn(session_id, dump_messages(messages), row)
+        return await self.append_turn_row(session_id, messages, row)
+
+    async def append_turn_row(
+        self,
+        session_id: str,
+        messages: Sequence[ModelMessage],
+        execution_row: dict[str, Any] | None = None,
+    ) -> TurnReceipt:
+        """``append_turn`` for a hot path that already holds the execution as a plain row: a
+        dict with every column of ``executions`` (``id, kind, status, agent_name,
+        function_name, session_id, parent_id, started_at, ended_at, duration_ms, tokens_in,
+        tokens_out, error, details``; times as aware ``datetime``). The row is not validated
+        in Python (the agents layer builds it); the database still refuses a duplicate id or
+        an unknown parent (``ValidationError``). ``ValidationError(field="execution")`` for a
+        row that lacks a column."""
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+        if execution_row is not None and not _EXEC_KEYS.issubset(execution_row):
+            missing = sorted(_EXEC_KEYS.difference(execution_row))
+            raise ValidationError("execution", f"the row lacks {', '.join(missing)}")
+        turn = Turn(session_id, dump_messages(messages), execution_row)
         with operation("conversations", "append_turn"):
-            if self._committer is not None:
-                return await self._committer.submit(turn)
-            result = (await self._writer.write([turn]))[0]
-            if isinstance(result, BaseException):
-                raise result
-            return result
+            return await self._writer.append(turn)
 
     async def history(
         self, session_id: str, *, limit: int | None = None

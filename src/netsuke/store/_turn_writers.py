@@ -5,12 +5,19 @@ in their conversation (its message count moves on by as many), every execution r
 message row of the batch is inserted, and the transaction commits. The writers talk to the
 driver directly (no SQL compilation per call) because this path runs once per chat turn:
 
-* SQLite: a dedicated ``sqlite3`` connection on a dedicated thread, with the store's pragmas
-  (WAL, busy timeout, foreign keys, ``synchronous``); a whole batch costs one thread hop and
-  four statements (read the counts under ``BEGIN IMMEDIATE``, then three ``executemany``).
+* SQLite: a dedicated ``sqlite3`` connection on a dedicated writer thread, with the store's
+  pragmas (WAL, busy timeout, foreign keys, ``synchronous``). The thread does the group commit
+  itself: ``append`` puts the turn on the thread's queue and awaits a future; the thread takes
+  every turn waiting (up to ``max_batch``), commits them in one transaction of four statements
+  (read the counts under ``BEGIN IMMEDIATE``, then three ``executemany``) and resolves the
+  batch's futures with one ``call_soon_threadsafe``. While a commit is in flight new turns
+  queue up, so the batch grows with the load, a lone turn is committed at once, and the thread
+  goes from one commit to the next without waiting for the event loop.
 * PostgreSQL: the asyncpg connection under a pooled SQLAlchemy connection, with asyncpg's
-  prepared-statement cache; ``UPDATE ... RETURNING`` per turn takes the row lock that orders
-  concurrent writers of one conversation.
+  prepared-statement cache, behind a ``GroupCommitter``; ``UPDATE ... RETURNING`` per turn
+  takes the row lock that orders concurrent writers of one conversation.
+
+Without group commit (``max_batch=1``) every turn is its own transaction.
 
 A batch the database refuses (duplicate execution id, unknown parent) is retried turn by turn
 so that only the faulty turn fails, with ``ValidationError(field="execution")``.
@@ -20,10 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import queue
 import sqlite3
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
@@ -31,15 +39,16 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from ._engine import Database
-from ._errors import NotFoundError, ValidationError
+from ._errors import NotFoundError, StoreClosedError, ValidationError
+from ._group_commit import GroupCommitter
 from ._models import utcnow
 from ._observe import METRICS
 from ._records import TurnReceipt
 
-__all__ = ["Turn", "TurnWriter", "make_turn_writer"]
+__all__ = ["EXEC_COLUMNS", "Turn", "TurnWriter", "make_turn_writer"]
 
 Result = TurnReceipt | BaseException
-_EXEC_COLUMNS = (
+EXEC_COLUMNS = (
     "id", "kind", "status", "agent_name", "function_name", "session_id", "parent_id",
     "started_at", "ended_at", "duration_ms", "tokens_in", "tokens_out", "error", "details",
 )  # fmt: skip
@@ -53,39 +62,29 @@ class Turn:
 
 
 class TurnWriter(ABC):
+    """Commits turns; ``append`` returns once the turn's transaction committed."""
+
     integrity_errors: tuple[type[BaseException], ...] = ()
 
-    async def write(self, turns: Sequence[Turn]) -> list[Result]:
-        """Commit ``turns`` in one transaction; one result (receipt or error) per turn."""
-        try:
-            results = await self._write_once(turns)
-        except self.integrity_errors as exc:
-            if len(turns) == 1:
-                return [ValidationError("execution", f"refused by the database: {exc}")]
-            out: list[Result] = []
-            for turn in turns:  # one bad turn must not fail its neighbours
-                out.extend(await self.write([turn]))
-            return out
-        except Exception as exc:
-            return [exc] * len(turns)
-        METRICS.turns_committed += sum(1 for r in results if isinstance(r, TurnReceipt))
-        METRICS.commit_batches += 1
-        return results
-
     @abstractmethod
-    async def _write_once(self, turns: Sequence[Turn]) -> list[Result]: ...
+    async def append(self, turn: Turn) -> TurnReceipt:
+        """Commit ``turn`` (with the turns sharing its batch); its receipt, or its error."""
 
     async def close(self) -> None:
+        """Commit the turns already queued, then release the connection."""
         return None
 
 
-def make_turn_writer(db: Database) -> TurnWriter:
-    return SqliteTurnWriter(db) if db.is_sqlite else AsyncpgTurnWriter(db)
+def make_turn_writer(db: Database, *, max_batch: int = 256) -> TurnWriter:
+    """The writer of ``db``'s engine; ``max_batch=1`` turns group commit off."""
+    if db.is_sqlite:
+        return SqliteTurnWriter(db, max_batch=max_batch)
+    return AsyncpgTurnWriter(db, max_batch=max_batch)
 
 
 def _receipt(turn: Turn, total: int) -> TurnReceipt:
     count = len(turn.payloads)
-    return TurnReceipt(
+    return TurnReceipt.model_construct(  # the fields are ours: no validation per turn
         session_id=turn.session_id,
         first_seq=total - count,
         last_seq=total - 1,
@@ -93,17 +92,22 @@ def _receipt(turn: Turn, total: int) -> TurnReceipt:
     )
 
 
+def _refused(exc: BaseException) -> ValidationError:
+    return ValidationError("execution", f"refused by the database: {exc}")
+
+
 # -- SQLite -----------------------------------------------------------------------------------
 
 _SQLITE_SET_COUNT = "UPDATE conversations SET message_count = ?, updated_at = ? WHERE id = ?"
 _SQLITE_EXEC = (
-    f"INSERT INTO executions ({', '.join(_EXEC_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(_EXEC_COLUMNS))})"
+    f"INSERT INTO executions ({', '.join(EXEC_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(EXEC_COLUMNS))})"
 )
 _SQLITE_MSG = (
     "INSERT INTO messages (conversation_id, seq, kind, payload, execution_id, created_at) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
+_Item = tuple[Turn, "asyncio.Future[TurnReceipt]"]
 
 
 def _sqlite_time(value: Any) -> Any:
@@ -115,23 +119,105 @@ def _sqlite_time(value: Any) -> Any:
     return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
+def _resolve(batch: list[_Item], results: Sequence[Result]) -> None:
+    """On the event loop: hand each waiting caller its own result (a cancelled wait is
+    skipped: its turn was committed all the same)."""
+    for (_, future), result in zip(batch, results, strict=True):
+        if future.done():
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+
 class SqliteTurnWriter(TurnWriter):
     integrity_errors = (sqlite3.IntegrityError,)
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, max_batch: int = 256) -> None:
         database = make_url(db.url).database or ""
         if not database or database == ":memory:":
             raise ValidationError("url", "the store needs a SQLite file, not an in-memory one")
         self._path = database
         self._synchronous = db.sqlite_synchronous
         self._busy_ms = db.busy_timeout_ms
+        self._max_batch = max(1, max_batch)
         self._conn: sqlite3.Connection | None = None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="netsuke-sqlite-turns")
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._stopped: asyncio.Future[None] | None = None
+        self._closed = False
 
-    async def _write_once(self, turns: Sequence[Turn]) -> list[Result]:
-        # Once handed to the thread, the transaction completes even if the caller is cancelled.
+    async def append(self, turn: Turn) -> TurnReceipt:
+        # Once queued, the turn is committed even if the caller stops waiting.
+        if self._closed:
+            raise StoreClosedError("the store is closed")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._write_sync, list(turns))
+        future: asyncio.Future[TurnReceipt] = loop.create_future()
+        if self._thread is None:
+            self._start(loop)
+        self._queue.put((turn, future))
+        return await future
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._stopped = loop.create_future()
+        self._thread = threading.Thread(
+            target=self._serve, args=(loop, self._stopped), name="netsuke-sqlite-turns", daemon=True
+        )
+        self._thread.start()
+
+    def _serve(self, loop: asyncio.AbstractEventLoop, stopped: asyncio.Future[None]) -> None:
+        """The writer thread: commit what is waiting, batch after batch, until told to stop."""
+        q = self._queue
+        limit = self._max_batch
+        running = True
+        try:
+            while running:
+                first = q.get()
+                if first is None:
+                    break
+                batch: list[_Item] = [first]
+                while len(batch) < limit:
+                    try:
+                        item = q.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        running = False
+                        break
+                    batch.append(item)
+                results = self._write_batch([turn for turn, _ in batch])
+                self._post(batch[0][1].get_loop(), _resolve, batch, results)
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            self._post(loop, _set_none, stopped)
+
+    @staticmethod
+    def _post(loop: asyncio.AbstractEventLoop, fn: Any, *args: Any) -> None:
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+    def _write_batch(self, turns: list[Turn]) -> list[Result]:
+        """One transaction for ``turns``; a refused batch is retried turn by turn so that one
+        bad turn does not fail its neighbours. Never raises."""
+        try:
+            results = self._write_sync(turns)
+        except sqlite3.IntegrityError as exc:
+            if len(turns) == 1:
+                return [_refused(exc)]
+            out: list[Result] = []
+            for turn in turns:
+                out.extend(self._write_batch([turn]))
+            return out
+        except Exception as exc:
+            return [exc] * len(turns)
+        METRICS.turns_committed += sum(1 for r in results if type(r) is TurnReceipt)
+        METRICS.commit_batches += 1
+        return results
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -204,14 +290,19 @@ class SqliteTurnWriter(TurnWriter):
         return results
 
     async def close(self) -> None:
-        def shut() -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        self._closed = True
+        if self._thread is None or self._stopped is None:
+            return
+        self._queue.put(None)  # stop, after what is queued
+        if self._stopped.get_loop() is asyncio.get_running_loop():
+            await asyncio.shield(self._stopped)
+        await asyncio.to_thread(self._thread.join)
+        self._thread = None
 
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, shut)
-        self._executor.shutdown(wait=True)
+
+def _set_none(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 # -- PostgreSQL -------------------------------------------------------------------------------
@@ -221,9 +312,9 @@ _PG_BUMP = (
     "WHERE session_id = $3 RETURNING id, message_count"
 )
 _PG_EXEC = (
-    f"INSERT INTO executions ({', '.join(_EXEC_COLUMNS)}) VALUES "
-    f"({', '.join(f'${i + 1}' for i in range(len(_EXEC_COLUMNS) - 1))}, "
-    f"${len(_EXEC_COLUMNS)}::jsonb)"
+    f"INSERT INTO executions ({', '.join(EXEC_COLUMNS)}) VALUES "
+    f"({', '.join(f'${i + 1}' for i in range(len(EXEC_COLUMNS) - 1))}, "
+    f"${len(EXEC_COLUMNS)}::jsonb)"
 )
 _PG_MSG = (
     "INSERT INTO messages (conversation_id, seq, kind, payload, execution_id, created_at) "
@@ -232,11 +323,43 @@ _PG_MSG = (
 
 
 class AsyncpgTurnWriter(TurnWriter):
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, max_batch: int = 256) -> None:
         import asyncpg
 
         self._db = db
         self.integrity_errors = (asyncpg.IntegrityConstraintViolationError,)
+        self._committer: GroupCommitter[Turn, TurnReceipt] | None = (
+            GroupCommitter(self.write, max_batch=max_batch) if max_batch > 1 else None
+        )
+
+    async def append(self, turn: Turn) -> TurnReceipt:
+        if self._committer is not None:
+            return await self._committer.submit(turn)
+        result = (await self.write([turn]))[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def close(self) -> None:
+        if self._committer is not None:
+            await self._committer.close()
+
+    async def write(self, turns: Sequence[Turn]) -> list[Result]:
+        """Commit ``turns`` in one transaction; one result (receipt or error) per turn."""
+        try:
+            results = await self._write_once(turns)
+        except self.integrity_errors as exc:
+            if len(turns) == 1:
+                return [_refused(exc)]
+            out: list[Result] = []
+            for turn in turns:  # one bad turn must not fail its neighbours
+                out.extend(await self.write([turn]))
+            return out
+        except Exception as exc:
+            return [exc] * len(turns)
+        METRICS.turns_committed += sum(1 for r in results if isinstance(r, TurnReceipt))
+        METRICS.commit_batches += 1
+        return results
 
     async def _write_once(self, turns: Sequence[Turn]) -> list[Result]:
         # A cancelled caller must not cancel a transaction half-way: finish it regardless.
@@ -260,7 +383,7 @@ class AsyncpgTurnWriter(TurnWriter):
                     row = turn.execution
                     execution_id = row["id"]
                     executions.append(
-                        (*[row[c] for c in _EXEC_COLUMNS[:-1]], json.dumps(row["details"]))
+                        (*[row[c] for c in EXEC_COLUMNS[:-1]], json.dumps(row["details"]))
                     )
                 first = total - count
                 for i, (kind, payload) in enumerate(turn.payloads):
