@@ -1,4 +1,3 @@
-# ruff: noqa: E402
 """Agents benchmark: turn overhead, idle-session memory, concurrent turn throughput.
 
 Figures (each beside its floor measured in the same run):
@@ -30,13 +29,9 @@ from __future__ import annotations
 
 import sys
 
-# ``benchmarks/queue.py`` (a script) would shadow the standard library's ``queue`` (used by the
-# store's writer thread and by aiosqlite) since this directory comes first on ``sys.path``:
-# load the real one first.
-_here = sys.path.pop(0)
-import queue  # noqa: F401
-
-sys.path.insert(0, _here)
+# This folder goes after the standard library on sys.path, so benchmarks/queue.py never
+# shadows the standard library's queue (used by asyncio, aiosqlite and the store's writer).
+sys.path.append(sys.path.pop(0))
 
 import asyncio
 import gc

@@ -21,13 +21,18 @@ Usage: ``python benchmarks/api.py [--quick] [--json]``.
 
 from __future__ import annotations
 
+import sys
+
+# This folder goes after the standard library on sys.path, so benchmarks/queue.py never
+# shadows the standard library's queue (used by asyncio, aiosqlite and the store's writer).
+sys.path.append(sys.path.pop(0))
+
 import argparse
 import asyncio
 import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path

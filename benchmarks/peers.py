@@ -27,12 +27,17 @@ Usage::
 
 from __future__ import annotations
 
+import sys
+
+# This folder goes after the standard library on sys.path, so benchmarks/queue.py never
+# shadows the standard library's queue (used by asyncio, aiosqlite and the store's writer).
+sys.path.append(sys.path.pop(0))
+
 import asyncio
 import gc
 import inspect
 import json
 import statistics
-import sys
 import threading
 import time
 from collections import deque

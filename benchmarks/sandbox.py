@@ -20,11 +20,16 @@ Figures, measured in one run beside their floors:
 
 from __future__ import annotations
 
+import sys
+
+# This folder goes after the standard library on sys.path, so benchmarks/queue.py never
+# shadows the standard library's queue (used by asyncio, aiosqlite and the store's writer).
+sys.path.append(sys.path.pop(0))
+
 import asyncio
 import os
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 

@@ -36,11 +36,16 @@ JSON object ``{"figures": {name: {value, unit, floor, ratio, target, met}}}``.
 
 from __future__ import annotations
 
+import sys
+
+# This folder goes after the standard library on sys.path, so benchmarks/queue.py never
+# shadows the standard library's queue (used by asyncio, aiosqlite and the store's writer).
+sys.path.append(sys.path.pop(0))
+
 import argparse
 import asyncio
 import json
 import sqlite3
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
