@@ -30,8 +30,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from _harness import STATE_BYTES, Figure, loop_name, parse_args, report, run_case, settled_rss
 from netsuke import (
     ChildSpec,

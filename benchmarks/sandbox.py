@@ -31,9 +31,6 @@ import os
 import statistics
 import subprocess
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import Figure, meta, parse_args, report
 from netsuke.observability import configure_logging
