@@ -95,7 +95,8 @@ async def queue_run(url: str, count: int) -> tuple[float, int, float, float]:
         acked = await store.tasks.count("succeeded")
         backend = queue.backend
         submits = backend._submits.batches  # type: ignore[attr-defined]
-        settles = backend._settles.batches  # type: ignore[attr-defined]
+        # acks commit with the worker's next take (settle_and_take), or alone (group commit)
+        settles = backend._settles.batches + backend.settle_batches  # type: ignore[attr-defined]
         await store.tasks.purge("succeeded")
         await queue.close()
         done.set()

@@ -63,7 +63,7 @@ class TaskQueue:
         self.backend = backend
         self.events = events
         self.retry = retry or RetryPolicy()
-        self._wakeup = asyncio.Event()
+        self._wakeups: set[asyncio.Event] = set()  # one per running worker
 
     @classmethod
     def sql(
@@ -82,6 +82,11 @@ class TaskQueue:
 
     def now(self) -> datetime:
         return self.backend.now()
+
+    def _notify(self) -> None:
+        """Wake this queue's workers (a task was queued)."""
+        for wake in self._wakeups:
+            wake.set()
 
     async def submit(
         self,
@@ -103,7 +108,7 @@ class TaskQueue:
             raise TaskValidationError("delay", "must be >= 0 seconds")
         body = dict(payload or {})
         try:
-            json.dumps(body)
+            text = json.dumps(body)
         except (TypeError, ValueError) as exc:
             raise TaskValidationError("payload", f"not JSON-serialisable: {exc}") from None
         if isinstance(capabilities, str):
@@ -125,6 +130,7 @@ class TaskQueue:
             err = exc.errors()[0]
             field = ".".join(str(p) for p in err["loc"]) or "task"
             raise TaskValidationError(field, err["msg"]) from None
+        draft.with_payload_json(text)  # the store writes it as is: encoded once
         span = tracer.start_span("routing.task.submit", attributes={"task.kind": kind})
         try:
             task, created = await self.backend.submit(draft)
@@ -144,7 +150,7 @@ class TaskQueue:
                 priority=task.priority,
                 run_at=task.run_at.isoformat(),
             )
-        self._wakeup.set()
+        self._notify()
         return task
 
     def worker(
@@ -219,7 +225,7 @@ class TaskQueue:
                 priority=task.priority,
                 run_at=task.run_at.isoformat(),
             )
-        self._wakeup.set()
+        self._notify()
         return task
 
     async def purge_dead(self, ids: Sequence[str] | None = None) -> int:

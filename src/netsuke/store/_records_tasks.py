@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 __all__ = ["TaskDraft", "TaskRecord", "TaskStatus", "trusted_task"]
 
@@ -27,6 +27,17 @@ class TaskDraft(BaseModel):
     timeout: float | None = Field(default=None, gt=0)
     run_at: datetime
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    _payload_json: str | None = PrivateAttr(default=None)
+
+    def with_payload_json(self, text: str) -> TaskDraft:
+        """Attach ``json.dumps(self.payload)``, which the caller computed already (to check
+        the payload is JSON): the store writes it as is instead of encoding it again."""
+        self._payload_json = text
+        return self
+
+    @property
+    def payload_json(self) -> str | None:
+        return self._payload_json
 
     @field_validator("capabilities")
     @classmethod

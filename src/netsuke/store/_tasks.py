@@ -62,6 +62,22 @@ def _routes_within(offered: frozenset[str]) -> list[str]:
     return out
 
 
+def _route_filter(
+    capabilities: frozenset[str] | None,
+) -> tuple[builtins.list[str] | None, frozenset[str] | None]:
+    """``(routes, scan)`` for the SQLite writer: the routes a worker offering ``capabilities``
+    serves, or (too many capabilities to list the subsets) the set to scan ready routes with."""
+    if capabilities is None:
+        return None, None
+    if len(capabilities) <= _SUBSET_LIMIT:
+        return _routes_within(capabilities), None
+    return None, capabilities
+
+
+def _delivery_order(t: TaskRecord) -> tuple[int, datetime, datetime]:
+    return (-t.priority, t.run_at, t.created_at)
+
+
 def _subsets(route: str, offered: frozenset[str]) -> bool:
     return not route or all(cap in offered for cap in route.split(" "))
 
@@ -87,7 +103,7 @@ class TaskRepository:
         if self._sqlite is not None and all(d.idempotency_key is None for d in drafts):
             rows = [_values(d, now) for d in drafts]
             with operation("tasks", "insert", count=len(drafts)):
-                await self._sqlite.insert(rows)
+                await self._sqlite.insert(rows, [d.payload_json for d in drafts])
             return [(_built(r), True) for r in rows]
         with operation("tasks", "insert", count=len(drafts)):
             async with self._db.write() as conn:
@@ -137,12 +153,7 @@ class TaskRepository:
             and_(_tasks.c.status == "leased", _tasks.c.lease_expires_at <= now),
         )
         if self._sqlite is not None:
-            routes: list[str] | None = None
-            scan: frozenset[str] | None = None
-            if capabilities is not None and len(capabilities) <= _SUBSET_LIMIT:
-                routes = _routes_within(capabilities)
-            elif capabilities is not None:
-                scan = capabilities
+            routes, scan = _route_filter(capabilities)
             with operation("tasks", "take", owner=owner):
                 got = await self._sqlite.take(
                     owner,
@@ -153,7 +164,7 @@ class TaskRepository:
                     expires=now + timedelta(seconds=lease),
                     now=now,
                 )
-            got.sort(key=lambda t: (-t.priority, t.run_at, t.created_at))
+            got.sort(key=_delivery_order)
             return got
         with operation("tasks", "take", owner=owner):
             async with self._db.write() as conn:
@@ -236,6 +247,45 @@ class TaskRepository:
                     )
                     await conn.execute(stmt, params_list)
         return applied
+
+    async def settle_and_take(
+        self,
+        changes: Sequence[tuple[str, str, dict[str, Any]]],
+        owner: str,
+        *,
+        capabilities: frozenset[str] | None,
+        limit: int,
+        lease: float,
+        now: datetime,
+        kinds: Sequence[str] | None = None,
+    ) -> tuple[builtins.list[bool], builtins.list[TaskRecord]]:
+        """``settle(changes)``, then ``take(owner, ...)`` (nothing when ``limit`` is 0). On
+        SQLite both are one transaction: one commit acks a batch and leases the next. Elsewhere
+        they are two, the settle committed first. Returns once everything is committed."""
+        for _, _, values in changes:
+            self.check_values(values)
+        if self._sqlite is None:
+            applied = await self.settle(changes, now=now)
+            if limit <= 0:
+                return applied, []
+            got = await self.take(
+                owner, capabilities=capabilities, limit=limit, lease=lease, now=now, kinds=kinds
+            )
+            return applied, got
+        routes, scan = _route_filter(capabilities)
+        with operation("tasks", "settle_and_take", owner=owner, count=len(changes)):
+            applied, got = await self._sqlite.settle_and_take(
+                changes,
+                owner,
+                routes=routes,
+                all_routes=scan,
+                kinds=kinds,
+                limit=limit,
+                expires=now + timedelta(seconds=lease),
+                now=now,
+            )
+        got.sort(key=_delivery_order)
+        return applied, got
 
     @staticmethod
     def check_values(values: dict[str, Any]) -> None:

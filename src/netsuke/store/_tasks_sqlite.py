@@ -42,9 +42,19 @@ _SETTABLE = frozenset(COLUMNS) - {"id", "route"}
 _ROW = "(" + ", ".join("?" for _ in COLUMNS) + ")"
 _ROWS_PER_INSERT = 30_000 // len(COLUMNS)
 _INSERT = f"INSERT INTO tasks ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
+
+
+def _read_column(column: str) -> str:
+    if column in _JSON:
+        return f"json({column})"  # nested as JSON, decoded with the batch: one json.loads
+    if column in _TIMES:
+        return f"{column} || '+00:00'"  # UTC: one fromisoformat, no replace(tzinfo=)
+    return column
+
+
 _READ_BACK = (
-    f"SELECT json_group_array(json_array({', '.join(COLUMNS)})) FROM tasks"
-    " WHERE id IN (SELECT value FROM json_each(?))"
+    f"SELECT json_group_array(json_array({', '.join(_read_column(c) for c in COLUMNS)}))"
+    " FROM tasks WHERE id IN (SELECT value FROM json_each(?))"
 )
 
 
@@ -62,32 +72,49 @@ def _encode(column: str, value: Any) -> Any:
     return value
 
 
-def _insert_row(r: dict[str, Any]) -> tuple[Any, ...]:
-    """``tuple(_encode(c, r[c]) for c in COLUMNS)``, spelled out (it runs once per task)."""
+def _insert_rows(
+    rows: Sequence[dict[str, Any]], payloads: Sequence[str | None] | None
+) -> list[tuple[Any, ...]]:
+    """``tuple(_encode(c, r[c]) for c in COLUMNS)`` per row, spelled out (it runs once per
+    task). ``payloads``: the payloads' JSON where the caller has it already (not encoded
+    again). Timestamps and capability lists repeat across a batch: each encoded once."""
     dumps = json.dumps
-    lease, finished = r["lease_expires_at"], r["finished_at"]
-    return (
-        r["id"], r["kind"], dumps(r["payload"]), dumps(r["capabilities"]), r["route"],
-        r["priority"], r["status"], r["attempts"], r["max_attempts"], r["backoff_base"],
-        r["backoff_cap"], r["timeout"], stamp(r["run_at"]), r["lease_owner"],
-        None if lease is None else stamp(lease), r["idempotency_key"], dumps(r["result"]),
-        r["last_error"], stamp(r["created_at"]), stamp(r["updated_at"]),
-        None if finished is None else stamp(finished),
-    )  # fmt: skip
+    times: dict[datetime, str] = {}
+    caps: dict[tuple[str, ...], str] = {}
 
+    def when(value: datetime) -> str:
+        text = times.get(value)
+        if text is None:
+            text = times[value] = stamp(value)
+        return text
 
-def _time(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+    out = []
+    for n, r in enumerate(rows):
+        lease, finished, cap = r["lease_expires_at"], r["finished_at"], tuple(r["capabilities"])
+        payload = payloads[n] if payloads is not None else None
+        cap_text = caps.get(cap)
+        if cap_text is None:
+            cap_text = caps[cap] = dumps(r["capabilities"])
+        out.append((
+            r["id"], r["kind"], dumps(r["payload"]) if payload is None else payload, cap_text,
+            r["route"], r["priority"], r["status"], r["attempts"], r["max_attempts"],
+            r["backoff_base"], r["backoff_cap"], r["timeout"], when(r["run_at"]),
+            r["lease_owner"], None if lease is None else when(lease), r["idempotency_key"],
+            dumps(r["result"]), r["last_error"], when(r["created_at"]), when(r["updated_at"]),
+            None if finished is None else when(finished),
+        ))  # fmt: skip
+    return out
 
 
 def _decode(row: Sequence[Any]) -> TaskRecord:
+    """A row of ``_READ_BACK`` (JSON columns decoded already, times with their UTC offset)."""
     data = dict(zip(COLUMNS, row, strict=True))
     del data["route"]
-    for column in _JSON:
-        value = data[column]
-        data[column] = None if value is None else json.loads(value)
+    parse = datetime.fromisoformat
     for column in _TIMES:
-        data[column] = _time(data[column])
+        value = data[column]
+        if value is not None:
+            data[column] = parse(value)
     return trusted_task(data)
 
 
@@ -149,9 +176,12 @@ class SqliteTaskWriter:
         self._executor.shutdown(wait=True)
         self._executor = None
 
-    async def insert(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert complete task rows (``COLUMNS``) in one transaction."""
-        params = [_insert_row(r) for r in rows]
+    async def insert(
+        self, rows: Sequence[dict[str, Any]], payloads: Sequence[str | None] | None = None
+    ) -> None:
+        """Insert complete task rows (``COLUMNS``) in one transaction. ``payloads``: per row,
+        its payload's JSON text when the caller has it (``None``: encoded here)."""
+        params = _insert_rows(rows, payloads)
 
         def body(conn: sqlite3.Connection) -> None:
             # Many rows per statement: executemany steps once per row, and each step hands
@@ -177,98 +207,136 @@ class SqliteTaskWriter:
     ) -> list[TaskRecord]:
         """Lease up to ``limit`` ready tasks; ``routes`` (or, with ``all_routes``, the routes
         of ready tasks within it) restricts them by capability."""
-        ts = stamp(now)
-        until = stamp(expires)
-
-        def body(conn: sqlite3.Connection) -> list[Sequence[Any]]:
-            where = [_READY]
-            params: list[Any] = [ts, ts]
-            fit = routes
-            if all_routes is not None:
-                found = [
-                    r[0]
-                    for r in conn.execute(
-                        f"SELECT DISTINCT route FROM tasks WHERE {_READY}", (ts, ts)
-                    )
-                ]
-                fit = [r for r in found if not r or all(x in all_routes for x in r.split(" "))]
-                if not fit:
-                    return []
-            if fit is not None:
-                where.append(f"route IN ({', '.join('?' for _ in fit)})")
-                params.extend(fit)
-            if kinds is not None:
-                where.append(f"kind IN ({', '.join('?' for _ in kinds)})")
-                params.extend(kinds)
-            # Three statements of one step each (a step per row would hand the GIL back and
-            # wait for it once per row): pick the ids, lease them, read them back as one JSON.
-            pick = (
-                "SELECT json_group_array(id) FROM (SELECT id FROM tasks WHERE "
-                + " AND ".join(where)
-                + " ORDER BY priority DESC, run_at, created_at LIMIT ?)"
-            )
-            ids = conn.execute(pick, (*params, limit)).fetchone()[0]
-            if ids == "[]":
-                return []
-            conn.execute(
-                "UPDATE tasks SET status = 'leased', lease_owner = ?, lease_expires_at = ?,"
-                " attempts = attempts + 1, updated_at = ?"
-                " WHERE id IN (SELECT value FROM json_each(?))",
-                (owner, until, ts, ids),
-            )
-            got = conn.execute(_READ_BACK, (ids,)).fetchone()[0]
-            rows: list[Sequence[Any]] = json.loads(got)
-            return rows
-
-        rows = await self._run(body)
-        return [_decode(r) for r in rows]
+        lease = _take_body(owner, routes, all_routes, kinds, limit, expires, now)
+        return [_decode(r) for r in await self._run(lease)]
 
     async def settle(
         self, changes: Sequence[tuple[str, str, dict[str, Any]]], *, now: datetime
     ) -> list[bool]:
         """``TaskRepository.settle`` on SQLite."""
-        ts = stamp(now)
-        ids = [task_id for _, task_id, _ in changes]
-        encoded = [
-            (owner, task_id, tuple(sorted(values)), values) for owner, task_id, values in changes
-        ]
-        for _, _, keys, _ in encoded:
-            if not set(keys) <= _SETTABLE:
-                raise ValueError(f"not task columns: {sorted(set(keys) - _SETTABLE)}")
+        return await self._run(_settle_body(changes, now))
 
-        def body(conn: sqlite3.Connection) -> list[bool]:
-            holders: dict[str, str | None] = {}
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                sql = (
-                    "SELECT json_group_array(json_array(id, lease_owner)) FROM tasks WHERE id IN "
-                    f"({', '.join('?' for _ in chunk)}) AND status = 'leased'"
-                    " AND lease_expires_at > ?"
+    async def settle_and_take(
+        self,
+        changes: Sequence[tuple[str, str, dict[str, Any]]],
+        owner: str,
+        *,
+        routes: Sequence[str] | None,
+        all_routes: frozenset[str] | None,
+        kinds: Sequence[str] | None,
+        limit: int,
+        expires: datetime,
+        now: datetime,
+    ) -> tuple[list[bool], list[TaskRecord]]:
+        """``settle(changes)`` then ``take`` in one transaction (one commit for both)."""
+        settle = _settle_body(changes, now)
+        lease = _take_body(owner, routes, all_routes, kinds, limit, expires, now)
+
+        def body(conn: sqlite3.Connection) -> tuple[list[bool], list[Sequence[Any]]]:
+            return settle(conn), (lease(conn) if limit > 0 else [])
+
+        applied, rows = await self._run(body)
+        return applied, [_decode(r) for r in rows]
+
+
+def _take_body(
+    owner: str,
+    routes: Sequence[str] | None,
+    all_routes: frozenset[str] | None,
+    kinds: Sequence[str] | None,
+    limit: int,
+    expires: datetime,
+    now: datetime,
+) -> Callable[[sqlite3.Connection], list[Sequence[Any]]]:
+    ts = stamp(now)
+    until = stamp(expires)
+
+    def body(conn: sqlite3.Connection) -> list[Sequence[Any]]:
+        where = [_READY]
+        params: list[Any] = [ts, ts]
+        fit = routes
+        if all_routes is not None:
+            found = [
+                r[0]
+                for r in conn.execute(f"SELECT DISTINCT route FROM tasks WHERE {_READY}", (ts, ts))
+            ]
+            fit = [r for r in found if not r or all(x in all_routes for x in r.split(" "))]
+            if not fit:
+                return []
+        if fit is not None:
+            where.append(f"route IN ({', '.join('?' for _ in fit)})")
+            params.extend(fit)
+        if kinds is not None:
+            where.append(f"kind IN ({', '.join('?' for _ in kinds)})")
+            params.extend(kinds)
+        # Three statements of one step each (a step per row would hand the GIL back and
+        # wait for it once per row): pick the ids, lease them, read them back as one JSON.
+        pick = (
+            "SELECT json_group_array(id) FROM (SELECT id FROM tasks WHERE "
+            + " AND ".join(where)
+            + " ORDER BY priority DESC, run_at, created_at LIMIT ?)"
+        )
+        ids = conn.execute(pick, (*params, limit)).fetchone()[0]
+        if ids == "[]":
+            return []
+        conn.execute(
+            "UPDATE tasks SET status = 'leased', lease_owner = ?, lease_expires_at = ?,"
+            " attempts = attempts + 1, updated_at = ?"
+            " WHERE id IN (SELECT value FROM json_each(?))",
+            (owner, until, ts, ids),
+        )
+        got = conn.execute(_READ_BACK, (ids,)).fetchone()[0]
+        rows: list[Sequence[Any]] = json.loads(got)
+        return rows
+
+    return body
+
+
+def _settle_body(
+    changes: Sequence[tuple[str, str, dict[str, Any]]], now: datetime
+) -> Callable[[sqlite3.Connection], list[bool]]:
+    ts = stamp(now)
+    ids = [task_id for _, task_id, _ in changes]
+    encoded = [
+        (owner, task_id, tuple(sorted(values)), values) for owner, task_id, values in changes
+    ]
+    for _, _, keys, _ in encoded:
+        if not set(keys) <= _SETTABLE:
+            raise ValueError(f"not task columns: {sorted(set(keys) - _SETTABLE)}")
+
+    def body(conn: sqlite3.Connection) -> list[bool]:
+        holders: dict[str, str | None] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            sql = (
+                "SELECT json_group_array(json_array(id, lease_owner)) FROM tasks WHERE id IN "
+                f"({', '.join('?' for _ in chunk)}) AND status = 'leased'"
+                " AND lease_expires_at > ?"
+            )
+            found = conn.execute(sql, (*chunk, ts)).fetchone()[0]
+            holders.update(dict(json.loads(found)))
+        applied: list[bool] = []
+        groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        for owner, task_id, keys, values in encoded:
+            ok = holders.get(task_id) == owner
+            if ok:
+                del holders[task_id]
+                row = (ts, *(_encode(k, values[k]) for k in keys), task_id)
+                groups.setdefault(keys, []).append(row)
+            applied.append(ok)
+        for keys, rows in groups.items():
+            # one statement per group (UPDATE ... FROM a VALUES list), not one per row
+            names = ("updated_at", *keys, "id")
+            per = 30_000 // len(names)
+            sets = ", ".join(f"{k} = v.{k}" for k in names[:-1])
+            marks = "(" + ", ".join("?" for _ in names) + ")"
+            for start in range(0, len(rows), per):
+                part = rows[start : start + per]
+                conn.execute(
+                    f"WITH v({', '.join(names)}) AS (VALUES {', '.join([marks] * len(part))})"
+                    f" UPDATE tasks SET {sets} FROM v WHERE tasks.id = v.id",
+                    [x for r in part for x in r],
                 )
-                found = conn.execute(sql, (*chunk, ts)).fetchone()[0]
-                holders.update(dict(json.loads(found)))
-            applied: list[bool] = []
-            groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
-            for owner, task_id, keys, values in encoded:
-                ok = holders.get(task_id) == owner
-                if ok:
-                    del holders[task_id]
-                    row = (ts, *(_encode(k, values[k]) for k in keys), task_id)
-                    groups.setdefault(keys, []).append(row)
-                applied.append(ok)
-            for keys, rows in groups.items():
-                # one statement per group (UPDATE ... FROM a VALUES list), not one per row
-                names = ("updated_at", *keys, "id")
-                per = 30_000 // len(names)
-                sets = ", ".join(f"{k} = v.{k}" for k in names[:-1])
-                marks = "(" + ", ".join("?" for _ in names) + ")"
-                for start in range(0, len(rows), per):
-                    part = rows[start : start + per]
-                    conn.execute(
-                        f"WITH v({', '.join(names)}) AS (VALUES {', '.join([marks] * len(part))})"
-                        f" UPDATE tasks SET {sets} FROM v WHERE tasks.id = v.id",
-                        [x for r in part for x in r],
-                    )
-            return applied
+        return applied
 
-        return await self._run(body)
+    return body
