@@ -14,15 +14,24 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 
+from opentelemetry import trace
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from netsuke.observability import get_logger, get_tracer, register_collector
 
-__all__ = ["METRICS", "log", "tracer"]
+__all__ = ["METRICS", "log", "tracer", "tracing"]
 
 log = get_logger("netsuke.routing")
 tracer = get_tracer("netsuke.routing")
+
+_NO_OP = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+
+
+def tracing() -> bool:
+    """Whether an OpenTelemetry SDK is configured (spans are recorded). Without one every span
+    is a no-op: the queue's per-task paths skip creating them (a few microseconds each)."""
+    return not isinstance(trace.get_tracer_provider(), _NO_OP)
 
 
 class RoutingMetrics(Collector):

@@ -33,7 +33,6 @@ them (their tasks are redelivered after the lease).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import json
 import random
@@ -48,7 +47,7 @@ from netsuke.events import topics
 from netsuke.store import TaskRecord
 
 from ._errors import TaskTimeoutError
-from ._observe import METRICS, log, tracer
+from ._observe import METRICS, log, tracer, tracing
 from ._retry import Uniform, backoff_bound
 
 if TYPE_CHECKING:
@@ -183,8 +182,9 @@ class Worker:
                 await self._pause(self.poll_interval)
                 continue
             if tasks:
+                traced = tracing()
                 for task in tasks:
-                    self._start(task)
+                    self._start(task, traced)
                 continue
             if self._outbox or free <= 0:
                 continue
@@ -276,7 +276,7 @@ class Worker:
 
     # ------------------------------------------------------------- one task
 
-    def _start(self, task: TaskRecord) -> None:
+    def _start(self, task: TaskRecord, traced: bool) -> None:
         """Run one taken task. A plain function's handler runs here, at once (no asyncio task:
         it could not yield anyway); a coroutine, a failure and a dead letter get a task."""
         if task.attempts > task.max_attempts:
@@ -292,21 +292,18 @@ class Worker:
             self._spawn(task, self._attempt, task)
             return
         began = _now()
-        span = tracer.start_span(
-            "routing.task.handle",
-            attributes={"task.id": task.id, "task.kind": task.kind, "task.attempt": task.attempts},
-        )
+        span = tracer.start_span(_HANDLE, attributes=_attributes(task)) if traced else None
         try:
-            # current only when recorded: a no-op span's children are no-ops whatever the parent
-            with trace.use_span(span) if span.is_recording() else contextlib.nullcontext():
+            if span is None:
                 out = self.handler(task)
-            if not inspect.isawaitable(out):
+            else:
+                with trace.use_span(span, end_on_exit=True):
+                    out = self.handler(task)
+            if type(out) not in _JSON_SCALARS and not inspect.isawaitable(out):
                 json.dumps(out)
         except Exception as exc:
             self._spawn(task, self._failed, task, exc)
             return
-        finally:
-            span.end()
         if inspect.isawaitable(out):
             self._spawn(task, self._attempt, task, out)
             return
@@ -337,10 +334,7 @@ class Worker:
         began = _now()
         error: BaseException | None = None
         result: Any = None
-        with tracer.start_as_current_span(
-            "routing.task.handle",
-            attributes={"task.id": task.id, "task.kind": task.kind, "task.attempt": task.attempts},
-        ):
+        with tracer.start_as_current_span(_HANDLE, attributes=_attributes(task)):
             try:
                 work = pending if pending is not None else _call(self.handler, task)
                 if task.timeout is not None:
@@ -460,6 +454,14 @@ async def _call(fn: Callable[..., Any], *args: Any) -> Any:
     if inspect.isawaitable(out):
         out = await out
     return out
+
+
+_HANDLE = "routing.task.handle"
+_JSON_SCALARS = frozenset({type(None), str, int, float, bool})
+
+
+def _attributes(task: TaskRecord) -> dict[str, Any]:
+    return {"task.id": task.id, "task.kind": task.kind, "task.attempt": task.attempts}
 
 
 def _now() -> float:

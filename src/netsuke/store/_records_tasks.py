@@ -11,6 +11,10 @@ __all__ = ["TaskDraft", "TaskRecord", "TaskStatus", "trusted_task"]
 
 TaskStatus = Literal["queued", "leased", "succeeded", "dead"]
 
+_new = object.__new__
+_set = object.__setattr__
+_NUMBER = (int, float)
+
 
 class TaskDraft(BaseModel):
     """A task to insert. ``capabilities`` are what a worker must offer (all of them)."""
@@ -34,6 +38,63 @@ class TaskDraft(BaseModel):
         the payload is JSON): the store writes it as is instead of encoding it again."""
         self._payload_json = text
         return self
+
+    @classmethod
+    def plain(
+        cls,
+        *,
+        kind: Any,
+        payload: dict[str, Any],
+        payload_json: str,
+        capabilities: tuple[Any, ...],
+        priority: Any,
+        max_attempts: Any,
+        backoff_base: Any,
+        backoff_cap: Any,
+        timeout: Any,
+        run_at: datetime,
+        idempotency_key: Any,
+    ) -> TaskDraft | None:
+        """The draft these values make when they are plainly valid, built without pydantic's
+        validation (the queue's submit path: a few microseconds instead of ~15); ``None`` when
+        any value is not plainly valid: construct ``TaskDraft(...)`` for the precise error.
+        ``payload_json`` is ``json.dumps(payload)``."""
+        if not (
+            type(kind) is str
+            and 0 < len(kind) <= 64
+            and type(priority) is int
+            and type(max_attempts) is int
+            and 1 <= max_attempts <= 1000
+            and type(backoff_base) in _NUMBER
+            and backoff_base > 0
+            and type(backoff_cap) in _NUMBER
+            and backoff_cap > 0
+            and (timeout is None or (type(timeout) in _NUMBER and timeout > 0))
+            and (
+                idempotency_key is None
+                or (type(idempotency_key) is str and 0 < len(idempotency_key) <= 200)
+            )
+            and all(type(k) is str for k in payload)
+            and all(type(c) is str and c and " " not in c and len(c) <= 64 for c in capabilities)
+        ):
+            return None
+        draft = _new(cls)
+        _set(draft, "__dict__", {
+            "kind": kind,
+            "payload": payload,
+            "capabilities": tuple(sorted(set(capabilities))),
+            "priority": priority,
+            "max_attempts": max_attempts,
+            "backoff_base": float(backoff_base),
+            "backoff_cap": float(backoff_cap),
+            "timeout": None if timeout is None else float(timeout),
+            "run_at": run_at,
+            "idempotency_key": idempotency_key,
+        })  # fmt: skip
+        _set(draft, "__pydantic_fields_set__", set(_DRAFT_FIELDS))
+        _set(draft, "__pydantic_extra__", None)
+        _set(draft, "__pydantic_private__", {"_payload_json": payload_json})
+        return draft
 
     @property
     def payload_json(self) -> str | None:
@@ -79,11 +140,6 @@ class TaskRecord(BaseModel):
     finished_at: datetime | None
 
 
-_FIELDS = frozenset(TaskRecord.model_fields)
-_new = object.__new__
-_set = object.__setattr__
-
-
 def trusted_task(data: dict[str, Any]) -> TaskRecord:
     """A ``TaskRecord`` from values the store built or read itself (every field present and
     well typed), without validation: the queue's hot path builds two per task, and
@@ -94,3 +150,7 @@ def trusted_task(data: dict[str, Any]) -> TaskRecord:
     _set(record, "__pydantic_extra__", None)
     _set(record, "__pydantic_private__", None)
     return record
+
+
+_FIELDS = frozenset(TaskRecord.model_fields)
+_DRAFT_FIELDS = frozenset(TaskDraft.model_fields)

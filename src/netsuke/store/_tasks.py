@@ -14,7 +14,7 @@ from __future__ import annotations
 import builtins
 import functools
 import itertools
-import uuid
+import os
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -429,9 +429,18 @@ class TaskRepository:
         return min(times) if times else None
 
 
+def _task_id() -> str:
+    """``str(uuid.uuid4())``, about three times cheaper (it runs once per task)."""
+    h = bytearray(os.urandom(16))
+    h[6] = (h[6] & 0x0F) | 0x40  # version 4
+    h[8] = (h[8] & 0x3F) | 0x80  # RFC 4122 variant
+    x = h.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
 def _values(d: TaskDraft, now: datetime) -> dict[str, Any]:
     return {
-        "id": str(uuid.uuid4()),
+        "id": _task_id(),
         "kind": d.kind,
         "payload": d.payload,
         "capabilities": list(d.capabilities),

@@ -8,6 +8,11 @@ transaction instead of one per statement matters: every hop waits for the GIL. C
 encodings SQLAlchemy uses (JSON text; naive UTC timestamps ``YYYY-MM-DD HH:MM:SS.ffffff``), so
 rows written here and through the ORM are the same. Once handed to the thread, a transaction
 completes even if its caller is cancelled.
+
+Group commit: the thread commits every transaction queued while it was busy in one
+``BEGIN IMMEDIATE`` ... ``COMMIT`` (each in a savepoint: one that raises is rolled back alone),
+so an insert of new tasks and a worker's settle-and-take waiting together share one fsync. Each
+caller still returns only once its own writes are committed.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -100,7 +106,8 @@ def _insert_rows(
             r["route"], r["priority"], r["status"], r["attempts"], r["max_attempts"],
             r["backoff_base"], r["backoff_cap"], r["timeout"], when(r["run_at"]),
             r["lease_owner"], None if lease is None else when(lease), r["idempotency_key"],
-            dumps(r["result"]), r["last_error"], when(r["created_at"]), when(r["updated_at"]),
+            "null" if r["result"] is None else dumps(r["result"]), r["last_error"],
+            when(r["created_at"]), when(r["updated_at"]),
             None if finished is None else when(finished),
         ))  # fmt: skip
     return out
@@ -118,6 +125,37 @@ def _decode(row: Sequence[Any]) -> TaskRecord:
     return trusted_task(data)
 
 
+def _savepoint(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], Any]) -> Any:
+    conn.execute("SAVEPOINT one")
+    try:
+        out = body(conn)
+    except Exception as exc:
+        conn.execute("ROLLBACK TO one")
+        conn.execute("RELEASE one")
+        return _Failed(exc)
+    conn.execute("RELEASE one")
+    return out
+
+
+class _Failed:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+
+def _resolve(futures: list[asyncio.Future[Any]], results: list[Any]) -> None:
+    for future, result in zip(futures, results, strict=True):
+        if future.done():  # its caller was cancelled: the transaction completed anyway
+            continue
+        if isinstance(result, _Failed):
+            future.set_exception(result.exc)
+        elif isinstance(result, Exception):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+
 _READY = "((status = 'queued' AND run_at <= ?) OR (status = 'leased' AND lease_expires_at <= ?))"
 
 
@@ -131,6 +169,10 @@ class SqliteTaskWriter:
         self._conn: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
+        # transactions waiting for the writer thread; it commits those queued together at once
+        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._mutex = threading.Lock()
+        self._draining = False
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -141,26 +183,54 @@ class SqliteTaskWriter:
         return conn
 
     async def _run(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``body`` in a transaction on the writer thread; its result once committed."""
         if self._closed:
             raise StoreClosedError("the store is closed")
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="netsuke-sqlite-tasks")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        with self._mutex:
+            self._pending.append((body, future))
+            start, self._draining = not self._draining, True
+        if start:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix="netsuke-sqlite-tasks")
+            self._executor.submit(self._drain, loop)
+        out: T = await future
+        return out
 
-        def transaction() -> T:
+    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the writer thread: commit whatever is pending, together, until nothing is."""
+        while True:
+            with self._mutex:
+                if not self._pending:
+                    self._draining = False
+                    return
+                batch = self._pending[:]
+                self._pending.clear()
+            results = self._transaction([body for body, _ in batch])
+            loop.call_soon_threadsafe(_resolve, [f for _, f in batch], results)
+
+    def _transaction(self, bodies: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
+        """One ``BEGIN IMMEDIATE`` ... ``COMMIT`` for all ``bodies``, each in a savepoint when
+        there are several: a body that raises is rolled back alone and gets its exception."""
+        try:
             if self._conn is None:
                 self._conn = self._connect()
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
-                out = body(conn)
+                if len(bodies) == 1:
+                    results = [bodies[0](conn)]
+                else:
+                    results = [_savepoint(conn, body) for body in bodies]
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            return out
-
-        return await asyncio.get_running_loop().run_in_executor(self._executor, transaction)
+        except Exception as exc:
+            return [exc] * len(bodies)
+        return results
 
     async def close(self) -> None:
         self._closed = True
