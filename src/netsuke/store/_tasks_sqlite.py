@@ -9,18 +9,20 @@ encodings SQLAlchemy uses (JSON text; naive UTC timestamps ``YYYY-MM-DD HH:MM:SS
 rows written here and through the ORM are the same. Once handed to the thread, a transaction
 completes even if its caller is cancelled.
 
-Group commit: the thread commits every transaction queued while it was busy in one
-``BEGIN IMMEDIATE`` ... ``COMMIT`` (each in a savepoint: one that raises is rolled back alone),
-so an insert of new tasks and a worker's settle-and-take waiting together share one fsync. Each
-caller still returns only once its own writes are committed.
+Group commit: the thread commits every transaction queued while it was busy, and those queued
+in the same turn of the event loop, in one ``BEGIN IMMEDIATE`` ... ``COMMIT`` (each body in a
+savepoint: one that raises is rolled back alone). A commit's callers resume before the next
+transaction starts, so what they queue at once joins it: a worker acking its batch and leasing
+the next shares one fsync with the insert of the tasks producers queued meanwhile. Each caller
+returns only once its own writes are committed; a lone transaction waits one loop turn.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -125,6 +127,13 @@ def _decode(row: Sequence[Any]) -> TaskRecord:
     return trusted_task(data)
 
 
+_TURNS = 4
+"""Event loop turns a transaction waits for company (a commit's callers resume, queue their
+next writes and encode them in about that many: producers' submits and a worker's acks)."""
+
+_Batch = list[tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]]
+
+
 def _savepoint(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], Any]) -> Any:
     conn.execute("SAVEPOINT one")
     try:
@@ -170,9 +179,9 @@ class SqliteTaskWriter:
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
         # transactions waiting for the writer thread; it commits those queued together at once
-        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
-        self._mutex = threading.Lock()
+        self._pending: _Batch = []
         self._draining = False
+        self._idle = asyncio.Event()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -188,27 +197,36 @@ class SqliteTaskWriter:
             raise StoreClosedError("the store is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        with self._mutex:
-            self._pending.append((body, future))
-            start, self._draining = not self._draining, True
-        if start:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(1, thread_name_prefix="netsuke-sqlite-tasks")
-            self._executor.submit(self._drain, loop)
+        self._pending.append((body, future))
+        if not self._draining:
+            self._draining = True
+            self._idle.clear()
+            loop.call_soon(self._kick, loop, _TURNS)
         out: T = await future
         return out
 
-    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
-        """On the writer thread: commit whatever is pending, together, until nothing is."""
-        while True:
-            with self._mutex:
-                if not self._pending:
-                    self._draining = False
-                    return
-                batch = self._pending[:]
-                self._pending.clear()
-            results = self._transaction([body for body, _ in batch])
-            loop.call_soon_threadsafe(_resolve, [f for _, f in batch], results)
+    def _kick(self, loop: asyncio.AbstractEventLoop, turns: int) -> None:
+        if turns > 1:  # a few loop turns later: writers woken meanwhile join the transaction
+            loop.call_soon(self._kick, loop, turns - 1)
+            return
+        batch, self._pending = self._pending, []
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="netsuke-sqlite-tasks")
+        self._executor.submit(self._commit, loop, batch)
+
+    def _commit(self, loop: asyncio.AbstractEventLoop, batch: _Batch) -> None:
+        """On the writer thread: one transaction for the batch, then back to the loop."""
+        results = self._transaction([body for body, _ in batch])
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            loop.call_soon_threadsafe(self._done, loop, batch, results)
+
+    def _done(self, loop: asyncio.AbstractEventLoop, batch: _Batch, results: list[Any]) -> None:
+        _resolve([future for _, future in batch], results)
+        if self._pending:  # queued during that commit: after the callers just resumed
+            loop.call_soon(self._kick, loop, _TURNS)
+        else:
+            self._draining = False
+            self._idle.set()
 
     def _transaction(self, bodies: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
         """One ``BEGIN IMMEDIATE`` ... ``COMMIT`` for all ``bodies``, each in a savepoint when
@@ -234,6 +252,8 @@ class SqliteTaskWriter:
 
     async def close(self) -> None:
         self._closed = True
+        if self._draining:
+            await self._idle.wait()
         if self._executor is None:
             return
 
