@@ -74,10 +74,14 @@ class TaskDraft(BaseModel):
                 idempotency_key is None
                 or (type(idempotency_key) is str and 0 < len(idempotency_key) <= 200)
             )
-            and all(type(k) is str for k in payload)
-            and all(type(c) is str and c and " " not in c and len(c) <= 64 for c in capabilities)
         ):
             return None
+        for key in payload:
+            if type(key) is not str:
+                return None
+        for cap in capabilities:
+            if type(cap) is not str or not cap or " " in cap or len(cap) > 64:
+                return None
         draft = _new(cls)
         _set(draft, "__dict__", {
             "kind": kind,
@@ -98,7 +102,8 @@ class TaskDraft(BaseModel):
 
     @property
     def payload_json(self) -> str | None:
-        return self._payload_json
+        private = self.__pydantic_private__
+        return None if private is None else private.get("_payload_json")
 
     @field_validator("capabilities")
     @classmethod

@@ -182,6 +182,8 @@ class SqliteTaskWriter:
         self._pending: _Batch = []
         self._draining = False
         self._idle = asyncio.Event()
+        self.transactions = 0
+        """Transactions run (each one commit, however many callers shared it)."""
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -217,6 +219,7 @@ class SqliteTaskWriter:
     def _commit(self, loop: asyncio.AbstractEventLoop, batch: _Batch) -> None:
         """On the writer thread: one transaction for the batch, then back to the loop."""
         results = self._transaction([body for body, _ in batch])
+        self.transactions += 1
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
             loop.call_soon_threadsafe(self._done, loop, batch, results)
 
