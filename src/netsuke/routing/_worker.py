@@ -4,13 +4,19 @@ A worker offers ``capabilities`` (``None``: takes every task) and takes only tas
 capabilities it offers, all of them; ``kinds`` narrows it to some task kinds. It runs up to
 ``concurrency`` [``1``] handlers at once and takes up to ``batch`` [``concurrency``] tasks per
 round trip, under a ``lease`` [``30.0`` s] renewed every ``lease / 3`` while a handler runs.
+A plain function's handler runs inline in the worker's loop, in delivery order (no asyncio
+task: it could not yield anyway); a coroutine function, or a handler returning an awaitable,
+runs in its own asyncio task.
 
 For each task, in order:
 
 1. ``task.started`` is published; ``handler(task)`` runs (sync or async), within
    ``task.timeout`` when set (else ``TaskTimeoutError`` is the attempt's error).
 2. Success: the result (JSON) is stored and the task acked (``succeeded``), then
-   ``task.succeeded``. The ack is committed before the next event for it.
+   ``task.succeeded``. Acks wait in an outbox and are committed with the worker's next take
+   (``settle_and_take``: on SQLite one transaction acks a batch and leases the next); the task
+   counts as done (``processed``, ``task.succeeded``) only once its ack is committed. If that
+   commit fails the acks stay for the next round; ``stop()`` commits those left.
 3. Failure with attempts left: the task goes back to the queue at ``now + delay`` where
    ``delay`` is the full-jitter backoff of the task's policy (``rng`` [``random.Random()``]
    draws it), then ``task.retried`` (with ``delay`` and ``error``).
