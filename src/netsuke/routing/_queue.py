@@ -114,7 +114,10 @@ class TaskQueue:
         if isinstance(capabilities, str):
             raise TaskValidationError("capabilities", "a list of names, not one string")
         caps = tuple(capabilities)
-        when = run_at if run_at is not None else self.now() + timedelta(seconds=delay)
+        if run_at is not None:
+            when = run_at
+        else:
+            when = self.now() + timedelta(seconds=delay) if delay else self.now()
         draft = TaskDraft.plain(
             kind=kind,
             payload=body,

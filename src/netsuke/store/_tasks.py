@@ -27,7 +27,7 @@ from ._models import Base
 from ._observe import operation
 from ._records import Page
 from ._records_tasks import TaskDraft, TaskRecord, TaskStatus, trusted_task
-from ._tasks_sqlite import SqliteTaskWriter
+from ._tasks_sqlite import SqliteTaskWriter, new_tasks
 from ._validation import check_limit
 
 __all__ = ["TaskDraft", "TaskRecord", "TaskRepository", "TaskStatus"]
@@ -101,10 +101,10 @@ class TaskRepository:
         ``created=False``."""
         out: list[tuple[TaskRecord, bool]] = []
         if self._sqlite is not None and all(d.idempotency_key is None for d in drafts):
-            rows = [_values(d, now) for d in drafts]
+            records, rows = new_tasks(drafts, now, _task_id)
             with operation("tasks", "insert", count=len(drafts)):
-                await self._sqlite.insert(rows, [d.payload_json for d in drafts])
-            return [(_built(r), True) for r in rows]
+                await self._sqlite.insert_rows(rows)
+            return [(r, True) for r in records]
         with operation("tasks", "insert", count=len(drafts)):
             async with self._db.write() as conn:
                 plain: list[dict[str, Any]] = []

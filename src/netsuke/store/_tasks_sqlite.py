@@ -32,9 +32,9 @@ from sqlalchemy.engine import make_url
 
 from ._engine import Database
 from ._errors import StoreClosedError
-from ._records_tasks import TaskRecord, trusted_task
+from ._records_tasks import TaskDraft, TaskRecord, trusted_task
 
-__all__ = ["COLUMNS", "SqliteTaskWriter"]
+__all__ = ["COLUMNS", "SqliteTaskWriter", "new_tasks"]
 
 T = TypeVar("T")
 
@@ -80,39 +80,41 @@ def _encode(column: str, value: Any) -> Any:
     return value
 
 
-def _insert_rows(
-    rows: Sequence[dict[str, Any]], payloads: Sequence[str | None] | None
-) -> list[tuple[Any, ...]]:
-    """``tuple(_encode(c, r[c]) for c in COLUMNS)`` per row, spelled out (it runs once per
-    task). ``payloads``: the payloads' JSON where the caller has it already (not encoded
-    again). Timestamps and capability lists repeat across a batch: each encoded once."""
+def new_tasks(
+    drafts: Sequence[TaskDraft], now: datetime, new_id: Callable[[], str]
+) -> tuple[list[TaskRecord], list[tuple[Any, ...]]]:
+    """The records and encoded rows (``COLUMNS``) of new tasks, queued at ``now``: built in
+    one pass, each value encoded once (payloads as the draft carries them, if it does)."""
     dumps = json.dumps
-    times: dict[datetime, str] = {}
+    created = stamp(now)
     caps: dict[tuple[str, ...], str] = {}
-
-    def when(value: datetime) -> str:
-        text = times.get(value)
-        if text is None:
-            text = times[value] = stamp(value)
-        return text
-
-    out = []
-    for n, r in enumerate(rows):
-        lease, finished, cap = r["lease_expires_at"], r["finished_at"], tuple(r["capabilities"])
-        payload = payloads[n] if payloads is not None else None
+    records: list[TaskRecord] = []
+    rows: list[tuple[Any, ...]] = []
+    for d in drafts:
+        data = d.__dict__
+        task_id = new_id()
+        cap = data["capabilities"]
         cap_text = caps.get(cap)
         if cap_text is None:
-            cap_text = caps[cap] = dumps(r["capabilities"])
-        out.append((
-            r["id"], r["kind"], dumps(r["payload"]) if payload is None else payload, cap_text,
-            r["route"], r["priority"], r["status"], r["attempts"], r["max_attempts"],
-            r["backoff_base"], r["backoff_cap"], r["timeout"], when(r["run_at"]),
-            r["lease_owner"], None if lease is None else when(lease), r["idempotency_key"],
-            "null" if r["result"] is None else dumps(r["result"]), r["last_error"],
-            when(r["created_at"]), when(r["updated_at"]),
-            None if finished is None else when(finished),
+            cap_text = caps[cap] = dumps(list(cap))
+        payload = d.payload_json
+        rows.append((
+            task_id, data["kind"], dumps(data["payload"]) if payload is None else payload,
+            cap_text, " ".join(cap), data["priority"], "queued", 0, data["max_attempts"],
+            data["backoff_base"], data["backoff_cap"], data["timeout"], stamp(data["run_at"]),
+            None, None, data["idempotency_key"], "null", None, created, created, None,
         ))  # fmt: skip
-    return out
+        records.append(trusted_task({
+            "id": task_id, "kind": data["kind"], "payload": data["payload"],
+            "capabilities": list(cap), "priority": data["priority"], "status": "queued",
+            "attempts": 0, "max_attempts": data["max_attempts"],
+            "backoff_base": data["backoff_base"], "backoff_cap": data["backoff_cap"],
+            "timeout": data["timeout"], "run_at": data["run_at"], "lease_owner": None,
+            "lease_expires_at": None, "idempotency_key": data["idempotency_key"],
+            "result": None, "last_error": None, "created_at": now, "updated_at": now,
+            "finished_at": None,
+        }))  # fmt: skip
+    return records, rows
 
 
 def _decode(row: Sequence[Any]) -> TaskRecord:
@@ -269,12 +271,8 @@ class SqliteTaskWriter:
         self._executor.shutdown(wait=True)
         self._executor = None
 
-    async def insert(
-        self, rows: Sequence[dict[str, Any]], payloads: Sequence[str | None] | None = None
-    ) -> None:
-        """Insert complete task rows (``COLUMNS``) in one transaction. ``payloads``: per row,
-        its payload's JSON text when the caller has it (``None``: encoded here)."""
-        params = _insert_rows(rows, payloads)
+    async def insert_rows(self, params: Sequence[tuple[Any, ...]]) -> None:
+        """Insert rows encoded already (``new_tasks``), in one transaction."""
 
         def body(conn: sqlite3.Connection) -> None:
             # Many rows per statement: executemany steps once per row, and each step hands
@@ -390,12 +388,16 @@ def _settle_body(
 ) -> Callable[[sqlite3.Connection], list[bool]]:
     ts = stamp(now)
     ids = [task_id for _, task_id, _ in changes]
-    encoded = [
-        (owner, task_id, tuple(sorted(values)), values) for owner, task_id, values in changes
-    ]
-    for _, _, keys, _ in encoded:
-        if not set(keys) <= _SETTABLE:
-            raise ValueError(f"not task columns: {sorted(set(keys) - _SETTABLE)}")
+    shapes: dict[frozenset[str], tuple[str, ...]] = {}  # a batch's changes share a few shapes
+    encoded = []
+    for owner, task_id, values in changes:
+        shape = frozenset(values)
+        keys = shapes.get(shape)
+        if keys is None:
+            if not shape <= _SETTABLE:
+                raise ValueError(f"not task columns: {sorted(shape - _SETTABLE)}")
+            keys = shapes[shape] = tuple(sorted(shape))
+        encoded.append((owner, task_id, keys, values))
 
     def body(conn: sqlite3.Connection) -> list[bool]:
         holders: dict[str, str | None] = {}
