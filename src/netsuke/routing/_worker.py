@@ -39,11 +39,12 @@ them (their tasks are redelivered after the lease).
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -316,7 +317,11 @@ class Worker:
         self._outbox.append((task, self._ack_values(out), _now() - began))
 
     def _spawn(self, task: TaskRecord, fn: Callable[..., Awaitable[bool]], *args: Any) -> None:
-        self._running[task.id] = asyncio.create_task(self._guard(task, fn, *args))
+        runner = asyncio.create_task(self._guard(task, fn, *args))
+        self._running[task.id] = runner
+        for arg in args:  # a handler's coroutine the task, cancelled unstarted, never awaited
+            if inspect.iscoroutine(arg):
+                runner.add_done_callback(functools.partial(_close, arg))
 
     async def _guard(
         self, task: TaskRecord, fn: Callable[..., Awaitable[bool]], *args: Any
@@ -468,6 +473,10 @@ _JSON_SCALARS = frozenset({type(None), str, int, float, bool})
 
 def _attributes(task: TaskRecord) -> dict[str, Any]:
     return {"task.id": task.id, "task.kind": task.kind, "task.attempt": task.attempts}
+
+
+def _close(coroutine: Coroutine[Any, Any, Any], _: object) -> None:
+    coroutine.close()  # (no-op once it ran)
 
 
 def _now() -> float:
