@@ -11,6 +11,9 @@ A backend stores tasks durably and hands them out under **leases**:
   JetStream's ``nak(delay)``) or dead-letters (``dead``, JetStream's ``term`` plus a DLQ stream)
   a task the consumer still holds; a consumer that lost its lease gets ``False`` and nothing
   changes. ``extend`` renews leases of tasks still running (JetStream's ``in_progress``).
+* ``settle_and_take`` settles a consumer's finished tasks, then takes its next ones: where the
+  backend can (SQLite) both are one transaction, one commit per batch; otherwise the settles are
+  committed first. It returns only once the settles are durable (and the new leases held).
 * The dead-letter queue is ``list(status="dead")``, ``get``, ``requeue`` and ``purge``.
 """
 
@@ -42,6 +45,17 @@ class TaskBackend(Protocol):
     ) -> list[TaskRecord]: ...
 
     async def settle(self, change: Settle) -> bool: ...
+
+    async def settle_and_take(
+        self,
+        changes: Sequence[Settle],
+        consumer: str,
+        *,
+        capabilities: frozenset[str] | None,
+        limit: int,
+        lease: float,
+        kinds: Sequence[str] | None = None,
+    ) -> tuple[list[bool], list[TaskRecord]]: ...
 
     async def extend(self, consumer: str, task_ids: Sequence[str], *, lease: float) -> int: ...
 

@@ -120,6 +120,30 @@ class MemoryTaskBackend:
         self._tasks[task_id] = t.model_copy(update={**values, "updated_at": now})
         return True
 
+    async def settle_and_take(
+        self,
+        changes: Sequence[Settle],
+        consumer: str,
+        *,
+        capabilities: frozenset[str] | None,
+        limit: int,
+        lease: float,
+        kinds: Sequence[str] | None = None,
+    ) -> tuple[list[bool], list[TaskRecord]]:
+        """The settles, then the take; a take failing after them returns no tasks."""
+        applied = [await self.settle(change) for change in changes]
+        if limit <= 0:
+            return applied, []
+        try:
+            got = await self.take(
+                consumer, capabilities=capabilities, limit=limit, lease=lease, kinds=kinds
+            )
+        except Exception:
+            if not changes:
+                raise
+            got = []
+        return applied, got
+
     async def extend(self, consumer: str, task_ids: Sequence[str], *, lease: float) -> int:
         now = self.now()
         n = 0

@@ -11,18 +11,38 @@ Plain integers read at scrape time by one collector on ``netsuke.observability.R
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterator
 
+from opentelemetry import trace
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from netsuke.observability import get_logger, get_tracer, register_collector
 
-__all__ = ["METRICS", "log", "tracer"]
+__all__ = ["METRICS", "log", "tracer", "tracing"]
 
 log = get_logger("netsuke.routing")
 tracer = get_tracer("netsuke.routing")
+
+_NO_OP = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+
+
+_checked = [False, -1.0]  # [configured, when last checked (monotonic)]
+
+
+def tracing() -> bool:
+    """Whether an OpenTelemetry SDK is configured (spans are recorded). Without one every span
+    is a no-op: the queue's per-task paths skip creating them (a few microseconds each). The
+    global provider is set once: looked up at most every 0.1 s until it is."""
+    if _checked[0]:
+        return True
+    now = time.monotonic()
+    if now - _checked[1] >= 0.1:
+        _checked[0] = not isinstance(trace.get_tracer_provider(), _NO_OP)
+        _checked[1] = now
+    return bool(_checked[0])
 
 
 class RoutingMetrics(Collector):

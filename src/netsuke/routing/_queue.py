@@ -39,7 +39,7 @@ from netsuke.store import Page, Store, TaskDraft, TaskRecord, TaskStatus
 
 from ._backend import TaskBackend
 from ._errors import TaskValidationError
-from ._observe import METRICS, log, tracer
+from ._observe import METRICS, log, tracer, tracing
 from ._retry import RetryPolicy
 from ._sql_backend import SqlTaskBackend
 
@@ -63,7 +63,7 @@ class TaskQueue:
         self.backend = backend
         self.events = events
         self.retry = retry or RetryPolicy()
-        self._wakeup = asyncio.Event()
+        self._wakeups: set[asyncio.Event] = set()  # one per running worker
 
     @classmethod
     def sql(
@@ -82,6 +82,11 @@ class TaskQueue:
 
     def now(self) -> datetime:
         return self.backend.now()
+
+    def _notify(self) -> None:
+        """Wake this queue's workers (a task was queued)."""
+        for wake in self._wakeups:
+            wake.set()
 
     async def submit(
         self,
@@ -103,33 +108,55 @@ class TaskQueue:
             raise TaskValidationError("delay", "must be >= 0 seconds")
         body = dict(payload or {})
         try:
-            json.dumps(body)
+            text = json.dumps(body)
         except (TypeError, ValueError) as exc:
             raise TaskValidationError("payload", f"not JSON-serialisable: {exc}") from None
         if isinstance(capabilities, str):
             raise TaskValidationError("capabilities", "a list of names, not one string")
-        try:
-            draft = TaskDraft(
-                kind=kind,
-                payload=body,
-                capabilities=tuple(capabilities),
-                priority=priority,
-                max_attempts=policy.max_attempts,
-                backoff_base=policy.base,
-                backoff_cap=policy.cap,
-                timeout=timeout,
-                run_at=run_at if run_at is not None else self.now() + timedelta(seconds=delay),
-                idempotency_key=idempotency_key,
-            )
-        except pydantic.ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(p) for p in err["loc"]) or "task"
-            raise TaskValidationError(field, err["msg"]) from None
-        span = tracer.start_span("routing.task.submit", attributes={"task.kind": kind})
-        try:
+        caps = tuple(capabilities)
+        if run_at is not None:
+            when = run_at
+        else:
+            when = self.now() + timedelta(seconds=delay) if delay else self.now()
+        draft = TaskDraft.plain(
+            kind=kind,
+            payload=body,
+            payload_json=text,
+            capabilities=caps,
+            priority=priority,
+            max_attempts=policy.max_attempts,
+            backoff_base=policy.base,
+            backoff_cap=policy.cap,
+            timeout=timeout,
+            run_at=when,
+            idempotency_key=idempotency_key,
+        )
+        if draft is None:  # not plainly valid: pydantic decides, and names the field
+            try:
+                draft = TaskDraft(
+                    kind=kind,
+                    payload=body,
+                    capabilities=caps,
+                    priority=priority,
+                    max_attempts=policy.max_attempts,
+                    backoff_base=policy.base,
+                    backoff_cap=policy.cap,
+                    timeout=timeout,
+                    run_at=when,
+                    idempotency_key=idempotency_key,
+                )
+            except pydantic.ValidationError as exc:
+                err = exc.errors()[0]
+                field = ".".join(str(p) for p in err["loc"]) or "task"
+                raise TaskValidationError(field, err["msg"]) from None
+            draft.with_payload_json(text)  # the store writes it as is: encoded once
+        if tracing():
+            with tracer.start_as_current_span(
+                "routing.task.submit", attributes={"task.kind": kind}
+            ):
+                task, created = await self.backend.submit(draft)
+        else:
             task, created = await self.backend.submit(draft)
-        finally:
-            span.end()
         if not created:
             METRICS.tasks["duplicate"] += 1
             log.debug("task.duplicate", task=task.id, idempotency_key=idempotency_key)
@@ -144,7 +171,7 @@ class TaskQueue:
                 priority=task.priority,
                 run_at=task.run_at.isoformat(),
             )
-        self._wakeup.set()
+        self._notify()
         return task
 
     def worker(
@@ -219,7 +246,7 @@ class TaskQueue:
                 priority=task.priority,
                 run_at=task.run_at.isoformat(),
             )
-        self._wakeup.set()
+        self._notify()
         return task
 
     async def purge_dead(self, ids: Sequence[str] | None = None) -> int:

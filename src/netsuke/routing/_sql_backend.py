@@ -27,6 +27,7 @@ from netsuke.store import (
 
 from ._backend import Settle
 from ._errors import TaskNotFoundError, TaskValidationError
+from ._observe import log
 
 __all__ = ["SqlTaskBackend"]
 
@@ -47,10 +48,16 @@ class SqlTaskBackend:
         self._settles: GroupCommitter[Settle, bool] = GroupCommitter(
             self._settle, max_batch=max_batch
         )
+        self.settle_batches = 0
+        """Commits that carried settles made with ``settle_and_take`` (the worker's acks)."""
         # SQLite has one writer at a time; a writer that finds the file locked sleeps in the
-        # busy handler (1, 2, 5, 10 ms ...). Queue this backend's writers here instead.
+        # busy handler (1, 2, 5, 10 ms ...). The hot path (inserts without idempotency keys,
+        # take, settle) runs on the store's one task-writer thread, which queues those
+        # transactions itself: no lock, so the next one is encoded while one commits. The
+        # other writes (through the pool's connections) queue here instead.
+        self._sqlite = store.dialect == "sqlite"
         self._write_lock: asyncio.Lock | contextlib.nullcontext[None] = (
-            asyncio.Lock() if store.dialect == "sqlite" else contextlib.nullcontext()
+            asyncio.Lock() if self._sqlite else contextlib.nullcontext()
         )
 
     def now(self) -> datetime:
@@ -59,10 +66,14 @@ class SqlTaskBackend:
     async def _insert(
         self, drafts: Sequence[TaskDraft]
     ) -> Sequence[tuple[TaskRecord, bool] | BaseException]:
+        if self._sqlite and all(d.idempotency_key is None for d in drafts):
+            return await self.repo.insert(drafts, now=self.now())
         async with self._write_lock:
             return await self.repo.insert(drafts, now=self.now())
 
     async def _settle(self, changes: Sequence[Settle]) -> Sequence[bool | BaseException]:
+        if self._sqlite:
+            return await self.repo.settle(changes, now=self.now())
         async with self._write_lock:
             return await self.repo.settle(changes, now=self.now())
 
@@ -78,19 +89,54 @@ class SqlTaskBackend:
         lease: float,
         kinds: Sequence[str] | None = None,
     ) -> list[TaskRecord]:
-        async with self._write_lock:
-            return await self.repo.take(
-                consumer,
-                capabilities=capabilities,
-                limit=limit,
-                lease=lease,
-                now=self.now(),
-                kinds=kinds,
-            )
+        return await self.repo.take(
+            consumer,
+            capabilities=capabilities,
+            limit=limit,
+            lease=lease,
+            now=self.now(),
+            kinds=kinds,
+        )
 
     async def settle(self, change: Settle) -> bool:
         self.repo.check_values(change[2])  # refused alone, before it joins a shared commit
         return await self._settles.submit(change)
+
+    async def settle_and_take(
+        self,
+        changes: Sequence[Settle],
+        consumer: str,
+        *,
+        capabilities: frozenset[str] | None,
+        limit: int,
+        lease: float,
+        kinds: Sequence[str] | None = None,
+    ) -> tuple[list[bool], list[TaskRecord]]:
+        """On SQLite one transaction. On PostgreSQL the settles commit first; a take failing
+        after them is logged and returns no tasks (the settles stand; the worker polls)."""
+        if changes:  # (the repository refuses unknown columns before writing anything)
+            self.settle_batches += 1
+        if not self._sqlite:
+            applied = await self.repo.settle(changes, now=self.now())
+            if limit <= 0:
+                return applied, []
+            try:
+                got = await self.take(
+                    consumer, capabilities=capabilities, limit=limit, lease=lease, kinds=kinds
+                )
+            except Exception as exc:
+                log.warning("worker.take_failed", worker=consumer, error=repr(exc))
+                got = []
+            return applied, got
+        return await self.repo.settle_and_take(  # queued by the task-writer thread
+            changes,
+            consumer,
+            capabilities=capabilities,
+            limit=limit,
+            lease=lease,
+            now=self.now(),
+            kinds=kinds,
+        )
 
     async def extend(self, consumer: str, task_ids: Sequence[str], *, lease: float) -> int:
         async with self._write_lock:

@@ -5,11 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 __all__ = ["TaskDraft", "TaskRecord", "TaskStatus", "trusted_task"]
 
 TaskStatus = Literal["queued", "leased", "succeeded", "dead"]
+
+_new = object.__new__
+_set = object.__setattr__
+_NUMBER = (int, float)
 
 
 class TaskDraft(BaseModel):
@@ -27,6 +31,79 @@ class TaskDraft(BaseModel):
     timeout: float | None = Field(default=None, gt=0)
     run_at: datetime
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    _payload_json: str | None = PrivateAttr(default=None)
+
+    def with_payload_json(self, text: str) -> TaskDraft:
+        """Attach ``json.dumps(self.payload)``, which the caller computed already (to check
+        the payload is JSON): the store writes it as is instead of encoding it again."""
+        self._payload_json = text
+        return self
+
+    @classmethod
+    def plain(
+        cls,
+        *,
+        kind: Any,
+        payload: dict[str, Any],
+        payload_json: str,
+        capabilities: tuple[Any, ...],
+        priority: Any,
+        max_attempts: Any,
+        backoff_base: Any,
+        backoff_cap: Any,
+        timeout: Any,
+        run_at: datetime,
+        idempotency_key: Any,
+    ) -> TaskDraft | None:
+        """The draft these values make when they are plainly valid, built without pydantic's
+        validation (the queue's submit path: a few microseconds instead of ~15); ``None`` when
+        any value is not plainly valid: construct ``TaskDraft(...)`` for the precise error.
+        ``payload_json`` is ``json.dumps(payload)``."""
+        if not (
+            type(kind) is str
+            and 0 < len(kind) <= 64
+            and type(priority) is int
+            and type(max_attempts) is int
+            and 1 <= max_attempts <= 1000
+            and type(backoff_base) in _NUMBER
+            and backoff_base > 0
+            and type(backoff_cap) in _NUMBER
+            and backoff_cap > 0
+            and (timeout is None or (type(timeout) in _NUMBER and timeout > 0))
+            and (
+                idempotency_key is None
+                or (type(idempotency_key) is str and 0 < len(idempotency_key) <= 200)
+            )
+        ):
+            return None
+        for key in payload:
+            if type(key) is not str:
+                return None
+        for cap in capabilities:
+            if type(cap) is not str or not cap or " " in cap or len(cap) > 64:
+                return None
+        draft = _new(cls)
+        _set(draft, "__dict__", {
+            "kind": kind,
+            "payload": payload,
+            "capabilities": tuple(sorted(set(capabilities))),
+            "priority": priority,
+            "max_attempts": max_attempts,
+            "backoff_base": float(backoff_base),
+            "backoff_cap": float(backoff_cap),
+            "timeout": None if timeout is None else float(timeout),
+            "run_at": run_at,
+            "idempotency_key": idempotency_key,
+        })  # fmt: skip
+        _set(draft, "__pydantic_fields_set__", set(_DRAFT_FIELDS))
+        _set(draft, "__pydantic_extra__", None)
+        _set(draft, "__pydantic_private__", {"_payload_json": payload_json})
+        return draft
+
+    @property
+    def payload_json(self) -> str | None:
+        private = self.__pydantic_private__
+        return None if private is None else private.get("_payload_json")
 
     @field_validator("capabilities")
     @classmethod
@@ -68,11 +145,6 @@ class TaskRecord(BaseModel):
     finished_at: datetime | None
 
 
-_FIELDS = frozenset(TaskRecord.model_fields)
-_new = object.__new__
-_set = object.__setattr__
-
-
 def trusted_task(data: dict[str, Any]) -> TaskRecord:
     """A ``TaskRecord`` from values the store built or read itself (every field present and
     well typed), without validation: the queue's hot path builds two per task, and
@@ -83,3 +155,7 @@ def trusted_task(data: dict[str, Any]) -> TaskRecord:
     _set(record, "__pydantic_extra__", None)
     _set(record, "__pydantic_private__", None)
     return record
+
+
+_FIELDS = frozenset(TaskRecord.model_fields)
+_DRAFT_FIELDS = frozenset(TaskDraft.model_fields)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import builtins
 import functools
 import itertools
-import uuid
+import os
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,7 +27,7 @@ from ._models import Base
 from ._observe import operation
 from ._records import Page
 from ._records_tasks import TaskDraft, TaskRecord, TaskStatus, trusted_task
-from ._tasks_sqlite import SqliteTaskWriter
+from ._tasks_sqlite import SqliteTaskWriter, new_tasks
 from ._validation import check_limit
 
 __all__ = ["TaskDraft", "TaskRecord", "TaskRepository", "TaskStatus"]
@@ -62,6 +62,22 @@ def _routes_within(offered: frozenset[str]) -> list[str]:
     return out
 
 
+def _route_filter(
+    capabilities: frozenset[str] | None,
+) -> tuple[builtins.list[str] | None, frozenset[str] | None]:
+    """``(routes, scan)`` for the SQLite writer: the routes a worker offering ``capabilities``
+    serves, or (too many capabilities to list the subsets) the set to scan ready routes with."""
+    if capabilities is None:
+        return None, None
+    if len(capabilities) <= _SUBSET_LIMIT:
+        return _routes_within(capabilities), None
+    return None, capabilities
+
+
+def _delivery_order(t: TaskRecord) -> tuple[int, datetime, datetime]:
+    return (-t.priority, t.run_at, t.created_at)
+
+
 def _subsets(route: str, offered: frozenset[str]) -> bool:
     return not route or all(cap in offered for cap in route.split(" "))
 
@@ -85,10 +101,10 @@ class TaskRepository:
         ``created=False``."""
         out: list[tuple[TaskRecord, bool]] = []
         if self._sqlite is not None and all(d.idempotency_key is None for d in drafts):
-            rows = [_values(d, now) for d in drafts]
+            records, rows = new_tasks(drafts, now, _task_id)
             with operation("tasks", "insert", count=len(drafts)):
-                await self._sqlite.insert(rows)
-            return [(_built(r), True) for r in rows]
+                await self._sqlite.insert_rows(rows)
+            return [(r, True) for r in records]
         with operation("tasks", "insert", count=len(drafts)):
             async with self._db.write() as conn:
                 plain: list[dict[str, Any]] = []
@@ -137,12 +153,7 @@ class TaskRepository:
             and_(_tasks.c.status == "leased", _tasks.c.lease_expires_at <= now),
         )
         if self._sqlite is not None:
-            routes: list[str] | None = None
-            scan: frozenset[str] | None = None
-            if capabilities is not None and len(capabilities) <= _SUBSET_LIMIT:
-                routes = _routes_within(capabilities)
-            elif capabilities is not None:
-                scan = capabilities
+            routes, scan = _route_filter(capabilities)
             with operation("tasks", "take", owner=owner):
                 got = await self._sqlite.take(
                     owner,
@@ -153,7 +164,7 @@ class TaskRepository:
                     expires=now + timedelta(seconds=lease),
                     now=now,
                 )
-            got.sort(key=lambda t: (-t.priority, t.run_at, t.created_at))
+            got.sort(key=_delivery_order)
             return got
         with operation("tasks", "take", owner=owner):
             async with self._db.write() as conn:
@@ -236,6 +247,45 @@ class TaskRepository:
                     )
                     await conn.execute(stmt, params_list)
         return applied
+
+    async def settle_and_take(
+        self,
+        changes: Sequence[tuple[str, str, dict[str, Any]]],
+        owner: str,
+        *,
+        capabilities: frozenset[str] | None,
+        limit: int,
+        lease: float,
+        now: datetime,
+        kinds: Sequence[str] | None = None,
+    ) -> tuple[builtins.list[bool], builtins.list[TaskRecord]]:
+        """``settle(changes)``, then ``take(owner, ...)`` (nothing when ``limit`` is 0). On
+        SQLite both are one transaction: one commit acks a batch and leases the next. Elsewhere
+        they are two, the settle committed first. Returns once everything is committed."""
+        for _, _, values in changes:
+            self.check_values(values)
+        if self._sqlite is None:
+            applied = await self.settle(changes, now=now)
+            if limit <= 0:
+                return applied, []
+            got = await self.take(
+                owner, capabilities=capabilities, limit=limit, lease=lease, now=now, kinds=kinds
+            )
+            return applied, got
+        routes, scan = _route_filter(capabilities)
+        with operation("tasks", "settle_and_take", owner=owner, count=len(changes)):
+            applied, got = await self._sqlite.settle_and_take(
+                changes,
+                owner,
+                routes=routes,
+                all_routes=scan,
+                kinds=kinds,
+                limit=limit,
+                expires=now + timedelta(seconds=lease),
+                now=now,
+            )
+        got.sort(key=_delivery_order)
+        return applied, got
 
     @staticmethod
     def check_values(values: dict[str, Any]) -> None:
@@ -379,9 +429,18 @@ class TaskRepository:
         return min(times) if times else None
 
 
+def _task_id() -> str:
+    """``str(uuid.uuid4())``, about three times cheaper (it runs once per task)."""
+    h = bytearray(os.urandom(16))
+    h[6] = (h[6] & 0x0F) | 0x40  # version 4
+    h[8] = (h[8] & 0x3F) | 0x80  # RFC 4122 variant
+    x = h.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
 def _values(d: TaskDraft, now: datetime) -> dict[str, Any]:
     return {
-        "id": str(uuid.uuid4()),
+        "id": _task_id(),
         "kind": d.kind,
         "payload": d.payload,
         "capabilities": list(d.capabilities),
