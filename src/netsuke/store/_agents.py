@@ -38,11 +38,13 @@ from ._models import Base, utcnow
 from ._observe import log, operation
 from ._records import Page
 from ._validation import check_limit, parse_model, validate_agent
+from ._versioned import Versioned
 
 __all__ = ["AgentRepository", "SyncResult"]
 
 _agents: Table = Base.metadata.tables["agents"]
 _versions: Table = Base.metadata.tables["agent_versions"]
+_VERSIONED = Versioned(_agents, _versions, "agent_id", "agent")
 
 
 class SyncResult(dict[str, builtins.list[str]]):
@@ -203,33 +205,13 @@ class AgentRepository:
     async def get(self, name: str, version: int | None = None) -> AgentDefinition:
         """The current version, or ``version``. ``NotFoundError`` if either is missing."""
         with operation("agents", "get", name=name):
-            async with self._db.read() as conn:
-                head = await _head(conn, name)
-                if head is None:
-                    raise NotFoundError("agent", name)
-                row = await _version_row(conn, head["id"], version or head["current_version"])
-        if row is None:
-            raise NotFoundError("agent version", f"{name}@{version}")
+            row = await _VERSIONED.read(self._db, name, version)
         return _definition(name, row)
 
     async def versions(self, name: str) -> builtins.list[AgentDefinition]:
         """Every version, oldest first."""
         with operation("agents", "versions", name=name):
-            async with self._db.read() as conn:
-                head = await _head(conn, name)
-                if head is None:
-                    raise NotFoundError("agent", name)
-                rows = (
-                    (
-                        await conn.execute(
-                            select(_versions)
-                            .where(_versions.c.agent_id == head["id"])
-                            .order_by(_versions.c.version)
-                        )
-                    )
-                    .mappings()
-                    .all()
-                )
+            rows = await _VERSIONED.read_all(self._db, name)
         return [_definition(name, r) for r in rows]
 
     async def exists(self, name: str) -> bool:
@@ -292,14 +274,11 @@ class AgentRepository:
 
 
 async def _head(conn: AsyncConnection, name: str) -> RowMapping | None:
-    return (await conn.execute(select(_agents).where(_agents.c.name == name))).mappings().first()
+    return await _VERSIONED.head(conn, name)
 
 
 async def _version_row(conn: AsyncConnection, agent_id: int, version: int) -> RowMapping | None:
-    stmt = select(_versions).where(
-        (_versions.c.agent_id == agent_id) & (_versions.c.version == version)
-    )
-    return (await conn.execute(stmt)).mappings().first()
+    return await _VERSIONED.version_row(conn, agent_id, version)
 
 
 async def _delegating_to(conn: AsyncConnection, name: str) -> builtins.list[str]:

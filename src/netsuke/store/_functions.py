@@ -27,11 +27,13 @@ from ._models import Base, utcnow
 from ._observe import log, operation
 from ._records import Page
 from ._validation import check_limit, parse_model, validate_function
+from ._versioned import Versioned
 
 __all__ = ["FunctionRepository"]
 
 _functions: Table = Base.metadata.tables["functions"]
 _versions: Table = Base.metadata.tables["function_versions"]
+_VERSIONED = Versioned(_functions, _versions, "function_id", "function")
 
 
 class FunctionRepository:
@@ -168,33 +170,13 @@ class FunctionRepository:
 
     async def get(self, name: str, version: int | None = None) -> FunctionDefinition:
         with operation("functions", "get", name=name):
-            async with self._db.read() as conn:
-                head = await _head(conn, name)
-                if head is None:
-                    raise NotFoundError("function", name)
-                row = await _version_row(conn, head["id"], version or head["current_version"])
-        if row is None:
-            raise NotFoundError("function version", f"{name}@{version}")
+            row = await _VERSIONED.read(self._db, name, version)
         return _definition(name, row)
 
     async def versions(self, name: str) -> builtins.list[FunctionDefinition]:
         """Every version, oldest first."""
         with operation("functions", "versions", name=name):
-            async with self._db.read() as conn:
-                head = await _head(conn, name)
-                if head is None:
-                    raise NotFoundError("function", name)
-                rows = (
-                    (
-                        await conn.execute(
-                            select(_versions)
-                            .where(_versions.c.function_id == head["id"])
-                            .order_by(_versions.c.version)
-                        )
-                    )
-                    .mappings()
-                    .all()
-                )
+            rows = await _VERSIONED.read_all(self._db, name)
         return [_definition(name, r) for r in rows]
 
     async def find_by_sha256(self, sha256: str) -> builtins.list[FunctionDefinition]:
@@ -236,15 +218,11 @@ class FunctionRepository:
 
 
 async def _head(conn: AsyncConnection, name: str) -> RowMapping | None:
-    stmt = select(_functions).where(_functions.c.name == name)
-    return (await conn.execute(stmt)).mappings().first()
+    return await _VERSIONED.head(conn, name)
 
 
 async def _version_row(conn: AsyncConnection, function_id: int, version: int) -> RowMapping | None:
-    stmt = select(_versions).where(
-        (_versions.c.function_id == function_id) & (_versions.c.version == version)
-    )
-    return (await conn.execute(stmt)).mappings().first()
+    return await _VERSIONED.version_row(conn, function_id, version)
 
 
 def _definition(name: str, row: Mapping[Any, Any]) -> FunctionDefinition:
