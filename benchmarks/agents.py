@@ -130,8 +130,20 @@ async def turn_overhead(n_convs: int, rounds: int, turns: int = 10) -> dict[str,
             conv = store.conversations
             append = conv.append_turn_row
 
-            async def no_append(*_: object) -> None:
+            async def no_append(*_: object, **__: object) -> None:
                 return None
+
+            async def netsuke_phase(ids: list[str]) -> None:
+                for sid in ids:
+                    for _ in range(turns):
+                        await agents.run(sid, "hello")
+
+            async def direct_phase() -> None:
+                for _ in range(n_convs):
+                    history: list[ModelMessage] = []
+                    for _ in range(turns):
+                        r = await direct.run("hello", message_history=history)
+                        history = r.all_messages()
 
             for rnd in range(rounds + 1):
                 sids = [
@@ -142,30 +154,32 @@ async def turn_overhead(n_convs: int, rounds: int, turns: int = 10) -> dict[str,
                     (await agents.start_session("bench", f"x{rnd}u{i}", cfg)).session_id
                     for i in range(n_convs)
                 ]
-                conv.append_turn_row = no_append  # type: ignore[method-assign,assignment]
-                x0 = time.process_time()
-                for sid in xids:
-                    for _ in range(turns):
-                        await agents.run(sid, "hello")
-                x1 = time.process_time()
+                cpu: dict[str, float] = {}
+                wall: dict[str, float] = {}
+                # The three phases run in a rotating order, each after a full collection, so
+                # neither the order nor a collection of the whole heap (which costs in
+                # proportion to everything the interpreter holds, not to the phase) favours
+                # one of them.
+                phases = ["netsuke", "direct", "diagnostic"]
+                for phase in phases[rnd % 3 :] + phases[: rnd % 3]:
+                    gc.collect()
+                    conv.append_turn_row = (  # type: ignore[method-assign]
+                        no_append if phase == "diagnostic" else append  # type: ignore[assignment]
+                    )
+                    c0, w0 = time.process_time(), time.perf_counter()
+                    if phase == "direct":
+                        await direct_phase()
+                    else:
+                        await netsuke_phase(sids if phase == "netsuke" else xids)
+                    cpu[phase] = (time.process_time() - c0) / n * 1e6
+                    wall[phase] = (time.perf_counter() - w0) / n * 1e6
                 conv.append_turn_row = append  # type: ignore[method-assign]
-                c0, w0 = time.process_time(), time.perf_counter()
-                for sid in sids:
-                    for _ in range(turns):
-                        await agents.run(sid, "hello")
-                c1, w1 = time.process_time(), time.perf_counter()
-                for _ in range(n_convs):
-                    history: list[ModelMessage] = []
-                    for _ in range(turns):
-                        r = await direct.run("hello", message_history=history)
-                        history = r.all_messages()
-                c2, w2 = time.process_time(), time.perf_counter()
                 if rnd:  # round 0 warms up
-                    cpu_n.append((c1 - c0) / n * 1e6)
-                    cpu_d.append((c2 - c1) / n * 1e6)
-                    cpu_x.append((x1 - x0) / n * 1e6)
-                    wall_n.append((w1 - w0) / n * 1e6)
-                    wall_d.append((w2 - w1) / n * 1e6)
+                    cpu_n.append(cpu["netsuke"])
+                    cpu_d.append(cpu["direct"])
+                    cpu_x.append(cpu["diagnostic"])
+                    wall_n.append(wall["netsuke"])
+                    wall_d.append(wall["direct"])
         commit, commit_cpu = raw_commit_us(d, 200)
     med = statistics.median
     return {

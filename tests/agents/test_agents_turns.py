@@ -24,10 +24,12 @@ from netsuke.agents import (
     agent_load,
     current_turn,
 )
+from netsuke.agents._metrics import METRICS as AGENT_METRICS
 from netsuke.events import topics
 from netsuke.store import Store
+from netsuke.store._observe import METRICS as STORE_METRICS
 
-from .helpers import echo_model, last_prompt, scripted
+from .helpers import echo_model, last_prompt, scripted, slow_model
 
 
 async def test_offline_model_replies_from_the_conversation(agents: Agents) -> None:
@@ -176,6 +178,29 @@ async def test_a_completed_turn_is_committed_with_its_execution(
     assert row.status == "succeeded" and row.session_id == "e" and row.agent_name == "e"
     assert row.tokens_in > 0 and row.tokens_out > 0 and row.duration_ms is not None
     assert row.details["chain"] == ["e"] and row.parent_id is None
+
+
+async def test_a_lone_turn_commits_on_the_loop_and_concurrent_turns_on_the_thread(
+    agents: Agents, store: Store
+) -> None:
+    await agents.start_agent("lone", AgentConfig(name="lone", model=echo_model()))
+    before = STORE_METRICS.inline_commits
+    await agents.run("lone", "hi")
+    assert STORE_METRICS.inline_commits == before + 1  # the only turn in flight
+    assert AGENT_METRICS.running == 0
+
+    started = asyncio.Event()
+    await agents.start_agent("slow", AgentConfig(name="slow", model=slow_model(0.3, started)))
+    slow = asyncio.create_task(agents.run("slow", "wait"))
+    await started.wait()
+    assert AGENT_METRICS.running == 1
+    before = STORE_METRICS.inline_commits
+    await agents.run("lone", "again")  # another turn is running: the writer thread commits
+    assert STORE_METRICS.inline_commits == before
+    assert await slow == "slow wait"
+    assert AGENT_METRICS.running == 0
+    assert last_prompt(await store.conversations.history("lone")) == "again"
+    assert len(await store.conversations.history("slow")) == 2
 
 
 async def test_delegated_turn_records_its_parent_and_chain(agents: Agents, store: Store) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from netsuke.observability import get_logger, get_tracer, register_collector
@@ -32,6 +32,7 @@ tracer = get_tracer("netsuke.agents")
 class AgentMetrics(Collector):
     def __init__(self) -> None:
         self.started = 0
+        self.running = 0  # turns whose task is running, in this process
         self.succeeded = 0
         self.failed = 0
         self.cancelled = 0
@@ -61,6 +62,9 @@ class AgentMetrics(Collector):
         ):
             turns.add_metric([outcome], v)
         yield turns
+        yield GaugeMetricFamily(
+            "netsuke_agent_turns_running", "Agent turns running now", value=self.running
+        )
         yield CounterMetricFamily(
             "netsuke_agent_turn_seconds", "Seconds spent in successful turns", value=self.seconds
         )

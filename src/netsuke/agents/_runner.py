@@ -28,6 +28,7 @@ from netsuke.store import Execution
 from ._config import AgentConfig, PromptContext
 from ._context import TurnContext, set_turn
 from ._errors import ModelCallError, OutputValidationError, TurnError
+from ._metrics import METRICS
 from ._models import is_transient, resolve_model
 from ._schema import output_type
 from ._stream import stream_handler
@@ -161,6 +162,7 @@ async def execute_turn(
                 "error": None,
                 "details": _details(ctx, config),
             },
+            lone=METRICS.running <= 1,
         )
     else:  # a delegate wrote our row early: append the messages, then close the row
         await ctx._row.future

@@ -270,6 +270,13 @@ class AgentServer(Process):
         system = a.system
 
         async def work() -> None:
+            METRICS.running += 1  # a gauge; the store commits a lone turn on the loop
+            try:
+                await run_turn()
+            finally:
+                METRICS.running -= 1
+
+        async def run_turn() -> None:
             turn.began = True
             loaded = None
             history = memory

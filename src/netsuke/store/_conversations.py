@@ -61,10 +61,19 @@ def load_messages(payloads: Sequence[str]) -> list[ModelMessage]:
 class ConversationRepository:
     """Conversations (session id, agent, owning user) and their message history."""
 
-    def __init__(self, db: Database, *, group_commit: bool, max_batch: int = 256) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        group_commit: bool,
+        max_batch: int = 256,
+        inline_commit_ms: float = 2.0,
+    ) -> None:
         self._db = db
         self._group_commit = group_commit
-        self._writer = make_turn_writer(db, max_batch=max_batch if group_commit else 1)
+        self._writer = make_turn_writer(
+            db, max_batch=max_batch if group_commit else 1, inline_commit_ms=inline_commit_ms
+        )
         self._closed = False
 
     @property
@@ -181,6 +190,8 @@ class ConversationRepository:
         session_id: str,
         messages: Sequence[ModelMessage],
         execution_row: dict[str, Any] | None = None,
+        *,
+        lone: bool = False,
     ) -> TurnReceipt:
         """``append_turn`` for a hot path that already holds the execution as a plain row: a
         dict with every column of ``executions`` (``id, kind, status, agent_name,
@@ -188,7 +199,12 @@ class ConversationRepository:
         tokens_out, error, details``; times as aware ``datetime``). The row is not validated
         in Python (the agents layer builds it); the database still refuses a duplicate id or
         an unknown parent (``ValidationError``). ``ValidationError(field="execution")`` for a
-        row that lacks a column."""
+        row that lacks a column.
+
+        ``lone``: the caller knows nothing else is running that a commit could overlap with
+        (the agents layer passes it when this is the only turn in flight). On SQLite a lone
+        turn is then committed on the event loop when commits are fast, which saves the hop to
+        the writer thread and back; the guarantee is the same (see ``docs/store.md``)."""
         if self._closed:
             raise StoreClosedError("the store is closed")
         if execution_row is not None and not _EXEC_KEYS.issubset(execution_row):
@@ -196,7 +212,7 @@ class ConversationRepository:
             raise ValidationError("execution", f"the row lacks {', '.join(missing)}")
         turn = Turn(session_id, dump_messages(messages), execution_row)
         with operation("conversations", "append_turn"):
-            return await self._writer.append(turn)
+            return await self._writer.append(turn, inline=lone)
 
     async def history(
         self, session_id: str, *, limit: int | None = None

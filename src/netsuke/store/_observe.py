@@ -6,7 +6,9 @@ Counters are plain integers read at scrape time by one collector on
 * ``netsuke_store_operations_total{repo, operation, outcome}``: outcome ``ok``, the name of a
   ``StoreError`` subclass (refused), ``cancelled``, or ``error`` (anything else);
 * ``netsuke_store_turns_committed_total`` and ``netsuke_store_commit_batches_total``: turns
-  persisted and the transactions that carried them (their ratio is the group-commit factor).
+  persisted and the transactions that carried them (their ratio is the group-commit factor);
+* ``netsuke_store_inline_commits_total``: of those transactions, the ones a lone turn made
+  on the event loop (SQLite; see ``_turn_writers``).
 
 Every operation runs in an OpenTelemetry span ``store.<repo>.<operation>``; refusals are
 logged at info and failures at warning with structlog, with the repo, operation and key.
@@ -39,6 +41,7 @@ class StoreMetrics(Collector):
         self.operations: Counter[tuple[str, str, str]] = Counter()
         self.turns_committed = 0
         self.commit_batches = 0
+        self.inline_commits = 0
 
     def collect(self) -> Iterator[Metric]:
         ops = CounterMetricFamily(
@@ -58,6 +61,12 @@ class StoreMetrics(Collector):
             "netsuke_store_commit_batches",
             "Transactions that committed conversation turns (group commit batches)",
             value=self.commit_batches,
+        )
+        yield CounterMetricFamily(
+            "netsuke_store_inline_commits",
+            "Turn commits made on the event loop (a lone turn, fast commits) instead of the "
+            "writer thread",
+            value=self.inline_commits,
         )
 
 

@@ -50,12 +50,22 @@ class Store:
     webhooks: WebhookRepository
     factory: AgentFactory
 
-    def __init__(self, database: Database, *, group_commit: bool, max_batch: int = 256) -> None:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        group_commit: bool,
+        max_batch: int = 256,
+        inline_commit_ms: float = 2.0,
+    ) -> None:
         self.database = database
         self.agents = AgentRepository(database)
         self.functions = FunctionRepository(database)
         self.conversations = ConversationRepository(
-            database, group_commit=group_commit, max_batch=max_batch
+            database,
+            group_commit=group_commit,
+            max_batch=max_batch,
+            inline_commit_ms=inline_commit_ms,
         )
         self.executions = ExecutionRepository(database)
         self.audit = AuditRepository(database)
@@ -82,6 +92,7 @@ class Store:
         migrate: bool | None = None,
         group_commit: bool | None = None,
         max_batch: int = 256,
+        inline_commit_ms: float = 2.0,
         sqlite_synchronous: Synchronous = "FULL",
         pool_size: int = 10,
         echo: bool = False,
@@ -92,6 +103,9 @@ class Store:
         ``migrate``: upgrade the schema on open; default yes for SQLite, no otherwise.
         ``group_commit``: batch concurrent ``append_turn`` commits into one transaction
         (default yes: each caller still returns only after its own turn is committed).
+        ``inline_commit_ms``: on SQLite, a lone turn (the only one in flight) is committed on
+        the event loop instead of the writer thread while commits average at most this many
+        milliseconds; ``0`` never blocks the loop on a commit.
         ``sqlite_synchronous``: ``FULL`` (default) makes a commit survive power loss;
         ``NORMAL`` survives a crash of the process but not of the machine."""
         return _Opening(
@@ -99,6 +113,7 @@ class Store:
             migrate=migrate,
             group_commit=group_commit,
             max_batch=max_batch,
+            inline_commit_ms=inline_commit_ms,
             sqlite_synchronous=sqlite_synchronous,
             pool_size=pool_size,
             echo=echo,
@@ -140,6 +155,7 @@ class _Opening:
         migrate = options.pop("migrate")
         group_commit = options.pop("group_commit")
         max_batch = options.pop("max_batch")
+        inline_commit_ms = options.pop("inline_commit_ms")
         database = Database(self._url, **options)
         try:
             revision = await current_revision(database=database)
@@ -151,6 +167,7 @@ class _Opening:
                 database,
                 group_commit=True if group_commit is None else group_commit,
                 max_batch=max_batch,
+                inline_commit_ms=inline_commit_ms,
             )
         except BaseException:
             await database.dispose()

@@ -13,6 +13,17 @@ driver directly (no SQL compilation per call) because this path runs once per ch
   batch's futures with one ``call_soon_threadsafe``. While a commit is in flight new turns
   queue up, so the batch grows with the load, a lone turn is committed at once, and the thread
   goes from one commit to the next without waiting for the event loop.
+
+  A *lone* turn skips the hop: when the caller says nothing else is waiting to run
+  (``inline=True``: the agents layer passes it when this is the only turn in flight on the
+  node), nothing is queued for the thread, and commits have lately been fast (a moving average
+  of their wall time at most ``inline_commit_ms``, 2 ms by default), the turn is committed on
+  the event loop itself, under the same lock as the thread. Handing a turn to a thread and
+  back costs more CPU (two wake-ups and a cold cache) than a small commit does; while other
+  turns run, the hop is worth it, because the loop runs them during the commit and the batch
+  grows. A slow disk (the average above the limit, as after a slow fsync or a checkpoint)
+  sends every turn to the thread until commits are fast again; ``inline_commit_ms=0`` never
+  commits on the loop.
 * PostgreSQL: the asyncpg connection under a pooled SQLAlchemy connection, with asyncpg's
   prepared-statement cache, behind a ``GroupCommitter``; ``UPDATE ... RETURNING`` per turn
   takes the row lock that orders concurrent writers of one conversation.
@@ -30,6 +41,7 @@ import json
 import queue
 import sqlite3
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,18 +79,22 @@ class TurnWriter(ABC):
     integrity_errors: tuple[type[BaseException], ...] = ()
 
     @abstractmethod
-    async def append(self, turn: Turn) -> TurnReceipt:
-        """Commit ``turn`` (with the turns sharing its batch); its receipt, or its error."""
+    async def append(self, turn: Turn, *, inline: bool = False) -> TurnReceipt:
+        """Commit ``turn`` (with the turns sharing its batch); its receipt, or its error.
+        ``inline``: the caller has nothing else to run meanwhile (a hint; see SQLite)."""
 
     async def close(self) -> None:
         """Commit the turns already queued, then release the connection."""
         return None
 
 
-def make_turn_writer(db: Database, *, max_batch: int = 256) -> TurnWriter:
-    """The writer of ``db``'s engine; ``max_batch=1`` turns group commit off."""
+def make_turn_writer(
+    db: Database, *, max_batch: int = 256, inline_commit_ms: float = 2.0
+) -> TurnWriter:
+    """The writer of ``db``'s engine; ``max_batch=1`` turns group commit off;
+    ``inline_commit_ms`` bounds the commits a lone turn makes on the event loop (SQLite)."""
     if db.is_sqlite:
-        return SqliteTurnWriter(db, max_batch=max_batch)
+        return SqliteTurnWriter(db, max_batch=max_batch, inline_commit_ms=inline_commit_ms)
     return AsyncpgTurnWriter(db, max_batch=max_batch)
 
 
@@ -134,7 +150,9 @@ def _resolve(batch: list[_Item], results: Sequence[Result]) -> None:
 class SqliteTurnWriter(TurnWriter):
     integrity_errors = (sqlite3.IntegrityError,)
 
-    def __init__(self, db: Database, *, max_batch: int = 256) -> None:
+    def __init__(
+        self, db: Database, *, max_batch: int = 256, inline_commit_ms: float = 2.0
+    ) -> None:
         database = make_url(db.url).database or ""
         if not database or database == ":memory:":
             raise ValidationError("url", "the store needs a SQLite file, not an in-memory one")
@@ -147,15 +165,46 @@ class SqliteTurnWriter(TurnWriter):
         self._thread: threading.Thread | None = None
         self._stopped: asyncio.Future[None] | None = None
         self._closed = False
+        # The connection is used by the thread or by an inline commit, never both at once.
+        self._lock = threading.Lock()
+        self._pending = 0  # turns handed to the thread and not yet resolved
+        self._inline_limit = max(0.0, inline_commit_ms) / 1000.0
+        self._commit_avg = 0.0  # moving average of a commit's wall time, in seconds
 
-    async def append(self, turn: Turn) -> TurnReceipt:
+    @property
+    def commit_seconds(self) -> float:
+        """The moving average of a commit's wall time (what decides inline commits)."""
+        return self._commit_avg
+
+    def _observe(self, seconds: float) -> None:
+        self._commit_avg += (seconds - self._commit_avg) * 0.2
+
+    async def append(self, turn: Turn, *, inline: bool = False) -> TurnReceipt:
         # Once queued, the turn is committed even if the caller stops waiting.
         if self._closed:
             raise StoreClosedError("the store is closed")
+        if (
+            inline
+            and not self._pending
+            and self._inline_limit > 0.0
+            and self._commit_avg <= self._inline_limit
+            and self._lock.acquire(blocking=False)
+        ):
+            try:
+                t0 = time.perf_counter()
+                result = self._write_batch([turn])[0]
+                self._observe(time.perf_counter() - t0)
+            finally:
+                self._lock.release()
+            METRICS.inline_commits += 1
+            if isinstance(result, BaseException):
+                raise result
+            return result
         loop = asyncio.get_running_loop()
         future: asyncio.Future[TurnReceipt] = loop.create_future()
         if self._thread is None:
             self._start(loop)
+        self._pending += 1
         self._queue.put((turn, future))
         return await future
 
@@ -186,13 +235,21 @@ class SqliteTurnWriter(TurnWriter):
                         running = False
                         break
                     batch.append(item)
-                results = self._write_batch([turn for turn, _ in batch])
-                self._post(batch[0][1].get_loop(), _resolve, batch, results)
+                with self._lock:
+                    t0 = time.perf_counter()
+                    results = self._write_batch([turn for turn, _ in batch])
+                    self._observe(time.perf_counter() - t0)
+                self._post(batch[0][1].get_loop(), self._resolve, batch, results)
         finally:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            with self._lock:
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
             self._post(loop, _set_none, stopped)
+
+    def _resolve(self, batch: list[_Item], results: Sequence[Result]) -> None:
+        self._pending -= len(batch)
+        _resolve(batch, results)
 
     @staticmethod
     def _post(loop: asyncio.AbstractEventLoop, fn: Any, *args: Any) -> None:
@@ -292,6 +349,10 @@ class SqliteTurnWriter(TurnWriter):
     async def close(self) -> None:
         self._closed = True
         if self._thread is None or self._stopped is None:
+            with self._lock:  # only inline commits used the connection
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
             return
         self._queue.put(None)  # stop, after what is queued
         if self._stopped.get_loop() is asyncio.get_running_loop():
@@ -332,7 +393,7 @@ class AsyncpgTurnWriter(TurnWriter):
             GroupCommitter(self.write, max_batch=max_batch) if max_batch > 1 else None
         )
 
-    async def append(self, turn: Turn) -> TurnReceipt:
+    async def append(self, turn: Turn, *, inline: bool = False) -> TurnReceipt:
         if self._committer is not None:
             return await self._committer.submit(turn)
         result = (await self.write([turn]))[0]

@@ -1,0 +1,160 @@
+"""SQLite: a lone turn is committed on the event loop, everything else on the writer thread.
+
+The decision (``SqliteTurnWriter.append``): inline only when the caller says the turn is lone,
+nothing is waiting for the thread, and the moving average of commit times is at most
+``inline_commit_ms``. Either way the turn is committed before ``append_turn_row`` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic_ai.messages import ModelMessage, ModelRequest, UserPromptPart
+
+from netsuke.store import Store, ValidationError
+from netsuke.store._observe import METRICS
+from netsuke.store._turn_writers import SqliteTurnWriter
+
+
+def _url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'inline.db'}"
+
+
+def _says(text: str) -> list[ModelMessage]:
+    return [ModelRequest(parts=[UserPromptPart(text)])]
+
+
+def _row(session: str, execution_id: str | None = None) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {
+        "id": execution_id or str(uuid.uuid4()),
+        "kind": "agent_turn",
+        "status": "succeeded",
+        "agent_name": "a",
+        "function_name": None,
+        "session_id": session,
+        "parent_id": None,
+        "started_at": now,
+        "ended_at": now,
+        "duration_ms": 1.0,
+        "tokens_in": 3,
+        "tokens_out": 4,
+        "error": None,
+        "details": {"chain": ["a"], "depth": 0},
+    }
+
+
+def _writer(store: Store) -> SqliteTurnWriter:
+    writer = store.conversations._writer
+    assert isinstance(writer, SqliteTurnWriter)
+    return writer
+
+
+async def _texts(store: Store, session: str) -> list[str]:
+    return [m.parts[0].content for m in await store.conversations.history(session)]  # type: ignore[union-attr]
+
+
+async def test_a_lone_turn_is_committed_on_the_loop_and_survives_reopening(tmp_path: Path) -> None:
+    before = METRICS.inline_commits
+    async with Store.open(_url(tmp_path)) as store:
+        await store.conversations.open("s", agent_name="a")
+        row = _row("s")
+        receipt = await store.conversations.append_turn_row("s", _says("one"), row, lone=True)
+        assert (receipt.first_seq, receipt.last_seq, receipt.execution_id) == (0, 0, row["id"])
+        assert METRICS.inline_commits == before + 1
+        assert _writer(store)._thread is None  # no thread was needed
+        assert _writer(store).commit_seconds > 0
+    async with Store.open(_url(tmp_path)) as reopened:
+        assert await _texts(reopened, "s") == ["one"]
+        execution = await reopened.executions.get(row["id"])
+        assert (execution.tokens_in, execution.tokens_out) == (3, 4)
+
+
+async def test_a_turn_that_is_not_lone_goes_to_the_writer_thread(tmp_path: Path) -> None:
+    before = METRICS.inline_commits
+    async with Store.open(_url(tmp_path)) as store:
+        await store.conversations.open("s", agent_name="a")
+        await store.conversations.append_turn_row("s", _says("one"), _row("s"))
+        assert METRICS.inline_commits == before
+        assert _writer(store)._thread is not None
+        assert await _texts(store, "s") == ["one"]
+
+
+async def test_inline_commit_ms_zero_never_commits_on_the_loop(tmp_path: Path) -> None:
+    before = METRICS.inline_commits
+    async with Store.open(_url(tmp_path), inline_commit_ms=0) as store:
+        await store.conversations.open("s", agent_name="a")
+        for text in ("one", "two"):
+            await store.conversations.append_turn_row("s", _says(text), None, lone=True)
+        assert METRICS.inline_commits == before
+        assert await _texts(store, "s") == ["one", "two"]
+
+
+async def test_slow_commits_send_lone_turns_to_the_thread(tmp_path: Path) -> None:
+    # A limit no real commit meets: the first lone turn is inline (no average yet), its
+    # measured time lifts the average above the limit, and the next lone turn uses the thread.
+    before = METRICS.inline_commits
+    async with Store.open(_url(tmp_path), inline_commit_ms=1e-6) as store:
+        await store.conversations.open("s", agent_name="a")
+        await store.conversations.append_turn_row("s", _says("one"), None, lone=True)
+        assert METRICS.inline_commits == before + 1
+        assert _writer(store).commit_seconds > 1e-9
+        await store.conversations.append_turn_row("s", _says("two"), None, lone=True)
+        assert METRICS.inline_commits == before + 1
+        assert _writer(store)._thread is not None
+        assert await _texts(store, "s") == ["one", "two"]
+
+
+async def test_a_lone_turn_joins_the_queue_while_the_thread_has_turns(tmp_path: Path) -> None:
+    async with Store.open(_url(tmp_path)) as store:
+        conv = store.conversations
+        for s in ("s", "t"):
+            await conv.open(s, agent_name="a")
+        await conv.append_turn_row("s", _says("warm"), None)  # the thread is running
+        before = METRICS.inline_commits
+        queued = [asyncio.create_task(conv.append_turn_row("s", _says(f"q{i}"))) for i in range(5)]
+        await asyncio.sleep(0)  # the five are on the thread's queue (or being committed)
+        assert _writer(store)._pending > 0
+        await conv.append_turn_row("t", _says("lone"), None, lone=True)
+        assert METRICS.inline_commits == before
+        await asyncio.gather(*queued)
+        assert sorted(await _texts(store, "s")) == sorted(["warm", *[f"q{i}" for i in range(5)]])
+        assert await _texts(store, "t") == ["lone"]
+        assert _writer(store)._pending == 0
+
+
+async def test_a_refused_lone_turn_raises_and_stores_nothing(tmp_path: Path) -> None:
+    async with Store.open(_url(tmp_path)) as store:
+        await store.conversations.open("s", agent_name="a")
+        row = _row("s")
+        await store.conversations.append_turn_row("s", _says("one"), row, lone=True)
+        with pytest.raises(ValidationError) as refused:
+            await store.conversations.append_turn_row("s", _says("two"), dict(row), lone=True)
+        assert refused.value.field == "execution"
+        assert await _texts(store, "s") == ["one"]
+        assert (await store.conversations.get("s")).message_count == 1
+        # and the connection is still good
+        await store.conversations.append_turn_row("s", _says("three"), _row("s"), lone=True)
+        assert await _texts(store, "s") == ["one", "three"]
+
+
+async def test_inline_and_thread_commits_interleave_without_losing_a_turn(tmp_path: Path) -> None:
+    async with Store.open(_url(tmp_path)) as store:
+        conv = store.conversations
+        sessions = [f"s{i}" for i in range(8)]
+        for s in sessions:
+            await conv.open(s, agent_name="a")
+
+        async def chat(s: str, lone: bool) -> None:
+            for i in range(10):
+                await conv.append_turn_row(s, _says(f"{s}-{i}"), _row(s), lone=lone)
+
+        await asyncio.gather(*(chat(s, lone=i % 2 == 0) for i, s in enumerate(sessions)))
+        for s in sessions:
+            assert await _texts(store, s) == [f"{s}-{i}" for i in range(10)]
+            assert (await conv.get(s)).message_count == 10
