@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from pydantic_ai.messages import ModelMessage, ModelRequest, UserPromptPart
+from sqlalchemy import text
 
 from netsuke.store import Store, ValidationError
 from netsuke.store._observe import METRICS
@@ -158,3 +159,39 @@ async def test_inline_and_thread_commits_interleave_without_losing_a_turn(tmp_pa
         for s in sessions:
             assert await _texts(store, s) == [f"{s}-{i}" for i in range(10)]
             assert (await conv.get(s)).message_count == 10
+
+
+async def test_a_lone_turn_never_waits_on_the_loop_for_another_connections_lock(
+    tmp_path: Path,
+) -> None:
+    # A write transaction of the store's own pool (aiosqlite) holds the lock, and only this
+    # event loop can drive it to its commit. Waiting for the lock on the loop would deadlock
+    # until the busy timeout; the lone turn must go to the thread and wait there instead.
+    before_inline, before_busy = METRICS.inline_commits, METRICS.inline_busy
+    async with Store.open(_url(tmp_path)) as store:
+        conv = store.conversations
+        await conv.open("s", agent_name="a")
+        async with store.database.write() as conn:
+            await conn.execute(text("UPDATE conversations SET updated_at = updated_at"))
+            turn = asyncio.create_task(
+                conv.append_turn_row("s", _says("one"), _row("s"), lone=True)
+            )
+            await asyncio.sleep(0.2)  # the loop is free: this sleep returns on time
+            assert not turn.done()  # waiting on the thread for the lock
+        receipt = await asyncio.wait_for(turn, 5)
+        assert receipt.first_seq == 0
+        assert METRICS.inline_busy == before_busy + 1
+        assert METRICS.inline_commits == before_inline
+        assert await _texts(store, "s") == ["one"]
+        # That commit's wall time included the wait for the lock, so the moving average is
+        # high and lone turns use the thread until fast commits have brought it down again.
+        assert _writer(store).commit_seconds > 0.002
+        texts = ["one"]
+        for i in range(60):
+            texts.append(f"t{i}")
+            await conv.append_turn_row("s", _says(texts[-1]), _row("s"), lone=True)
+            if METRICS.inline_commits > before_inline:
+                break
+        assert METRICS.inline_commits == before_inline + 1
+        assert _writer(store).commit_seconds <= 0.002
+        assert await _texts(store, "s") == texts

@@ -26,6 +26,7 @@ TABLES_BY_REVISION = {
     "0003_security": {"audit_log", "api_keys"},
     "0004_tasks": {"tasks", "workflow_runs", "workflow_steps"},
     "0005_webhooks": {"webhooks", "webhook_deliveries"},
+    "0006_turn_indexes": set(),  # indexes only
 }
 
 

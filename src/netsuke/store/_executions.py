@@ -11,12 +11,12 @@ import builtins
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, insert, literal, select, update
+from sqlalchemy import Table, insert, literal, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from ._engine import Database
 from ._errors import NotFoundError, ValidationError
-from ._models import Base, utcnow
+from ._models import NOT_SUCCEEDED, Base, utcnow
 from ._observe import operation
 from ._records import Execution, ExecutionKind, ExecutionStatus, Page
 from ._validation import check_limit
@@ -149,6 +149,8 @@ class ExecutionRepository:
         ):
             if value is not None:
                 stmt = stmt.where(_executions.c[column] == value)
+        if status is not None and status != "succeeded":
+            stmt = stmt.where(text(NOT_SUCCEEDED))  # lets SQLite use the partial index
         if since is not None:
             stmt = stmt.where(_executions.c.started_at >= since)
         with operation("executions", "list"):

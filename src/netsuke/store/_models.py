@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -182,22 +183,38 @@ class ConversationRow(Base):
     updated_at: Mapped[datetime]
 
 
+#: The predicate of the partial status index; a query for another status adds it so that
+#: SQLite (which does not prove ``status = 'failed'`` implies it) can use the index.
+NOT_SUCCEEDED = "status <> 'succeeded'"
+
+
 class ExecutionRow(Base):
     __tablename__ = "executions"
     __table_args__ = (
         CheckConstraint(f"kind IN {EXECUTION_KINDS!r}", name="kind"),
         CheckConstraint(f"status IN {EXECUTION_STATUSES!r}", name="status"),
+        # Partial (migration 0006): a succeeded, top-level turn writes neither.
+        Index(
+            "ix_executions_status",
+            "status",
+            sqlite_where=text(NOT_SUCCEEDED),
+            postgresql_where=text(NOT_SUCCEEDED),
+        ),
+        Index(
+            "ix_executions_parent_id",
+            "parent_id",
+            sqlite_where=text("parent_id IS NOT NULL"),
+            postgresql_where=text("parent_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
-    status: Mapped[str] = mapped_column(String(16), index=True)
+    status: Mapped[str] = mapped_column(String(16))
     agent_name: Mapped[str | None] = mapped_column(String(64), index=True)
     function_name: Mapped[str | None] = mapped_column(String(64))
     session_id: Mapped[str | None] = mapped_column(String(200), index=True)
-    parent_id: Mapped[str | None] = mapped_column(
-        ForeignKey("executions.id", ondelete="SET NULL"), index=True
-    )
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("executions.id", ondelete="SET NULL"))
     started_at: Mapped[datetime] = mapped_column(index=True)
     ended_at: Mapped[datetime | None]
     duration_ms: Mapped[float | None] = mapped_column(Float)
@@ -218,8 +235,10 @@ class MessageRow(Base):
     seq: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(16))
     payload: Mapped[str] = mapped_column(Text)
+    # Not indexed (migration 0006): nothing reads messages by execution, and executions are
+    # never deleted, so the foreign key's ON DELETE never needs to find them.
     execution_id: Mapped[str | None] = mapped_column(
-        ForeignKey("executions.id", ondelete="SET NULL"), index=True
+        ForeignKey("executions.id", ondelete="SET NULL")
     )
     created_at: Mapped[datetime]
 

@@ -8,7 +8,9 @@ Counters are plain integers read at scrape time by one collector on
 * ``netsuke_store_turns_committed_total`` and ``netsuke_store_commit_batches_total``: turns
   persisted and the transactions that carried them (their ratio is the group-commit factor);
 * ``netsuke_store_inline_commits_total``: of those transactions, the ones a lone turn made
-  on the event loop (SQLite; see ``_turn_writers``).
+  on the event loop (SQLite; see ``_turn_writers``), and
+  ``netsuke_store_inline_busy_total``: lone turns sent to the thread because another
+  connection held the write lock.
 
 Every operation runs in an OpenTelemetry span ``store.<repo>.<operation>``; refusals are
 logged at info and failures at warning with structlog, with the repo, operation and key.
@@ -42,6 +44,7 @@ class StoreMetrics(Collector):
         self.turns_committed = 0
         self.commit_batches = 0
         self.inline_commits = 0
+        self.inline_busy = 0
 
     def collect(self) -> Iterator[Metric]:
         ops = CounterMetricFamily(
@@ -67,6 +70,12 @@ class StoreMetrics(Collector):
             "Turn commits made on the event loop (a lone turn, fast commits) instead of the "
             "writer thread",
             value=self.inline_commits,
+        )
+        yield CounterMetricFamily(
+            "netsuke_store_inline_busy",
+            "Lone turns that found the database locked by another connection and went to the "
+            "writer thread instead of waiting on the event loop",
+            value=self.inline_busy,
         )
 
 

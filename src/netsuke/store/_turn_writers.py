@@ -23,7 +23,11 @@ driver directly (no SQL compilation per call) because this path runs once per ch
   turns run, the hop is worth it, because the loop runs them during the commit and the batch
   grows. A slow disk (the average above the limit, as after a slow fsync or a checkpoint)
   sends every turn to the thread until commits are fast again; ``inline_commit_ms=0`` never
-  commits on the loop.
+  commits on the loop. The inline commit has a connection of its own whose busy timeout is
+  0: when another connection holds the write lock (say an ``aiosqlite`` transaction, which
+  only this event loop can drive to its commit), waiting on the loop would deadlock until the
+  busy timeout, so the turn goes to the thread instead, which waits with the busy timeout
+  while the loop runs on.
 * PostgreSQL: the asyncpg connection under a pooled SQLAlchemy connection, with asyncpg's
   prepared-statement cache, behind a ``GroupCommitter``; ``UPDATE ... RETURNING`` per turn
   takes the row lock that orders concurrent writers of one conversation.
@@ -124,6 +128,7 @@ _SQLITE_MSG = (
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
 _Item = tuple[Turn, "asyncio.Future[TurnReceipt]"]
+_BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 
 
 def _sqlite_time(value: Any) -> Any:
@@ -160,7 +165,8 @@ class SqliteTurnWriter(TurnWriter):
         self._synchronous = db.sqlite_synchronous
         self._busy_ms = db.busy_timeout_ms
         self._max_batch = max(1, max_batch)
-        self._conn: sqlite3.Connection | None = None
+        self._conn: sqlite3.Connection | None = None  # the writer thread's
+        self._inline_conn: sqlite3.Connection | None = None  # busy timeout 0, see _write_inline
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stopped: asyncio.Future[None] | None = None
@@ -192,14 +198,19 @@ class SqliteTurnWriter(TurnWriter):
         ):
             try:
                 t0 = time.perf_counter()
-                result = self._write_batch([turn])[0]
-                self._observe(time.perf_counter() - t0)
+                result = self._write_inline(turn)
+                if result is not None:
+                    self._observe(time.perf_counter() - t0)
             finally:
                 self._lock.release()
-            METRICS.inline_commits += 1
-            if isinstance(result, BaseException):
-                raise result
-            return result
+            if result is not None:
+                METRICS.inline_commits += 1
+                if isinstance(result, BaseException):
+                    raise result
+                return result
+            # Another connection holds the write lock (its transaction may be driven by this
+            # very event loop): the thread waits for it instead, with the busy timeout.
+            METRICS.inline_busy += 1
         loop = asyncio.get_running_loop()
         future: asyncio.Future[TurnReceipt] = loop.create_future()
         if self._thread is None:
@@ -242,10 +253,14 @@ class SqliteTurnWriter(TurnWriter):
                 self._post(batch[0][1].get_loop(), self._resolve, batch, results)
         finally:
             with self._lock:
-                if self._conn is not None:
-                    self._conn.close()
-                    self._conn = None
+                self._close_connections()
             self._post(loop, _set_none, stopped)
+
+    def _close_connections(self) -> None:
+        for conn in (self._conn, self._inline_conn):
+            if conn is not None:
+                conn.close()
+        self._conn = self._inline_conn = None
 
     def _resolve(self, batch: list[_Item], results: Sequence[Result]) -> None:
         self._pending -= len(batch)
@@ -258,11 +273,33 @@ class SqliteTurnWriter(TurnWriter):
         except RuntimeError:  # the loop is closed: nobody is waiting any more
             pass
 
+    def _write_inline(self, turn: Turn) -> Result | None:
+        """Commit ``turn`` on the calling (event loop) thread, or ``None`` when the database is
+        busy. This connection never waits for a lock (busy timeout 0): the writer holding it
+        may be an ``aiosqlite`` transaction that only the blocked event loop could finish."""
+        if self._inline_conn is None:
+            self._inline_conn = self._connect(busy_ms=0)
+        try:
+            results = self._write_sync([turn], self._inline_conn)
+        except sqlite3.IntegrityError as exc:
+            return _refused(exc)
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) in _BUSY_CODES:
+                return None  # rolled back by _write_sync: nothing was written
+            return exc
+        except Exception as exc:
+            return exc
+        METRICS.turns_committed += sum(1 for r in results if type(r) is TurnReceipt)
+        METRICS.commit_batches += 1
+        return results[0]
+
     def _write_batch(self, turns: list[Turn]) -> list[Result]:
         """One transaction for ``turns``; a refused batch is retried turn by turn so that one
         bad turn does not fail its neighbours. Never raises."""
+        if self._conn is None:
+            self._conn = self._connect(busy_ms=self._busy_ms)
         try:
-            results = self._write_sync(turns)
+            results = self._write_sync(turns, self._conn)
         except sqlite3.IntegrityError as exc:
             if len(turns) == 1:
                 return [_refused(exc)]
@@ -276,22 +313,21 @@ class SqliteTurnWriter(TurnWriter):
         METRICS.commit_batches += 1
         return results
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+    def _connect(self, *, busy_ms: float) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self._path, isolation_level=None, check_same_thread=False, timeout=busy_ms / 1000.0
+        )
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA busy_timeout={int(self._busy_ms)}")
+        conn.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         return conn
 
-    def _write_sync(self, turns: list[Turn]) -> list[Result]:
+    def _write_sync(self, turns: list[Turn], conn: sqlite3.Connection) -> list[Result]:
         """One transaction for the batch, in four statements whatever its size: read the
         message counts of its conversations, then insert executions and messages and store the
         new counts with ``executemany``. ``BEGIN IMMEDIATE`` holds the write lock from the
         read on, so no other writer can move a count in between."""
-        if self._conn is None:
-            self._conn = self._connect()
-        conn = self._conn
         stamp = _sqlite_time(utcnow())
         results: list[Result] = []
         executions: list[tuple[Any, ...]] = []
@@ -349,10 +385,8 @@ class SqliteTurnWriter(TurnWriter):
     async def close(self) -> None:
         self._closed = True
         if self._thread is None or self._stopped is None:
-            with self._lock:  # only inline commits used the connection
-                if self._conn is not None:
-                    self._conn.close()
-                    self._conn = None
+            with self._lock:  # only inline commits used a connection
+                self._close_connections()
             return
         self._queue.put(None)  # stop, after what is queued
         if self._stopped.get_loop() is asyncio.get_running_loop():
