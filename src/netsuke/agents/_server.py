@@ -270,24 +270,19 @@ class AgentServer(Process):
         system = a.system
 
         async def work() -> None:
-            METRICS.running += 1  # a gauge; the store commits a lone turn on the loop
-            try:
-                await run_turn()
-            finally:
-                METRICS.running -= 1
-
-        async def run_turn() -> None:
             turn.began = True
             loaded = None
             history = memory
             c = turn.ctx
             assert c is not None
+            outcome: Any
+            METRICS.running += 1  # a gauge; the store commits a lone turn on the loop
             try:
                 if history is None:
                     loaded = history = await load_history(a)
                 elif cfg.memory.bounded:
                     history = cfg.memory.apply(history)
-                outcome: Any = await execute_turn(
+                outcome = await execute_turn(
                     cfg, system.store, c, turn.prompt, history, turn.sink, parent
                 )
             except TurnError as e:
@@ -298,6 +293,8 @@ class AgentServer(Process):
             except Exception as e:
                 outcome = TurnError(cfg.name, f"{type(e).__name__}: {e}", execution_id=exec_id)
                 outcome.__cause__ = e
+            finally:
+                METRICS.running -= 1
             if isinstance(outcome, TurnError):
                 try:
                     await record_failure(system.store, cfg, c, "failed", str(outcome))
