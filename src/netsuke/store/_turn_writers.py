@@ -171,7 +171,7 @@ class SqliteTurnWriter(TurnWriter):
         self._thread: threading.Thread | None = None
         self._stopped: asyncio.Future[None] | None = None
         self._closed = False
-        # The connection is used by the thread or by an inline commit, never both at once.
+        # Two connections, one lock: a thread commit and an inline one never overlap.
         self._lock = threading.Lock()
         self._pending = 0  # turns handed to the thread and not yet resolved
         self._inline_limit = max(0.0, inline_commit_ms) / 1000.0
