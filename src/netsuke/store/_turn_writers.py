@@ -247,8 +247,10 @@ class SqliteTurnWriter(TurnWriter):
                         break
                     batch.append(item)
                 with self._lock:
+                    if self._conn is None:
+                        self._conn = self._connect(busy_ms=self._busy_ms)
                     t0 = time.perf_counter()
-                    results = self._write_batch([turn for turn, _ in batch])
+                    results = self._write_batch([turn for turn, _ in batch], self._conn)
                     self._observe(time.perf_counter() - t0)
                 self._post(batch[0][1].get_loop(), self._resolve, batch, results)
         finally:
@@ -279,33 +281,25 @@ class SqliteTurnWriter(TurnWriter):
         may be an ``aiosqlite`` transaction that only the blocked event loop could finish."""
         if self._inline_conn is None:
             self._inline_conn = self._connect(busy_ms=0)
-        try:
-            results = self._write_sync([turn], self._inline_conn)
-        except sqlite3.IntegrityError as exc:
-            return _refused(exc)
-        except sqlite3.OperationalError as exc:
-            if getattr(exc, "sqlite_errorcode", None) in _BUSY_CODES:
-                return None  # rolled back by _write_sync: nothing was written
-            return exc
-        except Exception as exc:
-            return exc
-        METRICS.turns_committed += sum(1 for r in results if type(r) is TurnReceipt)
-        METRICS.commit_batches += 1
-        return results[0]
+        result = self._write_batch([turn], self._inline_conn)[0]
+        if (
+            isinstance(result, sqlite3.OperationalError)
+            and getattr(result, "sqlite_errorcode", None) in _BUSY_CODES
+        ):
+            return None  # rolled back by _write_sync: nothing was written
+        return result
 
-    def _write_batch(self, turns: list[Turn]) -> list[Result]:
-        """One transaction for ``turns``; a refused batch is retried turn by turn so that one
-        bad turn does not fail its neighbours. Never raises."""
-        if self._conn is None:
-            self._conn = self._connect(busy_ms=self._busy_ms)
+    def _write_batch(self, turns: list[Turn], conn: sqlite3.Connection) -> list[Result]:
+        """One transaction for ``turns`` on ``conn``; a refused batch is retried turn by turn
+        so that one bad turn does not fail its neighbours. Never raises."""
         try:
-            results = self._write_sync(turns, self._conn)
+            results = self._write_sync(turns, conn)
         except sqlite3.IntegrityError as exc:
             if len(turns) == 1:
                 return [_refused(exc)]
             out: list[Result] = []
             for turn in turns:
-                out.extend(self._write_batch([turn]))
+                out.extend(self._write_batch([turn], conn))
             return out
         except Exception as exc:
             return [exc] * len(turns)
