@@ -8,6 +8,7 @@ nothing is waiting for the thread, and the moving average of commit times is at 
 from __future__ import annotations
 
 import asyncio
+import copy
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -195,3 +196,85 @@ async def test_a_lone_turn_never_waits_on_the_loop_for_another_connections_lock(
         assert METRICS.inline_commits == before_inline + 1
         assert _writer(store).commit_seconds <= 0.002
         assert await _texts(store, "s") == texts
+
+
+async def _rows(store: Store) -> tuple[list[Any], list[Any], list[Any]]:
+    async with store.database.read() as conn:
+        msgs = (
+            await conn.execute(
+                text(
+                    "SELECT c.session_id, m.seq, m.kind, m.payload, m.execution_id FROM messages m "
+                    "JOIN conversations c ON c.id = m.conversation_id ORDER BY c.session_id, m.seq"
+                )
+            )
+        ).all()
+        execs = (
+            await conn.execute(
+                text(
+                    "SELECT id, kind, status, agent_name, session_id, started_at, ended_at, "
+                    "tokens_in, tokens_out, details FROM executions ORDER BY id"
+                )
+            )
+        ).all()
+        counts = (
+            await conn.execute(
+                text("SELECT session_id, message_count FROM conversations ORDER BY session_id")
+            )
+        ).all()
+    return list(msgs), list(execs), list(counts)
+
+
+async def test_a_turn_written_alone_is_stored_exactly_as_in_a_batch(tmp_path: Path) -> None:
+    """The single-turn write (every lone turn) and the batch write store the same rows, the
+    same positions, the same counts and the same receipts, and fail the same way."""
+    from netsuke.store._conversations import dump_messages
+    from netsuke.store._turn_writers import Turn
+
+    def turns() -> list[Turn]:
+        out = []
+        for i, session in enumerate(["s1", "s2", "s1", "s1", "nobody"]):
+            msgs = _says(f"m{i}") + _says(f"n{i}") if i % 2 else _says(f"m{i}")
+            out.append(
+                Turn(session, dump_messages(msgs), _row(session, f"e{i}") if i != 2 else None)
+            )
+        return out
+
+    results: dict[str, list[Any]] = {}
+    rows: dict[str, tuple[list[Any], list[Any], list[Any]]] = {}
+    # One timestamp for both stores' executions, so that only the write path differs.
+    stamp = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    template = turns()  # the same payloads (with their timestamps) for both
+    for t in template:
+        if t.execution is not None:
+            t.execution["started_at"] = t.execution["ended_at"] = stamp
+    for mode in ("alone", "batch"):
+        (tmp_path / mode).mkdir()
+        async with Store.open(_url(tmp_path / mode)) as store:
+            for session in ("s1", "s2"):
+                await store.conversations.open(session, agent_name="a")
+            writer = _writer(store)
+            batch = copy.deepcopy(template)
+            conn = writer._connect(busy_ms=1000)
+            try:
+                if mode == "alone":
+                    out = [writer._write_batch([t], conn)[0] for t in batch]
+                else:
+                    out = writer._write_batch(batch, conn)
+            finally:
+                conn.close()
+            results[mode] = [
+                type(r).__name__ if isinstance(r, BaseException) else r.model_dump() for r in out
+            ]
+            rows[mode] = await _rows(store)
+    assert results["alone"] == results["batch"]
+    assert results["alone"][-1] == "NotFoundError"
+    assert results["alone"][2] == {
+        "session_id": "s1", "first_seq": 1, "last_seq": 1, "execution_id": None
+    }  # fmt: skip
+    alone, batch = rows["alone"], rows["batch"]
+    assert alone[0] == batch[0]  # messages: sessions, positions, payloads, executions
+    assert len(alone[0]) == 6
+    assert alone[1] == batch[1]  # executions
+    assert len(alone[1]) == 3  # not the unknown session's
+    assert alone[2] == batch[2]  # message counts
+    assert [tuple(r) for r in alone[2]] == [("s1", 4), ("s2", 2)]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry.trace import Status, StatusCode
@@ -83,31 +82,49 @@ METRICS = StoreMetrics()
 register_collector(METRICS)
 
 
-@contextmanager
-def operation(repo: str, op: str, **attributes: Any) -> Iterator[Any]:
-    """Span, counter and log for one repository operation.
+class operation:  # lower case: used as a context manager, like contextlib's
+    """Span, counter and log for one repository operation: ``with operation(repo, op,
+    **attributes) as span``.
 
     The span is started without being made current: nothing below a repository call opens
-    spans of its own, and this keeps the cost near a microsecond on the turn path."""
-    attrs = {f"netsuke.store.{k}": v for k, v in attributes.items() if v is not None}
-    span = _tracer.start_span(f"store.{repo}.{op}", attributes=attrs)
-    try:
-        yield span
-    except StoreError as exc:
-        METRICS.operations[(repo, op, type(exc).__name__)] += 1
-        span.set_attribute("netsuke.store.refused", type(exc).__name__)
-        log.info("store.refused", repo=repo, operation=op, error=str(exc), **attributes)
-        raise
-    except asyncio.CancelledError:
-        METRICS.operations[(repo, op, "cancelled")] += 1
-        raise
-    except BaseException as exc:
-        METRICS.operations[(repo, op, "error")] += 1
-        span.record_exception(exc)
-        span.set_status(Status(StatusCode.ERROR, repr(exc)))
-        log.warning("store.failed", repo=repo, operation=op, error=repr(exc), **attributes)
-        raise
-    else:
-        METRICS.operations[(repo, op, "ok")] += 1
-    finally:
-        span.end()
+    spans of its own. A class rather than a generator-based context manager, because this
+    runs on every turn: no generator and no wrapper object per operation."""
+
+    __slots__ = ("_attributes", "_op", "_repo", "_span")
+
+    def __init__(self, repo: str, op: str, **attributes: Any) -> None:
+        self._repo = repo
+        self._op = op
+        self._attributes = attributes
+        attrs = (
+            {f"netsuke.store.{k}": v for k, v in attributes.items() if v is not None}
+            if attributes
+            else None
+        )
+        self._span = _tracer.start_span(f"store.{repo}.{op}", attributes=attrs)
+
+    def __enter__(self) -> Any:
+        return self._span
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        repo, op, span = self._repo, self._op, self._span
+        try:
+            if exc is None:
+                METRICS.operations[(repo, op, "ok")] += 1
+            elif isinstance(exc, StoreError):
+                METRICS.operations[(repo, op, type(exc).__name__)] += 1
+                span.set_attribute("netsuke.store.refused", type(exc).__name__)
+                log.info(
+                    "store.refused", repo=repo, operation=op, error=str(exc), **self._attributes
+                )
+            elif isinstance(exc, asyncio.CancelledError):
+                METRICS.operations[(repo, op, "cancelled")] += 1
+            else:
+                METRICS.operations[(repo, op, "error")] += 1
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, repr(exc)))
+                log.warning(
+                    "store.failed", repo=repo, operation=op, error=repr(exc), **self._attributes
+                )
+        finally:
+            span.end()

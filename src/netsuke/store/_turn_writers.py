@@ -12,7 +12,9 @@ driver directly (no SQL compilation per call) because this path runs once per ch
   (read the counts under ``BEGIN IMMEDIATE``, then three ``executemany``) and resolves the
   batch's futures with one ``call_soon_threadsafe``. While a commit is in flight new turns
   queue up, so the batch grows with the load, a lone turn is committed at once, and the thread
-  goes from one commit to the next without waiting for the event loop.
+  goes from one commit to the next without waiting for the event loop. A batch of one turn
+  (the common case when a node is not busy) takes ``_write_one``: the same statements without
+  the batch's lists and maps.
 
   A *lone* turn skips the hop: when the caller says nothing else is waiting to run
   (``inline=True``: the agents layer passes it when this is the only turn in flight on the
@@ -104,7 +106,8 @@ def make_turn_writer(
 
 def _receipt(turn: Turn, total: int) -> TurnReceipt:
     count = len(turn.payloads)
-    return TurnReceipt.model_construct(  # the fields are ours: no validation per turn
+    # Validating four plain fields in pydantic-core costs less than model_construct's Python.
+    return TurnReceipt(
         session_id=turn.session_id,
         first_seq=total - count,
         last_seq=total - 1,
@@ -119,6 +122,7 @@ def _refused(exc: BaseException) -> ValidationError:
 # -- SQLite -----------------------------------------------------------------------------------
 
 _SQLITE_SET_COUNT = "UPDATE conversations SET message_count = ?, updated_at = ? WHERE id = ?"
+_SQLITE_COUNT = "SELECT id, message_count FROM conversations WHERE session_id = ?"
 _SQLITE_EXEC = (
     f"INSERT INTO executions ({', '.join(EXEC_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(EXEC_COLUMNS))})"
@@ -150,6 +154,51 @@ def _resolve(batch: list[_Item], results: Sequence[Result]) -> None:
             future.set_exception(result)
         else:
             future.set_result(result)
+
+
+def _sqlite_execution(row: dict[str, Any]) -> tuple[Any, ...]:
+    """An executions row as ``_SQLITE_EXEC``'s parameters."""
+    return (row["id"], row["kind"], row["status"], row["agent_name"], row["function_name"],
+            row["session_id"], row["parent_id"], _sqlite_time(row["started_at"]),
+            _sqlite_time(row["ended_at"]), row["duration_ms"], row["tokens_in"],
+            row["tokens_out"], row["error"], json.dumps(row["details"]))  # fmt: skip
+
+
+def _write_one(turn: Turn, conn: sqlite3.Connection) -> Result:
+    """``SqliteTurnWriter._write_sync`` for a batch of one turn (a lone turn, or a quiet
+    moment): the same transaction and the same statements, with no per-batch bookkeeping,
+    because this is the path of every turn when a node is not busy. Raises like
+    ``_write_sync`` (the caller maps a refusal)."""
+    stamp = _sqlite_time(utcnow())
+    payloads = turn.payloads
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        found = conn.execute(_SQLITE_COUNT, (turn.session_id,)).fetchone()
+        if found is None:
+            conn.execute("ROLLBACK")
+            return NotFoundError("conversation", turn.session_id)
+        conversation_id, first = found
+        row = turn.execution
+        execution_id = None
+        if row is not None:
+            execution_id = row["id"]
+            conn.execute(_SQLITE_EXEC, _sqlite_execution(row))
+        if payloads:
+            conn.executemany(
+                _SQLITE_MSG,
+                [
+                    (conversation_id, first + i, kind, payload, execution_id, stamp)
+                    for i, (kind, payload) in enumerate(payloads)
+                ],
+            )
+        total = first + len(payloads)
+        conn.execute(_SQLITE_SET_COUNT, (total, stamp, conversation_id))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return _receipt(turn, total)
 
 
 class SqliteTurnWriter(TurnWriter):
@@ -303,7 +352,7 @@ class SqliteTurnWriter(TurnWriter):
             return out
         except Exception as exc:
             return [exc] * len(turns)
-        METRICS.turns_committed += sum(1 for r in results if type(r) is TurnReceipt)
+        METRICS.turns_committed += sum([type(r) is TurnReceipt for r in results])
         METRICS.commit_batches += 1
         return results
 
@@ -322,6 +371,8 @@ class SqliteTurnWriter(TurnWriter):
         message counts of its conversations, then insert executions and messages and store the
         new counts with ``executemany``. ``BEGIN IMMEDIATE`` holds the write lock from the
         read on, so no other writer can move a count in between."""
+        if len(turns) == 1:
+            return [_write_one(turns[0], conn)]
         stamp = _sqlite_time(utcnow())
         results: list[Result] = []
         executions: list[tuple[Any, ...]] = []
@@ -346,15 +397,8 @@ class SqliteTurnWriter(TurnWriter):
                 found[1] = total = first + len(turn.payloads)
                 execution_id = None
                 if turn.execution is not None:
-                    row = turn.execution
-                    execution_id = row["id"]
-                    executions.append(
-                        (row["id"], row["kind"], row["status"], row["agent_name"],
-                         row["function_name"], row["session_id"], row["parent_id"],
-                         _sqlite_time(row["started_at"]), _sqlite_time(row["ended_at"]),
-                         row["duration_ms"], row["tokens_in"], row["tokens_out"], row["error"],
-                         json.dumps(row["details"]))
-                    )  # fmt: skip
+                    execution_id = turn.execution["id"]
+                    executions.append(_sqlite_execution(turn.execution))
                 for i, (kind, payload) in enumerate(turn.payloads):
                     messages.append(
                         (conversation_id, first + i, kind, payload, execution_id, stamp)
