@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import pytest
@@ -178,6 +179,7 @@ async def test_a_completed_turn_is_committed_with_its_execution(
     assert row.status == "succeeded" and row.session_id == "e" and row.agent_name == "e"
     assert row.tokens_in > 0 and row.tokens_out > 0 and row.duration_ms is not None
     assert row.details["chain"] == ["e"] and row.parent_id is None
+    assert uuid.UUID(row.id).version == 7  # time-ordered: inserts at the index's right edge
 
 
 async def test_a_lone_turn_commits_on_the_loop_and_concurrent_turns_on_the_thread(

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from netsuke.events import topics
 from netsuke.kernel import NOREPLY, SHUTDOWN, Down, Exit, ExitReason, From, Pid, Process, Ref
 from netsuke.kernel import is_normal_or_shutdown as _normal
+from netsuke.store import new_id
 
 from ._config import AgentConfig
 from ._context import TurnContext, _RowState
@@ -258,7 +258,7 @@ class AgentServer(Process):
         a = self._a
         cfg = a.config
         parent = turn.parent
-        exec_id = str(uuid.uuid4())
+        exec_id = new_id()  # time-ordered: lands at the right edge of the primary key
         self._running = turn
         self._gen += 1
         if self._timer is not None:

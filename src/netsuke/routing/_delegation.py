@@ -22,14 +22,13 @@ caller without being told.
 from __future__ import annotations
 
 import contextvars
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from netsuke.events import EventBus
-from netsuke.store import Execution, Store
+from netsuke.store import Execution, Store, new_id
 
 from ._errors import ChainDepthError, DelegationCycleError, DelegationNotAllowedError
 from ._observe import METRICS, log, tracer
@@ -105,7 +104,7 @@ class ChainContext:
     def child(self, target: str) -> ChainContext:
         return ChainContext(
             agent=target,
-            execution_id=str(uuid.uuid4()),
+            execution_id=new_id(),
             chain=(*self.chain, target),
             execution_ids=(*self.execution_ids, None),
             session=self.session,
@@ -222,7 +221,7 @@ class Delegation:
         if self.store is not None:
             await self.store.executions.record(
                 Execution(
-                    id=child.execution_id or str(uuid.uuid4()),
+                    id=child.execution_id or new_id(),
                     kind="agent_turn",
                     status="running",
                     agent_name=target,

@@ -8,12 +8,11 @@ where it does no I/O so timing is exact.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from netsuke.store import Page, TaskDraft, TaskRecord, TaskStatus
+from netsuke.store import Page, TaskDraft, TaskRecord, TaskStatus, new_id
 
 from ._backend import Settle
 from ._errors import TaskNotFoundError, TaskValidationError
@@ -35,7 +34,7 @@ class MemoryTaskBackend:
             return self._tasks[self._keys[draft.idempotency_key]], False
         now = self.now()
         task = TaskRecord(
-            id=str(uuid.uuid4()),
+            id=new_id(),
             kind=draft.kind,
             payload=draft.payload,
             capabilities=list(draft.capabilities),

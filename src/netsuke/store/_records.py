@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ._ids import new_id
 from ._models import utcnow
 
 __all__ = [
@@ -59,7 +59,7 @@ class Execution(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    id: str = Field(default_factory=new_id)
     kind: ExecutionKind = "agent_turn"
     status: ExecutionStatus = "succeeded"
     agent_name: str | None = None

@@ -8,7 +8,6 @@ return: a step recorded ``succeeded`` is never run again by a resumed run.
 from __future__ import annotations
 
 import builtins
-import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
@@ -18,6 +17,7 @@ from sqlalchemy import Table, insert, select, update
 
 from ._engine import Database
 from ._errors import NotFoundError, ValidationError
+from ._ids import new_id
 from ._models import Base
 from ._observe import operation
 
@@ -76,7 +76,7 @@ class WorkflowRepository:
     ) -> WorkflowRunRecord:
         """Insert a ``running`` run with every step ``pending``. ``ValidationError`` when
         ``run_id`` is taken."""
-        rid = run_id or str(uuid.uuid4())
+        rid = run_id or new_id()
         with operation("workflows", "create", workflow=workflow):
             async with self._db.write() as conn:
                 taken = (await conn.execute(select(_runs.c.id).where(_runs.c.id == rid))).first()
