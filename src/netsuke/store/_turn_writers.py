@@ -164,6 +164,16 @@ def _sqlite_execution(row: dict[str, Any]) -> tuple[Any, ...]:
             row["tokens_out"], row["error"], json.dumps(row["details"]))  # fmt: skip
 
 
+def _message_rows(
+    conversation_id: int, first: int, turn: Turn, execution_id: str | None, stamp: str
+) -> list[tuple[Any, ...]]:
+    """``_SQLITE_MSG``'s parameters for ``turn``'s messages, from position ``first`` on."""
+    return [
+        (conversation_id, first + i, kind, payload, execution_id, stamp)
+        for i, (kind, payload) in enumerate(turn.payloads)
+    ]
+
+
 def _write_one(turn: Turn, conn: sqlite3.Connection) -> Result:
     """``SqliteTurnWriter._write_sync`` for a batch of one turn (a lone turn, or a quiet
     moment): the same transaction and the same statements, with no per-batch bookkeeping,
@@ -185,11 +195,7 @@ def _write_one(turn: Turn, conn: sqlite3.Connection) -> Result:
             conn.execute(_SQLITE_EXEC, _sqlite_execution(row))
         if payloads:
             conn.executemany(
-                _SQLITE_MSG,
-                [
-                    (conversation_id, first + i, kind, payload, execution_id, stamp)
-                    for i, (kind, payload) in enumerate(payloads)
-                ],
+                _SQLITE_MSG, _message_rows(conversation_id, first, turn, execution_id, stamp)
             )
         total = first + len(payloads)
         conn.execute(_SQLITE_SET_COUNT, (total, stamp, conversation_id))
@@ -399,10 +405,7 @@ class SqliteTurnWriter(TurnWriter):
                 if turn.execution is not None:
                     execution_id = turn.execution["id"]
                     executions.append(_sqlite_execution(turn.execution))
-                for i, (kind, payload) in enumerate(turn.payloads):
-                    messages.append(
-                        (conversation_id, first + i, kind, payload, execution_id, stamp)
-                    )
+                messages.extend(_message_rows(conversation_id, first, turn, execution_id, stamp))
                 results.append(_receipt(turn, total))
             if executions:
                 conn.executemany(_SQLITE_EXEC, executions)
