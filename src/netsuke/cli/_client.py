@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 import httpx
@@ -36,6 +37,17 @@ class CliError(Exception):
         self.code = code
         self.status = status
         super().__init__(message)
+
+
+def json_object(text: str, option: str) -> dict[str, Any]:
+    """The JSON object an option holds; ``CliError`` (exit 2) naming ``option`` otherwise."""
+    try:
+        parsed = json.loads(text)
+    except ValueError as exc:
+        raise CliError(f"{option} is not JSON: {exc}", code=2) from None
+    if not isinstance(parsed, dict):
+        raise CliError(f"{option} must be a JSON object", code=2)
+    return parsed
 
 
 def fail(exc: CliError) -> typer.Exit:

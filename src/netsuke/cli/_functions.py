@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ._client import Client, CliError, JsonOpt, KeyOpt, UrlOpt, fail
+from ._client import Client, CliError, JsonOpt, KeyOpt, UrlOpt, fail, json_object
 
 __all__ = ["app"]
 
@@ -102,12 +102,7 @@ def run(
 ) -> None:
     """Run one call in the sandbox; print the value as JSON."""
     try:
-        try:
-            parsed = json.loads(args)
-        except ValueError as exc:
-            raise CliError(f"--args is not JSON: {exc}", code=2) from None
-        if not isinstance(parsed, dict):
-            raise CliError("--args must be a JSON object", code=2)
+        parsed = json_object(args, "--args")
         body: dict[str, Any] = {"args": parsed}
         if version is not None:
             body["version"] = version

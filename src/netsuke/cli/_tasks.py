@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ._client import Client, CliError, JsonOpt, KeyOpt, UrlOpt, fail
+from ._client import Client, CliError, JsonOpt, KeyOpt, UrlOpt, fail, json_object
 
 __all__ = ["app"]
 
@@ -56,12 +56,7 @@ def submit(
 ) -> None:
     """Queue a task; prints its id once it is committed."""
     try:
-        try:
-            body_payload = json.loads(payload)
-        except ValueError as exc:
-            raise CliError(f"--payload is not JSON: {exc}", code=2) from None
-        if not isinstance(body_payload, dict):
-            raise CliError("--payload must be a JSON object", code=2)
+        body_payload = json_object(payload, "--payload")
         body: dict[str, Any] = {
             "kind": kind, "payload": body_payload, "capabilities": list(capability or []),
             "priority": priority, "delay": delay, "max_attempts": max_attempts,
