@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 from netsuke import (
+    AlreadyStartedError,
     ChildInfo,
     ChildNotFoundError,
     ChildSpec,
@@ -186,8 +187,9 @@ async def test_supervisor_api_start_terminate_delete_count() -> None:
         assert sup is not None
         pid = await Supervisor.start_child(sup, specs(events, "b")[0], runtime=rt)
         assert pid == rt.whereis("child-b")
-        with pytest.raises(ValueError, match="already present"):
+        with pytest.raises(AlreadyStartedError) as started:
             await Supervisor.start_child(sup, specs(events, "b")[0], runtime=rt)
+        assert started.value.pid == pid, "a running id answers already_started with its pid"
         counts = await Supervisor.count_children(sup, runtime=rt)
         assert counts == {"specs": 2, "active": 2, "workers": 2, "supervisors": 0}
         await Supervisor.terminate_child(sup, "b", runtime=rt)

@@ -21,7 +21,9 @@ from ._errors import (
     CallSelfError,
     CallTimeoutError,
     ChildNotFoundError,
+    ChildStateError,
     Exited,
+    InvalidChildSpecError,
     KernelError,
     MaxChildrenError,
     NetsukeError,
@@ -53,7 +55,18 @@ from ._pid import (
 from ._process import IGNORE, NOREPLY, Process
 from ._registry import Registry, RegistryEntry
 from ._runtime import Runtime, current_runtime
-from ._supervisor import ChildInfo, ChildSpec, Restart, Strategy, Supervisor, SupervisorSpec
+from ._startinfo import StartInfo, StartResult
+from ._supervisor import (
+    RESTARTING,
+    AutoShutdown,
+    ChildInfo,
+    ChildSpec,
+    Restart,
+    Strategy,
+    Supervisor,
+    SupervisorSpec,
+    check_childspecs,
+)
 from ._tasks import TaskHandle, TaskOutcome, TaskSupervisor
 from ._transport import LocalTransport, Transport
 
@@ -85,14 +98,17 @@ __all__ = [
     "NOPROC",
     "NOREPLY",
     "NORMAL",
+    "RESTARTING",
     "SHUTDOWN",
     "AlreadyStartedError",
+    "AutoShutdown",
     "BadTargetError",
     "CallSelfError",
     "CallTimeoutError",
     "ChildInfo",
     "ChildNotFoundError",
     "ChildSpec",
+    "ChildStateError",
     "Down",
     "DynamicSupervisor",
     "DynamicSupervisorSpec",
@@ -100,6 +116,7 @@ __all__ = [
     "ExitReason",
     "Exited",
     "From",
+    "InvalidChildSpecError",
     "KernelError",
     "LocalTransport",
     "MaxChildrenError",
@@ -117,6 +134,8 @@ __all__ = [
     "RuntimeClosedError",
     "Shutdown",
     "StartError",
+    "StartInfo",
+    "StartResult",
     "Strategy",
     "Supervisor",
     "SupervisorSpec",
@@ -132,6 +151,7 @@ __all__ = [
     "VirtualClockLoop",
     "call",
     "cast",
+    "check_childspecs",
     "current_runtime",
     "is_abnormal",
     "is_normal_or_shutdown",

@@ -4,15 +4,29 @@ Start one with ``await rt.start(DynamicSupervisor, DynamicSupervisorSpec(...), n
 a child: ``ChildSpec(DynamicSupervisor, DynamicSupervisorSpec(...))``. Options (defaults):
 
 * ``max_children`` [``None``, unlimited]: ``start_child`` beyond it raises ``MaxChildrenError``.
+  A child whose restart is being retried still counts.
 * ``max_restarts`` [``3``] in ``max_seconds`` [``5.0``]: restart intensity, as for
   ``Supervisor`` (the strategy is always ``one_for_one``).
+* ``extra_arguments`` [``()``]: values put before every child's own argument: with
+  ``extra_arguments=(a, b)`` a child started with ``arg=x`` gets ``init((a, b, x))`` (Elixir
+  prepends them to the start arguments). Restarts reuse the argument the child got.
 
 ``start_child(sup, spec, arg=..., name=...)`` starts a child from a ``ChildSpec``; ``arg`` and
 ``name`` override the spec's, so one spec can serve as the template of every child (children
 then cost only their own state). Restart values and shutdown policies mean what they mean for
-``Supervisor``. A local ``start_child`` runs directly in the caller (the kernel is one thread, so
-it is as serialised as a message to the supervisor, without the round trip); a remote one is a
-call.
+``Supervisor``; a significant child is refused (``InvalidChildSpecError("invalid_significant")``,
+as in Elixir: a DynamicSupervisor has no ``auto_shutdown``). A child whose restart returns
+``IGNORE`` is dropped. A local ``start_child`` runs directly in the caller (the kernel is one
+thread, so it is as serialised as a message to the supervisor, without the round trip); a remote
+one is a call. Refused requests raise in the caller and leave the supervisor as it was.
+
+A failed restart is retried through the supervisor's mailbox (see ``Supervisor``): meanwhile
+``which_children`` shows the child with ``pid="restarting"``, ``count_children`` counts it as a
+spec and a worker but not as active, it counts against ``max_children``, and
+``terminate_child(sup, old_pid)`` ends the retries. Each retry counts against the intensity.
+
+``which_children`` lists children in start order (a restarted child keeps the place of the
+child it replaced only while it is restarting; once running it sorts by its new pid).
 
 On shutdown every child gets the exit signal ``shutdown`` at once (there is no order between
 dynamic children); children that trap exits get their ``shutdown`` time, then are killed.
@@ -22,16 +36,33 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import structlog
 
-from ._errors import ChildNotFoundError, MaxChildrenError, NoProcessError, StartError
+from ._errors import (
+    ChildNotFoundError,
+    InvalidChildSpecError,
+    MaxChildrenError,
+    NoProcessError,
+    UsageError,
+)
 from ._messages import From
 from ._pid import KILLED, SHUTDOWN, ExitReason, Pid, Target, Via, is_abnormal
-from ._process import F_DEAD, F_NORESTART, F_STARTING, Process, linked
+from ._process import F_DEAD, F_NORESTART, F_STARTING, F_STOP, Process, linked
 from ._runtime import current_runtime
-from ._supervisor import ChildInfo, ChildSpec, RestartIntensity, _counts, shutdown_process
+from ._startinfo import StartResult
+from ._supervisor import (
+    RESTARTING,
+    ChildInfo,
+    ChildSpec,
+    RestartIntensity,
+    TryAgain,
+    _counts,
+    count_restart,
+    schedule_retry,
+    shutdown_process,
+)
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -49,12 +80,15 @@ class DynamicSupervisorSpec:
     max_children: int | None = None
     max_restarts: int = 3
     max_seconds: float = 5.0
+    extra_arguments: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_children is not None and self.max_children < 0:
             raise ValueError("max_children must be >= 0 or None")
         if self.max_restarts < 0 or self.max_seconds <= 0:
             raise ValueError("max_restarts must be >= 0 and max_seconds > 0")
+        if not isinstance(self.extra_arguments, tuple):
+            raise ValueError(f"extra_arguments must be a tuple: {self.extra_arguments!r}")
 
 
 def _name_of(p: Process) -> Any:
@@ -67,7 +101,7 @@ def _name_of(p: Process) -> Any:
 class DynamicSupervisor(Process):
     """Supervises children started on demand. See the module documentation."""
 
-    __slots__ = ("_count", "_dspec", "_intensity")
+    __slots__ = ("_count", "_dspec", "_intensity", "_restarting")
     hibernate_after = 1.0
 
     def init(self, arg: Any) -> None:
@@ -78,6 +112,8 @@ class DynamicSupervisor(Process):
         self._dspec = spec
         self._count = 0
         self._intensity = RestartIntensity(spec.max_restarts, spec.max_seconds)
+        # old pid -> (spec, arg, name) of the children whose restart is being retried
+        self._restarting: dict[Pid, tuple[ChildSpec, Any, Any]] | None = None
 
     # ------------------------------------------------------------ internals
 
@@ -85,23 +121,34 @@ class DynamicSupervisor(Process):
         return [
             p
             for p in linked(self._links)
-            if p._parent is self and not p._flags & (F_DEAD | F_STARTING)
+            if p._parent is self and p._spec is not None and not p._flags & (F_DEAD | F_STARTING)
         ]
 
-    async def _start(self, spec: ChildSpec, arg: Any, name: Any) -> Pid | None:
-        if self._flags & F_DEAD:
+    async def _start(
+        self, spec: ChildSpec, arg: Any, name: Any, info: list[Any] | None = None
+    ) -> Pid | None:
+        if self._flags & (F_DEAD | F_STOP):
             raise NoProcessError(self.pid)
+        if type(spec) is not ChildSpec:
+            raise InvalidChildSpecError("invalid_child_spec", spec)
+        if spec.significant:
+            raise InvalidChildSpecError("invalid_significant", True)
         mc = self._dspec.max_children
         if mc is not None and self._count >= mc:
             raise MaxChildrenError(self.pid, mc)
+        a = spec.arg if arg is _UNSET else arg
+        extra = self._dspec.extra_arguments
+        if extra:
+            a = (*extra, a)
         self._count += 1
         try:
             p = await self._rt._start_proc(
                 spec.start,
-                spec.arg if arg is _UNSET else arg,
+                a,
                 name=spec.name if name is _UNSET else name,
                 parent=self,
                 spec=spec,
+                info=info,
             )
         except BaseException:
             self._count -= 1
@@ -117,36 +164,63 @@ class DynamicSupervisor(Process):
     def _child_exited(self, child: Process, reason: ExitReason) -> Any:
         if child._flags & F_STARTING:
             return None  # failed in init: start_child already reported it
-        self._count -= 1
-        spec: ChildSpec = child._spec
-        if child._flags & F_NORESTART or spec.restart == "temporary":
+        spec: ChildSpec | None = child._spec
+        if spec is None:
             return None
-        if spec.restart == "transient" and not is_abnormal(reason):
+        if (
+            child._flags & F_NORESTART
+            or spec.restart == "temporary"
+            or (spec.restart == "transient" and not is_abnormal(reason))
+        ):
+            self._count -= 1
             return None
-        return self._restart(child, spec)
+        if reason != KILLED:
+            log.warning(
+                "child_exited",
+                supervisor=repr(self.pid),
+                child=repr(child.pid),
+                reason=repr(reason),
+            )
+        return self._restart(child.pid, spec, child._arg, _name_of(child))
 
-    async def _restart(self, old: Process, spec: ChildSpec) -> None:
-        rt = self._rt
-        while True:
-            if not self._intensity.add(rt._loop.time()):
-                rt.stats.sup_shutdowns += 1
-                log.error(
-                    "supervisor_max_restart_intensity",
-                    supervisor=repr(self.pid),
-                    max_restarts=self._intensity.max_restarts,
-                    max_seconds=self._intensity.max_seconds,
-                )
-                self.stop(SHUTDOWN)
-                return
-            rt.stats.restarts += 1
-            try:
-                await self._start(spec, old._arg, _name_of(old))
-                return
-            except StartError as e:
-                log.error("child_restart_failed", supervisor=repr(self.pid), error=repr(e.reason))
+    async def _restart(self, key: Pid, spec: ChildSpec, arg: Any, name: Any) -> None:
+        """Restart the child that was ``key`` (its slot in ``_count`` is kept meanwhile)."""
+        if not count_restart(self, self._intensity, key):
+            return
+        try:
+            p = await self._rt._start_proc(spec.start, arg, name=name, parent=self, spec=spec)
+        except Exception as e:
+            log.error(
+                "child_restart_failed",
+                supervisor=repr(self.pid),
+                child=repr(key),
+                error=repr(getattr(e, "reason", e)),
+            )
+            if self._restarting is None:
+                self._restarting = {}
+            self._restarting[key] = (spec, arg, name)
+            schedule_retry(self, key)
+            return
+        r = self._restarting
+        if r is not None and r.pop(key, None) is not None and not r:
+            self._restarting = None
+        if p is None:
+            self._count -= 1  # a restart that returns IGNORE drops the child
+        elif self._flags & F_DEAD:
+            self._rt._exit(p, SHUTDOWN)
+
+    async def handle_info(self, message: Any) -> None:
+        if type(message) is TryAgain:
+            r = self._restarting
+            entry = r.get(message.child) if r else None
+            if entry is not None:
+                await self._restart(message.child, *entry)
+            return
+        super().handle_info(message)
 
     async def terminate(self, reason: ExitReason) -> None:
         rt = self._rt
+        self._restarting = None
         waits: list[tuple[Process, asyncio.Future[Any], float | None]] = []
         for p in self._children_procs():
             p._flags |= F_NORESTART
@@ -171,32 +245,78 @@ class DynamicSupervisor(Process):
                 rt._exit(p, KILLED)
 
     async def handle_call(self, request: Any, from_: From) -> Any:
-        op = request[0]
+        try:
+            return await self._request(request)
+        except Exception as e:  # a refused request: the caller raises it, we live on
+            self.reply_error(from_, e)
+            return None
+
+    async def _request(self, request: Any) -> Any:
+        op = request[0] if type(request) is tuple and request else request
         if op == "start_child":
-            return await self._start(request[1], request[2], request[3])
+            info: list[Any] = []
+            pid = await self._start(request[1], request[2], request[3], info)
+            return StartResult(pid, info[0] if info else None)
         if op == "terminate_child":
             return await self._terminate_child(request[1])
         if op == "which_children":
             return self._which()
+        if op == "which_child":
+            return self._which_child(request[1])
+        if op == "get_childspec":
+            return self._childspec(request[1])
         if op == "count_children":
             return self._counts()
-        raise ValueError(f"unknown dynamic supervisor request {op!r}")
+        raise UsageError(f"unknown dynamic supervisor request {request!r}")
+
+    def _child(self, pid: Any) -> Process:
+        p = self._rt._resolve(pid) if type(pid) is Pid else None
+        if p is None or p._parent is not self or p._spec is None:
+            raise ChildNotFoundError(self.pid, pid)
+        return p
 
     async def _terminate_child(self, pid: Pid) -> None:
-        p = self._rt._resolve(pid)
-        if p is None or p._parent is not self:
-            raise ChildNotFoundError(self.pid, pid)
+        r = self._restarting
+        if r and pid in r:
+            del r[pid]
+            self._count -= 1
+            return
+        p = self._child(pid)
         p._flags |= F_NORESTART
         await shutdown_process(self, p, p._spec.shutdown_policy)
 
+    def _rows(self) -> list[tuple[int, ChildSpec, Pid | None]]:
+        rows: list[tuple[int, ChildSpec, Pid | None]] = [
+            (p._id, p._spec, p.pid) for p in self._children_procs()
+        ]
+        r = self._restarting
+        if r:
+            rows.extend((k.id, spec, None) for k, (spec, _, _) in r.items())
+        rows.sort(key=_first)
+        return rows
+
     def _which(self) -> list[ChildInfo]:
         return [
-            ChildInfo(None, p.pid, p._spec.child_type, p._spec.restart)
-            for p in self._children_procs()
+            ChildInfo(None, pid if pid is not None else RESTARTING, s.child_type, s.restart)
+            for _, s, pid in self._rows()
         ]
 
+    def _which_child(self, pid: Any) -> ChildInfo:
+        r = self._restarting
+        if r and pid in r:
+            s = r[pid][0]
+            return ChildInfo(None, RESTARTING, s.child_type, s.restart)
+        p = self._child(pid)
+        return ChildInfo(None, p.pid, p._spec.child_type, p._spec.restart)
+
+    def _childspec(self, pid: Any) -> ChildSpec:
+        r = self._restarting
+        if r and pid in r:
+            return r[pid][0]
+        return self._child(pid)._spec  # type: ignore[no-any-return]
+
     def _counts(self) -> dict[str, int]:
-        return _counts((p._spec, p) for p in self._children_procs())
+        return _counts((s, pid is not None) for _, s, pid in self._rows())
 
     # --------------------------------------------------------- client API
 
@@ -207,6 +327,7 @@ class DynamicSupervisor(Process):
             raise NoProcessError(sup)
         return p if isinstance(p, DynamicSupervisor) else None
 
+    @overload
     @staticmethod
     async def start_child(
         sup: Target,
@@ -214,21 +335,51 @@ class DynamicSupervisor(Process):
         *,
         arg: Any = _UNSET,
         name: str | Via | None = _UNSET,
+        with_info: Literal[False] = False,
         runtime: Runtime | None = None,
-    ) -> Pid | None:
+    ) -> Pid | None: ...
+
+    @overload
+    @staticmethod
+    async def start_child(
+        sup: Target,
+        spec: ChildSpec,
+        *,
+        arg: Any = _UNSET,
+        name: str | Via | None = _UNSET,
+        with_info: Literal[True],
+        runtime: Runtime | None = None,
+    ) -> StartResult: ...
+
+    @staticmethod
+    async def start_child(
+        sup: Target,
+        spec: ChildSpec,
+        *,
+        arg: Any = _UNSET,
+        name: str | Via | None = _UNSET,
+        with_info: bool = False,
+        runtime: Runtime | None = None,
+    ) -> Pid | StartResult | None:
         """Start a child under ``sup``. Returns its pid (``None`` if its init returned
-        ``IGNORE``). Raises ``MaxChildrenError``, ``StartError``, ``AlreadyStartedError``
-        (``name`` taken), ``NoProcessError``."""
+        ``IGNORE``), or ``StartResult(pid, info)`` with ``with_info=True``. Raises
+        ``MaxChildrenError``, ``StartError``, ``AlreadyStartedError`` (``name`` taken),
+        ``InvalidChildSpecError``, ``NoProcessError``; the supervisor is unchanged."""
         rt = runtime or current_runtime()
         p = DynamicSupervisor._local(sup, rt)
         if p is not None:
-            return await p._start(spec, arg, name)
-        return await rt.call(sup, ("start_child", spec, arg, name), timeout=None)  # type: ignore[no-any-return]
+            if not with_info:
+                return await p._start(spec, arg, name)
+            info: list[Any] = []
+            pid = await p._start(spec, arg, name, info)
+            return StartResult(pid, info[0] if info else None)
+        r: StartResult = await rt.call(sup, ("start_child", spec, arg, name), timeout=None)
+        return r if with_info else r.pid
 
     @staticmethod
     async def terminate_child(sup: Target, pid: Pid, *, runtime: Runtime | None = None) -> None:
-        """Stop child ``pid`` by its shutdown policy; it is not restarted.
-        Raises ``ChildNotFoundError`` when ``pid`` is not a child of ``sup``."""
+        """Stop child ``pid`` by its shutdown policy; it is not restarted (a restarting child:
+        its retries end). Raises ``ChildNotFoundError`` when ``pid`` is not a child of ``sup``."""
         rt = runtime or current_runtime()
         p = DynamicSupervisor._local(sup, rt)
         if p is not None:
@@ -238,11 +389,30 @@ class DynamicSupervisor(Process):
 
     @staticmethod
     async def which_children(sup: Target, *, runtime: Runtime | None = None) -> list[ChildInfo]:
+        """Every child (``id`` is ``None``), in start order."""
         rt = runtime or current_runtime()
         p = DynamicSupervisor._local(sup, rt)
         if p is not None:
             return p._which()
-        return await rt.call(sup, ("which_children",))  # type: ignore[no-any-return]
+        return await rt.call(sup, ("which_children",), timeout=None)  # type: ignore[no-any-return]
+
+    @staticmethod
+    async def which_child(sup: Target, pid: Pid, *, runtime: Runtime | None = None) -> ChildInfo:
+        """The ``ChildInfo`` of child ``pid``. Raises ``ChildNotFoundError``."""
+        rt = runtime or current_runtime()
+        p = DynamicSupervisor._local(sup, rt)
+        if p is not None:
+            return p._which_child(pid)
+        return await rt.call(sup, ("which_child", pid), timeout=None)  # type: ignore[no-any-return]
+
+    @staticmethod
+    async def get_childspec(sup: Target, pid: Pid, *, runtime: Runtime | None = None) -> ChildSpec:
+        """The ``ChildSpec`` child ``pid`` was started from. Raises ``ChildNotFoundError``."""
+        rt = runtime or current_runtime()
+        p = DynamicSupervisor._local(sup, rt)
+        if p is not None:
+            return p._childspec(pid)
+        return await rt.call(sup, ("get_childspec", pid), timeout=None)  # type: ignore[no-any-return]
 
     @staticmethod
     async def count_children(sup: Target, *, runtime: Runtime | None = None) -> dict[str, int]:
@@ -251,4 +421,8 @@ class DynamicSupervisor(Process):
         p = DynamicSupervisor._local(sup, rt)
         if p is not None:
             return p._counts()
-        return await rt.call(sup, ("count_children",))  # type: ignore[no-any-return]
+        return await rt.call(sup, ("count_children",), timeout=None)  # type: ignore[no-any-return]
+
+
+def _first(row: tuple[int, Any, Any]) -> int:
+    return row[0]

@@ -7,7 +7,8 @@ exception carries the fields a caller can act on::
     ├── UsageError                  a programming mistake; fix the code
     │   ├── BadTargetError          a target that is not a Pid, a name or a Via
     │   ├── CallSelfError           a process called itself (it would deadlock)
-    │   └── NotInProcessError       a process-only operation outside any process
+    │   ├── NotInProcessError       a process-only operation outside any process
+    │   └── InvalidChildSpecError   a child spec a supervisor cannot use (carries OTP's reason)
     ├── KernelError                 a failure at run time; handle it
     │   ├── NoProcessError          the target does not exist (never existed, or already exited)
     │   ├── ProcessExitedError      the target exited while handling the request
@@ -16,6 +17,7 @@ exception carries the fields a caller can act on::
     │   ├── StartError              init failed; carries the reason
     │   ├── MaxChildrenError        a DynamicSupervisor is full
     │   ├── ChildNotFoundError      no child with that id
+    │   ├── ChildStateError         a child is running, restarting or already present
     │   ├── TaskFailedError         a supervised task crashed or was killed
     │   ├── UnhandledMessageError   a message reached a default handler
     │   └── RuntimeClosedError      the node is shutting down or closed
@@ -32,7 +34,9 @@ __all__ = [
     "CallSelfError",
     "CallTimeoutError",
     "ChildNotFoundError",
+    "ChildStateError",
     "Exited",
+    "InvalidChildSpecError",
     "KernelError",
     "MaxChildrenError",
     "NetsukeError",
@@ -73,6 +77,19 @@ class CallSelfError(UsageError):
 
 class NotInProcessError(UsageError):
     """An operation that needs a current process ran outside of one."""
+
+
+class InvalidChildSpecError(UsageError, TypeError, ValueError):
+    """A child spec (or a list of them) that a supervisor cannot use. ``reason`` names the fault
+    as OTP does: ``invalid_child_spec`` (not a ``ChildSpec``), ``invalid_start``,
+    ``invalid_restart_type``, ``invalid_shutdown``, ``invalid_child_type``, ``invalid_name``,
+    ``invalid_significant``, ``bad_combination`` (a permanent significant child, or a significant
+    child under ``auto_shutdown="never"``), ``duplicate_child_name``; ``value`` is the offender."""
+
+    def __init__(self, reason: str, value: Any) -> None:
+        super().__init__(f"{reason}: {value!r}")
+        self.reason = reason
+        self.value = value
 
 
 class KernelError(NetsukeError):
@@ -139,6 +156,21 @@ class ChildNotFoundError(KernelError):
         super().__init__(f"supervisor {supervisor!r} has no child {child!r}")
         self.supervisor = supervisor
         self.child = child
+
+
+class ChildStateError(KernelError, ValueError):
+    """A supervisor refused a request because of the state of the child: ``reason`` is
+    ``"running"`` (``restart_child``/``delete_child`` of a running child), ``"restarting"`` (the
+    same while its restart is being retried) or ``"already_present"`` (``start_child`` with the
+    id of a child that is not running)."""
+
+    def __init__(self, supervisor: object, child: object, reason: str) -> None:
+        super().__init__(
+            f"supervisor {supervisor!r}: child {child!r} is {reason.replace('_', ' ')}"
+        )
+        self.supervisor = supervisor
+        self.child = child
+        self.reason = reason
 
 
 class TaskFailedError(KernelError):

@@ -66,6 +66,7 @@ from ._process import (
     linked,
 )
 from ._registry import Registry
+from ._startinfo import StartInfo
 from ._transport import Transport
 
 if TYPE_CHECKING:
@@ -321,7 +322,7 @@ class Runtime:
             rest = [
                 p
                 for p in list(self._procs.values())
-                if p._parent is None and not p._flags & (F_DEAD | F_SCOPE)
+                if (p._parent is None or p._spec is None) and not p._flags & (F_DEAD | F_SCOPE)
             ]
             waits = []
             for p in rest:
@@ -609,13 +610,16 @@ class Runtime:
         parent: Process | None = None,
         spec: Any = None,
         link: Process | None = None,
+        info: list[Any] | None = None,
     ) -> P | None:
-        p = self._spawn(cls, arg, name, parent, spec)
-        if link is not None:
+        # A process started linked to ``link`` and to no supervisor has ``link`` as its parent
+        # (Erlang's start_link): an exit signal from it makes the process terminate.
+        p = self._spawn(cls, arg, name, parent if parent is not None else link, spec)
+        if link is not None and parent is not None:
             self._link_procs(p, link)
-        return await self._init(p)
+        return await self._init(p, info)
 
-    async def _init(self, p: P) -> P | None:
+    async def _init(self, p: P, info: list[Any] | None = None) -> P | None:
         try:
             r = p.init(p._arg)
             if r is not None and inspect.isawaitable(r):
@@ -632,6 +636,8 @@ class Runtime:
         if r is IGNORE:
             self._exit(p, NORMAL)
             return None
+        if info is not None and type(r) is StartInfo:
+            info.append(r.info)
         p._flags &= ~F_STARTING
         if p._mailbox:
             p._wake()
@@ -692,7 +698,12 @@ class Runtime:
             self._exit(target, KILLED)
             return
         if fl & F_TRAP:
-            if sender is not None and sender._parent is target and not explicit:
+            if (
+                sender is not None
+                and sender._parent is target
+                and sender._spec is not None
+                and not explicit
+            ):
                 target._deliver(ChildExit(sender, reason))
             elif sender is not None and target._parent is sender:
                 target._deliver(SysParentExit(reason))
