@@ -1,0 +1,107 @@
+"""The children of the conformance tests, after OTP's ``supervisor_1``/``supervisor_3`` and
+Elixir's test workers, and the helpers that mirror the suites' ``terminate``/``check_exit``."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from netsuke import IGNORE, From, Pid, Process, Runtime, StartInfo
+
+from ..helpers import settle
+
+
+@dataclass
+class Ctl:
+    """Shared, mutable control of a worker's starts (a test flips it between restarts).
+
+    ``fail``: every start raises; ``fail_next``: that many next starts raise; ``fail_restarts``: starts after the first raise (OTP's
+    ``start_child(error)``); ``ignore``/``ignore_restarts``: return ``IGNORE``; ``info``: return
+    ``StartInfo(info)``. ``starts`` counts the tries, ``events`` records ``("start"|"stop", tag)``.
+    """
+
+    tag: Any = None
+    fail: bool = False
+    fail_next: int = 0
+    fail_restarts: bool = False
+    ignore: bool = False
+    ignore_restarts: bool = False
+    info: Any = None
+    starts: int = 0
+    events: list[Any] = field(default_factory=list)
+
+
+class Worker(Process):
+    """A server that traps exits: ``"die"`` makes it exit ``died``, ``"stop"`` exit ``normal``,
+    ``("exit", reason)`` exit with ``reason``, ``("sleep", s)`` sleep (it then answers nothing,
+    so a shutdown has to wait for it)."""
+
+    def init(self, ctl: Ctl) -> Any:
+        self.ctl = ctl
+        ctl.starts += 1
+        if ctl.fail_next:
+            ctl.fail_next -= 1
+            raise RuntimeError("error")
+        if ctl.fail or (ctl.fail_restarts and ctl.starts > 1):
+            raise RuntimeError("error")
+        if ctl.ignore or (ctl.ignore_restarts and ctl.starts > 1):
+            return IGNORE
+        self.trap_exit = True
+        ctl.events.append(("start", ctl.tag))
+        return StartInfo(ctl.info) if ctl.info is not None else None
+
+    async def handle_info(self, message: Any) -> None:
+        match message:
+            case "die":
+                self.stop("died")
+            case "stop":
+                self.stop("normal")
+            case ("exit", reason):
+                self.stop(reason)
+            case ("sleep", seconds):
+                await asyncio.sleep(seconds)
+
+    def handle_call(self, request: Any, from_: From) -> Any:
+        return request
+
+    def terminate(self, reason: Any) -> None:
+        self.ctl.events.append(("stop", self.ctl.tag))
+
+
+async def terminate(rt: Runtime, pid: Any, how: Any) -> Any:
+    """OTP's ``terminate/4``: end ``pid`` by ``how`` (``"kill"``, ``"shutdown"``, a
+    ``Shutdown``, ``"normal"`` (it stops itself), ``"abnormal"`` (it exits ``died``)) and wait
+    until it is gone and its supervisor has seen it. Returns the exit reason."""
+    assert isinstance(pid, Pid), pid
+    done = asyncio.ensure_future(rt.wait_exit(pid))
+    await asyncio.sleep(0)
+    if how == "kill":
+        rt.kill(pid)
+    elif how == "normal":
+        rt.send(pid, "stop")
+    elif how == "abnormal":
+        rt.send(pid, "die")
+    else:
+        rt.exit(pid, how)
+    reason = await asyncio.wait_for(done, 60)
+    await settle(20)
+    return reason
+
+
+async def exits_within(rt: Runtime, pid: Any, seconds: float) -> bool:
+    """OTP's ``check_exit([Pid], Timeout)``: whether ``pid`` exits within ``seconds``."""
+    try:
+        await rt.wait_exit(pid, timeout=seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+def watch(rt: Runtime, pid: Any) -> asyncio.Future[Any]:
+    """A future of ``pid``'s exit reason, taken now (``check_exit_reason`` of the suites)."""
+    return asyncio.ensure_future(rt.wait_exit(pid))
+
+
+def pids(rows: list[Any]) -> list[Any]:
+    return [r.pid for r in rows]
