@@ -8,10 +8,16 @@
         reply = await agents.run("sushi-bot", "How do I make nigiri?")
         sid, pid = await agents.start_session("support", "user-1", config)
 
-Every agent server is a ``transient`` child of one ``DynamicSupervisor`` (registered as
-``supervisor`` [``"netsuke.agents"``], restart intensity ``max_restarts`` [100] in
-``max_seconds`` [5.0]) and is registered in ``rt.registry`` under its name with metadata
-``{"kind": "agent", "agent", "session", "user", "capabilities", "model"}``.
+Failure domains: every agent definition has its own ``DynamicSupervisor`` (registered as
+``f"{supervisor}:{agent_name}"``, restart intensity ``max_restarts`` [100] in ``max_seconds``
+[5.0]), started on demand as a ``temporary`` child of the system's ``DynamicSupervisor``
+(registered as ``supervisor`` [``"netsuke.agents"``], under the node's root). Every agent server
+is a ``transient`` child of the supervisor of its definition and is registered in
+``rt.registry`` under its name with metadata ``{"kind": "agent", "agent", "session", "user",
+"capabilities", "model"}``. So a crash-looping agent definition exhausts only its own
+supervisor's intensity: that supervisor stops its sessions and exits ``shutdown``, is not
+restarted (the next session of that definition starts a new one), and the sessions of every
+other definition keep running, with their pids and memory.
 
 * ``start_agent`` fails with ``AlreadyStartedError`` when the name is taken; ``start_session``
   is get-or-start (any number of concurrent callers get one session, named
@@ -28,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 from netsuke.kernel import (
@@ -72,6 +79,7 @@ class AgentInfo(NamedTuple):
 
 
 _SPEC = ChildSpec(AgentServer, restart="transient", shutdown=5.0, id="agent")
+_TOP = DynamicSupervisorSpec(max_restarts=0)  # its children are temporary: it never restarts
 
 
 def _is_agent(meta: Any) -> bool:
@@ -99,6 +107,14 @@ class Agents:
         self._evicted: dict[str, AgentConfig] = {}
         self._metas: dict[int, tuple[list[str], str]] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self._domain = ChildSpec(
+            DynamicSupervisor,
+            DynamicSupervisorSpec(),
+            id="agent-definition",
+            restart="temporary",
+            type="supervisor",
+            shutdown="infinity",
+        )
 
     @classmethod
     async def start(
@@ -111,13 +127,19 @@ class Agents:
         max_seconds: float = 5.0,
         tool_resolver: ToolResolver | None = None,
     ) -> Agents:
-        """Start the agents' supervisor under the node's root and return the system."""
+        """Start the agents' supervisor under the node's root and return the system.
+        ``max_restarts`` in ``max_seconds`` is the restart intensity of the supervisor of each
+        agent definition (see the module documentation)."""
         self = cls(rt, store, supervisor=supervisor, tool_resolver=tool_resolver)
+        self._domain = replace(
+            self._domain,
+            arg=DynamicSupervisorSpec(max_restarts=max_restarts, max_seconds=max_seconds),
+        )
         if rt.whereis(supervisor) is None:
             await rt.start_child(
                 ChildSpec(
                     DynamicSupervisor,
-                    DynamicSupervisorSpec(max_restarts=max_restarts, max_seconds=max_seconds),
+                    _TOP,
                     id=supervisor,
                     name=supervisor,
                     type="supervisor",
@@ -180,12 +202,32 @@ class Agents:
         cfg = config if config is not None else await self.config_for(_agent_name(name))
         self._evicted.pop(name, None)
         pid = await DynamicSupervisor.start_child(
-            self.supervisor,
+            await self.domain(cfg.name),
             _SPEC,
             arg=SessionArg(self, cfg, name, user, owner),
             name=name,
             runtime=self.rt,
         )
+        assert pid is not None
+        return pid
+
+    def domain_name(self, agent_name: str) -> str:
+        """The registered name of the supervisor of ``agent_name``'s sessions."""
+        return f"{self.supervisor}:{agent_name}"
+
+    async def domain(self, agent_name: str) -> Pid:
+        """The supervisor of ``agent_name``'s sessions (its failure domain), started on first
+        use; any number of concurrent callers get the same one."""
+        name = self.domain_name(agent_name)
+        pid = self.rt.whereis(name)
+        if pid is not None:
+            return pid
+        try:
+            pid = await DynamicSupervisor.start_child(
+                self.supervisor, self._domain, name=name, runtime=self.rt
+            )
+        except AlreadyStartedError as e:
+            return e.pid  # type: ignore[no-any-return]
         assert pid is not None
         return pid
 
@@ -292,7 +334,7 @@ class Agents:
         conv = await self.store.conversations.get(session)
         try:
             pid = await DynamicSupervisor.start_child(
-                self.supervisor,
+                await self.domain(cfg.name),
                 _SPEC,
                 arg=SessionArg(self, cfg, session, conv.user_id, None, known=True),
                 name=session,
@@ -386,8 +428,13 @@ class Agents:
             self._evicted.pop(target, None)
         if pid is None:
             return False
+        p = self.rt.process(pid)
+        if not isinstance(p, AgentServer):
+            return False
         try:
-            await DynamicSupervisor.terminate_child(self.supervisor, pid, runtime=self.rt)
+            await DynamicSupervisor.terminate_child(
+                self.domain_name(p._a.config.name), pid, runtime=self.rt
+            )
         except Exception:
             return False
         return True
