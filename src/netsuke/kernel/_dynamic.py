@@ -184,9 +184,14 @@ class DynamicSupervisor(Process):
         return self._restart(child.pid, spec, child._arg, _name_of(child))
 
     async def _restart(self, key: Pid, spec: ChildSpec, arg: Any, name: Any) -> None:
-        """Restart the child that was ``key`` (its slot in ``_count`` is kept meanwhile)."""
+        """Restart the child that was ``key`` (its slot in ``_count`` is kept meanwhile; it
+        shows as restarting until the new process runs)."""
         if not count_restart(self, self._intensity, key):
             return
+        r = self._restarting
+        if r is None:
+            r = self._restarting = {}
+        r[key] = (spec, arg, name)
         try:
             p = await self._rt._start_proc(spec.start, arg, name=name, parent=self, spec=spec)
         except Exception as e:
@@ -196,13 +201,15 @@ class DynamicSupervisor(Process):
                 child=repr(key),
                 error=repr(getattr(e, "reason", e)),
             )
-            if self._restarting is None:
-                self._restarting = {}
-            self._restarting[key] = (spec, arg, name)
-            schedule_retry(self, key)
+            if key in r:  # not terminated meanwhile
+                schedule_retry(self, key)
             return
-        r = self._restarting
-        if r is not None and r.pop(key, None) is not None and not r:
+        if r.pop(key, None) is None:  # terminate_child ended it while it was starting
+            if p is not None:
+                p._flags |= F_NORESTART
+                await shutdown_process(self, p, spec.shutdown_policy)
+            return
+        if not r and self._restarting is r:
             self._restarting = None
         if p is None:
             self._count -= 1  # a restart that returns IGNORE drops the child

@@ -98,7 +98,7 @@ from ._errors import (
 )
 from ._messages import From
 from ._pid import KILLED, SHUTDOWN, ExitReason, Pid, Target, Via, is_abnormal
-from ._process import F_DEAD, Process
+from ._process import F_DEAD, IGNORE, Process
 from ._runtime import current_runtime
 from ._startinfo import StartResult
 
@@ -328,13 +328,18 @@ class Supervisor(Process):
     hibernate_after = 1.0
 
     def supervise(self, arg: Any) -> SupervisorSpec:
-        """The children and options. Default: ``arg`` itself must be a ``SupervisorSpec``."""
+        """The children and options (or ``IGNORE``: the supervisor does not start). Default:
+        ``arg`` itself must be a ``SupervisorSpec``."""
         if not isinstance(arg, SupervisorSpec):
             raise TypeError(f"Supervisor needs a SupervisorSpec, got {arg!r}")
         return arg
 
-    async def init(self, arg: Any) -> None:
+    async def init(self, arg: Any) -> Any:
         spec = self.supervise(arg)
+        if spec is IGNORE:
+            return IGNORE
+        if not isinstance(spec, SupervisorSpec):
+            raise TypeError(f"supervise() must return a SupervisorSpec, got {spec!r}")
         check_childspecs(spec.children, spec.auto_shutdown)
         self.trap_exit = True
         self._sup_spec = spec
@@ -353,6 +358,7 @@ class Supervisor(Process):
                 self._children.remove(ch)  # IGNORE from a temporary child: not kept
             else:
                 started.append(ch)
+        return None
 
     # ------------------------------------------------------------ internals
 

@@ -7,7 +7,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from netsuke import IGNORE, From, Pid, Process, Runtime, StartInfo
+from netsuke import IGNORE, Exit, From, Pid, Process, Runtime, StartInfo
 
 from ..helpers import settle
 
@@ -18,7 +18,8 @@ class Ctl:
 
     ``fail``: every start raises; ``fail_next``: that many next starts raise; ``fail_restarts``: starts after the first raise (OTP's
     ``start_child(error)``); ``ignore``/``ignore_restarts``: return ``IGNORE``; ``info``: return
-    ``StartInfo(info)``. ``starts`` counts the tries, ``events`` records ``("start"|"stop", tag)``.
+    ``StartInfo(info)``; ``stop_delay``: seconds ``terminate`` takes; ``fail_delay``: seconds a failing start
+    takes (OTP's ``supervisor_deadlock``). ``starts`` counts the tries, ``events`` records ``("start"|"stop", tag)``.
     """
 
     tag: Any = None
@@ -28,22 +29,26 @@ class Ctl:
     ignore: bool = False
     ignore_restarts: bool = False
     info: Any = None
+    stop_delay: float = 0.0
+    fail_delay: float = 0.0
     starts: int = 0
     events: list[Any] = field(default_factory=list)
 
 
 class Worker(Process):
-    """A server that traps exits: ``"die"`` makes it exit ``died``, ``"stop"`` exit ``normal``,
+    """A server that traps exits (an exit signal from another process than its supervisor makes
+    it stop with that reason, as ``supervisor_1`` does): ``"die"`` makes it exit ``died``, ``"stop"`` exit ``normal``,
     ``("exit", reason)`` exit with ``reason``, ``("sleep", s)`` sleep (it then answers nothing,
     so a shutdown has to wait for it)."""
 
-    def init(self, ctl: Ctl) -> Any:
+    async def init(self, ctl: Ctl) -> Any:
         self.ctl = ctl
         ctl.starts += 1
-        if ctl.fail_next:
-            ctl.fail_next -= 1
-            raise RuntimeError("error")
-        if ctl.fail or (ctl.fail_restarts and ctl.starts > 1):
+        fail = ctl.fail or (ctl.fail_restarts and ctl.starts > 1) or ctl.fail_next > 0
+        if fail:
+            ctl.fail_next = max(0, ctl.fail_next - 1)
+            if ctl.fail_delay:
+                await asyncio.sleep(ctl.fail_delay)
             raise RuntimeError("error")
         if ctl.ignore or (ctl.ignore_restarts and ctl.starts > 1):
             return IGNORE
@@ -61,11 +66,15 @@ class Worker(Process):
                 self.stop(reason)
             case ("sleep", seconds):
                 await asyncio.sleep(seconds)
+            case Exit(reason=reason):  # an exit signal from a process that is not the parent
+                self.stop(reason)
 
     def handle_call(self, request: Any, from_: From) -> Any:
         return request
 
-    def terminate(self, reason: Any) -> None:
+    async def terminate(self, reason: Any) -> None:
+        if self.ctl.stop_delay:
+            await asyncio.sleep(self.ctl.stop_delay)
         self.ctl.events.append(("stop", self.ctl.tag))
 
 
