@@ -18,7 +18,9 @@ then cost only their own state). Restart values and shutdown policies mean what 
 as in Elixir: a DynamicSupervisor has no ``auto_shutdown``). A child whose restart returns
 ``IGNORE`` is dropped. A local ``start_child`` runs directly in the caller (the kernel is one
 thread, so it is as serialised as a message to the supervisor, without the round trip); a remote
-one is a call. Refused requests raise in the caller and leave the supervisor as it was.
+one is a call. ``which_children``, ``which_child``, ``get_childspec`` and ``count_children`` are
+always calls, so they see every exit the supervisor was told of before them. Refused requests
+raise in the caller and leave the supervisor as it was.
 
 A failed restart is retried through the supervisor's mailbox (see ``Supervisor``): meanwhile
 ``which_children`` shows the child with ``pid="restarting"``, ``count_children`` counts it as a
@@ -398,36 +400,24 @@ class DynamicSupervisor(Process):
     async def which_children(sup: Target, *, runtime: Runtime | None = None) -> list[ChildInfo]:
         """Every child (``id`` is ``None``), in start order."""
         rt = runtime or current_runtime()
-        p = DynamicSupervisor._local(sup, rt)
-        if p is not None:
-            return p._which()
         return await rt.call(sup, ("which_children",), timeout=None)  # type: ignore[no-any-return]
 
     @staticmethod
     async def which_child(sup: Target, pid: Pid, *, runtime: Runtime | None = None) -> ChildInfo:
         """The ``ChildInfo`` of child ``pid``. Raises ``ChildNotFoundError``."""
         rt = runtime or current_runtime()
-        p = DynamicSupervisor._local(sup, rt)
-        if p is not None:
-            return p._which_child(pid)
         return await rt.call(sup, ("which_child", pid), timeout=None)  # type: ignore[no-any-return]
 
     @staticmethod
     async def get_childspec(sup: Target, pid: Pid, *, runtime: Runtime | None = None) -> ChildSpec:
         """The ``ChildSpec`` child ``pid`` was started from. Raises ``ChildNotFoundError``."""
         rt = runtime or current_runtime()
-        p = DynamicSupervisor._local(sup, rt)
-        if p is not None:
-            return p._childspec(pid)
         return await rt.call(sup, ("get_childspec", pid), timeout=None)  # type: ignore[no-any-return]
 
     @staticmethod
     async def count_children(sup: Target, *, runtime: Runtime | None = None) -> dict[str, int]:
         """``{"specs", "active", "workers", "supervisors"}`` as in OTP."""
         rt = runtime or current_runtime()
-        p = DynamicSupervisor._local(sup, rt)
-        if p is not None:
-            return p._counts()
         return await rt.call(sup, ("count_children",), timeout=None)  # type: ignore[no-any-return]
 
 

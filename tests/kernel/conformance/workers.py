@@ -109,7 +109,12 @@ async def exits_within(rt: Runtime, pid: Any, seconds: float) -> bool:
 
 def watch(rt: Runtime, pid: Any) -> asyncio.Future[Any]:
     """A future of ``pid``'s exit reason, taken now (``check_exit_reason`` of the suites)."""
-    return asyncio.ensure_future(rt.wait_exit(pid))
+    p = rt.process(pid)
+    if p is None:
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        done.set_result("noproc")
+        return done
+    return rt._exit_future(p)
 
 
 def pids(rows: list[Any]) -> list[Any]:
