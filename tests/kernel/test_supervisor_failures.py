@@ -340,3 +340,29 @@ async def test_a_supervisor_started_with_link_treats_its_owner_as_parent(how: st
         if how == "exit_shutdown":
             infos = await rt.call(owner, "infos")
             assert [(i.pid, i.reason) for i in infos] == [(sup, "shutdown")]
+
+
+@virtual_time
+async def test_start_info_reaches_start_child_and_restart_child_but_not_rt_start() -> None:
+    async with Runtime() as rt:
+        assert isinstance(await rt.start(Worker, Ctl(info="x")), type(rt.root))
+        sup = await rt.start(Supervisor, SupervisorSpec())
+        assert sup is not None
+        spec = worker("a", Ctl(info="x"))
+        r = await Supervisor.start_child(sup, spec, with_info=True)
+        assert r.info == "x" and r.pid == (await Supervisor.which_child(sup, "a")).pid
+        assert await Supervisor.get_childspec(sup, r.pid) is spec
+        await Supervisor.terminate_child(sup, "a")
+        r1 = await Supervisor.restart_child(sup, "a", with_info=True)
+        assert r1.info == "x" and r1.pid not in (None, r.pid)
+        r2 = await Supervisor.start_child(sup, worker("b", Ctl()), with_info=True)
+        assert r2.info is None and r2.pid is not None
+        dyn = await rt.start(DynamicSupervisor, None)
+        assert dyn is not None
+        r3 = await DynamicSupervisor.start_child(
+            dyn, ChildSpec(Worker), arg=Ctl(info="y"), with_info=True
+        )
+        assert r3.info == "y"
+        assert (
+            await rt.call(dyn, ("start_child", ChildSpec(Worker), Ctl(info="z"), None))
+        ).info == "z"
