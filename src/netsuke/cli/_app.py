@@ -19,7 +19,7 @@ from .. import __version__
 from ..observability import configure_logging
 from ..store import DefinitionFileError, SchemaTooNewError, StoreError
 from ..store import cli as store_cli
-from . import _agents, _chat, _control, _events, _functions, _keys, _tasks
+from . import _agents, _chat, _control, _edit, _events, _functions, _keys, _tasks
 
 app = typer.Typer(
     name="netsuke",
@@ -37,6 +37,7 @@ app.add_typer(_tasks.app, name="tasks")
 app.command("events")(_events.events)
 app.command("chat")(_chat.chat)
 _ = _control.__all__  # importing _control registers agents start|stop|restart|status|logs
+_ = _edit.__all__  # importing _edit registers agents set|edit
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:

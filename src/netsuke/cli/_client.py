@@ -83,13 +83,16 @@ class Client:
         path: str,
         *,
         json: Any = None,
+        content: str | bytes | None = None,
         params: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
         allow: tuple[int, ...] = (),
     ) -> httpx.Response:
         """Send a request; a status >= 400 not in ``allow`` raises ``CliError``."""
         try:
-            response = self._http.request(method, path, json=json, params=params, headers=headers)
+            response = self._http.request(
+                method, path, json=json, content=content, params=params, headers=headers
+            )
         except httpx.HTTPError as exc:
             raise CliError(f"cannot reach {self.url}: {type(exc).__name__}") from None
         if response.status_code >= 400 and response.status_code not in allow:
