@@ -29,6 +29,7 @@ from netsuke.store import Store, sync_agents
 
 from ._auth import KeyCache, RateLimiter
 from ._context import ApiContext
+from ._docs import install_docs
 from ._middleware import ApiMiddleware
 from ._monitor import AgentMonitor
 from ._problems import install_problem_handlers
@@ -89,7 +90,7 @@ def create_app(
         version=__version__,
         description="Operate a Netsuke node: agents, events, webhooks, keys and audit.",
         openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url=f"{API_PREFIX}/docs",
+        docs_url=None,  # install_docs serves them with local assets
         redoc_url=None,
         lifespan=lifespan,
         # Netsuke's own middleware makes the server span, metrics and logs (with request ids,
@@ -121,6 +122,7 @@ def create_app(
     ):
         api.include_router(module.router)
     app.include_router(api)
+    install_docs(app, API_PREFIX)
     app.include_router(health.router)
     app.include_router(dashboard.router)
     app.include_router(chat.router)
