@@ -66,6 +66,9 @@ def submit(
     ] = None,
     max_attempts: Annotated[int, typer.Option(help="Attempts before the dead-letter queue.")] = 5,
     timeout: Annotated[float | None, typer.Option(help="Seconds per attempt.")] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only the id (for scripts).")
+    ] = False,
     url: UrlOpt = "http://127.0.0.1:8000",
     key: KeyOpt = None,
     as_json: JsonOpt = False,
@@ -88,6 +91,8 @@ def submit(
     task = r.json()
     if as_json:
         typer.echo(json.dumps(task))
+    elif quiet:
+        typer.echo(task["id"])
     else:
         typer.echo(f"{task['id']}: {'queued' if r.status_code == 201 else 'already submitted'}")
 
