@@ -141,3 +141,14 @@ def test_audit_lists_who_did_what(server: Server, tmp_path: Path) -> None:
     assert table.returncode == 0 and "bootstrap" in table.stdout
     bad = server.run("audit", "--since", "yesterday")
     assert bad.returncode == 2 and "--since" in _one_line_error(bad)
+
+
+def test_help_shows_defaults_in_brackets_and_no_bool_metavars() -> None:
+    env = {"COLUMNS": "100"}
+    serve = CliRunner().invoke(app, ["serve", "--help"], env=env)
+    assert "Node name [local]." in serve.stdout and "[8000]" in serve.stdout
+    tasks = CliRunner().invoke(app, ["tasks", "ls", "--help"], env=env)
+    json_line = next(line for line in tasks.stdout.splitlines() if "--json" in line)
+    assert "<bool>" not in json_line
+    add = CliRunner().invoke(app, ["functions", "add", "--help"], env=env)
+    assert "[kept; first time: its docstring]" in add.stdout

@@ -38,6 +38,7 @@ app = typer.Typer(
     help="Netsuke: supervised, named, stateful AI agents.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # help texts show defaults as "[8000]": not markup
 )
 
 

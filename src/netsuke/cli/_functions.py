@@ -23,7 +23,10 @@ from ._client import Client, CliError, JsonOpt, KeyOpt, UrlOpt, fail, json_objec
 __all__ = ["app"]
 
 app = typer.Typer(
-    name="functions", help="Sandboxed functions on a running server.", no_args_is_help=True
+    name="functions",
+    help="Sandboxed functions on a running server.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 console = Console()
 MERGE = {"Content-Type": "application/merge-patch+json"}

@@ -22,7 +22,9 @@ from ._client import Client, CliError, JsonOpt, KeyOpt, UrlOpt, fail
 
 __all__ = ["app"]
 
-app = typer.Typer(name="keys", help="API keys (needs an admin key).", no_args_is_help=True)
+app = typer.Typer(
+    name="keys", help="API keys (needs an admin key).", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 async def _create_local(

@@ -21,7 +21,12 @@ from ._client import Client, CliError, JsonOpt, KeyOpt, UrlOpt, fail, resolve_id
 
 __all__ = ["app"]
 
-app = typer.Typer(name="sessions", help="Sessions of a running server.", no_args_is_help=True)
+app = typer.Typer(
+    name="sessions",
+    help="Sessions of a running server.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 console = Console()
 IdArg = Annotated[str, typer.Argument(help="Session id (<agent>-<user>), or a prefix of one.")]
 

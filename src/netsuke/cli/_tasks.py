@@ -32,7 +32,10 @@ from ._client import (
 __all__ = ["app"]
 
 app = typer.Typer(
-    name="tasks", help="The durable task queue of a running server.", no_args_is_help=True
+    name="tasks",
+    help="The durable task queue of a running server.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 console = Console()
 

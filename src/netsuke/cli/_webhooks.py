@@ -20,7 +20,10 @@ from ._client import Client, CliError, JsonOpt, KeyOpt, UrlOpt, fail, resolve_id
 __all__ = ["app"]
 
 app = typer.Typer(
-    name="webhooks", help="Webhooks of a running server (admin key).", no_args_is_help=True
+    name="webhooks",
+    help="Webhooks of a running server (admin key).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 console = Console()
 IdArg = Annotated[str, typer.Argument(help="Webhook id, or a prefix of one.")]
