@@ -24,6 +24,7 @@ MATRIX: list[tuple[str, str, dict | None, str]] = [
     ("GET", "/api/v1/agents/m/versions/1", None, "user"),
     ("POST", "/api/v1/agents", {"name": "n"}, "operator"),
     ("PUT", "/api/v1/agents/m", {"description": "d"}, "operator"),
+    ("PATCH", "/api/v1/agents/m", {"description": "p"}, "operator"),
     ("POST", "/api/v1/agents/m/rollback", {"version": 1}, "operator"),
     ("DELETE", "/api/v1/agents/m", None, "operator"),
     ("GET", "/api/v1/audit", None, "admin"),
