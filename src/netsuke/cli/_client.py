@@ -165,18 +165,23 @@ def resolve_id(
     listing: str,
     params: dict[str, Any] | None = None,
     field: str = "id",
+    server_filter: str | None = None,
 ) -> str:
     """The full id ``given`` names: itself when ``GET {get}/{given}`` finds it, else the one
-    item of ``listing`` whose ``field`` starts with it. ``CliError`` when none does or when
-    several do (their count, a few of them)."""
+    item of ``listing`` whose ``field`` starts with it (the listing filtered by the server
+    when it takes the ``server_filter`` query parameter, else here). ``CliError`` when none
+    does or when several do (their count, a few of them)."""
     if not given:
         raise CliError(f"give a {what} id (or a prefix of one)", code=2)
     found = client.request("GET", f"{get}/{given}", allow=(404, 422))
     if found.status_code < 400:
         return given
+    query = dict(params or {})
+    if server_filter is not None:
+        query[server_filter] = given
     matches = [
         str(item[field])
-        for item in client.pages(listing, params)
+        for item in client.pages(listing, query)
         if str(item[field]).startswith(given)
     ]
     if not matches:

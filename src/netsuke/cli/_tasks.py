@@ -135,7 +135,7 @@ def get(
     try:
         with Client(url, key) as client:
             full = resolve_id(client, task_id, what="task", get="/tasks", listing="/tasks",
-                              params={"limit": 1000})  # fmt: skip
+                              params={"limit": 1000}, server_filter="id_prefix")  # fmt: skip
             typer.echo(json.dumps(client.request("GET", f"/tasks/{full}").json(), indent=2))
     except CliError as exc:
         raise fail(exc) from None
@@ -156,7 +156,8 @@ def dlq(
         with Client(url, key) as client:
             if requeue is not None:
                 full = resolve_id(client, requeue, what="dead task", get="/tasks",
-                                  listing="/dead-letters", params={"limit": 1000})  # fmt: skip
+                                  listing="/dead-letters", params={"limit": 1000},
+                                  server_filter="id_prefix")  # fmt: skip
                 task = client.request("POST", f"/dead-letters/{full}/requeue").json()
                 typer.echo(json.dumps(task) if as_json else f"{task['id']}: requeued")
                 return
