@@ -3,9 +3,12 @@ rest is kept; bad patches are refused and change nothing. A real node on loopbac
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from netsuke.api._merge_patch import merge_patch
 
@@ -40,6 +43,25 @@ def test_merge_patch_follows_rfc_7396_appendix_a() -> None:
     ]
     for target, patch, expected in cases:
         assert merge_patch(target, patch) == expected
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@given(target=JSON, patch=JSON)
+def test_merge_patch_is_idempotent_and_leaves_its_inputs_alone(target: Any, patch: Any) -> None:
+    before_target, before_patch = copy.deepcopy(target), copy.deepcopy(patch)
+    once = merge_patch(target, patch)
+    assert merge_patch(once, patch) == once
+    assert target == before_target and patch == before_patch
+    if isinstance(patch, dict) and isinstance(once, dict):
+        assert all(k not in once for k, v in patch.items() if v is None)
 
 
 async def test_patch_an_agent_changes_only_what_it_names(live: Live) -> None:
