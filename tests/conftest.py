@@ -14,8 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from netsuke.observability import configure_logging
 from netsuke.store import Store, upgrade
 from netsuke.store.testing import PostgresUnavailableError, TemporaryPostgres, find_bindir
+
+# Tests read every level with structlog's capture_logs; the library's default is quieter
+# (warnings on stderr, tests/observability/test_logging.py).
+configure_logging("debug")
 
 BACKENDS = ["sqlite", "postgres"]
 MIGRATED_TEMPLATE = "netsuke_migrated_template"

@@ -59,6 +59,27 @@ async def test_a_user_sees_only_its_own_sessions_events(live: Live) -> None:
         assert event["data"]["user"] == "alice"
 
 
+async def test_a_user_sees_the_turn_events_of_its_own_sessions(live: Live) -> None:
+    await live.admin.post("/api/v1/agents", json={"name": "turny"})
+    ann, bob = await live.key("user", "ann"), await live.key("user", "bob")
+    async with connect(
+        _ws(live, "?topics=turn.*"), additional_headers={"Authorization": f"Bearer {ann}"}
+    ) as ws:
+        await ws.recv()
+        for key in (bob, ann):  # bob's turn first: ann must not see it
+            client = live.client(key)
+            sid = (await client.post("/api/v1/sessions", json={"agent": "turny"})).json()
+            r = await client.post(
+                f"/api/v1/sessions/{sid['session_id']}/messages", json={"message": "hi"}
+            )
+            assert r.status_code == 200, r.text
+        started = await _next_event(ws)
+        finished = await _next_event(ws)
+    assert started["topic"] == "turn.started" and started["data"]["user"] == "ann"
+    assert started["data"]["session"] == "turny-ann"
+    assert finished["topic"] == "turn.finished" and finished["data"]["user"] == "ann"
+
+
 async def test_no_key_closes_with_4401(live: Live) -> None:
     async with connect(_ws(live)) as ws:
         with pytest.raises(ConnectionClosed) as closed:

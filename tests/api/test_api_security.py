@@ -24,6 +24,7 @@ MATRIX: list[tuple[str, str, dict | None, str]] = [
     ("GET", "/api/v1/agents/m/versions/1", None, "user"),
     ("POST", "/api/v1/agents", {"name": "n"}, "operator"),
     ("PUT", "/api/v1/agents/m", {"description": "d"}, "operator"),
+    ("PATCH", "/api/v1/agents/m", {"description": "p"}, "operator"),
     ("POST", "/api/v1/agents/m/rollback", {"version": 1}, "operator"),
     ("DELETE", "/api/v1/agents/m", None, "operator"),
     ("GET", "/api/v1/audit", None, "admin"),
@@ -153,3 +154,42 @@ async def test_secrets_never_reach_logs_or_errors(live: Live) -> None:
     assert secret not in bad.text
     listed = (await live.admin.get("/api/v1/keys")).text
     assert secret not in listed and "secret_hash" not in listed
+
+
+async def test_keys_ls_shows_when_a_key_was_last_used(live: Live) -> None:
+    key = await live.key("user", "lu")
+    prefix = key.split("_")[1]
+
+    async def last_used() -> str | None:
+        listed = (await live.admin.get("/api/v1/keys")).json()["items"]
+        return next(k["last_used_at"] for k in listed if k["prefix"] == prefix)
+
+    assert await last_used() is None
+    assert (await live.client(key).get("/api/v1/agents")).status_code == 200
+    first = await last_used()
+    assert first is not None
+    for _ in range(5):  # within the minute: no write per request
+        await live.client(key).get("/api/v1/agents")
+    assert await last_used() == first
+
+
+async def test_the_key_cache_writes_last_used_at_most_once_per_period(live: Live) -> None:
+    from netsuke.api._auth import KeyCache
+
+    store = live.node.store
+    key = await live.key("user", "period")
+    prefix = key.split("_")[1]
+
+    async def stamp() -> object:
+        return next(k.last_used_at for k in await store.api_keys.list() if k.prefix == prefix)
+
+    seldom = KeyCache(store, cache_s=0.0, touch_s=3600.0)
+    for _ in range(3):
+        assert await seldom.verify(key) is not None
+    once = await stamp()
+    assert once is not None
+    await seldom.verify(key)
+    assert await stamp() == once  # the period has not passed: no second write
+    always = KeyCache(store, cache_s=0.0, touch_s=0.0)
+    await always.verify(key)
+    assert await stamp() != once  # a period of 0 writes each time (a later timestamp)

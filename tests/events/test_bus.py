@@ -26,8 +26,17 @@ async def test_subscriber_gets_matching_topics_in_order() -> None:
     e = await agents.get(timeout=0.1) if agents.pending() else None
     assert e is None
     assert got[1] is not None and got[1].data == {"agent": "a", "reason": "normal"}
-    assert got[0] is not None and got[0].id == "n1-1"
+    assert got[0] is not None and got[0].id == f"n1-{bus.boot}-1"
     assert got[0].to_dict()["topic"] == "agent.started"
+
+
+async def test_event_ids_are_unique_across_restarts_of_a_node() -> None:
+    ids = []
+    for _ in range(3):  # the same node started three times
+        async with Runtime("local") as rt:
+            ids.append(rt.events.publish("agent.started", agent="a").id)
+    assert len(set(ids)) == 3
+    assert all(i.startswith("local-") and i.endswith("-1") for i in ids)
 
 
 async def test_slow_subscriber_never_blocks_producer_and_drops_are_counted() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import structlog
@@ -15,7 +16,7 @@ from netsuke.observability.testing import capture_spans
 def json_logs(capsys: pytest.CaptureFixture[str]) -> pytest.CaptureFixture[str]:
     configure_logging("debug", json=True)
     yield capsys  # type: ignore[misc]
-    configure_logging("info")
+    configure_logging("debug")  # as tests/conftest.py left it
     structlog.contextvars.clear_contextvars()
 
 
@@ -48,3 +49,49 @@ def test_secret_named_keys_are_redacted(json_logs: pytest.CaptureFixture[str]) -
     line = json.loads(out.splitlines()[-1])
     assert line["api_key"] == line["Authorization"] == line["password"] == "[redacted]"
     assert line["user"] == "u1"
+
+
+LIBRARY_SNIPPET = """
+import asyncio, tempfile
+from netsuke.node import Node
+
+async def main():
+    with tempfile.TemporaryDirectory() as tmp:
+        async with Node.open(f"sqlite:///{tmp}/n.db") as node:
+            await node.register_agent({"name": "support", "capabilities": ["help"]})
+            print("routed:", await node.process("Where is my order?", capabilities=["help"]))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.timeout(60)
+def test_the_library_is_quiet_on_stdout_and_stderr_unless_configured(tmp_path: Path) -> None:
+    """README's snippet: only the program's own prints, no debug or info lines anywhere."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "snippet.py"
+    script.write_text(LIBRARY_SNIPPET)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETSUKE_")}
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False,
+        cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0].startswith("routed: ")
+    assert len(proc.stdout.splitlines()) == 1, proc.stdout
+    assert proc.stderr == ""
+
+
+def test_configure_logging_turns_the_library_up_on_stderr(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("info")
+    try:
+        get_logger("t").info("visible_now")
+    finally:
+        configure_logging("debug")
+    out = capsys.readouterr()
+    assert "visible_now" in out.err and "visible_now" not in out.out

@@ -279,3 +279,21 @@ async def test_settle_refuses_unknown_columns_and_changes_nothing(queue: TaskQue
         await queue.backend.settle(("w", task.id, {"no_such_column": 1}))
     assert ei.value.field == "values"
     assert (await queue.get(task.id)).status == "leased"
+
+
+@pytest.mark.parametrize("kind", ["sql", "memory"])
+async def test_list_by_id_prefix(store: Store, kind: str) -> None:
+    from netsuke.routing import MemoryTaskBackend
+
+    q = TaskQueue.sql(store) if kind == "sql" else TaskQueue(MemoryTaskBackend())
+    try:
+        tasks = [await q.submit("job", {"i": i}) for i in range(3)]
+        for t in tasks:
+            assert [x.id for x in (await q.list(id_prefix=t.id)).items] == [t.id]
+        shared = tasks[0].id[:4]  # UUIDv7: the same first characters within minutes
+        assert {x.id for x in (await q.list(id_prefix=shared)).items} >= {t.id for t in tasks}
+        assert (await q.list(id_prefix="zzzz")).items == []
+        assert (await q.list(id_prefix="%")).items == []  # no LIKE wildcard
+        assert (await q.dead_letters(id_prefix=shared)).items == []
+    finally:
+        await q.close()

@@ -329,7 +329,9 @@ class AgentServer(Process):
             "agent.turn", attributes={"agent": cfg.name, "session": a.session, "execution": exec_id}
         )
         METRICS.started += 1
-        rt.events.publish(topics.TURN_STARTED, agent=cfg.name, session=a.session, execution=exec_id)
+        rt.events.publish(
+            topics.TURN_STARTED, agent=cfg.name, session=a.session, user=a.user, execution=exec_id
+        )
 
     def _status(self) -> dict[str, Any]:
         a = self._a
@@ -443,6 +445,7 @@ class AgentServer(Process):
                 topics.TURN_FINISHED,
                 agent=cfg.name,
                 session=a.session,
+                user=a.user,
                 execution=eid,
                 status="succeeded",
                 duration=outcome.duration_ms / 1000.0,
@@ -467,6 +470,7 @@ class AgentServer(Process):
                 topics.TURN_FINISHED,
                 agent=cfg.name,
                 session=a.session,
+                user=a.user,
                 execution=eid,
                 status=status,
                 duration=None,

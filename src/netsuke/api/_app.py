@@ -29,6 +29,7 @@ from netsuke.store import Store, sync_agents
 
 from ._auth import KeyCache, RateLimiter
 from ._context import ApiContext
+from ._docs import install_docs
 from ._middleware import ApiMiddleware
 from ._monitor import AgentMonitor
 from ._problems import install_problem_handlers
@@ -89,7 +90,7 @@ def create_app(
         version=__version__,
         description="Operate a Netsuke node: agents, events, webhooks, keys and audit.",
         openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url=f"{API_PREFIX}/docs",
+        docs_url=None,  # install_docs serves them with local assets
         redoc_url=None,
         lifespan=lifespan,
         # Netsuke's own middleware makes the server span, metrics and logs (with request ids,
@@ -121,6 +122,7 @@ def create_app(
     ):
         api.include_router(module.router)
     app.include_router(api)
+    install_docs(app, API_PREFIX)
     app.include_router(health.router)
     app.include_router(dashboard.router)
     app.include_router(chat.router)
@@ -136,7 +138,8 @@ def create_app(
 @dataclass
 class Node:
     """An opened store and runtime, the node's agent system and its monitor, plus the admin
-    key issued on first start (else None). ``extras`` is what ``create_app`` takes."""
+    key issued on first start (else None; ``issue_bootstrap_key`` issues it when ``open_node``
+    was asked not to). ``extras`` is what ``create_app`` takes."""
 
     settings: Settings
     store: Store
@@ -147,6 +150,13 @@ class Node:
     functions: FunctionStore | None = None
     tasks: TaskQueue | None = None
     workflows: WorkflowCatalog | None = None
+
+    async def issue_bootstrap_key(self) -> str | None:
+        """Issue the admin key when ``bootstrap_admin`` is on and the store holds no key (not
+        even a revoked one); its secret, also kept in ``bootstrap_secret``, else None."""
+        if self.bootstrap_secret is None:
+            self.bootstrap_secret = await issue_bootstrap_key(self.settings, self.store)
+        return self.bootstrap_secret
 
     @property
     def extras(self) -> dict[str, Any]:
@@ -165,20 +175,28 @@ class Node:
         return out
 
 
+async def issue_bootstrap_key(settings: Settings, store: Store) -> str | None:
+    """The secret of a new admin key if ``bootstrap_admin`` and the store has no key yet."""
+    if not settings.bootstrap_admin or await store.api_keys.list(include_revoked=True):
+        return None
+    issued = await store.api_keys.create(BOOTSTRAP_KEY_NAME, "admin", actor="bootstrap")
+    log.info("api.bootstrap_key_issued", prefix=issued.key.prefix)
+    return issued.secret
+
+
 @asynccontextmanager
-async def open_node(settings: Settings) -> AsyncIterator[Node]:
+async def open_node(settings: Settings, *, bootstrap: bool = True) -> AsyncIterator[Node]:
     """Open the store (migrating embedded SQLite) and start the runtime, the agent system
     (``Agents``, with ``netsuke.node.StoredTools`` giving stored definitions their function and
     delegation tools), an ``AgentMonitor`` fed from the bus, the function store (its sandbox
     starts on the first call), the task queue on the store and an empty workflow catalog;
-    sync ``agents_dir`` and, with ``bootstrap_admin`` and no key yet, issue an admin key.
+    sync ``agents_dir`` and, with ``bootstrap_admin`` and no key yet, issue an admin key
+    (with ``bootstrap=False`` it is left to ``Node.issue_bootstrap_key``: ``netsuke serve``
+    issues it only once it listens, so a start that cannot bind issues no key unseen).
     Closes all on exit (the runtime's shutdown stops every agent; their conversations are in
     the store)."""
     async with Store.open(settings.database_url) as store:
-        secret: str | None = None
-        if settings.bootstrap_admin and not await store.api_keys.list(include_revoked=True):
-            issued = await store.api_keys.create(BOOTSTRAP_KEY_NAME, "admin", actor="bootstrap")
-            secret = issued.secret
+        secret = await issue_bootstrap_key(settings, store) if bootstrap else None
         # The sandbox starts its workers on the first call (SandboxConfig.from_env:
         # NETSUKE_SANDBOX_ISOLATION, NETSUKE_SANDBOX_POOL_SIZE); it closes after the runtime
         # has stopped every agent, so no turn in flight loses its function tools.

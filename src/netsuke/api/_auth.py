@@ -13,6 +13,8 @@ Rules:
 * A verified key is cached for ``cache_s`` seconds (default 5) so a request costs no database
   read; revoking through this node drops it from the cache at once, other nodes within
   ``cache_s``.
+* A key's ``last_used_at`` is written at most once per ``touch_s`` seconds (default 60) per
+  key and node, not once per request: ``keys ls`` shows it to within a minute.
 * Each key has a token bucket: ``burst`` requests at once, refilled at ``per_minute``/60 per
   second. An empty bucket answers 429 with ``Retry-After`` (whole seconds, at least 1).
 """
@@ -24,9 +26,12 @@ import math
 import time
 from dataclasses import dataclass
 
-from netsuke.store import ApiKey, Role, Store
+from netsuke.observability import get_logger
+from netsuke.store import ApiKey, Role, Store, StoreError
 
 __all__ = ["ROLE_RANK", "KeyCache", "Principal", "RateLimiter"]
+
+log = get_logger("netsuke.api")
 
 ROLE_RANK: dict[str, int] = {"user": 0, "operator": 1, "admin": 2}
 
@@ -60,16 +65,19 @@ class Principal:
 class KeyCache:
     """Verified keys by the sha256 of their secret, each kept ``cache_s`` seconds."""
 
-    def __init__(self, store: Store, *, cache_s: float = 5.0) -> None:
+    def __init__(self, store: Store, *, cache_s: float = 5.0, touch_s: float = 60.0) -> None:
         self._store = store
         self._cache_s = cache_s
+        self._touch_s = touch_s
         self._entries: dict[str, tuple[float, Principal]] = {}
+        self._touched: dict[str, float] = {}
 
     async def verify(self, secret: str) -> Principal | None:
         digest = hashlib.sha256(secret.encode()).hexdigest()
         now = time.monotonic()
         hit = self._entries.get(digest)
         if hit is not None and hit[0] > now:
+            await self._touch(hit[1].prefix, now)
             return hit[1]
         key: ApiKey | None = await self._store.api_keys.verify(secret)
         if key is None:
@@ -79,7 +87,21 @@ class KeyCache:
         if len(self._entries) > 10_000:
             self._entries.clear()
         self._entries[digest] = (now + self._cache_s, principal)
+        await self._touch(key.prefix, now)
         return principal
+
+    async def _touch(self, prefix: str, now: float) -> None:
+        """Record the key's use, at most once per ``touch_s``; a failure never fails a request."""
+        last = self._touched.get(prefix)
+        if last is not None and now - last < self._touch_s:
+            return
+        if len(self._touched) > 10_000:
+            self._touched.clear()
+        self._touched[prefix] = now
+        try:
+            await self._store.api_keys.touch(prefix)
+        except StoreError as exc:
+            log.warning("api.key_touch_failed", prefix=prefix, error=type(exc).__name__)
 
     def forget(self, prefix: str) -> None:
         """Drop a (revoked) key from the cache."""

@@ -24,7 +24,10 @@ from ._client import Client, CliError, JsonOpt, KeyOpt, UrlOpt, fail
 __all__ = ["app"]
 
 app = typer.Typer(
-    name="agents", help="Agent definitions on a running server.", no_args_is_help=True
+    name="agents",
+    help="Agent definitions on a running server.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 console = Console()
 

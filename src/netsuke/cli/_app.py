@@ -19,14 +19,45 @@ from .. import __version__
 from ..observability import configure_logging
 from ..store import DefinitionFileError, SchemaTooNewError, StoreError
 from ..store import cli as store_cli
-from . import _agents, _chat, _control, _events, _functions, _keys, _tasks
+from . import (
+    _agents,
+    _audit,
+    _chat,
+    _control,
+    _edit,
+    _events,
+    _functions,
+    _keys,
+    _sessions,
+    _tasks,
+    _webhooks,
+)
 
 app = typer.Typer(
     name="netsuke",
     help="Netsuke: supervised, named, stateful AI agents.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # help texts show defaults as "[8000]": not markup
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"netsuke {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", "-V", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Netsuke: supervised, named, stateful AI agents."""
 
 
 app.add_typer(store_cli.app, name="db")
@@ -34,9 +65,13 @@ app.add_typer(_agents.app, name="agents")
 app.add_typer(_keys.app, name="keys")
 app.add_typer(_functions.app, name="functions")
 app.add_typer(_tasks.app, name="tasks")
+app.add_typer(_sessions.app, name="sessions")
+app.add_typer(_webhooks.app, name="webhooks")
+app.command("audit")(_audit.audit)
 app.command("events")(_events.events)
 app.command("chat")(_chat.chat)
 _ = _control.__all__  # importing _control registers agents start|stop|restart|status|logs
+_ = _edit.__all__  # importing _edit registers agents set|edit
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:

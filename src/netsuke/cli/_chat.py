@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from ._client import Client, CliError, JsonOpt, KeyOpt, UrlOpt, _describe, fail
+from ._client import Client, CliError, JsonOpt, KeyOpt, UrlOpt, _describe, fail, unreachable
 
 __all__ = ["chat", "sse_events"]
 
@@ -75,7 +75,7 @@ def _turn(client: Client, session_id: str, message: str, as_json: bool) -> bool:
                         + (f": {detail}" if detail else "")
                     )
     except httpx.HTTPError as exc:
-        raise CliError(f"cannot reach {client.url}: {type(exc).__name__}") from None
+        raise unreachable(client.url, exc) from None
     return True
 
 

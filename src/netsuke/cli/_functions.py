@@ -23,9 +23,13 @@ from ._client import Client, CliError, JsonOpt, KeyOpt, UrlOpt, fail, json_objec
 __all__ = ["app"]
 
 app = typer.Typer(
-    name="functions", help="Sandboxed functions on a running server.", no_args_is_help=True
+    name="functions",
+    help="Sandboxed functions on a running server.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 console = Console()
+MERGE = {"Content-Type": "application/merge-patch+json"}
 
 
 def _json_file(path: Path | None, what: str) -> Any:
@@ -41,36 +45,43 @@ def _json_file(path: Path | None, what: str) -> Any:
 def add(
     file: Annotated[Path, typer.Option("-f", "--file", help="Python file with the function.")],
     name: Annotated[str | None, typer.Option(help="Function name [the file's stem].")] = None,
-    description: Annotated[str, typer.Option(help="What it does.")] = "",
+    description: Annotated[
+        str | None, typer.Option(help="What it does [kept; first time: its docstring].")
+    ] = None,
     input_schema: Annotated[
-        Path | None, typer.Option(help="JSON Schema file for the args.")
+        Path | None, typer.Option(help="JSON Schema file for the args [from the parameters].")
     ] = None,
     output_schema: Annotated[
         Path | None, typer.Option(help="JSON Schema file for the value.")
     ] = None,
     allow_import: Annotated[list[str] | None, typer.Option(help="A module it may import.")] = None,
-    timeout: Annotated[float, typer.Option(help="Wall-clock seconds per call.")] = 30.0,
-    memory_mb: Annotated[int, typer.Option(help="Address-space limit per call.")] = 512,
+    timeout: Annotated[
+        float | None, typer.Option(help="Wall-clock seconds per call [kept; first time: 30].")
+    ] = None,
+    memory_mb: Annotated[
+        int | None, typer.Option(help="Address-space limit per call [kept; first time: 512].")
+    ] = None,
     url: UrlOpt = "http://127.0.0.1:8000",
     key: KeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Store a function (created, or a new version)."""
+    """Store a function (created, or a new version). An option left out keeps its stored value
+    (a new function: its default; the description defaults to the docstring)."""
     try:
         try:
             code = file.read_text()
         except OSError as exc:
             raise CliError(f"cannot read {file}: {exc.strerror}", code=2) from None
         fname = name or file.stem
-        content = {
-            "code": code,
+        given: dict[str, Any] = {
             "description": description,
             "input_schema": _json_file(input_schema, "input schema"),
             "output_schema": _json_file(output_schema, "output schema"),
-            "allowed_imports": list(allow_import or []),
+            "allowed_imports": list(allow_import) if allow_import else None,
             "timeout_s": timeout,
             "memory_mb": memory_mb,
         }
+        content = {"code": code, **{k: v for k, v in given.items() if v is not None}}
         with Client(url, key) as client:
             current = client.request("GET", f"/functions/{fname}", allow=(404,))
             if current.status_code == 404:
@@ -78,8 +89,11 @@ def add(
                 outcome = "created"
             else:
                 before = current.json()["version"]
-                stored = client.request(
-                    "PUT", f"/functions/{fname}", json=content, headers={"If-Match": f'"{before}"'}
+                stored = client.request(  # a merge patch: what is not given is kept
+                    "PATCH",
+                    f"/functions/{fname}",
+                    content=json.dumps(content),
+                    headers={"If-Match": f'"{before}"', **MERGE},
                 )
                 outcome = "updated" if stored.json()["version"] != before else "unchanged"
     except CliError as exc:

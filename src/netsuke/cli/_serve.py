@@ -17,7 +17,7 @@ __all__ = ["serve_node"]
 async def serve_node(settings: Settings, run_for: float = 0.0) -> None:
     """Open the node, serve HTTP until SIGINT/SIGTERM (or ``run_for`` seconds), shut down."""
     configure_tracing(settings.otel_exporter)
-    async with open_node(settings) as node:
+    async with open_node(settings, bootstrap=False) as node:
         app = create_app(settings, store=node.store, runtime=node.runtime, extras=node.extras)
         config = uvicorn.Config(
             app,
@@ -43,8 +43,10 @@ async def serve_node(settings: Settings, run_for: float = 0.0) -> None:
             f"netsuke {__version__}: node {node.runtime.node!r} running at "
             f"http://{host}:{port} (Ctrl-C to stop)"
         )
-        if node.bootstrap_secret is not None:
-            typer.echo(f"admin API key (shown once, keep it): {node.bootstrap_secret}")
+        # issued only now that the node listens: a start that cannot bind issues no key unseen
+        secret = await node.issue_bootstrap_key()
+        if secret is not None:
+            typer.echo(f"admin API key (shown once, keep it): {secret}")
         sys.stdout.flush()
         if run_for:
             done, _ = await asyncio.wait({serving}, timeout=run_for)

@@ -4,7 +4,8 @@
 [--idempotency-key K] [--max-attempts N] [--timeout S]`` queues a task (printed once
 committed); ``ls [--status S] [--kind K]`` lists tasks (a user key: its own); ``get ID`` shows
 one; ``dlq`` lists the dead-letter queue, ``dlq --requeue ID`` puts one back, ``dlq --purge``
-deletes them all (operator).
+deletes them all (operator). An id may be given by a prefix (``tasks get 01a2``); tables show
+each id by the shortest prefix that tells it apart from the others listed.
 """
 
 from __future__ import annotations
@@ -14,23 +15,41 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
-from ._client import Client, CliError, JsonOpt, KeyOpt, UrlOpt, fail, json_object
+from ._client import (
+    Client,
+    CliError,
+    JsonOpt,
+    KeyOpt,
+    UrlOpt,
+    fail,
+    json_object,
+    resolve_id,
+    short_ids,
+)
 
 __all__ = ["app"]
 
 app = typer.Typer(
-    name="tasks", help="The durable task queue of a running server.", no_args_is_help=True
+    name="tasks",
+    help="The durable task queue of a running server.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 console = Console()
 
 
 def _table(items: list[dict[str, Any]]) -> None:
-    table = Table("id", "kind", "status", "attempts", "priority", "capabilities", "last error")
+    ids = short_ids([t["id"] for t in items])
+    width = max((len(v) for v in ids.values()), default=2)
+    table = Table(
+        Column("id", no_wrap=True, min_width=width),
+        "kind", "status", "attempts", "priority", "capabilities", "last error",
+    )  # fmt: skip
     for t in items:
         table.add_row(
-            t["id"], t["kind"], t["status"], f"{t['attempts']}/{t['max_attempts']}",
+            ids[t["id"]], t["kind"], t["status"], f"{t['attempts']}/{t['max_attempts']}",
             str(t["priority"]), ", ".join(t["capabilities"]), (t["last_error"] or "")[:60],
         )  # fmt: skip
     console.print(table)
@@ -50,6 +69,9 @@ def submit(
     ] = None,
     max_attempts: Annotated[int, typer.Option(help="Attempts before the dead-letter queue.")] = 5,
     timeout: Annotated[float | None, typer.Option(help="Seconds per attempt.")] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only the id (for scripts).")
+    ] = False,
     url: UrlOpt = "http://127.0.0.1:8000",
     key: KeyOpt = None,
     as_json: JsonOpt = False,
@@ -72,6 +94,8 @@ def submit(
     task = r.json()
     if as_json:
         typer.echo(json.dumps(task))
+    elif quiet:
+        typer.echo(task["id"])
     else:
         typer.echo(f"{task['id']}: {'queued' if r.status_code == 201 else 'already submitted'}")
 
@@ -103,21 +127,25 @@ def ls(
 
 @app.command("get")
 def get(
-    task_id: Annotated[str, typer.Argument(help="Task id.")],
+    task_id: Annotated[str, typer.Argument(help="Task id, or a prefix of one.")],
     url: UrlOpt = "http://127.0.0.1:8000",
     key: KeyOpt = None,
 ) -> None:
     """One task as JSON."""
     try:
         with Client(url, key) as client:
-            typer.echo(json.dumps(client.request("GET", f"/tasks/{task_id}").json(), indent=2))
+            full = resolve_id(client, task_id, what="task", get="/tasks", listing="/tasks",
+                              params={"limit": 1000}, server_filter="id_prefix")  # fmt: skip
+            typer.echo(json.dumps(client.request("GET", f"/tasks/{full}").json(), indent=2))
     except CliError as exc:
         raise fail(exc) from None
 
 
 @app.command("dlq")
 def dlq(
-    requeue: Annotated[str | None, typer.Option(help="Put this dead task back.")] = None,
+    requeue: Annotated[
+        str | None, typer.Option(help="Put this dead task back (id or prefix).")
+    ] = None,
     purge: Annotated[bool, typer.Option("--purge", help="Delete every dead task.")] = False,
     url: UrlOpt = "http://127.0.0.1:8000",
     key: KeyOpt = None,
@@ -127,7 +155,10 @@ def dlq(
     try:
         with Client(url, key) as client:
             if requeue is not None:
-                task = client.request("POST", f"/dead-letters/{requeue}/requeue").json()
+                full = resolve_id(client, requeue, what="dead task", get="/tasks",
+                                  listing="/dead-letters", params={"limit": 1000},
+                                  server_filter="id_prefix")  # fmt: skip
+                task = client.request("POST", f"/dead-letters/{full}/requeue").json()
                 typer.echo(json.dumps(task) if as_json else f"{task['id']}: requeued")
                 return
             if purge:

@@ -7,7 +7,7 @@ blocks a producer: buffers are bounded and drops are counted. See ``_bus`` for t
 """
 
 from . import _topics as topics
-from ._bus import Event, EventBus, Overflow, Subscription, SubscriptionClosed
+from ._bus import Event, EventBus, Overflow, Subscription, SubscriptionClosed, check_pattern
 from ._topics import TOPICS
 
 __all__ = [
@@ -17,5 +17,6 @@ __all__ = [
     "Overflow",
     "Subscription",
     "SubscriptionClosed",
+    "check_pattern",
     "topics",
 ]

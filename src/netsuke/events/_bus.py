@@ -13,7 +13,9 @@ Semantics
   ``*`` matches across dots. Matching is cached per topic, so a publish costs a dict lookup
   plus one append per matching subscriber.
 * Events are delivered to each subscriber in publish order. ``seq`` grows by one per publish
-  on a bus; ``id`` is ``"{node}-{seq}"``.
+  on a bus; ``id`` is ``"{node}-{boot}-{seq}"``, where ``boot`` is drawn once per bus (the
+  start time in milliseconds, hex, plus 16 random bits), so ids stay unique across restarts
+  of a node (a webhook receiver can deduplicate on them) and sort by start time.
 * ``listen(pattern, handler)`` runs ``handler(event)`` (sync or async) in a task of its own
   for each event, in order; an exception in a handler is logged and counted, and the listener
   keeps going. ``aclose()`` closes every subscription and awaits the listener tasks.
@@ -28,6 +30,7 @@ import fnmatch
 import inspect
 import itertools
 import re
+import secrets
 import time
 import weakref
 from collections import deque
@@ -63,10 +66,12 @@ class Event:
     node: str
     seq: int
     time: float = field(default_factory=time.time)
+    boot: str = ""
+    """The publishing bus's start token (see the module documentation)."""
 
     @property
     def id(self) -> str:
-        return f"{self.node}-{self.seq}"
+        return f"{self.node}-{self.boot}-{self.seq}" if self.boot else f"{self.node}-{self.seq}"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (for WebSocket and webhook payloads)."""
@@ -209,6 +214,7 @@ class EventBus:
         self._subs: list[Subscription] = []
         self._routes: dict[str, tuple[Subscription, ...]] = {}
         self._seq = itertools.count(1)
+        self.boot = f"{time.time_ns() // 1_000_000:x}{secrets.token_hex(2)}"
         self._listeners: set[asyncio.Task[None]] = set()
         self.published = 0
         self.dropped = 0
@@ -222,7 +228,7 @@ class EventBus:
         routes = self._routes.get(topic)
         if routes is None:
             routes = self._route(check_topic(topic))
-        event = Event(topic, data, self.node, next(self._seq))
+        event = Event(topic, data, self.node, next(self._seq), time.time(), self.boot)
         self.published += 1
         for sub in routes:
             sub._push(event)

@@ -47,8 +47,8 @@ TOPICS: Final[dict[str, str]] = {
     AGENT_RESTARTED: "an agent server came back after a crash: agent, session, pid",
     AGENT_HIBERNATED: "an idle agent hibernated (state kept): agent, session",
     AGENT_EVICTED: "an idle agent left memory (state in the store): agent, session",
-    TURN_STARTED: "a turn began: agent, session, execution",
-    TURN_FINISHED: "a turn ended: agent, session, execution, status, duration, tokens_in, "
+    TURN_STARTED: "a turn began: agent, session, user, execution",
+    TURN_FINISHED: "a turn ended: agent, session, user, execution, status, duration, tokens_in, "
     "tokens_out, error",
     TASK_QUEUED: "a task was accepted: task, kind, capabilities, priority, run_at",
     TASK_STARTED: "a worker leased a task: task, worker, attempt",

@@ -49,7 +49,8 @@ _LEVELS = {
 
 
 def configure_logging(level: str = "info", *, json: bool = False) -> None:
-    """Configure structlog for the process: ``level`` (debug..critical) and JSON or console.
+    """Configure structlog for the process: ``level`` (debug..critical) and JSON or console,
+    on stderr. Until it is called, Netsuke logs only warnings and errors (on stderr).
 
     Every line carries the context bound with ``structlog.contextvars.bind_contextvars`` (agent,
     session, execution ids), the current trace and span ids, and has secret-named keys redacted.
@@ -85,3 +86,15 @@ def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
 
 def get_logger(name: str) -> Any:
     return structlog.get_logger(name)
+
+
+def _quiet_default() -> None:
+    """The library's default until someone configures logging: warnings and errors only, on
+    stderr (structlog's own default prints every level to stdout, mixed into the program's
+    output). ``configure_logging`` (``netsuke serve`` calls it) or the application's own
+    ``structlog.configure`` replaces it; a configuration made before import is kept."""
+    if not structlog.is_configured():
+        configure_logging("warning")
+
+
+_quiet_default()

@@ -68,6 +68,7 @@ class TaskBackend(Protocol):
         kind: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        id_prefix: str | None = None,
     ) -> Page[TaskRecord]: ...
 
     async def count(self, status: TaskStatus | None = None) -> int: ...

@@ -167,6 +167,7 @@ class MemoryTaskBackend:
         kind: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        id_prefix: str | None = None,
     ) -> Page[TaskRecord]:
         if not 1 <= limit <= 1000:
             raise TaskValidationError("limit", "must be within 1..1000")
@@ -175,7 +176,9 @@ class MemoryTaskBackend:
         rows = [
             t
             for t in sorted(self._tasks.values(), key=lambda t: (t.created_at, t.id))
-            if (status is None or t.status == status) and (kind is None or t.kind == kind)
+            if (status is None or t.status == status)
+            and (kind is None or t.kind == kind)
+            and (id_prefix is None or t.id.startswith(id_prefix))
         ]
         page = rows[offset : offset + limit]
         more = len(rows) > offset + limit

@@ -218,18 +218,26 @@ class TaskQueue:
         kind: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        id_prefix: str | None = None,
     ) -> Page[TaskRecord]:
-        return await self.backend.list(status=status, kind=kind, limit=limit, offset=offset)
+        """Tasks oldest first, by status, kind and the start of their id (``id_prefix``)."""
+        return await self.backend.list(
+            status=status, kind=kind, limit=limit, offset=offset, id_prefix=id_prefix
+        )
 
     async def count(self, status: TaskStatus | None = None) -> int:
         return await self.backend.count(status)
 
     # -------------------------------------------------------- dead letters
 
-    async def dead_letters(self, *, limit: int = 50, offset: int = 0) -> Page[TaskRecord]:
+    async def dead_letters(
+        self, *, limit: int = 50, offset: int = 0, id_prefix: str | None = None
+    ) -> Page[TaskRecord]:
         """The dead-letter queue, oldest first: tasks that failed their last attempt (and whose
         fallback, if any, failed too). Each keeps its ``last_error`` and ``attempts``."""
-        return await self.backend.list(status="dead", limit=limit, offset=offset)
+        return await self.backend.list(
+            status="dead", limit=limit, offset=offset, id_prefix=id_prefix
+        )
 
     async def requeue(self, task_id: str) -> TaskRecord:
         """Move a dead task back to the queue, ready now, attempts reset.

@@ -155,9 +155,12 @@ class SqlTaskBackend:
         kind: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        id_prefix: str | None = None,
     ) -> Page[TaskRecord]:
         try:
-            return await self.repo.list(status=status, kind=kind, limit=limit, offset=offset)
+            return await self.repo.list(
+                status=status, kind=kind, limit=limit, offset=offset, id_prefix=id_prefix
+            )
         except ValidationError as exc:
             raise TaskValidationError(exc.field, exc.reason) from None
 

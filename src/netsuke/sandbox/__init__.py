@@ -32,7 +32,7 @@ from ._errors import (
     WorkerCrashedError,
 )
 from ._functions import ExecutionResult, FunctionStore
-from ._policy import CheckedFunction, check_function
+from ._policy import CheckedFunction, check_function, derived_metadata
 from ._sandbox import RunResult, Sandbox
 from ._tool import function_tool
 
@@ -59,5 +59,6 @@ __all__ = [
     "SandboxViolationError",
     "WorkerCrashedError",
     "check_function",
+    "derived_metadata",
     "function_tool",
 ]

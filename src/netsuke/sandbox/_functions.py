@@ -99,7 +99,8 @@ class FunctionStore:
         actor: str | None = None,
     ) -> FunctionDefinition:
         """Validate and store ``name``; returns the stored (possibly unchanged) version.
-        Without an ``input_schema`` one naming the parameters is stored."""
+        Without an ``input_schema`` one naming the parameters is stored; without a
+        ``description``, the function's docstring."""
         imports = list(allowed_imports)
         try:
             checked = check_function(
@@ -118,7 +119,7 @@ class FunctionStore:
         draft = {
             "name": name,
             "code": code,
-            "description": description,
+            "description": description or checked.docstring,
             "input_schema": input_schema or schema_from_parameters(checked),
             "output_schema": output_schema,
             "is_async": checked.is_async,

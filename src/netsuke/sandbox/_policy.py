@@ -36,7 +36,7 @@ from typing import Any
 
 from ._errors import FunctionValidationError
 
-__all__ = ["CheckedFunction", "check_function", "schema_from_parameters"]
+__all__ = ["CheckedFunction", "check_function", "derived_metadata", "schema_from_parameters"]
 
 FORBIDDEN_CALLS = frozenset(
     [
@@ -75,6 +75,8 @@ class CheckedFunction:
     required: tuple[str, ...]
     annotations: tuple[dict[str, Any], ...] = ()
     """The JSON Schema of each parameter's annotation (``{}`` when absent or not simple)."""
+    docstring: str = ""
+    """The function's docstring (cleaned, at most 10,000 characters): its default description."""
 
 
 def _refuse(node: ast.AST | None, reason: str, field: str = "code") -> FunctionValidationError:
@@ -124,7 +126,40 @@ def check_function(
         _match_schema(func, params, required, input_schema)
     args = func.args
     annotations = tuple(_annotation_schema(a.annotation) for a in (*args.args, *args.kwonlyargs))
-    return CheckedFunction(actual_async, tuple(params), tuple(required), annotations)
+    return CheckedFunction(
+        actual_async, tuple(params), tuple(required), annotations, _docstring(func)
+    )
+
+
+def _docstring(func: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
+    return (ast.get_docstring(func, clean=True) or "")[:10_000]
+
+
+def derived_metadata(name: str, code: str) -> tuple[str, dict[str, Any] | None]:
+    """What storing ``code`` without a description or input schema would fill in: the
+    function's docstring and the schema of its parameters (``("", None)`` when ``code`` does
+    not define it plainly). No policy check: for comparing with what is stored."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return "", None
+    found = [
+        n
+        for n in tree.body
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == name
+    ]
+    if not found:
+        return "", None
+    func = found[-1]
+    try:
+        params, required = _parameters(func)
+    except FunctionValidationError:
+        return _docstring(func), None
+    args = func.args
+    annotations = tuple(_annotation_schema(a.annotation) for a in (*args.args, *args.kwonlyargs))
+    checked = CheckedFunction(isinstance(func, ast.AsyncFunctionDef), tuple(params),
+                              tuple(required), annotations)  # fmt: skip
+    return _docstring(func), schema_from_parameters(checked)
 
 
 _SIMPLE_TYPES = {

@@ -102,6 +102,14 @@ class ApiKeyRepository:
             key = key.model_copy(update={"last_used_at": now})
         return key
 
+    async def touch(self, prefix: str) -> None:
+        """Set the key's ``last_used_at`` to now (callers rate-limit this: one write each)."""
+        with operation("api_keys", "touch"):
+            async with self._db.write() as conn:
+                await conn.execute(
+                    update(_keys).where(_keys.c.prefix == prefix).values(last_used_at=utcnow())
+                )
+
     async def revoke(self, prefix: str, *, actor: str | None = None) -> ApiKey:
         """Revoke a key by its prefix; durable on return. Revoking twice keeps the first time."""
         with operation("api_keys", "revoke"):

@@ -333,11 +333,15 @@ class TaskRepository:
         kind: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        id_prefix: str | None = None,
     ) -> Page[TaskRecord]:
-        """Tasks oldest first, filtered; ``next_cursor`` is the next offset."""
+        """Tasks oldest first, filtered (``id_prefix``: ids starting with it); ``next_cursor``
+        is the next offset."""
         limit = check_limit(limit)
         if offset < 0:
             raise ValidationError("offset", "must be >= 0")
+        if id_prefix is not None and not 0 < len(id_prefix) <= 100:
+            raise ValidationError("id_prefix", "must be 1..100 characters")
         stmt = (
             select(_tasks)
             .order_by(_tasks.c.created_at, _tasks.c.id)
@@ -348,6 +352,8 @@ class TaskRepository:
             stmt = stmt.where(_tasks.c.status == status)
         if kind is not None:
             stmt = stmt.where(_tasks.c.kind == kind)
+        if id_prefix is not None:
+            stmt = stmt.where(_tasks.c.id.startswith(id_prefix, autoescape=True))
         with operation("tasks", "list"):
             async with self._db.read() as conn:
                 rows = (await conn.execute(stmt)).mappings().all()

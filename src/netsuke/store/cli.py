@@ -18,7 +18,10 @@ from ._migrate import current_revision, downgrade, head_revision, upgrade
 __all__ = ["app"]
 
 app = typer.Typer(
-    name="db", help="Database schema: upgrade, downgrade, current.", no_args_is_help=True
+    name="db",
+    help="Database schema: upgrade, downgrade, current.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 Url = Annotated[

@@ -3,8 +3,12 @@
 * Reading needs any key; writing needs ``operator``.
 * ``ETag`` is the quoted current version (``"3"``). ``PUT`` and ``DELETE`` require
   ``If-Match`` naming the version read (428 without it, 412 with a stale one, the current
-  ``ETag`` in the answer); ``If-Match: *`` means "whatever is current". Rollback takes it
-  optionally.
+  ``ETag`` in the answer); ``If-Match: *`` means "whatever is current". Rollback and
+  ``PATCH`` take it optionally.
+* ``PUT`` replaces the whole content (a field left out gets its default). ``PATCH`` is a JSON
+  merge patch (RFC 7396, ``application/merge-patch+json`` or ``application/json``): the
+  fields sent change, ``null`` resets one to its default, the rest is kept; the result is
+  checked like a PUT body and stored as the next version (none when nothing changed).
 * Every change publishes ``definition.changed`` on the node's bus (kind, name, version,
   action, actor).
 """
@@ -14,12 +18,13 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from netsuke.events import topics
 from netsuke.store import AgentDefinition, AgentDraft, ModelSettings
 
+from .._merge_patch import merge_patch, openapi_body, read_merge_patch, validated
 from .._problems import ProblemError
 from ..deps import Caller, Ctx, Operator, Paging
 
@@ -164,6 +169,45 @@ async def update_agent(
     updated = await ctx.store.agents.update(draft, expected_version=expected, actor=caller.actor)
     response.headers["ETag"] = _etag(updated.version)
     if updated.version != expected:
+        _changed(ctx, caller, agent_id, updated.version, "updated")
+    return updated
+
+
+@router.patch(
+    "/{agent_id}",
+    response_model=AgentDefinition,
+    summary="Change some fields of an agent (JSON merge patch)",
+    openapi_extra=openapi_body(AgentContent),
+)
+async def patch_agent(
+    ctx: Ctx,
+    caller: Operator,
+    agent_id: AgentId,
+    request: Request,
+    response: Response,
+    if_match: IfMatch = None,
+) -> AgentDefinition:
+    """Apply a JSON merge patch to the current content; store it as the next version if
+    ``If-Match`` (optional) is current and no one changed it meanwhile (412 otherwise)."""
+    patch = await read_merge_patch(request)
+    if "name" in patch and patch["name"] != agent_id:
+        raise ProblemError(
+            422,
+            "Validation failed",
+            "name: an agent cannot be renamed",
+            type="validation",
+            errors=[{"field": "name", "reason": "an agent cannot be renamed"}],
+        )
+    patch.pop("name", None)
+    current = await ctx.store.agents.get(agent_id)
+    expected = await _expected(ctx, agent_id, if_match, required=False)
+    content = validated(AgentContent, merge_patch(current.draft().content(), patch))
+    draft = AgentDraft.model_validate({"name": agent_id, **content.model_dump()})
+    updated = await ctx.store.agents.update(
+        draft, expected_version=expected or current.version, actor=caller.actor
+    )
+    response.headers["ETag"] = _etag(updated.version)
+    if updated.version != current.version:
         _changed(ctx, caller, agent_id, updated.version, "updated")
     return updated
 

@@ -8,8 +8,13 @@ rollback and ``POST /functions/{name}/execute``.
 * ``POST /functions`` stores a new function (201; 409 when the name exists). The code is
   validated before anything is written (``FunctionValidationError`` → 422 with ``field``,
   ``reason``, ``line``, ``column``). ``PUT /functions/{name}`` stores a new version (the same
-  content again: the same version). ``ETag`` is the current version; ``If-Match`` on PUT and
-  DELETE is optional (412 when stale).
+  content again: the same version), replacing every field (one left out gets its default).
+  ``PATCH /functions/{name}`` is a JSON merge patch (RFC 7396, ``application/merge-patch+json``
+  or ``application/json``): the fields sent change, ``null`` resets one, the rest is kept. A
+  description or input schema that was derived from the code (the docstring; the parameters)
+  follows a patched ``code``; one set by hand stays. ``ETag`` is the current version;
+  ``If-Match`` on PUT, PATCH and DELETE is optional (412 when stale).
+* A function stored without a description takes its docstring as the description.
 * ``POST /functions/{name}/execute {"args", "version"?}`` runs one call in its own sandboxed
   worker: ``value``, ``stdout``, ``version``, ``sha256``, ``execution_id``, ``duration_ms``.
   Errors: arguments not fitting the input schema 422; the function raised, hit its memory or
@@ -23,7 +28,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Response
+from fastapi import APIRouter, Header, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from netsuke.sandbox import (
@@ -40,11 +45,13 @@ from netsuke.sandbox import (
     SandboxClosedError,
     SandboxError,
     SandboxViolationError,
+    derived_metadata,
 )
 from netsuke.store import FunctionDefinition, NotFoundError
 
 from .._auth import Principal
 from .._context import ApiContext
+from .._merge_patch import merge_patch, openapi_body, read_merge_patch, validated
 from .._problems import ProblemError
 from ..deps import Caller, Ctx, Paging
 
@@ -232,6 +239,53 @@ async def update_function(
 ) -> FunctionDefinition:
     await checked(ctx, caller, name)
     updated = await _store(ctx, caller, name, body, _expected(if_match))
+    response.headers["ETag"] = f'"{updated.version}"'
+    return updated
+
+
+def _content(current: FunctionDefinition) -> dict[str, Any]:
+    """The stored version as a PUT body (``FunctionContent``'s fields)."""
+    return {
+        "code": current.code,
+        "description": current.description,
+        "input_schema": current.input_schema,
+        "output_schema": current.output_schema,
+        "is_async": current.is_async,
+        "allowed_imports": list(current.allowed_imports),
+        "timeout_s": current.limits.timeout_s,
+        "memory_mb": current.limits.memory_mb,
+    }
+
+
+@router.patch(
+    "/{name}", response_model=FunctionDefinition, openapi_extra=openapi_body(FunctionContent)
+)
+async def patch_function(
+    ctx: Ctx,
+    caller: Caller,
+    name: FunctionName,
+    request: Request,
+    response: Response,
+    if_match: IfMatch = None,
+) -> FunctionDefinition:
+    """Apply a JSON merge patch to the current version; store the result as the next one."""
+    await checked(ctx, caller, name)
+    patch = await read_merge_patch(request)
+    current = await ctx.store.functions.get(name)
+    content = _content(current)
+    if "code" in patch and patch["code"] != current.code:
+        # what the store derived from the old code is derived again from the new code
+        docstring, schema = derived_metadata(name, current.code)
+        content["is_async"] = None
+        if content["description"] == docstring:
+            content["description"] = ""
+        if content["input_schema"] == schema:
+            content["input_schema"] = None
+    body = validated(FunctionContent, merge_patch(content, patch))
+    expected = _expected(if_match)
+    updated = await _store(
+        ctx, caller, name, body, current.version if expected is None else expected
+    )
     response.headers["ETag"] = f'"{updated.version}"'
     return updated
 

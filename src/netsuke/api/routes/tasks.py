@@ -9,8 +9,9 @@
 * A task **belongs to whoever submitted it** (recorded as the audit entry ``task.submit``,
   target ``task:<id>``, in the same request). A ``user`` key lists and reads only its own
   tasks; another's is a 404. Operators and admins see every task.
-* ``GET /tasks?status=&kind=&limit=&cursor=``, ``GET /tasks/{id}``: attempts, status,
-  ``last_error``, result.
+* ``GET /tasks?status=&kind=&id_prefix=&limit=&cursor=``, ``GET /tasks/{id}``: attempts,
+  status, ``last_error``, result (``id_prefix``: tasks whose id starts with it, how the CLI
+  takes an id prefix).
 * Dead letters (operator): ``GET /dead-letters``, ``POST /dead-letters/{id}/requeue`` (attempts
   reset, ready now), ``POST /dead-letters/purge {"ids"?}`` (all, or those).
 
@@ -44,6 +45,10 @@ __all__ = ["PurgeRequest", "TaskIn", "router"]
 router = APIRouter(tags=["tasks"])
 
 TaskId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")]
+IdPrefix = Annotated[
+    str | None,
+    Query(pattern=r"^[A-Za-z0-9_.:-]{1,100}$", description="Only ids starting with this."),
+]
 SUBMIT = "task.submit"
 
 
@@ -163,12 +168,15 @@ async def list_tasks(
     page: Paging,
     status: Annotated[Literal["queued", "leased", "succeeded", "dead"] | None, Query()] = None,
     kind: Annotated[str | None, Query(max_length=64)] = None,
+    id_prefix: IdPrefix = None,
 ) -> TaskPage:
     queue = queue_of(ctx)
     if caller.role != "user":
         offset = _offset(page.cursor)
         try:
-            listed = await queue.list(status=status, kind=kind, limit=page.limit, offset=offset)
+            listed = await queue.list(
+                status=status, kind=kind, limit=page.limit, offset=offset, id_prefix=id_prefix
+            )
         except TaskValidationError as exc:
             raise _invalid(exc) from None
         return _page(list(listed.items), offset, page.limit)
@@ -182,7 +190,11 @@ async def list_tasks(
             task = await queue.get(entry.target.removeprefix("task:"))
         except TaskNotFoundError:
             continue  # purged
-        if (status is None or task.status == status) and (kind is None or task.kind == kind):
+        if (
+            (status is None or task.status == status)
+            and (kind is None or task.kind == kind)
+            and (id_prefix is None or task.id.startswith(id_prefix))
+        ):
             out.append(task)
     return TaskPage(items=out, next_cursor=entries.next_cursor)
 
@@ -193,10 +205,14 @@ async def get_task(ctx: Ctx, caller: Caller, task_id: TaskId) -> TaskRecord:
 
 
 @router.get("/dead-letters", response_model=TaskPage)
-async def dead_letters(ctx: Ctx, caller: Operator, page: Paging) -> TaskPage:
+async def dead_letters(
+    ctx: Ctx, caller: Operator, page: Paging, id_prefix: IdPrefix = None
+) -> TaskPage:
     offset = _offset(page.cursor)
     try:
-        listed = await queue_of(ctx).dead_letters(limit=page.limit, offset=offset)
+        listed = await queue_of(ctx).dead_letters(
+            limit=page.limit, offset=offset, id_prefix=id_prefix
+        )
     except TaskValidationError as exc:
         raise _invalid(exc) from None
     return _page(list(listed.items), offset, page.limit)
