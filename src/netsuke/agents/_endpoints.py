@@ -30,6 +30,8 @@ from urllib.parse import urlsplit
 
 import httpx2
 
+from netsuke.store import key_env_problem
+
 from ._errors import AgentConfigError
 
 __all__ = [
@@ -91,9 +93,6 @@ PROVIDERS: Mapping[str, ProviderInfo] = {
 }
 """Providers netsuke checks before the first turn (others are left to pydantic-ai)."""
 
-PROVIDER_KEY_ENVS = frozenset(p.key_env for p in PROVIDERS.values() if p.key_env)
-KEY_ENV = re.compile(r"^[A-Z][A-Z0-9_]{0,127}$")
-
 
 class EndpointRefusedError(ConnectionError):
     """A model endpoint the node's guard refuses; ``reason`` says why (no secret in it)."""
@@ -101,19 +100,6 @@ class EndpointRefusedError(ConnectionError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-def key_env_problem(name: Any) -> str | None:
-    """Why ``name`` may not name a key variable, or None. Allowed: a provider's own variable
-    (``PROVIDER_KEY_ENVS``) or any ``*_API_KEY`` name outside ``NETSUKE_*``; so a definition
-    cannot make the node send, say, ``AWS_SECRET_ACCESS_KEY`` or ``NETSUKE_DATABASE_URL``."""
-    if not isinstance(name, str) or not KEY_ENV.match(name):
-        return "must be an environment variable name (A-Z, 0-9, _)"
-    if name.startswith("NETSUKE_"):
-        return "the node's own NETSUKE_* variables cannot be used as model keys"
-    if name not in PROVIDER_KEY_ENVS and not name.endswith("_API_KEY"):
-        return "must end in _API_KEY or be a provider's key variable (e.g. OPENAI_API_KEY)"
-    return None
 
 
 def provider_of(model: str) -> str:
