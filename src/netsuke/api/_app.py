@@ -30,6 +30,7 @@ from netsuke.store import Store, sync_agents
 from ._auth import KeyCache, RateLimiter
 from ._context import ApiContext
 from ._middleware import ApiMiddleware
+from ._model_guard import endpoint_guard
 from ._monitor import AgentMonitor
 from ._problems import install_problem_handlers
 from ._settings import Settings
@@ -42,6 +43,7 @@ from .routes import (
     control,
     dashboard,
     events,
+    executions,
     functions,
     health,
     keys,
@@ -111,6 +113,7 @@ def create_app(
         control,
         agents,
         sessions,
+        executions,
         functions,
         tasks,
         workflows,
@@ -206,6 +209,8 @@ async def open_node(settings: Settings) -> AsyncIterator[Node]:
             monitor.start()
             functions = FunctionStore(store, sandbox, events=rt.events)
             agent_system = await Agents.start(rt, store)
+            # stored definitions reach their base_url only through the node's address guard
+            agent_system.endpoint_guard = endpoint_guard(settings)
             # stored definitions get their stored functions and delegates as tools
             agent_system.tool_resolver = StoredTools(agent_system, functions)
             queue = TaskQueue.sql(store, events=rt.events)

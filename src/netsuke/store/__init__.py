@@ -62,6 +62,7 @@ from ._validation import (
     KNOWN_PROVIDERS,
     is_secret_config_key,
     key_env_problem,
+    validate_agent,
     validate_model_string,
 )
 from ._webhooks import (
@@ -153,5 +154,6 @@ __all__ = [
     "resolve_url",
     "sync_agents",
     "upgrade",
+    "validate_agent",
     "validate_model_string",
 ]

@@ -5,6 +5,11 @@
   ``If-Match`` naming the version read (428 without it, 412 with a stale one, the current
   ``ETag`` in the answer); ``If-Match: *`` means "whatever is current". Rollback takes it
   optionally.
+* Creating, replacing or rolling back to a definition whose model cannot work on this node is
+  422 naming the field (``config.base_url`` refused by the address guard, ``model`` with a
+  missing key or client library, ``config.api_key_env`` not set); a secret in ``config``
+  (``api_key``...) is 422 too and is never stored. ``GET /agents/{id}/check`` (operator)
+  reports the same problems for a stored definition.
 * Every change publishes ``definition.changed`` on the node's bus (kind, name, version,
   action, actor).
 """
@@ -20,10 +25,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from netsuke.events import topics
 from netsuke.store import AgentDefinition, AgentDraft, ModelSettings
 
+from .._model_guard import check_definition, model_problems
 from .._problems import ProblemError
 from ..deps import Caller, Ctx, Operator, Paging
 
-__all__ = ["AgentContent", "AgentPage", "AgentVersionPage", "RollbackRequest", "router"]
+__all__ = [
+    "AgentCheck",
+    "AgentContent",
+    "AgentPage",
+    "AgentVersionPage",
+    "RollbackRequest",
+    "router",
+]
 
 router = APIRouter(prefix="/agents", tags=["agents"])
 
@@ -65,6 +78,21 @@ class AgentPage(BaseModel):
 class AgentVersionPage(BaseModel):
     items: list[AgentDefinition]
     next_cursor: str | None = None
+
+
+class ModelProblem(BaseModel):
+    field: str
+    reason: str
+
+
+class AgentCheck(BaseModel):
+    """Whether an agent's current definition can run on this node, before its first turn."""
+
+    name: str
+    version: int
+    model: str
+    ok: bool
+    problems: list[ModelProblem]
 
 
 class RollbackRequest(BaseModel):
@@ -130,7 +158,9 @@ async def list_agents(
 async def create_agent(
     ctx: Ctx, caller: Operator, draft: AgentDraft, response: Response
 ) -> AgentDefinition:
-    """Store a new agent as version 1 (409 if the name is taken)."""
+    """Store a new agent as version 1 (409 if the name is taken; 422 when its model cannot
+    work on this node: a refused base_url, a missing key, client library or base URL)."""
+    await check_definition(ctx, draft)
     created = await ctx.store.agents.create(draft, actor=caller.actor)
     response.headers["ETag"] = _etag(created.version)
     response.headers["Location"] = f"/api/v1/agents/{created.name}"
@@ -161,6 +191,7 @@ async def update_agent(
     expected = await _expected(ctx, agent_id, if_match, required=True)
     assert expected is not None
     draft = AgentDraft.model_validate({"name": agent_id, **content.model_dump()})
+    await check_definition(ctx, draft)
     updated = await ctx.store.agents.update(draft, expected_version=expected, actor=caller.actor)
     response.headers["ETag"] = _etag(updated.version)
     if updated.version != expected:
@@ -224,9 +255,28 @@ async def rollback_agent(
 ) -> AgentDefinition:
     """Write a new version whose content is ``version``'s (history is never rewritten)."""
     expected = await _expected(ctx, agent_id, if_match, required=False)
+    await check_definition(ctx, (await ctx.store.agents.get(agent_id, body.version)).draft())
     restored = await ctx.store.agents.rollback(
         agent_id, body.version, expected_version=expected, actor=caller.actor
     )
     response.headers["ETag"] = _etag(restored.version)
     _changed(ctx, caller, agent_id, restored.version, "rolled_back")
     return restored
+
+
+@router.get(
+    "/{agent_id}/check", response_model=AgentCheck, summary="Check that an agent's model works"
+)
+async def check_agent(ctx: Ctx, caller: Operator, agent_id: AgentId) -> AgentCheck:
+    """What keeps the current version's model from working on this node, before any turn:
+    an unknown provider, a missing client library, key (``OPENAI_API_KEY is not set``) or base
+    URL, a base URL the node's guard refuses. No request is sent to the model."""
+    definition = await ctx.store.agents.get(agent_id)
+    problems = await model_problems(ctx, definition.draft())
+    return AgentCheck(
+        name=definition.name,
+        version=definition.version,
+        model=definition.model,
+        ok=not problems,
+        problems=[ModelProblem(**p) for p in problems],
+    )
