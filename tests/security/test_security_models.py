@@ -215,7 +215,7 @@ async def test_api_key_env_may_only_name_a_model_key_variable(live: Live, name: 
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "config.api_key_env"
 
 
-async def test_a_key_stored_before_the_refusal_is_never_served_nor_used(
+async def test_a_key_stored_before_the_refusal_is_never_served(
     live: Live, keyed: FakeOpenAI
 ) -> None:
     store = live.node.store

@@ -19,7 +19,7 @@ from .. import __version__
 from ..observability import configure_logging
 from ..store import DefinitionFileError, SchemaTooNewError, StoreError
 from ..store import cli as store_cli
-from . import _agents, _chat, _control, _events, _functions, _keys, _tasks
+from . import _agents, _chat, _control, _events, _executions, _functions, _keys, _tasks
 
 app = typer.Typer(
     name="netsuke",
@@ -34,6 +34,7 @@ app.add_typer(_agents.app, name="agents")
 app.add_typer(_keys.app, name="keys")
 app.add_typer(_functions.app, name="functions")
 app.add_typer(_tasks.app, name="tasks")
+app.add_typer(_executions.app, name="executions")
 app.command("events")(_events.events)
 app.command("chat")(_chat.chat)
 _ = _control.__all__  # importing _control registers agents start|stop|restart|status|logs
