@@ -93,3 +93,28 @@ def test_a_failed_turn_says_why_and_executions_show_it(keyless: Server) -> None:
     assert keyless.run("executions", "get", "nope").returncode == 1
     bad = keyless.run("executions", "ls", "--status", "exploded")
     assert bad.returncode == 1 and "422" in bad.stderr
+
+
+def test_the_server_warns_at_start_about_a_model_that_cannot_work(tmp_path: Path) -> None:
+    folder = tmp_path / "agents"
+    folder.mkdir()
+    (folder / "gpt.yaml").write_text("name: gpt\nmodel: openai-chat:gpt-4o\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    proc = subprocess.Popen(
+        [EXE, "serve", "--port", "0", "--database-url", f"sqlite:///{tmp_path / 'w.db'}",
+         "--agents-dir", str(folder)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    seen: list[str] = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if "running at" in line:
+                break
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        proc.stdout.close()
+    warning = [line for line in seen if "api.agent_model_unusable" in line]
+    assert warning and "OPENAI_API_KEY is not set" in warning[0] and "agent=gpt" in warning[0]

@@ -30,7 +30,7 @@ from netsuke.store import Store, sync_agents
 from ._auth import KeyCache, RateLimiter
 from ._context import ApiContext
 from ._middleware import ApiMiddleware
-from ._model_guard import endpoint_guard
+from ._model_guard import definition_problems, endpoint_guard
 from ._monitor import AgentMonitor
 from ._problems import install_problem_handlers
 from ._settings import Settings
@@ -136,6 +136,15 @@ def create_app(
     return app
 
 
+async def _warn_unusable_models(store: Store, settings: Settings, names: list[str]) -> None:
+    """Log (warning) each synced definition whose model cannot work on this node, so the
+    operator learns it at start, not at the first turn (``netsuke agents check NAME``)."""
+    for name in names:
+        draft = (await store.agents.get(name)).draft()
+        for problem in await definition_problems(settings, draft):
+            log.warning("api.agent_model_unusable", agent=name, **problem)
+
+
 @dataclass
 class Node:
     """An opened store and runtime, the node's agent system and its monitor, plus the admin
@@ -194,6 +203,9 @@ async def open_node(settings: Settings) -> AsyncIterator[Node]:
             if settings.agents_dir is not None:
                 result = await sync_agents(store.agents, settings.agents_dir, actor="sync")
                 log.info("api.agents_synced", directory=str(settings.agents_dir), **result)
+                await _warn_unusable_models(
+                    store, settings, [*result["created"], *result["updated"]]
+                )
                 for outcome in ("created", "updated"):
                     for name in result[outcome]:
                         definition = await store.agents.get(name)

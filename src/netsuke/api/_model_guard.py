@@ -25,7 +25,7 @@ from ._problems import ProblemError
 from ._settings import Settings
 from ._ssrf import is_forbidden_address
 
-__all__ = ["check_definition", "endpoint_guard", "model_problems"]
+__all__ = ["check_definition", "definition_problems", "endpoint_guard", "model_problems"]
 
 
 def endpoint_guard(settings: Settings) -> EndpointGuard:
@@ -35,13 +35,18 @@ def endpoint_guard(settings: Settings) -> EndpointGuard:
 
 async def model_problems(ctx: ApiContext, draft: AgentDraft) -> list[dict[str, str]]:
     """What keeps ``draft``'s model from working on this node (empty: nothing known)."""
+    return await definition_problems(ctx.settings, draft)
+
+
+async def definition_problems(settings: Settings, draft: AgentDraft) -> list[dict[str, str]]:
+    """``model_problems`` for a node's ``settings`` (no request context needed)."""
     config: dict[str, Any] = draft.config
     base_url = config.get("base_url")
     key_env = config.get("api_key_env")
     problems: list[dict[str, str]] = []
     if isinstance(base_url, str) and base_url:
         try:
-            await endpoint_guard(ctx.settings).check_url(base_url)
+            await endpoint_guard(settings).check_url(base_url)
         except EndpointRefusedError as e:
             problems.append({"field": "config.base_url", "reason": e.reason})
     found = model_problem(
