@@ -176,8 +176,8 @@ def test_what_keeps_a_model_from_working_is_reported_before_any_turn(
         "openai-compatible:m", base_url="http://h/v1", api_key_env="AWS_SECRET_ACCESS_KEY"
     ) == (
         "config.api_key_env",
-        "model openai-compatible:m: api_key_env must end in _API_KEY or be a provider's key "
-        "variable (e.g. OPENAI_API_KEY)",
+        "model openai-compatible:m: api_key_env must end in _API_KEY (or be HF_TOKEN), "
+        "e.g. OPENAI_API_KEY or VLLM_API_KEY",
     )
     assert model_problem("deepseek:chat", base_url="http://h/v1", environ={}) == (
         "config.base_url",
@@ -187,6 +187,9 @@ def test_what_keeps_a_model_from_working_is_reported_before_any_turn(
         "model",
         "model deepseek:chat: DEEPSEEK_API_KEY is not set",
     )
+    responses = resolve_model("openai-responses:gpt-5", base_url="http://h/v1", api_key="k")
+    assert type(responses).__name__ == "RetryingModel"
+    assert type(responses.wrapped).__name__ == "OpenAIResponsesModel"  # type: ignore[attr-defined]
     with pytest.raises(AgentConfigError) as e:
         resolve_model("nonsense-provider:xyz")
     assert e.value.field == "model"

@@ -1,21 +1,31 @@
 """Models: names to pydantic-ai models, and retries of transient model errors.
 
-``resolve_model(model, base_url=None, api_key=None)`` accepts:
+``resolve_model(model, base_url=, api_key=, api_key_env=, retries=, guard=)`` accepts:
 
 * ``None`` or ``"offline"``: the ``OfflineModel`` (the default; no network, no key);
 * ``"test"``: pydantic-ai's ``TestModel``;
 * a ``pydantic_ai.models.Model`` object, used as is (``FunctionModel`` in tests);
 * ``"openai-compatible:<model>"`` with ``base_url``: a chat-completions server (vLLM, llama.cpp
-  server, a local proxy), through ``OpenAIChatModel`` and ``OpenAIProvider(base_url)``;
-* any pydantic-ai string: ``"anthropic:claude-sonnet-4-5"``, ``"openai-chat:gpt-4o"``,
-  ``"ollama:llama3.2"`` (base URL from ``base_url`` or ``OLLAMA_BASE_URL``). In current
-  pydantic-ai ``"openai:"`` is the Responses API; servers that speak only chat completions need
-  ``"openai-chat:"`` (with ``base_url``) or ``"ollama:"``.
+  server, a local proxy), through ``OpenAIChatModel`` and an ``AsyncOpenAI`` client;
+  ``"openai-chat:"``/``"openai:"`` with ``base_url`` the same; ``"openai-responses:"`` with
+  ``base_url`` the Responses API there;
+* ``"ollama:<model>"`` (base URL from ``base_url`` or ``OLLAMA_BASE_URL``) and
+  ``"anthropic:<model>"`` (optional ``base_url``);
+* any other pydantic-ai string (``"openai-chat:gpt-4o"``, ``"groq:..."``), through
+  ``infer_model``. In current pydantic-ai ``"openai:"`` is the Responses API.
+
+The key: ``api_key`` (code only), else the variable ``api_key_env`` names, else the provider's
+own variable, which is never sent to a ``base_url`` (see ``_endpoints``). Before anything is
+built, ``model_problem`` refuses a model that cannot work (``AgentConfigError``: no key, no
+client library, no base URL). With ``guard`` every request to ``base_url`` goes through the
+node's ``EndpointGuard``.
 
 Every model but the local ones (offline, test, function) is wrapped in ``RetryingModel``:
 transient failures (connection errors, timeouts, HTTP 408/409/425/429/5xx) are retried with
 exponential backoff and jitter [``attempts=3``, ``base_delay=0.5`` s, ``max_delay=8`` s];
-other errors go to the caller at once. A streamed request is retried only while opening.
+other errors go to the caller at once (a request the guard refused is never retried). A
+streamed request is retried only while opening. ``failure_reason`` turns a model error into
+the safe one-line reason a failed turn carries.
 """
 
 from __future__ import annotations
@@ -259,15 +269,24 @@ def resolve_model(
             base_url is not None and provider in ("openai-chat", "openai")
         ):
             resolved = _openai_compatible(model.split(":", 1)[1], base_url, key, guard)
+        elif provider == "openai-responses" and base_url is not None:
+            from pydantic_ai.models.openai import OpenAIResponsesModel
+            from pydantic_ai.providers.openai import OpenAIProvider
+
+            client = _openai_client(base_url, key, guard)
+            resolved = OpenAIResponsesModel(
+                model.split(":", 1)[1], provider=OpenAIProvider(openai_client=client)
+            )
         elif provider == "ollama" and (base_url is not None or key is not None):
             from pydantic_ai.models.openai import OpenAIChatModel
             from pydantic_ai.providers.ollama import OllamaProvider
 
+            # a definition's base_url gets only the key it names (not OLLAMA_API_KEY)
             resolved = OpenAIChatModel(
                 model.split(":", 1)[1],
                 provider=OllamaProvider(
                     base_url=base_url,
-                    api_key=key,
+                    api_key=key or ("api-key-not-set" if base_url else None),
                     http_client=guard.client() if guard is not None and base_url else None,
                 ),
             )
@@ -275,10 +294,11 @@ def resolve_model(
             from pydantic_ai.models.anthropic import AnthropicModel
             from pydantic_ai.providers.anthropic import AnthropicProvider
 
+            # a definition's base_url gets only the key it names (not ANTHROPIC_API_KEY)
             resolved = AnthropicModel(
                 model.split(":", 1)[1],
                 provider=AnthropicProvider(
-                    api_key=key,
+                    api_key=key or ("not-needed" if base_url else None),
                     base_url=base_url,
                     http_client=guard.client() if guard is not None and base_url else None,
                 ),
@@ -314,19 +334,24 @@ def _openai_compatible(
         raise AgentConfigError("base_url", "an openai-compatible model needs a base URL")
     if not base_url.startswith(("http://", "https://")):
         raise AgentConfigError("base_url", "must be an http(s) URL")
-    from openai import AsyncOpenAI
     from pydantic_ai.models.openai import OpenAIChatModel
     from pydantic_ai.providers.openai import OpenAIProvider
 
+    client = _openai_client(base_url, api_key, guard)
+    return OpenAIChatModel(name, provider=OpenAIProvider(openai_client=client))
+
+
+def _openai_client(base_url: str, api_key: str | None, guard: EndpointGuard | None) -> Any:
+    from openai import AsyncOpenAI
+
     # Our RetryingModel retries transient errors; the SDK's own retries would multiply them.
     # A keyless server still needs a non-empty key for the SDK: "not-needed" is sent then.
-    client = AsyncOpenAI(
+    return AsyncOpenAI(
         base_url=base_url,
         api_key=api_key or "not-needed",
         max_retries=0,
         http_client=guard.client() if guard is not None else None,
     )
-    return OpenAIChatModel(name, provider=OpenAIProvider(openai_client=client))
 
 
 def model_label(model: str | Model | None) -> str:
