@@ -142,6 +142,16 @@ def model_problem(
     provider = provider_of(model)
     label = f"model {model}"
     info = PROVIDERS.get(provider)
+    if provider != "openai-compatible":
+        from pydantic_ai.providers import infer_provider_class
+
+        try:
+            infer_provider_class(provider)
+        except ImportError:
+            hint = info.install if info is not None else _slim(provider)
+            return ("model", f"{label}: the provider's client library is missing ({hint})")
+        except ValueError:
+            return ("model", f"{label}: the installed pydantic-ai knows no provider {provider!r}")
     if info is None:
         return None  # pydantic-ai decides (resolve_model reports what it says)
     if not _has_module(info.module):
