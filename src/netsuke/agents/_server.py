@@ -456,6 +456,7 @@ class AgentServer(Process):
                 tokens_in=outcome.tokens_in,
                 tokens_out=outcome.tokens_out,
                 error=None,
+                reason=None,
             )
             self._answer(turn.from_, outcome, None)
         else:
