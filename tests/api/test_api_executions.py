@@ -112,3 +112,30 @@ async def test_a_user_key_sees_only_its_own_executions(
     everyone = (await operator.get("/api/v1/executions")).json()["items"]
     assert {i["id"] for i in everyone} == set(ids.values())
     assert (await live.client().get("/api/v1/executions")).status_code == 401
+
+
+async def test_agents_check_reports_what_keeps_a_model_from_working(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _keyless_agent(live, monkeypatch)
+    await live.node.store.agents.create({"name": "plain"})
+    operator = live.client(await live.key("operator", "op1"))
+    r = await operator.get("/api/v1/agents/gpt/check")
+    assert r.status_code == 200
+    assert r.json() == {
+        "name": "gpt",
+        "version": 1,
+        "model": "openai-chat:gpt-4o",
+        "ok": False,
+        "problems": [{"field": "model", "reason": REASON}],
+    }
+    assert (await operator.get("/api/v1/agents/plain/check")).json()["ok"] is True
+    assert (await operator.get("/api/v1/agents/ghost/check")).status_code == 404
+    user = live.client(await live.key("user", "ann"))
+    assert (await user.get("/api/v1/agents/gpt/check")).status_code == 403
+    # the same problem refuses a new definition before anything is stored
+    r = await operator.post("/api/v1/agents", json={"name": "gpt2", "model": "openai-chat:gpt-4o"})
+    assert r.status_code == 422 and r.json()["errors"] == [{"field": "model", "reason": REASON}]
+    assert (await operator.get("/api/v1/agents/gpt2")).status_code == 404
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-only-0000000000")
+    assert (await operator.get("/api/v1/agents/gpt/check")).json()["ok"] is True
