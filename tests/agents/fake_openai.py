@@ -1,5 +1,9 @@
 """A fake OpenAI-compatible chat-completions server on 127.0.0.1 (stdlib only), streaming
-included. It answers from the request it gets, so a test checks a real HTTP round trip."""
+included. It answers from the request it gets, so a test checks a real HTTP round trip.
+
+With ``api_key`` set it checks ``Authorization: Bearer <key>`` like a real provider: a
+missing or wrong key gets 401 with OpenAI's error body. ``auth`` records every
+Authorization header it received; ``hosts`` every Host header."""
 
 from __future__ import annotations
 
@@ -12,7 +16,10 @@ from typing import Any
 
 
 class FakeOpenAI:
-    def __init__(self) -> None:
+    def __init__(self, api_key: str | None = None) -> None:
+        self.api_key = api_key
+        self.auth: list[str | None] = []
+        self.hosts: list[str | None] = []
         self.requests: list[dict[str, Any]] = []
         self.fail_next: list[int] = []  # HTTP statuses to answer with first
         self.url = ""
@@ -52,6 +59,25 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            auth = self.headers.get("Authorization")
+            fake.auth.append(auth)
+            fake.hosts.append(self.headers.get("Host"))
+            if fake.api_key is not None and auth != f"Bearer {fake.api_key}":
+                data = json.dumps(
+                    {
+                        "error": {
+                            "message": f"Incorrect API key provided: {auth}",
+                            "type": "invalid_request_error",
+                            "code": "invalid_api_key",
+                        }
+                    }
+                ).encode()
+                self.send_response(401)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return
             fake.requests.append(body)
             if fake.fail_next:
                 status = fake.fail_next.pop(0)
@@ -142,8 +168,8 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def fake_openai_server() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI()
+def fake_openai_server(api_key: str | None = None) -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI(api_key)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
     fake.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
     thread = threading.Thread(target=server.serve_forever, daemon=True)

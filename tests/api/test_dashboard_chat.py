@@ -126,3 +126,40 @@ async def test_socket_owner_hibernate_policy_and_refusals(live: Live) -> None:
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 await asyncio.wait_for(ws.recv(), 10)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == code
+
+
+@pytest.mark.timeout(90)
+async def test_a_failed_turn_shows_its_reason_in_the_chat(
+    live: Live,
+    browser: Any,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 15.4: the chat page said "error: Turn failed: TurnError"; it shows the reason."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    await live.node.store.agents.create({"name": "gpt", "model": "openai-chat:gpt-4o"})
+    reason = "model openai-chat:gpt-4o: OPENAI_API_KEY is not set"
+    # the socket's error frame carries the reason and the execution id
+    ws_url = live.url.replace("http://", "ws://") + "/dashboard/chat/gpt/ws?user=kim"
+    auth = {"Authorization": f"Bearer {live.admin_key}"}
+    async with websockets.connect(ws_url, additional_headers=auth) as ws:
+        await ws.recv()
+        await ws.send(json.dumps({"message": "hello"}))
+        error = (await _frames(ws, "error"))[-1]
+    assert error["status"] == 502 and error["detail"] == reason and error["execution_id"]
+    assert error["problem_type"].endswith("/model-unavailable")
+    # and the page shows it
+    context = await browser.new_context()
+    page = await context.new_page()
+    await _sign_in(page, live)
+    await page.goto(live.url + "/chat/gpt")
+    await page.wait_for_selector("#session-id:has-text('gpt-bootstrap-admin')")
+    await page.fill("#chat-input", "Hello")
+    await page.click("#chat-send")
+    line = page.locator("#transcript li.error")
+    await line.wait_for(timeout=10_000)
+    shown = await line.inner_text()
+    assert shown.startswith(f"error: Model unavailable: {reason} (execution ")
+    execution = await line.get_attribute("data-execution")
+    r = await live.admin.get(f"/api/v1/executions/{execution}")
+    assert r.status_code == 200 and r.json()["error"].endswith(reason)
+    await context.close()

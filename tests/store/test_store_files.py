@@ -14,6 +14,7 @@ from netsuke.store import (
     Store,
     dump_agent_yaml,
     export_agents,
+    is_secret_config_key,
     load_agent_file,
     sync_agents,
 )
@@ -168,7 +169,9 @@ _drafts = st.builds(
     max_chain_depth=st.integers(0, 32),
     chain_strategy=st.sampled_from(["sequential", "parallel", "router"]),
     config=st.dictionaries(
-        st.text(max_size=10),
+        st.text(max_size=10).filter(
+            lambda k: not is_secret_config_key(k) and k not in ("base_url", "api_key_env")
+        ),
         st.none() | st.booleans() | st.integers() | st.text(max_size=20),
         max_size=3,
     ),

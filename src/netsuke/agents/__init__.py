@@ -9,6 +9,16 @@ the ``OfflineModel`` as the default. See ``docs/agents.md``.
 
 from ._config import AgentConfig, OwnerPolicy, PromptContext, SystemPrompt
 from ._context import TurnContext, current_turn
+from ._endpoints import (
+    PROVIDERS,
+    EndpointGuard,
+    EndpointRefusedError,
+    ProviderInfo,
+    key_env_for,
+    model_problem,
+    parse_allow_hosts,
+    redact_secrets,
+)
 from ._errors import (
     AgentBusyError,
     AgentConfigError,
@@ -16,6 +26,7 @@ from ._errors import (
     AgentNotFoundError,
     InvalidInputError,
     ModelCallError,
+    ModelConfigError,
     OutputValidationError,
     TurnCancelledError,
     TurnError,
@@ -32,6 +43,7 @@ from ._system import AgentInfo, Agents, SessionRef
 
 __all__ = [
     "OFFLINE_MARK",
+    "PROVIDERS",
     "AgentBusyError",
     "AgentConfig",
     "AgentConfigError",
@@ -40,13 +52,17 @@ __all__ = [
     "AgentNotFoundError",
     "AgentServer",
     "Agents",
+    "EndpointGuard",
+    "EndpointRefusedError",
     "InvalidInputError",
     "MemoryPolicy",
     "ModelCallError",
+    "ModelConfigError",
     "OfflineModel",
     "OutputValidationError",
     "OwnerPolicy",
     "PromptContext",
+    "ProviderInfo",
     "RetryingModel",
     "SessionRef",
     "StreamEvent",
@@ -64,5 +80,9 @@ __all__ = [
     "agent_load",
     "current_turn",
     "is_transient",
+    "key_env_for",
+    "model_problem",
+    "parse_allow_hosts",
+    "redact_secrets",
     "resolve_model",
 ]

@@ -8,8 +8,11 @@ only its own name and ids, not a copy of its configuration. Options (defaults in
 * ``system_prompt`` [``""``]: a string, or a *generator* ``fn(ctx: PromptContext) -> str``
   (sync or async) called before every turn with the user, the time and the memory.
 * ``model`` [``None``: the offline model]: a pydantic-ai model string or ``Model`` object;
-  ``base_url``/``api_key`` for OpenAI-compatible servers; ``model_settings`` [none];
-  ``model_retries`` [3] attempts on transient model errors.
+  ``base_url`` for OpenAI-compatible, Ollama and Anthropic endpoints; the key from
+  ``api_key_env`` (the name of an environment variable) or, in code only, ``api_key``;
+  ``endpoint_guard`` [none] checks every request to ``base_url`` (the node sets it for stored
+  definitions); ``model_settings`` [none]; ``model_retries`` [3] attempts on transient model
+  errors. See ``netsuke.agents._endpoints`` and docs/agents.md "Models and credentials".
 * ``memory`` [``MemoryPolicy()``: whole history]: the context window;
   ``initial_memory`` [none]: messages a new conversation starts with.
 * ``input_schema`` / ``output_schema`` [none]: a pydantic model class or a JSON Schema
@@ -40,6 +43,7 @@ from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models import Model
 from pydantic_ai.tools import Tool
 
+from ._endpoints import EndpointGuard
 from ._errors import AgentConfigError
 from ._memory import MemoryPolicy
 
@@ -79,6 +83,8 @@ class AgentConfig:
     model_settings: Mapping[str, Any] | None = None
     base_url: str | None = None
     api_key: str | None = field(default=None, repr=False)
+    api_key_env: str | None = None
+    endpoint_guard: EndpointGuard | None = field(default=None, repr=False, compare=False)
     model_retries: int = 3
     memory: MemoryPolicy = field(default_factory=MemoryPolicy)
     initial_memory: Sequence[ModelMessage] = ()
@@ -165,8 +171,10 @@ class AgentConfig:
         ``tools`` are the tool objects for the names the definition lists (the sandbox layer
         supplies ``pydantic_ai.Tool`` objects for stored functions, the routing layer
         delegation tools). ``spec.config`` may set ``turn_timeout``, ``max_queue``,
-        ``owner_policy``, ``idle_hibernate``, ``idle_evict``, ``base_url``, ``max_messages``,
-        ``max_tokens``, ``output_retries``, ``tool_retries``; ``overrides`` win over both."""
+        ``owner_policy``, ``idle_hibernate``, ``idle_evict``, ``base_url``, ``api_key_env``,
+        ``max_messages``, ``max_tokens``, ``output_retries``, ``tool_retries``; ``overrides``
+        win over both. A key is never read from a definition (``config.api_key`` is
+        ignored: the store refuses it)."""
         conf = dict(spec.config)
         settings = dict(spec.model_settings)
         base_url = overrides.pop("base_url", conf.get("base_url") or settings.pop("base_url", None))
@@ -197,6 +205,7 @@ class AgentConfig:
             "model": spec_model if model is None else model,
             "model_settings": settings or None,
             "base_url": base_url,
+            "api_key_env": conf.get("api_key_env") or None,
             "memory": memory,
             "input_schema": spec.input_schema,
             "output_schema": spec.output_schema,

@@ -12,11 +12,19 @@ alive, and its memory is unchanged::
         ├── UnknownAgentDefinitionError   no stored definition by that name
         ├── AgentBusyError          the turn queue is full (agent, queued, limit)
         ├── InvalidInputError       the message fails the input schema (agent, errors)
-        └── TurnError               a turn failed; memory unchanged (agent, execution_id)
+        └── TurnError               a turn failed; memory unchanged (agent, execution_id,
+            │                       reason)
             ├── TurnTimeoutError    the turn ran longer than the agent's turn timeout
             ├── TurnCancelledError  ``cancel`` stopped the turn (or the agent stopped)
             ├── OutputValidationError  the model's output kept failing the output schema
+            ├── ModelConfigError    the model cannot be used as configured on this node (no
+            │                       key, no client library, a refused endpoint): field
             └── ModelCallError      the model failed (after retries of transient errors)
+
+Every ``TurnError`` has a ``reason``: one line, safe to show to the caller and to log (no key,
+no prompt, no model output), saying what failed and what to do, e.g. ``model
+openai-chat:gpt-4o: OPENAI_API_KEY is not set``. The API's problem ``detail``, the CLI, the
+logs, the ``turn.finished`` event and the execution row's ``error`` all carry it.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ __all__ = [
     "AgentNotFoundError",
     "InvalidInputError",
     "ModelCallError",
+    "ModelConfigError",
     "OutputValidationError",
     "TurnCancelledError",
     "TurnError",
@@ -91,10 +100,19 @@ class InvalidInputError(AgentError, ValueError):
 class TurnError(AgentError):
     """A turn failed. The agent is alive and its memory is as before the turn."""
 
-    def __init__(self, agent: str, message: str, *, execution_id: str | None = None) -> None:
+    def __init__(
+        self,
+        agent: str,
+        message: str,
+        *,
+        execution_id: str | None = None,
+        reason: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.agent = agent
         self.execution_id = execution_id
+        self.reason = reason if reason is not None else message
+        """One safe, actionable line (see the module documentation)."""
 
 
 class TurnTimeoutError(TurnError, TimeoutError):
@@ -119,8 +137,24 @@ class OutputValidationError(TurnError):
     """The model's output failed the output schema after every output retry."""
 
     def __init__(self, agent: str, detail: str, *, execution_id: str | None = None) -> None:
-        super().__init__(agent, f"output of {agent!r} invalid: {detail}", execution_id=execution_id)
+        super().__init__(
+            agent,
+            f"output of {agent!r} invalid: {detail}",
+            execution_id=execution_id,
+            reason=f"the output of {agent!r} never matched its output schema (after retries)",
+        )
         self.detail = detail
+
+
+class ModelConfigError(TurnError):
+    """The agent's model cannot be used as configured on this node: ``field`` (``model``,
+    ``config.base_url``, ``config.api_key_env``) and ``reason`` say what to change."""
+
+    def __init__(
+        self, agent: str, field: str, reason: str, *, execution_id: str | None = None
+    ) -> None:
+        super().__init__(agent, reason, execution_id=execution_id)
+        self.field = field
 
 
 class ModelCallError(TurnError):
@@ -140,6 +174,7 @@ class ModelCallError(TurnError):
         super().__init__(
             agent, f"model call of {agent!r} failed: {detail}", execution_id=execution_id
         )
+        self.reason = detail
         self.detail = detail
         self.kind = kind
         self.status = status

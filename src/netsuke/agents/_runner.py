@@ -27,9 +27,16 @@ from netsuke.store import Execution
 
 from ._config import AgentConfig, PromptContext
 from ._context import TurnContext, set_turn
-from ._errors import ModelCallError, OutputValidationError, TurnError
+from ._endpoints import key_env_for
+from ._errors import (
+    AgentConfigError,
+    ModelCallError,
+    ModelConfigError,
+    OutputValidationError,
+    TurnError,
+)
 from ._metrics import METRICS
-from ._models import is_transient, resolve_model
+from ._models import failure_reason, is_transient, model_label, refused_cause, resolve_model
 from ._schema import output_type
 from ._stream import stream_handler
 from ._tools import build_toolset
@@ -64,7 +71,12 @@ def pydantic_agent(config: AgentConfig) -> Agent[None, Any]:
     if cached is not None:
         return cached
     model = resolve_model(
-        config.model, base_url=config.base_url, api_key=config.api_key, retries=config.model_retries
+        config.model,
+        base_url=config.base_url,
+        api_key=config.api_key,
+        api_key_env=config.api_key_env,
+        retries=config.model_retries,
+        guard=config.endpoint_guard,
     )
     out, check = output_type(config.output_schema)
     toolset = build_toolset(config.tools, retries=config.tool_retries)
@@ -95,7 +107,12 @@ async def execute_turn(
 ) -> TurnResult:
     """Run one turn and commit it (see the module documentation)."""
     set_turn(ctx)
-    agent = pydantic_agent(config)
+    try:
+        agent = pydantic_agent(config)
+    except AgentConfigError as e:
+        raise ModelConfigError(
+            config.name, e.field, _config_reason(e), execution_id=ctx.execution_id
+        ) from None
     instructions = None
     if config.generated_prompt:
         instructions = await config.render_prompt(
@@ -118,20 +135,19 @@ async def execute_turn(
         raise
     except UnexpectedModelBehavior as e:
         raise OutputValidationError(config.name, str(e), execution_id=ctx.execution_id) from e
-    except ModelAPIError as e:
+    except (ModelAPIError, RuntimeError, ValueError, TypeError, OSError) as e:
+        refused = refused_cause(e)
+        reason = _model_reason(config, e)
+        if refused is not None:
+            raise ModelConfigError(
+                config.name, "config.base_url", reason, execution_id=ctx.execution_id
+            ) from e
         raise ModelCallError(
             config.name,
-            str(e),
+            reason,
             kind=type(e).__name__,
             status=e.status_code if isinstance(e, ModelHTTPError) else None,
-            transient=is_transient(e),
-            execution_id=ctx.execution_id,
-        ) from e
-    except (RuntimeError, ValueError, TypeError, OSError) as e:
-        raise ModelCallError(
-            config.name,
-            f"{type(e).__name__}: {e}",
-            kind=type(e).__name__,
+            transient=isinstance(e, ModelAPIError) and is_transient(e),
             execution_id=ctx.execution_id,
         ) from e
     new = result.new_messages()
@@ -171,6 +187,24 @@ async def execute_turn(
             ctx.execution_id, status="succeeded", tokens_in=tin, tokens_out=tout
         )
     return TurnResult(result.output, new, ctx.execution_id, tin, tout, duration)
+
+
+def _config_reason(e: AgentConfigError) -> str:
+    """``AgentConfigError`` as one line: ``model X: reason`` (the reason names the model)."""
+    if e.reason.startswith("model "):
+        return e.reason
+    return f"{e.field}: {e.reason}"
+
+
+def _model_reason(config: AgentConfig, e: BaseException) -> str:
+    model = config.model if isinstance(config.model, str) else model_label(config.model)
+    return failure_reason(
+        e,
+        model=model,
+        base_url=config.base_url,
+        key_env=key_env_for(config.model, config.base_url, config.api_key_env),
+        attempts=config.model_retries,
+    )
 
 
 def _details(ctx: TurnContext, config: AgentConfig) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from netsuke.store import new_id
 
 from ._config import AgentConfig
 from ._context import TurnContext, _RowState
+from ._endpoints import redact_secrets
 from ._errors import (
     AgentBusyError,
     AgentError,
@@ -291,13 +292,19 @@ class AgentServer(Process):
                 await wait_tools(c)
                 raise
             except Exception as e:
-                outcome = TurnError(cfg.name, f"{type(e).__name__}: {e}", execution_id=exec_id)
+                outcome = TurnError(
+                    cfg.name,
+                    f"{type(e).__name__}: {e}",
+                    execution_id=exec_id,
+                    reason=f"{type(e).__name__}: {redact_secrets(str(e))}",
+                )
                 outcome.__cause__ = e
             finally:
                 METRICS.running -= 1
             if isinstance(outcome, TurnError):
                 try:
-                    await record_failure(system.store, cfg, c, "failed", str(outcome))
+                    why = f"{type(outcome).__name__}: {outcome.reason}"
+                    await record_failure(system.store, cfg, c, "failed", why)
                 except Exception as e:  # the caller still gets the turn's error
                     log.warning("agent_failure_not_recorded", session=a.session, error=repr(e))
             turn.reported = True
@@ -452,6 +459,7 @@ class AgentServer(Process):
                 tokens_in=outcome.tokens_in,
                 tokens_out=outcome.tokens_out,
                 error=None,
+                reason=None,
             )
             self._answer(turn.from_, outcome, None)
         else:
@@ -464,7 +472,11 @@ class AgentServer(Process):
             else:
                 METRICS.failed += 1
             log.info(
-                "agent_turn_failed", session=a.session, execution=eid, error=type(err).__name__
+                "agent_turn_failed",
+                session=a.session,
+                execution=eid,
+                error=type(err).__name__,
+                reason=err.reason,
             )
             self._rt.events.publish(
                 topics.TURN_FINISHED,
@@ -477,6 +489,7 @@ class AgentServer(Process):
                 tokens_in=0,
                 tokens_out=0,
                 error=type(err).__name__,
+                reason=err.reason,
             )
             self._answer(turn.from_, None, err)
         if turn.span is not None:

@@ -52,6 +52,7 @@ from netsuke.store import AgentDraft, AgentSpec, NotFoundError, Store
 
 from ._config import AgentConfig
 from ._context import TurnContext
+from ._endpoints import EndpointGuard
 from ._errors import AgentNotFoundError, UnknownAgentDefinitionError
 from ._models import model_label
 from ._runner import TurnResult
@@ -103,6 +104,8 @@ class Agents:
         self.supervisor = supervisor
         self.tool_resolver = tool_resolver
         """Gives the tool objects for a stored definition's tool names (sandbox, routing)."""
+        self.endpoint_guard: EndpointGuard | None = None
+        """Checks the model URLs of stored definitions (``netsuke serve`` sets it)."""
         self._configs: dict[str, AgentConfig] = {}
         self._evicted: dict[str, AgentConfig] = {}
         self._metas: dict[int, tuple[list[str], str]] = {}
@@ -172,6 +175,7 @@ class Agents:
         except NotFoundError:
             raise UnknownAgentDefinitionError(name) from None
         tools = list(self.tool_resolver(spec)) if self.tool_resolver is not None else []
+        overrides.setdefault("endpoint_guard", self.endpoint_guard)
         return AgentConfig.from_spec(spec, tools=overrides.pop("tools", tools), **overrides)
 
     def meta_for(self, cfg: AgentConfig, session: str, user: str | None) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from ._auth import KeyCache, RateLimiter
 from ._context import ApiContext
 from ._docs import install_docs
 from ._middleware import ApiMiddleware
+from ._model_guard import definition_problems, endpoint_guard
 from ._monitor import AgentMonitor
 from ._problems import install_problem_handlers
 from ._settings import Settings
@@ -43,6 +44,7 @@ from .routes import (
     control,
     dashboard,
     events,
+    executions,
     functions,
     health,
     keys,
@@ -112,6 +114,7 @@ def create_app(
         control,
         agents,
         sessions,
+        executions,
         functions,
         tasks,
         workflows,
@@ -133,6 +136,15 @@ def create_app(
     )
     app.add_middleware(ApiMiddleware, store=store, max_body_bytes=settings.max_body_bytes)
     return app
+
+
+async def _warn_unusable_models(store: Store, settings: Settings, names: list[str]) -> None:
+    """Log (warning) each synced definition whose model cannot work on this node, so the
+    operator learns it at start, not at the first turn (``netsuke agents check NAME``)."""
+    for name in names:
+        draft = (await store.agents.get(name)).draft()
+        for problem in await definition_problems(settings, draft):
+            log.warning("api.agent_model_unusable", agent=name, **problem)
 
 
 @dataclass
@@ -209,6 +221,9 @@ async def open_node(settings: Settings, *, bootstrap: bool = True) -> AsyncItera
             if settings.agents_dir is not None:
                 result = await sync_agents(store.agents, settings.agents_dir, actor="sync")
                 log.info("api.agents_synced", directory=str(settings.agents_dir), **result)
+                await _warn_unusable_models(
+                    store, settings, [*result["created"], *result["updated"]]
+                )
                 for outcome in ("created", "updated"):
                     for name in result[outcome]:
                         definition = await store.agents.get(name)
@@ -224,6 +239,8 @@ async def open_node(settings: Settings, *, bootstrap: bool = True) -> AsyncItera
             monitor.start()
             functions = FunctionStore(store, sandbox, events=rt.events)
             agent_system = await Agents.start(rt, store)
+            # stored definitions reach their base_url only through the node's address guard
+            agent_system.endpoint_guard = endpoint_guard(settings)
             # stored definitions get their stored functions and delegates as tools
             agent_system.tool_resolver = StoredTools(agent_system, functions)
             queue = TaskQueue.sql(store, events=rt.events)

@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from netsuke.agents import parse_allow_hosts
 
 __all__ = ["CONFIG_ENV", "DEFAULT_CONFIG", "Settings", "SettingsError", "load_settings"]
 
@@ -73,6 +76,11 @@ class Settings(BaseSettings):
     """Largest request body accepted (413 beyond)."""
     allow_private_webhooks: bool = False
     """Allow webhook targets on loopback, private, link-local or reserved addresses."""
+    model_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Model servers on loopback, private or reserved addresses that stored agents may use, as
+    ``host:port`` (or ``host`` for any port), e.g. ``127.0.0.1:11434`` for a local Ollama;
+    in the environment a comma-separated list (``NETSUKE_MODEL_ALLOW_HOSTS``). Every other
+    model URL must resolve to public addresses only."""
     webhook_max_attempts: int = Field(default=6, ge=1, le=50)
     webhook_backoff_s: float = Field(default=1.0, gt=0)
     """First retry delay; each next one doubles (with jitter), capped at 10 minutes."""
@@ -83,6 +91,15 @@ class Settings(BaseSettings):
     """Serve ``/metrics`` without a key (for a Prometheus scraper)."""
     bootstrap_admin: bool = True
     """Issue (and print once) an admin key when the store has none."""
+
+    @field_validator("model_allow_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v for v in (p.strip() for p in value.split(",")) if v]
+        if isinstance(value, list):
+            parse_allow_hosts(str(v) for v in value)  # ValueError names a bad entry
+        return value
 
     @classmethod
     def settings_customise_sources(

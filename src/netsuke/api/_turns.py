@@ -10,11 +10,15 @@ Agent errors map to problems (the agent stays alive with its memory unchanged):
 | ``InvalidInputError`` | 422 (``errors``) |
 | ``TurnCancelledError`` | 409 |
 | ``OutputValidationError``, ``ModelCallError`` | 502 |
+| ``ModelConfigError`` (no key, no client library, a refused endpoint) | 502 |
 | ``TurnTimeoutError`` | 504 |
 | ``AgentConfigError`` (a stored definition that cannot run) | 422 |
 | any other ``TurnError`` | 502 |
 
-Details never carry the prompt or a model's raw answer, only the error's kind and fields.
+A failed turn's ``detail`` is the error's ``reason``: one safe, actionable line such as
+``model openai-chat:gpt-4o: OPENAI_API_KEY is not set`` (the same text as the execution's
+``error``, ``GET /api/v1/executions/{execution_id}``). Details never carry a key, the prompt
+or a model's raw answer.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from netsuke.agents import (
     Agents,
     InvalidInputError,
     ModelCallError,
+    ModelConfigError,
     OutputValidationError,
     StreamEvent,
     TextDelta,
@@ -37,6 +42,7 @@ from netsuke.agents import (
     ToolCallStarted,
     TurnCancelledError,
     TurnCompleted,
+    TurnError,
     TurnTimeoutError,
     UnknownAgentDefinitionError,
 )
@@ -123,18 +129,28 @@ def agent_problem(exc: NetsukeError) -> ProblemError:
             type="output-invalid",
             execution_id=exc.execution_id,
         )
+    if isinstance(exc, ModelConfigError):
+        return ProblemError(
+            502,
+            "Model unavailable",
+            exc.reason,
+            type="model-unavailable",
+            field=exc.field,
+            execution_id=exc.execution_id,
+        )
     if isinstance(exc, ModelCallError):
         return ProblemError(
             502,
             "Model call failed",
-            f"the model provider failed ({exc.kind})",
+            exc.reason,
             type="model-failed",
             execution_id=exc.execution_id,
         )
-    execution_id = getattr(exc, "execution_id", None)
-    return ProblemError(
-        502, "Turn failed", type(exc).__name__, type="turn-failed", execution_id=execution_id
-    )
+    if isinstance(exc, TurnError):
+        return ProblemError(
+            502, "Turn failed", exc.reason, type="turn-failed", execution_id=exc.execution_id
+        )
+    return ProblemError(502, "Turn failed", type(exc).__name__, type="turn-failed")
 
 
 def _field_error(error: str) -> dict[str, str]:

@@ -1,4 +1,9 @@
-"""``netsuke agents``: list, show, apply, delete, version history and rollback, over HTTP.
+"""``netsuke agents``: list, show, apply, delete, version history, rollback and check, over
+HTTP.
+
+``check NAME`` asks the server whether the agent's model can work there (unknown provider,
+missing client library, key or base URL, a base URL its address guard refuses) and exits 1,
+one line per problem, when it cannot. ``apply`` is refused (422) for the same problems.
 
 ``apply -f FILE`` (repeatable; a folder applies every ``*.yaml`` in it) checks each file
 locally, then creates the agent or updates it with ``If-Match`` on the version it just read,
@@ -203,3 +208,28 @@ def rollback(
         _print_json(data)
         return
     typer.echo(f"{name}: version {data['version']} (content of version {version})")
+
+
+@app.command("check")
+def check(
+    name: Annotated[str, typer.Argument(help="Agent name.")],
+    url: UrlOpt = "http://127.0.0.1:8000",
+    key: KeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check that an agent's model can work on the server before its first turn (provider,
+    client library, key, base URL and the node's address guard). Exit 1 when it cannot."""
+    try:
+        with Client(url, key) as client:
+            data = client.request("GET", f"/agents/{name}/check").json()
+    except CliError as exc:
+        raise fail(exc) from None
+    if as_json:
+        _print_json(data)
+    elif data["ok"]:
+        typer.echo(f"{name}: ok (version {data['version']}, model {data['model']})")
+    else:
+        for problem in data["problems"]:
+            typer.echo(f"{name}: {problem['field']}: {problem['reason']}", err=True)
+    if not data["ok"]:
+        raise typer.Exit(1)

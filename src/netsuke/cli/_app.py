@@ -26,6 +26,7 @@ from . import (
     _control,
     _edit,
     _events,
+    _executions,
     _functions,
     _keys,
     _sessions,
@@ -68,6 +69,7 @@ app.add_typer(_tasks.app, name="tasks")
 app.add_typer(_sessions.app, name="sessions")
 app.add_typer(_webhooks.app, name="webhooks")
 app.command("audit")(_audit.audit)
+app.add_typer(_executions.app, name="executions")
 app.command("events")(_events.events)
 app.command("chat")(_chat.chat)
 _ = _control.__all__  # importing _control registers agents start|stop|restart|status|logs

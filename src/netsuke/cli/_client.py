@@ -152,6 +152,9 @@ def _describe(response: httpx.Response) -> str:
     title = problem.get("title") or f"HTTP {response.status_code}"
     detail = problem.get("detail")
     message = f"{title} ({response.status_code})" + (f": {detail}" if detail else "")
+    execution = problem.get("execution_id")
+    if isinstance(execution, str):
+        message += f" (netsuke executions get {execution})"
     retry = response.headers.get("retry-after")
     return message + (f"; retry after {retry} s" if retry else "")
 

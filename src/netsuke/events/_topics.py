@@ -49,7 +49,7 @@ TOPICS: Final[dict[str, str]] = {
     AGENT_EVICTED: "an idle agent left memory (state in the store): agent, session",
     TURN_STARTED: "a turn began: agent, session, user, execution",
     TURN_FINISHED: "a turn ended: agent, session, user, execution, status, duration, tokens_in, "
-    "tokens_out, error",
+    "tokens_out, error (the error class), reason (a failed turn's safe one-line reason)",
     TASK_QUEUED: "a task was accepted: task, kind, capabilities, priority, run_at",
     TASK_STARTED: "a worker leased a task: task, worker, attempt",
     TASK_SUCCEEDED: "a task was acked: task, worker, attempt, duration, fallback",

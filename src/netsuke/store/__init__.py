@@ -58,7 +58,13 @@ from ._records import (
 )
 from ._store import Store
 from ._tasks import TaskDraft, TaskRecord, TaskRepository, TaskStatus
-from ._validation import KNOWN_PROVIDERS, validate_model_string
+from ._validation import (
+    KNOWN_PROVIDERS,
+    is_secret_config_key,
+    key_env_problem,
+    validate_agent,
+    validate_model_string,
+)
 from ._webhooks import (
     DeliveryStatus,
     IssuedWebhook,
@@ -139,6 +145,8 @@ __all__ = [
     "dump_messages",
     "export_agents",
     "head_revision",
+    "is_secret_config_key",
+    "key_env_problem",
     "known_revisions",
     "load_agent_file",
     "load_messages",
@@ -146,5 +154,6 @@ __all__ = [
     "resolve_url",
     "sync_agents",
     "upgrade",
+    "validate_agent",
     "validate_model_string",
 ]

@@ -37,7 +37,7 @@ from ._errors import (
 from ._models import Base, utcnow
 from ._observe import log, operation
 from ._records import Page
-from ._validation import check_limit, parse_model, validate_agent
+from ._validation import check_limit, is_secret_config_key, parse_model, validate_agent
 from ._versioned import Versioned
 
 __all__ = ["AgentRepository", "SyncResult"]
@@ -383,6 +383,10 @@ async def _save(
 
 def _definition(name: str, row: Mapping[Any, Any]) -> AgentDefinition:
     data = {field: row[field] for field in AGENT_CONTENT_FIELDS}
+    config = data.get("config")
+    if isinstance(config, dict) and any(is_secret_config_key(str(k)) for k in config):
+        # Written before secrets were refused: never served, never used (see _validation).
+        data["config"] = {k: v for k, v in config.items() if not is_secret_config_key(str(k))}
     return AgentDefinition.model_validate(
         {
             "name": name,

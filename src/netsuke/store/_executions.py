@@ -126,6 +126,7 @@ class ExecutionRepository:
         agent_name: str | None = None,
         session_id: str | None = None,
         parent_id: str | None = None,
+        function_name: str | None = None,
         since: datetime | None = None,
         limit: int = 50,
         offset: int = 0,
@@ -146,6 +147,7 @@ class ExecutionRepository:
             ("agent_name", agent_name),
             ("session_id", session_id),
             ("parent_id", parent_id),
+            ("function_name", function_name),
         ):
             if value is not None:
                 stmt = stmt.where(_executions.c[column] == value)

@@ -6,8 +6,11 @@ Rules:
 * agent names ``^[A-Za-z][A-Za-z0-9_.-]{0,63}$``; function names are Python identifiers
   (at most 64 characters); capability and tool names ``^[a-z][a-z0-9_.-]{0,63}$``;
 * a model is ``provider:model`` with a known provider (``KNOWN_PROVIDERS``), or bare ``test``
-  or ``offline``; ``openai-compatible:<model>`` takes its base URL from settings or from
-  ``config.base_url`` (an http(s) URL);
+  or ``offline``; ``config.base_url`` (an http(s) URL without credentials) only for the
+  providers in ``BASE_URL_PROVIDERS``;
+* no secret in ``config``: ``api_key`` (and ``token``, ``secret``, ``password``, ...) is
+  refused with a hint to name an environment variable in ``config.api_key_env`` instead,
+  which must be a key variable (``*_API_KEY`` or ``HF_TOKEN``, not ``NETSUKE_*``);
 * JSON Schemas must be objects that pass their metaschema (``check_schema``);
 * model settings within their ranges; ``max_chain_depth`` 0..32; a known ``chain_strategy``.
 """
@@ -20,6 +23,7 @@ import math
 import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import jsonschema
 import pydantic
@@ -32,6 +36,8 @@ __all__ = [
     "CHAIN_STRATEGIES",
     "KNOWN_PROVIDERS",
     "check_limit",
+    "is_secret_config_key",
+    "key_env_problem",
     "parse_model",
     "validate_agent",
     "validate_function",
@@ -62,6 +68,25 @@ KNOWN_PROVIDERS = frozenset(
     }
 )
 BARE_MODELS = frozenset({"test", "offline"})
+BASE_URL_PROVIDERS = frozenset(
+    {"openai", "openai-chat", "openai-responses", "openai-compatible", "ollama", "anthropic"}
+)
+SECRET_CONFIG_KEYS = frozenset(
+    {
+        "api_key",
+        "apikey",
+        "key",
+        "secret",
+        "password",
+        "token",
+        "access_token",
+        "auth_token",
+        "bearer_token",
+        "authorization",
+        "client_secret",
+    }
+)
+KEY_ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,127}$")
 CHAIN_STRATEGIES = ("sequential", "parallel", "router")
 MAX_CHAIN_DEPTH = 32
 
@@ -113,11 +138,69 @@ def validate_model_string(model: str, config: Mapping[str, Any] | None = None) -
         )
     if not MODEL_NAME.match(name):
         raise ValidationError("model", f"model name {name!r} has characters that are not allowed")
-    if provider == "openai-compatible" and config is not None and "base_url" in config:
-        base_url = config["base_url"]
-        if not isinstance(base_url, str) or not re.match(r"^https?://[^\s/]+", base_url):
-            raise ValidationError("config.base_url", "must be an http:// or https:// URL")
+    if config is not None and config.get("base_url") is not None:
+        _base_url(provider, config["base_url"])
     return provider
+
+
+def _base_url(provider: str, base_url: Any) -> None:
+    if provider not in BASE_URL_PROVIDERS:
+        raise ValidationError(
+            "config.base_url",
+            f"provider {provider!r} takes no base_url "
+            f"(only {', '.join(sorted(BASE_URL_PROVIDERS))})",
+        )
+    if not isinstance(base_url, str) or not re.match(r"^https?://[^\s/]+\S*$", base_url):
+        raise ValidationError("config.base_url", "must be an http:// or https:// URL")
+    try:
+        parts = urlsplit(base_url)
+        _ = parts.port
+    except ValueError:
+        raise ValidationError("config.base_url", "not a valid URL") from None
+    if not parts.hostname:
+        raise ValidationError("config.base_url", "the URL names no host")
+    if parts.username is not None or parts.password is not None:
+        raise ValidationError(
+            "config.base_url",
+            "credentials in the URL are not accepted: name the key's environment variable "
+            "with config.api_key_env",
+        )
+
+
+def is_secret_config_key(key: str) -> bool:
+    """Whether a ``config`` key would hold a secret (``api_key``, ``token``, ``*_secret``...)."""
+    k = key.lower().replace("-", "_")
+    if k == "api_key_env":
+        return False
+    return k in SECRET_CONFIG_KEYS or k.endswith(("_api_key", "_secret", "_password"))
+
+
+def key_env_problem(name: Any) -> str | None:
+    """Why ``name`` may not name a model key's environment variable, or None. Allowed: an
+    upper-case name ending in ``_API_KEY`` (or ``HF_TOKEN``) outside ``NETSUKE_*``, so a
+    definition cannot make the node send, say, ``AWS_SECRET_ACCESS_KEY`` to a model server."""
+    if not isinstance(name, str) or not KEY_ENV_NAME.match(name):
+        return "must be an environment variable name (A-Z, 0-9, _)"
+    if name.startswith("NETSUKE_"):
+        return "the node's own NETSUKE_* variables cannot be used as model keys"
+    if not name.endswith("_API_KEY") and name != "HF_TOKEN":
+        return "must end in _API_KEY (or be HF_TOKEN), e.g. OPENAI_API_KEY or VLLM_API_KEY"
+    return None
+
+
+def _config_secrets(config: Mapping[str, Any]) -> None:
+    for key in config:
+        if is_secret_config_key(str(key)):
+            raise ValidationError(
+                f"config.{key}",
+                "secrets are never stored in a definition: put the key in the node's "
+                "environment and name the variable with config.api_key_env "
+                "(e.g. api_key_env: OPENAI_API_KEY)",
+            )
+    if "api_key_env" in config:
+        problem = key_env_problem(config["api_key_env"])
+        if problem is not None:
+            raise ValidationError("config.api_key_env", problem)
 
 
 def validate_json_schema(field: str, schema: Any) -> None:
@@ -163,6 +246,7 @@ def validate_agent(draft: AgentDraft) -> AgentDraft:
         raise ValidationError("description", "longer than 4000 characters")
     if len(draft.system_prompt) > 200_000:
         raise ValidationError("system_prompt", "longer than 200000 characters")
+    _config_secrets(draft.config)
     validate_model_string(draft.model, draft.config)
     for key, value in draft.model_settings.as_dict().items():
         low, high = _SETTING_RANGES[key]

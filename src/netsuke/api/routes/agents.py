@@ -9,6 +9,11 @@
   merge patch (RFC 7396, ``application/merge-patch+json`` or ``application/json``): the
   fields sent change, ``null`` resets one to its default, the rest is kept; the result is
   checked like a PUT body and stored as the next version (none when nothing changed).
+* Creating, replacing, patching or rolling back to a definition whose model cannot work on this
+  node is 422 naming the field (``config.base_url`` refused by the address guard, ``model`` with
+  a missing key or client library, ``config.api_key_env`` not set); a secret in ``config``
+  (``api_key``...) is 422 too and is never stored. ``GET /agents/{id}/check`` (operator)
+  reports the same problems for a stored definition.
 * Every change publishes ``definition.changed`` on the node's bus (kind, name, version,
   action, actor).
 """
@@ -25,10 +30,18 @@ from netsuke.events import topics
 from netsuke.store import AgentDefinition, AgentDraft, ModelSettings
 
 from .._merge_patch import merge_patch, openapi_body, read_merge_patch, validated
+from .._model_guard import check_definition, model_problems
 from .._problems import ProblemError
 from ..deps import Caller, Ctx, Operator, Paging
 
-__all__ = ["AgentContent", "AgentPage", "AgentVersionPage", "RollbackRequest", "router"]
+__all__ = [
+    "AgentCheck",
+    "AgentContent",
+    "AgentPage",
+    "AgentVersionPage",
+    "RollbackRequest",
+    "router",
+]
 
 router = APIRouter(prefix="/agents", tags=["agents"])
 
@@ -70,6 +83,21 @@ class AgentPage(BaseModel):
 class AgentVersionPage(BaseModel):
     items: list[AgentDefinition]
     next_cursor: str | None = None
+
+
+class ModelProblem(BaseModel):
+    field: str
+    reason: str
+
+
+class AgentCheck(BaseModel):
+    """Whether an agent's current definition can run on this node, before its first turn."""
+
+    name: str
+    version: int
+    model: str
+    ok: bool
+    problems: list[ModelProblem]
 
 
 class RollbackRequest(BaseModel):
@@ -135,7 +163,9 @@ async def list_agents(
 async def create_agent(
     ctx: Ctx, caller: Operator, draft: AgentDraft, response: Response
 ) -> AgentDefinition:
-    """Store a new agent as version 1 (409 if the name is taken)."""
+    """Store a new agent as version 1 (409 if the name is taken; 422 when its model cannot
+    work on this node: a refused base_url, a missing key, client library or base URL)."""
+    await check_definition(ctx, draft)
     created = await ctx.store.agents.create(draft, actor=caller.actor)
     response.headers["ETag"] = _etag(created.version)
     response.headers["Location"] = f"/api/v1/agents/{created.name}"
@@ -166,6 +196,7 @@ async def update_agent(
     expected = await _expected(ctx, agent_id, if_match, required=True)
     assert expected is not None
     draft = AgentDraft.model_validate({"name": agent_id, **content.model_dump()})
+    await check_definition(ctx, draft)
     updated = await ctx.store.agents.update(draft, expected_version=expected, actor=caller.actor)
     response.headers["ETag"] = _etag(updated.version)
     if updated.version != expected:
@@ -203,6 +234,7 @@ async def patch_agent(
     expected = await _expected(ctx, agent_id, if_match, required=False)
     content = validated(AgentContent, merge_patch(current.draft().content(), patch))
     draft = AgentDraft.model_validate({"name": agent_id, **content.model_dump()})
+    await check_definition(ctx, draft)
     updated = await ctx.store.agents.update(
         draft, expected_version=expected or current.version, actor=caller.actor
     )
@@ -268,9 +300,28 @@ async def rollback_agent(
 ) -> AgentDefinition:
     """Write a new version whose content is ``version``'s (history is never rewritten)."""
     expected = await _expected(ctx, agent_id, if_match, required=False)
+    await check_definition(ctx, (await ctx.store.agents.get(agent_id, body.version)).draft())
     restored = await ctx.store.agents.rollback(
         agent_id, body.version, expected_version=expected, actor=caller.actor
     )
     response.headers["ETag"] = _etag(restored.version)
     _changed(ctx, caller, agent_id, restored.version, "rolled_back")
     return restored
+
+
+@router.get(
+    "/{agent_id}/check", response_model=AgentCheck, summary="Check that an agent's model works"
+)
+async def check_agent(ctx: Ctx, caller: Operator, agent_id: AgentId) -> AgentCheck:
+    """What keeps the current version's model from working on this node, before any turn:
+    an unknown provider, a missing client library, key (``OPENAI_API_KEY is not set``) or base
+    URL, a base URL the node's guard refuses. No request is sent to the model."""
+    definition = await ctx.store.agents.get(agent_id)
+    problems = await model_problems(ctx, definition.draft())
+    return AgentCheck(
+        name=definition.name,
+        version=definition.version,
+        model=definition.model,
+        ok=not problems,
+        problems=[ModelProblem(**p) for p in problems],
+    )

@@ -202,7 +202,10 @@ const Netsuke = (() => {
         reply = null;
         send.disabled = false;
       } else if (f.type === "error") {
-        transcript.appendChild(text("li", `error: ${f.title}${f.detail ? ": " + f.detail : ""}`)).className = "error";
+        const where = f.execution_id ? ` (execution ${f.execution_id})` : "";
+        const line = transcript.appendChild(text("li", `error: ${f.title}${f.detail ? ": " + f.detail : ""}${where}`));
+        line.className = "error";
+        if (f.execution_id) line.dataset.execution = f.execution_id;
         reply = null;
         send.disabled = false;
       }
