@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
     from ._system import Agents
 
-__all__ = ["AgentServer", "SessionArg", "agent_load"]
+__all__ = ["AgentServer", "SessionArg", "TurnTicket", "agent_load"]
 
 
 class SessionArg:
@@ -81,31 +81,117 @@ class SessionArg:
         self.starts = 0
 
 
+class TurnTicket:
+    """The caller's own line to its turn, next to the server's reply.
+
+    ``Agents`` puts one in each ``run`` request. When the turn's task starts, the server
+    marks the ticket started (``execution_id``); when the task ends, it *settles* the ticket
+    with the outcome (the ``TurnResult``, or the ``TurnError``) before it reports to the
+    server. If the server dies meanwhile (killed, crashed, stopped), its caller gets
+    ``ProcessExitedError`` from the kernel at once, while the task, which is not linked to
+    the server, runs on and might still commit. The caller then calls ``result(abandon=True)``:
+    a task that has not begun to commit is *abandoned* (marked so that it refuses to commit
+    when it gets there, and killed): the call fails with the server's death, and the turn can
+    never be stored. A task already committing is waited for, and the call answers with what
+    really happened: committed (a success), or refused because the session's successor
+    claimed it first (a failure, nothing stored). Marking and the task's own check before its
+    commit both run on the event loop, so exactly one of the two wins. So no caller is told
+    "failed" about a turn that is stored. A turn still queued leaves the ticket unstarted: it
+    can never commit, and ``ProcessExitedError`` is the truth."""
+
+    __slots__ = ("execution_id", "outcome", "turn", "waiter")
+
+    def __init__(self) -> None:
+        self.execution_id: str | None = None
+        self.outcome: Any = None
+        self.turn: _Turn | None = None
+        self.waiter: asyncio.Future[Any] | None = None
+
+    @property
+    def started(self) -> bool:
+        return self.execution_id is not None
+
+    def settle(self, outcome: Any) -> None:
+        if self.outcome is not None:
+            return
+        self.outcome = outcome
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(outcome)
+
+    async def result(self, *, abandon: bool = False) -> Any:
+        """The turn's ``TurnResult`` once its task has ended; raises its ``TurnError``.
+        ``abandon``: unless the task is committing, abandon it and return ``None`` at once."""
+        turn = self.turn
+        if abandon and self.outcome is None and turn is not None and not turn.committing:
+            turn.abandoned = True  # checked by the task right before it would commit
+            turn.cancelled = True
+            h = turn.handle_ref
+            if h is not None:
+                h.cancel()
+            return None
+        outcome = self.outcome
+        if outcome is None:
+            self.waiter = asyncio.get_running_loop().create_future()
+            outcome = await self.waiter
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+
 class _Turn:
     __slots__ = (
+        "abandoned",
         "began",
         "cancelled",
+        "committing",
         "ctx",
         "from_",
         "handle",
+        "handle_ref",
         "parent",
         "prompt",
         "reported",
         "sink",
         "span",
+        "ticket",
     )
 
-    def __init__(self, from_: From, prompt: str, parent: TurnContext | None, sink: Any) -> None:
+    def __init__(
+        self,
+        from_: From,
+        prompt: str,
+        parent: TurnContext | None,
+        sink: Any,
+        ticket: TurnTicket | None,
+    ) -> None:
         self.from_ = from_
         self.prompt = prompt
         self.parent = parent
         self.sink = sink
+        self.ticket = ticket
         self.cancelled = False
         self.began = False
+        self.committing = False  # the task is committing: no cancel or timeout from here on
+        self.abandoned = False  # the caller gave up on it (its server died): never commit
         self.reported = False  # the task sent its _TurnDone (set before it exits)
         self.ctx: TurnContext | None = None
-        self.handle: Any = None
+        self.handle: Any = None  # cleared by the server when the turn is over
+        self.handle_ref: Any = None  # kept: the caller's ticket may kill an orphaned task
         self.span: Any = None
+
+    def commit_begins(self) -> bool:
+        """Called by the task right before it commits; ``False`` when its caller abandoned
+        it (the task must not commit then). From ``True`` on, the turn ends with the commit's
+        outcome: ``cancel`` and ``stop`` leave it be, and its timeout is disarmed, so a caller
+        is never told "cancelled" or "timed out" about a turn that is stored."""
+        if self.abandoned:
+            return False
+        self.committing = True
+        h = self.handle_ref
+        if h is not None:
+            h._cancel_timer(None)
+        return True
 
 
 class _TurnDone:
@@ -143,7 +229,7 @@ async def load_history(arg: SessionArg) -> list[ModelMessage]:
 class AgentServer(Process):
     """One agent session (see the module documentation)."""
 
-    __slots__ = ("_a", "_gen", "_memory", "_oref", "_queue", "_running", "_timer")
+    __slots__ = ("_a", "_epoch", "_gen", "_memory", "_oref", "_queue", "_running", "_timer")
     hibernate_after = 1.0
 
     _a: SessionArg
@@ -162,14 +248,19 @@ class AgentServer(Process):
         self.trap_exit = True  # so a shutdown from the supervisor runs terminate
         cfg = arg.config
         system = arg.system
+        store = system.store
+        # Every process hosting the session claims it first (a new incarnation), before any
+        # history is loaded: a turn still running in a killed predecessor is fenced from here.
+        conv = await store.conversations.open(
+            arg.session, agent_name=cfg.name, user_id=arg.user, claim=True
+        )
+        self._epoch = conv.incarnation
         if not arg.known:
-            store = system.store
-            conv = await store.conversations.open(
-                arg.session, agent_name=cfg.name, user_id=arg.user
-            )
             if conv.message_count == 0:  # a new conversation: nothing to load on the first turn
                 if cfg.initial_memory:
-                    await store.conversations.append_turn(arg.session, list(cfg.initial_memory))
+                    await store.conversations.append_turn(
+                        arg.session, list(cfg.initial_memory), incarnation=self._epoch
+                    )
                 self._memory = list(cfg.initial_memory)
             arg.known = True
         rt = self._rt
@@ -233,7 +324,8 @@ class AgentServer(Process):
         return NOREPLY
 
     async def _submit(self, request: tuple[Any, ...], from_: From) -> Any:
-        _, message, parent, sink = request
+        message, parent, sink = request[1], request[2], request[3]
+        ticket = request[4] if len(request) > 4 else None
         cfg = self._a.config
         schema = cfg._cache.get("input")
         prompt = (
@@ -241,7 +333,7 @@ class AgentServer(Process):
             if schema is not None
             else plain_prompt(cfg.name, message)
         )
-        turn = _Turn(from_, prompt, parent, sink)
+        turn = _Turn(from_, prompt, parent, sink, ticket)
         if self._running is None:
             await self._start_turn(turn)
         else:
@@ -268,6 +360,11 @@ class AgentServer(Process):
         me = self.pid
         rt = self._rt
         system = a.system
+        epoch = self._epoch
+        ticket = turn.ticket
+        if ticket is not None:
+            ticket.execution_id = exec_id
+            ticket.turn = turn
 
         async def work() -> None:
             turn.began = True
@@ -283,11 +380,13 @@ class AgentServer(Process):
                 elif cfg.memory.bounded:
                     history = cfg.memory.apply(history)
                 outcome = await execute_turn(
-                    cfg, system.store, c, turn.prompt, history, turn.sink, parent
+                    cfg, system.store, c, turn.prompt, history, turn.sink, parent, epoch, turn
                 )
             except TurnError as e:
                 outcome = e
             except asyncio.CancelledError:  # killed: the server learns it from the task's exit
+                if ticket is not None:
+                    ticket.settle(_death_error(cfg, turn, "killed"))
                 await wait_tools(c)
                 raise
             except Exception as e:
@@ -301,10 +400,12 @@ class AgentServer(Process):
                 except Exception as e:  # the caller still gets the turn's error
                     log.warning("agent_failure_not_recorded", session=a.session, error=repr(e))
             turn.reported = True
+            if ticket is not None:
+                ticket.settle(outcome)
             rt.send(me, _TurnDone(turn, outcome, loaded))
 
         handle = await rt.tasks.start(work, timeout=cfg.turn_timeout)
-        turn.handle = handle
+        turn.handle = turn.handle_ref = handle
         turn.ctx = TurnContext(
             cfg.name,
             a.session,
@@ -321,8 +422,11 @@ class AgentServer(Process):
         # Instead of a monitor (a ref, two tables, a Down to handle after every turn): the
         # task's exit future tells the server only when the task died before reporting.
         def exited(reason: ExitReason) -> None:
-            if not turn.reported and turn.handle is not None:
-                rt.send(me, _TaskDown(turn, reason))
+            if not turn.reported:
+                if ticket is not None:  # the server may be gone: its caller reads this
+                    ticket.settle(_death_error(cfg, turn, reason))
+                if turn.handle is not None:
+                    rt.send(me, _TaskDown(turn, reason))
 
         handle.on_exit(exited)
         turn.span = tracer.start_span(
@@ -349,7 +453,7 @@ class AgentServer(Process):
 
     def _cancel(self) -> bool:
         r = self._running
-        if r is None or r.handle is None:
+        if r is None or r.handle is None or r.committing:
             return False
         r.cancelled = True
         r.handle.cancel()
@@ -389,15 +493,7 @@ class AgentServer(Process):
         and a ``failed``/``cancelled`` execution row is recorded in the background."""
         if self._running is not r or r.handle is None:
             return
-        cfg = self._a.config
-        eid = r.ctx.execution_id if r.ctx else None
-        err: TurnError
-        if r.cancelled:
-            err = TurnCancelledError(cfg.name, execution_id=eid)
-        elif reason == "timeout":
-            err = TurnTimeoutError(cfg.name, cfg.turn_timeout, execution_id=eid)
-        else:
-            err = TurnCancelledError(cfg.name, reason=f"stopped: {reason!r}", execution_id=eid)
+        err = _death_error(self._a.config, r, reason)
         self._record_async(r, "cancelled" if r.cancelled else "failed", str(err))
         await self._finish(r, err, None)
 
@@ -556,7 +652,7 @@ class AgentServer(Process):
             self._timer.cancel()
             self._timer = None
         r = self._running
-        if r is not None and r.handle is not None:
+        if r is not None and r.handle is not None and not r.committing:
             r.cancelled = True
             r.handle.cancel()
         cfg = a.config
@@ -568,6 +664,16 @@ class AgentServer(Process):
         self._rt.events.publish(
             topic, agent=cfg.name, session=a.session, pid=repr(self.pid), reason=repr(reason)[:200]
         )
+
+
+def _death_error(cfg: AgentConfig, turn: _Turn, reason: Any) -> TurnError:
+    """The error of a turn whose task died before reporting."""
+    eid = turn.ctx.execution_id if turn.ctx else None
+    if turn.cancelled:
+        return TurnCancelledError(cfg.name, execution_id=eid)
+    if reason == "timeout":
+        return TurnTimeoutError(cfg.name, cfg.turn_timeout, execution_id=eid)
+    return TurnCancelledError(cfg.name, reason=f"stopped: {reason!r}", execution_id=eid)
 
 
 def agent_load(rt: Any, target: Any) -> int:

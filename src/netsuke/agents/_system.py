@@ -45,10 +45,10 @@ from netsuke.store import AgentDraft, AgentSpec, NotFoundError, Store
 
 from ._config import AgentConfig
 from ._context import TurnContext
-from ._errors import AgentNotFoundError, UnknownAgentDefinitionError
+from ._errors import AgentNotFoundError, TurnError, UnknownAgentDefinitionError
 from ._models import model_label
 from ._runner import TurnResult
-from ._server import AgentServer, SessionArg
+from ._server import AgentServer, SessionArg, TurnTicket
 from ._stream import StreamEvent, TurnCompleted
 
 __all__ = ["AgentInfo", "Agents", "SessionRef"]
@@ -271,16 +271,31 @@ class Agents:
                 call.cancel()
 
     async def _call_run(self, target: Target, message: Any, parent: Any, sink: Any) -> Any:
-        req = ("run", message, parent, sink)
-        try:
-            return await self.rt.call(target, req, timeout=None)
-        except (NoProcessError, ProcessExitedError) as e:
-            if not (isinstance(target, str) and target in self._evicted):
-                if isinstance(e, NoProcessError):
-                    raise AgentNotFoundError(target) from None
-                raise
-        await self._revive(target)
-        return await self.rt.call(target, req, timeout=None)
+        revived = False
+        while True:
+            ticket = TurnTicket()
+            try:
+                return await self.rt.call(
+                    target, ("run", message, parent, sink, ticket), timeout=None
+                )
+            except (NoProcessError, ProcessExitedError) as e:
+                if ticket.started:
+                    # The server died with our turn started: its task runs on, unlinked. It is
+                    # killed unless it is already committing; then its commit decides (it
+                    # lands, or a successor claimed the session first and fenced it).
+                    try:
+                        result = await ticket.result(abandon=True)
+                    except TurnError:
+                        raise e from None
+                    if result is None:  # abandoned before it could commit
+                        raise
+                    return result
+                if revived or not (isinstance(target, str) and target in self._evicted):
+                    if isinstance(e, NoProcessError):
+                        raise AgentNotFoundError(target) from None
+                    raise
+            await self._revive(target)
+            revived = True
 
     async def _revive(self, session: str) -> Pid:
         cfg = self._evicted.get(session)
