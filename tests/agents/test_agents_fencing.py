@@ -68,12 +68,10 @@ async def test_a_killed_servers_turn_is_fenced_once_its_successor_claimed(
     with pytest.raises(ProcessExitedError):
         await rt.call(pid, ("run", "hold", None, None), timeout=None)
 
-    async def claimed() -> bool:
-        new = agents.whereis(sid)
-        return new not in (None, pid) and (await store.conversations.get(sid)).incarnation == 2
-
-    await _until(claimed)
-    assert "turn 2" in await agents.run(sid, "second")  # the successor loaded the history
+    await _until(lambda: agents.whereis(sid) not in (None, pid))
+    # the successor's first turn claims the session, then loads the history
+    assert "turn 2" in await agents.run(sid, "second")
+    assert (await store.conversations.get(sid)).incarnation == 2
     successor_claimed.set()
 
     async def orphan_done() -> bool:

@@ -195,12 +195,19 @@ class _Turn:
 
 
 class _TurnDone:
-    __slots__ = ("loaded", "outcome", "turn")
+    __slots__ = ("claimed", "loaded", "outcome", "turn")
 
-    def __init__(self, turn: _Turn, outcome: Any, loaded: list[ModelMessage] | None) -> None:
+    def __init__(
+        self,
+        turn: _Turn,
+        outcome: Any,
+        loaded: list[ModelMessage] | None,
+        claimed: int | None = None,
+    ) -> None:
         self.turn = turn
         self.outcome = outcome
         self.loaded = loaded
+        self.claimed = claimed
 
 
 class _TaskDown:
@@ -218,6 +225,14 @@ class _Idle:
 
     def __init__(self, gen: int) -> None:
         self.gen = gen
+
+
+async def claim(arg: SessionArg) -> int:
+    """Make the calling process the session's next incarnation; returns it (the fence)."""
+    conv = await arg.system.store.conversations.open(
+        arg.session, agent_name=arg.config.name, user_id=arg.user, claim=True
+    )
+    return conv.incarnation
 
 
 async def load_history(arg: SessionArg) -> list[ModelMessage]:
@@ -248,14 +263,18 @@ class AgentServer(Process):
         self.trap_exit = True  # so a shutdown from the supervisor runs terminate
         cfg = arg.config
         system = arg.system
-        store = system.store
-        # Every process hosting the session claims it first (a new incarnation), before any
-        # history is loaded: a turn still running in a killed predecessor is fenced from here.
-        conv = await store.conversations.open(
-            arg.session, agent_name=cfg.name, user_id=arg.user, claim=True
-        )
-        self._epoch = conv.incarnation
+        # Every process hosting the session claims it (a new incarnation) before it loads any
+        # history: a turn still running in a killed predecessor is fenced from then on. A new
+        # session claims here, with the open it needs anyway; a restarted or revived one
+        # claims in its first turn's task, just before that task loads the history, so a
+        # restart never waits on the store.
+        self._epoch: int | None = None
         if not arg.known:
+            store = system.store
+            conv = await store.conversations.open(
+                arg.session, agent_name=cfg.name, user_id=arg.user, claim=True
+            )
+            self._epoch = conv.incarnation
             if conv.message_count == 0:  # a new conversation: nothing to load on the first turn
                 if cfg.initial_memory:
                     await store.conversations.append_turn(
@@ -369,18 +388,30 @@ class AgentServer(Process):
         async def work() -> None:
             turn.began = True
             loaded = None
+            claimed = None
             history = memory
             c = turn.ctx
             assert c is not None
             outcome: Any
             METRICS.running += 1  # a gauge; the store commits a lone turn on the loop
             try:
+                if epoch is None:  # first turn of this incarnation: claim, then load
+                    claimed = await claim(a)
+                    history = None
                 if history is None:
                     loaded = history = await load_history(a)
                 elif cfg.memory.bounded:
                     history = cfg.memory.apply(history)
                 outcome = await execute_turn(
-                    cfg, system.store, c, turn.prompt, history, turn.sink, parent, epoch, turn
+                    cfg,
+                    system.store,
+                    c,
+                    turn.prompt,
+                    history,
+                    turn.sink,
+                    parent,
+                    epoch if claimed is None else claimed,
+                    turn,
                 )
             except TurnError as e:
                 outcome = e
@@ -402,7 +433,7 @@ class AgentServer(Process):
             turn.reported = True
             if ticket is not None:
                 ticket.settle(outcome)
-            rt.send(me, _TurnDone(turn, outcome, loaded))
+            rt.send(me, _TurnDone(turn, outcome, loaded, claimed))
 
         handle = await rt.tasks.start(work, timeout=cfg.turn_timeout)
         turn.handle = turn.handle_ref = handle
@@ -472,6 +503,8 @@ class AgentServer(Process):
     async def handle_info(self, message: Any) -> None:
         t = type(message)
         if t is _TurnDone:
+            if message.claimed is not None:
+                self._epoch = message.claimed
             await self._finish(message.turn, message.outcome, message.loaded)
         elif t is _TaskDown:
             await self._task_down(message.turn, message.reason)
