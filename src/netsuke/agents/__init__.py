@@ -28,7 +28,7 @@ from ._offline import OFFLINE_MARK, OfflineModel
 from ._runner import TurnResult
 from ._server import AgentServer, agent_load
 from ._stream import StreamEvent, TextDelta, ToolCallFinished, ToolCallStarted, TurnCompleted
-from ._system import AgentInfo, Agents, SessionRef
+from ._system import AgentInfo, Agents, SessionRef, scoped_session_name
 
 __all__ = [
     "OFFLINE_MARK",
@@ -65,4 +65,5 @@ __all__ = [
     "current_turn",
     "is_transient",
     "resolve_model",
+    "scoped_session_name",
 ]

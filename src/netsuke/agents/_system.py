@@ -16,6 +16,10 @@ Every agent server is a ``transient`` child of one ``DynamicSupervisor`` (regist
 * ``start_agent`` fails with ``AlreadyStartedError`` when the name is taken; ``start_session``
   is get-or-start (any number of concurrent callers get one session, named
   ``f"{agent_name}-{user_id}"`` as in seed 000).
+* ``start_scoped(agent_name, scope)`` gets or starts the session of ``agent_name`` that
+  serves one conversation ``scope`` (named ``f"{agent_name}@{scope}"``); ``delegate_session``
+  is the one a delegated turn runs in: scoped to the root conversation of the calling chain,
+  so a delegate never shares memory between conversations (or users).
 * ``run``/``stream`` reach an evicted session transparently: it is started again from its
   configuration and its memory is read from the store.
 * Configurations are found, in order: the one passed, one given earlier for that agent name
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import hashlib
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -51,7 +56,7 @@ from ._runner import TurnResult
 from ._server import AgentServer, SessionArg, TurnTicket
 from ._stream import StreamEvent, TurnCompleted
 
-__all__ = ["AgentInfo", "Agents", "SessionRef"]
+__all__ = ["AgentInfo", "Agents", "SessionRef", "scoped_session_name"]
 
 ToolResolver = Callable[[AgentSpec], Sequence[Any]]
 
@@ -72,6 +77,15 @@ class AgentInfo(NamedTuple):
 
 
 _SPEC = ChildSpec(AgentServer, restart="transient", shutdown=5.0, id="agent")
+
+
+def scoped_session_name(agent_name: str, scope: str) -> str:
+    """``f"{agent_name}@{scope}"``; a scope that would make it longer than a session id may be
+    (200) is replaced by its SHA-256 (hex, 40 characters)."""
+    name = f"{agent_name}@{scope}"
+    if len(name) > 200:
+        name = f"{agent_name}@{hashlib.sha256(scope.encode()).hexdigest()[:40]}"
+    return name
 
 
 def _is_agent(meta: Any) -> bool:
@@ -211,6 +225,53 @@ class Agents:
         if owner is not None:
             await self.attach_owner(pid, owner)
         return SessionRef(sid, pid)
+
+    async def start_scoped(
+        self,
+        agent_name: str,
+        scope: str,
+        *,
+        user: str | None = None,
+        owner: Pid | None = None,
+        config: AgentConfig | None = None,
+    ) -> SessionRef:
+        """Get-or-start the session of ``agent_name`` that serves the conversation ``scope``
+        (a caller's conversation id, or a delegating chain's root session): named
+        ``scoped_session_name(agent_name, scope)``, with its own conversation and memory,
+        recorded for ``user``. ``owner`` is attached only when the session starts. The
+        configuration is ``config``, else the one of a running instance named
+        ``agent_name``, else ``config_for(agent_name)``."""
+        sid = scoped_session_name(agent_name, scope)
+        pid = self.rt.whereis(sid)
+        if pid is not None:
+            return SessionRef(sid, pid)
+        if sid in self._evicted:
+            return SessionRef(sid, await self._revive(sid))
+        cfg = config
+        if cfg is None:
+            instance = self.rt.process(agent_name)
+            if isinstance(instance, AgentServer) and instance.config.name == agent_name:
+                cfg = instance.config
+            else:
+                cfg = await self.config_for(agent_name)
+        try:
+            pid = await self.start_agent(sid, cfg, owner=owner, user=user)
+        except AlreadyStartedError as e:
+            pid = e.pid
+        return SessionRef(sid, pid)
+
+    async def delegate_session(self, agent_name: str, parent: TurnContext) -> SessionRef:
+        """The session a turn delegated by ``parent`` to ``agent_name`` runs in: scoped to the
+        root conversation of the chain (``parent``'s session, or the scope of the delegate
+        session ``parent`` itself runs in), recorded for ``parent.user``, owned by
+        ``parent``'s server (it stops with it, under the default ``owner_policy``)."""
+        scope = parent.session
+        prefix = f"{parent.agent}@"
+        if scope.startswith(prefix) and len(scope) > len(prefix):
+            scope = scope[len(prefix) :]
+        return await self.start_scoped(
+            agent_name, scope, user=parent.user, owner=self.rt.whereis(parent.session)
+        )
 
     async def start_defined(
         self, name: str, *, session: str | None = None, owner: Pid | None = None, **overrides: Any
