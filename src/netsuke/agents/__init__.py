@@ -7,7 +7,7 @@ how to run an agent (from code or from a stored definition); models come from py
 the ``OfflineModel`` as the default. See ``docs/agents.md``.
 """
 
-from ._config import AgentConfig, OwnerPolicy, PromptContext, SystemPrompt
+from ._config import AgentConfig, OwnerPolicy, PromptContext, SystemPrompt, VersionPolicy
 from ._context import TurnContext, current_turn
 from ._errors import (
     AgentBusyError,
@@ -61,6 +61,7 @@ __all__ = [
     "TurnResult",
     "TurnTimeoutError",
     "UnknownAgentDefinitionError",
+    "VersionPolicy",
     "agent_load",
     "current_turn",
     "is_transient",

@@ -261,8 +261,10 @@ class AgentServer(Process):
         self._gen = 0
         self._oref: Ref | None = None
         self.trap_exit = True  # so a shutdown from the supervisor runs terminate
-        cfg = arg.config
         system = arg.system
+        cfg = arg.config
+        if system.is_stale(cfg):  # a (re)start always runs the newest known version
+            cfg = arg.config = await system.current_config(cfg)
         # Every process hosting the session claims it (a new incarnation) before it loads any
         # history: a turn still running in a killed predecessor is fenced from then on. A new
         # session claims here, with the open it needs anyway; a restarted or revived one
@@ -368,6 +370,8 @@ class AgentServer(Process):
     async def _start_turn(self, turn: _Turn) -> None:
         a = self._a
         cfg = a.config
+        if a.system.is_stale(cfg) and cfg.version_policy == "next_turn":
+            cfg = await self._switch(cfg)
         parent = turn.parent
         exec_id = new_id()  # time-ordered: lands at the right edge of the primary key
         self._running = turn
@@ -466,6 +470,25 @@ class AgentServer(Process):
         METRICS.started += 1
         rt.events.publish(topics.TURN_STARTED, agent=cfg.name, session=a.session, execution=exec_id)
 
+    async def _switch(self, cfg: AgentConfig) -> AgentConfig:
+        """Move to the newest known version of the definition (policy ``next_turn``)."""
+        a = self._a
+        new = await a.system.current_config(cfg)
+        if new is cfg:
+            return cfg
+        a.config = new
+        self._rt.registry.update_meta(
+            a.session, self.pid, a.system.meta_for(new, a.session, a.user)
+        )
+        log.info(
+            "agent_version_switched",
+            agent=new.name,
+            session=a.session,
+            from_version=cfg.version,
+            to_version=new.version,
+        )
+        return new
+
     def _status(self) -> dict[str, Any]:
         a = self._a
         r = self._running
@@ -473,6 +496,7 @@ class AgentServer(Process):
             "agent": a.config.name,
             "session": a.session,
             "user": a.user,
+            "version": a.config.version,
             "state": "running" if r else ("idle" if self._memory is not None else "hibernated"),
             "queued": len(self._queue) if self._queue else 0,
             "load": self.load,

@@ -25,16 +25,24 @@ Every agent server is a ``transient`` child of one ``DynamicSupervisor`` (regist
 * Configurations are found, in order: the one passed, one given earlier for that agent name
   (``define``), the store's definition (``store.factory.spec``), else a default
   ``AgentConfig(name=agent_name)`` with the offline model.
+* Definition changes take effect (see ``docs/agents.md``, "Definition changes"): a new
+  session of a stored agent always starts from the definition's current version (the store
+  is asked for it at the session's start); changes made through this node
+  (``definition.changed`` events from the API, ``register_agent``) are known at once, and a
+  running session moves to the newer version at its next turn or when it restarts, per its
+  ``version_policy``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import fnmatch
+import functools
 import hashlib
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from netsuke.events import Event, topics
 from netsuke.kernel import (
     AlreadyStartedError,
     ChildSpec,
@@ -51,6 +59,7 @@ from netsuke.store import AgentDraft, AgentSpec, NotFoundError, Store
 from ._config import AgentConfig
 from ._context import TurnContext
 from ._errors import AgentNotFoundError, TurnError, UnknownAgentDefinitionError
+from ._metrics import log
 from ._models import model_label
 from ._runner import TurnResult
 from ._server import AgentServer, SessionArg, TurnTicket
@@ -111,8 +120,11 @@ class Agents:
         """Gives the tool objects for a stored definition's tool names (sandbox, routing)."""
         self._configs: dict[str, AgentConfig] = {}
         self._evicted: dict[str, AgentConfig] = {}
-        self._metas: dict[int, tuple[list[str], str]] = {}
+        # per config (kept alive here, so its id is never reused by another): shared meta parts
+        self._metas: dict[int, tuple[AgentConfig, list[str], str]] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self._latest: dict[str, int] = {}  # the newest known version of each stored agent
+        self._reloads: dict[str, asyncio.Future[AgentConfig]] = {}
 
     @classmethod
     async def start(
@@ -138,6 +150,7 @@ class Agents:
                     shutdown="infinity",
                 )
             )
+        rt.events.listen(topics.DEFINITION_CHANGED, self._definition_changed)
         return self
 
     # ------------------------------------------------------------ configuration
@@ -145,13 +158,25 @@ class Agents:
     def define(self, config: AgentConfig) -> AgentConfig:
         """Remember ``config`` under its name for later ``start_session``/revivals."""
         self._configs[config.name] = config
+        v = config.version
+        if v is not None and v > self._latest.get(config.name, 0):
+            self._latest[config.name] = v
         return config
 
     async def config_for(self, agent_name: str) -> AgentConfig:
-        """The configuration of ``agent_name`` (see the module documentation for the order)."""
+        """The configuration of ``agent_name`` (see the module documentation for the order).
+        One from the store is checked against the definition's current version first."""
         cfg = self._configs.get(agent_name)
         if cfg is not None:
-            return cfg
+            if cfg.version is None:
+                return cfg
+            try:
+                current = (await self.store.agents.get(agent_name)).version
+            except NotFoundError:
+                return cfg  # deleted: what ran last keeps running
+            if current > self._latest.get(agent_name, 0):
+                self._latest[agent_name] = current
+            return await self.current_config(cfg)
         try:
             cfg = await self.config_from_store(agent_name)
         except UnknownAgentDefinitionError:
@@ -166,17 +191,72 @@ class Agents:
         tools = list(self.tool_resolver(spec)) if self.tool_resolver is not None else []
         return AgentConfig.from_spec(spec, tools=overrides.pop("tools", tools), **overrides)
 
+    def is_stale(self, cfg: AgentConfig) -> bool:
+        """Whether a newer version of ``cfg``'s stored definition is known (no I/O)."""
+        v = cfg.version
+        return v is not None and self._latest.get(cfg.name, 0) > v
+
+    async def current_config(self, cfg: AgentConfig) -> AgentConfig:
+        """The configuration of the newest known version of ``cfg``'s definition (``cfg``
+        itself when it is current, or not from the store). Concurrent callers share one
+        load from the store; a load that fails leaves ``cfg`` running (logged)."""
+        if not self.is_stale(cfg):
+            return cfg
+        name = cfg.name
+        known = self._configs.get(name)
+        if known is not None and known.version is not None and not self.is_stale(known):
+            return known
+        fut = self._reloads.get(name)
+        if fut is None:
+            fut = self._reloads[name] = asyncio.ensure_future(self.config_from_store(name))
+            fut.add_done_callback(functools.partial(self._reloaded, name))
+        try:
+            return await asyncio.shield(fut)
+        except Exception as exc:
+            log.warning("agent_definition_reload_failed", agent=name, error=repr(exc)[:300])
+            return cfg
+
+    def _reloaded(self, name: str, fut: asyncio.Future[AgentConfig]) -> None:
+        if self._reloads.get(name) is fut:
+            del self._reloads[name]
+        if fut.cancelled() or fut.exception() is not None:
+            return
+        new = fut.result()
+        old = self._configs.get(name)
+        if old is None or old.version is None or (new.version or 0) >= old.version:
+            self.define(new)
+
+    async def _definition_changed(self, event: Event) -> None:
+        """``definition.changed``: note the new version at once (sessions see it at their
+        next turn), then load it, so the first of them does not wait."""
+        data = event.data
+        name = data.get("name")
+        if data.get("kind") != "agent" or not isinstance(name, str):
+            return
+        if data.get("action") == "deleted":
+            self._latest.pop(name, None)
+            self._configs.pop(name, None)
+            return
+        version = data.get("version")
+        if not isinstance(version, int) or version <= self._latest.get(name, 0):
+            return
+        self._latest[name] = version
+        known = self._configs.get(name)
+        if known is not None and known.version is not None:
+            await self.current_config(known)
+
     def meta_for(self, cfg: AgentConfig, session: str, user: str | None) -> dict[str, Any]:
         shared = self._metas.get(id(cfg))
-        if shared is None:
-            shared = self._metas[id(cfg)] = (list(cfg.capabilities), model_label(cfg.model))
+        if shared is None or shared[0] is not cfg:
+            shared = self._metas[id(cfg)] = (cfg, list(cfg.capabilities), model_label(cfg.model))
         return {
             "kind": "agent",
             "agent": cfg.name,
             "session": session,
             "user": user,
-            "capabilities": shared[0],
-            "model": shared[1],
+            "capabilities": shared[1],
+            "model": shared[2],
+            "version": cfg.version,
         }
 
     # ---------------------------------------------------------------- starting
