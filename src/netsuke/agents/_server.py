@@ -16,6 +16,18 @@ memory as it was; its execution row records the failure. The memory is loaded fr
 lazily (first turn after a start, a restart or a hibernation), in the turn's task, so a
 restarted server sees the whole conversation and the server itself never waits on the store.
 
+Fencing: each process hosting the session claims it (a new *incarnation* in the conversation
+row) before it loads the history: a new session in ``init``, a restarted or revived one in its
+first turn's task. Every turn commits with that incarnation and is refused (``FencedError``)
+once a successor claimed the session, so a killed server's turn, whose task runs on, can
+never land behind its successor's back. A caller whose server died reads its turn's true
+outcome from its ``TurnTicket`` (see there); a turn that has begun to commit is no longer
+cancelled, stopped or timed out.
+
+Definition versions: before each turn a session of a stored definition whose newer version
+is known (``Agents.is_stale``, a dictionary lookup) moves to it under ``version_policy
+"next_turn"``; every (re)start runs the newest known version.
+
 Exit reasons: ``"normal"`` when evicted after ``idle_evict`` (the session is then revived by
 the next message), ``"shutdown"`` when stopped or when its owner exits under
 ``owner_policy="stop"``; an exception when it crashes (the supervisor restarts it: sessions are
