@@ -8,8 +8,9 @@ The seed's registry, in async Python::
     agent = registry.get_agent("SearchAgent")
     result = await agent.process_message("Search for...")
 
-Here the registry is a ``Node``: the definition is stored (versioned, validated), its stored
-function becomes a sandboxed tool, ``process`` routes by capability, and every turn is
+Here the registry is a ``Node``: the definition is stored (versioned, validated; the seed's
+``config_data`` is mapped onto it), its stored function becomes a sandboxed tool, ``process``
+routes by capability and keeps one memory per ``conversation_id``, and every turn is
 committed before its reply. The offline model stands in for an LLM: it calls a tool the
 message names.
 """
@@ -58,13 +59,15 @@ async def main() -> None:
                 "description": "Handles search queries",
                 "system_prompt": "You are a search assistant...",
                 "tools": ["search_docs"] if sandboxed else [],
-                "capabilities": ["search", "filter"],
+                "config_data": {"capabilities": ["search", "filter"], "temperature": 0.7},
                 "max_chain_depth": 3,
             }
             spec = await registry.register_agent(agent_def)
             print(f"registered {spec.name} v{spec.version} with tools {list(spec.tools)}")
 
-            response = await registry.process("search_docs 'supervisors'", capabilities=["search"])
+            response = await registry.process(
+                "search_docs 'supervisors'", capabilities=["search"], conversation_id="123"
+            )
             print(f"routed by capability -> {response}")
 
             agent = registry.get_agent("SearchAgent")

@@ -257,6 +257,7 @@ async def test_registry_metadata_load_and_lookup_helpers(agents: Agents, rt: Run
         "user": "user-1",
         "capabilities": ["billing", "refunds"],
         "model": "offline",
+        "version": None,  # not from a stored definition
     }
     assert agent_load(rt, pid) == 0 and agent_load(rt, "nobody") == 0
     assert agents.whereis(sid) == pid and agents.count_agents() == 2

@@ -58,6 +58,8 @@ async def test_delegates_become_delegation_tools(live: Live) -> None:
     assert r.status_code == 200, r.text
     assert "long findings" in r.json()["output"]
     assert live.node.agents is not None
-    assert live.node.agents.whereis("summarizer") is not None  # started on demand
-    child = await live.node.store.executions.list(session_id="summarizer")
+    # started on demand, in a session of ann's conversation (never a shared instance)
+    assert live.node.agents.whereis("summarizer") is None
+    assert live.node.agents.whereis("summarizer@researcher-ann") is not None
+    child = await live.node.store.executions.list(session_id="summarizer@researcher-ann")
     assert child.items and child.items[0].parent_id == r.json()["execution_id"]

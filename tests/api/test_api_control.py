@@ -69,3 +69,43 @@ async def test_roles_and_unknown_agents(live: Live) -> None:
     for path in ("status", "metrics", "logs"):
         assert (await operator.get(f"/api/v1/agents/ghost/{path}")).status_code == 404
     assert (await operator.get("/api/v1/agents/greeter/logs?limit=0")).status_code == 422
+
+
+async def _turn_version(live: Live, session: str, message: str) -> int:
+    r = await live.admin.post(f"/api/v1/sessions/{session}/messages", json={"message": message})
+    assert r.status_code == 200, r.text
+    execution = await live.node.store.executions.get(r.json()["execution_id"])
+    return int(execution.details["version"])
+
+
+async def test_definition_changes_take_effect_and_status_tells_the_truth(live: Live) -> None:
+    """PUT and rollback store version N+1: running sessions run it from their next turn,
+    sessions started after ``stop`` run it, and status says what runs."""
+    admin = live.admin
+    await admin.post("/api/v1/agents", json={"name": "greeter", "system_prompt": "PROMPT-A"})
+    await admin.post("/api/v1/sessions", json={"agent": "greeter", "user": "ann"})
+    await admin.post("/api/v1/sessions", json={"agent": "greeter", "user": "bob"})
+    assert await _turn_version(live, "greeter-ann", "one") == 1
+    r = await admin.put(
+        "/api/v1/agents/greeter",
+        json={"system_prompt": "PROMPT-B"},
+        headers={"If-Match": '"1"'},
+    )
+    assert r.status_code == 200 and r.json()["version"] == 2
+    status = (await admin.get("/api/v1/agents/greeter/status")).json()
+    assert status["version"] == 2
+    assert status["running_versions"] == {"1": 2} and status["stale"] == 2  # no turn since
+    assert await _turn_version(live, "greeter-ann", "two") == 2  # its next turn: version 2
+    status = (await admin.get("/api/v1/agents/greeter/status")).json()
+    assert status["running_versions"] == {"1": 1, "2": 1} and status["stale"] == 1
+    # stop everything, then a new session: the current version (it was v1 before the fix)
+    await admin.post("/api/v1/agents/greeter/stop")
+    await admin.post("/api/v1/sessions", json={"agent": "greeter", "user": "bob"})
+    assert await _turn_version(live, "greeter-bob", "hi") == 2
+    # a rollback is version 3 (the content of version 1), taken up the same way
+    r = await admin.post("/api/v1/agents/greeter/rollback", json={"version": 1})
+    assert r.status_code == 200 and r.json()["version"] == 3
+    assert await _turn_version(live, "greeter-bob", "after rollback") == 3
+    assert (await admin.get("/api/v1/sessions/greeter-bob")).json()["version"] == 3
+    status = (await admin.get("/api/v1/agents/greeter/status")).json()
+    assert status["version"] == 3 and status["running_versions"] == {"3": 1}

@@ -62,9 +62,11 @@ async def test_stored_agent_calls_its_stored_function_in_the_sandbox(node: Node)
 async def test_process_routes_by_capability_and_refuses_without_a_match(node: Node) -> None:
     await node.register_agent({"name": "searcher", "capabilities": ["search", "filter"]})
     await node.register_agent({"name": "writer", "capabilities": ["write"]})
-    reply = await node.process("find supervisors", capabilities=["search"])
+    reply = await node.process(
+        "find supervisors", capabilities=["search"], conversation_id="c1", user="ann"
+    )
     assert "find supervisors" in str(reply)
-    history = await node.agents.history("searcher")
+    history = await node.agents.history("searcher@ann:c1")  # the conversation's own session
     assert history and len(history) == 2
     with pytest.raises(NoRouteError):
         await node.process("sing", capabilities=["sing"])

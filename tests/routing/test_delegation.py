@@ -165,7 +165,39 @@ async def test_policy_from_agent_definitions_in_the_store(store: Store) -> None:
     assert await d.delegate(ChainContext("lead"), "helper", "hi") == "helper ok"
     with pytest.raises(DelegationNotAllowedError):
         await d.delegate(ChainContext("lead"), "deep", "hi")
-    # helper's own limit (3) applies to its delegations; lead's (1) to lead's
-    assert d.check(ChainContext("helper", chain=("lead", "helper")), "deep").depth == 2
+    # helper alone may go two deep (its limit is 3) ...
+    assert d.check(ChainContext("helper"), "deep").depth == 1
+    # ... but lead's limit (1) bounds every chain lead entered: refused at the second hop
+    with pytest.raises(ChainDepthError) as ei:
+        d.check(ChainContext("helper", chain=("lead", "helper")), "deep")
+    assert (ei.value.depth, ei.value.max_depth) == (2, 1)
     with pytest.raises(ChainDepthError):
         d.check(ChainContext("lead", chain=("x", "lead")), "helper")
+
+
+async def test_entry_agent_limit_bounds_the_whole_chain() -> None:
+    """a -> b -> c -> d with a's max_chain_depth 1 and b, c allowing 5: the second hop is
+    refused (seed 004; the delegating agent's own limit alone let the chain run 3 deep)."""
+    limits = {"a": 1, "b": 5, "c": 5, "d": 5}
+    delegates = {"a": ["b"], "b": ["c"], "c": ["d"]}
+    ran: list[tuple[str, ...]] = []
+    d: Delegation
+
+    async def run(target: str, message: str, ctx: ChainContext) -> str:
+        ran.append(ctx.chain)
+        nxt = delegates.get(target)
+        if nxt:
+            return await d.delegate(ctx, nxt[0], message)
+        return f"{target} done"
+
+    d = Delegation(run, delegates=delegates, max_chain_depth=limits.__getitem__)
+    with pytest.raises(ChainDepthError) as ei:
+        await d.delegate(ChainContext("a"), "b", "go")
+    assert (ei.value.agent, ei.value.target, ei.value.depth, ei.value.max_depth) == ("b", "c", 2, 1)
+    assert ran == [("a", "b")]
+    limits["a"] = 3
+    assert await d.delegate(ChainContext("a"), "b", "go") == "d done"
+    # a limit down the chain narrows it too: c with 2 stops c -> d (depth 3)
+    limits["c"] = 2
+    with pytest.raises(ChainDepthError):
+        await d.delegate(ChainContext("a"), "b", "go")

@@ -20,7 +20,7 @@ from pydantic_ai.messages import (
 from pydantic_ai.usage import RequestUsage
 from sqlalchemy import text
 
-from netsuke.store import Execution, NotFoundError, Store, ValidationError
+from netsuke.store import Execution, FencedError, NotFoundError, Store, ValidationError
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 
@@ -275,3 +275,47 @@ async def test_without_group_commit_concurrent_turns_commit_one_by_one(db_url: s
         assert sorted(r.first_seq for r in receipts) == list(range(12))
         assert _batches(store) - before == 12
         assert len(await store.conversations.history("s")) == 12
+
+
+async def test_a_turn_of_a_superseded_incarnation_is_fenced(store: Store) -> None:
+    conv = store.conversations
+    first = await conv.open("s", agent_name="helper", claim=True)
+    assert first.incarnation == 1
+    hi = [ModelRequest(parts=[UserPromptPart("hi", timestamp=T0)])]
+    await conv.append_turn("s", hi, incarnation=1)
+    second = await conv.open("s", agent_name="helper", claim=True)  # a successor took over
+    assert second.incarnation == 2 and second.message_count == 1
+    assert (await conv.open("s", agent_name="helper")).incarnation == 2  # no claim: unchanged
+    late = Execution(agent_name="helper")
+    with pytest.raises(FencedError) as ei:
+        await conv.append_turn("s", hi, late, incarnation=1)
+    assert (ei.value.session_id, ei.value.incarnation, ei.value.current) == ("s", 1, 2)
+    # nothing of the fenced turn was written: neither its messages nor its execution row
+    assert (await conv.get("s")).message_count == 1
+    assert len(await conv.history("s")) == 1
+    with pytest.raises(NotFoundError):
+        await store.executions.get(late.id)
+    # the successor's turns, and unfenced ones, commit
+    await conv.append_turn("s", hi, incarnation=2)
+    await conv.append_turn("s", hi)
+    assert (await conv.get("s")).message_count == 3
+
+
+async def test_a_fenced_turn_in_a_batch_fails_alone(store: Store) -> None:
+    conv = store.conversations
+    await conv.open("a", agent_name="helper", claim=True)
+    await conv.open("b", agent_name="helper", claim=True)
+    await conv.open("b", agent_name="helper", claim=True)  # b is at incarnation 2
+    hi = [ModelRequest(parts=[UserPromptPart("hi", timestamp=T0)])]
+    results = await asyncio.gather(
+        *(conv.append_turn("a", hi, incarnation=1) for _ in range(3)),
+        conv.append_turn("b", hi, incarnation=1),
+        conv.append_turn("b", hi, incarnation=2),
+        conv.append_turn("missing", hi, incarnation=1),
+        return_exceptions=True,
+    )
+    assert isinstance(results[3], FencedError)
+    assert isinstance(results[5], NotFoundError)
+    assert [type(r).__name__ for r in results[:3]] == ["TurnReceipt"] * 3
+    assert (await conv.get("a")).message_count == 3
+    assert (await conv.get("b")).message_count == 1

@@ -98,3 +98,55 @@ async def test_spec_resolves_tools_that_are_stored_functions(store: Store) -> No
     assert spec.tools == ("lookup", "web_search")
     assert [(f.name, f.version) for f in spec.functions] == [("lookup", 2)]
     assert "return [q]" in spec.functions[0].code
+
+
+async def test_seed_004_config_data_shape_is_mapped(store: Store) -> None:
+    """Seed 004's ``Agent(name=..., config_data={...}, max_chain_depth=...)``."""
+    spec = await store.factory.register_agent(
+        {
+            "name": "SearchAgent",
+            "description": "Handles search queries",
+            "system_prompt": "You are a search assistant...",
+            "config_data": {
+                "type": "agent",
+                "capabilities": ["search", "filter"],
+                "max_chain_depth": 3,
+                "chain_strategy": "sequential",
+                "temperature": 0.7,
+                "top_p": 1.0,
+                "presence_penalty": 0.0,
+                "frequency_penalty": 0.0,
+                "region": "eu",
+            },
+            "max_chain_depth": 3,
+        }
+    )
+    assert spec.capabilities == ("search", "filter")
+    assert spec.max_chain_depth == 3 and spec.chain_strategy == "sequential"
+    assert spec.model_settings == {
+        "temperature": 0.7,
+        "top_p": 1.0,
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+    }
+    assert spec.config == {"region": "eu"}
+
+
+@pytest.mark.parametrize(
+    ("config_data", "extra", "needle"),
+    [
+        ({"max_chain_depth": 2}, {"max_chain_depth": 3}, "config_data.max_chain_depth"),
+        ({"temperature": 0.1}, {"model_settings": {"temperature": 0.2}}, "config_data.temperature"),
+        ({"type": "function"}, {}, "config_data.type"),
+        ({"temperature": 9.0}, {}, "temperature"),
+        ("search", {}, "config_data must be an object"),
+    ],
+)
+async def test_seed_004_config_data_conflicts_are_refused(
+    store: Store, config_data: object, extra: dict[str, object], needle: str
+) -> None:
+    with pytest.raises(ValidationError) as ei:
+        await store.factory.register_agent({"name": "seed", "config_data": config_data, **extra})
+    assert needle in str(ei.value)
+    with pytest.raises(NotFoundError):
+        await store.agents.get("seed")

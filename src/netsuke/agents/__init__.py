@@ -7,7 +7,7 @@ how to run an agent (from code or from a stored definition); models come from py
 the ``OfflineModel`` as the default. See ``docs/agents.md``.
 """
 
-from ._config import AgentConfig, OwnerPolicy, PromptContext, SystemPrompt
+from ._config import AgentConfig, OwnerPolicy, PromptContext, SystemPrompt, VersionPolicy
 from ._context import TurnContext, current_turn
 from ._endpoints import (
     PROVIDERS,
@@ -39,7 +39,7 @@ from ._offline import OFFLINE_MARK, OfflineModel
 from ._runner import TurnResult
 from ._server import AgentServer, agent_load
 from ._stream import StreamEvent, TextDelta, ToolCallFinished, ToolCallStarted, TurnCompleted
-from ._system import AgentInfo, Agents, SessionRef
+from ._system import AgentInfo, Agents, SessionRef, scoped_session_name
 
 __all__ = [
     "OFFLINE_MARK",
@@ -77,6 +77,7 @@ __all__ = [
     "TurnResult",
     "TurnTimeoutError",
     "UnknownAgentDefinitionError",
+    "VersionPolicy",
     "agent_load",
     "current_turn",
     "is_transient",
@@ -85,4 +86,5 @@ __all__ = [
     "parse_allow_hosts",
     "redact_secrets",
     "resolve_model",
+    "scoped_session_name",
 ]

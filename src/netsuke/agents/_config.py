@@ -28,6 +28,11 @@ only its own name and ids, not a copy of its configuration. Options (defaults in
 * ``idle_hibernate`` [``30.0`` s]: idle time after which the session drops its in-process
   history (it is reloaded from the store on the next turn); ``idle_evict`` [``None``: never]:
   idle time after which the session leaves memory entirely; the next message restarts it.
+* ``version_policy`` [``"next_turn"``]: when a running session of a stored definition moves
+  to a newer version of it: at its next turn (``"next_turn"``), or only when its process
+  starts again (``"on_restart"``: a crash restart, a revival, ``stop`` then a new session).
+  New sessions always start from the current version. ``version`` is the definition version
+  the configuration was built from (``None``: not from the store; such a session never moves).
 """
 
 from __future__ import annotations
@@ -50,9 +55,10 @@ from ._memory import MemoryPolicy
 if TYPE_CHECKING:
     from netsuke.store import AgentSpec
 
-__all__ = ["AgentConfig", "OwnerPolicy", "PromptContext", "SystemPrompt"]
+__all__ = ["AgentConfig", "OwnerPolicy", "PromptContext", "SystemPrompt", "VersionPolicy"]
 
 OwnerPolicy = Literal["stop", "hibernate"]
+VersionPolicy = Literal["next_turn", "on_restart"]
 Schema = type[BaseModel] | Mapping[str, Any]
 
 
@@ -100,6 +106,7 @@ class AgentConfig:
     owner_policy: OwnerPolicy = "stop"
     idle_hibernate: float | None = 30.0
     idle_evict: float | None = None
+    version_policy: VersionPolicy = "next_turn"
     version: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -116,6 +123,8 @@ class AgentConfig:
             raise AgentConfigError("max_queue", "must be >= 1")
         if self.owner_policy not in ("stop", "hibernate"):
             raise AgentConfigError("owner_policy", "'stop' or 'hibernate'")
+        if self.version_policy not in ("next_turn", "on_restart"):
+            raise AgentConfigError("version_policy", "'next_turn' or 'on_restart'")
         for f in ("idle_hibernate", "idle_evict"):
             v = getattr(self, f)
             if v is not None and v <= 0:
@@ -171,10 +180,10 @@ class AgentConfig:
         ``tools`` are the tool objects for the names the definition lists (the sandbox layer
         supplies ``pydantic_ai.Tool`` objects for stored functions, the routing layer
         delegation tools). ``spec.config`` may set ``turn_timeout``, ``max_queue``,
-        ``owner_policy``, ``idle_hibernate``, ``idle_evict``, ``base_url``, ``api_key_env``,
-        ``max_messages``, ``max_tokens``, ``output_retries``, ``tool_retries``; ``overrides``
-        win over both. A key is never read from a definition (``config.api_key`` is
-        ignored: the store refuses it)."""
+        ``owner_policy``, ``idle_hibernate``, ``idle_evict``, ``version_policy``, ``base_url``,
+        ``api_key_env``, ``max_messages``, ``max_tokens``, ``output_retries``, ``tool_retries``;
+        ``overrides`` win over both. A key is never read from a definition (``config.api_key``
+        is ignored: the store refuses it)."""
         conf = dict(spec.config)
         settings = dict(spec.model_settings)
         base_url = overrides.pop("base_url", conf.get("base_url") or settings.pop("base_url", None))
@@ -190,6 +199,7 @@ class AgentConfig:
                 "owner_policy",
                 "idle_hibernate",
                 "idle_evict",
+                "version_policy",
                 "output_retries",
                 "tool_retries",
                 "model_retries",

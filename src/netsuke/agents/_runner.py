@@ -2,8 +2,9 @@
 
 Order: set the turn context; render the system prompt (a generator sees the windowed memory);
 run the pydantic-ai agent (model, tools, output validation and retries); commit the new
-messages and the execution row to the store (``append_turn`` returns after the commit); return
-the result to the server, which then updates its memory and answers the caller. A failure at
+messages and the execution row to the store (``append_turn`` returns after the commit), fenced
+by the server's session incarnation; return the result to the server, which then updates its
+memory and answers the caller. A failure at
 any step is mapped to a typed ``TurnError``; nothing reaches the memory.
 
 The pydantic-ai ``Agent`` is built once per ``AgentConfig`` and reused by every session and
@@ -33,6 +34,7 @@ from ._errors import (
     ModelCallError,
     ModelConfigError,
     OutputValidationError,
+    TurnCancelledError,
     TurnError,
 )
 from ._metrics import METRICS
@@ -104,8 +106,14 @@ async def execute_turn(
     history: Sequence[ModelMessage],
     sink: asyncio.Queue[Any] | None,
     parent: TurnContext | None,
+    incarnation: int | None = None,
+    guard: Any = None,
 ) -> TurnResult:
-    """Run one turn and commit it (see the module documentation)."""
+    """Run one turn and commit it (see the module documentation). ``incarnation``: the
+    session incarnation of the calling server, the commit's fence (``FencedError`` once a
+    successor claimed the session). ``guard.commit_begins()`` is called right before the
+    commit (the server then no longer cancels or times out the turn); when it answers
+    ``False`` (the caller abandoned the turn) nothing is committed: ``TurnCancelledError``."""
     set_turn(ctx)
     try:
         agent = pydantic_agent(config)
@@ -158,6 +166,10 @@ async def execute_turn(
     if parent is not None:
         await ensure_row(parent, store)
     conv = store.conversations
+    if guard is not None and not guard.commit_begins():
+        raise TurnCancelledError(
+            config.name, reason="abandoned: its server is gone", execution_id=ctx.execution_id
+        )
     if ctx._row.future is None:
         await conv.append_turn_row(
             ctx.session,
@@ -179,10 +191,11 @@ async def execute_turn(
                 "details": _details(ctx, config),
             },
             lone=METRICS.running <= 1,
+            incarnation=incarnation,
         )
     else:  # a delegate wrote our row early: append the messages, then close the row
         await ctx._row.future
-        await conv.append_turn(ctx.session, new, None)
+        await conv.append_turn(ctx.session, new, None, incarnation=incarnation)
         await store.executions.finish(
             ctx.execution_id, status="succeeded", tokens_in=tin, tokens_out=tout
         )

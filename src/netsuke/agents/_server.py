@@ -16,6 +16,18 @@ memory as it was; its execution row records the failure. The memory is loaded fr
 lazily (first turn after a start, a restart or a hibernation), in the turn's task, so a
 restarted server sees the whole conversation and the server itself never waits on the store.
 
+Fencing: each process hosting the session claims it (a new *incarnation* in the conversation
+row) before it loads the history: a new session in ``init``, a restarted or revived one in its
+first turn's task. Every turn commits with that incarnation and is refused (``FencedError``)
+once a successor claimed the session, so a killed server's turn, whose task runs on, can
+never land behind its successor's back. A caller whose server died reads its turn's true
+outcome from its ``TurnTicket`` (see there); a turn that has begun to commit is no longer
+cancelled, stopped or timed out.
+
+Definition versions: before each turn a session of a stored definition whose newer version
+is known (``Agents.is_stale``, a dictionary lookup) moves to it under ``version_policy
+"next_turn"``; every (re)start runs the newest known version.
+
 Exit reasons: ``"normal"`` when evicted after ``idle_evict`` (the session is then revived by
 the next message), ``"shutdown"`` when stopped or when its owner exits under
 ``owner_policy="stop"``; an exception when it crashes (the supervisor restarts it: sessions are
@@ -55,7 +67,7 @@ if TYPE_CHECKING:
 
     from ._system import Agents
 
-__all__ = ["AgentServer", "SessionArg", "agent_load"]
+__all__ = ["AgentServer", "SessionArg", "TurnTicket", "agent_load"]
 
 
 class SessionArg:
@@ -82,40 +94,133 @@ class SessionArg:
         self.starts = 0
 
 
+class TurnTicket:
+    """The caller's own line to its turn, next to the server's reply.
+
+    ``Agents`` puts one in each ``run`` request. When the turn's task starts, the server
+    marks the ticket started (``execution_id``); when the task ends, it *settles* the ticket
+    with the outcome (the ``TurnResult``, or the ``TurnError``) before it reports to the
+    server. If the server dies meanwhile (killed, crashed, stopped), its caller gets
+    ``ProcessExitedError`` from the kernel at once, while the task, which is not linked to
+    the server, runs on and might still commit. The caller then calls ``result(abandon=True)``:
+    a task that has not begun to commit is *abandoned* (marked so that it refuses to commit
+    when it gets there, and killed): the call fails with the server's death, and the turn can
+    never be stored. A task already committing is waited for, and the call answers with what
+    really happened: committed (a success), or refused because the session's successor
+    claimed it first (a failure, nothing stored). Marking and the task's own check before its
+    commit both run on the event loop, so exactly one of the two wins. So no caller is told
+    "failed" about a turn that is stored. A turn still queued leaves the ticket unstarted: it
+    can never commit, and ``ProcessExitedError`` is the truth."""
+
+    __slots__ = ("execution_id", "outcome", "turn", "waiter")
+
+    def __init__(self) -> None:
+        self.execution_id: str | None = None
+        self.outcome: Any = None
+        self.turn: _Turn | None = None
+        self.waiter: asyncio.Future[Any] | None = None
+
+    @property
+    def started(self) -> bool:
+        return self.execution_id is not None
+
+    def settle(self, outcome: Any) -> None:
+        if self.outcome is not None:
+            return
+        self.outcome = outcome
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(outcome)
+
+    async def result(self, *, abandon: bool = False) -> Any:
+        """The turn's ``TurnResult`` once its task has ended; raises its ``TurnError``.
+        ``abandon``: unless the task is committing, abandon it and return ``None`` at once."""
+        turn = self.turn
+        if abandon and self.outcome is None and turn is not None and not turn.committing:
+            turn.abandoned = True  # checked by the task right before it would commit
+            turn.cancelled = True
+            h = turn.handle_ref
+            if h is not None:
+                h.cancel()
+            return None
+        outcome = self.outcome
+        if outcome is None:
+            self.waiter = asyncio.get_running_loop().create_future()
+            outcome = await self.waiter
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+
 class _Turn:
     __slots__ = (
+        "abandoned",
         "began",
         "cancelled",
+        "committing",
         "ctx",
         "from_",
         "handle",
+        "handle_ref",
         "parent",
         "prompt",
         "reported",
         "sink",
         "span",
+        "ticket",
     )
 
-    def __init__(self, from_: From, prompt: str, parent: TurnContext | None, sink: Any) -> None:
+    def __init__(
+        self,
+        from_: From,
+        prompt: str,
+        parent: TurnContext | None,
+        sink: Any,
+        ticket: TurnTicket | None,
+    ) -> None:
         self.from_ = from_
         self.prompt = prompt
         self.parent = parent
         self.sink = sink
+        self.ticket = ticket
         self.cancelled = False
         self.began = False
+        self.committing = False  # the task is committing: no cancel or timeout from here on
+        self.abandoned = False  # the caller gave up on it (its server died): never commit
         self.reported = False  # the task sent its _TurnDone (set before it exits)
         self.ctx: TurnContext | None = None
-        self.handle: Any = None
+        self.handle: Any = None  # cleared by the server when the turn is over
+        self.handle_ref: Any = None  # kept: the caller's ticket may kill an orphaned task
         self.span: Any = None
+
+    def commit_begins(self) -> bool:
+        """Called by the task right before it commits; ``False`` when its caller abandoned
+        it (the task must not commit then). From ``True`` on, the turn ends with the commit's
+        outcome: ``cancel`` and ``stop`` leave it be, and its timeout is disarmed, so a caller
+        is never told "cancelled" or "timed out" about a turn that is stored."""
+        if self.abandoned:
+            return False
+        self.committing = True
+        h = self.handle_ref
+        if h is not None:
+            h._cancel_timer(None)
+        return True
 
 
 class _TurnDone:
-    __slots__ = ("loaded", "outcome", "turn")
+    __slots__ = ("claimed", "loaded", "outcome", "turn")
 
-    def __init__(self, turn: _Turn, outcome: Any, loaded: list[ModelMessage] | None) -> None:
+    def __init__(
+        self,
+        turn: _Turn,
+        outcome: Any,
+        loaded: list[ModelMessage] | None,
+        claimed: int | None = None,
+    ) -> None:
         self.turn = turn
         self.outcome = outcome
         self.loaded = loaded
+        self.claimed = claimed
 
 
 class _TaskDown:
@@ -135,6 +240,14 @@ class _Idle:
         self.gen = gen
 
 
+async def claim(arg: SessionArg) -> int:
+    """Make the calling process the session's next incarnation; returns it (the fence)."""
+    conv = await arg.system.store.conversations.open(
+        arg.session, agent_name=arg.config.name, user_id=arg.user, claim=True
+    )
+    return conv.incarnation
+
+
 async def load_history(arg: SessionArg) -> list[ModelMessage]:
     policy: MemoryPolicy = arg.config.memory
     msgs = await arg.system.store.conversations.history(arg.session, limit=policy.load_limit())
@@ -144,7 +257,7 @@ async def load_history(arg: SessionArg) -> list[ModelMessage]:
 class AgentServer(Process):
     """One agent session (see the module documentation)."""
 
-    __slots__ = ("_a", "_gen", "_memory", "_oref", "_queue", "_running", "_timer")
+    __slots__ = ("_a", "_epoch", "_gen", "_memory", "_oref", "_queue", "_running", "_timer")
     hibernate_after = 1.0
 
     _a: SessionArg
@@ -161,16 +274,27 @@ class AgentServer(Process):
         self._gen = 0
         self._oref: Ref | None = None
         self.trap_exit = True  # so a shutdown from the supervisor runs terminate
-        cfg = arg.config
         system = arg.system
+        cfg = arg.config
+        if system.is_stale(cfg):  # a (re)start always runs the newest known version
+            cfg = arg.config = await system.current_config(cfg)
+        # Every process hosting the session claims it (a new incarnation) before it loads any
+        # history: a turn still running in a killed predecessor is fenced from then on. A new
+        # session claims here, with the open it needs anyway; a restarted or revived one
+        # claims in its first turn's task, just before that task loads the history, so a
+        # restart never waits on the store.
+        self._epoch: int | None = None
         if not arg.known:
             store = system.store
             conv = await store.conversations.open(
-                arg.session, agent_name=cfg.name, user_id=arg.user
+                arg.session, agent_name=cfg.name, user_id=arg.user, claim=True
             )
+            self._epoch = conv.incarnation
             if conv.message_count == 0:  # a new conversation: nothing to load on the first turn
                 if cfg.initial_memory:
-                    await store.conversations.append_turn(arg.session, list(cfg.initial_memory))
+                    await store.conversations.append_turn(
+                        arg.session, list(cfg.initial_memory), incarnation=self._epoch
+                    )
                 self._memory = list(cfg.initial_memory)
             arg.known = True
         rt = self._rt
@@ -234,7 +358,8 @@ class AgentServer(Process):
         return NOREPLY
 
     async def _submit(self, request: tuple[Any, ...], from_: From) -> Any:
-        _, message, parent, sink = request
+        message, parent, sink = request[1], request[2], request[3]
+        ticket = request[4] if len(request) > 4 else None
         cfg = self._a.config
         schema = cfg._cache.get("input")
         prompt = (
@@ -242,7 +367,7 @@ class AgentServer(Process):
             if schema is not None
             else plain_prompt(cfg.name, message)
         )
-        turn = _Turn(from_, prompt, parent, sink)
+        turn = _Turn(from_, prompt, parent, sink, ticket)
         if self._running is None:
             await self._start_turn(turn)
         else:
@@ -258,6 +383,8 @@ class AgentServer(Process):
     async def _start_turn(self, turn: _Turn) -> None:
         a = self._a
         cfg = a.config
+        if a.system.is_stale(cfg) and cfg.version_policy == "next_turn":
+            cfg = await self._switch(cfg)
         parent = turn.parent
         exec_id = new_id()  # time-ordered: lands at the right edge of the primary key
         self._running = turn
@@ -269,26 +396,45 @@ class AgentServer(Process):
         me = self.pid
         rt = self._rt
         system = a.system
+        epoch = self._epoch
+        ticket = turn.ticket
+        if ticket is not None:
+            ticket.execution_id = exec_id
+            ticket.turn = turn
 
         async def work() -> None:
             turn.began = True
             loaded = None
+            claimed = None
             history = memory
             c = turn.ctx
             assert c is not None
             outcome: Any
             METRICS.running += 1  # a gauge; the store commits a lone turn on the loop
             try:
+                if epoch is None:  # first turn of this incarnation: claim, then load
+                    claimed = await claim(a)
+                    history = None
                 if history is None:
                     loaded = history = await load_history(a)
                 elif cfg.memory.bounded:
                     history = cfg.memory.apply(history)
                 outcome = await execute_turn(
-                    cfg, system.store, c, turn.prompt, history, turn.sink, parent
+                    cfg,
+                    system.store,
+                    c,
+                    turn.prompt,
+                    history,
+                    turn.sink,
+                    parent,
+                    epoch if claimed is None else claimed,
+                    turn,
                 )
             except TurnError as e:
                 outcome = e
             except asyncio.CancelledError:  # killed: the server learns it from the task's exit
+                if ticket is not None:
+                    ticket.settle(_death_error(cfg, turn, "killed"))
                 await wait_tools(c)
                 raise
             except Exception as e:
@@ -308,10 +454,12 @@ class AgentServer(Process):
                 except Exception as e:  # the caller still gets the turn's error
                     log.warning("agent_failure_not_recorded", session=a.session, error=repr(e))
             turn.reported = True
-            rt.send(me, _TurnDone(turn, outcome, loaded))
+            if ticket is not None:
+                ticket.settle(outcome)
+            rt.send(me, _TurnDone(turn, outcome, loaded, claimed))
 
         handle = await rt.tasks.start(work, timeout=cfg.turn_timeout)
-        turn.handle = handle
+        turn.handle = turn.handle_ref = handle
         turn.ctx = TurnContext(
             cfg.name,
             a.session,
@@ -328,8 +476,11 @@ class AgentServer(Process):
         # Instead of a monitor (a ref, two tables, a Down to handle after every turn): the
         # task's exit future tells the server only when the task died before reporting.
         def exited(reason: ExitReason) -> None:
-            if not turn.reported and turn.handle is not None:
-                rt.send(me, _TaskDown(turn, reason))
+            if not turn.reported:
+                if ticket is not None:  # the server may be gone: its caller reads this
+                    ticket.settle(_death_error(cfg, turn, reason))
+                if turn.handle is not None:
+                    rt.send(me, _TaskDown(turn, reason))
 
         handle.on_exit(exited)
         turn.span = tracer.start_span(
@@ -340,6 +491,25 @@ class AgentServer(Process):
             topics.TURN_STARTED, agent=cfg.name, session=a.session, user=a.user, execution=exec_id
         )
 
+    async def _switch(self, cfg: AgentConfig) -> AgentConfig:
+        """Move to the newest known version of the definition (policy ``next_turn``)."""
+        a = self._a
+        new = await a.system.current_config(cfg)
+        if new is cfg:
+            return cfg
+        a.config = new
+        self._rt.registry.update_meta(
+            a.session, self.pid, a.system.meta_for(new, a.session, a.user)
+        )
+        log.info(
+            "agent_version_switched",
+            agent=new.name,
+            session=a.session,
+            from_version=cfg.version,
+            to_version=new.version,
+        )
+        return new
+
     def _status(self) -> dict[str, Any]:
         a = self._a
         r = self._running
@@ -347,6 +517,7 @@ class AgentServer(Process):
             "agent": a.config.name,
             "session": a.session,
             "user": a.user,
+            "version": a.config.version,
             "state": "running" if r else ("idle" if self._memory is not None else "hibernated"),
             "queued": len(self._queue) if self._queue else 0,
             "load": self.load,
@@ -358,7 +529,7 @@ class AgentServer(Process):
 
     def _cancel(self) -> bool:
         r = self._running
-        if r is None or r.handle is None:
+        if r is None or r.handle is None or r.committing:
             return False
         r.cancelled = True
         r.handle.cancel()
@@ -377,6 +548,8 @@ class AgentServer(Process):
     async def handle_info(self, message: Any) -> None:
         t = type(message)
         if t is _TurnDone:
+            if message.claimed is not None:
+                self._epoch = message.claimed
             await self._finish(message.turn, message.outcome, message.loaded)
         elif t is _TaskDown:
             await self._task_down(message.turn, message.reason)
@@ -398,15 +571,7 @@ class AgentServer(Process):
         and a ``failed``/``cancelled`` execution row is recorded in the background."""
         if self._running is not r or r.handle is None:
             return
-        cfg = self._a.config
-        eid = r.ctx.execution_id if r.ctx else None
-        err: TurnError
-        if r.cancelled:
-            err = TurnCancelledError(cfg.name, execution_id=eid)
-        elif reason == "timeout":
-            err = TurnTimeoutError(cfg.name, cfg.turn_timeout, execution_id=eid)
-        else:
-            err = TurnCancelledError(cfg.name, reason=f"stopped: {reason!r}", execution_id=eid)
+        err = _death_error(self._a.config, r, reason)
         self._record_async(r, "cancelled" if r.cancelled else "failed", str(err))
         await self._finish(r, err, None)
 
@@ -573,7 +738,7 @@ class AgentServer(Process):
             self._timer.cancel()
             self._timer = None
         r = self._running
-        if r is not None and r.handle is not None:
+        if r is not None and r.handle is not None and not r.committing:
             r.cancelled = True
             r.handle.cancel()
         cfg = a.config
@@ -585,6 +750,16 @@ class AgentServer(Process):
         self._rt.events.publish(
             topic, agent=cfg.name, session=a.session, pid=repr(self.pid), reason=repr(reason)[:200]
         )
+
+
+def _death_error(cfg: AgentConfig, turn: _Turn, reason: Any) -> TurnError:
+    """The error of a turn whose task died before reporting."""
+    eid = turn.ctx.execution_id if turn.ctx else None
+    if turn.cancelled:
+        return TurnCancelledError(cfg.name, execution_id=eid)
+    if reason == "timeout":
+        return TurnTimeoutError(cfg.name, cfg.turn_timeout, execution_id=eid)
+    return TurnCancelledError(cfg.name, reason=f"stopped: {reason!r}", execution_id=eid)
 
 
 def agent_load(rt: Any, target: Any) -> int:

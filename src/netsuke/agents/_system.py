@@ -22,21 +22,34 @@ other definition keep running, with their pids and memory.
 * ``start_agent`` fails with ``AlreadyStartedError`` when the name is taken; ``start_session``
   is get-or-start (any number of concurrent callers get one session, named
   ``f"{agent_name}-{user_id}"`` as in seed 000).
+* ``start_scoped(agent_name, scope)`` gets or starts the session of ``agent_name`` that
+  serves one conversation ``scope`` (named ``f"{agent_name}@{scope}"``); ``delegate_session``
+  is the one a delegated turn runs in: scoped to the root conversation of the calling chain,
+  so a delegate never shares memory between conversations (or users).
 * ``run``/``stream`` reach an evicted session transparently: it is started again from its
   configuration and its memory is read from the store.
 * Configurations are found, in order: the one passed, one given earlier for that agent name
   (``define``), the store's definition (``store.factory.spec``), else a default
   ``AgentConfig(name=agent_name)`` with the offline model.
+* Definition changes take effect (see ``docs/agents.md``, "Definition changes"): a new
+  session of a stored agent always starts from the definition's current version (the store
+  is asked for it at the session's start); changes made through this node
+  (``definition.changed`` events from the API, ``register_agent``) are known at once, and a
+  running session moves to the newer version at its next turn or when it restarts, per its
+  ``version_policy``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import fnmatch
+import functools
+import hashlib
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
 
+from netsuke.events import Event, topics
 from netsuke.kernel import (
     AlreadyStartedError,
     ChildSpec,
@@ -53,13 +66,14 @@ from netsuke.store import AgentDraft, AgentSpec, NotFoundError, Store
 from ._config import AgentConfig
 from ._context import TurnContext
 from ._endpoints import EndpointGuard
-from ._errors import AgentNotFoundError, UnknownAgentDefinitionError
+from ._errors import AgentNotFoundError, TurnError, UnknownAgentDefinitionError
+from ._metrics import log
 from ._models import model_label
 from ._runner import TurnResult
-from ._server import AgentServer, SessionArg
+from ._server import AgentServer, SessionArg, TurnTicket
 from ._stream import StreamEvent, TurnCompleted
 
-__all__ = ["AgentInfo", "Agents", "SessionRef"]
+__all__ = ["AgentInfo", "Agents", "SessionRef", "scoped_session_name"]
 
 ToolResolver = Callable[[AgentSpec], Sequence[Any]]
 
@@ -81,6 +95,15 @@ class AgentInfo(NamedTuple):
 
 _SPEC = ChildSpec(AgentServer, restart="transient", shutdown=5.0, id="agent")
 _TOP = DynamicSupervisorSpec(max_restarts=0)  # its children are temporary: it never restarts
+
+
+def scoped_session_name(agent_name: str, scope: str) -> str:
+    """``f"{agent_name}@{scope}"``; a scope that would make it longer than a session id may be
+    (200) is replaced by its SHA-256 (hex, 40 characters)."""
+    name = f"{agent_name}@{scope}"
+    if len(name) > 200:
+        name = f"{agent_name}@{hashlib.sha256(scope.encode()).hexdigest()[:40]}"
+    return name
 
 
 def _is_agent(meta: Any) -> bool:
@@ -108,7 +131,8 @@ class Agents:
         """Checks the model URLs of stored definitions (``netsuke serve`` sets it)."""
         self._configs: dict[str, AgentConfig] = {}
         self._evicted: dict[str, AgentConfig] = {}
-        self._metas: dict[int, tuple[list[str], str]] = {}
+        # per config (kept alive here, so its id is never reused by another): shared meta parts
+        self._metas: dict[int, tuple[AgentConfig, list[str], str]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._domain = ChildSpec(
             DynamicSupervisor,
@@ -118,6 +142,8 @@ class Agents:
             type="supervisor",
             shutdown="infinity",
         )
+        self._latest: dict[str, int] = {}  # the newest known version of each stored agent
+        self._reloads: dict[str, asyncio.Future[AgentConfig]] = {}
 
     @classmethod
     async def start(
@@ -149,6 +175,7 @@ class Agents:
                     shutdown="infinity",
                 )
             )
+        rt.events.listen(topics.DEFINITION_CHANGED, self._definition_changed)
         return self
 
     # ------------------------------------------------------------ configuration
@@ -156,13 +183,25 @@ class Agents:
     def define(self, config: AgentConfig) -> AgentConfig:
         """Remember ``config`` under its name for later ``start_session``/revivals."""
         self._configs[config.name] = config
+        v = config.version
+        if v is not None and v > self._latest.get(config.name, 0):
+            self._latest[config.name] = v
         return config
 
     async def config_for(self, agent_name: str) -> AgentConfig:
-        """The configuration of ``agent_name`` (see the module documentation for the order)."""
+        """The configuration of ``agent_name`` (see the module documentation for the order).
+        One from the store is checked against the definition's current version first."""
         cfg = self._configs.get(agent_name)
         if cfg is not None:
-            return cfg
+            if cfg.version is None:
+                return cfg
+            try:
+                current = (await self.store.agents.get(agent_name)).version
+            except NotFoundError:
+                return cfg  # deleted: what ran last keeps running
+            if current > self._latest.get(agent_name, 0):
+                self._latest[agent_name] = current
+            return await self.current_config(cfg)
         try:
             cfg = await self.config_from_store(agent_name)
         except UnknownAgentDefinitionError:
@@ -178,17 +217,72 @@ class Agents:
         overrides.setdefault("endpoint_guard", self.endpoint_guard)
         return AgentConfig.from_spec(spec, tools=overrides.pop("tools", tools), **overrides)
 
+    def is_stale(self, cfg: AgentConfig) -> bool:
+        """Whether a newer version of ``cfg``'s stored definition is known (no I/O)."""
+        v = cfg.version
+        return v is not None and self._latest.get(cfg.name, 0) > v
+
+    async def current_config(self, cfg: AgentConfig) -> AgentConfig:
+        """The configuration of the newest known version of ``cfg``'s definition (``cfg``
+        itself when it is current, or not from the store). Concurrent callers share one
+        load from the store; a load that fails leaves ``cfg`` running (logged)."""
+        if not self.is_stale(cfg):
+            return cfg
+        name = cfg.name
+        known = self._configs.get(name)
+        if known is not None and known.version is not None and not self.is_stale(known):
+            return known
+        fut = self._reloads.get(name)
+        if fut is None:
+            fut = self._reloads[name] = asyncio.ensure_future(self.config_from_store(name))
+            fut.add_done_callback(functools.partial(self._reloaded, name))
+        try:
+            return await asyncio.shield(fut)
+        except Exception as exc:
+            log.warning("agent_definition_reload_failed", agent=name, error=repr(exc)[:300])
+            return cfg
+
+    def _reloaded(self, name: str, fut: asyncio.Future[AgentConfig]) -> None:
+        if self._reloads.get(name) is fut:
+            del self._reloads[name]
+        if fut.cancelled() or fut.exception() is not None:
+            return
+        new = fut.result()
+        old = self._configs.get(name)
+        if old is None or old.version is None or (new.version or 0) >= old.version:
+            self.define(new)
+
+    async def _definition_changed(self, event: Event) -> None:
+        """``definition.changed``: note the new version at once (sessions see it at their
+        next turn), then load it, so the first of them does not wait."""
+        data = event.data
+        name = data.get("name")
+        if data.get("kind") != "agent" or not isinstance(name, str):
+            return
+        if data.get("action") == "deleted":
+            self._latest.pop(name, None)
+            self._configs.pop(name, None)
+            return
+        version = data.get("version")
+        if not isinstance(version, int) or version <= self._latest.get(name, 0):
+            return
+        self._latest[name] = version
+        known = self._configs.get(name)
+        if known is not None and known.version is not None:
+            await self.current_config(known)
+
     def meta_for(self, cfg: AgentConfig, session: str, user: str | None) -> dict[str, Any]:
         shared = self._metas.get(id(cfg))
-        if shared is None:
-            shared = self._metas[id(cfg)] = (list(cfg.capabilities), model_label(cfg.model))
+        if shared is None or shared[0] is not cfg:
+            shared = self._metas[id(cfg)] = (cfg, list(cfg.capabilities), model_label(cfg.model))
         return {
             "kind": "agent",
             "agent": cfg.name,
             "session": session,
             "user": user,
-            "capabilities": shared[0],
-            "model": shared[1],
+            "capabilities": shared[1],
+            "model": shared[2],
+            "version": cfg.version,
         }
 
     # ---------------------------------------------------------------- starting
@@ -258,6 +352,53 @@ class Agents:
             await self.attach_owner(pid, owner)
         return SessionRef(sid, pid)
 
+    async def start_scoped(
+        self,
+        agent_name: str,
+        scope: str,
+        *,
+        user: str | None = None,
+        owner: Pid | None = None,
+        config: AgentConfig | None = None,
+    ) -> SessionRef:
+        """Get-or-start the session of ``agent_name`` that serves the conversation ``scope``
+        (a caller's conversation id, or a delegating chain's root session): named
+        ``scoped_session_name(agent_name, scope)``, with its own conversation and memory,
+        recorded for ``user``. ``owner`` is attached only when the session starts. The
+        configuration is ``config``, else the one of a running instance named
+        ``agent_name``, else ``config_for(agent_name)``."""
+        sid = scoped_session_name(agent_name, scope)
+        pid = self.rt.whereis(sid)
+        if pid is not None:
+            return SessionRef(sid, pid)
+        if sid in self._evicted:
+            return SessionRef(sid, await self._revive(sid))
+        cfg = config
+        if cfg is None:
+            instance = self.rt.process(agent_name)
+            if isinstance(instance, AgentServer) and instance.config.name == agent_name:
+                cfg = instance.config
+            else:
+                cfg = await self.config_for(agent_name)
+        try:
+            pid = await self.start_agent(sid, cfg, owner=owner, user=user)
+        except AlreadyStartedError as e:
+            pid = e.pid
+        return SessionRef(sid, pid)
+
+    async def delegate_session(self, agent_name: str, parent: TurnContext) -> SessionRef:
+        """The session a turn delegated by ``parent`` to ``agent_name`` runs in: scoped to the
+        root conversation of the chain (``parent``'s session, or the scope of the delegate
+        session ``parent`` itself runs in), recorded for ``parent.user``, owned by
+        ``parent``'s server (it stops with it, under the default ``owner_policy``)."""
+        scope = parent.session
+        prefix = f"{parent.agent}@"
+        if scope.startswith(prefix) and len(scope) > len(prefix):
+            scope = scope[len(prefix) :]
+        return await self.start_scoped(
+            agent_name, scope, user=parent.user, owner=self.rt.whereis(parent.session)
+        )
+
     async def start_defined(
         self, name: str, *, session: str | None = None, owner: Pid | None = None, **overrides: Any
     ) -> Pid:
@@ -317,16 +458,31 @@ class Agents:
                 call.cancel()
 
     async def _call_run(self, target: Target, message: Any, parent: Any, sink: Any) -> Any:
-        req = ("run", message, parent, sink)
-        try:
-            return await self.rt.call(target, req, timeout=None)
-        except (NoProcessError, ProcessExitedError) as e:
-            if not (isinstance(target, str) and target in self._evicted):
-                if isinstance(e, NoProcessError):
-                    raise AgentNotFoundError(target) from None
-                raise
-        await self._revive(target)
-        return await self.rt.call(target, req, timeout=None)
+        revived = False
+        while True:
+            ticket = TurnTicket()
+            try:
+                return await self.rt.call(
+                    target, ("run", message, parent, sink, ticket), timeout=None
+                )
+            except (NoProcessError, ProcessExitedError) as e:
+                if ticket.started:
+                    # The server died with our turn started: its task runs on, unlinked. It is
+                    # killed unless it is already committing; then its commit decides (it
+                    # lands, or a successor claimed the session first and fenced it).
+                    try:
+                        result = await ticket.result(abandon=True)
+                    except TurnError:
+                        raise e from None
+                    if result is None:  # abandoned before it could commit
+                        raise
+                    return result
+                if revived or not (isinstance(target, str) and target in self._evicted):
+                    if isinstance(e, NoProcessError):
+                        raise AgentNotFoundError(target) from None
+                    raise
+            await self._revive(target)
+            revived = True
 
     async def _revive(self, session: str) -> Pid:
         cfg = self._evicted.get(session)

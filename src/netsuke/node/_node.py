@@ -11,9 +11,16 @@ Seed 004's registry translates to it directly::
 
     async with Node.open() as node:
         await node.register_agent({"name": "search", "capabilities": ["search"], ...})
-        reply = await node.process("Search for supervisors", capabilities=["search"])
+        reply = await node.process(
+            "Search for supervisors", capabilities=["search"], conversation_id="123", user="ann"
+        )
         agent = node.get_agent("search")
         reply = await agent.process_message("Search for registries")
+
+Memory is per conversation: ``process`` runs the routed agent in the session of the caller's
+conversation (``conversation_id``, and ``user``), never in a session another caller shares
+(see ``Node.process``). Delegates likewise run per root conversation
+(``Agents.delegate_session``).
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from netsuke.agents import Agents
 from netsuke.kernel import Runtime
 from netsuke.routing import CapabilityRouter, TaskQueue, WorkflowRunner, process_load
 from netsuke.sandbox import FunctionStore, Sandbox, SandboxConfig
-from netsuke.store import AgentDraft, AgentSpec, Store
+from netsuke.store import AgentDraft, AgentSpec, Store, new_id
 
 from ._tools import StoredTools
 
@@ -41,9 +48,15 @@ class AgentHandle:
     node: Node
     name: str
 
-    async def process_message(self, message: Any) -> Any:
-        """One turn; the reply once it is committed."""
-        return await self.node.agents.run(self.name, message)
+    async def process_message(
+        self, message: Any, *, conversation_id: str | None = None, user: str | None = None
+    ) -> Any:
+        """One turn; the reply once it is committed. Without ``conversation_id`` or ``user``
+        the turn runs on the agent's own instance (one memory for every such caller); with
+        them, in that conversation's session (see ``Node.process``)."""
+        if conversation_id is None and user is None:
+            return await self.node.agents.run(self.name, message)
+        return await self.node._run_in_conversation(self.name, message, conversation_id, user)
 
     async def status(self) -> dict[str, Any]:
         return await self.node.agents.status(self.name)
@@ -120,8 +133,43 @@ class Node:
         not running raises ``AgentNotFoundError``)."""
         return AgentHandle(self, name)
 
-    async def process(self, message: Any, *, capabilities: Iterable[str] = ()) -> Any:
-        """Route ``message`` to the least-loaded live agent offering every capability
-        (``NoRouteError`` when none does) and return its reply."""
+    async def process(
+        self,
+        message: Any,
+        *,
+        capabilities: Iterable[str] = (),
+        conversation_id: str | None = None,
+        user: str | None = None,
+    ) -> Any:
+        """Route ``message`` to the agent offering every capability (the least-loaded live
+        one; ``NoRouteError`` when none does) and return its reply. The turn runs in the
+        session of the caller's conversation, so callers never see each other's memory:
+
+        * ``conversation_id`` (and ``user``): the agent's session for that conversation of
+          that user, ``f"{agent}@{user}:{conversation_id}"`` (``f"{agent}@{conversation_id}"``
+          without a user); later calls with the same ids continue it;
+        * ``user`` alone: the user's own session with the agent, ``f"{agent}-{user}"`` (the
+          one ``agents.start_session(agent, user)`` names);
+        * neither: a conversation of its own, for this one call (stored, then its process
+          stops)."""
         entry = self.router.route(capabilities)
-        return await self.agents.run(entry.pid, message)
+        agent = entry.meta["agent"] if isinstance(entry.meta, dict) else str(entry.key)
+        return await self._run_in_conversation(agent, message, conversation_id, user)
+
+    async def _run_in_conversation(
+        self, agent: str, message: Any, conversation_id: str | None, user: str | None
+    ) -> Any:
+        agents = self.agents
+        if conversation_id is None and user is not None:
+            ref = await agents.start_session(agent, user)
+            return await agents.run(ref.session_id, message)
+        once = conversation_id is None
+        scope = new_id() if conversation_id is None else conversation_id
+        if user is not None:
+            scope = f"{user}:{scope}"
+        ref = await agents.start_scoped(agent, scope, user=user)
+        try:
+            return await agents.run(ref.session_id, message)
+        finally:
+            if once:
+                await agents.stop_agent(ref.session_id)

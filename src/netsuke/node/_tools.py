@@ -5,8 +5,11 @@
 * one sandboxed tool per stored function its ``tools`` name (``netsuke.sandbox``), run as a
   child execution of the calling turn, so the function call appears in the turn's chain;
 * one delegation tool per agent its ``delegates`` name (``netsuke.routing``), checked against
-  the calling definition's ``delegates`` and ``max_chain_depth`` and refused on a cycle. A
-  delegate that is not running is started from its stored definition first.
+  the calling definition's ``delegates`` and the chain's depth limit and refused on a cycle.
+  The delegate runs in a session of its own per conversation: ``Agents.delegate_session``,
+  named ``f"{delegate}@{root session}"`` and recorded for the caller's user, so a delegate
+  never carries one user's (or conversation's) memory into another's. It is started from the
+  delegate's stored definition when it is not running, owned by the calling session.
 
 Tool names a definition lists that are neither (for instance a built-in provided in code) are
 left to the code that starts the agent.
@@ -61,13 +64,11 @@ class StoredTools:
         parent = current_turn()
         if parent is None:
             raise LookupError(f"delegating to {target!r} needs a running agent turn")
-        if self.agents.whereis(target) is None:
-            try:
-                await self.agents.start_defined(target)
-            except Exception as exc:  # raced with another starter, or no definition
-                if self.agents.whereis(target) is None:
-                    raise LookupError(f"cannot start delegate {target!r}: {exc}") from exc
-        return await self.agents.run(target, message, parent=parent)
+        try:
+            ref = await self.agents.delegate_session(target, parent)
+        except Exception as exc:  # no definition, or one that cannot run
+            raise LookupError(f"cannot start delegate {target!r}: {exc}") from exc
+        return await self.agents.run(ref.session_id, message, parent=parent)
 
     async def _parent_execution(self) -> str | None:
         """The calling turn's execution id, its row written first (the call's row names it)."""

@@ -1,9 +1,12 @@
 """Delegation wired to the agents layer: run the delegate as a real agent turn.
 
-``agents_runner(agents)`` is a ``Runner`` for ``Delegation``: it runs ``agents.run(target,
+``agents_runner(agents)`` is a ``Runner`` for ``Delegation``: it runs ``agents.run(session,
 message, parent=current_turn())``, so the delegated turn is an ordinary turn of the target
-agent (its session named ``target``, started or revived by the agents layer), recorded by the
-agents layer with ``parent_id`` = the calling turn's execution and ``details.chain``. Build the
+agent, recorded by the agents layer with ``parent_id`` = the calling turn's execution and
+``details.chain``. The session is ``agents.delegate_session(target, parent)``: the target's
+session for the chain's root conversation (``f"{target}@{root session}"``, started with the
+configuration of the running instance named ``target`` or ``agents.config_for(target)``), so
+a delegate never shares its memory between conversations or users. Build the
 ``Delegation`` without a ``store`` then (the turns are recorded already), and give the agent a
 ``delegation_tool(delegation, target, context=current_turn)``.
 """
@@ -27,6 +30,7 @@ def agents_runner(agents: Agents) -> Runner:
         parent = current_turn()
         if parent is None:
             raise LookupError(f"delegating to {target!r} needs a running agent turn")
-        return await agents.run(target, message, parent=parent)
+        ref = await agents.delegate_session(target, parent)
+        return await agents.run(ref.session_id, message, parent=parent)
 
     return run

@@ -6,8 +6,10 @@ target, message)`` checks, in this order, and refuses with a typed error (nothin
 1. ``target`` is among the delegates ``ctx.agent``'s definition allows
    (``DelegationNotAllowedError``);
 2. ``target`` is not already in the chain, ``ctx.agent`` included (``DelegationCycleError``);
-3. the new depth ``ctx.depth + 1`` is within the delegating agent's ``max_chain_depth``
-   (``ChainDepthError``). The root turn has depth 0.
+3. the new depth ``ctx.depth + 1`` is within the chain's limit (``ChainDepthError``): the
+   smallest ``max_chain_depth`` of the agents already in the chain, the entry (root) agent's
+   included. The entry agent's limit therefore bounds the whole chain, and no agent down the
+   chain can extend it, only narrow it. The root turn has depth 0.
 
 Then it runs ``run(target, message, child)`` with the child context: a new ``execution_id``
 whose ``parent_execution_id`` is ``ctx.execution_id``, the chain and its execution ids extended
@@ -178,6 +180,13 @@ class Delegation:
     def max_depth(self, agent: str) -> int:
         return self._depth(agent) if callable(self._depth) else self._depth
 
+    def chain_limit(self, chain: Iterable[str]) -> int:
+        """The depth a chain may reach: the smallest ``max_chain_depth`` of its agents (so the
+        entry agent's limit bounds the whole chain)."""
+        if not callable(self._depth):
+            return self._depth
+        return min(self._depth(agent) for agent in chain)
+
     def check(self, ctx: TurnLike | ChainContext, target: str) -> ChainContext:
         """Raise the typed refusal for ``ctx.agent -> target``, or return the child context."""
         c = ChainContext.of(ctx)
@@ -187,7 +196,7 @@ class Delegation:
         if target in c.chain:
             METRICS.delegations["cycle"] += 1
             raise DelegationCycleError(c.agent, target, c.chain)
-        limit = self.max_depth(c.agent)
+        limit = self.chain_limit(c.chain)
         if c.depth + 1 > limit:
             METRICS.delegations["depth"] += 1
             raise ChainDepthError(c.agent, target, c.chain, c.depth + 1, limit)

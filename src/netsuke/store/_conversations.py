@@ -9,6 +9,14 @@ returns included. Durability:
   caller still returns only after the commit that carried its turn, and a turn that fails
   (unknown session, bad execution) fails alone.
 * ``open`` and ``delete`` are durable on return; reads see every turn whose call returned.
+
+Fencing: ``open(..., claim=True)`` makes the caller the session's new *incarnation* (the
+conversation row's ``incarnation`` goes up by one, atomically, and is returned on the
+``Conversation``). A turn appended with ``incarnation=n`` commits only while the row still
+holds ``n``; a turn of a superseded incarnation fails with ``FencedError`` and writes nothing.
+The agents layer claims the session whenever a server process starts hosting it, before it
+loads the history, so a turn still running in a killed predecessor can never land behind its
+successor's back.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter
 from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
-from sqlalchemy import Table, delete, insert, select
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -86,10 +94,18 @@ class ConversationRepository:
         await self._writer.close()
 
     async def open(
-        self, session_id: str, *, agent_name: str, user_id: str | None = None
+        self,
+        session_id: str,
+        *,
+        agent_name: str,
+        user_id: str | None = None,
+        claim: bool = False,
     ) -> Conversation:
         """Get the conversation, creating it if new. A session belongs to one agent: opening
-        it for another raises ``ValidationError(field="agent_name")``. Durable on return."""
+        it for another raises ``ValidationError(field="agent_name")``. Durable on return.
+
+        ``claim``: make the caller the session's next incarnation (see the module
+        documentation); the returned ``incarnation`` is the one to append turns with."""
         _check_session(session_id)
         if not AGENT_NAME.match(agent_name):
             raise ValidationError("agent_name", f"{agent_name!r} is not a valid agent name")
@@ -109,16 +125,27 @@ class ConversationRepository:
                                 "message_count": 0,
                                 "created_at": now,
                                 "updated_at": now,
+                                "incarnation": 1 if claim else 0,
                             }
                             await conn.execute(insert(_conversations).values(**values))
                             return Conversation.model_validate(values)
+                        if row["agent_name"] != agent_name:
+                            raise ValidationError(
+                                "agent_name",
+                                f"session {session_id!r} belongs to {row['agent_name']!r}",
+                            )
+                        if not claim:
+                            return _conversation(row)
+                        stmt = (
+                            update(_conversations)
+                            .where(_conversations.c.id == row["id"])
+                            .values(incarnation=_conversations.c.incarnation + 1)
+                            .returning(_conversations.c.incarnation)
+                        )
+                        claimed = (await conn.execute(stmt)).scalar_one()
+                        return _conversation({**row, "incarnation": claimed})
                 except IntegrityError:  # created concurrently: read it on the second pass
                     continue
-                if row["agent_name"] != agent_name:
-                    raise ValidationError(
-                        "agent_name", f"session {session_id!r} belongs to {row['agent_name']!r}"
-                    )
-                return _conversation(row)
             raise NotFoundError("conversation", session_id)  # pragma: no cover - deleted meanwhile
 
     async def get(self, session_id: str) -> Conversation:
@@ -171,19 +198,22 @@ class ConversationRepository:
         session_id: str,
         messages: Sequence[ModelMessage],
         execution: Execution | None = None,
+        *,
+        incarnation: int | None = None,
     ) -> TurnReceipt:
         """Append a turn's new messages (and its execution row) to the conversation.
 
         Returns only after the turn is committed. The messages get consecutive positions after
         the conversation's last; the execution gets ``session_id`` if it has none. Raises
-        ``NotFoundError`` for an unknown session (``open`` it first) and ``ValidationError``
-        for an execution the database refuses (duplicate id, unknown parent)."""
+        ``NotFoundError`` for an unknown session (``open`` it first), ``ValidationError``
+        for an execution the database refuses (duplicate id, unknown parent), and
+        ``FencedError`` when ``incarnation`` is given and the session was claimed since."""
         row = None
         if execution is not None:
             row = execution.model_dump()
             if row["session_id"] is None:
                 row["session_id"] = session_id
-        return await self.append_turn_row(session_id, messages, row)
+        return await self.append_turn_row(session_id, messages, row, incarnation=incarnation)
 
     async def append_turn_row(
         self,
@@ -192,6 +222,7 @@ class ConversationRepository:
         execution_row: dict[str, Any] | None = None,
         *,
         lone: bool = False,
+        incarnation: int | None = None,
     ) -> TurnReceipt:
         """``append_turn`` for a hot path that already holds the execution as a plain row: a
         dict with every column of ``executions`` (``id, kind, status, agent_name,
@@ -204,13 +235,15 @@ class ConversationRepository:
         ``lone``: the caller knows nothing else is running that a commit could overlap with
         (the agents layer passes it when this is the only turn in flight). On SQLite a lone
         turn is then committed on the event loop when commits are fast, which saves the hop to
-        the writer thread and back; the guarantee is the same (see ``docs/store.md``)."""
+        the writer thread and back; the guarantee is the same (see ``docs/store.md``).
+
+        ``incarnation``: the fence (see the module documentation)."""
         if self._closed:
             raise StoreClosedError("the store is closed")
         if execution_row is not None and not _EXEC_KEYS.issubset(execution_row):
             missing = sorted(_EXEC_KEYS.difference(execution_row))
             raise ValidationError("execution", f"the row lacks {', '.join(missing)}")
-        turn = Turn(session_id, dump_messages(messages), execution_row)
+        turn = Turn(session_id, dump_messages(messages), execution_row, incarnation)
         with operation("conversations", "append_turn"):
             return await self._writer.append(turn, inline=lone)
 

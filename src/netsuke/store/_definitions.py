@@ -12,7 +12,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "AGENT_CONTENT_FIELDS",
@@ -47,7 +47,10 @@ class ModelSettings(BaseModel):
 
 class AgentDraft(BaseModel):
     """An agent definition as submitted. Defaults: ``model="offline"``, ``max_chain_depth=3``,
-    ``chain_strategy="sequential"``; lists and mappings empty; no schemas."""
+    ``chain_strategy="sequential"``; lists and mappings empty; no schemas.
+
+    Seed 004's shape is accepted too: ``config_data`` (a mapping) is spread over the fields
+    (see ``map_config_data``)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -65,6 +68,13 @@ class AgentDraft(BaseModel):
     chain_strategy: str = "sequential"
     config: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_shape(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "config_data" in data:
+            return map_config_data(data)
+        return data
+
     def content(self) -> dict[str, Any]:
         """The versioned content (every field but ``name``), JSON-ready."""
         data = self.model_dump(mode="json", include=set(AGENT_CONTENT_FIELDS))
@@ -74,6 +84,68 @@ class AgentDraft(BaseModel):
     def fingerprint(self) -> str:
         """sha256 of ``content()``: equal fingerprints mean no new version is needed."""
         return content_hash(self.content())
+
+
+_SEED_FIELDS = frozenset(
+    {
+        "capabilities",
+        "tools",
+        "delegates",
+        "max_chain_depth",
+        "chain_strategy",
+        "model",
+        "system_prompt",
+        "description",
+        "input_schema",
+        "output_schema",
+    }
+)
+_SETTINGS_FIELDS = frozenset(
+    {"temperature", "top_p", "presence_penalty", "frequency_penalty", "max_tokens"}
+)
+
+
+def map_config_data(data: dict[str, Any]) -> dict[str, Any]:
+    """Seed 004's ``Agent(..., config_data={...})`` as a draft's fields: the keys naming a
+    draft field (``capabilities``, ``tools``, ``delegates``, ``max_chain_depth``,
+    ``chain_strategy``, ``model``, ``system_prompt``, ``description``, the schemas) become
+    that field; sampling settings (``temperature``, ``top_p``, ``presence_penalty``,
+    ``frequency_penalty``, ``max_tokens``) go to ``model_settings``; ``type`` must be
+    ``"agent"`` and is dropped; every other key goes to ``config``. A key given both here and
+    at the top level (or in ``model_settings``/``config``) with another value is refused."""
+    out = dict(data)
+    extra = out.pop("config_data")
+    if extra is None:
+        return out
+    if not isinstance(extra, dict):
+        raise ValueError("config_data must be an object")
+    settings = out.get("model_settings")
+    if isinstance(settings, ModelSettings):
+        settings = settings.as_dict()
+    settings = dict(settings) if isinstance(settings, dict) else ({} if settings is None else None)
+    config = out.get("config")
+    config = dict(config) if isinstance(config, dict) else ({} if config is None else None)
+    for key, value in extra.items():
+        if key == "type":
+            if value != "agent":
+                raise ValueError(f"config_data.type must be 'agent', not {value!r}")
+            continue
+        if key in _SEED_FIELDS:
+            target, place = out, ""
+        elif key in _SETTINGS_FIELDS and settings is not None:
+            target, place = settings, "model_settings."
+        elif config is not None:
+            target, place = config, "config."
+        else:
+            raise ValueError(f"config_data.{key}: config must be an object")
+        if key in target and target[key] != value:
+            raise ValueError(f"config_data.{key} conflicts with {place}{key}")
+        target[key] = value
+    if settings:
+        out["model_settings"] = settings
+    if config:
+        out["config"] = config
+    return out
 
 
 AGENT_CONTENT_FIELDS = (

@@ -5,7 +5,8 @@ StoreError                          anything the store refuses or fails to do
 ├── ValidationError(field, reason)  bad input refused at the door; nothing was written
 │   └── DefinitionFileError(path)   a YAML definition file that cannot be used
 ├── ConflictError(current_version)  optimistic concurrency: the version named is stale
-│   └── AlreadyExistsError(name)    a create for a name that is taken
+│   ├── AlreadyExistsError(name)    a create for a name that is taken
+│   └── FencedError(session_id)     a turn of a session incarnation that was superseded
 ├── NotFoundError(kind, key)        no such agent, function, conversation, execution, ...
 ├── StoreClosedError                the store was closed; nothing more is accepted
 └── SchemaError                     the database's schema does not fit this code
@@ -27,6 +28,7 @@ __all__ = [
     "AlreadyExistsError",
     "ConflictError",
     "DefinitionFileError",
+    "FencedError",
     "NotFoundError",
     "SchemaError",
     "SchemaOutdatedError",
@@ -86,6 +88,21 @@ class AlreadyExistsError(ConflictError):
     def __init__(self, name: str, current_version: int) -> None:
         super().__init__(name, None, current_version)
         self.args = (f"{name} already exists (version {current_version})",)
+
+
+class FencedError(ConflictError):
+    """A turn of incarnation ``incarnation`` of session ``session_id`` was refused: another
+    process claimed the session since (it is at ``current``). Nothing was written."""
+
+    def __init__(self, session_id: str, incarnation: int, current: int) -> None:
+        super().__init__(session_id, incarnation, current)
+        self.session_id = session_id
+        self.incarnation = incarnation
+        self.current = current
+        self.args = (
+            f"session {session_id!r} was taken over by incarnation {current} "
+            f"(this turn ran in incarnation {incarnation}); nothing was written",
+        )
 
 
 class NotFoundError(StoreError):

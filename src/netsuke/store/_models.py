@@ -181,6 +181,9 @@ class ConversationRow(Base):
     message_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    #: Which process hosts the session (migration 0007): bumped by each claim, checked by
+    #: every fenced turn commit.
+    incarnation: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
 
 #: The predicate of the partial status index; a query for another status adds it so that

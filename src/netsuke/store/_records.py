@@ -48,6 +48,8 @@ class Conversation(BaseModel):
     message_count: int
     created_at: datetime
     updated_at: datetime
+    incarnation: int = 0
+    """The process incarnation that last claimed the session (``open(..., claim=True)``)."""
 
 
 class Execution(BaseModel):

@@ -36,6 +36,12 @@ driver directly (no SQL compilation per call) because this path runs once per ch
 
 Without group commit (``max_batch=1``) every turn is its own transaction.
 
+*Fencing*: a turn may carry the session ``incarnation`` its process claimed. It commits only
+while the conversation row still holds that incarnation; otherwise it fails alone with
+``FencedError`` and writes nothing. The check rides on the statements the commit makes anyway
+(SQLite reads the incarnation with the message count under ``BEGIN IMMEDIATE``; PostgreSQL
+adds ``AND incarnation = $4`` to the ``UPDATE ... RETURNING``), so it costs no round trip.
+
 A batch the database refuses (duplicate execution id, unknown parent) is retried turn by turn
 so that only the faulty turn fails, with ``ValidationError(field="execution")``.
 """
@@ -57,7 +63,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from ._engine import Database
-from ._errors import NotFoundError, StoreClosedError, ValidationError
+from ._errors import FencedError, NotFoundError, StoreClosedError, ValidationError
 from ._group_commit import GroupCommitter
 from ._models import utcnow
 from ._observe import METRICS
@@ -77,6 +83,7 @@ class Turn:
     session_id: str
     payloads: list[tuple[str, str]]  # (kind, pydantic-ai JSON) per message
     execution: dict[str, Any] | None  # an executions row, or None
+    incarnation: int | None = None  # commit only while the session is at it (None: always)
 
 
 class TurnWriter(ABC):
@@ -122,7 +129,7 @@ def _refused(exc: BaseException) -> ValidationError:
 # -- SQLite -----------------------------------------------------------------------------------
 
 _SQLITE_SET_COUNT = "UPDATE conversations SET message_count = ?, updated_at = ? WHERE id = ?"
-_SQLITE_COUNT = "SELECT id, message_count FROM conversations WHERE session_id = ?"
+_SQLITE_COUNT = "SELECT id, message_count, incarnation FROM conversations WHERE session_id = ?"
 _SQLITE_EXEC = (
     f"INSERT INTO executions ({', '.join(EXEC_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(EXEC_COLUMNS))})"
@@ -187,7 +194,10 @@ def _write_one(turn: Turn, conn: sqlite3.Connection) -> Result:
         if found is None:
             conn.execute("ROLLBACK")
             return NotFoundError("conversation", turn.session_id)
-        conversation_id, first = found
+        conversation_id, first, current = found
+        if turn.incarnation is not None and turn.incarnation != current:
+            conn.execute("ROLLBACK")
+            return FencedError(turn.session_id, turn.incarnation, current)
         row = turn.execution
         execution_id = None
         if row is not None:
@@ -386,18 +396,25 @@ class SqliteTurnWriter(TurnWriter):
         sessions = list({turn.session_id: None for turn in turns})
         conn.execute("BEGIN IMMEDIATE")
         try:
+            rows = conn.execute(
+                "SELECT session_id, id, message_count, incarnation FROM conversations "
+                f"WHERE session_id IN ({', '.join('?' * len(sessions))})",
+                sessions,
+            ).fetchall()
+            current = {row[0]: row[3] for row in rows}
             counts: dict[str, list[int]] = {
                 session_id: [conversation_id, count]
-                for session_id, conversation_id, count in conn.execute(
-                    "SELECT session_id, id, message_count FROM conversations "
-                    f"WHERE session_id IN ({', '.join('?' * len(sessions))})",
-                    sessions,
-                )
+                for session_id, conversation_id, count, _ in rows
             }
             for turn in turns:
                 found = counts.get(turn.session_id)
                 if found is None:
                     results.append(NotFoundError("conversation", turn.session_id))
+                    continue
+                if turn.incarnation is not None and turn.incarnation != current[turn.session_id]:
+                    results.append(
+                        FencedError(turn.session_id, turn.incarnation, current[turn.session_id])
+                    )
                     continue
                 conversation_id, first = found
                 found[1] = total = first + len(turn.payloads)
@@ -447,6 +464,11 @@ _PG_BUMP = (
     "UPDATE conversations SET message_count = message_count + $1, updated_at = $2 "
     "WHERE session_id = $3 RETURNING id, message_count"
 )
+_PG_BUMP_FENCED = (
+    "UPDATE conversations SET message_count = message_count + $1, updated_at = $2 "
+    "WHERE session_id = $3 AND incarnation = $4 RETURNING id, message_count"
+)
+_PG_INCARNATION = "SELECT incarnation FROM conversations WHERE session_id = $1"
 _PG_EXEC = (
     f"INSERT INTO executions ({', '.join(EXEC_COLUMNS)}) VALUES "
     f"({', '.join(f'${i + 1}' for i in range(len(EXEC_COLUMNS) - 1))}, "
@@ -509,9 +531,20 @@ class AsyncpgTurnWriter(TurnWriter):
         async with self._db.driver() as conn, conn.transaction():
             for turn in turns:
                 count = len(turn.payloads)
-                found = await conn.fetchrow(_PG_BUMP, count, now, turn.session_id)
-                if found is None:
-                    results.append(NotFoundError("conversation", turn.session_id))
+                inc = turn.incarnation
+                if inc is None:
+                    found = await conn.fetchrow(_PG_BUMP, count, now, turn.session_id)
+                else:  # the fence is the UPDATE's own condition: no extra round trip
+                    found = await conn.fetchrow(_PG_BUMP_FENCED, count, now, turn.session_id, inc)
+                if found is None:  # the rare path: tell a missing session from a fenced turn
+                    cur = None
+                    if inc is not None:
+                        cur = await conn.fetchval(_PG_INCARNATION, turn.session_id)
+                    results.append(
+                        NotFoundError("conversation", turn.session_id)
+                        if cur is None
+                        else FencedError(turn.session_id, inc or 0, cur)
+                    )
                     continue
                 conversation_id, total = found
                 execution_id = None

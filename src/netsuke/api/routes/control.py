@@ -9,8 +9,14 @@ under that name (``Agents.start_defined``); its *sessions* are the processes of
   session of the agent (their conversations stay in the store); answers how many stopped.
   ``POST .../restart`` (operator): stop all, then start the instance from the definition as
   it is now (sessions start again on their next ``POST /sessions``).
-* ``GET .../status`` (user): ``running`` or ``stopped``, the definition's version, the
-  instance's state (queue, restarts, owner), the number of running sessions.
+* ``GET .../status`` (user): ``running`` or ``stopped``, the definition's current
+  ``version``, the instance's state (queue, restarts, owner, and the ``version`` it runs), the
+  number of running sessions, and ``running_versions``: how many of the agent's processes
+  (instance and sessions) run each definition version, as they really are. A session moves
+  to a new version at its next turn (``version_policy: next_turn``, the default) or when it
+  restarts (``on_restart``), so after an update ``running_versions`` may still show the old
+  version for sessions that have not had a turn since; new sessions start from the current
+  version. ``stale`` counts the processes behind the current version.
 * ``GET .../metrics`` (operator): turns (ok, failed), tokens in/out, latency (mean, p50, p99
   in ms over recent turns), starts, restarts, crashes, counted since the node started, plus
   the running sessions and their load now.
@@ -54,6 +60,8 @@ class AgentStatus(BaseModel):
     version: int
     instance: dict[str, Any] | None
     sessions: int
+    running_versions: dict[str, int] = {}
+    stale: int = 0
 
 
 class ControlResult(BaseModel):
@@ -74,6 +82,13 @@ async def _definition_version(ctx: ApiContext, agent_id: str) -> int:
         return (await ctx.store.agents.get(agent_id)).version
     except NotFoundError:
         raise ProblemError(404, "Not found", f"no agent definition named {agent_id}") from None
+
+
+def _processes(ctx: ApiContext, agent_id: str) -> list[Any]:
+    """Every running process of the agent: its instance and its sessions."""
+    return ctx.runtime.registry.match(
+        where=lambda m: type(m) is dict and m.get("kind") == "agent" and m.get("agent") == agent_id
+    )
 
 
 def _sessions(ctx: ApiContext, agent_id: str) -> list[Any]:
@@ -98,8 +113,21 @@ async def _status(ctx: ApiContext, agents: Agents, agent_id: str) -> AgentStatus
             instance = None
     sessions = len(_sessions(ctx, agent_id))
     state = "running" if instance is not None or sessions else "stopped"
+    running: dict[str, int] = {}
+    stale = 0
+    for entry in _processes(ctx, agent_id):
+        v = entry.meta.get("version")
+        key = "none" if v is None else str(v)
+        running[key] = running.get(key, 0) + 1
+        stale += v is not None and v < version
     return AgentStatus(
-        agent=agent_id, state=state, version=version, instance=instance, sessions=sessions
+        agent=agent_id,
+        state=state,
+        version=version,
+        instance=instance,
+        sessions=sessions,
+        running_versions=running,
+        stale=stale,
     )
 
 

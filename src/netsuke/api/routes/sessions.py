@@ -10,7 +10,9 @@ history, status, stop.
   metadata or, for a stopped or evicted one, from its stored conversation.
 * ``GET /sessions?agent=&limit=&cursor=``: running sessions (a ``user`` key: its own), by id.
 * ``GET /sessions/{id}``: state (``running``/``idle``/``hibernated``, or ``stopped`` when only
-  its conversation is stored), restarts, queue, turns, tokens, last activity.
+  its conversation is stored), restarts, queue, turns, tokens, last activity, and the
+  definition ``version`` the running session really runs (``None`` when stopped; it moves to
+  a newer version at its next turn or restart, see ``/agents/{id}/status``).
 * ``DELETE /sessions/{id}[?purge=true]``: stop the session (204); its conversation stays in
   the store unless ``purge`` (then it is deleted too).
 * ``POST /sessions/{id}/messages {"message"}`` runs one turn and answers once it is committed
@@ -74,6 +76,7 @@ class Session(BaseModel):
     tokens_in: int = 0
     tokens_out: int = 0
     last_activity: float | None = None
+    version: int | None = None
 
 
 class SessionPage(BaseModel):
@@ -141,7 +144,11 @@ async def _view(ctx: ApiContext, session_id: str, agent: Any, user: Any, running
         try:
             status = await agents_of(ctx).status(session_id)
             state = str(status.get("state", "running"))
-            base.update(restarts=status.get("restarts", 0), queued=status.get("queued", 0))
+            base.update(
+                restarts=status.get("restarts", 0),
+                queued=status.get("queued", 0),
+                version=status.get("version"),
+            )
         except (AgentError, NetsukeError):
             state = "stopped"
     return Session(state=state, **base)
