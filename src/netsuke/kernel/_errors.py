@@ -6,7 +6,8 @@ exception carries the fields a caller can act on::
     NetsukeError
     ├── UsageError                  a programming mistake; fix the code
     │   ├── BadTargetError          a target that is not a Pid, a name or a Via
-    │   ├── CallSelfError           a process called itself (it would deadlock)
+    │   ├── CallSelfError           a process called (or stopped) itself (it would deadlock)
+    │   ├── ArgumentError           a bad argument: a timeout, a spec, a registry, a pattern
     │   └── NotInProcessError       a process-only operation outside any process
     ├── KernelError                 a failure at run time; handle it
     │   ├── NoProcessError          the target does not exist (never existed, or already exited)
@@ -28,6 +29,7 @@ from typing import Any
 
 __all__ = [
     "AlreadyStartedError",
+    "ArgumentError",
     "BadTargetError",
     "CallSelfError",
     "CallTimeoutError",
@@ -69,6 +71,11 @@ class CallSelfError(UsageError):
     def __init__(self, target: object) -> None:
         super().__init__(f"process {target!r} called itself; this would deadlock")
         self.target = target
+
+
+class ArgumentError(UsageError, ValueError):
+    """A bad argument (Erlang's ``badarg``): a negative timeout, a ``Via`` over something that is
+    not a ``Registry``, a malformed ``select`` spec. Raised before anything is done."""
 
 
 class NotInProcessError(UsageError):

@@ -43,7 +43,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections import deque
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, NoReturn
 
 import structlog
 
@@ -54,7 +54,7 @@ from ._pid import NORMAL, ExitReason, Pid, Ref, Target
 if TYPE_CHECKING:
     from ._runtime import Runtime
 
-__all__ = ["IGNORE", "NOREPLY", "Process"]
+__all__ = ["IGNORE", "NOREPLY", "ExitNow", "Process"]
 
 log = structlog.get_logger("netsuke.kernel")
 
@@ -84,6 +84,16 @@ NOREPLY: Final[Any] = _Sentinel("NOREPLY")
 """Return it from ``handle_call`` to reply later with ``Process.reply(from_, value)``."""
 IGNORE: Final[Any] = _Sentinel("IGNORE")
 """Return it from ``init`` to not start; ``start`` then returns ``None``."""
+
+
+class ExitNow(BaseException):
+    """Raised by ``Process.exit(reason)``: leaves the callback and exits with ``reason``.
+
+    A ``BaseException``, so ``except Exception`` in a callback does not swallow it."""
+
+    def __init__(self, reason: ExitReason) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class _Ext:
@@ -224,6 +234,14 @@ class Process:
     def reply_later(self, from_: From) -> Any:
         """Mark ``from_`` as answered later; returns ``NOREPLY`` for ``handle_call`` to return."""
         return NOREPLY
+
+    def exit(self, reason: ExitReason) -> NoReturn:
+        """Erlang's ``exit/1`` in a gen_server: leave the current callback at once and exit with
+        ``reason``. From ``handle_*``/``handle_continue``, ``terminate(reason)`` runs first;
+        from ``terminate``, the process exits with ``reason`` instead of the reason terminate
+        was given (a child stopped by its supervisor may so exit with something other than
+        ``shutdown``); from ``init``, the start fails with ``StartError(reason)``."""
+        raise ExitNow(reason)
 
     def stop(self, reason: ExitReason = NORMAL) -> None:
         """Exit after the current callback returns (a pending reply is sent first)."""
@@ -378,6 +396,9 @@ class Process:
             except Exception as e:
                 await self._crash(e)
                 return
+            except ExitNow as e:
+                await self._terminate_and_exit(e.reason)
+                return
 
     def _cancelled(self) -> None:
         """Our task was cancelled: by a kill (already dead) or by the loop shutting down."""
@@ -408,6 +429,8 @@ class Process:
         except Exception as e:
             log.error("terminate_failed", pid=repr(self.pid), error=repr(e), exc_info=e)
             reason = e
+        except ExitNow as e:
+            reason = e.reason
         self._rt._exit(self, reason)
 
     def _child_exited(self, child: Process, reason: ExitReason) -> Any:

@@ -40,6 +40,7 @@ from ..observability import register_collector
 from ._compaction import MIN_PEAK, TableWatch, compact_tables
 from ._errors import (
     AlreadyStartedError,
+    ArgumentError,
     BadTargetError,
     CallSelfError,
     CallTimeoutError,
@@ -61,6 +62,7 @@ from ._process import (
     IDLE_UNIT,
     IGNORE,
     ChildExit,
+    ExitNow,
     Process,
     _Ext,
     linked,
@@ -94,6 +96,17 @@ def current_runtime() -> Runtime:
 
 def _is_normal(reason: ExitReason) -> bool:
     return type(reason) is str and reason == NORMAL
+
+
+_INF = float("inf")
+
+
+def check_timeout(timeout: object, *, what: str = "timeout") -> None:
+    """Raise ``ArgumentError`` unless ``timeout`` is ``None`` or a finite number >= 0."""
+    if timeout is None:
+        return
+    if type(timeout) not in (int, float) or not 0 <= timeout < _INF:  # type: ignore[operator]
+        raise ArgumentError(f"{what} must be None or a number of seconds >= 0, not {timeout!r}")
 
 
 def _exit_kind(reason: ExitReason) -> str:
@@ -447,6 +460,8 @@ class Runtime:
         t = proc._task
         if t is not None and t is asyncio.current_task():
             raise CallSelfError(target)
+        if timeout is not None and not (type(timeout) is float and 0.0 <= timeout < _INF):
+            check_timeout(timeout)
         loop = self._loop
         fut = loop.create_future()
         m = From(request, fut)
@@ -627,6 +642,9 @@ class Runtime:
             log.warning("init_failed", process=type(p).__name__, error=repr(e))
             self._exit(p, e)
             raise StartError(type(p).__name__, e) from e
+        except ExitNow as e:
+            self._exit(p, e.reason)
+            raise StartError(type(p).__name__, e.reason) from None
         if p._flags & F_DEAD:
             raise StartError(type(p).__name__, self.exit_reason_of(p))
         if r is IGNORE:
@@ -647,6 +665,13 @@ class Runtime:
         if p is None:
             return False
         sp = self._resolve(sender) if sender is not None else None
+        if sp is None and p._task is not None and p._task is asyncio.current_task():
+            sp = p  # exit(self(), reason): the caller signals itself
+        if sp is p and not p._flags & F_TRAP and _is_normal(reason):
+            # Erlang: a process that sends itself ``normal`` exits (a ``normal`` signal from
+            # anyone else is ignored by a process that does not trap exits).
+            self._exit(p, NORMAL)
+            return True
         p._rt._signal(p, reason, sp, sp.pid if sp is not None else None, explicit=True)
         return True
 
@@ -659,8 +684,15 @@ class Runtime:
     ) -> None:
         """Stop ``target`` the orderly way (``GenServer.stop``): after the messages before this
         request, ``terminate(reason)`` runs and the process exits with ``reason``. Returns once it
-        is gone. Raises ``NoProcessError``, or ``CallTimeoutError`` after ``timeout``."""
+        is gone. Raises ``NoProcessError``, ``CallTimeoutError`` after ``timeout`` (the target
+        is then killed), ``CallSelfError`` when a process stops itself this way (it would wait
+        for its own exit; use ``Process.stop`` instead), ``ArgumentError`` for a timeout that is
+        not ``None`` or a number >= 0. Nothing is sent when it raises before waiting."""
+        check_timeout(timeout)
         p = self._resolve_or_noproc(target)
+        t = p._task
+        if t is not None and t is asyncio.current_task():
+            raise CallSelfError(target)
         await self._stop_proc(p, reason, timeout)
 
     async def _stop_proc(self, p: Process, reason: ExitReason, timeout: float | None) -> None:
