@@ -17,6 +17,7 @@ from ._clock import VirtualClockLoop, run_virtual, virtual_time
 from ._dynamic import DynamicSupervisor, DynamicSupervisorSpec
 from ._errors import (
     AlreadyStartedError,
+    ArgumentError,
     BadTargetError,
     CallSelfError,
     CallTimeoutError,
@@ -50,8 +51,8 @@ from ._pid import (
     is_abnormal,
     is_normal_or_shutdown,
 )
-from ._process import IGNORE, NOREPLY, Process
-from ._registry import Registry, RegistryEntry
+from ._process import IGNORE, NOREPLY, TIMEOUT, ExitNow, Process
+from ._registry import Registered, Registry, RegistryEntry, Unregistered
 from ._runtime import Runtime, current_runtime
 from ._supervisor import ChildInfo, ChildSpec, Restart, Strategy, Supervisor, SupervisorSpec
 from ._tasks import TaskHandle, TaskOutcome, TaskSupervisor
@@ -86,7 +87,9 @@ __all__ = [
     "NOREPLY",
     "NORMAL",
     "SHUTDOWN",
+    "TIMEOUT",
     "AlreadyStartedError",
+    "ArgumentError",
     "BadTargetError",
     "CallSelfError",
     "CallTimeoutError",
@@ -98,6 +101,7 @@ __all__ = [
     "DynamicSupervisorSpec",
     "Exit",
     "ExitReason",
+    "ExitNow",
     "Exited",
     "From",
     "KernelError",
@@ -110,6 +114,7 @@ __all__ = [
     "Process",
     "ProcessExitedError",
     "Ref",
+    "Registered",
     "Registry",
     "RegistryEntry",
     "Restart",
@@ -127,6 +132,7 @@ __all__ = [
     "TaskSupervisor",
     "Transport",
     "UnhandledMessageError",
+    "Unregistered",
     "UsageError",
     "Via",
     "VirtualClockLoop",

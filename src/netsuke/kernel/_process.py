@@ -47,14 +47,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, NoReturn
 
 import structlog
 
-from ._errors import UnhandledMessageError
+from ._errors import ArgumentError, UnhandledMessageError
 from ._messages import Cast, Exit, From, SysContinue, SysParentExit, SysStop
 from ._pid import NORMAL, ExitReason, Pid, Ref, Target
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
 
-__all__ = ["IGNORE", "NOREPLY", "ExitNow", "Process"]
+__all__ = ["IGNORE", "NOREPLY", "TIMEOUT", "ExitNow", "Process"]
 
 log = structlog.get_logger("netsuke.kernel")
 
@@ -66,7 +66,9 @@ F_STOP: Final = 16
 F_SCOPE: Final = 32
 F_SCOPE_CANCELLED: Final = 64
 F_NORESTART: Final = 128
-IDLE_UNIT: Final = 256  # the bits above 8 count the sweeps a process has been idle for
+F_TIMEOUT: Final = 256  # a callback asked for a timeout (``set_timeout``); requested or armed
+IDLE_SHIFT: Final = 9
+IDLE_UNIT: Final = 1 << IDLE_SHIFT  # the bits above 9 count the sweeps a process was idle for
 IDLE_CLEAR: Final = IDLE_UNIT - 1
 
 
@@ -84,6 +86,8 @@ NOREPLY: Final[Any] = _Sentinel("NOREPLY")
 """Return it from ``handle_call`` to reply later with ``Process.reply(from_, value)``."""
 IGNORE: Final[Any] = _Sentinel("IGNORE")
 """Return it from ``init`` to not start; ``start`` then returns ``None``."""
+TIMEOUT: Final[Any] = _Sentinel("TIMEOUT")
+"""What ``handle_info`` gets when a ``set_timeout`` expires (OTP's ``timeout`` message)."""
 
 
 class ExitNow(BaseException):
@@ -99,10 +103,21 @@ class ExitNow(BaseException):
 class _Ext:
     """The rarely used parts of a process, allocated on first use."""
 
-    __slots__ = ("deferred", "monitored_by", "monitoring", "stop_reason")
+    __slots__ = (
+        "deferred",
+        "monitor_names",
+        "monitored_by",
+        "monitoring",
+        "stop_reason",
+        "timeout",
+    )
 
     def __init__(self) -> None:
         self.monitored_by: dict[Ref, Process | asyncio.Future[Any]] | None = None
+        # monitors taken by name: ref -> the name form their Down reports
+        self.monitor_names: dict[Ref, Any] | None = None
+        # a callback's timeout (``set_timeout``): seconds, then the armed timer
+        self.timeout: Any = None
         self.monitoring: dict[Ref, Process] | None = None
         self.deferred: set[From] | None = None
         self.stop_reason: ExitReason = NORMAL
@@ -248,6 +263,32 @@ class Process:
         self._flags |= F_STOP
         self._ensure_ext().stop_reason = reason
 
+    def set_timeout(self, seconds: float | None) -> None:
+        """OTP's callback timeout (``{reply, R, S, Timeout}``): when the current callback
+        returns, if no message arrives within ``seconds`` (``0``: none is waiting), the process
+        gets ``TIMEOUT`` in ``handle_info``. Any message that comes first (or is already in the
+        mailbox) cancels it; ``None`` cancels a pending request (OTP's ``infinity``, the
+        default). A process waiting on a timeout does not hibernate. Works in ``init`` too."""
+        if seconds is None:
+            if self._flags & F_TIMEOUT:
+                self._flags &= ~F_TIMEOUT
+                ext = self._ensure_ext()
+                t = ext.timeout
+                if type(t) is asyncio.TimerHandle:
+                    t.cancel()
+                ext.timeout = None
+            return
+        if type(seconds) not in (int, float) or not 0 <= seconds < float("inf"):
+            raise ArgumentError(f"set_timeout needs seconds >= 0 or None, not {seconds!r}")
+        self._ensure_ext().timeout = float(seconds)
+        self._flags |= F_TIMEOUT
+
+    def _timeout_fired(self, w: asyncio.Future[Any]) -> None:
+        if self._waiter is w and self._flags & F_TIMEOUT:
+            self._flags &= ~F_TIMEOUT
+            self._ensure_ext().timeout = None
+            self._deliver(TIMEOUT)
+
     def hibernate(self) -> None:
         """Release the task as soon as the mailbox is empty."""
         self._flags |= F_HIBERNATE
@@ -271,9 +312,11 @@ class Process:
         """Watch ``target``; a ``Down`` message arrives when it exits (at once if it is gone)."""
         return self._rt._monitor_proc(self, target)
 
-    def demonitor(self, ref: Ref) -> None:
-        """Stop watching; a ``Down`` already delivered stays in the mailbox."""
-        self._rt._demonitor(self, ref)
+    def demonitor(self, ref: Ref, *, flush: bool = False) -> bool:
+        """Stop watching. ``flush`` [``False``]: also remove a ``Down`` for ``ref`` already in
+        the mailbox (Erlang's ``demonitor(Ref, [flush])``); without it, such a ``Down`` stays.
+        Returns whether the monitor was still active (``[info]``)."""
+        return self._rt._demonitor(self, ref, flush)
 
     def send_after(self, delay: float, message: Any) -> asyncio.TimerHandle:
         """Send ``message`` to this process after ``delay`` seconds; ``.cancel()`` to revoke."""
@@ -307,7 +350,11 @@ class Process:
             self._rt._active.add(self)
 
     def _wake(self) -> None:
-        if self._mailbox and self._task is None and not self._flags & (F_STARTING | F_DEAD):
+        if (
+            (self._mailbox or self._flags & F_TIMEOUT)
+            and self._task is None
+            and not self._flags & (F_STARTING | F_DEAD)
+        ):
             self._task = self._rt._loop.create_task(self._run())
             self._rt._active.add(self)
 
@@ -327,6 +374,10 @@ class Process:
                 fl = self._flags
                 if fl & F_DEAD:
                     return
+                if fl & F_TIMEOUT:
+                    if not await self._wait_timeout():
+                        return
+                    continue
                 if fl & F_HIBERNATE or self.hibernate_after == 0:
                     self._go_idle()
                     return
@@ -384,12 +435,16 @@ class Process:
                         r = self.handle_info(m)
                         if self._info_async:
                             await r
-                if self._flags & (F_STOP | F_DEAD):
-                    if self._flags & F_DEAD:
+                if self._flags & (F_STOP | F_DEAD | F_TIMEOUT):
+                    fl = self._flags
+                    if fl & F_DEAD:
                         return
                     x = self._ext
-                    await self._terminate_and_exit(x.stop_reason if x else NORMAL)
-                    return
+                    if fl & F_STOP:
+                        await self._terminate_and_exit(x.stop_reason if x else NORMAL)
+                        return
+                    if self._mailbox:  # a message is already waiting: no timeout (OTP)
+                        self.set_timeout(None)
             except asyncio.CancelledError:
                 self._cancelled()
                 return
@@ -399,6 +454,26 @@ class Process:
             except ExitNow as e:
                 await self._terminate_and_exit(e.reason)
                 return
+
+    async def _wait_timeout(self) -> bool:
+        """Wait for a message with the requested timeout armed; ``TIMEOUT`` comes if none.
+        Returns false when the process was killed meanwhile."""
+        ext = self._ensure_ext()
+        w = self._rt._loop.create_future()
+        self._waiter = w
+        timer = self._rt._loop.call_later(ext.timeout, self._timeout_fired, w)
+        ext.timeout = timer
+        try:
+            await w
+        except asyncio.CancelledError:
+            timer.cancel()
+            self._cancelled()
+            return False
+        if self._flags & F_TIMEOUT:  # a message came first
+            self._flags &= ~F_TIMEOUT
+            timer.cancel()
+            ext.timeout = None
+        return not self._flags & F_DEAD
 
     def _cancelled(self) -> None:
         """Our task was cancelled: by a kill (already dead) or by the loop shutting down."""

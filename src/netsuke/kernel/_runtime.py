@@ -58,7 +58,9 @@ from ._process import (
     F_SCOPE,
     F_SCOPE_CANCELLED,
     F_STARTING,
+    F_TIMEOUT,
     F_TRAP,
+    IDLE_SHIFT,
     IDLE_UNIT,
     IGNORE,
     ChildExit,
@@ -570,8 +572,6 @@ class Runtime:
                     holder = holder[0] if type(holder) is tuple else holder
                     raise AlreadyStartedError(name, holder.pid)
             elif type(name) is Via:
-                if name.registry.keys_mode != "unique":
-                    raise ValueError("a Via name needs a unique-keys registry")
                 holder = name.registry._whereis_proc(name.key)
                 if holder is not None:
                     raise AlreadyStartedError(name, holder.pid)
@@ -651,7 +651,7 @@ class Runtime:
             self._exit(p, NORMAL)
             return None
         p._flags &= ~F_STARTING
-        if p._mailbox:
+        if p._mailbox or p._flags & F_TIMEOUT:
             p._wake()
         return p
 
@@ -823,13 +823,15 @@ class Runtime:
                 _drop_link(lp, p)
                 lp._rt._signal(lp, reason, p, pid)
         if ext.monitored_by:
+            names = ext.monitor_names
             for ref, watcher in list(ext.monitored_by.items()):
                 if isinstance(watcher, Process):
                     wext = watcher._ext
                     if wext is not None and wext.monitoring is not None:
                         wext.monitoring.pop(ref, None)
                     if not watcher._flags & F_DEAD:
-                        watcher._deliver(Down(ref, pid, reason))
+                        who = pid if names is None else names.get(ref, pid)
+                        watcher._deliver(Down(ref, who, reason))
                 elif not watcher.done():
                     watcher.set_result(reason)
             ext.monitored_by = None
@@ -891,27 +893,48 @@ class Runtime:
     def _monitor_proc(self, watcher: Process, target: Target) -> Ref:
         ref = self._new_ref()
         p = self._resolve(target)
+        tt = type(target)
+        # OTP: a monitor taken by name reports the name form ({Name, Node}) in its DOWN.
+        who: Any = (target, self.node) if tt is str else target if tt is Via else None
         if p is None:
-            tpid = target if type(target) is Pid else None
-            watcher._deliver(Down(ref, tpid or Pid(self.node, 0), NOPROC))
+            if who is None:
+                who = target if tt is Pid else target.pid  # type: ignore[union-attr]
+            watcher._deliver(Down(ref, who, NOPROC))
             return ref
         pe = p._ensure_ext()
         if pe.monitored_by is None:
             pe.monitored_by = {}
         pe.monitored_by[ref] = watcher
+        if who is not None:
+            if pe.monitor_names is None:
+                pe.monitor_names = {}
+            pe.monitor_names[ref] = who
         we = watcher._ensure_ext()
         if we.monitoring is None:
             we.monitoring = {}
         we.monitoring[ref] = p
         return ref
 
-    def _demonitor(self, watcher: Process, ref: Ref) -> None:
+    def _demonitor(self, watcher: Process, ref: Ref, flush: bool = False) -> bool:
         we = watcher._ext
-        if we is None or not we.monitoring:
-            return
-        p = we.monitoring.pop(ref, None)
-        if p is not None and p._ext is not None and p._ext.monitored_by is not None:
-            p._ext.monitored_by.pop(ref, None)
+        found = False
+        if we is not None and we.monitoring:
+            p = we.monitoring.pop(ref, None)
+            if p is not None:
+                found = True
+                pe = p._ext
+                if pe is not None and pe.monitored_by is not None:
+                    pe.monitored_by.pop(ref, None)
+                    if pe.monitor_names is not None:
+                        pe.monitor_names.pop(ref, None)
+        if flush:
+            mb = watcher._mailbox
+            if mb:
+                kept = [m for m in mb if not (type(m) is Down and m.ref == ref)]
+                if len(kept) != len(mb):
+                    mb.clear()
+                    mb.extend(kept)
+        return found
 
     def _exit_future(self, p: Process) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = self._loop.create_future()
@@ -988,12 +1011,12 @@ class Runtime:
         interval = self.hibernate_sweep
         for p in list(self._active):
             w = p._waiter
-            if w is None or p._mailbox:
+            if w is None or p._mailbox or p._flags & F_TIMEOUT:
                 continue
             after = type(p).hibernate_after
             if after is None and not force:
                 continue
-            idle = (p._flags >> 8) + 1
+            idle = (p._flags >> IDLE_SHIFT) + 1
             if force or idle * interval >= (after or 0.0):
                 p._waiter = None
                 if not w.done():
