@@ -315,7 +315,10 @@ class Process:
     def demonitor(self, ref: Ref, *, flush: bool = False) -> bool:
         """Stop watching. ``flush`` [``False``]: also remove a ``Down`` for ``ref`` already in
         the mailbox (Erlang's ``demonitor(Ref, [flush])``); without it, such a ``Down`` stays.
-        Returns whether the monitor was still active (``[info]``)."""
+        Returns whether the monitor was still active (``[info]``). Raises ``ArgumentError``
+        when ``ref`` is not a ``Ref`` (Erlang's ``badarg``)."""
+        if type(ref) is not Ref:
+            raise ArgumentError(f"demonitor needs a Ref, not {ref!r}")
         return self._rt._demonitor(self, ref, flush)
 
     def send_after(self, delay: float, message: Any) -> asyncio.TimerHandle:
