@@ -101,7 +101,7 @@ class _TaskProcess(Process):
 class TaskHandle(Generic[T]):
     """A running task. ``pid`` is its process (``None`` for ``TaskHandle.completed``)."""
 
-    __slots__ = ("_done", "_link", "_replied", "_rt", "_timer", "_value", "pid")
+    __slots__ = ("_done", "_ignored", "_link", "_replied", "_rt", "_timer", "_value", "pid")
 
     def __init__(self, rt: Any) -> None:
         self._rt = rt
@@ -110,6 +110,7 @@ class TaskHandle(Generic[T]):
         self._done: asyncio.Future[Any] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._link: Process | None = None
+        self._ignored = False
         self.pid: Pid | None = None
 
     @staticmethod
@@ -144,6 +145,12 @@ class TaskHandle(Generic[T]):
         ``timeout`` seconds (the task keeps running; ``cancel()`` it if you no longer need it)."""
         check_timeout(timeout)
         assert self._done is not None
+        if self._ignored:  # OTP: an ignored task never replies to its handle again
+            if timeout is None:
+                await asyncio.Event().wait()
+            else:
+                await asyncio.sleep(timeout)
+            raise CallTimeoutError(self.pid, timeout or 0.0)
         try:
             if timeout is None:
                 await asyncio.shield(self._done)
@@ -180,15 +187,16 @@ class TaskHandle(Generic[T]):
         [``5.0``]: send the exit signal ``shutdown`` and kill the task if it has not exited
         after that many seconds; ``"brutal_kill"``: kill it at once. Returns ``TaskOutcome(ok)``
         when it had returned a value, ``None`` when it was stopped by this call (exit reason
-        ``shutdown``, or ``killed`` with ``"brutal_kill"``), ``TaskOutcome(False, reason)`` when
-        it exited for any other reason (before the call, or on its own meanwhile)."""
+        ``shutdown``, or ``killed`` with ``"brutal_kill"``; also when it had already exited so),
+        ``TaskOutcome(False, reason)`` when it exited for any other reason (before the call,
+        on its own meanwhile, or ``killed`` after the timeout)."""
         brutal = timeout == "brutal_kill"
         if not brutal:
             check_timeout(timeout)
         assert self._done is not None
         rt = self._rt
         p = rt._procs.get(self.pid.id) if rt is not None and self.pid is not None else None
-        expected: str | None = KILLED if brutal else SHUTDOWN
+        expected = KILLED if brutal else SHUTDOWN
         if p is not None and not p._flags & F_DEAD and not self._done.done():
             self._unlink()
             if brutal:
@@ -199,10 +207,7 @@ class TaskHandle(Generic[T]):
                     try:
                         await asyncio.wait_for(asyncio.shield(self._done), timeout)  # type: ignore[arg-type]
                     except TimeoutError:
-                        rt._exit(p, KILLED)
-                        expected = SHUTDOWN  # OTP: a kill after the timeout reports killed
-        else:
-            expected = None
+                        rt._exit(p, KILLED)  # OTP: a kill after the timeout reports killed
         reason = await asyncio.shield(self._done)
         if self._replied:
             return TaskOutcome(True, self._value)
@@ -212,11 +217,13 @@ class TaskHandle(Generic[T]):
 
     def ignore(self) -> TaskOutcome[T] | None:
         """Elixir's ``Task.ignore/1``: unlink the task and let it run on its own. Returns its
-        outcome if it had already ended, else ``None``."""
+        outcome if it had already ended, else ``None``. From then on the handle reports
+        nothing: ``yield_`` returns ``None`` and ``join``/``outcome`` time out, as OTP's
+        ``Task.await`` on an ignored task."""
         self._unlink()
-        if self.done():
-            return self._outcome_now()
-        return None
+        out = self._outcome_now() if self.done() and not self._ignored else None
+        self._ignored = True
+        return out
 
     def _unlink(self) -> None:
         lk = self._link
@@ -463,6 +470,6 @@ def _bind(fn: Callable[[Any], Awaitable[Any]], item: Any) -> Callable[[], Awaita
     return lambda: fn(item)
 
 
-def _time_out(rt: Any, p: Process) -> None:
+def _time_out(rt: Any, p: Process) -> None:  # the ``timeout`` option of ``start_task``
     if p.alive:
         rt._exit(p, "timeout")
