@@ -300,6 +300,8 @@ class TaskSupervisor(DynamicSupervisor):
         abnormal exit, ``"permanent"`` after any exit (a restart calls ``work()`` again, so it
         must be a coroutine function). ``shutdown`` [``5.0``] as in ``ChildSpec``."""
         if restart != "temporary" and not callable(work):
+            if inspect.iscoroutine(work):
+                work.close()  # refused: never awaited, and no warning about it
             raise ArgumentError(f"restart={restart!r} needs a coroutine function, not {work!r}")
         if not (callable(work) or inspect.isawaitable(work)):
             raise TypeError(f"a task needs a coroutine function or an awaitable, not {work!r}")
