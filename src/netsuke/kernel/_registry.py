@@ -359,7 +359,7 @@ class Registry:
         return cur[1] if type(cur) is tuple else None
 
     def keys(self, pid: Pid) -> list[Any]:
-        """The keys ``pid`` is registered under in this registry."""
+        """The keys ``pid`` is registered under in this registry (a key once per entry)."""
         proc = self.runtime._local_proc(pid)
         if proc is None:
             return []
@@ -368,7 +368,9 @@ class Registry:
             return []
         if type(cur) is str:
             return [cur] if self is self.runtime.registry else []
-        return [k for r, k in cur if r is self]
+        if self.keys_mode == "unique":
+            return [k for r, k in cur if r is self]
+        return [k for r, k in cur if r is self for _ in _metas(self._dup[k][proc])]
 
     def _entries(self) -> Iterator[tuple[Any, Process, Any]]:
         if self.keys_mode == "unique":
