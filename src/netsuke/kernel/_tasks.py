@@ -30,6 +30,8 @@ The rest of Elixir's ``Task`` API, with OTP's result table (``TaskOutcome(ok=Tru
   this call -> ``None``; any other exit (before or during the call) -> ``{:exit, reason}``;
 * ``handle.ignore()``: unlink and stop tracking; the task keeps running. Returns the outcome if
   it had already finished, else ``None``;
+* ``await rt.tasks.join_many(handles, timeout=5.0)``: every value in input order
+  (``Task.await_many``); raises at once when one fails, ``CallTimeoutError`` after ``timeout``;
 * ``await rt.tasks.yield_many(handles, timeout=5.0, limit=None, on_timeout="nothing")``:
   ``[(handle, outcome | None)]`` in input order; ``on_timeout``: ``"nothing"``, ``"ignore"``,
   ``"kill_task"``;
@@ -317,6 +319,33 @@ class TaskSupervisor(DynamicSupervisor):
     def completed(value: R) -> TaskHandle[R]:
         """``TaskHandle.completed(value)``."""
         return TaskHandle.completed(value)
+
+    @staticmethod
+    async def join_many(
+        handles: Iterable[TaskHandle[Any]], timeout: float | None = 5.0
+    ) -> list[Any]:
+        """Elixir's ``Task.await_many/2``: the values of every task, in input order, once all
+        have returned. Raises at once when any task fails (``TaskFailedError`` with its reason,
+        the first to end first) and ``CallTimeoutError`` after ``timeout`` seconds [``5.0``;
+        ``None``: forever]; the tasks keep running (``shutdown`` them if need be)."""
+        hs = list(handles)
+        check_timeout(timeout)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            for h in hs:
+                if h.done() and not h._ignored and not h._replied:
+                    await h.join(0)  # raises TaskFailedError with its reason
+            pending = [h._done for h in hs if h._done is not None and not h.done()]
+            if not pending and not any(h._ignored for h in hs):
+                return [h._value for h in hs]
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                raise CallTimeoutError([h.pid for h in hs], timeout or 0.0)
+            if not pending:  # only ignored handles are left: they never answer
+                await asyncio.sleep(left) if left is not None else await asyncio.Event().wait()
+                continue
+            await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
 
     @staticmethod
     async def yield_many(

@@ -225,6 +225,72 @@ async def test_task_test_await_2_exits_on_task_exit() -> None:
         assert ei.value.reason == "unknown"
 
 
+# ---------------------------------------------------------------------- await_many/2
+
+
+@virtual_time
+async def test_task_test_await_many_2_returns_list_of_replies() -> None:
+    async with Runtime() as rt:
+        tasks = [await rt.tasks.start(lambda n=n: sleep(n)) for n in (1, 2, 3)]
+        assert await rt.tasks.join_many(tasks) == [1, 2, 3]
+
+
+@virtual_time
+async def test_task_test_await_many_2_returns_replies_in_input_order_ignoring_response_order() -> (
+    None
+):
+    async with Runtime() as rt:
+        tasks = [await rt.tasks.start(lambda n=n: sleep(n)) for n in (30, 10, 20)]
+        assert await rt.tasks.join_many(tasks) == [30, 10, 20]
+
+
+@virtual_time
+async def test_task_test_await_many_2_returns_an_empty_list_immediately() -> None:
+    async with Runtime() as rt:
+        assert await rt.tasks.join_many([]) == []
+
+
+@virtual_time
+async def test_task_test_await_many_2_exits_on_timeout() -> None:
+    async with Runtime() as rt:
+        task = await rt.tasks.start(lambda: asyncio.sleep(INF))
+        with pytest.raises(CallTimeoutError):
+            await rt.tasks.join_many([task], 0)
+        with pytest.raises(ArgumentError):
+            await rt.tasks.join_many([task], -1)
+
+
+@virtual_time
+async def test_task_test_await_many_2_exits_with_same_reason_when_task_exits() -> None:
+    async with Runtime() as rt:
+        task = await rt.tasks.start(lambda: exit_("normal"))
+        with pytest.raises(TaskFailedError) as ei:
+            await rt.tasks.join_many([task])
+        assert ei.value.reason == "normal"
+
+
+@virtual_time
+@pytest.mark.parametrize("how", ["exits", "crashes", "throws", "error"])
+async def test_task_test_await_many_2_exits_immediately_when_any_task_fails(how: str) -> None:
+    """'exits immediately when any task exits / crashes / throws' and '... on any task error'."""
+
+    async def fail() -> None:
+        await asyncio.sleep(0.001)
+        if how == "exits":
+            raise ExitNow("normal")
+        raise RuntimeError(how)
+
+    async with Runtime() as rt:
+        loop = asyncio.get_running_loop()
+        t1 = await rt.tasks.start(lambda: asyncio.sleep(INF))
+        t2 = await rt.tasks.start(fail)
+        t0 = loop.time()
+        with pytest.raises(TaskFailedError):
+            await rt.tasks.join_many([t1, t2], None)
+        assert loop.time() - t0 < 0.01
+        assert rt.alive(t1.pid)  # type: ignore[arg-type]
+
+
 # --------------------------------------------------------------------------- yield/2
 
 
