@@ -20,7 +20,9 @@ from netsuke import (
     From,
     Process,
     Ref,
+    Registry,
     Runtime,
+    Via,
     virtual_time,
 )
 
@@ -199,6 +201,14 @@ async def test_monitor_SUITE_mon_1() -> None:
         # named monitor fails because the process is gone: the name, not a made-up pid
         r7 = me.monitor("jeeves")
         assert await me.receive(timeout=1) == Down(r7, ("jeeves", rt.node), "noproc")
+        # the same through a Via: the Down carries the Via
+        reg = Registry(rt, name="butlers")
+        p8 = await rt.start(Jeeves, None, name=Via(reg, "jeeves"))
+        r8 = me.monitor(Via(reg, "jeeves"))
+        rt.exit(p8, "frop")
+        assert await me.receive(timeout=1) == Down(r8, Via(reg, "jeeves"), "frop")
+        r9 = me.monitor(Via(reg, "jeeves"))
+        assert await me.receive(timeout=1) == Down(r9, Via(reg, "jeeves"), "noproc")
 
 
 @virtual_time
