@@ -30,6 +30,12 @@ An exception raised by a callback crashes the process: ``terminate`` runs, the p
 with the exception as its reason, its links and monitors are told, a caller waiting on it gets
 ``ProcessExitedError`` at once, and the error is logged. Nothing else is affected.
 
+From a callback, a process can also ask (OTP's return tuples): ``stop(reason)`` (exit after
+the callback), ``exit(reason)`` (leave the callback at once, ``terminate(reason)``, exit; in
+``terminate`` it replaces the exit reason; in ``init`` the start fails), ``set_timeout(s)``
+(``handle_info(TIMEOUT)`` if no message arrives within ``s`` seconds), ``hibernate()``,
+``continue_with(arg)``.
+
 Class options: ``hibernate_after`` (default ``1.0`` second): idle time before the task is
 released; ``0`` hibernates as soon as the mailbox is empty; ``None`` never hibernates.
 

@@ -213,7 +213,7 @@ class TaskHandle(Generic[T]):
         reason = await asyncio.shield(self._done)
         if self._replied:
             return TaskOutcome(True, self._value)
-        if expected is not None and type(reason) is str and reason == expected:
+        if type(reason) is str and reason == expected:
             return None
         return TaskOutcome(False, None, reason)
 
