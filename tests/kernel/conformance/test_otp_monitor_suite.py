@@ -1,8 +1,10 @@
 """OTP's erts/emulator/test/monitor_SUITE.erl, ported to Netsuke on the virtual clock.
 
 One test per upstream test case, named after it. Not ported (BEAM-only, listed in
-docs/kernel.md): mon_2, demon_3, remote_remove_monitor, mixer (distribution), otp_5827 (pid
-creation numbers), monitor_time_offset (``erlang:monitor(time_offset, ...)``).
+docs/kernel.md): demon_3, remote_remove_monitor, mixer (distribution), otp_5827 (pid creation
+numbers), monitor_time_offset (``erlang:monitor(time_offset, ...)``). mon_2 runs between two
+nodes joined by a ``LocalTransport``, without its node-down cases (``noconnection`` belongs to
+the cluster transport).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from netsuke import (
     Down,
     Exit,
     From,
+    LocalTransport,
     Process,
     Ref,
     Registry,
@@ -209,6 +212,28 @@ async def test_monitor_SUITE_mon_1() -> None:
         assert await me.receive(timeout=1) == Down(r8, Via(reg, "jeeves"), "frop")
         r9 = me.monitor(Via(reg, "jeeves"))
         assert await me.receive(timeout=1) == Down(r9, Via(reg, "jeeves"), "noproc")
+
+
+@virtual_time
+async def test_monitor_SUITE_mon_2() -> None:
+    """Distributed cases for monitor/2, between two nodes of one Python process."""
+    transport = LocalTransport()
+    async with (
+        Runtime("n0", transport=transport) as rt,
+        Runtime("hej1", transport=transport) as n1,
+        rt.scope() as me,
+    ):
+        p2 = await n1.start(Jeeves, None)
+        assert p2 is not None and p2.node == "hej1"
+        r2 = me.monitor(p2)
+        await rt.call(p2, "stop")
+        assert await me.receive(timeout=1) == Down(r2, p2, "normal")
+        p3 = await n1.start(Jeeves, None)
+        r3 = me.monitor(p3)  # type: ignore[arg-type]
+        rt.exit(p3, "frop")  # type: ignore[arg-type]
+        assert await me.receive(timeout=1) == Down(r3, p3, "frop")
+        r4 = me.monitor(p3)  # type: ignore[arg-type]
+        assert await me.receive(timeout=1) == Down(r4, p3, "noproc")
 
 
 @virtual_time
