@@ -42,6 +42,8 @@ The rest of Elixir's ``Task`` API, with OTP's result table (``TaskOutcome(ok=Tru
   ``TaskOutcome(False, reason="timeout")`` (``"kill_task"``). Closing the iterator
   (``aclose()``, ``contextlib.aclosing``) kills the tasks still running;
 * ``TaskHandle.completed(value)``: a handle already done with ``value`` (no process);
+* ``TaskSupervisor.child_spec(fn, restart="temporary", shutdown=5.0)``: a ``ChildSpec`` that
+  runs ``fn()`` under any supervisor (Elixir's ``{Task, fun}`` child);
 * ``await rt.tasks.start_child(fn, restart="temporary", shutdown=5.0)``: a fire-and-forget task
   (``Task.Supervisor.start_child``): returns its pid; ``restart="transient"`` restarts it after
   an abnormal exit, ``"permanent"`` after any exit, within the task supervisor's intensity
@@ -314,6 +316,26 @@ class TaskSupervisor(DynamicSupervisor):
         pid = await self._start(spec, (work, None), None)
         assert pid is not None
         return pid
+
+    @staticmethod
+    def child_spec(
+        work: Callable[[], Awaitable[Any]],
+        *,
+        id: Any = "task",
+        restart: Literal["temporary", "transient", "permanent"] = "temporary",
+        shutdown: float | Literal["brutal_kill", "infinity"] = 5.0,
+    ) -> ChildSpec:
+        """Elixir's ``Task.child_spec/1``: a ``ChildSpec`` that runs ``work()`` as a child of
+        any supervisor (``{Task, fun}`` in a children list). Defaults as Elixir's: temporary,
+        ``shutdown`` 5 s. ``work`` must be a coroutine function (a restart calls it again)."""
+        if not callable(work):
+            if inspect.iscoroutine(work):
+                work.close()  # refused: never awaited, and no warning about it
+            raise ArgumentError(f"a task child needs a coroutine function, not {work!r}")
+        try:
+            return ChildSpec(_TaskProcess, (work, None), id=id, restart=restart, shutdown=shutdown)
+        except (TypeError, ValueError) as e:
+            raise ArgumentError(str(e)) from None
 
     @staticmethod
     def completed(value: R) -> TaskHandle[R]:

@@ -30,6 +30,7 @@ from netsuke import (
     TaskFailedError,
     TaskHandle,
     TaskOutcome,
+    TaskSupervisor,
     virtual_time,
 )
 
@@ -65,6 +66,65 @@ async def _collect(it: Any, take: int | None = None) -> list[Any]:
 
 
 # --------------------------------------------------------------------------- basics
+
+
+@virtual_time
+async def test_task_test_can_be_supervised_directly() -> None:
+    from netsuke import Supervisor, SupervisorSpec
+
+    async with Runtime() as rt, rt.scope() as me:
+
+        async def work() -> None:
+            rt.send(me.pid, "ran")
+
+        spec = SupervisorSpec([TaskSupervisor.child_spec(work)], strategy="one_for_one")
+        sup = await rt.start(Supervisor, spec)
+        assert sup is not None
+        assert await me.receive(timeout=1) == "ran"
+        with pytest.raises(ArgumentError):
+            TaskSupervisor.child_spec(work(), restart="permanent")  # type: ignore[arg-type]
+
+
+@virtual_time
+async def test_task_test_generates_child_spec_1() -> None:
+    async def work() -> None:
+        pass
+
+    spec = TaskSupervisor.child_spec(work)
+    assert (spec.id, spec.restart, spec.shutdown_policy) == ("task", "temporary", 5.0)
+    spec = TaskSupervisor.child_spec(work, id="other", restart="permanent", shutdown="brutal_kill")
+    assert (spec.id, spec.restart, spec.shutdown_policy) == ("other", "permanent", "brutal_kill")
+    with pytest.raises(ArgumentError):
+        TaskSupervisor.child_spec(work, restart="always")  # type: ignore[arg-type]
+
+
+@virtual_time
+async def test_task_test_async_1() -> None:
+    async with Runtime() as rt, rt.scope() as me:
+        go = asyncio.Event()
+
+        async def wait_and_send() -> str:
+            rt.send(me.pid, "ready")
+            await go.wait()
+            return "done"
+
+        task = await rt.tasks.start(wait_and_send, link=me.pid)
+        assert task.pid in rt.links(me.pid)
+        assert await me.receive(timeout=1) == "ready"
+        go.set()
+        assert await task.join() == "done"
+
+
+@virtual_time
+async def test_task_test_start_1() -> None:
+    async with Runtime() as rt, rt.scope() as me:
+
+        async def send_done() -> None:
+            rt.send(me.pid, "done")
+
+        pid = await rt.tasks.start_child(send_done)
+        assert pid not in rt.links(me.pid)
+        assert await me.receive(timeout=1) == "done"
 
 
 @virtual_time
