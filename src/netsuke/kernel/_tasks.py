@@ -319,7 +319,7 @@ class TaskSupervisor(DynamicSupervisor):
 
     @staticmethod
     def child_spec(
-        work: Callable[[], Awaitable[Any]],
+        work: Callable[[], Awaitable[Any]] | Any,
         *,
         id: Any = "task",
         restart: Literal["temporary", "transient", "permanent"] = "temporary",
@@ -429,7 +429,8 @@ class TaskSupervisor(DynamicSupervisor):
         [``"exit"``]: kill every task of the stream and raise ``CallTimeoutError``;
         ``"kill_task"``: kill that task and yield ``TaskOutcome(False, reason="timeout")``.
         ``zip_input_on_exit`` [``False``]: failed outcomes carry ``(item, reason)``. Nothing
-        runs before the first ``__anext__``; closing the iterator kills the running tasks.
+        runs before the first ``__anext__``; closing the iterator kills the running tasks and
+        closes a generator source.
         Raises ``ArgumentError`` at once for a bad option."""
         mc = (os.cpu_count() or 1) if max_concurrency is None else max_concurrency
         if type(mc) is not int or mc < 1:
@@ -517,6 +518,11 @@ class TaskSupervisor(DynamicSupervisor):
         finally:
             for _, _, h, _ in running.values():
                 h.cancel()
+            # A halted stream halts its source, as Elixir's streams run their after-callbacks.
+            if inspect.isasyncgen(ait):
+                await ait.aclose()
+            elif inspect.isgenerator(sit):
+                sit.close()
 
 
 def _bind(fn: Callable[[Any], Awaitable[Any]], item: Any) -> Callable[[], Awaitable[Any]]:

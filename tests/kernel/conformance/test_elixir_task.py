@@ -748,3 +748,132 @@ async def test_task_test_async_stream_with_max_concurrency_with_outer_halt_on_fa
     async with Runtime() as rt:
         s = rt.tasks.async_stream(range(1, 9), exit_, max_concurrency=mc, zip_input_on_exit=True)
         assert await _collect(s, take=4) == [ex((1, 1)), ex((2, 2)), ex((3, 3)), ex((4, 4))]
+
+
+async def _zip(a: Any, b: Any) -> list[tuple[Any, Any]]:
+    out = []
+    async with aclosing(a) as x, aclosing(b) as y:
+        while True:
+            try:
+                out.append((await anext(x), await anext(y)))
+            except StopAsyncIteration:
+                return out
+
+
+@virtual_time
+@CONCURRENCY
+async def test_task_test_async_stream_with_max_concurrency_streams_an_enumerable_without_leaking_tasks(
+    mc: int,
+) -> None:
+    async with Runtime() as rt:
+        before = rt.count_processes()
+        s = rt.tasks.async_stream(range(1, 5), sleep, max_concurrency=mc)
+        assert await _collect(s) == [ok(1), ok(2), ok(3), ok(4)]
+        await asyncio.sleep(0)
+        assert rt.count_processes() == before
+
+
+@virtual_time
+@CONCURRENCY
+async def test_task_test_async_stream_with_max_concurrency_shuts_down_unused_tasks_without_leaking_messages(
+    mc: int,
+) -> None:
+    async with Runtime() as rt, rt.scope() as me:
+        s = rt.tasks.async_stream([0, INF, INF, INF], sleep, max_concurrency=mc)
+        assert await _collect(s, take=1) == [ok(0)]
+        await asyncio.sleep(1)
+        with pytest.raises(TimeoutError):
+            await me.receive(timeout=0)
+
+
+@virtual_time
+@CONCURRENCY
+@pytest.mark.parametrize("case", ["on success", "on failure", "with slowest first"])
+async def test_task_test_async_stream_with_max_concurrency_is_zippable(mc: int, case: str) -> None:
+    """'is zippable on success', '... on failure', '... with slowest first'."""
+    items = [4, 3, 2, 1] if case == "with slowest first" else [1, 2, 3, 4]
+    fn = exit_ if case == "on failure" else sleep
+    async with Runtime() as rt:
+        a = rt.tasks.async_stream(items, fn, max_concurrency=mc)
+        b = rt.tasks.async_stream(items, fn, max_concurrency=mc)
+        got = [
+            (x.value if x.ok else x.reason, y.value if y.ok else y.reason)
+            for x, y in await _zip(a, b)
+        ]
+        assert got == [(n, n) for n in items]
+
+
+@virtual_time
+@CONCURRENCY
+@pytest.mark.parametrize("case", ["on success", "on failure", "and slowest first"])
+async def test_task_test_async_stream_with_max_concurrency_with_inner_halt(
+    mc: int, case: str
+) -> None:
+    """'with inner halt on success', '... on failure', '... and slowest first'."""
+    import itertools
+
+    src = range(8, 0, -1) if case == "and slowest first" else range(1, 9)
+    fn = exit_ if case == "on failure" else sleep
+    wrap = ex if case == "on failure" else ok
+    async with Runtime() as rt:
+        s = rt.tasks.async_stream(itertools.islice(src, 4), fn, max_concurrency=mc)
+        assert await _collect(s) == [wrap(n) for n in list(src)[:4]]
+
+
+@virtual_time
+@CONCURRENCY
+@pytest.mark.parametrize("case", ["on success", "on failure"])
+async def test_task_test_async_stream_with_max_concurrency_with_outer_halt(
+    mc: int, case: str
+) -> None:
+    """'with outer halt on success', '... on failure' (and slowest first above)."""
+    fn = exit_ if case == "on failure" else sleep
+    wrap = ex if case == "on failure" else ok
+    async with Runtime() as rt:
+        s = rt.tasks.async_stream(range(1, 9), fn, max_concurrency=mc)
+        assert await _collect(s, take=4) == [wrap(n) for n in range(1, 5)]
+        await asyncio.sleep(0)
+        assert (await rt.tasks.count_children(rt.tasks.pid, runtime=rt))["active"] == 0
+
+
+@virtual_time
+@CONCURRENCY
+async def test_task_test_async_stream_with_max_concurrency_terminates_inner_effect(mc: int) -> None:
+    """The consumer's own clean-up runs after the stream ends (Stream.transform's after)."""
+    done: list[bool] = []
+
+    async def transform(stream: Any) -> Any:
+        try:
+            async for x in stream:
+                yield x
+        finally:
+            done.append(True)
+
+    async with Runtime() as rt:
+        s = transform(rt.tasks.async_stream(range(1, 5), sleep, max_concurrency=mc))
+        assert await _collect(s) == [ok(1), ok(2), ok(3), ok(4)]
+        assert done == [True]
+
+
+@virtual_time
+@CONCURRENCY
+async def test_task_test_async_stream_with_max_concurrency_terminates_outer_effect(mc: int) -> None:
+    """The source's clean-up runs once the stream has consumed it."""
+    done: list[bool] = []
+
+    async def source() -> Any:
+        try:
+            for n in range(1, 5):
+                yield n
+        finally:
+            done.append(True)
+
+    async with Runtime() as rt:
+        s = rt.tasks.async_stream(source(), sleep, max_concurrency=mc)
+        assert await _collect(s) == [ok(1), ok(2), ok(3), ok(4)]
+        assert done == [True]
+        # and when the consumer halts first (outer halt), the source is closed too
+        done.clear()
+        s = rt.tasks.async_stream(source(), sleep, max_concurrency=1)
+        assert await _collect(s, take=1) == [ok(1)]
+        assert done == [True]
