@@ -546,3 +546,83 @@ async def test_registry_doctest_register_and_count() -> None:
         dup.register("hello", me.pid, "world")
         assert dup.keys(me.pid) == ["hello", "hello"]
         assert dup.count() == 2
+
+
+# ------------------------------------- match patterns and guards, as where-predicates
+
+
+async def _two(rt: Runtime, me: Any, keys: str) -> tuple[Registry, Any, Any]:
+    reg = Registry(rt, keys=keys)  # type: ignore[arg-type]
+    v1, v2 = (1, "atom", 1), (2, "atom", 2)
+    reg.register("hello", me.pid, v1)
+    reg.register("hello" if keys == "duplicate" else "world", me.pid, v2)
+    return reg, v1, v2
+
+
+@virtual_time
+async def test_unique_test_supports_match_patterns() -> None:
+    async with Runtime() as rt, rt.scope() as me:
+        reg, v1, _ = await _two(rt, me, "unique")
+        assert [(e.pid, e.meta) for e in reg.match("hello", where=lambda v: v[0] == 1)] == [
+            (me.pid, v1)
+        ]
+        assert reg.match("hello", where=lambda v: type(v[0]) is float) == []
+        assert len(reg.match("hello", where=lambda v: v[0] == v[2])) == 1
+        assert len(reg.match("hello")) == 1
+        reg.register("map", me.pid, {"a": "a", "b": "b"})
+        assert len(reg.match("map", where={"b": "b"})) == 1
+
+
+@virtual_time
+@pytest.mark.parametrize("mode", ["unique", "duplicate"])
+async def test_unique_test_supports_guard_conditions(mode: str) -> None:
+    """(and duplicate_test.exs's "supports guards")"""
+    async with Runtime() as rt, rt.scope() as me:
+        reg, _, v2 = await _two(rt, me, mode)
+        got = reg.match("hello", where=lambda v: v[2] > 1)
+        assert [e.meta for e in got] == ([v2] if mode == "duplicate" else [])
+        assert len(reg.match("hello", where=lambda v: isinstance(v[1], str))) == (
+            2 if mode == "duplicate" else 1
+        )
+
+
+@virtual_time
+@pytest.mark.parametrize("mode", ["unique", "duplicate"])
+async def test_unique_test_count_match_supports_match_patterns_and_guard_conditions(
+    mode: str,
+) -> None:
+    """count_match with patterns and with guards (both files)."""
+    async with Runtime() as rt, rt.scope() as me:
+        reg, _, _ = await _two(rt, me, mode)
+        assert reg.count("hello", where=lambda v: v[0] == 1) == 1
+        assert reg.count("hello", where=lambda v: v[1] == "atom") == (
+            2 if mode == "duplicate" else 1
+        )
+        assert reg.count("nope", where=lambda v: True) == 0
+
+
+@virtual_time
+@pytest.mark.parametrize("mode", ["unique", "duplicate"])
+async def test_unique_test_unregister_match_supports_guards(mode: str) -> None:
+    async with Runtime() as rt, rt.scope() as me:
+        reg, _, v2 = await _two(rt, me, mode)
+        reg.unregister_match("hello", me.pid, lambda v: v[0] < 2)
+        assert reg.lookup("hello") == ([(me.pid, v2)] if mode == "duplicate" else [])
+
+
+@virtual_time
+@pytest.mark.parametrize("mode", ["unique", "duplicate"])
+async def test_unique_test_select_supports_full_match_specs_and_multiple_specs(mode: str) -> None:
+    """select with full specs, guards and several specs (an "or" of predicates); count_select."""
+    async with Runtime() as rt, rt.scope() as me:
+        reg = Registry(rt, keys=mode)  # type: ignore[arg-type]
+        reg.register("hello", me.pid, ("some", "tuple"))
+        reg.register("world", me.pid, ("another", "tuple"))
+        assert [e.key for e in reg.select(lambda k, p, v: k == "hello")] == ["hello"]
+        assert [e.meta for e in reg.select(lambda k, p, v: p == me.pid and v[0] == "some")] == [
+            ("some", "tuple")
+        ]
+        specs = [lambda k, p, v: k == "hello", lambda k, p, v: v[0] == "another"]
+        got = reg.select(lambda k, p, v: any(s(k, p, v) for s in specs))
+        assert sorted(e.key for e in got) == ["hello", "world"]
+        assert len(reg.select(lambda k, p, v: v[1] == "tuple")) == 2  # count_select
