@@ -195,13 +195,11 @@ class Registry:
                     cur.append(meta)
                 else:
                     d[proc] = _Many((cur, meta))
-                self._notify_register(key, proc, meta)
+                if self.listeners:
+                    self._notify(Registered(self, key, proc.pid, meta))
                 return
             d[proc] = meta
         self._remember(proc, key)
-        self._notify_register(key, proc, meta)
-
-    def _notify_register(self, key: Any, proc: Process, meta: Any) -> None:
         if self.listeners:
             self._notify(Registered(self, key, proc.pid, meta))
 
