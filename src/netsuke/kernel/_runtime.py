@@ -660,7 +660,11 @@ class Runtime:
     def exit(self, target: Target, reason: ExitReason, *, sender: Target | None = None) -> bool:
         """Send the exit signal ``reason`` to ``target`` (Erlang's ``exit/2``), as from
         ``sender`` (a pid) or from outside any process. ``"kill"`` cannot be trapped. Returns
-        whether the target existed."""
+        whether the target existed.
+
+        A process that signals itself (from its own callback; ``sender`` defaults to it) and is
+        taken down by it, ``normal`` included as in Erlang, does not return: ``ExitNow`` ends
+        the callback at once (the process is already dead; ``terminate`` does not run)."""
         p = self._resolve(target)
         if p is None:
             return False
@@ -671,8 +675,11 @@ class Runtime:
             # Erlang: a process that sends itself ``normal`` exits (a ``normal`` signal from
             # anyone else is ignored by a process that does not trap exits).
             self._exit(p, NORMAL)
-            return True
-        p._rt._signal(p, reason, sp, sp.pid if sp is not None else None, explicit=True)
+        else:
+            p._rt._signal(p, reason, sp, sp.pid if sp is not None else None, explicit=True)
+        if sp is p and p._flags & F_DEAD and not p._flags & F_SCOPE:
+            # The caller took itself down: its callback ends here, as the process does.
+            raise ExitNow(self.exit_reason_of(p))
         return True
 
     def kill(self, target: Target) -> bool:

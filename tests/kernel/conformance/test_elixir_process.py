@@ -24,13 +24,14 @@ class Waiter(Process):
     def handle_call(self, request: Any, from_: From) -> Any:
         if request == "exit_self_normal":
             self.runtime.exit(self.pid, "normal")
-            self.after.append("ran on")  # the rest of the callback still runs, then it is gone
+            self.after.append("ran on")  # never: the process ends at the exit
             return "unreachable reply"
         return request
 
     def handle_cast(self, request: Any) -> None:
         if request == "exit_self_normal":
             self.runtime.exit(self.pid, "normal")
+            self.after.append("ran on")  # only when trapping exits (the signal is a message)
 
     def handle_info(self, message: Any) -> None:
         self.after.append(repr(message))
@@ -72,9 +73,12 @@ async def test_process_test_exit_pid_normal_does_not_cause_the_target_process_to
 async def test_process_test_exit_self_normal_causes_the_calling_process_to_exit() -> None:
     async with Runtime() as rt, rt.scope(trap_exit=True) as me:
         pid = await rt.start(Waiter, None, link=me.pid)
+        w1 = rt.process(pid)
+        assert isinstance(w1, Waiter)
         rt.cast(pid, "exit_self_normal")
         assert await me.receive(timeout=1) == Exit(pid, "normal")
         assert not rt.alive(pid)
+        assert w1.after == []  # nothing after exit(self(), :normal) ran
         # from handle_call: the caller learns at once that the server exited normally
         pid2 = await rt.start(Waiter, None, link=me.pid)
         with pytest.raises(ProcessExitedError) as ei:
@@ -89,4 +93,4 @@ async def test_process_test_exit_self_normal_causes_the_calling_process_to_exit(
         rt.cast(pid3, "exit_self_normal")
         await asyncio.sleep(0.01)
         assert rt.alive(pid3)
-        assert p3.after == [repr(Exit(pid3, "normal"))]
+        assert p3.after == ["ran on", repr(Exit(pid3, "normal"))]
