@@ -454,8 +454,9 @@ class Runtime:
 
         Raises ``NoProcessError`` (no such process), ``ProcessExitedError`` (it exited before
         replying, at once, not after the timeout), ``CallTimeoutError`` (no reply within
-        ``timeout`` seconds; ``None`` waits forever), ``CallSelfError``, ``BadTargetError``, and
-        whatever the process passed to ``reply_error``."""
+        ``timeout`` seconds; ``None`` waits forever), ``CallSelfError``, ``BadTargetError``,
+        ``ArgumentError`` (a timeout that is not ``None`` or a finite number >= 0; nothing is
+        sent), and whatever the process passed to ``reply_error``."""
         proc = self._resolve(target)
         if proc is None:
             raise NoProcessError(target)
