@@ -333,3 +333,18 @@ async def test_terminate_chooses_the_exit_reason_also_when_its_supervisor_stops_
 class _Exiting(Process):
     def init(self, arg: object) -> None:
         self.exit("no thanks")
+
+
+@virtual_time
+async def test_a_bad_call_timeout_raises_before_the_request_is_sent() -> None:
+    from netsuke import ArgumentError
+
+    async with Runtime() as rt:
+        pid = await rt.start(Echo, None)
+        for bad in (-1, "5", float("nan"), float("inf"), True):
+            with pytest.raises(ArgumentError):
+                await rt.call(pid, ("stop", "normal"), timeout=bad)  # type: ignore[arg-type]
+        await settle()
+        assert rt.alive(pid)  # type: ignore[arg-type]
+        assert await rt.call(pid, "infos", timeout=1) == []
+        assert await rt.call(pid, "x", timeout=1) == "x"  # an int timeout is fine
