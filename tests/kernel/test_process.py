@@ -348,3 +348,16 @@ async def test_a_bad_call_timeout_raises_before_the_request_is_sent() -> None:
         assert rt.alive(pid)  # type: ignore[arg-type]
         assert await rt.call(pid, "infos", timeout=1) == []
         assert await rt.call(pid, "x", timeout=1) == "x"  # an int timeout is fine
+
+
+@virtual_time
+async def test_a_scope_that_raises_exit_now_exits_with_its_reason() -> None:
+    from netsuke import ExitNow
+
+    async with Runtime() as rt, rt.scope() as watcher:
+        with pytest.raises(ExitNow):
+            async with rt.scope() as me:
+                ref = watcher.monitor(me.pid)
+                raise ExitNow(("done", 1))
+        down = await watcher.receive(timeout=1)
+        assert (down.ref, down.reason) == (ref, ("done", 1))

@@ -995,7 +995,7 @@ class Runtime:
         except BaseException as e:
             if p._flags & F_DEAD:
                 raise
-            self._exit(p, e)
+            self._exit(p, e.reason if type(e) is ExitNow else e)
             raise
         else:
             if p._flags & F_DEAD:
