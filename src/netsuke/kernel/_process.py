@@ -55,7 +55,7 @@ import structlog
 
 from ._errors import ArgumentError, UnhandledMessageError
 from ._messages import Cast, Exit, From, SysContinue, SysParentExit, SysStop
-from ._pid import NORMAL, ExitReason, Pid, Ref, Target
+from ._pid import NORMAL, ExitReason, Pid, Ref, Target, is_abnormal
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -461,6 +461,16 @@ class Process:
                 await self._crash(e)
                 return
             except ExitNow as e:
+                if not self._flags & F_DEAD and is_abnormal(e.reason):
+                    # OTP logs a gen_server that exits with an abnormal reason, not
+                    # normal/shutdown/{shutdown, _}
+                    log.error(
+                        "process_crashed",
+                        pid=repr(self.pid),
+                        process=type(self).__name__,
+                        name=self._rt._name_of(self),
+                        error=repr(e.reason),
+                    )
                 await self._terminate_and_exit(e.reason)
                 return
 

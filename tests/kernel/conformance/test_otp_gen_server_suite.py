@@ -149,9 +149,12 @@ async def test_gen_server_SUITE_crash() -> None:
         # none of these is a crash report
         assert not [e for e in logs if e["event"] == "process_crashed"]
         pid4 = await rt.start(GS, ("state", "state4"))
-        with pytest.raises(ProcessExitedError) as ei:
+        with capture_logs() as logs, pytest.raises(ProcessExitedError) as ei:
             await rt.call(pid4, "crash")
         assert ei.value.reason == "crashed"
+        # this one is a crash report
+        (report,) = [e for e in logs if e["event"] == "process_crashed"]
+        assert report["pid"] == repr(pid4) and report["error"] == repr("crashed")
 
 
 @virtual_time
