@@ -3,7 +3,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from netsuke import From, Process, Runtime, virtual_time
+import pytest
+
+from netsuke import TIMEOUT, ArgumentError, From, Process, Runtime, virtual_time
 
 
 class Counter(Process):
@@ -68,3 +70,79 @@ async def test_many_idle_processes_hold_no_tasks() -> None:
         assert rt.active_count() == 0
         assert len(asyncio.all_tasks()) == 1
         assert [await rt.call(p, 1) for p in pids[:3]] == [2, 2, 2]  # type: ignore[arg-type]
+
+
+class _Timed(Process):
+    """Asks for callback timeouts and records the ``TIMEOUT`` messages it gets."""
+
+    hibernate_after = 0.1
+
+    def init(self, arg: Any) -> None:
+        self.seen: list[Any] = []
+        if arg is not None:
+            self.set_timeout(arg)  # {ok, State, Timeout}
+
+    def handle_call(self, request: Any, from_: From) -> Any:
+        match request:
+            case ("timeout", t):
+                self.set_timeout(t)
+            case ("timeout_with_queued", t):
+                self.set_timeout(t)
+                self.runtime.cast(self.pid, "queued")
+            case ("timeout_then_cancel", t):
+                self.set_timeout(t)
+                self.set_timeout(None)
+            case "seen":
+                return list(self.seen)
+        return "ok"
+
+    def handle_cast(self, request: Any) -> None:
+        self.seen.append(("cast", request))
+
+    def handle_info(self, message: Any) -> None:
+        self.seen.append("TIMEOUT" if message is TIMEOUT else message)
+
+
+@virtual_time
+async def test_callback_timeouts_fire_once_are_cancelled_by_messages_and_block_hibernation() -> (
+    None
+):
+    async with Runtime() as rt:
+        loop = asyncio.get_running_loop()
+        # from init
+        pid = await rt.start(_Timed, 2.0)
+        p = rt.process(pid)  # type: ignore[arg-type]
+        assert isinstance(p, _Timed)
+        await asyncio.sleep(1.0)
+        assert not p.hibernating  # hibernate_after=0.1, but a timeout is pending
+        await asyncio.sleep(1.1)
+        assert p.seen == ["TIMEOUT"]
+        await asyncio.sleep(5)
+        assert p.seen == ["TIMEOUT"]  # once
+        assert p.hibernating  # and then it hibernates as usual
+        # a message that arrives first cancels it
+        assert await rt.call(pid, ("timeout", 1.0)) == "ok"
+        await asyncio.sleep(0.5)
+        rt.cast(pid, "first")
+        await asyncio.sleep(3)
+        assert p.seen == ["TIMEOUT", ("cast", "first")]
+        # a message already waiting cancels it too (OTP: it is received instead)
+        p.seen.clear()
+        assert await rt.call(pid, ("timeout_with_queued", 0)) == "ok"
+        await asyncio.sleep(1)
+        assert p.seen == [("cast", "queued")]
+        # timeout 0 with an empty mailbox fires at once; None cancels a request
+        assert await rt.call(pid, ("timeout_then_cancel", 0.5)) == "ok"
+        await asyncio.sleep(2)
+        assert "TIMEOUT" not in p.seen
+        t0 = loop.time()
+        assert await rt.call(pid, ("timeout", 0)) == "ok"
+        await asyncio.sleep(0.01)
+        assert p.seen[-1] == "TIMEOUT"
+        assert loop.time() - t0 < 0.02
+        with pytest.raises(ArgumentError):
+            p.set_timeout(-1)
+        # a killed process's pending timeout does nothing
+        assert await rt.call(pid, ("timeout", 1.0)) == "ok"
+        rt.kill(pid)  # type: ignore[arg-type]
+        await asyncio.sleep(2)

@@ -287,3 +287,77 @@ async def test_send_after_delivers_later_and_can_be_cancelled() -> None:
         pid = await rt.start(Timer)
         await asyncio.sleep(0.05)
         assert await rt.call(pid, "got") == ["tick"]
+
+
+class _Leaver(Process):
+    """Traps exits; its terminate exits with ``arg`` instead of the reason it was given."""
+
+    def init(self, arg: object) -> None:
+        self.trap_exit = True
+        self.reason = arg
+
+    def handle_call(self, request: object, from_: From) -> object:
+        if request == "exit":
+            self.exit(("left", "by", "exit"))
+        return request
+
+    def terminate(self, reason: object) -> None:
+        if self.reason is not None:
+            self.exit(self.reason)
+
+
+@virtual_time
+async def test_terminate_chooses_the_exit_reason_also_when_its_supervisor_stops_it() -> None:
+    from netsuke import ChildSpec, Down, Shutdown, Supervisor, SupervisorSpec
+
+    async with Runtime() as rt, rt.scope() as me:
+        spec = SupervisorSpec([ChildSpec(_Leaver, Shutdown("drained"), id="w")])
+        sup = await rt.start(Supervisor, spec)
+        assert sup is not None
+        (child,) = await Supervisor.which_children(sup, runtime=rt)
+        assert child.pid is not None
+        ref = me.monitor(child.pid)
+        await Supervisor.terminate_child(sup, "w", runtime=rt)
+        assert await me.receive(timeout=1) == Down(ref, child.pid, Shutdown("drained"))
+        # from a handle_* callback: terminate(reason) runs, then the process exits with it
+        pid = await rt.start(_Leaver, None)
+        with pytest.raises(ProcessExitedError) as ei:
+            await rt.call(pid, "exit")
+        assert ei.value.reason == ("left", "by", "exit")
+        # from init: the start fails with that reason
+        with pytest.raises(StartError) as se:
+            await rt.start(_Exiting, None)
+        assert se.value.reason == "no thanks"
+
+
+class _Exiting(Process):
+    def init(self, arg: object) -> None:
+        self.exit("no thanks")
+
+
+@virtual_time
+async def test_a_bad_call_timeout_raises_before_the_request_is_sent() -> None:
+    from netsuke import ArgumentError
+
+    async with Runtime() as rt:
+        pid = await rt.start(Echo, None)
+        for bad in (-1, "5", float("nan"), float("inf"), True):
+            with pytest.raises(ArgumentError):
+                await rt.call(pid, ("stop", "normal"), timeout=bad)  # type: ignore[arg-type]
+        await settle()
+        assert rt.alive(pid)  # type: ignore[arg-type]
+        assert await rt.call(pid, "infos", timeout=1) == []
+        assert await rt.call(pid, "x", timeout=1) == "x"  # an int timeout is fine
+
+
+@virtual_time
+async def test_a_scope_that_raises_exit_now_exits_with_its_reason() -> None:
+    from netsuke import ExitNow
+
+    async with Runtime() as rt, rt.scope() as watcher:
+        with pytest.raises(ExitNow):
+            async with rt.scope() as me:
+                ref = watcher.monitor(me.pid)
+                raise ExitNow(("done", 1))
+        down = await watcher.receive(timeout=1)
+        assert (down.ref, down.reason) == (ref, ("done", 1))

@@ -120,3 +120,59 @@ async def test_ensure_started_under_concurrency_gives_one_process() -> None:
             *(rt.ensure_started(Echo, None, name="session:u1") for _ in range(100))
         )
         assert len(set(pids)) == 1
+
+
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["register", "unregister", "unregister_match", "kill"]),
+        st.integers(0, 2),  # key
+        st.integers(0, 2),  # process
+        st.integers(0, 3),  # meta
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=_OPS)
+def test_duplicate_registry_matches_a_list_of_entries(ops: list[tuple[str, int, int, int]]) -> None:
+    """A duplicate registry behaves as a plain list of (key, pid, meta) entries."""
+
+    async def main() -> None:
+        async with Runtime() as rt:
+            reg = Registry(rt, keys="duplicate")
+            pids = [await rt.start(Echo, None) for _ in range(3)]
+            model: list[tuple[int, int, int]] = []
+            alive = [True, True, True]
+            for op, k, i, m in ops:
+                pid = pids[i]
+                assert pid is not None
+                if op == "register":
+                    if alive[i]:
+                        reg.register(k, pid, m)
+                        model.append((k, i, m))
+                elif op == "unregister":
+                    had = any(e[0] == k and e[1] == i for e in model)
+                    assert reg.unregister(k, pid) == (had and alive[i])
+                    model = [e for e in model if not (e[0] == k and e[1] == i)]
+                elif op == "unregister_match":
+                    gone = [e for e in model if e[0] == k and e[1] == i and e[2] % 2 == m % 2]
+                    n = reg.unregister_match(k, pid, lambda v, m=m: v % 2 == m % 2)
+                    assert n == (len(gone) if alive[i] else 0)
+                    model = [e for e in model if e not in gone or not alive[i]]
+                else:
+                    rt.kill(pid)
+                    alive[i] = False
+                    model = [e for e in model if e[1] != i]
+                assert len(reg) == len(model) == reg.count()
+                for key in range(3):
+                    want = [(pids[j], mm) for kk, j, mm in model if kk == key]
+                    assert sorted(reg.lookup(key), key=repr) == sorted(want, key=repr)
+                    assert reg.dispatch(key, "x") == len(want)
+                for j in range(3):
+                    p = pids[j]
+                    assert p is not None
+                    want_keys = sorted(kk for kk, jj, _ in model if jj == j)
+                    assert sorted(reg.keys(p)) == (want_keys if alive[j] else [])
+
+    run_virtual(main())

@@ -17,6 +17,7 @@ from ._clock import VirtualClockLoop, run_virtual, virtual_time
 from ._dynamic import DynamicSupervisor, DynamicSupervisorSpec
 from ._errors import (
     AlreadyStartedError,
+    ArgumentError,
     BadTargetError,
     CallSelfError,
     CallTimeoutError,
@@ -52,8 +53,8 @@ from ._pid import (
     is_abnormal,
     is_normal_or_shutdown,
 )
-from ._process import IGNORE, NOREPLY, Process
-from ._registry import Registry, RegistryEntry
+from ._process import IGNORE, NOREPLY, TIMEOUT, ExitNow, Process
+from ._registry import Registered, Registry, RegistryEntry, Unregistered
 from ._runtime import Runtime, current_runtime
 from ._startinfo import StartInfo, StartResult
 from ._supervisor import (
@@ -100,7 +101,9 @@ __all__ = [
     "NORMAL",
     "RESTARTING",
     "SHUTDOWN",
+    "TIMEOUT",
     "AlreadyStartedError",
+    "ArgumentError",
     "AutoShutdown",
     "BadTargetError",
     "CallSelfError",
@@ -113,6 +116,7 @@ __all__ = [
     "DynamicSupervisor",
     "DynamicSupervisorSpec",
     "Exit",
+    "ExitNow",
     "ExitReason",
     "Exited",
     "From",
@@ -127,6 +131,7 @@ __all__ = [
     "Process",
     "ProcessExitedError",
     "Ref",
+    "Registered",
     "Registry",
     "RegistryEntry",
     "Restart",
@@ -146,6 +151,7 @@ __all__ = [
     "TaskSupervisor",
     "Transport",
     "UnhandledMessageError",
+    "Unregistered",
     "UsageError",
     "Via",
     "VirtualClockLoop",

@@ -6,9 +6,10 @@ exception carries the fields a caller can act on::
     NetsukeError
     ├── UsageError                  a programming mistake; fix the code
     │   ├── BadTargetError          a target that is not a Pid, a name or a Via
-    │   ├── CallSelfError           a process called itself (it would deadlock)
-    │   ├── NotInProcessError       a process-only operation outside any process
-    │   └── InvalidChildSpecError   a child spec a supervisor cannot use (carries OTP's reason)
+    │   ├── CallSelfError           a process called (or stopped) itself (it would deadlock)
+    │   ├── ArgumentError           a bad argument: a timeout, a spec, a registry, a pattern
+    │   │   └── InvalidChildSpecError  a child spec a supervisor cannot use (OTP's reason)
+    │   └── NotInProcessError       a process-only operation outside any process
     ├── KernelError                 a failure at run time; handle it
     │   ├── NoProcessError          the target does not exist (never existed, or already exited)
     │   ├── ProcessExitedError      the target exited while handling the request
@@ -30,6 +31,7 @@ from typing import Any
 
 __all__ = [
     "AlreadyStartedError",
+    "ArgumentError",
     "BadTargetError",
     "CallSelfError",
     "CallTimeoutError",
@@ -75,11 +77,16 @@ class CallSelfError(UsageError):
         self.target = target
 
 
+class ArgumentError(UsageError, ValueError):
+    """A bad argument (Erlang's ``badarg``): a negative timeout, a ``Via`` over something that is
+    not a ``Registry``, a malformed ``select`` spec. Raised before anything is done."""
+
+
 class NotInProcessError(UsageError):
     """An operation that needs a current process ran outside of one."""
 
 
-class InvalidChildSpecError(UsageError, TypeError, ValueError):
+class InvalidChildSpecError(ArgumentError, TypeError):
     """A child spec (or a list of them) that a supervisor cannot use. ``reason`` names the fault
     as OTP does: ``invalid_child_spec`` (not a ``ChildSpec``), ``invalid_start``,
     ``invalid_restart_type``, ``invalid_shutdown``, ``invalid_child_type``, ``invalid_name``,

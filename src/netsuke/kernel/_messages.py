@@ -24,10 +24,13 @@ class Exit:
 @dataclass(frozen=True, slots=True)
 class Down:
     """Delivered to ``handle_info`` when a monitored process exits. ``ref`` is the value that
-    ``monitor`` returned; ``reason`` is ``"noproc"`` when the process did not exist."""
+    ``monitor`` returned; ``reason`` is ``"noproc"`` when the process did not exist. ``pid`` is
+    the process's pid, or, for a monitor taken by name, the name form as in OTP: ``(name,
+    node)`` for a ``str`` name, the ``Via`` for a ``Via`` (also when the name was not
+    registered: no pid is made up)."""
 
     ref: Ref
-    pid: Pid
+    pid: Pid | tuple[Any, str] | Any
     reason: ExitReason
 
 

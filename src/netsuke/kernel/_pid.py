@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
+from ._errors import ArgumentError
+
 if TYPE_CHECKING:
     from ._registry import Registry
 
@@ -77,10 +79,20 @@ class Via:
 
     ``Via(registry, key)`` resolves to the single process registered under ``key`` in a
     unique-keys ``registry``. A plain ``str`` target means ``Via(runtime.registry, name)``.
+    Raises ``ArgumentError`` when ``registry`` is not a unique-keys ``Registry``.
     """
 
     registry: Registry
     key: Any
+
+    def __post_init__(self) -> None:
+        from ._registry import Registry
+
+        reg = self.registry
+        if type(reg) is not Registry and not isinstance(reg, Registry):
+            raise ArgumentError(f"Via needs a Registry, not {reg!r}")
+        if reg.keys_mode != "unique":
+            raise ArgumentError(f"Via is not supported by duplicate registries ({reg.name})")
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,12 @@ An exception raised by a callback crashes the process: ``terminate`` runs, the p
 with the exception as its reason, its links and monitors are told, a caller waiting on it gets
 ``ProcessExitedError`` at once, and the error is logged. Nothing else is affected.
 
+From a callback, a process can also ask (OTP's return tuples): ``stop(reason)`` (exit after
+the callback), ``exit(reason)`` (leave the callback at once, ``terminate(reason)``, exit; in
+``terminate`` it replaces the exit reason; in ``init`` the start fails), ``set_timeout(s)``
+(``handle_info(TIMEOUT)`` if no message arrives within ``s`` seconds), ``hibernate()``,
+``continue_with(arg)``.
+
 Class options: ``hibernate_after`` (default ``1.0`` second): idle time before the task is
 released; ``0`` hibernates as soon as the mailbox is empty; ``None`` never hibernates.
 
@@ -43,18 +49,18 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections import deque
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, NoReturn
 
 import structlog
 
-from ._errors import UnhandledMessageError
+from ._errors import ArgumentError, UnhandledMessageError
 from ._messages import Cast, Exit, From, SysContinue, SysParentExit, SysStop
-from ._pid import NORMAL, ExitReason, Pid, Ref, Target
+from ._pid import NORMAL, ExitReason, Pid, Ref, Target, is_abnormal
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
 
-__all__ = ["IGNORE", "NOREPLY", "Process"]
+__all__ = ["IGNORE", "NOREPLY", "TIMEOUT", "ExitNow", "Process"]
 
 log = structlog.get_logger("netsuke.kernel")
 
@@ -66,7 +72,9 @@ F_STOP: Final = 16
 F_SCOPE: Final = 32
 F_SCOPE_CANCELLED: Final = 64
 F_NORESTART: Final = 128
-IDLE_UNIT: Final = 256  # the bits above 8 count the sweeps a process has been idle for
+F_TIMEOUT: Final = 256  # a callback asked for a timeout (``set_timeout``); requested or armed
+IDLE_SHIFT: Final = 9
+IDLE_UNIT: Final = 1 << IDLE_SHIFT  # the bits above 9 count the sweeps a process was idle for
 IDLE_CLEAR: Final = IDLE_UNIT - 1
 
 
@@ -84,15 +92,38 @@ NOREPLY: Final[Any] = _Sentinel("NOREPLY")
 """Return it from ``handle_call`` to reply later with ``Process.reply(from_, value)``."""
 IGNORE: Final[Any] = _Sentinel("IGNORE")
 """Return it from ``init`` to not start; ``start`` then returns ``None``."""
+TIMEOUT: Final[Any] = _Sentinel("TIMEOUT")
+"""What ``handle_info`` gets when a ``set_timeout`` expires (OTP's ``timeout`` message)."""
+
+
+class ExitNow(BaseException):
+    """Raised by ``Process.exit(reason)``: leaves the callback and exits with ``reason``.
+
+    A ``BaseException``, so ``except Exception`` in a callback does not swallow it."""
+
+    def __init__(self, reason: ExitReason) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class _Ext:
     """The rarely used parts of a process, allocated on first use."""
 
-    __slots__ = ("deferred", "monitored_by", "monitoring", "stop_reason")
+    __slots__ = (
+        "deferred",
+        "monitor_names",
+        "monitored_by",
+        "monitoring",
+        "stop_reason",
+        "timeout",
+    )
 
     def __init__(self) -> None:
         self.monitored_by: dict[Ref, Process | asyncio.Future[Any]] | None = None
+        # monitors taken by name: ref -> the name form their Down reports
+        self.monitor_names: dict[Ref, Any] | None = None
+        # a callback's timeout (``set_timeout``): seconds, then the armed timer
+        self.timeout: Any = None
         self.monitoring: dict[Ref, Process] | None = None
         self.deferred: set[From] | None = None
         self.stop_reason: ExitReason = NORMAL
@@ -225,10 +256,44 @@ class Process:
         """Mark ``from_`` as answered later; returns ``NOREPLY`` for ``handle_call`` to return."""
         return NOREPLY
 
+    def exit(self, reason: ExitReason) -> NoReturn:
+        """Erlang's ``exit/1`` in a gen_server: leave the current callback at once and exit with
+        ``reason``. From ``handle_*``/``handle_continue``, ``terminate(reason)`` runs first;
+        from ``terminate``, the process exits with ``reason`` instead of the reason terminate
+        was given (a child stopped by its supervisor may so exit with something other than
+        ``shutdown``); from ``init``, the start fails with ``StartError(reason)``."""
+        raise ExitNow(reason)
+
     def stop(self, reason: ExitReason = NORMAL) -> None:
         """Exit after the current callback returns (a pending reply is sent first)."""
         self._flags |= F_STOP
         self._ensure_ext().stop_reason = reason
+
+    def set_timeout(self, seconds: float | None) -> None:
+        """OTP's callback timeout (``{reply, R, S, Timeout}``): when the current callback
+        returns, if no message arrives within ``seconds`` (``0``: none is waiting), the process
+        gets ``TIMEOUT`` in ``handle_info``. Any message that comes first (or is already in the
+        mailbox) cancels it; ``None`` cancels a pending request (OTP's ``infinity``, the
+        default). A process waiting on a timeout does not hibernate. Works in ``init`` too."""
+        if seconds is None:
+            if self._flags & F_TIMEOUT:
+                self._flags &= ~F_TIMEOUT
+                ext = self._ensure_ext()
+                t = ext.timeout
+                if type(t) is asyncio.TimerHandle:
+                    t.cancel()
+                ext.timeout = None
+            return
+        if type(seconds) not in (int, float) or not 0 <= seconds < float("inf"):
+            raise ArgumentError(f"set_timeout needs seconds >= 0 or None, not {seconds!r}")
+        self._ensure_ext().timeout = float(seconds)
+        self._flags |= F_TIMEOUT
+
+    def _timeout_fired(self, w: asyncio.Future[Any]) -> None:
+        if self._waiter is w and self._flags & F_TIMEOUT:
+            self._flags &= ~F_TIMEOUT
+            self._ensure_ext().timeout = None
+            self._deliver(TIMEOUT)
 
     def hibernate(self) -> None:
         """Release the task as soon as the mailbox is empty."""
@@ -253,9 +318,14 @@ class Process:
         """Watch ``target``; a ``Down`` message arrives when it exits (at once if it is gone)."""
         return self._rt._monitor_proc(self, target)
 
-    def demonitor(self, ref: Ref) -> None:
-        """Stop watching; a ``Down`` already delivered stays in the mailbox."""
-        self._rt._demonitor(self, ref)
+    def demonitor(self, ref: Ref, *, flush: bool = False) -> bool:
+        """Stop watching. ``flush`` [``False``]: also remove a ``Down`` for ``ref`` already in
+        the mailbox (Erlang's ``demonitor(Ref, [flush])``); without it, such a ``Down`` stays.
+        Returns whether the monitor was still active (``[info]``). Raises ``ArgumentError``
+        when ``ref`` is not a ``Ref`` (Erlang's ``badarg``)."""
+        if type(ref) is not Ref:
+            raise ArgumentError(f"demonitor needs a Ref, not {ref!r}")
+        return self._rt._demonitor(self, ref, flush)
 
     def send_after(self, delay: float, message: Any) -> asyncio.TimerHandle:
         """Send ``message`` to this process after ``delay`` seconds; ``.cancel()`` to revoke."""
@@ -289,7 +359,11 @@ class Process:
             self._rt._active.add(self)
 
     def _wake(self) -> None:
-        if self._mailbox and self._task is None and not self._flags & (F_STARTING | F_DEAD):
+        if (
+            (self._mailbox or self._flags & F_TIMEOUT)
+            and self._task is None
+            and not self._flags & (F_STARTING | F_DEAD)
+        ):
             self._task = self._rt._loop.create_task(self._run())
             self._rt._active.add(self)
 
@@ -309,6 +383,10 @@ class Process:
                 fl = self._flags
                 if fl & F_DEAD:
                     return
+                if fl & F_TIMEOUT:
+                    if not await self._wait_timeout():
+                        return
+                    continue
                 if fl & F_HIBERNATE or self.hibernate_after == 0:
                     self._go_idle()
                     return
@@ -366,18 +444,55 @@ class Process:
                         r = self.handle_info(m)
                         if self._info_async:
                             await r
-                if self._flags & (F_STOP | F_DEAD):
-                    if self._flags & F_DEAD:
+                if self._flags & (F_STOP | F_DEAD | F_TIMEOUT):
+                    fl = self._flags
+                    if fl & F_DEAD:
                         return
                     x = self._ext
-                    await self._terminate_and_exit(x.stop_reason if x else NORMAL)
-                    return
+                    if fl & F_STOP:
+                        await self._terminate_and_exit(x.stop_reason if x else NORMAL)
+                        return
+                    if self._mailbox:  # a message is already waiting: no timeout (OTP)
+                        self.set_timeout(None)
             except asyncio.CancelledError:
                 self._cancelled()
                 return
             except Exception as e:
                 await self._crash(e)
                 return
+            except ExitNow as e:
+                if not self._flags & F_DEAD and is_abnormal(e.reason):
+                    # OTP logs a gen_server that exits with an abnormal reason, not
+                    # normal/shutdown/{shutdown, _}
+                    log.error(
+                        "process_crashed",
+                        pid=repr(self.pid),
+                        process=type(self).__name__,
+                        name=self._rt._name_of(self),
+                        error=repr(e.reason),
+                    )
+                await self._terminate_and_exit(e.reason)
+                return
+
+    async def _wait_timeout(self) -> bool:
+        """Wait for a message with the requested timeout armed; ``TIMEOUT`` comes if none.
+        Returns false when the process was killed meanwhile."""
+        ext = self._ensure_ext()
+        w = self._rt._loop.create_future()
+        self._waiter = w
+        timer = self._rt._loop.call_later(ext.timeout, self._timeout_fired, w)
+        ext.timeout = timer
+        try:
+            await w
+        except asyncio.CancelledError:
+            timer.cancel()
+            self._cancelled()
+            return False
+        if self._flags & F_TIMEOUT:  # a message came first
+            self._flags &= ~F_TIMEOUT
+            timer.cancel()
+            ext.timeout = None
+        return not self._flags & F_DEAD
 
     def _cancelled(self) -> None:
         """Our task was cancelled: by a kill (already dead) or by the loop shutting down."""
@@ -408,6 +523,8 @@ class Process:
         except Exception as e:
             log.error("terminate_failed", pid=repr(self.pid), error=repr(e), exc_info=e)
             reason = e
+        except ExitNow as e:
+            reason = e.reason
         self._rt._exit(self, reason)
 
     def _child_exited(self, child: Process, reason: ExitReason) -> Any:

@@ -40,6 +40,7 @@ from ..observability import register_collector
 from ._compaction import MIN_PEAK, TableWatch, compact_tables
 from ._errors import (
     AlreadyStartedError,
+    ArgumentError,
     BadTargetError,
     CallSelfError,
     CallTimeoutError,
@@ -57,10 +58,13 @@ from ._process import (
     F_SCOPE,
     F_SCOPE_CANCELLED,
     F_STARTING,
+    F_TIMEOUT,
     F_TRAP,
+    IDLE_SHIFT,
     IDLE_UNIT,
     IGNORE,
     ChildExit,
+    ExitNow,
     Process,
     _Ext,
     linked,
@@ -95,6 +99,17 @@ def current_runtime() -> Runtime:
 
 def _is_normal(reason: ExitReason) -> bool:
     return type(reason) is str and reason == NORMAL
+
+
+_INF = float("inf")
+
+
+def check_timeout(timeout: object, *, what: str = "timeout") -> None:
+    """Raise ``ArgumentError`` unless ``timeout`` is ``None`` or a finite number >= 0."""
+    if timeout is None:
+        return
+    if type(timeout) not in (int, float) or not 0 <= timeout < _INF:  # type: ignore[operator]
+        raise ArgumentError(f"{what} must be None or a number of seconds >= 0, not {timeout!r}")
 
 
 def _exit_kind(reason: ExitReason) -> str:
@@ -440,14 +455,17 @@ class Runtime:
 
         Raises ``NoProcessError`` (no such process), ``ProcessExitedError`` (it exited before
         replying, at once, not after the timeout), ``CallTimeoutError`` (no reply within
-        ``timeout`` seconds; ``None`` waits forever), ``CallSelfError``, ``BadTargetError``, and
-        whatever the process passed to ``reply_error``."""
+        ``timeout`` seconds; ``None`` waits forever), ``CallSelfError``, ``BadTargetError``,
+        ``ArgumentError`` (a timeout that is not ``None`` or a finite number >= 0; nothing is
+        sent), and whatever the process passed to ``reply_error``."""
         proc = self._resolve(target)
         if proc is None:
             raise NoProcessError(target)
         t = proc._task
         if t is not None and t is asyncio.current_task():
             raise CallSelfError(target)
+        if timeout is not None and not (type(timeout) is float and 0.0 <= timeout < _INF):
+            check_timeout(timeout)
         loop = self._loop
         fut = loop.create_future()
         m = From(request, fut)
@@ -556,8 +574,6 @@ class Runtime:
                     holder = holder[0] if type(holder) is tuple else holder
                     raise AlreadyStartedError(name, holder.pid)
             elif type(name) is Via:
-                if name.registry.keys_mode != "unique":
-                    raise ValueError("a Via name needs a unique-keys registry")
                 holder = name.registry._whereis_proc(name.key)
                 if holder is not None:
                     raise AlreadyStartedError(name, holder.pid)
@@ -631,6 +647,9 @@ class Runtime:
             log.warning("init_failed", process=type(p).__name__, error=repr(e))
             self._exit(p, e)
             raise StartError(type(p).__name__, e) from e
+        except ExitNow as e:
+            self._exit(p, e.reason)
+            raise StartError(type(p).__name__, e.reason) from None
         if p._flags & F_DEAD:
             raise StartError(type(p).__name__, self.exit_reason_of(p))
         if r is IGNORE:
@@ -639,7 +658,7 @@ class Runtime:
         if info is not None and type(r) is StartInfo:
             info.append(r.info)
         p._flags &= ~F_STARTING
-        if p._mailbox:
+        if p._mailbox or p._flags & F_TIMEOUT:
             p._wake()
         return p
 
@@ -648,12 +667,26 @@ class Runtime:
     def exit(self, target: Target, reason: ExitReason, *, sender: Target | None = None) -> bool:
         """Send the exit signal ``reason`` to ``target`` (Erlang's ``exit/2``), as from
         ``sender`` (a pid) or from outside any process. ``"kill"`` cannot be trapped. Returns
-        whether the target existed."""
+        whether the target existed.
+
+        A process that signals itself (from its own callback; ``sender`` defaults to it) and is
+        taken down by it, ``normal`` included as in Erlang, does not return: ``ExitNow`` ends
+        the callback at once (the process is already dead; ``terminate`` does not run)."""
         p = self._resolve(target)
         if p is None:
             return False
         sp = self._resolve(sender) if sender is not None else None
-        p._rt._signal(p, reason, sp, sp.pid if sp is not None else None, explicit=True)
+        if sp is None and p._task is not None and p._task is asyncio.current_task():
+            sp = p  # exit(self(), reason): the caller signals itself
+        if sp is p and not p._flags & F_TRAP and _is_normal(reason):
+            # Erlang: a process that sends itself ``normal`` exits (a ``normal`` signal from
+            # anyone else is ignored by a process that does not trap exits).
+            self._exit(p, NORMAL)
+        else:
+            p._rt._signal(p, reason, sp, sp.pid if sp is not None else None, explicit=True)
+        if sp is p and p._flags & F_DEAD and not p._flags & F_SCOPE:
+            # The caller took itself down: its callback ends here, as the process does.
+            raise ExitNow(self.exit_reason_of(p))
         return True
 
     def kill(self, target: Target) -> bool:
@@ -665,8 +698,15 @@ class Runtime:
     ) -> None:
         """Stop ``target`` the orderly way (``GenServer.stop``): after the messages before this
         request, ``terminate(reason)`` runs and the process exits with ``reason``. Returns once it
-        is gone. Raises ``NoProcessError``, or ``CallTimeoutError`` after ``timeout``."""
+        is gone. Raises ``NoProcessError``, ``CallTimeoutError`` after ``timeout`` (the target
+        is then killed), ``CallSelfError`` when a process stops itself this way (it would wait
+        for its own exit; use ``Process.stop`` instead), ``ArgumentError`` for a timeout that is
+        not ``None`` or a number >= 0. Nothing is sent when it raises before waiting."""
+        check_timeout(timeout)
         p = self._resolve_or_noproc(target)
+        t = p._task
+        if t is not None and t is asyncio.current_task():
+            raise CallSelfError(target)
         await self._stop_proc(p, reason, timeout)
 
     async def _stop_proc(self, p: Process, reason: ExitReason, timeout: float | None) -> None:
@@ -802,13 +842,15 @@ class Runtime:
                 _drop_link(lp, p)
                 lp._rt._signal(lp, reason, p, pid)
         if ext.monitored_by:
+            names = ext.monitor_names
             for ref, watcher in list(ext.monitored_by.items()):
                 if isinstance(watcher, Process):
                     wext = watcher._ext
                     if wext is not None and wext.monitoring is not None:
                         wext.monitoring.pop(ref, None)
                     if not watcher._flags & F_DEAD:
-                        watcher._deliver(Down(ref, pid, reason))
+                        who = pid if names is None else names.get(ref, pid)
+                        watcher._deliver(Down(ref, who, reason))
                 elif not watcher.done():
                     watcher.set_result(reason)
             ext.monitored_by = None
@@ -870,27 +912,48 @@ class Runtime:
     def _monitor_proc(self, watcher: Process, target: Target) -> Ref:
         ref = self._new_ref()
         p = self._resolve(target)
+        tt = type(target)
+        # OTP: a monitor taken by name reports the name form ({Name, Node}) in its DOWN.
+        who: Any = (target, self.node) if tt is str else target if tt is Via else None
         if p is None:
-            tpid = target if type(target) is Pid else None
-            watcher._deliver(Down(ref, tpid or Pid(self.node, 0), NOPROC))
+            if who is None:
+                who = target if tt is Pid else target.pid  # type: ignore[union-attr]
+            watcher._deliver(Down(ref, who, NOPROC))
             return ref
         pe = p._ensure_ext()
         if pe.monitored_by is None:
             pe.monitored_by = {}
         pe.monitored_by[ref] = watcher
+        if who is not None:
+            if pe.monitor_names is None:
+                pe.monitor_names = {}
+            pe.monitor_names[ref] = who
         we = watcher._ensure_ext()
         if we.monitoring is None:
             we.monitoring = {}
         we.monitoring[ref] = p
         return ref
 
-    def _demonitor(self, watcher: Process, ref: Ref) -> None:
+    def _demonitor(self, watcher: Process, ref: Ref, flush: bool = False) -> bool:
         we = watcher._ext
-        if we is None or not we.monitoring:
-            return
-        p = we.monitoring.pop(ref, None)
-        if p is not None and p._ext is not None and p._ext.monitored_by is not None:
-            p._ext.monitored_by.pop(ref, None)
+        found = False
+        if we is not None and we.monitoring:
+            p = we.monitoring.pop(ref, None)
+            if p is not None:
+                found = True
+                pe = p._ext
+                if pe is not None and pe.monitored_by is not None:
+                    pe.monitored_by.pop(ref, None)
+                    if pe.monitor_names is not None:
+                        pe.monitor_names.pop(ref, None)
+        if flush:
+            mb = watcher._mailbox
+            if mb:
+                kept = [m for m in mb if not (type(m) is Down and m.ref == ref)]
+                if len(kept) != len(mb):
+                    mb.clear()
+                    mb.extend(kept)
+        return found
 
     def _exit_future(self, p: Process) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = self._loop.create_future()
@@ -943,7 +1006,7 @@ class Runtime:
         except BaseException as e:
             if p._flags & F_DEAD:
                 raise
-            self._exit(p, e)
+            self._exit(p, e.reason if type(e) is ExitNow else e)
             raise
         else:
             if p._flags & F_DEAD:
@@ -967,12 +1030,12 @@ class Runtime:
         interval = self.hibernate_sweep
         for p in list(self._active):
             w = p._waiter
-            if w is None or p._mailbox:
+            if w is None or p._mailbox or p._flags & F_TIMEOUT:
                 continue
             after = type(p).hibernate_after
             if after is None and not force:
                 continue
-            idle = (p._flags >> 8) + 1
+            idle = (p._flags >> IDLE_SHIFT) + 1
             if force or idle * interval >= (after or 0.0):
                 p._waiter = None
                 if not w.done():
