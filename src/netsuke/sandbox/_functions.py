@@ -10,8 +10,11 @@
   operator allow-list, parameters against the input schema) and the schemas, then stores it as
   a new version unless the content equals the current version (same sha256 and settings: no
   new version). Refusals raise ``FunctionValidationError`` and write nothing.
-* ``execute_function(name, args, *, version=None)`` validates ``args`` against the input schema
-  (``InvalidArgumentsError``), runs the call in the sandbox, validates the value against the
+* ``execute_function(name, args, *, version=None)`` checks the stored code again with the
+  store-time validator (a row written around the store, or code stored before the policy
+  tightened, is refused with ``FunctionValidationError``; a passing version is remembered by
+  its sha256), validates ``args`` against the input schema (``InvalidArgumentsError``), runs the
+  call in the sandbox, validates the value against the
   output schema (``InvalidResultError``) and returns it. Every call, refused or not, is
   recorded as one ``function_call`` execution (status, duration, error; ``details`` holds the
   version, sha256, isolation and outcome) and published as ``function.executed``.
@@ -83,6 +86,7 @@ class FunctionStore:
         self.operator_imports = frozenset(
             self.sandbox.config.allowed_imports if allowed_imports is None else allowed_imports
         )
+        self._checked: set[tuple[str, str, bool, tuple[str, ...]]] = set()
 
     async def store_function(
         self,
@@ -180,6 +184,7 @@ class FunctionStore:
             span.set_attribute("netsuke.function", name)
             span.set_attribute("netsuke.function.version", definition.version)
             try:
+                self._check_stored(definition)
                 _validate(definition.input_schema, args, name, "input")
                 run = await self.sandbox.run(
                     definition.code,
@@ -189,6 +194,7 @@ class FunctionStore:
                     timeout_s=definition.limits.timeout_s,
                     memory_mb=definition.limits.memory_mb,
                     allowed_imports=definition.allowed_imports,
+                    validate=False,  # just checked, against this store's operator allow-list
                 )
                 _validate(definition.output_schema, run.value, name, "output")
             except SandboxError as exc:
@@ -232,6 +238,24 @@ class FunctionStore:
             duration_ms=run.duration_ms,
             isolation=run.isolation,
         )
+
+    def _check_stored(self, definition: FunctionDefinition) -> None:
+        """The store-time validator on a stored version (remembered once it passed)."""
+        imports = tuple(definition.allowed_imports)
+        key = (definition.name, definition.sha256, definition.is_async, imports)
+        if key in self._checked:
+            return
+        check_function(
+            definition.name,
+            definition.code,
+            is_async=definition.is_async,
+            allowed_imports=imports,
+            operator_imports=self.operator_imports,
+            max_code_bytes=self.sandbox.config.max_code_bytes,
+        )
+        if len(self._checked) >= 1024:
+            self._checked.clear()
+        self._checked.add(key)
 
     async def _record(
         self,

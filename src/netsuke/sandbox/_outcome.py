@@ -4,7 +4,8 @@ The frame's status decides (``ok``, ``error``, ``memory``, ``violation``, ``outp
 frame, the worker's end decides: ``SIGSYS`` is the seccomp filter (a violation), ``SIGXCPU``
 or ``SIGKILL`` before the wall clock is the CPU limit, exit 3 or a ``MemoryError`` on stderr is
 the memory limit, anything else ``WorkerCrashedError``. A frame whose nonce or length is wrong
-was not written by the worker program: ``SandboxViolationError``.
+was not written by the worker program: ``SandboxViolationError``. The function's exception
+message and traceback are made ``printable`` (control characters escaped).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ._errors import (
     SandboxViolationError,
     WorkerCrashedError,
 )
+from ._text import printable
 
 __all__ = ["decode_frame"]
 
@@ -80,14 +82,17 @@ def _outcome(body: dict[str, Any], memory_mb: int) -> dict[str, Any]:
         error = InvalidResultError(f"not JSON-serialisable: {body.get('message', '')}")
     elif status == "error":
         error = FunctionRaisedError(
-            str(body.get("type")), str(body.get("message", "")), str(body.get("traceback", ""))
+            printable(str(body.get("type"))),
+            printable(str(body.get("message", ""))),
+            printable(str(body.get("traceback", ""))),
         )
     elif status == "memory":
         error = MemoryLimitError(memory_mb)
     elif status == "violation":
         error = SandboxViolationError(str(body.get("reason")))
     elif status == "output":
-        error = OutputLimitError(int(body.get("limit", 0)), "captured output")
+        what = "result" if body.get("what") == "result" else "captured output"
+        error = OutputLimitError(int(body.get("limit", 0)), what)
     else:
         error = WorkerCrashedError(None, str(body.get("reason", status)))
     raise error
