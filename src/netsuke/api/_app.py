@@ -24,7 +24,7 @@ from netsuke.kernel import Runtime
 from netsuke.node import StoredTools
 from netsuke.observability import get_logger
 from netsuke.routing import TaskQueue, WorkflowRunner
-from netsuke.sandbox import FunctionStore, Sandbox, SandboxConfig
+from netsuke.sandbox import ExecutionGate, FunctionStore, Sandbox, SandboxConfig
 from netsuke.store import Store, sync_agents
 
 from ._auth import KeyCache, RateLimiter
@@ -204,7 +204,13 @@ async def open_node(settings: Settings) -> AsyncIterator[Node]:
                         )
             monitor = AgentMonitor(rt.events)
             monitor.start()
-            functions = FunctionStore(store, sandbox, events=rt.events)
+            gate = ExecutionGate(
+                max_running=settings.executions_max_running,
+                per_caller=settings.executions_per_caller,
+                max_waiting=settings.executions_max_waiting,
+                max_wait_s=settings.executions_max_wait_s,
+            )
+            functions = FunctionStore(store, sandbox, events=rt.events, gate=gate)
             agent_system = await Agents.start(rt, store)
             # stored definitions get their stored functions and delegates as tools
             agent_system.tool_resolver = StoredTools(agent_system, functions)

@@ -18,6 +18,10 @@
   output schema (``InvalidResultError``) and returns it. Every call, refused or not, is
   recorded as one ``function_call`` execution (status, duration, error; ``details`` holds the
   version, sha256, isolation and outcome) and published as ``function.executed``.
+* With a ``gate`` (``ExecutionGate``), each call first takes a slot for its ``caller``: too
+  many at once raises ``ExecutionBusyError`` before anything runs or is recorded.
+  ``max_timeout_s``/``max_memory_mb`` lower the stored limits for one call (the API passes
+  the caller's role ceilings).
 * ``rollback``, ``delete``, ``versions``, ``get``, ``list`` go to the store's repository.
 """
 
@@ -42,6 +46,7 @@ from ._errors import (
     InvalidResultError,
     SandboxError,
 )
+from ._gate import ExecutionGate
 from ._observe import METRICS, log, tracer
 from ._policy import check_function, schema_from_parameters
 from ._sandbox import RunResult, Sandbox
@@ -79,10 +84,12 @@ class FunctionStore:
         *,
         events: EventBus | None = None,
         allowed_imports: Iterable[str] | None = None,
+        gate: ExecutionGate | None = None,
     ) -> None:
         self.store = store
         self.sandbox = sandbox or Sandbox()
         self.events = events
+        self.gate = gate
         self.operator_imports = frozenset(
             self.sandbox.config.allowed_imports if allowed_imports is None else allowed_imports
         )
@@ -172,9 +179,34 @@ class FunctionStore:
         *,
         version: int | None = None,
         parent_id: str | None = None,
+        caller: str | None = None,
+        max_timeout_s: float | None = None,
+        max_memory_mb: int | None = None,
     ) -> ExecutionResult:
-        """Like ``execute_function`` but returns the value with its provenance."""
+        """Like ``execute_function`` but returns the value with its provenance. ``caller``
+        names who calls, for the gate's per-caller bound; ``max_timeout_s``/``max_memory_mb``
+        cap the stored limits for this call."""
         definition = await self.store.functions.get(name, version)
+        if self.gate is None:
+            return await self._execute(definition, args, parent_id, max_timeout_s, max_memory_mb)
+        async with self.gate.slot(caller):
+            return await self._execute(definition, args, parent_id, max_timeout_s, max_memory_mb)
+
+    async def _execute(
+        self,
+        definition: FunctionDefinition,
+        args: Mapping[str, Any] | None,
+        parent_id: str | None,
+        max_timeout_s: float | None,
+        max_memory_mb: int | None,
+    ) -> ExecutionResult:
+        name = definition.name
+        timeout_s = definition.limits.timeout_s
+        if max_timeout_s is not None:
+            timeout_s = min(timeout_s, max_timeout_s)
+        memory_mb = definition.limits.memory_mb
+        if max_memory_mb is not None:
+            memory_mb = min(memory_mb, max_memory_mb)
         args = dict(args or {})
         started_at = datetime.now(UTC)
         t0 = time.perf_counter()
@@ -191,8 +223,8 @@ class FunctionStore:
                     name,
                     args,
                     is_async=definition.is_async,
-                    timeout_s=definition.limits.timeout_s,
-                    memory_mb=definition.limits.memory_mb,
+                    timeout_s=timeout_s,
+                    memory_mb=memory_mb,
                     allowed_imports=definition.allowed_imports,
                     validate=False,  # just checked, against this store's operator allow-list
                 )
