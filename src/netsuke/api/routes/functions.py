@@ -320,6 +320,8 @@ def execution_problem(exc: SandboxError) -> ProblemError:
             errors=[{"field": f"args{exc.path[1:]}" if exc.path != "$" else "args",
                      "reason": exc.reason[:200]}],
         )  # fmt: skip
+    if isinstance(exc, FunctionValidationError):  # stored code the validator now refuses
+        return _refused(exc)
     if isinstance(exc, ExecutionBusyError):
         return ProblemError(
             429, "Too many function calls", str(exc), type="too-many-executions",
