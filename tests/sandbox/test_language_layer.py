@@ -107,6 +107,19 @@ RUNTIME_ONLY = {
         'u = "_" * 2\nget = getattr\nm = get("{x." + u + "class" + u + "}", "format" + "_map")\n'
         "return str(m({'x': ()}))"
     ),
+    # dataclasses compiles annotation names (any string, in a class built at run time) into
+    # the methods it generates, executed in the globals of the module the class names
+    "dataclass_field_name_injection": fn(
+        'u = "_" * 2\n'
+        "make = type\n"
+        "X = make('X', (), {u + 'annotations' + u: {'a': int}, u + 'module' + u: 'json'})\n"
+        "try:\n"
+        "    dataclasses.dataclass(X)\n"
+        "except BaseException as exc:\n"
+        "    return repr(exc)\n"
+        "return 'built'",
+        header="import dataclasses",
+    ),
     "typing_evaluates_a_string": fn(
         'u = "_" * 2\n'
         "expr = u + 'import' + u + \"('os').getcwd()\"\n"
@@ -122,7 +135,8 @@ RUNTIME_ONLY = {
 async def test_runtime_attribute_traversal_past_the_static_policy(
     functions: FunctionStore, case: str
 ) -> None:
-    imports = ["typing"] if "typing" in case else []
+    imports = {"typing_evaluates_a_string": ["typing"],
+               "dataclass_field_name_injection": ["dataclasses"]}.get(case, [])  # fmt: skip
     await functions.store_function(name="attempt", code=RUNTIME_ONLY[case], allowed_imports=imports)
     with pytest.raises(SandboxViolationError):
         await functions.execute_function("attempt", {})

@@ -21,8 +21,9 @@ size, open files, processes = 0 so neither fork nor threads, no core files); a s
 other processes; restricted builtins and an import guard that hands out read-only views of
 allowed modules (``string.Formatter`` replaced by one whose field lookups obey the guard); an
 audit hook refusing ``eval``/``exec`` of anything but the function's own code, except the code
-generation of ``collections.namedtuple`` and ``dataclasses`` and module imports (this stops
-``typing.get_type_hints`` from evaluating strings). Then the function runs.
+generation of ``collections.namedtuple`` and module imports (this stops
+``typing.get_type_hints`` from evaluating strings and ``dataclasses`` from compiling names
+built at run time). Then the function runs.
 
 The result frame goes to the inherited result fd (never stdout, which user code owns): the
 call's nonce, a newline, the payload's length in bytes, a newline, the payload: one JSON
@@ -120,12 +121,13 @@ FORBIDDEN_ATTRS = frozenset(
     ["format", "format_map", "vformat", "get_field", "attrgetter", "methodcaller", "mro"]
 )
 INTROSPECTION_PREFIXES = ("gi_", "cr_", "ag_", "tb_", "f_", "co_", "func_")
-#: Modules whose frames may ``eval``/``exec`` once user code runs: code generation from
-#: identifiers only (named tuples, dataclasses) and the import system.
+#: Modules whose frames may ``eval``/``exec`` once user code runs: the import system, and
+#: ``collections.namedtuple``, which checks every name is an identifier before generating code.
+#: Not ``dataclasses``: it pastes annotation keys (any string, through a class built at run
+#: time) into the code it generates.
 EXEC_CALLERS = frozenset(
     [
         "collections",
-        "dataclasses",
         "importlib._bootstrap",
         "importlib._bootstrap_external",
         "_frozen_importlib",
