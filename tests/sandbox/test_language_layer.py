@@ -8,19 +8,24 @@ guards hold on their own."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from netsuke.sandbox import (
     FunctionRaisedError,
     FunctionStore,
     FunctionValidationError,
+    InvalidResultError,
     OutputLimitError,
     Sandbox,
     SandboxViolationError,
+    WorkerCrashedError,
     _policy,
     _worker,
     check_function,
 )
+from netsuke.sandbox._outcome import decode_frame
 from netsuke.sandbox._text import BIDI_CONTROLS, printable
 from netsuke.store import NotFoundError, Store
 
@@ -316,3 +321,22 @@ async def test_a_stored_row_that_bypassed_validation_does_not_run(
         await functions.execute_function("attempt", {})
     executions = await store.executions.list(kind="function_call")
     assert [(e.status, e.details["outcome"]) for e in executions.items] == [("failed", "refused")]
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ({"status": "violation", "reason": "x\x1b[2Jy"}, SandboxViolationError),
+        ({"status": "error", "type": "InvalidResult", "message": "x\x1b[2Jy"}, InvalidResultError),
+        ({"status": "setup", "reason": "x\x1b[2Jy"}, WorkerCrashedError),
+    ],
+)
+def test_every_worker_text_in_an_error_is_escaped(body: dict[str, str], error: type) -> None:
+    payload = json.dumps(body).encode()
+    frame = b"n0nce\n%d\n%s" % (len(payload), payload)
+    with pytest.raises(error) as info:
+        decode_frame(frame, "n0nce", 0, "", 64, 1.0)
+    assert "\x1b" not in str(info.value) and "\\x1b[2J" in str(info.value)
+    with pytest.raises(WorkerCrashedError) as crashed:
+        decode_frame(None, "n0nce", 1, "boom\x1b[2J", 64, 1.0)
+    assert "\x1b" not in crashed.value.detail

@@ -5,7 +5,8 @@ frame, the worker's end decides: ``SIGSYS`` is the seccomp filter (a violation),
 or ``SIGKILL`` before the wall clock is the CPU limit, exit 3 or a ``MemoryError`` on stderr is
 the memory limit, anything else ``WorkerCrashedError``. A frame whose nonce or length is wrong
 was not written by the worker program: ``SandboxViolationError``. The function's exception
-message and traceback are made ``printable`` (control characters escaped).
+message and traceback, a violation's reason, a bad result's message and a crashed worker's
+stderr are made ``printable`` (control characters escaped).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def decode_frame(
         tail = stderr_tail
         if returncode == 3 or "MemoryError" in tail:
             raise MemoryLimitError(memory_mb)
-        raise WorkerCrashedError(returncode, tail[-500:])
+        raise WorkerCrashedError(returncode, printable(tail[-500:]))
     parts = frame.split(b"\n", 2)
     if len(parts) < 3 or not secrets.compare_digest(parts[0], nonce.encode()):
         raise SandboxViolationError("a result frame with a wrong nonce (forged)")
@@ -79,7 +80,7 @@ def _outcome(body: dict[str, Any], memory_mb: int) -> dict[str, Any]:
     if status == "ok":
         return body
     if status == "error" and body.get("type") == "InvalidResult":
-        error = InvalidResultError(f"not JSON-serialisable: {body.get('message', '')}")
+        error = InvalidResultError(f"not JSON-serialisable: {printable(str(body.get('message')))}")
     elif status == "error":
         error = FunctionRaisedError(
             printable(str(body.get("type"))),
@@ -89,10 +90,10 @@ def _outcome(body: dict[str, Any], memory_mb: int) -> dict[str, Any]:
     elif status == "memory":
         error = MemoryLimitError(memory_mb)
     elif status == "violation":
-        error = SandboxViolationError(str(body.get("reason")))
+        error = SandboxViolationError(printable(str(body.get("reason"))))
     elif status == "output":
         what = "result" if body.get("what") == "result" else "captured output"
         error = OutputLimitError(int(body.get("limit", 0)), what)
     else:
-        error = WorkerCrashedError(None, str(body.get("reason", status)))
+        error = WorkerCrashedError(None, printable(str(body.get("reason", status))))
     raise error
