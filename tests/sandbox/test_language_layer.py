@@ -340,3 +340,36 @@ def test_every_worker_text_in_an_error_is_escaped(body: dict[str, str], error: t
     with pytest.raises(WorkerCrashedError) as crashed:
         decode_frame(None, "n0nce", 1, "boom\x1b[2J", 64, 1.0)
     assert "\x1b" not in crashed.value.detail
+
+
+# ------------------------------------- d') a result the host could not store or serve back
+RESULTS_REFUSED = {
+    "lone_surrogate": "return ['ok', chr(0xD800)]",
+    "lone_surrogate_key": "return {chr(0xDC00): 1}",
+    "too_deep": "v = []\nfor _ in range(150):\n    v = [v]\nreturn v",
+}
+
+
+@pytest.mark.parametrize("case", sorted(RESULTS_REFUSED))
+async def test_a_result_the_host_cannot_serve_is_an_invalid_result(
+    sandbox: Sandbox, case: str
+) -> None:
+    with pytest.raises(InvalidResultError) as info:
+        await sandbox.run(fn(RESULTS_REFUSED[case]), "attempt", {}, is_async=False)
+    assert ("deeper than 100" in info.value.reason) == (case == "too_deep")
+    await _control(sandbox)
+
+
+async def test_lone_surrogates_in_output_are_escaped(sandbox: Sandbox) -> None:
+    result = await sandbox.run(fn("print(chr(0xDC00))\nreturn 1"), "attempt", {}, is_async=False)
+    assert result.stdout == "\\udc00\n"
+    result.stdout.encode("utf-8")  # servable
+
+
+def test_a_result_nested_to_the_limit_passes() -> None:
+    value: list[object] = []
+    for _ in range(99):
+        value = [value]
+    payload = json.dumps({"status": "ok", "value": value}).encode()
+    body = decode_frame(b"n\n%d\n%s" % (len(payload), payload), "n", 0, "", 64, 1.0)
+    assert body["value"] == value

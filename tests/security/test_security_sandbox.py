@@ -213,3 +213,26 @@ async def test_output_is_escaped_and_a_huge_result_is_an_output_limit(
     assert r.status_code == 422, r.text
     assert r.json()["type"].endswith("function-output_limit")
     assert "result" in r.json()["detail"]
+
+
+async def test_a_result_or_output_the_node_cannot_serve_is_never_a_500(
+    live: Live,  # noqa: F811
+) -> None:
+    _need_isolation()
+    alice = live.client(await live.key("user", "alice"))
+    cases = {
+        "surr": ("    return chr(0xD800)\n", 502),
+        "deep": ("    v = []\n    for _ in range(900):\n        v = [v]\n    return v\n", 502),
+        "outsurr": ("    print(chr(0xDC00))\n    return 1\n", 200),
+    }
+    for name, (body, status) in cases.items():
+        code = f"def {name}():\n{body}"
+        r = await alice.post("/api/v1/functions", json={"name": name, "code": code})
+        assert r.status_code == 201, r.text
+        r = await alice.post(f"/api/v1/functions/{name}/execute", json={})
+        assert r.status_code == status, r.text
+        if status == 502:
+            assert r.headers["content-type"].startswith(PROBLEM)
+            assert r.json()["type"].endswith("function-result")
+        else:
+            assert r.json()["stdout"] == "\\udc00\n"

@@ -274,7 +274,15 @@ class Sandbox:
             raise ExecutionTimeoutError(timeout_s, "wall")
         if overflow:
             raise OutputLimitError(self.config.max_result_bytes, "result frame")
-        body = decode_frame(frame, nonce, returncode, worker.stderr_tail(), memory_mb, timeout_s)
+        body = decode_frame(
+            frame,
+            nonce,
+            returncode,
+            worker.stderr_tail(),
+            memory_mb,
+            timeout_s,
+            max_depth=self.config.max_result_depth,
+        )
         return RunResult(
             value=body.get("value"),
             stdout=printable(str(body.get("stdout", ""))),

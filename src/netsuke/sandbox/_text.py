@@ -4,8 +4,9 @@ Captured ``print`` output, a function's exception message and its traceback are 
 text. Shown on a terminal, in a log or in a browser, raw control characters could move the
 cursor, recolour, rewrite or hide what an operator reads (ANSI escapes, carriage returns,
 backspaces) or reorder it (bidirectional controls). ``printable`` keeps newlines and tabs and
-replaces every other C0 control, DEL, every C1 control and every bidirectional control with
-its Python escape (``\\x1b``, ``\\u202e``): visible, and nothing is lost.
+replaces every other C0 control, DEL, every C1 control, every bidirectional control, the line
+separators and lone surrogates (which cannot be encoded as UTF-8, so a reply holding one would
+fail) with its Python escape (``\\x1b``, ``\\u202e``, ``\\ud800``): visible, nothing lost.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ BIDI_CONTROLS = frozenset(
 )
 
 _UNSAFE = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f" + "".join(sorted(BIDI_CONTROLS)) + "\u2028\u2029]"
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f" + "".join(sorted(BIDI_CONTROLS)) + "\u2028\u2029\ud800-\udfff]"
 )
 
 
