@@ -12,11 +12,13 @@ import os
 import shutil
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 
 import httpx
 import pytest
 from tests.api.conftest import Live, live, live_factory  # noqa: F401  (fixtures)
 
+from netsuke.api import SettingsError, load_settings
 from netsuke.sandbox import FunctionStore
 
 PROBLEM = "application/problem+json"
@@ -111,6 +113,26 @@ async def test_a_call_runs_with_at_most_the_callers_ceiling(
         r = await alice.post("/api/v1/functions/hold/execute", json={"args": {"s": 20}})
         assert r.status_code == 504, r.text
         assert "1s" in r.json()["detail"]
+
+
+def test_the_limits_are_settings_with_documented_defaults(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    defaults = load_settings()
+    assert defaults.function_ceilings("user") == (60.0, 512)
+    assert defaults.function_ceilings("operator") == (600.0, 4096)
+    assert defaults.function_ceilings("admin") == (3600.0, 65536)
+    assert (defaults.executions_max_running, defaults.executions_per_caller) == (8, 2)
+    assert (defaults.executions_max_waiting, defaults.executions_max_wait_s) == (32, 30.0)
+    monkeypatch.setenv("NETSUKE_FUNCTION_MAX_TIMEOUT_S_USER", "120")
+    assert load_settings().function_ceilings("user") == (120.0, 512)
+    monkeypatch.setenv("NETSUKE_EXECUTIONS_MAX_RUNNING", "0")
+    monkeypatch.setenv("NETSUKE_FUNCTION_MAX_MEMORY_MB_USER", "99999")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    fields = [f for f, _ in caught.value.problems]
+    assert sorted(fields) == ["executions_max_running", "function_max_memory_mb_user"]
 
 
 # ------------------------------------------------------ item 3: calls at once are bounded
