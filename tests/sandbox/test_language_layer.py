@@ -125,6 +125,9 @@ RUNTIME_ONLY = {
         "return 'built'",
         header="import dataclasses",
     ),
+    "type_with_three_arguments_by_alias": fn(
+        'u = "_" * 2\nmake = type\nX = make("X", (), {u + "init" + u: None})\nreturn 1'
+    ),
     "typing_evaluates_a_string": fn(
         'u = "_" * 2\n'
         "expr = u + 'import' + u + \"('os').getcwd()\"\n"
@@ -174,6 +177,17 @@ async def test_named_tuples_still_work(sandbox: Sandbox) -> None:
     imports = ["collections", "typing"]
     result = await sandbox.run(code, "attempt", {}, is_async=False, allowed_imports=imports)
     assert result.value == [2, 5]
+
+
+async def test_type_still_answers_the_type_of_a_value(sandbox: Sandbox) -> None:
+    code = fn(
+        "class C:\n"
+        "    pass\n"
+        "return [type(1) is int, type(C()) is C, isinstance(int, type), isinstance(3, type),\n"
+        "        issubclass(type(C), type), isinstance(C, type), type('s') == str]"
+    )
+    result = await sandbox.run(code, "attempt", {}, is_async=False)
+    assert result.value == [True, True, True, False, True, True, True]
 
 
 def test_the_worker_refuses_the_same_attributes_as_the_policy() -> None:

@@ -231,6 +231,26 @@ def guarded_formatter(guard: Guard) -> type:
     return type("Formatter", (), body)
 
 
+def guarded_type(guard: Guard) -> Any:
+    """``type`` for user code: ``type(x)``, ``isinstance(c, type)`` and ``issubclass`` work as
+    usual; making a class with ``type(name, bases, namespace)`` (whose names could be built at
+    run time, dunders included) is a violation, as the static policy says of a literal call."""
+
+    class TypeOfUserCode(type):
+        def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+            if len(args) != 1 or kwargs:
+                raise guard.violate("type() with other than one argument is not allowed")
+            return type(args[0])
+
+        def __instancecheck__(cls, obj: Any) -> bool:
+            return isinstance(obj, type)
+
+        def __subclasscheck__(cls, sub: Any) -> bool:
+            return issubclass(sub, type)
+
+    return TypeOfUserCode("type", (), {"__module__": "builtins"})
+
+
 class Guard:
     """Restricted builtins, a safe ``getattr`` family and an import guard for one call."""
 
@@ -327,6 +347,7 @@ class Guard:
             getattr=safe_getattr,
             hasattr=safe_hasattr,
             setattr=safe_setattr,
+            type=guarded_type(self),
             __import__=self.do_import,
             __build_class__=builtins.__build_class__,
             __name__="netsuke_function",
