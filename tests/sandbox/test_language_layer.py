@@ -125,6 +125,23 @@ RUNTIME_ONLY = {
         "return 'built'",
         header="import dataclasses",
     ),
+    # update_wrapper copies attributes named at run time: a function's globals into ours
+    "update_wrapper_copies_globals": fn(
+        'u = "_" * 2\n'
+        "def w():\n"
+        "    pass\n"
+        "functools.update_wrapper(w, random.shuffle, assigned=(), updated=(u + 'globals' + u,))\n"
+        "return probe()",
+        header="import functools, random\n\ndef probe():\n    return _os.getcwd()\n",
+    ),
+    "wraps_assigns_globals": fn(
+        'u = "_" * 2\n'
+        "def w():\n"
+        "    pass\n"
+        "functools.wraps(random.shuffle, assigned=(u + 'globals' + u,))(w)\n"
+        "return 1",
+        header="import functools, random",
+    ),
     "type_with_three_arguments_by_alias": fn(
         'u = "_" * 2\nmake = type\nX = make("X", (), {u + "init" + u: None})\nreturn 1'
     ),
@@ -144,7 +161,9 @@ async def test_runtime_attribute_traversal_past_the_static_policy(
     functions: FunctionStore, case: str
 ) -> None:
     imports = {"typing_evaluates_a_string": ["typing"],
-               "dataclass_field_name_injection": ["dataclasses"]}.get(case, [])  # fmt: skip
+               "dataclass_field_name_injection": ["dataclasses"],
+               "update_wrapper_copies_globals": ["functools", "random"],
+               "wraps_assigns_globals": ["functools", "random"]}.get(case, [])  # fmt: skip
     await functions.store_function(name="attempt", code=RUNTIME_ONLY[case], allowed_imports=imports)
     with pytest.raises(SandboxViolationError):
         await functions.execute_function("attempt", {})
@@ -177,6 +196,24 @@ async def test_named_tuples_still_work(sandbox: Sandbox) -> None:
     imports = ["collections", "typing"]
     result = await sandbox.run(code, "attempt", {}, is_async=False, allowed_imports=imports)
     assert result.value == [2, 5]
+
+
+async def test_functools_wraps_still_wraps(sandbox: Sandbox) -> None:
+    code = fn(
+        "def inner(x):\n"
+        "    return x + 1\n"
+        "inner.tag = 'kept'\n"
+        "@functools.wraps(inner)\n"
+        "def outer(x):\n"
+        "    return inner(x) * 10\n"
+        "def other():\n"
+        "    pass\n"
+        "functools.update_wrapper(other, inner, assigned=('tag',))\n"
+        "return [outer(1), outer.tag, other.tag]",
+        header="import functools",
+    )
+    result = await sandbox.run(code, "attempt", {}, is_async=False, allowed_imports=["functools"])
+    assert result.value == [20, "kept", "kept"]
 
 
 async def test_type_still_answers_the_type_of_a_value(sandbox: Sandbox) -> None:

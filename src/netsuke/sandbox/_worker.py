@@ -19,7 +19,8 @@ Lockdown, in order: import the function's modules; rlimits (address space, CPU s
 size, open files, processes = 0 so neither fork nor threads, no core files); a seccomp filter
 (x86_64) that kills the process on sockets, exec, fork, ptrace, mount, namespaces and signals to
 other processes; restricted builtins and an import guard that hands out read-only views of
-allowed modules (``string.Formatter`` replaced by one whose field lookups obey the guard); an
+allowed modules (``string.Formatter`` replaced by one whose field lookups obey the guard,
+``functools.update_wrapper``/``wraps`` by ones whose attribute names do); an
 audit hook refusing ``eval``/``exec`` of anything but the function's own code, except the code
 generation of ``collections.namedtuple`` and module imports (this stops
 ``typing.get_type_hints`` from evaluating strings and ``dataclasses`` from compiling names
@@ -251,6 +252,43 @@ def guarded_type(guard: Guard) -> Any:
     return TypeOfUserCode("type", (), {"__module__": "builtins"})
 
 
+def guarded_wrapping(guard: Guard) -> dict[str, Any]:
+    """``functools.update_wrapper`` and ``wraps`` whose ``assigned``/``updated`` attribute names
+    are the defaults or pass the guard's name check (else they copy ``__globals__`` of any
+    function into the caller's own globals)."""
+    import functools
+
+    defaults = {*functools.WRAPPER_ASSIGNMENTS, *functools.WRAPPER_UPDATES}
+
+    def names(attrs: Any) -> tuple[str, ...]:
+        checked = tuple(attrs)
+        for attr in checked:
+            if attr not in defaults:
+                guard.check_name(attr)
+        return checked
+
+    def update_wrapper(
+        wrapper: Any,
+        wrapped: Any,
+        assigned: Any = functools.WRAPPER_ASSIGNMENTS,
+        updated: Any = functools.WRAPPER_UPDATES,
+    ) -> Any:
+        return functools.update_wrapper(wrapper, wrapped, names(assigned), names(updated))
+
+    def wraps(
+        wrapped: Any,
+        assigned: Any = functools.WRAPPER_ASSIGNMENTS,
+        updated: Any = functools.WRAPPER_UPDATES,
+    ) -> Any:
+        return functools.partial(
+            update_wrapper, wrapped=wrapped, assigned=names(assigned), updated=names(updated)
+        )
+
+    update_wrapper.__doc__ = functools.update_wrapper.__doc__
+    wraps.__doc__ = functools.wraps.__doc__
+    return {"update_wrapper": update_wrapper, "wraps": wraps}
+
+
 class Guard:
     """Restricted builtins, a safe ``getattr`` family and an import guard for one call."""
 
@@ -284,6 +322,8 @@ class Guard:
             names[attr] = value
         if name == "string":
             names["Formatter"] = guarded_formatter(self)
+        elif name == "functools":
+            names.update(guarded_wrapping(self))
         return self.views[name]
 
     def do_import(
