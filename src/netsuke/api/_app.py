@@ -24,7 +24,7 @@ from netsuke.kernel import Runtime
 from netsuke.node import StoredTools
 from netsuke.observability import get_logger
 from netsuke.routing import TaskQueue, WorkflowRunner
-from netsuke.sandbox import FunctionStore, Sandbox, SandboxConfig
+from netsuke.sandbox import ExecutionGate, FunctionStore, Sandbox, SandboxConfig
 from netsuke.store import Store, sync_agents
 
 from ._auth import KeyCache, RateLimiter
@@ -237,7 +237,13 @@ async def open_node(settings: Settings, *, bootstrap: bool = True) -> AsyncItera
                         )
             monitor = AgentMonitor(rt.events)
             monitor.start()
-            functions = FunctionStore(store, sandbox, events=rt.events)
+            gate = ExecutionGate(
+                max_running=settings.executions_max_running,
+                per_caller=settings.executions_per_caller,
+                max_waiting=settings.executions_max_waiting,
+                max_wait_s=settings.executions_max_wait_s,
+            )
+            functions = FunctionStore(store, sandbox, events=rt.events, gate=gate)
             agent_system = await Agents.start(rt, store)
             # stored definitions reach their base_url only through the node's address guard
             agent_system.endpoint_guard = endpoint_guard(settings)

@@ -74,6 +74,24 @@ class Settings(BaseSettings):
     """Requests a key may make at once before the per-minute rate applies."""
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     """Largest request body accepted (413 beyond)."""
+    function_max_timeout_s_user: float = Field(default=60.0, gt=0, le=3600)
+    """Largest ``timeout_s`` a ``user`` key may give a function (422 beyond); also caps every
+    call a user key makes."""
+    function_max_timeout_s_operator: float = Field(default=600.0, gt=0, le=3600)
+    function_max_timeout_s_admin: float = Field(default=3600.0, gt=0, le=3600)
+    function_max_memory_mb_user: int = Field(default=512, ge=16, le=65536)
+    """Largest ``memory_mb`` a ``user`` key may give a function (422 beyond); also caps every
+    call a user key makes."""
+    function_max_memory_mb_operator: int = Field(default=4096, ge=16, le=65536)
+    function_max_memory_mb_admin: int = Field(default=65536, ge=16, le=65536)
+    executions_max_running: int = Field(default=8, ge=1, le=1024)
+    """Function calls running at once on this node (API and agent tools together)."""
+    executions_per_caller: int = Field(default=2, ge=1, le=1024)
+    """Function calls one API key may have running or queued at once (429 beyond)."""
+    executions_max_waiting: int = Field(default=32, ge=0, le=100_000)
+    """Calls queued for a free slot when all are busy (429 beyond)."""
+    executions_max_wait_s: float = Field(default=30.0, gt=0, le=3600)
+    """Longest a queued call waits for a slot before it gets 429."""
     allow_private_webhooks: bool = False
     """Allow webhook targets on loopback, private, link-local or reserved addresses."""
     model_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -115,6 +133,14 @@ class Settings(BaseSettings):
         if toml is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
         return tuple(sources)
+
+    def function_ceilings(self, role: str) -> tuple[float, int]:
+        """The largest ``timeout_s`` and ``memory_mb`` a key of ``role`` may use."""
+        if role == "admin":
+            return self.function_max_timeout_s_admin, self.function_max_memory_mb_admin
+        if role == "operator":
+            return self.function_max_timeout_s_operator, self.function_max_memory_mb_operator
+        return self.function_max_timeout_s_user, self.function_max_memory_mb_user
 
     @property
     def url(self) -> str:

@@ -33,7 +33,7 @@ from typing import Any
 from netsuke.agents import Agents
 from netsuke.kernel import Runtime
 from netsuke.routing import CapabilityRouter, TaskQueue, WorkflowRunner, process_load
-from netsuke.sandbox import FunctionStore, Sandbox, SandboxConfig
+from netsuke.sandbox import ExecutionGate, FunctionStore, Sandbox, SandboxConfig
 from netsuke.store import AgentDraft, AgentSpec, Store, new_id
 
 from ._tools import StoredTools
@@ -109,7 +109,8 @@ class Node:
             rt = runtime or Runtime(node)
             if runtime is None:
                 await stack.enter_async_context(rt)
-            functions = FunctionStore(store, box, events=rt.events)
+            # calls at once are bounded node-wide (ExecutionGate defaults: 8 running, 32 queued)
+            functions = FunctionStore(store, box, events=rt.events, gate=ExecutionGate())
             agents = await Agents.start(rt, store)
             tools = StoredTools(agents, functions if box is not None else None)
             agents.tool_resolver = tools

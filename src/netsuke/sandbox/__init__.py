@@ -17,6 +17,7 @@ Errors form one tree under ``SandboxError`` (``_errors``).
 
 from ._config import DEFAULT_ALLOWED_IMPORTS, IsolationMode, SandboxConfig
 from ._errors import (
+    ExecutionBusyError,
     ExecutionError,
     ExecutionTimeoutError,
     FunctionRaisedError,
@@ -32,6 +33,7 @@ from ._errors import (
     WorkerCrashedError,
 )
 from ._functions import ExecutionResult, FunctionStore
+from ._gate import ExecutionGate
 from ._policy import CheckedFunction, check_function, derived_metadata
 from ._sandbox import RunResult, Sandbox
 from ._tool import function_tool
@@ -39,7 +41,9 @@ from ._tool import function_tool
 __all__ = [
     "DEFAULT_ALLOWED_IMPORTS",
     "CheckedFunction",
+    "ExecutionBusyError",
     "ExecutionError",
+    "ExecutionGate",
     "ExecutionResult",
     "ExecutionTimeoutError",
     "FunctionRaisedError",

@@ -56,7 +56,8 @@ class SandboxConfig:
     * ``allowed_imports``: the operator allow-list; a function's own list must be within it.
     * ``preload``: modules every worker imports before it is handed out.
     * ``max_code_bytes`` [65536], ``max_output_chars`` [65536] (captured print output),
-      ``max_result_bytes`` [1 MiB] (the result frame), ``tmp_mb`` [16] (private /tmp),
+      ``max_result_bytes`` [1 MiB] (the result frame), ``max_result_depth`` [100] (nesting of
+      the value returned), ``tmp_mb`` [16] (private /tmp),
       ``file_bytes`` [8 MiB] (largest file a call may write), ``uid`` [65534] (nobody),
       ``seccomp`` [True], ``startup_timeout_s`` [10].
     * ``fork_server`` [True]: fork workers from one isolated, unprivileged server process (about
@@ -72,6 +73,7 @@ class SandboxConfig:
     max_code_bytes: int = 65536
     max_output_chars: int = 65536
     max_result_bytes: int = 1 << 20
+    max_result_depth: int = 100
     tmp_mb: int = 16
     file_bytes: int = 8 << 20
     uid: int = 65534
@@ -84,7 +86,13 @@ class SandboxConfig:
             raise ValueError(f"isolation must be one of {get_args(IsolationMode)}")
         if not 0 <= self.pool_size <= 64:
             raise ValueError("pool_size must be within 0..64")
-        for name in ("max_code_bytes", "max_output_chars", "max_result_bytes", "tmp_mb"):
+        for name in (
+            "max_code_bytes",
+            "max_output_chars",
+            "max_result_bytes",
+            "max_result_depth",
+            "tmp_mb",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
 

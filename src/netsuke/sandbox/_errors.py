@@ -7,12 +7,14 @@ SandboxError                             anything the sandbox refuses or fails t
 ├── InvalidArgumentsError(function, reason, path)
 │                                        arguments do not fit the input schema; nothing ran
 ├── IsolationUnavailableError(reason)    no isolation mechanism here: execution refused
+├── ExecutionBusyError(scope, limit, retry_after_s)
+│                                        too many calls at once (node or caller); nothing ran
 ├── SandboxClosedError                   the sandbox was closed
 └── ExecutionError(function, version, execution_id)
     │                                    the call ran in a worker and did not succeed
     ├── ExecutionTimeoutError(limit_s, kind)     wall clock ("wall") or CPU ("cpu")
     ├── MemoryLimitError(limit_mb)               the address-space limit was hit
-    ├── OutputLimitError(limit)                  captured output or result over its cap
+    ├── OutputLimitError(limit, what)            "captured output" or "result" over its cap
     ├── SandboxViolationError(reason)            a guard or the seccomp filter stopped it
     ├── FunctionRaisedError(exc_type, message, traceback)
     │                                            the function's own exception (user frames only)
@@ -28,6 +30,7 @@ missing function is the store's ``NotFoundError``. Messages never carry host env
 from __future__ import annotations
 
 __all__ = [
+    "ExecutionBusyError",
     "ExecutionError",
     "ExecutionTimeoutError",
     "FunctionRaisedError",
@@ -79,6 +82,21 @@ class IsolationUnavailableError(SandboxError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(f"execution refused: no isolation available ({reason})")
+
+
+class ExecutionBusyError(SandboxError):
+    """Too many calls at once: the caller's own (``scope="caller"``) or the node's
+    (``scope="node"``, its queue full or the wait over). Nothing ran and nothing was recorded;
+    retry after ``retry_after_s`` seconds."""
+
+    status = "busy"
+
+    def __init__(self, scope: str, limit: int, retry_after_s: int = 1) -> None:
+        self.scope = scope
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+        who = "this caller" if scope == "caller" else "this node"
+        super().__init__(f"too many function calls at once for {who} (limit {limit})")
 
 
 class SandboxClosedError(SandboxError):

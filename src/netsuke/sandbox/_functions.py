@@ -10,11 +10,18 @@
   operator allow-list, parameters against the input schema) and the schemas, then stores it as
   a new version unless the content equals the current version (same sha256 and settings: no
   new version). Refusals raise ``FunctionValidationError`` and write nothing.
-* ``execute_function(name, args, *, version=None)`` validates ``args`` against the input schema
-  (``InvalidArgumentsError``), runs the call in the sandbox, validates the value against the
+* ``execute_function(name, args, *, version=None)`` checks the stored code again with the
+  store-time validator (a row written around the store, or code stored before the policy
+  tightened, is refused with ``FunctionValidationError``; a passing version is remembered by
+  its sha256), validates ``args`` against the input schema (``InvalidArgumentsError``), runs the
+  call in the sandbox, validates the value against the
   output schema (``InvalidResultError``) and returns it. Every call, refused or not, is
   recorded as one ``function_call`` execution (status, duration, error; ``details`` holds the
   version, sha256, isolation and outcome) and published as ``function.executed``.
+* With a ``gate`` (``ExecutionGate``), each call first takes a slot for its ``caller``: too
+  many at once raises ``ExecutionBusyError`` before anything runs or is recorded.
+  ``max_timeout_s``/``max_memory_mb`` lower the stored limits for one call (the API passes
+  the caller's role ceilings).
 * ``rollback``, ``delete``, ``versions``, ``get``, ``list`` go to the store's repository.
 """
 
@@ -39,6 +46,7 @@ from ._errors import (
     InvalidResultError,
     SandboxError,
 )
+from ._gate import ExecutionGate
 from ._observe import METRICS, log, tracer
 from ._policy import check_function, schema_from_parameters
 from ._sandbox import RunResult, Sandbox
@@ -76,13 +84,16 @@ class FunctionStore:
         *,
         events: EventBus | None = None,
         allowed_imports: Iterable[str] | None = None,
+        gate: ExecutionGate | None = None,
     ) -> None:
         self.store = store
         self.sandbox = sandbox or Sandbox()
         self.events = events
+        self.gate = gate
         self.operator_imports = frozenset(
             self.sandbox.config.allowed_imports if allowed_imports is None else allowed_imports
         )
+        self._checked: set[tuple[str, str, bool, tuple[str, ...]]] = set()
 
     async def store_function(
         self,
@@ -169,9 +180,34 @@ class FunctionStore:
         *,
         version: int | None = None,
         parent_id: str | None = None,
+        caller: str | None = None,
+        max_timeout_s: float | None = None,
+        max_memory_mb: int | None = None,
     ) -> ExecutionResult:
-        """Like ``execute_function`` but returns the value with its provenance."""
+        """Like ``execute_function`` but returns the value with its provenance. ``caller``
+        names who calls, for the gate's per-caller bound; ``max_timeout_s``/``max_memory_mb``
+        cap the stored limits for this call."""
         definition = await self.store.functions.get(name, version)
+        if self.gate is None:
+            return await self._execute(definition, args, parent_id, max_timeout_s, max_memory_mb)
+        async with self.gate.slot(caller):
+            return await self._execute(definition, args, parent_id, max_timeout_s, max_memory_mb)
+
+    async def _execute(
+        self,
+        definition: FunctionDefinition,
+        args: Mapping[str, Any] | None,
+        parent_id: str | None,
+        max_timeout_s: float | None,
+        max_memory_mb: int | None,
+    ) -> ExecutionResult:
+        name = definition.name
+        timeout_s = definition.limits.timeout_s
+        if max_timeout_s is not None:
+            timeout_s = min(timeout_s, max_timeout_s)
+        memory_mb = definition.limits.memory_mb
+        if max_memory_mb is not None:
+            memory_mb = min(memory_mb, max_memory_mb)
         args = dict(args or {})
         started_at = datetime.now(UTC)
         t0 = time.perf_counter()
@@ -181,15 +217,17 @@ class FunctionStore:
             span.set_attribute("netsuke.function", name)
             span.set_attribute("netsuke.function.version", definition.version)
             try:
+                self._check_stored(definition)
                 _validate(definition.input_schema, args, name, "input")
                 run = await self.sandbox.run(
                     definition.code,
                     name,
                     args,
                     is_async=definition.is_async,
-                    timeout_s=definition.limits.timeout_s,
-                    memory_mb=definition.limits.memory_mb,
+                    timeout_s=timeout_s,
+                    memory_mb=memory_mb,
                     allowed_imports=definition.allowed_imports,
+                    validate=False,  # just checked, against this store's operator allow-list
                 )
                 _validate(definition.output_schema, run.value, name, "output")
             except SandboxError as exc:
@@ -233,6 +271,24 @@ class FunctionStore:
             duration_ms=run.duration_ms,
             isolation=run.isolation,
         )
+
+    def _check_stored(self, definition: FunctionDefinition) -> None:
+        """The store-time validator on a stored version (remembered once it passed)."""
+        imports = tuple(definition.allowed_imports)
+        key = (definition.name, definition.sha256, definition.is_async, imports)
+        if key in self._checked:
+            return
+        check_function(
+            definition.name,
+            definition.code,
+            is_async=definition.is_async,
+            allowed_imports=imports,
+            operator_imports=self.operator_imports,
+            max_code_bytes=self.sandbox.config.max_code_bytes,
+        )
+        if len(self._checked) >= 1024:
+            self._checked.clear()
+        self._checked.add(key)
 
     async def _record(
         self,

@@ -7,7 +7,9 @@ Plain counters read at scrape time by one collector on ``netsuke.observability.R
   ``output_limit``, ``crashed``, ``refused``);
 * ``netsuke_sandbox_execution_seconds``: histogram of call durations (host view);
 * ``netsuke_sandbox_workers_started_total``, ``netsuke_sandbox_cold_starts_total``;
-* ``netsuke_sandbox_validations_refused_total``: code refused at store time.
+* ``netsuke_sandbox_validations_refused_total``: code refused at store time;
+* ``netsuke_sandbox_executions_busy_total{scope}``: calls refused by the ``ExecutionGate``
+  (``caller`` or ``node``), before anything ran.
 
 Each execution runs in an OpenTelemetry span ``sandbox.execute``.
 """
@@ -39,6 +41,7 @@ class SandboxMetrics(Collector):
         self.workers_started = 0
         self.cold_starts = 0
         self.refused = 0
+        self.busy: Counter[str] = Counter()
 
     def observe(self, status: str, seconds: float) -> None:
         self.executions[status] += 1
@@ -77,6 +80,14 @@ class SandboxMetrics(Collector):
             "Function code refused at store time",
             value=self.refused,
         )
+        busy = CounterMetricFamily(
+            "netsuke_sandbox_executions_busy",
+            "Function calls refused for too many at once, by scope (caller or node)",
+            labels=["scope"],
+        )
+        for scope, count in sorted(self.busy.items()):
+            busy.add_metric([scope], count)
+        yield busy
 
 
 METRICS = SandboxMetrics()

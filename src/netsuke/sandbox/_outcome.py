@@ -4,12 +4,19 @@ The frame's status decides (``ok``, ``error``, ``memory``, ``violation``, ``outp
 frame, the worker's end decides: ``SIGSYS`` is the seccomp filter (a violation), ``SIGXCPU``
 or ``SIGKILL`` before the wall clock is the CPU limit, exit 3 or a ``MemoryError`` on stderr is
 the memory limit, anything else ``WorkerCrashedError``. A frame whose nonce or length is wrong
-was not written by the worker program: ``SandboxViolationError``.
+was not written by the worker program: ``SandboxViolationError``. The function's exception
+message and traceback, a violation's reason, a bad result's message and a crashed worker's
+stderr are made ``printable`` (control characters escaped).
+
+A value that comes back must be one the host can store and serve: nested at most
+``max_depth`` (``SandboxConfig.max_result_depth``, 100) deep and free of lone surrogates
+(``"\ud800"`` encodes in JSON but not in UTF-8); else ``InvalidResultError`` naming where.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import signal
 from typing import Any
@@ -24,8 +31,11 @@ from ._errors import (
     SandboxViolationError,
     WorkerCrashedError,
 )
+from ._text import printable
 
-__all__ = ["decode_frame"]
+__all__ = ["check_value", "decode_frame"]
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _signal_of(returncode: int | None) -> int | None:
@@ -45,6 +55,8 @@ def decode_frame(
     stderr_tail: str,
     memory_mb: int,
     timeout_s: float,
+    *,
+    max_depth: int = 100,
 ) -> dict[str, Any]:
     if frame is None:
         sig = _signal_of(returncode)
@@ -55,7 +67,7 @@ def decode_frame(
         tail = stderr_tail
         if returncode == 3 or "MemoryError" in tail:
             raise MemoryLimitError(memory_mb)
-        raise WorkerCrashedError(returncode, tail[-500:])
+        raise WorkerCrashedError(returncode, printable(tail[-500:]))
     parts = frame.split(b"\n", 2)
     if len(parts) < 3 or not secrets.compare_digest(parts[0], nonce.encode()):
         raise SandboxViolationError("a result frame with a wrong nonce (forged)")
@@ -68,7 +80,32 @@ def decode_frame(
         raise SandboxViolationError("a malformed result frame") from None
     if not isinstance(body, dict):
         raise SandboxViolationError("a malformed result frame")
-    return _outcome(body, memory_mb)
+    body = _outcome(body, memory_mb)
+    check_value(body.get("value"), max_depth)
+    return body
+
+
+def check_value(value: Any, max_depth: int) -> None:
+    """``InvalidResultError`` unless ``value`` (decoded JSON) nests at most ``max_depth`` deep
+    and holds no lone surrogate (walked iteratively: no depth can crash the walk)."""
+    todo: list[tuple[Any, int, str]] = [(value, 0, "$")]
+    while todo:
+        item, depth, path = todo.pop()
+        if isinstance(item, str):
+            if not item.isascii() and _SURROGATE.search(item):
+                raise InvalidResultError(
+                    printable(f"{path}: a lone surrogate is not valid Unicode")
+                )
+        elif isinstance(item, dict | list):
+            if depth >= max_depth:
+                raise InvalidResultError(printable(f"{path}: nested deeper than {max_depth}"))
+            if isinstance(item, dict):
+                for key, sub in item.items():
+                    if not key.isascii() and _SURROGATE.search(key):
+                        raise InvalidResultError(printable(f"{path}: a key holds a lone surrogate"))
+                    todo.append((sub, depth + 1, f"{path}.{key}"[:200]))
+            else:
+                todo.extend((sub, depth + 1, f"{path}[{i}]"[:200]) for i, sub in enumerate(item))
 
 
 def _outcome(body: dict[str, Any], memory_mb: int) -> dict[str, Any]:
@@ -77,17 +114,20 @@ def _outcome(body: dict[str, Any], memory_mb: int) -> dict[str, Any]:
     if status == "ok":
         return body
     if status == "error" and body.get("type") == "InvalidResult":
-        error = InvalidResultError(f"not JSON-serialisable: {body.get('message', '')}")
+        error = InvalidResultError(f"not JSON-serialisable: {printable(str(body.get('message')))}")
     elif status == "error":
         error = FunctionRaisedError(
-            str(body.get("type")), str(body.get("message", "")), str(body.get("traceback", ""))
+            printable(str(body.get("type"))),
+            printable(str(body.get("message", ""))),
+            printable(str(body.get("traceback", ""))),
         )
     elif status == "memory":
         error = MemoryLimitError(memory_mb)
     elif status == "violation":
-        error = SandboxViolationError(str(body.get("reason")))
+        error = SandboxViolationError(printable(str(body.get("reason"))))
     elif status == "output":
-        error = OutputLimitError(int(body.get("limit", 0)), "captured output")
+        what = "result" if body.get("what") == "result" else "captured output"
+        error = OutputLimitError(int(body.get("limit", 0)), what)
     else:
-        error = WorkerCrashedError(None, str(body.get("reason", status)))
+        error = WorkerCrashedError(None, printable(str(body.get("reason", status))))
     raise error

@@ -3,20 +3,24 @@
 Checks, in order (the first failure is raised as ``FunctionValidationError``):
 
 1. size: the UTF-8 source is at most ``max_code_bytes``;
-2. the source parses (a ``SyntaxError``, ``RecursionError``, ``MemoryError`` or ``ValueError``
+2. no bidirectional control character anywhere (U+061C, U+200E, U+200F, U+202A..U+202E,
+   U+2066..U+2069: "Trojan Source", code that reads differently from how it runs), nor
+   U+2028/U+2029;
+3. the source parses (a ``SyntaxError``, ``RecursionError``, ``MemoryError`` or ``ValueError``
    from the parser is a typed refusal: the validator cannot be crashed by nesting);
-3. identifiers are NFKC-normal (a fullwidth ``eval`` is refused, not silently read as ``eval``);
-4. it defines a top-level function ``name``, async or not as declared;
-5. the policy on every node: no dunder names, no attributes starting with ``_``, no frame,
+4. identifiers are NFKC-normal (a fullwidth ``eval`` is refused, not silently read as ``eval``);
+5. it defines a top-level function ``name``, async or not as declared;
+6. the policy on every node: no dunder names, no attributes starting with ``_``, no frame,
    code, generator, coroutine or traceback attributes (``gi_*``, ``cr_*``, ``ag_*``, ``tb_*``,
-   ``f_*``, ``co_*``), no ``format``/``format_map``/``vformat`` (``str.format`` traversal), no
-   ``attrgetter``/``methodcaller``; no ``eval``, ``exec``, ``compile``, ``open``, ``input``,
-   ``breakpoint``, ``globals``, ``locals``, ``vars``, ``dir``, ``help``, ``exit``, ``quit``,
-   ``memoryview``, ``delattr``; ``getattr``/``hasattr``/``setattr`` only with a literal public
-   name; no three-argument ``type``; no ``except*``; no metaclass or ``type`` base; no string
+   ``f_*``, ``co_*``), no ``format``/``format_map``/``vformat``/``get_field`` (format-string
+   attribute traversal), no ``attrgetter``/``methodcaller``; no ``eval``, ``exec``,
+   ``compile``, ``open``, ``input``, ``breakpoint``, ``globals``, ``locals``, ``vars``,
+   ``dir``, ``help``, ``exit``, ``quit``, ``memoryview``, ``delattr``;
+   ``getattr``/``hasattr``/``setattr`` only with a literal public name; no three-argument
+   ``type``; no ``except*``; no metaclass or ``type`` base; no string
    literal naming a dunder; no relative import; ``match`` class patterns obey the same rules;
-6. imports are in the function's ``allowed_imports``, themselves within the operator's list;
-7. parameters match ``input_schema``: plain parameters only (no ``*args``, ``**kwargs`` or
+7. imports are in the function's ``allowed_imports``, themselves within the operator's list;
+8. parameters match ``input_schema``: plain parameters only (no ``*args``, ``**kwargs`` or
    positional-only), the same names as the schema's ``properties``, a parameter without a
    default exactly when its property is ``required``.
 
@@ -35,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._errors import FunctionValidationError
+from ._text import BIDI_CONTROLS
 
 __all__ = ["CheckedFunction", "check_function", "derived_metadata", "schema_from_parameters"]
 
@@ -59,8 +64,11 @@ FORBIDDEN_CALLS = frozenset(
     ]
 )
 FORBIDDEN_ATTRS = frozenset(
-    ["format", "format_map", "vformat", "attrgetter", "methodcaller", "mro"]
+    ["format", "format_map", "vformat", "get_field", "attrgetter", "methodcaller", "mro"]
 )
+#: Refused anywhere in the source, comments and strings included.
+INVISIBLE_CONTROLS = BIDI_CONTROLS | {"\u2028", "\u2029"}
+_INVISIBLE = re.compile("[" + "".join(sorted(INVISIBLE_CONTROLS)) + "]")
 INTROSPECTION = re.compile(r"^(gi|cr|ag|tb|f|co|func)_")
 DUNDER_TEXT = re.compile(r"__\w+__")
 NAMED_ATTR_CALLS = frozenset({"getattr", "hasattr", "setattr"})
@@ -104,6 +112,7 @@ def check_function(
     size = len(code.encode("utf-8", errors="replace"))
     if size > max_code_bytes:
         raise FunctionValidationError("code", f"{size} bytes is over the cap of {max_code_bytes}")
+    _check_controls(code)
     tree = _parse(code)
     _check_identifiers(code)
     allowed = _check_allowed(allowed_imports, operator_imports)
@@ -218,6 +227,22 @@ def _parse(code: str) -> ast.Module:
         raise FunctionValidationError("code", "too deeply nested or too large to parse") from None
     except ValueError as exc:  # null bytes
         raise FunctionValidationError("code", f"cannot be parsed: {exc}") from None
+
+
+def _check_controls(code: str) -> None:
+    found = _INVISIBLE.search(code)
+    if found is None:
+        return
+    start = found.start()
+    line = code.count("\n", 0, start) + 1
+    column = start - (code.rfind("\n", 0, start) + 1) + 1
+    raise FunctionValidationError(
+        "code",
+        f"bidirectional or line-separator control character U+{ord(found.group()):04X} is not "
+        "allowed (the code would read differently from how it runs)",
+        line=line,
+        column=column,
+    )
 
 
 def _check_identifiers(code: str) -> None:

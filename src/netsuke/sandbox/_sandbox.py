@@ -13,7 +13,13 @@ Semantics
   random nonce, and waits for the result frame at most ``timeout_s`` (wall clock). Then the
   worker is killed (its whole process group, or through its pidfd) and reaped, success or
   not: a worker is never reused.
-* Outcomes map to the typed errors of ``_errors`` (see ``_outcome``).
+* ``run()`` first applies the store-time validator (``check_function``: static policy, imports
+  within ``allowed_imports`` and the operator's allow-list, code size, no bidirectional
+  controls) and raises ``FunctionValidationError`` before any worker is used;
+  ``validate=False`` skips it, explicitly (tests of the deeper layers use that). A passing
+  check is remembered for the same code, name and imports.
+* Outcomes map to the typed errors of ``_errors`` (see ``_outcome``). Captured output comes
+  back ``printable`` (control characters escaped, ``_text``).
 * ``aclose()`` kills the idle workers; calls in flight finish or are killed by their own limit.
 """
 
@@ -42,7 +48,9 @@ from ._forkserver import ForkServer
 from ._isolation import Isolation, candidates
 from ._observe import log
 from ._outcome import decode_frame
+from ._policy import check_function
 from ._pool import ExecWorker, Worker, WorkerPool
+from ._text import printable
 
 __all__ = ["RunResult", "Sandbox"]
 
@@ -72,6 +80,7 @@ class Sandbox:
         self._lock = asyncio.Lock()
         self._reaping: set[asyncio.Task[int | None]] = set()
         self._server: ForkServer | None = None
+        self._validated: set[tuple[str, str, bool, tuple[str, ...]]] = set()
         #: ``"fork"`` (workers forked by an isolated fork server) or ``"exec"`` (each worker
         #: started from scratch); set by ``start()``.
         self.spawn: str | None = None
@@ -180,6 +189,22 @@ class Sandbox:
     ) -> None:
         await self.aclose()
 
+    def _validate(self, code: str, name: str, is_async: bool, imports: tuple[str, ...]) -> None:
+        key = (code, name, is_async, imports)
+        if key in self._validated:
+            return
+        check_function(
+            name,
+            code,
+            is_async=is_async,
+            allowed_imports=imports,
+            operator_imports=self.config.allowed_imports,
+            max_code_bytes=self.config.max_code_bytes,
+        )
+        if len(self._validated) >= 1024:
+            self._validated.clear()
+        self._validated.add(key)
+
     async def run(
         self,
         code: str,
@@ -190,11 +215,17 @@ class Sandbox:
         timeout_s: float = 30.0,
         memory_mb: int = 512,
         allowed_imports: Iterable[str] = (),
+        validate: bool = True,
     ) -> RunResult:
-        """Run ``name(**args)`` from ``code`` in a fresh worker. Raises an ``ExecutionError``
-        subclass when the call does not succeed, ``IsolationUnavailableError`` when refused."""
+        """Run ``name(**args)`` from ``code`` in a fresh worker. Raises
+        ``FunctionValidationError`` when ``validate`` (the default) and the store-time validator
+        refuses the code, an ``ExecutionError`` subclass when the call does not succeed,
+        ``IsolationUnavailableError`` when refused."""
         if self._closed:
             raise SandboxClosedError("the sandbox is closed")
+        imports = tuple(allowed_imports)
+        if validate:
+            self._validate(code, name, is_async, imports)
         if not self._started:
             await self.start()
         if self._pool is None:
@@ -208,10 +239,11 @@ class Sandbox:
                 "name": name,
                 "args": dict(args),
                 "is_async": is_async,
-                "allowed_imports": list(allowed_imports),
+                "allowed_imports": list(imports),
                 "memory_mb": memory_mb,
                 "cpu_s": max(1, math.ceil(timeout_s)),
                 "max_output": self.config.max_output_chars,
+                "max_result": self.config.max_result_bytes,
             }
         ).encode()
         try:
@@ -242,10 +274,18 @@ class Sandbox:
             raise ExecutionTimeoutError(timeout_s, "wall")
         if overflow:
             raise OutputLimitError(self.config.max_result_bytes, "result frame")
-        body = decode_frame(frame, nonce, returncode, worker.stderr_tail(), memory_mb, timeout_s)
+        body = decode_frame(
+            frame,
+            nonce,
+            returncode,
+            worker.stderr_tail(),
+            memory_mb,
+            timeout_s,
+            max_depth=self.config.max_result_depth,
+        )
         return RunResult(
             value=body.get("value"),
-            stdout=str(body.get("stdout", "")),
+            stdout=printable(str(body.get("stdout", ""))),
             duration_ms=duration_ms,
             isolation=worker.kind,
             worker_pid=worker.pid,

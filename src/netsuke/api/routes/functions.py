@@ -21,6 +21,14 @@ rollback and ``POST /functions/{name}/execute``.
   output limit or a sandbox guard 422 (``type`` says which, with the ``execution_id``); a
   result not matching the output schema or a crashed worker 502; the time limit 504; no
   isolation available (deny by default) or the sandbox closed 503.
+* **Sandbox limits.** Each role has ceilings on a function's ``timeout_s`` and ``memory_mb``
+  (settings ``function_max_timeout_s_<role>``, ``function_max_memory_mb_<role>``; user 60 s
+  and 512 MB by default). Storing (POST, PUT) or rolling back to a version over the caller's
+  ceiling is a 422 naming the field; an omitted limit defaults to the smaller of its default
+  and the ceiling; every call runs with at most the caller's ceilings. Calls at once are
+  bounded node-wide (``executions_max_running``, then a queue of ``executions_max_waiting``
+  waiting at most ``executions_max_wait_s``) and per key (``executions_per_caller``): beyond,
+  429 with ``Retry-After``, and nothing runs or is recorded.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from fastapi import APIRouter, Header, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from netsuke.sandbox import (
+    ExecutionBusyError,
     ExecutionError,
     ExecutionTimeoutError,
     FunctionRaisedError,
@@ -160,10 +169,38 @@ def _refused(exc: FunctionValidationError) -> ProblemError:
     )
 
 
+def _within_ceilings(ctx: ApiContext, caller: Principal, timeout_s: float, memory_mb: int) -> None:
+    """422 naming the field when a limit is over the caller's role ceiling."""
+    max_timeout_s, max_memory_mb = ctx.settings.function_ceilings(caller.role)
+    errors = []
+    if timeout_s > max_timeout_s:
+        errors.append(
+            {"field": "timeout_s", "reason": f"at most {max_timeout_s:g} for a {caller.role} key"}
+        )
+    if memory_mb > max_memory_mb:
+        errors.append(
+            {"field": "memory_mb", "reason": f"at most {max_memory_mb} for a {caller.role} key"}
+        )
+    if errors:
+        detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
+        raise ProblemError(422, "Validation failed", detail, type="validation", errors=errors)
+
+
+def _limits(ctx: ApiContext, caller: Principal, body: FunctionContent) -> tuple[float, int]:
+    """The body's limits, an omitted one lowered to the caller's ceiling; 422 when over it."""
+    max_timeout_s, max_memory_mb = ctx.settings.function_ceilings(caller.role)
+    given = body.model_fields_set
+    timeout_s = body.timeout_s if "timeout_s" in given else min(body.timeout_s, max_timeout_s)
+    memory_mb = body.memory_mb if "memory_mb" in given else min(body.memory_mb, max_memory_mb)
+    _within_ceilings(ctx, caller, timeout_s, memory_mb)
+    return timeout_s, memory_mb
+
+
 async def _store(
     ctx: ApiContext, caller: Principal, name: str, body: FunctionContent, expected: int | None
 ) -> FunctionDefinition:
     fs = functions_of(ctx)
+    timeout_s, memory_mb = _limits(ctx, caller, body)
     if expected is not None:
         current = await ctx.store.functions.get(name)
         if current.version != expected:
@@ -184,8 +221,8 @@ async def _store(
             body.output_schema,
             body.is_async,
             allowed_imports=body.allowed_imports,
-            timeout_s=body.timeout_s,
-            memory_mb=body.memory_mb,
+            timeout_s=timeout_s,
+            memory_mb=memory_mb,
             actor=caller.name,
         )
     except FunctionValidationError as exc:
@@ -211,7 +248,7 @@ async def create_function(
         pass
     else:
         raise ProblemError(409, "Already exists", f"a function named {body.name} exists")
-    content = FunctionContent.model_validate(body.model_dump(exclude={"name"}))
+    content = FunctionContent.model_validate(body.model_dump(exclude={"name"}, exclude_unset=True))
     created = await _store(ctx, caller, body.name, content, None)
     response.headers["ETag"] = f'"{created.version}"'
     response.headers["Location"] = f"/api/v1/functions/{created.name}"
@@ -321,6 +358,8 @@ async def rollback(
     ctx: Ctx, caller: Caller, name: FunctionName, body: RollbackRequest, response: Response
 ) -> FunctionDefinition:
     await checked(ctx, caller, name)
+    target = await ctx.store.functions.get(name, body.version)
+    _within_ceilings(ctx, caller, target.limits.timeout_s, target.limits.memory_mb)
     restored = await ctx.store.functions.rollback(name, body.version, actor=caller.name)
     response.headers["ETag"] = f'"{restored.version}"'
     return restored
@@ -334,6 +373,13 @@ def execution_problem(exc: SandboxError) -> ProblemError:
             422, "Validation failed", f"args: {exc.reason}"[:500], type="validation",
             errors=[{"field": f"args{exc.path[1:]}" if exc.path != "$" else "args",
                      "reason": exc.reason[:200]}],
+        )  # fmt: skip
+    if isinstance(exc, FunctionValidationError):  # stored code the validator now refuses
+        return _refused(exc)
+    if isinstance(exc, ExecutionBusyError):
+        return ProblemError(
+            429, "Too many function calls", str(exc), type="too-many-executions",
+            headers={"Retry-After": str(exc.retry_after_s)}, scope=exc.scope, limit=exc.limit,
         )  # fmt: skip
     if isinstance(exc, IsolationUnavailableError | SandboxClosedError):
         return ProblemError(503, "Sandbox unavailable", "no isolation is available to run it")
@@ -369,7 +415,15 @@ async def execute(
 ) -> ExecuteResult:
     await checked(ctx, caller, name)
     try:
-        r = await functions_of(ctx).execute(name, body.args, version=body.version)
+        max_timeout_s, max_memory_mb = ctx.settings.function_ceilings(caller.role)
+        r = await functions_of(ctx).execute(
+            name,
+            body.args,
+            version=body.version,
+            caller=caller.prefix,
+            max_timeout_s=max_timeout_s,
+            max_memory_mb=max_memory_mb,
+        )
     except SandboxError as exc:
         raise execution_problem(exc) from None
     return ExecuteResult(
