@@ -175,6 +175,7 @@ async def open_node(settings: Settings) -> AsyncIterator[Node]:
     Closes all on exit (the runtime's shutdown stops every agent; their conversations are in
     the store)."""
     async with Store.open(settings.database_url) as store:
+        await store.check_writable()  # a read-only data dir refuses to start, in one line
         secret: str | None = None
         if settings.bootstrap_admin and not await store.api_keys.list(include_revoked=True):
             issued = await store.api_keys.create(BOOTSTRAP_KEY_NAME, "admin", actor="bootstrap")

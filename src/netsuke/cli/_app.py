@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlalchemy.exc import SQLAlchemyError
 
 from .. import __version__
 from ..observability import configure_logging
@@ -101,9 +102,18 @@ def serve(
     except SchemaTooNewError as e:
         raise _fail(str(e), 3) from None
     except (DefinitionFileError, StoreError, RuntimeError, OSError) as e:
-        raise _fail(str(e)) from None
+        raise _fail(_one_line(e)) from None
+    except SQLAlchemyError as e:  # a store failure after opening (a lock during start-up)
+        reason = getattr(e, "orig", None) or e
+        raise _fail(f"store: {_one_line(reason)}") from None
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first line of an error message, at most 300 characters (never a traceback)."""
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:300]
 
 
 def main() -> None:

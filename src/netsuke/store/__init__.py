@@ -35,6 +35,7 @@ from ._errors import (
     SchemaTooNewError,
     StoreClosedError,
     StoreError,
+    StoreUnavailableError,
     ValidationError,
 )
 from ._executions import ExecutionRepository
@@ -118,6 +119,7 @@ __all__ = [
     "Store",
     "StoreClosedError",
     "StoreError",
+    "StoreUnavailableError",
     "SyncResult",
     "TaskDraft",
     "TaskRecord",
