@@ -94,7 +94,7 @@ def serve(
         raise _fail(str(e)) from None
     if run_for < 0:
         raise _fail("--run-for must be >= 0")
-    configure_logging(settings.log_level, json=settings.json_logs)
+    configure_logging(settings.log_level, json=settings.json_logs, capture_stdlib=True)
     from ._serve import serve_node
 
     try:

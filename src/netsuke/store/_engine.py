@@ -75,7 +75,8 @@ class Database:
         self.dialect = parsed.get_backend_name()
         self.sqlite_synchronous = sqlite_synchronous
         self.busy_timeout_ms = busy_timeout_ms
-        kwargs: dict[str, Any] = {"echo": echo}
+        # hide_parameters: a driver error never carries row values (secrets, payloads) into logs
+        kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
         if self.dialect == "sqlite":
             database = parsed.database or ""
             if not database or database == ":memory:" or database.startswith("file:"):
