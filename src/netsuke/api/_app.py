@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from netsuke import __version__
@@ -28,6 +28,7 @@ from netsuke.sandbox import FunctionStore, Sandbox, SandboxConfig
 from netsuke.store import Store, sync_agents
 
 from ._auth import KeyCache, RateLimiter
+from ._bodies import check_json_body
 from ._context import ApiContext
 from ._middleware import ApiMiddleware
 from ._monitor import AgentMonitor
@@ -92,6 +93,8 @@ def create_app(
         docs_url=f"{API_PREFIX}/docs",
         redoc_url=None,
         lifespan=lifespan,
+        # one check of every JSON body (lone surrogates, nesting depth) before any route
+        dependencies=[Depends(check_json_body)],
         # Netsuke's own middleware makes the server span, metrics and logs (with request ids,
         # audit and redaction); FastAPI's built-in telemetry would double them.
         telemetry={"tracing": False, "metrics": False, "logs": False},

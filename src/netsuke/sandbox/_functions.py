@@ -30,7 +30,14 @@ import jsonschema
 from jsonschema.validators import validator_for
 
 from netsuke.events import topics
-from netsuke.store import Execution, FunctionDefinition, Page, Store, ValidationError
+from netsuke.store import (
+    Execution,
+    FunctionDefinition,
+    Page,
+    Store,
+    ValidationError,
+    check_json,
+)
 
 from ._errors import (
     ExecutionError,
@@ -170,8 +177,9 @@ class FunctionStore:
         parent_id: str | None = None,
     ) -> ExecutionResult:
         """Like ``execute_function`` but returns the value with its provenance."""
-        definition = await self.store.functions.get(name, version)
         args = dict(args or {})
+        check_json(args, "args")  # refused before anything runs or is recorded
+        definition = await self.store.functions.get(name, version)
         started_at = datetime.now(UTC)
         t0 = time.perf_counter()
         status, error, outcome = "succeeded", None, "succeeded"

@@ -44,6 +44,7 @@ from ._files import dump_agent_yaml, export_agents, load_agent_file, sync_agents
 from ._functions import FunctionRepository
 from ._group_commit import GroupCommitter
 from ._ids import new_id
+from ._json_values import MAX_JSON_DEPTH, check_json, json_problem, sanitize_json
 from ._migrate import current_revision, downgrade, head_revision, known_revisions, upgrade
 from ._records import (
     ApiKey,
@@ -80,6 +81,7 @@ __all__ = [
     "DEFAULT_URL",
     "ENV_URL",
     "KNOWN_PROVIDERS",
+    "MAX_JSON_DEPTH",
     "AgentDefinition",
     "AgentDraft",
     "AgentFactory",
@@ -135,17 +137,20 @@ __all__ = [
     "WorkflowRunRecord",
     "WorkflowStepRecord",
     "build_spec",
+    "check_json",
     "current_revision",
     "downgrade",
     "dump_agent_yaml",
     "dump_messages",
     "export_agents",
     "head_revision",
+    "json_problem",
     "known_revisions",
     "load_agent_file",
     "load_messages",
     "new_id",
     "resolve_url",
+    "sanitize_json",
     "sync_agents",
     "upgrade",
     "validate_model_string",

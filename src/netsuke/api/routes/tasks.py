@@ -33,6 +33,7 @@ from netsuke.routing import (
     TaskRecord,
     TaskValidationError,
 )
+from netsuke.store import json_problem, sanitize_json
 
 from .._auth import Principal
 from .._context import ApiContext
@@ -89,6 +90,16 @@ def _invalid(exc: TaskValidationError) -> ProblemError:
     )  # fmt: skip
 
 
+def servable(task: TaskRecord) -> TaskRecord:
+    """``task`` as it can be answered: a row stored before bodies were checked at the door
+    (a lone surrogate, nesting too deep) is served sanitised (``sanitize_json``) instead of
+    failing the whole listing."""
+    fields = {"payload": task.payload, "result": task.result, "last_error": task.last_error}
+    if all(json_problem(value) is None for value in fields.values()):
+        return task
+    return task.model_copy(update={k: sanitize_json(v) for k, v in fields.items()})
+
+
 def _target(task_id: str) -> str:
     return f"task:{task_id}"
 
@@ -106,7 +117,7 @@ async def checked(ctx: ApiContext, caller: Principal, task_id: str) -> TaskRecor
         raise ProblemError(404, "Not found", "no such task") from None
     if caller.role == "user" and await submitter(ctx, task_id) != caller.name:
         raise ProblemError(404, "Not found", "no such task")
-    return task
+    return servable(task)
 
 
 @router.post("/tasks", status_code=201, response_model=TaskRecord)
@@ -139,7 +150,7 @@ async def submit(ctx: Ctx, caller: Caller, body: TaskIn, response: Response) -> 
             actor=caller.name, action=SUBMIT, target=_target(task.id), details={"kind": task.kind}
         )
     response.headers["Location"] = f"/api/v1/tasks/{task.id}"
-    return task
+    return servable(task)
 
 
 def _offset(cursor: str | None) -> int:
@@ -153,7 +164,10 @@ def _offset(cursor: str | None) -> int:
 def _page(items: list[TaskRecord], offset: int, limit: int) -> TaskPage:
     """A full page has a next cursor (the page after it may be empty)."""
     more = len(items) == limit
-    return TaskPage(items=items, next_cursor=str(offset + limit) if more else None)
+    return TaskPage(
+        items=[servable(item) for item in items],
+        next_cursor=str(offset + limit) if more else None,
+    )
 
 
 @router.get("/tasks", response_model=TaskPage)
@@ -183,7 +197,7 @@ async def list_tasks(
         except TaskNotFoundError:
             continue  # purged
         if (status is None or task.status == status) and (kind is None or task.kind == kind):
-            out.append(task)
+            out.append(servable(task))
     return TaskPage(items=out, next_cursor=entries.next_cursor)
 
 
@@ -205,7 +219,7 @@ async def dead_letters(ctx: Ctx, caller: Operator, page: Paging) -> TaskPage:
 @router.post("/dead-letters/{task_id}/requeue", response_model=TaskRecord)
 async def requeue(ctx: Ctx, caller: Operator, task_id: TaskId) -> TaskRecord:
     try:
-        return await queue_of(ctx).requeue(task_id)
+        return servable(await queue_of(ctx).requeue(task_id))
     except TaskNotFoundError:
         raise ProblemError(404, "Not found", "no such task in the dead-letter queue") from None
 
