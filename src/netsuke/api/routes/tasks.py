@@ -4,11 +4,13 @@
 * ``POST /tasks {"kind", "payload"?, "capabilities"?, "priority"?, "delay"?,
   "idempotency_key"?, "max_attempts"?, "backoff_base"?, "backoff_cap"?, "timeout"?}`` (user):
   queue a task; answered once it is committed (201). An idempotency key is scoped to the
-  caller: the same key from the same key name returns the first task (200), another caller's
-  key never collides. Bad input is a 422 and queues nothing.
-* A task **belongs to whoever submitted it** (recorded as the audit entry ``task.submit``,
-  target ``task:<id>``, in the same request). A ``user`` key lists and reads only its own
-  tasks; another's is a 404. Operators and admins see every task.
+  API key (its immutable prefix, ``Principal.scope``): the same idempotency key from the same
+  API key returns the first task (200); another key's never collides, whatever its name.
+  Bad input is a 422 and queues nothing.
+* A task **belongs to the API key that submitted it** (the audit entry ``task.submit``,
+  target ``task:<id>``, actor ``Principal.owner_id``, written in the same request). A
+  ``user`` key lists and reads only its own tasks; another's is a 404. Operators and admins
+  see every task.
 * ``GET /tasks?status=&kind=&limit=&cursor=``, ``GET /tasks/{id}``: attempts, status,
   ``last_error``, result.
 * Dead letters (operator): ``GET /dead-letters``, ``POST /dead-letters/{id}/requeue`` (attempts
@@ -115,7 +117,7 @@ async def checked(ctx: ApiContext, caller: Principal, task_id: str) -> TaskRecor
         task = await queue.get(task_id)
     except TaskNotFoundError:
         raise ProblemError(404, "Not found", "no such task") from None
-    if caller.role == "user" and await submitter(ctx, task_id) != caller.name:
+    if not caller.owns(await submitter(ctx, task_id)):
         raise ProblemError(404, "Not found", "no such task")
     return servable(task)
 
@@ -124,7 +126,7 @@ async def checked(ctx: ApiContext, caller: Principal, task_id: str) -> TaskRecor
 async def submit(ctx: Ctx, caller: Caller, body: TaskIn, response: Response) -> TaskRecord:
     queue = queue_of(ctx)
     began = datetime.now(UTC)
-    key = f"{caller.name}:{body.idempotency_key}" if body.idempotency_key else None
+    key = caller.scope(body.idempotency_key) if body.idempotency_key else None
     try:
         policy = RetryPolicy(
             max_attempts=body.max_attempts, base=body.backoff_base, cap=body.backoff_cap
@@ -147,7 +149,10 @@ async def submit(ctx: Ctx, caller: Caller, body: TaskIn, response: Response) -> 
         response.status_code = 200  # the first task with this key
     else:
         await ctx.store.audit.record(
-            actor=caller.name, action=SUBMIT, target=_target(task.id), details={"kind": task.kind}
+            actor=caller.owner_id,
+            action=SUBMIT,
+            target=_target(task.id),
+            details={"kind": task.kind},
         )
     response.headers["Location"] = f"/api/v1/tasks/{task.id}"
     return servable(task)
@@ -188,7 +193,7 @@ async def list_tasks(
         return _page(list(listed.items), offset, page.limit)
     # a user: its own submissions, newest first, from the audit log
     entries = await ctx.store.audit.list(
-        actor=caller.name, action=SUBMIT, limit=page.limit, cursor=page.cursor
+        actor=caller.owner_id, action=SUBMIT, limit=page.limit, cursor=page.cursor
     )
     out: list[TaskRecord] = []
     for entry in entries.items:
