@@ -56,6 +56,15 @@ def test_corrupt_store_is_one_line(tmp_path: Path) -> None:
     text = tmp_path / "text.db"
     text.write_text("not a database, just text\n" * 100)
     _assert_one_line(_serve(text), "file is not a database")
+    for command in (["current"], ["upgrade"]):
+        db_command = subprocess.run(
+            [EXE, "db", *command, "--url", f"sqlite:///{text}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        _assert_one_line(db_command, "file is not a database")
 
     pages = tmp_path / "pages.db"
     _seed(pages)

@@ -27,6 +27,7 @@ app = typer.Typer(
     help="Netsuke: supervised, named, stateful AI agents.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_show_locals=False,  # a crash never prints locals (keys, settings)
 )
 
 
