@@ -19,6 +19,7 @@ from netsuke.observability import (
     configure_logging,
     format_exception,
     get_logger,
+    scrub_secrets,
 )
 from tests.api.conftest import serve
 
@@ -108,3 +109,24 @@ def test_exception_rendering_is_bounded_and_has_no_locals(
     assert "local-secret-value" not in rendered
     err = capsys.readouterr().err
     assert "local-secret-value" not in err and len(err) < 2 * MAX_EXCEPTION_CHARS
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "(b'authorization', b'Bearer nsk_0123abcd_SECRETVALUE-123'), (b'cookie', b'SECRETVALUE')",
+        json.dumps({"error": 'headers {"Authorization": "Token SECRETVALUE"}'}),
+        json.dumps({"error": 'cookie: "netsuke_key=SECRETVALUE"'}),
+        "Authorization: Basic SECRETVALUE, next",
+        "set-cookie=SECRETVALUE; path=/",
+        "X-API-Key: SECRETVALUE",
+        "signed with whsec_SECRETVALUE",
+        "model key sk-SECRETVALUE-abcdef",
+        "url https://host/?q=1 Bearer SECRETVALUE",
+    ],
+)
+def test_secret_shaped_values_are_scrubbed_from_any_line(line: str) -> None:
+    out = scrub_secrets(line)
+    assert "SECRETVALUE" not in out
+    if line.startswith("{"):
+        json.loads(out)  # a JSON line stays JSON

@@ -62,7 +62,7 @@ _PATTERNS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = 
     (
         re.compile(
             r"(?i)\b(authorization|proxy-authorization|cookie|set-cookie|x-api-key)"
-            r"(['\"]?\s*[:=,]\s*(?-i:b)?['\"]?)(?:[A-Za-z]+\s+)?[^\s'\",;]+"
+            r"(\\?['\"]?\s*[:=,]\s*(?-i:b)?\\?['\"]?)(?:[A-Za-z]+\s+)?[^\s'\",;\\]+"
         ),
         r"\1\2" + REDACTED,
     ),
