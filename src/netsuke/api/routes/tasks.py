@@ -155,7 +155,8 @@ async def submit(ctx: Ctx, caller: Caller, body: TaskIn, response: Response) -> 
             details={"kind": task.kind},
         )
     response.headers["Location"] = f"/api/v1/tasks/{task.id}"
-    return servable(task)
+    # a new task passed the check at the door; a replayed one may predate it
+    return servable(task) if response.status_code == 200 else task
 
 
 def _offset(cursor: str | None) -> int:
