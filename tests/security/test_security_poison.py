@@ -69,6 +69,16 @@ async def test_poison_bodies_are_refused_at_the_door_and_nothing_runs(tmp_path: 
             problem = r.json()
             assert problem["errors"][0]["field"].startswith(field), (path, problem)
             assert "\ud800" not in r.text and "\\ud800" not in r.text  # never echoed
+        # a caller without a key is refused as such first; a refused body is audited as its key's
+        anonymous = await live.client().post(
+            "/api/v1/tasks",
+            content=CASES[0][2].encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        assert anonymous.status_code == 401
+        audit = await admin.get("/api/v1/audit", params={"action": "POST /api/v1/tasks"})
+        refused = [e for e in audit.json()["items"] if e["outcome"] == "refused"]
+        assert refused and all(e["actor"].startswith("bootstrap-admin:") for e in refused)
         # nothing stored, nothing ran
         assert (await live.node.store.executions.list(limit=1000)).items == executions
         assert (await admin.get("/api/v1/tasks", params={"limit": 1000})).json() == tasks_before

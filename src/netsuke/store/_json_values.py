@@ -49,7 +49,16 @@ def _join(path: str, key: str | int) -> str:
 
 def json_problem(value: Any, field: str = "") -> tuple[str, str] | None:
     """``(field, reason)`` for the first place in ``value`` that cannot be stored and served
-    back (see the module rules), or ``None``."""
+    back (see the module rules), or ``None``. A field path longer than 120 characters is
+    cut (``...``)."""
+    problem = _first_problem(value, field)
+    if problem is None:
+        return None
+    where, reason = problem
+    return (where if len(where) <= 120 else where[:117] + "..."), reason
+
+
+def _first_problem(value: Any, field: str) -> tuple[str, str] | None:
     stack: list[tuple[Any, str, int]] = [(value, field, 0)]
     while stack:
         item, path, depth = stack.pop()
@@ -83,8 +92,7 @@ def check_json(value: Any, field: str = "") -> None:
     nests deeper than ``MAX_JSON_DEPTH``; ``field`` prefixes the reported path."""
     problem = json_problem(value, field)
     if problem is not None:
-        where, reason = problem
-        raise ValidationError(where if len(where) <= 120 else where[:117] + "...", reason)
+        raise ValidationError(*problem)
 
 
 def sanitize_json(value: Any, _depth: int = 0) -> Any:
