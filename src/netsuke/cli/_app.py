@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -101,14 +102,22 @@ def serve(
     try:
         asyncio.run(serve_node(settings, run_for))
     except SchemaTooNewError as e:
-        raise _fail(str(e), 3) from None
+        raise _failed_node(str(e), 3) from None
     except (DefinitionFileError, StoreError, RuntimeError, OSError) as e:
-        raise _fail(_one_line(e)) from None
+        raise _failed_node(_one_line(e)) from None
     except SQLAlchemyError as e:  # a store failure after opening (a lock during start-up)
         reason = getattr(e, "orig", None) or e
-        raise _fail(f"store: {_one_line(reason)}") from None
+        raise _failed_node(f"store: {_one_line(reason)}") from None
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _failed_node(message: str, code: int = 2) -> typer.Exit:
+    """The one line for a node that could not run. A database driver's worker thread left
+    over from the failed start may still end after the event loop closed; its error is not
+    reported (the line above says what failed)."""
+    threading.excepthook = lambda _args: None
+    return _fail(message, code)
 
 
 def _one_line(exc: BaseException) -> str:

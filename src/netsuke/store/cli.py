@@ -10,6 +10,7 @@ code.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Coroutine
 from typing import Annotated, Any, TypeVar
 
@@ -45,6 +46,8 @@ def _run(url: str | None, work: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(work)
     except DBAPIError as exc:
+        # a driver thread of the failed connection may end after the loop closed: not reported
+        threading.excepthook = lambda _args: None
         raise unavailable(resolve_url(url), exc) from None
 
 
