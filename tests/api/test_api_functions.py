@@ -102,13 +102,15 @@ async def test_execute_in_the_sandbox(live: Live) -> None:
 
 
 async def test_user_a_cannot_reach_user_b_functions(live: Live) -> None:
-    alice = live.client(await live.key("user", "alice"))
+    alice_key = await live.key("user", "alice")
+    alice = live.client(alice_key)
     bob = live.client(await live.key("user", "bob"))
     operator = live.client(await live.key("operator", "ops"))
     r = await alice.post(
         "/api/v1/functions", json={"name": "mine", "code": ADD.replace("add", "mine")}
     )
-    assert r.status_code == 201 and r.json()["created_by"] == "alice"
+    # the owner is the key (name and immutable prefix), never the bare name
+    assert r.status_code == 201 and r.json()["created_by"] == f"alice:{alice_key.split('_')[1]}"
     content = {"code": ADD.replace("add", "mine")}
     denied = [
         await bob.get("/api/v1/functions/mine"),

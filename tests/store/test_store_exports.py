@@ -14,6 +14,7 @@ def test_all_lists_exactly_the_public_names() -> None:
         "DeliveryStatus",
         "ENV_URL",
         "KNOWN_PROVIDERS",
+        "MAX_JSON_DEPTH",
         "ExecutionKind",
         "ExecutionStatus",
         "Role",

@@ -28,6 +28,7 @@ TABLES_BY_REVISION = {
     "0005_webhooks": {"webhooks", "webhook_deliveries"},
     "0006_turn_indexes": set(),  # indexes only
     "0007_incarnation": set(),  # a column
+    "0008_owner_ids": set(),  # rows only (owners by key id)
 }
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from netsuke import __version__
@@ -28,6 +28,7 @@ from netsuke.sandbox import ExecutionGate, FunctionStore, Sandbox, SandboxConfig
 from netsuke.store import Store, sync_agents
 
 from ._auth import KeyCache, RateLimiter
+from ._bodies import check_json_body
 from ._context import ApiContext
 from ._docs import install_docs
 from ._middleware import ApiMiddleware
@@ -95,6 +96,8 @@ def create_app(
         docs_url=None,  # install_docs serves them with local assets
         redoc_url=None,
         lifespan=lifespan,
+        # one check of every JSON body (lone surrogates, nesting depth) before any route
+        dependencies=[Depends(check_json_body)],
         # Netsuke's own middleware makes the server span, metrics and logs (with request ids,
         # audit and redaction); FastAPI's built-in telemetry would double them.
         telemetry={"tracing": False, "metrics": False, "logs": False},
@@ -208,6 +211,7 @@ async def open_node(settings: Settings, *, bootstrap: bool = True) -> AsyncItera
     Closes all on exit (the runtime's shutdown stops every agent; their conversations are in
     the store)."""
     async with Store.open(settings.database_url) as store:
+        await store.check_writable()  # a read-only data dir refuses to start, in one line
         secret = await issue_bootstrap_key(settings, store) if bootstrap else None
         # The sandbox starts its workers on the first call (SandboxConfig.from_env:
         # NETSUKE_SANDBOX_ISOLATION, NETSUKE_SANDBOX_POOL_SIZE); it closes after the runtime

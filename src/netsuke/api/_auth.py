@@ -10,6 +10,12 @@ Rules:
   admins. A ``user`` key acts as the user named by the key (``Principal.user_id`` is the key's
   name) and sees and touches only that user's sessions; operators and admins act for any
   user (``Principal.may_act_for``).
+* **What a key creates belongs to the key, not to its name.** Tasks and functions record
+  their owner as ``Principal.owner_id`` (``<name>:<prefix>``; the prefix is the key's
+  immutable id, 8 hex characters, unique), and idempotency keys are scoped by the prefix
+  (``Principal.scope``). A key named ``alice:x`` or named like an operator's key therefore
+  never reaches another key's tasks, functions or idempotent replies; a new key for the same
+  user starts with none of the old key's tasks and functions (an operator still sees all).
 * A verified key is cached for ``cache_s`` seconds (default 5) so a request costs no database
   read; revoking through this node drops it from the cache at once, other nodes within
   ``cache_s``.
@@ -48,6 +54,21 @@ class Principal:
     def actor(self) -> str:
         """How the audit log names this caller: ``<key name>:<key prefix>``."""
         return f"{self.name}:{self.prefix}"
+
+    @property
+    def owner_id(self) -> str:
+        """The id ownership records carry for what this key creates (tasks, functions):
+        ``actor``, unambiguous because it ends with the key's unique, fixed-length prefix."""
+        return self.actor
+
+    def scope(self, key: str) -> str:
+        """``key`` (an idempotency key) scoped to this API key: ``<prefix>:<key>``."""
+        return f"{self.prefix}:{key}"
+
+    def owns(self, owner_id: str | None) -> bool:
+        """Whether this caller may reach a task or function recorded with ``owner_id``
+        (operators and admins reach all)."""
+        return self.role != "user" or owner_id == self.owner_id
 
     @property
     def user_id(self) -> str | None:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlalchemy.exc import SQLAlchemyError
 
 from .. import __version__
 from ..observability import configure_logging
@@ -40,6 +42,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=None,  # help texts show defaults as "[8000]": not markup
+    pretty_exceptions_show_locals=False,  # a crash never prints locals (keys, settings)
 )
 
 
@@ -130,17 +133,34 @@ def serve(
         raise _fail(str(e)) from None
     if run_for < 0:
         raise _fail("--run-for must be >= 0")
-    configure_logging(settings.log_level, json=settings.json_logs)
+    configure_logging(settings.log_level, json=settings.json_logs, capture_stdlib=True)
     from ._serve import serve_node
 
     try:
         asyncio.run(serve_node(settings, run_for))
     except SchemaTooNewError as e:
-        raise _fail(str(e), 3) from None
+        raise _failed_node(str(e), 3) from None
     except (DefinitionFileError, StoreError, RuntimeError, OSError) as e:
-        raise _fail(str(e)) from None
+        raise _failed_node(_one_line(e)) from None
+    except SQLAlchemyError as e:  # a store failure after opening (a lock during start-up)
+        reason = getattr(e, "orig", None) or e
+        raise _failed_node(f"store: {_one_line(reason)}") from None
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _failed_node(message: str, code: int = 2) -> typer.Exit:
+    """The one line for a node that could not run. A database driver's worker thread left
+    over from the failed start may still end after the event loop closed; its error is not
+    reported (the line above says what failed)."""
+    threading.excepthook = lambda _args: None
+    return _fail(message, code)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first line of an error message, at most 300 characters (never a traceback)."""
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:300]
 
 
 def main() -> None:

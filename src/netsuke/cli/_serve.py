@@ -1,42 +1,126 @@
-"""``netsuke serve``: a node, its API and dashboard on uvicorn, until a signal or ``run_for``."""
+"""``netsuke serve``: a node, its API and dashboard on uvicorn, until a signal or ``run_for``.
+
+Stopping: **SIGTERM** (systemd, Docker, Kubernetes) and **SIGINT** (Ctrl-C) both stop the node
+in order and the process exits 0:
+
+1. stop accepting: the listening sockets close; new connections are refused;
+2. drain: requests in flight (chat turns, function executions, task submissions) finish,
+   for at most ``shutdown_timeout`` seconds [30]; then their connections are closed;
+3. the runtime's ordered shutdown: agents finish or fail their turns (each turn is committed
+   or reported failed), within ``shutdown_timeout``; then the sandbox closes;
+4. the store commits queued turns and tasks, checkpoints SQLite's write-ahead log into the
+   database file and closes.
+
+A second signal during the drain stops waiting for connections (step 2 ends at once); the
+later steps still run. uvicorn's own signal handling is replaced: it re-raises the signal after
+its shutdown, which turned every SIGTERM into a crash (exit 143).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import typer
 import uvicorn
 
 from .. import __version__
-from ..api import Settings, configure_tracing, create_app, open_node
+from ..api import Node, Settings, configure_tracing, create_app, open_node
+from ..observability import get_logger
 
-__all__ = ["serve_node"]
+__all__ = ["STOP_SIGNALS", "serve_node"]
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+log = get_logger("netsuke.cli")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server without its signal handling (the node's own handlers stop it)."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class _Stopper:
+    """What SIGTERM and SIGINT do: ask the server to exit (a second signal: without waiting
+    for open connections). A signal before the server exists stops it as soon as it does;
+    one after it has stopped changes nothing (the ordered shutdown goes on)."""
+
+    def __init__(self) -> None:
+        self.server: uvicorn.Server | None = None
+        self.requested = False
+
+    def attach(self, server: uvicorn.Server) -> None:
+        self.server = server
+        server.should_exit = self.requested
+
+    def __call__(self, sig: signal.Signals) -> None:
+        if self.requested and self.server is not None:
+            self.server.force_exit = True
+        self.requested = True
+        if self.server is not None:
+            self.server.should_exit = True
+        forced = self.server is not None and self.server.force_exit
+        log.info("node.stop_requested", signal=sig.name, forced=forced)
+
+
+@contextmanager
+def _signals_stop(stopper: _Stopper) -> Iterator[None]:
+    """Route SIGTERM and SIGINT to ``stopper`` while the block runs; restore after."""
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    try:
+        for sig in STOP_SIGNALS:
+            try:
+                loop.add_signal_handler(sig, stopper, sig)
+            except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
+                continue
+            installed.append(sig)
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
 
 
 async def serve_node(settings: Settings, run_for: float = 0.0) -> None:
-    """Open the node, serve HTTP until SIGINT/SIGTERM (or ``run_for`` seconds), shut down."""
+    """Open the node, serve HTTP until SIGINT/SIGTERM (or ``run_for`` seconds), shut down in
+    order (see the module documentation)."""
     configure_tracing(settings.otel_exporter)
-    async with open_node(settings, bootstrap=False) as node:
-        app = create_app(settings, store=node.store, runtime=node.runtime, extras=node.extras)
-        config = uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_config=None,
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
-            ws="websockets-sansio",
-            timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)),
-        )
-        server = uvicorn.Server(config)
-        serving = asyncio.create_task(server.serve())
-        while not server.started and not serving.done():  # noqa: ASYNC110 (uvicorn has no event)
-            await asyncio.sleep(0.02)
-        if serving.done():
-            await serving
+    stopper = _Stopper()
+    with _signals_stop(stopper):
+        async with open_node(settings, bootstrap=False) as node:
+            await _serve(settings, node, stopper, run_for)
+    typer.echo("netsuke: node stopped")
+    sys.stdout.flush()
+
+
+async def _serve(settings: Settings, node: Node, stopper: _Stopper, run_for: float) -> None:
+    app = create_app(settings, store=node.store, runtime=node.runtime, extras=node.extras)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        ws="websockets-sansio",
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)),
+    )
+    server = _Server(config)
+    stopper.attach(server)
+    serving = asyncio.create_task(server.serve())
+    while not server.started and not serving.done():  # noqa: ASYNC110 (uvicorn has no event)
+        await asyncio.sleep(0.02)
+    if serving.done():
+        await serving
+        if not stopper.requested:
             raise OSError(f"could not listen on {settings.host}:{settings.port}")
+    else:
         port = server.servers[0].sockets[0].getsockname()[1]
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
         typer.echo(
@@ -53,5 +137,5 @@ async def serve_node(settings: Settings, run_for: float = 0.0) -> None:
             if not done:
                 server.should_exit = True
         await serving
-        typer.echo(f"netsuke: stopping node {node.runtime.node!r}")
-        sys.stdout.flush()
+    typer.echo(f"netsuke: stopping node {node.runtime.node!r}")
+    sys.stdout.flush()

@@ -96,12 +96,14 @@ class Node:
         runtime: Runtime | None = None,
         store_options: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[Node]:
-        """Start a node (see the module documentation). ``url``: the store's database
+        """Start a node (see the module documentation); a store that cannot be opened or
+        written raises ``StoreUnavailableError``. ``url``: the store's database
         [``$NETSUKE_DATABASE_URL`` or the embedded SQLite file]; ``sandbox``: ``True`` for the
         default isolation (refused executions say why when none is available), a
         ``SandboxConfig``, or ``False`` for no sandbox (stored functions cannot run)."""
         async with AsyncExitStack() as stack:
             store = await stack.enter_async_context(Store.open(url, **dict(store_options or {})))
+            await store.check_writable()  # a read-only disk refuses to start (one error)
             box: Sandbox | None = None
             if sandbox is not False:
                 config = sandbox if isinstance(sandbox, SandboxConfig) else None

@@ -1,17 +1,155 @@
+"""Logging for every layer: structlog, console or JSON lines, on stderr.
+
+Rules (``configure_logging``):
+
+* Every line carries the context bound with ``structlog.contextvars`` and the current trace
+  and span ids.
+* **Secrets never reach a line.** The value of a key naming a secret (``password``,
+  ``secret``, ``token``, ``api_key``, ``authorization``, ``cookie``) becomes ``[redacted]``;
+  then the rendered line is scrubbed of anything shaped like a secret (``scrub_secrets``):
+  Netsuke API keys (``nsk_<prefix>_…`` keeps only the prefix), webhook secrets (``whsec_…``),
+  ``Bearer``/``Basic`` credentials, ``sk-…`` model keys, ``Cookie:``/``Authorization:``
+  values and the values of secret-named environment variables (``*_API_KEY``, ``*_TOKEN``,
+  ``*SECRET*``, ``*PASSWORD*``) and of ``register_secret``.
+* **Exceptions are rendered bounded**, the same way in both modes (``format_exception``): the
+  innermost ``MAX_TRACEBACK_FRAMES`` (30) frames of each exception in the chain, at most
+  ``MAX_EXCEPTION_CHARS`` (16,000) characters in all, and **never local variables** (they
+  held request scopes with the caller's key, and rendering them froze the event loop for
+  seconds). The cost is that of the standard library's traceback formatting.
+* With ``capture_stdlib`` (``netsuke serve``), records of the standard ``logging`` module at
+  WARNING or above (uvicorn's "Exception in ASGI application", asyncio's unretrieved task
+  errors) go through the same pipeline, so they are bounded and scrubbed too.
+"""
+
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sys
-from collections.abc import MutableMapping
+import traceback
+from collections.abc import Callable, MutableMapping
+from types import TracebackType
 from typing import Any
 
 import structlog
 from opentelemetry import trace
 
-__all__ = ["add_trace_ids", "configure_logging", "get_logger", "redact_secrets"]
+__all__ = [
+    "MAX_EXCEPTION_CHARS",
+    "MAX_TRACEBACK_FRAMES",
+    "add_trace_ids",
+    "configure_logging",
+    "format_exception",
+    "get_logger",
+    "redact_secrets",
+    "register_secret",
+    "scrub_secrets",
+]
 
 _SECRET_WORDS = ("password", "secret", "token", "api_key", "apikey", "authorization", "cookie")
 REDACTED = "[redacted]"
+MAX_TRACEBACK_FRAMES = 30
+MAX_EXCEPTION_CHARS = 16_000
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+_PATTERNS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
+    (re.compile(r"\b(nsk_[0-9a-f]{8}_)[A-Za-z0-9_-]+"), r"\1" + REDACTED),
+    (re.compile(r"\bwhsec_[A-Za-z0-9_-]+"), "whsec_" + REDACTED),
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), "sk-" + REDACTED),
+    (re.compile(r"(?i)\b(bearer|basic)(\s+|%20)[A-Za-z0-9._~+/=-]+"), r"\1\2" + REDACTED),
+    (
+        re.compile(
+            r"(?i)\b(authorization|proxy-authorization|cookie|set-cookie|x-api-key)"
+            r"(\\?['\"]?\s*[:=,]\s*(?-i:b)?\\?['\"]?)(?:[A-Za-z]+\s+)?[^\s'\",;\\]+"
+        ),
+        r"\1\2" + REDACTED,
+    ),
+]
+_SECRET_ENV = re.compile(r"(?i)(api_?key|token|secret|password|passwd|credential)")
+_registered: set[str] = set()
+_env_secrets: tuple[str, ...] = ()
+
+
+def register_secret(value: str) -> None:
+    """Scrub ``value`` from every log line from now on (values shorter than 8 characters
+    are ignored: they would redact ordinary words)."""
+    if len(value) >= 8:
+        _registered.add(value)
+
+
+def _secrets_from_env() -> tuple[str, ...]:
+    return tuple(
+        sorted(
+            (v for k, v in os.environ.items() if _SECRET_ENV.search(k) and len(v) >= 8),
+            key=len,
+            reverse=True,
+        )
+    )
+
+
+def scrub_secrets(text: str) -> str:
+    """``text`` with every secret-shaped substring replaced (see the module rules)."""
+    for value in (*_env_secrets, *_registered):
+        if value in text:
+            text = text.replace(value, REDACTED)
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def format_exception(exc_info: ExcInfo | BaseException) -> str:
+    """A bounded, locals-free rendering of an exception and its chain (module rules)."""
+    if isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    try:
+        rendered = "".join(
+            traceback.TracebackException(
+                exc_info[0],
+                exc_info[1],
+                exc_info[2],
+                limit=-MAX_TRACEBACK_FRAMES,
+                capture_locals=False,
+                max_group_width=5,
+                max_group_depth=3,
+            ).format()
+        )
+    except Exception as failure:  # a broken __str__ or a pathological chain
+        rendered = f"{exc_info[0].__name__} (traceback not rendered: {type(failure).__name__})"
+    if len(rendered) > MAX_EXCEPTION_CHARS:
+        half = MAX_EXCEPTION_CHARS // 2
+        cut = len(rendered) - 2 * half
+        rendered = f"{rendered[:half]}\n[... {cut} characters cut ...]\n{rendered[-half:]}"
+    return rendered.rstrip("\n")
+
+
+def _console_exception(sio: Any, exc_info: ExcInfo) -> None:
+    sio.write("\n" + format_exception(exc_info))
+
+
+class _Scrubbed:
+    """The renderer, then ``scrub_secrets`` over the rendered line."""
+
+    def __init__(self, renderer: Callable[..., Any]) -> None:
+        self._renderer = renderer
+
+    def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> str:
+        return scrub_secrets(str(self._renderer(logger, method, event)))
+
+
+class _ToStructlog(logging.Handler):
+    """Standard-library log records, passed through structlog's pipeline."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            logger = structlog.get_logger(record.name)
+            kw: dict[str, Any] = {}
+            if record.exc_info and record.exc_info[0] is not None:
+                kw["exc_info"] = record.exc_info
+            logger.log(record.levelno, record.getMessage(), **kw)
+        except Exception:
+            self.handleError(record)
 
 
 def add_trace_ids(
@@ -48,20 +186,26 @@ _LEVELS = {
 }
 
 
-def configure_logging(level: str = "info", *, json: bool = False) -> None:
+def configure_logging(
+    level: str = "info", *, json: bool = False, capture_stdlib: bool = False
+) -> None:
     """Configure structlog for the process: ``level`` (debug..critical) and JSON or console,
-    on stderr. Until it is called, Netsuke logs only warnings and errors (on stderr).
-
-    Every line carries the context bound with ``structlog.contextvars.bind_contextvars`` (agent,
-    session, execution ids), the current trace and span ids, and has secret-named keys redacted.
+    on stderr (see the module rules: context, trace ids, secrets redacted and scrubbed,
+    exceptions bounded and without locals). Until it is called, Netsuke logs only warnings and
+    errors (on stderr). With ``capture_stdlib``, standard-library records at WARNING and above
+    are rendered the same way.
 
     Raises ``ValueError`` for an unknown level."""
+    global _env_secrets
     try:
         lvl = _LEVELS[level.lower()]
     except KeyError:
         raise ValueError(f"unknown log level {level!r}; one of {sorted(_LEVELS)}") from None
+    _env_secrets = _secrets_from_env()
     renderer: Any = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(colors=False, exception_formatter=_console_exception)
     )
     structlog.configure(
         processors=[
@@ -70,13 +214,18 @@ def configure_logging(level: str = "info", *, json: bool = False) -> None:
             redact_secrets,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info if json else structlog.dev.set_exc_info,
-            renderer,
+            structlog.processors.ExceptionRenderer(format_exception),
+            _Scrubbed(renderer),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
         logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _ToStructlog)]:
+        root.removeHandler(handler)
+    if capture_stdlib:
+        root.addHandler(_ToStructlog(logging.WARNING))
 
 
 def _stderr_logger(*_args: Any) -> structlog.PrintLogger:

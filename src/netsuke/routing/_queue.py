@@ -35,7 +35,15 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 
 from netsuke.events import EventBus, topics
-from netsuke.store import Page, Store, TaskDraft, TaskRecord, TaskStatus
+from netsuke.store import (
+    Page,
+    Store,
+    TaskDraft,
+    TaskRecord,
+    TaskStatus,
+    ValidationError,
+    check_json,
+)
 
 from ._backend import TaskBackend
 from ._errors import TaskValidationError
@@ -107,6 +115,10 @@ class TaskQueue:
         if delay < 0:
             raise TaskValidationError("delay", "must be >= 0 seconds")
         body = dict(payload or {})
+        try:
+            check_json(body, "payload")
+        except ValidationError as exc:  # a lone surrogate or nesting too deep
+            raise TaskValidationError(exc.field, exc.reason) from None
         try:
             text = json.dumps(body)
         except (TypeError, ValueError) as exc:

@@ -37,7 +37,14 @@ import jsonschema
 from jsonschema.validators import validator_for
 
 from netsuke.events import topics
-from netsuke.store import Execution, FunctionDefinition, Page, Store, ValidationError
+from netsuke.store import (
+    Execution,
+    FunctionDefinition,
+    Page,
+    Store,
+    ValidationError,
+    check_json,
+)
 
 from ._errors import (
     ExecutionError,
@@ -186,7 +193,11 @@ class FunctionStore:
     ) -> ExecutionResult:
         """Like ``execute_function`` but returns the value with its provenance. ``caller``
         names who calls, for the gate's per-caller bound; ``max_timeout_s``/``max_memory_mb``
-        cap the stored limits for this call."""
+        cap the stored limits for this call. Arguments that cannot be stored and served back
+        (lone surrogates, nesting past ``MAX_JSON_DEPTH``) are refused before anything runs or
+        is recorded."""
+        args = dict(args or {})
+        check_json(args, "args")
         definition = await self.store.functions.get(name, version)
         if self.gate is None:
             return await self._execute(definition, args, parent_id, max_timeout_s, max_memory_mb)
@@ -196,7 +207,7 @@ class FunctionStore:
     async def _execute(
         self,
         definition: FunctionDefinition,
-        args: Mapping[str, Any] | None,
+        args: dict[str, Any],
         parent_id: str | None,
         max_timeout_s: float | None,
         max_memory_mb: int | None,
@@ -208,7 +219,6 @@ class FunctionStore:
         memory_mb = definition.limits.memory_mb
         if max_memory_mb is not None:
             memory_mb = min(memory_mb, max_memory_mb)
-        args = dict(args or {})
         started_at = datetime.now(UTC)
         t0 = time.perf_counter()
         status, error, outcome = "succeeded", None, "succeeded"

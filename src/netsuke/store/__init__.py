@@ -36,6 +36,7 @@ from ._errors import (
     SchemaTooNewError,
     StoreClosedError,
     StoreError,
+    StoreUnavailableError,
     ValidationError,
 )
 from ._executions import ExecutionRepository
@@ -44,6 +45,7 @@ from ._files import dump_agent_yaml, export_agents, load_agent_file, sync_agents
 from ._functions import FunctionRepository
 from ._group_commit import GroupCommitter
 from ._ids import new_id
+from ._json_values import MAX_JSON_DEPTH, check_json, json_problem, sanitize_json
 from ._migrate import current_revision, downgrade, head_revision, known_revisions, upgrade
 from ._records import (
     ApiKey,
@@ -86,6 +88,7 @@ __all__ = [
     "DEFAULT_URL",
     "ENV_URL",
     "KNOWN_PROVIDERS",
+    "MAX_JSON_DEPTH",
     "AgentDefinition",
     "AgentDraft",
     "AgentFactory",
@@ -126,6 +129,7 @@ __all__ = [
     "Store",
     "StoreClosedError",
     "StoreError",
+    "StoreUnavailableError",
     "SyncResult",
     "TaskDraft",
     "TaskRecord",
@@ -141,6 +145,7 @@ __all__ = [
     "WorkflowRunRecord",
     "WorkflowStepRecord",
     "build_spec",
+    "check_json",
     "current_revision",
     "downgrade",
     "dump_agent_yaml",
@@ -148,12 +153,14 @@ __all__ = [
     "export_agents",
     "head_revision",
     "is_secret_config_key",
+    "json_problem",
     "key_env_problem",
     "known_revisions",
     "load_agent_file",
     "load_messages",
     "new_id",
     "resolve_url",
+    "sanitize_json",
     "sync_agents",
     "upgrade",
     "validate_agent",

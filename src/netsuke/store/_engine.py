@@ -22,6 +22,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from ._errors import StoreClosedError, ValidationError
+from ._observe import log
 
 __all__ = ["DEFAULT_URL", "ENV_URL", "Database", "resolve_url"]
 
@@ -74,7 +75,8 @@ class Database:
         self.dialect = parsed.get_backend_name()
         self.sqlite_synchronous = sqlite_synchronous
         self.busy_timeout_ms = busy_timeout_ms
-        kwargs: dict[str, Any] = {"echo": echo}
+        # hide_parameters: a driver error never carries row values (secrets, payloads) into logs
+        kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
         if self.dialect == "sqlite":
             database = parsed.database or ""
             if not database or database == ":memory:" or database.startswith("file:"):
@@ -130,10 +132,19 @@ class Database:
             if self._active == 0:
                 self._idle.set()
 
-    async def dispose(self) -> None:
-        """Refuse new transactions, wait for those in flight to end, close every connection."""
+    async def dispose(self, *, checkpoint: bool = False) -> None:
+        """Refuse new transactions, wait for those in flight to end, close every connection.
+        With ``checkpoint`` (``Store.close`` passes it), SQLite's write-ahead log is first
+        copied into the database file (``wal_checkpoint(TRUNCATE)``), so the ``.db`` file
+        alone holds every commit."""
         self._closing = True
         await self._idle.wait()
+        if checkpoint and self.is_sqlite:
+            try:
+                async with self.engine.connect() as conn:
+                    await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            except Exception as exc:  # a read-only or broken file: closing still goes on
+                log.warning("store.checkpoint_failed", error=type(exc).__name__)
         await self.engine.dispose()
 
 

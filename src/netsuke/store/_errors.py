@@ -9,6 +9,9 @@ StoreError                          anything the store refuses or fails to do
 │   └── FencedError(session_id)     a turn of a session incarnation that was superseded
 ├── NotFoundError(kind, key)        no such agent, function, conversation, execution, ...
 ├── StoreClosedError                the store was closed; nothing more is accepted
+├── StoreUnavailableError(url, reason)
+│                                   the database cannot be opened or written (corrupt,
+│                                   locked, unreadable, read-only)
 └── SchemaError                     the database's schema does not fit this code
     ├── SchemaTooNewError(database_revision, code_head)
     │                               written by a newer Netsuke: refused, never touched
@@ -35,6 +38,7 @@ __all__ = [
     "SchemaTooNewError",
     "StoreClosedError",
     "StoreError",
+    "StoreUnavailableError",
     "ValidationError",
 ]
 
@@ -153,3 +157,15 @@ class SchemaOutdatedError(SchemaError):
 
 class StoreClosedError(StoreError):
     """The store was closed (or is closing); nothing more is accepted."""
+
+
+class StoreUnavailableError(StoreError):
+    """The database at ``url`` (password hidden) cannot be opened or written: ``reason`` is
+    the driver's one-line message ("file is not a database", "database is locked", "attempt
+    to write a readonly database", ...). Raised by ``Store.open`` and
+    ``Store.check_writable`` so a node refuses to start with one line, never a traceback."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"cannot use the store at {url}: {reason}")

@@ -10,19 +10,31 @@ Opening checks the schema revision: a database newer than the code raises
 newest revision automatically; another database (PostgreSQL) must be migrated with
 ``netsuke db upgrade`` first, else ``SchemaOutdatedError`` (pass ``migrate=True`` to upgrade
 on open instead).
+
+A database that cannot be opened (corrupt, locked past the busy timeout, unreadable) raises
+``StoreUnavailableError`` naming the URL (password hidden) and the driver's one-line reason;
+``check_writable()`` raises it for a store that opens but cannot be written (a read-only data
+directory or file, a read-only PostgreSQL transaction mode).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Generator
+from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from ._agents import AgentRepository
 from ._api_keys import ApiKeyRepository
 from ._audit import AuditRepository
 from ._conversations import ConversationRepository
 from ._engine import Database, Synchronous
+from ._errors import StoreUnavailableError
 from ._executions import ExecutionRepository
 from ._factory import AgentFactory
 from ._functions import FunctionRepository
@@ -119,8 +131,24 @@ class Store:
             echo=echo,
         )
 
+    async def check_writable(self) -> None:
+        """Refuse (``StoreUnavailableError``) a store that cannot be written: on SQLite a
+        data directory or file that is not writable, on any backend a write transaction
+        that fails. Writes nothing (the probe deletes no row)."""
+        db = self.database
+        if db.is_sqlite:
+            read_only = _read_only_path(make_url(db.url).database or "")
+            if read_only is not None:
+                raise StoreUnavailableError(_safe_url(db.url), f"{read_only} is read-only")
+        try:
+            async with db.write() as conn:
+                await conn.execute(text("DELETE FROM alembic_version WHERE 1 = 0"))
+        except DBAPIError as exc:
+            raise unavailable(db.url, exc) from None
+
     async def close(self) -> None:
-        """Commit queued turns, then release every connection. Idempotent."""
+        """Commit queued turns, checkpoint SQLite's write-ahead log, then release every
+        connection. Idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -128,7 +156,7 @@ class Store:
             await self.conversations.close()
             await self.tasks.close()
         finally:
-            await self.database.dispose()
+            await self.database.dispose(checkpoint=True)
 
     async def __aenter__(self) -> Store:
         return self
@@ -140,6 +168,27 @@ class Store:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+def _read_only_path(database: str) -> str | None:
+    """The data directory or database file when it exists and may not be written."""
+    path = Path(database).expanduser()
+    for target in (path.parent, path):
+        if target.exists() and not os.access(target, os.W_OK):
+            return str(target)
+    return None
+
+
+def _safe_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def unavailable(url: str, exc: DBAPIError | OSError) -> StoreUnavailableError:
+    """``StoreUnavailableError`` for a driver failure: its first line only (no SQL, no
+    parameters, no "background on this error" link)."""
+    original = exc.orig if isinstance(exc, DBAPIError) else exc
+    reason = (str(original).strip().splitlines() or [type(original).__name__])[0][:300]
+    return StoreUnavailableError(_safe_url(url), reason)
 
 
 class _Opening:
@@ -157,6 +206,19 @@ class _Opening:
         max_batch = options.pop("max_batch")
         inline_commit_ms = options.pop("inline_commit_ms")
         database = Database(self._url, **options)
+        try:
+            return await self._open_on(database, migrate, group_commit, max_batch, inline_commit_ms)
+        except DBAPIError as exc:
+            raise unavailable(database.url, exc) from None
+
+    async def _open_on(
+        self,
+        database: Database,
+        migrate: bool | None,
+        group_commit: bool | None,
+        max_batch: int,
+        inline_commit_ms: float,
+    ) -> Store:
         try:
             revision = await current_revision(database=database)
             check_revision(revision)  # refuses a database newer than the code

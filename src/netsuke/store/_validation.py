@@ -12,6 +12,8 @@ Rules:
   refused with a hint to name an environment variable in ``config.api_key_env`` instead,
   which must be a key variable (``*_API_KEY`` or ``HF_TOKEN``, not ``NETSUKE_*``);
 * JSON Schemas must be objects that pass their metaschema (``check_schema``);
+* no string, key or nested value may hold a lone surrogate or nest deeper than
+  ``MAX_JSON_DEPTH`` (``check_json``, the same check as every API body);
 * model settings within their ranges; ``max_chain_depth`` 0..32; a known ``chain_strategy``.
 """
 
@@ -31,6 +33,7 @@ from jsonschema.validators import validator_for
 
 from ._definitions import AgentDraft, FunctionDraft
 from ._errors import ValidationError
+from ._json_values import check_json
 
 __all__ = [
     "CHAIN_STRATEGIES",
@@ -240,6 +243,7 @@ def _json(field: str, value: Any) -> None:
 def validate_agent(draft: AgentDraft) -> AgentDraft:
     """Every check on an agent draft that needs no database (delegates are checked by the
     repository, in the writing transaction)."""
+    check_json(draft.model_dump(), "")
     if not AGENT_NAME.match(draft.name):
         raise ValidationError("name", f"{draft.name!r} does not match {AGENT_NAME.pattern}")
     if len(draft.description) > 4000:
@@ -272,6 +276,7 @@ def validate_agent(draft: AgentDraft) -> AgentDraft:
 
 def validate_function(draft: FunctionDraft) -> FunctionDraft:
     """Check a function draft; returns it with ``is_async`` filled in from the code."""
+    check_json(draft.model_dump(), "")
     if not FUNCTION_NAME.match(draft.name):
         raise ValidationError("name", f"{draft.name!r} is not a Python identifier of <= 64 chars")
     try:

@@ -34,7 +34,7 @@ from fastapi.templating import Jinja2Templates
 
 from netsuke.kernel import Exited, NetsukeError
 from netsuke.observability import get_logger
-from netsuke.store import NotFoundError
+from netsuke.store import NotFoundError, ValidationError, check_json
 
 from .._auth import Principal
 from .._problems import ProblemError, problem_body
@@ -145,6 +145,13 @@ async def _converse(websocket: WebSocket, agents: Any, session_id: str) -> None:
         if not isinstance(message, str) or not message.strip() or len(message) > 100_000:
             await websocket.send_json(
                 _error(ProblemError(422, "Validation failed", "message: a non-empty string"))
+            )
+            continue
+        try:
+            check_json(message, "message")  # the same check as every HTTP body
+        except ValidationError as exc:
+            await websocket.send_json(
+                _error(ProblemError(422, "Validation failed", f"{exc.field}: {exc.reason}"))
             )
             continue
         try:

@@ -152,7 +152,9 @@ async def tasks_page(ctx: Ctx, request: Request) -> Response:
             tasks = list((await queue.list(limit=100)).items)
             dead = list((await queue.dead_letters(limit=100)).items)
         else:  # a user: its own submissions (see routes/tasks.py)
-            entries = await ctx.store.audit.list(actor=viewer.name, action="task.submit", limit=100)
+            entries = await ctx.store.audit.list(
+                actor=viewer.owner_id, action="task.submit", limit=100
+            )
             for entry in entries.items:
                 with contextlib.suppress(Exception):
                     tasks.append(await queue.get(entry.target.removeprefix("task:")))

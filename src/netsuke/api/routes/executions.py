@@ -75,7 +75,7 @@ class _Owners:
                 except NotFoundError:
                     self.functions[ex.function_name] = None
             who = self.functions[ex.function_name]
-            return who is not None and caller.may_act_for(who)
+            return who is not None and caller.owns(who)  # functions belong to a key
         return False
 
 

@@ -1,8 +1,9 @@
 """``/api/v1/functions``: sandboxed user functions (``netsuke.sandbox``): CRUD, versions,
 rollback and ``POST /functions/{name}/execute``.
 
-* A function **belongs to the user who stored its first version** (the key's name). A
-  ``user`` key sees, changes and runs only its own functions; another user's is a 404 (its
+* A function **belongs to the API key that stored its first version** (``created_by`` is
+  ``Principal.owner_id``, ``<key name>:<key prefix>``, never the bare name). A
+  ``user`` key sees, changes and runs only its own functions; another key's is a 404 (its
   existence is not revealed), and a name taken by someone else is a 409 on create. Operators
   and admins reach every function.
 * ``POST /functions`` stores a new function (201; 409 when the name exists). The code is
@@ -133,7 +134,8 @@ def functions_of(ctx: ApiContext) -> FunctionStore:
 
 
 async def owner(ctx: ApiContext, name: str) -> str | None:
-    """The user who stored the first version of ``name`` (``NotFoundError`` if none)."""
+    """The owner id (``Principal.owner_id``) of the key that stored the first version of
+    ``name`` (``NotFoundError`` if none)."""
     versions = await ctx.store.functions.versions(name)
     return versions[0].created_by if versions else None
 
@@ -144,7 +146,7 @@ async def checked(ctx: ApiContext, caller: Principal, name: str) -> None:
         who = await owner(ctx, name)
     except NotFoundError:
         raise ProblemError(404, "Not found", f"no function named {name}") from None
-    if not caller.may_act_for(who):
+    if not caller.owns(who):
         raise ProblemError(404, "Not found", f"no function named {name}")
 
 
@@ -223,7 +225,7 @@ async def _store(
             allowed_imports=body.allowed_imports,
             timeout_s=timeout_s,
             memory_mb=memory_mb,
-            actor=caller.name,
+            actor=caller.owner_id,
         )
     except FunctionValidationError as exc:
         raise _refused(exc) from None
@@ -234,7 +236,7 @@ async def list_functions(ctx: Ctx, caller: Caller, page: Paging) -> FunctionPage
     listed = await ctx.store.functions.list(limit=page.limit, cursor=page.cursor)
     items = listed.items
     if caller.role == "user":
-        items = [f for f in items if caller.may_act_for(await owner(ctx, f.name))]
+        items = [f for f in items if caller.owns(await owner(ctx, f.name))]
     return FunctionPage(items=items, next_cursor=listed.next_cursor)
 
 
@@ -332,7 +334,9 @@ async def delete_function(
     ctx: Ctx, caller: Caller, name: FunctionName, if_match: IfMatch = None
 ) -> Response:
     await checked(ctx, caller, name)
-    await ctx.store.functions.delete(name, expected_version=_expected(if_match), actor=caller.name)
+    await ctx.store.functions.delete(
+        name, expected_version=_expected(if_match), actor=caller.owner_id
+    )
     return Response(status_code=204)
 
 
@@ -360,7 +364,7 @@ async def rollback(
     await checked(ctx, caller, name)
     target = await ctx.store.functions.get(name, body.version)
     _within_ceilings(ctx, caller, target.limits.timeout_s, target.limits.memory_mb)
-    restored = await ctx.store.functions.rollback(name, body.version, actor=caller.name)
+    restored = await ctx.store.functions.rollback(name, body.version, actor=caller.owner_id)
     response.headers["ETag"] = f'"{restored.version}"'
     return restored
 

@@ -4,11 +4,13 @@
 * ``POST /tasks {"kind", "payload"?, "capabilities"?, "priority"?, "delay"?,
   "idempotency_key"?, "max_attempts"?, "backoff_base"?, "backoff_cap"?, "timeout"?}`` (user):
   queue a task; answered once it is committed (201). An idempotency key is scoped to the
-  caller: the same key from the same key name returns the first task (200), another caller's
-  key never collides. Bad input is a 422 and queues nothing.
-* A task **belongs to whoever submitted it** (recorded as the audit entry ``task.submit``,
-  target ``task:<id>``, in the same request). A ``user`` key lists and reads only its own
-  tasks; another's is a 404. Operators and admins see every task.
+  API key (its immutable prefix, ``Principal.scope``): the same idempotency key from the same
+  API key returns the first task (200); another key's never collides, whatever its name.
+  Bad input is a 422 and queues nothing.
+* A task **belongs to the API key that submitted it** (the audit entry ``task.submit``,
+  target ``task:<id>``, actor ``Principal.owner_id``, written in the same request). A
+  ``user`` key lists and reads only its own tasks; another's is a 404. Operators and admins
+  see every task.
 * ``GET /tasks?status=&kind=&id_prefix=&limit=&cursor=``, ``GET /tasks/{id}``: attempts,
   status, ``last_error``, result (``id_prefix``: tasks whose id starts with it, how the CLI
   takes an id prefix).
@@ -34,6 +36,7 @@ from netsuke.routing import (
     TaskRecord,
     TaskValidationError,
 )
+from netsuke.store import json_problem, sanitize_json
 
 from .._auth import Principal
 from .._context import ApiContext
@@ -94,6 +97,16 @@ def _invalid(exc: TaskValidationError) -> ProblemError:
     )  # fmt: skip
 
 
+def servable(task: TaskRecord) -> TaskRecord:
+    """``task`` as it can be answered: a row stored before bodies were checked at the door
+    (a lone surrogate, nesting too deep) is served sanitised (``sanitize_json``) instead of
+    failing the whole listing."""
+    fields = {"payload": task.payload, "result": task.result, "last_error": task.last_error}
+    if all(json_problem(value) is None for value in fields.values()):
+        return task
+    return task.model_copy(update={k: sanitize_json(v) for k, v in fields.items()})
+
+
 def _target(task_id: str) -> str:
     return f"task:{task_id}"
 
@@ -109,16 +122,16 @@ async def checked(ctx: ApiContext, caller: Principal, task_id: str) -> TaskRecor
         task = await queue.get(task_id)
     except TaskNotFoundError:
         raise ProblemError(404, "Not found", "no such task") from None
-    if caller.role == "user" and await submitter(ctx, task_id) != caller.name:
+    if not caller.owns(await submitter(ctx, task_id)):
         raise ProblemError(404, "Not found", "no such task")
-    return task
+    return servable(task)
 
 
 @router.post("/tasks", status_code=201, response_model=TaskRecord)
 async def submit(ctx: Ctx, caller: Caller, body: TaskIn, response: Response) -> TaskRecord:
     queue = queue_of(ctx)
     began = datetime.now(UTC)
-    key = f"{caller.name}:{body.idempotency_key}" if body.idempotency_key else None
+    key = caller.scope(body.idempotency_key) if body.idempotency_key else None
     try:
         policy = RetryPolicy(
             max_attempts=body.max_attempts, base=body.backoff_base, cap=body.backoff_cap
@@ -141,10 +154,14 @@ async def submit(ctx: Ctx, caller: Caller, body: TaskIn, response: Response) -> 
         response.status_code = 200  # the first task with this key
     else:
         await ctx.store.audit.record(
-            actor=caller.name, action=SUBMIT, target=_target(task.id), details={"kind": task.kind}
+            actor=caller.owner_id,
+            action=SUBMIT,
+            target=_target(task.id),
+            details={"kind": task.kind},
         )
     response.headers["Location"] = f"/api/v1/tasks/{task.id}"
-    return task
+    # a new task passed the check at the door; a replayed one may predate it
+    return servable(task) if response.status_code == 200 else task
 
 
 def _offset(cursor: str | None) -> int:
@@ -158,7 +175,10 @@ def _offset(cursor: str | None) -> int:
 def _page(items: list[TaskRecord], offset: int, limit: int) -> TaskPage:
     """A full page has a next cursor (the page after it may be empty)."""
     more = len(items) == limit
-    return TaskPage(items=items, next_cursor=str(offset + limit) if more else None)
+    return TaskPage(
+        items=[servable(item) for item in items],
+        next_cursor=str(offset + limit) if more else None,
+    )
 
 
 @router.get("/tasks", response_model=TaskPage)
@@ -182,7 +202,7 @@ async def list_tasks(
         return _page(list(listed.items), offset, page.limit)
     # a user: its own submissions, newest first, from the audit log
     entries = await ctx.store.audit.list(
-        actor=caller.name, action=SUBMIT, limit=page.limit, cursor=page.cursor
+        actor=caller.owner_id, action=SUBMIT, limit=page.limit, cursor=page.cursor
     )
     out: list[TaskRecord] = []
     for entry in entries.items:
@@ -195,7 +215,7 @@ async def list_tasks(
             and (kind is None or task.kind == kind)
             and (id_prefix is None or task.id.startswith(id_prefix))
         ):
-            out.append(task)
+            out.append(servable(task))
     return TaskPage(items=out, next_cursor=entries.next_cursor)
 
 
@@ -221,7 +241,7 @@ async def dead_letters(
 @router.post("/dead-letters/{task_id}/requeue", response_model=TaskRecord)
 async def requeue(ctx: Ctx, caller: Operator, task_id: TaskId) -> TaskRecord:
     try:
-        return await queue_of(ctx).requeue(task_id)
+        return servable(await queue_of(ctx).requeue(task_id))
     except TaskNotFoundError:
         raise ProblemError(404, "Not found", "no such task in the dead-letter queue") from None
 
