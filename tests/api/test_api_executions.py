@@ -139,3 +139,24 @@ async def test_agents_check_reports_what_keeps_a_model_from_working(
     assert (await operator.get("/api/v1/agents/gpt2")).status_code == 404
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-only-0000000000")
     assert (await operator.get("/api/v1/agents/gpt/check")).json()["ok"] is True
+
+
+async def test_a_user_key_sees_the_executions_of_the_functions_it_stored(live: Live) -> None:
+    """Functions belong to the key that stored them (``<name>:<prefix>``), so a user key sees
+    the executions of its own functions and never another key's, even one with its name."""
+    from .test_api_functions import _need_isolation
+
+    _need_isolation()
+    alice = live.client(await live.key("user", "alice"))
+    alice2 = live.client(await live.key("user", "alice"))  # same name, another key
+    code = "def double(x: int) -> int:\n    return 2 * x\n"
+    r = await alice.post("/api/v1/functions", json={"name": "double", "code": code})
+    assert r.status_code == 201, r.text
+    r = await alice.post("/api/v1/functions/double/execute", json={"args": {"x": 4}})
+    assert r.status_code == 200, r.text
+    run = r.json()["execution_id"]
+    assert (await alice.get(f"/api/v1/executions/{run}")).status_code == 200
+    listed = (await alice.get("/api/v1/executions", params={"function": "double"})).json()
+    assert [i["id"] for i in listed["items"]] == [run]
+    assert (await alice2.get(f"/api/v1/executions/{run}")).status_code == 404
+    assert (await alice2.get("/api/v1/executions")).json()["items"] == []
