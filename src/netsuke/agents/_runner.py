@@ -23,7 +23,7 @@ from pydantic_ai import Agent
 from pydantic_ai.exceptions import ModelAPIError, ModelHTTPError, UnexpectedModelBehavior
 from pydantic_ai.messages import ModelMessage
 
-from netsuke.store import Execution
+from netsuke.store import AuditValues, Execution
 
 from ._config import AgentConfig, PromptContext
 from ._context import TurnContext, set_turn
@@ -92,8 +92,10 @@ async def execute_turn(
     history: Sequence[ModelMessage],
     sink: asyncio.Queue[Any] | None,
     parent: TurnContext | None,
+    audit: Sequence[AuditValues] = (),
 ) -> TurnResult:
-    """Run one turn and commit it (see the module documentation)."""
+    """Run one turn and commit it (see the module documentation); ``audit`` rows are
+    committed in the turn's transaction."""
     set_turn(ctx)
     agent = pydantic_agent(config)
     instructions = None
@@ -163,10 +165,11 @@ async def execute_turn(
                 "details": _details(ctx, config),
             },
             lone=METRICS.running <= 1,
+            audit=audit,
         )
     else:  # a delegate wrote our row early: append the messages, then close the row
         await ctx._row.future
-        await conv.append_turn(ctx.session, new, None)
+        await conv.append_turn_row(ctx.session, new, None, audit=audit)
         await store.executions.finish(
             ctx.execution_id, status="succeeded", tokens_in=tin, tokens_out=tout
         )

@@ -2,7 +2,7 @@
 
 Requests (through ``Agents`` or ``rt.call``):
 
-* ``("run", message, parent, sink)``: validate ``message`` (``InvalidInputError`` before
+* ``("run", message, parent, sink, audit)``: validate ``message`` (``InvalidInputError`` before
   anything runs), refuse when ``max_queue`` turns are waiting (``AgentBusyError``), else queue
   the turn and answer when it is committed. Turns run one at a time, in order, each in a
   supervised task (``rt.tasks``) with the agent's ``turn_timeout``; the server keeps serving
@@ -83,6 +83,7 @@ class SessionArg:
 
 class _Turn:
     __slots__ = (
+        "audit",
         "began",
         "cancelled",
         "ctx",
@@ -95,11 +96,14 @@ class _Turn:
         "span",
     )
 
-    def __init__(self, from_: From, prompt: str, parent: TurnContext | None, sink: Any) -> None:
+    def __init__(
+        self, from_: From, prompt: str, parent: TurnContext | None, sink: Any, audit: Any
+    ) -> None:
         self.from_ = from_
         self.prompt = prompt
         self.parent = parent
         self.sink = sink
+        self.audit = audit  # audit rows committed with the turn
         self.cancelled = False
         self.began = False
         self.reported = False  # the task sent its _TurnDone (set before it exits)
@@ -233,7 +237,7 @@ class AgentServer(Process):
         return NOREPLY
 
     async def _submit(self, request: tuple[Any, ...], from_: From) -> Any:
-        _, message, parent, sink = request
+        _, message, parent, sink, audit = request
         cfg = self._a.config
         schema = cfg._cache.get("input")
         prompt = (
@@ -241,7 +245,7 @@ class AgentServer(Process):
             if schema is not None
             else plain_prompt(cfg.name, message)
         )
-        turn = _Turn(from_, prompt, parent, sink)
+        turn = _Turn(from_, prompt, parent, sink, audit)
         if self._running is None:
             await self._start_turn(turn)
         else:
@@ -283,7 +287,7 @@ class AgentServer(Process):
                 elif cfg.memory.bounded:
                     history = cfg.memory.apply(history)
                 outcome = await execute_turn(
-                    cfg, system.store, c, turn.prompt, history, turn.sink, parent
+                    cfg, system.store, c, turn.prompt, history, turn.sink, parent, turn.audit
                 )
             except TurnError as e:
                 outcome = e

@@ -15,6 +15,14 @@ Rules:
   ``cache_s``.
 * Each key has a token bucket: ``burst`` requests at once, refilled at ``per_minute``/60 per
   second. An empty bucket answers 429 with ``Retry-After`` (whole seconds, at least 1).
+* A request that fails authentication (no key, an unknown or revoked key) takes a token from
+  its **client address's** bucket (``anonymous_rate_limit_per_minute``/``_burst``); with the
+  bucket empty it is answered 429 (``Retry-After``) instead of 401. A valid key is never
+  limited by its address. Each failure counts in
+  ``netsuke_api_auth_failures_total{reason="missing"|"invalid"|"limited"}`` and is logged as
+  ``api.auth_failed`` at most once a second (with how many were not logged since), never
+  as an audit row: anonymous requests change nothing, and one client must not make the node
+  write and fsync a row per request.
 """
 
 from __future__ import annotations
@@ -24,9 +32,21 @@ import math
 import time
 from dataclasses import dataclass
 
+from prometheus_client import Counter
+
+from netsuke.observability import REGISTRY, get_logger
 from netsuke.store import ApiKey, Role, Store
 
-__all__ = ["ROLE_RANK", "KeyCache", "Principal", "RateLimiter"]
+__all__ = ["AUTH_FAILURES", "ROLE_RANK", "FailureLog", "KeyCache", "Principal", "RateLimiter"]
+
+AUTH_FAILURES = Counter(
+    "netsuke_api_auth_failures",
+    "Requests that failed authentication: no key (missing), an unknown or revoked key "
+    "(invalid), or refused by the per-address limit (limited)",
+    ["reason"],
+    registry=REGISTRY,
+)
+log = get_logger("netsuke.api")
 
 ROLE_RANK: dict[str, int] = {"user": 0, "operator": 1, "admin": 2}
 
@@ -115,3 +135,24 @@ class RateLimiter:
     @staticmethod
     def retry_after(wait: float) -> str:
         return str(max(1, math.ceil(wait)))
+
+
+class FailureLog:
+    """Failed authentications, logged as ``api.auth_failed`` at most once per ``interval_s``:
+    the line names the last failure's reason and client and how many were ``suppressed``
+    since the previous line (all of them are counted in ``AUTH_FAILURES``)."""
+
+    def __init__(self, interval_s: float = 1.0) -> None:
+        self.interval_s = interval_s
+        self._next = 0.0
+        self._suppressed = 0
+
+    def failed(self, reason: str, client: str | None) -> None:
+        AUTH_FAILURES.labels(reason).inc()
+        now = time.monotonic()
+        if now < self._next:
+            self._suppressed += 1
+            return
+        self._next = now + self.interval_s
+        suppressed, self._suppressed = self._suppressed, 0
+        log.warning("api.auth_failed", reason=reason, client=client, suppressed=suppressed)

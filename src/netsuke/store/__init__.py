@@ -14,7 +14,7 @@ stated in its docstring and in ``docs/store.md``.
 
 from ._agents import AgentRepository, SyncResult
 from ._api_keys import ApiKeyRepository
-from ._audit import AuditRepository
+from ._audit import AuditRepository, AuditValues, audit_values
 from ._conversations import ConversationRepository, dump_messages, load_messages
 from ._definitions import (
     AgentDefinition,
@@ -89,6 +89,7 @@ __all__ = [
     "ApiKeyRepository",
     "AuditEntry",
     "AuditRepository",
+    "AuditValues",
     "ConflictError",
     "Conversation",
     "ConversationRepository",
@@ -132,6 +133,7 @@ __all__ = [
     "WorkflowRepository",
     "WorkflowRunRecord",
     "WorkflowStepRecord",
+    "audit_values",
     "build_spec",
     "current_revision",
     "downgrade",

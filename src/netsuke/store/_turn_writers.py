@@ -36,6 +36,14 @@ driver directly (no SQL compilation per call) because this path runs once per ch
 
 Without group commit (``max_batch=1``) every turn is its own transaction.
 
+Audit rows ride the same writer. A turn may carry audit rows (the API's record of the request
+that ran it), written in the turn's transaction, so the turn and its audit record commit
+together or not at all; and an item with no conversation part (``session_id=None``) is just
+audit rows (``AuditRepository.record``), group-committed with the turns around it. So on SQLite
+every hot-path write of the API (turns and audit records) goes through one connection and one
+lock: no writer sleeps in SQLite's busy handler waiting for another connection of this node,
+and a request waits for at most the commit in flight plus its own batch's.
+
 A batch the database refuses (duplicate execution id, unknown parent) is retried turn by turn
 so that only the faulty turn fails, with ``ValidationError(field="execution")``.
 """
@@ -51,7 +59,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.engine import make_url
@@ -65,7 +73,9 @@ from ._records import TurnReceipt
 
 __all__ = ["EXEC_COLUMNS", "Turn", "TurnWriter", "make_turn_writer"]
 
-Result = TurnReceipt | BaseException
+Result = TurnReceipt | None | BaseException
+AuditValues = tuple[datetime, str, str, str, str, dict[str, Any]]
+"""An ``audit_log`` row: ``(at, actor, action, target, outcome, details)``."""
 EXEC_COLUMNS = (
     "id", "kind", "status", "agent_name", "function_name", "session_id", "parent_id",
     "started_at", "ended_at", "duration_ms", "tokens_in", "tokens_out", "error", "details",
@@ -74,9 +84,10 @@ EXEC_COLUMNS = (
 
 @dataclass(slots=True)
 class Turn:
-    session_id: str
+    session_id: str | None  # None: no conversation part, only ``audit`` rows
     payloads: list[tuple[str, str]]  # (kind, pydantic-ai JSON) per message
     execution: dict[str, Any] | None  # an executions row, or None
+    audit: Sequence[AuditValues] = ()  # audit rows committed in the same transaction
 
 
 class TurnWriter(ABC):
@@ -84,10 +95,22 @@ class TurnWriter(ABC):
 
     integrity_errors: tuple[type[BaseException], ...] = ()
 
-    @abstractmethod
     async def append(self, turn: Turn, *, inline: bool = False) -> TurnReceipt:
         """Commit ``turn`` (with the turns sharing its batch); its receipt, or its error.
         ``inline``: the caller has nothing else to run meanwhile (a hint; see SQLite)."""
+        if turn.session_id is None:
+            raise ValidationError("session_id", "a turn names its conversation")
+        receipt = await self._commit(turn, inline=inline)
+        assert receipt is not None
+        return receipt
+
+    async def record_audit(self, rows: Sequence[AuditValues]) -> None:
+        """Commit audit rows (group-committed with the turns and rows around them)."""
+        await self._commit(Turn(None, [], None, rows))
+
+    @abstractmethod
+    async def _commit(self, turn: Turn, *, inline: bool = False) -> TurnReceipt | None:
+        """Commit ``turn``: its receipt (``None`` for audit rows alone), or its error."""
 
     async def close(self) -> None:
         """Commit the turns already queued, then release the connection."""
@@ -106,6 +129,7 @@ def make_turn_writer(
 
 def _receipt(turn: Turn, total: int) -> TurnReceipt:
     count = len(turn.payloads)
+    assert turn.session_id is not None
     # Validating four plain fields in pydantic-core costs less than model_construct's Python.
     return TurnReceipt(
         session_id=turn.session_id,
@@ -131,7 +155,10 @@ _SQLITE_MSG = (
     "INSERT INTO messages (conversation_id, seq, kind, payload, execution_id, created_at) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
-_Item = tuple[Turn, "asyncio.Future[TurnReceipt]"]
+_SQLITE_AUDIT = (
+    "INSERT INTO audit_log (at, actor, action, target, outcome, details) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_Item = tuple[Turn, "asyncio.Future[TurnReceipt | None]"]
 _BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 
 
@@ -164,6 +191,14 @@ def _sqlite_execution(row: dict[str, Any]) -> tuple[Any, ...]:
             row["tokens_out"], row["error"], json.dumps(row["details"]))  # fmt: skip
 
 
+def _sqlite_audit(rows: Sequence[AuditValues]) -> list[tuple[Any, ...]]:
+    """Audit rows as ``_SQLITE_AUDIT``'s parameters."""
+    return [
+        (_sqlite_time(at), actor, action, target, outcome, json.dumps(details))
+        for at, actor, action, target, outcome, details in rows
+    ]
+
+
 def _message_rows(
     conversation_id: int, first: int, turn: Turn, execution_id: str | None, stamp: str
 ) -> list[tuple[Any, ...]]:
@@ -183,6 +218,11 @@ def _write_one(turn: Turn, conn: sqlite3.Connection) -> Result:
     payloads = turn.payloads
     conn.execute("BEGIN IMMEDIATE")
     try:
+        if turn.audit:
+            conn.executemany(_SQLITE_AUDIT, _sqlite_audit(turn.audit))
+        if turn.session_id is None:
+            conn.execute("COMMIT")
+            return None
         found = conn.execute(_SQLITE_COUNT, (turn.session_id,)).fetchone()
         if found is None:
             conn.execute("ROLLBACK")
@@ -240,7 +280,7 @@ class SqliteTurnWriter(TurnWriter):
     def _observe(self, seconds: float) -> None:
         self._commit_avg += (seconds - self._commit_avg) * 0.2
 
-    async def append(self, turn: Turn, *, inline: bool = False) -> TurnReceipt:
+    async def _commit(self, turn: Turn, *, inline: bool = False) -> TurnReceipt | None:
         # Once queued, the turn is committed even if the caller stops waiting.
         if self._closed:
             raise StoreClosedError("the store is closed")
@@ -267,7 +307,7 @@ class SqliteTurnWriter(TurnWriter):
             # very event loop): the thread waits for it instead, with the busy timeout.
             METRICS.inline_busy += 1
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[TurnReceipt] = loop.create_future()
+        future: asyncio.Future[TurnReceipt | None] = loop.create_future()
         if self._thread is None:
             self._start(loop)
         self._pending += 1
@@ -383,18 +423,25 @@ class SqliteTurnWriter(TurnWriter):
         results: list[Result] = []
         executions: list[tuple[Any, ...]] = []
         messages: list[tuple[Any, ...]] = []
-        sessions = list({turn.session_id: None for turn in turns})
+        audit: list[tuple[Any, ...]] = []
+        sessions = list({turn.session_id: None for turn in turns if turn.session_id is not None})
         conn.execute("BEGIN IMMEDIATE")
         try:
-            counts: dict[str, list[int]] = {
-                session_id: [conversation_id, count]
-                for session_id, conversation_id, count in conn.execute(
-                    "SELECT session_id, id, message_count FROM conversations "
-                    f"WHERE session_id IN ({', '.join('?' * len(sessions))})",
-                    sessions,
-                )
-            }
+            counts: dict[str, list[int]] = {}
+            if sessions:
+                counts = {
+                    session_id: [conversation_id, count]
+                    for session_id, conversation_id, count in conn.execute(
+                        "SELECT session_id, id, message_count FROM conversations "
+                        f"WHERE session_id IN ({', '.join('?' * len(sessions))})",
+                        sessions,
+                    )
+                }
             for turn in turns:
+                if turn.session_id is None:
+                    audit.extend(_sqlite_audit(turn.audit))
+                    results.append(None)
+                    continue
                 found = counts.get(turn.session_id)
                 if found is None:
                     results.append(NotFoundError("conversation", turn.session_id))
@@ -406,7 +453,11 @@ class SqliteTurnWriter(TurnWriter):
                     execution_id = turn.execution["id"]
                     executions.append(_sqlite_execution(turn.execution))
                 messages.extend(_message_rows(conversation_id, first, turn, execution_id, stamp))
+                if turn.audit:
+                    audit.extend(_sqlite_audit(turn.audit))
                 results.append(_receipt(turn, total))
+            if audit:
+                conn.executemany(_SQLITE_AUDIT, audit)
             if executions:
                 conn.executemany(_SQLITE_EXEC, executions)
             if messages:
@@ -452,6 +503,10 @@ _PG_EXEC = (
     f"({', '.join(f'${i + 1}' for i in range(len(EXEC_COLUMNS) - 1))}, "
     f"${len(EXEC_COLUMNS)}::jsonb)"
 )
+_PG_AUDIT = (
+    "INSERT INTO audit_log (at, actor, action, target, outcome, details) "
+    "VALUES ($1, $2, $3, $4, $5, $6::jsonb)"
+)
 _PG_MSG = (
     "INSERT INTO messages (conversation_id, seq, kind, payload, execution_id, created_at) "
     "VALUES ($1, $2, $3, $4, $5, $6)"
@@ -464,11 +519,11 @@ class AsyncpgTurnWriter(TurnWriter):
 
         self._db = db
         self.integrity_errors = (asyncpg.IntegrityConstraintViolationError,)
-        self._committer: GroupCommitter[Turn, TurnReceipt] | None = (
+        self._committer: GroupCommitter[Turn, TurnReceipt | None] | None = (
             GroupCommitter(self.write, max_batch=max_batch) if max_batch > 1 else None
         )
 
-    async def append(self, turn: Turn, *, inline: bool = False) -> TurnReceipt:
+    async def _commit(self, turn: Turn, *, inline: bool = False) -> TurnReceipt | None:
         if self._committer is not None:
             return await self._committer.submit(turn)
         result = (await self.write([turn]))[0]
@@ -506,8 +561,16 @@ class AsyncpgTurnWriter(TurnWriter):
         results: list[Result] = []
         executions: list[tuple[Any, ...]] = []
         messages: list[tuple[Any, ...]] = []
+        audit: list[tuple[Any, ...]] = []
         async with self._db.driver() as conn, conn.transaction():
             for turn in turns:
+                audit.extend(
+                    (at, actor, action, target, outcome, json.dumps(details))
+                    for at, actor, action, target, outcome, details in turn.audit
+                )
+                if turn.session_id is None:
+                    results.append(None)
+                    continue
                 count = len(turn.payloads)
                 found = await conn.fetchrow(_PG_BUMP, count, now, turn.session_id)
                 if found is None:
@@ -525,6 +588,8 @@ class AsyncpgTurnWriter(TurnWriter):
                 for i, (kind, payload) in enumerate(turn.payloads):
                     messages.append((conversation_id, first + i, kind, payload, execution_id, now))
                 results.append(_receipt(turn, total))
+            if audit:
+                await conn.executemany(_PG_AUDIT, audit)
             if executions:
                 await conn.executemany(_PG_EXEC, executions)
             if messages:

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from netsuke.observability import REGISTRY, render_metrics
 
 from .._problems import ProblemError
-from ..deps import COOKIE, Ctx, authenticate
+from ..deps import COOKIE, Ctx, authenticate, client_of
 
 __all__ = ["Health", "router"]
 
@@ -56,7 +56,9 @@ async def metrics(ctx: Ctx, request: Request) -> Response:
     if not ctx.settings.metrics_public:
         auth = request.headers.get("authorization", "")
         secret = auth[7:] if auth.lower().startswith("bearer ") else None
-        await authenticate(ctx, secret, cookie=request.cookies.get(COOKIE))
+        await authenticate(
+            ctx, secret, cookie=request.cookies.get(COOKIE), client=client_of(request)
+        )
     tasks = ctx.extras.get("tasks")
     if tasks is not None:  # queue depth and dead letters: one count per status per scrape
         for status in _DEPTH_STATUSES:
