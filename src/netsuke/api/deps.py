@@ -49,10 +49,17 @@ def get_ctx(request: HTTPConnection) -> ApiContext:
     return ctx
 
 
-Ctx = Annotated[ApiContext, Depends(get_ctx)]
+# The dependencies are coroutines: FastAPI runs a plain ``def`` dependency in its thread pool,
+# a thread hop per request for a field lookup.
+async def _ctx(request: HTTPConnection) -> ApiContext:
+    ctx: ApiContext = request.app.state.ctx
+    return ctx
 
 
-def get_store(ctx: Ctx) -> Store:
+Ctx = Annotated[ApiContext, Depends(_ctx)]
+
+
+async def get_store(ctx: Ctx) -> Store:
     return ctx.store
 
 
@@ -159,7 +166,7 @@ class PageParams:
     cursor: str | None
 
 
-def get_paging(
+async def get_paging(
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 50,
     cursor: Annotated[
         str | None,
