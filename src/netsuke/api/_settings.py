@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     (0: no limit); beyond, such requests get 429 with Retry-After instead of 401."""
     anonymous_rate_limit_burst: int = Field(default=30, ge=1)
     """Failed authentications a client address may make at once before the rate applies."""
+    readyz_min_free_mb: int = Field(default=16, ge=0)
+    """``/readyz`` reports not ready when the SQLite store's file system has less free space."""
     access_log_sample: float = Field(default=1.0, ge=0.0, le=1.0)
     """Share of successful requests that get an ``api.request`` log line (failed and slow
     requests always do): 1.0 logs every request, 0.1 one in ten, 0 none."""

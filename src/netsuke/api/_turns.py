@@ -12,6 +12,7 @@ Agent errors map to problems (the agent stays alive with its memory unchanged):
 | ``OutputValidationError``, ``ModelCallError`` | 502 |
 | ``TurnTimeoutError`` | 504 |
 | ``AgentConfigError`` (a stored definition that cannot run) | 422 |
+| the store could not commit the turn (locked, full, read-only) | 503, ``Retry-After`` |
 | any other ``TurnError`` | 502 |
 
 Details never carry the prompt or a model's raw answer, only the error's kind and fields.
@@ -41,10 +42,11 @@ from netsuke.agents import (
     UnknownAgentDefinitionError,
 )
 from netsuke.kernel import NetsukeError
+from netsuke.store import unavailable
 
 from ._context import ApiContext
 from ._monitor import AgentMonitor
-from ._problems import ProblemError
+from ._problems import ProblemError, store_unavailable
 
 __all__ = [
     "agent_problem",
@@ -92,6 +94,9 @@ def agent_problem(exc: NetsukeError) -> ProblemError:
             type="validation",
             errors=errors,
         )
+    reason = unavailable(exc)
+    if reason is not None:  # the turn was not committed: nothing changed
+        return store_unavailable(reason)
     if isinstance(exc, AgentConfigError):
         return ProblemError(
             422,

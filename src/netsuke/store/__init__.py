@@ -42,6 +42,7 @@ from ._factory import AgentFactory, AgentSpec, build_spec
 from ._files import dump_agent_yaml, export_agents, load_agent_file, sync_agents
 from ._functions import FunctionRepository
 from ._group_commit import GroupCommitter
+from ._health import probe_writable, unavailable
 from ._ids import new_id
 from ._migrate import current_revision, downgrade, head_revision, known_revisions, upgrade
 from ._records import (
@@ -145,8 +146,10 @@ __all__ = [
     "load_agent_file",
     "load_messages",
     "new_id",
+    "probe_writable",
     "resolve_url",
     "sync_agents",
+    "unavailable",
     "upgrade",
     "validate_model_string",
 ]

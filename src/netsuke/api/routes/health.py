@@ -7,6 +7,7 @@ from prometheus_client import Gauge
 from pydantic import BaseModel
 
 from netsuke.observability import REGISTRY, render_metrics
+from netsuke.store import probe_writable
 
 from .._problems import ProblemError
 from ..deps import COOKIE, Ctx, authenticate, client_of
@@ -37,13 +38,22 @@ async def healthz(ctx: Ctx) -> Health:
 
 @router.get("/readyz", response_model=Health, summary="Readiness")
 async def readyz(ctx: Ctx) -> Health:
-    """503 (problem+json) while the node is closed or the store does not answer."""
+    """503 (problem+json) while the node is closed, the store does not answer reads, or it
+    cannot take writes (``store_write``: ``locked`` past a second, ``read-only``, ``full``
+    (under ``readyz_min_free_mb`` free), ``io``; see ``store.probe_writable``)."""
     checks: dict[str, str] = {}
     try:
         await ctx.store.agents.count()
         checks["store"] = "ok"
     except Exception as exc:
         checks["store"] = type(exc).__name__
+    try:
+        reason = await probe_writable(
+            ctx.store.database, min_free_bytes=ctx.settings.readyz_min_free_mb * 1024 * 1024
+        )
+    except Exception as exc:  # the probe itself failed: not ready either
+        reason = type(exc).__name__
+    checks["store_write"] = reason or "ok"
     checks["node"] = "closed" if ctx.runtime.closed else "ok"
     if any(v != "ok" for v in checks.values()):
         raise ProblemError(503, "Not ready", "a dependency is not ready", checks=checks)
