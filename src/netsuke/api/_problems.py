@@ -17,7 +17,7 @@ Mapping of lower layers' errors (``install_problem_handlers``):
 | the store cannot take writes now (locked, full, read-only, I/O) | 503 | ``store-unavailable`` |
 | anything else | 500 | ``internal`` (no detail: the log has it, with the request id) |
 
-A ``store-unavailable`` problem carries ``reason`` (``store.unavailable``) and
+A ``store-unavailable`` problem carries ``reason`` (``store.unavailable_reason``) and
 ``Retry-After`` (1 s when locked, else 30 s); nothing was changed by the request.
 
 Input values are never echoed back (they may hold secrets), only field paths and reasons.
@@ -38,7 +38,7 @@ from netsuke.store import (
     ConflictError,
     NotFoundError,
     ValidationError,
-    unavailable,
+    unavailable_reason,
 )
 
 __all__ = [
@@ -121,7 +121,7 @@ def problem_response(
 
 
 def store_unavailable(reason: str) -> ProblemError:
-    """503 for a store that cannot take writes now (``reason`` from ``store.unavailable``):
+    """503 for a store that cannot take writes now (``reason``: ``unavailable_reason``):
     nothing was changed, the caller may retry after ``Retry-After`` seconds."""
     return ProblemError(
         503,
@@ -222,7 +222,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
-        reason = unavailable(exc)
+        reason = unavailable_reason(exc)
         if reason is not None:
             log.warning(
                 "api.store_unavailable",

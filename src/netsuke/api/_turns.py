@@ -42,7 +42,7 @@ from netsuke.agents import (
     UnknownAgentDefinitionError,
 )
 from netsuke.kernel import NetsukeError
-from netsuke.store import unavailable
+from netsuke.store import unavailable_reason
 
 from ._context import ApiContext
 from ._monitor import AgentMonitor
@@ -94,7 +94,7 @@ def agent_problem(exc: NetsukeError) -> ProblemError:
             type="validation",
             errors=errors,
         )
-    reason = unavailable(exc)
+    reason = unavailable_reason(exc)
     if reason is not None:  # the turn was not committed: nothing changed
         return store_unavailable(reason)
     if isinstance(exc, AgentConfigError):

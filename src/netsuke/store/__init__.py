@@ -42,7 +42,7 @@ from ._factory import AgentFactory, AgentSpec, build_spec
 from ._files import dump_agent_yaml, export_agents, load_agent_file, sync_agents
 from ._functions import FunctionRepository
 from ._group_commit import GroupCommitter
-from ._health import probe_writable, unavailable
+from ._health import probe_writable, unavailable_reason
 from ._ids import new_id
 from ._migrate import current_revision, downgrade, head_revision, known_revisions, upgrade
 from ._records import (
@@ -149,7 +149,7 @@ __all__ = [
     "probe_writable",
     "resolve_url",
     "sync_agents",
-    "unavailable",
+    "unavailable_reason",
     "upgrade",
     "validate_model_string",
 ]

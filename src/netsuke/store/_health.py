@@ -1,6 +1,6 @@
 """Whether the store can take writes: the reason an error means "unavailable", and a probe.
 
-``unavailable(exc)`` names why a database error means the store cannot take writes right now
+``unavailable_reason(exc)`` names why a database error means the store cannot take writes now
 (the caller should answer "retry later", not "bug"):
 
 * ``"locked"``: another connection held the write lock past the busy timeout (SQLite
@@ -33,7 +33,7 @@ from sqlalchemy.engine import make_url
 
 from ._engine import Database
 
-__all__ = ["probe_writable", "unavailable"]
+__all__ = ["probe_writable", "unavailable_reason"]
 
 _SQLITE_REASONS = (
     ("locked", ("database is locked", "database table is locked", "database is busy")),
@@ -69,7 +69,7 @@ def _reason_of(exc: BaseException) -> str | None:
     return None
 
 
-def unavailable(exc: BaseException) -> str | None:
+def unavailable_reason(exc: BaseException) -> str | None:
     """Why ``exc`` means the store cannot take writes now, or ``None`` (module docs)."""
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -91,13 +91,13 @@ def _sqlite_probe(path: str, timeout_s: float, min_free_bytes: int) -> str | Non
     try:
         conn = sqlite3.connect(path, timeout=timeout_s, isolation_level=None)
     except sqlite3.Error as exc:
-        return unavailable(exc) or "io"
+        return unavailable_reason(exc) or "io"
     try:
         conn.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("ROLLBACK")
     except sqlite3.Error as exc:
-        return unavailable(exc) or "io"
+        return unavailable_reason(exc) or "io"
     finally:
         conn.close()
     folder = Path(path).expanduser().resolve().parent
@@ -125,5 +125,5 @@ async def probe_writable(
         async with db.read() as conn:
             readonly = (await conn.execute(text("SHOW transaction_read_only"))).scalar()
     except Exception as exc:
-        return unavailable(exc) or "io"
+        return unavailable_reason(exc) or "io"
     return "read-only" if readonly == "on" else None
