@@ -33,7 +33,7 @@ from sqlalchemy.engine import make_url
 from ._engine import Database
 from ._errors import StoreClosedError
 from ._records_tasks import TaskDraft, TaskRecord, trusted_task
-from ._turn_writers import _SQLITE_AUDIT, AuditValues, _sqlite_audit
+from ._turn_writers import _SQLITE_AUDIT, AuditValues, _insert_rows, _sqlite_audit
 
 __all__ = ["COLUMNS", "SqliteTaskWriter", "new_tasks"]
 
@@ -280,7 +280,7 @@ class SqliteTaskWriter:
 
         def body(conn: sqlite3.Connection) -> None:
             if audit:
-                conn.executemany(_SQLITE_AUDIT, _sqlite_audit(audit))
+                _insert_rows(conn, _SQLITE_AUDIT, _sqlite_audit(audit))
             # Many rows per statement: executemany steps once per row, and each step hands
             # the GIL back and waits to take it again while the event loop's thread is busy.
             for start in range(0, len(params), _ROWS_PER_INSERT):

@@ -159,6 +159,42 @@ _SQLITE_AUDIT = (
     "INSERT INTO audit_log (at, actor, action, target, outcome, details) VALUES (?, ?, ?, ?, ?, ?)"
 )
 _Item = tuple[Turn, "asyncio.Future[TurnReceipt | None]"]
+_MAX_VARIABLES = 30_000  # below SQLite's 32,766 bound parameters per statement
+
+
+def _insert_rows(conn: sqlite3.Connection, single: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """``single`` (an ``INSERT ... VALUES (?, ...)`` of one row) for every row, as few
+    multi-row statements. ``executemany`` steps the statement once per row and each step hands
+    the GIL back: under load the writer thread then waits for it again (up to the switch
+    interval, 5 ms) once per row, while the batch's callers wait for the commit."""
+    if not rows:
+        return
+    if len(rows) == 1:
+        conn.execute(single, rows[0])
+        return
+    head, _, one = single.rpartition(" VALUES ")
+    per = max(1, _MAX_VARIABLES // len(rows[0]))
+    for start in range(0, len(rows), per):
+        chunk = rows[start : start + per]
+        conn.execute(
+            f"{head} VALUES {', '.join([one] * len(chunk))}", [v for r in chunk for v in r]
+        )
+
+
+def _set_counts(conn: sqlite3.Connection, counts: Sequence[tuple[int, int]], stamp: str) -> None:
+    """Store new message counts ``(conversation id, count)``: one statement (``UPDATE ...
+    FROM`` a ``VALUES`` list), one step."""
+    per = _MAX_VARIABLES // 2
+    for start in range(0, len(counts), per):
+        chunk = counts[start : start + per]
+        conn.execute(
+            f"WITH v(id, c) AS (VALUES {', '.join(['(?, ?)'] * len(chunk))}) "
+            "UPDATE conversations SET message_count = v.c, updated_at = ? "
+            "FROM v WHERE conversations.id = v.id",
+            [*(x for pair in chunk for x in pair), stamp],
+        )
+
+
 _BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 
 
@@ -219,7 +255,7 @@ def _write_one(turn: Turn, conn: sqlite3.Connection) -> Result:
     conn.execute("BEGIN IMMEDIATE")
     try:
         if turn.audit:
-            conn.executemany(_SQLITE_AUDIT, _sqlite_audit(turn.audit))
+            _insert_rows(conn, _SQLITE_AUDIT, _sqlite_audit(turn.audit))
         if turn.session_id is None:
             conn.execute("COMMIT")
             return None
@@ -234,8 +270,8 @@ def _write_one(turn: Turn, conn: sqlite3.Connection) -> Result:
             execution_id = row["id"]
             conn.execute(_SQLITE_EXEC, _sqlite_execution(row))
         if payloads:
-            conn.executemany(
-                _SQLITE_MSG, _message_rows(conversation_id, first, turn, execution_id, stamp)
+            _insert_rows(
+                conn, _SQLITE_MSG, _message_rows(conversation_id, first, turn, execution_id, stamp)
             )
         total = first + len(payloads)
         conn.execute(_SQLITE_SET_COUNT, (total, stamp, conversation_id))
@@ -429,13 +465,15 @@ class SqliteTurnWriter(TurnWriter):
         try:
             counts: dict[str, list[int]] = {}
             if sessions:
+                # one row (a JSON array), so one step: see _insert_rows
+                found = conn.execute(
+                    "SELECT json_group_array(json_array(session_id, id, message_count)) "
+                    f"FROM conversations WHERE session_id IN ({', '.join('?' * len(sessions))})",
+                    sessions,
+                ).fetchone()[0]
                 counts = {
                     session_id: [conversation_id, count]
-                    for session_id, conversation_id, count in conn.execute(
-                        "SELECT session_id, id, message_count FROM conversations "
-                        f"WHERE session_id IN ({', '.join('?' * len(sessions))})",
-                        sessions,
-                    )
+                    for session_id, conversation_id, count in json.loads(found)
                 }
             for turn in turns:
                 if turn.session_id is None:
@@ -456,16 +494,14 @@ class SqliteTurnWriter(TurnWriter):
                 if turn.audit:
                     audit.extend(_sqlite_audit(turn.audit))
                 results.append(_receipt(turn, total))
-            if audit:
-                conn.executemany(_SQLITE_AUDIT, audit)
-            if executions:
-                conn.executemany(_SQLITE_EXEC, executions)
-            if messages:
-                conn.executemany(_SQLITE_MSG, messages)
+            _insert_rows(conn, _SQLITE_AUDIT, audit)
+            _insert_rows(conn, _SQLITE_EXEC, executions)
+            _insert_rows(conn, _SQLITE_MSG, messages)
             if counts:
-                conn.executemany(
-                    _SQLITE_SET_COUNT,
-                    [(count, stamp, conversation_id) for conversation_id, count in counts.values()],
+                _set_counts(
+                    conn,
+                    [(conversation_id, count) for conversation_id, count in counts.values()],
+                    stamp,
                 )
             conn.execute("COMMIT")
         except BaseException:
