@@ -110,10 +110,11 @@ def create_app(
     )
     install_problem_handlers(app)
     api = APIRouter(prefix=API_PREFIX)
+    # Routes are matched in order: the chat path (sessions) first. Prefixes are disjoint.
     for module in (
+        sessions,
         control,
         agents,
-        sessions,
         functions,
         tasks,
         workflows,
