@@ -57,8 +57,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def classify(raw: Path) -> collections.Counter[str]:
-    parts: collections.Counter[str] = collections.Counter()
+Parts = collections.Counter[tuple[str, bool]]
+"""Samples by ``(part, on the event loop's thread)``."""
+
+
+def classify(raw: Path) -> Parts:
+    parts: Parts = collections.Counter()
     compiled = [(name, re.compile(p)) for name, p in PARTS]
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -66,8 +70,9 @@ def classify(raw: Path) -> collections.Counter[str]:
             continue
         frames = stack.split(";")
         n = int(count)
+        main = "MainThread" in frames[0]  # --threads: the root frame names the thread
         if _WAIT.match(frames[-1]) or "SimpleQueue.get" in frames[-1]:
-            parts["(waiting: select, lock, queue)"] += n
+            parts[("(waiting: select, lock, queue)", main)] += n
             continue
         part = "other"
         for frame in reversed(frames):
@@ -75,13 +80,13 @@ def classify(raw: Path) -> collections.Counter[str]:
             if hit is not None:
                 part = hit
                 break
-        parts[part] += n
+        parts[(part, main)] += n
     return parts
 
 
 def profile(
     name: str, pid: int, url: str, kind: str, key: str, clients: int, seconds: float, out: Path
-) -> tuple[dict[str, float], collections.Counter[str]]:
+) -> tuple[dict[str, float], Parts]:
     # sampling starts after the load's warm-up second (FastAPI builds each route's context on
     # its first request; sessions are created), and stops with the measured window
     spy = subprocess.Popen(
@@ -99,19 +104,28 @@ def profile(
     return result, parts
 
 
-def table(name: str, result: dict[str, float], parts: collections.Counter[str]) -> None:
-    busy = sum(n for p, n in parts.items() if not p.startswith("(waiting"))
+def table(name: str, result: dict[str, float], parts: Parts) -> None:
+    """Per part: its share of the busy samples, the CPU ms per request that share stands for,
+    and how much of it ran on the event loop's thread (the rest: the store's writer thread,
+    aiosqlite's, in parallel with the loop)."""
+    totals: collections.Counter[str] = collections.Counter()
+    on_loop: collections.Counter[str] = collections.Counter()
+    for (part, main), n in parts.items():
+        totals[part] += n
+        if main:
+            on_loop[part] += n
+    waiting = totals.pop("(waiting: select, lock, queue)", 0)
+    busy = sum(totals.values())
+    cpu = result["cpu_ms_per_request"]
     print(
         f"\n== {name}: {result['rps']:.1f} req/s, p50 {result['p50_ms']:.0f} ms, "
-        f"p99 {result['p99_ms']:.0f} ms, CPU {result['cpu_ms_per_request']:.2f} ms/request"
+        f"p99 {result['p99_ms']:.0f} ms, CPU {cpu:.2f} ms/request"
     )
-    print(f"{'part':48s} {'share of CPU':>12s} {'ms/request':>10s}")
-    for part, n in parts.most_common():
-        if part.startswith("(waiting"):
-            continue
+    print(f"{'part':48s} {'share':>6s} {'ms/request':>10s} {'on the loop':>11s}")
+    for part, n in totals.most_common():
         share = n / busy if busy else 0.0
-        print(f"{part:48s} {100 * share:11.1f}% {share * result['cpu_ms_per_request']:10.3f}")
-    waiting = parts.get("(waiting: select, lock, queue)", 0)
+        loop_ms = on_loop[part] / busy * cpu if busy else 0.0
+        print(f"{part:48s} {100 * share:5.1f}% {share * cpu:10.3f} {loop_ms:11.3f}")
     print(f"(samples waiting in select/locks/queues: {waiting} of {busy + waiting})")
 
 
