@@ -12,7 +12,8 @@ Rules:
   user (``Principal.may_act_for``).
 * A verified key is cached for ``cache_s`` seconds (default 5) so a request costs no database
   read; revoking through this node drops it from the cache at once, other nodes within
-  ``cache_s``.
+  ``cache_s``. Concurrent requests with the same key share one verification (when the entry
+  expires under load, one read refreshes it, not one per request in flight).
 * Each key has a token bucket: ``burst`` requests at once, refilled at ``per_minute``/60 per
   second. An empty bucket answers 429 with ``Retry-After`` (whole seconds, at least 1).
 * A request that fails authentication (no key, an unknown or revoked key) takes a token from
@@ -27,6 +28,7 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import time
@@ -84,13 +86,28 @@ class KeyCache:
         self._store = store
         self._cache_s = cache_s
         self._entries: dict[str, tuple[float, Principal]] = {}
+        self._pending: dict[str, asyncio.Task[Principal | None]] = {}
 
     async def verify(self, secret: str) -> Principal | None:
         digest = hashlib.sha256(secret.encode()).hexdigest()
-        now = time.monotonic()
         hit = self._entries.get(digest)
-        if hit is not None and hit[0] > now:
+        if hit is not None and hit[0] > time.monotonic():
             return hit[1]
+        # One lookup per key at a time, in a task of its own: the requests waiting for it
+        # share its answer, and a waiter that is cancelled does not cancel it for the others.
+        lookup = self._pending.get(digest)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._lookup(digest, secret))
+            self._pending[digest] = lookup
+            lookup.add_done_callback(lambda done: self._settled(digest, done))
+        return await asyncio.shield(lookup)
+
+    def _settled(self, digest: str, lookup: asyncio.Task[Principal | None]) -> None:
+        self._pending.pop(digest, None)
+        if not lookup.cancelled():
+            lookup.exception()  # retrieved even when every waiter was cancelled
+
+    async def _lookup(self, digest: str, secret: str) -> Principal | None:
         key: ApiKey | None = await self._store.api_keys.verify(secret)
         if key is None:
             self._entries.pop(digest, None)
@@ -98,7 +115,7 @@ class KeyCache:
         principal = Principal(prefix=key.prefix, name=key.name, role=key.role)
         if len(self._entries) > 10_000:
             self._entries.clear()
-        self._entries[digest] = (now + self._cache_s, principal)
+        self._entries[digest] = (time.monotonic() + self._cache_s, principal)
         return principal
 
     def forget(self, prefix: str) -> None:
