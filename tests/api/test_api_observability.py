@@ -14,7 +14,7 @@ async def test_health_and_readiness(live: Live) -> None:
     client = live.client()
     assert (await client.get("/healthz")).json()["status"] == "ok"
     ready = (await client.get("/readyz")).json()
-    assert ready["checks"] == {"store": "ok", "node": "ok"}
+    assert ready["checks"] == {"store": "ok", "store_write": "ok", "node": "ok"}
 
 
 async def test_metrics_count_requests_by_route_template(live: Live) -> None:
