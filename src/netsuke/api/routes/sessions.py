@@ -260,7 +260,7 @@ async def post_message(
         except NetsukeError as exc:
             raise _problem(exc) from None
         mark_audited(request.scope)
-        return Reply(
+        reply = Reply(
             session_id=session_id,
             output=jsonable(r.output),
             execution_id=r.execution_id,
@@ -268,6 +268,8 @@ async def post_message(
             tokens_out=r.tokens_out,
             duration_ms=r.duration_ms,
         )
+        # serialised here, once: FastAPI would validate the model again, then encode it twice
+        return Response(reply.model_dump_json(), media_type="application/json")
     events = agents.stream(session_id, body.message).__aiter__()
     try:
         first: StreamEvent = await events.__anext__()
