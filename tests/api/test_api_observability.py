@@ -3,6 +3,9 @@ continues the caller's trace and parents the store's spans."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+
 import structlog
 
 from netsuke.observability.testing import capture_spans
@@ -14,7 +17,7 @@ async def test_health_and_readiness(live: Live) -> None:
     client = live.client()
     assert (await client.get("/healthz")).json()["status"] == "ok"
     ready = (await client.get("/readyz")).json()
-    assert ready["checks"] == {"store": "ok", "node": "ok"}
+    assert ready["checks"] == {"store": "ok", "store_write": "ok", "node": "ok"}
 
 
 async def test_metrics_count_requests_by_route_template(live: Live) -> None:
@@ -75,3 +78,20 @@ async def test_metrics_show_queue_depth_and_dead_letters(live: Live) -> None:
         assert r.status_code == 201
     after = (await live.client().get("/metrics")).text
     assert gauge(after, "queued") == queued + 3
+
+
+async def test_access_log_keeps_failures_and_samples_successes(
+    live_factory: Callable[..., AbstractAsyncContextManager[Live]],
+) -> None:
+    async with live_factory(access_log_sample=0.0) as live:
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(5):
+                assert (await live.admin.get("/api/v1/agents")).status_code == 200
+            assert (await live.admin.get("/api/v1/agents/nobody")).status_code == 404
+        lines = [e for e in logs if e["event"] == "api.request"]
+        assert [(e["route"], e["status"]) for e in lines] == [("/api/v1/agents/{agent_id}", 404)]
+    async with live_factory(access_log_sample=1.0) as live:
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(5):
+                assert (await live.admin.get("/api/v1/agents")).status_code == 200
+        assert len([e for e in logs if e["event"] == "api.request"]) == 5

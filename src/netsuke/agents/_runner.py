@@ -24,7 +24,7 @@ from pydantic_ai import Agent
 from pydantic_ai.exceptions import ModelAPIError, ModelHTTPError, UnexpectedModelBehavior
 from pydantic_ai.messages import ModelMessage
 
-from netsuke.store import Execution
+from netsuke.store import AuditValues, Execution
 
 from ._config import AgentConfig, PromptContext
 from ._context import TurnContext, set_turn
@@ -108,12 +108,14 @@ async def execute_turn(
     parent: TurnContext | None,
     incarnation: int | None = None,
     guard: Any = None,
+    audit: Sequence[AuditValues] = (),
 ) -> TurnResult:
     """Run one turn and commit it (see the module documentation). ``incarnation``: the
     session incarnation of the calling server, the commit's fence (``FencedError`` once a
     successor claimed the session). ``guard.commit_begins()`` is called right before the
     commit (the server then no longer cancels or times out the turn); when it answers
-    ``False`` (the caller abandoned the turn) nothing is committed: ``TurnCancelledError``."""
+    ``False`` (the caller abandoned the turn) nothing is committed: ``TurnCancelledError``.
+    ``audit`` rows are committed in the turn's transaction."""
     set_turn(ctx)
     try:
         agent = pydantic_agent(config)
@@ -192,10 +194,11 @@ async def execute_turn(
             },
             lone=METRICS.running <= 1,
             incarnation=incarnation,
+            audit=audit,
         )
     else:  # a delegate wrote our row early: append the messages, then close the row
         await ctx._row.future
-        await conv.append_turn(ctx.session, new, None, incarnation=incarnation)
+        await conv.append_turn_row(ctx.session, new, None, incarnation=incarnation, audit=audit)
         await store.executions.finish(
             ctx.execution_id, status="succeeded", tokens_in=tin, tokens_out=tout
         )

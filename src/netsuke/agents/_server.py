@@ -2,11 +2,12 @@
 
 Requests (through ``Agents`` or ``rt.call``):
 
-* ``("run", message, parent, sink)``: validate ``message`` (``InvalidInputError`` before
-  anything runs), refuse when ``max_queue`` turns are waiting (``AgentBusyError``), else queue
-  the turn and answer when it is committed. Turns run one at a time, in order, each in a
-  supervised task (``rt.tasks``) with the agent's ``turn_timeout``; the server keeps serving
-  ``status``, ``history``, ``cancel`` and ``attach_owner`` meanwhile.
+* ``("run", message, parent, sink, ticket, audit)`` (``ticket`` and ``audit`` optional):
+  validate ``message`` (``InvalidInputError`` before anything runs), refuse when
+  ``max_queue`` turns are waiting (``AgentBusyError``), else queue the turn and answer when
+  it is committed. Turns run one at a time, in order, each in a supervised task
+  (``rt.tasks``) with the agent's ``turn_timeout``; the server keeps serving ``status``,
+  ``history``, ``cancel`` and ``attach_owner`` meanwhile.
 * ``"status"``, ``"history"`` (the in-process memory, or ``None`` when hibernated),
   ``"cancel"`` (kills the running turn's task: the model call and the async tools it started;
   returns whether a turn was running), ``("attach_owner", pid)``.
@@ -155,6 +156,7 @@ class TurnTicket:
 class _Turn:
     __slots__ = (
         "abandoned",
+        "audit",
         "began",
         "cancelled",
         "committing",
@@ -177,12 +179,14 @@ class _Turn:
         parent: TurnContext | None,
         sink: Any,
         ticket: TurnTicket | None,
+        audit: Any,
     ) -> None:
         self.from_ = from_
         self.prompt = prompt
         self.parent = parent
         self.sink = sink
         self.ticket = ticket
+        self.audit = audit  # audit rows committed with the turn
         self.cancelled = False
         self.began = False
         self.committing = False  # the task is committing: no cancel or timeout from here on
@@ -360,6 +364,7 @@ class AgentServer(Process):
     async def _submit(self, request: tuple[Any, ...], from_: From) -> Any:
         message, parent, sink = request[1], request[2], request[3]
         ticket = request[4] if len(request) > 4 else None
+        audit = request[5] if len(request) > 5 else ()
         cfg = self._a.config
         schema = cfg._cache.get("input")
         prompt = (
@@ -367,7 +372,7 @@ class AgentServer(Process):
             if schema is not None
             else plain_prompt(cfg.name, message)
         )
-        turn = _Turn(from_, prompt, parent, sink, ticket)
+        turn = _Turn(from_, prompt, parent, sink, ticket, audit)
         if self._running is None:
             await self._start_turn(turn)
         else:
@@ -429,6 +434,7 @@ class AgentServer(Process):
                     parent,
                     epoch if claimed is None else claimed,
                     turn,
+                    turn.audit,
                 )
             except TurnError as e:
                 outcome = e

@@ -61,7 +61,7 @@ from netsuke.kernel import (
     Runtime,
     Target,
 )
-from netsuke.store import AgentDraft, AgentSpec, NotFoundError, Store
+from netsuke.store import AgentDraft, AgentSpec, AuditValues, NotFoundError, Store
 
 from ._config import AgentConfig
 from ._context import TurnContext
@@ -429,10 +429,18 @@ class Agents:
         return result.output
 
     async def run_turn(
-        self, target: Target, message: Any, *, parent: TurnContext | None = None
+        self,
+        target: Target,
+        message: Any,
+        *,
+        parent: TurnContext | None = None,
+        audit: Sequence[AuditValues] = (),
     ) -> TurnResult:
-        """``run``, returning the output with its execution id, tokens and duration."""
-        return await self._call_run(target, message, parent, None)  # type: ignore[no-any-return]
+        """``run``, returning the output with its execution id, tokens and duration.
+        ``audit``: audit rows committed in the turn's transaction (the API's record of the
+        request that asked for the turn); they exist exactly when the turn does."""
+        result = await self._call_run(target, message, parent, None, audit)
+        return result  # type: ignore[no-any-return]
 
     async def stream(
         self, target: Target, message: Any, *, parent: TurnContext | None = None
@@ -457,13 +465,15 @@ class Agents:
             if not call.done():
                 call.cancel()
 
-    async def _call_run(self, target: Target, message: Any, parent: Any, sink: Any) -> Any:
+    async def _call_run(
+        self, target: Target, message: Any, parent: Any, sink: Any, audit: Any = ()
+    ) -> Any:
         revived = False
         while True:
             ticket = TurnTicket()
             try:
                 return await self.rt.call(
-                    target, ("run", message, parent, sink, ticket), timeout=None
+                    target, ("run", message, parent, sink, ticket, audit), timeout=None
                 )
             except (NoProcessError, ProcessExitedError) as e:
                 if ticket.started:

@@ -108,15 +108,19 @@ def create_app(
         runtime=runtime,
         keys=KeyCache(store),
         limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
+        anonymous=RateLimiter(
+            settings.anonymous_rate_limit_per_minute, settings.anonymous_rate_limit_burst
+        ),
         webhooks=dispatcher,
         extras=dict(extras or {}),
     )
     install_problem_handlers(app)
     api = APIRouter(prefix=API_PREFIX)
+    # Routes are matched in order: the chat path (sessions) first. Prefixes are disjoint.
     for module in (
+        sessions,
         control,
         agents,
-        sessions,
         executions,
         functions,
         tasks,
@@ -137,7 +141,13 @@ def create_app(
         StaticFiles(directory=str(Path(__file__).parent / "static")),
         name="static",
     )
-    app.add_middleware(ApiMiddleware, store=store, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        ApiMiddleware,
+        store=store,
+        max_body_bytes=settings.max_body_bytes,
+        access_log_sample=settings.access_log_sample,
+        access_log_slow_ms=settings.access_log_slow_ms,
+    )
     return app
 
 

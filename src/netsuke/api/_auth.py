@@ -18,24 +18,45 @@ Rules:
   user starts with none of the old key's tasks and functions (an operator still sees all).
 * A verified key is cached for ``cache_s`` seconds (default 5) so a request costs no database
   read; revoking through this node drops it from the cache at once, other nodes within
-  ``cache_s``.
+  ``cache_s``. Concurrent requests with the same key share one verification (when the entry
+  expires under load, one read refreshes it, not one per request in flight).
 * A key's ``last_used_at`` is written at most once per ``touch_s`` seconds (default 60) per
   key and node, not once per request: ``keys ls`` shows it to within a minute.
 * Each key has a token bucket: ``burst`` requests at once, refilled at ``per_minute``/60 per
   second. An empty bucket answers 429 with ``Retry-After`` (whole seconds, at least 1).
+* A request that fails authentication (no key, an unknown or revoked key) takes a token from
+  its **client address's** bucket (``anonymous_rate_limit_per_minute``/``_burst``); with the
+  bucket empty it is answered 429 (``Retry-After``) instead of 401. A valid key is never
+  limited by its address. Each failure counts in
+  ``netsuke_api_auth_failures_total{reason="missing"|"invalid"|"limited"}`` and is logged as
+  ``api.auth_failed`` at most once a second (with how many were not logged since), never
+  as an audit row: anonymous requests change nothing, and one client must not make the node
+  write and fsync a row per request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import time
 from dataclasses import dataclass
 
-from netsuke.observability import get_logger
+from prometheus_client import Counter
+
+from netsuke.observability import REGISTRY, get_logger
 from netsuke.store import ApiKey, Role, Store, StoreError
 
-__all__ = ["ROLE_RANK", "KeyCache", "Principal", "RateLimiter"]
+__all__ = ["AUTH_FAILURES", "ROLE_RANK", "FailureLog", "KeyCache", "Principal", "RateLimiter"]
+
+AUTH_FAILURES = Counter(
+    "netsuke_api_auth_failures",
+    "Requests that failed authentication: no key (missing), an unknown or revoked key "
+    "(invalid), or refused by the per-address limit (limited)",
+    ["reason"],
+    registry=REGISTRY,
+)
+log = get_logger("netsuke.api")
 
 log = get_logger("netsuke.api")
 
@@ -92,14 +113,30 @@ class KeyCache:
         self._touch_s = touch_s
         self._entries: dict[str, tuple[float, Principal]] = {}
         self._touched: dict[str, float] = {}
+        self._pending: dict[str, asyncio.Task[Principal | None]] = {}
 
     async def verify(self, secret: str) -> Principal | None:
         digest = hashlib.sha256(secret.encode()).hexdigest()
-        now = time.monotonic()
         hit = self._entries.get(digest)
+        now = time.monotonic()
         if hit is not None and hit[0] > now:
             await self._touch(hit[1].prefix, now)
             return hit[1]
+        # One lookup per key at a time, in a task of its own: the requests waiting for it
+        # share its answer, and a waiter that is cancelled does not cancel it for the others.
+        lookup = self._pending.get(digest)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._lookup(digest, secret))
+            self._pending[digest] = lookup
+            lookup.add_done_callback(lambda done: self._settled(digest, done))
+        return await asyncio.shield(lookup)
+
+    def _settled(self, digest: str, lookup: asyncio.Task[Principal | None]) -> None:
+        self._pending.pop(digest, None)
+        if not lookup.cancelled():
+            lookup.exception()  # retrieved even when every waiter was cancelled
+
+    async def _lookup(self, digest: str, secret: str) -> Principal | None:
         key: ApiKey | None = await self._store.api_keys.verify(secret)
         if key is None:
             self._entries.pop(digest, None)
@@ -107,6 +144,7 @@ class KeyCache:
         principal = Principal(prefix=key.prefix, name=key.name, role=key.role)
         if len(self._entries) > 10_000:
             self._entries.clear()
+        now = time.monotonic()
         self._entries[digest] = (now + self._cache_s, principal)
         await self._touch(key.prefix, now)
         return principal
@@ -158,3 +196,24 @@ class RateLimiter:
     @staticmethod
     def retry_after(wait: float) -> str:
         return str(max(1, math.ceil(wait)))
+
+
+class FailureLog:
+    """Failed authentications, logged as ``api.auth_failed`` at most once per ``interval_s``:
+    the line names the last failure's reason and client and how many were ``suppressed``
+    since the previous line (all of them are counted in ``AUTH_FAILURES``)."""
+
+    def __init__(self, interval_s: float = 1.0) -> None:
+        self.interval_s = interval_s
+        self._next = 0.0
+        self._suppressed = 0
+
+    def failed(self, reason: str, client: str | None) -> None:
+        AUTH_FAILURES.labels(reason).inc()
+        now = time.monotonic()
+        if now < self._next:
+            self._suppressed += 1
+            return
+        self._next = now + self.interval_s
+        suppressed, self._suppressed = self._suppressed, 0
+        log.warning("api.auth_failed", reason=reason, client=client, suppressed=suppressed)

@@ -13,7 +13,7 @@ from typing import Any
 from netsuke.kernel import Runtime
 from netsuke.store import Store
 
-from ._auth import KeyCache, RateLimiter
+from ._auth import FailureLog, KeyCache, RateLimiter
 from ._settings import Settings
 from ._webhooks import WebhookDispatcher
 
@@ -28,5 +28,8 @@ class ApiContext:
     keys: KeyCache
     limiter: RateLimiter
     webhooks: WebhookDispatcher
+    anonymous: RateLimiter = field(default_factory=lambda: RateLimiter(60, 30))
+    """Failed authentications per client address (``deps.authenticate``)."""
+    auth_failures: FailureLog = field(default_factory=FailureLog)
     extras: dict[str, Any] = field(default_factory=dict)
     """Services of layers above the kernel and store, by name (e.g. ``"sessions"``)."""

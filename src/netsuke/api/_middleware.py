@@ -12,16 +12,25 @@ In order, for each HTTP request:
    no tracer provider is installed (the no-op default), which keeps the cost near zero.
 4. **Metrics**: ``netsuke_api_requests_total{method,route,status}`` and
    ``netsuke_api_request_duration_seconds{method,route}``.
-5. **Audit**: every mutating request (POST, PUT, PATCH, DELETE) under ``/api/`` gets an audit
-   record (who, what, target, outcome, status) written *before* its response starts, so a
-   caller never sees an answer whose audit record is missing. Outcome: ``ok`` (2xx/3xx),
-   ``denied`` (401/403), ``refused`` (other 4xx), ``error`` (5xx).
-6. **Access log**: one ``api.request`` line (method, route, status, duration, key prefix);
-   query strings and headers are never logged (they may carry secrets).
+5. **Audit**: every mutating request (POST, PUT, PATCH, DELETE) under ``/api/`` by an
+   authenticated caller gets an audit record (who, what, target, outcome, status) committed
+   *before* its response starts, so a caller never sees an answer whose audit record is
+   missing. Outcome: ``ok`` (2xx/3xx), ``denied`` (403), ``refused`` (other 4xx), ``error``
+   (5xx). A route whose write has a hot path commits the record in that write's transaction
+   (``request_audit`` then ``mark_audited``: a chat turn, a submitted task), so the record and
+   the change exist together or not at all; for the others the middleware records it through
+   the store's group commit. Requests without a valid key (401, or 429 from the per-address
+   limit) change nothing and get no audit row: they are counted
+   (``netsuke_api_auth_failures_total``) and logged at most once a second (see ``deps``).
+6. **Access log**: one ``api.request`` line (method, route, status, duration, key prefix) per
+   request that failed (4xx/5xx), was slow (``access_log_slow_ms``) or, of the others, a
+   sampled share (``access_log_sample``, default every one). Query strings and headers are
+   never logged (they may carry secrets).
 """
 
 from __future__ import annotations
 
+import random
 import re
 import time
 import uuid
@@ -34,11 +43,18 @@ from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from netsuke.observability import REGISTRY, get_logger, get_tracer
-from netsuke.store import Store
+from netsuke.store import AuditValues, Store, audit_values
 
 from ._problems import problem_response
 
-__all__ = ["REQUESTS", "REQUEST_SECONDS", "ApiMiddleware", "tracing_enabled"]
+__all__ = [
+    "REQUESTS",
+    "REQUEST_SECONDS",
+    "ApiMiddleware",
+    "mark_audited",
+    "request_audit",
+    "tracing_enabled",
+]
 
 log = get_logger("netsuke.api")
 _tracer = get_tracer("netsuke.api")
@@ -89,11 +105,68 @@ def _outcome(status: int) -> str:
     return "refused" if status < 500 else "error"
 
 
+def _audit_row(scope: Scope, status: int) -> AuditValues:
+    principal = scope["state"].get("principal")
+    route = route_template(scope) or scope["path"]
+    return audit_values(
+        actor=principal.actor if principal is not None else "anonymous",
+        action=f"{scope['method']} {route}"[:64],
+        target=scope["path"][:300],
+        outcome=_outcome(status),
+        details={"status": status, "request_id": scope["state"].get("request_id")},
+    )
+
+
+def request_audit(scope: Scope, status: int) -> AuditValues:
+    """The audit record of this request as answered ``status``, for a route that commits it
+    in its own write's transaction; after that write committed, the route calls
+    ``mark_audited`` and the middleware records nothing more."""
+    return _audit_row(scope, status)
+
+
+def mark_audited(scope: Scope) -> None:
+    """The request's audit record was committed with the route's write."""
+    scope["state"]["audited"] = True
+
+
 class ApiMiddleware:
-    def __init__(self, app: ASGIApp, *, store: Store, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        store: Store,
+        max_body_bytes: int,
+        access_log_sample: float = 1.0,
+        access_log_slow_ms: float = 1000.0,
+    ) -> None:
         self.app = app
         self.store = store
         self.max_body_bytes = max_body_bytes
+        self.access_log_sample = access_log_sample
+        self.slow_s = access_log_slow_ms / 1000.0
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def _observe(self, method: str, route: str, status: int, elapsed: float) -> None:
+        """Count and time the request (label children cached: ``labels()`` costs more than
+        ``inc``/``observe``)."""
+        key = (method, route, status)
+        pair = self._children.get(key)
+        if pair is None:
+            if len(self._children) > 5000:
+                self._children.clear()
+            pair = self._children[key] = (
+                REQUESTS.labels(method, route, str(status)),
+                REQUEST_SECONDS.labels(method, route),
+            )
+        pair[0].inc()
+        pair[1].observe(elapsed)
+
+    def _logged(self, status: int, elapsed: float) -> bool:
+        """Whether this request gets an access log line (see the module documentation)."""
+        if status >= 400 or elapsed >= self.slow_s:
+            return True
+        sample = self.access_log_sample
+        return sample >= 1.0 or (sample > 0.0 and random.random() < sample)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -127,8 +200,9 @@ class ApiMiddleware:
             if message["type"] == "http.response.start":
                 status_box[0] = message["status"]
                 message["headers"] = [*message.get("headers", []), id_header]
-                if audited:
-                    await self._audit(scope, method, message["status"], request_id)
+                state = scope["state"]
+                if audited and state.get("principal") is not None and not state.get("audited"):
+                    await self._audit(scope, message["status"])
             await send(message)
 
         try:
@@ -147,17 +221,17 @@ class ApiMiddleware:
             status = status_box[0]
             route = route_template(scope) or "(unmatched)"
             elapsed = time.perf_counter() - started
-            REQUESTS.labels(method, route, str(status)).inc()
-            REQUEST_SECONDS.labels(method, route).observe(elapsed)
-            principal = scope["state"].get("principal")
-            log.info(
-                "api.request",
-                method=method,
-                route=route,
-                status=status,
-                duration_ms=round(elapsed * 1000, 3),
-                key_prefix=principal.prefix if principal is not None else None,
-            )
+            self._observe(method, route, status, elapsed)
+            if self._logged(status, elapsed):
+                principal = scope["state"].get("principal")
+                log.info(
+                    "api.request",
+                    method=method,
+                    route=route,
+                    status=status,
+                    duration_ms=round(elapsed * 1000, 3),
+                    key_prefix=principal.prefix if principal is not None else None,
+                )
             if span is not None:
                 span.update_name(f"{method} {route}")
                 span.set_attribute("http.route", route)
@@ -194,17 +268,9 @@ class ApiMiddleware:
         )
         await response(scope, receive, send)
 
-    async def _audit(self, scope: Scope, method: str, status: int, request_id: str) -> None:
-        principal = scope["state"].get("principal")
-        route = route_template(scope) or scope["path"]
+    async def _audit(self, scope: Scope, status: int) -> None:
         try:
-            await self.store.audit.record(
-                actor=principal.actor if principal is not None else "anonymous",
-                action=f"{method} {route}"[:64],
-                target=scope["path"][:300],
-                outcome=_outcome(status),
-                details={"status": status, "request_id": request_id},
-            )
+            await self.store.audit.write((_audit_row(scope, status),))
         except Exception as exc:  # the answer still goes out; the failure is logged loudly
             log.error("api.audit_failed", error=repr(exc), path=scope["path"])
 

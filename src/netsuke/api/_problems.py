@@ -14,7 +14,11 @@ Mapping of lower layers' errors (``install_problem_handlers``):
 | ``store.AlreadyExistsError`` | 409 | ``already-exists`` (``current_version``) |
 | ``store.ConflictError`` | 412 | ``version-mismatch`` (``current_version``) |
 | an HTTP error from routing (404, 405) | same | ``http`` |
+| the store cannot take writes now (locked, full, read-only, I/O) | 503 | ``store-unavailable`` |
 | anything else | 500 | ``internal`` (no detail: the log has it, with the request id) |
+
+A ``store-unavailable`` problem carries ``reason`` (``store.unavailable_reason``) and
+``Retry-After`` (1 s when locked, else 30 s); nothing was changed by the request.
 
 Input values are never echoed back (they may hold secrets), only field paths and reasons.
 """
@@ -29,7 +33,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
 from netsuke.observability import get_logger
-from netsuke.store import AlreadyExistsError, ConflictError, NotFoundError, ValidationError
+from netsuke.store import (
+    AlreadyExistsError,
+    ConflictError,
+    NotFoundError,
+    ValidationError,
+    unavailable_reason,
+)
 
 __all__ = [
     "PROBLEM_JSON",
@@ -37,6 +47,7 @@ __all__ = [
     "install_problem_handlers",
     "problem_body",
     "problem_response",
+    "store_unavailable",
 ]
 
 PROBLEM_JSON = "application/problem+json"
@@ -107,6 +118,19 @@ def problem_response(
         body["instance"] = instance
     body.update(extensions)
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def store_unavailable(reason: str) -> ProblemError:
+    """503 for a store that cannot take writes now (``reason``: ``unavailable_reason``):
+    nothing was changed, the caller may retry after ``Retry-After`` seconds."""
+    return ProblemError(
+        503,
+        "Store unavailable",
+        f"the store cannot take writes now ({reason}); nothing was changed, retry later",
+        type="store-unavailable",
+        headers={"Retry-After": "1" if reason == "locked" else "30"},
+        reason=reason,
+    )
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -198,6 +222,15 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        reason = unavailable_reason(exc)
+        if reason is not None:
+            log.warning(
+                "api.store_unavailable",
+                path=request.url.path,
+                reason=reason,
+                error_type=type(exc).__name__,
+            )
+            return await _problem(request, store_unavailable(reason))
         log.error(
             "api.internal_error",
             path=request.url.path,

@@ -72,6 +72,18 @@ class Settings(BaseSettings):
     """Requests per minute per API key (0: no limit); excess gets 429 with Retry-After."""
     rate_limit_burst: int = Field(default=100, ge=1)
     """Requests a key may make at once before the per-minute rate applies."""
+    anonymous_rate_limit_per_minute: int = Field(default=60, ge=0)
+    """Failed authentications (no key, unknown or revoked key) per minute per client address
+    (0: no limit); beyond, such requests get 429 with Retry-After instead of 401."""
+    anonymous_rate_limit_burst: int = Field(default=30, ge=1)
+    """Failed authentications a client address may make at once before the rate applies."""
+    readyz_min_free_mb: int = Field(default=16, ge=0)
+    """``/readyz`` reports not ready when the SQLite store's file system has less free space."""
+    access_log_sample: float = Field(default=1.0, ge=0.0, le=1.0)
+    """Share of successful requests that get an ``api.request`` log line (failed and slow
+    requests always do): 1.0 logs every request, 0.1 one in ten, 0 none."""
+    access_log_slow_ms: float = Field(default=1000.0, ge=0.0)
+    """A request slower than this always gets its access log line."""
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     """Largest request body accepted (413 beyond)."""
     function_max_timeout_s_user: float = Field(default=60.0, gt=0, le=3600)

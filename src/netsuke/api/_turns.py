@@ -13,6 +13,7 @@ Agent errors map to problems (the agent stays alive with its memory unchanged):
 | ``ModelConfigError`` (no key, no client library, a refused endpoint) | 502 |
 | ``TurnTimeoutError`` | 504 |
 | ``AgentConfigError`` (a stored definition that cannot run) | 422 |
+| the store could not commit the turn (locked, full, read-only) | 503, ``Retry-After`` |
 | any other ``TurnError`` | 502 |
 
 A failed turn's ``detail`` is the error's ``reason``: one safe, actionable line such as
@@ -47,10 +48,11 @@ from netsuke.agents import (
     UnknownAgentDefinitionError,
 )
 from netsuke.kernel import NetsukeError
+from netsuke.store import unavailable_reason
 
 from ._context import ApiContext
 from ._monitor import AgentMonitor
-from ._problems import ProblemError
+from ._problems import ProblemError, store_unavailable
 
 __all__ = [
     "agent_problem",
@@ -98,6 +100,9 @@ def agent_problem(exc: NetsukeError) -> ProblemError:
             type="validation",
             errors=errors,
         )
+    reason = unavailable_reason(exc)
+    if reason is not None:  # the turn was not committed: nothing changed
+        return store_unavailable(reason)
     if isinstance(exc, AgentConfigError):
         return ProblemError(
             422,

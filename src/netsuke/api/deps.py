@@ -34,6 +34,7 @@ __all__ = [
     "Paging",
     "StoreDep",
     "authenticate",
+    "client_of",
     "get_ctx",
     "require",
 ]
@@ -48,36 +49,73 @@ def get_ctx(request: HTTPConnection) -> ApiContext:
     return ctx
 
 
-Ctx = Annotated[ApiContext, Depends(get_ctx)]
+# The dependencies are coroutines: FastAPI runs a plain ``def`` dependency in its thread pool,
+# a thread hop per request for a field lookup.
+async def _ctx(request: HTTPConnection) -> ApiContext:
+    ctx: ApiContext = request.app.state.ctx
+    return ctx
 
 
-def get_store(ctx: Ctx) -> Store:
+Ctx = Annotated[ApiContext, Depends(_ctx)]
+
+
+async def get_store(ctx: Ctx) -> Store:
     return ctx.store
 
 
 StoreDep = Annotated[Store, Depends(get_store)]
 
 
-async def authenticate(
-    ctx: ApiContext, secret: str | None, *, cookie: str | None = None
-) -> Principal:
-    """The principal for ``secret`` (or, if none, ``cookie``), rate limited. Raises 401/429."""
-    key = secret or cookie
-    if not key:
-        raise ProblemError(
+def client_of(connection: HTTPConnection) -> str | None:
+    """The caller's address (the peer of the connection; a proxy in front counts as one)."""
+    client = connection.client
+    return client.host if client is not None else None
+
+
+def _unauthenticated(ctx: ApiContext, reason: str, client: str | None) -> ProblemError:
+    """401 for a failed authentication, or 429 once ``client`` failed too often (see
+    ``_auth``); counted and sampled into the log either way."""
+    wait = ctx.anonymous.take(client) if client is not None else 0.0
+    if wait > 0:
+        ctx.auth_failures.failed("limited", client)
+        return ProblemError(
+            429,
+            "Too many requests",
+            "too many requests without a valid API key from this address",
+            type="rate-limited",
+            headers={"Retry-After": ctx.anonymous.retry_after(wait)},
+        )
+    ctx.auth_failures.failed(reason, client)
+    if reason == "missing":
+        return ProblemError(
             401,
             "Unauthorized",
             "send an API key: Authorization: Bearer nsk_...",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    return ProblemError(
+        401,
+        "Unauthorized",
+        "the API key is unknown or revoked",
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
+
+
+async def authenticate(
+    ctx: ApiContext,
+    secret: str | None,
+    *,
+    cookie: str | None = None,
+    client: str | None = None,
+) -> Principal:
+    """The principal for ``secret`` (or, if none, ``cookie``), rate limited. Raises 401/429;
+    a failure from ``client`` (an address) takes from that address's bucket."""
+    key = secret or cookie
+    if not key:
+        raise _unauthenticated(ctx, "missing", client)
     principal = await ctx.keys.verify(key)
     if principal is None:
-        raise ProblemError(
-            401,
-            "Unauthorized",
-            "the API key is unknown or revoked",
-            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-        )
+        raise _unauthenticated(ctx, "invalid", client)
     wait = ctx.limiter.take(principal.prefix)
     if wait > 0:
         raise ProblemError(
@@ -97,7 +135,7 @@ async def get_caller(
 ) -> Principal:
     secret = bearer.credentials if bearer is not None else request.headers.get("x-api-key")
     cookie = request.cookies.get(COOKIE) if request.method in SAFE_METHODS else None
-    principal = await authenticate(ctx, secret, cookie=cookie)
+    principal = await authenticate(ctx, secret, cookie=cookie, client=client_of(request))
     request.state.principal = principal
     return principal
 
@@ -128,7 +166,7 @@ class PageParams:
     cursor: str | None
 
 
-def get_paging(
+async def get_paging(
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 50,
     cursor: Annotated[
         str | None,

@@ -36,6 +36,7 @@ import pydantic
 
 from netsuke.events import EventBus, topics
 from netsuke.store import (
+    AuditValues,
     Page,
     Store,
     TaskDraft,
@@ -108,9 +109,11 @@ class TaskQueue:
         idempotency_key: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
+        audit: Callable[[str], Sequence[AuditValues]] | None = None,
     ) -> TaskRecord:
         """Queue a task; returns it once committed. ``TaskValidationError`` for bad input
-        (nothing is queued)."""
+        (nothing is queued). ``audit(task_id)``: audit rows committed in the task's own
+        transaction when it is created (a store backend; none for a duplicate)."""
         policy = retry or self.retry
         if delay < 0:
             raise TaskValidationError("delay", "must be >= 0 seconds")
@@ -162,6 +165,8 @@ class TaskQueue:
                 field = ".".join(str(p) for p in err["loc"]) or "task"
                 raise TaskValidationError(field, err["msg"]) from None
             draft.with_payload_json(text)  # the store writes it as is: encoded once
+        if audit is not None:
+            draft.with_audit(audit)
         if tracing():
             with tracer.start_as_current_span(
                 "routing.task.submit", attributes={"task.kind": kind}

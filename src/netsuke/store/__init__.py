@@ -14,7 +14,7 @@ stated in its docstring and in ``docs/store.md``.
 
 from ._agents import AgentRepository, SyncResult
 from ._api_keys import ApiKeyRepository
-from ._audit import AuditRepository
+from ._audit import AuditRepository, AuditValues, audit_values
 from ._conversations import ConversationRepository, dump_messages, load_messages
 from ._definitions import (
     AgentDefinition,
@@ -44,6 +44,7 @@ from ._factory import AgentFactory, AgentSpec, build_spec
 from ._files import dump_agent_yaml, export_agents, load_agent_file, sync_agents
 from ._functions import FunctionRepository
 from ._group_commit import GroupCommitter
+from ._health import probe_writable, unavailable_reason
 from ._ids import new_id
 from ._json_values import MAX_JSON_DEPTH, check_json, json_problem, sanitize_json
 from ._migrate import current_revision, downgrade, head_revision, known_revisions, upgrade
@@ -99,6 +100,7 @@ __all__ = [
     "ApiKeyRepository",
     "AuditEntry",
     "AuditRepository",
+    "AuditValues",
     "ConflictError",
     "Conversation",
     "ConversationRepository",
@@ -144,6 +146,7 @@ __all__ = [
     "WorkflowRepository",
     "WorkflowRunRecord",
     "WorkflowStepRecord",
+    "audit_values",
     "build_spec",
     "check_json",
     "current_revision",
@@ -159,9 +162,11 @@ __all__ = [
     "load_agent_file",
     "load_messages",
     "new_id",
+    "probe_writable",
     "resolve_url",
     "sanitize_json",
     "sync_agents",
+    "unavailable_reason",
     "upgrade",
     "validate_agent",
     "validate_model_string",

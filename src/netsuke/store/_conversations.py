@@ -37,7 +37,7 @@ from ._errors import NotFoundError, StoreClosedError, ValidationError
 from ._models import Base, utcnow
 from ._observe import operation
 from ._records import Conversation, Execution, Page, TurnReceipt
-from ._turn_writers import EXEC_COLUMNS, Turn, make_turn_writer
+from ._turn_writers import EXEC_COLUMNS, AuditValues, Turn, TurnWriter, make_turn_writer
 from ._validation import AGENT_NAME, check_limit
 
 __all__ = ["ConversationRepository", "dump_messages", "load_messages"]
@@ -87,6 +87,11 @@ class ConversationRepository:
     @property
     def group_commit(self) -> bool:
         return self._group_commit
+
+    @property
+    def writer(self) -> TurnWriter:
+        """The turn writer (the audit log commits its records through it too)."""
+        return self._writer
 
     async def close(self) -> None:
         """Commit the turns already queued, then release the turn writer."""
@@ -223,6 +228,7 @@ class ConversationRepository:
         *,
         lone: bool = False,
         incarnation: int | None = None,
+        audit: Sequence[AuditValues] = (),
     ) -> TurnReceipt:
         """``append_turn`` for a hot path that already holds the execution as a plain row: a
         dict with every column of ``executions`` (``id, kind, status, agent_name,
@@ -237,13 +243,15 @@ class ConversationRepository:
         turn is then committed on the event loop when commits are fast, which saves the hop to
         the writer thread and back; the guarantee is the same (see ``docs/store.md``).
 
-        ``incarnation``: the fence (see the module documentation)."""
+        ``incarnation``: the fence (see the module documentation). ``audit``: audit rows
+        (``audit_values``) committed in the turn's transaction: they exist exactly when the
+        turn does."""
         if self._closed:
             raise StoreClosedError("the store is closed")
         if execution_row is not None and not _EXEC_KEYS.issubset(execution_row):
             missing = sorted(_EXEC_KEYS.difference(execution_row))
             raise ValidationError("execution", f"the row lacks {', '.join(missing)}")
-        turn = Turn(session_id, dump_messages(messages), execution_row, incarnation)
+        turn = Turn(session_id, dump_messages(messages), execution_row, incarnation, audit)
         with operation("conversations", "append_turn"):
             return await self._writer.append(turn, inline=lone)
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+
+from ._turn_writers import AuditValues
 
 __all__ = ["TaskDraft", "TaskRecord", "TaskStatus", "trusted_task"]
 
@@ -32,6 +35,7 @@ class TaskDraft(BaseModel):
     run_at: datetime
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     _payload_json: str | None = PrivateAttr(default=None)
+    _audit: Any = PrivateAttr(default=None)  # with_audit
 
     def with_payload_json(self, text: str) -> TaskDraft:
         """Attach ``json.dumps(self.payload)``, which the caller computed already (to check
@@ -104,6 +108,22 @@ class TaskDraft(BaseModel):
     def payload_json(self) -> str | None:
         private = self.__pydantic_private__
         return None if private is None else private.get("_payload_json")
+
+    def with_audit(self, rows_for: Callable[[str], Sequence[AuditValues]]) -> TaskDraft:
+        """Commit audit rows with the task, in its transaction, if it is created (a draft
+        whose idempotency key is taken writes none): ``rows_for(task_id)`` makes them."""
+        private = self.__pydantic_private__
+        if private is None:
+            private = {}
+            object.__setattr__(self, "__pydantic_private__", private)
+        private["_audit"] = rows_for
+        return self
+
+    @property
+    def audit(self) -> Callable[[str], Sequence[AuditValues]] | None:
+        """What ``with_audit`` attached, or ``None``."""
+        private = self.__pydantic_private__
+        return None if private is None else private.get("_audit")
 
     @field_validator("capabilities")
     @classmethod

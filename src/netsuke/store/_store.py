@@ -80,7 +80,7 @@ class Store:
             inline_commit_ms=inline_commit_ms,
         )
         self.executions = ExecutionRepository(database)
-        self.audit = AuditRepository(database)
+        self.audit = AuditRepository(database, self.conversations.writer)
         self.api_keys = ApiKeyRepository(database)
         self.tasks = TaskRepository(database)
         self.workflows = WorkflowRepository(database)

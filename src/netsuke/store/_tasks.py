@@ -33,6 +33,7 @@ from ._validation import check_limit
 __all__ = ["TaskDraft", "TaskRecord", "TaskRepository", "TaskStatus"]
 
 _tasks: Table = Base.metadata.tables["tasks"]
+_audit_log: Table = Base.metadata.tables["audit_log"]
 
 
 def _built(values: dict[str, Any]) -> TaskRecord:
@@ -98,25 +99,37 @@ class TaskRepository:
     ) -> builtins.list[tuple[TaskRecord, bool]]:
         """Insert tasks in one transaction; per draft ``(task, created)``. A draft whose
         ``idempotency_key`` is taken is not inserted: the task holding the key comes back with
-        ``created=False``."""
+        ``created=False``. The audit rows of a created task's draft (``with_audit``) are
+        committed in the same transaction."""
         out: list[tuple[TaskRecord, bool]] = []
         if self._sqlite is not None and all(d.idempotency_key is None for d in drafts):
             records, rows = new_tasks(drafts, now, new_id)
+            audit = [
+                row
+                for d, r in zip(drafts, records, strict=True)
+                if (rows_for := d.audit) is not None
+                for row in rows_for(r.id)
+            ]
             with operation("tasks", "insert", count=len(drafts)):
-                await self._sqlite.insert_rows(rows)
+                await self._sqlite.insert_rows(rows, audit)
             return [(r, True) for r in records]
         with operation("tasks", "insert", count=len(drafts)):
             async with self._db.write() as conn:
                 plain: list[dict[str, Any]] = []
+                audit = []
                 for d in drafts:
                     values = _values(d, now)
                     if d.idempotency_key is None:
                         plain.append(values)
                         out.append((_built(values), True))
+                        if (rows_for := d.audit) is not None:
+                            audit.extend(rows_for(values["id"]))
                         continue
                     res = await conn.execute(self._upsert.values(**values))
                     if res.rowcount == 1:
                         out.append((_built(values), True))
+                        if (rows_for := d.audit) is not None:
+                            audit.extend(rows_for(values["id"]))
                     else:
                         row = (
                             (
@@ -132,6 +145,17 @@ class TaskRepository:
                         out.append((_record(row), False))
                 if plain:
                     await conn.execute(insert(_tasks), plain)
+                for at, actor, action, target, outcome, details in audit:
+                    await conn.execute(
+                        insert(_audit_log).values(
+                            at=at,
+                            actor=actor,
+                            action=action,
+                            target=target,
+                            outcome=outcome,
+                            details=details,
+                        )
+                    )
         return out
 
     async def take(

@@ -33,6 +33,7 @@ from sqlalchemy.engine import make_url
 from ._engine import Database
 from ._errors import StoreClosedError
 from ._records_tasks import TaskDraft, TaskRecord, trusted_task
+from ._turn_writers import _SQLITE_AUDIT, AuditValues, _insert_rows, _sqlite_audit
 
 __all__ = ["COLUMNS", "SqliteTaskWriter", "new_tasks"]
 
@@ -271,10 +272,15 @@ class SqliteTaskWriter:
         self._executor.shutdown(wait=True)
         self._executor = None
 
-    async def insert_rows(self, params: Sequence[tuple[Any, ...]]) -> None:
-        """Insert rows encoded already (``new_tasks``), in one transaction."""
+    async def insert_rows(
+        self, params: Sequence[tuple[Any, ...]], audit: Sequence[AuditValues] = ()
+    ) -> None:
+        """Insert rows encoded already (``new_tasks``), and ``audit`` rows, in one
+        transaction."""
 
         def body(conn: sqlite3.Connection) -> None:
+            if audit:
+                _insert_rows(conn, _SQLITE_AUDIT, _sqlite_audit(audit))
             # Many rows per statement: executemany steps once per row, and each step hands
             # the GIL back and waits to take it again while the event loop's thread is busy.
             for start in range(0, len(params), _ROWS_PER_INSERT):

@@ -42,6 +42,14 @@ while the conversation row still holds that incarnation; otherwise it fails alon
 (SQLite reads the incarnation with the message count under ``BEGIN IMMEDIATE``; PostgreSQL
 adds ``AND incarnation = $4`` to the ``UPDATE ... RETURNING``), so it costs no round trip.
 
+Audit rows ride the same writer. A turn may carry audit rows (the API's record of the request
+that ran it), written in the turn's transaction, so the turn and its audit record commit
+together or not at all; and an item with no conversation part (``session_id=None``) is just
+audit rows (``AuditRepository.record``), group-committed with the turns around it. So on SQLite
+every hot-path write of the API (turns and audit records) goes through one connection and one
+lock: no writer sleeps in SQLite's busy handler waiting for another connection of this node,
+and a request waits for at most the commit in flight plus its own batch's.
+
 A batch the database refuses (duplicate execution id, unknown parent) is retried turn by turn
 so that only the faulty turn fails, with ``ValidationError(field="execution")``.
 """
@@ -55,9 +63,9 @@ import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.engine import make_url
@@ -71,7 +79,9 @@ from ._records import TurnReceipt
 
 __all__ = ["EXEC_COLUMNS", "Turn", "TurnWriter", "make_turn_writer"]
 
-Result = TurnReceipt | BaseException
+Result = TurnReceipt | None | BaseException
+AuditValues = tuple[datetime, str, str, str, str, dict[str, Any]]
+"""An ``audit_log`` row: ``(at, actor, action, target, outcome, details)``."""
 EXEC_COLUMNS = (
     "id", "kind", "status", "agent_name", "function_name", "session_id", "parent_id",
     "started_at", "ended_at", "duration_ms", "tokens_in", "tokens_out", "error", "details",
@@ -80,10 +90,11 @@ EXEC_COLUMNS = (
 
 @dataclass(slots=True)
 class Turn:
-    session_id: str
+    session_id: str | None  # None: no conversation part, only ``audit`` rows
     payloads: list[tuple[str, str]]  # (kind, pydantic-ai JSON) per message
     execution: dict[str, Any] | None  # an executions row, or None
     incarnation: int | None = None  # commit only while the session is at it (None: always)
+    audit: Sequence[AuditValues] = ()  # audit rows committed in the same transaction
 
 
 class TurnWriter(ABC):
@@ -91,10 +102,22 @@ class TurnWriter(ABC):
 
     integrity_errors: tuple[type[BaseException], ...] = ()
 
-    @abstractmethod
     async def append(self, turn: Turn, *, inline: bool = False) -> TurnReceipt:
         """Commit ``turn`` (with the turns sharing its batch); its receipt, or its error.
         ``inline``: the caller has nothing else to run meanwhile (a hint; see SQLite)."""
+        if turn.session_id is None:
+            raise ValidationError("session_id", "a turn names its conversation")
+        receipt = await self._commit(turn, inline=inline)
+        assert receipt is not None
+        return receipt
+
+    async def record_audit(self, rows: Sequence[AuditValues]) -> None:
+        """Commit audit rows (group-committed with the turns and rows around them)."""
+        await self._commit(Turn(None, [], None, audit=rows))
+
+    @abstractmethod
+    async def _commit(self, turn: Turn, *, inline: bool = False) -> TurnReceipt | None:
+        """Commit ``turn``: its receipt (``None`` for audit rows alone), or its error."""
 
     async def close(self) -> None:
         """Commit the turns already queued, then release the connection."""
@@ -113,6 +136,7 @@ def make_turn_writer(
 
 def _receipt(turn: Turn, total: int) -> TurnReceipt:
     count = len(turn.payloads)
+    assert turn.session_id is not None
     # Validating four plain fields in pydantic-core costs less than model_construct's Python.
     return TurnReceipt(
         session_id=turn.session_id,
@@ -138,7 +162,46 @@ _SQLITE_MSG = (
     "INSERT INTO messages (conversation_id, seq, kind, payload, execution_id, created_at) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
-_Item = tuple[Turn, "asyncio.Future[TurnReceipt]"]
+_SQLITE_AUDIT = (
+    "INSERT INTO audit_log (at, actor, action, target, outcome, details) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_Item = tuple[Turn, "asyncio.Future[TurnReceipt | None]"]
+_MAX_VARIABLES = 30_000  # below SQLite's 32,766 bound parameters per statement
+
+
+def _insert_rows(conn: sqlite3.Connection, single: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """``single`` (an ``INSERT ... VALUES (?, ...)`` of one row) for every row, as few
+    multi-row statements. ``executemany`` steps the statement once per row and each step hands
+    the GIL back: under load the writer thread then waits for it again (up to the switch
+    interval, 5 ms) once per row, while the batch's callers wait for the commit."""
+    if not rows:
+        return
+    if len(rows) == 1:
+        conn.execute(single, rows[0])
+        return
+    head, _, one = single.rpartition(" VALUES ")
+    per = max(1, _MAX_VARIABLES // len(rows[0]))
+    for start in range(0, len(rows), per):
+        chunk = rows[start : start + per]
+        conn.execute(
+            f"{head} VALUES {', '.join([one] * len(chunk))}", [v for r in chunk for v in r]
+        )
+
+
+def _set_counts(conn: sqlite3.Connection, counts: Sequence[tuple[int, int]], stamp: str) -> None:
+    """Store new message counts ``(conversation id, count)``: one statement (``UPDATE ...
+    FROM`` a ``VALUES`` list), one step."""
+    per = _MAX_VARIABLES // 2
+    for start in range(0, len(counts), per):
+        chunk = counts[start : start + per]
+        conn.execute(
+            f"WITH v(id, c) AS (VALUES {', '.join(['(?, ?)'] * len(chunk))}) "
+            "UPDATE conversations SET message_count = v.c, updated_at = ? "
+            "FROM v WHERE conversations.id = v.id",
+            [*(x for pair in chunk for x in pair), stamp],
+        )
+
+
 _BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 
 
@@ -171,6 +234,14 @@ def _sqlite_execution(row: dict[str, Any]) -> tuple[Any, ...]:
             row["tokens_out"], row["error"], json.dumps(row["details"]))  # fmt: skip
 
 
+def _sqlite_audit(rows: Sequence[AuditValues]) -> list[tuple[Any, ...]]:
+    """Audit rows as ``_SQLITE_AUDIT``'s parameters."""
+    return [
+        (_sqlite_time(at), actor, action, target, outcome, json.dumps(details))
+        for at, actor, action, target, outcome, details in rows
+    ]
+
+
 def _message_rows(
     conversation_id: int, first: int, turn: Turn, execution_id: str | None, stamp: str
 ) -> list[tuple[Any, ...]]:
@@ -190,6 +261,11 @@ def _write_one(turn: Turn, conn: sqlite3.Connection) -> Result:
     payloads = turn.payloads
     conn.execute("BEGIN IMMEDIATE")
     try:
+        if turn.audit:
+            _insert_rows(conn, _SQLITE_AUDIT, _sqlite_audit(turn.audit))
+        if turn.session_id is None:
+            conn.execute("COMMIT")
+            return None
         found = conn.execute(_SQLITE_COUNT, (turn.session_id,)).fetchone()
         if found is None:
             conn.execute("ROLLBACK")
@@ -204,8 +280,8 @@ def _write_one(turn: Turn, conn: sqlite3.Connection) -> Result:
             execution_id = row["id"]
             conn.execute(_SQLITE_EXEC, _sqlite_execution(row))
         if payloads:
-            conn.executemany(
-                _SQLITE_MSG, _message_rows(conversation_id, first, turn, execution_id, stamp)
+            _insert_rows(
+                conn, _SQLITE_MSG, _message_rows(conversation_id, first, turn, execution_id, stamp)
             )
         total = first + len(payloads)
         conn.execute(_SQLITE_SET_COUNT, (total, stamp, conversation_id))
@@ -250,7 +326,7 @@ class SqliteTurnWriter(TurnWriter):
     def _observe(self, seconds: float) -> None:
         self._commit_avg += (seconds - self._commit_avg) * 0.2
 
-    async def append(self, turn: Turn, *, inline: bool = False) -> TurnReceipt:
+    async def _commit(self, turn: Turn, *, inline: bool = False) -> TurnReceipt | None:
         # Once queued, the turn is committed even if the caller stops waiting.
         if self._closed:
             raise StoreClosedError("the store is closed")
@@ -277,7 +353,7 @@ class SqliteTurnWriter(TurnWriter):
             # very event loop): the thread waits for it instead, with the busy timeout.
             METRICS.inline_busy += 1
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[TurnReceipt] = loop.create_future()
+        future: asyncio.Future[TurnReceipt | None] = loop.create_future()
         if self._thread is None:
             self._start(loop)
         self._pending += 1
@@ -393,20 +469,28 @@ class SqliteTurnWriter(TurnWriter):
         results: list[Result] = []
         executions: list[tuple[Any, ...]] = []
         messages: list[tuple[Any, ...]] = []
-        sessions = list({turn.session_id: None for turn in turns})
+        audit: list[tuple[Any, ...]] = []
+        sessions = list({turn.session_id: None for turn in turns if turn.session_id is not None})
         conn.execute("BEGIN IMMEDIATE")
         try:
-            rows = conn.execute(
-                "SELECT session_id, id, message_count, incarnation FROM conversations "
-                f"WHERE session_id IN ({', '.join('?' * len(sessions))})",
-                sessions,
-            ).fetchall()
-            current = {row[0]: row[3] for row in rows}
-            counts: dict[str, list[int]] = {
-                session_id: [conversation_id, count]
-                for session_id, conversation_id, count, _ in rows
-            }
+            counts: dict[str, list[int]] = {}
+            current: dict[str, int] = {}
+            if sessions:
+                # one row (a JSON array), so one step: see _insert_rows
+                found = conn.execute(
+                    "SELECT json_group_array(json_array(session_id, id, message_count, "
+                    "incarnation)) FROM conversations "
+                    f"WHERE session_id IN ({', '.join('?' * len(sessions))})",
+                    sessions,
+                ).fetchone()[0]
+                for session_id, conversation_id, count, incarnation in json.loads(found):
+                    counts[session_id] = [conversation_id, count]
+                    current[session_id] = incarnation
             for turn in turns:
+                if turn.session_id is None:
+                    audit.extend(_sqlite_audit(turn.audit))
+                    results.append(None)
+                    continue
                 found = counts.get(turn.session_id)
                 if found is None:
                     results.append(NotFoundError("conversation", turn.session_id))
@@ -423,15 +507,17 @@ class SqliteTurnWriter(TurnWriter):
                     execution_id = turn.execution["id"]
                     executions.append(_sqlite_execution(turn.execution))
                 messages.extend(_message_rows(conversation_id, first, turn, execution_id, stamp))
+                if turn.audit:
+                    audit.extend(_sqlite_audit(turn.audit))
                 results.append(_receipt(turn, total))
-            if executions:
-                conn.executemany(_SQLITE_EXEC, executions)
-            if messages:
-                conn.executemany(_SQLITE_MSG, messages)
+            _insert_rows(conn, _SQLITE_AUDIT, audit)
+            _insert_rows(conn, _SQLITE_EXEC, executions)
+            _insert_rows(conn, _SQLITE_MSG, messages)
             if counts:
-                conn.executemany(
-                    _SQLITE_SET_COUNT,
-                    [(count, stamp, conversation_id) for conversation_id, count in counts.values()],
+                _set_counts(
+                    conn,
+                    [(conversation_id, count) for conversation_id, count in counts.values()],
+                    stamp,
                 )
             conn.execute("COMMIT")
         except BaseException:
@@ -474,10 +560,21 @@ _PG_EXEC = (
     f"({', '.join(f'${i + 1}' for i in range(len(EXEC_COLUMNS) - 1))}, "
     f"${len(EXEC_COLUMNS)}::jsonb)"
 )
+_PG_AUDIT = (
+    "INSERT INTO audit_log (at, actor, action, target, outcome, details) "
+    "VALUES ($1, $2, $3, $4, $5, $6::jsonb)"
+)
 _PG_MSG = (
     "INSERT INTO messages (conversation_id, seq, kind, payload, execution_id, created_at) "
     "VALUES ($1, $2, $3, $4, $5, $6)"
 )
+
+
+def _pg_audit(rows: Sequence[AuditValues]) -> Iterator[tuple[Any, ...]]:
+    return (
+        (at, actor, action, target, outcome, json.dumps(details))
+        for at, actor, action, target, outcome, details in rows
+    )
 
 
 class AsyncpgTurnWriter(TurnWriter):
@@ -486,11 +583,11 @@ class AsyncpgTurnWriter(TurnWriter):
 
         self._db = db
         self.integrity_errors = (asyncpg.IntegrityConstraintViolationError,)
-        self._committer: GroupCommitter[Turn, TurnReceipt] | None = (
+        self._committer: GroupCommitter[Turn, TurnReceipt | None] | None = (
             GroupCommitter(self.write, max_batch=max_batch) if max_batch > 1 else None
         )
 
-    async def append(self, turn: Turn, *, inline: bool = False) -> TurnReceipt:
+    async def _commit(self, turn: Turn, *, inline: bool = False) -> TurnReceipt | None:
         if self._committer is not None:
             return await self._committer.submit(turn)
         result = (await self.write([turn]))[0]
@@ -528,8 +625,13 @@ class AsyncpgTurnWriter(TurnWriter):
         results: list[Result] = []
         executions: list[tuple[Any, ...]] = []
         messages: list[tuple[Any, ...]] = []
+        audit: list[tuple[Any, ...]] = []
         async with self._db.driver() as conn, conn.transaction():
             for turn in turns:
+                if turn.session_id is None:
+                    audit.extend(_pg_audit(turn.audit))
+                    results.append(None)
+                    continue
                 count = len(turn.payloads)
                 inc = turn.incarnation
                 if inc is None:
@@ -557,7 +659,10 @@ class AsyncpgTurnWriter(TurnWriter):
                 first = total - count
                 for i, (kind, payload) in enumerate(turn.payloads):
                     messages.append((conversation_id, first + i, kind, payload, execution_id, now))
+                audit.extend(_pg_audit(turn.audit))  # exactly when the turn commits
                 results.append(_receipt(turn, total))
+            if audit:
+                await conn.executemany(_PG_AUDIT, audit)
             if executions:
                 await conn.executemany(_PG_EXEC, executions)
             if messages:

@@ -39,7 +39,7 @@ from netsuke.store import NotFoundError, ValidationError, check_json
 from .._auth import Principal
 from .._problems import ProblemError, problem_body
 from .._turns import agent_problem, agents_of, event_json
-from ..deps import COOKIE, Ctx, authenticate, get_ctx
+from ..deps import COOKIE, Ctx, authenticate, client_of, get_ctx
 from .events import _same_origin
 
 __all__ = ["router"]
@@ -65,7 +65,11 @@ async def chat_page(
 ) -> Response:
     cookie = request.cookies.get(COOKIE)
     try:
-        viewer = await authenticate(ctx, None, cookie=cookie) if cookie else None
+        viewer = (
+            await authenticate(ctx, None, cookie=cookie, client=client_of(request))
+            if cookie
+            else None
+        )
     except ProblemError:
         viewer = None
     if viewer is None:
@@ -88,7 +92,7 @@ async def _principal(websocket: WebSocket) -> Principal | None:
     secret = auth[7:] if auth.lower().startswith("bearer ") else None
     cookie = websocket.cookies.get(COOKIE) if _same_origin(websocket) else None
     try:
-        return await authenticate(ctx, secret, cookie=cookie)
+        return await authenticate(ctx, secret, cookie=cookie, client=client_of(websocket))
     except ProblemError:
         return None
 

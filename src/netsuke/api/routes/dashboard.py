@@ -26,7 +26,7 @@ from netsuke.store import dump_agent_yaml
 
 from .._auth import Principal
 from .._problems import ProblemError
-from ..deps import COOKIE, Ctx, authenticate
+from ..deps import COOKIE, Ctx, authenticate, client_of
 
 __all__ = ["router"]
 
@@ -45,7 +45,7 @@ async def _viewer(ctx: Ctx, request: Request) -> Principal | None:
     if not cookie:
         return None
     try:
-        principal = await authenticate(ctx, None, cookie=cookie)
+        principal = await authenticate(ctx, None, cookie=cookie, client=client_of(request))
     except ProblemError:
         return None
     request.state.principal = principal
@@ -59,7 +59,7 @@ async def login_page(request: Request) -> Response:
 
 @router.post("/dashboard/login", status_code=204)
 async def login(ctx: Ctx, request: Request, body: LoginRequest) -> Response:
-    principal = await authenticate(ctx, body.key)
+    principal = await authenticate(ctx, body.key, client=client_of(request))
     request.state.principal = principal
     response = Response(status_code=204)
     response.set_cookie(

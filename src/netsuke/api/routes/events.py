@@ -26,7 +26,7 @@ from netsuke.events import Event
 
 from .._auth import Principal
 from .._problems import ProblemError
-from ..deps import COOKIE, authenticate, get_ctx
+from ..deps import COOKIE, authenticate, client_of, get_ctx
 
 __all__ = ["router"]
 
@@ -58,7 +58,7 @@ async def events(websocket: WebSocket) -> None:
     secret = secret or websocket.headers.get("x-api-key")
     cookie = websocket.cookies.get(COOKIE) if _same_origin(websocket) else None
     try:
-        principal = await authenticate(ctx, secret, cookie=cookie)
+        principal = await authenticate(ctx, secret, cookie=cookie, client=client_of(websocket))
     except ProblemError as exc:
         await websocket.close(code=4429 if exc.status == 429 else 4401, reason=exc.title)
         return

@@ -16,7 +16,8 @@ history, status, stop.
 * ``DELETE /sessions/{id}[?purge=true]``: stop the session (204); its conversation stays in
   the store unless ``purge`` (then it is deleted too).
 * ``POST /sessions/{id}/messages {"message"}`` runs one turn and answers once it is committed
-  (``output``, ``execution_id``, tokens, ``duration_ms``). With ``Accept: text/event-stream``
+  (``output``, ``execution_id``, tokens, ``duration_ms``); the request's audit record is
+  committed in the turn's transaction. With ``Accept: text/event-stream``
   or ``?stream=true`` the reply is Server-Sent Events: ``delta`` (``{"text"}``),
   ``tool_call_started``, ``tool_call_finished``, then ``completed`` (the committed turn) or
   ``error`` (a problem). An error before the first event is a plain problem response.
@@ -42,6 +43,7 @@ from netsuke.store import NotFoundError
 
 from .._auth import Principal
 from .._context import ApiContext
+from .._middleware import mark_audited, request_audit
 from .._problems import ProblemError, problem_body
 from .._turns import agent_problem, agents_of, dump_messages, event_json, jsonable, monitor_of
 from ..deps import Caller, Ctx, Paging
@@ -258,11 +260,14 @@ async def post_message(
     await checked(ctx, caller, session_id)
     agents = agents_of(ctx)
     if not _wants_stream(request, stream):
+        # the request's audit record is committed in the turn's transaction
+        audit = request_audit(request.scope, 200)
         try:
-            r = await agents.run_turn(session_id, body.message)
+            r = await agents.run_turn(session_id, body.message, audit=(audit,))
         except NetsukeError as exc:
             raise _problem(exc) from None
-        return Reply(
+        mark_audited(request.scope)
+        reply = Reply(
             session_id=session_id,
             output=jsonable(r.output),
             execution_id=r.execution_id,
@@ -270,6 +275,8 @@ async def post_message(
             tokens_out=r.tokens_out,
             duration_ms=r.duration_ms,
         )
+        # serialised here, once: FastAPI would validate the model again, then encode it twice
+        return Response(reply.model_dump_json(), media_type="application/json")
     events = agents.stream(session_id, body.message).__aiter__()
     try:
         first: StreamEvent = await events.__anext__()

@@ -8,9 +8,10 @@
   API key returns the first task (200); another key's never collides, whatever its name.
   Bad input is a 422 and queues nothing.
 * A task **belongs to the API key that submitted it** (the audit entry ``task.submit``,
-  target ``task:<id>``, actor ``Principal.owner_id``, written in the same request). A
-  ``user`` key lists and reads only its own tasks; another's is a 404. Operators and admins
-  see every task.
+  target ``task:<id>``, actor ``Principal.owner_id``, committed in the task's own
+  transaction with the request's audit record: under a locked or full store the answer is
+  503 and nothing is queued). A ``user`` key lists and reads only its own tasks; another's is
+  a 404. Operators and admins see every task.
 * ``GET /tasks?status=&kind=&id_prefix=&limit=&cursor=``, ``GET /tasks/{id}``: attempts,
   status, ``last_error``, result (``id_prefix``: tasks whose id starts with it, how the CLI
   takes an id prefix).
@@ -26,7 +27,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from netsuke.routing import (
@@ -36,10 +37,11 @@ from netsuke.routing import (
     TaskRecord,
     TaskValidationError,
 )
-from netsuke.store import json_problem, sanitize_json
+from netsuke.store import AuditValues, audit_values, json_problem, sanitize_json
 
 from .._auth import Principal
 from .._context import ApiContext
+from .._middleware import mark_audited, request_audit
 from .._problems import ProblemError
 from ..deps import Caller, Ctx, Operator, Paging
 
@@ -128,10 +130,25 @@ async def checked(ctx: ApiContext, caller: Principal, task_id: str) -> TaskRecor
 
 
 @router.post("/tasks", status_code=201, response_model=TaskRecord)
-async def submit(ctx: Ctx, caller: Caller, body: TaskIn, response: Response) -> TaskRecord:
+async def submit(
+    ctx: Ctx, caller: Caller, body: TaskIn, request: Request, response: Response
+) -> TaskRecord:
     queue = queue_of(ctx)
     began = datetime.now(UTC)
     key = caller.scope(body.idempotency_key) if body.idempotency_key else None
+    # The ownership record and the request's audit record commit in the task's transaction:
+    # a task exists exactly when its owner is recorded (a locked store fails all, or none).
+    answered = request_audit(request.scope, 201)
+
+    def audit(task_id: str) -> tuple[AuditValues, ...]:
+        owner = audit_values(
+            actor=caller.owner_id,
+            action=SUBMIT,
+            target=_target(task_id),
+            details={"kind": body.kind},
+        )
+        return (owner, answered)
+
     try:
         policy = RetryPolicy(
             max_attempts=body.max_attempts, base=body.backoff_base, cap=body.backoff_cap
@@ -145,20 +162,16 @@ async def submit(ctx: Ctx, caller: Caller, body: TaskIn, response: Response) -> 
             idempotency_key=key,
             retry=policy,
             timeout=body.timeout,
+            audit=audit,
         )
     except TaskValidationError as exc:
         raise _invalid(exc) from None
     except ValueError as exc:
         raise ProblemError(422, "Validation failed", str(exc)[:300], type="validation") from None
     if key is not None and task.created_at.replace(tzinfo=task.created_at.tzinfo or UTC) < began:
-        response.status_code = 200  # the first task with this key
+        response.status_code = 200  # the first task with this key (the middleware audits)
     else:
-        await ctx.store.audit.record(
-            actor=caller.owner_id,
-            action=SUBMIT,
-            target=_target(task.id),
-            details={"kind": task.kind},
-        )
+        mark_audited(request.scope)
     response.headers["Location"] = f"/api/v1/tasks/{task.id}"
     # a new task passed the check at the door; a replayed one may predate it
     return servable(task) if response.status_code == 200 else task
