@@ -162,8 +162,19 @@ async def test_inline_and_thread_commits_interleave_without_losing_a_turn(tmp_pa
             assert (await conv.get(s)).message_count == 10
 
 
+class _SteadyClock:
+    """``time`` for the writer: every commit measures ``step`` seconds, whatever the load."""
+
+    def __init__(self, step: float) -> None:
+        self.step, self.now = step, 0.0
+
+    def perf_counter(self) -> float:
+        self.now += self.step / 2  # two readings per commit
+        return self.now
+
+
 async def test_a_lone_turn_never_waits_on_the_loop_for_another_connections_lock(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A write transaction of the store's own pool (aiosqlite) holds the lock, and only this
     # event loop can drive it to its commit. Waiting for the lock on the loop would deadlock
@@ -187,6 +198,9 @@ async def test_a_lone_turn_never_waits_on_the_loop_for_another_connections_lock(
         # That commit's wall time included the wait for the lock, so the moving average is
         # high and lone turns use the thread until fast commits have brought it down again.
         assert _writer(store).commit_seconds > 0.002
+        # From here commits measure 0.5 ms each (a steady clock, not the machine's load), so
+        # the average comes down and the first lone turn at or under the limit goes inline.
+        monkeypatch.setattr("netsuke.store._turn_writers.time", _SteadyClock(0.0005))
         texts = ["one"]
         for i in range(60):
             texts.append(f"t{i}")
