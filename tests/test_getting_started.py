@@ -16,7 +16,9 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -66,6 +68,11 @@ def test_every_command_of_getting_started_runs(tmp_path: Path) -> None:
     found = blocks()
     node = next(b for b in found if b.startswith("# terminal 1"))
     steps = [b for b in found if not b.startswith(("# terminal 1", "# PostgreSQL"))]
+    servers = ExitStack()
+    fake = servers.enter_context(fake_openai_server())  # first: the node's allow-list names it
+    allowed = urlsplit(OLLAMA_URL).netloc
+    assert allowed in node  # the node allows the local model server of section 4
+    node = node.replace(allowed, urlsplit(fake.url).netloc)
     proc = subprocess.Popen(
         ["bash", "-c", node], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         cwd=tmp_path, env=_env(NETSUKE_PORT="0"), start_new_session=True,
@@ -83,16 +90,16 @@ def test_every_command_of_getting_started_runs(tmp_path: Path) -> None:
             if m := re.search(r"admin API key \(shown once, keep it\): (nsk_\S+)", line):
                 key = m.group(1)
         assert url and key, "the node did not print its URL and key"
-        with fake_openai_server() as fake:
-            script = "set -euo pipefail\n" + "\n".join(steps)
-            script = script.replace("nsk_...", key).replace(OLLAMA_URL, fake.url)
-            run = subprocess.run(
-                ["bash", "-c", script], capture_output=True, text=True, timeout=240,
-                check=False, cwd=tmp_path, env=_env(NETSUKE_URL=url),
-            )  # fmt: skip
-            assert run.returncode == 0, f"{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
-            assert [r["model"] for r in fake.requests] == ["llama3.2"]
+        script = "set -euo pipefail\n" + "\n".join(steps)
+        script = script.replace("nsk_...", key).replace(OLLAMA_URL, fake.url)
+        run = subprocess.run(
+            ["bash", "-c", script], capture_output=True, text=True, timeout=240,
+            check=False, cwd=tmp_path, env=_env(NETSUKE_URL=url),
+        )  # fmt: skip
+        assert run.returncode == 0, f"{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+        assert [r["model"] for r in fake.requests] == ["llama3.2"]
     finally:
+        servers.close()
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
         if proc.stdout is not None:
