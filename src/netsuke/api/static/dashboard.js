@@ -99,18 +99,28 @@ const Netsuke = (() => {
     return tr;
   }
 
+  const sessionFetches = new Map();  // session id -> number of the latest fetch for it
+
   async function upsertSession(id, topic) {
     const body = document.querySelector("#sessions tbody");
     if (!body) return;
-    const old = body.querySelector(`tr[data-session="${CSS.escape(id)}"]`);
+    const find = () => body.querySelector(`tr[data-session="${CSS.escape(id)}"]`);
+    const mine = (sessionFetches.get(id) || 0) + 1;
+    sessionFetches.set(id, mine);
     const response = await fetch(`/api/v1/sessions/${encodeURIComponent(id)}`);
+    if (sessionFetches.get(id) !== mine) return;  // a later event's fetch has the newer state
     if (!response.ok) {
+      const old = find();
       if (old && topic === "agent.stopped") old.querySelector(".state").textContent = "stopped";
       return;
     }
     const s = await response.json();
+    if (sessionFetches.get(id) !== mine) return;
     if (topic === "agent.stopped") s.state = "stopped";
     const row = sessionRow(s);
+    // looked up after the fetch: events that arrive together each fetch, and the later
+    // answer replaces the row the earlier one added instead of adding a second one
+    const old = find();
     if (old) old.replaceWith(row); else body.prepend(row);
   }
 
