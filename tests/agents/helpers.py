@@ -28,13 +28,21 @@ def echo_model(counter: list[int] | None = None) -> FunctionModel:
 
 
 def slow_model(
-    delay: float, started: asyncio.Event | None = None, cancelled: list[int] | None = None
+    delay: float,
+    started: asyncio.Event | None = None,
+    cancelled: list[int] | None = None,
+    release: asyncio.Event | None = None,
 ) -> FunctionModel:
+    """A model that answers after ``delay`` seconds, or once ``release`` is set if given."""
+
     async def fn(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         if started is not None:
             started.set()
         try:
-            await asyncio.sleep(delay)
+            if release is not None:
+                await release.wait()
+            else:
+                await asyncio.sleep(delay)
         except asyncio.CancelledError:
             if cancelled is not None:
                 cancelled.append(1)

@@ -24,16 +24,17 @@ from .helpers import echo_model, slow_model
 async def test_server_answers_status_and_history_while_a_turn_runs(
     agents: Agents, rt: Runtime
 ) -> None:
-    started = asyncio.Event()
-    pid = await agents.start_agent("slow", AgentConfig(name="slow", model=slow_model(0.5, started)))
+    started, release = asyncio.Event(), asyncio.Event()
+    model = slow_model(0, started, release=release)  # the model answers only when released
+    pid = await agents.start_agent("slow", AgentConfig(name="slow", model=model))
     turn = asyncio.ensure_future(agents.run("slow", "think"))
     await asyncio.wait_for(started.wait(), 5)
-    t0 = asyncio.get_running_loop().time()
-    status = await agents.status("slow")
+    status = await asyncio.wait_for(agents.status("slow"), 5)
     assert status["state"] == "running" and status["execution"] is not None
     assert agent_load(rt, pid) == 1
-    assert await agents.history("slow") == []
-    assert asyncio.get_running_loop().time() - t0 < 0.2
+    assert await asyncio.wait_for(agents.history("slow"), 5) == []
+    assert not turn.done()  # answered while the model call is still in flight
+    release.set()
     assert await turn == "slow think"
     assert agent_load(rt, pid) == 0 and len(await agents.history("slow")) == 2
 
