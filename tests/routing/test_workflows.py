@@ -26,6 +26,19 @@ from .helpers import Fixed
 
 def diamond(log: list[str], strategy: Any = "parallel") -> Workflow:
     wf = Workflow("diamond", strategy=strategy)
+    began: set[str] = set()
+    both = asyncio.Event()
+
+    async def together(step: str) -> None:
+        """In parallel, each branch waits until both began (proof they overlap, whatever the
+        machine's load); in sequence, it just yields."""
+        began.add(step)
+        if strategy != "parallel":
+            await asyncio.sleep(0)
+            return
+        if len(began) == 2:
+            both.set()
+        await asyncio.wait_for(both.wait(), 30)
 
     @wf.step()
     async def fetch(ctx: StepContext) -> dict[str, Any]:
@@ -37,14 +50,14 @@ def diamond(log: list[str], strategy: Any = "parallel") -> Workflow:
     @wf.step(after=["fetch"])
     async def upper(ctx: StepContext) -> str:
         log.append("upper:start")
-        await asyncio.sleep(0.02)
+        await together("upper")
         log.append("upper:end")
         return str(ctx.outputs["fetch"]["text"]).upper()
 
     @wf.step(after=["fetch"])
     async def length(ctx: StepContext) -> int:
         log.append("length:start")
-        await asyncio.sleep(0.02)
+        await together("length")
         log.append("length:end")
         return len(ctx.outputs["fetch"]["text"])
 
