@@ -300,6 +300,7 @@ async def test_a_cancelled_call_leaves_no_worker_behind(sandbox: Sandbox) -> Non
     assert pool is not None
     await _settled(pool)
     before = len(_worker_pids())
+    assert before >= 1  # the pool's idle workers are seen (so a leftover would be too)
     code = "import time\n\ndef slow():\n    time.sleep(30)\n"
     task = asyncio.create_task(
         sandbox.run(code, "slow", {}, is_async=False, timeout_s=30, allowed_imports=["time"])
@@ -310,7 +311,10 @@ async def test_a_cancelled_call_leaves_no_worker_behind(sandbox: Sandbox) -> Non
         await task
     assert (await sandbox.run(ADD, "add", {"a": 2}, is_async=False)).value == 2
     await _settled(pool)
-    await asyncio.sleep(0.3)  # the reaper's kill lands
+    for _ in range(200):  # the reaper's kill lands
+        if len(_worker_pids()) == before:
+            break
+        await asyncio.sleep(0.05)
     assert len(_worker_pids()) == before
 
 
@@ -322,12 +326,28 @@ async def _settled(pool: Any) -> None:
 
 
 def _worker_pids() -> list[int]:
-    pids = []
+    """This test process's sandbox workers (descendants only: other processes on the machine
+    may run sandboxes of their own)."""
+    parents: dict[int, int] = {}
+    workers = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
                 if b"result_fd" in (entry / "cmdline").read_bytes():
-                    pids.append(int(entry.name))
-            except OSError:
+                    workers.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
                 continue
-    return pids
+    me = os.getpid()
+
+    def mine(pid: int) -> bool:
+        for _ in range(64):
+            pid = parents.get(pid, 0)
+            if pid == me:
+                return True
+            if pid <= 1:
+                return False
+        return False
+
+    return [pid for pid in workers if mine(pid)]
