@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -153,6 +154,7 @@ def test_what_keeps_a_model_from_working_is_reported_before_any_turn(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     monkeypatch.delenv("OLLAMA_BASE_URL", raising=False)
     env: dict[str, str] = {}
     assert model_problem("offline") is None
@@ -161,8 +163,17 @@ def test_what_keeps_a_model_from_working_is_reported_before_any_turn(
         "model openai-chat:gpt-4o: OPENAI_API_KEY is not set",
     )
     assert model_problem("openai-chat:gpt-4o", environ={"OPENAI_API_KEY": "x"}) is None
-    field, reason = model_problem("anthropic:claude-sonnet-4-5", environ=env) or ("", "")
-    assert field == "model" and "pip install 'netsuke[anthropic]'" in reason
+    assert model_problem("anthropic:claude-sonnet-4-6", environ=env) == (
+        "model",
+        "model anthropic:claude-sonnet-4-6: ANTHROPIC_API_KEY is not set",
+    )
+    with monkeypatch.context() as m:  # a node without the client library
+        m.setitem(sys.modules, "anthropic", None)
+        field, reason = model_problem("anthropic:claude-sonnet-4-6", environ=env) or ("", "")
+        assert field == "model" and "pip install 'netsuke[anthropic]'" in reason
+        with pytest.raises(AgentConfigError) as e:
+            resolve_model("anthropic:claude-sonnet-4-6", api_key="k")
+        assert "netsuke[anthropic]" in e.value.reason
     assert model_problem("ollama:llama3.2", environ=env) == (
         "config.base_url",
         "model ollama:llama3.2: set config.base_url or OLLAMA_BASE_URL",
@@ -194,8 +205,8 @@ def test_what_keeps_a_model_from_working_is_reported_before_any_turn(
         resolve_model("nonsense-provider:xyz")
     assert e.value.field == "model"
     with pytest.raises(AgentConfigError) as e:
-        resolve_model("anthropic:claude-sonnet-4-5")
-    assert "netsuke[anthropic]" in e.value.reason
+        resolve_model("anthropic:claude-sonnet-4-6")
+    assert e.value.reason == "model anthropic:claude-sonnet-4-6: ANTHROPIC_API_KEY is not set"
 
 
 def test_secrets_are_redacted_from_reasons(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,7 +10,8 @@
   ``"openai-chat:"``/``"openai:"`` with ``base_url`` the same; ``"openai-responses:"`` with
   ``base_url`` the Responses API there;
 * ``"ollama:<model>"`` (base URL from ``base_url`` or ``OLLAMA_BASE_URL``) and
-  ``"anthropic:<model>"`` (optional ``base_url``);
+  ``"anthropic:<model>"`` (optional ``base_url``; an ``AsyncAnthropic`` client without the
+  SDK's own retries);
 * any other pydantic-ai string (``"openai-chat:gpt-4o"``, ``"groq:..."``), through
   ``infer_model``. In current pydantic-ai ``"openai:"`` is the Responses API.
 
@@ -290,19 +291,8 @@ def resolve_model(
                     http_client=guard.client() if guard is not None and base_url else None,
                 ),
             )
-        elif provider == "anthropic" and (base_url is not None or key is not None):
-            from pydantic_ai.models.anthropic import AnthropicModel
-            from pydantic_ai.providers.anthropic import AnthropicProvider
-
-            # a definition's base_url gets only the key it names (not ANTHROPIC_API_KEY)
-            resolved = AnthropicModel(
-                model.split(":", 1)[1],
-                provider=AnthropicProvider(
-                    api_key=key or ("not-needed" if base_url else None),
-                    base_url=base_url,
-                    http_client=guard.client() if guard is not None and base_url else None,
-                ),
-            )
+        elif provider == "anthropic":
+            resolved = _anthropic(model.split(":", 1)[1], base_url, key, guard)
         elif key is not None and provider in ("openai-responses", "openai-chat", "openai"):
             from pydantic_ai.providers.openai import OpenAIProvider
 
@@ -352,6 +342,25 @@ def _openai_client(base_url: str, api_key: str | None, guard: EndpointGuard | No
         max_retries=0,
         http_client=guard.client() if guard is not None else None,
     )
+
+
+def _anthropic(
+    name: str, base_url: str | None, api_key: str | None, guard: EndpointGuard | None
+) -> Model:
+    from anthropic import AsyncAnthropic
+    from pydantic_ai.models.anthropic import AnthropicModel
+    from pydantic_ai.providers.anthropic import AnthropicProvider
+
+    # As for OpenAI: the SDK's own retries (2 by default) would multiply RetryingModel's.
+    # A definition's base_url gets only the key it names (never ANTHROPIC_API_KEY); with
+    # neither, the SDK reads ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL from the environment.
+    client = AsyncAnthropic(
+        api_key=api_key or ("not-needed" if base_url else None),
+        base_url=base_url,
+        max_retries=0,
+        http_client=guard.client() if guard is not None and base_url else None,
+    )
+    return AnthropicModel(name, provider=AnthropicProvider(anthropic_client=client))
 
 
 def model_label(model: str | Model | None) -> str:
