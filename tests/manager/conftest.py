@@ -79,11 +79,11 @@ def nats_url(tmp_path: Path) -> Iterator[str]:
             proc.wait()
 
 
-def write_package(root: Path, name: str, code: str, **manifest: Any) -> Path:
-    folder = root / name
+def write_package(root: Path, folder_name: str, code: str, **manifest: Any) -> Path:
+    folder = root / folder_name
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "agent.py").write_text(textwrap.dedent(code))
-    data = {"name": name, "entry_point": "agent.py", **manifest}
+    data = {"name": folder_name, "entry_point": "agent.py", **manifest}
     (folder / "agent.yaml").write_text(yaml.safe_dump(data))
     return folder
 
