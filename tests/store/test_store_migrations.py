@@ -27,6 +27,7 @@ TABLES_BY_REVISION = {
     "0004_tasks": {"tasks", "workflow_runs", "workflow_steps"},
     "0005_webhooks": {"webhooks", "webhook_deliveries"},
     "0006_turn_indexes": set(),  # indexes only
+    "0020_manager": {"manager_agents", "manager_agent_events"},
 }
 
 

@@ -19,7 +19,7 @@ from .. import __version__
 from ..observability import configure_logging
 from ..store import DefinitionFileError, SchemaTooNewError, StoreError
 from ..store import cli as store_cli
-from . import _agents, _chat, _control, _events, _functions, _keys, _tasks
+from . import _agents, _chat, _control, _events, _functions, _keys, _manager, _tasks
 
 app = typer.Typer(
     name="netsuke",
@@ -36,6 +36,7 @@ app.add_typer(_functions.app, name="functions")
 app.add_typer(_tasks.app, name="tasks")
 app.command("events")(_events.events)
 app.command("chat")(_chat.chat)
+app.command("manager")(_manager.manager)
 _ = _control.__all__  # importing _control registers agents start|stop|restart|status|logs
 
 

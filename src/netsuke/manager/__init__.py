@@ -31,6 +31,7 @@ from ._protocol import (
     Command,
 )
 from ._registry import AgentRecord, AgentRegistry, AgentStatus
+from ._sql_state import SqlStateStore
 from ._state import MemoryStateStore, StateStore, StoredAgent
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "ResourceLimits",
     "RestartPolicy",
     "ServiceConfig",
+    "SqlStateStore",
     "StateStore",
     "StoredAgent",
     "load_config",

@@ -613,14 +613,22 @@ class AgentManager:
 
 
 def _kill_leftover(pid: int | None, manifest: PackageManifest) -> None:
-    """A process the store lists as ours: kill its group if it still runs our entry point."""
+    """Kill what is left of a previous incarnation's agent: every process of the session it
+    led (``start_new_session`` made its pid the session id). The agent itself died with the
+    old manager (PDEATHSIG); its own children may have survived it."""
     if not pid:
         return
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return
-    if str(manifest.script.resolve()).encode() in cmdline and os.getpgid(pid) == pid:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-            log.warning("manager.killed_leftover", agent_id=manifest.agent_id, pid=pid)
+    killed = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) == pid and int(entry.name) != os.getpid():  # field 6: session id
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed.append(int(entry.name))
+    if killed:
+        log.warning("manager.killed_leftovers", agent_id=manifest.agent_id, pids=killed)

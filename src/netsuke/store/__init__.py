@@ -43,6 +43,7 @@ from ._files import dump_agent_yaml, export_agents, load_agent_file, sync_agents
 from ._functions import FunctionRepository
 from ._group_commit import GroupCommitter
 from ._ids import new_id
+from ._manager_state import ManagerStateRepository
 from ._migrate import current_revision, downgrade, head_revision, known_revisions, upgrade
 from ._records import (
     ApiKey,
@@ -106,6 +107,7 @@ __all__ = [
     "GroupCommitter",
     "IssuedApiKey",
     "IssuedWebhook",
+    "ManagerStateRepository",
     "ModelSettings",
     "NotFoundError",
     "Page",
