@@ -45,6 +45,7 @@ from .routes import (
     functions,
     health,
     keys,
+    manager,
     sessions,
     tasks,
     webhooks,
@@ -118,6 +119,7 @@ def create_app(
         keys,
         webhooks,
         events,
+        manager,
     ):
         api.include_router(module.router)
     app.include_router(api)

@@ -7,6 +7,7 @@ exponential backoff up to a restart intensity, and answers the seed's commands a
 side. See ``docs/manager.md``.
 """
 
+from ._client import MANAGER_NATS_ENV, ManagerClient, ManagerUnavailableError
 from ._config import (
     DatabaseConfig,
     ManagerConfig,
@@ -43,6 +44,7 @@ __all__ = [
     "AGENT_QUERY",
     "AGENT_RESPONSE",
     "AGENT_STATUS",
+    "MANAGER_NATS_ENV",
     "AgentDiscovery",
     "AgentManager",
     "AgentRecord",
@@ -52,8 +54,10 @@ __all__ = [
     "CommandError",
     "ConfigError",
     "DatabaseConfig",
+    "ManagerClient",
     "ManagerConfig",
     "ManagerError",
+    "ManagerUnavailableError",
     "ManifestError",
     "MemoryStateStore",
     "NatsConfig",

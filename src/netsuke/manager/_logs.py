@@ -20,6 +20,8 @@ class AgentLog:
         self._file: IO[bytes] | None = None
         self._size = 0
         self._followers: set[asyncio.Queue[str]] = set()
+        self.count = 0
+        """Lines written since this log object was made: a cursor for followers."""
 
     def _open(self) -> IO[bytes]:
         if self._file is None:
@@ -51,6 +53,7 @@ class AgentLog:
         f.write(line)
         f.flush()
         self._size += len(line)
+        self.count += 1
         if self._followers:
             text = f"[{stream}] " + line.decode("utf-8", "replace").rstrip("\n")
             for q in self._followers:

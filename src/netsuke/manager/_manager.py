@@ -549,13 +549,24 @@ class AgentManager:
         }
 
     async def _cmd_logs(self, cmd: Command) -> dict[str, Any]:
+        """The last ``params.lines`` lines; with ``params.after`` (a previous ``cursor``) only
+        the lines written since, so a follower polls without gaps or repeats."""
         rec = self._get(cmd.agent_id)
         lines = cmd.params.get("lines", 100)
         if not isinstance(lines, int) or isinstance(lines, bool) or not 1 <= lines <= 10000:
             raise CommandError(
                 "bad_params", "params.lines: an integer 1..10000", agent_id=rec.agent_id
             )
-        return {"lines": rec.log.tail(lines), "file": str(rec.log.path)}
+        after = cmd.params.get("after")
+        if after is not None:
+            if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+                raise CommandError(
+                    "bad_params", "params.after: a cursor (integer >= 0)", agent_id=rec.agent_id
+                )
+            lines = max(0, min(lines, rec.log.count - after))
+        cursor = rec.log.count
+        tail = rec.log.tail(lines) if lines else []
+        return {"lines": tail, "cursor": cursor, "file": str(rec.log.path)}
 
     async def _cmd_history(self, cmd: Command) -> dict[str, Any]:
         rec = self._get(cmd.agent_id)
