@@ -129,10 +129,10 @@ async def test_logs_follow_streams_new_lines(
         assert numbers == list(range(numbers[0], numbers[0] + 4))  # no gap, no repeat
 
 
-async def test_without_a_manager_the_routes_answer_503(tmp_path: Path) -> None:
+async def test_without_a_manager_the_routes_answer_404(tmp_path: Path) -> None:
     async with api_with_manager(tmp_path, None) as live:
         resp = await live.admin.get("/api/v1/manager/agents")
-        assert resp.status_code == 503
+        assert resp.status_code == 404
         assert "NETSUKE_MANAGER_NATS_URL" in resp.json()["detail"]
 
 

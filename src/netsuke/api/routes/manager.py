@@ -5,7 +5,8 @@ The seed's Management API talks to the AgentManager over NATS; these routes do e
 They live under ``/manager/agents`` because ``/agents/{agent_id}/...`` already controls the
 node's own agents (stored definitions); an agent package is a different thing with the same
 verbs. The manager is reached through ``extras["manager"]`` (a ``ManagerClient``), else through
-``$NETSUKE_MANAGER_NATS_URL``; without either every route answers 503.
+``$NETSUKE_MANAGER_NATS_URL``; without either every route answers 404 (there are no
+package agents on this node); a configured manager that does not answer is 503.
 
 * ``GET /manager/agents`` (user), ``GET .../{agent_id}/status`` (user)
 * ``POST .../{agent_id}/start|stop|restart`` (operator); an ``Idempotency-Key`` header is
@@ -48,7 +49,9 @@ def _client(ctx: Any) -> ManagerClient:
         client = ctx.extras["manager"] = ManagerClient(os.environ[MANAGER_NATS_ENV])
     if not isinstance(client, ManagerClient):
         raise ProblemError(
-            503, "Manager not configured", f"set {MANAGER_NATS_ENV} to the manager's NATS server"
+            404,
+            "Manager not configured",
+            f"this node knows no AgentManager: set {MANAGER_NATS_ENV} to the manager's NATS URL",
         )
     return client
 
