@@ -355,7 +355,14 @@ class AgentManager:
         """Mark silent agents ``inactive``; reset the backoff of agents healthy long enough."""
         while self._running:
             self.check_health()
-            await asyncio.sleep(self.config.service.monitoring_interval)
+            await asyncio.sleep(self.monitor_tick())
+
+    def monitor_tick(self) -> float:
+        """``monitoring_interval``, shortened to a quarter of the smallest heartbeat timeout so
+        a silent agent is marked ``inactive`` at most a quarter timeout late."""
+        timeouts = [self.heartbeat_timeout(r) for r in self.registry.all()]
+        smallest = min(timeouts, default=self.config.service.heartbeat_timeout)
+        return min(self.config.service.monitoring_interval, smallest / 4)
 
     def check_health(self) -> None:
         now = time.monotonic()
