@@ -23,9 +23,9 @@ pytestmark = pytest.mark.timeout(120)
 
 
 async def test_restarted_manager_restores_desired_states_from_the_store(
-    make_manager: ManagerFactory, tmp_path: Path
+    make_manager: ManagerFactory, tmp_path: Path, migrated_url: str
 ) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
+    url = migrated_url  # SQLite and PostgreSQL
     pk = tmp_path / "packages"
     write_package(pk, "keeper", SDK_AGENT)
     write_package(pk, "resting", SDK_AGENT)

@@ -181,3 +181,39 @@ async def test_logs_rotate_at_the_size_limit(make_manager: ManagerFactory, tmp_p
     assert (logs / "chatty.log.1").exists()
     assert (logs / "chatty.log").stat().st_size <= 4096
     assert "to stderr" in rec.log.tail(5)
+
+
+async def test_resource_limits_apply_to_the_process(
+    make_manager: ManagerFactory, tmp_path: Path
+) -> None:
+    pk = tmp_path / "packages"
+    write_package(
+        pk,
+        "limited",
+        """
+        import resource
+        print("nofile", resource.getrlimit(resource.RLIMIT_NOFILE)[0], flush=True)
+        print("as", resource.getrlimit(resource.RLIMIT_AS)[0], flush=True)
+        """,
+        limits={"open_files": 64, "memory_mb": 2048},
+    )
+    manager = await make_manager(pk)
+    rec = manager.record("limited")
+    await wait_for(lambda: rec.status == AgentStatus.STOPPED and rec.exit_code == 0, what="exit")
+    assert "nofile 64" in rec.log.tail()
+    assert f"as {2048 * 1024 * 1024}" in rec.log.tail()
+
+
+async def test_prometheus_counts_agents_by_state(
+    make_manager: ManagerFactory, tmp_path: Path
+) -> None:
+    from netsuke.observability import render_metrics
+
+    pk = tmp_path / "packages"
+    write_package(pk, "counted", SDK_AGENT)
+    manager = await make_manager(pk)
+    rec = manager.record("counted")
+    await wait_for(lambda: rec.status == AgentStatus.RUNNING, what="running")
+    text = render_metrics().decode()
+    assert 'netsuke_manager_agents{state="running"} 1.0' in text
+    assert 'netsuke_manager_restarts_total{agent_id="counted"} 0.0' in text

@@ -52,6 +52,7 @@ Handler = Callable[[Command], Awaitable[dict[str, Any]]]
 _QUERIES = {"status", "list", "metrics", "logs", "health", "packages", "history"}
 _COMMANDS = {"start", "stop", "restart", "discover", "send"} | _QUERIES
 _IDEMPOTENCY_CACHE = 1000
+CONNECT_TIMEOUT = 10.0
 _Write = tuple[StoredAgent, dict[str, Any], dict[str, Any]]
 
 
@@ -86,7 +87,14 @@ class AgentManager:
         if self.config.nats.user is not None:
             nc_opts["user"] = self.config.nats.user
             nc_opts["password"] = self.config.nats.password
-        self._nc = await nats.connect(self.config.nats.url, **nc_opts)
+        try:  # reconnects forever once connected, but the first connect is bounded
+            self._nc = await asyncio.wait_for(
+                nats.connect(self.config.nats.url, **nc_opts), CONNECT_TIMEOUT
+            )
+        except TimeoutError:
+            raise ConnectionError(
+                f"no NATS server answered at {self.config.nats.url} within {CONNECT_TIMEOUT:.0f} s"
+            ) from None
         await self._nc.subscribe(AGENT_MANAGER_COMMAND, cb=self._on_command)
         await self._nc.subscribe(AGENT_MANAGER_QUERY, cb=self._on_query)
         await self._nc.subscribe(AGENT_STATUS, cb=self._on_status)
@@ -500,6 +508,8 @@ class AgentManager:
         finally:
             if cmd.id is not None:
                 self._inflight.pop(cmd.id, None)
+                if not fut.done():  # cancelled: waiters get the cancellation, not a hang
+                    fut.cancel()
         if cmd.id is not None:
             fut.set_result(body)
             self._done[cmd.id] = body
@@ -613,7 +623,9 @@ class AgentManager:
         if not isinstance(inner_params, dict):
             raise CommandError("bad_params", "params.params: an object", agent_id=rec.agent_id)
         fwd = Command(inner, rec.agent_id, inner_params, now_iso(), cmd.id)
-        timeout = float(cmd.params.get("timeout", 10.0))
+        timeout = cmd.params.get("timeout", 10.0)
+        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
+            raise CommandError("bad_params", "params.timeout: seconds > 0", agent_id=rec.agent_id)
         try:
             reply = await self._nc.request(
                 AGENT_COMMAND.format(agent_id=rec.agent_id), fwd.encode(), timeout=timeout
