@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
 
 import typer
 import uvicorn
@@ -11,14 +15,39 @@ import uvicorn
 from .. import __version__
 from ..api import Settings, configure_tracing, create_app, open_node
 
-__all__ = ["serve_node"]
+__all__ = ["IN_SERVE_ENV", "serve_node"]
+
+#: ``NETSUKE_MANAGER_IN_SERVE=1``: ``netsuke serve`` also runs the AgentManager in-process
+#: (settings from ``$NETSUKE_MANAGER_CONFIG`` and ``NETSUKE_MANAGER_*``; states in the node's
+#: store) and its API reaches it over NATS at ``nats.url``.
+IN_SERVE_ENV = "NETSUKE_MANAGER_IN_SERVE"
+
+
+async def _start_manager(store: Any, stack: AsyncExitStack) -> Any:
+    from ..manager import AgentManager, ConfigError, ManagerClient, SqlStateStore, load_config
+
+    path = os.environ.get("NETSUKE_MANAGER_CONFIG")
+    try:
+        cfg = load_config(Path(path) if path else None)
+    except ConfigError as e:
+        raise RuntimeError(f"bad manager setting {e}") from None
+    manager = AgentManager(cfg, state_store=SqlStateStore(store))
+    await manager.start()
+    stack.push_async_callback(manager.stop)
+    client = ManagerClient(cfg.nats.url)
+    stack.push_async_callback(client.close)
+    typer.echo(f"netsuke: agent manager running ({len(manager.registry)} packages)")
+    return client
 
 
 async def serve_node(settings: Settings, run_for: float = 0.0) -> None:
     """Open the node, serve HTTP until SIGINT/SIGTERM (or ``run_for`` seconds), shut down."""
     configure_tracing(settings.otel_exporter)
-    async with open_node(settings) as node:
-        app = create_app(settings, store=node.store, runtime=node.runtime, extras=node.extras)
+    async with open_node(settings) as node, AsyncExitStack() as stack:
+        extras = dict(node.extras)
+        if os.environ.get(IN_SERVE_ENV, "").lower() in {"1", "true", "yes"}:
+            extras["manager"] = await _start_manager(node.store, stack)
+        app = create_app(settings, store=node.store, runtime=node.runtime, extras=extras)
         config = uvicorn.Config(
             app,
             host=settings.host,

@@ -18,6 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ._errors import ConfigError
 
 ENV_PREFIX = "NETSUKE_MANAGER_"
+#: Variables with the prefix that are not settings: the settings file, the API's NATS URL for
+#: reaching a manager, and the switch that runs the manager inside ``netsuke serve``.
+NOT_SETTINGS = frozenset(
+    {"NETSUKE_MANAGER_CONFIG", "NETSUKE_MANAGER_NATS_URL", "NETSUKE_MANAGER_IN_SERVE"}
+)
 
 
 class _Section(BaseModel):
@@ -65,7 +70,7 @@ class ManagerConfig(_Section):
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     for key, value in environ.items():
-        if not key.startswith(ENV_PREFIX):
+        if not key.startswith(ENV_PREFIX) or key in NOT_SETTINGS:
             continue
         rest = key[len(ENV_PREFIX) :].lower()
         section, sep, field = rest.partition("__")

@@ -53,7 +53,7 @@ _QUERIES = {"status", "list", "metrics", "logs", "health", "packages", "history"
 _COMMANDS = {"start", "stop", "restart", "discover", "send"} | _QUERIES
 _IDEMPOTENCY_CACHE = 1000
 CONNECT_TIMEOUT = 10.0
-_Write = tuple[StoredAgent, dict[str, Any], dict[str, Any]]
+_Write = tuple[StoredAgent, dict[str, Any], dict[str, Any]] | asyncio.Future[None]
 
 
 class AgentManager:
@@ -83,7 +83,13 @@ class AgentManager:
         import nats
 
         svc = self.config.service
-        nc_opts: dict[str, Any] = {"name": svc.name, "max_reconnect_attempts": -1}
+        nc_opts: dict[str, Any] = {
+            "name": svc.name,
+            "max_reconnect_attempts": -1,
+            "error_cb": _nats_error,
+            "disconnected_cb": _nats_disconnected,
+            "reconnected_cb": _nats_reconnected,
+        }
         if self.config.nats.user is not None:
             nc_opts["user"] = self.config.nats.user
             nc_opts["password"] = self.config.nats.password
@@ -464,6 +470,10 @@ class AgentManager:
             item = await self._writes.get()
             if item is None:
                 return
+            if isinstance(item, asyncio.Future):  # a flush marker: everything before is written
+                if not item.done():
+                    item.set_result(None)
+                continue
             stored, event, body = item
             try:
                 await self.state_store.save(stored, event)
@@ -585,8 +595,15 @@ class AgentManager:
         tail = rec.log.tail(lines) if lines else []
         return {"lines": tail, "cursor": cursor, "file": str(rec.log.path)}
 
+    async def flush(self) -> None:
+        """Wait until every state change made so far is in the state store."""
+        marker: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._writes.put_nowait(marker)
+        await marker
+
     async def _cmd_history(self, cmd: Command) -> dict[str, Any]:
         rec = self._get(cmd.agent_id)
+        await self.flush()
         return {"events": await self.state_store.history(rec.agent_id)}
 
     async def _cmd_health(self, cmd: Command) -> dict[str, Any]:
@@ -640,6 +657,18 @@ class AgentManager:
     def record(self, agent_id: str) -> AgentRecord:
         """The live record of ``agent_id`` (raises :class:`CommandError` when unknown)."""
         return self._get(agent_id)
+
+
+async def _nats_error(exc: Exception) -> None:
+    log.warning("manager.nats_error", error=f"{type(exc).__name__}: {exc}")
+
+
+async def _nats_disconnected() -> None:
+    log.warning("manager.nats_disconnected")
+
+
+async def _nats_reconnected() -> None:
+    log.info("manager.nats_reconnected")
 
 
 def _kill_leftover(pid: int | None, manifest: PackageManifest) -> None:
