@@ -87,7 +87,7 @@ class AgentManager:
             "name": svc.name,
             "max_reconnect_attempts": -1,
             "error_cb": _nats_error,
-            "disconnected_cb": _nats_disconnected,
+            "disconnected_cb": self._nats_disconnected,
             "reconnected_cb": _nats_reconnected,
         }
         if self.config.nats.user is not None:
@@ -147,6 +147,10 @@ class AgentManager:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    async def _nats_disconnected(self) -> None:
+        if self._running:
+            log.warning("manager.nats_disconnected")
 
     # -- discovery --------------------------------------------------------------------------
 
@@ -661,10 +665,6 @@ class AgentManager:
 
 async def _nats_error(exc: Exception) -> None:
     log.warning("manager.nats_error", error=f"{type(exc).__name__}: {exc}")
-
-
-async def _nats_disconnected() -> None:
-    log.warning("manager.nats_disconnected")
 
 
 async def _nats_reconnected() -> None:
