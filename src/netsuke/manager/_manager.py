@@ -519,16 +519,16 @@ class AgentManager:
             self._inflight[cmd.id] = fut
         try:
             body = await self._execute(cmd, query)
+            if cmd.id is not None:
+                fut.set_result(body)
+                self._done[cmd.id] = body
+                while len(self._done) > _IDEMPOTENCY_CACHE:
+                    self._done.popitem(last=False)
         finally:
             if cmd.id is not None:
                 self._inflight.pop(cmd.id, None)
                 if not fut.done():  # cancelled: waiters get the cancellation, not a hang
                     fut.cancel()
-        if cmd.id is not None:
-            fut.set_result(body)
-            self._done[cmd.id] = body
-            while len(self._done) > _IDEMPOTENCY_CACHE:
-                self._done.popitem(last=False)
         return body
 
     async def _execute(self, cmd: Command, query: bool) -> dict[str, Any]:
