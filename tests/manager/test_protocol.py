@@ -82,6 +82,7 @@ async def test_every_seed_command_and_query_over_raw_nats(
     stopped = await ask(nc, "agent.manager.command", cmd("stop", "echo"))
     assert stopped["result"]["status"] == "stopped"
     assert rec.process is None
+    assert (rec.exit_code, rec.exit_signal) == (0, None)  # the SDK exited cleanly on SIGTERM
     started = await ask(nc, "agent.manager.command", cmd("start", "echo"))
     assert started["result"]["status"] == "starting"
     await wait_for(lambda: rec.status == AgentStatus.RUNNING, what="running after start")

@@ -217,3 +217,32 @@ async def test_prometheus_counts_agents_by_state(
     text = render_metrics().decode()
     assert 'netsuke_manager_agents{state="running"} 1.0' in text
     assert 'netsuke_manager_restarts_total{agent_id="counted"} 0.0' in text
+
+
+async def test_a_process_that_never_heartbeats_goes_inactive_and_stale_pids_are_ignored(
+    make_manager: ManagerFactory, nats_url: str, tmp_path: Path
+) -> None:
+    import json
+
+    import nats
+
+    pk = tmp_path / "packages"
+    write_package(pk, "mute", "import time\ntime.sleep(300)\n")
+    manager = await make_manager(pk, heartbeat_timeout=1.0)
+    rec = manager.record("mute")
+    assert rec.status == AgentStatus.STARTING
+    await wait_for(lambda: rec.status == AgentStatus.INACTIVE, what="inactive without heartbeat")
+    nc = await nats.connect(nats_url)
+    try:
+        stale = {"agent_id": "mute", "status": "running", "pid": 1, "metadata": {}}
+        await nc.publish("agent.status", json.dumps(stale).encode())
+        await nc.publish("agent.status", b"not json")
+        await nc.flush()
+        assert rec.process is not None
+        fresh = {"agent_id": "mute", "status": "running", "pid": rec.process.pid}
+        await nc.publish("agent.status", json.dumps(fresh).encode())
+        await nc.flush()
+        await wait_for(lambda: rec.status == AgentStatus.RUNNING, what="running on a real beat")
+        assert rec.heartbeats == 1  # the stale pid and the garbage were not counted
+    finally:
+        await nc.drain()
