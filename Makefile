@@ -61,6 +61,7 @@ bench: install
 	$(BIN)/python benchmarks/sandbox.py
 	$(BIN)/python benchmarks/queue.py
 	$(BIN)/python benchmarks/api.py
+	$(BIN)/python benchmarks/manager.py
 
 bench-quick: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
@@ -71,6 +72,7 @@ bench-quick: install
 	$(BIN)/python benchmarks/sandbox.py --quick
 	$(BIN)/python benchmarks/queue.py --quick
 	$(BIN)/python benchmarks/api.py --quick
+	$(BIN)/python benchmarks/manager.py --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -29,6 +29,7 @@ TABLES_BY_REVISION = {
     "0006_turn_indexes": set(),  # indexes only
     "0007_incarnation": set(),  # a column
     "0008_owner_ids": set(),  # rows only (owners by key id)
+    "0009_manager": {"manager_agents", "manager_agent_events"},
 }
 
 

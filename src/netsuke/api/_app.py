@@ -49,6 +49,7 @@ from .routes import (
     functions,
     health,
     keys,
+    manager,
     sessions,
     tasks,
     webhooks,
@@ -129,6 +130,7 @@ def create_app(
         keys,
         webhooks,
         events,
+        manager,
     ):
         api.include_router(module.router)
     app.include_router(api)

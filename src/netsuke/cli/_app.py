@@ -31,6 +31,7 @@ from . import (
     _executions,
     _functions,
     _keys,
+    _manager,
     _sessions,
     _tasks,
     _webhooks,
@@ -75,6 +76,7 @@ app.command("audit")(_audit.audit)
 app.add_typer(_executions.app, name="executions")
 app.command("events")(_events.events)
 app.command("chat")(_chat.chat)
+app.command("manager")(_manager.manager)
 _ = _control.__all__  # importing _control registers agents start|stop|restart|status|logs
 _ = _edit.__all__  # importing _edit registers agents set|edit
 

@@ -19,10 +19,13 @@ its shutdown, which turned every SIGTERM into a crash (exit 143).
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
+from pathlib import Path
+from typing import Any
 
 import typer
 import uvicorn
@@ -31,7 +34,7 @@ from .. import __version__
 from ..api import Node, Settings, configure_tracing, create_app, open_node
 from ..observability import get_logger
 
-__all__ = ["STOP_SIGNALS", "serve_node"]
+__all__ = ["IN_SERVE_ENV", "STOP_SIGNALS", "serve_node"]
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 log = get_logger("netsuke.cli")
@@ -86,20 +89,48 @@ def _signals_stop(stopper: _Stopper) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
+#: ``NETSUKE_MANAGER_IN_SERVE=1``: ``netsuke serve`` also runs the AgentManager in-process
+#: (settings from ``$NETSUKE_MANAGER_CONFIG`` and ``NETSUKE_MANAGER_*``; states in the node's
+#: store) and its API reaches it over NATS at ``nats.url``.
+IN_SERVE_ENV = "NETSUKE_MANAGER_IN_SERVE"
+
+
+async def _start_manager(store: Any, stack: AsyncExitStack) -> Any:
+    from ..manager import AgentManager, ConfigError, ManagerClient, SqlStateStore, load_config
+
+    path = os.environ.get("NETSUKE_MANAGER_CONFIG")
+    try:
+        cfg = load_config(Path(path) if path else None)
+    except ConfigError as e:
+        raise RuntimeError(f"bad manager setting {e}") from None
+    manager = AgentManager(cfg, state_store=SqlStateStore(store))
+    await manager.start()
+    stack.push_async_callback(manager.stop)
+    client = ManagerClient(cfg.nats.url)
+    stack.push_async_callback(client.close)
+    typer.echo(f"netsuke: agent manager running ({len(manager.registry)} packages)")
+    return client
+
+
 async def serve_node(settings: Settings, run_for: float = 0.0) -> None:
     """Open the node, serve HTTP until SIGINT/SIGTERM (or ``run_for`` seconds), shut down in
     order (see the module documentation)."""
     configure_tracing(settings.otel_exporter)
     stopper = _Stopper()
     with _signals_stop(stopper):
-        async with open_node(settings, bootstrap=False) as node:
-            await _serve(settings, node, stopper, run_for)
+        async with open_node(settings, bootstrap=False) as node, AsyncExitStack() as stack:
+            extras = dict(node.extras)
+            if os.environ.get(IN_SERVE_ENV, "").lower() in {"1", "true", "yes"}:
+                extras["manager"] = await _start_manager(node.store, stack)
+            await _serve(settings, node, extras, stopper, run_for)
     typer.echo("netsuke: node stopped")
     sys.stdout.flush()
 
 
-async def _serve(settings: Settings, node: Node, stopper: _Stopper, run_for: float) -> None:
-    app = create_app(settings, store=node.store, runtime=node.runtime, extras=node.extras)
+async def _serve(
+    settings: Settings, node: Node, extras: dict[str, Any], stopper: _Stopper, run_for: float
+) -> None:
+    app = create_app(settings, store=node.store, runtime=node.runtime, extras=extras)
     config = uvicorn.Config(
         app,
         host=settings.host,

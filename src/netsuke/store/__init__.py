@@ -47,6 +47,7 @@ from ._group_commit import GroupCommitter
 from ._health import probe_writable, unavailable_reason
 from ._ids import new_id
 from ._json_values import MAX_JSON_DEPTH, check_json, json_problem, sanitize_json
+from ._manager_state import ManagerStateRepository
 from ._migrate import current_revision, downgrade, head_revision, known_revisions, upgrade
 from ._records import (
     ApiKey,
@@ -119,6 +120,7 @@ __all__ = [
     "GroupCommitter",
     "IssuedApiKey",
     "IssuedWebhook",
+    "ManagerStateRepository",
     "ModelSettings",
     "NotFoundError",
     "Page",

@@ -40,6 +40,8 @@ __all__ = [
     "ExecutionRow",
     "FunctionRow",
     "FunctionVersionRow",
+    "ManagerAgentEventRow",
+    "ManagerAgentRow",
     "MessageRow",
     "TaskRow",
     "WebhookDeliveryRow",
@@ -369,3 +371,31 @@ class WebhookDeliveryRow(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     next_attempt_at: Mapped[datetime | None]
+
+
+class ManagerAgentRow(Base):
+    """The AgentManager's last known state of one package agent (seed 003's Agent State DB):
+    ``desired`` is what a restarted manager restores (``running`` or ``stopped``)."""
+
+    __tablename__ = "manager_agents"
+
+    agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    desired: Mapped[str] = mapped_column(String(16))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    restarts: Mapped[int] = mapped_column(Integer)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    exit_signal: Mapped[str | None] = mapped_column(String(16))
+    updated_at: Mapped[datetime]
+
+
+class ManagerAgentEventRow(Base):
+    """One state change of a package agent, with its details (exit code, signal, reason)."""
+
+    __tablename__ = "manager_agent_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    agent_id: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime]
+    details: Mapped[dict[str, Any]]
