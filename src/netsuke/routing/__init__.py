@@ -13,6 +13,7 @@ Errors form one tree under ``RoutingError`` (``_errors``). See ``docs/routing.md
 
 from netsuke.store import TaskRecord
 
+from ._agent_tasks import AgentTaskWorkers, agent_input
 from ._agents import agents_runner
 from ._backend import Settle, TaskBackend
 from ._delegation import ChainContext, Delegation, Runner, TurnLike, current_chain
@@ -31,6 +32,8 @@ from ._errors import (
     WorkflowError,
     WorkflowMismatchError,
 )
+from ._hosting import TaskHosting, takes
+from ._loading import LoadedWorkers, WorkerLoadError, WorkerSpec, load_object, load_workers
 from ._memory_backend import MemoryTaskBackend
 from ._queue import TaskQueue
 from ._retry import RetryPolicy, Uniform, backoff_bound
@@ -42,6 +45,7 @@ from ._worker import Fallback, Handler, Worker
 from ._workflow import Step, StepContext, StepFn, Strategy, Workflow
 
 __all__ = [
+    "AgentTaskWorkers",
     "CapabilityRouter",
     "ChainContext",
     "ChainDepthError",
@@ -52,6 +56,7 @@ __all__ = [
     "Fallback",
     "Handler",
     "LoadFn",
+    "LoadedWorkers",
     "MemoryTaskBackend",
     "NoRouteError",
     "RetryPolicy",
@@ -65,6 +70,7 @@ __all__ = [
     "Strategy",
     "TaskBackend",
     "TaskError",
+    "TaskHosting",
     "TaskNotFoundError",
     "TaskQueue",
     "TaskRecord",
@@ -73,15 +79,21 @@ __all__ = [
     "TurnLike",
     "Uniform",
     "Worker",
+    "WorkerLoadError",
+    "WorkerSpec",
     "Workflow",
     "WorkflowDefinitionError",
     "WorkflowError",
     "WorkflowMismatchError",
     "WorkflowResult",
     "WorkflowRunner",
+    "agent_input",
     "agents_runner",
     "backoff_bound",
     "current_chain",
     "delegation_tool",
+    "load_object",
+    "load_workers",
     "process_load",
+    "takes",
 ]

@@ -57,7 +57,7 @@ from ._records import (
     TurnReceipt,
 )
 from ._store import Store
-from ._tasks import TaskDraft, TaskRecord, TaskRepository, TaskStatus
+from ._tasks import CAPABLE_ONLY, TaskDraft, TaskRecord, TaskRepository, TaskStatus
 from ._validation import (
     KNOWN_PROVIDERS,
     is_secret_config_key,
@@ -82,6 +82,7 @@ from ._workflows import (
 )
 
 __all__ = [
+    "CAPABLE_ONLY",
     "DEFAULT_URL",
     "ENV_URL",
     "KNOWN_PROVIDERS",
