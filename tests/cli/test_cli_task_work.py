@@ -18,7 +18,7 @@ import pytest
 
 from .conftest import EXE, Server, start_server, stop_server
 
-HANDLERS = '''
+HANDLERS = """
 from netsuke.routing import Workflow
 
 def double(task):
@@ -36,7 +36,7 @@ report = Workflow("daily-report")
 @report.step()
 async def fetch(ctx):
     return 1
-'''
+"""
 
 SUMMARIZER = "name: summarizer\nmodel: offline\ncapabilities: [summarise]\n"
 EXTRACTOR = """name: extractor
