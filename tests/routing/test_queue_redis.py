@@ -1,0 +1,117 @@
+"""The queue conformance tests of ``test_queue.py`` and ``test_queue_hotpath.py`` against the
+Redis Streams backend on a real ``redis-server`` (fixture ``redis_url``), plus what only Redis
+has: the persistence check, an unreachable broker, the dead-letter stream, consumer groups."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from structlog.testing import capture_logs
+
+from netsuke.events import EventBus
+from netsuke.routing import TaskQueue
+from netsuke.routing._redis_backend import (
+    QueueDurabilityError,
+    QueueUnavailableError,
+    RedisTaskBackend,
+)
+
+from .helpers import wait_for
+from .test_queue import (  # noqa: F401  (collected here again, on Redis)
+    test_a_redelivered_task_with_no_attempts_left_is_dead_lettered_unrun,
+    test_an_attempt_past_its_timeout_fails_with_task_timeout_error,
+    test_an_expired_lease_is_redelivered_and_the_old_holder_cannot_ack,
+    test_bad_input_is_refused_with_a_typed_error_and_queues_nothing,
+    test_capability_matching_for_workers_offering_many_or_no_capabilities,
+    test_dead_letter_queue_list_inspect_requeue_and_purge,
+    test_duplicate_idempotency_key_returns_the_first_task,
+    test_failures_retry_with_backoff_then_fallback_acks,
+    test_many_tasks_concurrent_workers_none_lost_none_twice,
+    test_priorities_then_delays_order_delivery,
+    test_settle_refuses_unknown_columns_and_changes_nothing,
+    test_worker_takes_only_tasks_whose_capabilities_it_offers,
+)
+from .test_queue_hotpath import (  # noqa: F401
+    test_a_sync_handler_returning_non_json_fails_the_attempt,
+    test_handlers_of_every_shape_are_acked_with_their_results,
+    test_settle_and_take_acks_and_leases_in_one_call,
+    test_stop_commits_the_acks_of_handlers_that_finished,
+)
+
+
+@pytest.fixture
+def bus() -> EventBus:
+    return EventBus("test")
+
+
+@pytest.fixture
+async def queue(redis_url: str, bus: EventBus) -> AsyncIterator[TaskQueue]:
+    backend = await RedisTaskBackend.open(redis_url, prefix=f"{{t-{uuid.uuid4().hex}}}:q")
+    q = TaskQueue(backend, events=bus)
+    yield q
+    await q.close()
+
+
+async def test_dead_letters_go_to_the_dead_letter_stream(queue: TaskQueue) -> None:
+    task = await queue.submit("t", retry=None)
+    backend = queue.backend
+    assert isinstance(backend, RedisTaskBackend)
+    [held] = await backend.take("w", capabilities=None, limit=1, lease=30)
+    assert await backend.settle(("w", held.id, {"status": "dead", "last_error": "boom"}))
+    entries = await backend.client.xrange(f"{backend.prefix}:dead")
+    assert [e[1][b"id"].decode() for e in entries] == [task.id]
+    dead = await queue.get(task.id)
+    assert dead.status == "dead" and dead.last_error == "boom"
+
+
+async def test_a_lease_is_a_pending_entry_of_the_consumer_group(queue: TaskQueue) -> None:
+    await queue.submit("t", capabilities=["c"])
+    backend = queue.backend
+    assert isinstance(backend, RedisTaskBackend)
+    [held] = await backend.take("w1", capabilities=frozenset({"c"}), limit=1, lease=30)
+    stream = f"{backend.prefix}:r:0|t|c"
+    pending = await backend.client.xpending(stream, "netsuke")
+    assert pending["pending"] == 1 and pending["consumers"][0]["name"] == b"w1"
+    assert await backend.settle(("w1", held.id, {"status": "succeeded", "result": 1}))
+    assert (await backend.client.xpending(stream, "netsuke"))["pending"] == 0
+
+
+async def test_a_second_backend_on_the_same_redis_sees_the_same_queue(
+    queue: TaskQueue, redis_url: str
+) -> None:
+    backend = queue.backend
+    assert isinstance(backend, RedisTaskBackend)
+    other = await RedisTaskBackend.open(redis_url, prefix=backend.prefix)
+    try:
+        task = await queue.submit("t", {"x": 1})
+        seen: list[str] = []
+        async with TaskQueue(other).worker(lambda t: seen.append(t.id), poll_interval=0.05):
+            await wait_for(lambda: seen == [task.id])
+        assert (await queue.get(task.id)).status == "succeeded"
+    finally:
+        await other.close()
+
+
+async def test_an_unreachable_broker_is_one_clear_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there now
+    with pytest.raises(QueueUnavailableError, match=rf"cannot reach Redis at redis://.*:{port}"):
+        await RedisTaskBackend.open(f"redis://127.0.0.1:{port}/0")
+    with pytest.raises(QueueUnavailableError, match="bad Redis URL"):
+        await RedisTaskBackend.open("http://127.0.0.1/0")
+
+
+async def test_a_server_without_fsync_on_every_write_is_refused_or_warned(
+    redis_without_fsync: str,
+) -> None:
+    with capture_logs() as logs:
+        backend = await RedisTaskBackend.open(redis_without_fsync, durability="warn")
+    await backend.close()
+    [warned] = [e for e in logs if e["event"] == "queue.redis_not_durable"]
+    assert warned["log_level"] == "error" and "appendfsync always" in warned["problem"]
+    with pytest.raises(QueueDurabilityError, match="appendonly no"):
+        await RedisTaskBackend.open(redis_without_fsync)
