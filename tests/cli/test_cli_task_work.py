@@ -216,3 +216,79 @@ def test_a_bad_worker_target_is_one_line(tmp_path: Path) -> None:
         lines = r.stderr.strip().splitlines()
         assert lines and lines[-1].startswith("netsuke: error: worker "), r.stderr
         assert len([ln for ln in lines if "Traceback" in ln]) == 0
+
+
+@pytest.fixture(scope="module")
+def redis_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from tests.routing.conftest import need_redis, start_redis, stop_redis
+
+    need_redis()
+    proc, url = start_redis(
+        tmp_path_factory.mktemp("redisq"), "--appendonly", "yes", "--appendfsync", "always"
+    )
+    try:
+        yield url
+    finally:
+        stop_redis(proc)
+
+
+@pytest.mark.timeout(120)
+def test_a_node_on_a_redis_queue_runs_agent_and_worker_tasks(
+    tmp_path: Path, redis_queue: str
+) -> None:
+    (tmp_path / "handlers_19r.py").write_text(HANDLERS)
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    (agents / "summarizer.yaml").write_text(SUMMARIZER)
+    os.environ["NETSUKE_QUEUE_URL"] = redis_queue
+    try:
+        server = start_server(tmp_path, "--agents-dir", str(agents))
+    finally:
+        del os.environ["NETSUKE_QUEUE_URL"]
+    try:
+        by_agent = _submit(
+            server, {"kind": "s", "capabilities": ["summarise"], "payload": {"message": "yo"}}
+        )
+        assert _until(server, by_agent, "succeeded")["result"].startswith("[offline]")
+        by_worker = _submit(server, {"kind": "triple", "payload": {"n": 2}})
+        proc = subprocess.Popen(
+            [EXE, "worker", "--worker", "handlers_19r:triple",
+             "--database-url", f"sqlite:///{tmp_path / 'cli.db'}"],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "NETSUKE_QUEUE_URL": redis_queue, "NETSUKE_LOG_LEVEL": "warning"},
+        )  # fmt: skip
+        try:
+            assert _until(server, by_worker, "succeeded")["result"] == {"n": 6}
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+    finally:
+        stop_server(server)
+
+
+@pytest.mark.timeout(60)
+def test_a_bad_or_unreachable_queue_url_is_one_line_at_start(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for url, code, words in (
+        ("kafka://x", 2, "queue_url"),
+        ("nats://127.0.0.1:4222", 2, "not implemented yet"),
+        (f"redis://127.0.0.1:{port}/0", 1, f"cannot reach Redis at redis://127.0.0.1:{port}"),
+    ):
+        for command in (
+            ["serve", "--port", "0"],
+            ["worker", "--worker", "handlers_x:fn"],
+        ):
+            r = subprocess.run(
+                [EXE, *command, "--database-url", f"sqlite:///{tmp_path / 'q.db'}"],
+                capture_output=True, text=True, timeout=50, cwd=tmp_path, check=False,
+                env={**os.environ, "NETSUKE_QUEUE_URL": url},
+            )  # fmt: skip
+            lines = r.stderr.strip().splitlines()
+            assert lines and lines[-1].startswith("netsuke: error: "), (url, command, r.stderr)
+            assert words in lines[-1] and "Traceback" not in r.stderr, (url, r.stderr)
+            assert r.returncode == (2 if command[0] == "serve" else code), r  # serve: 2

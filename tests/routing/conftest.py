@@ -59,7 +59,7 @@ def stop_redis(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def _need_redis() -> None:
+def need_redis() -> None:
     if shutil.which("redis-server") is None:
         reason = "redis-server not found; run `make install` as root (it apt-get installs it)"
         if os.environ.get("CI") == "true":
@@ -78,7 +78,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Debian ``redis-server`` for the session, in a temp dir on a free loopback port,
     with ``appendonly yes`` and ``appendfsync always`` (acknowledged = durable); stopped by
     its PID. Skipped when absent, except under ``CI=true`` where it fails."""
-    _need_redis()
+    need_redis()
     proc, url = start_redis(
         tmp_path_factory.mktemp("redis"), "--appendonly", "yes", "--appendfsync", "always"
     )
@@ -91,7 +91,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def redis_without_fsync(tmp_path: Path) -> Iterator[str]:
     """A ``redis-server`` with ``appendonly no``: acknowledged writes can be lost."""
-    _need_redis()
+    need_redis()
     proc, url = start_redis(tmp_path, "--appendonly", "no")
     try:
         yield url

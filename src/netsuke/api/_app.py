@@ -23,7 +23,7 @@ from netsuke.events import topics
 from netsuke.kernel import Runtime
 from netsuke.node import StoredTools
 from netsuke.observability import get_logger
-from netsuke.routing import TaskHosting, TaskQueue, WorkflowRunner
+from netsuke.routing import TaskHosting, TaskQueue, WorkflowRunner, open_queue
 from netsuke.sandbox import FunctionStore, Sandbox, SandboxConfig
 from netsuke.store import Store, sync_agents
 
@@ -222,6 +222,9 @@ async def open_node(settings: Settings, *, bootstrap: bool = True) -> AsyncItera
             rt = await stack.enter_async_context(
                 Runtime(settings.node, shutdown_timeout=settings.shutdown_timeout)
             )
+            # NETSUKE_QUEUE_URL: the store's table, or Redis (one clear error when unusable)
+            queue = await open_queue(settings.queue_url, store, events=rt.events)
+            stack.push_async_callback(queue.close)
             if settings.agents_dir is not None:
                 result = await sync_agents(store.agents, settings.agents_dir, actor="sync")
                 log.info("api.agents_synced", directory=str(settings.agents_dir), **result)
@@ -247,7 +250,6 @@ async def open_node(settings: Settings, *, bootstrap: bool = True) -> AsyncItera
             agent_system.endpoint_guard = endpoint_guard(settings)
             # stored definitions get their stored functions and delegates as tools
             agent_system.tool_resolver = StoredTools(agent_system, functions)
-            queue = TaskQueue.sql(store, events=rt.events)
             catalog = WorkflowCatalog(WorkflowRunner(store, events=rt.events))
             # the configured handlers and workflows, and the agents' task workers
             hosting = TaskHosting(
@@ -276,4 +278,3 @@ async def open_node(settings: Settings, *, bootstrap: bool = True) -> AsyncItera
                 await hosting.aclose()
                 monitor.aclose()
                 await catalog.aclose()
-                await queue.close()

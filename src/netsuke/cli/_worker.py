@@ -5,13 +5,13 @@
     netsuke worker --worker myapp.tasks:summarise --worker myapp.tasks:translate \\
         --database-url postgresql+asyncpg://...
 
-It opens the store (the same ``--database-url`` / ``$NETSUKE_DATABASE_URL`` / settings file
-as ``netsuke serve``), loads each ``--worker module:name`` and the settings file's
-``[[workers]]``, and consumes the queue until SIGINT/SIGTERM (or ``--run-for`` seconds); on
-a signal it stops taking tasks and lets running handlers finish (their grace, then they are
-cancelled and their tasks redelivered after the lease). Workflows named there are skipped
-(a node serves those). Exit 2 for a target that cannot be loaded, 1 when the store cannot be
-opened.
+It opens the store and the queue (the same ``--database-url``, ``$NETSUKE_DATABASE_URL``,
+``$NETSUKE_QUEUE_URL`` and settings file as ``netsuke serve``), loads each ``--worker
+module:name`` and the settings file's ``[[workers]]``, and consumes the queue until
+SIGINT/SIGTERM (or ``--run-for`` seconds). On a signal it stops taking tasks and lets running
+handlers finish (their grace, then they are cancelled and their tasks redelivered after the
+lease). Workflows named there are skipped (a node serves those). Exit 2 for a target that
+cannot be loaded, 1 when the store or the queue's broker cannot be opened.
 """
 
 from __future__ import annotations
@@ -71,23 +71,23 @@ def worker(
     from ..store import SchemaTooNewError, StoreError
 
     try:
-        asyncio.run(_run(settings.database_url, specs, run_for))
+        asyncio.run(_run(settings.database_url, settings.queue_url, specs, run_for))
     except WorkerLoadError as e:
         raise _fail(str(e)) from None
     except SchemaTooNewError as e:
         raise _fail(str(e), 3) from None
-    except (StoreError, OSError) as e:
+    except (StoreError, OSError, RuntimeError) as e:  # (RuntimeError: the queue's broker)
         raise _fail(str(e), 1) from None
     except KeyboardInterrupt:
         sys.exit(130)
 
 
-async def _run(url: str | None, specs: list[WorkerSpec], run_for: float) -> None:
-    from ..routing import TaskQueue, load_workers
+async def _run(url: str | None, queue_url: str, specs: list[WorkerSpec], run_for: float) -> None:
+    from ..routing import load_workers, open_queue
     from ..store import Store
 
     async with Store.open(url) as store:
-        queue = TaskQueue.sql(store)
+        queue = await open_queue(queue_url, store)
         try:
             loaded = load_workers(specs, queue)
             for wf in loaded.workflows:

@@ -36,6 +36,8 @@ from ._hosting import TaskHosting, takes
 from ._loading import LoadedWorkers, WorkerLoadError, WorkerSpec, load_object, load_workers
 from ._memory_backend import MemoryTaskBackend
 from ._queue import TaskQueue
+from ._queue_url import check_queue_url, open_queue
+from ._redis_backend import QueueDurabilityError, QueueUnavailableError, RedisTaskBackend
 from ._retry import RetryPolicy, Uniform, backoff_bound
 from ._router import CapabilityRouter, LoadFn, process_load
 from ._runner import WorkflowResult, WorkflowRunner
@@ -59,6 +61,9 @@ __all__ = [
     "LoadedWorkers",
     "MemoryTaskBackend",
     "NoRouteError",
+    "QueueDurabilityError",
+    "QueueUnavailableError",
+    "RedisTaskBackend",
     "RetryPolicy",
     "RoutingError",
     "Runner",
@@ -90,10 +95,12 @@ __all__ = [
     "agent_input",
     "agents_runner",
     "backoff_bound",
+    "check_queue_url",
     "current_chain",
     "delegation_tool",
     "load_object",
     "load_workers",
+    "open_queue",
     "process_load",
     "takes",
 ]
