@@ -22,13 +22,15 @@ def _collect_garbage() -> Iterator[None]:
     gc.collect()
 
 
-def start_redis(workdir: Path, *options: str) -> tuple[subprocess.Popen[bytes], str]:
-    """A ``redis-server`` in ``workdir`` on a free loopback port, answering PING; its URL."""
+def start_redis(workdir: Path, *options: str, port: int = 0) -> tuple[subprocess.Popen[bytes], str]:
+    """A ``redis-server`` in ``workdir`` on ``port`` (0: a free one) of loopback, answering
+    PING; its URL."""
     exe = shutil.which("redis-server")
     assert exe is not None
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    if not port:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
     proc = subprocess.Popen(
         [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
          "--save", "", "--daemonize", "no", "--protected-mode", "yes", *options],

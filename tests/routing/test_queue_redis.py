@@ -4,21 +4,26 @@ has: the persistence check, an unreachable broker, the dead-letter stream, consu
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import socket
+import sys
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
 from netsuke.events import EventBus
-from netsuke.routing import TaskQueue
+from netsuke.routing import TaskQueue, TaskRecord
 from netsuke.routing._redis_backend import (
     QueueDurabilityError,
     QueueUnavailableError,
     RedisTaskBackend,
 )
 
+from .conftest import need_redis, start_redis, stop_redis
 from .helpers import wait_for
 from .test_queue import (  # noqa: F401  (collected here again, on Redis)
     test_a_redelivered_task_with_no_attempts_left_is_dead_lettered_unrun,
@@ -40,6 +45,8 @@ from .test_queue_hotpath import (  # noqa: F401
     test_settle_and_take_acks_and_leases_in_one_call,
     test_stop_commits_the_acks_of_handlers_that_finished,
 )
+
+HERE = Path(__file__).parent
 
 
 @pytest.fixture
@@ -115,3 +122,59 @@ async def test_a_server_without_fsync_on_every_write_is_refused_or_warned(
     assert warned["log_level"] == "error" and "appendfsync always" in warned["problem"]
     with pytest.raises(QueueDurabilityError, match="appendonly no"):
         await RedisTaskBackend.open(redis_without_fsync)
+
+
+@pytest.mark.timeout(90)
+async def test_a_killed_worker_and_a_killed_broker_lose_no_acknowledged_task(
+    tmp_path: Path,
+) -> None:
+    need_redis()
+    durable = ("--appendonly", "yes", "--appendfsync", "always")
+    server, url = await asyncio.to_thread(start_redis, tmp_path, *durable)
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    prefix = "{crash}:q"
+    marker = tmp_path / "taken"
+    try:
+        queue = TaskQueue(await RedisTaskBackend.open(url, prefix=prefix))
+        task = await queue.submit("important", {"n": 42})
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(HERE / "crash_worker_redis.py"), url, prefix, str(marker),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            async with asyncio.timeout(30):
+                while not marker.exists():
+                    assert proc.returncode is None, "the worker process exited early"
+                    await asyncio.sleep(0.02)
+            assert marker.read_text() == f"{task.id} 1"
+            proc.send_signal(signal.SIGKILL)
+            assert await asyncio.wait_for(proc.wait(), 10) == -signal.SIGKILL
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        acked = await asyncio.gather(*(queue.submit("bulk", {"i": i}) for i in range(200)))
+        await queue.close()
+        server.send_signal(signal.SIGKILL)  # the broker dies right after acknowledging
+        await asyncio.to_thread(server.wait, 10)
+        server, url = await asyncio.to_thread(start_redis, tmp_path, *durable, port=port)
+        queue = TaskQueue(await RedisTaskBackend.open(url, prefix=prefix))
+        try:
+            held = await queue.get(task.id)
+            assert held.status == "leased" and held.lease_owner == "doomed"
+            assert await queue.count("queued") == len(acked)
+            seen: list[tuple[str, int]] = []
+
+            def handle(t: TaskRecord) -> str:
+                seen.append((t.id, t.attempts))
+                return "done"
+
+            async with queue.worker(handle, poll_interval=0.05, batch=50, concurrency=1):
+                await wait_for(lambda: len(seen) == len(acked) + 1, timeout=30)
+            assert (task.id, 2) in seen
+            assert sorted(i for i, _ in seen) == sorted([task.id, *(t.id for t in acked)])
+            assert await queue.count("succeeded") == len(acked) + 1
+        finally:
+            await queue.close()
+    finally:
+        stop_redis(server)
