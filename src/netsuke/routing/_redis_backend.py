@@ -387,9 +387,10 @@ class RedisTaskBackend:
         args: list[Any] = [self.prefix, task_id, _ms(now)]
         for name, value in values.items():
             args += [name, _enc(value)]
-        if not await self._requeue(args=args):
+        row = await self._requeue(args=args)
+        if not row:
             raise TaskNotFoundError(task_id, "dead")
-        return await self.get(task_id)
+        return _record(row)  # as requeued (a worker may take it at once)
 
     async def purge(self, status: TaskStatus, *, ids: Sequence[str] | None = None) -> int:
         if status not in ("dead", "succeeded"):

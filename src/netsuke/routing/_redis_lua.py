@@ -154,13 +154,13 @@ return n
 REQUEUE = """
 local P, id, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local k = P .. ':t:' .. id
-if redis.call('HGET', k, '_s') ~= 'dead' then return 0 end
+if redis.call('HGET', k, '_s') ~= 'dead' then return {} end
 for i = 4, #ARGV, 2 do redis.call('HSET', k, ARGV[i], ARGV[i + 1]) end
 local st, c = unpack(redis.call('HMGET', k, '_st', '_c'))
 redis.call('ZREM', P .. ':s:dead', id)
 redis.call('ZADD', P .. ':s:queued', c, id)
 redis.call('HSET', k, '_s', 'queued', '_e', redis.call('XADD', st, '*', 'id', id))
-return 1
+return redis.call('HGETALL', k)
 """
 
 PURGE = """
