@@ -48,6 +48,8 @@ input_schema:
   required: [query]
 """
 
+BROKEN = "name: broken\nmodel: openai-chat:gpt-4o-mini\ncapabilities: [fragile]\n"  # no key
+
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path]]:
@@ -57,6 +59,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Pat
     agents.mkdir()
     (agents / "summarizer.yaml").write_text(SUMMARIZER)
     (agents / "extractor.yaml").write_text(EXTRACTOR)
+    (agents / "broken.yaml").write_text(BROKEN)
     server = start_server(
         tmp,
         "--agents-dir", str(agents),
@@ -130,6 +133,24 @@ def test_input_schema_refusal_is_an_attempt_failure_then_dead_letter(
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.skipif("OPENAI_API_KEY" in os.environ, reason="the turn must fail for want of a key")
+def test_a_failed_turn_is_a_failed_attempt_retried_then_dead_lettered(
+    work: tuple[Server, Path],
+) -> None:
+    server, _ = work
+    body = {
+        "kind": "f",
+        "capabilities": ["fragile"],
+        "payload": {"message": "hi"},
+        "max_attempts": 2,
+        "backoff_base": 0.05,
+        "backoff_cap": 0.05,
+    }
+    dead = _until(server, _submit(server, body), "dead")
+    assert dead["attempts"] == 2 and "Error" in dead["last_error"], dead
+
+
+@pytest.mark.timeout(90)
 def test_no_message_for_an_agent_without_schema_fails_the_attempt(
     work: tuple[Server, Path],
 ) -> None:
@@ -160,6 +181,10 @@ def test_a_task_nobody_takes_says_so(work: tuple[Server, Path]) -> None:
         assert task["status"] == "queued"
         assert "no agent or worker on this node takes it" in task["detail"]
         assert "translate" in task["detail"]
+    page = httpx.get(f"{server.url}/tasks", cookies={"netsuke_key": server.key}).text
+    row = page.split(f'data-task="{task_id}"', 1)[1].split("</tr>", 1)[0]
+    assert "nobody on this node takes it" in row  # the dashboard's hint
+    with _api(server) as api:
         deadline = time.monotonic() + 30
         while True:  # the node's scan runs every 5 s
             metrics = httpx.get(f"{server.url}/metrics").text
