@@ -147,7 +147,7 @@ def test_a_failed_turn_is_a_failed_attempt_retried_then_dead_lettered(
         "backoff_cap": 0.05,
     }
     dead = _until(server, _submit(server, body), "dead")
-    assert dead["attempts"] == 2 and "Error" in dead["last_error"], dead
+    assert dead["attempts"] == 2 and "OPENAI_API_KEY is not set" in dead["last_error"], dead
 
 
 @pytest.mark.timeout(90)
