@@ -114,6 +114,7 @@ def serve(
         list[str] | None,
         typer.Option(
             "--worker",
+            metavar="MODULE:NAME",
             help="Load a task handler or workflow, module:name (repeatable; adds to the "
             "settings' workers).",
         ),

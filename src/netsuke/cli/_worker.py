@@ -41,7 +41,9 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 def worker(
     worker: Annotated[
         list[str] | None,
-        typer.Option("--worker", help="A task handler, module:name (repeatable)."),
+        typer.Option(
+            "--worker", metavar="MODULE:NAME", help="A task handler, module:name (repeatable)."
+        ),
     ] = None,
     database_url: Annotated[
         str | None, typer.Option(help="Store URL [$NETSUKE_DATABASE_URL or SQLite file].")
