@@ -5,6 +5,7 @@ task nobody can take says so (task detail, metric)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -181,6 +182,8 @@ def test_a_task_nobody_takes_says_so(work: tuple[Server, Path]) -> None:
         assert task["status"] == "queued"
         assert "no agent or worker on this node takes it" in task["detail"]
         assert "translate" in task["detail"]
+    shown = json.loads(server.run("tasks", "get", task_id).stdout)  # the CLI shows it too
+    assert "no agent or worker on this node takes it" in shown["detail"]
     page = httpx.get(f"{server.url}/tasks", cookies={"netsuke_key": server.key}).text
     row = page.split(f'data-task="{task_id}"', 1)[1].split("</tr>", 1)[0]
     assert "nobody on this node takes it" in row  # the dashboard's hint
