@@ -108,6 +108,9 @@ async def test_an_unreachable_broker_is_one_clear_error() -> None:
         port = s.getsockname()[1]  # nothing listens there now
     with pytest.raises(QueueUnavailableError, match=rf"cannot reach Redis at redis://.*:{port}"):
         await RedisTaskBackend.open(f"redis://127.0.0.1:{port}/0")
+    with pytest.raises(QueueUnavailableError) as ei:  # a password never reaches the message
+        await RedisTaskBackend.open(f"redis://:hunter2@127.0.0.1:{port}/0")
+    assert "hunter2" not in str(ei.value) and f"***@127.0.0.1:{port}" in str(ei.value)
     with pytest.raises(QueueUnavailableError, match="bad Redis URL"):
         await RedisTaskBackend.open("http://127.0.0.1/0")
 
