@@ -10,6 +10,7 @@ def test_all_lists_exactly_the_public_names() -> None:
         if not name.startswith("_") and getattr(value, "__module__", "").startswith("netsuke.store")
     }
     public |= {
+        "CAPABLE_ONLY",
         "DEFAULT_URL",
         "DeliveryStatus",
         "ENV_URL",
