@@ -17,6 +17,12 @@ $(STAMP): pyproject.toml Makefile
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) \
 	    || echo "warning: could not install postgresql; store tests on PostgreSQL will skip"; \
 	fi
+	@# The Redis queue backend's tests run against a real redis-server: install Debian's when missing and permitted.
+	@if ! command -v redis-server >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] \
+	    && command -v apt-get >/dev/null 2>&1; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) \
+	    || echo "warning: could not install redis-server; Redis queue tests will skip"; \
+	fi
 	@# The dashboard's browser tests drive Debian's Chromium through Playwright.
 	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] \
 	    && command -v apt-get >/dev/null 2>&1; then \

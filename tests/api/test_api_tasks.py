@@ -4,6 +4,9 @@ real worker consuming the queue; user A against user B's tasks."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any
 
 from netsuke.routing import StepContext, TaskQueue, TaskRecord, Workflow
@@ -152,3 +155,33 @@ async def test_workflow_start_and_status(live: Live) -> None:
     assert (await admin.get("/api/v1/workflows/runs/nope")).status_code == 404
     user = live.client(await live.key("user", "u"))
     assert (await user.post("/api/v1/workflows/report/runs", json={})).status_code == 403
+
+
+async def test_on_a_redis_queue_a_task_still_belongs_to_its_key_and_is_audited(
+    live_factory: Callable[..., AbstractAsyncContextManager[Live]], tmp_path: Path
+) -> None:
+    """A broker cannot share the store's transaction, so the route writes the task's
+    ownership record and the request's audit record after Redis has the task."""
+    from tests.routing.conftest import need_redis, start_redis, stop_redis
+
+    need_redis()
+    proc, url = start_redis(tmp_path, "--appendonly", "yes", "--appendfsync", "always")
+    try:
+        async with live_factory(queue_url=url) as live:
+            alice = live.client(await live.key("user", "alice"))
+            bob = live.client(await live.key("user", "bob"))
+            r = await alice.post("/api/v1/tasks", json={"kind": "report", "payload": {"n": 1}})
+            assert r.status_code == 201, r.text
+            task_id = r.json()["id"]
+            assert (await alice.get(f"/api/v1/tasks/{task_id}")).status_code == 200
+            assert (await bob.get(f"/api/v1/tasks/{task_id}")).status_code == 404
+            listed = (await alice.get("/api/v1/tasks")).json()["items"]
+            assert [t["id"] for t in listed] == [task_id]
+            audit = (await live.admin.get("/api/v1/audit", params={"action": "task.submit"})).json()
+            assert [e["target"] for e in audit["items"]] == [f"task:{task_id}"]
+            posted = (
+                await live.admin.get("/api/v1/audit", params={"action": "POST /api/v1/tasks"})
+            ).json()["items"]
+            assert len(posted) == 1 and posted[0]["outcome"] == "ok"
+    finally:
+        stop_redis(proc)

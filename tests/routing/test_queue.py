@@ -297,3 +297,24 @@ async def test_list_by_id_prefix(store: Store, kind: str) -> None:
         assert (await q.dead_letters(id_prefix=shared)).items == []
     finally:
         await q.close()
+
+
+@pytest.mark.parametrize("kind", ["sql", "memory"])
+@pytest.mark.parametrize("width", [2, 9])  # the subset shortcut, and the route scan
+async def test_a_capable_only_worker_leaves_tasks_asking_for_no_capability(
+    store: Store, kind: str, width: int
+) -> None:
+    from netsuke.routing import MemoryTaskBackend
+    from netsuke.store import CAPABLE_ONLY
+
+    q = TaskQueue.sql(store) if kind == "sql" else TaskQueue(MemoryTaskBackend())
+    try:
+        bare = await q.submit("t")
+        fits = await q.submit("t", capabilities=["c1"])
+        offered = frozenset({f"c{i}" for i in range(width)} | {CAPABLE_ONLY})
+        got = await q.backend.take("agent", capabilities=offered, limit=10, lease=30)
+        assert [t.id for t in got] == [fits.id]
+        [plain] = await q.backend.take("any", capabilities=frozenset(), limit=10, lease=30)
+        assert plain.id == bare.id
+    finally:
+        await q.close()

@@ -11,6 +11,7 @@ def test_all_lists_exactly_the_public_names() -> None:
     }
     public |= {
         "AuditValues",
+        "CAPABLE_ONLY",
         "DEFAULT_URL",
         "DeliveryStatus",
         "ENV_URL",

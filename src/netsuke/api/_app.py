@@ -23,7 +23,7 @@ from netsuke.events import topics
 from netsuke.kernel import Runtime
 from netsuke.node import StoredTools
 from netsuke.observability import get_logger
-from netsuke.routing import TaskQueue, WorkflowRunner
+from netsuke.routing import TaskHosting, TaskQueue, WorkflowRunner, open_queue
 from netsuke.sandbox import ExecutionGate, FunctionStore, Sandbox, SandboxConfig
 from netsuke.store import Store, sync_agents
 
@@ -177,6 +177,7 @@ class Node:
     functions: FunctionStore | None = None
     tasks: TaskQueue | None = None
     workflows: WorkflowCatalog | None = None
+    hosting: TaskHosting | None = None
 
     async def issue_bootstrap_key(self) -> str | None:
         """Issue the admin key when ``bootstrap_admin`` is on and the store holds no key (not
@@ -199,6 +200,8 @@ class Node:
             out["tasks"] = self.tasks
         if self.workflows is not None:
             out["workflows"] = self.workflows
+        if self.hosting is not None:
+            out["hosting"] = self.hosting
         return out
 
 
@@ -216,7 +219,8 @@ async def open_node(settings: Settings, *, bootstrap: bool = True) -> AsyncItera
     """Open the store (migrating embedded SQLite) and start the runtime, the agent system
     (``Agents``, with ``netsuke.node.StoredTools`` giving stored definitions their function and
     delegation tools), an ``AgentMonitor`` fed from the bus, the function store (its sandbox
-    starts on the first call), the task queue on the store and an empty workflow catalog;
+    starts on the first call), the task queue on the store, the workflow catalog and
+    ``TaskHosting`` (the ``workers`` of the settings and the agents' task workers);
     sync ``agents_dir`` and, with ``bootstrap_admin`` and no key yet, issue an admin key
     (with ``bootstrap=False`` it is left to ``Node.issue_bootstrap_key``: ``netsuke serve``
     issues it only once it listens, so a start that cannot bind issues no key unseen).
@@ -234,6 +238,9 @@ async def open_node(settings: Settings, *, bootstrap: bool = True) -> AsyncItera
             rt = await stack.enter_async_context(
                 Runtime(settings.node, shutdown_timeout=settings.shutdown_timeout)
             )
+            # NETSUKE_QUEUE_URL: the store's table, or Redis (one clear error when unusable)
+            queue = await open_queue(settings.queue_url, store, events=rt.events)
+            stack.push_async_callback(queue.close)
             if settings.agents_dir is not None:
                 result = await sync_agents(store.agents, settings.agents_dir, actor="sync")
                 log.info("api.agents_synced", directory=str(settings.agents_dir), **result)
@@ -265,8 +272,17 @@ async def open_node(settings: Settings, *, bootstrap: bool = True) -> AsyncItera
             agent_system.endpoint_guard = endpoint_guard(settings)
             # stored definitions get their stored functions and delegates as tools
             agent_system.tool_resolver = StoredTools(agent_system, functions)
-            queue = TaskQueue.sql(store, events=rt.events)
             catalog = WorkflowCatalog(WorkflowRunner(store, events=rt.events))
+            # the configured handlers and workflows, and the agents' task workers
+            hosting = TaskHosting(
+                queue,
+                store,
+                agent_system if settings.agent_tasks else None,
+                settings.workers,
+            )
+            for workflow in hosting.workflows:
+                catalog.add(workflow)
+            await hosting.start()
             try:
                 yield Node(
                     settings=settings,
@@ -278,8 +294,9 @@ async def open_node(settings: Settings, *, bootstrap: bool = True) -> AsyncItera
                     functions=functions,
                     tasks=queue,
                     workflows=catalog,
+                    hosting=hosting,
                 )
             finally:
+                await hosting.aclose()
                 monitor.aclose()
                 await catalog.aclose()
-                await queue.close()

@@ -26,6 +26,7 @@ from pydantic_settings import (
 )
 
 from netsuke.agents import parse_allow_hosts
+from netsuke.routing import WorkerSpec, check_queue_url
 
 __all__ = ["CONFIG_ENV", "DEFAULT_CONFIG", "Settings", "SettingsError", "load_settings"]
 
@@ -121,6 +122,20 @@ class Settings(BaseSettings):
     """Serve ``/metrics`` without a key (for a Prometheus scraper)."""
     bootstrap_admin: bool = True
     """Issue (and print once) an admin key when the store has none."""
+    workers: list[WorkerSpec] = Field(default_factory=list)
+    """Task handlers and workflows the node loads and runs (``[[workers]]`` tables: ``handler =
+    "module:name"``, optional ``capabilities``, ``kinds``, ``concurrency``, ``lease``,
+    ``fallback``; ``netsuke serve --worker module:name`` adds one). See docs/routing.md."""
+    queue_url: str = "sql"
+    """The task queue's backend: ``sql`` (the store's tasks table) or ``redis://host:port/db``
+    (Redis Streams; ``?durability=warn`` accepts a server without ``appendfsync always``)."""
+    agent_tasks: bool = True
+    """Agents whose definitions declare capabilities take the queued tasks asking for them."""
+
+    @field_validator("queue_url")
+    @classmethod
+    def _queue_url(cls, value: str) -> str:
+        return check_queue_url(value)
 
     @field_validator("model_allow_hosts", mode="before")
     @classmethod

@@ -35,6 +35,7 @@ from . import (
     _sessions,
     _tasks,
     _webhooks,
+    _worker,
 )
 
 app = typer.Typer(
@@ -114,6 +115,15 @@ def serve(
     run_for: Annotated[
         float, typer.Option(help="Stop after this many seconds (0: until SIGINT/SIGTERM).")
     ] = 0.0,
+    worker: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--worker",
+            metavar="MODULE:NAME",
+            help="Load a task handler or workflow, module:name (repeatable; adds to the "
+            "settings' workers).",
+        ),
+    ] = None,
 ) -> None:
     """Start a node with the API and dashboard; print its URL (and, on first start, an admin
     key, once). Options override NETSUKE_* variables, which override netsuke.toml."""
@@ -135,6 +145,14 @@ def serve(
         raise _fail(str(e)) from None
     if run_for < 0:
         raise _fail("--run-for must be >= 0")
+    from ..routing import WorkerLoadError, WorkerSpec
+
+    try:
+        extra = [WorkerSpec.parse(w) for w in worker or ()]
+    except WorkerLoadError as e:
+        raise _fail(str(e)) from None
+    if extra:
+        settings = settings.model_copy(update={"workers": [*settings.workers, *extra]})
     configure_logging(settings.log_level, json=settings.json_logs, capture_stdlib=True)
     from ._serve import serve_node
 
@@ -142,7 +160,7 @@ def serve(
         asyncio.run(serve_node(settings, run_for))
     except SchemaTooNewError as e:
         raise _failed_node(str(e), 3) from None
-    except (DefinitionFileError, StoreError, RuntimeError, OSError) as e:
+    except (DefinitionFileError, StoreError, RuntimeError, OSError, WorkerLoadError) as e:
         raise _failed_node(_one_line(e)) from None
     except SQLAlchemyError as e:  # a store failure after opening (a lock during start-up)
         reason = getattr(e, "orig", None) or e
@@ -163,6 +181,9 @@ def _one_line(exc: BaseException) -> str:
     """The first line of an error message, at most 300 characters (never a traceback)."""
     lines = str(exc).strip().splitlines()
     return (lines[0] if lines else type(exc).__name__)[:300]
+
+
+app.command("worker")(_worker.worker)
 
 
 def main() -> None:

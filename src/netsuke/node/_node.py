@@ -25,14 +25,22 @@ conversation (``conversation_id``, and ``user``), never in a session another cal
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from netsuke.agents import Agents
 from netsuke.kernel import Runtime
-from netsuke.routing import CapabilityRouter, TaskQueue, WorkflowRunner, process_load
+from netsuke.routing import (
+    CapabilityRouter,
+    TaskHosting,
+    TaskQueue,
+    WorkerSpec,
+    WorkflowRunner,
+    open_queue,
+    process_load,
+)
 from netsuke.sandbox import ExecutionGate, FunctionStore, Sandbox, SandboxConfig
 from netsuke.store import AgentDraft, AgentSpec, Store, new_id
 
@@ -73,6 +81,8 @@ class Node:
         functions: FunctionStore,
         sandbox: Sandbox | None,
         tools: StoredTools,
+        *,
+        queue: TaskQueue | None = None,
     ) -> None:
         self.rt = rt
         self.store = store
@@ -82,8 +92,10 @@ class Node:
         self.tools = tools
         self.delegation = tools.delegation
         self.router = CapabilityRouter(rt.registry, load=process_load(rt))
-        self.queue = TaskQueue.sql(store, events=rt.events)
+        self.queue = queue or TaskQueue.sql(store, events=rt.events)
         self.workflows = WorkflowRunner(store, events=rt.events)
+        self.hosting: TaskHosting | None = None
+        """The node's task workers (``open`` starts them): loaded handlers and agents."""
 
     @classmethod
     @asynccontextmanager
@@ -95,12 +107,19 @@ class Node:
         sandbox: SandboxConfig | bool = True,
         runtime: Runtime | None = None,
         store_options: Mapping[str, Any] | None = None,
+        queue_url: str = "sql",
+        workers: Sequence[WorkerSpec | str] = (),
+        agent_tasks: bool = True,
     ) -> AsyncIterator[Node]:
         """Start a node (see the module documentation); a store that cannot be opened or
         written raises ``StoreUnavailableError``. ``url``: the store's database
         [``$NETSUKE_DATABASE_URL`` or the embedded SQLite file]; ``sandbox``: ``True`` for the
         default isolation (refused executions say why when none is available), a
-        ``SandboxConfig``, or ``False`` for no sandbox (stored functions cannot run)."""
+        ``SandboxConfig``, or ``False`` for no sandbox (stored functions cannot run).
+        ``queue_url`` [``sql``]: the task queue's backend (``redis://...``); ``workers``:
+        handlers and workflows to load (``WorkerSpec`` or ``"module:name"``); ``agent_tasks``
+        [``True``]: agents whose definitions declare capabilities take the tasks asking for
+        them (``TaskHosting``, as in ``netsuke serve``)."""
         async with AsyncExitStack() as stack:
             store = await stack.enter_async_context(Store.open(url, **dict(store_options or {})))
             await store.check_writable()  # a read-only disk refuses to start (one error)
@@ -116,8 +135,13 @@ class Node:
             agents = await Agents.start(rt, store)
             tools = StoredTools(agents, functions if box is not None else None)
             agents.tool_resolver = tools
-            self = cls(rt, store, agents, functions, box, tools)
-            stack.push_async_callback(self.queue.close)
+            queue = await open_queue(queue_url, store, events=rt.events)
+            stack.push_async_callback(queue.close)
+            self = cls(rt, store, agents, functions, box, tools, queue=queue)
+            specs = [WorkerSpec.parse(w) if isinstance(w, str) else w for w in workers]
+            self.hosting = TaskHosting(queue, store, agents if agent_tasks else None, specs)
+            await self.hosting.start()
+            stack.push_async_callback(self.hosting.aclose)
             yield self
 
     # ------------------------------------------------------------ seed 004's registry

@@ -13,6 +13,7 @@ Errors form one tree under ``RoutingError`` (``_errors``). See ``docs/routing.md
 
 from netsuke.store import TaskRecord
 
+from ._agent_tasks import AgentTaskWorkers, agent_input
 from ._agents import agents_runner
 from ._backend import Settle, TaskBackend
 from ._delegation import ChainContext, Delegation, Runner, TurnLike, current_chain
@@ -31,8 +32,12 @@ from ._errors import (
     WorkflowError,
     WorkflowMismatchError,
 )
+from ._hosting import TaskHosting, takes
+from ._loading import LoadedWorkers, WorkerLoadError, WorkerSpec, load_object, load_workers
 from ._memory_backend import MemoryTaskBackend
 from ._queue import TaskQueue
+from ._queue_url import check_queue_url, open_queue
+from ._redis_backend import QueueDurabilityError, QueueUnavailableError, RedisTaskBackend
 from ._retry import RetryPolicy, Uniform, backoff_bound
 from ._router import CapabilityRouter, LoadFn, process_load
 from ._runner import WorkflowResult, WorkflowRunner
@@ -42,6 +47,7 @@ from ._worker import Fallback, Handler, Worker
 from ._workflow import Step, StepContext, StepFn, Strategy, Workflow
 
 __all__ = [
+    "AgentTaskWorkers",
     "CapabilityRouter",
     "ChainContext",
     "ChainDepthError",
@@ -52,8 +58,12 @@ __all__ = [
     "Fallback",
     "Handler",
     "LoadFn",
+    "LoadedWorkers",
     "MemoryTaskBackend",
     "NoRouteError",
+    "QueueDurabilityError",
+    "QueueUnavailableError",
+    "RedisTaskBackend",
     "RetryPolicy",
     "RoutingError",
     "Runner",
@@ -65,6 +75,7 @@ __all__ = [
     "Strategy",
     "TaskBackend",
     "TaskError",
+    "TaskHosting",
     "TaskNotFoundError",
     "TaskQueue",
     "TaskRecord",
@@ -73,15 +84,23 @@ __all__ = [
     "TurnLike",
     "Uniform",
     "Worker",
+    "WorkerLoadError",
+    "WorkerSpec",
     "Workflow",
     "WorkflowDefinitionError",
     "WorkflowError",
     "WorkflowMismatchError",
     "WorkflowResult",
     "WorkflowRunner",
+    "agent_input",
     "agents_runner",
     "backoff_bound",
+    "check_queue_url",
     "current_chain",
     "delegation_tool",
+    "load_object",
+    "load_workers",
+    "open_queue",
     "process_load",
+    "takes",
 ]

@@ -32,6 +32,10 @@ Settle = tuple[str, str, dict[str, Any]]
 
 
 class TaskBackend(Protocol):
+    commits_audit: bool
+    """Whether ``submit`` commits a draft's audit rows (``TaskDraft.with_audit``) in the task's
+    own transaction (the SQL store); a broker cannot, and its caller writes them after."""
+
     async def submit(self, draft: TaskDraft) -> tuple[TaskRecord, bool]: ...
 
     async def take(

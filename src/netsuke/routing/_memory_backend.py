@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from netsuke.store import Page, TaskDraft, TaskRecord, TaskStatus, new_id
+from netsuke.store import CAPABLE_ONLY, Page, TaskDraft, TaskRecord, TaskStatus, new_id
 
 from ._backend import Settle
 from ._errors import TaskNotFoundError, TaskValidationError
@@ -21,6 +21,7 @@ __all__ = ["MemoryTaskBackend"]
 
 
 class MemoryTaskBackend:
+    commits_audit = False  # no store: the caller writes a task's audit rows after it
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         self._tasks: dict[str, TaskRecord] = {}
@@ -80,7 +81,13 @@ class MemoryTaskBackend:
             for t in self._tasks.values()
             if self._ready(t, now)
             and (kinds is None or t.kind in kinds)
-            and (capabilities is None or all(c in capabilities for c in t.capabilities))
+            and (
+                capabilities is None
+                or (
+                    all(c in capabilities for c in t.capabilities)
+                    and (bool(t.capabilities) or CAPABLE_ONLY not in capabilities)
+                )
+            )
         ]
         ready.sort(key=lambda t: (-t.priority, t.run_at, t.created_at))
         out = []

@@ -6,7 +6,9 @@ Plain integers read at scrape time by one collector on ``netsuke.observability.R
   dead_lettered, fallback, lease_lost, requeued, purged;
 * ``netsuke_routing_decisions_total{outcome}``: routed, fallback, no_route;
 * ``netsuke_delegations_total{outcome}``: ok, error, not_allowed, depth, cycle;
-* ``netsuke_workflow_steps_total{status}``: succeeded, failed, retried, skipped (resumed).
+* ``netsuke_workflow_steps_total{status}``: succeeded, failed, retried, skipped (resumed);
+* ``netsuke_tasks_unroutable`` (gauge, on a node hosting workers): ready queued tasks that no
+  agent or worker of the node can take.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 from opentelemetry import trace
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from netsuke.observability import get_logger, get_tracer, register_collector
@@ -51,6 +53,8 @@ class RoutingMetrics(Collector):
         self.routing: Counter[str] = Counter()
         self.delegations: Counter[str] = Counter()
         self.steps: Counter[str] = Counter()
+        self.unroutable: int | None = None
+        """Ready queued tasks that no agent or worker of this node offers (None: not known)."""
 
     def collect(self) -> Iterator[Metric]:
         for name, doc, label, counter in (
@@ -63,6 +67,12 @@ class RoutingMetrics(Collector):
             for key, value in sorted(counter.items()):
                 family.add_metric([key], value)
             yield family
+        if self.unroutable is not None:
+            yield GaugeMetricFamily(
+                "netsuke_tasks_unroutable",
+                "Ready queued tasks no agent or worker of this node can take",
+                value=self.unroutable,
+            )
 
 
 METRICS = RoutingMetrics()

@@ -113,7 +113,8 @@ class TaskQueue:
     ) -> TaskRecord:
         """Queue a task; returns it once committed. ``TaskValidationError`` for bad input
         (nothing is queued). ``audit(task_id)``: audit rows committed in the task's own
-        transaction when it is created (a store backend; none for a duplicate)."""
+        transaction when it is created, on a backend that ``commits_audit`` (the SQL store;
+        none for a duplicate). Other backends ignore it: their caller writes the rows."""
         policy = retry or self.retry
         if delay < 0:
             raise TaskValidationError("delay", "must be >= 0 seconds")

@@ -36,6 +36,8 @@ class SqlTaskBackend:
     """``TaskBackend`` over ``store.tasks``. ``clock`` gives epoch seconds [``time.time``]:
     pass a virtual one in tests. Does not own the store: ``close`` flushes, not closes it."""
 
+    commits_audit = True
+
     def __init__(
         self, store: Store, *, clock: Callable[[], float] = time.time, max_batch: int = 256
     ) -> None:

@@ -62,7 +62,7 @@ from ._records import (
     TurnReceipt,
 )
 from ._store import Store
-from ._tasks import TaskDraft, TaskRecord, TaskRepository, TaskStatus
+from ._tasks import CAPABLE_ONLY, TaskDraft, TaskRecord, TaskRepository, TaskStatus
 from ._validation import (
     KNOWN_PROVIDERS,
     is_secret_config_key,
@@ -87,6 +87,7 @@ from ._workflows import (
 )
 
 __all__ = [
+    "CAPABLE_ONLY",
     "DEFAULT_URL",
     "ENV_URL",
     "KNOWN_PROVIDERS",

@@ -30,7 +30,7 @@ from ._records_tasks import TaskDraft, TaskRecord, TaskStatus, trusted_task
 from ._tasks_sqlite import SqliteTaskWriter, new_tasks
 from ._validation import check_limit
 
-__all__ = ["TaskDraft", "TaskRecord", "TaskRepository", "TaskStatus"]
+__all__ = ["CAPABLE_ONLY", "TaskDraft", "TaskRecord", "TaskRepository", "TaskStatus"]
 
 _tasks: Table = Base.metadata.tables["tasks"]
 _audit_log: Table = Base.metadata.tables["audit_log"]
@@ -53,12 +53,18 @@ _SUBSET_LIMIT = 6
 _SETTABLE = frozenset(_tasks.c.keys()) - {"id", "route"}
 
 
+CAPABLE_ONLY = " capable-only"
+"""Put in a worker's offered capabilities: it takes only tasks asking for at least one
+capability (the agents' task workers; a capability name never holds a space)."""
+
+
 @functools.lru_cache(maxsize=256)
 def _routes_within(offered: frozenset[str]) -> list[str]:
-    """Every route a worker offering ``offered`` can serve: the sorted subsets, joined."""
-    caps = sorted(offered)
+    """Every route a worker offering ``offered`` can serve: the sorted subsets, joined (the
+    empty one, a task asking for nothing, unless ``offered`` holds ``CAPABLE_ONLY``)."""
+    caps = sorted(offered - {CAPABLE_ONLY})
     out: list[str] = []
-    for size in range(len(caps) + 1):
+    for size in range(1 if CAPABLE_ONLY in offered else 0, len(caps) + 1):
         out.extend(" ".join(c) for c in itertools.combinations(caps, size))
     return out
 
@@ -80,7 +86,9 @@ def _delivery_order(t: TaskRecord) -> tuple[int, datetime, datetime]:
 
 
 def _subsets(route: str, offered: frozenset[str]) -> bool:
-    return not route or all(cap in offered for cap in route.split(" "))
+    if not route:
+        return CAPABLE_ONLY not in offered
+    return all(cap in offered for cap in route.split(" "))
 
 
 class TaskRepository:

@@ -336,6 +336,12 @@ class SqliteTaskWriter:
         return applied, [_decode(r) for r in rows]
 
 
+def _within(route: str, offered: frozenset[str]) -> bool:
+    if not route:  # a task asking for no capability; " capable-only": see tasks.CAPABLE_ONLY
+        return " capable-only" not in offered
+    return all(x in offered for x in route.split(" "))
+
+
 def _take_body(
     owner: str,
     routes: Sequence[str] | None,
@@ -357,7 +363,7 @@ def _take_body(
                 r[0]
                 for r in conn.execute(f"SELECT DISTINCT route FROM tasks WHERE {_READY}", (ts, ts))
             ]
-            fit = [r for r in found if not r or all(x in all_routes for x in r.split(" "))]
+            fit = [r for r in found if _within(r, all_routes)]
             if not fit:
                 return []
         if fit is not None:

@@ -158,8 +158,17 @@ async def tasks_page(ctx: Ctx, request: Request) -> Response:
             for entry in entries.items:
                 with contextlib.suppress(Exception):
                     tasks.append(await queue.get(entry.target.removeprefix("task:")))
+    hosting = ctx.extras.get("hosting")  # why a queued task waits, when nothing here takes it
+    waiting = {t.id: hosting.detail(t) for t in tasks} if hosting is not None else {}
     return templates.TemplateResponse(
         request,
         "tasks.html",
-        {"title": "Tasks", "viewer": viewer, "tasks": tasks, "dead": dead, "operator": operator},
+        {
+            "title": "Tasks",
+            "viewer": viewer,
+            "tasks": tasks,
+            "dead": dead,
+            "operator": operator,
+            "waiting": waiting,
+        },
     )

@@ -18,8 +18,10 @@
 * Dead letters (operator): ``GET /dead-letters``, ``POST /dead-letters/{id}/requeue`` (attempts
   reset, ready now), ``POST /dead-letters/purge {"ids"?}`` (all, or those).
 
-The queue is consumed by workers (``queue.worker(handler, capabilities=...)``) that the node's
-operator runs in code; the API only produces and inspects.
+The queue is consumed by the node's agents (those whose definitions declare the capabilities a
+task asks for), by the handlers loaded with ``--worker module:name`` or ``[[workers]]``, and by
+``netsuke worker`` processes on the same store. ``GET /tasks/{id}`` of a queued task nothing on
+this node can take carries a ``detail`` saying so.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from netsuke.routing import (
     RetryPolicy,
+    TaskHosting,
     TaskNotFoundError,
     TaskQueue,
     TaskRecord,
@@ -149,6 +152,9 @@ async def submit(
         )
         return (owner, answered)
 
+    # A broker (Redis) cannot share the store's transaction: the rows follow the task there.
+    in_task = queue.backend.commits_audit
+
     try:
         policy = RetryPolicy(
             max_attempts=body.max_attempts, base=body.backoff_base, cap=body.backoff_cap
@@ -162,7 +168,7 @@ async def submit(
             idempotency_key=key,
             retry=policy,
             timeout=body.timeout,
-            audit=audit,
+            audit=audit if in_task else None,
         )
     except TaskValidationError as exc:
         raise _invalid(exc) from None
@@ -171,6 +177,8 @@ async def submit(
     if key is not None and task.created_at.replace(tzinfo=task.created_at.tzinfo or UTC) < began:
         response.status_code = 200  # the first task with this key (the middleware audits)
     else:
+        if not in_task:
+            await ctx.store.audit.write(audit(task.id))
         mark_audited(request.scope)
     response.headers["Location"] = f"/api/v1/tasks/{task.id}"
     # a new task passed the check at the door; a replayed one may predate it
@@ -232,9 +240,17 @@ async def list_tasks(
     return TaskPage(items=out, next_cursor=entries.next_cursor)
 
 
-@router.get("/tasks/{task_id}", response_model=TaskRecord)
-async def get_task(ctx: Ctx, caller: Caller, task_id: TaskId) -> TaskRecord:
-    return await checked(ctx, caller, task_id)
+class TaskOut(TaskRecord):
+    detail: str | None = None
+    """Why a queued task waits, when no agent or worker of this node can take it."""
+
+
+@router.get("/tasks/{task_id}", response_model=TaskOut)
+async def get_task(ctx: Ctx, caller: Caller, task_id: TaskId) -> TaskOut:
+    task = await checked(ctx, caller, task_id)
+    hosting = ctx.extras.get("hosting")
+    detail = hosting.detail(task) if isinstance(hosting, TaskHosting) else None
+    return TaskOut(**task.model_dump(), detail=detail)
 
 
 @router.get("/dead-letters", response_model=TaskPage)

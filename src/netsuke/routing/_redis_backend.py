@@ -1,0 +1,447 @@
+"""The Redis Streams backend: tasks in Redis, delivered through consumer groups.
+
+``await RedisTaskBackend.open("redis://host:6379/0")`` connects, checks the server's
+persistence and loads the scripts. Semantics are the ``TaskBackend`` contract (the same
+conformance tests as the SQL backend), mapped onto Redis:
+
+* **Submit** is one Lua script: the task hash, the idempotency key (``SET`` of the key; a
+  duplicate returns the first task) and, when due, an ``XADD`` to the ready stream of its
+  priority, kind and capabilities (``P:r:<priority>|<kind>|<caps>``); a delayed task waits in a
+  sorted set by ``run_at`` and is moved to its stream by the first ``take`` after it is due.
+  The reply comes after Redis has applied the script, and with ``appendfsync always`` after
+  it is fsynced: acknowledged means durable.
+* **Take** reads with ``XREADGROUP`` (group ``netsuke``) the streams whose capabilities the
+  consumer offers, highest priority first: the entry becomes a pending entry of that
+  consumer: the lease. Leases carry their expiry (the backend's clock) in a sorted set; an
+  expired one is reclaimed by the next take of a consumer serving its stream with ``XCLAIM``
+  (which moves the pending entry and counts a delivery). Lease expiry is decided on the
+  backend's clock, not on Redis's idle time, so leases of any length (and a virtual clock in
+  tests) are exact; ``extend`` renews the expiry and resets the entry's idle time.
+* **Attempts** count deliveries; the worker dead-letters a task delivered past
+  ``max_attempts``. **Dead letters** are ``XADD``-ed to the stream ``P:dead`` (for consumers
+  that watch it) and listed, requeued and purged like on SQL.
+* **Settle** (ack, retry with a later ``run_at``, dead letter) is one script that checks the
+  lease, then ``XACK``s and ``XDEL``s the entry; a retry is a new entry when it is due.
+
+Durability: ``durability="require"`` [default] refuses to open unless the server has
+``appendonly yes`` and ``appendfsync always`` (``QueueDurabilityError``); ``"warn"`` opens
+and logs an error (acknowledged tasks may be lost on a crash of the Redis host). A server
+that refuses ``CONFIG GET`` (managed Redis) is reported and, with ``require``, refused.
+All keys share one hash tag (the prefix ``{netsuke}:q``), so the scripts run in one slot.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from netsuke.store import CAPABLE_ONLY, Page, TaskDraft, TaskRecord, TaskStatus, ValidationError
+from netsuke.store import new_id as _new_id
+
+from ._backend import Settle
+from ._errors import TaskNotFoundError, TaskValidationError
+from ._observe import log
+from ._redis_lua import EXTEND, PURGE, REQUEUE, SETTLE, SUBMIT, TAKE
+
+__all__ = ["QueueDurabilityError", "QueueUnavailableError", "RedisTaskBackend"]
+
+Durability = Literal["require", "warn"]
+
+_MUTABLE = (
+    "status",
+    "attempts",
+    "run_at",
+    "lease_owner",
+    "lease_expires_at",
+    "result",
+    "last_error",
+    "updated_at",
+    "finished_at",
+)
+_SETTABLE = frozenset(TaskRecord.model_fields) - {"id"}
+
+
+class QueueUnavailableError(RuntimeError):
+    """The queue's broker cannot be reached (or its URL is unusable)."""
+
+
+class QueueDurabilityError(RuntimeError):
+    """The broker would acknowledge tasks it could lose (see ``durability``)."""
+
+
+def _ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
+def _enc(value: Any) -> str:
+    if isinstance(value, datetime):
+        return json.dumps(value.isoformat())
+    return json.dumps(value)
+
+
+def _record(flat: Sequence[Any] | Mapping[Any, Any]) -> TaskRecord:
+    if isinstance(flat, Mapping):
+        pairs = {_s(k): _s(v) for k, v in flat.items()}
+    else:
+        pairs = {_s(flat[i]): _s(flat[i + 1]) for i in range(0, len(flat), 2)}
+    data: dict[str, Any] = json.loads(pairs["j"])
+    for name in _MUTABLE:
+        if name in pairs:
+            data[name] = json.loads(pairs[name])
+    return TaskRecord.model_validate(data)
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisTaskBackend:
+    """``TaskBackend`` on Redis Streams; see the module documentation. Build it with
+    ``open``. ``clock`` gives epoch seconds [``time.time``]."""
+
+    commits_audit = False  # Redis holds the task: its audit rows go to the store after it
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        clock: Callable[[], float] = time.time,
+        prefix: str = "{netsuke}:q",
+    ) -> None:
+        self.client = client
+        self.clock = clock
+        self.prefix = prefix
+        self._submit = client.register_script(SUBMIT)
+        self._take = client.register_script(TAKE)
+        self._settle = client.register_script(SETTLE)
+        self._extend = client.register_script(EXTEND)
+        self._requeue = client.register_script(REQUEUE)
+        self._purge = client.register_script(PURGE)
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        prefix: str = "{netsuke}:q",
+        durability: Durability = "require",
+    ) -> RedisTaskBackend:
+        """Connect to ``url`` (``redis://`` or ``rediss://``), check persistence, return the
+        backend. ``QueueUnavailableError`` / ``QueueDurabilityError`` otherwise."""
+        try:
+            import redis.asyncio as aioredis
+        except ImportError:
+            raise QueueUnavailableError(
+                "the Redis queue needs redis-py: pip install 'netsuke[redis]'"
+            ) from None
+        try:
+            # a blocking pool: concurrent submits and workers wait for a connection
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url, max_connections=64, timeout=30, socket_connect_timeout=5
+            )
+            client = aioredis.Redis(connection_pool=pool)
+        except ValueError as exc:
+            raise QueueUnavailableError(f"bad Redis URL: {exc}") from None
+        try:
+            await client.ping()
+        except Exception as exc:
+            await client.aclose()
+            await pool.aclose()
+            raise QueueUnavailableError(
+                f"cannot reach Redis at {_redact(url)}: {type(exc).__name__}: {exc}"
+            ) from None
+        try:
+            await check_durability(client, url, durability)
+        except BaseException:
+            await client.aclose()
+            await pool.aclose()
+            raise
+        return cls(client, clock=clock, prefix=prefix)
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+    def _stream(self, priority: int, kind: str, capabilities: Sequence[str]) -> tuple[str, str]:
+        member = f"{priority}|{kind}|{' '.join(sorted(capabilities))}"
+        return f"{self.prefix}:r:{member}", member
+
+    async def submit(self, draft: TaskDraft) -> tuple[TaskRecord, bool]:
+        now = self.now()
+        task_id = _new_id()
+        caps = list(draft.capabilities)
+        fixed = {
+            "id": task_id,
+            "kind": draft.kind,
+            "payload": draft.payload,
+            "capabilities": caps,
+            "priority": draft.priority,
+            "max_attempts": draft.max_attempts,
+            "backoff_base": draft.backoff_base,
+            "backoff_cap": draft.backoff_cap,
+            "timeout": draft.timeout,
+            "idempotency_key": draft.idempotency_key,
+            "created_at": now.isoformat(),
+        }
+        mutable: dict[str, Any] = {
+            "status": "queued",
+            "attempts": 0,
+            "run_at": draft.run_at,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "result": None,
+            "last_error": None,
+            "updated_at": now,
+            "finished_at": None,
+        }
+        stream, member = self._stream(draft.priority, draft.kind, caps)
+        args: list[Any] = [
+            self.prefix,
+            task_id,
+            draft.idempotency_key or "",
+            json.dumps(fixed),
+            _ms(now),
+            _ms(draft.run_at),
+            _ms(now),
+            stream,
+            member,
+        ]
+        for name, value in mutable.items():
+            args += [name, _enc(value)]
+        created, got = await self._submit(args=args)
+        if int(created) == 0:
+            return await self.get(_s(got)), False
+        record = TaskRecord.model_validate({**fixed, **mutable})
+        return record, True
+
+    async def _routes(
+        self, capabilities: frozenset[str] | None, kinds: Sequence[str] | None
+    ) -> list[str]:
+        members = [_s(m) for m in await self.client.smembers(f"{self.prefix}:routes")]
+        fit: list[tuple[int, str]] = []
+        for m in members:
+            prio, kind, route = m.split("|", 2)
+            caps = route.split(" ") if route else []
+            if kinds is not None and kind not in kinds:
+                continue
+            if capabilities is not None:
+                if not caps and CAPABLE_ONLY in capabilities:
+                    continue
+                if not all(c in capabilities for c in caps):
+                    continue
+            fit.append((int(prio), m))
+        fit.sort(key=lambda pm: -pm[0])
+        return [f"{self.prefix}:r:{m}" for _, m in fit]
+
+    async def take(
+        self,
+        consumer: str,
+        *,
+        capabilities: frozenset[str] | None,
+        limit: int,
+        lease: float,
+        kinds: Sequence[str] | None = None,
+    ) -> list[TaskRecord]:
+        if limit <= 0:
+            return []
+        streams = await self._routes(capabilities, kinds)
+        now = self.now()
+        expires = now + timedelta(seconds=lease)
+        rows = await self._take(
+            args=[
+                self.prefix,
+                consumer,
+                _ms(now),
+                _ms(expires),
+                _enc(expires),
+                _enc(now),
+                json.dumps(consumer),
+                limit,
+                *streams,
+            ]
+        )
+        tasks = [_record(r) for r in rows]
+        tasks.sort(key=lambda t: (-t.priority, t.run_at, t.created_at))
+        return tasks
+
+    async def settle(self, change: Settle) -> bool:
+        consumer, task_id, values = change
+        unknown = set(values) - _SETTABLE
+        if unknown:
+            raise ValidationError("values", f"not settable task columns: {sorted(unknown)}")
+        now = self.now()
+        run_at = values.get("run_at")
+        args: list[Any] = [
+            self.prefix,
+            consumer,
+            task_id,
+            _ms(now),
+            values.get("status", "leased"),
+            _ms(run_at) if isinstance(run_at, datetime) else 0,
+        ]
+        for name, value in {**values, "updated_at": now}.items():
+            args += [name, _enc(value)]
+        return bool(await self._settle(args=args))
+
+    async def settle_and_take(
+        self,
+        changes: Sequence[Settle],
+        consumer: str,
+        *,
+        capabilities: frozenset[str] | None,
+        limit: int,
+        lease: float,
+        kinds: Sequence[str] | None = None,
+    ) -> tuple[list[bool], list[TaskRecord]]:
+        """The settles (each durable on return), then the take; a take failing after them is
+        logged and returns no tasks."""
+        for _, _, values in changes:
+            unknown = set(values) - _SETTABLE
+            if unknown:
+                raise ValidationError("values", f"not settable task columns: {sorted(unknown)}")
+        applied = [await self.settle(change) for change in changes]
+        if limit <= 0:
+            return applied, []
+        try:
+            got = await self.take(
+                consumer, capabilities=capabilities, limit=limit, lease=lease, kinds=kinds
+            )
+        except Exception as exc:
+            if not changes:
+                raise
+            log.warning("worker.take_failed", worker=consumer, error=repr(exc))
+            got = []
+        return applied, got
+
+    async def extend(self, consumer: str, task_ids: Sequence[str], *, lease: float) -> int:
+        if not task_ids:
+            return 0
+        now = self.now()
+        expires = now + timedelta(seconds=lease)
+        args = [self.prefix, consumer, _ms(now), _ms(expires), _enc(expires), *task_ids]
+        return int(await self._extend(args=args))
+
+    async def get(self, task_id: str) -> TaskRecord:
+        flat = await self.client.hgetall(f"{self.prefix}:t:{task_id}")
+        if not flat:
+            raise TaskNotFoundError(task_id)
+        return _record(flat)
+
+    async def list(
+        self,
+        *,
+        status: TaskStatus | None = None,
+        kind: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        id_prefix: str | None = None,
+    ) -> Page[TaskRecord]:
+        if not 1 <= limit <= 1000:
+            raise TaskValidationError("limit", "must be within 1..1000")
+        if offset < 0:
+            raise TaskValidationError("offset", "must be >= 0")
+        key = f"{self.prefix}:s:{status}" if status is not None else f"{self.prefix}:all"
+        wanted = offset + limit + 1
+        found: list[TaskRecord] = []
+        start = 0
+        chunk = 500
+        while len(found) < wanted:
+            ids = [_s(i) for i in await self.client.zrange(key, start, start + chunk - 1)]
+            if not ids:
+                break
+            start += chunk
+            ids.sort()  # UUIDv7: creation order within equal milliseconds too
+            if id_prefix is not None:
+                ids = [i for i in ids if i.startswith(id_prefix)]
+            if not ids:
+                continue
+            pipe = self.client.pipeline(transaction=False)
+            for i in ids:
+                pipe.hgetall(f"{self.prefix}:t:{i}")
+            for flat in await pipe.execute():
+                if not flat:
+                    continue
+                task = _record(flat)
+                if kind is None or task.kind == kind:
+                    found.append(task)
+        page = found[offset : offset + limit]
+        more = len(found) > offset + limit
+        return Page(items=page, next_cursor=str(offset + limit) if more else None)
+
+    async def count(self, status: TaskStatus | None = None) -> int:
+        key = f"{self.prefix}:s:{status}" if status is not None else f"{self.prefix}:all"
+        return int(await self.client.zcard(key))
+
+    async def requeue(self, task_id: str) -> TaskRecord:
+        now = self.now()
+        values: dict[str, Any] = {
+            "status": "queued",
+            "attempts": 0,
+            "run_at": now,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "finished_at": None,
+            "updated_at": now,
+        }
+        args: list[Any] = [self.prefix, task_id, _ms(now)]
+        for name, value in values.items():
+            args += [name, _enc(value)]
+        row = await self._requeue(args=args)
+        if not row:
+            raise TaskNotFoundError(task_id, "dead")
+        return _record(row)  # as requeued (a worker may take it at once)
+
+    async def purge(self, status: TaskStatus, *, ids: Sequence[str] | None = None) -> int:
+        if status not in ("dead", "succeeded"):
+            raise TaskValidationError("status", "only dead or succeeded tasks can be purged")
+        if ids is None:
+            ids = [_s(i) for i in await self.client.zrange(f"{self.prefix}:s:{status}", 0, -1)]
+        n = 0
+        for i in range(0, len(ids), 500):
+            n += int(await self._purge(args=[self.prefix, status, *ids[i : i + 500]]))
+        return n
+
+    async def next_due(self) -> datetime | None:
+        times: list[float] = []
+        for key in (f"{self.prefix}:delayed", f"{self.prefix}:leases"):
+            first = await self.client.zrange(key, 0, 0, withscores=True)
+            if first:
+                times.append(float(first[0][1]))
+        return datetime.fromtimestamp(min(times) / 1000, UTC) if times else None
+
+    async def close(self) -> None:
+        await self.client.aclose()
+        await self.client.connection_pool.aclose()
+
+
+def _redact(url: str) -> str:
+    """``url`` without its password."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+
+
+async def check_durability(client: Any, url: str, durability: Durability) -> None:
+    """Refuse (``require``) or log an error (``warn``) unless Redis fsyncs every write."""
+    try:
+        aof = await client.config_get("appendonly")
+        fsync = await client.config_get("appendfsync")
+        appendonly = _s(aof.get("appendonly", aof.get(b"appendonly", "")))
+        appendfsync = _s(fsync.get("appendfsync", fsync.get(b"appendfsync", "")))
+    except Exception as exc:
+        appendonly = appendfsync = f"unknown ({type(exc).__name__})"
+    if appendonly == "yes" and appendfsync == "always":
+        log.info("queue.redis_durable", url=_redact(url))
+        return
+    problem = (
+        f"Redis at {_redact(url)} has appendonly {appendonly}, appendfsync {appendfsync}: "
+        "acknowledged tasks can be lost on a crash; set `appendonly yes` and "
+        "`appendfsync always`"
+    )
+    if durability == "require":
+        raise QueueDurabilityError(f"{problem} (or accept the risk with ?durability=warn)")
+    log.error("queue.redis_not_durable", url=_redact(url), problem=problem)

@@ -1,0 +1,183 @@
+"""The queue conformance tests of ``test_queue.py`` and ``test_queue_hotpath.py`` against the
+Redis Streams backend on a real ``redis-server`` (fixture ``redis_url``), plus what only Redis
+has: the persistence check, an unreachable broker, the dead-letter stream, consumer groups."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from netsuke.events import EventBus
+from netsuke.routing import TaskQueue, TaskRecord
+from netsuke.routing._redis_backend import (
+    QueueDurabilityError,
+    QueueUnavailableError,
+    RedisTaskBackend,
+)
+
+from .conftest import need_redis, start_redis, stop_redis
+from .helpers import wait_for
+from .test_queue import (  # noqa: F401  (collected here again, on Redis)
+    test_a_redelivered_task_with_no_attempts_left_is_dead_lettered_unrun,
+    test_an_attempt_past_its_timeout_fails_with_task_timeout_error,
+    test_an_expired_lease_is_redelivered_and_the_old_holder_cannot_ack,
+    test_bad_input_is_refused_with_a_typed_error_and_queues_nothing,
+    test_capability_matching_for_workers_offering_many_or_no_capabilities,
+    test_dead_letter_queue_list_inspect_requeue_and_purge,
+    test_duplicate_idempotency_key_returns_the_first_task,
+    test_failures_retry_with_backoff_then_fallback_acks,
+    test_many_tasks_concurrent_workers_none_lost_none_twice,
+    test_priorities_then_delays_order_delivery,
+    test_settle_refuses_unknown_columns_and_changes_nothing,
+    test_worker_takes_only_tasks_whose_capabilities_it_offers,
+)
+from .test_queue_hotpath import (  # noqa: F401
+    test_a_sync_handler_returning_non_json_fails_the_attempt,
+    test_handlers_of_every_shape_are_acked_with_their_results,
+    test_settle_and_take_acks_and_leases_in_one_call,
+    test_stop_commits_the_acks_of_handlers_that_finished,
+)
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture
+def bus() -> EventBus:
+    return EventBus("test")
+
+
+@pytest.fixture
+async def queue(redis_url: str, bus: EventBus) -> AsyncIterator[TaskQueue]:
+    backend = await RedisTaskBackend.open(redis_url, prefix=f"{{t-{uuid.uuid4().hex}}}:q")
+    q = TaskQueue(backend, events=bus)
+    yield q
+    await q.close()
+
+
+async def test_dead_letters_go_to_the_dead_letter_stream(queue: TaskQueue) -> None:
+    task = await queue.submit("t", retry=None)
+    backend = queue.backend
+    assert isinstance(backend, RedisTaskBackend)
+    [held] = await backend.take("w", capabilities=None, limit=1, lease=30)
+    assert await backend.settle(("w", held.id, {"status": "dead", "last_error": "boom"}))
+    entries = await backend.client.xrange(f"{backend.prefix}:dead")
+    assert [e[1][b"id"].decode() for e in entries] == [task.id]
+    dead = await queue.get(task.id)
+    assert dead.status == "dead" and dead.last_error == "boom"
+
+
+async def test_a_lease_is_a_pending_entry_of_the_consumer_group(queue: TaskQueue) -> None:
+    await queue.submit("t", capabilities=["c"])
+    backend = queue.backend
+    assert isinstance(backend, RedisTaskBackend)
+    [held] = await backend.take("w1", capabilities=frozenset({"c"}), limit=1, lease=30)
+    stream = f"{backend.prefix}:r:0|t|c"
+    pending = await backend.client.xpending(stream, "netsuke")
+    assert pending["pending"] == 1 and pending["consumers"][0]["name"] == b"w1"
+    assert await backend.settle(("w1", held.id, {"status": "succeeded", "result": 1}))
+    assert (await backend.client.xpending(stream, "netsuke"))["pending"] == 0
+
+
+async def test_a_second_backend_on_the_same_redis_sees_the_same_queue(
+    queue: TaskQueue, redis_url: str
+) -> None:
+    backend = queue.backend
+    assert isinstance(backend, RedisTaskBackend)
+    other = await RedisTaskBackend.open(redis_url, prefix=backend.prefix)
+    try:
+        task = await queue.submit("t", {"x": 1})
+        seen: list[str] = []
+        async with TaskQueue(other).worker(lambda t: seen.append(t.id), poll_interval=0.05):
+            await wait_for(lambda: seen == [task.id])
+        assert (await queue.get(task.id)).status == "succeeded"
+    finally:
+        await other.close()
+
+
+async def test_an_unreachable_broker_is_one_clear_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there now
+    with pytest.raises(QueueUnavailableError, match=rf"cannot reach Redis at redis://.*:{port}"):
+        await RedisTaskBackend.open(f"redis://127.0.0.1:{port}/0")
+    with pytest.raises(QueueUnavailableError) as ei:  # a password never reaches the message
+        await RedisTaskBackend.open(f"redis://:hunter2@127.0.0.1:{port}/0")
+    assert "hunter2" not in str(ei.value) and f"***@127.0.0.1:{port}" in str(ei.value)
+    with pytest.raises(QueueUnavailableError, match="bad Redis URL"):
+        await RedisTaskBackend.open("http://127.0.0.1/0")
+
+
+async def test_a_server_without_fsync_on_every_write_is_refused_or_warned(
+    redis_without_fsync: str,
+) -> None:
+    with capture_logs() as logs:
+        backend = await RedisTaskBackend.open(redis_without_fsync, durability="warn")
+    await backend.close()
+    [warned] = [e for e in logs if e["event"] == "queue.redis_not_durable"]
+    assert warned["log_level"] == "error" and "appendfsync always" in warned["problem"]
+    with pytest.raises(QueueDurabilityError, match="appendonly no"):
+        await RedisTaskBackend.open(redis_without_fsync)
+
+
+@pytest.mark.timeout(90)
+async def test_a_killed_worker_and_a_killed_broker_lose_no_acknowledged_task(
+    tmp_path: Path,
+) -> None:
+    need_redis()
+    durable = ("--appendonly", "yes", "--appendfsync", "always")
+    server, url = await asyncio.to_thread(start_redis, tmp_path, *durable)
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    prefix = "{crash}:q"
+    marker = tmp_path / "taken"
+    try:
+        queue = TaskQueue(await RedisTaskBackend.open(url, prefix=prefix))
+        task = await queue.submit("important", {"n": 42})
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(HERE / "crash_worker_redis.py"), url, prefix, str(marker),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            async with asyncio.timeout(30):
+                while not marker.exists():
+                    assert proc.returncode is None, "the worker process exited early"
+                    await asyncio.sleep(0.02)
+            assert marker.read_text() == f"{task.id} 1"
+            proc.send_signal(signal.SIGKILL)
+            assert await asyncio.wait_for(proc.wait(), 10) == -signal.SIGKILL
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        acked = await asyncio.gather(*(queue.submit("bulk", {"i": i}) for i in range(200)))
+        await queue.close()
+        server.send_signal(signal.SIGKILL)  # the broker dies right after acknowledging
+        await asyncio.to_thread(server.wait, 10)
+        server, url = await asyncio.to_thread(start_redis, tmp_path, *durable, port=port)
+        queue = TaskQueue(await RedisTaskBackend.open(url, prefix=prefix))
+        try:
+            held = await queue.get(task.id)
+            assert held.status == "leased" and held.lease_owner == "doomed"
+            assert await queue.count("queued") == len(acked)
+            seen: list[tuple[str, int]] = []
+
+            def handle(t: TaskRecord) -> str:
+                seen.append((t.id, t.attempts))
+                return "done"
+
+            async with queue.worker(handle, poll_interval=0.05, batch=50, concurrency=1):
+                await wait_for(lambda: len(seen) == len(acked) + 1, timeout=30)
+            assert (task.id, 2) in seen
+            assert sorted(i for i, _ in seen) == sorted([task.id, *(t.id for t in acked)])
+            assert await queue.count("succeeded") == len(acked) + 1
+        finally:
+            await queue.close()
+    finally:
+        stop_redis(server)
