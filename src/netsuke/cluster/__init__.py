@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from ._codec import DecodeError, EncodeError, RemoteError, decode, encode, encode_reason
+from ._nats import NOCONNECTION, NatsTransport, NodeDown, join, split_node_id
 
 __all__ = [
+    "NOCONNECTION",
     "DecodeError",
     "EncodeError",
+    "NatsTransport",
+    "NodeDown",
     "RemoteError",
     "decode",
     "encode",
     "encode_reason",
+    "join",
+    "split_node_id",
 ]

@@ -849,6 +849,8 @@ class Runtime:
             return
         _add_link(a, b)
         _add_link(b, a)
+        if a._rt is not b._rt and self.transport is not None:
+            self.transport.linked(a, b)
 
     def unlink(self, a: Target, b: Target) -> None:
         pa = self._resolve(a)
@@ -856,6 +858,8 @@ class Runtime:
         if pa is not None and pb is not None:
             _drop_link(pa, pb)
             _drop_link(pb, pa)
+            if pa._rt is not pb._rt and self.transport is not None:
+                self.transport.unlinked(pa, pb)
 
     def links(self, target: Target) -> list[Pid]:
         p = self._resolve_or_noproc(target)
@@ -882,6 +886,8 @@ class Runtime:
         if we.monitoring is None:
             we.monitoring = {}
         we.monitoring[ref] = p
+        if p._rt is not self and self.transport is not None:
+            self.transport.monitored(ref, watcher, p)
         return ref
 
     def _demonitor(self, watcher: Process, ref: Ref) -> None:
@@ -891,6 +897,8 @@ class Runtime:
         p = we.monitoring.pop(ref, None)
         if p is not None and p._ext is not None and p._ext.monitored_by is not None:
             p._ext.monitored_by.pop(ref, None)
+        if p is not None and p._rt is not self and self.transport is not None:
+            self.transport.demonitored(ref, watcher, p)
 
     def _exit_future(self, p: Process) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = self._loop.create_future()
