@@ -267,3 +267,57 @@ async def test_bad_frames_are_dropped_and_counted(nats_server: NatsServer) -> No
             await nc.close()
         await eventually(lambda: dropped() - before >= 6)
         assert await a.call(pid, "still", timeout=30) == ("echo", "still")
+
+
+async def test_one_subscription_per_node_whatever_the_process_count(
+    nats_server: NatsServer,
+) -> None:
+    p = prefix()
+    async with (
+        join(nats_server.url, "alpha", **opts(p)) as a,
+        join(nats_server.url, "beta", **opts(p)) as b,
+    ):
+        ta = a.transport
+        assert isinstance(ta, NatsTransport)
+        assert ta.nc is not None
+        before = len(ta.nc._subs)
+        pids = [await b.start(Echo) for _ in range(50)]
+        async with a.scope(trap_exit=True) as me:
+            for pid in pids:
+                assert pid is not None
+                me.monitor(pid)
+            for i, pid in enumerate(pids):
+                assert await a.call(pid, i, timeout=30) == ("echo", i)
+            assert len(ta.nc._subs) == before == 2
+            assert len(ta._remotes) == 50  # stand-ins held for the monitors
+            for pid in pids:
+                await b.stop(pid)  # type: ignore[arg-type]
+            for _ in pids:
+                assert type(await me.receive(timeout=30)) is Down
+        # Nothing links or monitors them any more: the stand-ins go at the next tick.
+        await eventually(lambda: not ta._remotes)
+
+
+async def test_trace_context_travels_in_headers(nats_server: NatsServer) -> None:
+    from netsuke.observability.testing import capture_spans
+
+    p = prefix()
+    async with (
+        join(nats_server.url, "alpha", **opts(p)) as a,
+        join(nats_server.url, "beta", **opts(p)) as b,
+    ):
+        pid = await b.start(Echo)
+        assert pid is not None
+        from opentelemetry import trace
+
+        # The receiving span ends before the callee runs, so before the reply arrives.
+        with (
+            capture_spans() as spans,
+            trace.get_tracer("test").start_as_current_span("caller") as caller,
+        ):
+            await a.call(pid, "traced", timeout=30)
+        got = spans.named("cluster.receive call")
+        assert len(got) == 1
+        assert got[0].context.trace_id == caller.get_span_context().trace_id
+        assert got[0].parent is not None
+        assert got[0].parent.span_id == caller.get_span_context().span_id
