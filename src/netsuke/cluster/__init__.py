@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from ._codec import DecodeError, EncodeError, RemoteError, decode, encode, encode_reason
-from ._nats import NOCONNECTION, NatsTransport, NodeDown, join, split_node_id
+from ._nats import NOCONNECTION, ClusterConnectError, NatsTransport, NodeDown, join, split_node_id
 
 __all__ = [
     "NOCONNECTION",
+    "ClusterConnectError",
     "DecodeError",
     "EncodeError",
     "NatsTransport",

@@ -52,7 +52,7 @@ from netsuke.observability import REGISTRY
 
 from ._codec import DecodeError, EncodeError, RemoteError, encode_reason, from_wire, to_wire
 
-__all__ = ["NOCONNECTION", "NatsTransport", "NodeDown", "join"]
+__all__ = ["NOCONNECTION", "ClusterConnectError", "NatsTransport", "NodeDown", "join"]
 
 log = structlog.get_logger("netsuke.cluster")
 tracer = trace.get_tracer("netsuke.cluster")
@@ -236,12 +236,33 @@ class NatsTransport(Transport):
             "reconnect_time_wait": 0.5,
             "connect_timeout": 5,
             "allow_reconnect": True,
+            "error_cb": self._nats_error,
+            "disconnected_cb": self._nats_disconnected,
+            "reconnected_cb": self._nats_reconnected,
         }
         opts.update(self._connect_options)
-        self.nc = await nats.connect(self.servers, **opts)
+        forever = opts["max_reconnect_attempts"]
+        if "max_reconnect_attempts" not in self._connect_options:
+            opts["max_reconnect_attempts"] = 2  # the first connection fails fast, then forever
+        try:
+            self.nc = await nats.connect(self.servers, **opts)
+        except Exception as e:
+            raise ClusterConnectError(
+                f"cannot connect to NATS at {self.servers}: {type(e).__name__}: {e}"
+            ) from e
+        self.nc.options["max_reconnect_attempts"] = forever
         await self.nc.subscribe(f"{self.prefix}.node.{self.node_id}.>", cb=self._on_msg)
         await self.nc.subscribe(f"{self.prefix}.hb", cb=self._on_hb)
         await self.nc.flush()
+
+    async def _nats_error(self, e: Exception) -> None:
+        log.warning("cluster_nats_error", node=self.node_id, error=f"{type(e).__name__}: {e}")
+
+    async def _nats_disconnected(self) -> None:
+        log.warning("cluster_nats_disconnected", node=self.node_id)
+
+    async def _nats_reconnected(self) -> None:
+        log.info("cluster_nats_reconnected", node=self.node_id)
 
     async def close(self) -> None:
         """Flush what is queued, tell the peers this node leaves, and disconnect."""
@@ -364,6 +385,7 @@ class NatsTransport(Transport):
     async def _sender(self) -> None:
         assert self._out_wake is not None
         assert self.nc is not None
+        failing = False
         while True:
             await self._out_wake.wait()
             self._out_wake.clear()
@@ -371,8 +393,15 @@ class NatsTransport(Transport):
                 await self._flush_out(self.nc)
             except asyncio.CancelledError:
                 raise
-            except Exception as e:
-                log.warning("cluster_publish_failed", node=self.node_id, error=repr(e))
+            except Exception as e:  # disconnected: frames meanwhile are lost, as in Erlang
+                DROPPED.labels(self.node_id, "publish_failed").inc()
+                if not failing:
+                    log.warning("cluster_publish_failed", node=self.node_id, error=repr(e))
+                failing = True
+            else:
+                if failing:
+                    log.info("cluster_publish_recovered", node=self.node_id)
+                failing = False
 
     async def _flush_out(self, nc: NatsClient) -> None:
         out = self._out
@@ -770,6 +799,10 @@ class NatsTransport(Transport):
 
 class _Malformed(ValueError):
     pass
+
+
+class ClusterConnectError(ConnectionError):
+    """The node could not reach the NATS server (bad URL, refused, timed out)."""
 
 
 def _json(data: dict[str, Any]) -> bytes:
