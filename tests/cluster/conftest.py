@@ -51,16 +51,16 @@ class NatsServer:
             stderr=subprocess.STDOUT,
         )
         self._log = log
+        # Ready when *this* server says so in its log (a probe connection could reach another
+        # process's server that took the port in between).
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"nats-server exited: {self.proc.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("nats-server did not listen within 30 s")
+            if b"Server is ready" in (self.workdir / "nats-server.log").read_bytes():
+                return self
+            time.sleep(0.05)
+        raise RuntimeError("nats-server was not ready within 30 s")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,7 @@ _prefixes = itertools.count()
 
 def prefix() -> str:
     """A subject prefix of its own for each test (one NATS server serves the session)."""
-    return f"t{next(_prefixes)}x{id(object())}"
+    return f"t{next(_prefixes)}x{uuid.uuid4().hex[:12]}"
 
 
 class Echo(Process):

@@ -41,7 +41,9 @@ def test_node_id_carries_name_and_incarnation() -> None:
 async def test_unreachable_server_fails_fast_with_one_clear_error() -> None:
     url = f"nats://127.0.0.1:{free_port()}"
     t = NatsTransport(url, "alpha")
-    with pytest.raises(ClusterConnectError, match="cannot connect to NATS at nats://127.0.0.1:"):
+    with pytest.raises(
+        ClusterConnectError, match=r"cannot connect to NATS at nats://127\.0\.0\.1:"
+    ):
         await t.connect()
 
 

@@ -254,6 +254,26 @@ class NatsTransport(Transport):
         await self.nc.subscribe(f"{self.prefix}.node.{self.node_id}.>", cb=self._on_msg)
         await self.nc.subscribe(f"{self.prefix}.hb", cb=self._on_hb)
         await self.nc.flush()
+        await self._probe_self()
+
+    async def _probe_self(self) -> None:
+        """Return once a request to this node's own subject comes back through the server.
+
+        Under load, frames sent to a node right after it subscribed were seen lost for good
+        (its subscription did not route yet, and the server drops what matches nobody); a
+        node counts as joined only when its subscription answers."""
+        assert self.nc is not None
+        subject = f"{self.prefix}.node.{self.node_id}.probe"
+        error: Exception | None = None
+        for _ in range(20):
+            try:
+                await self.nc.request(subject, b"", timeout=1)
+                return
+            except Exception as e:  # no responders yet, or timed out: try again
+                error = e
+                await asyncio.sleep(0.1)
+        await self.nc.close()
+        raise ClusterConnectError(f"this node's subscription does not route: {error!r}")
 
     async def _nats_error(self, e: Exception) -> None:
         log.warning("cluster_nats_error", node=self.node_id, error=f"{type(e).__name__}: {e}")
@@ -503,6 +523,10 @@ class NatsTransport(Transport):
         )
 
     async def _on_msg(self, msg: Msg) -> None:
+        if msg.subject.endswith(".probe"):
+            if msg.reply:
+                await msg.respond(b"ok")
+            return
         rt = self.rt
         if rt is None:
             return
