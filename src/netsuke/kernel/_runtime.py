@@ -891,6 +891,8 @@ class Runtime:
             return
         _add_link(a, b)
         _add_link(b, a)
+        if a._rt is not b._rt and self.transport is not None:
+            self.transport.linked(a, b)
 
     def unlink(self, a: Target, b: Target) -> None:
         pa = self._resolve(a)
@@ -898,6 +900,8 @@ class Runtime:
         if pa is not None and pb is not None:
             _drop_link(pa, pb)
             _drop_link(pb, pa)
+            if pa._rt is not pb._rt and self.transport is not None:
+                self.transport.unlinked(pa, pb)
 
     def links(self, target: Target) -> list[Pid]:
         p = self._resolve_or_noproc(target)
@@ -932,6 +936,8 @@ class Runtime:
         if we.monitoring is None:
             we.monitoring = {}
         we.monitoring[ref] = p
+        if p._rt is not self and self.transport is not None:
+            self.transport.monitored(ref, watcher, p)
         return ref
 
     def _demonitor(self, watcher: Process, ref: Ref, flush: bool = False) -> bool:
@@ -946,6 +952,8 @@ class Runtime:
                     pe.monitored_by.pop(ref, None)
                     if pe.monitor_names is not None:
                         pe.monitor_names.pop(ref, None)
+                if p._rt is not self and self.transport is not None:
+                    self.transport.demonitored(ref, watcher, p)
         if flush:
             mb = watcher._mailbox
             if mb:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
-from ._pid import Pid
+from ._pid import Pid, Ref
 
 if TYPE_CHECKING:
     from ._process import Process
@@ -43,6 +43,23 @@ class Transport(ABC):
     @abstractmethod
     def nodes(self) -> list[str]:
         """The names of the nodes reachable through this transport (including this one)."""
+
+    # Hooks the node calls after it changed a link or monitor between a process of its own and
+    # an object ``resolve`` returned (a process of another node). A transport whose objects are
+    # the processes themselves (``LocalTransport``) has nothing to do; a network transport tells
+    # the other node, so that both ends know about the link or monitor.
+
+    def linked(self, a: Process, b: Process) -> None:
+        """``a`` and ``b`` (one of them foreign) were linked."""
+
+    def unlinked(self, a: Process, b: Process) -> None:
+        """``a`` and ``b`` (one of them foreign) were unlinked."""
+
+    def monitored(self, ref: Ref, watcher: Process, target: Process) -> None:
+        """``watcher`` (local) monitors the foreign ``target`` under ``ref``."""
+
+    def demonitored(self, ref: Ref, watcher: Process, target: Process) -> None:
+        """``watcher`` (local) dropped its monitor ``ref`` on the foreign ``target``."""
 
 
 class LocalTransport(Transport):

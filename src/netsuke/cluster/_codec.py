@@ -1,0 +1,205 @@
+"""The wire codec: what may cross between nodes, and how it is written.
+
+No pickle: a frame from the network is JSON, and only these values round-trip:
+
+* ``None``, ``bool``, ``int``, ``float`` (finite), ``str``, ``bytes``;
+* ``list``, ``tuple`` (kept apart from lists) and ``dict`` with ``str`` keys;
+* :class:`~netsuke.kernel.Pid`, :class:`~netsuke.kernel.Ref`,
+  :class:`~netsuke.kernel.Shutdown`;
+* exceptions, which travel as their type name and message and arrive as :class:`RemoteError`.
+
+Anything else fails at send time with :class:`EncodeError`, which names the type and where it
+was found. A frame that does not decode raises :class:`DecodeError`; the transport drops and
+counts it. Tagged values are one-key objects whose key starts with ``$``; a user dict with such
+a key is escaped (``{"$m": {...}}``), so no user data is mistaken for a tag.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from netsuke.kernel import Pid, Ref, Shutdown
+
+__all__ = [
+    "DecodeError",
+    "EncodeError",
+    "RemoteError",
+    "decode",
+    "encode",
+    "encode_reason",
+    "from_wire",
+    "to_wire",
+]
+
+_MAX_DEPTH = 100
+
+
+class EncodeError(TypeError):
+    """A value cannot be sent to another node. ``type_name`` is the offending type, ``path``
+    where it sits in the message (``$`` is the message itself)."""
+
+    def __init__(self, type_name: str, path: str, detail: str = "") -> None:
+        self.type_name = type_name
+        self.path = path
+        extra = f" ({detail})" if detail else ""
+        super().__init__(f"cannot send a value of type {type_name} at {path}{extra}")
+
+
+class DecodeError(ValueError):
+    """A frame from a peer is not a valid Netsuke frame."""
+
+
+class RemoteError(Exception):
+    """An exception raised on another node, as it arrives here: its type name and message.
+
+    Two remote errors are equal when type name and message are equal."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(f"{type_name}: {message}" if message else type_name)
+        self.type_name = type_name
+        self.message = message
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            type(other) is RemoteError
+            and other.type_name == self.type_name
+            and other.message == self.message
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.type_name, self.message))
+
+
+def _exc_parts(e: BaseException) -> tuple[str, str]:
+    if type(e) is RemoteError:
+        return e.type_name, e.message
+    return type(e).__qualname__, str(e)
+
+
+def to_wire(value: Any, path: str = "$", depth: int = 0) -> Any:
+    """``value`` as plain JSON data, or :class:`EncodeError`."""
+    if depth > _MAX_DEPTH:
+        raise EncodeError(type(value).__name__, path, f"nested deeper than {_MAX_DEPTH}")
+    t = type(value)
+    if value is None or t is bool or t is int or t is str:
+        return value
+    if t is float:
+        if value != value or value in (float("inf"), float("-inf")):
+            raise EncodeError("float", path, "not finite")
+        return value
+    if t is list:
+        return [to_wire(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
+    if t is dict:
+        out: dict[str, Any] = {}
+        escape = False
+        for k, v in value.items():
+            if type(k) is not str:
+                raise EncodeError(type(k).__name__, f"{path} key", "dict keys must be str")
+            if k.startswith("$"):
+                escape = True
+            out[k] = to_wire(v, f"{path}[{k!r}]", depth + 1)
+        return {"$m": out} if escape else out
+    if t is tuple:
+        return {"$t": [to_wire(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]}
+    if t is Pid:
+        return {"$p": [value.node, value.id]}
+    if t is Ref:
+        return {"$r": [value.node, value.id]}
+    if t is Shutdown:
+        return {"$s": to_wire(value.detail, f"{path}.detail", depth + 1)}
+    if t is bytes:
+        return {"$b": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, BaseException):
+        return {"$e": list(_exc_parts(value))}
+    raise EncodeError(t.__qualname__, path)
+
+
+def _pair(v: Any, tag: str) -> tuple[str, int]:
+    if (
+        type(v) is not list
+        or len(v) != 2
+        or type(v[0]) is not str
+        or not v[0]
+        or type(v[1]) is not int
+    ):
+        raise DecodeError(f"bad {tag} value")
+    return v[0], v[1]
+
+
+def from_wire(value: Any, depth: int = 0) -> Any:
+    """The value that :func:`to_wire` wrote, or :class:`DecodeError`."""
+    if depth > _MAX_DEPTH + 2:
+        raise DecodeError("frame nested too deeply")
+    t = type(value)
+    if t is list:
+        return [from_wire(v, depth + 1) for v in value]
+    if t is not dict:
+        if t is float and (value != value or value in (float("inf"), float("-inf"))):
+            raise DecodeError("float not finite")
+        return value
+    if len(value) == 1:
+        ((k, v),) = value.items()
+        if k.startswith("$"):
+            if k == "$m":
+                if type(v) is not dict:
+                    raise DecodeError("bad $m value")
+                return {kk: from_wire(vv, depth + 1) for kk, vv in v.items()}
+            if k == "$t":
+                if type(v) is not list:
+                    raise DecodeError("bad $t value")
+                return tuple(from_wire(x, depth + 1) for x in v)
+            if k == "$p":
+                return Pid(*_pair(v, k))
+            if k == "$r":
+                return Ref(*_pair(v, k))
+            if k == "$s":
+                return Shutdown(from_wire(v, depth + 1))
+            if k == "$b":
+                if type(v) is not str:
+                    raise DecodeError("bad $b value")
+                try:
+                    return base64.b64decode(v, validate=True)
+                except (binascii.Error, ValueError) as e:
+                    raise DecodeError("bad $b value") from e
+            if k == "$e":
+                if type(v) is not list or len(v) != 2 or not all(type(x) is str for x in v):
+                    raise DecodeError("bad $e value")
+                return RemoteError(v[0], v[1])
+            raise DecodeError(f"unknown tag {k!r}")
+    for k in value:
+        if k.startswith("$"):
+            raise DecodeError(f"unescaped key {k!r}")
+    return {k: from_wire(v, depth + 1) for k, v in value.items()}
+
+
+def encode(value: Any) -> bytes:
+    """``value`` as a UTF-8 JSON frame. Raises :class:`EncodeError` naming the type."""
+    try:
+        data = to_wire(value)
+    except RecursionError:
+        raise EncodeError(type(value).__name__, "$", "too deep or cyclic") from None
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def decode(frame: bytes) -> Any:
+    """The value in a frame; :class:`DecodeError` for anything that is not a valid frame."""
+    try:
+        data = json.loads(frame)
+    except (ValueError, UnicodeDecodeError, RecursionError, TypeError) as e:
+        raise DecodeError(f"not a JSON frame: {type(e).__name__}") from None
+    try:
+        return from_wire(data)
+    except RecursionError:
+        raise DecodeError("frame nested too deeply") from None
+
+
+def encode_reason(reason: Any) -> Any:
+    """An exit reason as wire data; never fails. A reason that does not encode travels as a
+    :class:`RemoteError` naming its type (exit signals must always arrive)."""
+    try:
+        return to_wire(reason)
+    except (EncodeError, RecursionError):
+        return {"$e": [type(reason).__qualname__, repr(reason)[:200]]}

@@ -1,0 +1,887 @@
+"""The NATS transport: nodes in separate OS processes, one kernel namespace.
+
+Each node has an id ``name#incarnation`` (the incarnation is chosen when the node starts), which
+is the ``node`` of every Pid it makes: a restarted node has a new id, so a predecessor's pids
+never reach it (they answer ``noproc``). Each node holds two NATS subscriptions, whatever the
+number of its processes: ``<prefix>.node.<id>.>`` (frames and call replies for it) and
+``<prefix>.hb`` (heartbeats of all nodes).
+
+A foreign pid is represented on this node by a *remote stand-in*, a process object that turns
+the kernel's mailbox operations into frames: ``send``/``cast`` are one-way frames, ``call`` is a
+request with a reply subject (the caller's timeout is the kernel's), exit signals, links and
+monitors are frames too, answered by the other node. When a peer stops heartbeating (or its
+subscription is gone, which NATS reports at once as "no responders") the node is *down*: every
+stand-in of that node exits with ``noconnection``, which fires each link and monitor once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Final
+
+import nats
+import structlog
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from opentelemetry import propagate, trace
+from prometheus_client import Counter
+
+from netsuke.kernel import (
+    NOPROC,
+    Down,
+    From,
+    NoProcessError,
+    Pid,
+    Process,
+    ProcessExitedError,
+    Ref,
+    Runtime,
+    Transport,
+)
+from netsuke.kernel._messages import Cast, SysStop
+from netsuke.kernel._process import F_DEAD
+from netsuke.kernel._runtime import _add_link, _drop_link
+from netsuke.observability import REGISTRY
+
+from ._codec import DecodeError, EncodeError, RemoteError, encode_reason, from_wire, to_wire
+
+__all__ = ["NOCONNECTION", "ClusterConnectError", "NatsTransport", "NodeDown", "join"]
+
+log = structlog.get_logger("netsuke.cluster")
+tracer = trace.get_tracer("netsuke.cluster")
+
+NOCONNECTION: Final = "noconnection"
+"""The exit reason of links and monitors on processes of a node that went down or was cut off."""
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+FRAMES = Counter(
+    "netsuke_cluster_frames",
+    "Frames between nodes, by direction (sent, received) and kind.",
+    ["node", "direction", "kind"],
+    registry=REGISTRY,
+)
+DROPPED = Counter(
+    "netsuke_cluster_frames_dropped",
+    "Frames from peers that were dropped: reason is undecodable, malformed or handler_error.",
+    ["node", "reason"],
+    registry=REGISTRY,
+)
+NODE_DOWN = Counter(
+    "netsuke_cluster_nodes_down",
+    "Peer nodes seen going down (heartbeats stopped, no responders, left, or replaced).",
+    ["node", "cause"],
+    registry=REGISTRY,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeDown:
+    """Delivered to a process that asked ``monitor_node(node)`` when that node goes down."""
+
+    node: str
+
+
+def split_node_id(node_id: str) -> tuple[str, int] | None:
+    """``("alpha", 17)`` for ``"alpha#17"``; ``None`` for anything that is not a cluster id."""
+    name, sep, inc = node_id.partition("#")
+    if not sep or not _NAME.match(name) or not inc.isdigit():
+        return None
+    return name, int(inc)
+
+
+class _Remote(Process):
+    """The stand-in of a process of another node (never started, never in a process table)."""
+
+    __slots__ = ("_rpid",)
+    hibernate_after = None
+    _rpid: Pid
+
+    @property
+    def pid(self) -> Pid:
+        return self._rpid
+
+    def _deliver(self, message: Any) -> None:
+        gw: _Gateway = self._rt  # type: ignore[assignment]
+        gw.transport._deliver_remote(self, message)
+
+    def __repr__(self) -> str:
+        return f"<remote {self._rpid!r}>"
+
+
+class _Gateway:
+    """What a stand-in has as its node: exit signals and exit waits go to the network, the rest
+    of the kernel's bookkeeping to the local runtime."""
+
+    def __init__(self, transport: NatsTransport, rt: Runtime) -> None:
+        self.transport = transport
+        self.rt = rt
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.rt, name)
+
+    @property
+    def _draining(self) -> bool:
+        return self.rt._draining
+
+    @_draining.setter
+    def _draining(self, value: bool) -> None:
+        self.rt._draining = value
+
+    def _signal(
+        self,
+        target: Process,
+        reason: Any,
+        sender: Process | None,
+        sender_pid: Pid | None,
+        *,
+        explicit: bool = False,
+    ) -> None:
+        assert isinstance(target, _Remote)
+        self.transport._post(
+            target._rpid.node,
+            "exit",
+            {"from": sender_pid, "to": target._rpid, "x": explicit},
+            reason=reason,
+        )
+
+    def _exit_future(self, p: Process) -> asyncio.Future[Any]:
+        assert isinstance(p, _Remote)
+        return self.transport._remote_exit_future(p)
+
+
+class _Peer:
+    __slots__ = ("last_seen", "node_id")
+
+    def __init__(self, node_id: str, now: float) -> None:
+        self.node_id = node_id
+        self.last_seen = now
+
+
+class NatsTransport(Transport):
+    """Joins this node to the others on a NATS server. Options (defaults in brackets):
+
+    * ``servers``: NATS URL(s), e.g. ``"nats://127.0.0.1:4222"``.
+    * ``name``: the node name (letters, digits, ``_``, ``-``); unique in the cluster.
+    * ``incarnation`` [microseconds since the epoch at construction]: tells this run of the node
+      from earlier and later ones.
+    * ``heartbeat_interval`` [``0.5``] seconds between heartbeats; ``down_after`` [``3.0``]
+      seconds of silence after which a peer is down (links and monitors fire ``noconnection``).
+    * ``prefix`` [``"netsuke"``]: the first token of every subject (separates clusters that
+      share a NATS server).
+    * ``connect_options``: passed to ``nats.connect`` (credentials, TLS, ...); the transport's
+      defaults notice a dead server within seconds (``ping_interval=2``,
+      ``max_outstanding_pings=2``) and reconnect forever (``max_reconnect_attempts=-1``).
+
+    Call :meth:`connect` before starting the runtime with ``node=transport.node_id`` and this
+    transport, and :meth:`close` after it stopped; :func:`join` does all three.
+    """
+
+    def __init__(
+        self,
+        servers: str | list[str],
+        name: str,
+        *,
+        incarnation: int | None = None,
+        heartbeat_interval: float = 0.5,
+        down_after: float = 3.0,
+        prefix: str = "netsuke",
+        connect_options: dict[str, Any] | None = None,
+    ) -> None:
+        if not _NAME.match(name):
+            raise ValueError(f"node name {name!r}: use 1-64 letters, digits, '_' or '-'")
+        if not _NAME.match(prefix):
+            raise ValueError(f"subject prefix {prefix!r}: use letters, digits, '_' or '-'")
+        if heartbeat_interval <= 0 or down_after <= heartbeat_interval:
+            raise ValueError("need 0 < heartbeat_interval < down_after")
+        self.name = name
+        self.incarnation = incarnation if incarnation is not None else time.time_ns() // 1000
+        self.node_id = f"{name}#{self.incarnation}"
+        self.servers = servers
+        self.heartbeat_interval = heartbeat_interval
+        self.down_after = down_after
+        self.prefix = prefix
+        self._connect_options = dict(connect_options or {})
+        self.nc: NatsClient | None = None
+        self.rt: Runtime | None = None
+        self._gw: _Gateway | None = None
+        self._remotes: dict[Pid, _Remote] = {}
+        self._mons: dict[Ref, _Remote] = {}
+        self._calls: dict[int, tuple[From, Pid]] = {}
+        self._call_ids = 0
+        self._peers: dict[str, _Peer] = {}
+        self._down: set[str] = set()
+        self._node_watchers: dict[str, list[Pid]] = {}
+        self._out: deque[tuple[str, bytes, str, dict[str, str] | None]] = deque()
+        self._out_wake: asyncio.Event | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def connect(self) -> None:
+        """Connect to NATS and subscribe (two subscriptions, whatever the process count)."""
+        opts: dict[str, Any] = {
+            "name": self.node_id,
+            "ping_interval": 2,
+            "max_outstanding_pings": 2,
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": 0.5,
+            "connect_timeout": 5,
+            "allow_reconnect": True,
+            "error_cb": self._nats_error,
+            "disconnected_cb": self._nats_disconnected,
+            "reconnected_cb": self._nats_reconnected,
+        }
+        opts.update(self._connect_options)
+        forever = opts["max_reconnect_attempts"]
+        if "max_reconnect_attempts" not in self._connect_options:
+            opts["max_reconnect_attempts"] = 2  # the first connection fails fast, then forever
+        try:
+            self.nc = await nats.connect(self.servers, **opts)
+        except Exception as e:
+            raise ClusterConnectError(
+                f"cannot connect to NATS at {self.servers}: {type(e).__name__}: {e}"
+            ) from e
+        self.nc.options["max_reconnect_attempts"] = forever
+        await self.nc.subscribe(f"{self.prefix}.node.{self.node_id}.>", cb=self._on_msg)
+        await self.nc.subscribe(f"{self.prefix}.hb", cb=self._on_hb)
+        await self.nc.flush()
+        await self._probe_self()
+
+    async def _probe_self(self) -> None:
+        """Return once a request to this node's own subject comes back through the server.
+
+        Under load, frames sent to a node right after it subscribed were seen lost for good
+        (its subscription did not route yet, and the server drops what matches nobody); a
+        node counts as joined only when its subscription answers."""
+        assert self.nc is not None
+        subject = f"{self.prefix}.node.{self.node_id}.probe"
+        error: Exception | None = None
+        for _ in range(20):
+            try:
+                await self.nc.request(subject, b"", timeout=1)
+                return
+            except Exception as e:  # no responders yet, or timed out: try again
+                error = e
+                await asyncio.sleep(0.1)
+        await self.nc.close()
+        raise ClusterConnectError(f"this node's subscription does not route: {error!r}")
+
+    async def _nats_error(self, e: Exception) -> None:
+        log.warning("cluster_nats_error", node=self.node_id, error=f"{type(e).__name__}: {e}")
+
+    async def _nats_disconnected(self) -> None:
+        log.warning("cluster_nats_disconnected", node=self.node_id)
+
+    async def _nats_reconnected(self) -> None:
+        log.info("cluster_nats_reconnected", node=self.node_id)
+
+    async def close(self) -> None:
+        """Flush what is queued, tell the peers this node leaves, and disconnect."""
+        self._closing = True
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        nc = self.nc
+        if nc is None or nc.is_closed:
+            return
+        try:
+            await self._flush_out(nc)
+            await nc.publish(f"{self.prefix}.hb", _frame("bye", {"n": self.node_id}))
+            await nc.flush(timeout=2)
+        except Exception as e:  # a closed connection must not fail the shutdown
+            log.warning("cluster_close_flush_failed", node=self.node_id, error=repr(e))
+        await nc.close()
+
+    def attach(self, runtime: Runtime) -> None:
+        if self.rt is not None:
+            raise ValueError(f"node {self.node_id!r} is already attached to this transport")
+        if runtime.node != self.node_id:
+            raise ValueError(f"the runtime's node must be {self.node_id!r}, not {runtime.node!r}")
+        if self.nc is None:
+            raise RuntimeError("NatsTransport.connect() must be awaited before the node starts")
+        self.rt = runtime
+        self._gw = _Gateway(self, runtime)
+        self._out_wake = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._sender()), loop.create_task(self._ticker())]
+        log.info("cluster_node_joined", node=self.node_id, servers=str(self.servers))
+
+    def detach(self, runtime: Runtime) -> None:
+        if self.rt is runtime:
+            self.rt = None
+
+    def nodes(self) -> list[str]:
+        """This node and the peers currently seen alive (node ids)."""
+        return sorted([self.node_id, *(p.node_id for p in self._peers.values())])
+
+    # ----------------------------------------------------------------- resolution
+
+    def resolve(self, pid: Pid) -> Process | None:
+        if self._gw is None or self._closing:
+            return None
+        parts = split_node_id(pid.node)
+        if parts is None or pid.node in self._down:
+            return None
+        peer = self._peers.get(parts[0])
+        if peer is not None and peer.node_id != pid.node:
+            return None  # another incarnation of that name is the live one: noproc
+        if parts[0] == self.name:
+            return None  # an earlier incarnation of this very node
+        return self._remote(pid)
+
+    def _remote(self, pid: Pid) -> _Remote:
+        r = self._remotes.get(pid)
+        if r is None or r._flags & F_DEAD:
+            r = object.__new__(_Remote)
+            r._rt = self._gw  # type: ignore[assignment]
+            r._rpid = pid
+            r._id = pid.id
+            r._mailbox = None
+            r._task = None
+            r._waiter = None
+            r._current = None
+            r._flags = 0
+            r._reg = None
+            r._parent = None
+            r._spec = None
+            r._arg = None
+            r._ext = None
+            r._links = None
+            self._remotes[pid] = r
+        return r
+
+    def _track(self, node_id: str) -> None:
+        """A link or monitor now depends on ``node_id``: if it never heartbeats, it goes down."""
+        parts = split_node_id(node_id)
+        if parts is not None and parts[0] not in self._peers and self.rt is not None:
+            self._peers[parts[0]] = _Peer(node_id, self.rt._loop.time())
+
+    # ------------------------------------------------------------------ sending
+
+    def _post(
+        self,
+        node_id: str,
+        kind: str,
+        fields: dict[str, Any],
+        *,
+        payload: Any = None,
+        reason: Any = None,
+        reply: str = "",
+        trace_ctx: bool = False,
+    ) -> None:
+        data: dict[str, Any] = {"k": kind}
+        for k, v in fields.items():
+            data[k] = to_wire(v)
+        if kind in ("send", "cast", "call", "ok"):
+            data["m"] = to_wire(payload)  # raises EncodeError naming the type: at send time
+        if reason is not None or kind in ("exit", "down", "stop", "exited"):
+            data["r"] = encode_reason(reason)
+        headers: dict[str, str] | None = None
+        if trace_ctx:
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            headers = carrier or None
+        subject = f"{self.prefix}.node.{node_id}.in"
+        self._enqueue(subject, _json(data), reply, headers, kind)
+
+    def _enqueue(
+        self, subject: str, body: bytes, reply: str, headers: dict[str, str] | None, kind: str
+    ) -> None:
+        self._out.append((subject, body, reply, headers))
+        FRAMES.labels(self.node_id, "sent", kind).inc()
+        if self._out_wake is not None:
+            self._out_wake.set()
+
+    async def _sender(self) -> None:
+        assert self._out_wake is not None
+        assert self.nc is not None
+        failing = False
+        while True:
+            await self._out_wake.wait()
+            self._out_wake.clear()
+            try:
+                await self._flush_out(self.nc)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # disconnected: frames meanwhile are lost, as in Erlang
+                DROPPED.labels(self.node_id, "publish_failed").inc()
+                if not failing:
+                    log.warning("cluster_publish_failed", node=self.node_id, error=repr(e))
+                failing = True
+            else:
+                if failing:
+                    log.info("cluster_publish_recovered", node=self.node_id)
+                failing = False
+
+    async def _flush_out(self, nc: NatsClient) -> None:
+        out = self._out
+        while out:
+            subject, body, reply, headers = out.popleft()
+            await nc.publish(subject, body, reply=reply, headers=headers)
+
+    def _deliver_remote(self, r: _Remote, message: Any) -> None:
+        t = type(message)
+        to = r._rpid
+        if t is From:
+            self._call_ids += 1
+            cid = self._call_ids
+            self._post(
+                to.node,
+                "call",
+                {"to": to},
+                payload=message.request,
+                reply=f"{self.prefix}.node.{self.node_id}.r.{cid}",
+                trace_ctx=True,
+            )
+            self._calls[cid] = (message, to)
+            message.future.add_done_callback(lambda _f: self._calls.pop(cid, None))
+        elif t is Cast:
+            self._post(to.node, "cast", {"to": to}, payload=message.request, trace_ctx=True)
+        elif t is Down:  # r is the stand-in of a remote watcher of one of our processes
+            self._post(
+                to.node, "down", {"ref": message.ref, "pid": message.pid}, reason=message.reason
+            )
+        elif t is SysStop:
+            ext = r._ext
+            if ext is not None and ext.monitored_by:
+                for ref in list(ext.monitored_by):
+                    if ref not in self._mons:
+                        self._watch_remote(ref, r, Pid(self.node_id, 0))
+            self._post(to.node, "stop", {"to": to}, reason=message.reason)
+        else:
+            self._post(to.node, "send", {"to": to}, payload=message, trace_ctx=True)
+
+    def _watch_remote(self, ref: Ref, r: _Remote, watcher: Pid) -> None:
+        self._mons[ref] = r
+        self._track(r._rpid.node)
+        self._post(r._rpid.node, "mon", {"ref": ref, "w": watcher, "to": r._rpid})
+
+    def _remote_exit_future(self, r: _Remote) -> asyncio.Future[Any]:
+        assert self.rt is not None
+        fut: asyncio.Future[Any] = self.rt._loop.create_future()
+        ref = self.rt._new_ref()
+        ext = r._ensure_ext()
+        if ext.monitored_by is None:
+            ext.monitored_by = {}
+        ext.monitored_by[ref] = fut
+        self._watch_remote(ref, r, Pid(self.node_id, 0))
+        return fut
+
+    # Transport hooks: the local runtime changed a link or monitor with a stand-in.
+
+    def linked(self, a: Process, b: Process) -> None:
+        local, remote = (a, b) if isinstance(b, _Remote) else (b, a)
+        if isinstance(remote, _Remote) and not isinstance(local, _Remote):
+            self._track(remote._rpid.node)
+            self._post(remote._rpid.node, "link", {"from": local.pid, "to": remote._rpid})
+
+    def unlinked(self, a: Process, b: Process) -> None:
+        local, remote = (a, b) if isinstance(b, _Remote) else (b, a)
+        if isinstance(remote, _Remote) and not isinstance(local, _Remote):
+            self._post(remote._rpid.node, "unlink", {"from": local.pid, "to": remote._rpid})
+
+    def monitored(self, ref: Ref, watcher: Process, target: Process) -> None:
+        if isinstance(target, _Remote):
+            self._watch_remote(ref, target, watcher.pid)
+
+    def demonitored(self, ref: Ref, watcher: Process, target: Process) -> None:
+        if isinstance(target, _Remote) and self._mons.pop(ref, None) is not None:
+            self._post(target._rpid.node, "demon", {"ref": ref, "to": target._rpid})
+
+    def monitor_node(self, watcher: Pid, node_id: str) -> None:
+        """Send ``NodeDown(node_id)`` to the local process ``watcher`` when ``node_id`` goes
+        down (at once if it is already known down or is not a cluster node id). Fires once."""
+        assert self.rt is not None
+        parts = split_node_id(node_id)
+        if parts is None or node_id in self._down:
+            self.rt.send(watcher, NodeDown(node_id))
+            return
+        self._track(node_id)
+        self._node_watchers.setdefault(node_id, []).append(watcher)
+
+    # ----------------------------------------------------------------- receiving
+
+    def _drop(self, reason: str, msg: Msg, error: BaseException | None = None) -> None:
+        DROPPED.labels(self.node_id, reason).inc()
+        log.warning(
+            "cluster_frame_dropped",
+            node=self.node_id,
+            reason=reason,
+            subject=msg.subject,
+            size=len(msg.data),
+            error=repr(error)[:200] if error is not None else None,
+        )
+
+    async def _on_msg(self, msg: Msg) -> None:
+        if msg.subject.endswith(".probe"):
+            if msg.reply:
+                await msg.respond(b"ok")
+            return
+        rt = self.rt
+        if rt is None:
+            return
+        tail = msg.subject[len(self.prefix) + len(self.node_id) + 7 :]  # after "<p>.node.<id>."
+        if msg.headers and msg.headers.get("Status") == "503":
+            self._no_responders(tail)
+            return
+        try:
+            f = _parse(msg.data)
+        except DecodeError as e:
+            self._drop("undecodable", msg, e)
+            return
+        kind = f.get("k")
+        FRAMES.labels(self.node_id, "received", str(kind)[:16]).inc()
+        try:
+            if tail.startswith("r."):
+                self._on_reply(tail, f)
+            else:
+                ctx = propagate.extract(msg.headers) if msg.headers else None
+                with tracer.start_as_current_span(f"cluster.receive {kind}", context=ctx):
+                    self._dispatch(rt, kind, f, msg.reply)
+        except _Malformed as e:
+            self._drop("malformed", msg, e)
+        except Exception as e:  # never let a peer's frame crash this node
+            self._drop("handler_error", msg, e)
+
+    def _dispatch(self, rt: Runtime, kind: Any, f: dict[str, Any], reply: str) -> None:
+        if kind == "send" or kind == "cast":
+            p = rt._local_proc(_pid(f, "to"))
+            if p is not None:
+                p._deliver(f.get("m") if kind == "send" else Cast(f.get("m")))
+        elif kind == "call":
+            self._on_call(rt, _pid(f, "to"), f.get("m"), reply)
+        elif kind == "link":
+            self._on_link(rt, _pid(f, "from"), _pid(f, "to"))
+        elif kind == "unlink":
+            p = rt._local_proc(_pid(f, "to"))
+            r = self._remotes.get(_pid(f, "from"))
+            if p is not None and r is not None:
+                _drop_link(p, r)
+                _drop_link(r, p)
+        elif kind == "exit":
+            self._on_exit(rt, f)
+        elif kind == "mon":
+            self._on_monitor(rt, _ref(f, "ref"), _pid(f, "w"), _pid(f, "to"))
+        elif kind == "demon":
+            p = rt._local_proc(_pid(f, "to"))
+            ref = _ref(f, "ref")
+            if p is not None and p._ext is not None and p._ext.monitored_by is not None:
+                w = p._ext.monitored_by.pop(ref, None)
+                if w is not None and isinstance(w, Process) and w._ext and w._ext.monitoring:
+                    w._ext.monitoring.pop(ref, None)
+        elif kind == "down":
+            self._on_down(_ref(f, "ref"), _pid(f, "pid"), f.get("r"))
+        elif kind == "stop":
+            p = rt._local_proc(_pid(f, "to"))
+            if p is not None:
+                p._deliver(SysStop(f.get("r"), None))
+        else:
+            raise _Malformed(f"unknown frame kind {kind!r}")
+
+    def _on_call(self, rt: Runtime, to: Pid, request: Any, reply: str) -> None:
+        if not reply:
+            raise _Malformed("call without a reply subject")
+        p = rt._local_proc(to)
+        if p is None:
+            self._answer_raw(reply, {"k": "noproc"})
+            return
+        fut: asyncio.Future[Any] = rt._loop.create_future()
+        fut.add_done_callback(lambda f: self._answer(reply, f))
+        p._deliver(From(request, fut))
+
+    def _answer(self, reply: str, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled():
+            return
+        e = fut.exception()
+        if e is None:
+            try:
+                self._answer_raw(reply, {"k": "ok", "m": to_wire(fut.result())})
+            except EncodeError as ee:
+                self._answer_raw(reply, {"k": "err", "e": to_wire(ee)})
+        elif isinstance(e, ProcessExitedError):
+            self._answer_raw(reply, {"k": "exited", "r": encode_reason(e.reason)})
+        elif isinstance(e, NoProcessError):
+            self._answer_raw(reply, {"k": "noproc"})
+        else:
+            self._answer_raw(reply, {"k": "err", "e": to_wire(e)})
+
+    def _answer_raw(self, reply: str, data: dict[str, Any]) -> None:
+        self._enqueue(reply, _json(data), "", None, "reply")
+
+    def _on_reply(self, tail: str, f: dict[str, Any]) -> None:
+        try:
+            cid = int(tail[2:])
+        except ValueError:
+            raise _Malformed("bad reply subject") from None
+        entry = self._calls.pop(cid, None)
+        if entry is None:
+            return  # the caller timed out or gave up
+        m, pid = entry
+        fut = m.future
+        if fut.done():
+            return
+        kind = f.get("k")
+        if kind == "ok":
+            fut.set_result(f.get("m"))
+        elif kind == "exited":
+            fut.set_exception(ProcessExitedError(pid, f.get("r")))
+        elif kind == "noproc":
+            fut.set_exception(NoProcessError(pid))
+        elif kind == "err":
+            e = f.get("e")
+            fut.set_exception(e if isinstance(e, RemoteError) else RemoteError("Error", repr(e)))
+        else:
+            fut.set_exception(RemoteError("ProtocolError", f"bad reply kind {kind!r}"))
+
+    def _no_responders(self, tail: str) -> None:
+        """A call's destination has no subscription: its node is gone (NATS knows at once)."""
+        if not tail.startswith("r."):
+            return
+        try:
+            entry = self._calls.pop(int(tail[2:]), None)
+        except ValueError:
+            return
+        if entry is None:
+            return
+        m, pid = entry
+        self._node_down(pid.node, "no_responders")
+        if not m.future.done():
+            m.future.set_exception(NoProcessError(pid))
+
+    def _on_link(self, rt: Runtime, frm: Pid, to: Pid) -> None:
+        p = rt._local_proc(to)
+        if p is None:  # Erlang: linking to a process that is gone gives exit signal noproc
+            self._post(frm.node, "exit", {"from": to, "to": frm, "x": False}, reason=NOPROC)
+            return
+        if frm.node in self._down:
+            rt._signal(p, "noconnection", None, frm)
+            return
+        r = self._remote(frm)
+        self._track(frm.node)
+        _add_link(p, r)
+        _add_link(r, p)
+
+    def _on_exit(self, rt: Runtime, f: dict[str, Any]) -> None:
+        to = _pid(f, "to")
+        frm = f.get("from")
+        if frm is not None and type(frm) is not Pid:
+            raise _Malformed("bad 'from'")
+        reason = f.get("r")
+        p = rt._local_proc(to)
+        if p is None:
+            return
+        if f.get("x") is True:
+            rt._signal(p, reason, None, frm, explicit=True)
+            return
+        r = self._remotes.get(frm) if frm is not None else None
+        if r is None:
+            return
+        ls = p._links
+        if not (ls is r or (type(ls) is set and r in ls)):
+            return  # unlinked meanwhile, or already fired: signals fire once
+        _drop_link(p, r)
+        _drop_link(r, p)
+        rt._signal(p, reason, r, frm)
+
+    def _on_monitor(self, rt: Runtime, ref: Ref, watcher: Pid, to: Pid) -> None:
+        p = rt._local_proc(to)
+        if p is None:
+            self._post(watcher.node, "down", {"ref": ref, "pid": to}, reason=NOPROC)
+            return
+        r = self._remote(watcher)
+        self._track(watcher.node)
+        pe = p._ensure_ext()
+        if pe.monitored_by is None:
+            pe.monitored_by = {}
+        pe.monitored_by[ref] = r
+        re_ = r._ensure_ext()
+        if re_.monitoring is None:
+            re_.monitoring = {}
+        re_.monitoring[ref] = p
+
+    def _on_down(self, ref: Ref, pid: Pid, reason: Any) -> None:
+        r = self._mons.pop(ref, None)
+        if r is None or r._ext is None or r._ext.monitored_by is None:
+            return  # demonitored meanwhile, or already fired
+        w = r._ext.monitored_by.pop(ref, None)
+        if isinstance(w, Process):
+            if w._ext is not None and w._ext.monitoring is not None:
+                w._ext.monitoring.pop(ref, None)
+            if w.alive:
+                w._deliver(Down(ref, pid, reason))
+        elif isinstance(w, asyncio.Future) and not w.done():
+            w.set_result(reason)
+
+    # ------------------------------------------------------------ membership
+
+    async def _on_hb(self, msg: Msg) -> None:
+        rt = self.rt
+        if rt is None:
+            return
+        try:
+            f = _parse(msg.data)
+            raw_id = f.get("n")
+            parts = split_node_id(raw_id) if type(raw_id) is str else None
+            if parts is None:
+                raise _Malformed("bad node id")
+            node_id = str(raw_id)
+        except (DecodeError, _Malformed) as e:
+            self._drop("undecodable", msg, e)
+            return
+        if node_id == self.node_id:
+            return
+        name, inc = parts
+        if f.get("k") == "bye":
+            self._node_down(node_id, "left")
+            return
+        if name == self.name:
+            log.error("cluster_duplicate_node_name", node=self.node_id, other=node_id)
+            return
+        now = rt._loop.time()
+        peer = self._peers.get(name)
+        if peer is None or peer.node_id == node_id:
+            if node_id in self._down:  # it was cut off and is back: new links are needed
+                self._down.discard(node_id)
+                log.info("cluster_node_up_again", node=self.node_id, peer=node_id)
+            if peer is None:
+                self._peers[name] = _Peer(node_id, now)
+                log.info("cluster_node_up", node=self.node_id, peer=node_id)
+            else:
+                peer.last_seen = now
+            return
+        old = split_node_id(peer.node_id)
+        if old is not None and inc > old[1]:  # a restart: the predecessor is gone
+            self._node_down(peer.node_id, "replaced")
+            self._peers[name] = _Peer(node_id, now)
+            log.info("cluster_node_up", node=self.node_id, peer=node_id)
+
+    async def _ticker(self) -> None:
+        assert self.nc is not None
+        hb = _frame("hb", {"n": self.node_id})
+        subject = f"{self.prefix}.hb"
+        while True:
+            self._enqueue(subject, hb, "", None, "hb")
+            rt = self.rt
+            if rt is not None:
+                now = rt._loop.time()
+                for peer in list(self._peers.values()):
+                    if now - peer.last_seen > self.down_after:
+                        self._node_down(peer.node_id, "heartbeat_timeout")
+                self._prune()
+            await asyncio.sleep(self.heartbeat_interval)
+
+    def _prune(self) -> None:
+        for pid, r in list(self._remotes.items()):
+            ext = r._ext
+            if r._links is None and (ext is None or (not ext.monitored_by and not ext.monitoring)):
+                del self._remotes[pid]
+
+    def _node_down(self, node_id: str, cause: str) -> None:
+        """``node_id`` is gone: every link and monitor on its processes fires ``noconnection``,
+        once; calls waiting on it fail; ``monitor_node`` watchers get ``NodeDown``."""
+        if node_id in self._down or node_id == self.node_id:
+            return
+        parts = split_node_id(node_id)
+        if parts is None:
+            return
+        self._down.add(node_id)
+        peer = self._peers.get(parts[0])
+        if peer is not None and peer.node_id == node_id:
+            del self._peers[parts[0]]
+        NODE_DOWN.labels(self.node_id, cause).inc()
+        log.warning("cluster_node_down", node=self.node_id, peer=node_id, cause=cause)
+        rt = self.rt
+        if rt is None:
+            return
+        for ref, r in list(self._mons.items()):
+            if r._rpid.node == node_id:
+                del self._mons[ref]
+        for pid, r in list(self._remotes.items()):
+            if pid.node == node_id:
+                del self._remotes[pid]
+                rt._exit(r, NOCONNECTION)
+        for cid, (m, pid) in list(self._calls.items()):
+            if pid.node == node_id:
+                del self._calls[cid]
+                if not m.future.done():
+                    m.future.set_exception(ProcessExitedError(pid, NOCONNECTION))
+        for w in self._node_watchers.pop(node_id, []):
+            p = rt._local_proc(w)
+            if p is not None:
+                p._deliver(NodeDown(node_id))
+
+
+class _Malformed(ValueError):
+    pass
+
+
+class ClusterConnectError(ConnectionError):
+    """The node could not reach the NATS server (bad URL, refused, timed out)."""
+
+
+def _json(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def _frame(kind: str, fields: dict[str, Any]) -> bytes:
+    return _json({"k": kind, **{k: to_wire(v) for k, v in fields.items()}})
+
+
+def _parse(data: bytes) -> dict[str, Any]:
+    try:
+        raw = json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError, TypeError) as e:
+        raise DecodeError(f"not a JSON frame: {type(e).__name__}") from None
+    if type(raw) is not dict or type(raw.get("k")) is not str:
+        raise DecodeError("not a frame object")
+    try:
+        return {k: (v if k == "k" else from_wire(v)) for k, v in raw.items()}
+    except RecursionError:
+        raise DecodeError("frame nested too deeply") from None
+
+
+def _pid(f: dict[str, Any], key: str) -> Pid:
+    v = f.get(key)
+    if type(v) is not Pid:
+        raise _Malformed(f"field {key!r} is not a pid")
+    return v
+
+
+def _ref(f: dict[str, Any], key: str) -> Ref:
+    v = f.get(key)
+    if type(v) is not Ref:
+        raise _Malformed(f"field {key!r} is not a ref")
+    return v
+
+
+@asynccontextmanager
+async def join(
+    servers: str | list[str],
+    name: str,
+    *,
+    transport_options: dict[str, Any] | None = None,
+    **runtime_options: Any,
+) -> AsyncIterator[Runtime]:
+    """Start a node that joins the cluster on ``servers`` as ``name``::
+
+        async with join("nats://127.0.0.1:4222", "alpha") as rt:
+            await rt.call(some_remote_pid, "ping")
+
+    ``transport_options`` go to :class:`NatsTransport`, the rest to ``Runtime``."""
+    t = NatsTransport(servers, name, **(transport_options or {}))
+    await t.connect()
+    try:
+        async with Runtime(node=t.node_id, transport=t, **runtime_options) as rt:
+            yield rt
+    finally:
+        await t.close()

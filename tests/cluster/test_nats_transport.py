@@ -1,0 +1,323 @@
+"""Two nodes over a real nats-server, in one test process: messaging, links, monitors, node down.
+
+Every wait polls with a generous deadline; nothing asserts wall-clock durations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from netsuke.cluster import (
+    NOCONNECTION,
+    EncodeError,
+    NatsTransport,
+    NodeDown,
+    RemoteError,
+    join,
+)
+from netsuke.kernel import (
+    Down,
+    Exit,
+    NoProcessError,
+    Pid,
+    ProcessExitedError,
+    Runtime,
+)
+from netsuke.observability import REGISTRY
+
+from .conftest import NatsServer
+from .helpers import FAST, Echo, eventually, prefix
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def opts(p: str, **extra: Any) -> dict[str, Any]:
+    return {"transport_options": {**FAST, "prefix": p, **extra}}
+
+
+async def test_send_cast_call_by_pid_across_nodes(nats_server: NatsServer) -> None:
+    p = prefix()
+    async with (
+        join(nats_server.url, "alpha", **opts(p)) as a,
+        join(nats_server.url, "beta", **opts(p)) as b,
+    ):
+        pid = await b.start(Echo)
+        assert pid is not None
+        assert pid.node == b.node and pid.node.startswith("beta#")
+        assert await a.call(pid, ("hi", 1, [2.5, None], {"k": b"\x00"}), timeout=30) == (
+            "echo",
+            ("hi", 1, [2.5, None], {"k": b"\x00"}),
+        )
+        assert a.cast(pid, "c1") is True
+        assert a.send(pid, {"m": pid}) is True
+        seen = await eventually(
+            lambda: b.process(pid).seen if len(b.process(pid).seen) == 2 else None
+        )  # type: ignore[union-attr]
+        assert seen == [("cast", "c1"), ("info", {"m": pid})]
+        # Pids of the other node travel back and forth as values.
+        assert await a.call(pid, a.root, timeout=30) == ("echo", a.root)
+
+
+async def test_call_errors_cross_the_wire(nats_server: NatsServer) -> None:
+    p = prefix()
+    async with (
+        join(nats_server.url, "alpha", **opts(p)) as a,
+        join(nats_server.url, "beta", **opts(p)) as b,
+    ):
+        pid = await b.start(Echo)
+        assert pid is not None
+        with pytest.raises(RemoteError) as ei:
+            await a.call(pid, "refuse", timeout=30)
+        assert ei.value.type_name == "KeyError"
+        with pytest.raises(RemoteError) as ei:
+            await a.call(pid, "unsendable", timeout=30)
+        assert ei.value.type_name == "EncodeError"
+        # Unsendable request: a typed error at send time, naming the type; nothing is sent.
+        with pytest.raises(EncodeError, match="set"):
+            await a.call(pid, {"x": {1, 2}}, timeout=30)
+        with pytest.raises(EncodeError):
+            a.send(pid, object())
+        with pytest.raises(ProcessExitedError) as ex:
+            await a.call(pid, "crash", timeout=30)
+        assert ex.value.reason == RemoteError("RuntimeError", "asked to crash")
+        # The callee is gone: a call to its pid is noproc, a send is dropped silently.
+        with pytest.raises(NoProcessError):
+            await a.call(pid, "again", timeout=30)
+        with pytest.raises(NoProcessError):
+            await a.call(Pid(b.node, 999_999), "x", timeout=30)
+
+
+async def test_remote_link_propagates_both_ways(nats_server: NatsServer) -> None:
+    p = prefix()
+    async with (
+        join(nats_server.url, "alpha", **opts(p)) as a,
+        join(nats_server.url, "beta", **opts(p)) as b,
+    ):
+        remote = await b.start(Echo)
+        assert remote is not None
+        async with a.scope(trap_exit=True) as me:
+            me.link(remote)
+            await eventually(lambda: b.links(remote))
+            assert [x.node for x in b.links(remote)] == [a.node]
+            a.cast(remote, "crash")
+            msg = await me.receive(timeout=30)
+            assert msg == Exit(remote, RemoteError("RuntimeError", "cast crash"))
+
+        # The other way: a local process that exits takes the linked remote one with it.
+        victim = await b.start(Echo)
+        assert victim is not None
+        local = await a.start(Echo)
+        assert local is not None
+        a.process(local).link(victim)  # type: ignore[union-attr]
+        await eventually(lambda: b.links(victim))
+        await a.stop(local, "shutdown")
+        assert await b.wait_exit(victim, timeout=30) == "shutdown"
+
+
+async def test_link_to_dead_remote_pid_gives_noproc(nats_server: NatsServer) -> None:
+    p = prefix()
+    async with (
+        join(nats_server.url, "alpha", **opts(p)) as a,
+        join(nats_server.url, "beta", **opts(p)) as b,
+    ):
+        gone = Pid(b.node, 424_242)
+        async with a.scope(trap_exit=True) as me:
+            me.link(gone)
+            assert await me.receive(timeout=30) == Exit(gone, "noproc")
+
+
+async def test_remote_monitor_fires_once_and_demonitor_cancels(nats_server: NatsServer) -> None:
+    p = prefix()
+    async with (
+        join(nats_server.url, "alpha", **opts(p)) as a,
+        join(nats_server.url, "beta", **opts(p)) as b,
+    ):
+        t1 = await b.start(Echo)
+        t2 = await b.start(Echo)
+        assert t1 is not None and t2 is not None
+        async with a.scope() as me:
+            ref1 = me.monitor(t1)
+            ref2 = me.monitor(t2)
+            await eventually(lambda: b.process(t2)._ext is not None)  # type: ignore[union-attr]
+            me.demonitor(ref2)
+            await b.stop(t2)
+            await b.stop(t1, "shutdown")
+            assert await me.receive(timeout=30) == Down(ref1, t1, "shutdown")
+            ref3 = me.monitor(Pid(b.node, 777_777))
+            assert await me.receive(timeout=30) == Down(ref3, Pid(b.node, 777_777), "noproc")
+            with pytest.raises(TimeoutError):  # no Down for the demonitored one
+                await me.receive(timeout=0.5)
+
+
+async def test_wait_exit_and_stop_of_a_remote_pid(nats_server: NatsServer) -> None:
+    p = prefix()
+    async with (
+        join(nats_server.url, "alpha", **opts(p)) as a,
+        join(nats_server.url, "beta", **opts(p)) as b,
+    ):
+        t = await b.start(Echo)
+        assert t is not None
+        await a.stop(t, "shutdown", timeout=30)
+        assert not b.alive(t)
+        t2 = await b.start(Echo)
+        assert t2 is not None
+        a.exit(t2, "kill")
+        assert await a.wait_exit(t2, timeout=30) in ("killed", "noproc")
+        assert not b.alive(t2)
+
+
+async def test_node_cut_off_fires_links_and_monitors_once_with_noconnection(
+    nats_server: NatsServer,
+) -> None:
+    p = prefix()
+    tb = NatsTransport(nats_server.url, "beta", prefix=p, **FAST)  # type: ignore[arg-type]
+    await tb.connect()
+    async with join(nats_server.url, "alpha", **opts(p)) as a:
+        b = Runtime(node=tb.node_id, transport=tb)
+        await b.open()
+        try:
+            remote = await b.start(Echo)
+            assert remote is not None
+            await eventually(lambda: tb.node_id in a.transport.nodes())  # type: ignore[union-attr]
+            async with a.scope(trap_exit=True) as me:
+                me.link(remote)
+                ref = me.monitor(remote)
+                a.transport.monitor_node(me.pid, tb.node_id)  # type: ignore[union-attr]
+                await eventually(lambda: b.links(remote))
+                beta_side = asyncio.create_task(b.wait_exit(remote, timeout=90))
+                await asyncio.sleep(0)
+                # Cut beta off: its NATS connection closes without a goodbye.
+                assert tb.nc is not None
+                await tb.nc.close()
+                got = [await me.receive(timeout=60) for _ in range(3)]
+                assert Exit(remote, NOCONNECTION) in got
+                assert Down(ref, remote, NOCONNECTION) in got
+                assert NodeDown(tb.node_id) in got
+                with pytest.raises(TimeoutError):  # once
+                    await me.receive(timeout=1.0)
+                # The node is known down: its pids are noproc now.
+                with pytest.raises(NoProcessError):
+                    await a.call(remote, "x", timeout=30)
+                # Beta, cut off, saw alpha go down too: its end of the link fired as well, and
+                # the linked process (not trapping exits) exited with noconnection.
+                assert await beta_side == NOCONNECTION
+        finally:
+            await b.aclose()
+
+
+async def test_restarted_node_answers_noproc_for_predecessor_pids(
+    nats_server: NatsServer,
+) -> None:
+    p = prefix()
+    async with join(nats_server.url, "alpha", **opts(p)) as a:
+        async with join(nats_server.url, "beta", **opts(p, incarnation=1)) as b1:
+            old = await b1.start(Echo)
+            assert old is not None
+            assert await a.call(old, 1, timeout=30) == ("echo", 1)
+        async with join(nats_server.url, "beta", **opts(p, incarnation=2)) as b2:
+            new = await b2.start(Echo)
+            assert new is not None
+            assert new.id == old.id and new != old  # same number, other incarnation
+            await eventually(lambda: b2.node in a.transport.nodes())  # type: ignore[union-attr]
+            with pytest.raises(NoProcessError):
+                await a.call(old, 1, timeout=30)
+            assert a.send(old, "lost") is False
+            assert await a.call(new, 2, timeout=30) == ("echo", 2)
+            assert b2.process(new).seen == []  # type: ignore[union-attr]
+
+
+async def test_bad_frames_are_dropped_and_counted(nats_server: NatsServer) -> None:
+    import nats
+
+    p = prefix()
+    async with (
+        join(nats_server.url, "alpha", **opts(p)) as a,
+        join(nats_server.url, "beta", **opts(p)) as b,
+    ):
+        pid = await b.start(Echo)
+        assert pid is not None
+
+        def dropped() -> float:
+            total = 0.0
+            for metric in REGISTRY.collect():
+                if metric.name == "netsuke_cluster_frames_dropped":
+                    for s in metric.samples:
+                        if s.name.endswith("_total") and s.labels["node"] == b.node:
+                            total += s.value
+            return total
+
+        before = dropped()
+        nc = await nats.connect(nats_server.url)
+        try:
+            subject = f"{p}.node.{b.node}.in"
+            for junk in (
+                b"\xff\x00",
+                b"[1,2]",
+                b'{"k":"send","to":{"$p":["x"]}}',
+                b'{"k":"send","to":"nobody","m":1}',
+                b'{"k":"warp"}',
+                b"[" * 50_000,
+            ):
+                await nc.publish(subject, junk)
+            await nc.flush()
+        finally:
+            await nc.close()
+        await eventually(lambda: dropped() - before >= 6)
+        assert await a.call(pid, "still", timeout=30) == ("echo", "still")
+
+
+async def test_one_subscription_per_node_whatever_the_process_count(
+    nats_server: NatsServer,
+) -> None:
+    p = prefix()
+    async with (
+        join(nats_server.url, "alpha", **opts(p)) as a,
+        join(nats_server.url, "beta", **opts(p)) as b,
+    ):
+        ta = a.transport
+        assert isinstance(ta, NatsTransport)
+        assert ta.nc is not None
+        before = len(ta.nc._subs)
+        pids = [await b.start(Echo) for _ in range(50)]
+        async with a.scope(trap_exit=True) as me:
+            for pid in pids:
+                assert pid is not None
+                me.monitor(pid)
+            for i, pid in enumerate(pids):
+                assert await a.call(pid, i, timeout=30) == ("echo", i)
+            assert len(ta.nc._subs) == before <= 3  # own subject, heartbeats, request inbox
+            assert len(ta._remotes) == 50  # stand-ins held for the monitors
+            for pid in pids:
+                await b.stop(pid)  # type: ignore[arg-type]
+            for _ in pids:
+                assert type(await me.receive(timeout=30)) is Down
+        # Nothing links or monitors them any more: the stand-ins go at the next tick.
+        await eventually(lambda: not ta._remotes)
+
+
+async def test_trace_context_travels_in_headers(nats_server: NatsServer) -> None:
+    from netsuke.observability.testing import capture_spans
+
+    p = prefix()
+    async with (
+        join(nats_server.url, "alpha", **opts(p)) as a,
+        join(nats_server.url, "beta", **opts(p)) as b,
+    ):
+        pid = await b.start(Echo)
+        assert pid is not None
+        from opentelemetry import trace
+
+        # The receiving span ends before the callee runs, so before the reply arrives.
+        with (
+            capture_spans() as spans,
+            trace.get_tracer("test").start_as_current_span("caller") as caller,
+        ):
+            await a.call(pid, "traced", timeout=30)
+        got = spans.named("cluster.receive call")
+        assert len(got) == 1
+        assert got[0].context.trace_id == caller.get_span_context().trace_id
+        assert got[0].parent is not None
+        assert got[0].parent.span_id == caller.get_span_context().span_id
