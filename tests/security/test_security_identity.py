@@ -110,7 +110,7 @@ async def test_owner_migration_rewrites_unambiguous_names_to_key_ids(tmp_path: P
             "VALUES (1, 1, '', 'def f(): pass', ?, 0, '{}', '[]', ?, 'alice', ?)",
             ("0" * 64, "0" * 64, now),
         )
-    assert await upgrade(url) == "0008_owner_ids"
+    assert await upgrade(url, "0008_owner_ids") == "0008_owner_ids"
     with sqlite3.connect(db) as conn:
         actors = dict(
             conn.execute("SELECT target, actor FROM audit_log WHERE action = 'task.submit'")
