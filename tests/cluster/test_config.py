@@ -8,8 +8,7 @@ import pytest
 
 from netsuke.cluster import ClusterConnectError, NatsTransport, split_node_id
 from netsuke.kernel import Runtime
-
-from .conftest import free_port
+from netsuke.manager.testing import free_port
 
 
 @pytest.mark.parametrize(

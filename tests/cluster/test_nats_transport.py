@@ -26,9 +26,9 @@ from netsuke.kernel import (
     ProcessExitedError,
     Runtime,
 )
+from netsuke.manager.testing import NatsServer
 from netsuke.observability import REGISTRY
 
-from .conftest import NatsServer
 from .helpers import FAST, Echo, eventually, prefix
 
 pytestmark = pytest.mark.timeout(120)

@@ -14,8 +14,8 @@ import pytest
 
 from netsuke.cluster import NOCONNECTION, NodeDown, join
 from netsuke.kernel import Down, Exit, NoProcessError, Pid, ProcessExitedError
+from netsuke.manager.testing import NatsServer
 
-from .conftest import NatsServer
 from .helpers import FAST, eventually, prefix
 
 pytestmark = pytest.mark.timeout(180)

@@ -59,22 +59,23 @@ class NatsServer:
             self._tmp = tempfile.TemporaryDirectory(prefix="netsuke-nats-")
             self.workdir = Path(self._tmp.name)
         self.port = free_port()
-        self.proc = subprocess.Popen(
-            [binary, "-a", "127.0.0.1", "-p", str(self.port)],
-            cwd=self.workdir,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        log = self.workdir / f"nats-server-{self.port}.log"
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [binary, "-a", "127.0.0.1", "-p", str(self.port)],
+                cwd=self.workdir,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        # Ready when *this* server says so in its log: a probe connection could reach another
+        # process's server that took the port in between.
         deadline = time.monotonic() + self.start_timeout
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return self.url
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise NatsUnavailableError(f"nats-server did not start on {self.url}") from None
-                time.sleep(0.05)
+        while b"Server is ready" not in log.read_bytes():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise NatsUnavailableError(f"nats-server did not start on {self.url}")
+            time.sleep(0.05)
+        return self.url
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
