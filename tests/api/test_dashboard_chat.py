@@ -48,7 +48,7 @@ async def test_chat_then_close_the_tab_ends_the_session(live: Live, browser: Any
     await chat.click("#chat-send")
     reply = chat.locator("#transcript li.agent[data-done]")
     await reply.wait_for(timeout=10_000)
-    assert (await reply.inner_text()).startswith("[offline]")
+    assert (await reply.locator(".body").inner_text()).startswith("[offline]")
     await chat.screenshot(path=str(ARTIFACTS / "04-chat.png"), full_page=True)
 
     row = board.locator(f'#sessions tbody tr[data-session="{sid}"]')
@@ -56,7 +56,7 @@ async def test_chat_then_close_the_tab_ends_the_session(live: Live, browser: Any
     await board.wait_for_function(
         f"""() => {{
             const r = document.querySelector('#sessions tr[data-session="{sid}"]');
-            return r && !r.children[6].textContent.startsWith("0 /");
+            return r && !r.querySelector("td.tokens, td:nth-child(8)").textContent.startsWith("0 /");
         }}""",
         timeout=10_000,
     )
@@ -66,7 +66,7 @@ async def test_chat_then_close_the_tab_ends_the_session(live: Live, browser: Any
     await chat.close()  # the socket closes, its scope exits, the agent's owner is gone
     assert await _gone(live, sid)
     await board.wait_for_selector(
-        f'#sessions tr[data-session="{sid}"] td.state:has-text("stopped")', timeout=10_000
+        f'#sessions tr[data-session="{sid}"] .state:has-text("stopped")', timeout=10_000
     )
     await board.screenshot(path=str(ARTIFACTS / "06-session-ended.png"), full_page=True)
 
@@ -157,8 +157,9 @@ async def test_a_failed_turn_shows_its_reason_in_the_chat(
     await page.click("#chat-send")
     line = page.locator("#transcript li.error")
     await line.wait_for(timeout=10_000)
-    shown = await line.inner_text()
-    assert shown.startswith(f"error: Model unavailable: {reason} (execution ")
+    shown = await line.locator(".body").inner_text()
+    assert shown.startswith(f"Model unavailable: {reason} execution ")
+    assert "TurnError" not in shown
     execution = await line.get_attribute("data-execution")
     r = await live.admin.get(f"/api/v1/executions/{execution}")
     assert r.status_code == 200 and r.json()["error"].endswith(reason)

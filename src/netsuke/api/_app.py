@@ -34,6 +34,7 @@ from ._docs import install_docs
 from ._middleware import ApiMiddleware
 from ._model_guard import definition_problems, endpoint_guard
 from ._monitor import AgentMonitor
+from ._pages import html_error
 from ._problems import install_problem_handlers
 from ._settings import Settings
 from ._webhooks import WebhookDispatcher
@@ -50,6 +51,7 @@ from .routes import (
     health,
     keys,
     manager,
+    session_control,
     sessions,
     tasks,
     webhooks,
@@ -115,7 +117,8 @@ def create_app(
         webhooks=dispatcher,
         extras=dict(extras or {}),
     )
-    install_problem_handlers(app)
+    install_problem_handlers(app, html=html_error)
+    assert session_control.router is sessions.router  # its routes join the sessions router
     api = APIRouter(prefix=API_PREFIX)
     # Routes are matched in order: the chat path (sessions) first. Prefixes are disjoint.
     for module in (

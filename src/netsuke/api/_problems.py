@@ -25,12 +25,13 @@ Input values are never echoed back (they may hold secrets), only field paths and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from netsuke.observability import get_logger
 from netsuke.store import (
@@ -141,87 +142,116 @@ def _field(loc: tuple[Any, ...]) -> str:
     return out or "(root)"
 
 
-def install_problem_handlers(app: FastAPI) -> None:
-    """Answer every error raised in ``app`` as problem+json (see the module table)."""
+def install_problem_handlers(
+    app: FastAPI, html: Callable[[Request, Response], Response | None] | None = None
+) -> None:
+    """Answer every error raised in ``app`` as problem+json (see the module table). ``html``
+    may answer a browser's page request instead (an HTML error page), returning None for
+    every other request."""
 
     def instance(request: Request) -> str:
         return request.url.path
 
+    def answer(request: Request, problem: JSONResponse) -> Response:
+        page = html(request, problem) if html is not None else None
+        return page if page is not None else problem
+
     @app.exception_handler(ProblemError)
-    async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
-        return problem_response(
-            exc.status,
-            exc.title,
-            exc.detail,
-            type=exc.type,
-            instance=instance(request),
-            headers=exc.headers,
-            **exc.extensions,
+    async def _problem(request: Request, exc: ProblemError) -> Response:
+        return answer(
+            request,
+            problem_response(
+                exc.status,
+                exc.title,
+                exc.detail,
+                type=exc.type,
+                instance=instance(request),
+                headers=exc.headers,
+                **exc.extensions,
+            ),
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         errors = [{"field": _field(tuple(e["loc"])), "reason": e["msg"]} for e in exc.errors()]
-        return problem_response(
-            422,
-            "Validation failed",
-            "; ".join(f"{e['field']}: {e['reason']}" for e in errors[:5]),
-            type="validation",
-            instance=instance(request),
-            errors=errors,
+        return answer(
+            request,
+            problem_response(
+                422,
+                "Validation failed",
+                "; ".join(f"{e['field']}: {e['reason']}" for e in errors[:5]),
+                type="validation",
+                instance=instance(request),
+                errors=errors,
+            ),
         )
 
     @app.exception_handler(ValidationError)
-    async def _store_invalid(request: Request, exc: ValidationError) -> JSONResponse:
-        return problem_response(
-            422,
-            "Validation failed",
-            f"{exc.field}: {exc.reason}",
-            type="validation",
-            instance=instance(request),
-            errors=[{"field": exc.field, "reason": exc.reason}],
+    async def _store_invalid(request: Request, exc: ValidationError) -> Response:
+        return answer(
+            request,
+            problem_response(
+                422,
+                "Validation failed",
+                f"{exc.field}: {exc.reason}",
+                type="validation",
+                instance=instance(request),
+                errors=[{"field": exc.field, "reason": exc.reason}],
+            ),
         )
 
     @app.exception_handler(NotFoundError)
-    async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:
-        return problem_response(
-            404, "Not found", str(exc), type="not-found", instance=instance(request)
+    async def _not_found(request: Request, exc: NotFoundError) -> Response:
+        return answer(
+            request,
+            problem_response(
+                404, "Not found", str(exc), type="not-found", instance=instance(request)
+            ),
         )
 
     @app.exception_handler(ConflictError)
-    async def _conflict(request: Request, exc: ConflictError) -> JSONResponse:
+    async def _conflict(request: Request, exc: ConflictError) -> Response:
         if isinstance(exc, AlreadyExistsError):
-            return problem_response(
-                409,
-                "Already exists",
+            return answer(
+                request,
+                problem_response(
+                    409,
+                    "Already exists",
+                    str(exc),
+                    type="already-exists",
+                    instance=instance(request),
+                    current_version=exc.current_version,
+                ),
+            )
+        return answer(
+            request,
+            problem_response(
+                412,
+                "Version mismatch",
                 str(exc),
-                type="already-exists",
+                type="version-mismatch",
                 instance=instance(request),
                 current_version=exc.current_version,
-            )
-        return problem_response(
-            412,
-            "Version mismatch",
-            str(exc),
-            type="version-mismatch",
-            instance=instance(request),
-            current_version=exc.current_version,
-            headers={"ETag": f'"{exc.current_version}"'},
+                headers={"ETag": f'"{exc.current_version}"'},
+            ),
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem_response(
-            exc.status_code,
-            _TITLES.get(exc.status_code, "HTTP error"),
-            str(exc.detail) if exc.detail else None,
-            type="http",
-            instance=instance(request),
-            headers=dict(exc.headers or {}),
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        return answer(
+            request,
+            problem_response(
+                exc.status_code,
+                _TITLES.get(exc.status_code, "HTTP error"),
+                str(exc.detail) if exc.detail else None,
+                type="http",
+                instance=instance(request),
+                headers=dict(exc.headers or {}),
+            ),
         )
 
     @app.exception_handler(Exception)
-    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+    async def _internal(request: Request, exc: Exception) -> Response:
         reason = unavailable_reason(exc)
         if reason is not None:
             log.warning(
@@ -237,14 +267,17 @@ def install_problem_handlers(app: FastAPI) -> None:
             error_type=type(exc).__name__,
             exc_info=exc,
         )
-        return problem_response(
-            500,
-            "Internal server error",
-            "the request failed; the server log has the details under this request id",
-            type="internal",
-            instance=instance(request),
-            request_id=request.headers.get("x-request-id")
-            or getattr(request.state, "request_id", None),
+        return answer(
+            request,
+            problem_response(
+                500,
+                "Internal server error",
+                "the request failed; the server log has the details under this request id",
+                type="internal",
+                instance=instance(request),
+                request_id=request.headers.get("x-request-id")
+                or getattr(request.state, "request_id", None),
+            ),
         )
 
 

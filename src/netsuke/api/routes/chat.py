@@ -2,7 +2,8 @@
 
 * ``GET /chat/{agent}[?user=]``: the page (signed in with the ``netsuke_key`` cookie). A
   ``user`` key chats as itself; operators and admins may name the user (default: the key's
-  name).
+  name). The page shows the session's stored conversation (its last messages) as bubbles,
+  the agent's model and ``owner_policy``.
 * ``WS /dashboard/chat/{agent}/ws[?user=]``: the handler is a kernel scope
   (``runtime.scope()``) and becomes the **owner** of the session ``<agent>-<user>``
   (get-or-start, ``owner=`` the scope's pid; an existing session gets the socket as its new
@@ -13,8 +14,9 @@
 Frames (JSON text). Client → server: ``{"message": "..."}``. Server → client: first
 ``{"type": "session", "session_id", "agent", "user"}``, then per turn ``delta``
 (``text``), ``tool_call_started``, ``tool_call_finished``, ``completed`` (output, execution
-id, tokens), or ``error`` (a problem document, its ``type`` URI as ``problem_type``). Turns
-run one at a time per socket; a bad frame gets a 422 ``error`` and the chat goes on. Close
+id, tokens, and ``html``: the output rendered as Markdown with raw HTML escaped), or
+``error`` (a problem document, its ``type`` URI as ``problem_type``). Turns run one at a
+time per socket; a bad frame gets a 422 ``error`` and the chat goes on. Close
 codes: 4401 no or bad key (or a cookie from another origin), 4403 another user's session or
 a bad user name, 4404 no such agent definition.
 """
@@ -24,20 +26,21 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse
-from fastapi.templating import Jinja2Templates
 
 from netsuke.kernel import Exited, NetsukeError
 from netsuke.observability import get_logger
 from netsuke.store import NotFoundError, ValidationError, check_json
 
 from .._auth import Principal
+from .._markdown import render_markdown
+from .._pages import templates
 from .._problems import ProblemError, problem_body
+from .._transcript import transcript
 from .._turns import agent_problem, agents_of, event_json
 from ..deps import COOKIE, Ctx, authenticate, client_of, get_ctx
 from .events import _same_origin
@@ -45,10 +48,10 @@ from .events import _same_origin
 __all__ = ["router"]
 
 router = APIRouter(include_in_schema=False)
-templates = Jinja2Templates(directory=str(Path(__file__).parent.parent / "templates"))
 log = get_logger("netsuke.api")
 AgentName = Annotated[str, PathParam(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
 _USER = re.compile(r"^[A-Za-z0-9_.@-]{1,100}$")
+_HISTORY = 400  # the last messages of a conversation shown when the page opens
 
 
 def _user_for(principal: Principal, requested: str | None) -> str | None:
@@ -75,14 +78,28 @@ async def chat_page(
     if viewer is None:
         return RedirectResponse("/login", status_code=303)
     request.state.principal = viewer
-    await ctx.store.agents.get(agent)  # 404 problem when there is no such definition
+    definition = await ctx.store.agents.get(agent)  # 404 when there is no such definition
     chat_user = _user_for(viewer, user)
     if chat_user is None:
         raise ProblemError(403, "Forbidden", "a user key may only chat as itself")
+    session_id = f"{agent}-{chat_user}"
+    try:
+        messages = await ctx.store.conversations.history(session_id, limit=_HISTORY)
+    except NotFoundError:
+        messages = []  # a first visit
     return templates.TemplateResponse(
         request,
         "chat.html",
-        {"title": f"Chat: {agent}", "viewer": viewer, "agent": agent, "user": chat_user},
+        {
+            "title": f"Chat: {agent}",
+            "viewer": viewer,
+            "agent": agent,
+            "user": chat_user,
+            "session_id": session_id,
+            "owner_policy": definition.config.get("owner_policy", "stop"),
+            "model": definition.model,
+            "items": transcript(messages),
+        },
     )
 
 
@@ -161,6 +178,12 @@ async def _converse(websocket: WebSocket, agents: Any, session_id: str) -> None:
         try:
             async for event in agents.stream(session_id, message):
                 name, data = event_json(event)
+                if name == "completed":  # the final answer as safe HTML (Markdown, no raw HTML)
+                    output = data["output"]
+                    text = output if isinstance(output, str) else json.dumps(output, indent=2)
+                    if not isinstance(output, str):
+                        text = f"```json\n{text}\n```"
+                    data["html"] = str(render_markdown(text))
                 await websocket.send_json({"type": name, **data})
         except NetsukeError as exc:
             with contextlib.suppress(Exception):

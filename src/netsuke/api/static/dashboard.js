@@ -1,11 +1,77 @@
 // Netsuke dashboard: a few small functions, no build step. Live updates come from the
-// events WebSocket (/api/v1/events); reads use the HttpOnly key cookie set at sign-in.
+// events WebSocket (/api/v1/events); reads use the HttpOnly key cookie set at sign-in, and
+// mutations send it with the X-Netsuke-Dashboard header (Netsuke.api). Never assign text
+// from the server to innerHTML: only the chat's "html" (rendered server-side, raw HTML off).
 "use strict";
 const Netsuke = (() => {
-  function text(tag, value) {
+  function text(tag, value, className) {
     const el = document.createElement(tag);
     el.textContent = value;
+    if (className) el.className = className;
     return el;
+  }
+
+  // --- times: every <time datetime> in local time (never raw epoch seconds) ---------------
+  const timeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
+  const todayFormat = new Intl.DateTimeFormat(undefined, { timeStyle: "medium" });
+
+  function showTime(el) {
+    const when = new Date(el.getAttribute("datetime"));
+    if (Number.isNaN(when.getTime())) return;
+    const today = new Date().toDateString() === when.toDateString();
+    el.textContent = (today ? todayFormat : timeFormat).format(when);
+    el.title = when.toISOString();
+  }
+
+  function localizeTimes(root) {
+    (root || document).querySelectorAll("time[datetime]").forEach(showTime);
+  }
+
+  function timeElement(value) {  // value: epoch seconds, an ISO string or a Date
+    if (value === null || value === undefined || value === "") return text("span", "—", "muted");
+    const when = typeof value === "number" ? new Date(value * 1000) : new Date(value);
+    const el = document.createElement("time");
+    el.setAttribute("datetime", when.toISOString());
+    showTime(el);
+    return el;
+  }
+
+  // --- theme: light / dark, saved in localStorage (static/theme.js applies it early) -------
+  function themeToggle() {
+    const button = document.getElementById("theme-toggle");
+    if (!button) return;
+    const current = () => document.documentElement.dataset.theme
+      || (matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light");
+    const label = () => {
+      const next = current() === "dark" ? "light" : "dark";
+      button.setAttribute("aria-label", `Switch to the ${next} theme`);
+      button.textContent = current() === "dark" ? "☀ Light" : "☾ Dark";
+    };
+    label();
+    button.addEventListener("click", () => {
+      const next = current() === "dark" ? "light" : "dark";
+      document.documentElement.dataset.theme = next;
+      try { localStorage.setItem("netsuke-theme", next); } catch (e) { /* not kept */ }
+      label();
+    });
+  }
+
+  // --- API calls from the page ---------------------------------------------------------------
+  async function api(method, url, body) {
+    const init = { method, headers: { "X-Netsuke-Dashboard": "1" }, credentials: "same-origin" };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    const response = await fetch(url, init);
+    let data = null;
+    try { data = await response.json(); } catch (e) { /* 204 or not JSON */ }
+    return { ok: response.ok, status: response.status, data };
+  }
+
+  function problemText(result) {
+    const d = result.data || {};
+    return `${d.title || "Error " + result.status}${d.detail ? ": " + d.detail : ""}`;
   }
 
   function connect(topics, onEvent) {
@@ -50,12 +116,19 @@ const Netsuke = (() => {
     link.href = `/agents/${encodeURIComponent(agent.name)}`;
     name.appendChild(link);
     tr.appendChild(name);
-    tr.appendChild(text("td", agent.model));
-    const version = text("td", String(agent.version));
-    version.className = "version";
-    tr.appendChild(version);
+    const model = document.createElement("td");
+    model.appendChild(text("code", agent.model));
+    tr.appendChild(model);
+    tr.appendChild(text("td", String(agent.version), "version num"));
     tr.appendChild(text("td", agent.capabilities.join(", ")));
-    tr.appendChild(text("td", agent.created_at.replace("T", " ").slice(0, 19)));
+    const changed = document.createElement("td");
+    changed.appendChild(timeElement(agent.created_at));
+    tr.appendChild(changed);
+    const chat = document.createElement("td");
+    const chatLink = text("a", "Chat");
+    chatLink.href = `/chat/${encodeURIComponent(agent.name)}`;
+    chat.appendChild(chatLink);
+    tr.appendChild(chat);
     return tr;
   }
 
@@ -64,9 +137,13 @@ const Netsuke = (() => {
     if (!list) return;
     const d = frame.data;
     const what = d.name || d.agent || d.task || d.function || "";
-    const li = text("li", `${new Date(frame.time * 1000).toLocaleTimeString()} ${frame.topic} ${what}${d.action ? " " + d.action : ""}`);
+    const li = document.createElement("li");
+    li.appendChild(timeElement(frame.time));
+    li.appendChild(document.createTextNode(` ${frame.topic} ${what}${d.session ? " " + d.session : ""}${d.action ? " " + d.action : ""}${d.status ? " " + d.status : ""}`));
     list.prepend(li);
     while (list.children.length > 50) list.lastChild.remove();
+    const empty = document.getElementById("no-events");
+    if (empty) empty.hidden = true;
   }
 
   async function upsertAgent(name) {
@@ -84,18 +161,30 @@ const Netsuke = (() => {
     document.getElementById("no-agents").hidden = body.children.length > 0;
   }
 
+  function stateBadge(state) {
+    return text("span", state, `state state-${state}`);
+  }
+
   function sessionRow(s) {
     const tr = document.createElement("tr");
     tr.dataset.session = s.session_id;
-    tr.appendChild(text("td", s.session_id));
+    const id = document.createElement("td");
+    const link = text("a", s.session_id);
+    link.href = `/sessions/${encodeURIComponent(s.session_id)}`;
+    id.appendChild(link);
+    tr.appendChild(id);
     tr.appendChild(text("td", s.agent || ""));
     tr.appendChild(text("td", s.user || ""));
-    const state = text("td", s.state);
-    state.className = "state";
+    const state = document.createElement("td");
+    state.className = "state-cell";
+    state.appendChild(stateBadge(s.state));
     tr.appendChild(state);
-    tr.appendChild(text("td", String(s.restarts)));
-    tr.appendChild(text("td", s.last_activity ? new Date(s.last_activity * 1000).toLocaleTimeString() : ""));
-    tr.appendChild(text("td", `${s.tokens_in} / ${s.tokens_out}`));
+    tr.appendChild(text("td", String(s.restarts), "num"));
+    tr.appendChild(text("td", String(s.turns), "num"));
+    const last = document.createElement("td");
+    last.appendChild(timeElement(s.last_activity));
+    tr.appendChild(last);
+    tr.appendChild(text("td", `${s.tokens_in} / ${s.tokens_out}`, "num tokens"));
     return tr;
   }
 
@@ -111,7 +200,7 @@ const Netsuke = (() => {
     if (sessionFetches.get(id) !== mine) return;  // a later event's fetch has the newer state
     if (!response.ok) {
       const old = find();
-      if (old && topic === "agent.stopped") old.querySelector(".state").textContent = "stopped";
+      if (old && topic === "agent.stopped") old.querySelector(".state-cell").replaceChildren(stateBadge("stopped"));
       return;
     }
     const s = await response.json();
@@ -122,10 +211,18 @@ const Netsuke = (() => {
     // answer replaces the row the earlier one added instead of adding a second one
     const old = find();
     if (old) old.replaceWith(row); else body.prepend(row);
+    const empty = document.getElementById("no-sessions");
+    if (empty) empty.hidden = true;
+  }
+
+  function common() {
+    themeToggle();
+    logoutButton();
+    localizeTimes();
+    document.body.addEventListener("htmx:afterSwap", (ev) => localizeTimes(ev.target));
   }
 
   function indexPage() {
-    logoutButton();
     connect(["definition.*", "agent.*", "turn.*", "task.*"], (frame) => {
       logEvent(frame);
       if (frame.topic === "definition.changed" && frame.data.kind === "agent") {
@@ -134,6 +231,42 @@ const Netsuke = (() => {
       if (frame.data.session && frame.data.user !== null) {
         upsertSession(frame.data.session, frame.topic);
       }
+    });
+  }
+
+  function sessionsPage() {
+    connect(["agent.*", "turn.*"], (frame) => {
+      if (frame.data.session && frame.data.user !== null) upsertSession(frame.data.session, frame.topic);
+    });
+  }
+
+  function sessionPage(id) {
+    const refresh = () => {
+      const panel = document.getElementById("session-panel");
+      if (panel && window.htmx) htmx.trigger(panel, "refresh");
+    };
+    connect(["agent.*", "turn.*"], (frame) => { if (frame.data.session === id) refresh(); });
+    document.addEventListener("click", async (ev) => {
+      const button = ev.target.closest("#session-actions button[data-action]");
+      if (!button || button.disabled) return;
+      const action = button.dataset.action;
+      if (action === "stop" && !confirm(`Stop the session ${id}? Its conversation stays stored.`)) return;
+      const base = `/api/v1/sessions/${encodeURIComponent(id)}`;
+      const result = action === "stop" ? await api("DELETE", base)
+        : await api("POST", `${base}/${action}`);
+      const out = document.getElementById("action-result");
+      let message;
+      if (!result.ok) message = problemText(result);
+      else if (action === "cancel") message = result.data.cancelled ? "turn cancelled" : "no turn was running";
+      else if (action === "restart") message = result.data.restarted ? "restarted" : "killed; restarting";
+      else message = "stopped";
+      refresh();
+      // the panel is swapped: show the outcome once the new one is in place
+      setTimeout(() => {
+        const el = document.getElementById("action-result");
+        if (el) { el.textContent = message; el.className = result.ok ? "muted" : "error"; }
+      }, 300);
+      if (out) { out.textContent = message; out.className = result.ok ? "muted" : "error"; }
     });
   }
 
@@ -147,9 +280,7 @@ const Netsuke = (() => {
       tr.appendChild(text("td", t.last_error || ""));
       return tr;
     }
-    const status = text("td", t.status);
-    status.className = "status";
-    tr.appendChild(status);
+    tr.appendChild(text("td", t.status, "status"));
     tr.appendChild(text("td", `${t.attempts}/${t.max_attempts}`));
     tr.appendChild(text("td", String(t.priority)));
     tr.appendChild(text("td", t.capabilities.join(", ")));
@@ -177,58 +308,149 @@ const Netsuke = (() => {
   }
 
   function tasksPage() {
-    logoutButton();
     connect(["task.*"], (frame) => { if (frame.data.task) upsertTask(frame.data.task); });
   }
 
+  // --- chat ----------------------------------------------------------------------------------
+  function bubble(role, model) {
+    const li = document.createElement("li");
+    li.className = `msg ${role}`;
+    li.dataset.role = role;
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    meta.appendChild(text("span", role === "user" ? "You" : role === "error" ? "Error" : "Agent"));
+    meta.appendChild(timeElement(new Date()));
+    if (model) meta.appendChild(text("span", model));
+    li.appendChild(meta);
+    if (role === "agent") {
+      const tools = document.createElement("div");
+      tools.className = "tools";
+      tools.hidden = true;
+      li.appendChild(tools);
+    }
+    const body = document.createElement("div");
+    body.className = "body";
+    li.appendChild(body);
+    return li;
+  }
+
+  function toolChip(f) {
+    const chip = document.createElement("details");
+    chip.className = "tool";
+    chip.dataset.call = f.tool_call_id || "";
+    chip.appendChild(text("summary", f.tool_name));
+    const io = document.createElement("div");
+    io.className = "tool-io";
+    io.appendChild(text("div", "arguments", "muted"));
+    io.appendChild(text("pre", JSON.stringify(f.args, null, 2), "args"));
+    io.appendChild(text("div", "result", "muted"));
+    io.appendChild(text("pre", "…", "result"));
+    chip.appendChild(io);
+    return chip;
+  }
+
   function chatPage(agent, user) {
-    logoutButton();
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
     const ws = new WebSocket(`${proto}//${location.host}/dashboard/chat/${encodeURIComponent(agent)}/ws?user=${encodeURIComponent(user)}`);
     const transcript = document.getElementById("transcript");
+    const form = document.getElementById("chat-form");
     const input = document.getElementById("chat-input");
     const send = document.getElementById("chat-send");
     const live = document.getElementById("live");
+    const empty = document.getElementById("chat-empty");
+    let sessionId = document.getElementById("session-id").textContent;
     let reply = null;
+    let busy = true;  // until the session frame
+    const scroll = () => transcript.lastElementChild && transcript.lastElementChild.scrollIntoView({ block: "end" });
+    const add = (li) => { transcript.appendChild(li); if (empty) empty.hidden = true; scroll(); return li; };
+    const ready = () => { busy = false; send.disabled = false; };
+    const current = () => {
+      if (!reply) { reply = add(bubble("agent")); reply.classList.add("streaming"); reply.querySelector(".body").classList.add("typing"); }
+      return reply;
+    };
+    scroll();
     ws.onopen = () => { if (live) { live.textContent = "live"; live.className = "live on"; } };
     ws.onclose = (ev) => {
       if (live) { live.textContent = "offline"; live.className = "live off"; }
       send.disabled = true;
-      if (ev.code === 4401) location.href = "/login";
+      busy = true;
+      if (ev.code === 4401) { location.href = "/login"; return; }
+      const why = { 4403: "this session belongs to another user", 4404: "no such agent" }[ev.code];
+      const li = add(bubble("error"));
+      li.querySelector(".body").textContent = `The connection closed${why ? ": " + why : ""}. Reload the page to reconnect.`;
     };
     ws.onmessage = (msg) => {
       const f = JSON.parse(msg.data);
       if (f.type === "session") {
+        sessionId = f.session_id;
         document.getElementById("session-id").textContent = f.session_id;
-        send.disabled = false;
+        ready();
       } else if (f.type === "delta") {
-        if (!reply) { reply = text("li", ""); reply.className = "agent"; transcript.appendChild(reply); }
-        reply.textContent += f.text;
+        current().querySelector(".body").textContent += f.text;
+        scroll();
       } else if (f.type === "tool_call_started") {
-        transcript.appendChild(text("li", `tool ${f.tool_name}(${JSON.stringify(f.args)})`)).className = "tool";
+        const tools = current().querySelector(".tools");
+        tools.hidden = false;
+        tools.appendChild(toolChip(f));
+      } else if (f.type === "tool_call_finished") {
+        const chip = reply && reply.querySelector(`details.tool[data-call="${CSS.escape(f.tool_call_id || "")}"]`);
+        if (chip) {
+          chip.querySelector(".result").textContent = f.error ? String(f.error) : JSON.stringify(f.result, null, 2);
+          if (f.error) { chip.classList.add("tool-error"); chip.querySelector("summary").appendChild(text("span", " (failed)", "error")); }
+        }
       } else if (f.type === "completed") {
-        if (!reply) { reply = text("li", String(f.output)); reply.className = "agent"; transcript.appendChild(reply); }
-        reply.dataset.done = "1";
+        const li = current();
+        const body = li.querySelector(".body");
+        body.classList.remove("typing");
+        li.classList.remove("streaming");
+        body.innerHTML = f.html;  // rendered on the server, raw HTML escaped (routes/chat.py)
+        li.dataset.done = "1";
+        li.dataset.execution = f.execution_id;
+        li.querySelector(".meta").appendChild(text("span", `${f.tokens_in} in / ${f.tokens_out} out`));
         reply = null;
-        send.disabled = false;
+        ready();
+        scroll();
       } else if (f.type === "error") {
-        const where = f.execution_id ? ` (execution ${f.execution_id})` : "";
-        const line = transcript.appendChild(text("li", `error: ${f.title}${f.detail ? ": " + f.detail : ""}${where}`));
-        line.className = "error";
-        if (f.execution_id) line.dataset.execution = f.execution_id;
+        if (reply) {
+          const partial = reply.querySelector(".body");
+          partial.classList.remove("typing");
+          reply.classList.remove("streaming");
+          if (!partial.textContent && reply.querySelector(".tools").hidden) reply.remove();
+        }
+        const li = add(bubble("error"));
+        li.dataset.status = String(f.status);
+        const body = li.querySelector(".body");
+        body.appendChild(text("strong", f.title || "Error"));
+        if (f.detail) body.appendChild(document.createTextNode(": " + f.detail));
+        if (f.execution_id) {
+          li.dataset.execution = f.execution_id;
+          body.appendChild(document.createTextNode(" "));
+          const link = text("a", `execution ${f.execution_id.slice(0, 12)}…`);
+          link.href = `/sessions/${encodeURIComponent(sessionId)}#executions`;
+          body.appendChild(link);
+        }
         reply = null;
-        send.disabled = false;
+        ready();
       }
     };
-    document.getElementById("chat-form").addEventListener("submit", (ev) => {
+    form.addEventListener("submit", (ev) => {
       ev.preventDefault();
-      const message = input.value.trim();
-      if (!message) return;
-      transcript.appendChild(text("li", message)).className = "user";
+      const message = input.value;
+      if (!message.trim() || busy) return;
+      add(bubble("user")).querySelector(".body").textContent = message;
       ws.send(JSON.stringify({ message }));
       input.value = "";
+      busy = true;
       send.disabled = true;
+      current();
     });
+    input.addEventListener("keydown", (ev) => {
+      if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
+        ev.preventDefault();
+        form.requestSubmit();
+      }
+    });
+    input.focus();
   }
 
   async function refreshMetrics(name) {
@@ -245,7 +467,6 @@ const Netsuke = (() => {
   }
 
   function agentPage(name) {
-    logoutButton();
     connect(["definition.changed", "agent.*", "turn.*"], (frame) => {
       if (frame.topic === "definition.changed") {
         if (frame.data.kind === "agent" && frame.data.name === name) location.reload();
@@ -278,5 +499,9 @@ const Netsuke = (() => {
     });
   }
 
-  return { agentPage, chatPage, indexPage, loginPage, tasksPage };
+  common();
+  return {
+    agentPage, api, chatPage, indexPage, localizeTimes, loginPage, problemText,
+    sessionPage, sessionsPage, tasksPage, timeElement,
+  };
 })();
