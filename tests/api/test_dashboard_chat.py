@@ -163,4 +163,11 @@ async def test_a_failed_turn_shows_its_reason_in_the_chat(
     execution = await line.get_attribute("data-execution")
     r = await live.admin.get(f"/api/v1/executions/{execution}")
     assert r.status_code == 200 and r.json()["error"].endswith(reason)
+    # the session's page lists the failed execution with its reason (the chat still owns it)
+    detail = await context.new_page()
+    await detail.goto(live.url + "/sessions/gpt-bootstrap-admin")
+    failed = detail.locator(f'#executions li.exec[data-execution="{execution}"]')
+    assert await failed.locator(".state").first.inner_text() == "failed"
+    assert (await failed.locator(".exec-error").inner_text()).endswith(reason)
+    assert "openai-chat:gpt-4o" in await failed.locator("code").first.inner_text()
     await context.close()

@@ -9,14 +9,21 @@ are written there instead (how the committed ones in docs/dashboard/ are made)."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from pydantic_ai import models
 
+from ..agents.fake_openai import FakeOpenAI, _handler
 from .conftest import Live
 from .test_dashboard_browser import ARTIFACTS, browser  # noqa: F401 (fixture)
 
@@ -363,3 +370,68 @@ async def test_an_internal_error_is_an_html_page_for_a_browser_only() -> None:
         assert r.headers["content-type"] == "application/problem+json"
         r = await client.get("/api/v1/thing", headers={"Accept": "text/html"})
         assert r.status_code == 500 and r.headers["content-type"] == "application/problem+json"
+
+
+class _HeldOpenAI(FakeOpenAI):
+    """A fake model server that holds every request until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def reply(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.entered.set()
+        self.release.wait(30)
+        return super().reply(body)
+
+
+@contextmanager
+def _held_model() -> Iterator[_HeldOpenAI]:
+    fake = _HeldOpenAI()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
+    fake.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield fake
+    finally:
+        fake.release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.mark.timeout(90)
+async def test_cancel_a_running_turn_from_the_session_page(
+    live_factory: Any,
+    browser: Any,  # noqa: F811
+) -> None:
+    with _held_model() as fake, models.override_allow_model_requests(True):
+        async with live_factory(model_allow_hosts="127.0.0.1") as live:
+            await live.node.store.agents.create(
+                {"name": "slow", "model": "openai-compatible:m", "config": {"base_url": fake.url}}
+            )
+            context, chat = await _signed_in(browser, live, live.admin_key)
+            await chat.goto(live.url + "/chat/slow")
+            await chat.wait_for_selector("#chat-send:enabled")
+            await chat.fill("#chat-input", "take your time")
+            await chat.press("#chat-input", "Enter")
+            await asyncio.to_thread(fake.entered.wait, 10)  # the turn is running
+            page = await context.new_page()
+            await page.goto(live.url + "/sessions/slow-bootstrap-admin")
+            await page.click("#cancel-turn")
+            await page.wait_for_selector("#action-result:has-text('turn cancelled')")
+            # the chat shows why its turn ended, and takes the next message
+            error = chat.locator("#transcript li.error")
+            await error.wait_for(timeout=10_000)
+            assert (await error.locator(".body").inner_text()).startswith(
+                "Turn cancelled: the turn was cancelled"
+            )
+            assert await error.get_attribute("data-status") == "409"
+            await chat.wait_for_selector("#chat-send:enabled")
+            fake.release.set()
+            await page.reload()
+            cancelled = page.locator("#executions li.exec .state:has-text('cancelled')")
+            assert await cancelled.count() == 1
+            await context.close()
