@@ -435,3 +435,38 @@ async def test_cancel_a_running_turn_from_the_session_page(
             cancelled = page.locator("#executions li.exec .state:has-text('cancelled')")
             assert await cancelled.count() == 1
             await context.close()
+
+
+CODE = "Here is the fix:\n\n```python\nprint('<b>not bold</b>')\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |"
+
+
+@pytest.mark.timeout(90)
+async def test_a_code_block_from_the_model_is_rendered_as_code(
+    live_factory: Any,
+    browser: Any,  # noqa: F811
+) -> None:
+    """A model (the fake OpenAI server, echoing) answers with a fenced code block and a table:
+    rendered as <pre><code> and <table>, its HTML-looking text left as text."""
+    with _held_model() as fake, models.override_allow_model_requests(True):
+        fake.release.set()
+        async with live_factory(model_allow_hosts="127.0.0.1") as live:
+            await live.node.store.agents.create(
+                {"name": "coder", "model": "openai-compatible:m", "config": {"base_url": fake.url}}
+            )
+            context, page = await _signed_in(browser, live, live.admin_key)
+            await page.goto(live.url + "/chat/coder")
+            await page.wait_for_selector("#chat-send:enabled")
+            await page.fill("#chat-input", CODE)
+            await page.press("#chat-input", "Enter")
+            reply = page.locator("#transcript li.agent[data-done] .body")
+            await reply.wait_for(timeout=10_000)
+            for body in (reply, None):
+                if body is None:  # the same from the history
+                    await page.reload()
+                    body = page.locator("#transcript li.agent .body")
+                code = body.locator("pre > code.language-python")
+                assert (await code.inner_text()).strip() == "print('<b>not bold</b>')"
+                assert await body.locator("b").count() == 0
+                assert await body.locator("table td").all_inner_texts() == ["1", "2"]
+            await _shot(page, "chat-code-light.png")
+            await context.close()
