@@ -306,7 +306,11 @@ async def test_quality_bar_error_pages_favicon_themes_and_phone_width(
             await _shot(page, f"{name}-{scheme}.png")
     await page.emulate_media(color_scheme="light")
 
-    for path, title in [("/nowhere", "Not found"), ("/chat/ghost", "Not found")]:
+    for path, title in [
+        ("/nowhere", "Not found"),
+        ("/chat/ghost", "Not found"),
+        ("/agents/ghost", "Not found"),
+    ]:
         response = await page.goto(live.url + path)
         assert response is not None and response.status == 404
         assert response.headers["content-type"].startswith("text/html")
