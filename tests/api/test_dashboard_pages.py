@@ -474,3 +474,27 @@ async def test_a_code_block_from_the_model_is_rendered_as_code(
                 assert await body.locator("table td").all_inner_texts() == ["1", "2"]
             await _shot(page, "chat-code-light.png")
             await context.close()
+
+
+@pytest.mark.timeout(90)
+async def test_after_a_node_restart_stored_sessions_are_listed_with_their_history(
+    live_factory: Any,
+    browser: Any,  # noqa: F811
+) -> None:
+    async with live_factory() as first:
+        await first.node.store.agents.create({"name": "greeter"})
+        admin = first.admin
+        await admin.post("/api/v1/sessions", json={"agent": "greeter", "user": "ann"})
+        r = await admin.post("/api/v1/sessions/greeter-ann/messages", json={"message": "remember"})
+        assert r.status_code == 200
+    async with live_factory() as live:  # the same database, a new node: nothing seen yet
+        context, page = await _signed_in(browser, live, live.admin_key)
+        await page.goto(live.url + "/sessions")
+        row = page.locator('#sessions tr[data-session="greeter-ann"]')
+        assert await row.locator(".state").inner_text() == "stopped"
+        assert not await page.locator("#no-sessions").is_visible()
+        await row.locator("a").click()
+        await page.wait_for_url(live.url + "/sessions/greeter-ann")
+        assert await page.locator("#transcript li.user .body").inner_text() == "remember"
+        assert await page.locator("#stop-session").is_disabled()
+        await context.close()

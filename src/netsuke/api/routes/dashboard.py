@@ -9,7 +9,8 @@
 * ``/`` shows the agents and the sessions, updated live from ``definition.*`` and ``agent.*``
   events; ``/agents/{name}`` shows a definition as YAML and its versions, reloading when it
   changes.
-* ``/sessions`` lists the sessions the node has seen (a user: its own); ``/sessions/{id}``
+* ``/sessions`` lists the sessions the node has seen, then the stored conversations it has
+  not (``stopped``, e.g. from before the node started; a user: its own); ``/sessions/{id}``
   shows one: state, its conversation, its executions (duration, tokens, model, status, error,
   the delegation chain as a tree) and stop / cancel / restart buttons that call the API (the
   API's role checks apply; buttons the viewer may not use are disabled). The panel reloads
@@ -47,6 +48,7 @@ router = APIRouter(include_in_schema=False)
 _FAVICON = Path(__file__).parent.parent / "static" / "favicon.svg"
 _HISTORY = 400  # the last messages of a conversation shown on the session page
 _EXECUTIONS = 50  # the newest executions shown on the session page
+_STORED = 200  # stored conversations listed on /sessions besides the sessions seen
 
 
 class LoginRequest(BaseModel):
@@ -107,6 +109,46 @@ def _sessions_seen(ctx: ApiContext, viewer: Principal) -> list[Any]:
     return [s for s in monitor.sessions() if s.user is not None and viewer.may_act_for(s.user)]
 
 
+@dataclass
+class StoredSession:
+    """A session known only by its stored conversation (e.g. from before the node started)."""
+
+    session: str
+    agent: str
+    user: str | None
+    last_activity: Any
+    messages: int
+    state: str = "stopped"
+    restarts: int = 0
+    turns: str = "—"
+    tokens_in: str = "—"
+    tokens_out: str = "—"
+
+
+async def _sessions_listed(ctx: ApiContext, viewer: Principal) -> list[Any]:
+    """The sessions the monitor has seen, then stored conversations it has not (stopped)."""
+    seen = _sessions_seen(ctx, viewer)
+    known = {s.session for s in seen}
+    mine = None if viewer.has("operator") else viewer.name
+    stored = await ctx.store.conversations.list(user_id=mine, limit=_STORED)
+    rows: list[Any] = list(seen)
+    for conv in stored.items:
+        if conv.session_id in known or conv.user_id is None:
+            continue
+        if not viewer.may_act_for(conv.user_id):
+            continue
+        rows.append(
+            StoredSession(
+                conv.session_id,
+                conv.agent_name,
+                conv.user_id,
+                conv.updated_at,
+                conv.message_count,
+            )
+        )
+    return rows
+
+
 @router.get("/", response_class=HTMLResponse)
 async def index(ctx: Ctx, request: Request) -> Response:
     viewer = await _viewer(ctx, request)
@@ -138,7 +180,7 @@ async def sessions_page(ctx: Ctx, request: Request) -> Response:
             "title": "Sessions",
             "viewer": viewer,
             "sessions_enabled": "monitor" in ctx.extras,
-            "sessions": _sessions_seen(ctx, viewer),
+            "sessions": await _sessions_listed(ctx, viewer),
         },
     )
 
