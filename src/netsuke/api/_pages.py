@@ -87,6 +87,7 @@ def error_page(
         {
             "title": f"{status} {title}",
             "viewer": getattr(request.state, "principal", None),
+            "live": False,  # no live updates on an error page
             "status": status,
             "heading": title,
             "detail": detail,
