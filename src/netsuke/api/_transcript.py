@@ -87,7 +87,8 @@ def transcript(messages: list[Any]) -> list[ChatItem]:
                     agent = None
                 elif isinstance(part, ToolReturnPart) and part.tool_call_id in chips:
                     chips[part.tool_call_id].result = _show(part.content)
-                elif isinstance(part, RetryPromptPart) and part.tool_call_id in chips:
+                    chips[part.tool_call_id].error = part.outcome != "success"
+                elif isinstance(part, RetryPromptPart) and part.tool_call_id in chips:  # older
                     chip = chips[part.tool_call_id]
                     chip.result = _show(part.content)
                     chip.error = True
