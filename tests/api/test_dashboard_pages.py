@@ -196,6 +196,13 @@ async def test_session_page_executions_tree_and_role_checked_actions(
     await _shot(page, "session-dark.png")
     await page.emulate_media(color_scheme="light")
 
+    # live: a turn through the API shows up without a reload (htmx reloads the panel)
+    await page.wait_for_selector("#live.on")
+    r = await admin.post("/api/v1/sessions/researcher-ann/messages", json={"message": "again"})
+    assert r.status_code == 200
+    await page.wait_for_selector("#session-turns:has-text('2')", timeout=10_000)
+    assert await page.locator("#executions > li.exec").count() == 2
+
     # cancel (no turn runs), restart (a new process, counted), stop (after a confirmation)
     await page.click("#cancel-turn")
     await page.wait_for_selector("#action-result:has-text('no turn was running')")
@@ -205,6 +212,9 @@ async def test_session_page_executions_tree_and_role_checked_actions(
     await page.wait_for_selector("#session-restarts:has-text('1')", timeout=10_000)
     after = live.node.agents.whereis("researcher-ann")
     assert after is not None and after != before
+    assert await page.inner_text("#action-result") == "restarted"  # kept over the reload
+    shown = await page.locator("#session-panel time").first.inner_text()
+    assert shown and "T" not in shown and "+00:00" not in shown  # local, also after a swap
     page.once("dialog", lambda d: d.accept())
     await page.click("#stop-session")
     await page.wait_for_selector("#session-state .state:has-text('stopped')", timeout=10_000)

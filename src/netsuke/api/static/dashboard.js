@@ -245,7 +245,21 @@ const Netsuke = (() => {
       const panel = document.getElementById("session-panel");
       if (panel && window.htmx) htmx.trigger(panel, "refresh");
     };
-    connect(["agent.*", "turn.*"], (frame) => { if (frame.data.session === id) refresh(); });
+    // a turn's events come in bursts, and the monitor counts an event as the page gets it:
+    // reload once the burst is over
+    // (and once more a little later, for what is committed just after its event)
+    let pending = [];
+    connect(["agent.*", "turn.*"], (frame) => {
+      if (frame.data.session !== id) return;
+      pending.forEach(clearTimeout);
+      pending = [setTimeout(refresh, 250), setTimeout(refresh, 1500)];
+    });
+    let outcome = null;  // the last action's result, shown again in each reloaded panel
+    const showOutcome = () => {
+      const el = document.getElementById("action-result");
+      if (el && outcome) { el.textContent = outcome.message; el.className = outcome.ok ? "muted" : "error"; }
+    };
+    document.body.addEventListener("htmx:afterSwap", showOutcome);
     document.addEventListener("click", async (ev) => {
       const button = ev.target.closest("#session-actions button[data-action]");
       if (!button || button.disabled) return;
@@ -254,19 +268,14 @@ const Netsuke = (() => {
       const base = `/api/v1/sessions/${encodeURIComponent(id)}`;
       const result = action === "stop" ? await api("DELETE", base)
         : await api("POST", `${base}/${action}`);
-      const out = document.getElementById("action-result");
       let message;
       if (!result.ok) message = problemText(result);
       else if (action === "cancel") message = result.data.cancelled ? "turn cancelled" : "no turn was running";
       else if (action === "restart") message = result.data.restarted ? "restarted" : "killed; restarting";
       else message = "stopped";
+      outcome = { message, ok: result.ok };
+      showOutcome();
       refresh();
-      // the panel is swapped: show the outcome once the new one is in place
-      setTimeout(() => {
-        const el = document.getElementById("action-result");
-        if (el) { el.textContent = message; el.className = result.ok ? "muted" : "error"; }
-      }, 300);
-      if (out) { out.textContent = message; out.className = result.ok ? "muted" : "error"; }
     });
   }
 
