@@ -21,6 +21,9 @@ A ``store-unavailable`` problem carries ``reason`` (``store.unavailable_reason``
 ``Retry-After`` (1 s when locked, else 30 s); nothing was changed by the request.
 
 Input values are never echoed back (they may hold secrets), only field paths and reasons.
+
+A browser opening a dashboard page gets the same status as an HTML page instead (the ``html``
+hook of ``install_problem_handlers``: ``_pages.html_error``); the API never does.
 """
 
 from __future__ import annotations
