@@ -39,11 +39,13 @@ from ._settings import Settings
 from ._webhooks import WebhookDispatcher
 from ._workflows import WorkflowCatalog
 from .routes import (
+    agent_series,
     agents,
     audit,
     chat,
     control,
     dashboard,
+    dashboard_ops,
     events,
     executions,
     functions,
@@ -52,6 +54,7 @@ from .routes import (
     manager,
     sessions,
     tasks,
+    tree,
     webhooks,
     workflows,
 )
@@ -131,12 +134,15 @@ def create_app(
         webhooks,
         events,
         manager,
+        tree,
+        agent_series,
     ):
         api.include_router(module.router)
     app.include_router(api)
     install_docs(app, API_PREFIX)
     app.include_router(health.router)
     app.include_router(dashboard.router)
+    app.include_router(dashboard_ops.router)
     app.include_router(chat.router)
     app.mount(
         "/static",

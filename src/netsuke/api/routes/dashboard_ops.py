@@ -1,0 +1,351 @@
+"""The dashboard's operations pages (issue 20: tree, agents, tasks, admin pages).
+
+Every page needs the sign-in cookie (``/login`` otherwise) and the role its API needs; a
+signed-in caller without it gets a 403 page and no data. Pages render on the server and are
+kept live by ``static/ops.js`` over ``/api/v1/events``.
+
+* ``/tree`` (operator): the supervision tree (``GET /api/v1/tree``), re-read on each
+  ``agent.*``, ``process.restarted`` and ``supervisor.gave_up`` event.
+* ``/agents`` (any key): definitions; ``/agents/new`` and ``/agents/{name}/edit`` (operator):
+  a form and a YAML editor, checked as you type by ``POST /api/v1/agent-drafts/check``;
+  ``/agents/{name}``: definition, versions with a diff and rollback, metrics over time
+  (``/api/v1/agents/{name}/series``, uPlot) and logs followed live (operator).
+* ``/tasks`` (any key; a user sees its own), ``/tasks/{id}``, ``/dead-letters`` (operator,
+  requeue and purge), ``/workflows`` (operator: workflows and runs).
+* ``/functions`` (any key: a user sees its own), ``/keys``, ``/webhooks``, ``/audit`` (admin).
+
+**Actions.** The API never takes the cookie for a write (no CSRF). The pages' buttons post to
+``/dashboard/api/{path}``, which forwards the request in-process to ``/api/v1/{path}`` with
+the cookie's key as ``Authorization``, so the API's own checks, roles, audit and problem
+documents apply unchanged. It refuses (403) a request without the ``X-Netsuke-Dashboard``
+header or whose ``Origin`` is not this server: a cross-site form cannot set the header, and
+a cross-site script needs a CORS preflight the node never grants.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import httpx
+from fastapi import APIRouter, Request, Response
+from fastapi import Path as PathParam
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from netsuke.store import AgentDraft, NotFoundError, Role, dump_agent_yaml
+
+from .._problems import ProblemError, problem_response
+from .._tree import supervision_tree
+from ..deps import COOKIE, Ctx
+from .dashboard import _viewer, templates
+
+__all__ = ["router"]
+
+router = APIRouter(include_in_schema=False)
+
+AgentName = Annotated[str, PathParam(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
+TaskIdParam = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")]
+_FORWARD_PATH = re.compile(r"^[A-Za-z0-9_.:@-]+(?:/[A-Za-z0-9_.:@-]+)*$")
+_FORWARD_REQUEST = ("content-type", "if-match", "idempotency-key", "accept")
+_FORWARD_RESPONSE = ("content-type", "etag", "location", "retry-after")
+
+
+def _iso(value: Any) -> str:
+    """An ISO 8601 timestamp (UTC) for ``<time datetime=...>``; ops.js shows it local."""
+    if value is None:
+        return ""
+    if isinstance(value, (int, float)):
+        value = datetime.fromtimestamp(value, UTC)
+    if isinstance(value, datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def _readable(value: Any) -> str:
+    """The text inside ``<time>`` before the script runs: ``2026-12-06 19:40:02 UTC``."""
+    iso = _iso(value)
+    return iso[:19].replace("T", " ") + " UTC" if iso else ""
+
+
+templates.env.filters["ops_iso"] = _iso
+templates.env.filters["ops_readable"] = _readable
+
+
+async def _page(
+    ctx: Ctx, request: Request, template: str, role: Role, title: str, **context: Any
+) -> Response:
+    viewer = await _viewer(ctx, request)
+    if viewer is None:
+        return RedirectResponse("/login", status_code=303)
+    if not viewer.has(role):
+        return templates.TemplateResponse(
+            request,
+            "ops_denied.html",
+            {"title": title, "viewer": viewer, "role": role},
+            status_code=403,
+        )
+    return templates.TemplateResponse(
+        request, template, {"title": title, "viewer": viewer, **context}
+    )
+
+
+# ------------------------------------------------------------------ tree
+
+
+@router.get("/tree", response_class=HTMLResponse)
+async def tree_page(ctx: Ctx, request: Request) -> Response:
+    viewer = await _viewer(ctx, request)
+    tree = await supervision_tree(ctx) if viewer is not None and viewer.has("operator") else {}
+    return await _page(ctx, request, "tree.html", "operator", "Supervision tree", tree=tree)
+
+
+# ------------------------------------------------------------------ agents
+
+
+@router.get("/agents", response_class=HTMLResponse)
+async def agents_page(ctx: Ctx, request: Request) -> Response:
+    page = await ctx.store.agents.list(limit=500)
+    return await _page(ctx, request, "agents.html", "user", "Agents", agents=page.items)
+
+
+@router.get("/agents/new", response_class=HTMLResponse)
+async def agent_new(ctx: Ctx, request: Request) -> Response:
+    draft = AgentDraft(name="my-agent")
+    return await _page(
+        ctx,
+        request,
+        "agent_edit.html",
+        "operator",
+        "New agent",
+        agent=draft,
+        version=None,
+        yaml=dump_agent_yaml(draft),
+    )
+
+
+@router.get("/agents/{name}/edit", response_class=HTMLResponse)
+async def agent_edit(ctx: Ctx, request: Request, name: AgentName) -> Response:
+    definition = await ctx.store.agents.get(name)
+    return await _page(
+        ctx,
+        request,
+        "agent_edit.html",
+        "operator",
+        f"Edit {name}",
+        agent=definition,
+        version=definition.version,
+        yaml=dump_agent_yaml(definition),
+    )
+
+
+@router.get("/agents/{name}", response_class=HTMLResponse)
+async def agent_page(ctx: Ctx, request: Request, name: AgentName) -> Response:
+    definition = await ctx.store.agents.get(name)
+    versions = list(reversed(await ctx.store.agents.versions(name)))
+    monitor = ctx.extras.get("monitor")
+    viewer = await _viewer(ctx, request)
+    operator = viewer is not None and viewer.has("operator") and monitor is not None
+    sessions = len(
+        ctx.runtime.registry.match(
+            where=lambda m: type(m) is dict and m.get("agent") == name and m.get("user") is not None
+        )
+    )
+    return await _page(
+        ctx,
+        request,
+        "agent.html",
+        "user",
+        name,
+        agent=definition,
+        yaml=dump_agent_yaml(definition),
+        versions=[{"v": v, "yaml": dump_agent_yaml(v)} for v in versions],
+        metrics=monitor.metrics(name) if operator and monitor else None,
+        logs=list(reversed(monitor.logs(name, 100))) if operator and monitor else [],
+        sessions=sessions,
+        operator=viewer is not None and viewer.has("operator"),
+    )
+
+
+# ------------------------------------------------------------------ tasks
+
+
+@router.get("/tasks", response_class=HTMLResponse)
+async def tasks_page(ctx: Ctx, request: Request) -> Response:
+    viewer = await _viewer(ctx, request)
+    queue = ctx.extras.get("tasks")
+    tasks: list[Any] = []
+    depth: dict[str, int] = {}
+    operator = viewer is not None and viewer.has("operator")
+    if queue is not None and viewer is not None:
+        if operator:
+            tasks = list((await queue.list(limit=200)).items)
+            for status in ("queued", "leased", "succeeded", "dead"):
+                depth[status] = await queue.count(status)
+        else:  # a user: its own submissions (as GET /api/v1/tasks)
+            entries = await ctx.store.audit.list(
+                actor=viewer.owner_id, action="task.submit", limit=200
+            )
+            for entry in entries.items:
+                with contextlib.suppress(Exception):
+                    tasks.append(await queue.get(entry.target.removeprefix("task:")))
+    hosting = ctx.extras.get("hosting")
+    waiting = {t.id: hosting.detail(t) for t in tasks} if hosting is not None else {}
+    return await _page(
+        ctx,
+        request,
+        "tasks.html",
+        "user",
+        "Tasks",
+        tasks=tasks,
+        depth=depth,
+        operator=operator,
+        waiting=waiting,
+        enabled=queue is not None,
+    )
+
+
+@router.get("/tasks/{task_id}", response_class=HTMLResponse)
+async def task_page(ctx: Ctx, request: Request, task_id: TaskIdParam) -> Response:
+    viewer = await _viewer(ctx, request)
+    queue = ctx.extras.get("tasks")
+    task = None
+    if viewer is not None and queue is not None:
+        from .tasks import checked  # the API's ownership check (a user: its own tasks)
+
+        task = await checked(ctx, viewer, task_id)
+    hosting = ctx.extras.get("hosting")
+    detail = hosting.detail(task) if hosting is not None and task is not None else None
+    executions = []
+    if task is not None:
+        with contextlib.suppress(Exception):
+            listed = await ctx.store.executions.list(kind="task", limit=200)
+            executions = [e for e in listed.items if e.details.get("task") == task.id]
+    return await _page(
+        ctx,
+        request,
+        "task.html",
+        "user",
+        f"Task {task_id}",
+        task=task,
+        detail=detail,
+        executions=executions,
+    )
+
+
+@router.get("/dead-letters", response_class=HTMLResponse)
+async def dead_letters_page(ctx: Ctx, request: Request) -> Response:
+    viewer = await _viewer(ctx, request)
+    queue = ctx.extras.get("tasks")
+    dead: list[Any] = []
+    if queue is not None and viewer is not None and viewer.has("operator"):
+        dead = list((await queue.dead_letters(limit=500)).items)
+    return await _page(ctx, request, "dead_letters.html", "operator", "Dead letters", dead=dead)
+
+
+@router.get("/workflows", response_class=HTMLResponse)
+async def workflows_page(ctx: Ctx, request: Request) -> Response:
+    viewer = await _viewer(ctx, request)
+    catalog = ctx.extras.get("workflows")
+    workflows: list[Any] = []
+    runs: list[Any] = []
+    if catalog is not None and viewer is not None and viewer.has("operator"):
+        workflows = sorted(catalog.workflows.values(), key=lambda w: w.name)
+        ids = await ctx.store.workflows.list()
+        for run_id in list(reversed(ids))[:100]:
+            with contextlib.suppress(NotFoundError):
+                runs.append(await catalog.runner.get(run_id))
+    return await _page(
+        ctx,
+        request,
+        "workflows.html",
+        "operator",
+        "Workflows",
+        workflows=workflows,
+        runs=runs,
+        enabled=catalog is not None,
+    )
+
+
+# ------------------------------------------------------------------ admin pages
+
+
+@router.get("/functions", response_class=HTMLResponse)
+async def functions_page(ctx: Ctx, request: Request) -> Response:
+    viewer = await _viewer(ctx, request)
+    items: list[Any] = []
+    if viewer is not None:
+        from .functions import owner
+
+        listed = await ctx.store.functions.list(limit=500)
+        items = [f for f in listed.items if viewer.owns(await owner(ctx, f.name))]
+    return await _page(ctx, request, "functions.html", "user", "Functions", functions=items)
+
+
+@router.get("/keys", response_class=HTMLResponse)
+async def keys_page(ctx: Ctx, request: Request) -> Response:
+    viewer = await _viewer(ctx, request)
+    keys = (
+        await ctx.store.api_keys.list(include_revoked=True)
+        if viewer is not None and viewer.has("admin")
+        else []
+    )
+    return await _page(ctx, request, "keys.html", "admin", "API keys", keys=keys)
+
+
+@router.get("/webhooks", response_class=HTMLResponse)
+async def webhooks_page(ctx: Ctx, request: Request) -> Response:
+    viewer = await _viewer(ctx, request)
+    hooks: list[Any] = []
+    if viewer is not None and viewer.has("admin"):
+        hooks = list((await ctx.store.webhooks.list(limit=500)).items)
+    return await _page(ctx, request, "webhooks.html", "admin", "Webhooks", webhooks=hooks)
+
+
+@router.get("/audit", response_class=HTMLResponse)
+async def audit_page(ctx: Ctx, request: Request) -> Response:
+    viewer = await _viewer(ctx, request)
+    entries: list[Any] = []
+    if viewer is not None and viewer.has("admin"):
+        entries = list((await ctx.store.audit.list(limit=200)).items)
+    return await _page(ctx, request, "audit.html", "admin", "Audit log", entries=entries)
+
+
+# ------------------------------------------------------------------ actions
+
+
+def _same_origin(request: Request) -> bool:
+    origin = request.headers.get("origin")
+    host = request.headers.get("host")
+    return origin is not None and host is not None and origin == f"{request.url.scheme}://{host}"
+
+
+@router.api_route("/dashboard/api/{path:path}", methods=["POST", "PUT", "PATCH", "DELETE"])
+async def forward(request: Request, path: str) -> Response:
+    """Forward a dashboard action to ``/api/v1/{path}`` with the cookie's key."""
+    key = request.cookies.get(COOKIE)
+    if not key:
+        raise ProblemError(
+            401, "Unauthorized", "sign in first", headers={"WWW-Authenticate": "Bearer"}
+        )
+    if request.headers.get("x-netsuke-dashboard") != "1" or not _same_origin(request):
+        raise ProblemError(403, "Forbidden", "dashboard actions come only from this dashboard")
+    if not _FORWARD_PATH.match(path) or ".." in path.split("/"):
+        return problem_response(404, "Not found", "no such API path", type="not-found")
+    headers = {h: v for h in _FORWARD_REQUEST if (v := request.headers.get(h)) is not None}
+    headers["authorization"] = f"Bearer {key}"
+    client = request.client
+    transport = httpx.ASGITransport(
+        app=request.app, client=(client.host, client.port) if client else ("127.0.0.1", 0)
+    )
+    async with httpx.AsyncClient(transport=transport, base_url=str(request.base_url)) as api:
+        answer = await api.request(
+            request.method,
+            f"/api/v1/{path}",
+            params=request.query_params,
+            content=await request.body(),
+            headers=headers,
+        )
+    out = {h: v for h in _FORWARD_RESPONSE if (v := answer.headers.get(h)) is not None}
+    return Response(answer.content, status_code=answer.status_code, headers=out)
