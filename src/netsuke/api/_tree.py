@@ -9,7 +9,7 @@
   ``Agents.start`` was given), and under each, its **sessions** (agent servers).
 
 A session's ``state`` is ``running`` (a turn queued or running), ``idle``, ``hibernated`` (the
-process is hibernating) or ``restarting`` (it crashed and its supervisor has not brought it
+agent dropped its in-process memory after ``idle_hibernate``: ``agent.hibernated``) or ``restarting`` (it crashed and its supervisor has not brought it
 back yet: the child shows ``pid="restarting"``, or the monitor saw the crash and no process
 holds the name). ``restarts`` counts restarts since the session started on this node;
 ``last_exit`` is the reason and time of the session's last abnormal exit (from the monitor's
@@ -27,7 +27,7 @@ from netsuke.events import topics
 from netsuke.kernel import KernelError, Pid
 
 from ._context import ApiContext
-from ._monitor import AgentMonitor
+from ._monitor import AgentMonitor, SessionActivity
 
 __all__ = ["supervision_tree"]
 
@@ -56,13 +56,15 @@ def _last_exit(monitor: AgentMonitor | None, agent: str, session: str) -> dict[s
     return None
 
 
-def _session_state(ctx: ApiContext, pid: Pid | None) -> str:
+def _session_state(ctx: ApiContext, pid: Pid | None, act: SessionActivity | None) -> str:
     proc = ctx.runtime.process(pid) if pid is not None else None
     if proc is None:
         return "restarting"
-    if proc.hibernating:
-        return "hibernated"
-    return "running" if getattr(proc, "load", 0) > 0 else "idle"
+    if getattr(proc, "load", 0) > 0:
+        return "running"
+    # the agent's own hibernation (memory dropped, ``agent.hibernated``), not the kernel's
+    # task release of an idle process
+    return "hibernated" if act is not None and act.state == "hibernated" else "idle"
 
 
 def _session(
@@ -75,7 +77,7 @@ def _session(
         "agent": agent,
         "user": meta.get("user") if isinstance(meta, dict) else None,
         "pid": repr(pid) if pid is not None else None,
-        "state": _session_state(ctx, pid),
+        "state": _session_state(ctx, pid, act),
         "restarts": act.restarts if act is not None else 0,
         "turns": act.turns if act is not None else 0,
         "last_activity": _iso(act.last_activity) if act is not None else None,
