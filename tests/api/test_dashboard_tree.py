@@ -59,6 +59,17 @@ async def test_tree_api_shows_supervisors_sessions_states_and_crashes(live: Live
     s = _find((await operator.get("/api/v1/tree")).json(), "worker")["sessions"][0]
     assert s["restarts"] == 1 and s["pid"] != repr(pid)
     assert "boom" in s["last_exit"]["reason"] and s["last_exit"]["at"].endswith("+00:00")
+    # an agent that drops its memory when idle shows as hibernated
+    hibernated = rt.events.subscribe("agent.hibernated")
+    r = await live.admin.post(
+        "/api/v1/agents",
+        json={"name": "sleepy", "model": "offline", "config": {"idle_hibernate": 0.1}},
+    )
+    assert r.status_code == 201, r.text
+    sleepy = await _session(live, "sleepy", "bob")
+    assert (await hibernated.get()).data["session"] == sleepy
+    [s] = _find((await operator.get("/api/v1/tree")).json(), "sleepy")["sessions"]
+    assert s["state"] == "hibernated" and s["pid"] is not None
     # a user key may not see the node's processes
     user = live.client(await live.key("user", "ann"))
     assert (await user.get("/api/v1/tree")).status_code == 403
@@ -84,7 +95,7 @@ async def test_a_crash_appears_on_the_tree_page_by_push(live: Live, browser: Any
     await page.wait_for_selector(
         f'li.ops-session[data-session="{sid}"] .ops-exit:has-text("boom")', timeout=15_000
     )
-    assert "1 restarts" in await row.inner_text()
+    assert "1 restart ·" in await row.inner_text()
     # it arrived by push: the same document (no reload), rendered after an event of this session
     assert await page.evaluate("window.__sameDocument === true")
     renders = await page.evaluate("window.opsTree.renders")

@@ -8,7 +8,9 @@ const NetsukeOps = (() => {
   const $$ = (sel, root = document) => [...root.querySelectorAll(sel)];
 
   function localTimes(root = document) {
-    for (const el of $$("time[datetime]", root)) {
+    const all = $$("time[datetime]", root);
+    if (root.matches && root.matches("time[datetime]")) all.push(root);
+    for (const el of all) {
       const iso = el.getAttribute("datetime");
       const d = new Date(iso);
       if (!iso || Number.isNaN(d.getTime())) continue;
@@ -22,7 +24,7 @@ const NetsukeOps = (() => {
     const d = new Date(seconds * 1000);
     el.dateTime = d.toISOString();
     el.title = el.dateTime;
-    el.textContent = d.toLocaleTimeString();
+    el.textContent = d.toLocaleString();
     return el;
   }
 
@@ -228,7 +230,8 @@ const NetsukeOps = (() => {
         width, height: 180, legend: { show: true },
         axes: [{ stroke: fg, grid: { stroke: grid } }, { stroke: fg, grid: { stroke: grid }, size: 50 }],
         series: [{}, ...labels.map((label, k) => ({
-          label, stroke: color(colors[k], ["#7c3aed", "#b91c1c"][k] || "#15803d"), width: 2, spanGaps: false,
+          label, stroke: color(colors[k], ["#7c3aed", "#b91c1c"][k] || "#15803d"), width: 2, spanGaps: true,
+          points: { show: true, size: 5 },
         }))],
       };
       charts.push(new uPlot(opts, values, el));
