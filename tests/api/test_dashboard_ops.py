@@ -193,7 +193,8 @@ async def test_create_edit_diff_and_roll_back_an_agent(live: Live, browser: Any)
     await times_are_local(page)
     # roll back to 1: a new version 3 with version 1's content; the page reloads by push
     await page.wait_for_selector("body[data-ops-live='1']")
-    await page.click("button.rollback[data-version='1']")
+    await page.focus("button.rollback[data-version='1']")  # by keyboard
+    await page.keyboard.press("Enter")
     await page.wait_for_selector("#version:has-text('3')", timeout=10_000)
     assert (await live.node.store.agents.get("helper")).description == "first"
     assert await page.locator("#versions tbody tr").count() == 3

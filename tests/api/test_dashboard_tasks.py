@@ -67,9 +67,11 @@ async def test_tasks_dead_letters_requeue_and_purge(live: Live, browser: Any) ->
         await times_are_local(page)
         await shot(page, "ops-13-dead-letters.png")
         await no_overflow_at_390(page)
+        await shot(page, "ops-16-dead-letters-390.png")
         await page.set_viewport_size({"width": 1280, "height": 800})
     # the worker is stopped: a requeued task stays queued
-    await page.click(f'button.requeue[data-task="{task_id}"]')
+    await page.focus(f'button.requeue[data-task="{task_id}"]')  # by keyboard
+    await page.keyboard.press("Enter")
     await page.wait_for_selector(f"#action-status:has-text('Requeued {task_id}')")
     await page.wait_for_selector(f'#dead tr[data-task="{task_id}"]', state="detached")
     assert (await live.node.tasks.get(task_id)).status == "queued"

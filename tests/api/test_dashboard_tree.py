@@ -11,7 +11,14 @@ import pytest
 
 from .conftest import Live
 from .test_dashboard_browser import _sign_in, browser  # noqa: F401 (fixture)
-from .test_dashboard_ops import SHOTS, no_overflow_at_390, shots_dir, sign_in_at, times_are_local
+from .test_dashboard_ops import (
+    SHOTS,
+    no_overflow_at_390,
+    shot,
+    shots_dir,
+    sign_in_at,
+    times_are_local,
+)
 
 
 async def _session(live: Live, agent: str, user: str) -> str:
@@ -112,8 +119,10 @@ async def test_a_crash_appears_on_the_tree_page_by_push(live: Live, browser: Any
     await page.screenshot(path=str(SHOTS / "ops-01-tree-after-crash.png"), full_page=True)
     await no_overflow_at_390(page)
     await times_are_local(page)
+    await shot(page, "ops-15-tree-390.png")
 
-    # click through to the session
-    await row.locator("a").first.click()
+    # through to the session, by keyboard
+    await row.locator("a").first.focus()
+    await page.keyboard.press("Enter")
     await page.wait_for_url(f"{live.url}/sessions/{sid}")
     await page.close()

@@ -212,6 +212,8 @@ const NetsukeOps = (() => {
     const s = await r.json();
     const total = s.turns.reduce((x, y) => x + y, 0);
     $("#charts-empty").hidden = total > 0;
+    $("#charts").hidden = total === 0;
+    if (total === 0) return;
     const data = {
       "chart-turns": [[s.t, s.turns, s.errors], ["turns", "errors"], ["--accent", "--err"]],
       "chart-latency": [[s.t, s.p50_ms, s.p99_ms], ["p50 ms", "p99 ms"], ["--accent", "--warn"]],
@@ -231,7 +233,7 @@ const NetsukeOps = (() => {
         axes: [{ stroke: fg, grid: { stroke: grid } }, { stroke: fg, grid: { stroke: grid }, size: 50 }],
         series: [{}, ...labels.map((label, k) => ({
           label, stroke: color(colors[k], ["#7c3aed", "#b91c1c"][k] || "#15803d"), width: 2, spanGaps: true,
-          points: { show: true, size: 5 },
+          points: { show: true, size: 4 },
         }))],
       };
       charts.push(new uPlot(opts, values, el));
