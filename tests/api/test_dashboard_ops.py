@@ -145,6 +145,12 @@ async def test_create_edit_diff_and_roll_back_an_agent(live: Live, browser: Any)
     await sign_in_at(page, live, live.admin_key, "/agents")
     assert "No agents yet" in await page.locator("#no-agents").inner_text()
     await shot(page, "ops-02-agents-empty.png")
+    # the list follows definition changes live
+    await page.wait_for_selector("body[data-ops-live='1']")
+    r = await live.admin.post("/api/v1/agents", json={"name": "other", "description": "live"})
+    assert r.status_code == 201
+    await page.wait_for_selector("#agents-list tr[data-agent='other']:has-text('live')")
+    await times_are_local(page)
     await page.click("#new-agent")
     await page.wait_for_url(live.url + "/agents/new")
     await page.wait_for_selector("#check-status:has-text('Valid')")
@@ -241,6 +247,12 @@ async def test_admin_pages_for_admins_only(live: Live, browser: Any) -> None:  #
     for path in ("/tree", "/dead-letters", "/workflows", "/keys", "/agents/new"):
         assert (await as_user.get(path)).status_code == 403, path
     assert (await live.client().get("/keys")).status_code == 303  # not signed in: /login
+    # a user sees an agent's definition and versions, not its metrics or logs
+    await live.admin.post("/api/v1/agents", json={"name": "shown"})
+    r = await as_user.get("/agents/shown")
+    assert r.status_code == 200 and 'id="definition"' in r.text
+    assert 'id="metrics"' not in r.text and 'id="logs"' not in r.text
+    assert "rollback" not in r.text and "/agents/shown/edit" not in r.text
 
     page = await browser.new_page()
     await sign_in_at(page, live, live.admin_key, "/keys")

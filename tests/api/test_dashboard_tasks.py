@@ -121,3 +121,32 @@ async def test_workflows_and_their_runs(live: Live, browser: Any) -> None:  # no
     await shot(page, "ops-14-workflows.png")
     await no_overflow_at_390(page)
     await page.close()
+
+
+@pytest.mark.timeout(90)
+async def test_a_task_page_follows_its_attempts_and_errors(live: Live, browser: Any) -> None:  # noqa: F811
+    task_id = await _dead(live, "flaky")
+    page = await browser.new_page()
+    await sign_in_at(page, live, live.admin_key, f"/tasks/{task_id}")
+    assert "0 of 2" in await page.locator("#attempts").inner_text()
+    await page.wait_for_selector("body[data-ops-live='1']")
+
+    async def handle(task: TaskRecord) -> Any:
+        raise RuntimeError(f"upstream down (attempt {task.attempts})")
+
+    assert live.node.tasks is not None
+    async with live.node.tasks.worker(handle, capabilities={"io"}, poll_interval=0.05):
+        await page.wait_for_selector(
+            "#attempt-log li:has-text('task.dead_lettered')", timeout=10_000
+        )
+    log = await page.locator("#attempt-log").inner_text()
+    assert "task.retried" in log and "upstream down (attempt 1)" in log
+    await page.wait_for_selector("#attempts:has-text('2 of 2')")
+    await page.wait_for_selector("#last-error:has-text('upstream down (attempt 2)')")
+    await page.wait_for_selector("#task .status:has-text('dead')")
+    assert await page.locator("#no-attempts").is_hidden()
+    await times_are_local(page)
+    # a user may not open another key's task
+    other = live.client(Cookie=f"netsuke_key={await live.key('user', 'bob')}")
+    assert (await other.get(f"/tasks/{task_id}")).status_code in (403, 404)
+    await page.close()

@@ -8,13 +8,15 @@
   definition (``DynamicSupervisor.which_children``; its restart intensity is the one
   ``Agents.start`` was given), and under each, its **sessions** (agent servers).
 
-A session's ``state`` is ``running`` (a turn queued or running), ``idle``, ``hibernated`` (the
-agent dropped its in-process memory after ``idle_hibernate``: ``agent.hibernated``) or ``restarting`` (it crashed and its supervisor has not brought it
-back yet: the child shows ``pid="restarting"``, or the monitor saw the crash and no process
-holds the name). ``restarts`` counts restarts since the session started on this node;
-``last_exit`` is the reason and time of the session's last abnormal exit (from the monitor's
-``agent.crashed`` lines), or ``None``. Nothing here waits on an agent: every supervisor call
-has a 2 s timeout and a supervisor that does not answer shows ``"unreachable": true``.
+A session's ``state`` is ``running`` (a turn queued or running), ``idle``, ``hibernated``
+(the agent dropped its in-process memory after ``idle_hibernate``: ``agent.hibernated``) or
+``restarting`` (it crashed and its supervisor has not brought it back yet: the monitor saw
+the crash and no process holds the name; a definition's ``restarting`` counts the children
+its supervisor shows with ``pid="restarting"``). ``restarts`` counts restarts since the
+session started on this node; ``last_exit`` is the reason and time of the session's last
+abnormal exit (from the monitor's ``agent.crashed`` lines), or ``None``. Nothing here waits
+on an agent: every supervisor call has a 2 s timeout and a supervisor that does not answer
+shows ``"unreachable": true``.
 """
 
 from __future__ import annotations

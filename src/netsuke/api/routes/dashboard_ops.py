@@ -36,6 +36,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from netsuke.store import AgentDraft, NotFoundError, Role, dump_agent_yaml
 
+from .._auth import Principal
 from .._problems import ProblemError, problem_response
 from .._tree import supervision_tree
 from ..deps import COOKIE, Ctx
@@ -74,9 +75,14 @@ templates.env.filters["ops_readable"] = _readable
 
 
 async def _page(
-    ctx: Ctx, request: Request, template: str, role: Role, title: str, **context: Any
+    request: Request,
+    viewer: Principal | None,
+    template: str,
+    role: Role,
+    title: str,
+    **context: Any,
 ) -> Response:
-    viewer = await _viewer(ctx, request)
+    """``template`` for ``viewer`` if it has ``role``; /login when signed out, else 403."""
     if viewer is None:
         return RedirectResponse("/login", status_code=303)
     if not viewer.has(role):
@@ -91,14 +97,18 @@ async def _page(
     )
 
 
+def _may(viewer: Principal | None, role: Role) -> bool:
+    return viewer is not None and viewer.has(role)
+
+
 # ------------------------------------------------------------------ tree
 
 
 @router.get("/tree", response_class=HTMLResponse)
 async def tree_page(ctx: Ctx, request: Request) -> Response:
     viewer = await _viewer(ctx, request)
-    tree = await supervision_tree(ctx) if viewer is not None and viewer.has("operator") else {}
-    return await _page(ctx, request, "tree.html", "operator", "Supervision tree", tree=tree)
+    tree = await supervision_tree(ctx) if _may(viewer, "operator") else {}
+    return await _page(request, viewer, "tree.html", "operator", "Supervision tree", tree=tree)
 
 
 # ------------------------------------------------------------------ agents
@@ -106,16 +116,18 @@ async def tree_page(ctx: Ctx, request: Request) -> Response:
 
 @router.get("/agents", response_class=HTMLResponse)
 async def agents_page(ctx: Ctx, request: Request) -> Response:
-    page = await ctx.store.agents.list(limit=500)
-    return await _page(ctx, request, "agents.html", "user", "Agents", agents=page.items)
+    viewer = await _viewer(ctx, request)
+    items = list((await ctx.store.agents.list(limit=500)).items) if _may(viewer, "user") else []
+    return await _page(request, viewer, "agents.html", "user", "Agents", agents=items)
 
 
 @router.get("/agents/new", response_class=HTMLResponse)
 async def agent_new(ctx: Ctx, request: Request) -> Response:
+    viewer = await _viewer(ctx, request)
     draft = AgentDraft(name="my-agent")
     return await _page(
-        ctx,
         request,
+        viewer,
         "agent_edit.html",
         "operator",
         "New agent",
@@ -127,10 +139,13 @@ async def agent_new(ctx: Ctx, request: Request) -> Response:
 
 @router.get("/agents/{name}/edit", response_class=HTMLResponse)
 async def agent_edit(ctx: Ctx, request: Request, name: AgentName) -> Response:
+    viewer = await _viewer(ctx, request)
+    if not _may(viewer, "operator"):
+        return await _page(request, viewer, "agent_edit.html", "operator", f"Edit {name}")
     definition = await ctx.store.agents.get(name)
     return await _page(
-        ctx,
         request,
+        viewer,
         "agent_edit.html",
         "operator",
         f"Edit {name}",
@@ -142,29 +157,33 @@ async def agent_edit(ctx: Ctx, request: Request, name: AgentName) -> Response:
 
 @router.get("/agents/{name}", response_class=HTMLResponse)
 async def agent_page(ctx: Ctx, request: Request, name: AgentName) -> Response:
+    viewer = await _viewer(ctx, request)
+    if viewer is None:
+        return await _page(request, viewer, "agent.html", "user", name)
     definition = await ctx.store.agents.get(name)
     versions = list(reversed(await ctx.store.agents.versions(name)))
     monitor = ctx.extras.get("monitor")
-    viewer = await _viewer(ctx, request)
-    operator = viewer is not None and viewer.has("operator") and monitor is not None
+    operator = viewer.has("operator")
     sessions = len(
         ctx.runtime.registry.match(
             where=lambda m: type(m) is dict and m.get("agent") == name and m.get("user") is not None
         )
     )
+    # metrics, charts and logs need the operator role, as in the API
+    watch = operator and monitor is not None
     return await _page(
-        ctx,
         request,
+        viewer,
         "agent.html",
         "user",
         name,
         agent=definition,
         yaml=dump_agent_yaml(definition),
         versions=[{"v": v, "yaml": dump_agent_yaml(v)} for v in versions],
-        metrics=monitor.metrics(name) if operator and monitor else None,
-        logs=list(reversed(monitor.logs(name, 100))) if operator and monitor else [],
+        metrics=monitor.metrics(name) if watch and monitor is not None else None,
+        logs=list(reversed(monitor.logs(name, 100))) if watch and monitor is not None else [],
         sessions=sessions,
-        operator=viewer is not None and viewer.has("operator"),
+        operator=operator,
     )
 
 
@@ -193,8 +212,8 @@ async def tasks_page(ctx: Ctx, request: Request) -> Response:
     hosting = ctx.extras.get("hosting")
     waiting = {t.id: hosting.detail(t) for t in tasks} if hosting is not None else {}
     return await _page(
-        ctx,
         request,
+        viewer,
         "tasks.html",
         "user",
         "Tasks",
@@ -223,8 +242,8 @@ async def task_page(ctx: Ctx, request: Request, task_id: TaskIdParam) -> Respons
             listed = await ctx.store.executions.list(kind="task", limit=200)
             executions = [e for e in listed.items if e.details.get("task") == task.id]
     return await _page(
-        ctx,
         request,
+        viewer,
         "task.html",
         "user",
         f"Task {task_id}",
@@ -241,7 +260,7 @@ async def dead_letters_page(ctx: Ctx, request: Request) -> Response:
     dead: list[Any] = []
     if queue is not None and viewer is not None and viewer.has("operator"):
         dead = list((await queue.dead_letters(limit=500)).items)
-    return await _page(ctx, request, "dead_letters.html", "operator", "Dead letters", dead=dead)
+    return await _page(request, viewer, "dead_letters.html", "operator", "Dead letters", dead=dead)
 
 
 @router.get("/workflows", response_class=HTMLResponse)
@@ -257,8 +276,8 @@ async def workflows_page(ctx: Ctx, request: Request) -> Response:
             with contextlib.suppress(NotFoundError):
                 runs.append(await catalog.runner.get(run_id))
     return await _page(
-        ctx,
         request,
+        viewer,
         "workflows.html",
         "operator",
         "Workflows",
@@ -280,7 +299,7 @@ async def functions_page(ctx: Ctx, request: Request) -> Response:
 
         listed = await ctx.store.functions.list(limit=500)
         items = [f for f in listed.items if viewer.owns(await owner(ctx, f.name))]
-    return await _page(ctx, request, "functions.html", "user", "Functions", functions=items)
+    return await _page(request, viewer, "functions.html", "user", "Functions", functions=items)
 
 
 @router.get("/keys", response_class=HTMLResponse)
@@ -291,7 +310,7 @@ async def keys_page(ctx: Ctx, request: Request) -> Response:
         if viewer is not None and viewer.has("admin")
         else []
     )
-    return await _page(ctx, request, "keys.html", "admin", "API keys", keys=keys)
+    return await _page(request, viewer, "keys.html", "admin", "API keys", keys=keys)
 
 
 @router.get("/webhooks", response_class=HTMLResponse)
@@ -300,7 +319,7 @@ async def webhooks_page(ctx: Ctx, request: Request) -> Response:
     hooks: list[Any] = []
     if viewer is not None and viewer.has("admin"):
         hooks = list((await ctx.store.webhooks.list(limit=500)).items)
-    return await _page(ctx, request, "webhooks.html", "admin", "Webhooks", webhooks=hooks)
+    return await _page(request, viewer, "webhooks.html", "admin", "Webhooks", webhooks=hooks)
 
 
 @router.get("/audit", response_class=HTMLResponse)
@@ -309,7 +328,7 @@ async def audit_page(ctx: Ctx, request: Request) -> Response:
     entries: list[Any] = []
     if viewer is not None and viewer.has("admin"):
         entries = list((await ctx.store.audit.list(limit=200)).items)
-    return await _page(ctx, request, "audit.html", "admin", "Audit log", entries=entries)
+    return await _page(request, viewer, "audit.html", "admin", "Audit log", entries=entries)
 
 
 # ------------------------------------------------------------------ actions

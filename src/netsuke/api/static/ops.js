@@ -55,18 +55,21 @@ const NetsukeOps = (() => {
     open();
   }
 
-  // Runs fn; calls made while it runs collapse into one more run afterwards.
-  function coalesce(fn) {
+  // Runs fn at once; calls made while it runs (or within gapMs after) collapse into one more
+  // run afterwards: a page re-reads itself at most every gapMs however busy the node is.
+  function coalesce(fn, gapMs = 0) {
     let running = false, again = false;
     return async function run(...args) {
       if (running) { again = true; return; }
       running = true;
       try { await fn(...args); } finally {
+        if (gapMs) await new Promise((ok) => setTimeout(ok, gapMs));
         running = false;
         if (again) { again = false; run(...args); }
       }
     };
   }
+  const GAP_MS = 300;
 
   async function refresh(ids) {
     const r = await fetch(location.href, { headers: { Accept: "text/html" } });
@@ -139,7 +142,7 @@ const NetsukeOps = (() => {
 
   function live(topics, ids, onEvent) {
     start();
-    const go = coalesce(() => refresh(ids));
+    const go = coalesce(() => refresh(ids), GAP_MS);
     connect(topics, (frame) => { if (onEvent) onEvent(frame); go(); });
   }
 
@@ -155,7 +158,7 @@ const NetsukeOps = (() => {
       if (!ok) return;
       const rendered = Date.now();
       for (const f of frames) stats.renders.push({ topic: f.topic, session: f.data.session || null, eventTime: f.time * 1000, received: f.received, rendered });
-    });
+    }, GAP_MS);
     connect(["agent.*", "process.restarted", "supervisor.gave_up"], (frame) => {
       frame.received = Date.now();
       pending.push(frame);
@@ -277,7 +280,7 @@ const NetsukeOps = (() => {
     window.addEventListener("resize", () => {
       for (const c of charts) c.setSize({ width: Math.max(260, c.root.parentElement.clientWidth - 8), height: 180 });
     });
-    const metrics = coalesce(() => refreshMetrics(name));
+    const metrics = coalesce(() => refreshMetrics(name), GAP_MS);
     connect(["definition.changed", "agent.*", "turn.*"], (frame) => {
       if (frame.topic === "definition.changed") {
         if (frame.data.kind === "agent" && frame.data.name === name) location.reload();
@@ -401,7 +404,7 @@ const NetsukeOps = (() => {
 
   function taskPage(id) {
     start();
-    const go = coalesce(() => refresh(["task-region"]));
+    const go = coalesce(() => refresh(["task-region"]), GAP_MS);
     connect(["task.*"], (frame) => {
       const d = frame.data;
       if (d.task !== id) return;
@@ -416,7 +419,7 @@ const NetsukeOps = (() => {
 
   function deadLetters() {
     start();
-    const go = coalesce(() => refresh(["dead-region"]));
+    const go = coalesce(() => refresh(["dead-region"]), GAP_MS);
     connect(["task.*"], () => go());
     document.addEventListener("click", async (ev) => {
       const requeue = ev.target.closest("button.requeue");
