@@ -276,6 +276,12 @@ async def test_admin_pages_for_admins_only(live: Live, browser: Any) -> None:  #
 
     await page.goto(live.url + "/audit")
     await page.wait_for_selector("#audit tr:has-text('key')")
+    await page.fill("#audit-filter input[name=action]", "no.such.action")
+    await page.click("#audit-filter button[type=submit]")
+    await page.wait_for_selector("#no-audit:has-text('No entry matches')")
+    await page.fill("#audit-filter input[name=action]", "")
+    await page.click("#audit-filter button[type=submit]")
+    await page.wait_for_selector("#audit tr:has-text('key')")
     await times_are_local(page)
     await shot(page, "ops-09-audit.png")
     await no_overflow_at_390(page)

@@ -66,6 +66,8 @@ async def test_tree_api_shows_supervisors_sessions_states_and_crashes(live: Live
     s = _find((await operator.get("/api/v1/tree")).json(), "worker")["sessions"][0]
     assert s["restarts"] == 1 and s["pid"] != repr(pid)
     assert "boom" in s["last_exit"]["reason"] and s["last_exit"]["at"].endswith("+00:00")
+    [exit_] = (await operator.get("/api/v1/tree")).json()["recent_exits"]
+    assert (exit_["agent"], exit_["session"]) == ("worker", sid) and "boom" in exit_["reason"]
     # an agent that drops its memory when idle shows as hibernated
     hibernated = rt.events.subscribe("agent.hibernated")
     r = await live.admin.post(
@@ -89,6 +91,7 @@ async def test_a_crash_appears_on_the_tree_page_by_push(live: Live, browser: Any
     page = await browser.new_page()
     await sign_in_at(page, live, live.admin_key, "/tree")
     await page.wait_for_selector("body[data-ops-live='1']")
+    assert "No crash since the node started" in await page.locator("#no-exits").inner_text()
     row = page.locator(f'li.ops-session[data-session="{sid}"]')
     assert await row.get_attribute("data-state") == "idle"
     assert "0 restarts" in await row.inner_text()
@@ -103,6 +106,7 @@ async def test_a_crash_appears_on_the_tree_page_by_push(live: Live, browser: Any
         f'li.ops-session[data-session="{sid}"] .ops-exit:has-text("boom")', timeout=15_000
     )
     assert "1 restart ·" in await row.inner_text()
+    assert "boom" in await page.locator("#recent-exits").inner_text()
     # it arrived by push: the same document (no reload), rendered after an event of this session
     assert await page.evaluate("window.__sameDocument === true")
     renders = await page.evaluate("window.opsTree.renders")

@@ -16,7 +16,8 @@ its supervisor shows with ``pid="restarting"``). ``restarts`` counts restarts si
 session started on this node; ``last_exit`` is the reason and time of the session's last
 abnormal exit (from the monitor's ``agent.crashed`` lines), or ``None``. Nothing here waits
 on an agent: every supervisor call has a 2 s timeout and a supervisor that does not answer
-shows ``"unreachable": true``.
+shows ``"unreachable": true``. ``recent_exits`` lists the newest 20 abnormal exits of any
+session of a stored agent (agent, session, reason, at), crash loops included.
 """
 
 from __future__ import annotations
@@ -137,6 +138,25 @@ def _is_agent(meta: Any) -> bool:
     return type(meta) is dict and meta.get("kind") == "agent"
 
 
+def recent_exits(ctx: ApiContext, names: set[str], limit: int = 20) -> list[dict[str, Any]]:
+    """The newest ``limit`` abnormal exits of the agents ``names`` (``agent.crashed`` lines of
+    the monitor's rings): agent, session, reason, at."""
+    monitor: AgentMonitor | None = ctx.extras.get("monitor")
+    if monitor is None:
+        return []
+    lines = [
+        (line["time"], agent, line)
+        for agent in names
+        for line in monitor.logs(agent, 200)
+        if line["topic"] == topics.AGENT_CRASHED
+    ]
+    lines.sort(key=lambda x: x[0], reverse=True)
+    return [
+        {"agent": agent, "session": line["session"], "reason": line.get("reason"), "at": _iso(t)}
+        for t, agent, line in lines[:limit]
+    ]
+
+
 async def supervision_tree(ctx: ApiContext) -> dict[str, Any]:
     """The tree as JSON-ready data (see the module documentation)."""
     rt = ctx.runtime
@@ -155,7 +175,9 @@ async def supervision_tree(ctx: ApiContext) -> dict[str, Any]:
         if agents is not None and pid is not None and pid == agents_sup:
             entry["definitions"] = await _definitions(ctx, agents, pid)
         children.append(entry)
+    names = {d.name for d in (await ctx.store.agents.list(limit=1000)).items}
     return {
+        "recent_exits": recent_exits(ctx, names),
         "node": rt.node,
         "root": repr(rt.root),
         "generated_at": datetime.now(UTC).isoformat(),

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse
 
@@ -323,12 +323,24 @@ async def webhooks_page(ctx: Ctx, request: Request) -> Response:
 
 
 @router.get("/audit", response_class=HTMLResponse)
-async def audit_page(ctx: Ctx, request: Request) -> Response:
+async def audit_page(
+    ctx: Ctx,
+    request: Request,
+    actor: Annotated[str | None, Query(max_length=200)] = None,
+    action: Annotated[str | None, Query(max_length=64)] = None,
+    target: Annotated[str | None, Query(max_length=300)] = None,
+) -> Response:
     viewer = await _viewer(ctx, request)
+    filters = {"actor": actor or None, "action": action or None, "target": target or None}
     entries: list[Any] = []
-    if viewer is not None and viewer.has("admin"):
-        entries = list((await ctx.store.audit.list(limit=200)).items)
-    return await _page(request, viewer, "audit.html", "admin", "Audit log", entries=entries)
+    if _may(viewer, "admin"):
+        listed = await ctx.store.audit.list(
+            actor=filters["actor"], action=filters["action"], target=filters["target"], limit=200
+        )
+        entries = list(listed.items)
+    return await _page(
+        request, viewer, "audit.html", "admin", "Audit log", entries=entries, filters=filters
+    )
 
 
 # ------------------------------------------------------------------ actions
