@@ -3,9 +3,10 @@
 Rules:
 
 * A key is sent as ``Authorization: Bearer nsk_...`` (or ``X-API-Key``). The dashboard's
-  browser sends it as the ``netsuke_key`` cookie (HttpOnly, SameSite=Strict), accepted only
-  for safe methods (GET, HEAD) and the events WebSocket, so a cookie can never mutate
-  anything (no CSRF).
+  browser sends it as the ``netsuke_key`` cookie (HttpOnly, SameSite=Strict), accepted for
+  safe methods (GET, HEAD), the events WebSocket, and for a mutation only when it carries
+  ``X-Netsuke-Dashboard: 1`` and an ``Origin`` naming this server (the dashboard's own
+  scripts; a cross-site form cannot set the header: no CSRF). See ``deps.cookie_allowed``.
 * Roles are ordered ``user < operator < admin``: an endpoint needing ``operator`` admits
   admins. A ``user`` key acts as the user named by the key (``Principal.user_id`` is the key's
   name) and sees and touches only that user's sessions; operators and admins act for any

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -35,12 +36,15 @@ __all__ = [
     "StoreDep",
     "authenticate",
     "client_of",
+    "cookie_allowed",
     "get_ctx",
     "require",
 ]
 
 COOKIE = "netsuke_key"
 SAFE_METHODS = frozenset({"GET", "HEAD"})
+# The header the dashboard's scripts send with a mutation (see ``cookie_allowed``).
+DASHBOARD_HEADER = "x-netsuke-dashboard"
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer nsk_...`")
 
 
@@ -128,13 +132,26 @@ async def authenticate(
     return principal
 
 
+def cookie_allowed(request: Request) -> bool:
+    """Whether ``request`` may authenticate with the key cookie: any ``GET``/``HEAD``, and a
+    mutation only from the dashboard's own scripts: it carries ``X-Netsuke-Dashboard: 1`` (a
+    form on another site cannot set a header, and a script elsewhere would need a CORS
+    preflight this server never grants) and an ``Origin`` naming this server."""
+    if request.method in SAFE_METHODS:
+        return True
+    if request.headers.get(DASHBOARD_HEADER) != "1":
+        return False
+    origin = request.headers.get("origin")
+    return origin is not None and urlsplit(origin).netloc == request.headers.get("host")
+
+
 async def get_caller(
     request: Request,
     ctx: Ctx,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     secret = bearer.credentials if bearer is not None else request.headers.get("x-api-key")
-    cookie = request.cookies.get(COOKIE) if request.method in SAFE_METHODS else None
+    cookie = request.cookies.get(COOKIE) if cookie_allowed(request) else None
     principal = await authenticate(ctx, secret, cookie=cookie, client=client_of(request))
     request.state.principal = principal
     return principal

@@ -14,22 +14,18 @@ kept live by ``static/ops.js`` over ``/api/v1/events``.
   requeue and purge), ``/workflows`` (operator: workflows and runs).
 * ``/functions`` (any key: a user sees its own), ``/keys``, ``/webhooks``, ``/audit`` (admin).
 
-**Actions.** The API never takes the cookie for a write (no CSRF). The pages' buttons post to
-``/dashboard/api/{path}``, which forwards the request in-process to ``/api/v1/{path}`` with
-the cookie's key as ``Authorization``, so the API's own checks, roles, audit and problem
-documents apply unchanged. It refuses (403) a request without the ``X-Netsuke-Dashboard``
-header or whose ``Origin`` is not this server: a cross-site form cannot set the header, and
-a cross-site script needs a CORS preflight the node never grants.
+**Actions.** The pages' buttons call the API itself (``/api/v1/...``) with the key cookie,
+``X-Netsuke-Dashboard: 1`` and this server's ``Origin``, the only way the API takes the cookie
+for a write (``deps.cookie_allowed``: no CSRF); the API's roles, validation, audit and problem
+documents apply unchanged.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import httpx
 from fastapi import APIRouter, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -37,9 +33,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from netsuke.store import AgentDraft, NotFoundError, Role, dump_agent_yaml
 
 from .._auth import Principal
-from .._problems import ProblemError, problem_response
 from .._tree import supervision_tree
-from ..deps import COOKIE, Ctx
+from ..deps import Ctx
 from .dashboard import _viewer, templates
 
 __all__ = ["router"]
@@ -48,9 +43,6 @@ router = APIRouter(include_in_schema=False)
 
 AgentName = Annotated[str, PathParam(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
 TaskIdParam = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")]
-_FORWARD_PATH = re.compile(r"^[A-Za-z0-9_.:@-]+(?:/[A-Za-z0-9_.:@-]+)*$")
-_FORWARD_REQUEST = ("content-type", "if-match", "idempotency-key", "accept")
-_FORWARD_RESPONSE = ("content-type", "etag", "location", "retry-after")
 
 
 def _iso(value: Any) -> str:
@@ -341,42 +333,3 @@ async def audit_page(
     return await _page(
         request, viewer, "audit.html", "admin", "Audit log", entries=entries, filters=filters
     )
-
-
-# ------------------------------------------------------------------ actions
-
-
-def _same_origin(request: Request) -> bool:
-    origin = request.headers.get("origin")
-    host = request.headers.get("host")
-    return origin is not None and host is not None and origin == f"{request.url.scheme}://{host}"
-
-
-@router.api_route("/dashboard/api/{path:path}", methods=["POST", "PUT", "PATCH", "DELETE"])
-async def forward(request: Request, path: str) -> Response:
-    """Forward a dashboard action to ``/api/v1/{path}`` with the cookie's key."""
-    key = request.cookies.get(COOKIE)
-    if not key:
-        raise ProblemError(
-            401, "Unauthorized", "sign in first", headers={"WWW-Authenticate": "Bearer"}
-        )
-    if request.headers.get("x-netsuke-dashboard") != "1" or not _same_origin(request):
-        raise ProblemError(403, "Forbidden", "dashboard actions come only from this dashboard")
-    if not _FORWARD_PATH.match(path) or ".." in path.split("/"):
-        return problem_response(404, "Not found", "no such API path", type="not-found")
-    headers = {h: v for h in _FORWARD_REQUEST if (v := request.headers.get(h)) is not None}
-    headers["authorization"] = f"Bearer {key}"
-    client = request.client
-    transport = httpx.ASGITransport(
-        app=request.app, client=(client.host, client.port) if client else ("127.0.0.1", 0)
-    )
-    async with httpx.AsyncClient(transport=transport, base_url=str(request.base_url)) as api:
-        answer = await api.request(
-            request.method,
-            f"/api/v1/{path}",
-            params=request.query_params,
-            content=await request.body(),
-            headers=headers,
-        )
-    out = {h: v for h in _FORWARD_RESPONSE if (v := answer.headers.get(h)) is not None}
-    return Response(answer.content, status_code=answer.status_code, headers=out)

@@ -1,7 +1,7 @@
 // Netsuke operations pages: tree, agents, tasks, dead letters, admin pages. No build step.
 // Live updates: the events WebSocket; a page re-reads itself (same URL) and swaps the regions
-// that changed. Actions post to /dashboard/api/<path>, forwarded to /api/v1/<path> with the
-// signed-in key (the X-Netsuke-Dashboard header marks them as coming from this dashboard).
+// that changed. Actions call /api/v1/<path> with the key cookie and the X-Netsuke-Dashboard
+// header (with this origin, the only way the API takes the cookie for a write).
 "use strict";
 const NetsukeOps = (() => {
   const $ = (sel, root = document) => root.querySelector(sel);
@@ -86,7 +86,7 @@ const NetsukeOps = (() => {
   async function act(method, path, body, headers = {}) {
     const h = { "X-Netsuke-Dashboard": "1", Accept: "application/json", ...headers };
     if (body !== undefined) h["Content-Type"] = "application/json";
-    const r = await fetch(`/dashboard/api/${path}`, {
+    const r = await fetch(`/api/v1/${path}`, {
       method, headers: h, credentials: "same-origin",
       body: body === undefined ? undefined : JSON.stringify(body),
     });
