@@ -349,3 +349,50 @@ async def test_functions_page_shows_a_user_only_its_own(live: Live, browser: Any
     await shot(page, "ops-10-functions.png")
     await no_overflow_at_390(page)
     await page.close()
+
+
+@pytest.mark.timeout(120)
+async def test_every_ops_page_fits_390_px_and_shows_local_times(
+    live: Live,
+    browser: Any,  # noqa: F811
+) -> None:
+    await live.admin.post("/api/v1/agents", json={"name": "talker", "description": "x" * 300})
+    await live.admin.put(
+        "/api/v1/agents/talker", json={"description": "y" * 300}, headers={"If-Match": '"1"'}
+    )
+    await live.admin.post(
+        "/api/v1/sessions", json={"agent": "talker", "user": "a-rather-long-user-name"}
+    )
+    r = await live.admin.post(
+        "/api/v1/tasks", json={"kind": "some-kind", "payload": {"k": "v" * 200}}
+    )
+    task_id = r.json()["id"]
+    page = await browser.new_page(viewport={"width": 390, "height": 844})
+    await sign_in_at(page, live, live.admin_key, "/tree")
+    for path in (
+        "/tree",
+        "/agents",
+        "/agents/new",
+        "/agents/talker",
+        "/agents/talker/edit",
+        "/tasks",
+        f"/tasks/{task_id}",
+        "/dead-letters",
+        "/workflows",
+        "/functions",
+        "/keys",
+        "/webhooks",
+        "/audit",
+    ):
+        response = await page.goto(live.url + path)
+        assert response is not None and response.status == 200, path
+        await page.wait_for_load_state("networkidle")
+        await no_overflow_at_390(page)
+        await times_are_local(page)
+        # nothing from another origin: every script, style and image is served by the node
+        foreign = await page.evaluate(
+            "[...document.querySelectorAll('script[src],link[href],img[src]')]"
+            ".map(e => e.src || e.href).filter(u => !u.startsWith(location.origin))"
+        )
+        assert foreign == [], (path, foreign)
+    await page.close()

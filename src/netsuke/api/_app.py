@@ -141,8 +141,8 @@ def create_app(
     app.include_router(api)
     install_docs(app, API_PREFIX)
     app.include_router(health.router)
+    app.include_router(dashboard_ops.router)  # first: its /agents/{name} and /tasks win
     app.include_router(dashboard.router)
-    app.include_router(dashboard_ops.router)
     app.include_router(chat.router)
     app.mount(
         "/static",
