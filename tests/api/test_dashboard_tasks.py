@@ -107,13 +107,20 @@ async def test_workflows_and_their_runs(live: Live, browser: Any) -> None:  # no
     await page.wait_for_selector("#workflows tr[data-workflow='report']")
     assert "fetch → total" in await page.locator("#workflows").inner_text()
     await page.wait_for_selector("body[data-ops-live='1']")
-    r = await live.admin.post("/api/v1/workflows/report/runs", json={"input": {}})
-    ok_run = r.json()["run_id"]
+    # started from the page
+    await page.click("button.start-run[data-workflow='report']")
+    await page.wait_for_selector("#action-status:has-text('Started run')")
+    ok_run = (await page.locator("#action-status").inner_text()).split()[2]
     await page.wait_for_selector(
         f"#runs tr[data-run='{ok_run}']:has-text('succeeded')", timeout=10_000
     )
-    r = await live.admin.post("/api/v1/workflows/report/runs", json={"input": {"fail": True}})
-    bad_run = r.json()["run_id"]
+    await page.fill("#run-input", "{not json")
+    await page.click("button.start-run[data-workflow='report']")
+    await page.wait_for_selector("#action-status:has-text('input: not JSON')")
+    await page.fill("#run-input", '{"fail": true}')
+    await page.click("button.start-run[data-workflow='report']")
+    await page.wait_for_selector("#action-status:has-text('Started run')")
+    bad_run = (await page.locator("#action-status").inner_text()).split()[2]
     await page.wait_for_selector(
         f"#runs tr[data-run='{bad_run}']:has-text('failed')", timeout=15_000
     )

@@ -34,7 +34,8 @@ def _find(tree: dict[str, Any], agent: str) -> dict[str, Any]:
     for child in tree["children"]:
         for d in child.get("definitions", []):
             if d["agent"] == agent:
-                return d
+                found: dict[str, Any] = d
+                return found
     raise AssertionError(f"no supervisor for {agent} in {tree}")
 
 
@@ -125,8 +126,16 @@ async def test_a_crash_appears_on_the_tree_page_by_push(live: Live, browser: Any
     await times_are_local(page)
     await shot(page, "ops-15-tree-390.png")
 
-    # through to the session, by keyboard
+    # the focus survives the live re-renders (a keyboard user keeps their place)
     await row.locator("a").first.focus()
+    again = rt.whereis(sid)
+    assert again is not None
+    rt.exit(again, RuntimeError("boom again"))
+    await page.wait_for_selector(
+        f'li.ops-session[data-session="{sid}"] .ops-exit:has-text("again")'
+    )
+    assert await page.evaluate("document.activeElement.textContent") == sid
+    # through to the session, by keyboard
     await page.keyboard.press("Enter")
     await page.wait_for_url(f"{live.url}/sessions/{sid}")
     await page.close()

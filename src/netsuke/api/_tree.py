@@ -88,12 +88,13 @@ def _session(
     }
 
 
-async def _definitions(ctx: ApiContext, agents: Agents, top: Pid) -> list[dict[str, Any]]:
+async def _definitions(
+    ctx: ApiContext, agents: Agents, top: Pid, stored: set[str]
+) -> list[dict[str, Any]]:
     rt = ctx.runtime
     monitor: AgentMonitor | None = ctx.extras.get("monitor")
     running = {e.pid: (e.key, e.meta) for e in agents.rt.registry.match(where=_is_agent)}
-    names = {str(meta.get("agent")) for _, meta in running.values()}
-    names |= {d.name for d in (await ctx.store.agents.list(limit=1000)).items}
+    names = {str(meta.get("agent")) for _, meta in running.values()} | stored
     domains = {pid: n for n in names if (pid := rt.whereis(agents.domain_name(n))) is not None}
     rows = await _children(ctx, top) or []
     out: list[dict[str, Any]] = []
@@ -162,6 +163,7 @@ async def supervision_tree(ctx: ApiContext) -> dict[str, Any]:
     rt = ctx.runtime
     agents: Agents | None = ctx.extras.get("agents")
     agents_sup = rt.whereis(agents.supervisor) if agents is not None else None
+    stored = {d.name for d in (await ctx.store.agents.list(limit=1000)).items}
     rows = await _children(ctx, rt.root)
     children: list[dict[str, Any]] = []
     for row in rows or []:
@@ -173,11 +175,10 @@ async def supervision_tree(ctx: ApiContext) -> dict[str, Any]:
             "restart": row.restart,
         }
         if agents is not None and pid is not None and pid == agents_sup:
-            entry["definitions"] = await _definitions(ctx, agents, pid)
+            entry["definitions"] = await _definitions(ctx, agents, pid, stored)
         children.append(entry)
-    names = {d.name for d in (await ctx.store.agents.list(limit=1000)).items}
     return {
-        "recent_exits": recent_exits(ctx, names),
+        "recent_exits": recent_exits(ctx, stored),
         "node": rt.node,
         "root": repr(rt.root),
         "generated_at": datetime.now(UTC).isoformat(),

@@ -71,6 +71,28 @@ const NetsukeOps = (() => {
   }
   const GAP_MS = 300;
 
+  const KEYS = ["session", "task", "agent", "key", "hook", "version", "workflow", "run", "entry", "function"];
+
+  // Where the keyboard focus is inside `region`, as something that survives a re-render: the
+  // row it is in (its data-* key) and its place among that row's focusable elements.
+  function focusMark(region) {
+    const el = document.activeElement;
+    if (!el || el === document.body || !region.contains(el)) return null;
+    const row = el.closest(KEYS.map((k) => `[data-${k}]`).join(","));
+    if (!row) return el.id ? { id: el.id } : null;
+    const key = KEYS.find((k) => row.dataset[k] !== undefined);
+    const all = $$("a, button, input, select, textarea, summary", row);
+    return { key, value: row.dataset[key], index: all.indexOf(el) };
+  }
+
+  function refocus(region, mark) {
+    if (!mark) return;
+    if (mark.id) { const el = document.getElementById(mark.id); if (el) el.focus(); return; }
+    const row = $(`[data-${mark.key}="${CSS.escape(mark.value)}"]`, region);
+    const el = row && $$("a, button, input, select, textarea, summary", row)[mark.index];
+    if (el) el.focus();
+  }
+
   async function refresh(ids) {
     const r = await fetch(location.href, { headers: { Accept: "text/html" } });
     if (!r.ok) return false;
@@ -78,7 +100,12 @@ const NetsukeOps = (() => {
     for (const id of ids) {
       const fresh = doc.getElementById(id);
       const old = document.getElementById(id);
-      if (fresh && old) { old.replaceWith(fresh); localTimes(fresh); }
+      if (fresh && old) {
+        const mark = focusMark(old);
+        old.replaceWith(fresh);
+        localTimes(fresh);
+        refocus(fresh, mark);
+      }
     }
     return true;
   }
@@ -444,6 +471,19 @@ const NetsukeOps = (() => {
     });
   }
 
+  function workflowsPage() {
+    live(["workflow.*"], ["workflows-region"]);
+    document.addEventListener("click", async (ev) => {
+      const b = ev.target.closest("button.start-run");
+      if (!b) return;
+      let input;
+      try { input = JSON.parse($("#run-input").value || "null"); }
+      catch (e) { say(`input: not JSON (${e.message})`, true); return; }
+      const res = await act("POST", `workflows/${encodeURIComponent(b.dataset.workflow)}/runs`, { input });
+      say(res.ok ? `Started run ${res.data.run_id} of ${b.dataset.workflow}.` : problem(res), !res.ok);
+    });
+  }
+
   // ---------------------------------------------------------------- keys, webhooks
 
   function secretForm(formSel, path, body, regionId, onDone) {
@@ -495,5 +535,5 @@ const NetsukeOps = (() => {
     });
   }
 
-  return { act, agentEditor, agentPage, deadLetters, keysPage, live, localTimes, taskPage, treePage, webhooksPage };
+  return { act, agentEditor, agentPage, deadLetters, keysPage, live, localTimes, taskPage, treePage, webhooksPage, workflowsPage };
 })();
