@@ -178,7 +178,14 @@ async def test_create_edit_diff_and_roll_back_an_agent(live: Live, browser: Any)
         "first",
         ["search"],
     )
-    # edit through the form: version 2
+    # fields the form does not show are kept by an edit in the form
+    r = await live.admin.patch(
+        "/api/v1/agents/helper",
+        json={"config": {"idle_hibernate": 5}, "model_settings": {"temperature": 0.5}},
+    )
+    assert r.status_code == 200 and r.json()["version"] == 2
+    # edit through the form: version 3
+    await page.goto(live.url + "/agents/helper")
     await page.click("#edit-link")
     await page.wait_for_selector("#check-status:has-text('Valid')")
     assert await page.input_value("#f-description") == "first"
@@ -186,7 +193,10 @@ async def test_create_edit_diff_and_roll_back_an_agent(live: Live, browser: Any)
     await page.wait_for_selector("#check-status:has-text('Valid')")
     await page.click("#save")
     await page.wait_for_url(live.url + "/agents/helper")
-    assert await page.locator("#version").inner_text() == "2"
+    assert await page.locator("#version").inner_text() == "3"
+    edited = await live.node.store.agents.get("helper")
+    assert edited.description == "second" and edited.config == {"idle_hibernate": 5}
+    assert edited.model_settings.temperature == 0.5
     diff = await page.locator("#diff").inner_text()
     assert "- description: first" in diff and "+ description: second" in diff
     await times_are_local(page)
@@ -194,9 +204,10 @@ async def test_create_edit_diff_and_roll_back_an_agent(live: Live, browser: Any)
     await page.wait_for_selector("body[data-ops-live='1']")
     await page.focus("button.rollback[data-version='1']")  # by keyboard
     await page.keyboard.press("Enter")
-    await page.wait_for_selector("#version:has-text('3')", timeout=10_000)
-    assert (await live.node.store.agents.get("helper")).description == "first"
-    assert await page.locator("#versions tbody tr").count() == 3
+    await page.wait_for_selector("#version:has-text('4')", timeout=10_000)
+    rolled = await live.node.store.agents.get("helper")
+    assert (rolled.description, rolled.config) == ("first", {})
+    assert await page.locator("#versions tbody tr").count() == 4
     await shot(page, "ops-05-agent-versions-diff.png")
     await no_overflow_at_390(page)
     await page.close()

@@ -30,12 +30,15 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from netsuke.routing import TaskNotFoundError
 from netsuke.store import AgentDraft, NotFoundError, Role, dump_agent_yaml
 
 from .._auth import Principal
 from .._tree import supervision_tree
 from ..deps import Ctx
 from .dashboard import _viewer, templates
+from .functions import owner as function_owner
+from .tasks import checked as task_checked
 
 __all__ = ["router"]
 
@@ -126,6 +129,7 @@ async def agent_new(ctx: Ctx, request: Request) -> Response:
         agent=draft,
         version=None,
         yaml=dump_agent_yaml(draft),
+        initial=draft.model_dump(mode="json"),
     )
 
 
@@ -144,6 +148,8 @@ async def agent_edit(ctx: Ctx, request: Request, name: AgentName) -> Response:
         agent=definition,
         version=definition.version,
         yaml=dump_agent_yaml(definition),
+        # every field, those the form does not show too (config, schemas, model settings)
+        initial=definition.draft().model_dump(mode="json"),
     )
 
 
@@ -199,7 +205,7 @@ async def tasks_page(ctx: Ctx, request: Request) -> Response:
                 actor=viewer.owner_id, action="task.submit", limit=200
             )
             for entry in entries.items:
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(TaskNotFoundError):  # purged
                     tasks.append(await queue.get(entry.target.removeprefix("task:")))
     hosting = ctx.extras.get("hosting")
     waiting = {t.id: hosting.detail(t) for t in tasks} if hosting is not None else {}
@@ -220,19 +226,11 @@ async def tasks_page(ctx: Ctx, request: Request) -> Response:
 @router.get("/tasks/{task_id}", response_class=HTMLResponse)
 async def task_page(ctx: Ctx, request: Request, task_id: TaskIdParam) -> Response:
     viewer = await _viewer(ctx, request)
-    queue = ctx.extras.get("tasks")
     task = None
-    if viewer is not None and queue is not None:
-        from .tasks import checked  # the API's ownership check (a user: its own tasks)
-
-        task = await checked(ctx, viewer, task_id)
+    if viewer is not None:  # the API's checks: 503 without a queue, a user reaches its own
+        task = await task_checked(ctx, viewer, task_id)
     hosting = ctx.extras.get("hosting")
     detail = hosting.detail(task) if hosting is not None and task is not None else None
-    executions = []
-    if task is not None:
-        with contextlib.suppress(Exception):
-            listed = await ctx.store.executions.list(kind="task", limit=200)
-            executions = [e for e in listed.items if e.details.get("task") == task.id]
     return await _page(
         request,
         viewer,
@@ -241,7 +239,6 @@ async def task_page(ctx: Ctx, request: Request, task_id: TaskIdParam) -> Respons
         f"Task {task_id}",
         task=task,
         detail=detail,
-        executions=executions,
     )
 
 
@@ -287,10 +284,8 @@ async def functions_page(ctx: Ctx, request: Request) -> Response:
     viewer = await _viewer(ctx, request)
     items: list[Any] = []
     if viewer is not None:
-        from .functions import owner
-
         listed = await ctx.store.functions.list(limit=500)
-        items = [f for f in listed.items if viewer.owns(await owner(ctx, f.name))]
+        items = [f for f in listed.items if viewer.owns(await function_owner(ctx, f.name))]
     return await _page(request, viewer, "functions.html", "user", "Functions", functions=items)
 
 

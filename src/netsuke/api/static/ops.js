@@ -336,7 +336,8 @@ const NetsukeOps = (() => {
     const fields = ["name", "description", "model", "system_prompt", "capabilities", "tools", "delegates", "max_chain_depth"];
     const lists = new Set(["capabilities", "tools", "delegates"]);
     let mode = "form";
-    let draft = null;
+    // the whole definition: the form edits some fields, the others are kept as they are
+    let draft = JSON.parse($("#initial-draft").textContent);
 
     function fromForm() {
       const d = Object.assign({}, draft || {});
