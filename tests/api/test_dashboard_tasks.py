@@ -157,3 +157,20 @@ async def test_a_task_page_follows_its_attempts_and_errors(live: Live, browser: 
     other = live.client(Cookie=f"netsuke_key={await live.key('user', 'bob')}")
     assert (await other.get(f"/tasks/{task_id}")).status_code in (403, 404)
     await page.close()
+
+
+async def test_tasks_page_lists_the_newest_first_and_a_user_its_own(live: Live) -> None:
+    ids = []
+    for i in range(3):
+        r = await live.admin.post("/api/v1/tasks", json={"kind": f"k{i}"})
+        ids.append(r.json()["id"])
+    ann_key = await live.key("user", "ann")
+    r = await live.client(ann_key).post("/api/v1/tasks", json={"kind": "mine"})
+    mine = r.json()["id"]
+    html = (await live.client(Cookie=f"netsuke_key={live.admin_key}").get("/tasks")).text
+    order = [html.index(f'data-task="{t}"') for t in [mine, *reversed(ids)]]
+    assert order == sorted(order)
+    assert 'data-status="queued"' in html
+    html = (await live.client(Cookie=f"netsuke_key={ann_key}").get("/tasks")).text
+    assert f'data-task="{mine}"' in html and not any(t in html for t in ids)
+    assert 'id="depth"' not in html  # the queue's depth is for operators

@@ -197,9 +197,11 @@ async def tasks_page(ctx: Ctx, request: Request) -> Response:
     operator = viewer is not None and viewer.has("operator")
     if queue is not None and viewer is not None:
         if operator:
-            tasks = list((await queue.list(limit=200)).items)
             for status in ("queued", "leased", "succeeded", "dead"):
                 depth[status] = await queue.count(status)
+            # the newest 200 (the queue lists oldest first), newest on top
+            newest = max(0, sum(depth.values()) - 200)
+            tasks = list(reversed((await queue.list(limit=200, offset=newest)).items))
         else:  # a user: its own submissions (as GET /api/v1/tasks)
             entries = await ctx.store.audit.list(
                 actor=viewer.owner_id, action="task.submit", limit=200
