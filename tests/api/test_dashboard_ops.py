@@ -230,6 +230,16 @@ async def test_agent_charts_and_logs_follow_live(live: Live, browser: Any) -> No
     await page.wait_for_selector("#logs li:has-text('turn.finished talker-ann succeeded')")
     await times_are_local(page)
     await shot(page, "ops-06-agent-metrics-charts-logs.png")
+    # a theme switch redraws the charts in the theme's colours
+    await page.evaluate(
+        "window.__canvas = document.querySelector('#chart-turns canvas');"
+        "document.documentElement.dataset.theme = 'dark'"
+    )
+    await page.wait_for_function(
+        "(() => { const c = document.querySelector('#chart-turns canvas');"
+        " return c !== null && c !== window.__canvas; })()"
+    )
+    assert await page.locator("#charts canvas").count() == 3
     await no_overflow_at_390(page)
     await page.close()
 

@@ -304,6 +304,10 @@ const NetsukeOps = (() => {
     }
     const redraw = coalesce(async () => { await drawCharts(name); await new Promise((ok) => setTimeout(ok, 1000)); });
     redraw();
+    // the charts take their colours from the theme: rebuilt when it changes
+    const rebuild = () => { for (const c of charts.splice(0)) c.destroy(); drawCharts(name); };
+    new MutationObserver(rebuild).observe(document.documentElement, { attributes: true, attributeFilter: ["data-theme"] });
+    if (window.matchMedia) matchMedia("(prefers-color-scheme: dark)").addEventListener("change", rebuild);
     window.addEventListener("resize", () => {
       for (const c of charts) c.setSize({ width: Math.max(260, c.root.parentElement.clientWidth - 8), height: 180 });
     });
