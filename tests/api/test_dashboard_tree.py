@@ -3,6 +3,7 @@ real browser, where a real crash of a real agent process appears without a reloa
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -139,3 +140,32 @@ async def test_a_crash_appears_on_the_tree_page_by_push(live: Live, browser: Any
     await page.keyboard.press("Enter")
     await page.wait_for_url(f"{live.url}/sessions/{sid}")
     await page.close()
+
+
+@pytest.mark.timeout(60)
+async def test_a_crash_loop_past_the_intensity_leaves_the_tree_and_its_crashes_listed(
+    live: Live,
+) -> None:
+    sid = await _session(live, "flaky", "ann")
+    steady = await _session(live, "steady", "bob")
+    rt = live.node.runtime
+    gave_up = rt.events.subscribe("supervisor.gave_up")
+    for _ in range(200):  # the definition's supervisor allows 100 restarts in 5 s
+        pid = rt.whereis(sid)
+        if pid is None:
+            break
+        rt.exit(pid, RuntimeError("crash loop"))
+        for _ in range(500):
+            if rt.whereis(sid) not in (None, pid) or gave_up.pending():
+                break
+            await asyncio.sleep(0.002)
+    event = await gave_up.get(timeout=10)
+    assert event.data["supervisor"]
+    tree = (await live.admin.get("/api/v1/tree")).json()
+    agents = [d["agent"] for c in tree["children"] for d in c.get("definitions", [])]
+    assert "flaky" not in agents and "steady" in agents  # only its own domain went down
+    assert _find(tree, "steady")["sessions"][0]["session"] == steady
+    exits = tree["recent_exits"]
+    assert len(exits) == 20 and all(e["agent"] == "flaky" for e in exits)
+    assert all("crash loop" in e["reason"] for e in exits)
+    assert [e["at"] for e in exits] == sorted((e["at"] for e in exits), reverse=True)
