@@ -40,11 +40,13 @@ from ._settings import Settings
 from ._webhooks import WebhookDispatcher
 from ._workflows import WorkflowCatalog
 from .routes import (
+    agent_series,
     agents,
     audit,
     chat,
     control,
     dashboard,
+    dashboard_ops,
     events,
     executions,
     functions,
@@ -54,6 +56,7 @@ from .routes import (
     session_control,
     sessions,
     tasks,
+    tree,
     webhooks,
     workflows,
 )
@@ -134,11 +137,14 @@ def create_app(
         webhooks,
         events,
         manager,
+        tree,
+        agent_series,
     ):
         api.include_router(module.router)
     app.include_router(api)
     install_docs(app, API_PREFIX)
     app.include_router(health.router)
+    app.include_router(dashboard_ops.router)  # first: its /agents/{name} and /tasks win
     app.include_router(dashboard.router)
     app.include_router(chat.router)
     app.mount(

@@ -4,11 +4,8 @@
   ``netsuke_key`` cookie (HttpOnly, SameSite=Strict), which the API accepts for reads, the
   events socket, and mutations sent by the dashboard's scripts (``deps.cookie_allowed``).
   ``POST /dashboard/logout`` clears it.
-* ``/tasks`` shows the task queue (a user: its own tasks) and, for operators, the dead
-  letters, updated live from ``task.*`` events.
 * ``/`` shows the agents and the sessions, updated live from ``definition.*`` and ``agent.*``
-  events; ``/agents/{name}`` shows a definition as YAML and its versions, reloading when it
-  changes.
+  events.
 * ``/sessions`` lists the sessions the node has seen, then the stored conversations it has
   not (``stopped``, e.g. from before the node started; a user: its own); ``/sessions/{id}``
   shows one: state, its conversation, its executions (duration, tokens, model, status, error,
@@ -16,6 +13,8 @@
   API's role checks apply; buttons the viewer may not use are disabled). The panel reloads
   (``/sessions/{id}/panel``, htmx) on the session's ``agent.*`` and ``turn.*`` events.
 * ``/favicon.ico`` is the SVG icon (``static/favicon.svg``).
+* The operations pages (tree, agents, tasks, dead letters, workflows, functions, keys,
+  webhooks, audit) are in ``dashboard_ops``.
 
 Pages share ``_pages.templates``; errors of page requests render ``error.html``.
 """
@@ -25,14 +24,13 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from netsuke.store import Execution, NotFoundError, dump_agent_yaml
+from netsuke.store import Execution, NotFoundError
 
 from .._auth import Principal
 from .._context import ApiContext
@@ -277,74 +275,3 @@ async def session_panel(ctx: Ctx, request: Request, session_id: SessionId) -> Re
         raise ProblemError(401, "Unauthorized", "sign in again")
     context = await _session_context(ctx, viewer, session_id)
     return templates.TemplateResponse(request, "_session_panel.html", context)
-
-
-@router.get("/agents/{name}", response_class=HTMLResponse)
-async def agent_page(
-    ctx: Ctx,
-    request: Request,
-    name: Annotated[str, PathParam(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")],
-) -> Response:
-    viewer = await _viewer(ctx, request)
-    if viewer is None:
-        return RedirectResponse("/login", status_code=303)
-    definition = await ctx.store.agents.get(name)
-    versions = await ctx.store.agents.versions(name)
-    monitor = ctx.extras.get("monitor")
-    operator = viewer.has("operator") and monitor is not None
-    sessions = len(
-        ctx.runtime.registry.match(
-            where=lambda m: type(m) is dict and m.get("agent") == name and m.get("user") is not None
-        )
-    )
-    return templates.TemplateResponse(
-        request,
-        "agent.html",
-        {
-            "title": name,
-            "viewer": viewer,
-            "agent": definition,
-            "yaml": dump_agent_yaml(definition),
-            "versions": list(reversed(versions)),
-            # metrics and logs need the operator role, as in the API
-            "metrics": monitor.metrics(name) if operator and monitor else None,
-            "logs": list(reversed(monitor.logs(name, 50))) if operator and monitor else [],
-            "sessions": sessions,
-        },
-    )
-
-
-@router.get("/tasks", response_class=HTMLResponse)
-async def tasks_page(ctx: Ctx, request: Request) -> Response:
-    viewer = await _viewer(ctx, request)
-    if viewer is None:
-        return RedirectResponse("/login", status_code=303)
-    queue = ctx.extras.get("tasks")
-    tasks: list[Any] = []
-    dead: list[Any] = []
-    operator = viewer.has("operator")
-    if queue is not None:
-        if operator:
-            tasks = list((await queue.list(limit=100)).items)
-            dead = list((await queue.dead_letters(limit=100)).items)
-        else:  # a user: its own submissions (see routes/tasks.py)
-            entries = await ctx.store.audit.list(
-                actor=viewer.owner_id, action="task.submit", limit=100
-            )
-            for entry in entries.items:
-                with contextlib.suppress(Exception):
-                    tasks.append(await queue.get(entry.target.removeprefix("task:")))
-    hosting = ctx.extras.get("hosting")  # why a queued task waits, when nothing here takes it
-    waiting = {t.id: hosting.detail(t) for t in tasks} if hosting is not None else {}
-    return templates.TemplateResponse(
-        request,
-        "tasks.html",
-        {
-            "title": "Tasks",
-            "viewer": viewer,
-            "tasks": tasks,
-            "dead": dead,
-            "operator": operator,
-            "waiting": waiting,
-        },
-    )
