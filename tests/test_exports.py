@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import types
 
 import pytest
@@ -19,6 +21,8 @@ import netsuke.routing
     [netsuke, netsuke.agents, netsuke.kernel, netsuke.node, netsuke.observability, netsuke.routing],
 )
 def test_all_equals_the_public_names(module: types.ModuleType) -> None:
+    for name in module.__all__:  # resolve lazily exported names (``netsuke`` itself)
+        getattr(module, name)
     public = {
         name
         for name, value in vars(module).items()
@@ -44,3 +48,32 @@ def test_sandbox_all_equals_its_public_names() -> None:
         if not name.startswith("_") and not isinstance(value, types.ModuleType)
     }
     assert set(netsuke.sandbox.__all__) == public
+
+
+def test_dir_lists_every_exported_name() -> None:
+    assert set(netsuke.__all__) <= set(dir(netsuke))
+    assert "__version__" in dir(netsuke)
+
+
+def test_exported_names_are_the_kernels_objects() -> None:
+    import netsuke.kernel
+
+    for name in netsuke.__all__:
+        assert getattr(netsuke, name) is getattr(netsuke.kernel, name)
+    with pytest.raises(AttributeError, match="no_such_name"):
+        _ = netsuke.no_such_name  # type: ignore[attr-defined]
+
+
+def test_import_netsuke_is_light_and_names_load_on_first_use() -> None:
+    """``import netsuke`` must not load the kernel or the observability stack (issue 18: an
+    agent package's program pays for what it imports before its first heartbeat)."""
+    heavy = ("netsuke.kernel", "structlog", "prometheus_client", "opentelemetry", "rich")
+    code = (
+        "import sys, netsuke\n"
+        f"heavy = {heavy!r}\n"
+        "print(sorted(m for m in sys.modules if m.startswith(heavy)))\n"
+        "from netsuke import Supervisor\n"
+        "print(Supervisor.__module__, 'netsuke.kernel' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == ["[]", "netsuke.kernel._supervisor True"]

@@ -18,14 +18,14 @@ import httpx
 import pytest
 import uvicorn
 
-from netsuke.api import Node, Settings, create_app, open_node
+from netsuke.api import ServerNode, Settings, create_app, open_node
 
 
 @dataclass
 class Live:
     url: str
     admin_key: str
-    node: Node
+    node: ServerNode
     clients: list[httpx.AsyncClient] = field(default_factory=list)
 
     def client(self, key: str | None = None, **headers: str) -> httpx.AsyncClient:

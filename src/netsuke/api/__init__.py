@@ -7,13 +7,19 @@ WebSocket, webhooks, API keys with roles, audit, health, metrics and the dashboa
     async with open_node(settings) as node:
         app = create_app(settings, store=node.store, runtime=node.runtime, extras=node.extras)
 
-``node.extras`` carries the node's agent system, its ``AgentMonitor`` and function store to
-the session, agent-control, function and chat routes.
+``open_node`` builds the node with ``netsuke.node.Node.open`` (the one composition root) and
+yields a ``ServerNode``: that ``Node`` plus the server's settings, ``AgentMonitor`` and
+bootstrap key. ``node.extras`` carries the node's agent system, monitor, function store, task
+queue and workflow catalog to the routes. (``netsuke.api.Node``, the server's former separate
+node class, is a deprecated name of ``ServerNode``.)
 
 Errors are RFC 9457 problem+json (``_problems``); see ``docs/api.md``.
 """
 
-from ._app import API_PREFIX, Node, create_app, open_node
+import typing as _typing
+import warnings as _warnings
+
+from ._app import API_PREFIX, ServerNode, create_app, open_node
 from ._auth import Principal
 from ._context import ApiContext
 from ._monitor import AgentMonitor
@@ -27,9 +33,9 @@ __all__ = [
     "API_PREFIX",
     "AgentMonitor",
     "ApiContext",
-    "Node",
     "Principal",
     "ProblemError",
+    "ServerNode",
     "Settings",
     "SettingsError",
     "TargetRefusedError",
@@ -42,3 +48,15 @@ __all__ = [
     "sign",
     "verify_signature",
 ]
+
+
+def __getattr__(name: str) -> _typing.Any:
+    if name == "Node":  # the server's node was a class of its own; it is now a netsuke Node
+        _warnings.warn(
+            "netsuke.api.Node is deprecated: open_node yields a netsuke.api.ServerNode (a "
+            "netsuke.node.Node with the server's services)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return ServerNode
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

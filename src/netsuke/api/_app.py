@@ -9,8 +9,7 @@ owns the store and the runtime (``open_node`` opens both for ``netsuke serve``).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +17,12 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from netsuke import __version__
-from netsuke.agents import Agents
-from netsuke.events import topics
+from netsuke.events import EventBus
 from netsuke.kernel import Runtime
-from netsuke.node import StoredTools
+from netsuke.node import Node
 from netsuke.observability import get_logger
-from netsuke.routing import TaskHosting, TaskQueue, WorkflowRunner, open_queue
-from netsuke.sandbox import ExecutionGate, FunctionStore, Sandbox, SandboxConfig
-from netsuke.store import Store, sync_agents
+from netsuke.sandbox import ExecutionGate, Sandbox, SandboxConfig
+from netsuke.store import Store
 
 from ._auth import KeyCache, RateLimiter
 from ._bodies import check_json_body
@@ -38,7 +35,6 @@ from ._pages import html_error
 from ._problems import install_problem_handlers
 from ._settings import Settings
 from ._webhooks import WebhookDispatcher
-from ._workflows import WorkflowCatalog
 from .routes import (
     agent_series,
     agents,
@@ -61,7 +57,7 @@ from .routes import (
     workflows,
 )
 
-__all__ = ["API_PREFIX", "Node", "create_app", "open_node"]
+__all__ = ["API_PREFIX", "ServerNode", "create_app", "open_node"]
 
 API_PREFIX = "/api/v1"
 BOOTSTRAP_KEY_NAME = "bootstrap-admin"
@@ -171,22 +167,17 @@ async def _warn_unusable_models(store: Store, settings: Settings, names: list[st
             log.warning("api.agent_model_unusable", agent=name, **problem)
 
 
-@dataclass
-class Node:
-    """An opened store and runtime, the node's agent system and its monitor, plus the admin
-    key issued on first start (else None; ``issue_bootstrap_key`` issues it when ``open_node``
-    was asked not to). ``extras`` is what ``create_app`` takes."""
+class ServerNode(Node):
+    """The node ``netsuke serve`` runs: a ``netsuke.node.Node`` (the one composition root, so
+    everything a library user knows about ``Node`` holds here) plus the server's services:
+    its ``settings``, the ``AgentMonitor`` fed from the bus, and the admin key issued on first
+    start (``bootstrap_secret``, else None; ``issue_bootstrap_key`` issues it when
+    ``open_node`` was asked not to). ``extras`` is what ``create_app`` takes. Built only by
+    ``open_node``."""
 
     settings: Settings
-    store: Store
-    runtime: Runtime
-    bootstrap_secret: str | None
-    agents: Agents | None = None
-    monitor: AgentMonitor | None = None
-    functions: FunctionStore | None = None
-    tasks: TaskQueue | None = None
-    workflows: WorkflowCatalog | None = None
-    hosting: TaskHosting | None = None
+    monitor: AgentMonitor
+    bootstrap_secret: str | None = None
 
     async def issue_bootstrap_key(self) -> str | None:
         """Issue the admin key when ``bootstrap_admin`` is on and the store holds no key (not
@@ -197,18 +188,15 @@ class Node:
 
     @property
     def extras(self) -> dict[str, Any]:
-        """The services for ``create_app(..., extras=node.extras)``: ``agents``, ``monitor``."""
-        out: dict[str, Any] = {}
-        if self.agents is not None:
-            out["agents"] = self.agents
-        if self.monitor is not None:
-            out["monitor"] = self.monitor
-        if self.functions is not None:
-            out["functions"] = self.functions
-        if self.tasks is not None:
-            out["tasks"] = self.tasks
-        if self.workflows is not None:
-            out["workflows"] = self.workflows
+        """The services for ``create_app(..., extras=node.extras)``: ``agents``, ``monitor``,
+        ``functions``, ``tasks`` (the queue), ``workflows`` (the catalog), ``hosting``."""
+        out: dict[str, Any] = {
+            "agents": self.agents,
+            "monitor": self.monitor,
+            "functions": self.functions,
+            "tasks": self.queue,
+            "workflows": self.workflows,
+        }
         if self.hosting is not None:
             out["hosting"] = self.hosting
         return out
@@ -224,88 +212,54 @@ async def issue_bootstrap_key(settings: Settings, store: Store) -> str | None:
 
 
 @asynccontextmanager
-async def open_node(settings: Settings, *, bootstrap: bool = True) -> AsyncIterator[Node]:
-    """Open the store (migrating embedded SQLite) and start the runtime, the agent system
-    (``Agents``, with ``netsuke.node.StoredTools`` giving stored definitions their function and
-    delegation tools), an ``AgentMonitor`` fed from the bus, the function store (its sandbox
-    starts on the first call), the task queue on the store, the workflow catalog and
-    ``TaskHosting`` (the ``workers`` of the settings and the agents' task workers);
-    sync ``agents_dir`` and, with ``bootstrap_admin`` and no key yet, issue an admin key
-    (with ``bootstrap=False`` it is left to ``Node.issue_bootstrap_key``: ``netsuke serve``
-    issues it only once it listens, so a start that cannot bind issues no key unseen).
-    Closes all on exit (the runtime's shutdown stops every agent; their conversations are in
-    the store)."""
-    async with Store.open(settings.database_url) as store:
-        await store.check_writable()  # a read-only data dir refuses to start, in one line
-        secret = await issue_bootstrap_key(settings, store) if bootstrap else None
-        # The sandbox starts its workers on the first call (SandboxConfig.from_env:
-        # NETSUKE_SANDBOX_ISOLATION, NETSUKE_SANDBOX_POOL_SIZE); it closes after the runtime
-        # has stopped every agent, so no turn in flight loses its function tools.
-        sandbox = Sandbox(SandboxConfig.from_env())
-        async with AsyncExitStack() as stack:
-            stack.push_async_callback(sandbox.aclose)
-            rt = await stack.enter_async_context(
-                Runtime(settings.node, shutdown_timeout=settings.shutdown_timeout)
-            )
-            # NETSUKE_QUEUE_URL: the store's table, or Redis (one clear error when unusable)
-            queue = await open_queue(settings.queue_url, store, events=rt.events)
-            stack.push_async_callback(queue.close)
-            if settings.agents_dir is not None:
-                result = await sync_agents(store.agents, settings.agents_dir, actor="sync")
-                log.info("api.agents_synced", directory=str(settings.agents_dir), **result)
-                await _warn_unusable_models(
-                    store, settings, [*result["created"], *result["updated"]]
-                )
-                for outcome in ("created", "updated"):
-                    for name in result[outcome]:
-                        definition = await store.agents.get(name)
-                        rt.events.publish(
-                            topics.DEFINITION_CHANGED,
-                            kind="agent",
-                            name=name,
-                            version=definition.version,
-                            action=outcome,
-                            actor="sync",
-                        )
-            monitor = AgentMonitor(rt.events)
-            monitor.start()
-            gate = ExecutionGate(
-                max_running=settings.executions_max_running,
-                per_caller=settings.executions_per_caller,
-                max_waiting=settings.executions_max_waiting,
-                max_wait_s=settings.executions_max_wait_s,
-            )
-            functions = FunctionStore(store, sandbox, events=rt.events, gate=gate)
-            agent_system = await Agents.start(rt, store)
+async def open_node(settings: Settings, *, bootstrap: bool = True) -> AsyncIterator[ServerNode]:
+    """``Node.open`` with the server's settings, and the server's services: the store (its
+    embedded SQLite migrated), the sandbox (``SandboxConfig.from_env``, started on its first
+    call), the runtime (``shutdown_timeout``), the definitions of ``agents_dir`` (synced;
+    those whose model cannot work here are logged as ``api.agent_model_unusable``), the
+    function store (the settings' ``ExecutionGate``), the agent system (the node's address
+    guard on stored definitions' ``base_url``, ``StoredTools``), the task queue
+    (``queue_url``), the workflow catalog and ``TaskHosting`` (``workers``, ``agent_tasks``);
+    plus an ``AgentMonitor`` watching the bus from before the first agent starts and, with
+    ``bootstrap_admin`` and no key yet, an admin key (with ``bootstrap=False`` it is left to
+    ``ServerNode.issue_bootstrap_key``: ``netsuke serve`` issues it only once it listens, so
+    a start that cannot bind issues no key unseen). Closes all on exit (the runtime's
+    shutdown stops every agent; their conversations are in the store)."""
+    bus = EventBus(settings.node)  # the runtime's bus, watched before any agent starts
+    monitor = AgentMonitor(bus)
+    monitor.start()
+    gate = ExecutionGate(
+        max_running=settings.executions_max_running,
+        per_caller=settings.executions_per_caller,
+        max_waiting=settings.executions_max_waiting,
+        max_wait_s=settings.executions_max_wait_s,
+    )
+    try:
+        async with ServerNode.open(
+            settings.database_url,
+            node=settings.node,
+            # NETSUKE_SANDBOX_ISOLATION, NETSUKE_SANDBOX_POOL_SIZE; its workers start on the
+            # first call, and it closes after the runtime has stopped every agent, so no turn
+            # in flight loses its function tools
+            sandbox=Sandbox(SandboxConfig.from_env()),
+            runtime_options={"shutdown_timeout": settings.shutdown_timeout, "events": bus},
+            # NETSUKE_QUEUE_URL: the store's table, or a broker (one clear error when unusable)
+            queue_url=settings.queue_url,
+            workers=settings.workers,
+            agent_tasks=settings.agent_tasks,
+            agents_dir=settings.agents_dir,
+            gate=gate,
             # stored definitions reach their base_url only through the node's address guard
-            agent_system.endpoint_guard = endpoint_guard(settings)
-            # stored definitions get their stored functions and delegates as tools
-            agent_system.tool_resolver = StoredTools(agent_system, functions)
-            catalog = WorkflowCatalog(WorkflowRunner(store, events=rt.events))
-            # the configured handlers and workflows, and the agents' task workers
-            hosting = TaskHosting(
-                queue,
-                store,
-                agent_system if settings.agent_tasks else None,
-                settings.workers,
-            )
-            for workflow in hosting.workflows:
-                catalog.add(workflow)
-            await hosting.start()
-            try:
-                yield Node(
-                    settings=settings,
-                    store=store,
-                    runtime=rt,
-                    bootstrap_secret=secret,
-                    agents=agent_system,
-                    monitor=monitor,
-                    functions=functions,
-                    tasks=queue,
-                    workflows=catalog,
-                    hosting=hosting,
-                )
-            finally:
-                await hosting.aclose()
-                monitor.aclose()
-                await catalog.aclose()
+            endpoint_guard=endpoint_guard(settings),
+        ) as node:
+            node.settings = settings
+            node.monitor = monitor
+            if node.synced is not None:
+                changed = [*node.synced["created"], *node.synced["updated"]]
+                await _warn_unusable_models(node.store, settings, changed)
+            if bootstrap:
+                await node.issue_bootstrap_key()
+            yield node
+    finally:
+        monitor.aclose()
+        await bus.aclose()  # the runtime closed it already, unless the node failed to open

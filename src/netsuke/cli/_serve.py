@@ -31,7 +31,7 @@ import typer
 import uvicorn
 
 from .. import __version__
-from ..api import Node, Settings, configure_tracing, create_app, open_node
+from ..api import ServerNode, Settings, configure_tracing, create_app, open_node
 from ..observability import get_logger
 
 __all__ = ["IN_SERVE_ENV", "STOP_SIGNALS", "serve_node"]
@@ -128,7 +128,7 @@ async def serve_node(settings: Settings, run_for: float = 0.0) -> None:
 
 
 async def _serve(
-    settings: Settings, node: Node, extras: dict[str, Any], stopper: _Stopper, run_for: float
+    settings: Settings, node: ServerNode, extras: dict[str, Any], stopper: _Stopper, run_for: float
 ) -> None:
     app = create_app(settings, store=node.store, runtime=node.runtime, extras=extras)
     config = uvicorn.Config(

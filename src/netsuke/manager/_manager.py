@@ -3,9 +3,10 @@
 ``start()`` connects to NATS, loads what the state store says, discovers packages and starts
 those that should run; a discovery loop picks up added, changed and removed packages every
 ``discovery_interval``; a monitor loop marks agents ``inactive`` when their heartbeats stop and
-resets restart backoff after a healthy period. ``stop()`` stops every agent (SIGTERM to its
-group, wait, SIGKILL) and leaves the desired states in the store, so the next start restarts
-what was running. See ``docs/manager.md``.
+resets restart backoff after a healthy period; a cleanup loop forgets what removed packages
+left behind every ``cleanup_interval`` (stored states, captured logs). ``stop()`` stops every
+agent (SIGTERM to its group, wait, SIGKILL) and leaves the desired states in the store, so the
+next start restarts what was running. See ``docs/manager.md``.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +55,8 @@ Handler = Callable[[Command], Awaitable[dict[str, Any]]]
 _QUERIES = {"status", "list", "metrics", "logs", "health", "packages", "history"}
 _COMMANDS = {"start", "stop", "restart", "discover", "send"} | _QUERIES
 _IDEMPOTENCY_CACHE = 1000
+#: A captured log file: ``<agent_id>.log`` or a rotated ``<agent_id>.log.<n>``.
+_LOG_FILE = re.compile(r"^(?P<agent_id>.+)\.log(?:\.\d+)?$")
 CONNECT_TIMEOUT = 10.0
 _Write = tuple[StoredAgent, dict[str, Any], dict[str, Any]] | asyncio.Future[None]
 
@@ -113,6 +118,7 @@ class AgentManager:
             asyncio.create_task(self._writer(), name="manager-writer"),
             asyncio.create_task(self._discovery_loop(), name="manager-discovery"),
             asyncio.create_task(self._monitor_agents(), name="manager-monitor"),
+            asyncio.create_task(self._cleanup_loop(), name="manager-cleanup"),
         ]
         self._collector.register()
         await self.sync_packages()
@@ -220,6 +226,7 @@ class AgentManager:
             self.registry.unregister_agent(rec.agent_id)
             rec.log.close()
             await self.state_store.forget(rec.agent_id)
+            self._stored.pop(rec.agent_id, None)  # a re-added package starts afresh
 
     # -- processes ----------------------------------------------------------------------------
 
@@ -367,6 +374,57 @@ class AgentManager:
         if rec is None:
             raise CommandError("unknown_agent", f"no agent package {agent_id!r}", agent_id=agent_id)
         return rec
+
+    # -- cleanup --------------------------------------------------------------------------------
+
+    async def _cleanup_loop(self) -> None:
+        while self._running:
+            await asyncio.sleep(self.config.service.cleanup_interval)
+            try:
+                await self.cleanup()
+            except Exception:  # never let housekeeping kill the manager
+                log.exception("manager.cleanup_error")
+
+    async def cleanup(self) -> dict[str, list[str]]:
+        """Forget what packages that are gone left behind, once it is ``cleanup_interval`` old.
+
+        * stored states (``manager_agents`` rows) of agents with no package, last updated more
+          than ``cleanup_interval`` ago: a package removed while the manager was down would
+          otherwise keep its row, and a later package of that name would inherit its desired
+          state;
+        * captured log files (``<id>.log``, ``<id>.log.<n>``) of agents with no package, last
+          written more than ``cleanup_interval`` ago: a removed package's logs stay readable
+          for at least one interval after its removal.
+
+        Agents with a package are never touched, whatever their state. Returns the agent ids
+        forgotten and the log files deleted.
+        """
+        interval = self.config.service.cleanup_interval
+        known = {rec.agent_id for rec in self.registry.all()}
+        now = time.time()
+        forgotten: list[str] = []
+        stored = await self.state_store.load()
+        for agent_id, row in sorted(stored.items()):
+            if agent_id in known or now - _timestamp(row.updated_at) <= interval:
+                continue
+            await self.state_store.forget(agent_id)
+            self._stored.pop(agent_id, None)
+            forgotten.append(agent_id)
+        deleted: list[str] = []
+        logs_dir = self.config.packages.logs_dir
+        with contextlib.suppress(FileNotFoundError):
+            for path in sorted(logs_dir.iterdir()):
+                match = _LOG_FILE.match(path.name)
+                if match is None or match["agent_id"] in known or not path.is_file():
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    if now - path.stat().st_mtime <= interval:
+                        continue
+                    path.unlink()
+                    deleted.append(path.name)
+        if forgotten or deleted:
+            log.info("manager.cleanup", forgotten=forgotten, deleted_logs=deleted)
+        return {"forgotten": forgotten, "deleted_logs": deleted}
 
     # -- health ---------------------------------------------------------------------------------
 
@@ -670,6 +728,15 @@ async def _nats_error(exc: Exception) -> None:
 
 async def _nats_reconnected() -> None:
     log.info("manager.nats_reconnected")
+
+
+def _timestamp(iso: str) -> float:
+    """Seconds since the epoch of a stored ``updated_at``; an unreadable one counts as old."""
+    try:
+        at = datetime.fromisoformat(iso)
+    except ValueError:
+        return 0.0
+    return (at if at.tzinfo is not None else at.replace(tzinfo=UTC)).timestamp()
 
 
 def _kill_leftover(pid: int | None, manifest: PackageManifest) -> None:

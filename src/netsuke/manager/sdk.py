@@ -21,8 +21,26 @@ in the seed's response format, on the reply subject and on ``agent.{id}.response
 Built in: commands ``stop`` and ``ping``; queries ``status``, ``metrics``, ``progress``.
 """
 
+import typing
+
 from ._errors import CommandError
-from ._hosted import host_definition
 from ._sdk import PackageAgent
 
+if typing.TYPE_CHECKING:
+    from ._hosted import host_definition
+
 __all__ = ["CommandError", "PackageAgent", "host_definition"]
+
+
+def __getattr__(name: str) -> typing.Any:
+    # ``host_definition`` is loaded on first use: most package programs never host a node.
+    if name != "host_definition":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from ._hosted import host_definition
+
+    globals()[name] = host_definition
+    return host_definition
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

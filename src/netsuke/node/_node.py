@@ -1,11 +1,15 @@
-"""A node with every layer wired together: the composition root for library users.
+"""A node with every layer wired together: the one composition root, for library users and
+for the server (``netsuke.api.open_node`` opens a ``ServerNode``, this class plus the server's
+services).
 
-``Node.open()`` starts, in order: the store (migrated when embedded), the runtime (with its
-event bus), the sandbox (isolated workers; skipped with ``sandbox=False``), the function store,
-the agents (their ``tool_resolver`` gives stored agents their stored functions and delegates),
-the capability router, the task queue and the workflow runner. ``aclose()`` stops them in the
-reverse order: queue, agents and every other process (the runtime's ordered shutdown), sandbox,
-store, so no reply is acknowledged after its store is gone.
+``Node.open()`` starts, in order: the store (migrated when embedded), the sandbox (isolated
+workers; skipped with ``sandbox=False``; a ``Sandbox`` passed in starts on its first call), the
+runtime (with its event bus), the definitions of ``agents_dir`` (synced into the store), the
+function store, the agents (their ``tool_resolver`` gives stored agents their stored functions
+and delegates), the task queue, the capability router, the workflow catalog and the task
+workers (``TaskHosting``). ``aclose()`` stops them in the reverse order: task workers, workflow
+runs, queue, agents and every other process (the runtime's ordered shutdown), sandbox, store,
+so no reply is acknowledged after its store is gone.
 
 Seed 004's registry translates to it directly::
 
@@ -28,10 +32,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Self
 
-from netsuke.agents import Agents
+from netsuke.agents import Agents, EndpointGuard
+from netsuke.events import topics
 from netsuke.kernel import Runtime
+from netsuke.observability import get_logger
 from netsuke.routing import (
     CapabilityRouter,
     TaskHosting,
@@ -42,11 +49,14 @@ from netsuke.routing import (
     process_load,
 )
 from netsuke.sandbox import ExecutionGate, FunctionStore, Sandbox, SandboxConfig
-from netsuke.store import AgentDraft, AgentSpec, Store, new_id
+from netsuke.store import AgentDraft, AgentSpec, Store, SyncResult, new_id, sync_agents
 
 from ._tools import StoredTools
+from ._workflows import WorkflowCatalog
 
 __all__ = ["AgentHandle", "Node"]
+
+log = get_logger("netsuke.node")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +103,23 @@ class Node:
         self.delegation = tools.delegation
         self.router = CapabilityRouter(rt.registry, load=process_load(rt))
         self.queue = queue or TaskQueue.sql(store, events=rt.events)
-        self.workflows = WorkflowRunner(store, events=rt.events)
+        self.workflows = WorkflowCatalog(WorkflowRunner(store, events=rt.events))
+        """The workflows the node runs by name (``add``, ``start``); ``workflows.runner`` is
+        the ``WorkflowRunner`` (``start(workflow, input)``, ``get``, ``resume_all``)."""
         self.hosting: TaskHosting | None = None
         """The node's task workers (``open`` starts them): loaded handlers and agents."""
+        self.synced: SyncResult | None = None
+        """What ``open`` synced from ``agents_dir`` (created, updated, unchanged names)."""
+
+    @property
+    def runtime(self) -> Runtime:
+        """The node's runtime (also ``rt``)."""
+        return self.rt
+
+    @property
+    def tasks(self) -> TaskQueue:
+        """Deprecated name of ``queue`` (the API's node called its queue ``tasks``)."""
+        return self.queue
 
     @classmethod
     @asynccontextmanager
@@ -104,13 +128,17 @@ class Node:
         url: str | None = None,
         *,
         node: str = "local",
-        sandbox: SandboxConfig | bool = True,
+        sandbox: Sandbox | SandboxConfig | bool = True,
         runtime: Runtime | None = None,
         store_options: Mapping[str, Any] | None = None,
         queue_url: str = "sql",
         workers: Sequence[WorkerSpec | str] = (),
         agent_tasks: bool = True,
-    ) -> AsyncIterator[Node]:
+        runtime_options: Mapping[str, Any] | None = None,
+        agents_dir: str | Path | None = None,
+        gate: ExecutionGate | None = None,
+        endpoint_guard: EndpointGuard | None = None,
+    ) -> AsyncIterator[Self]:
         """Start a node (see the module documentation); a store that cannot be opened or
         written raises ``StoreUnavailableError``. ``url``: the store's database
         [``$NETSUKE_DATABASE_URL`` or the embedded SQLite file]; ``sandbox``: ``True`` for the
@@ -119,27 +147,46 @@ class Node:
         ``queue_url`` [``sql``]: the task queue's backend (``redis://...``); ``workers``:
         handlers and workflows to load (``WorkerSpec`` or ``"module:name"``); ``agent_tasks``
         [``True``]: agents whose definitions declare capabilities take the tasks asking for
-        them (``TaskHosting``, as in ``netsuke serve``)."""
+        them (``TaskHosting``, as in ``netsuke serve``).
+
+        For the server's composition (``netsuke.api.open_node``), and any caller that needs
+        them: ``sandbox`` may be a ``Sandbox`` not yet started (it starts on the first call
+        and is closed after the runtime); ``runtime_options``: keyword arguments of the
+        ``Runtime`` the node makes (``shutdown_timeout``, ``events``: a bus already watched);
+        ``agents_dir``: a folder of definition files synced into the store before the agents
+        start (``node.synced`` says what changed; each change is published as
+        ``definition.changed``); ``gate``: the ``ExecutionGate`` bounding function calls
+        [8 running, 32 waiting]; ``endpoint_guard``: the check a stored agent's ``base_url``
+        must pass, set before any agent runs."""
         async with AsyncExitStack() as stack:
             store = await stack.enter_async_context(Store.open(url, **dict(store_options or {})))
             await store.check_writable()  # a read-only disk refuses to start (one error)
             box: Sandbox | None = None
-            if sandbox is not False:
+            if isinstance(sandbox, Sandbox):  # starts on its first call, closed after the runtime
+                box = sandbox
+                stack.push_async_callback(box.aclose)
+            elif sandbox is not False:
                 config = sandbox if isinstance(sandbox, SandboxConfig) else None
                 box = await stack.enter_async_context(Sandbox(config))
-            rt = runtime or Runtime(node)
+            rt = runtime or Runtime(node, **dict(runtime_options or {}))
             if runtime is None:
                 await stack.enter_async_context(rt)
+            synced = await _sync_definitions(store, rt, agents_dir) if agents_dir else None
             # calls at once are bounded node-wide (ExecutionGate defaults: 8 running, 32 queued)
-            functions = FunctionStore(store, box, events=rt.events, gate=ExecutionGate())
+            functions = FunctionStore(store, box, events=rt.events, gate=gate or ExecutionGate())
             agents = await Agents.start(rt, store)
+            agents.endpoint_guard = endpoint_guard
             tools = StoredTools(agents, functions if box is not None else None)
             agents.tool_resolver = tools
             queue = await open_queue(queue_url, store, events=rt.events)
             stack.push_async_callback(queue.close)
             self = cls(rt, store, agents, functions, box, tools, queue=queue)
+            self.synced = synced
+            stack.push_async_callback(self.workflows.aclose)
             specs = [WorkerSpec.parse(w) if isinstance(w, str) else w for w in workers]
             self.hosting = TaskHosting(queue, store, agents if agent_tasks else None, specs)
+            for workflow in self.hosting.workflows:
+                self.workflows.add(workflow)
             await self.hosting.start()
             stack.push_async_callback(self.hosting.aclose)
             yield self
@@ -200,3 +247,21 @@ class Node:
         finally:
             if once:
                 await agents.stop_agent(ref.session_id)
+
+
+async def _sync_definitions(store: Store, rt: Runtime, directory: str | Path) -> SyncResult:
+    """Sync the definition files of ``directory`` into the store and publish each change."""
+    result = await sync_agents(store.agents, directory, actor="sync")
+    log.info("node.agents_synced", directory=str(directory), **result)
+    for outcome in ("created", "updated"):
+        for name in result[outcome]:
+            definition = await store.agents.get(name)
+            rt.events.publish(
+                topics.DEFINITION_CHANGED,
+                kind="agent",
+                name=name,
+                version=definition.version,
+                action=outcome,
+                actor="sync",
+            )
+    return result

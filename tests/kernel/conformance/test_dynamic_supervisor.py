@@ -36,7 +36,7 @@ from netsuke import (
     virtual_time,
 )
 
-from .workers import Ctl, Worker, pids, terminate, watch
+from .workers import Ctl, Exits, ExitsInTerminate, Worker, pids, terminate, watch
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -388,6 +388,39 @@ async def test_dynamic_supervisor_terminates_children_with_expired_integer_shutd
         c2 = await DynamicSupervisor.start_child(sup, spec, arg=Ctl(tag="tmt", stop_delay=3600))
         c3 = await DynamicSupervisor.start_child(sup, spec, arg=Ctl(tag="fun"))
         assert await _stop_and_collect(rt, sup, [c1, c2, c3]) == ["shutdown", "killed", "shutdown"]
+
+
+@pytest.mark.parametrize("shutdown", ["infinity", 1.0])
+@virtual_time
+async def test_dynamic_supervisor_terminates_children_with_infinity_integer_shutdown_and_abnormal_reason(
+    shutdown: Any,
+) -> None:
+    """``terminates children with infinity shutdown and abnormal reason`` and ``terminates
+    children with integer shutdown and abnormal reason``: each child's ``Down`` carries the
+    ``{:shutdown, :oops}`` it exited with, not the supervisor's ``shutdown``. (A ``Task``'s
+    default restart is ``temporary``.)"""
+    async with Runtime() as rt:
+        sup = await dyn(rt)
+        spec = ChildSpec(ExitsInTerminate, restart="temporary", shutdown=shutdown)
+        arg = Exits(Shutdown("oops"))
+        cs = [await DynamicSupervisor.start_child(sup, spec, arg=arg) for _ in range(3)]
+        assert await _stop_and_collect(rt, sup, cs) == [Shutdown("oops")] * 3
+        assert arg.started == cs
+
+
+@virtual_time
+async def test_dynamic_supervisor_terminates_children_with_permanent_restart_and_normal_reason() -> (
+    None
+):
+    """``terminates children with permanent restart and normal reason``: permanent children
+    that exit ``normal`` when shut down report ``normal`` and are not restarted."""
+    async with Runtime() as rt:
+        sup = await dyn(rt)
+        spec = ChildSpec(ExitsInTerminate, restart="permanent", shutdown="infinity")
+        arg = Exits("normal")
+        cs = [await DynamicSupervisor.start_child(sup, spec, arg=arg) for _ in range(3)]
+        assert await _stop_and_collect(rt, sup, cs) == ["normal"] * 3
+        assert arg.started == cs  # none restarted: the supervisor was shutting down
 
 
 @virtual_time

@@ -39,7 +39,7 @@ from netsuke import (
 )
 
 from ..helpers import Echo, settle
-from .workers import Ctl, Worker, exits_within, pids, terminate, watch
+from .workers import Ctl, Exits, ExitsInTerminate, Worker, exits_within, pids, terminate, watch
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -353,6 +353,25 @@ async def test_supervisor_SUITE_sup_stop_brutal_kill_dynamic() -> None:
         parent_exit(rt, sup)
         assert await gone == "shutdown"
         assert [await w for w in ws] == ["killed"] * 10
+
+
+@virtual_time
+async def test_supervisor_SUITE_sup_stop_non_shutdown_exit_dynamic() -> None:
+    """A ``simple_one_for_one`` supervisor shuts down correctly when some children exit with a
+    reason other than ``shutdown`` (``supervisor_4``: ``terminate`` exits with its own reason),
+    for each restart type; each child's exit reason is the one it chose."""
+    reasons = ["normal", "shutdown", Shutdown("test"), "other"]
+    for restart in ("temporary", "transient", "permanent"):
+        async with Runtime() as rt:
+            sup = await start_simple(rt, max_restarts=2, max_seconds=3600)
+            spec = ChildSpec(ExitsInTerminate, restart=restart, shutdown=5.0)
+            args = [Exits(r) for r in reasons]
+            cs = [await DynamicSupervisor.start_child(sup, spec, arg=a) for a in args]
+            ws, gone = [watch(rt, c) for c in cs], watch(rt, sup)
+            parent_exit(rt, sup)  # terminate(Pid, shutdown) from the test process, its parent
+            assert await gone == "shutdown"
+            assert [await w for w in ws] == reasons, restart
+            assert [a.started for a in args] == [[c] for c in cs]  # nothing restarted
 
 
 @virtual_time

@@ -78,6 +78,38 @@ class Worker(Process):
         self.ctl.events.append(("stop", self.ctl.tag))
 
 
+@dataclass
+class Exits:
+    """The argument of :class:`ExitsInTerminate`: the ``reason`` it exits with, and the pids of
+    every start (a restart would add one)."""
+
+    reason: Any
+    started: list[Pid] = field(default_factory=list)
+
+
+class ExitsInTerminate(Process):
+    """OTP's ``supervisor_4`` (``terminate(_, {Reason}) -> exit(Reason)``) and Elixir's
+    ``fn -> Process.flag(:trap_exit, true); receive(do: (_ -> exit(reason))) end`` child: it
+    traps exits and, when its supervisor shuts it down, exits with the reason it was started
+    with (``self.exit`` in ``terminate``, issue 13), not with ``shutdown``. ``"stop"`` stops it
+    ``normal`` (and ``terminate`` still exits with its reason)."""
+
+    async def init(self, arg: Exits) -> None:
+        self.trap_exit = True
+        self.arg = arg
+        arg.started.append(self.pid)
+
+    def handle_call(self, request: Any, from_: From) -> Any:
+        return request
+
+    async def handle_info(self, message: Any) -> None:
+        if message == "stop":
+            self.stop("normal")
+
+    async def terminate(self, reason: Any) -> None:
+        self.exit(self.arg.reason)
+
+
 async def terminate(rt: Runtime, pid: Any, how: Any) -> Any:
     """OTP's ``terminate/4``: end ``pid`` by ``how`` (``"kill"``, ``"shutdown"``, a
     ``Shutdown``, ``"normal"`` (it stops itself), ``"abnormal"`` (it exits ``died``)) and wait
