@@ -178,6 +178,8 @@ class Node:
     tasks: TaskQueue | None = None
     workflows: WorkflowCatalog | None = None
     hosting: TaskHosting | None = None
+    cluster: Any = None
+    """The ``netsuke.cluster.ClusterNode`` when the node joined a cluster (``cluster``)."""
 
     async def issue_bootstrap_key(self) -> str | None:
         """Issue the admin key when ``bootstrap_admin`` is on and the store holds no key (not
@@ -202,6 +204,8 @@ class Node:
             out["workflows"] = self.workflows
         if self.hosting is not None:
             out["hosting"] = self.hosting
+        if self.cluster is not None:
+            out["cluster"] = self.cluster
         return out
 
 
@@ -235,9 +239,18 @@ async def open_node(settings: Settings, *, bootstrap: bool = True) -> AsyncItera
         sandbox = Sandbox(SandboxConfig.from_env())
         async with AsyncExitStack() as stack:
             stack.push_async_callback(sandbox.aclose)
-            rt = await stack.enter_async_context(
-                Runtime(settings.node, shutdown_timeout=settings.shutdown_timeout)
-            )
+            cluster = None
+            if settings.cluster is not None:  # a cluster member: lease in the store, NATS
+                from netsuke.cluster._member_node import join_from_settings
+
+                cluster = await stack.enter_async_context(
+                    join_from_settings(settings, store.database)
+                )
+                rt = cluster.runtime
+            else:
+                rt = await stack.enter_async_context(
+                    Runtime(settings.node, shutdown_timeout=settings.shutdown_timeout)
+                )
             # NETSUKE_QUEUE_URL: the store's table, or Redis (one clear error when unusable)
             queue = await open_queue(settings.queue_url, store, events=rt.events)
             stack.push_async_callback(queue.close)
@@ -295,6 +308,7 @@ async def open_node(settings: Settings, *, bootstrap: bool = True) -> AsyncItera
                     tasks=queue,
                     workflows=catalog,
                     hosting=hosting,
+                    cluster=cluster,
                 )
             finally:
                 await hosting.aclose()

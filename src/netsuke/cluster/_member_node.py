@@ -4,7 +4,7 @@ started and stopped in order (:func:`join_cluster`)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +14,7 @@ from netsuke.store import Database
 
 from ._membership import Membership
 from ._names import GlobalNames
-from ._nats import NatsTransport
+from ._nats import ClusterConnectError, NatsTransport
 
 __all__ = ["ClusterNode", "join_cluster"]
 
@@ -90,3 +90,55 @@ async def join_cluster(
     finally:
         if own_db:
             await db.dispose()
+
+
+@asynccontextmanager
+async def join_from_settings(settings: Any, database: Database) -> AsyncIterator[ClusterNode]:
+    """:func:`join_cluster` for ``netsuke serve`` with the node's ``Settings`` (``cluster``,
+    ``node``, ``cluster_*``): the store's database holds the lease; credentials and TLS go to
+    nats-py. A connection failure is reported without the URLs' user and password."""
+    from ._config import connect_options, redact
+
+    urls = settings.cluster.split(",")
+    options = connect_options(**settings_connect_args(settings))
+    async with AsyncExitStack() as stack:
+        try:
+            node = await stack.enter_async_context(
+                join_cluster(
+                    urls,
+                    settings.node,
+                    database,
+                    lease=settings.cluster_lease_s,
+                    transport_options={
+                        "prefix": settings.cluster_prefix,
+                        "connect_options": options,
+                    },
+                    shutdown_timeout=settings.shutdown_timeout,
+                )
+            )
+        except ClusterConnectError as e:
+            cause = e.__cause__ if e.__cause__ is not None else e
+            shown = ", ".join(redact(u) for u in urls)
+            raise ClusterConnectError(
+                f"cannot connect to NATS at {shown}: {type(cause).__name__}: "
+                f"{redact(str(cause))}".splitlines()[0]
+            ) from None
+        yield node
+
+
+def settings_connect_args(settings: Any) -> dict[str, Any]:
+    """The ``connect_options`` arguments of the node's settings."""
+
+    def secret(v: Any) -> str | None:
+        return v.get_secret_value() if v is not None else None
+
+    return {
+        "creds": settings.cluster_creds,
+        "user": settings.cluster_user,
+        "password": secret(settings.cluster_password),
+        "token": secret(settings.cluster_token),
+        "tls_ca": settings.cluster_tls_ca,
+        "tls_cert": settings.cluster_tls_cert,
+        "tls_key": settings.cluster_tls_key,
+        "tls_hostname": settings.cluster_tls_hostname,
+    }
