@@ -55,6 +55,7 @@ from .routes import (
     webhooks,
     workflows,
 )
+from .routes import cluster as cluster_routes
 
 __all__ = ["API_PREFIX", "Node", "create_app", "open_node"]
 
@@ -131,6 +132,7 @@ def create_app(
         webhooks,
         events,
         manager,
+        cluster_routes,
     ):
         api.include_router(module.router)
     app.include_router(api)
