@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -46,9 +47,16 @@ def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-def spawn(args: list[str], e: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
+def spawn(
+    args: list[str], e: dict[str, str], cwd: Path, *, stderr: bool = False
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [EXE, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=e, cwd=cwd
+        [EXE, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE if stderr else subprocess.DEVNULL,
+        text=True,
+        env=e,
+        cwd=cwd,
     )
 
 
@@ -179,3 +187,44 @@ def test_status_of_a_database_without_schema_is_one_line(tmp_path: Path) -> None
         )
     )
     assert "netsuke db upgrade" in line
+
+
+async def test_a_served_member_that_cannot_renew_fences_itself_and_exits_1(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    path = tmp_path / "fence.db"
+    db = f"sqlite+aiosqlite:///{path}"
+    await upgrade(db)
+    e = env(tmp_path, NETSUKE_DATABASE_URL=db, NETSUKE_CLUSTER_PREFIX=prefix())
+    args = ["serve", "--cluster", nats_server.url, "--node", "gamma", "--port", "0"]
+    proc = spawn([*args, "--cluster-lease", "2"], e, tmp_path, stderr=True)
+    locker = sqlite3.connect(path, isolation_level=None, timeout=60)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        first = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 120)
+        assert "node 'gamma#" in first
+        locker.execute("BEGIN EXCLUSIVE")  # renewals now fail for real
+        err = proc.stderr
+
+        def until_fenced() -> str:
+            while line := err.readline():
+                if "cluster_node_fenced" in line:
+                    return line
+            return ""
+
+        assert "renewal_overdue" in await asyncio.wait_for(asyncio.to_thread(until_fenced), 120)
+        locker.execute("ROLLBACK")
+        rest = await asyncio.to_thread(err.read)
+        assert await asyncio.to_thread(proc.wait, 120) == 1
+        [line] = [x for x in rest.splitlines() if x.startswith("netsuke: error:")]
+        assert "is fenced (renewal_overdue)" in line
+    finally:
+        if locker.in_transaction:
+            locker.execute("ROLLBACK")
+        locker.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+        for f in (proc.stdout, proc.stderr):
+            if f is not None:
+                f.close()

@@ -193,6 +193,8 @@ def serve(
         asyncio.run(serve_node(settings, run_for))
     except SchemaTooNewError as e:
         raise _failed_node(str(e), 3) from None
+    except _fenced_error() as e:  # a cluster member that could not renew its lease
+        raise _failed_node(_one_line(e), 1) from None
     except (DefinitionFileError, StoreError, RuntimeError, OSError, WorkerLoadError) as e:
         raise _failed_node(_one_line(e)) from None
     except SQLAlchemyError as e:  # a store failure after opening (a lock during start-up)
@@ -200,6 +202,12 @@ def serve(
         raise _failed_node(f"store: {_one_line(reason)}") from None
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _fenced_error() -> type[Exception]:
+    from ..cluster import FencedError
+
+    return FencedError
 
 
 def _failed_node(message: str, code: int = 2) -> typer.Exit:
