@@ -269,8 +269,43 @@ async def test_a_fenced_node_refuses_to_register(nats_server: NatsServer, tmp_pa
         pid = await a.runtime.start(Echo)
         assert pid is not None
         await a.names.register("x", pid)
+        sub = a.runtime.events.subscribe("cluster.*")
         a.membership._fence("test")
+        event = await sub.get(timeout=30)
+        assert event.topic == "cluster.node_fenced"
+        assert event.data == {"node": a.node_id, "reason": "test", "names": 1}
         assert not a.names.owns("x") and a.names.owned() == []
         assert await a.names.whereis("x") is None  # a fenced node does not answer as owner
         with pytest.raises(FencedError):
             await a.names.register("y", pid)
+
+
+async def test_a_restarted_node_does_not_keep_its_predecessors_names(
+    nats_server: NatsServer, store_url: str
+) -> None:
+    p = prefix()
+    proc, ctl = await start_member(nats_server.url, p, "phoenix", store_url, 3.0)
+    procs = [proc]
+    try:
+        async with member(nats_server, p, "watcher", store_url) as a:
+            held = await a.runtime.call(ctl, ("own", "kept"), timeout=60)
+            assert await a.names.whereis("kept") == held
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+            while True:  # refused (exits at once) while the predecessor's lease is live
+                again = spawn_member(nats_server.url, p, "phoenix", store_url, 3.0)
+                procs.append(again)
+                assert again.stdout is not None
+                line = await asyncio.wait_for(asyncio.to_thread(again.stdout.readline), 90)
+                if line:
+                    break
+                assert await asyncio.to_thread(again.wait, 30) != 0
+                await asyncio.sleep(0.2)
+            new_node = line.decode().split()[0]
+            assert split_node_id(new_node) > split_node_id(ctl.node)  # type: ignore[operator]
+            rows = {n.node_id: n for n in await a.membership.nodes(include_gone=True)}
+            assert rows[ctl.node].names == 0  # the predecessor's names were deleted at join
+            assert await a.names.whereis("kept") is None
+    finally:
+        for each in procs:
+            reap(each)
