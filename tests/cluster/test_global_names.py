@@ -169,7 +169,10 @@ async def test_100_concurrent_registrations_across_two_node_processes_give_one_o
             remote_wins, *local = await asyncio.gather(
                 a.runtime.call(ctl, ("race", "the-one", 50), timeout=120),
                 *(one(pid) for pid in pids),
+                return_exceptions=True,  # no registration left running if one fails
             )
+            errors = [x for x in (remote_wins, *local) if isinstance(x, BaseException)]
+            assert not errors, errors
             winners = [*remote_wins, *(x for x in local if x is not None)]
             assert len(winners) == 1
             assert await a.names.whereis("the-one") == winners[0]

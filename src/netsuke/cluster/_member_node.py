@@ -57,7 +57,7 @@ async def join_cluster(
         raise ValueError("name and incarnation of a cluster node come from join_cluster")
     # Refuse bad transport options before any row is written.
     NatsTransport(servers, name, incarnation=0, **transport_options)
-    m = Membership(db, name, lease=lease, **(membership_options or {}))
+    m = Membership(db, name, lease=lease, **{"renew_in_thread": True, **(membership_options or {})})
     try:
         incarnation = await m.join()
         try:

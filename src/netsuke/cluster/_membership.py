@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -186,7 +187,10 @@ class Membership:
       renewal (local monotonic clock) at which the node fences itself; must be less than
       ``lease`` and more than ``renew_interval``;
     * ``process_count``: a function giving the node's process count (stored at each renewal);
-    * ``clock`` [``time.monotonic``]: the local clock fencing is measured on.
+    * ``clock`` [``time.monotonic``]: the local clock fencing is measured on;
+    * ``renew_in_thread`` [``False``]: renew from a thread of its own (its own event loop and
+      database connection), so an event loop kept busy by other work does not delay the
+      renewals (``join_cluster`` turns it on); a paused process still stops them all.
 
     ``await join()`` takes the lease (raises :class:`DuplicateNodeError` when another run of
     the name holds a live one) and starts renewing; ``await leave()`` gives it up."""
@@ -201,6 +205,7 @@ class Membership:
         fence_after: float | None = None,
         process_count: Callable[[], int] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        renew_in_thread: bool = False,
     ) -> None:
         renew_interval = lease / 5 if renew_interval is None else renew_interval
         fence_after = lease * 0.6 if fence_after is None else fence_after
@@ -225,6 +230,10 @@ class Membership:
         self._callbacks: list[Callable[[str], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._left = False
+        self.renew_in_thread = renew_in_thread
+        self._thread: threading.Thread | None = None
+        self._thread_stop = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ identity
 
@@ -306,8 +315,15 @@ class Membership:
             )
         self.incarnation = incarnation
         self._last_ok = started
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._renewer()), loop.create_task(self._watchdog())]
+        loop = self._loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._watchdog())]
+        if self.renew_in_thread:
+            self._thread = threading.Thread(
+                target=self._thread_main, name=f"netsuke-lease-{self.name}", daemon=True
+            )
+            self._thread.start()
+        else:
+            self._tasks.append(loop.create_task(self._renewer()))
         log.info("cluster_member_joined", node=self.node_id, lease=self.lease)
         return incarnation
 
@@ -321,6 +337,9 @@ class Membership:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        self._thread_stop.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, self.lease + self.renew_interval)
         if self.incarnation is None:
             return
         try:
@@ -351,12 +370,12 @@ class Membership:
 
     # ------------------------------------------------------------------ renewals
 
-    async def renew(self) -> bool:
+    async def renew(self, db: Database | None = None) -> bool:
         """Renew the lease once; ``False`` when it had already run out (the node fences)."""
         assert self.incarnation is not None
         started = self.clock()
         processes = self.process_count() if self.process_count is not None else 0
-        async with self.db.write() as conn:
+        async with (db or self.db).write() as conn:
             now = db_now(conn)
             done = await conn.execute(
                 update(NODES)
@@ -370,21 +389,41 @@ class Membership:
             )
         if done.rowcount != 1:
             RENEWALS.labels(self.node_id, "lost").inc()
-            self._fence("lease_lost")
+            if db is None or self._loop is None:
+                self._fence("lease_lost")
+            else:  # from the renewal thread: fence on the node's own loop
+                self._loop.call_soon_threadsafe(self._fence, "lease_lost")
             return False
         RENEWALS.labels(self.node_id, "ok").inc()
         if started > self._last_ok:
             self._last_ok = started
         return True
 
-    async def _renewer(self) -> None:
+    def _thread_main(self) -> None:
+        asyncio.run(self._thread_renewer())
+
+    async def _thread_renewer(self) -> None:
+        db = Database(
+            self.db.url,
+            sqlite_synchronous=self.db.sqlite_synchronous,
+            busy_timeout_ms=self.db.busy_timeout_ms,
+            pool_size=1,
+        )
+        try:
+            await self._renewer(db)
+        finally:
+            await db.dispose()
+
+    async def _renewer(self, db: Database | None = None) -> None:
         failing = False
-        while self.fence_reason is None:
+        while self.fence_reason is None and not self._thread_stop.is_set():
             await asyncio.sleep(self.renew_interval)
-            if self.fenced:
+            if self.fence_reason is not None or self._thread_stop.is_set():
+                return
+            if db is None and self.fenced:
                 return
             try:
-                await asyncio.wait_for(self.renew(), timeout=self.fence_after)
+                await asyncio.wait_for(self.renew(db), timeout=self.fence_after)
             except Exception as e:
                 RENEWALS.labels(self.node_id, "failed").inc()
                 if not failing:
