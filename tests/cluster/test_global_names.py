@@ -155,7 +155,7 @@ async def test_100_concurrent_registrations_across_two_node_processes_give_one_o
     proc, ctl = await start_member(nats_server.url, p, "remote", store_url, 30.0)
     try:
         async with member(nats_server, p, "local", store_url) as a:
-            await eventually(lambda: ctl.node in a.transport.nodes(), timeout=60)
+            await eventually(lambda: a.seen_alive(ctl.node), timeout=60)
             pids = [await a.runtime.start(Echo) for _ in range(50)]
 
             async def one(pid: Pid | None) -> Pid | None:

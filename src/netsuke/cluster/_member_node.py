@@ -32,6 +32,11 @@ class ClusterNode:
     def node_id(self) -> str:
         return self.membership.node_id
 
+    def seen_alive(self, node_id: str) -> bool:
+        """Whether ``node_id`` heartbeats over NATS now (fast; the store is the authority:
+        ``await membership.is_live(name, incarnation)``)."""
+        return node_id in self.transport.nodes()
+
 
 @asynccontextmanager
 async def join_cluster(
