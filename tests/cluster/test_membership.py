@@ -144,3 +144,30 @@ def test_lease_options_are_checked() -> None:
         Membership(db, "a", lease=1.0, renew_interval=0.5, fence_after=1.0)
     with pytest.raises(ValueError, match="lease"):
         Membership(db, "a", lease=0)
+
+
+async def test_a_pause_longer_than_fence_after_fences_at_the_first_check_on_resume(
+    tmp_path: Path,
+) -> None:
+    """A controlled clock stands in for a SIGSTOP: the first question asked after the jump
+    (before any timer or renewal could run) already sees the node fenced."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'clock.db'}"
+    await upgrade(url)
+    db = Database(url)
+    now = [1000.0]
+    m = Membership(
+        db, "alpha", lease=300.0, renew_interval=60.0, fence_after=120.0, clock=lambda: now[0]
+    )
+    await m.join()
+    assert m.renew_interval < 120.0 and not m.fenced
+    now[0] += 119.0
+    assert not m.fenced  # just under fence_after: still a member
+    assert await m.renew()  # a renewal resets the measure from its start
+    now[0] += 119.0
+    assert not m.fenced
+    now[0] += 1.0  # fence_after since the last renewal began: fenced, synchronously
+    assert m.fenced and m.fence_reason == "renewal_overdue"
+    with pytest.raises(FencedError):
+        m.check()
+    await m.leave()
+    await db.dispose()
