@@ -12,13 +12,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from netsuke.cluster import join_cluster
-from netsuke.manager.testing import NatsServer, free_port
+from netsuke.manager.testing import NatsServer, find_nats_server, free_port
 from netsuke.store import upgrade
 
 from .helpers import FAST, prefix
@@ -228,3 +229,58 @@ async def test_a_served_member_that_cannot_renew_fences_itself_and_exits_1(
         for f in (proc.stdout, proc.stderr):
             if f is not None:
                 f.close()
+
+
+def test_credentials_reach_nats_and_a_wrong_password_is_one_line(tmp_path: Path) -> None:
+    binary = find_nats_server()
+    if binary is None:
+        pytest.skip("nats-server not found")
+    port = free_port()
+    log = tmp_path / "auth-nats.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [binary, "-a", "127.0.0.1", "-p", str(port), "--user", "node", "--pass", "s3cret-pw"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while b"Server is ready" not in log.read_bytes():
+            assert server.poll() is None and time.monotonic() < deadline, "nats-server failed"
+            time.sleep(0.05)
+        url = f"nats://127.0.0.1:{port}"
+        base = env(tmp_path, NETSUKE_DATABASE_URL=f"sqlite:///{tmp_path / 'auth.db'}")
+        args = ["serve", "--cluster", url, "--node", "authed", "--port", "0"]
+        bad = run(
+            args,
+            {**base, "NETSUKE_CLUSTER_USER": "node", "NETSUKE_CLUSTER_PASSWORD": "no"},
+            tmp_path,
+        )
+        line = one_error_line(bad)
+        assert f"cannot connect to NATS at {url}" in line
+        assert "s3cret-pw" not in bad.stderr + bad.stdout
+        good = run(
+            [*args, "--run-for", "1"],
+            {**base, "NETSUKE_CLUSTER_USER": "node", "NETSUKE_CLUSTER_PASSWORD": "s3cret-pw"},
+            tmp_path,
+        )
+        assert good.returncode == 0, good.stderr
+        assert "node 'authed#" in good.stdout
+        assert "s3cret-pw" not in good.stderr + good.stdout
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def test_a_missing_credentials_file_or_half_a_tls_pair_is_one_line(tmp_path: Path) -> None:
+    base = env(tmp_path, NETSUKE_DATABASE_URL=f"sqlite:///{tmp_path / 'x.db'}")
+    args = ["serve", "--cluster", "nats://127.0.0.1:4222", "--node", "a"]
+    line = one_error_line(
+        run([*args, "--cluster-creds", str(tmp_path / "none.creds")], base, tmp_path)
+    )
+    assert "credentials file" in line
+    cert = tmp_path / "cert.pem"
+    cert.write_text("not a certificate")
+    line = one_error_line(run([*args, "--cluster-tls-cert", str(cert)], base, tmp_path))
+    assert "both a certificate and its key" in line
