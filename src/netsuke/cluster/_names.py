@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,7 +78,8 @@ class GlobalNames:
         self._owned: dict[str, Pid] = {}
         self.owned_at_fence: list[str] = []
         """The names this node owned when it fenced itself (dropped then)."""
-        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._watchers: dict[str, asyncio.Future[Any]] = {}
+        self._releasing: set[asyncio.Task[None]] = set()
         membership.on_fenced(self._on_fenced)
 
     # ------------------------------------------------------------------ ownership
@@ -119,14 +119,20 @@ class GlobalNames:
             raise NoProcessError(pid)
         stored_meta = {"v": to_wire(meta)}
         assert m.incarnation is not None
-        try:
-            outcome = await self._claim(name, pid, stored_meta)
-        except IntegrityError:
-            outcome = None
-        if outcome is None:
+        for _ in range(3):  # refused, but the holder's lease ran out meanwhile: try again
+            try:
+                outcome = await self._claim(name, pid, stored_meta)
+            except IntegrityError:
+                outcome = None
+            if outcome is not None:
+                break
             holder = await self.whereis(name)
+            if holder is not None:
+                REGISTRATIONS.labels(m.node_id, "refused").inc()
+                raise AlreadyStartedError(name, holder)
+        else:
             REGISTRATIONS.labels(m.node_id, "refused").inc()
-            raise AlreadyStartedError(name, holder)
+            raise AlreadyStartedError(name, None)
         if m.fenced or not self.rt.alive(pid):
             await self._release(name, pid)  # fenced, or the process died meanwhile
             m.check()
@@ -136,7 +142,15 @@ class GlobalNames:
         old = self._watchers.pop(name, None)
         if old is not None:
             old.cancel()
-        self._watchers[name] = asyncio.get_running_loop().create_task(self._watch(name, pid))
+        proc = self.rt.process(pid)
+        if proc is None:  # exited just now: give the name back
+            await self._release(name, pid)
+            self._owned.pop(name, None)
+            raise NoProcessError(pid)
+        # No task per name: a callback on the process's exit (the kernel's exit future).
+        fut = self.rt._exit_future(proc)
+        fut.add_done_callback(lambda f: self._exited(f, name, pid))
+        self._watchers[name] = fut
         log.info("cluster_name_registered", node=m.node_id, name=name, pid=repr(pid), how=outcome)
 
     async def _claim(self, name: str, pid: Pid, meta: dict[str, Any]) -> str | None:
@@ -202,28 +216,33 @@ class GlobalNames:
             )
             return "taken_over"
 
-    async def _watch(self, name: str, pid: Pid) -> None:
-        """Unregister ``name`` when its owner process exits (retried while the store fails)."""
-        try:
-            await self.rt.wait_exit(pid)
-            if self._owned.get(name) == pid:
-                del self._owned[name]
-            delay = 0.2
-            while True:
-                try:
-                    await self._release(name, pid)
+    def _exited(self, fut: asyncio.Future[Any], name: str, pid: Pid) -> None:
+        """The owner of ``name`` exited: unregister it (unless unwatched meanwhile)."""
+        if fut.cancelled() or self._watchers.get(name) is not fut:
+            return
+        del self._watchers[name]
+        if self._owned.get(name) == pid:
+            del self._owned[name]
+        t = asyncio.get_running_loop().create_task(self._release_retrying(name, pid))
+        self._releasing.add(t)
+        t.add_done_callback(self._releasing.discard)
+
+    async def _release_retrying(self, name: str, pid: Pid) -> None:
+        """Delete the row of ``name`` owned by ``pid``, retried while the store fails (until
+        this node fences: its lease ends anyway, and the name with it)."""
+        delay = 0.2
+        while True:
+            try:
+                await self._release(name, pid)
+                return
+            except Exception as e:
+                log.warning(
+                    "cluster_name_release_failed", node=self.rt.node, name=name, error=repr(e)
+                )
+                if self.membership.fence_reason is not None:
                     return
-                except Exception as e:
-                    log.warning(
-                        "cluster_name_release_failed", node=self.rt.node, name=name, error=repr(e)
-                    )
-                    if self.membership.fence_reason is not None:
-                        return  # the lease ends anyway; the name goes with it
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-        finally:
-            if self._watchers.get(name) is asyncio.current_task():
-                del self._watchers[name]
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _release(self, name: str, pid: Pid) -> bool:
         m = self.membership
@@ -358,12 +377,12 @@ class GlobalNames:
         return await self.rt.call(pid, request, timeout=timeout)
 
     async def close(self) -> None:
-        """Stop watching owner processes (the names go with the lease on ``leave``)."""
-        tasks: Iterable[asyncio.Task[None]] = list(self._watchers.values())
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        """Stop watching owner processes (the names go with the lease on ``leave``); wait for
+        releases in flight."""
+        for f in self._watchers.values():
+            f.cancel()
         self._watchers.clear()
+        await asyncio.gather(*list(self._releasing), return_exceptions=True)
 
 
 async def _owner_live(conn: AsyncConnection, node: str, inc: int) -> bool:
