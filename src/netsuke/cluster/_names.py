@@ -19,6 +19,7 @@ of its own names gives ``None``, ``register`` raises ``FencedError``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import re
 from dataclasses import dataclass
@@ -133,8 +134,9 @@ class GlobalNames:
         else:
             REGISTRATIONS.labels(m.node_id, "refused").inc()
             raise AlreadyStartedError(name, None)
-        if m.fenced or not self.rt.alive(pid):
-            await self._release(name, pid)  # fenced, or the process died meanwhile
+        if m.fenced or not self.rt.alive(pid):  # fenced, or the process died meanwhile
+            with contextlib.suppress(Exception):  # else the lease's end frees the name
+                await self._release(name, pid)
             m.check()
             raise NoProcessError(pid)
         REGISTRATIONS.labels(m.node_id, outcome).inc()
@@ -143,10 +145,7 @@ class GlobalNames:
         if old is not None:
             old.cancel()
         proc = self.rt.process(pid)
-        if proc is None:  # exited just now: give the name back
-            await self._release(name, pid)
-            self._owned.pop(name, None)
-            raise NoProcessError(pid)
+        assert proc is not None  # alive just above, and nothing awaited since
         # No task per name: a callback on the process's exit (the kernel's exit future).
         fut = self.rt._exit_future(proc)
         fut.add_done_callback(lambda f: self._exited(f, name, pid))
