@@ -56,6 +56,7 @@ from .routes import (
     webhooks,
     workflows,
 )
+from .routes import cluster as cluster_routes
 
 __all__ = ["API_PREFIX", "ServerNode", "create_app", "open_node"]
 
@@ -135,6 +136,7 @@ def create_app(
         manager,
         tree,
         agent_series,
+        cluster_routes,
     ):
         api.include_router(module.router)
     app.include_router(api)
@@ -178,6 +180,8 @@ class ServerNode(Node):
     settings: Settings
     monitor: AgentMonitor
     bootstrap_secret: str | None = None
+    cluster: Any = None
+    """The ``netsuke.cluster.ClusterNode`` when the node joined a cluster (``cluster``)."""
 
     async def issue_bootstrap_key(self) -> str | None:
         """Issue the admin key when ``bootstrap_admin`` is on and the store holds no key (not
@@ -199,6 +203,8 @@ class ServerNode(Node):
         }
         if self.hosting is not None:
             out["hosting"] = self.hosting
+        if self.cluster is not None:
+            out["cluster"] = self.cluster
         return out
 
 
@@ -234,6 +240,18 @@ async def open_node(settings: Settings, *, bootstrap: bool = True) -> AsyncItera
         max_waiting=settings.executions_max_waiting,
         max_wait_s=settings.executions_max_wait_s,
     )
+    joined: list[Any] = []  # the ClusterNode, once joined
+    runtime_context = None
+    if settings.cluster is not None:  # a cluster member: its lease in the store, NATS between
+
+        @asynccontextmanager
+        async def runtime_context(store: Store) -> AsyncIterator[Runtime]:
+            from netsuke.cluster._member_node import join_from_settings
+
+            async with join_from_settings(settings, store.database, events=bus) as cluster:
+                joined.append(cluster)
+                yield cluster.runtime
+
     try:
         async with ServerNode.open(
             settings.database_url,
@@ -251,9 +269,11 @@ async def open_node(settings: Settings, *, bootstrap: bool = True) -> AsyncItera
             gate=gate,
             # stored definitions reach their base_url only through the node's address guard
             endpoint_guard=endpoint_guard(settings),
+            runtime_context=runtime_context,
         ) as node:
             node.settings = settings
             node.monitor = monitor
+            node.cluster = joined[0] if joined else None
             if node.synced is not None:
                 changed = [*node.synced["created"], *node.synced["updated"]]
                 await _warn_unusable_models(node.store, settings, changed)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -26,6 +26,7 @@ from pydantic_settings import (
 )
 
 from netsuke.agents import parse_allow_hosts
+from netsuke.cluster._config import NODE_NAME, check_cluster_url, connect_options
 from netsuke.routing import WorkerSpec, check_queue_url
 
 __all__ = ["CONFIG_ENV", "DEFAULT_CONFIG", "Settings", "SettingsError", "load_settings"]
@@ -131,6 +132,45 @@ class Settings(BaseSettings):
     (Redis Streams; ``?durability=warn`` accepts a server without ``appendfsync always``)."""
     agent_tasks: bool = True
     """Agents whose definitions declare capabilities take the queued tasks asking for them."""
+    cluster: str | None = None
+    """NATS URL(s) to join a cluster (``nats://HOST:PORT``, comma-separated; ``tls://`` too):
+    the node's name (``node``, letters, digits, ``_``, ``-``) must then be unique among live
+    nodes; its lease is kept in the store (``database_url``, shared by the cluster). Unset:
+    the node is alone. See docs/cluster.md."""
+    cluster_lease_s: float = Field(default=5.0, ge=0.5, le=600)
+    """Seconds a lease renewal keeps the node a member (judged by the database's clock); the
+    node renews every fifth of it and fences itself after 60 % without a renewal."""
+    cluster_prefix: str = Field(default="netsuke", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    """First token of every NATS subject (separates clusters sharing a NATS server)."""
+    cluster_creds: Path | None = None
+    """NATS credentials file (``.creds``: JWT and NKey seed)."""
+    cluster_user: str | None = None
+    cluster_password: SecretStr | None = None
+    cluster_token: SecretStr | None = None
+    cluster_tls_ca: Path | None = None
+    """CA bundle to verify the NATS server (with a ``tls://`` URL or a server requiring TLS)."""
+    cluster_tls_cert: Path | None = None
+    """Client certificate for NATS mutual TLS (with ``cluster_tls_key``)."""
+    cluster_tls_key: Path | None = None
+    cluster_tls_hostname: str | None = None
+    """Host name to verify the NATS server's certificate against (default: the URL's)."""
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster_url(cls, value: str | None) -> str | None:
+        return check_cluster_url(value)
+
+    @model_validator(mode="after")
+    def _cluster_node_name(self) -> Settings:
+        if self.cluster is not None:
+            if not NODE_NAME.match(self.node):
+                raise ValueError(
+                    f"node {self.node!r}: a cluster node name is 1-64 letters, digits, '_' or '-'"
+                )
+            from netsuke.cluster._member_node import settings_connect_args
+
+            connect_options(**settings_connect_args(self))  # unreadable files: refused here
+        return self
 
     @field_validator("queue_url")
     @classmethod

@@ -25,6 +25,7 @@ from . import (
     _agents,
     _audit,
     _chat,
+    _cluster,
     _control,
     _edit,
     _events,
@@ -78,6 +79,7 @@ app.add_typer(_executions.app, name="executions")
 app.command("events")(_events.events)
 app.command("chat")(_chat.chat)
 app.command("manager")(_manager.manager)
+app.add_typer(_cluster.app, name="cluster")
 _ = _control.__all__  # importing _control registers agents start|stop|restart|status|logs
 _ = _edit.__all__  # importing _edit registers agents set|edit
 
@@ -115,6 +117,31 @@ def serve(
     run_for: Annotated[
         float, typer.Option(help="Stop after this many seconds (0: until SIGINT/SIGTERM).")
     ] = 0.0,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster",
+            metavar="NATS_URL",
+            help="Join a cluster over NATS, nats://HOST:PORT (comma-separated for several); "
+            "needs a store shared by the cluster [$NETSUKE_CLUSTER; alone when unset].",
+        ),
+    ] = None,
+    cluster_creds: Annotated[
+        Path | None, typer.Option(help="NATS credentials file [$NETSUKE_CLUSTER_CREDS].")
+    ] = None,
+    cluster_tls_ca: Annotated[
+        Path | None, typer.Option(help="CA file to verify NATS [$NETSUKE_CLUSTER_TLS_CA].")
+    ] = None,
+    cluster_tls_cert: Annotated[
+        Path | None, typer.Option(help="NATS client certificate [$NETSUKE_CLUSTER_TLS_CERT].")
+    ] = None,
+    cluster_tls_key: Annotated[
+        Path | None, typer.Option(help="NATS client key [$NETSUKE_CLUSTER_TLS_KEY].")
+    ] = None,
+    cluster_lease: Annotated[
+        float | None,
+        typer.Option(help="Membership lease in seconds [$NETSUKE_CLUSTER_LEASE_S or 5]."),
+    ] = None,
     worker: Annotated[
         list[str] | None,
         typer.Option(
@@ -140,6 +167,12 @@ def serve(
             log_level=log_level,
             json_logs=json_logs,
             shutdown_timeout=shutdown_timeout,
+            cluster=cluster,
+            cluster_creds=cluster_creds,
+            cluster_tls_ca=cluster_tls_ca,
+            cluster_tls_cert=cluster_tls_cert,
+            cluster_tls_key=cluster_tls_key,
+            cluster_lease_s=cluster_lease,
         )
     except SettingsError as e:
         raise _fail(str(e)) from None
@@ -160,6 +193,8 @@ def serve(
         asyncio.run(serve_node(settings, run_for))
     except SchemaTooNewError as e:
         raise _failed_node(str(e), 3) from None
+    except _fenced_error() as e:  # a cluster member that could not renew its lease
+        raise _failed_node(_one_line(e), 1) from None
     except (DefinitionFileError, StoreError, RuntimeError, OSError, WorkerLoadError) as e:
         raise _failed_node(_one_line(e)) from None
     except SQLAlchemyError as e:  # a store failure after opening (a lock during start-up)
@@ -167,6 +202,12 @@ def serve(
         raise _failed_node(f"store: {_one_line(reason)}") from None
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _fenced_error() -> type[Exception]:
+    from ..cluster import FencedError
+
+    return FencedError
 
 
 def _failed_node(message: str, code: int = 2) -> typer.Exit:

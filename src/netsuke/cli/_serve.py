@@ -122,7 +122,19 @@ async def serve_node(settings: Settings, run_for: float = 0.0) -> None:
             extras = dict(node.extras)
             if os.environ.get(IN_SERVE_ENV, "").lower() in {"1", "true", "yes"}:
                 extras["manager"] = await _start_manager(node.store, stack)
+            fenced: list[str] = []
+
+            def stop_fenced(reason: str) -> None:
+                fenced.append(reason)
+                stopper(signal.SIGTERM)
+
+            if node.cluster is not None:  # a fenced member stops, to be restarted anew
+                node.cluster.membership.on_fenced(stop_fenced)
             await _serve(settings, node, extras, stopper, run_for)
+            if fenced:
+                from ..cluster import FencedError
+
+                raise FencedError(node.runtime.node, fenced[0])
     typer.echo("netsuke: node stopped")
     sys.stdout.flush()
 

@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 from ._codec import DecodeError, EncodeError, RemoteError, decode, encode, encode_reason
+from ._member_node import ClusterNode, join_cluster
+from ._membership import DuplicateNodeError, FencedError, Membership, NodeInfo, list_nodes
+from ._names import GlobalEntry, GlobalNames
 from ._nats import NOCONNECTION, ClusterConnectError, NatsTransport, NodeDown, join, split_node_id
 
 __all__ = [
     "NOCONNECTION",
     "ClusterConnectError",
+    "ClusterNode",
     "DecodeError",
+    "DuplicateNodeError",
     "EncodeError",
+    "FencedError",
+    "GlobalEntry",
+    "GlobalNames",
+    "Membership",
     "NatsTransport",
     "NodeDown",
+    "NodeInfo",
     "RemoteError",
     "decode",
     "encode",
     "encode_reason",
     "join",
+    "join_cluster",
+    "list_nodes",
     "split_node_id",
 ]

@@ -37,6 +37,8 @@ FUNCTION_EXECUTED: Final = "function.executed"
 # api
 DEFINITION_CHANGED: Final = "definition.changed"
 WEBHOOK_FAILED: Final = "webhook.failed"
+# cluster
+CLUSTER_NODE_FENCED: Final = "cluster.node_fenced"
 
 TOPICS: Final[dict[str, str]] = {
     PROCESS_RESTARTED: "a supervisor restarted a child: supervisor, child, reason",
@@ -65,4 +67,6 @@ TOPICS: Final[dict[str, str]] = {
     "kind, name, version, action, actor",
     WEBHOOK_FAILED: "a webhook delivery gave up after its last attempt: webhook, delivery, "
     "event, attempts, error",
+    CLUSTER_NODE_FENCED: "this node could not renew its membership lease and stopped acting as "
+    "a member: node, reason, names (how many global names it dropped)",
 }

@@ -29,8 +29,8 @@ conversation (``conversation_id``, and ``user``), never in a session another cal
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -138,6 +138,7 @@ class Node:
         agents_dir: str | Path | None = None,
         gate: ExecutionGate | None = None,
         endpoint_guard: EndpointGuard | None = None,
+        runtime_context: Callable[[Store], AbstractAsyncContextManager[Runtime]] | None = None,
     ) -> AsyncIterator[Self]:
         """Start a node (see the module documentation); a store that cannot be opened or
         written raises ``StoreUnavailableError``. ``url``: the store's database
@@ -157,7 +158,9 @@ class Node:
         start (``node.synced`` says what changed; each change is published as
         ``definition.changed``); ``gate``: the ``ExecutionGate`` bounding function calls
         [8 running, 32 waiting]; ``endpoint_guard``: the check a stored agent's ``base_url``
-        must pass, set before any agent runs."""
+        must pass, set before any agent runs; ``runtime_context``: makes the runtime once the
+        store is open (``netsuke serve --cluster`` joins the cluster there: its lease lives in
+        the store), instead of ``Runtime(node, **runtime_options)``."""
         async with AsyncExitStack() as stack:
             store = await stack.enter_async_context(Store.open(url, **dict(store_options or {})))
             await store.check_writable()  # a read-only disk refuses to start (one error)
@@ -168,9 +171,12 @@ class Node:
             elif sandbox is not False:
                 config = sandbox if isinstance(sandbox, SandboxConfig) else None
                 box = await stack.enter_async_context(Sandbox(config))
-            rt = runtime or Runtime(node, **dict(runtime_options or {}))
-            if runtime is None:
-                await stack.enter_async_context(rt)
+            if runtime is not None:
+                rt = runtime
+            elif runtime_context is not None:
+                rt = await stack.enter_async_context(runtime_context(store))
+            else:
+                rt = await stack.enter_async_context(Runtime(node, **dict(runtime_options or {})))
             synced = await _sync_definitions(store, rt, agents_dir) if agents_dir else None
             # calls at once are bounded node-wide (ExecutionGate defaults: 8 running, 32 queued)
             functions = FunctionStore(store, box, events=rt.events, gate=gate or ExecutionGate())

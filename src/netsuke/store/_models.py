@@ -36,6 +36,8 @@ __all__ = [
     "ApiKeyRow",
     "AuditRow",
     "Base",
+    "ClusterNameRow",
+    "ClusterNodeRow",
     "ConversationRow",
     "ExecutionRow",
     "FunctionRow",
@@ -399,3 +401,36 @@ class ManagerAgentEventRow(Base):
     status: Mapped[str] = mapped_column(String(16))
     at: Mapped[datetime]
     details: Mapped[dict[str, Any]]
+
+
+class ClusterNodeRow(Base):
+    """One run (incarnation) of a cluster node and its membership lease. Times are seconds
+    since the epoch read from the database's clock; the lease is live while
+    ``expires_at`` is later than the database's ``now``."""
+
+    __tablename__ = "cluster_nodes"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    incarnation: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    started_at: Mapped[float] = mapped_column(Float)
+    renewed_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+    lease_s: Mapped[float] = mapped_column(Float)
+    processes: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    info: Mapped[dict[str, Any]]
+
+
+class ClusterNameRow(Base):
+    """A name registered cluster-wide: unique (its primary key), owned by one process of one
+    node incarnation."""
+
+    __tablename__ = "cluster_names"
+    __table_args__ = (Index("ix_cluster_names_node_name", "node_name", "incarnation"),)
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    node_name: Mapped[str] = mapped_column(String(64))
+    incarnation: Mapped[int] = mapped_column(BigInteger)
+    pid_id: Mapped[int] = mapped_column(BigInteger)
+    meta: Mapped[dict[str, Any]]
+    registered_at: Mapped[float] = mapped_column(Float)
