@@ -27,9 +27,11 @@ from netsuke.routing import TaskHosting, TaskQueue, WorkflowRunner, open_queue
 from netsuke.sandbox import ExecutionGate, FunctionStore, Sandbox, SandboxConfig
 from netsuke.store import Store, sync_agents
 
-from ._auth import KeyCache, RateLimiter
+from ._auth import KeyCache, RateLimiter, cache_keys
 from ._bodies import check_json_body
+from ._cache_layer import CacheLayer
 from ._context import ApiContext
+from ._definition_cache import cache_definitions
 from ._docs import install_docs
 from ._middleware import ApiMiddleware
 from ._model_guard import definition_problems, endpoint_guard
@@ -107,7 +109,8 @@ def create_app(
         settings=settings,
         store=store,
         runtime=runtime,
-        keys=KeyCache(store),
+        # NETSUKE_CACHE_URL: the node's shared cache layer (``open_node``), else none
+        keys=KeyCache(store, layer=(extras or {}).get("cache")),
         limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
         anonymous=RateLimiter(
             settings.anonymous_rate_limit_per_minute, settings.anonymous_rate_limit_burst
@@ -178,6 +181,7 @@ class Node:
     tasks: TaskQueue | None = None
     workflows: WorkflowCatalog | None = None
     hosting: TaskHosting | None = None
+    cache: CacheLayer | None = None
 
     async def issue_bootstrap_key(self) -> str | None:
         """Issue the admin key when ``bootstrap_admin`` is on and the store holds no key (not
@@ -202,6 +206,8 @@ class Node:
             out["workflows"] = self.workflows
         if self.hosting is not None:
             out["hosting"] = self.hosting
+        if self.cache is not None:
+            out["cache"] = self.cache
         return out
 
 
@@ -235,6 +241,14 @@ async def open_node(settings: Settings, *, bootstrap: bool = True) -> AsyncItera
         sandbox = Sandbox(SandboxConfig.from_env())
         async with AsyncExitStack() as stack:
             stack.push_async_callback(sandbox.aclose)
+            # NETSUKE_CACHE_URL: keys and definitions cached in Redis, invalidated on every
+            # node through pub/sub (one clear error when Redis cannot be reached)
+            cache = None
+            if settings.cache_url:
+                cache = await CacheLayer.open(settings.cache_url, ttl_s=settings.cache_ttl_s)
+                stack.push_async_callback(cache.close)
+                cache_keys(store, cache)
+                cache_definitions(store, cache)
             rt = await stack.enter_async_context(
                 Runtime(settings.node, shutdown_timeout=settings.shutdown_timeout)
             )
@@ -295,6 +309,7 @@ async def open_node(settings: Settings, *, bootstrap: bool = True) -> AsyncItera
                     tasks=queue,
                     workflows=catalog,
                     hosting=hosting,
+                    cache=cache,
                 )
             finally:
                 await hosting.aclose()
