@@ -48,11 +48,18 @@ import aiosqlite  # noqa: E402
 
 from netsuke.kernel import Process, Runtime  # noqa: E402
 from netsuke.observability import configure_logging  # noqa: E402
-from netsuke.routing import CapabilityRouter, TaskQueue, TaskRecord  # noqa: E402
+from netsuke.routing import (  # noqa: E402
+    CapabilityRouter,
+    RedisTaskBackend,
+    TaskQueue,
+    TaskRecord,
+)
 from netsuke.store import Store  # noqa: E402
 
 sys.path.append(_HERE)
 from _harness import Figure, loop_name, meta, parse_args, report  # noqa: E402
+from _redis import missing as redis_missing  # noqa: E402
+from _redis import redis_server  # noqa: E402
 
 CONCURRENCY = 64
 RATIO_TARGET = 0.5
@@ -200,11 +207,130 @@ async def routing_run(agents: int, decisions: int) -> tuple[float, float]:
         return ours, floor
 
 
+# ------------------------------------------------------------------ Redis Streams end to end
+
+REDIS_FSYNC = ("--appendonly", "yes", "--appendfsync", "always")
+
+
+async def redis_queue_run(url: str, count: int, prefix: str) -> tuple[float, int]:
+    """Tasks/s end to end on the Redis Streams backend (same shape as ``queue_run``); acked
+    tasks counted in Redis afterwards."""
+    queue = TaskQueue(await RedisTaskBackend.open(url, prefix=prefix))
+    handled = 0
+
+    def handle(task: TaskRecord) -> None:
+        nonlocal handled
+        handled += 1
+
+    per = count // CONCURRENCY
+
+    async def producer(p: int) -> None:
+        for i in range(per):
+            await queue.submit("bench", {"p": p, "i": i}, capabilities=["bench"])
+
+    worker = queue.worker(
+        handle, capabilities={"bench"}, concurrency=CONCURRENCY, batch=CONCURRENCY,
+        poll_interval=0.01,
+    )  # fmt: skip
+    total = per * CONCURRENCY
+    start = time.perf_counter()
+    await worker.start()
+    await asyncio.gather(*(producer(p) for p in range(CONCURRENCY)))
+    while True:  # watch the worker in memory, as queue_run does
+        if worker.processed >= total:
+            break
+        await asyncio.sleep(0.002)
+    elapsed = time.perf_counter() - start
+    await worker.stop()
+    acked = await queue.backend.count("succeeded")
+    await queue.close()
+    return total / elapsed, acked
+
+
+async def redis_raw_run(url: str, count: int, stream: str) -> float:
+    """redis-py floor: ``CONCURRENCY`` producers ``XADD`` one entry each call (a task id and
+    the same JSON payload), one consumer ``XREADGROUP`` s up to ``CONCURRENCY`` entries and
+    ``XACK`` s them in one call; same server, same ``appendfsync always``."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url, max_connections=CONCURRENCY + 4)
+    await client.xgroup_create(stream, "g", id="0", mkstream=True)
+    per = count // CONCURRENCY
+    total = per * CONCURRENCY
+
+    async def producer(p: int) -> None:
+        for i in range(per):
+            payload = json.dumps({"p": p, "i": i})
+            await client.xadd(stream, {"id": str(uuid.uuid4()), "payload": payload})
+
+    async def consumer() -> None:
+        done = 0
+        while done < total:
+            got = await client.xreadgroup("g", "c", {stream: ">"}, count=CONCURRENCY, block=50)
+            if not got:
+                continue
+            ids = [entry_id for entry_id, _ in got[0][1]]
+            await client.xack(stream, "g", *ids)
+            done += len(ids)
+
+    start = time.perf_counter()
+    await asyncio.gather(consumer(), *(producer(p) for p in range(CONCURRENCY)))
+    rate = total / (time.perf_counter() - start)
+    await client.delete(stream)
+    await client.aclose()
+    return rate
+
+
+async def redis_figures(count: int, rounds: int, extra: dict[str, object]) -> list[Figure]:
+    """``queue_end_to_end_redis`` beside the raw redis-py floor, same run, same server."""
+    why = redis_missing()
+    if why is not None:
+        extra["redis"] = f"skipped: {why}"
+        return []
+    best = floor = 0.0
+    lost = 0
+    with (
+        tempfile.TemporaryDirectory(prefix="netsuke-bench-redis-") as tmp,
+        redis_server(Path(tmp), *REDIS_FSYNC) as url,
+    ):
+        await redis_queue_run(url, 512, "{bench}:warm")
+        for r in range(rounds):
+            rate, acked = await redis_queue_run(url, count, f"{{bench}}:q{r}")
+            lost += count - count % CONCURRENCY - acked
+            best = max(best, rate)
+            floor = max(floor, await redis_raw_run(url, count, f"raw{r}"))
+    extra["redis_tasks_lost"] = lost
+    return [
+        Figure(
+            "queue_end_to_end_redis",
+            best,
+            "tasks/s",
+            floor=floor,
+            floor_label="redis-py XADD/XREADGROUP/XACK",
+            target=f">= {RATIO_TARGET:.0%} of floor and >= 5,000/s, none lost",
+            met=best >= 5_000 and best >= RATIO_TARGET * floor and lost == 0,
+        )
+    ]
+
+
+GROUPS = {"redis": redis_figures}
+
+
+async def only(case: str, count: int, rounds: int, loop: str, as_json: bool) -> int:
+    """``--case redis`` (or another name of ``GROUPS``): that group's figures alone."""
+    extra = meta(loop)
+    figures = await GROUPS[case](count, rounds, extra)
+    report(f"task queue ({case})", figures, as_json=as_json, extra=extra)
+    return 0
+
+
 async def main() -> int:
     args = parse_args((__doc__ or "").split("\n")[0])
     loop = loop_name()
     configure_logging("warning")
     count, rounds, decisions = (4_096, 1, 20_000) if args.quick else (25_600, 3, 100_000)
+    if args.case is not None:  # one group of figures alone (development)
+        return await only(args.case, count, rounds, loop, args.json)
     figures: list[Figure] = []
     with tempfile.TemporaryDirectory(prefix="netsuke-bench-queue-") as tmp:
         url = f"sqlite+aiosqlite:///{Path(tmp) / 'queue.db'}"
@@ -246,6 +372,7 @@ async def main() -> int:
         )
     )
     extra = meta(loop)
+    figures += await redis_figures(count, rounds, extra)
     extra.update(
         tasks=count,
         rounds=rounds,
