@@ -38,6 +38,8 @@ _HERE = sys.path.pop(0)
 import asyncio  # noqa: E402
 import json  # noqa: E402
 import random  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
@@ -293,7 +295,7 @@ async def redis_figures(count: int, rounds: int, extra: dict[str, object]) -> li
         tempfile.TemporaryDirectory(prefix="netsuke-bench-redis-") as tmp,
         redis_server(Path(tmp), *REDIS_FSYNC) as url,
     ):
-        await redis_queue_run(url, 512, "{bench}:warm")
+        await redis_queue_run(url, 256, "{bench}:warm")
         for r in range(rounds):
             rate, acked = await redis_queue_run(url, count, f"{{bench}}:q{r}")
             lost += count - count % CONCURRENCY - acked
@@ -313,7 +315,179 @@ async def redis_figures(count: int, rounds: int, extra: dict[str, object]) -> li
     ]
 
 
-GROUPS = {"redis": redis_figures}
+# ------------------------------------------------ redelivery after a worker's SIGKILL
+
+LEASE = 2.0
+"""The lease of the killed worker's task in the redelivery figure (seconds)."""
+
+
+async def redelivery_once(queue: TaskQueue, queue_arg: str, db_url: str, tmp: Path) -> float:
+    """Seconds from the SIGKILL of a worker process holding a task to that task's start in
+    a surviving worker (this process, default ``poll_interval``)."""
+    marker = tmp / f"taken-{uuid.uuid4().hex[:8]}"
+    # (subprocess.Popen: the benchmark's loop policy may have no child watcher)
+    proc = await asyncio.to_thread(
+        subprocess.Popen,
+        [sys.executable, str(Path(_HERE) / "_doomed_worker.py"), queue_arg, db_url,
+         str(marker), str(LEASE)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        task = await queue.submit("doomed", {"n": 1})
+        async with asyncio.timeout(60):
+            while not marker.exists():
+                if proc.poll() is not None:
+                    raise RuntimeError("the doomed worker exited early")
+                await asyncio.sleep(0.01)
+        assert marker.read_text() == task.id
+        again = asyncio.Event()
+
+        def handle(t: TaskRecord) -> None:
+            if t.id == task.id:
+                again.set()
+
+        async with queue.worker(handle, name="survivor", lease=LEASE):
+            proc.send_signal(signal.SIGKILL)
+            killed = time.perf_counter()
+            await asyncio.to_thread(proc.wait)
+            async with asyncio.timeout(LEASE + 30):
+                await again.wait()
+            return time.perf_counter() - killed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def redelivery_figures(count: int, rounds: int, extra: dict[str, object]) -> list[Figure]:
+    """``redelivery after worker SIGKILL`` on SQLite (the default backend) and on Redis:
+    the worst of ``rounds`` kills (one with ``--quick``, three in a full run)."""
+    kills = rounds
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="netsuke-bench-kill-") as tmp:
+        db_url = f"sqlite+aiosqlite:///{Path(tmp) / 'kill.db'}"
+        async with Store.open(db_url) as store:
+            queue = TaskQueue.sql(store)
+            out["sql"] = max([await redelivery_once(queue, "sql", db_url, Path(tmp))
+                              for _ in range(kills)])  # fmt: skip
+        why = redis_missing()
+        if why is None:
+            with redis_server(Path(tmp), *REDIS_FSYNC) as url:
+                queue = TaskQueue(await RedisTaskBackend.open(url, prefix="{kill}"))
+                arg = f"{url}?prefix={{kill}}"
+                out["redis"] = max([await redelivery_once(queue, arg, db_url, Path(tmp))
+                                    for _ in range(kills)])  # fmt: skip
+                await queue.close()
+        else:
+            extra["redelivery_redis"] = f"skipped: {why}"
+    extra.update(redelivery_lease_s=LEASE, redelivery_kills=kills)
+    return [
+        Figure(
+            f"redelivery after worker SIGKILL ({backend})",
+            seconds,
+            "s (worst)",
+            higher_is_better=False,
+            target=f"<= lease + 2 s ({LEASE + 2:.0f} s)",
+            met=seconds <= LEASE + 2,
+        )
+        for backend, seconds in out.items()
+    ]
+
+
+# ----------------------------------------------------------- agent tasks by capability
+
+AGENT_CONCURRENCY = 16
+
+
+async def agent_tasks_figures(count: int, rounds: int, extra: dict[str, object]) -> list[Figure]:
+    """``agent tasks/s by capability``: tasks asking for ``summarize`` taken by the agent
+    offering it (``AgentTaskWorkers``, SQL queue, one session per task, offline model),
+    beside the same turns run directly (``start_session``, ``run``, ``stop_agent``) at the
+    same concurrency, in the same run."""
+    from netsuke.agents import Agents
+    from netsuke.routing import AgentTaskWorkers
+
+    n = 128 if count < 10_000 else 512
+    best = floor = 0.0
+    task_commits = 0
+    with tempfile.TemporaryDirectory(prefix="netsuke-bench-agents-") as tmp:
+        async with (
+            Store.open(f"sqlite+aiosqlite:///{Path(tmp) / 'agents.db'}") as store,
+            Runtime(shutdown_timeout=10.0) as rt,  # stops its agents before the store closes
+        ):
+            agents = await Agents.start(rt, store)
+            await store.agents.create(
+                {"name": "summarizer", "model": "offline", "capabilities": ["summarize"]}
+            )
+            queue = TaskQueue.sql(store, events=rt.events)
+            for r in range(rounds + 1):  # the first round (32 tasks) warms up
+                size = n if r > 0 else 32
+                # direct turns: what each task's handler does, without the queue
+                left = list(range(size))
+
+                async def direct(c: int, r: int = r, left: list[int] = left) -> None:
+                    while left:
+                        i = left.pop()
+                        session = await agents.start_session("summarizer", f"d{r}-{i}")
+                        try:
+                            await agents.run(session.session_id, f"summarize text {i}")
+                        finally:
+                            await agents.stop_agent(session.session_id)
+
+                start = time.perf_counter()
+                await asyncio.gather(*(direct(c) for c in range(AGENT_CONCURRENCY)))
+                direct_rate = size / (time.perf_counter() - start)
+                # through the queue: submitted first, then the agent's worker takes them
+                for i in range(size):
+                    await queue.submit(
+                        "summarize", {"message": f"summarize text {i}"},
+                        capabilities=["summarize"],
+                    )  # fmt: skip
+                workers = AgentTaskWorkers(
+                    queue, agents, store, concurrency=AGENT_CONCURRENCY, lease=60.0
+                )
+                writer = store.tasks._sqlite
+                commits = writer.transactions if writer is not None else 0
+                start = time.perf_counter()
+                await workers.start()
+                worker = workers.workers["summarizer"]
+                while True:  # watch the worker in memory
+                    if worker.processed >= size:
+                        break
+                    await asyncio.sleep(0.005)
+                rate = size / (time.perf_counter() - start)
+                task_commits = (writer.transactions if writer is not None else 0) - commits
+                await workers.aclose()
+                succeeded = await store.tasks.count("succeeded")
+                await store.tasks.purge("succeeded")
+                if succeeded != size:
+                    raise RuntimeError(f"{size - succeeded} agent tasks not succeeded")
+                if r > 0:
+                    best, floor = max(best, rate), max(floor, direct_rate)
+            await queue.close()
+    extra.update(
+        agent_tasks=n,
+        agent_concurrency=AGENT_CONCURRENCY,
+        agent_task_commits_per_task=round(task_commits / n, 2),
+    )
+    return [
+        Figure(
+            "agent tasks/s by capability",
+            best,
+            "tasks/s",
+            floor=floor,
+            floor_label="direct agent turns, offline model",
+            target=">= 80% of direct turns",
+            met=best >= 0.8 * floor,
+        )
+    ]
+
+
+GROUPS = {
+    "redis": redis_figures,
+    "redelivery": redelivery_figures,
+    "agents": agent_tasks_figures,
+}
 
 
 async def only(case: str, count: int, rounds: int, loop: str, as_json: bool) -> int:
@@ -373,6 +547,8 @@ async def main() -> int:
     )
     extra = meta(loop)
     figures += await redis_figures(count, rounds, extra)
+    figures += await redelivery_figures(count, rounds, extra)
+    figures += await agent_tasks_figures(count, rounds, extra)
     extra.update(
         tasks=count,
         rounds=rounds,
