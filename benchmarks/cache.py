@@ -114,7 +114,7 @@ async def main() -> int:
     why = missing()
     if why is not None:
         print(f"cache benchmark skipped: {why}")
-        return 1
+        return 0
     n, rounds = (4_000, 1) if args.quick else (20_000, 3)
     figures: list[Figure] = []
     with (

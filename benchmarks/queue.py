@@ -370,6 +370,7 @@ async def redelivery_figures(count: int, rounds: int, extra: dict[str, object]) 
             queue = TaskQueue.sql(store)
             out["sql"] = max([await redelivery_once(queue, "sql", db_url, Path(tmp))
                               for _ in range(kills)])  # fmt: skip
+            await queue.close()
         why = redis_missing()
         if why is None:
             with redis_server(Path(tmp), *REDIS_FSYNC) as url:
