@@ -211,7 +211,15 @@ async def routing_run(agents: int, decisions: int) -> tuple[float, float]:
 
 # ------------------------------------------------------------------ Redis Streams end to end
 
-REDIS_FSYNC = ("--appendonly", "yes", "--appendfsync", "always")
+REDIS_FSYNC = (
+    "--appendonly",
+    "yes",
+    "--appendfsync",
+    "always",
+    "--auto-aof-rewrite-percentage",
+    "0",
+)
+"""Every write fsynced before Redis answers; no AOF rewrite (a fork mid-run) for either side."""
 
 
 async def redis_queue_run(url: str, count: int, prefix: str) -> tuple[float, int]:

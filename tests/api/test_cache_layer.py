@@ -20,9 +20,15 @@ from pathlib import Path
 import pytest
 
 from netsuke.api import Settings
-from netsuke.api._cache_layer import CACHE_REQUESTS, CacheLayer, CacheUnavailableError
+from netsuke.api._cache_layer import (
+    CACHE_REQUESTS,
+    CacheLayer,
+    CacheUnavailableError,
+    check_cache_url,
+)
 from netsuke.api._definition_cache import CachedAgentRepository
 from netsuke.api._settings import SettingsError
+from netsuke.store import AgentRepository, ApiKeyRepository
 from tests.routing.conftest import need_redis, start_redis, stop_redis
 
 from .conftest import Live
@@ -201,6 +207,23 @@ async def test_a_bad_or_unreachable_cache_url_is_one_clear_error(
     with pytest.raises(CacheUnavailableError, match="cannot reach the cache's Redis at redis"):
         async with live_factory(cache_url=f"redis://127.0.0.1:{port}/0"):
             pass
+
+
+@pytest.mark.timeout(60)
+async def test_the_cache_is_off_by_default_and_its_url_is_checked(live_factory: Factory) -> None:
+    assert Settings().cache_url is None
+    async with live_factory() as node:
+        assert node.node.cache is None
+        assert type(node.node.store.agents) is AgentRepository  # no cached repository
+        assert type(node.node.store.api_keys) is ApiKeyRepository
+    assert check_cache_url("redis://h:6379/0?prefix=x") == "redis://h:6379/0?prefix=x"
+    for bad, words in (
+        ("redis:///0", "needs a host"),
+        ("redis://h:99999/0", "port"),
+        ("redis://h/0?ttl=3", "unknown cache URL option"),
+    ):
+        with pytest.raises(ValueError, match=words):
+            check_cache_url(bad)
 
 
 @pytest.mark.timeout(120)
