@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -247,3 +248,22 @@ def test_serve_with_a_bad_or_unreachable_cache_url_stops_with_one_line(tmp_path:
         assert lines and lines[-1].startswith("netsuke: error: "), (url, r.stderr)
         assert words in lines[-1] and "Traceback" not in r.stderr, (url, r.stderr)
         assert r.returncode == 2, r
+
+
+@pytest.mark.timeout(60)
+async def test_a_redis_that_stops_answering_is_noticed_by_the_pings(redis: Redis) -> None:
+    """SIGSTOP: the connection stays open but nothing answers; three missed pings mark the
+    layer down (nothing cached is trusted), and it is up again once Redis answers."""
+    layer = await CacheLayer.open(redis.url, ping_s=0.2)
+    try:
+        assert layer.live
+        assert redis.proc is not None
+        redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            await until(lambda: not layer.live, "the layer marked down")
+            assert await layer.read("key", "0badc0de") is None  # not trusted: read the store
+        finally:
+            redis.proc.send_signal(signal.SIGCONT)
+        await until(lambda: layer.live, "the layer up again")
+    finally:
+        await layer.close()
