@@ -66,6 +66,7 @@ bench: install
 	$(BIN)/python benchmarks/agents.py
 	$(BIN)/python benchmarks/sandbox.py
 	$(BIN)/python benchmarks/queue.py
+	$(BIN)/python benchmarks/cache.py
 	$(BIN)/python benchmarks/api.py
 	$(BIN)/python benchmarks/manager.py
 
@@ -77,6 +78,7 @@ bench-quick: install
 	$(BIN)/python benchmarks/agents.py --quick
 	$(BIN)/python benchmarks/sandbox.py --quick
 	$(BIN)/python benchmarks/queue.py --quick
+	$(BIN)/python benchmarks/cache.py --quick
 	$(BIN)/python benchmarks/api.py --quick
 	$(BIN)/python benchmarks/manager.py --quick
 

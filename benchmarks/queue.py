@@ -38,6 +38,8 @@ _HERE = sys.path.pop(0)
 import asyncio  # noqa: E402
 import json  # noqa: E402
 import random  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
@@ -48,11 +50,18 @@ import aiosqlite  # noqa: E402
 
 from netsuke.kernel import Process, Runtime  # noqa: E402
 from netsuke.observability import configure_logging  # noqa: E402
-from netsuke.routing import CapabilityRouter, TaskQueue, TaskRecord  # noqa: E402
+from netsuke.routing import (  # noqa: E402
+    CapabilityRouter,
+    RedisTaskBackend,
+    TaskQueue,
+    TaskRecord,
+)
 from netsuke.store import Store  # noqa: E402
 
 sys.path.append(_HERE)
 from _harness import Figure, loop_name, meta, parse_args, report  # noqa: E402
+from _redis import missing as redis_missing  # noqa: E402
+from _redis import redis_server  # noqa: E402
 
 CONCURRENCY = 64
 RATIO_TARGET = 0.5
@@ -200,11 +209,313 @@ async def routing_run(agents: int, decisions: int) -> tuple[float, float]:
         return ours, floor
 
 
+# ------------------------------------------------------------------ Redis Streams end to end
+
+REDIS_FSYNC = (
+    "--appendonly",
+    "yes",
+    "--appendfsync",
+    "always",
+    "--auto-aof-rewrite-percentage",
+    "0",
+)
+"""Every write fsynced before Redis answers; no AOF rewrite (a fork mid-run) for either side."""
+
+
+async def redis_queue_run(url: str, count: int, prefix: str) -> tuple[float, int]:
+    """Tasks/s end to end on the Redis Streams backend (same shape as ``queue_run``); acked
+    tasks counted in Redis afterwards."""
+    queue = TaskQueue(await RedisTaskBackend.open(url, prefix=prefix))
+    handled = 0
+
+    def handle(task: TaskRecord) -> None:
+        nonlocal handled
+        handled += 1
+
+    per = count // CONCURRENCY
+
+    async def producer(p: int) -> None:
+        for i in range(per):
+            await queue.submit("bench", {"p": p, "i": i}, capabilities=["bench"])
+
+    worker = queue.worker(
+        handle, capabilities={"bench"}, concurrency=CONCURRENCY, batch=CONCURRENCY,
+        poll_interval=0.01,
+    )  # fmt: skip
+    total = per * CONCURRENCY
+    start = time.perf_counter()
+    await worker.start()
+    await asyncio.gather(*(producer(p) for p in range(CONCURRENCY)))
+    while True:  # watch the worker in memory, as queue_run does
+        if worker.processed >= total:
+            break
+        await asyncio.sleep(0.002)
+    elapsed = time.perf_counter() - start
+    await worker.stop()
+    acked = await queue.backend.count("succeeded")
+    await queue.close()
+    return total / elapsed, acked
+
+
+async def redis_raw_run(url: str, count: int, stream: str) -> float:
+    """redis-py floor: ``CONCURRENCY`` producers ``XADD`` one entry each call (a task id and
+    the same JSON payload), one consumer ``XREADGROUP`` s up to ``CONCURRENCY`` entries and
+    ``XACK`` s them in one call; same server, same ``appendfsync always``."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url, max_connections=CONCURRENCY + 4)
+    await client.xgroup_create(stream, "g", id="0", mkstream=True)
+    per = count // CONCURRENCY
+    total = per * CONCURRENCY
+
+    async def producer(p: int) -> None:
+        for i in range(per):
+            payload = json.dumps({"p": p, "i": i})
+            await client.xadd(stream, {"id": str(uuid.uuid4()), "payload": payload})
+
+    async def consumer() -> None:
+        done = 0
+        while done < total:
+            got = await client.xreadgroup("g", "c", {stream: ">"}, count=CONCURRENCY, block=50)
+            if not got:
+                continue
+            ids = [entry_id for entry_id, _ in got[0][1]]
+            await client.xack(stream, "g", *ids)
+            done += len(ids)
+
+    start = time.perf_counter()
+    await asyncio.gather(consumer(), *(producer(p) for p in range(CONCURRENCY)))
+    rate = total / (time.perf_counter() - start)
+    await client.delete(stream)
+    await client.aclose()
+    return rate
+
+
+async def redis_figures(count: int, rounds: int, extra: dict[str, object]) -> list[Figure]:
+    """``queue_end_to_end_redis`` beside the raw redis-py floor, same run, same server."""
+    why = redis_missing()
+    if why is not None:
+        extra["redis"] = f"skipped: {why}"
+        return []
+    best = floor = 0.0
+    lost = 0
+    with (
+        tempfile.TemporaryDirectory(prefix="netsuke-bench-redis-") as tmp,
+        redis_server(Path(tmp), *REDIS_FSYNC) as url,
+    ):
+        await redis_queue_run(url, 128, "{bench}:warm")
+        if count < 10_000:  # --quick: half the tasks, to stay within a minute in all
+            count = count // 2
+        for r in range(rounds):
+            rate, acked = await redis_queue_run(url, count, f"{{bench}}:q{r}")
+            lost += count - count % CONCURRENCY - acked
+            best = max(best, rate)
+            floor = max(floor, await redis_raw_run(url, count, f"raw{r}"))
+    extra["redis_tasks_lost"] = lost
+    return [
+        Figure(
+            "queue_end_to_end_redis",
+            best,
+            "tasks/s",
+            floor=floor,
+            floor_label="redis-py XADD/XREADGROUP/XACK",
+            target=f">= {RATIO_TARGET:.0%} of floor and >= 5,000/s, none lost",
+            met=best >= 5_000 and best >= RATIO_TARGET * floor and lost == 0,
+        )
+    ]
+
+
+# ------------------------------------------------ redelivery after a worker's SIGKILL
+
+LEASE = 2.0
+"""The lease of the killed worker's task in the redelivery figure (seconds)."""
+
+
+async def redelivery_once(queue: TaskQueue, queue_arg: str, db_url: str, tmp: Path) -> float:
+    """Seconds from the SIGKILL of a worker process holding a task to that task's start in
+    a surviving worker (this process, default ``poll_interval``)."""
+    marker = tmp / f"taken-{uuid.uuid4().hex[:8]}"
+    # (subprocess.Popen: the benchmark's loop policy may have no child watcher)
+    proc = await asyncio.to_thread(
+        subprocess.Popen,
+        [sys.executable, str(Path(_HERE) / "_doomed_worker.py"), queue_arg, db_url,
+         str(marker), str(LEASE)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        task = await queue.submit("doomed", {"n": 1})
+        async with asyncio.timeout(60):
+            while not marker.exists():
+                if proc.poll() is not None:
+                    raise RuntimeError("the doomed worker exited early")
+                await asyncio.sleep(0.01)
+        assert marker.read_text() == task.id
+        again = asyncio.Event()
+
+        def handle(t: TaskRecord) -> None:
+            if t.id == task.id:
+                again.set()
+
+        async with queue.worker(handle, name="survivor", lease=LEASE):
+            proc.send_signal(signal.SIGKILL)
+            killed = time.perf_counter()
+            await asyncio.to_thread(proc.wait)
+            async with asyncio.timeout(LEASE + 30):
+                await again.wait()
+            return time.perf_counter() - killed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def redelivery_figures(count: int, rounds: int, extra: dict[str, object]) -> list[Figure]:
+    """``redelivery after worker SIGKILL`` on SQLite (the default backend) and on Redis:
+    the worst of ``rounds`` kills (one with ``--quick``, three in a full run)."""
+    kills = rounds
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="netsuke-bench-kill-") as tmp:
+        db_url = f"sqlite+aiosqlite:///{Path(tmp) / 'kill.db'}"
+        async with Store.open(db_url) as store:
+            queue = TaskQueue.sql(store)
+            out["sql"] = max([await redelivery_once(queue, "sql", db_url, Path(tmp))
+                              for _ in range(kills)])  # fmt: skip
+            await queue.close()
+        why = redis_missing()
+        if why is None:
+            with redis_server(Path(tmp), *REDIS_FSYNC) as url:
+                queue = TaskQueue(await RedisTaskBackend.open(url, prefix="{kill}"))
+                arg = f"{url}?prefix={{kill}}"
+                out["redis"] = max([await redelivery_once(queue, arg, db_url, Path(tmp))
+                                    for _ in range(kills)])  # fmt: skip
+                await queue.close()
+        else:
+            extra["redelivery_redis"] = f"skipped: {why}"
+    extra.update(redelivery_lease_s=LEASE, redelivery_kills=kills)
+    return [
+        Figure(
+            f"redelivery after worker SIGKILL ({backend})",
+            seconds,
+            "s (worst)",
+            higher_is_better=False,
+            target=f"<= lease + 2 s ({LEASE + 2:.0f} s)",
+            met=seconds <= LEASE + 2,
+        )
+        for backend, seconds in out.items()
+    ]
+
+
+# ----------------------------------------------------------- agent tasks by capability
+
+AGENT_CONCURRENCY = 16
+
+
+async def agent_tasks_figures(count: int, rounds: int, extra: dict[str, object]) -> list[Figure]:
+    """``agent tasks/s by capability``: tasks asking for ``summarize`` taken by the agent
+    offering it (``AgentTaskWorkers``, SQL queue, one session per task, offline model),
+    beside the same turns run directly (``start_session``, ``run``, ``stop_agent``) at the
+    same concurrency, in the same run."""
+    from netsuke.agents import Agents
+    from netsuke.routing import AgentTaskWorkers
+
+    n = 96 if count < 10_000 else 512
+    best = floor = 0.0
+    task_commits = 0
+    with tempfile.TemporaryDirectory(prefix="netsuke-bench-agents-") as tmp:
+        async with (
+            Store.open(f"sqlite+aiosqlite:///{Path(tmp) / 'agents.db'}") as store,
+            Runtime(shutdown_timeout=10.0) as rt,  # stops its agents before the store closes
+        ):
+            agents = await Agents.start(rt, store)
+            await store.agents.create(
+                {"name": "summarizer", "model": "offline", "capabilities": ["summarize"]}
+            )
+            queue = TaskQueue.sql(store, events=rt.events)
+            for r in range(rounds + 1):  # the first round (32 tasks) warms up
+                size = n if r > 0 else 32
+                # direct turns: what each task's handler does, without the queue
+                left = list(range(size))
+
+                async def direct(c: int, r: int = r, left: list[int] = left) -> None:
+                    while left:
+                        i = left.pop()
+                        session = await agents.start_session("summarizer", f"d{r}-{i}")
+                        try:
+                            await agents.run(session.session_id, f"summarize text {i}")
+                        finally:
+                            await agents.stop_agent(session.session_id)
+
+                start = time.perf_counter()
+                await asyncio.gather(*(direct(c) for c in range(AGENT_CONCURRENCY)))
+                direct_rate = size / (time.perf_counter() - start)
+                # through the queue: submitted first, then the agent's worker takes them
+                for i in range(size):
+                    await queue.submit(
+                        "summarize", {"message": f"summarize text {i}"},
+                        capabilities=["summarize"],
+                    )  # fmt: skip
+                workers = AgentTaskWorkers(
+                    queue, agents, store, concurrency=AGENT_CONCURRENCY, lease=60.0
+                )
+                writer = store.tasks._sqlite
+                commits = writer.transactions if writer is not None else 0
+                start = time.perf_counter()
+                await workers.start()
+                worker = workers.workers["summarizer"]
+                while True:  # watch the worker in memory
+                    if worker.processed >= size:
+                        break
+                    await asyncio.sleep(0.005)
+                rate = size / (time.perf_counter() - start)
+                task_commits = (writer.transactions if writer is not None else 0) - commits
+                await workers.aclose()
+                succeeded = await store.tasks.count("succeeded")
+                await store.tasks.purge("succeeded")
+                if succeeded != size:
+                    raise RuntimeError(f"{size - succeeded} agent tasks not succeeded")
+                if r > 0:
+                    best, floor = max(best, rate), max(floor, direct_rate)
+            await queue.close()
+    extra.update(
+        agent_tasks=n,
+        agent_concurrency=AGENT_CONCURRENCY,
+        agent_task_commits_per_task=round(task_commits / n, 2),
+    )
+    return [
+        Figure(
+            "agent tasks/s by capability",
+            best,
+            "tasks/s",
+            floor=floor,
+            floor_label="direct agent turns, offline model",
+            target=">= 80% of direct turns",
+            met=best >= 0.8 * floor,
+        )
+    ]
+
+
+GROUPS = {
+    "redis": redis_figures,
+    "redelivery": redelivery_figures,
+    "agents": agent_tasks_figures,
+}
+
+
+async def only(case: str, count: int, rounds: int, loop: str, as_json: bool) -> int:
+    """``--case redis`` (or another name of ``GROUPS``): that group's figures alone."""
+    extra = meta(loop)
+    figures = await GROUPS[case](count, rounds, extra)
+    report(f"task queue ({case})", figures, as_json=as_json, extra=extra)
+    return 0
+
+
 async def main() -> int:
     args = parse_args((__doc__ or "").split("\n")[0])
     loop = loop_name()
     configure_logging("warning")
     count, rounds, decisions = (4_096, 1, 20_000) if args.quick else (25_600, 3, 100_000)
+    if args.case is not None:  # one group of figures alone (development)
+        return await only(args.case, count, rounds, loop, args.json)
     figures: list[Figure] = []
     with tempfile.TemporaryDirectory(prefix="netsuke-bench-queue-") as tmp:
         url = f"sqlite+aiosqlite:///{Path(tmp) / 'queue.db'}"
@@ -246,6 +557,9 @@ async def main() -> int:
         )
     )
     extra = meta(loop)
+    figures += await redis_figures(count, rounds, extra)
+    figures += await redelivery_figures(count, rounds, extra)
+    figures += await agent_tasks_figures(count, rounds, extra)
     extra.update(
         tasks=count,
         rounds=rounds,

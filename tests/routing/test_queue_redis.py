@@ -181,3 +181,56 @@ async def test_a_killed_worker_and_a_killed_broker_lose_no_acknowledged_task(
             await queue.close()
     finally:
         stop_redis(server)
+
+
+async def test_concurrent_submits_share_pipelines_and_each_is_stored(queue: TaskQueue) -> None:
+    backend = queue.backend
+    assert isinstance(backend, RedisTaskBackend)
+    before = backend.submit_batches
+    tasks = await asyncio.gather(*(queue.submit("t", {"i": i}) for i in range(100)))
+    assert backend.submit_batches - before < 10  # grouped, not one round trip each
+    assert len({t.id for t in tasks}) == 100
+    for t in tasks:
+        stored = await queue.get(t.id)
+        assert stored.payload == t.payload and stored.status == "queued"
+    # a duplicate idempotency key inside one group still returns the first task
+    a, b = await asyncio.gather(
+        queue.submit("t", {"n": 1}, idempotency_key="same"),
+        queue.submit("t", {"n": 2}, idempotency_key="same"),
+    )
+    assert a.id == b.id and (await queue.get(a.id)).payload == {"n": 1}
+
+
+async def test_the_take_script_chooses_streams_by_kind_capability_and_priority(
+    queue: TaskQueue,
+) -> None:
+    from netsuke.store import CAPABLE_ONLY
+
+    backend = queue.backend
+    assert isinstance(backend, RedisTaskBackend)
+    low = await queue.submit("a", capabilities=["x"], priority=0)
+    high = await queue.submit("a", capabilities=["x"], priority=5)
+    other_kind = await queue.submit("b", capabilities=["x"])
+    needs_y = await queue.submit("a", capabilities=["x", "y"])
+    bare = await queue.submit("a")
+    got = await backend.take(
+        "w", capabilities=frozenset({"x", CAPABLE_ONLY}), limit=10, lease=30, kinds=["a"]
+    )
+    assert [t.id for t in got] == [high.id, low.id]  # not b, not x+y, not the bare task
+    got = await backend.take("w", capabilities=None, limit=10, lease=30, kinds=None)
+    assert {t.id for t in got} == {other_kind.id, needs_y.id, bare.id}
+
+
+async def test_a_submit_group_failing_fails_each_of_its_callers(tmp_path: Path) -> None:
+    need_redis()
+    proc, url = start_redis(tmp_path, "--appendonly", "yes", "--appendfsync", "always")
+    backend = await RedisTaskBackend.open(url, prefix="{fail}:q")
+    try:
+        stop_redis(proc)
+        results = await asyncio.gather(
+            *(TaskQueue(backend).submit("t", {"i": i}) for i in range(5)),
+            return_exceptions=True,
+        )
+        assert all(isinstance(r, Exception) for r in results), results
+    finally:
+        await backend.close()

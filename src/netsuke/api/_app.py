@@ -9,7 +9,7 @@ owns the store and the runtime (``open_node`` opens both for ``netsuke serve``).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,11 @@ from netsuke.observability import get_logger
 from netsuke.sandbox import ExecutionGate, Sandbox, SandboxConfig
 from netsuke.store import Store
 
-from ._auth import KeyCache, RateLimiter
+from ._auth import KeyCache, RateLimiter, cache_keys
 from ._bodies import check_json_body
+from ._cache_layer import CacheLayer
 from ._context import ApiContext
+from ._definition_cache import cache_definitions
 from ._docs import install_docs
 from ._middleware import ApiMiddleware
 from ._model_guard import definition_problems, endpoint_guard
@@ -109,7 +111,8 @@ def create_app(
         settings=settings,
         store=store,
         runtime=runtime,
-        keys=KeyCache(store),
+        # NETSUKE_CACHE_URL: the node's shared cache layer (``open_node``), else none
+        keys=KeyCache(store, layer=(extras or {}).get("cache")),
         limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
         anonymous=RateLimiter(
             settings.anonymous_rate_limit_per_minute, settings.anonymous_rate_limit_burst
@@ -182,6 +185,8 @@ class ServerNode(Node):
     bootstrap_secret: str | None = None
     cluster: Any = None
     """The ``netsuke.cluster.ClusterNode`` when the node joined a cluster (``cluster``)."""
+    cache: CacheLayer | None = None
+    """The shared Redis cache of keys and definitions (``cache_url``), else None."""
 
     async def issue_bootstrap_key(self) -> str | None:
         """Issue the admin key when ``bootstrap_admin`` is on and the store holds no key (not
@@ -205,6 +210,8 @@ class ServerNode(Node):
             out["hosting"] = self.hosting
         if self.cluster is not None:
             out["cluster"] = self.cluster
+        if self.cache is not None:
+            out["cache"] = self.cache
         return out
 
 
@@ -241,16 +248,33 @@ async def open_node(settings: Settings, *, bootstrap: bool = True) -> AsyncItera
         max_wait_s=settings.executions_max_wait_s,
     )
     joined: list[Any] = []  # the ClusterNode, once joined
-    runtime_context = None
-    if settings.cluster is not None:  # a cluster member: its lease in the store, NATS between
+    caches: list[CacheLayer] = []
 
-        @asynccontextmanager
-        async def runtime_context(store: Store) -> AsyncIterator[Runtime]:
+    @asynccontextmanager
+    async def runtime_context(store: Store) -> AsyncIterator[Runtime]:
+        """Once the store is open: the shared cache around it, then the runtime (joined to
+        the cluster when ``cluster`` is set: its lease lives in the store)."""
+        async with AsyncExitStack() as stack:
+            # NETSUKE_CACHE_URL: keys and definitions cached in Redis, invalidated on every
+            # node through pub/sub (one clear error when Redis cannot be reached)
+            if settings.cache_url:
+                cache = await CacheLayer.open(settings.cache_url, ttl_s=settings.cache_ttl_s)
+                stack.push_async_callback(cache.close)
+                cache_keys(store, cache)
+                cache_definitions(store, cache)
+                caches.append(cache)
+            if settings.cluster is None:
+                yield await stack.enter_async_context(
+                    Runtime(settings.node, shutdown_timeout=settings.shutdown_timeout, events=bus)
+                )
+                return
             from netsuke.cluster._member_node import join_from_settings
 
-            async with join_from_settings(settings, store.database, events=bus) as cluster:
-                joined.append(cluster)
-                yield cluster.runtime
+            cluster = await stack.enter_async_context(
+                join_from_settings(settings, store.database, events=bus)
+            )
+            joined.append(cluster)
+            yield cluster.runtime
 
     try:
         async with ServerNode.open(
@@ -260,7 +284,6 @@ async def open_node(settings: Settings, *, bootstrap: bool = True) -> AsyncItera
             # first call, and it closes after the runtime has stopped every agent, so no turn
             # in flight loses its function tools
             sandbox=Sandbox(SandboxConfig.from_env()),
-            runtime_options={"shutdown_timeout": settings.shutdown_timeout, "events": bus},
             # NETSUKE_QUEUE_URL: the store's table, or a broker (one clear error when unusable)
             queue_url=settings.queue_url,
             workers=settings.workers,
@@ -274,6 +297,7 @@ async def open_node(settings: Settings, *, bootstrap: bool = True) -> AsyncItera
             node.settings = settings
             node.monitor = monitor
             node.cluster = joined[0] if joined else None
+            node.cache = caches[0] if caches else None
             if node.synced is not None:
                 changed = [*node.synced["created"], *node.synced["updated"]]
                 await _warn_unusable_models(node.store, settings, changed)

@@ -21,6 +21,10 @@ Rules:
   read; revoking through this node drops it from the cache at once, other nodes within
   ``cache_s``. Concurrent requests with the same key share one verification (when the entry
   expires under load, one read refreshes it, not one per request in flight).
+* With the shared cache (``NETSUKE_CACHE_URL``, ``_cache_layer``) a verified key is kept for
+  the layer's ``ttl_s`` here and in Redis, and a key revoked through any node is refused by
+  every node at once (pub/sub invalidation); while Redis is down every verification reads
+  the store, so a revoked key is never accepted.
 * A key's ``last_used_at`` is written at most once per ``touch_s`` seconds (default 60) per
   key and node, not once per request: ``keys ls`` shows it to within a minute.
 * Each key has a token bucket: ``burst`` requests at once, refilled at ``per_minute``/60 per
@@ -46,9 +50,19 @@ from dataclasses import dataclass
 from prometheus_client import Counter
 
 from netsuke.observability import REGISTRY, get_logger
-from netsuke.store import ApiKey, Role, Store, StoreError
+from netsuke.store import ApiKey, ApiKeyRepository, Role, Store, StoreError
 
-__all__ = ["AUTH_FAILURES", "ROLE_RANK", "FailureLog", "KeyCache", "Principal", "RateLimiter"]
+from ._cache_layer import CACHE_REQUESTS, CacheLayer
+
+__all__ = [
+    "AUTH_FAILURES",
+    "ROLE_RANK",
+    "FailureLog",
+    "InvalidatingApiKeys",
+    "KeyCache",
+    "Principal",
+    "RateLimiter",
+]
 
 AUTH_FAILURES = Counter(
     "netsuke_api_auth_failures",
@@ -57,8 +71,6 @@ AUTH_FAILURES = Counter(
     ["reason"],
     registry=REGISTRY,
 )
-log = get_logger("netsuke.api")
-
 log = get_logger("netsuke.api")
 
 ROLE_RANK: dict[str, int] = {"user": 0, "operator": 1, "admin": 2}
@@ -106,23 +118,40 @@ class Principal:
 
 
 class KeyCache:
-    """Verified keys by the sha256 of their secret, each kept ``cache_s`` seconds."""
+    """Verified keys by the sha256 of their secret, each kept ``cache_s`` seconds; with a
+    shared cache ``layer``, kept ``layer.ttl_s`` while the layer is live and not trusted at
+    all while it is down (see the module documentation)."""
 
-    def __init__(self, store: Store, *, cache_s: float = 5.0, touch_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        cache_s: float = 5.0,
+        touch_s: float = 60.0,
+        layer: CacheLayer | None = None,
+    ) -> None:
         self._store = store
         self._cache_s = cache_s
         self._touch_s = touch_s
         self._entries: dict[str, tuple[float, Principal]] = {}
         self._touched: dict[str, float] = {}
         self._pending: dict[str, asyncio.Task[Principal | None]] = {}
+        self.layer = layer
+        if layer is not None:
+            layer.on_invalidate("key", self.forget)
+            layer.on_reset(self._entries.clear)
 
     async def verify(self, secret: str) -> Principal | None:
         digest = hashlib.sha256(secret.encode()).hexdigest()
-        hit = self._entries.get(digest)
-        now = time.monotonic()
-        if hit is not None and hit[0] > now:
-            await self._touch(hit[1].prefix, now)
-            return hit[1]
+        layer = self.layer
+        if layer is None or layer.live:
+            hit = self._entries.get(digest)
+            now = time.monotonic()
+            if hit is not None and hit[0] > now:
+                if layer is not None:
+                    CACHE_REQUESTS.labels("key", "hit_local").inc()
+                await self._touch(hit[1].prefix, now)
+                return hit[1]
         # One lookup per key at a time, in a task of its own: the requests waiting for it
         # share its answer, and a waiter that is cancelled does not cancel it for the others.
         lookup = self._pending.get(digest)
@@ -138,17 +167,43 @@ class KeyCache:
             lookup.exception()  # retrieved even when every waiter was cancelled
 
     async def _lookup(self, digest: str, secret: str) -> Principal | None:
+        layer = self.layer
+        generation = layer.generation if layer is not None else 0
+        prefix = _prefix_of(secret)
+        shared = None
+        if layer is not None and prefix is not None:
+            shared = await layer.read("key", prefix)
+            if shared is not None and isinstance(shared[0], dict):
+                value = shared[0]
+                if value.get("digest") == digest:
+                    CACHE_REQUESTS.labels("key", "hit_shared").inc()
+                    principal = Principal(prefix=prefix, name=value["name"], role=value["role"])
+                    self._keep(digest, principal, generation)
+                    await self._touch(prefix, time.monotonic())
+                    return principal
+        if layer is not None:
+            CACHE_REQUESTS.labels("key", "miss" if shared is not None else "bypass").inc()
         key: ApiKey | None = await self._store.api_keys.verify(secret)
         if key is None:
             self._entries.pop(digest, None)
             return None
         principal = Principal(prefix=key.prefix, name=key.name, role=key.role)
+        if layer is not None and shared is not None:
+            value = {"digest": digest, "name": key.name, "role": key.role}
+            await layer.fill("key", key.prefix, value, shared[1])
+        self._keep(digest, principal, generation)
+        await self._touch(key.prefix, time.monotonic())
+        return principal
+
+    def _keep(self, digest: str, principal: Principal, generation: int) -> None:
+        """Remember a verified key, unless an invalidation arrived while it was read."""
+        layer = self.layer
+        if layer is not None and not (layer.live and layer.generation == generation):
+            return
         if len(self._entries) > 10_000:
             self._entries.clear()
-        now = time.monotonic()
-        self._entries[digest] = (now + self._cache_s, principal)
-        await self._touch(key.prefix, now)
-        return principal
+        ttl = layer.ttl_s if layer is not None else self._cache_s
+        self._entries[digest] = (time.monotonic() + ttl, principal)
 
     async def _touch(self, prefix: str, now: float) -> None:
         """Record the key's use, at most once per ``touch_s``; a failure never fails a request."""
@@ -168,6 +223,37 @@ class KeyCache:
         for digest, (_, principal) in list(self._entries.items()):
             if principal.prefix == prefix:
                 del self._entries[digest]
+
+
+def _prefix_of(secret: str) -> str | None:
+    """The prefix of a well-formed ``nsk_<prefix>_<secret>`` key, else ``None``."""
+    parts = secret.split("_", 2)
+    if len(parts) != 3 or parts[0] != "nsk" or len(parts[1]) != 8:
+        return None
+    if not all(c in "0123456789abcdef" for c in parts[1]):
+        return None
+    return parts[1]
+
+
+class InvalidatingApiKeys(ApiKeyRepository):
+    """``ApiKeyRepository`` whose ``revoke`` also invalidates the key in the shared cache
+    (on every node) once the revocation is committed. ``cache_keys`` installs it."""
+
+    def __init__(self, inner: ApiKeyRepository, layer: CacheLayer) -> None:
+        super().__init__(inner._db)
+        self.layer = layer
+
+    async def revoke(self, prefix: str, *, actor: str | None = None) -> ApiKey:
+        revoked = await super().revoke(prefix, actor=actor)
+        await self.layer.invalidate("key", prefix)
+        return revoked
+
+
+def cache_keys(store: Store, layer: CacheLayer) -> InvalidatingApiKeys:
+    """Route ``store.api_keys`` revocations through the shared cache's invalidation."""
+    keys = InvalidatingApiKeys(store.api_keys, layer)
+    store.api_keys = keys
+    return keys
 
 
 class RateLimiter:

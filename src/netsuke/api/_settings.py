@@ -29,6 +29,8 @@ from netsuke.agents import parse_allow_hosts
 from netsuke.cluster._config import NODE_NAME, check_cluster_url, connect_options
 from netsuke.routing import WorkerSpec, check_queue_url
 
+from ._cache_layer import check_cache_url
+
 __all__ = ["CONFIG_ENV", "DEFAULT_CONFIG", "Settings", "SettingsError", "load_settings"]
 
 DEFAULT_CONFIG = "netsuke.toml"
@@ -130,6 +132,12 @@ class Settings(BaseSettings):
     queue_url: str = "sql"
     """The task queue's backend: ``sql`` (the store's tasks table) or ``redis://host:port/db``
     (Redis Streams; ``?durability=warn`` accepts a server without ``appendfsync always``)."""
+    cache_url: str | None = None
+    """The shared cache of API keys and agent definitions: unset [default] (each node caches
+    verified keys 5 s on its own) or ``redis://host:port/db`` (cached in Redis, invalidated on
+    every node at once through pub/sub; ``?prefix=`` sets the key prefix). See docs/api.md."""
+    cache_ttl_s: float = Field(default=60.0, gt=0, le=3600)
+    """How long the shared cache keeps an entry (in Redis and in each node's memory)."""
     agent_tasks: bool = True
     """Agents whose definitions declare capabilities take the queued tasks asking for them."""
     cluster: str | None = None
@@ -176,6 +184,11 @@ class Settings(BaseSettings):
     @classmethod
     def _queue_url(cls, value: str) -> str:
         return check_queue_url(value)
+
+    @field_validator("cache_url")
+    @classmethod
+    def _cache_url(cls, value: str | None) -> str | None:
+        return check_cache_url(value)
 
     @field_validator("model_allow_hosts", mode="before")
     @classmethod

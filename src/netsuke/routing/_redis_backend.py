@@ -32,6 +32,7 @@ All keys share one hash tag (the prefix ``{netsuke}:q``), so the scripts run in 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -64,6 +65,10 @@ _MUTABLE = (
 _SETTABLE = frozenset(TaskRecord.model_fields) - {"id"}
 
 
+_CHUNK = 16
+"""Commands per pipeline: about 16 KB of a submit's arguments (see ``_submit_batches``)."""
+
+
 class QueueUnavailableError(RuntimeError):
     """The queue's broker cannot be reached (or its URL is unusable)."""
 
@@ -87,11 +92,14 @@ def _record(flat: Sequence[Any] | Mapping[Any, Any]) -> TaskRecord:
         pairs = {_s(k): _s(v) for k, v in flat.items()}
     else:
         pairs = {_s(flat[i]): _s(flat[i + 1]) for i in range(0, len(flat), 2)}
-    data: dict[str, Any] = json.loads(pairs["j"])
+    # ``j`` is a JSON object and each changing column a JSON value: splice them into one
+    # document and let pydantic parse it once
+    parts = [pairs["j"][:-1]]
     for name in _MUTABLE:
         if name in pairs:
-            data[name] = json.loads(pairs[name])
-    return TaskRecord.model_validate(data)
+            parts.append(f',"{name}":{pairs[name]}')
+    parts.append("}")
+    return TaskRecord.model_validate_json("".join(parts))
 
 
 def _s(value: Any) -> str:
@@ -120,6 +128,10 @@ class RedisTaskBackend:
         self._extend = client.register_script(EXTEND)
         self._requeue = client.register_script(REQUEUE)
         self._purge = client.register_script(PURGE)
+        self._submits: list[tuple[list[Any], asyncio.Future[Any]]] = []
+        self._submitter: asyncio.Task[None] | None = None
+        self.submit_batches = 0
+        """Pipelines of submits sent (``tasks / submit_batches``: how many shared one)."""
 
     @classmethod
     async def open(
@@ -208,33 +220,57 @@ class RedisTaskBackend:
             _ms(now),
             stream,
             member,
+            _enc(draft.run_at),
+            _enc(now),
         ]
-        for name, value in mutable.items():
-            args += [name, _enc(value)]
-        created, got = await self._submit(args=args)
+        created, got = await self._submit_grouped(args)
         if int(created) == 0:
             return await self.get(_s(got)), False
         record = TaskRecord.model_validate({**fixed, **mutable})
         return record, True
 
-    async def _routes(
-        self, capabilities: frozenset[str] | None, kinds: Sequence[str] | None
-    ) -> list[str]:
-        members = [_s(m) for m in await self.client.smembers(f"{self.prefix}:routes")]
-        fit: list[tuple[int, str]] = []
-        for m in members:
-            prio, kind, route = m.split("|", 2)
-            caps = route.split(" ") if route else []
-            if kinds is not None and kind not in kinds:
+    async def _submit_grouped(self, args: list[Any]) -> Any:
+        """Run the SUBMIT script for ``args``, in one pipeline with the submits made at the
+        same time (one round trip and, with ``appendfsync always``, one fsync for all; each
+        answered once Redis has applied, and fsynced, its own)."""
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._submits.append((args, done))
+        if self._submitter is None or self._submitter.done():
+            self._submitter = asyncio.create_task(self._submit_batches())
+        return await done
+
+    async def _submit_batches(self) -> None:
+        while self._submits:
+            await asyncio.sleep(0)  # let the submits of this turn of the loop join
+            batch, self._submits = self._submits, []
+            self.submit_batches += 1
+            # Pipelines of at most _CHUNK submits, sent at once on as many connections:
+            # Redis reads at most 16 KB of a client per turn of its loop, so one big
+            # pipeline would be applied (and fsynced) over several turns; small ones sent
+            # together are read, applied and fsynced in the same turn.
+            chunks = [batch[i : i + _CHUNK] for i in range(0, len(batch), _CHUNK)]
+            await asyncio.gather(*(self._submit_chunk(chunk) for chunk in chunks))
+
+    async def _submit_chunk(self, batch: list[tuple[list[Any], asyncio.Future[Any]]]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for args, _ in batch:
+            await self._submit(args=args, client=pipe)
+        try:
+            replies = await pipe.execute(raise_on_error=False)
+        except BaseException as exc:
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(exc if isinstance(exc, Exception) else RuntimeError())
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, done), reply in zip(batch, replies, strict=True):
+            if done.done():
                 continue
-            if capabilities is not None:
-                if not caps and CAPABLE_ONLY in capabilities:
-                    continue
-                if not all(c in capabilities for c in caps):
-                    continue
-            fit.append((int(prio), m))
-        fit.sort(key=lambda pm: -pm[0])
-        return [f"{self.prefix}:r:{m}" for _, m in fit]
+            if isinstance(reply, Exception):
+                done.set_exception(reply)
+            else:
+                done.set_result(reply)
 
     async def take(
         self,
@@ -247,27 +283,50 @@ class RedisTaskBackend:
     ) -> list[TaskRecord]:
         if limit <= 0:
             return []
-        streams = await self._routes(capabilities, kinds)
+        return self._taken(
+            await self._take(args=self._take_args(consumer, capabilities, limit, lease, kinds))
+        )
+
+    def _take_args(
+        self,
+        consumer: str,
+        capabilities: frozenset[str] | None,
+        limit: int,
+        lease: float,
+        kinds: Sequence[str] | None,
+    ) -> list[Any]:
+        """The TAKE script's arguments: it picks the fitting streams itself (one round trip)."""
         now = self.now()
         expires = now + timedelta(seconds=lease)
-        rows = await self._take(
-            args=[
-                self.prefix,
-                consumer,
-                _ms(now),
-                _ms(expires),
-                _enc(expires),
-                _enc(now),
-                json.dumps(consumer),
-                limit,
-                *streams,
-            ]
-        )
-        tasks = [_record(r) for r in rows]
+        if capabilities is None:
+            offered, capable_only = "*", "0"
+        else:
+            offered = " ".join(sorted(c for c in capabilities if c != CAPABLE_ONLY))
+            capable_only = "1" if CAPABLE_ONLY in capabilities else "0"
+        return [
+            self.prefix,
+            consumer,
+            _ms(now),
+            _ms(expires),
+            _enc(expires),
+            _enc(now),
+            json.dumps(consumer),
+            limit,
+            offered,
+            capable_only,
+            "*" if kinds is None else " ".join(kinds),
+        ]
+
+    @staticmethod
+    def _taken(rows: Sequence[Any]) -> list[TaskRecord]:
+        tasks = [_record(json.loads(r)) for r in rows]  # (TAKE encodes each as JSON)
         tasks.sort(key=lambda t: (-t.priority, t.run_at, t.created_at))
         return tasks
 
     async def settle(self, change: Settle) -> bool:
+        return bool(await self._settle(args=self._settle_args(change)))
+
+    def _settle_args(self, change: Settle) -> list[Any]:
         consumer, task_id, values = change
         unknown = set(values) - _SETTABLE
         if unknown:
@@ -284,7 +343,7 @@ class RedisTaskBackend:
         ]
         for name, value in {**values, "updated_at": now}.items():
             args += [name, _enc(value)]
-        return bool(await self._settle(args=args))
+        return args
 
     async def settle_and_take(
         self,
@@ -296,25 +355,42 @@ class RedisTaskBackend:
         lease: float,
         kinds: Sequence[str] | None = None,
     ) -> tuple[list[bool], list[TaskRecord]]:
-        """The settles (each durable on return), then the take; a take failing after them is
-        logged and returns no tasks."""
-        for _, _, values in changes:
-            unknown = set(values) - _SETTABLE
-            if unknown:
-                raise ValidationError("values", f"not settable task columns: {sorted(unknown)}")
-        applied = [await self.settle(change) for change in changes]
-        if limit <= 0:
-            return applied, []
-        try:
-            got = await self.take(
+        """The settles, then the take, in pipelines sent together (one round trip; Redis
+        applies them in one turn of its loop and, with ``appendfsync always``, fsyncs them
+        together before answering): each settle is durable on return. A take failing after
+        them is logged and returns no tasks; a failed settle raises (the worker keeps its
+        acks for the next round)."""
+        settles = [self._settle_args(change) for change in changes]
+        if not settles:
+            return [], await self.take(
                 consumer, capabilities=capabilities, limit=limit, lease=lease, kinds=kinds
             )
-        except Exception as exc:
-            if not changes:
-                raise
-            log.warning("worker.take_failed", worker=consumer, error=repr(exc))
-            got = []
-        return applied, got
+        take = self._take_args(consumer, capabilities, limit, lease, kinds) if limit > 0 else None
+        chunks = [settles[i : i + _CHUNK] for i in range(0, len(settles), _CHUNK)]
+        sent = [self._settle_chunk(chunk, take if i == len(chunks) - 1 else None)
+                for i, chunk in enumerate(chunks)]  # fmt: skip
+        replies = [reply for part in await asyncio.gather(*sent) for reply in part]
+        applied: list[bool] = []
+        for reply in replies[: len(settles)]:
+            if isinstance(reply, Exception):
+                raise reply
+            applied.append(bool(reply))
+        if limit <= 0:
+            return applied, []
+        rows = replies[-1]
+        if isinstance(rows, Exception):
+            log.warning("worker.take_failed", worker=consumer, error=repr(rows))
+            return applied, []
+        return applied, self._taken(rows)
+
+    async def _settle_chunk(self, settles: list[list[Any]], take: list[Any] | None) -> list[Any]:
+        """One pipeline: ``settles``, then ``take`` if given (see ``_submit_batches``)."""
+        pipe = self.client.pipeline(transaction=False)
+        for args in settles:
+            await self._settle(args=args, client=pipe)
+        if take is not None:
+            await self._take(args=take, client=pipe)
+        return list(await pipe.execute(raise_on_error=False))
 
     async def extend(self, consumer: str, task_ids: Sequence[str], *, lease: float) -> int:
         if not task_ids:

@@ -24,8 +24,11 @@ if idem ~= '' then
   redis.call('SET', P .. ':i:' .. idem, id)
 end
 local k = P .. ':t:' .. id
-redis.call('HSET', k, 'j', j, '_s', 'queued', '_st', stream, '_c', created, '_k', idem)
-for i = 10, #ARGV, 2 do redis.call('HSET', k, ARGV[i], ARGV[i + 1]) end
+-- ARGV[10], ARGV[11]: run_at and now as JSON; the other changing columns start empty
+redis.call('HSET', k, 'j', j, '_s', 'queued', '_st', stream, '_c', created, '_k', idem,
+  'status', '"queued"', 'attempts', '0', 'run_at', ARGV[10], 'lease_owner', 'null',
+  'lease_expires_at', 'null', 'result', 'null', 'last_error', 'null', 'updated_at', ARGV[11],
+  'finished_at', 'null')
 redis.call('ZADD', P .. ':all', created, id)
 redis.call('ZADD', P .. ':s:queued', created, id)
 if redis.call('SADD', P .. ':routes', member) == 1 then
@@ -42,6 +45,40 @@ return {1, id}
 TAKE = """
 local P, consumer, now, exp, exp_json, now_json, owner_json, limit = ARGV[1], ARGV[2],
   tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
+-- ARGV[9]: the consumer's capabilities ('*': any; else space-separated), ARGV[10]: '1' if
+-- they hold the capable-only marker (then tasks without capabilities are not taken),
+-- ARGV[11]: kinds ('*': any; else space-separated). The ready streams that fit, highest
+-- priority first, are chosen here from P:routes (members '<priority>|<kind>|<caps>').
+local function set_of(text)
+  if text == '*' then return nil end
+  local t = {}
+  for w in string.gmatch(text, '[^ ]+') do t[w] = true end
+  return t
+end
+local offered, capable_only, kinds = set_of(ARGV[9]), ARGV[10] == '1', set_of(ARGV[11])
+local fit = {}
+for _, m in ipairs(redis.call('SMEMBERS', P .. ':routes')) do
+  local a = string.find(m, '|', 1, true)
+  local b = a and string.find(m, '|', a + 1, true)
+  if b then
+    local prio, kind, route = tonumber(string.sub(m, 1, a - 1)), string.sub(m, a + 1, b - 1),
+      string.sub(m, b + 1)
+    local ok = kinds == nil or kinds[kind] ~= nil
+    if ok and offered ~= nil then
+      if route == '' then
+        ok = not capable_only
+      else
+        for c in string.gmatch(route, '[^ ]+') do
+          if not offered[c] then ok = false break end
+        end
+      end
+    end
+    if ok then fit[#fit + 1] = {prio, P .. ':r:' .. m} end
+  end
+end
+table.sort(fit, function(x, y) return x[1] > y[1] end)
+local streams = {}
+for i, f in ipairs(fit) do streams[i] = f[2] end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':delayed', '-inf', now, 'LIMIT', 0, 1000)) do
   local k = P .. ':t:' .. id
   redis.call('ZREM', P .. ':delayed', id)
@@ -49,7 +86,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':delayed', '-inf', now, 'L
   if s == 'queued' then redis.call('HSET', k, '_e', redis.call('XADD', st, '*', 'id', id)) end
 end
 local served, out = {}, {}
-for i = 9, #ARGV do served[ARGV[i]] = true end
+for _, st in ipairs(streams) do served[st] = true end
 local function lease(k, id, e)
   local s, c = unpack(redis.call('HMGET', k, '_s', '_c'))
   redis.call('ZREM', P .. ':s:' .. s, id)
@@ -72,10 +109,10 @@ if limit > 0 then
     end
   end
 end
-for i = 9, #ARGV do
+for _, st in ipairs(streams) do
   if #out >= limit then break end
   local res = redis.call('XREADGROUP', 'GROUP', 'netsuke', consumer, 'COUNT', limit - #out,
-    'STREAMS', ARGV[i], '>')
+    'STREAMS', st, '>')
   if res then
     for _, entry in ipairs(res[1][2]) do
       local e, id = entry[1], entry[2][2]
@@ -83,14 +120,15 @@ for i = 9, #ARGV do
       if redis.call('HGET', k, '_s') == 'queued' and redis.call('HGET', k, '_e') == e then
         lease(k, id, e)
       else  -- a stale entry (the task moved on): drop it
-        redis.call('XACK', ARGV[i], 'netsuke', e)
-        redis.call('XDEL', ARGV[i], e)
+        redis.call('XACK', st, 'netsuke', e)
+        redis.call('XDEL', st, e)
       end
     end
   end
 end
+-- each task as one JSON array of its hash's fields and values: one string to parse per task
 local rows = {}
-for i, k in ipairs(out) do rows[i] = redis.call('HGETALL', k) end
+for i, k in ipairs(out) do rows[i] = cjson.encode(redis.call('HGETALL', k)) end
 return rows
 """
 
