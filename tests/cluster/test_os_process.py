@@ -37,7 +37,7 @@ async def start_node(url: str, p: str, name: str) -> tuple[subprocess.Popen[byte
     proc = spawn_node(url, p, name)
     assert proc.stdout is not None
     line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 90)
-    node, num = line.decode().split()
+    node, num, _rec = line.decode().split()
     return proc, Pid(node, int(num))
 
 

@@ -218,6 +218,9 @@ class NatsTransport(Transport):
         self._call_ids = 0
         self._peers: dict[str, _Peer] = {}
         self._down: set[str] = set()
+        self._awaiting: dict[str, int] = {}  # down by our verdict, until it acknowledges (nda)
+        self._nd_seq = 0
+        self._nd_seen: dict[str, int] = {}
         self._node_watchers: dict[str, list[Pid]] = {}
         self._out: deque[tuple[str, bytes, str, dict[str, str] | None]] = deque()
         self._out_wake: asyncio.Event | None = None
@@ -280,6 +283,13 @@ class NatsTransport(Transport):
 
     async def _nats_disconnected(self) -> None:
         log.warning("cluster_nats_disconnected", node=self.node_id)
+        if self._closing:
+            return
+        # Frames to and from this node may be lost from now on (the server drops what matches
+        # no subscription): every peer is down for this node, as in Erlang when a connection
+        # breaks, and each one is told so when it is heard again.
+        for peer in list(self._peers.values()):
+            self._node_down(peer.node_id, "disconnected")
 
     async def _nats_reconnected(self) -> None:
         log.info("cluster_nats_reconnected", node=self.node_id)
@@ -585,6 +595,10 @@ class NatsTransport(Transport):
             p = rt._local_proc(_pid(f, "to"))
             if p is not None:
                 p._deliver(SysStop(f.get("r"), None))
+        elif kind == "nd":
+            self._on_declared_down(rt, _node(f), _seq(f))
+        elif kind == "nda":
+            self._on_down_acknowledged(rt, _node(f), _seq(f))
         else:
             raise _Malformed(f"unknown frame kind {kind!r}")
 
@@ -663,8 +677,8 @@ class NatsTransport(Transport):
         if p is None:  # Erlang: linking to a process that is gone gives exit signal noproc
             self._post(frm.node, "exit", {"from": to, "to": frm, "x": False}, reason=NOPROC)
             return
-        if frm.node in self._down:
-            rt._signal(p, "noconnection", None, frm)
+        if frm.node in self._down:  # the linker's end fires; nothing was linked here
+            self._post(frm.node, "exit", {"from": to, "to": frm, "x": False}, reason=NOCONNECTION)
             return
         r = self._remote(frm)
         self._track(frm.node)
@@ -697,6 +711,9 @@ class NatsTransport(Transport):
         p = rt._local_proc(to)
         if p is None:
             self._post(watcher.node, "down", {"ref": ref, "pid": to}, reason=NOPROC)
+            return
+        if watcher.node in self._down:
+            self._post(watcher.node, "down", {"ref": ref, "pid": to}, reason=NOCONNECTION)
             return
         r = self._remote(watcher)
         self._track(watcher.node)
@@ -748,22 +765,53 @@ class NatsTransport(Transport):
             log.error("cluster_duplicate_node_name", node=self.node_id, other=node_id)
             return
         now = rt._loop.time()
+        if node_id in self._down:
+            seq = self._awaiting.get(node_id)
+            if seq is not None:  # we declared it down: it must fire its side before it is up
+                self._post(node_id, "nd", {"n": self.node_id, "c": seq})
+            return  # left, replaced, or not acknowledged yet
         peer = self._peers.get(name)
-        if peer is None or peer.node_id == node_id:
-            if node_id in self._down:  # it was cut off and is back: new links are needed
-                self._down.discard(node_id)
-                log.info("cluster_node_up_again", node=self.node_id, peer=node_id)
-            if peer is None:
-                self._peers[name] = _Peer(node_id, now)
-                log.info("cluster_node_up", node=self.node_id, peer=node_id)
-            else:
-                peer.last_seen = now
+        if peer is None:
+            self._peers[name] = _Peer(node_id, now)
+            log.info("cluster_node_up", node=self.node_id, peer=node_id)
+            return
+        if peer.node_id == node_id:
+            peer.last_seen = now
             return
         old = split_node_id(peer.node_id)
         if old is not None and inc > old[1]:  # a restart: the predecessor is gone
             self._node_down(peer.node_id, "replaced")
             self._peers[name] = _Peer(node_id, now)
             log.info("cluster_node_up", node=self.node_id, peer=node_id)
+
+    def _on_declared_down(self, rt: Runtime, node_id: str, seq: int) -> None:
+        """``node_id`` declared this node down (it stopped hearing us, or its connection broke):
+        our links and monitors on its processes fire too, once per verdict, then we answer."""
+        if seq > self._nd_seen.get(node_id, 0):
+            self._nd_seen[node_id] = seq
+            if node_id not in self._down:
+                self._node_down(node_id, "peer_declared_down", confirm=False)
+                self._up_again(rt, node_id)
+        self._post(node_id, "nda", {"n": self.node_id, "c": seq})
+
+    def _on_down_acknowledged(self, rt: Runtime, node_id: str, seq: int) -> None:
+        if self._awaiting.get(node_id) == seq:
+            del self._awaiting[node_id]
+            self._up_again(rt, node_id)
+
+    def _up_again(self, rt: Runtime, node_id: str) -> None:
+        """A node that was down (same incarnation) fired its side: it is a peer again."""
+        parts = split_node_id(node_id)
+        assert parts is not None
+        self._down.discard(node_id)
+        self._awaiting.pop(node_id, None)
+        peer = self._peers.get(parts[0])
+        if peer is not None:  # another incarnation is live: this one stays gone
+            if peer.node_id != node_id:
+                self._down.add(node_id)
+            return
+        self._peers[parts[0]] = _Peer(node_id, rt._loop.time())
+        log.info("cluster_node_up_again", node=self.node_id, peer=node_id)
 
     async def _ticker(self) -> None:
         assert self.nc is not None
@@ -786,15 +834,22 @@ class NatsTransport(Transport):
             if r._links is None and (ext is None or (not ext.monitored_by and not ext.monitoring)):
                 del self._remotes[pid]
 
-    def _node_down(self, node_id: str, cause: str) -> None:
+    def _node_down(self, node_id: str, cause: str, *, confirm: bool = True) -> None:
         """``node_id`` is gone: every link and monitor on its processes fires ``noconnection``,
-        once; calls waiting on it fail; ``monitor_node`` watchers get ``NodeDown``."""
+        once; calls waiting on it fail; ``monitor_node`` watchers get ``NodeDown``.
+
+        If it may still be alive (``confirm``: missed heartbeats, no responders, our own
+        connection broke), it stays down until it has fired its own side: when it is heard
+        again it is sent ``nd`` (declared down) and is up again once it acknowledges."""
         if node_id in self._down or node_id == self.node_id:
             return
         parts = split_node_id(node_id)
         if parts is None:
             return
         self._down.add(node_id)
+        if confirm and cause not in ("left", "replaced"):
+            self._nd_seq += 1
+            self._awaiting[node_id] = self._nd_seq
         peer = self._peers.get(parts[0])
         if peer is not None and peer.node_id == node_id:
             del self._peers[parts[0]]
@@ -854,6 +909,20 @@ def _pid(f: dict[str, Any], key: str) -> Pid:
     v = f.get(key)
     if type(v) is not Pid:
         raise _Malformed(f"field {key!r} is not a pid")
+    return v
+
+
+def _node(f: dict[str, Any]) -> str:
+    v = f.get("n")
+    if type(v) is not str or split_node_id(v) is None:
+        raise _Malformed("field 'n' is not a node id")
+    return v
+
+
+def _seq(f: dict[str, Any]) -> int:
+    v = f.get("c")
+    if type(v) is not int or v <= 0:
+        raise _Malformed("field 'c' is not a positive integer")
     return v
 
 
