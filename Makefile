@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 EXTRAS ?= dev
 
-.PHONY: install run test lint format typecheck pytest bench bench-quick clean
+.PHONY: install run test lint format typecheck pytest bench bench-quick chaos clean
 
 install: $(STAMP)
 
@@ -57,6 +57,13 @@ pytest: install
 	$(BIN)/pytest
 
 test: install lint typecheck pytest
+
+# Randomized cluster fault soak (slow; not part of `make test`): CHAOS_ROUNDS rounds, CHAOS_SEED
+# to replay a run. See docs/cluster.md, "Failure behaviour".
+CHAOS_ROUNDS ?= 20
+chaos: install
+	NETSUKE_CHAOS=1 NETSUKE_CHAOS_ROUNDS=$(CHAOS_ROUNDS) $(if $(CHAOS_SEED),NETSUKE_CHAOS_SEED=$(CHAOS_SEED)) \
+	  $(BIN)/pytest tests/cluster -m chaos -s -p no:cacheprovider
 
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'

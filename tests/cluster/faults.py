@@ -22,7 +22,8 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -83,13 +84,9 @@ def _popen(url: str, prefix: str, name: str) -> subprocess.Popen[bytes]:
 
 
 async def local(rt: Runtime, name: str) -> Node:
-    from .helpers import Recorder
-
     n = Node(name)
     n.node = rt.node
-    pid = await rt.start(Recorder)
-    assert pid is not None
-    n.rec = pid
+    await local_rec(rt, n)
     return n
 
 
@@ -209,3 +206,140 @@ def transport(a: Runtime) -> NatsTransport:
     t = a.transport
     assert isinstance(t, NatsTransport)
     return t
+
+
+FAULTS = ("sigkill", "sigstop", "blackhole", "drop", "nats_restart")
+
+
+async def fresh(a: Runtime, nodes: list[Node]) -> None:
+    """A new recorder on every node (no links, monitors or node watches from earlier rounds)."""
+    for n in nodes:
+        if n.proc is None:
+            await local_rec(a, n)
+        else:
+            n.rec = await rec_call(a, n, ("spawn",))
+
+
+async def local_rec(a: Runtime, n: Node) -> None:
+    from .helpers import Recorder
+
+    pid = await a.start(Recorder)
+    assert pid is not None
+    n.rec = pid
+
+
+async def fault_round(
+    a: Runtime,
+    nodes: list[Node],
+    fault: str,
+    victim: Node,
+    *,
+    server: Any,
+    prefix: str,
+) -> Counter[str]:
+    """One fault, healed, checked; returns the signals seen by kind (``exit``, ``down``,
+    ``nodedown``). ``nodes[0]`` is the test's own node (never the victim); ``server`` is the
+    ``NatsServer`` (restarted on its port for ``nats_restart``, then ``victim`` is ignored)."""
+    assert fault in FAULTS, fault
+    await fresh(a, nodes)
+    await wire(a, nodes)
+    cut: dict[Node, list[Node]]
+    if fault == "nats_restart":
+        cut = {n: [o for o in nodes if o is not n] for n in nodes}
+        port = server.port
+        server.stop()
+        server.start(port)
+    else:
+        assert victim is not nodes[0] and victim.proc is not None and victim.proxy is not None
+        others = [n for n in nodes if n is not victim]
+        predecessor = Node(victim.name)
+        predecessor.node, predecessor.rec, predecessor.echo = victim.node, victim.rec, victim.echo
+        cut = {n: [predecessor] for n in others}
+        if fault == "sigkill":
+            kill(victim)
+        elif fault == "sigstop":
+            os.kill(victim.proc.pid, signal.SIGSTOP)
+            victim.stopped = True
+        elif fault == "blackhole":
+            victim.proxy.blackhole()
+        else:
+            victim.proxy.drop()
+        # Everybody else sees the victim go down, once, and keeps serving the others.
+        for n in others:
+            await wait_seen(a, n, expected(n, [predecessor]))
+        for x in others:
+            for y in others:
+                if x is not y:
+                    assert await via(a, x, y) == ("echo", "ping"), (x, y)
+        try:
+            await a.call(predecessor.rec, "while down", timeout=30)
+            raise AssertionError(f"{predecessor} answered while down")
+        except (NoProcessError, ProcessExitedError):
+            pass
+        if fault == "sigkill":
+            await restart(victim, prefix)  # same name, new incarnation, new pids
+            assert victim.node != predecessor.node
+            cut[victim] = []
+        else:
+            if fault == "sigstop":
+                os.kill(victim.proc.pid, signal.SIGCONT)
+                victim.stopped = False
+            else:
+                victim.proxy.heal()
+            cut[victim] = others  # the cut-off side fires too
+    for n, lost in cut.items():
+        await wait_seen(a, n, expected(n, lost), timeout=90)
+    await wait_joined(a, nodes, timeout=90)
+    if fault == "sigkill":
+        # Pids of the killed incarnation never reach its successor, from any node.
+        assert predecessor.echo is not None
+        assert a.send(predecessor.rec, ("stale", 1)) is False
+        assert a.cast(predecessor.echo, ("stale", 2)) is False
+        for n in nodes[1:]:
+            if n is not victim:
+                got = await rec_call(a, n, ("call", predecessor.rec, "stale", 20), timeout=40)
+                assert got == ("error", "NoProcessError"), (n, got)
+    await asyncio.sleep(SETTLE)
+    counts: Counter[str] = Counter()
+    for n in nodes:
+        got = await take(a, n)
+        assert got == expected(n, cut[n]), f"{fault}: {n} recorded {got}"
+        counts.update(g.split(",", 1)[0].strip("('") for g in got)
+    if fault == "sigkill":
+        assert victim.echo is not None
+        assert await a.call(victim.echo, "seen", timeout=30) == []
+    return counts
+
+
+async def quiet_round(a: Runtime, nodes: list[Node]) -> None:
+    """Links and monitors made after a heal work and fire nothing on their own."""
+    await fresh(a, nodes)
+    await wire(a, nodes)
+    await asyncio.sleep(SETTLE)
+    for n in nodes:
+        assert await take(a, n) == [], n
+
+
+@asynccontextmanager
+async def cluster(server: Any, names: list[str]) -> AsyncIterator[tuple[Runtime, list[Node], str]]:
+    """The test's node ``alpha`` plus one OS process per name (each behind its own proxy), all
+    calling each other; yields the runtime, the nodes (``alpha`` first) and the prefix."""
+    from netsuke.cluster import join
+
+    from .helpers import FAST
+    from .helpers import prefix as new_prefix
+
+    p = new_prefix()
+    spawned: list[Node] = []
+    try:
+        for n in await asyncio.gather(*(spawn(server.port, p, name) for name in names)):
+            spawned.append(n)
+        async with join(server.url, "alpha", transport_options={**FAST, "prefix": p}) as a:
+            nodes = [await local(a, "alpha"), *spawned]
+            await wait_joined(a, nodes)
+            yield a, nodes, p
+    finally:
+        reap(spawned)
+        for n in spawned:
+            if n.proxy is not None:
+                await n.proxy.close()

@@ -71,6 +71,8 @@ class Recorder(Process):
         op = request[0] if type(request) is tuple else request
         if op == "seen":
             return self.seen
+        if op == "spawn":  # a fresh recorder on this node, with no links or monitors yet
+            return await self.runtime.start(Recorder)
         if op == "take":
             out, self.seen = self.seen, []
             return out
