@@ -362,3 +362,46 @@ async def test_subscriptions_route_once_flush_subscriptions_returns(
     finally:
         await nc.close()
         await caller.close()
+
+
+async def test_name_node_tuple_addresses_a_name_in_the_other_nodes_registry(
+    nats_server: NatsServer,
+) -> None:
+    """Erlang's {Name, Node}: the other node resolves the name frame by frame."""
+    from netsuke.kernel import ArgumentError
+
+    p = prefix()
+    async with (
+        join(nats_server.url, "alpha", **opts(p)) as a,
+        join(nats_server.url, "beta", **opts(p)) as b,
+    ):
+        await eventually(lambda: b.node in a.transport.nodes())  # type: ignore[union-attr]
+        first = await b.start(Echo, name="svc")
+        assert first is not None
+        svc = ("svc", b.node)
+        assert await a.call(svc, "by name", timeout=30) == ("echo", "by name")
+        assert a.cast(svc, "c") is True
+        assert a.send(svc, "s") is True
+        await eventually(lambda: len(b.process(first).seen) == 2)  # type: ignore[union-attr]
+        with pytest.raises(NoProcessError) as ei:
+            await a.call(("nobody", b.node), "x", timeout=30)
+        assert ei.value.target == ("nobody", b.node)
+        async with a.scope() as me:
+            with pytest.raises(ArgumentError):  # Erlang: link({Name, Node}) is badarg
+                me.link(svc)
+            ref = me.monitor(svc)
+            await a.call(svc, "sync", timeout=30)  # the monitor is set over there now
+            await b.stop(first, "shutdown")
+            assert await me.receive(timeout=30) == Down(ref, svc, "shutdown")
+            ref2 = me.monitor(("nobody", b.node))
+            assert await me.receive(timeout=30) == Down(ref2, ("nobody", b.node), "noproc")
+        # The name is resolved over there each time: a new owner answers.
+        second = await b.start(Echo, name="svc")
+        assert second is not None and second != first
+        assert await a.call(svc, "again", timeout=30) == ("echo", "again")
+        assert b.process(second).seen == []  # type: ignore[union-attr]
+        # Not a cluster node id, or not the live incarnation: nothing to address.
+        with pytest.raises(NoProcessError):  # as a send to an unregistered name
+            a.send(("svc", "not a node"), "x")
+        with pytest.raises(NoProcessError):  # another incarnation of beta: not the live one
+            a.send(("svc", b.node.replace("#", "#9")), "x")

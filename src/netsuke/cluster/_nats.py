@@ -35,6 +35,7 @@ from prometheus_client import Counter
 
 from netsuke.kernel import (
     NOPROC,
+    ArgumentError,
     Down,
     From,
     NoProcessError,
@@ -100,9 +101,10 @@ def split_node_id(node_id: str) -> tuple[str, int] | None:
 class _Remote(Process):
     """The stand-in of a process of another node (never started, never in a process table)."""
 
-    __slots__ = ("_rpid",)
+    __slots__ = ("_rname", "_rpid")
     hibernate_after = None
-    _rpid: Pid
+    _rpid: Pid  # for a name on another node (``(name, node)``): ``Pid(node, 0)``
+    _rname: str | None
 
     @property
     def pid(self) -> Pid:
@@ -113,7 +115,16 @@ class _Remote(Process):
         gw.transport._deliver_remote(self, message)
 
     def __repr__(self) -> str:
+        if self._rname is not None:
+            return f"<remote {(self._rname, self._rpid.node)!r}>"
         return f"<remote {self._rpid!r}>"
+
+    def _dest(self) -> dict[str, Any]:
+        """The frame fields that name this process on its node: its pid, or its name."""
+        return {"to": self._rpid} if self._rname is None else {"tn": self._rname}
+
+    def _target(self) -> Any:
+        return self._rpid if self._rname is None else (self._rname, self._rpid.node)
 
 
 class _Gateway:
@@ -148,7 +159,7 @@ class _Gateway:
         self.transport._post(
             target._rpid.node,
             "exit",
-            {"from": sender_pid, "to": target._rpid, "x": explicit},
+            {"from": sender_pid, **target._dest(), "x": explicit},
             reason=reason,
         )
 
@@ -214,7 +225,8 @@ class NatsTransport(Transport):
         self._gw: _Gateway | None = None
         self._remotes: dict[Pid, _Remote] = {}
         self._mons: dict[Ref, _Remote] = {}
-        self._calls: dict[int, tuple[From, Pid]] = {}
+        self._calls: dict[int, tuple[From, str, Any]] = {}  # id: (call, node id, target)
+        self._named: dict[tuple[str, str], _Remote] = {}
         self._call_ids = 0
         self._peers: dict[str, _Peer] = {}
         self._down: set[str] = set()
@@ -335,25 +347,44 @@ class NatsTransport(Transport):
             return None  # an earlier incarnation of this very node
         return self._remote(pid)
 
+    def resolve_name(self, name: str, node: str) -> Process | None:
+        """The process registered as ``name`` on ``node`` (Erlang's ``{Name, Node}``): a
+        stand-in that the other node resolves in its own registry, frame by frame (``noproc``
+        when nothing is registered there). ``None`` when ``node`` is known down (or replaced) or is
+        not a cluster node id; a node not heard yet is addressed blind, as pids are."""
+        if self.resolve(Pid(node, 0)) is None:
+            return None
+        key = (name, node)
+        r = self._named.get(key)
+        if r is None or r._flags & F_DEAD:
+            r = self._new_remote(Pid(node, 0), name)
+            self._named[key] = r
+        return r
+
     def _remote(self, pid: Pid) -> _Remote:
         r = self._remotes.get(pid)
         if r is None or r._flags & F_DEAD:
-            r = object.__new__(_Remote)
-            r._rt = self._gw  # type: ignore[assignment]
-            r._rpid = pid
-            r._id = pid.id
-            r._mailbox = None
-            r._task = None
-            r._waiter = None
-            r._current = None
-            r._flags = 0
-            r._reg = None
-            r._parent = None
-            r._spec = None
-            r._arg = None
-            r._ext = None
-            r._links = None
+            r = self._new_remote(pid, None)
             self._remotes[pid] = r
+        return r
+
+    def _new_remote(self, pid: Pid, name: str | None) -> _Remote:
+        r = object.__new__(_Remote)
+        r._rt = self._gw  # type: ignore[assignment]
+        r._rpid = pid
+        r._rname = name
+        r._id = pid.id
+        r._mailbox = None
+        r._task = None
+        r._waiter = None
+        r._current = None
+        r._flags = 0
+        r._reg = None
+        r._parent = None
+        r._spec = None
+        r._arg = None
+        r._ext = None
+        r._links = None
         return r
 
     def _track(self, node_id: str) -> None:
@@ -434,15 +465,15 @@ class NatsTransport(Transport):
             self._post(
                 to.node,
                 "call",
-                {"to": to},
+                r._dest(),
                 payload=message.request,
                 reply=f"{self.prefix}.node.{self.node_id}.r.{cid}",
                 trace_ctx=True,
             )
-            self._calls[cid] = (message, to)
+            self._calls[cid] = (message, to.node, r._target())
             message.future.add_done_callback(lambda _f: self._calls.pop(cid, None))
         elif t is Cast:
-            self._post(to.node, "cast", {"to": to}, payload=message.request, trace_ctx=True)
+            self._post(to.node, "cast", r._dest(), payload=message.request, trace_ctx=True)
         elif t is Down:  # r is the stand-in of a remote watcher of one of our processes
             self._post(
                 to.node, "down", {"ref": message.ref, "pid": message.pid}, reason=message.reason
@@ -453,14 +484,14 @@ class NatsTransport(Transport):
                 for ref in list(ext.monitored_by):
                     if ref not in self._mons:
                         self._watch_remote(ref, r, Pid(self.node_id, 0))
-            self._post(to.node, "stop", {"to": to}, reason=message.reason)
+            self._post(to.node, "stop", r._dest(), reason=message.reason)
         else:
-            self._post(to.node, "send", {"to": to}, payload=message, trace_ctx=True)
+            self._post(to.node, "send", r._dest(), payload=message, trace_ctx=True)
 
     def _watch_remote(self, ref: Ref, r: _Remote, watcher: Pid) -> None:
         self._mons[ref] = r
         self._track(r._rpid.node)
-        self._post(r._rpid.node, "mon", {"ref": ref, "w": watcher, "to": r._rpid})
+        self._post(r._rpid.node, "mon", {"ref": ref, "w": watcher, **r._dest()})
 
     def _remote_exit_future(self, r: _Remote) -> asyncio.Future[Any]:
         assert self.rt is not None
@@ -478,6 +509,13 @@ class NatsTransport(Transport):
     def linked(self, a: Process, b: Process) -> None:
         local, remote = (a, b) if isinstance(b, _Remote) else (b, a)
         if isinstance(remote, _Remote) and not isinstance(local, _Remote):
+            if remote._rname is not None:  # Erlang: link({Name, Node}) is badarg
+                _drop_link(local, remote)
+                _drop_link(remote, local)
+                raise ArgumentError(
+                    f"cannot link to {remote._target()!r} by name: link to its pid"
+                    " (whereis on its node, or a call that returns it)"
+                )
             self._track(remote._rpid.node)
             self._post(remote._rpid.node, "link", {"from": local.pid, "to": remote._rpid})
 
@@ -492,7 +530,7 @@ class NatsTransport(Transport):
 
     def demonitored(self, ref: Ref, watcher: Process, target: Process) -> None:
         if isinstance(target, _Remote) and self._mons.pop(ref, None) is not None:
-            self._post(target._rpid.node, "demon", {"ref": ref, "to": target._rpid})
+            self._post(target._rpid.node, "demon", {"ref": ref, **target._dest()})
 
     def monitor_node(self, watcher: Pid, node_id: str) -> None:
         """Send ``NodeDown(node_id)`` to the local process ``watcher`` when ``node_id`` goes
@@ -547,11 +585,11 @@ class NatsTransport(Transport):
 
     def _dispatch(self, rt: Runtime, kind: Any, f: dict[str, Any], reply: str) -> None:
         if kind == "send" or kind == "cast":
-            p = rt._local_proc(_pid(f, "to"))
+            p = _local(rt, f)
             if p is not None:
                 p._deliver(f.get("m") if kind == "send" else Cast(f.get("m")))
         elif kind == "call":
-            self._on_call(rt, _pid(f, "to"), f.get("m"), reply)
+            self._on_call(rt, f, f.get("m"), reply)
         elif kind == "link":
             self._on_link(rt, _pid(f, "from"), _pid(f, "to"))
         elif kind == "unlink":
@@ -563,9 +601,9 @@ class NatsTransport(Transport):
         elif kind == "exit":
             self._on_exit(rt, f)
         elif kind == "mon":
-            self._on_monitor(rt, _ref(f, "ref"), _pid(f, "w"), _pid(f, "to"))
+            self._on_monitor(rt, _ref(f, "ref"), _pid(f, "w"), f)
         elif kind == "demon":
-            p = rt._local_proc(_pid(f, "to"))
+            p = _local(rt, f)
             ref = _ref(f, "ref")
             if p is not None and p._ext is not None and p._ext.monitored_by is not None:
                 w = p._ext.monitored_by.pop(ref, None)
@@ -574,7 +612,7 @@ class NatsTransport(Transport):
         elif kind == "down":
             self._on_down(_ref(f, "ref"), _pid(f, "pid"), f.get("r"))
         elif kind == "stop":
-            p = rt._local_proc(_pid(f, "to"))
+            p = _local(rt, f)
             if p is not None:
                 p._deliver(SysStop(f.get("r"), None))
         elif kind == "nd":
@@ -584,10 +622,10 @@ class NatsTransport(Transport):
         else:
             raise _Malformed(f"unknown frame kind {kind!r}")
 
-    def _on_call(self, rt: Runtime, to: Pid, request: Any, reply: str) -> None:
+    def _on_call(self, rt: Runtime, f: dict[str, Any], request: Any, reply: str) -> None:
         if not reply:
             raise _Malformed("call without a reply subject")
-        p = rt._local_proc(to)
+        p = _local(rt, f)
         if p is None:
             self._answer_raw(reply, {"k": "noproc"})
             return
@@ -622,7 +660,7 @@ class NatsTransport(Transport):
         entry = self._calls.pop(cid, None)
         if entry is None:
             return  # the caller timed out or gave up
-        m, pid = entry
+        m, _node_id, pid = entry
         fut = m.future
         if fut.done():
             return
@@ -649,8 +687,8 @@ class NatsTransport(Transport):
             return
         if entry is None:
             return
-        m, pid = entry
-        self._node_down(pid.node, "no_responders")
+        m, node_id, pid = entry
+        self._node_down(node_id, "no_responders")
         if not m.future.done():
             m.future.set_exception(NoProcessError(pid))
 
@@ -668,12 +706,11 @@ class NatsTransport(Transport):
         _add_link(r, p)
 
     def _on_exit(self, rt: Runtime, f: dict[str, Any]) -> None:
-        to = _pid(f, "to")
         frm = f.get("from")
         if frm is not None and type(frm) is not Pid:
             raise _Malformed("bad 'from'")
         reason = f.get("r")
-        p = rt._local_proc(to)
+        p = _local(rt, f)
         if p is None:
             return
         if f.get("x") is True:
@@ -689,13 +726,12 @@ class NatsTransport(Transport):
         _drop_link(r, p)
         rt._signal(p, reason, r, frm)
 
-    def _on_monitor(self, rt: Runtime, ref: Ref, watcher: Pid, to: Pid) -> None:
-        p = rt._local_proc(to)
-        if p is None:
-            self._post(watcher.node, "down", {"ref": ref, "pid": to}, reason=NOPROC)
-            return
-        if watcher.node in self._down:
-            self._post(watcher.node, "down", {"ref": ref, "pid": to}, reason=NOCONNECTION)
+    def _on_monitor(self, rt: Runtime, ref: Ref, watcher: Pid, f: dict[str, Any]) -> None:
+        p = _local(rt, f)
+        if p is None or watcher.node in self._down:
+            to = f.get("to") if "to" in f else Pid(self.node_id, 0)  # by name: the name form
+            reason = NOPROC if p is None else NOCONNECTION
+            self._post(watcher.node, "down", {"ref": ref, "pid": to}, reason=reason)
             return
         r = self._remote(watcher)
         self._track(watcher.node)
@@ -713,11 +749,13 @@ class NatsTransport(Transport):
         if r is None or r._ext is None or r._ext.monitored_by is None:
             return  # demonitored meanwhile, or already fired
         w = r._ext.monitored_by.pop(ref, None)
+        names = r._ext.monitor_names
+        who = names.pop(ref, pid) if names else pid  # a monitor by name reports the name form
         if isinstance(w, Process):
             if w._ext is not None and w._ext.monitoring is not None:
                 w._ext.monitoring.pop(ref, None)
             if w.alive:
-                w._deliver(Down(ref, pid, reason))
+                w._deliver(Down(ref, who, reason))
         elif isinstance(w, asyncio.Future) and not w.done():
             w.set_result(reason)
 
@@ -812,9 +850,11 @@ class NatsTransport(Transport):
 
     def _prune(self) -> None:
         for pid, r in list(self._remotes.items()):
-            ext = r._ext
-            if r._links is None and (ext is None or (not ext.monitored_by and not ext.monitoring)):
+            if _idle(r):
                 del self._remotes[pid]
+        for key, r in list(self._named.items()):
+            if _idle(r):
+                del self._named[key]
 
     def _node_down(self, node_id: str, cause: str, *, confirm: bool = True) -> None:
         """``node_id`` is gone: every link and monitor on its processes fires ``noconnection``,
@@ -847,8 +887,12 @@ class NatsTransport(Transport):
             if pid.node == node_id:
                 del self._remotes[pid]
                 rt._exit(r, NOCONNECTION)
-        for cid, (m, pid) in list(self._calls.items()):
-            if pid.node == node_id:
+        for key, r in list(self._named.items()):
+            if key[1] == node_id:
+                del self._named[key]
+                rt._exit(r, NOCONNECTION)
+        for cid, (m, call_node, pid) in list(self._calls.items()):
+            if call_node == node_id:
                 del self._calls[cid]
                 if not m.future.done():
                     m.future.set_exception(ProcessExitedError(pid, NOCONNECTION))
@@ -907,6 +951,23 @@ def _pid(f: dict[str, Any], key: str) -> Pid:
     if type(v) is not Pid:
         raise _Malformed(f"field {key!r} is not a pid")
     return v
+
+
+def _idle(r: _Remote) -> bool:
+    """Nothing links, monitors or waits on this stand-in: it can go."""
+    ext = r._ext
+    return r._links is None and (ext is None or (not ext.monitored_by and not ext.monitoring))
+
+
+def _local(rt: Runtime, f: dict[str, Any]) -> Process | None:
+    """The local process a frame is for: by pid (``to``) or by registered name (``tn``)."""
+    to = f.get("to")
+    if type(to) is Pid:
+        return rt._local_proc(to)
+    name = f.get("tn")
+    if to is None and type(name) is str:
+        return rt._resolve(name)
+    raise _Malformed("frame names no process ('to' pid or 'tn' name)")
 
 
 def _node(f: dict[str, Any]) -> str:
