@@ -106,3 +106,26 @@ async def test_call_in_flight_to_a_killed_node_fails_instead_of_hanging(
                 await asyncio.wait_for(a.call(remote, "never answered", timeout=None), 60)
     finally:
         reap(proc)
+
+
+async def test_sigkill_is_seen_at_once_through_no_responders_not_after_down_after(
+    nats_server: NatsServer,
+) -> None:
+    """A killed node's subscription is gone from the server: an overdue heartbeat makes the
+    observer probe it, and "no responders" brings it down long before ``down_after`` (here an
+    hour: only the probe can end this wait)."""
+    p = prefix()
+    proc, remote = await start_node(nats_server.url, p, "kappa")
+    try:
+        slow = {"heartbeat_interval": 0.2, "down_after": 3600.0, "prefix": p}
+        async with join(nats_server.url, "alpha", transport_options=slow) as a:
+            t = a.transport
+            await eventually(lambda: remote.node in t.nodes(), timeout=60)  # type: ignore[union-attr]
+            async with a.scope() as me:
+                ref = me.monitor(remote)
+                await a.call(remote, "sync", timeout=30)
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(30)
+                assert await me.receive(timeout=60) == Down(ref, remote, NOCONNECTION)
+    finally:
+        reap(proc)
