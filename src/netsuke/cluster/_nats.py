@@ -62,6 +62,30 @@ NOCONNECTION: Final = "noconnection"
 """The exit reason of links and monitors on processes of a node that went down or was cut off."""
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_KINDS = frozenset(
+    {
+        "send",
+        "cast",
+        "call",
+        "ok",
+        "err",
+        "exited",
+        "noproc",
+        "pong",
+        "link",
+        "unlink",
+        "exit",
+        "mon",
+        "demon",
+        "down",
+        "stop",
+        "ping",
+        "nd",
+        "nda",
+        "hb",
+        "bye",
+    }
+)
 
 FRAMES = Counter(
     "netsuke_cluster_frames",
@@ -237,7 +261,11 @@ class NatsTransport(Transport):
         self._nd_seen: dict[str, int] = {}
         self._node_watchers: dict[str, list[Pid]] = {}
         self._out: deque[tuple[str, bytes, str, dict[str, str] | None]] = deque()
-        self._out_wake: asyncio.Event | None = None
+        self._pumping = False  # frames are being handed to nats-py (see _pump)
+        self._suspended: Any = None  # a publish coroutine that had to wait, resumed later
+        self._failing = False
+        self._sent: dict[str, Any] = {}  # counter children by kind (labels() is not free)
+        self._received: dict[str, Any] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
 
@@ -305,7 +333,10 @@ class NatsTransport(Transport):
         if nc is None or nc.is_closed:
             return
         try:
-            await self._flush_out(nc)
+            for _ in range(200):  # frames queued behind a publish that waits: up to 2 s
+                if not self._pumping and not self._out:
+                    break
+                await asyncio.sleep(0.01)
             await nc.publish(f"{self.prefix}.hb", _frame("bye", {"n": self.node_id}))
             await nc.flush(timeout=2)
         except Exception as e:  # a closed connection must not fail the shutdown
@@ -321,9 +352,8 @@ class NatsTransport(Transport):
             raise RuntimeError("NatsTransport.connect() must be awaited before the node starts")
         self.rt = runtime
         self._gw = _Gateway(self, runtime)
-        self._out_wake = asyncio.Event()
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._sender()), loop.create_task(self._ticker())]
+        self._tasks = [loop.create_task(self._ticker())]
         log.info("cluster_node_joined", node=self.node_id, servers=str(self.servers))
 
     def detach(self, runtime: Runtime) -> None:
@@ -354,10 +384,12 @@ class NatsTransport(Transport):
         stand-in that the other node resolves in its own registry, frame by frame (``noproc``
         when nothing is registered there). ``None`` when ``node`` is known down (or replaced) or is
         not a cluster node id; a node not heard yet is addressed blind, as pids are."""
-        if self.resolve(Pid(node, 0)) is None:
-            return None
         key = (name, node)
         r = self._named.get(key)
+        if r is not None and not r._flags & F_DEAD and not self._closing:
+            return r  # dropped from the table when its node goes down or is replaced
+        if self.resolve(Pid(node, 0)) is None:
+            return None
         if r is None or r._flags & F_DEAD:
             r = self._new_remote(Pid(node, 0), name)
             self._named[key] = r
@@ -416,7 +448,7 @@ class NatsTransport(Transport):
         if reason is not None or kind in ("exit", "down", "stop", "exited"):
             data["r"] = encode_reason(reason)
         headers: dict[str, str] | None = None
-        if trace_ctx:
+        if trace_ctx and trace.get_current_span().get_span_context().is_valid:
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
             headers = carrier or None
@@ -426,37 +458,66 @@ class NatsTransport(Transport):
     def _enqueue(
         self, subject: str, body: bytes, reply: str, headers: dict[str, str] | None, kind: str
     ) -> None:
+        c = self._sent.get(kind)
+        if c is None:
+            c = self._sent[kind] = FRAMES.labels(self.node_id, "sent", kind)
+        c.inc()
         self._out.append((subject, body, reply, headers))
-        FRAMES.labels(self.node_id, "sent", kind).inc()
-        if self._out_wake is not None:
-            self._out_wake.set()
+        if not self._pumping:
+            self._pump()
 
-    async def _sender(self) -> None:
-        assert self._out_wake is not None
-        assert self.nc is not None
-        failing = False
-        while True:
-            await self._out_wake.wait()
-            self._out_wake.clear()
-            try:
-                await self._flush_out(self.nc)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # disconnected: frames meanwhile are lost, as in Erlang
-                DROPPED.labels(self.node_id, "publish_failed").inc()
-                if not failing:
-                    log.warning("cluster_publish_failed", node=self.node_id, error=repr(e))
-                failing = True
-            else:
-                if failing:
-                    log.info("cluster_publish_recovered", node=self.node_id)
-                failing = False
+    def _pump(self) -> None:
+        """Hand the queued frames to nats-py now, in order, without a task switch.
 
-    async def _flush_out(self, nc: NatsClient) -> None:
+        ``nc.publish`` only appends to the client's pending buffer and wakes its flusher, so
+        its coroutine is driven here and almost always finishes at once. When it has to wait
+        (its buffer is over the limit and it flushes, or a queue is full), it is resumed when
+        what it waits for is done, and the frames behind it wait their turn."""
+        nc = self.nc
+        if nc is None:
+            return
+        self._pumping = True
         out = self._out
         while out:
             subject, body, reply, headers = out.popleft()
-            await nc.publish(subject, body, reply=reply, headers=headers)
+            coro = nc.publish(subject, body, reply=reply, headers=headers)
+            if not self._step(coro):
+                return  # suspended: _step resumes the pump when the publish is done
+        self._pumping = False
+
+    def _step(self, coro: Any) -> bool:
+        """Run ``coro`` until it finishes (True) or waits (False; resumed by a callback)."""
+        try:
+            waiting = coro.send(None)
+        except StopIteration:
+            if self._failing:
+                self._failing = False
+                log.info("cluster_publish_recovered", node=self.node_id)
+            return True
+        except Exception as e:  # disconnected: frames meanwhile are lost, as in Erlang
+            self._publish_failed(e)
+            return True
+        self._suspended = coro
+
+        def resume(_: Any = None) -> None:
+            self._suspended = None
+            if self._step(coro):
+                self._pumping = False
+                if not self._closing or self._out:
+                    self._pump()
+
+        if isinstance(waiting, asyncio.Future):
+            waiting._asyncio_future_blocking = False
+            waiting.add_done_callback(resume)
+        else:  # a bare yield (sleep(0)): go on at the next turn of the loop
+            asyncio.get_running_loop().call_soon(resume)
+        return False
+
+    def _publish_failed(self, e: BaseException) -> None:
+        DROPPED.labels(self.node_id, "publish_failed").inc()
+        if not self._failing:
+            log.warning("cluster_publish_failed", node=self.node_id, error=repr(e))
+        self._failing = True
 
     def _deliver_remote(self, r: _Remote, message: Any) -> None:
         t = type(message)
@@ -572,14 +633,22 @@ class NatsTransport(Transport):
             self._drop("undecodable", msg, e)
             return
         kind = f.get("k")
-        FRAMES.labels(self.node_id, "received", str(kind)[:16]).inc()
+        c = self._received.get(kind) if type(kind) is str else None
+        if c is None:
+            label = kind if kind in _KINDS else "other"  # a peer does not choose label values
+            c = FRAMES.labels(self.node_id, "received", label)
+            if label != "other":
+                self._received[label] = c
+        c.inc()
         try:
             if tail.startswith("r."):
                 self._on_reply(tail, f)
-            else:
-                ctx = propagate.extract(msg.headers) if msg.headers else None
+            elif msg.headers:  # trace context from the sender: receive under its span
+                ctx = propagate.extract(msg.headers)
                 with tracer.start_as_current_span(f"cluster.receive {kind}", context=ctx):
                     self._dispatch(rt, kind, f, msg.reply)
+            else:
+                self._dispatch(rt, kind, f, msg.reply)
         except _Malformed as e:
             self._drop("malformed", msg, e)
         except Exception as e:  # never let a peer's frame crash this node
