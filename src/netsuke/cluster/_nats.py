@@ -1031,8 +1031,12 @@ async def flush_subscriptions(nc: NatsClient, timeout: float = 10.0) -> None:
     await nc.flush(timeout=timeout)  # type: ignore[arg-type]
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_DECODE = json.JSONDecoder().decode
+
+
 def _json(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return _ENCODER.encode(data).encode()
 
 
 def _frame(kind: str, fields: dict[str, Any]) -> bytes:
@@ -1041,7 +1045,7 @@ def _frame(kind: str, fields: dict[str, Any]) -> bytes:
 
 def _parse(data: bytes) -> dict[str, Any]:
     try:
-        raw = json.loads(data)
+        raw = _DECODE(data.decode())
     except (ValueError, UnicodeDecodeError, RecursionError, TypeError) as e:
         raise DecodeError(f"not a JSON frame: {type(e).__name__}") from None
     if type(raw) is not dict or type(raw.get("k")) is not str:
