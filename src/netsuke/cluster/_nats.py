@@ -192,6 +192,37 @@ class _Gateway:
         return self.transport._remote_exit_future(p)
 
 
+class _ReplyTo:
+    """The ``future`` of a call from another node, as the kernel uses it (``done``,
+    ``set_result``, ``set_exception``): the answer is published the moment it is set, without
+    a done-callback's turn of the event loop."""
+
+    __slots__ = ("_done", "reply", "transport")
+
+    def __init__(self, transport: NatsTransport, reply: str) -> None:
+        self.transport = transport
+        self.reply = reply
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def cancelled(self) -> bool:
+        return False
+
+    def set_result(self, value: Any) -> None:
+        if self._done:
+            raise asyncio.InvalidStateError("the call was answered already")
+        self._done = True
+        self.transport._answer_ok(self.reply, value)
+
+    def set_exception(self, error: BaseException) -> None:
+        if self._done:
+            raise asyncio.InvalidStateError("the call was answered already")
+        self._done = True
+        self.transport._answer_error(self.reply, error)
+
+
 class _Peer:
     __slots__ = ("last_seen", "node_id", "probe")
 
@@ -703,20 +734,16 @@ class NatsTransport(Transport):
         if p is None:
             self._answer_raw(reply, {"k": "noproc"})
             return
-        fut: asyncio.Future[Any] = rt._loop.create_future()
-        fut.add_done_callback(lambda f: self._answer(reply, f))
-        p._deliver(From(request, fut))
+        p._deliver(From(request, _ReplyTo(self, reply)))  # type: ignore[arg-type]
 
-    def _answer(self, reply: str, fut: asyncio.Future[Any]) -> None:
-        if fut.cancelled():
-            return
-        e = fut.exception()
-        if e is None:
-            try:
-                self._answer_raw(reply, {"k": "ok", "m": to_wire(fut.result())})
-            except EncodeError as ee:
-                self._answer_raw(reply, {"k": "err", "e": to_wire(ee)})
-        elif isinstance(e, ProcessExitedError):
+    def _answer_ok(self, reply: str, value: Any) -> None:
+        try:
+            self._answer_raw(reply, {"k": "ok", "m": to_wire(value)})
+        except EncodeError as ee:
+            self._answer_raw(reply, {"k": "err", "e": to_wire(ee)})
+
+    def _answer_error(self, reply: str, e: BaseException) -> None:
+        if isinstance(e, ProcessExitedError):
             self._answer_raw(reply, {"k": "exited", "r": encode_reason(e.reason)})
         elif isinstance(e, NoProcessError):
             self._answer_raw(reply, {"k": "noproc"})
