@@ -75,6 +75,7 @@ bench: install
 	$(BIN)/python benchmarks/queue.py
 	$(BIN)/python benchmarks/api.py
 	$(BIN)/python benchmarks/manager.py
+	$(BIN)/python benchmarks/cluster.py
 
 bench-quick: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
@@ -86,6 +87,7 @@ bench-quick: install
 	$(BIN)/python benchmarks/queue.py --quick
 	$(BIN)/python benchmarks/api.py --quick
 	$(BIN)/python benchmarks/manager.py --quick
+	$(BIN)/python benchmarks/cluster.py --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
