@@ -257,7 +257,9 @@ async def down_figures(url: str, quick: bool) -> list[Figure]:
                 for pid in pids:
                     assert await rt.call(pid, "warm", timeout=10) == "warm"
 
-                async def one(proc: subprocess.Popen[str], pid: Pid, delay: float) -> float:
+                async def one(
+                    proc: subprocess.Popen[str], pid: Pid, delay: float, sig: int = sig
+                ) -> float:
                     await asyncio.sleep(delay)
                     waiter = asyncio.ensure_future(rt.wait_exit(pid, timeout=60))
                     await asyncio.sleep(0)
@@ -271,7 +273,10 @@ async def down_figures(url: str, quick: bool) -> list[Figure]:
                 # Staggered by a step that is no divisor of the heartbeat interval, so the
                 # kills fall at every phase of the peers' heartbeats.
                 took = await asyncio.gather(
-                    *(one(p, pid, i * 0.37) for i, (p, pid) in enumerate(zip(procs, pids)))
+                    *(
+                        one(p, pid, i * 0.37)
+                        for i, (p, pid) in enumerate(zip(procs, pids, strict=True))
+                    )
                 )
             finally:
                 for p in procs:
@@ -396,7 +401,9 @@ def main() -> None:
     loop = loop_name()
     if args.case == "node":
         asyncio.run(
-            node_main(os.environ["BENCH_NATS"], os.environ["BENCH_PREFIX"], os.environ["BENCH_NAME"])
+            node_main(
+                os.environ["BENCH_NATS"], os.environ["BENCH_PREFIX"], os.environ["BENCH_NAME"]
+            )
         )
         return
     if args.case in ("memory-local", "memory-cluster"):
