@@ -168,10 +168,10 @@ async def call_figures(url: str, quick: bool) -> list[Figure]:
             target = ("echo", beta)
 
             async def ours(i: int) -> Any:
-                return await rt.call(target, ["ping", i], timeout=10)
+                return await rt.call(target, ["ping", i], timeout=10.0)
 
             async def theirs(i: int) -> Any:
-                return await raw.request(subject, json.dumps(["ping", i]).encode(), timeout=10)
+                return await raw.request(subject, json.dumps(["ping", i]).encode(), timeout=10.0)
 
             assert await ours(1) == ["ping", 1]
             for _ in range(300):  # warm both paths

@@ -564,8 +564,7 @@ class NatsTransport(Transport):
                 reply=f"{self.prefix}.node.{self.node_id}.r.{cid}",
                 trace_ctx=True,
             )
-            self._calls[cid] = (message, to.node, r._target())
-            message.future.add_done_callback(lambda _f: self._calls.pop(cid, None))
+            self._calls[cid] = (message, to.node, r._target())  # a timed-out one: _prune
         elif t is Cast:
             self._post(to.node, "cast", r._dest(), payload=message.request, trace_ctx=True)
         elif t is Down:  # r is the stand-in of a remote watcher of one of our processes
@@ -979,6 +978,10 @@ class NatsTransport(Transport):
         self._post(peer.node_id, "ping", {}, reply=f"{self.prefix}.node.{self.node_id}.r.{cid}")
 
     def _prune(self) -> None:
+        calls = self._calls
+        if calls:  # calls whose caller gave up (timeout, cancel): no reply will be awaited
+            for cid in [c for c, e in calls.items() if e[0].future.done()]:
+                del calls[cid]
         for pid, r in list(self._remotes.items()):
             if _idle(r):
                 del self._remotes[pid]
