@@ -405,3 +405,40 @@ async def test_name_node_tuple_addresses_a_name_in_the_other_nodes_registry(
             a.send(("svc", "not a node"), "x")
         with pytest.raises(NoProcessError):  # another incarnation of beta: not the live one
             a.send(("svc", b.node.replace("#", "#9")), "x")
+
+
+async def test_a_node_declared_down_fires_its_side_once_then_is_up_again(
+    nats_server: NatsServer,
+) -> None:
+    """Alpha declares beta down (as after a missed heartbeat) while beta noticed nothing: on
+    beta's next heartbeat alpha sends ``nd``; beta fires its side of the link once and answers
+    ``nda``; both are up again. A repeated ``nd`` (same verdict) fires nothing more, so a link
+    made after the heal survives it."""
+    from .helpers import Recorder
+
+    p = prefix()
+    async with (
+        join(nats_server.url, "alpha", **opts(p)) as a,
+        join(nats_server.url, "beta", **opts(p)) as b,
+    ):
+        ta, tb = a.transport, b.transport
+        assert isinstance(ta, NatsTransport) and isinstance(tb, NatsTransport)
+        await eventually(lambda: b.node in ta.nodes() and a.node in tb.nodes())
+        x = await a.start(Recorder)
+        y = await b.start(Recorder)
+        assert x is not None and y is not None
+        assert await a.call(x, ("link", y), timeout=30) == "ok"
+        await a.call(y, "sync", timeout=30)
+        ta._node_down(tb.node_id, "heartbeat_timeout")
+        seq = ta._awaiting[tb.node_id]
+        assert await a.call(x, ("seen",), timeout=30) == [("exit", y, NOCONNECTION)]
+        await eventually(lambda: b.node in ta.nodes())  # nd, then nda: up again
+        assert await b.call(y, ("seen",), timeout=30) == [("exit", x, NOCONNECTION)]
+        # A new link after the heal; then the same verdict again: nothing fires.
+        assert await a.call(x, ("link", y), timeout=30) == "ok"
+        await a.call(y, "sync", timeout=30)
+        ta._post(tb.node_id, "nd", {"n": ta.node_id, "c": seq})
+        assert await a.call(y, "sync", timeout=30) == ("echo", "sync")  # nd handled before
+        assert b.links(y) == [x]
+        assert await b.call(y, ("take",), timeout=30) == [("exit", x, NOCONNECTION)]
+        assert await a.call(x, ("take",), timeout=30) == [("exit", y, NOCONNECTION)]
