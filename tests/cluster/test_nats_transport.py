@@ -442,3 +442,33 @@ async def test_a_node_declared_down_fires_its_side_once_then_is_up_again(
         assert b.links(y) == [x]
         assert await b.call(y, ("take",), timeout=30) == [("exit", x, NOCONNECTION)]
         assert await a.call(x, ("take",), timeout=30) == [("exit", y, NOCONNECTION)]
+
+
+async def test_frames_keep_their_order_when_publishes_must_wait(nats_server: NatsServer) -> None:
+    """Frames go to nats-py without a task switch; when a publish has to wait (here: its
+    pending buffer is always over the limit, so every publish flushes first), a task finishes
+    it and the frames behind it wait: nothing is lost or reordered. Frames made outside any
+    task (a loop callback) are published from one."""
+    p = prefix()
+    async with (
+        join(nats_server.url, "alpha", **opts(p)) as a,
+        join(nats_server.url, "beta", **opts(p)) as b,
+    ):
+        ta = a.transport
+        assert isinstance(ta, NatsTransport) and ta.nc is not None
+        pid = await b.start(Echo)
+        assert pid is not None
+        ta.nc._max_pending_size = 1  # every publish waits for a flush
+        for i in range(200):
+            assert a.cast(pid, i) is True
+        asyncio.get_running_loop().call_soon(a.cast, pid, "from a callback")
+        assert await a.call(pid, "after", timeout=30) == ("echo", "after")
+        await eventually(lambda: len(b.process(pid).seen) == 201)  # type: ignore[union-attr]
+        seen = b.process(pid).seen  # type: ignore[union-attr]
+        assert seen[:200] == [("cast", i) for i in range(200)]
+        assert seen[200] == ("cast", "from a callback")
+        assert not ta._tasks and not ta._pumping
+        ta.nc._max_pending_size = 2 * 1024 * 1024
+        asyncio.get_running_loop().call_soon(a.cast, pid, "idle callback")  # not in a task
+        await eventually(lambda: len(b.process(pid).seen) == 202)  # type: ignore[union-attr]
+        assert seen[201] == ("cast", "idle callback")

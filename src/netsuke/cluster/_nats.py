@@ -293,11 +293,11 @@ class NatsTransport(Transport):
         self._node_watchers: dict[str, list[Pid]] = {}
         self._out: deque[tuple[str, bytes, str, dict[str, str] | None]] = deque()
         self._pumping = False  # frames are being handed to nats-py (see _pump)
-        self._suspended: Any = None  # a publish coroutine that had to wait, resumed later
         self._failing = False
         self._sent: dict[str, Any] = {}  # counter children by kind (labels() is not free)
         self._received: dict[str, Any] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[None]] = []  # publishes that had to wait (_finish)
+        self._ticker_task: asyncio.Task[None] | None = None
         self._closing = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -356,6 +356,14 @@ class NatsTransport(Transport):
     async def close(self) -> None:
         """Flush what is queued, tell the peers this node leaves, and disconnect."""
         self._closing = True
+        if self._ticker_task is not None:
+            self._ticker_task.cancel()
+            await asyncio.gather(self._ticker_task, return_exceptions=True)
+            self._ticker_task = None
+        for _ in range(200):  # frames queued behind a publish that waits: up to 2 s
+            if not self._pumping and not self._out:
+                break
+            await asyncio.sleep(0.01)
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -364,10 +372,6 @@ class NatsTransport(Transport):
         if nc is None or nc.is_closed:
             return
         try:
-            for _ in range(200):  # frames queued behind a publish that waits: up to 2 s
-                if not self._pumping and not self._out:
-                    break
-                await asyncio.sleep(0.01)
             await nc.publish(f"{self.prefix}.hb", _frame("bye", {"n": self.node_id}))
             await nc.flush(timeout=2)
         except Exception as e:  # a closed connection must not fail the shutdown
@@ -383,8 +387,7 @@ class NatsTransport(Transport):
             raise RuntimeError("NatsTransport.connect() must be awaited before the node starts")
         self.rt = runtime
         self._gw = _Gateway(self, runtime)
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._ticker())]
+        self._ticker_task = asyncio.get_running_loop().create_task(self._ticker())
         log.info("cluster_node_joined", node=self.node_id, servers=str(self.servers))
 
     def detach(self, runtime: Runtime) -> None:
@@ -495,15 +498,23 @@ class NatsTransport(Transport):
         c.inc()
         self._out.append((subject, body, reply, headers))
         if not self._pumping:
-            self._pump()
+            if asyncio.current_task() is None:  # a timer or loop callback: publish from a task
+                self._pumping = True
+                asyncio.get_running_loop().create_task(self._pump_in_task())
+            else:
+                self._pump()
+
+    async def _pump_in_task(self) -> None:
+        self._pumping = False
+        self._pump()
 
     def _pump(self) -> None:
         """Hand the queued frames to nats-py now, in order, without a task switch.
 
         ``nc.publish`` only appends to the client's pending buffer and wakes its flusher, so
-        its coroutine is driven here and almost always finishes at once. When it has to wait
-        (its buffer is over the limit and it flushes, or a queue is full), it is resumed when
-        what it waits for is done, and the frames behind it wait their turn."""
+        its coroutine is run here, inside the current task, and almost always finishes at
+        once. When it has to wait (its buffer is over the limit and it flushes, or a queue is
+        full), a task finishes it, and the frames behind it wait their turn."""
         nc = self.nc
         if nc is None:
             return
@@ -512,37 +523,53 @@ class NatsTransport(Transport):
         while out:
             subject, body, reply, headers = out.popleft()
             coro = nc.publish(subject, body, reply=reply, headers=headers)
-            if not self._step(coro):
-                return  # suspended: _step resumes the pump when the publish is done
+            try:
+                waiting = coro.send(None)
+            except StopIteration:
+                self._published()
+                continue
+            except Exception as e:  # disconnected: frames meanwhile are lost, as in Erlang
+                self._publish_failed(e)
+                continue
+            task = asyncio.get_running_loop().create_task(self._finish(coro, waiting))
+            self._tasks.append(task)
+            task.add_done_callback(self._finished)
+            return  # _finish pumps the rest
         self._pumping = False
 
-    def _step(self, coro: Any) -> bool:
-        """Run ``coro`` until it finishes (True) or waits (False; resumed by a callback)."""
+    async def _finish(self, coro: Any, waiting: Any) -> None:
+        """Resume a publish that had to wait (``waiting``: what it yielded), in this task."""
+        done = False
         try:
-            waiting = coro.send(None)
-        except StopIteration:
-            if self._failing:
-                self._failing = False
-                log.info("cluster_publish_recovered", node=self.node_id)
-            return True
-        except Exception as e:  # disconnected: frames meanwhile are lost, as in Erlang
-            self._publish_failed(e)
-            return True
-        self._suspended = coro
+            while True:
+                if waiting is None:
+                    await asyncio.sleep(0)
+                else:
+                    await asyncio.wait({waiting})  # its outcome is for the publish to see
+                try:
+                    waiting = coro.send(None)
+                except StopIteration:
+                    self._published()
+                    break
+                except Exception as e:
+                    self._publish_failed(e)
+                    break
+            done = True
+        finally:
+            if not done:
+                coro.close()  # cancelled (close()): the frame is not sent
+        self._pumping = False
+        if not self._closing or self._out:
+            self._pump()
 
-        def resume(_: Any = None) -> None:
-            self._suspended = None
-            if self._step(coro):
-                self._pumping = False
-                if not self._closing or self._out:
-                    self._pump()
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        if task in self._tasks:
+            self._tasks.remove(task)
 
-        if isinstance(waiting, asyncio.Future):
-            waiting._asyncio_future_blocking = False
-            waiting.add_done_callback(resume)
-        else:  # a bare yield (sleep(0)): go on at the next turn of the loop
-            asyncio.get_running_loop().call_soon(resume)
-        return False
+    def _published(self) -> None:
+        if self._failing:
+            self._failing = False
+            log.info("cluster_publish_recovered", node=self.node_id)
 
     def _publish_failed(self, e: BaseException) -> None:
         DROPPED.labels(self.node_id, "publish_failed").inc()
