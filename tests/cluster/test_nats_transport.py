@@ -472,3 +472,36 @@ async def test_frames_keep_their_order_when_publishes_must_wait(nats_server: Nat
         asyncio.get_running_loop().call_soon(a.cast, pid, "idle callback")  # not in a task
         await eventually(lambda: len(b.process(pid).seen) == 202)  # type: ignore[union-attr]
         assert seen[201] == ("cast", "idle callback")
+
+
+async def test_an_unanswered_probe_is_sent_again(nats_server: NatsServer) -> None:
+    """A probe that reached a connection as it died gets no answer at all; the next one finds
+    no responders. (``down_after`` is an hour: only a repeated probe ends this wait.)"""
+    import nats
+
+    p = prefix()
+    ghost = "ghost#1"
+    raw = await nats.connect(nats_server.url)
+    pinged = asyncio.Event()
+
+    async def swallow(msg: Any) -> None:  # holds the subject, answers nothing
+        pinged.set()
+
+    try:
+        await raw.subscribe(f"{p}.node.{ghost}.>", cb=swallow)
+        await raw.flush()
+        slow = {"heartbeat_interval": 0.2, "down_after": 3600.0, "prefix": p}
+        async with join(nats_server.url, "alpha", transport_options=slow) as a:
+            ta = a.transport
+            assert isinstance(ta, NatsTransport)
+            await raw.publish(f"{p}.hb", b'{"k":"hb","n":"ghost#1"}')
+            await eventually(lambda: ghost in ta.nodes())
+            async with a.scope() as me:
+                ref = me.monitor(Pid(ghost, 5))
+                await asyncio.wait_for(pinged.wait(), 30)  # the monitor frame or a probe
+                await eventually(lambda: ta._probes)  # a probe went out, unanswered
+                await raw.close()  # the "node" is gone now
+                assert await me.receive(timeout=30) == Down(ref, Pid(ghost, 5), NOCONNECTION)
+    finally:
+        if not raw.is_closed:
+            await raw.close()

@@ -224,12 +224,13 @@ class _ReplyTo:
 
 
 class _Peer:
-    __slots__ = ("last_seen", "node_id", "probe")
+    __slots__ = ("last_seen", "node_id", "probe", "probe_at")
 
     def __init__(self, node_id: str, now: float) -> None:
         self.node_id = node_id
         self.last_seen = now
         self.probe = 0  # the id of a "ping" request in flight to it, if any
+        self.probe_at = 0.0
 
 
 class NatsTransport(Transport):
@@ -994,13 +995,19 @@ class NatsTransport(Transport):
                     silent = now - peer.last_seen
                     if silent > self.down_after:
                         self._node_down(peer.node_id, "heartbeat_timeout")
-                    elif silent > overdue and not peer.probe:
-                        self._probe(peer)
+                    elif silent > overdue and (
+                        not peer.probe or now - peer.probe_at > self.heartbeat_interval
+                    ):
+                        # Again if unanswered: a probe sent just before the server saw the
+                        # connection close reached the dead connection and gets no answer.
+                        self._probe(peer, now)
             await asyncio.sleep(step)
 
-    def _probe(self, peer: _Peer) -> None:
+    def _probe(self, peer: _Peer, now: float) -> None:
+        self._probes.pop(peer.probe, None)
         self._call_ids += 1
         cid = peer.probe = self._call_ids
+        peer.probe_at = now
         self._probes[cid] = peer.node_id
         self._post(peer.node_id, "ping", {}, reply=f"{self.prefix}.node.{self.node_id}.r.{cid}")
 
