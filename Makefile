@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 EXTRAS ?= dev
 
-.PHONY: install run test lint format typecheck pytest bench bench-quick clean
+.PHONY: install run test lint format typecheck pytest bench bench-quick chaos clean
 
 install: $(STAMP)
 
@@ -58,6 +58,13 @@ pytest: install
 
 test: install lint typecheck pytest
 
+# Randomized cluster fault soak (slow; not part of `make test`): CHAOS_ROUNDS rounds, CHAOS_SEED
+# to replay a run. See docs/cluster.md, "Failure behaviour".
+CHAOS_ROUNDS ?= 20
+chaos: install
+	NETSUKE_CHAOS=1 NETSUKE_CHAOS_ROUNDS=$(CHAOS_ROUNDS) $(if $(CHAOS_SEED),NETSUKE_CHAOS_SEED=$(CHAOS_SEED)) \
+	  $(BIN)/pytest tests/cluster -m chaos -s -p no:cacheprovider
+
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python benchmarks/kernel.py
@@ -69,6 +76,7 @@ bench: install
 	$(BIN)/python benchmarks/cache.py
 	$(BIN)/python benchmarks/api.py
 	$(BIN)/python benchmarks/manager.py
+	$(BIN)/python benchmarks/cluster.py
 
 bench-quick: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
@@ -81,6 +89,7 @@ bench-quick: install
 	$(BIN)/python benchmarks/cache.py --quick
 	$(BIN)/python benchmarks/api.py --quick
 	$(BIN)/python benchmarks/manager.py --quick
+	$(BIN)/python benchmarks/cluster.py --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

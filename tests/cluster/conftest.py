@@ -14,6 +14,16 @@ import pytest
 from netsuke.manager.testing import NatsServer, find_nats_server
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Chaos soaks (``@pytest.mark.chaos``) run only under ``NETSUKE_CHAOS=1`` (``make chaos``)."""
+    if os.environ.get("NETSUKE_CHAOS") == "1":
+        return
+    chaos = [i for i in items if i.get_closest_marker("chaos") is not None]
+    if chaos:
+        config.hook.pytest_deselected(items=chaos)
+        items[:] = [i for i in items if i.get_closest_marker("chaos") is None]
+
+
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
     if find_nats_server() is None:

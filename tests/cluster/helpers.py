@@ -57,3 +57,49 @@ async def eventually(check: Callable[[], Any], timeout: float = 30.0) -> Any:
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(0.05)
+
+
+class Recorder(Process):
+    """Traps exits and records, as wire-safe tuples, every signal it gets; links, monitors and
+    watches nodes on request, and calls other processes for the test (from its own node)."""
+
+    def init(self, arg: Any) -> None:
+        self.trap_exit = True
+        self.seen: list[tuple[Any, ...]] = []
+
+    async def handle_call(self, request: Any, from_: From) -> Any:
+        op = request[0] if type(request) is tuple else request
+        if op == "seen":
+            return self.seen
+        if op == "spawn":  # a fresh recorder on this node, with no links or monitors yet
+            return await self.runtime.start(Recorder)
+        if op == "take":
+            out, self.seen = self.seen, []
+            return out
+        if op == "link":
+            self.link(request[1])
+            return "ok"
+        if op == "monitor":
+            return self.monitor(request[1])
+        if op == "monitor_node":
+            self.runtime.transport.monitor_node(self.pid, request[1])  # type: ignore[attr-defined]
+            return "ok"
+        if op == "call":  # errors come back as values: this process must not crash
+            try:
+                return await self.runtime.call(request[1], request[2], timeout=request[3])
+            except Exception as e:
+                return ("error", type(e).__name__)
+        return ("echo", request)
+
+    def handle_info(self, message: Any) -> None:
+        from netsuke.cluster import NodeDown
+        from netsuke.kernel import Down, Exit
+
+        if type(message) is Exit:
+            self.seen.append(("exit", message.pid, message.reason))
+        elif type(message) is Down:
+            self.seen.append(("down", message.pid, message.reason))
+        elif type(message) is NodeDown:
+            self.seen.append(("nodedown", message.node))
+        else:
+            self.seen.append(("info", message))

@@ -288,7 +288,7 @@ async def test_one_subscription_per_node_whatever_the_process_count(
                 me.monitor(pid)
             for i, pid in enumerate(pids):
                 assert await a.call(pid, i, timeout=30) == ("echo", i)
-            assert len(ta.nc._subs) == before <= 3  # own subject, heartbeats, request inbox
+            assert len(ta.nc._subs) == before == 2  # own subject, heartbeats
             assert len(ta._remotes) == 50  # stand-ins held for the monitors
             for pid in pids:
                 await b.stop(pid)  # type: ignore[arg-type]
@@ -321,3 +321,187 @@ async def test_trace_context_travels_in_headers(nats_server: NatsServer) -> None
         assert got[0].context.trace_id == caller.get_span_context().trace_id
         assert got[0].parent is not None
         assert got[0].parent.span_id == caller.get_span_context().span_id
+
+
+async def test_subscriptions_route_once_flush_subscriptions_returns(
+    nats_server: NatsServer,
+) -> None:
+    """The join race: nats-py's ``flush()`` writes its PING ahead of a SUB still waiting for
+    the flusher task, so the PONG could come back before the server had the subscription.
+    Here the flusher is held up on purpose; ``flush_subscriptions`` still waits for the SUB."""
+    import nats
+
+    from netsuke.cluster._nats import flush_subscriptions
+
+    caller = await nats.connect(nats_server.url)
+    nc = await nats.connect(nats_server.url)
+    try:
+        await nc.publish("warm.up", b"")  # the flusher takes this and asks the queue again
+        await nc.flush()
+        q = nc._flush_queue
+        assert q is not None
+        get = q.get
+
+        async def late_get() -> Any:
+            item = await get()
+            await asyncio.sleep(0.5)  # a busy event loop, made certain
+            return item
+
+        q.get = late_get  # type: ignore[method-assign]
+        await nc.publish("warm.up", b"")  # the flusher's next get() is the late one
+        await asyncio.sleep(0.6)
+
+        async def answer(msg: Any) -> None:
+            await msg.respond(b"here")
+
+        for i in range(3):
+            await nc.subscribe(f"race.{i}.>", cb=answer)
+            await flush_subscriptions(nc)
+            got = await caller.request(f"race.{i}.x", b"", timeout=10)
+            assert got.data == b"here"
+    finally:
+        await nc.close()
+        await caller.close()
+
+
+async def test_name_node_tuple_addresses_a_name_in_the_other_nodes_registry(
+    nats_server: NatsServer,
+) -> None:
+    """Erlang's {Name, Node}: the other node resolves the name frame by frame."""
+    from netsuke.kernel import ArgumentError
+
+    p = prefix()
+    async with (
+        join(nats_server.url, "alpha", **opts(p)) as a,
+        join(nats_server.url, "beta", **opts(p)) as b,
+    ):
+        await eventually(lambda: b.node in a.transport.nodes())  # type: ignore[union-attr]
+        first = await b.start(Echo, name="svc")
+        assert first is not None
+        svc = ("svc", b.node)
+        assert await a.call(svc, "by name", timeout=30) == ("echo", "by name")
+        assert a.cast(svc, "c") is True
+        assert a.send(svc, "s") is True
+        await eventually(lambda: len(b.process(first).seen) == 2)  # type: ignore[union-attr]
+        with pytest.raises(NoProcessError) as ei:
+            await a.call(("nobody", b.node), "x", timeout=30)
+        assert ei.value.target == ("nobody", b.node)
+        async with a.scope() as me:
+            with pytest.raises(ArgumentError):  # Erlang: link({Name, Node}) is badarg
+                me.link(svc)
+            ref = me.monitor(svc)
+            await a.call(svc, "sync", timeout=30)  # the monitor is set over there now
+            await b.stop(first, "shutdown")
+            assert await me.receive(timeout=30) == Down(ref, svc, "shutdown")
+            ref2 = me.monitor(("nobody", b.node))
+            assert await me.receive(timeout=30) == Down(ref2, ("nobody", b.node), "noproc")
+        # The name is resolved over there each time: a new owner answers.
+        second = await b.start(Echo, name="svc")
+        assert second is not None and second != first
+        assert await a.call(svc, "again", timeout=30) == ("echo", "again")
+        assert b.process(second).seen == []  # type: ignore[union-attr]
+        # Not a cluster node id, or not the live incarnation: nothing to address.
+        with pytest.raises(NoProcessError):  # as a send to an unregistered name
+            a.send(("svc", "not a node"), "x")
+        with pytest.raises(NoProcessError):  # another incarnation of beta: not the live one
+            a.send(("svc", b.node.replace("#", "#9")), "x")
+
+
+async def test_a_node_declared_down_fires_its_side_once_then_is_up_again(
+    nats_server: NatsServer,
+) -> None:
+    """Alpha declares beta down (as after a missed heartbeat) while beta noticed nothing: on
+    beta's next heartbeat alpha sends ``nd``; beta fires its side of the link once and answers
+    ``nda``; both are up again. A repeated ``nd`` (same verdict) fires nothing more, so a link
+    made after the heal survives it."""
+    from .helpers import Recorder
+
+    p = prefix()
+    async with (
+        join(nats_server.url, "alpha", **opts(p)) as a,
+        join(nats_server.url, "beta", **opts(p)) as b,
+    ):
+        ta, tb = a.transport, b.transport
+        assert isinstance(ta, NatsTransport) and isinstance(tb, NatsTransport)
+        await eventually(lambda: b.node in ta.nodes() and a.node in tb.nodes())
+        x = await a.start(Recorder)
+        y = await b.start(Recorder)
+        assert x is not None and y is not None
+        assert await a.call(x, ("link", y), timeout=30) == "ok"
+        await a.call(y, "sync", timeout=30)
+        ta._node_down(tb.node_id, "heartbeat_timeout")
+        seq = ta._awaiting[tb.node_id]
+        assert await a.call(x, ("seen",), timeout=30) == [("exit", y, NOCONNECTION)]
+        await eventually(lambda: b.node in ta.nodes())  # nd, then nda: up again
+        assert await b.call(y, ("seen",), timeout=30) == [("exit", x, NOCONNECTION)]
+        # A new link after the heal; then the same verdict again: nothing fires.
+        assert await a.call(x, ("link", y), timeout=30) == "ok"
+        await a.call(y, "sync", timeout=30)
+        ta._post(tb.node_id, "nd", {"n": ta.node_id, "c": seq})
+        assert await a.call(y, "sync", timeout=30) == ("echo", "sync")  # nd handled before
+        assert b.links(y) == [x]
+        assert await b.call(y, ("take",), timeout=30) == [("exit", x, NOCONNECTION)]
+        assert await a.call(x, ("take",), timeout=30) == [("exit", y, NOCONNECTION)]
+
+
+async def test_frames_keep_their_order_when_publishes_must_wait(nats_server: NatsServer) -> None:
+    """Frames go to nats-py without a task switch; when a publish has to wait (here: its
+    pending buffer is always over the limit, so every publish flushes first), a task finishes
+    it and the frames behind it wait: nothing is lost or reordered. Frames made outside any
+    task (a loop callback) are published from one."""
+    p = prefix()
+    async with (
+        join(nats_server.url, "alpha", **opts(p)) as a,
+        join(nats_server.url, "beta", **opts(p)) as b,
+    ):
+        ta = a.transport
+        assert isinstance(ta, NatsTransport) and ta.nc is not None
+        pid = await b.start(Echo)
+        assert pid is not None
+        ta.nc._max_pending_size = 1  # every publish waits for a flush
+        for i in range(200):
+            assert a.cast(pid, i) is True
+        asyncio.get_running_loop().call_soon(a.cast, pid, "from a callback")
+        assert await a.call(pid, "after", timeout=30) == ("echo", "after")
+        await eventually(lambda: len(b.process(pid).seen) == 201)  # type: ignore[union-attr]
+        seen = b.process(pid).seen  # type: ignore[union-attr]
+        assert seen[:200] == [("cast", i) for i in range(200)]
+        assert seen[200] == ("cast", "from a callback")
+        assert not ta._tasks and not ta._pumping
+        ta.nc._max_pending_size = 2 * 1024 * 1024
+        asyncio.get_running_loop().call_soon(a.cast, pid, "idle callback")  # not in a task
+        await eventually(lambda: len(b.process(pid).seen) == 202)  # type: ignore[union-attr]
+        assert seen[201] == ("cast", "idle callback")
+
+
+async def test_an_unanswered_probe_is_sent_again(nats_server: NatsServer) -> None:
+    """A probe that reached a connection as it died gets no answer at all; the next one finds
+    no responders. (``down_after`` is an hour: only a repeated probe ends this wait.)"""
+    import nats
+
+    p = prefix()
+    ghost = "ghost#1"
+    raw = await nats.connect(nats_server.url)
+    pinged = asyncio.Event()
+
+    async def swallow(msg: Any) -> None:  # holds the subject, answers nothing
+        pinged.set()
+
+    try:
+        await raw.subscribe(f"{p}.node.{ghost}.>", cb=swallow)
+        await raw.flush()
+        slow = {"heartbeat_interval": 0.2, "down_after": 3600.0, "prefix": p}
+        async with join(nats_server.url, "alpha", transport_options=slow) as a:
+            ta = a.transport
+            assert isinstance(ta, NatsTransport)
+            await raw.publish(f"{p}.hb", b'{"k":"hb","n":"ghost#1"}')
+            await eventually(lambda: ghost in ta.nodes())
+            async with a.scope() as me:
+                ref = me.monitor(Pid(ghost, 5))
+                await asyncio.wait_for(pinged.wait(), 30)  # the monitor frame or a probe
+                await eventually(lambda: ta._probes)  # a probe went out, unanswered
+                await raw.close()  # the "node" is gone now
+                assert await me.receive(timeout=30) == Down(ref, Pid(ghost, 5), NOCONNECTION)
+    finally:
+        if not raw.is_closed:
+            await raw.close()

@@ -37,7 +37,7 @@ async def start_node(url: str, p: str, name: str) -> tuple[subprocess.Popen[byte
     proc = spawn_node(url, p, name)
     assert proc.stdout is not None
     line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 90)
-    node, num = line.decode().split()
+    node, num, _rec = line.decode().split()
     return proc, Pid(node, int(num))
 
 
@@ -104,5 +104,28 @@ async def test_call_in_flight_to_a_killed_node_fails_instead_of_hanging(
             # No timeout: only node-down detection (no responders, or missed heartbeats) ends it.
             with pytest.raises((NoProcessError, ProcessExitedError)):
                 await asyncio.wait_for(a.call(remote, "never answered", timeout=None), 60)
+    finally:
+        reap(proc)
+
+
+async def test_sigkill_is_seen_at_once_through_no_responders_not_after_down_after(
+    nats_server: NatsServer,
+) -> None:
+    """A killed node's subscription is gone from the server: an overdue heartbeat makes the
+    observer probe it, and "no responders" brings it down long before ``down_after`` (here an
+    hour: only the probe can end this wait)."""
+    p = prefix()
+    proc, remote = await start_node(nats_server.url, p, "kappa")
+    try:
+        slow = {"heartbeat_interval": 0.2, "down_after": 3600.0, "prefix": p}
+        async with join(nats_server.url, "alpha", transport_options=slow) as a:
+            t = a.transport
+            await eventually(lambda: remote.node in t.nodes(), timeout=60)  # type: ignore[union-attr]
+            async with a.scope() as me:
+                ref = me.monitor(remote)
+                await a.call(remote, "sync", timeout=30)
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(30)
+                assert await me.receive(timeout=60) == Down(ref, remote, NOCONNECTION)
     finally:
         reap(proc)

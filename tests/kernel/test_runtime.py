@@ -9,6 +9,7 @@ from netsuke import (
     ChildSpec,
     DynamicSupervisor,
     LocalTransport,
+    NoProcessError,
     NotInProcessError,
     Runtime,
     Supervisor,
@@ -72,6 +73,20 @@ async def test_pids_are_location_transparent_across_nodes_of_a_local_transport()
         assert not b.alive(other), "links work across nodes"
         assert hub.nodes() == ["a", "b"]
     assert hub.nodes() == []
+
+
+async def test_name_node_tuple_addresses_a_registered_name_on_that_node() -> None:
+    """Erlang's {Name, Node}: resolved in that node's registry (this one or another)."""
+    hub = LocalTransport()
+    async with Runtime("a", transport=hub) as a, Runtime("b", transport=hub) as b:
+        pid = await b.start(Echo, None, name="svc")
+        assert await a.call(("svc", "b"), "by name") == "by name"
+        assert await b.call(("svc", "b"), "own node") == "own node"
+        assert a.whereis(("svc", "b")) == pid
+        assert a.whereis(("nobody", "b")) is None
+        assert a.whereis(("svc", "c")) is None
+        with pytest.raises(NoProcessError):
+            await a.call(("svc", "a"), "not registered on a")
 
 
 def test_current_runtime_outside_a_runtime_is_a_usage_error() -> None:

@@ -79,8 +79,61 @@ def _exc_parts(e: BaseException) -> tuple[str, str]:
     return type(e).__qualname__, str(e)
 
 
+class _Unfit(Exception):
+    """The fast encoder met something it cannot write: the slow one says what and where."""
+
+
+_FINITE = (float("inf"), float("-inf"))
+
+
+def _fast(value: Any, depth: int) -> Any:
+    """:func:`to_wire` without the bookkeeping of paths (the hot path of every frame)."""
+    if depth > _MAX_DEPTH:
+        raise _Unfit
+    t = type(value)
+    if value is None or t is str or t is int or t is bool:
+        return value
+    if t is list:
+        return [_fast(v, depth + 1) for v in value]
+    if t is tuple:
+        return {"$t": [_fast(v, depth + 1) for v in value]}
+    if t is dict:
+        out: dict[str, Any] = {}
+        escape = False
+        for k, v in value.items():
+            if type(k) is not str:
+                raise _Unfit
+            if k[:1] == "$":
+                escape = True
+            out[k] = _fast(v, depth + 1)
+        return {"$m": out} if escape else out
+    if t is Pid:
+        return {"$p": [value.node, value.id]}
+    if t is float:
+        if value != value or value in _FINITE:
+            raise _Unfit
+        return value
+    if t is Ref:
+        return {"$r": [value.node, value.id]}
+    if t is bytes:
+        return {"$b": base64.b64encode(value).decode("ascii")}
+    if t is Shutdown:
+        return {"$s": _fast(value.detail, depth + 1)}
+    if isinstance(value, BaseException):
+        return {"$e": list(_exc_parts(value))}
+    raise _Unfit
+
+
 def to_wire(value: Any, path: str = "$", depth: int = 0) -> Any:
     """``value`` as plain JSON data, or :class:`EncodeError`."""
+    try:
+        return _fast(value, depth)
+    except _Unfit:
+        pass  # the slow walk below raises EncodeError with the type and its path
+    return _slow(value, path, depth)
+
+
+def _slow(value: Any, path: str, depth: int) -> Any:
     if depth > _MAX_DEPTH:
         raise EncodeError(type(value).__name__, path, f"nested deeper than {_MAX_DEPTH}")
     t = type(value)
@@ -91,7 +144,7 @@ def to_wire(value: Any, path: str = "$", depth: int = 0) -> Any:
             raise EncodeError("float", path, "not finite")
         return value
     if t is list:
-        return [to_wire(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
+        return [_slow(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
     if t is dict:
         out: dict[str, Any] = {}
         escape = False
@@ -100,16 +153,16 @@ def to_wire(value: Any, path: str = "$", depth: int = 0) -> Any:
                 raise EncodeError(type(k).__name__, f"{path} key", "dict keys must be str")
             if k.startswith("$"):
                 escape = True
-            out[k] = to_wire(v, f"{path}[{k!r}]", depth + 1)
+            out[k] = _slow(v, f"{path}[{k!r}]", depth + 1)
         return {"$m": out} if escape else out
     if t is tuple:
-        return {"$t": [to_wire(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]}
+        return {"$t": [_slow(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]}
     if t is Pid:
         return {"$p": [value.node, value.id]}
     if t is Ref:
         return {"$r": [value.node, value.id]}
     if t is Shutdown:
-        return {"$s": to_wire(value.detail, f"{path}.detail", depth + 1)}
+        return {"$s": _slow(value.detail, f"{path}.detail", depth + 1)}
     if t is bytes:
         return {"$b": base64.b64encode(value).decode("ascii")}
     if isinstance(value, BaseException):

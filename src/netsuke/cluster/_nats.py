@@ -35,6 +35,7 @@ from prometheus_client import Counter
 
 from netsuke.kernel import (
     NOPROC,
+    ArgumentError,
     Down,
     From,
     NoProcessError,
@@ -61,6 +62,30 @@ NOCONNECTION: Final = "noconnection"
 """The exit reason of links and monitors on processes of a node that went down or was cut off."""
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_KINDS = frozenset(
+    {
+        "send",
+        "cast",
+        "call",
+        "ok",
+        "err",
+        "exited",
+        "noproc",
+        "pong",
+        "link",
+        "unlink",
+        "exit",
+        "mon",
+        "demon",
+        "down",
+        "stop",
+        "ping",
+        "nd",
+        "nda",
+        "hb",
+        "bye",
+    }
+)
 
 FRAMES = Counter(
     "netsuke_cluster_frames",
@@ -100,9 +125,10 @@ def split_node_id(node_id: str) -> tuple[str, int] | None:
 class _Remote(Process):
     """The stand-in of a process of another node (never started, never in a process table)."""
 
-    __slots__ = ("_rpid",)
+    __slots__ = ("_rname", "_rpid")
     hibernate_after = None
-    _rpid: Pid
+    _rpid: Pid  # for a name on another node (``(name, node)``): ``Pid(node, 0)``
+    _rname: str | None
 
     @property
     def pid(self) -> Pid:
@@ -113,7 +139,16 @@ class _Remote(Process):
         gw.transport._deliver_remote(self, message)
 
     def __repr__(self) -> str:
+        if self._rname is not None:
+            return f"<remote {(self._rname, self._rpid.node)!r}>"
         return f"<remote {self._rpid!r}>"
+
+    def _dest(self) -> dict[str, Any]:
+        """The frame fields that name this process on its node: its pid, or its name."""
+        return {"to": self._rpid} if self._rname is None else {"tn": self._rname}
+
+    def _target(self) -> Any:
+        return self._rpid if self._rname is None else (self._rname, self._rpid.node)
 
 
 class _Gateway:
@@ -148,7 +183,7 @@ class _Gateway:
         self.transport._post(
             target._rpid.node,
             "exit",
-            {"from": sender_pid, "to": target._rpid, "x": explicit},
+            {"from": sender_pid, **target._dest(), "x": explicit},
             reason=reason,
         )
 
@@ -157,12 +192,45 @@ class _Gateway:
         return self.transport._remote_exit_future(p)
 
 
+class _ReplyTo:
+    """The ``future`` of a call from another node, as the kernel uses it (``done``,
+    ``set_result``, ``set_exception``): the answer is published the moment it is set, without
+    a done-callback's turn of the event loop."""
+
+    __slots__ = ("_done", "reply", "transport")
+
+    def __init__(self, transport: NatsTransport, reply: str) -> None:
+        self.transport = transport
+        self.reply = reply
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def cancelled(self) -> bool:
+        return False
+
+    def set_result(self, value: Any) -> None:
+        if self._done:
+            raise asyncio.InvalidStateError("the call was answered already")
+        self._done = True
+        self.transport._answer_ok(self.reply, value)
+
+    def set_exception(self, error: BaseException) -> None:
+        if self._done:
+            raise asyncio.InvalidStateError("the call was answered already")
+        self._done = True
+        self.transport._answer_error(self.reply, error)
+
+
 class _Peer:
-    __slots__ = ("last_seen", "node_id")
+    __slots__ = ("last_seen", "node_id", "probe", "probe_at")
 
     def __init__(self, node_id: str, now: float) -> None:
         self.node_id = node_id
         self.last_seen = now
+        self.probe = 0  # the id of a "ping" request in flight to it, if any
+        self.probe_at = 0.0
 
 
 class NatsTransport(Transport):
@@ -214,14 +282,23 @@ class NatsTransport(Transport):
         self._gw: _Gateway | None = None
         self._remotes: dict[Pid, _Remote] = {}
         self._mons: dict[Ref, _Remote] = {}
-        self._calls: dict[int, tuple[From, Pid]] = {}
+        self._calls: dict[int, tuple[From, str, Any]] = {}  # id: (call, node id, target)
+        self._named: dict[tuple[str, str], _Remote] = {}
+        self._probes: dict[int, str] = {}  # ping request id: peer node id
         self._call_ids = 0
         self._peers: dict[str, _Peer] = {}
         self._down: set[str] = set()
+        self._awaiting: dict[str, int] = {}  # down by our verdict, until it acknowledges (nda)
+        self._nd_seq = 0
+        self._nd_seen: dict[str, int] = {}
         self._node_watchers: dict[str, list[Pid]] = {}
         self._out: deque[tuple[str, bytes, str, dict[str, str] | None]] = deque()
-        self._out_wake: asyncio.Event | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._pumping = False  # frames are being handed to nats-py (see _pump)
+        self._failing = False
+        self._sent: dict[str, Any] = {}  # counter children by kind (labels() is not free)
+        self._received: dict[str, Any] = {}
+        self._tasks: list[asyncio.Task[None]] = []  # publishes that had to wait (_finish)
+        self._ticker_task: asyncio.Task[None] | None = None
         self._closing = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -253,33 +330,26 @@ class NatsTransport(Transport):
         self.nc.options["max_reconnect_attempts"] = forever
         await self.nc.subscribe(f"{self.prefix}.node.{self.node_id}.>", cb=self._on_msg)
         await self.nc.subscribe(f"{self.prefix}.hb", cb=self._on_hb)
-        await self.nc.flush()
-        await self._probe_self()
-
-    async def _probe_self(self) -> None:
-        """Return once a request to this node's own subject comes back through the server.
-
-        Under load, frames sent to a node right after it subscribed were seen lost for good
-        (its subscription did not route yet, and the server drops what matches nobody); a
-        node counts as joined only when its subscription answers."""
-        assert self.nc is not None
-        subject = f"{self.prefix}.node.{self.node_id}.probe"
-        error: Exception | None = None
-        for _ in range(20):
-            try:
-                await self.nc.request(subject, b"", timeout=1)
-                return
-            except Exception as e:  # no responders yet, or timed out: try again
-                error = e
-                await asyncio.sleep(0.1)
-        await self.nc.close()
-        raise ClusterConnectError(f"this node's subscription does not route: {error!r}")
+        try:
+            await flush_subscriptions(self.nc)
+        except Exception as e:
+            await self.nc.close()
+            raise ClusterConnectError(
+                f"NATS at {self.servers} did not confirm this node's subscriptions: {e!r}"
+            ) from e
 
     async def _nats_error(self, e: Exception) -> None:
         log.warning("cluster_nats_error", node=self.node_id, error=f"{type(e).__name__}: {e}")
 
     async def _nats_disconnected(self) -> None:
         log.warning("cluster_nats_disconnected", node=self.node_id)
+        if self._closing:
+            return
+        # Frames to and from this node may be lost from now on (the server drops what matches
+        # no subscription): every peer is down for this node, as in Erlang when a connection
+        # breaks, and each one is told so when it is heard again.
+        for peer in list(self._peers.values()):
+            self._node_down(peer.node_id, "disconnected")
 
     async def _nats_reconnected(self) -> None:
         log.info("cluster_nats_reconnected", node=self.node_id)
@@ -287,6 +357,14 @@ class NatsTransport(Transport):
     async def close(self) -> None:
         """Flush what is queued, tell the peers this node leaves, and disconnect."""
         self._closing = True
+        if self._ticker_task is not None:
+            self._ticker_task.cancel()
+            await asyncio.gather(self._ticker_task, return_exceptions=True)
+            self._ticker_task = None
+        for _ in range(200):  # frames queued behind a publish that waits: up to 2 s
+            if not self._pumping and not self._out:
+                break
+            await asyncio.sleep(0.01)
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -295,7 +373,6 @@ class NatsTransport(Transport):
         if nc is None or nc.is_closed:
             return
         try:
-            await self._flush_out(nc)
             await nc.publish(f"{self.prefix}.hb", _frame("bye", {"n": self.node_id}))
             await nc.flush(timeout=2)
         except Exception as e:  # a closed connection must not fail the shutdown
@@ -311,9 +388,7 @@ class NatsTransport(Transport):
             raise RuntimeError("NatsTransport.connect() must be awaited before the node starts")
         self.rt = runtime
         self._gw = _Gateway(self, runtime)
-        self._out_wake = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._sender()), loop.create_task(self._ticker())]
+        self._ticker_task = asyncio.get_running_loop().create_task(self._ticker())
         log.info("cluster_node_joined", node=self.node_id, servers=str(self.servers))
 
     def detach(self, runtime: Runtime) -> None:
@@ -339,25 +414,46 @@ class NatsTransport(Transport):
             return None  # an earlier incarnation of this very node
         return self._remote(pid)
 
+    def resolve_name(self, name: str, node: str) -> Process | None:
+        """The process registered as ``name`` on ``node`` (Erlang's ``{Name, Node}``): a
+        stand-in that the other node resolves in its own registry, frame by frame (``noproc``
+        when nothing is registered there). ``None`` when ``node`` is known down (or replaced) or is
+        not a cluster node id; a node not heard yet is addressed blind, as pids are."""
+        key = (name, node)
+        r = self._named.get(key)
+        if r is not None and not r._flags & F_DEAD and not self._closing:
+            return r  # dropped from the table when its node goes down or is replaced
+        if self.resolve(Pid(node, 0)) is None:
+            return None
+        if r is None or r._flags & F_DEAD:
+            r = self._new_remote(Pid(node, 0), name)
+            self._named[key] = r
+        return r
+
     def _remote(self, pid: Pid) -> _Remote:
         r = self._remotes.get(pid)
         if r is None or r._flags & F_DEAD:
-            r = object.__new__(_Remote)
-            r._rt = self._gw  # type: ignore[assignment]
-            r._rpid = pid
-            r._id = pid.id
-            r._mailbox = None
-            r._task = None
-            r._waiter = None
-            r._current = None
-            r._flags = 0
-            r._reg = None
-            r._parent = None
-            r._spec = None
-            r._arg = None
-            r._ext = None
-            r._links = None
+            r = self._new_remote(pid, None)
             self._remotes[pid] = r
+        return r
+
+    def _new_remote(self, pid: Pid, name: str | None) -> _Remote:
+        r = object.__new__(_Remote)
+        r._rt = self._gw  # type: ignore[assignment]
+        r._rpid = pid
+        r._rname = name
+        r._id = pid.id
+        r._mailbox = None
+        r._task = None
+        r._waiter = None
+        r._current = None
+        r._flags = 0
+        r._reg = None
+        r._parent = None
+        r._spec = None
+        r._arg = None
+        r._ext = None
+        r._links = None
         return r
 
     def _track(self, node_id: str) -> None:
@@ -387,7 +483,7 @@ class NatsTransport(Transport):
         if reason is not None or kind in ("exit", "down", "stop", "exited"):
             data["r"] = encode_reason(reason)
         headers: dict[str, str] | None = None
-        if trace_ctx:
+        if trace_ctx and trace.get_current_span().get_span_context().is_valid:
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
             headers = carrier or None
@@ -397,37 +493,90 @@ class NatsTransport(Transport):
     def _enqueue(
         self, subject: str, body: bytes, reply: str, headers: dict[str, str] | None, kind: str
     ) -> None:
+        c = self._sent.get(kind)
+        if c is None:
+            c = self._sent[kind] = FRAMES.labels(self.node_id, "sent", kind)
+        c.inc()
         self._out.append((subject, body, reply, headers))
-        FRAMES.labels(self.node_id, "sent", kind).inc()
-        if self._out_wake is not None:
-            self._out_wake.set()
-
-    async def _sender(self) -> None:
-        assert self._out_wake is not None
-        assert self.nc is not None
-        failing = False
-        while True:
-            await self._out_wake.wait()
-            self._out_wake.clear()
-            try:
-                await self._flush_out(self.nc)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # disconnected: frames meanwhile are lost, as in Erlang
-                DROPPED.labels(self.node_id, "publish_failed").inc()
-                if not failing:
-                    log.warning("cluster_publish_failed", node=self.node_id, error=repr(e))
-                failing = True
+        if not self._pumping:
+            if asyncio.current_task() is None:  # a timer or loop callback: publish from a task
+                self._pumping = True
+                asyncio.get_running_loop().create_task(self._pump_in_task())
             else:
-                if failing:
-                    log.info("cluster_publish_recovered", node=self.node_id)
-                failing = False
+                self._pump()
 
-    async def _flush_out(self, nc: NatsClient) -> None:
+    async def _pump_in_task(self) -> None:
+        self._pumping = False
+        self._pump()
+
+    def _pump(self) -> None:
+        """Hand the queued frames to nats-py now, in order, without a task switch.
+
+        ``nc.publish`` only appends to the client's pending buffer and wakes its flusher, so
+        its coroutine is run here, inside the current task, and almost always finishes at
+        once. When it has to wait (its buffer is over the limit and it flushes, or a queue is
+        full), a task finishes it, and the frames behind it wait their turn."""
+        nc = self.nc
+        if nc is None:
+            return
+        self._pumping = True
         out = self._out
         while out:
             subject, body, reply, headers = out.popleft()
-            await nc.publish(subject, body, reply=reply, headers=headers)
+            coro = nc.publish(subject, body, reply=reply, headers=headers)
+            try:
+                waiting = coro.send(None)
+            except StopIteration:
+                self._published()
+                continue
+            except Exception as e:  # disconnected: frames meanwhile are lost, as in Erlang
+                self._publish_failed(e)
+                continue
+            task = asyncio.get_running_loop().create_task(self._finish(coro, waiting))
+            self._tasks.append(task)
+            task.add_done_callback(self._finished)
+            return  # _finish pumps the rest
+        self._pumping = False
+
+    async def _finish(self, coro: Any, waiting: Any) -> None:
+        """Resume a publish that had to wait (``waiting``: what it yielded), in this task."""
+        done = False
+        try:
+            while True:
+                if waiting is None:
+                    await asyncio.sleep(0)
+                else:
+                    await asyncio.wait({waiting})  # its outcome is for the publish to see
+                try:
+                    waiting = coro.send(None)
+                except StopIteration:
+                    self._published()
+                    break
+                except Exception as e:
+                    self._publish_failed(e)
+                    break
+            done = True
+        finally:
+            if not done:
+                coro.close()  # cancelled (close()): the frame is not sent
+        self._pumping = False
+        if not self._closing or self._out:
+            self._pump()
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        if task in self._tasks:
+            self._tasks.remove(task)
+
+    def _published(self) -> None:
+        if self._failing:
+            self._failing = False
+            log.info("cluster_publish_recovered", node=self.node_id)
+
+    def _publish_failed(self, e: BaseException) -> None:
+        DROPPED.labels(self.node_id, "publish_failed").inc()
+        if not self._failing:
+            log.warning("cluster_publish_failed", node=self.node_id, error=repr(e))
+        self._failing = True
 
     def _deliver_remote(self, r: _Remote, message: Any) -> None:
         t = type(message)
@@ -438,15 +587,14 @@ class NatsTransport(Transport):
             self._post(
                 to.node,
                 "call",
-                {"to": to},
+                r._dest(),
                 payload=message.request,
                 reply=f"{self.prefix}.node.{self.node_id}.r.{cid}",
                 trace_ctx=True,
             )
-            self._calls[cid] = (message, to)
-            message.future.add_done_callback(lambda _f: self._calls.pop(cid, None))
+            self._calls[cid] = (message, to.node, r._target())  # a timed-out one: _prune
         elif t is Cast:
-            self._post(to.node, "cast", {"to": to}, payload=message.request, trace_ctx=True)
+            self._post(to.node, "cast", r._dest(), payload=message.request, trace_ctx=True)
         elif t is Down:  # r is the stand-in of a remote watcher of one of our processes
             self._post(
                 to.node, "down", {"ref": message.ref, "pid": message.pid}, reason=message.reason
@@ -457,14 +605,14 @@ class NatsTransport(Transport):
                 for ref in list(ext.monitored_by):
                     if ref not in self._mons:
                         self._watch_remote(ref, r, Pid(self.node_id, 0))
-            self._post(to.node, "stop", {"to": to}, reason=message.reason)
+            self._post(to.node, "stop", r._dest(), reason=message.reason)
         else:
-            self._post(to.node, "send", {"to": to}, payload=message, trace_ctx=True)
+            self._post(to.node, "send", r._dest(), payload=message, trace_ctx=True)
 
     def _watch_remote(self, ref: Ref, r: _Remote, watcher: Pid) -> None:
         self._mons[ref] = r
         self._track(r._rpid.node)
-        self._post(r._rpid.node, "mon", {"ref": ref, "w": watcher, "to": r._rpid})
+        self._post(r._rpid.node, "mon", {"ref": ref, "w": watcher, **r._dest()})
 
     def _remote_exit_future(self, r: _Remote) -> asyncio.Future[Any]:
         assert self.rt is not None
@@ -482,6 +630,13 @@ class NatsTransport(Transport):
     def linked(self, a: Process, b: Process) -> None:
         local, remote = (a, b) if isinstance(b, _Remote) else (b, a)
         if isinstance(remote, _Remote) and not isinstance(local, _Remote):
+            if remote._rname is not None:  # Erlang: link({Name, Node}) is badarg
+                _drop_link(local, remote)
+                _drop_link(remote, local)
+                raise ArgumentError(
+                    f"cannot link to {remote._target()!r} by name: link to its pid"
+                    " (whereis on its node, or a call that returns it)"
+                )
             self._track(remote._rpid.node)
             self._post(remote._rpid.node, "link", {"from": local.pid, "to": remote._rpid})
 
@@ -496,7 +651,7 @@ class NatsTransport(Transport):
 
     def demonitored(self, ref: Ref, watcher: Process, target: Process) -> None:
         if isinstance(target, _Remote) and self._mons.pop(ref, None) is not None:
-            self._post(target._rpid.node, "demon", {"ref": ref, "to": target._rpid})
+            self._post(target._rpid.node, "demon", {"ref": ref, **target._dest()})
 
     def monitor_node(self, watcher: Pid, node_id: str) -> None:
         """Send ``NodeDown(node_id)`` to the local process ``watcher`` when ``node_id`` goes
@@ -523,10 +678,6 @@ class NatsTransport(Transport):
         )
 
     async def _on_msg(self, msg: Msg) -> None:
-        if msg.subject.endswith(".probe"):
-            if msg.reply:
-                await msg.respond(b"ok")
-            return
         rt = self.rt
         if rt is None:
             return
@@ -540,14 +691,22 @@ class NatsTransport(Transport):
             self._drop("undecodable", msg, e)
             return
         kind = f.get("k")
-        FRAMES.labels(self.node_id, "received", str(kind)[:16]).inc()
+        c = self._received.get(kind) if type(kind) is str else None
+        if c is None:
+            label = kind if kind in _KINDS else "other"  # a peer does not choose label values
+            c = FRAMES.labels(self.node_id, "received", label)
+            if label != "other":
+                self._received[label] = c
+        c.inc()
         try:
             if tail.startswith("r."):
                 self._on_reply(tail, f)
-            else:
-                ctx = propagate.extract(msg.headers) if msg.headers else None
+            elif msg.headers:  # trace context from the sender: receive under its span
+                ctx = propagate.extract(msg.headers)
                 with tracer.start_as_current_span(f"cluster.receive {kind}", context=ctx):
                     self._dispatch(rt, kind, f, msg.reply)
+            else:
+                self._dispatch(rt, kind, f, msg.reply)
         except _Malformed as e:
             self._drop("malformed", msg, e)
         except Exception as e:  # never let a peer's frame crash this node
@@ -555,11 +714,11 @@ class NatsTransport(Transport):
 
     def _dispatch(self, rt: Runtime, kind: Any, f: dict[str, Any], reply: str) -> None:
         if kind == "send" or kind == "cast":
-            p = rt._local_proc(_pid(f, "to"))
+            p = _local(rt, f)
             if p is not None:
                 p._deliver(f.get("m") if kind == "send" else Cast(f.get("m")))
         elif kind == "call":
-            self._on_call(rt, _pid(f, "to"), f.get("m"), reply)
+            self._on_call(rt, f, f.get("m"), reply)
         elif kind == "link":
             self._on_link(rt, _pid(f, "from"), _pid(f, "to"))
         elif kind == "unlink":
@@ -571,9 +730,9 @@ class NatsTransport(Transport):
         elif kind == "exit":
             self._on_exit(rt, f)
         elif kind == "mon":
-            self._on_monitor(rt, _ref(f, "ref"), _pid(f, "w"), _pid(f, "to"))
+            self._on_monitor(rt, _ref(f, "ref"), _pid(f, "w"), f)
         elif kind == "demon":
-            p = rt._local_proc(_pid(f, "to"))
+            p = _local(rt, f)
             ref = _ref(f, "ref")
             if p is not None and p._ext is not None and p._ext.monitored_by is not None:
                 w = p._ext.monitored_by.pop(ref, None)
@@ -582,33 +741,36 @@ class NatsTransport(Transport):
         elif kind == "down":
             self._on_down(_ref(f, "ref"), _pid(f, "pid"), f.get("r"))
         elif kind == "stop":
-            p = rt._local_proc(_pid(f, "to"))
+            p = _local(rt, f)
             if p is not None:
                 p._deliver(SysStop(f.get("r"), None))
+        elif kind == "ping":
+            if reply:
+                self._answer_raw(reply, {"k": "pong"})
+        elif kind == "nd":
+            self._on_declared_down(rt, _node(f), _seq(f))
+        elif kind == "nda":
+            self._on_down_acknowledged(rt, _node(f), _seq(f))
         else:
             raise _Malformed(f"unknown frame kind {kind!r}")
 
-    def _on_call(self, rt: Runtime, to: Pid, request: Any, reply: str) -> None:
+    def _on_call(self, rt: Runtime, f: dict[str, Any], request: Any, reply: str) -> None:
         if not reply:
             raise _Malformed("call without a reply subject")
-        p = rt._local_proc(to)
+        p = _local(rt, f)
         if p is None:
             self._answer_raw(reply, {"k": "noproc"})
             return
-        fut: asyncio.Future[Any] = rt._loop.create_future()
-        fut.add_done_callback(lambda f: self._answer(reply, f))
-        p._deliver(From(request, fut))
+        p._deliver(From(request, _ReplyTo(self, reply)))  # type: ignore[arg-type]
 
-    def _answer(self, reply: str, fut: asyncio.Future[Any]) -> None:
-        if fut.cancelled():
-            return
-        e = fut.exception()
-        if e is None:
-            try:
-                self._answer_raw(reply, {"k": "ok", "m": to_wire(fut.result())})
-            except EncodeError as ee:
-                self._answer_raw(reply, {"k": "err", "e": to_wire(ee)})
-        elif isinstance(e, ProcessExitedError):
+    def _answer_ok(self, reply: str, value: Any) -> None:
+        try:
+            self._answer_raw(reply, {"k": "ok", "m": to_wire(value)})
+        except EncodeError as ee:
+            self._answer_raw(reply, {"k": "err", "e": to_wire(ee)})
+
+    def _answer_error(self, reply: str, e: BaseException) -> None:
+        if isinstance(e, ProcessExitedError):
             self._answer_raw(reply, {"k": "exited", "r": encode_reason(e.reason)})
         elif isinstance(e, NoProcessError):
             self._answer_raw(reply, {"k": "noproc"})
@@ -625,8 +787,9 @@ class NatsTransport(Transport):
             raise _Malformed("bad reply subject") from None
         entry = self._calls.pop(cid, None)
         if entry is None:
-            return  # the caller timed out or gave up
-        m, pid = entry
+            self._probes.pop(cid, None)  # a probe's answer: alive (its heartbeat will say so)
+            return  # or the caller timed out or gave up
+        m, _node_id, pid = entry
         fut = m.future
         if fut.done():
             return
@@ -648,13 +811,17 @@ class NatsTransport(Transport):
         if not tail.startswith("r."):
             return
         try:
-            entry = self._calls.pop(int(tail[2:]), None)
+            cid = int(tail[2:])
         except ValueError:
             return
+        entry = self._calls.pop(cid, None)
         if entry is None:
+            probed = self._probes.pop(cid, None)
+            if probed is not None:
+                self._node_down(probed, "no_responders")
             return
-        m, pid = entry
-        self._node_down(pid.node, "no_responders")
+        m, node_id, pid = entry
+        self._node_down(node_id, "no_responders")
         if not m.future.done():
             m.future.set_exception(NoProcessError(pid))
 
@@ -663,8 +830,8 @@ class NatsTransport(Transport):
         if p is None:  # Erlang: linking to a process that is gone gives exit signal noproc
             self._post(frm.node, "exit", {"from": to, "to": frm, "x": False}, reason=NOPROC)
             return
-        if frm.node in self._down:
-            rt._signal(p, "noconnection", None, frm)
+        if frm.node in self._down:  # the linker's end fires; nothing was linked here
+            self._post(frm.node, "exit", {"from": to, "to": frm, "x": False}, reason=NOCONNECTION)
             return
         r = self._remote(frm)
         self._track(frm.node)
@@ -672,12 +839,11 @@ class NatsTransport(Transport):
         _add_link(r, p)
 
     def _on_exit(self, rt: Runtime, f: dict[str, Any]) -> None:
-        to = _pid(f, "to")
         frm = f.get("from")
         if frm is not None and type(frm) is not Pid:
             raise _Malformed("bad 'from'")
         reason = f.get("r")
-        p = rt._local_proc(to)
+        p = _local(rt, f)
         if p is None:
             return
         if f.get("x") is True:
@@ -693,10 +859,12 @@ class NatsTransport(Transport):
         _drop_link(r, p)
         rt._signal(p, reason, r, frm)
 
-    def _on_monitor(self, rt: Runtime, ref: Ref, watcher: Pid, to: Pid) -> None:
-        p = rt._local_proc(to)
-        if p is None:
-            self._post(watcher.node, "down", {"ref": ref, "pid": to}, reason=NOPROC)
+    def _on_monitor(self, rt: Runtime, ref: Ref, watcher: Pid, f: dict[str, Any]) -> None:
+        p = _local(rt, f)
+        if p is None or watcher.node in self._down:
+            to = f.get("to") if "to" in f else Pid(self.node_id, 0)  # by name: the name form
+            reason = NOPROC if p is None else NOCONNECTION
+            self._post(watcher.node, "down", {"ref": ref, "pid": to}, reason=reason)
             return
         r = self._remote(watcher)
         self._track(watcher.node)
@@ -714,11 +882,13 @@ class NatsTransport(Transport):
         if r is None or r._ext is None or r._ext.monitored_by is None:
             return  # demonitored meanwhile, or already fired
         w = r._ext.monitored_by.pop(ref, None)
+        names = r._ext.monitor_names
+        who = names.pop(ref, pid) if names else pid  # a monitor by name reports the name form
         if isinstance(w, Process):
             if w._ext is not None and w._ext.monitoring is not None:
                 w._ext.monitoring.pop(ref, None)
             if w.alive:
-                w._deliver(Down(ref, pid, reason))
+                w._deliver(Down(ref, who, reason))
         elif isinstance(w, asyncio.Future) and not w.done():
             w.set_result(reason)
 
@@ -748,16 +918,21 @@ class NatsTransport(Transport):
             log.error("cluster_duplicate_node_name", node=self.node_id, other=node_id)
             return
         now = rt._loop.time()
+        if node_id in self._down:
+            seq = self._awaiting.get(node_id)
+            if seq is not None:  # we declared it down: it must fire its side before it is up
+                self._post(node_id, "nd", {"n": self.node_id, "c": seq})
+            return  # left, replaced, or not acknowledged yet
         peer = self._peers.get(name)
-        if peer is None or peer.node_id == node_id:
-            if node_id in self._down:  # it was cut off and is back: new links are needed
-                self._down.discard(node_id)
-                log.info("cluster_node_up_again", node=self.node_id, peer=node_id)
-            if peer is None:
-                self._peers[name] = _Peer(node_id, now)
-                log.info("cluster_node_up", node=self.node_id, peer=node_id)
-            else:
-                peer.last_seen = now
+        if peer is None:
+            self._peers[name] = _Peer(node_id, now)
+            log.info("cluster_node_up", node=self.node_id, peer=node_id)
+            return
+        if peer.node_id == node_id:
+            peer.last_seen = now
+            if peer.probe:
+                self._probes.pop(peer.probe, None)
+                peer.probe = 0
             return
         old = split_node_id(peer.node_id)
         if old is not None and inc > old[1]:  # a restart: the predecessor is gone
@@ -765,36 +940,105 @@ class NatsTransport(Transport):
             self._peers[name] = _Peer(node_id, now)
             log.info("cluster_node_up", node=self.node_id, peer=node_id)
 
+    def _on_declared_down(self, rt: Runtime, node_id: str, seq: int) -> None:
+        """``node_id`` declared this node down (it stopped hearing us, or its connection broke):
+        our links and monitors on its processes fire too, once per verdict, then we answer."""
+        if seq > self._nd_seen.get(node_id, 0):
+            self._nd_seen[node_id] = seq
+            if node_id not in self._down:
+                self._node_down(node_id, "peer_declared_down", confirm=False)
+                self._up_again(rt, node_id)
+        self._post(node_id, "nda", {"n": self.node_id, "c": seq})
+
+    def _on_down_acknowledged(self, rt: Runtime, node_id: str, seq: int) -> None:
+        if self._awaiting.get(node_id) == seq:
+            del self._awaiting[node_id]
+            self._up_again(rt, node_id)
+
+    def _up_again(self, rt: Runtime, node_id: str) -> None:
+        """A node that was down (same incarnation) fired its side: it is a peer again."""
+        parts = split_node_id(node_id)
+        assert parts is not None
+        self._down.discard(node_id)
+        self._awaiting.pop(node_id, None)
+        peer = self._peers.get(parts[0])
+        if peer is not None:  # another incarnation is live: this one stays gone
+            if peer.node_id != node_id:
+                self._down.add(node_id)
+            return
+        self._peers[parts[0]] = _Peer(node_id, rt._loop.time())
+        log.info("cluster_node_up_again", node=self.node_id, peer=node_id)
+
     async def _ticker(self) -> None:
+        """Heartbeats every ``heartbeat_interval``; peers checked four times as often.
+
+        A peer whose heartbeat is overdue (``1.5 * heartbeat_interval`` of silence) is probed:
+        a ``ping`` request to its subject. If its connection is gone (a crash, SIGKILL), the
+        server has already dropped its subscription and answers "no responders" at once: the
+        peer is down within about a second instead of ``down_after``. A peer that is only slow
+        or stopped (SIGSTOP) keeps its subscription; it is down after ``down_after``."""
         assert self.nc is not None
         hb = _frame("hb", {"n": self.node_id})
         subject = f"{self.prefix}.hb"
+        step = self.heartbeat_interval / 4
+        overdue = self.heartbeat_interval * 1.5
+        next_hb = 0.0
         while True:
-            self._enqueue(subject, hb, "", None, "hb")
             rt = self.rt
             if rt is not None:
                 now = rt._loop.time()
+                if now >= next_hb:
+                    self._enqueue(subject, hb, "", None, "hb")
+                    next_hb = now + self.heartbeat_interval
+                    self._prune()
                 for peer in list(self._peers.values()):
-                    if now - peer.last_seen > self.down_after:
+                    silent = now - peer.last_seen
+                    if silent > self.down_after:
                         self._node_down(peer.node_id, "heartbeat_timeout")
-                self._prune()
-            await asyncio.sleep(self.heartbeat_interval)
+                    elif silent > overdue and (
+                        not peer.probe or now - peer.probe_at > self.heartbeat_interval
+                    ):
+                        # Again if unanswered: a probe sent just before the server saw the
+                        # connection close reached the dead connection and gets no answer.
+                        self._probe(peer, now)
+            await asyncio.sleep(step)
+
+    def _probe(self, peer: _Peer, now: float) -> None:
+        self._probes.pop(peer.probe, None)
+        self._call_ids += 1
+        cid = peer.probe = self._call_ids
+        peer.probe_at = now
+        self._probes[cid] = peer.node_id
+        self._post(peer.node_id, "ping", {}, reply=f"{self.prefix}.node.{self.node_id}.r.{cid}")
 
     def _prune(self) -> None:
+        calls = self._calls
+        if calls:  # calls whose caller gave up (timeout, cancel): no reply will be awaited
+            for cid in [c for c, e in calls.items() if e[0].future.done()]:
+                del calls[cid]
         for pid, r in list(self._remotes.items()):
-            ext = r._ext
-            if r._links is None and (ext is None or (not ext.monitored_by and not ext.monitoring)):
+            if _idle(r):
                 del self._remotes[pid]
+        for key, r in list(self._named.items()):
+            if _idle(r):
+                del self._named[key]
 
-    def _node_down(self, node_id: str, cause: str) -> None:
+    def _node_down(self, node_id: str, cause: str, *, confirm: bool = True) -> None:
         """``node_id`` is gone: every link and monitor on its processes fires ``noconnection``,
-        once; calls waiting on it fail; ``monitor_node`` watchers get ``NodeDown``."""
+        once; calls waiting on it fail; ``monitor_node`` watchers get ``NodeDown``.
+
+        If it may still be alive (``confirm``: missed heartbeats, no responders, our own
+        connection broke), it stays down until it has fired its own side: when it is heard
+        again it is sent ``nd`` (declared down) and is up again once it acknowledges."""
         if node_id in self._down or node_id == self.node_id:
             return
         parts = split_node_id(node_id)
         if parts is None:
             return
         self._down.add(node_id)
+        if confirm and cause not in ("left", "replaced"):
+            self._nd_seq += 1
+            self._awaiting[node_id] = self._nd_seq
         peer = self._peers.get(parts[0])
         if peer is not None and peer.node_id == node_id:
             del self._peers[parts[0]]
@@ -803,6 +1047,9 @@ class NatsTransport(Transport):
         rt = self.rt
         if rt is None:
             return
+        for cid, probed in list(self._probes.items()):
+            if probed == node_id:
+                del self._probes[cid]
         for ref, r in list(self._mons.items()):
             if r._rpid.node == node_id:
                 del self._mons[ref]
@@ -810,8 +1057,12 @@ class NatsTransport(Transport):
             if pid.node == node_id:
                 del self._remotes[pid]
                 rt._exit(r, NOCONNECTION)
-        for cid, (m, pid) in list(self._calls.items()):
-            if pid.node == node_id:
+        for key, r in list(self._named.items()):
+            if key[1] == node_id:
+                del self._named[key]
+                rt._exit(r, NOCONNECTION)
+        for cid, (m, call_node, pid) in list(self._calls.items()):
+            if call_node == node_id:
                 del self._calls[cid]
                 if not m.future.done():
                     m.future.set_exception(ProcessExitedError(pid, NOCONNECTION))
@@ -829,8 +1080,27 @@ class ClusterConnectError(ConnectionError):
     """The node could not reach the NATS server (bad URL, refused, timed out)."""
 
 
+async def flush_subscriptions(nc: NatsClient, timeout: float = 10.0) -> None:
+    """Return once the server has every subscription ``nc`` made so far.
+
+    ``nc.flush()`` alone does not promise that in nats-py (2.16): ``subscribe`` queues its
+    ``SUB`` in the client's pending buffer for the flusher task to write, while ``flush`` writes
+    its ``PING`` straight to the socket. When the flusher task has not run yet (a busy loop),
+    the ``PING`` overtakes the ``SUB``, the ``PONG`` comes back, and the server still has no
+    subscription: what peers send meanwhile matches nobody and is dropped (seen as "no
+    responders" on about 3% of joins under CPU load). So the pending buffer is written out
+    first, then the ``PING``/``PONG`` round trip proves the server processed it (a server reads
+    one connection's protocol in order)."""
+    await asyncio.wait_for(nc._flush_pending(force_flush=True), timeout)
+    await nc.flush(timeout=timeout)  # type: ignore[arg-type]
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_DECODE = json.JSONDecoder().decode
+
+
 def _json(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return _ENCODER.encode(data).encode()
 
 
 def _frame(kind: str, fields: dict[str, Any]) -> bytes:
@@ -839,7 +1109,7 @@ def _frame(kind: str, fields: dict[str, Any]) -> bytes:
 
 def _parse(data: bytes) -> dict[str, Any]:
     try:
-        raw = json.loads(data)
+        raw = _DECODE(data.decode())
     except (ValueError, UnicodeDecodeError, RecursionError, TypeError) as e:
         raise DecodeError(f"not a JSON frame: {type(e).__name__}") from None
     if type(raw) is not dict or type(raw.get("k")) is not str:
@@ -854,6 +1124,37 @@ def _pid(f: dict[str, Any], key: str) -> Pid:
     v = f.get(key)
     if type(v) is not Pid:
         raise _Malformed(f"field {key!r} is not a pid")
+    return v
+
+
+def _idle(r: _Remote) -> bool:
+    """Nothing links, monitors or waits on this stand-in: it can go."""
+    ext = r._ext
+    return r._links is None and (ext is None or (not ext.monitored_by and not ext.monitoring))
+
+
+def _local(rt: Runtime, f: dict[str, Any]) -> Process | None:
+    """The local process a frame is for: by pid (``to``) or by registered name (``tn``)."""
+    to = f.get("to")
+    if type(to) is Pid:
+        return rt._local_proc(to)
+    name = f.get("tn")
+    if to is None and type(name) is str:
+        return rt._resolve(name)
+    raise _Malformed("frame names no process ('to' pid or 'tn' name)")
+
+
+def _node(f: dict[str, Any]) -> str:
+    v = f.get("n")
+    if type(v) is not str or split_node_id(v) is None:
+        raise _Malformed("field 'n' is not a node id")
+    return v
+
+
+def _seq(f: dict[str, Any]) -> int:
+    v = f.get("c")
+    if type(v) is not int or v <= 0:
+        raise _Malformed("field 'c' is not a positive integer")
     return v
 
 

@@ -121,8 +121,9 @@ ExitReason: TypeAlias = Any
 """An exit reason: ``"normal"``, ``"shutdown"``, ``Shutdown(detail)``, ``"killed"``, an
 exception instance (a crash) or any other value (an abnormal exit)."""
 
-Target: TypeAlias = "Pid | str | Via"
-"""Whatever names a process: a Pid, a name in the node's registry, or a Via."""
+Target: TypeAlias = "Pid | str | Via | tuple[str, str]"
+"""Whatever names a process: a Pid, a name in the node's registry, a Via, or ``(name, node)``
+(Erlang's ``{Name, Node}``: the name in that node's registry, this node or another)."""
 
 
 def is_normal_or_shutdown(reason: ExitReason) -> bool:

@@ -410,6 +410,17 @@ class Runtime:
                 p = None
         elif t is Via:
             p = target.registry._whereis_proc(target.key)
+        elif t is tuple and len(target) == 2 and type(target[0]) is str:
+            # Erlang's {Name, Node}: a name registered on that node (this one or another).
+            name, node = target
+            if node == self.node:
+                p = self._names.get(name)
+                if type(p) is tuple:
+                    p = p[0]
+            elif type(node) is str and self.transport is not None:
+                p = self.transport.resolve_name(name, node)
+            else:
+                p = None
         elif isinstance(target, Process):
             p = target
         else:
@@ -918,7 +929,9 @@ class Runtime:
         p = self._resolve(target)
         tt = type(target)
         # OTP: a monitor taken by name reports the name form ({Name, Node}) in its DOWN.
-        who: Any = (target, self.node) if tt is str else target if tt is Via else None
+        who: Any = (
+            (target, self.node) if tt is str else target if tt is Via or tt is tuple else None
+        )
         if p is None:
             if who is None:
                 who = target if tt is Pid else target.pid  # type: ignore[union-attr]

@@ -44,6 +44,11 @@ class Transport(ABC):
     def nodes(self) -> list[str]:
         """The names of the nodes reachable through this transport (including this one)."""
 
+    def resolve_name(self, name: str, node: str) -> Process | None:
+        """The process registered as ``name`` on another ``node`` (Erlang's ``{Name, Node}``),
+        or ``None``; transports that cannot address names return ``None``."""
+        return None
+
     # Hooks the node calls after it changed a link or monitor between a process of its own and
     # an object ``resolve`` returned (a process of another node). A transport whose objects are
     # the processes themselves (``LocalTransport``) has nothing to do; a network transport tells
@@ -82,6 +87,10 @@ class LocalTransport(Transport):
         if rt is None:
             return None
         return rt._local_proc(pid)
+
+    def resolve_name(self, name: str, node: str) -> Process | None:
+        rt = self._nodes.get(node)
+        return None if rt is None else rt._resolve(name)
 
     def nodes(self) -> list[str]:
         return sorted(self._nodes)

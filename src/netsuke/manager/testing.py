@@ -49,7 +49,9 @@ class NatsServer:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
-    def start(self) -> str:
+    def start(self, port: int = 0) -> str:
+        """Start the server on ``port`` (a free one by default; the same one again after
+        :meth:`stop` to restart it where its clients reconnect)."""
         binary = find_nats_server()
         if binary is None:
             raise NatsUnavailableError(
@@ -58,7 +60,7 @@ class NatsServer:
         if self.workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="netsuke-nats-")
             self.workdir = Path(self._tmp.name)
-        self.port = free_port()
+        self.port = port or free_port()
         log = self.workdir / f"nats-server-{self.port}.log"
         with log.open("wb") as out:
             self.proc = subprocess.Popen(

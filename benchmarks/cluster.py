@@ -1,0 +1,422 @@
+"""Cluster benchmarks: two node OS processes over a real nats-server (``netsuke.cluster``).
+
+Figures:
+
+* ``cluster call by name, sequential`` (calls/s): this process (node ``alpha``) calls a process
+  registered as ``echo`` on node ``beta`` (another OS process) by ``("echo", beta)``, one call
+  after another. Floor: raw nats-py request/reply between the same two processes, in the same
+  run (a plain subscription in ``beta`` answering the same bytes), measured in alternating
+  blocks. Target: ratio >= 0.80 and p99 <= 0.5 ms (the p99 has its own row).
+* ``cluster call by name, 100 in flight`` (calls/s): 100 callers at once, same floor with 100
+  raw requests in flight. Target: ratio >= 0.80.
+* ``node down detected after SIGKILL`` (p99, s): from ``kill -9`` of a node process until a
+  ``wait_exit`` on one of its processes ends with ``noconnection`` (default transport
+  settings: heartbeats every 0.5 s, ``down_after`` 3 s). Target: <= 1 s.
+* ``node down detected after SIGSTOP`` (p99, s): the same after SIGSTOP. Target: <= 6 s.
+* ``memory per idle process, remotely addressable`` (B): RSS per idle, named, hibernated
+  process (100-byte state, as in the kernel's figure) in a node joined to the cluster, at
+  100,000 processes (20,000 with ``--quick``); a sample of them is then called by name from
+  another node. Floor: the same processes in a node without a transport. Target: <= 700 B.
+
+``--quick`` finishes within a minute; ``--json`` prints the figures object as the last line.
+"""
+
+from __future__ import annotations
+
+import sys
+
+# This folder goes after the standard library on sys.path (see kernel.py).
+sys.path.append(sys.path.pop(0))
+
+import asyncio
+import gc
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from _harness import STATE_BYTES, Figure, loop_name, meta, parse_args, report, settled_rss
+
+HERE = str(Path(__file__).resolve())
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# ----------------------------------------------------------------- node processes
+
+
+def _session_class() -> Any:
+    from netsuke import From, Process
+
+    class Session(Process):
+        """A process with a 100-byte state; answers calls with the request."""
+
+        __slots__ = ("state",)
+
+        def init(self, arg: bytes) -> None:
+            self.state = arg
+
+        def handle_call(self, request: Any, from_: From) -> Any:
+            return request
+
+        def handle_cast(self, request: Any) -> None:
+            return None
+
+    return Session
+
+
+async def node_main(url: str, prefix: str, name: str) -> None:
+    """A node process: ``echo`` registered, plus a raw nats-py responder on ``<prefix>.raw``."""
+    import nats
+
+    from netsuke.cluster import join
+
+    async with join(url, name, transport_options={"prefix": prefix}) as rt:
+        pid = await rt.start(_session_class(), b"", name="echo")
+        assert pid is not None
+        raw = await nats.connect(url)
+
+        async def answer(msg: Any) -> None:
+            await msg.respond(msg.data)
+
+        await raw.subscribe(f"{prefix}.raw", cb=answer)
+        await raw.flush()
+        print(json.dumps({"node": rt.node, "echo": pid.id}), flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until EOF
+        await raw.close()
+
+
+def spawn_node(url: str, prefix: str, name: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, HERE, "--case", "node", "--n", "0"],
+        env={**os.environ, "BENCH_NATS": url, "BENCH_PREFIX": prefix, "BENCH_NAME": name},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+async def node_ready(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 120)
+    if not line:
+        raise RuntimeError("node process exited before joining")
+    info: dict[str, Any] = json.loads(line)
+    return info
+
+
+def end(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        try:
+            os.kill(proc.pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        proc.kill()
+    proc.wait(30)
+    for f in (proc.stdin, proc.stdout):
+        if f is not None:
+            f.close()
+
+
+# -------------------------------------------------------------------- call figures
+
+
+async def timed_calls(call: Callable[[int], Awaitable[Any]], n: int) -> list[float]:
+    out = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        await call(i)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+async def in_flight(call: Callable[[int], Awaitable[Any]], n: int, width: int) -> float:
+    per = n // width
+
+    async def caller(k: int) -> None:
+        for i in range(per):
+            await call(k * per + i)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(caller(k) for k in range(width)))
+    return per * width / (time.perf_counter() - t0)
+
+
+async def call_figures(url: str, quick: bool) -> list[Figure]:
+    import nats
+
+    from netsuke.cluster import join
+
+    prefix = f"bench{os.getpid()}"
+    proc = spawn_node(url, prefix, "beta")
+    try:
+        info = await node_ready(proc)
+        beta = str(info["node"])
+        async with join(url, "alpha", transport_options={"prefix": prefix}) as rt:
+            raw = await nats.connect(url)
+            subject = f"{prefix}.raw"
+            target = ("echo", beta)
+
+            async def ours(i: int) -> Any:
+                return await rt.call(target, ["ping", i], timeout=10.0)
+
+            async def theirs(i: int) -> Any:
+                return await raw.request(subject, json.dumps(["ping", i]).encode(), timeout=10.0)
+
+            assert await ours(1) == ["ping", 1]
+            for _ in range(300):  # warm both paths
+                await ours(0)
+                await theirs(0)
+            blocks, per = (4, 500) if quick else (10, 2000)
+            mine: list[float] = []
+            floor: list[float] = []
+            for _ in range(blocks):  # alternate, so drift of a loaded machine hits both
+                mine += await timed_calls(ours, per)
+                floor += await timed_calls(theirs, per)
+            width = 100
+            n_flight = 5_000 if quick else 30_000
+            rates_ours, rates_raw = [], []
+            for _ in range(2 if quick else 4):
+                rates_ours.append(await in_flight(ours, n_flight, width))
+                rates_raw.append(await in_flight(theirs, n_flight, width))
+            await raw.close()
+    finally:
+        end(proc)
+    seq, seq_raw = len(mine) / sum(mine), len(floor) / sum(floor)
+    p99, p99_raw = percentile(mine, 0.99) * 1e3, percentile(floor, 0.99) * 1e3
+    fl, fl_raw = statistics.median(rates_ours), statistics.median(rates_raw)
+    return [
+        Figure(
+            "cluster call by name, sequential",
+            seq,
+            "calls/s",
+            seq_raw,
+            "raw nats-py request/reply, same processes",
+            target="ratio >= 0.80, p99 <= 0.5 ms",
+            met=seq / seq_raw >= 0.80 and p99 <= 0.5,
+        ),
+        Figure(
+            "cluster call by name, sequential, p99",
+            p99,
+            "ms",
+            p99_raw,
+            "raw nats-py p99",
+            higher_is_better=False,
+            target="<= 0.5 ms",
+            met=p99 <= 0.5,
+        ),
+        Figure(
+            "cluster call by name, 100 in flight",
+            fl,
+            "calls/s",
+            fl_raw,
+            "raw nats-py, 100 requests in flight",
+            target="ratio >= 0.80",
+            met=fl / fl_raw >= 0.80,
+        ),
+    ]
+
+
+# ------------------------------------------------------------------- node down
+
+
+async def down_figures(url: str, quick: bool) -> list[Figure]:
+    from netsuke.cluster import NOCONNECTION, join
+    from netsuke.kernel import Pid
+
+    runs = 5 if quick else 12
+    prefix = f"down{os.getpid()}"
+    figs = []
+    async with join(url, "observer", transport_options={"prefix": prefix}) as rt:
+        t = rt.transport
+        assert t is not None
+        for sig, label, target in (
+            (signal.SIGKILL, "SIGKILL", 1.0),
+            (signal.SIGSTOP, "SIGSTOP", 6.0),
+        ):
+            procs = [spawn_node(url, prefix, f"n{sig}x{i}") for i in range(runs)]
+            try:
+                infos = [await node_ready(p) for p in procs]
+                pids = [Pid(str(i["node"]), int(i["echo"])) for i in infos]
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 60
+                while not all(p.node in t.nodes() for p in pids):
+                    if loop.time() > deadline:
+                        raise RuntimeError("nodes did not join")
+                    await asyncio.sleep(0.05)
+                for pid in pids:
+                    assert await rt.call(pid, "warm", timeout=10) == "warm"
+
+                async def one(
+                    proc: subprocess.Popen[str], pid: Pid, delay: float, sig: int = sig
+                ) -> float:
+                    await asyncio.sleep(delay)
+                    waiter = asyncio.ensure_future(rt.wait_exit(pid, timeout=60))
+                    await asyncio.sleep(0)
+                    t0 = time.perf_counter()
+                    os.kill(proc.pid, sig)
+                    reason = await waiter
+                    took = time.perf_counter() - t0
+                    assert reason == NOCONNECTION, reason
+                    return took
+
+                # Staggered by a step that is no divisor of the heartbeat interval, so the
+                # kills fall at every phase of the peers' heartbeats.
+                took = await asyncio.gather(
+                    *(
+                        one(p, pid, i * 0.37)
+                        for i, (p, pid) in enumerate(zip(procs, pids, strict=True))
+                    )
+                )
+            finally:
+                for p in procs:
+                    end(p)
+            worst = percentile(list(took), 0.99)
+            figs.append(
+                Figure(
+                    f"node down detected after {label}",
+                    worst,
+                    "s",
+                    None,
+                    higher_is_better=False,
+                    target=f"<= {target:g} s (p99 of {runs} runs)",
+                    met=worst <= target,
+                )
+            )
+            print(f"{label}: " + ", ".join(f"{x:.2f}" for x in sorted(took)) + " s", flush=True)
+    return figs
+
+
+# ---------------------------------------------------------------------- memory
+
+
+async def _case_memory(n: int, clustered: bool) -> None:
+    """Child process: n named idle processes, RSS per process; with ``clustered`` the node
+    is joined and waits for the parent to call a sample by name before it exits."""
+    from netsuke import ChildSpec, DynamicSupervisor, DynamicSupervisorSpec, Runtime
+    from netsuke.cluster import NatsTransport
+
+    spec = ChildSpec(_session_class(), id="session")
+    transport = None
+    node = "local"
+    if clustered:
+        transport = NatsTransport(
+            os.environ["BENCH_NATS"], "mem", prefix=os.environ["BENCH_PREFIX"]
+        )
+        await transport.connect()
+        node = transport.node_id
+    async with Runtime(node=node, transport=transport, hibernate_sweep=3600) as rt:
+        sup = await rt.start(DynamicSupervisor, DynamicSupervisorSpec(), name="sessions")
+        assert sup is not None
+        base = settled_rss()
+        for i in range(n):
+            state = i.to_bytes(4, "little") * (STATE_BYTES // 4)
+            await DynamicSupervisor.start_child(
+                "sessions", spec, arg=state, name=f"session-{i}", runtime=rt
+            )
+        gc.freeze()
+        for lo in range(0, n, 1000):
+            for i in range(lo, min(n, lo + 1000)):
+                rt.cast(f"session-{i}", "wake")
+            await asyncio.sleep(0)
+            await rt.hibernate_idle()
+        assert rt.active_count() == 0
+        per = (settled_rss() - base) / n
+        print(json.dumps({"bytes_per_process": per, "node": rt.node}), flush=True)
+        if clustered:
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        gc.unfreeze()
+    if transport is not None:
+        await transport.close()
+
+
+async def memory_figure(url: str, quick: bool) -> Figure:
+    from netsuke.cluster import join
+
+    n = 20_000 if quick else 100_000
+    prefix = f"mem{os.getpid()}"
+    env = {**os.environ, "BENCH_NATS": url, "BENCH_PREFIX": prefix}
+
+    def child(case: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, HERE, "--case", case, "--n", str(n)],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+
+    local = child("memory-local")
+    try:
+        floor = float((await node_ready(local))["bytes_per_process"])
+    finally:
+        end(local)
+    proc = child("memory-cluster")
+    try:
+        info = await node_ready(proc)
+        async with join(url, "caller", transport_options={"prefix": prefix}) as rt:
+            for i in random.Random(1).sample(range(n), 100):  # addressable from another node
+                assert await rt.call((f"session-{i}", info["node"]), i, timeout=30) == i
+    finally:
+        end(proc)
+    value = float(info["bytes_per_process"])
+    return Figure(
+        "memory per idle process, remotely addressable",
+        value,
+        "B",
+        floor,
+        "same processes, node without a transport",
+        higher_is_better=False,
+        target=f"<= 700 B (at {n:,} processes)",
+        met=value <= 700,
+    )
+
+
+# ------------------------------------------------------------------------ main
+
+
+async def run(quick: bool) -> list[Figure]:
+    from netsuke.manager.testing import NatsServer
+
+    with NatsServer() as url:
+        figs = await call_figures(url, quick)
+        figs += await down_figures(url, quick)
+        figs.append(await memory_figure(url, quick))
+    return figs
+
+
+def main() -> None:
+    args = parse_args((__doc__ or "").split("\n")[0])
+    loop = loop_name()
+    if args.case == "node":
+        asyncio.run(
+            node_main(
+                os.environ["BENCH_NATS"], os.environ["BENCH_PREFIX"], os.environ["BENCH_NAME"]
+            )
+        )
+        return
+    if args.case in ("memory-local", "memory-cluster"):
+        asyncio.run(_case_memory(args.n, args.case == "memory-cluster"))
+        return
+    from netsuke.observability import configure_logging
+
+    configure_logging(level="warning")
+    t0 = time.perf_counter()
+    figs = asyncio.run(run(args.quick))
+    extra = {**meta(loop), "quick": args.quick, "seconds": round(time.perf_counter() - t0, 1)}
+    report(f"Netsuke cluster ({loop})", figs, as_json=args.json, extra=extra)
+
+
+if __name__ == "__main__":
+    main()
