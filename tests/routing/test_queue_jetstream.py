@@ -109,8 +109,8 @@ async def test_a_retry_is_the_same_message_nacked_with_the_backoff_delay(
     backend = _backend(queue)
     task = await queue.submit("t")
     [held] = await backend.take("w", capabilities=None, limit=1, lease=30)
-    first = await backend._load(task.id)
-    assert first is not None
+    first = await backend._find(task.id)
+    assert first is not None and first["status"] == "leased"
     run_at = backend.now() + timedelta(seconds=0.3)
     assert await backend.settle(("w", held.id, {"status": "queued", "run_at": run_at}))
     assert await backend.take("w", capabilities=None, limit=1, lease=30) == []  # not yet
@@ -118,8 +118,8 @@ async def test_a_retry_is_the_same_message_nacked_with_the_backoff_delay(
     await asyncio.sleep(0.4)
     [again] = await backend.take("w", capabilities=None, limit=1, lease=30)
     assert again.id == task.id and again.attempts == 2
-    second = await backend._load(task.id)
-    assert second is not None and second[0]["_m"] == first[0]["_m"]  # the same message
+    second = await backend._find(task.id)
+    assert second is not None and second["_m"] == first["_m"]  # the same message
     assert await _stream_messages(backend, backend.work) == 1
 
 
@@ -195,9 +195,33 @@ async def test_until_taken_a_task_is_its_message_then_the_lease_makes_its_record
     assert [t.id for t in (await queue.list(status="queued")).items] == [task.id]
     [held] = await backend.take("w", capabilities=None, limit=1, lease=30)
     assert held.id == task.id and held.payload == {"x": 1} and held.attempts == 1
-    record = json.loads((await backend._rec(task.id).get(f"t.{task.id}")).value)
-    assert record["status"] == "leased" and record["lease_owner"] == "w"
+    assert (await queue.get(task.id)).status == "leased"  # this process knows at once
+
+    async def recorded() -> bool:  # everyone else after lease_write_delay
+        try:
+            entry = await backend._rec(task.id).get(f"t.{task.id}")
+        except KeyNotFoundError:
+            return False
+        record = json.loads(entry.value)
+        return bool(record["status"] == "leased" and record["lease_owner"] == "w")
+
+    await eventually(recorded)
     assert await queue.count("queued") == 0 and await queue.count("leased") == 1
+
+
+async def test_a_task_settled_within_the_lease_write_delay_is_written_once(
+    queue: TaskQueue,
+) -> None:
+    backend = _backend(queue)
+    task = await queue.submit("t")
+    shard = f"KV_{backend.bucket}_{backend.shards.index(backend._rec(task.id))}"
+    before = (await backend.js.stream_info(shard)).state.last_seq
+    [held] = await backend.take("w", capabilities=None, limit=1, lease=30)
+    assert await backend.settle(("w", held.id, {"status": "succeeded", "result": 7}))
+    record = json.loads((await backend._rec(task.id).get(f"t.{task.id}")).value)
+    assert record["status"] == "succeeded" and record["attempts"] == 1
+    await asyncio.sleep(backend.lease_write_delay * 3)  # the delayed lease write is skipped
+    assert (await backend.js.stream_info(shard)).state.last_seq == before + 1  # one write
 
 
 async def test_idempotency_keys_hold_across_backends_and_outlast_the_duplicate_window(
@@ -320,6 +344,9 @@ async def test_a_killed_worker_and_a_killed_broker_lose_no_acknowledged_task(
                     assert proc.returncode is None, "the worker process exited early"
                     await asyncio.sleep(0.02)
             assert marker.read_text() == f"{task.id} 1"
+            # its lease is on disk lease_write_delay after the take (SIGKILL before that: the
+            # task is redelivered all the same, as queued, its attempt not counted)
+            await eventually(lambda: _status_is(queue, task.id, "leased"))
             proc.send_signal(signal.SIGKILL)
             assert await asyncio.wait_for(proc.wait(), 10) == -signal.SIGKILL
         finally:

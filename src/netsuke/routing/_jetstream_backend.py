@@ -120,10 +120,23 @@ class _Route:
         return _hash(json.dumps([priority, kind, sorted(capabilities), max_attempts]))
 
 
+class _Pending:
+    """A lease this process granted whose record is not written yet."""
+
+    __slots__ = ("data", "revision", "writing")
+
+    def __init__(self, data: dict[str, Any], revision: int) -> None:
+        self.data = data
+        self.revision = revision
+        self.writing: asyncio.Future[None] | None = None
+
+
 class JetStreamTaskBackend:
     """``TaskBackend`` on NATS JetStream; see the module documentation. Build it with ``open``.
     ``clock`` gives epoch seconds [``time.time``]; ``ack_wait`` [``30.0`` s] is the consumers'
-    redelivery timer (a worker's lease of the same length needs no extra message)."""
+    redelivery timer (a worker's lease of the same length needs no extra message);
+    ``lease_write_delay`` [``0.05`` s]: a lease's record is written this long after the take
+    unless the task is settled first (then one write records both; ``0``: at once)."""
 
     commits_audit = False  # JetStream holds the task: its audit rows go to the store after it
 
@@ -134,8 +147,12 @@ class JetStreamTaskBackend:
         clock: Callable[[], float] = time.time,
         prefix: str = "NETSUKE",
         ack_wait: float = 30.0,
+        lease_write_delay: float = 0.05,
     ) -> None:
         self.nc = nc
+        self.lease_write_delay = lease_write_delay
+        self._pending: dict[str, _Pending] = {}
+        self._flushes: set[asyncio.Task[None]] = set()
         self.js = nc.jetstream()
         self.clock = clock
         self.prefix = prefix
@@ -165,6 +182,7 @@ class JetStreamTaskBackend:
         durability: Durability = "require",
         monitor: str | None = None,
         ack_wait: float = 30.0,
+        lease_write_delay: float = 0.05,
     ) -> JetStreamTaskBackend:
         """Connect to ``url`` (``nats://``), create or bind the streams, check durability, return
         the backend. ``QueueUnavailableError`` / ``QueueDurabilityError`` otherwise."""
@@ -201,7 +219,9 @@ class JetStreamTaskBackend:
             raise QueueUnavailableError(
                 f"cannot reach NATS at {_redact(url)}: {type(exc).__name__}: {exc}"
             ) from None
-        backend = cls(nc, clock=clock, prefix=prefix, ack_wait=ack_wait)
+        backend = cls(
+            nc, clock=clock, prefix=prefix, ack_wait=ack_wait, lease_write_delay=lease_write_delay
+        )
         try:
             await backend._setup()
             await backend.check_durability(url, durability, monitor)
@@ -381,6 +401,9 @@ class JetStreamTaskBackend:
 
     async def _find(self, task_id: str) -> dict[str, Any] | None:
         """The task's record, or its delivery message's when it has no record yet."""
+        pending = self._pending.get(task_id)
+        if pending is not None:
+            return dict(pending.data)
         got = await self._load(task_id)
         return got[0] if got is not None else await self._queued(task_id)
 
@@ -532,6 +555,10 @@ class JetStreamTaskBackend:
             if msgs:
                 leased = await asyncio.gather(*(self._lease(consumer, m, lease) for m in msgs))
                 out += [t for t in leased if t is not None]
+        if out and self.lease_write_delay > 0:
+            flush = asyncio.create_task(self._flush([t.id for t in out], self.lease_write_delay))
+            self._flushes.add(flush)
+            flush.add_done_callback(self._flushes.discard)
         out.sort(key=lambda t: (-t.priority, t.run_at, t.created_at))
         return out
 
@@ -568,8 +595,11 @@ class JetStreamTaskBackend:
             _x=_ms(expires),
             _r=msg.reply,
         )
-        if await self._cas(task_id, data, revision) is None:
-            return None  # changed under us (a requeue, another take): it comes back
+        if self.lease_write_delay <= 0:
+            if await self._cas(task_id, data, revision) is None:
+                return None  # changed under us (a requeue, another take): it comes back
+        else:  # written by _flush unless settled first
+            self._pending[task_id] = _Pending(data, revision)
         if abs(lease - self.ack_wait) > 1e-3:
             await self._reply(msg.reply, self._nak(lease))  # the lease, exactly
         self._due[task_id] = now + lease
@@ -577,7 +607,36 @@ class JetStreamTaskBackend:
 
     # ---------------------------------------------------------------- settle
 
+    async def _flush(self, ids: Sequence[str], delay: float) -> None:
+        """Write the records of the leases ``ids`` still pending after ``delay`` seconds."""
+        await asyncio.sleep(delay)
+        await asyncio.gather(*(self._write_lease(i) for i in ids))
+
+    async def _write_lease(self, task_id: str) -> None:
+        pending = self._pending.get(task_id)
+        if pending is None or pending.writing is not None:
+            return  # settled (or being written) already
+        pending.writing = asyncio.get_running_loop().create_future()
+        try:
+            if await self._cas(task_id, pending.data, pending.revision) is None:
+                log.warning("queue.jetstream_lease_lost", task=task_id)
+        except Exception as exc:  # the settle finds no lease; the message comes back
+            log.warning("queue.jetstream_lease_write_failed", task=task_id, error=repr(exc))
+        finally:
+            self._pending.pop(task_id, None)
+            pending.writing.set_result(None)
+
     async def _held(self, consumer: str, task_id: str) -> tuple[dict[str, Any], int] | None:
+        """The record of a lease ``consumer`` holds, and the revision to replace."""
+        pending = self._pending.get(task_id)
+        if pending is not None:
+            if pending.writing is None:  # not written yet: the caller's write records both
+                data = pending.data
+                if data["lease_owner"] != consumer or data["_x"] <= _ms(self.now()):
+                    return None
+                del self._pending[task_id]
+                return dict(data), pending.revision
+            await asyncio.shield(pending.writing)
         got = await self._load(task_id)
         if got is None:
             return None
@@ -681,8 +740,11 @@ class JetStreamTaskBackend:
     async def _all(self) -> list[dict[str, Any]]:
         """Every task record (a KV watch of ``t.>`` per shard), oldest first."""
         shards = await asyncio.gather(*(_records(kv) for kv in self.shards))
-        rows = [d for shard in shards for d in shard]
+        leases = {i: dict(p.data) for i, p in self._pending.items()}
+        rows = [leases.get(d["id"], d) for shard in shards for d in shard]
         known = {d["id"] for d in rows}
+        rows += [d for i, d in leases.items() if i not in known]
+        known |= set(leases)
         info = await self.js.stream_info(self.work, subjects_filter=f"{self.subjects}.r.>")
         fresh = [s.rsplit(".", 1)[1] for s in (info.state.subjects or {})]
         queued = await asyncio.gather(*(self._queued(i) for i in fresh if i not in known))
@@ -823,6 +885,10 @@ class JetStreamTaskBackend:
 
     async def close(self) -> None:
         self._closing = True
+        for flush in list(self._flushes):
+            flush.cancel()
+        with contextlib.suppress(Exception):  # the leases still held: recorded before we go
+            await asyncio.gather(*(self._write_lease(i) for i in list(self._pending)))
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
