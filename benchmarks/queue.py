@@ -210,12 +210,16 @@ async def routing_run(agents: int, decisions: int) -> tuple[float, float]:
 JS_TASKS_TARGET = 5_000.0
 
 
-async def jetstream_run(url: str, monitor: str, count: int) -> tuple[float, int]:
+async def jetstream_run(
+    url: str, monitor: str, count: int, synced: bool = True
+) -> tuple[float, int]:
     """Tasks/s end to end on the JetStream backend; tasks counted ``succeeded`` after."""
     from netsuke.routing import JetStreamTaskBackend
 
     prefix = f"B{uuid.uuid4().hex[:10].upper()}"
-    backend = await JetStreamTaskBackend.open(url, prefix=prefix, monitor=monitor)
+    backend = await JetStreamTaskBackend.open(
+        url, prefix=prefix, monitor=monitor, durability="require" if synced else "warn"
+    )
     queue = TaskQueue(backend)
     per = count // CONCURRENCY
 
@@ -234,7 +238,9 @@ async def jetstream_run(url: str, monitor: str, count: int) -> tuple[float, int]
     await worker.start()
     await asyncio.gather(*(producer(p) for p in range(CONCURRENCY)))
     total = per * CONCURRENCY
-    while worker.processed < total:
+    while True:  # watch the worker in memory: polling the queue would compete with it
+        if worker.processed >= total:
+            break
         await asyncio.sleep(0.002)
     elapsed = time.perf_counter() - start
     await worker.stop()
@@ -292,24 +298,44 @@ async def jetstream_raw_run(url: str, count: int) -> float:
     return total / elapsed
 
 
-async def jetstream_figure(quick: bool) -> tuple[Figure, dict[str, object]]:
-    """``queue_end_to_end_jetstream`` beside its raw nats-py floor, on one nats-server."""
+async def jetstream_figure(
+    quick: bool, *, synced: bool = True
+) -> tuple[Figure, dict[str, object]]:
+    """``queue_end_to_end_jetstream`` beside its raw nats-py floor, on one nats-server;
+    ``synced=False``: the same on a server with JetStream's default ``sync_interval``
+    (acknowledged writes not fsynced: informational, what the code costs without the disk)."""
     from netsuke.manager.testing import NatsServer
 
     count, rounds = (2_048, 1) if quick else (10_240, 3)
     with tempfile.TemporaryDirectory(prefix="netsuke-bench-js-") as tmp:
-        server = NatsServer(workdir=Path(tmp), jetstream=True, monitor=True)
+        server = NatsServer(
+            workdir=Path(tmp),
+            jetstream=True,
+            monitor=True,
+            sync_interval="always" if synced else None,
+        )
         url = await asyncio.to_thread(server.start)
+        monitor = server.monitor_url
         try:
-            await jetstream_run(url, server.monitor_url, 512)  # warm-up
+            await jetstream_run(url, monitor, 512, synced)  # warm-up
             best, floor, lost = 0.0, 0.0, 0
             for _ in range(rounds):
-                rate, acked = await jetstream_run(url, server.monitor_url, count)
+                rate, acked = await jetstream_run(url, monitor, count, synced)
                 lost += count - count % CONCURRENCY - acked
                 best = max(best, rate)
                 floor = max(floor, await jetstream_raw_run(url, count))
         finally:
             server.stop()
+    if not synced:
+        figure = Figure(
+            "queue_end_to_end_jetstream_unsynced",
+            best,
+            "tasks/s",
+            floor=floor,
+            floor_label="nats-py publish/fetch/ack, default sync_interval",
+            target="informational (not durable)",
+        )
+        return figure, {"jetstream_unsynced_tasks_lost": lost}
     figure = Figure(
         "queue_end_to_end_jetstream",
         best,
@@ -358,6 +384,9 @@ async def main() -> int:
     )
     js_figure, js_extra = await jetstream_figure(args.quick)
     figures.append(js_figure)
+    unsynced, unsynced_extra = await jetstream_figure(args.quick, synced=False)
+    figures.append(unsynced)
+    js_extra.update(unsynced_extra)
     ours, scan = await routing_run(10_000, decisions)
     figures.append(
         Figure(

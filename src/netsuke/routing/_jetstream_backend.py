@@ -193,12 +193,14 @@ class JetStreamTaskBackend:
                 "the JetStream queue needs nats-py: pip install 'netsuke[nats]'"
             ) from None
         where = _redact(url)
+        made: list[JetStreamTaskBackend] = []
 
         async def on_error(exc: Exception) -> None:
             log.debug("queue.jetstream_connection_error", url=where, error=repr(exc))
 
         async def on_disconnected() -> None:
-            log.warning("queue.jetstream_disconnected", url=where)
+            if not (made and made[0]._closing):
+                log.warning("queue.jetstream_disconnected", url=where)
 
         async def on_reconnected() -> None:
             log.info("queue.jetstream_reconnected", url=where)
@@ -222,6 +224,7 @@ class JetStreamTaskBackend:
         backend = cls(
             nc, clock=clock, prefix=prefix, ack_wait=ack_wait, lease_write_delay=lease_write_delay
         )
+        made.append(backend)
         try:
             await backend._setup()
             await backend.check_durability(url, durability, monitor)
@@ -565,8 +568,12 @@ class JetStreamTaskBackend:
     async def _lease(self, consumer: str, msg: Any, lease: float) -> TaskRecord | None:
         body = json.loads(msg.data)
         task_id = str(body["id"])
-        seq = int(msg.metadata.sequence.stream)
-        got = await self._load(task_id)
+        meta = msg.metadata
+        seq = int(meta.sequence.stream)
+        # a submitted task's first delivery has no record yet (only a lease makes one; a
+        # requeued task's message says so): no read
+        first = meta.num_delivered == 1 and "_requeued" not in body
+        got = None if first else await self._load(task_id)
         if got is None:  # never taken: the message is the record, created by the lease below
             body["_m"] = seq
             got = body, 0
@@ -797,7 +804,8 @@ class JetStreamTaskBackend:
         route = await self._route(
             data["priority"], data["kind"], data["capabilities"], data["max_attempts"]
         )
-        ack = await self.js.publish(f"{route.subject}.{task_id}", _dump({**data, "_m": None}))
+        body = _dump({**data, "_m": None, "_requeued": True})
+        ack = await self.js.publish(f"{route.subject}.{task_id}", body)
         data["_m"] = int(ack.seq)
         if await self._cas(task_id, data, revision) is None:  # (its message is dropped)
             raise TaskNotFoundError(task_id, "dead")
