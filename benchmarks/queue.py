@@ -298,9 +298,7 @@ async def jetstream_raw_run(url: str, count: int) -> float:
     return total / elapsed
 
 
-async def jetstream_figure(
-    quick: bool, *, synced: bool = True
-) -> tuple[Figure, dict[str, object]]:
+async def jetstream_figure(quick: bool, *, synced: bool = True) -> tuple[Figure, dict[str, object]]:
     """``queue_end_to_end_jetstream`` beside its raw nats-py floor, on one nats-server;
     ``synced=False``: the same on a server with JetStream's default ``sync_interval``
     (acknowledged writes not fsynced: informational, what the code costs without the disk)."""
