@@ -383,3 +383,32 @@ async def test_a_killed_worker_and_a_killed_broker_lose_no_acknowledged_task(
 
 async def _count_is(queue: TaskQueue, status: str, n: int) -> bool:
     return await queue.count(status) == n  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("nats://", "needs a host"),
+        ("nats://h:99999", "port"),
+        ("nats://h:4222?durability=maybe", "durability"),
+        ("nats://h:4222?prefix=a.b", "prefix"),
+        ("nats://h:4222?ack_wait=0", "ack_wait"),
+        ("nats://h:4222?monitor=ftp://x", "monitor"),
+        ("nats://h:4222?nope=1", "unknown"),
+    ],
+)
+def test_a_bad_nats_queue_url_is_refused_naming_the_problem(url: str, reason: str) -> None:
+    from netsuke.routing import check_queue_url
+
+    with pytest.raises(ValueError, match=reason):
+        check_queue_url(url)
+
+
+def test_good_nats_queue_urls_pass() -> None:
+    from netsuke.routing import check_queue_url
+
+    for url in (
+        "nats://127.0.0.1:4222",
+        "nats://u:p@h:4222?durability=warn&prefix=APP_1&ack_wait=60&monitor=http://h:8222",
+    ):
+        assert check_queue_url(url) == url
