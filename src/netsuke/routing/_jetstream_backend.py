@@ -434,12 +434,14 @@ class JetStreamTaskBackend:
     # ---------------------------------------------------------------- submit
 
     async def submit(self, draft: TaskDraft) -> tuple[TaskRecord, bool]:
+        from nats.js.errors import KeyWrongLastSequenceError
+
         task_id = _new_id()
         if draft.idempotency_key is not None:
             idem = f"i.{_hash(draft.idempotency_key)}"
             try:
                 await self.kv.create(idem, task_id.encode())
-            except Exception:  # taken: the first task, unless its submit never finished
+            except KeyWrongLastSequenceError:  # taken: the first task, unless never submitted
                 first = await self._first(idem)
                 if first is not None:
                     return first, False
