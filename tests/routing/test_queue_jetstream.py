@@ -412,3 +412,23 @@ def test_good_nats_queue_urls_pass() -> None:
         "nats://u:p@h:4222?durability=warn&prefix=APP_1&ack_wait=60&monitor=http://h:8222",
     ):
         assert check_queue_url(url) == url
+
+
+async def test_listing_pages_through_every_record_and_skips_purged_ones(
+    queue: TaskQueue,
+) -> None:
+    backend = _backend(queue)
+    backend.scan_batch = 3  # several direct-get batches per bucket
+    tasks = await asyncio.gather(*(queue.submit("n", {"i": i}) for i in range(40)))
+    got = []
+    while len(got) < 40:
+        got += await backend.take("w", capabilities=None, limit=40, lease=30)
+    for t in got[:30]:
+        assert await backend.settle(("w", t.id, {"status": "succeeded", "result": 1}))
+    for t in got[30:]:
+        assert await backend.settle(("w", t.id, {"status": "dead", "last_error": "x"}))
+    assert await queue.count("succeeded") == 30 and await queue.count("dead") == 10
+    listed = (await queue.list(status="succeeded", limit=100)).items
+    assert len(listed) == 30 and len(tasks) == 40
+    assert await queue.purge_dead([t.id for t in got[30:35]]) == 5
+    assert await queue.count("dead") == 5 and await queue.count() == 35

@@ -151,6 +151,7 @@ class JetStreamTaskBackend:
     ) -> None:
         self.nc = nc
         self.lease_write_delay = lease_write_delay
+        self.scan_batch = 1000  # records per direct-get batch when listing
         self._pending: dict[str, _Pending] = {}
         self._flushes: set[asyncio.Task[None]] = set()
         self.js = nc.jetstream()
@@ -281,7 +282,9 @@ class JetStreamTaskBackend:
         try:
             return await self.js.key_value(name)
         except Exception:
-            return await self.js.create_key_value(bucket=name, history=1, storage=StorageType.FILE)
+            return await self.js.create_key_value(
+                bucket=name, history=1, storage=StorageType.FILE, direct=True
+            )
 
     def _rec(self, task_id: str) -> Any:
         """The KV bucket holding ``task_id``'s record."""
@@ -748,7 +751,9 @@ class JetStreamTaskBackend:
 
     async def _all(self) -> list[dict[str, Any]]:
         """Every task record (a KV watch of ``t.>`` per shard), oldest first."""
-        shards = await asyncio.gather(*(_records(kv) for kv in self.shards))
+        shards = await asyncio.gather(
+            *(self._scan(f"{self.bucket}_{i}") for i in range(len(self.shards)))
+        )
         leases = {i: dict(p.data) for i, p in self._pending.items()}
         rows = [leases.get(d["id"], d) for shard in shards for d in shard]
         known = {d["id"] for d in rows}
@@ -760,6 +765,49 @@ class JetStreamTaskBackend:
         rows += [d for d in queued if d is not None and d["id"] not in known]
         rows.sort(key=lambda d: (d["created_at"], d["id"]))
         return rows
+
+    async def _scan(self, bucket: str) -> list[dict[str, Any]]:
+        """Every record of the KV bucket ``bucket``, read with batched direct gets in stream
+        order (no consumer: complete however loaded the server is)."""
+        rows: list[dict[str, Any]] = []
+        seq = 1
+        while True:
+            got: list[Any] = []
+            done = asyncio.Event()
+            status: dict[str, str] = {}
+
+            async def on_message(
+                msg: Any,
+                got: list[Any] = got,
+                done: asyncio.Event = done,
+                status: dict[str, str] = status,
+            ) -> None:
+                headers = msg.headers or {}
+                if "Status" in headers:
+                    status.update({k: str(v) for k, v in headers.items() if isinstance(k, str)})
+                    done.set()
+                else:
+                    got.append(msg)
+
+            inbox = self.nc.new_inbox()
+            sub = await self.nc.subscribe(inbox, cb=on_message)
+            request = {"seq": seq, "next_by_subj": f"$KV.{bucket}.t.>", "batch": self.scan_batch}
+            try:
+                await self.nc.publish(
+                    f"$JS.API.DIRECT.GET.KV_{bucket}", json.dumps(request).encode(), reply=inbox
+                )
+                async with asyncio.timeout(30.0):
+                    await done.wait()
+            finally:
+                await sub.unsubscribe()
+            for msg in got:
+                headers = msg.headers or {}
+                if headers.get("KV-Operation") in ("DEL", "PURGE") or not msg.data:
+                    continue
+                rows.append(json.loads(msg.data))
+            if status.get("Status") != "204" or int(status.get("Nats-Num-Pending", "0")) <= 0:
+                return rows  # (404: nothing from seq on)
+            seq = int(status["Nats-Last-Sequence"]) + 1
 
     async def list(
         self,
@@ -907,21 +955,6 @@ class JetStreamTaskBackend:
             with contextlib.suppress(Exception):
                 await self.nc.flush(timeout=2)
             await self.nc.close()
-
-
-async def _records(kv: Any) -> list[dict[str, Any]]:
-    watcher = await kv.watch("t.>", ignore_deletes=True)
-    rows: list[dict[str, Any]] = []
-    try:
-        while True:
-            entry = await watcher.updates(timeout=10.0)
-            if entry is None:
-                break
-            if entry.value:
-                rows.append(json.loads(entry.value))
-    finally:
-        await watcher.stop()
-    return rows
 
 
 async def _sync_always(varz: str) -> bool | None:
