@@ -1,4 +1,4 @@
-"""The NATS JetStream backend: deliveries through a work-queue stream, task records in a KV bucket.
+"""The NATS JetStream backend: deliveries through a work-queue stream, task records in KV buckets.
 
 ``await JetStreamTaskBackend.open("nats://host:4222")`` connects, creates (or binds) its streams
 and checks durability. Semantics are the ``TaskBackend`` contract (the same conformance tests as
@@ -22,11 +22,15 @@ the SQL and Redis backends), mapped onto JetStream. Names below use the prefix `
   record. A task due later is delivered at once and ``nak``-ed with the delay until it is due.
 * **Take** pulls without waiting (``no_wait``) from the routes the consumer serves and leases each
   message in its record (owner, expiry on the backend's clock, attempts + 1, the message's ack
-  subject). A lease shorter or longer than the consumer's ``ack_wait`` is set exactly with
-  ``nak(delay=lease)`` (the message stays pending: an ack still settles it; without one it is
-  redelivered when the lease ends). A redelivered message whose record is still leased to another
-  consumer, unexpired, is put back until the lease ends; a message whose record moved on (a stale
-  delivery) is acked and dropped.
+  subject), written ``lease_write_delay`` [0.05 s] later unless the task is settled first (then
+  one write records lease and result; meanwhile this process answers ``get`` with the lease,
+  others see the task ``queued``; a process killed within the delay leaves no lease record: the
+  task comes back after ``ack_wait``, that attempt uncounted). A lease shorter or longer than
+  the consumer's ``ack_wait`` is set exactly with ``nak(delay=lease)`` (the message stays
+  pending: an ack still settles it; without one it is redelivered when the lease ends). A
+  redelivered message whose record is still leased to another consumer, unexpired, is put back
+  until the lease ends; a message whose record moved on (a stale delivery) is acked and
+  dropped.
 * **Settle** checks the lease and compare-and-sets the record (that is the durable part), then
   acks the message (``succeeded``), ``nak``-s it with the retry's backoff delay (``queued``, the
   same message redelivered when due), or ``term``-s it and publishes the id to the dead-letter
@@ -37,7 +41,8 @@ the SQL and Redis backends), mapped onto JetStream. Names below use the prefix `
   for a task due later, one to dead-letter a task whose last lease expired). Past it the server
   stops delivering and sends the max-deliveries advisory; the stream ``P_ADVISORIES`` keeps those
   advisories and every backend consumes them, dead-lettering the task (``last_error`` says so).
-* **Listing and counts** read every record (a KV watch of ``t.>``): ``O(tasks)``; purge old tasks.
+* **Listing and counts** read every record (batched direct gets of each bucket, plus the
+  messages of tasks not taken yet): ``O(tasks)``, for inspection; purge old tasks.
 
 Durability: ``durability="require"`` [default] refuses to open unless the server runs JetStream
 with ``sync_interval: always`` (read from its monitoring endpoint ``/varz``, ``monitor``
