@@ -432,3 +432,35 @@ async def test_listing_pages_through_every_record_and_skips_purged_ones(
     assert len(listed) == 30 and len(tasks) == 40
     assert await queue.purge_dead([t.id for t in got[30:35]]) == 5
     assert await queue.count("dead") == 5 and await queue.count() == 35
+
+
+@pytest.mark.timeout(120)
+async def test_a_running_worker_rides_out_a_broker_restart(tmp_path: Path) -> None:
+    """The broker is SIGKILLed and restarted under a running worker and producer: every task
+    acknowledged before, during (the submits that succeed) and after is handled."""
+    from netsuke.manager.testing import NatsServer
+
+    need_nats()
+    server = NatsServer(workdir=tmp_path, jetstream=True, monitor=True)
+    url = await asyncio.to_thread(server.start)
+    queue = TaskQueue(await JetStreamTaskBackend.open(url, monitor=server.monitor_url))
+    seen: set[str] = set()
+    try:
+        async with queue.worker(lambda t: seen.add(t.id), poll_interval=0.05, concurrency=4):
+            before = [await queue.submit("t", {"i": i}) for i in range(20)]
+            await wait_for(lambda: {t.id for t in before} <= seen, timeout=20)
+            queued = [await queue.submit("t", {"i": i}) for i in range(20)]
+            await asyncio.to_thread(server.kill)
+            await asyncio.to_thread(server.start)  # same port and store
+            after: list[TaskRecord] = []
+            async with asyncio.timeout(30):
+                while len(after) < 20:
+                    try:
+                        after.append(await queue.submit("t", {"j": len(after)}))
+                    except Exception:  # reconnecting: not acknowledged, so not owed
+                        await asyncio.sleep(0.1)
+            owed = {t.id for t in [*before, *queued, *after]}
+            await wait_for(lambda: owed <= seen, timeout=40)
+    finally:
+        await queue.close()
+        server.stop()
