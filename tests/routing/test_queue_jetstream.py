@@ -464,3 +464,25 @@ async def test_a_running_worker_rides_out_a_broker_restart(tmp_path: Path) -> No
     finally:
         await queue.close()
         server.stop()
+
+
+async def test_a_lease_lost_before_its_record_was_written_still_counts_an_attempt(
+    queue: TaskQueue, jetstream: tuple[str, str]
+) -> None:
+    backend = _backend(queue)
+    doomed = await JetStreamTaskBackend.open(
+        jetstream[0], prefix=backend.prefix, monitor=jetstream[1], lease_write_delay=60
+    )
+    task = await queue.submit("t")
+    [held] = await doomed.take("doomed", capabilities=None, limit=1, lease=0.2)
+    assert held.attempts == 1
+    await doomed.nc.close()  # dies: its lease record was never written
+    assert (await queue.get(task.id)).status == "queued"
+
+    async def again() -> bool:
+        got = await backend.take("w", capabilities=None, limit=1, lease=30)
+        assert [t.attempts for t in got] in ([], [2])
+        return bool(got)
+
+    await eventually(again)
+    await doomed.close()

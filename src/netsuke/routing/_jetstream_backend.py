@@ -25,9 +25,10 @@ the SQL and Redis backends), mapped onto JetStream. Names below use the prefix `
   subject), written ``lease_write_delay`` [0.05 s] later unless the task is settled first (then
   one write records lease and result; meanwhile this process answers ``get`` with the lease,
   others see the task ``queued``; a process killed within the delay leaves no lease record: the
-  task comes back after ``ack_wait``, that attempt uncounted). A lease shorter or longer than
-  the consumer's ``ack_wait`` is set exactly with ``nak(delay=lease)`` (the message stays
-  pending: an ack still settles it; without one it is redelivered when the lease ends). A
+  task comes back after ``ack_wait``, the attempt counted from the delivery count). A lease
+  shorter or longer than the consumer's ``ack_wait`` is set exactly with ``nak(delay=lease)``
+  (the message stays pending: an ack still settles it; without one it is redelivered when the
+  lease ends). A
   redelivered message whose record is still leased to another consumer, unexpired, is put back
   until the lease ends; a message whose record moved on (a stale delivery) is acked and
   dropped.
@@ -586,6 +587,10 @@ class JetStreamTaskBackend:
         got = None if first else await self._load(task_id)
         if got is None:  # never taken: the message is the record, created by the lease below
             body["_m"] = seq
+            # earlier deliveries without a record: leases of workers killed before writing
+            # them (lease_write_delay), and one "not due yet" for a task submitted delayed
+            delayed = body["run_at"] > body["created_at"]
+            body["attempts"] = max(0, int(meta.num_delivered) - 1 - int(delayed))
             got = body, 0
         data, revision = got
         now = self.clock()
@@ -900,12 +905,17 @@ class JetStreamTaskBackend:
         except Exception as exc:
             log.warning("queue.jetstream_advisories_unavailable", error=repr(exc))
             return
-        while not self._closing:
+        from nats.errors import TimeoutError as NatsTimeout
+
+        while not self._closing and not self.nc.is_closed:
             try:
                 msgs = await sub.fetch(16, timeout=1.0)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # (a timeout: nothing to do; or reconnecting)
+            except (TimeoutError, NatsTimeout):  # nothing to do
+                continue
+            except Exception:  # reconnecting: try again in a while
+                await asyncio.sleep(1.0)
                 continue
             for msg in msgs:
                 try:
