@@ -345,7 +345,7 @@ async def test_a_killed_worker_and_a_killed_broker_lose_no_acknowledged_task(
                     await asyncio.sleep(0.02)
             assert marker.read_text() == f"{task.id} 1"
             # its lease is on disk lease_write_delay after the take (SIGKILL before that: the
-            # task is redelivered all the same, shown queued until then: see the test above)
+            # task is redelivered all the same, its attempt counted: see the lease-lost test)
             await eventually(lambda: _status_is(queue, task.id, "leased"))
             proc.send_signal(signal.SIGKILL)
             assert await asyncio.wait_for(proc.wait(), 10) == -signal.SIGKILL
