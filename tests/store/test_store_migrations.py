@@ -30,6 +30,7 @@ TABLES_BY_REVISION = {
     "0007_incarnation": set(),  # a column
     "0008_owner_ids": set(),  # rows only (owners by key id)
     "0009_manager": {"manager_agents", "manager_agent_events"},
+    "0011_session_owners": {"turn_requests"},  # and two owner columns
 }
 
 
