@@ -26,6 +26,11 @@ other definition keep running, with their pids and memory.
   serves one conversation ``scope`` (named ``f"{agent_name}@{scope}"``); ``delegate_session``
   is the one a delegated turn runs in: scoped to the root conversation of the calling chain,
   so a delegate never shares memory between conversations (or users).
+* ``run``/``run_turn`` with ``request_id`` run a turn at most once per request id and
+  session: the id, a hash of the message and the reply are committed with the turn; a retry
+  with the same id gets the stored reply (no second turn); the same id with another message
+  raises ``RequestKeyReusedError``; while a turn with that id runs on this node, another call
+  with it raises ``RequestInProgressError`` (it does not wait). See ``docs/agents.md``.
 * ``run``/``stream`` reach an evicted session transparently: it is started again from its
   configuration and its memory is read from the store.
 * Configurations are found, in order: the one passed, one given earlier for that agent name
@@ -45,6 +50,7 @@ import asyncio
 import fnmatch
 import functools
 import hashlib
+import json
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
@@ -61,13 +67,29 @@ from netsuke.kernel import (
     Runtime,
     Target,
 )
-from netsuke.store import AgentDraft, AgentSpec, AuditValues, NotFoundError, Store
+from netsuke.store import (
+    AgentDraft,
+    AgentSpec,
+    AuditValues,
+    DuplicateRequestError,
+    NotFoundError,
+    Store,
+    TurnRequest,
+    check_request_key,
+)
 
 from ._config import AgentConfig
 from ._context import TurnContext
 from ._endpoints import EndpointGuard
-from ._errors import AgentNotFoundError, TurnError, UnknownAgentDefinitionError
-from ._metrics import log
+from ._errors import (
+    AgentConfigError,
+    AgentNotFoundError,
+    RequestInProgressError,
+    RequestKeyReusedError,
+    TurnError,
+    UnknownAgentDefinitionError,
+)
+from ._metrics import METRICS, log
 from ._models import model_label
 from ._runner import TurnResult
 from ._server import AgentServer, SessionArg, TurnTicket
@@ -131,6 +153,7 @@ class Agents:
         """Checks the model URLs of stored definitions (``netsuke serve`` sets it)."""
         self._configs: dict[str, AgentConfig] = {}
         self._evicted: dict[str, AgentConfig] = {}
+        self._requests: set[tuple[str, str]] = set()  # (session, request id) running here
         # per config (kept alive here, so its id is never reused by another): shared meta parts
         self._metas: dict[int, tuple[AgentConfig, list[str], str]] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -421,10 +444,22 @@ class Agents:
 
     # ------------------------------------------------------------------ turns
 
-    async def run(self, target: Target, message: Any, *, parent: TurnContext | None = None) -> Any:
+    async def run(
+        self,
+        target: Target,
+        message: Any,
+        *,
+        parent: TurnContext | None = None,
+        request_id: str | None = None,
+    ) -> Any:
         """Run one turn and return the reply (the output) once it is committed. Raises
         ``InvalidInputError``, ``AgentBusyError``, ``TurnError`` subclasses, and
-        ``AgentNotFoundError`` when no agent is known by ``target``."""
+        ``AgentNotFoundError`` when no agent is known by ``target``. ``request_id``: see
+        ``run_turn`` (a replayed output is the stored JSON form of the output)."""
+        if request_id is not None:
+            return (
+                await self.run_turn(target, message, parent=parent, request_id=request_id)
+            ).output
         result: TurnResult = await self._call_run(target, message, parent, None)
         return result.output
 
@@ -435,11 +470,48 @@ class Agents:
         *,
         parent: TurnContext | None = None,
         audit: Sequence[AuditValues] = (),
+        request_id: str | None = None,
     ) -> TurnResult:
         """``run``, returning the output with its execution id, tokens and duration.
         ``audit``: audit rows committed in the turn's transaction (the API's record of the
-        request that asked for the turn); they exist exactly when the turn does."""
-        result = await self._call_run(target, message, parent, None, audit)
+        request that asked for the turn); they exist exactly when the turn does.
+
+        ``request_id`` (1..200 visible ASCII characters, scoped to the session; ``target``
+        must then be a session name): the turn runs at most once per id. The id, a hash of
+        ``message`` and the reply (``TurnResult.reply``, the API's reply body) are committed
+        in the turn's transaction; a later call with the id gets that stored reply (its
+        ``messages`` empty, its ``output`` the stored JSON form) and runs nothing; with a
+        different message it raises ``RequestKeyReusedError``; while a turn with the id is
+        running on this node it raises ``RequestInProgressError``. A call that failed (its
+        turn was not committed) may be retried with the same id."""
+        if request_id is None:
+            result = await self._call_run(target, message, parent, None, audit)
+            return result  # type: ignore[no-any-return]
+        if not isinstance(target, str):
+            raise AgentConfigError("request_id", "a request id needs a session name as target")
+        check_request_key(request_id)
+        body_hash = request_hash(message)
+        stored = await self.store.conversations.find_request(target, request_id)
+        if stored is not None:
+            return _replayed(stored, body_hash)
+        key = (target, request_id)
+        if key in self._requests:
+            raise RequestInProgressError(target, request_id)
+        self._requests.add(key)
+        try:
+            result = await self._call_run(
+                target, message, parent, None, audit, (request_id, body_hash)
+            )
+        except TurnError as e:
+            if not isinstance(e.__cause__, DuplicateRequestError):
+                raise
+            # another node committed this request id first: answer with its reply
+            stored = await self.store.conversations.find_request(target, request_id)
+            if stored is None:  # pragma: no cover - the row exists once the duplicate is refused
+                raise
+            return _replayed(stored, body_hash)
+        finally:
+            self._requests.discard(key)
         return result  # type: ignore[no-any-return]
 
     async def stream(
@@ -466,14 +538,20 @@ class Agents:
                 call.cancel()
 
     async def _call_run(
-        self, target: Target, message: Any, parent: Any, sink: Any, audit: Any = ()
+        self,
+        target: Target,
+        message: Any,
+        parent: Any,
+        sink: Any,
+        audit: Any = (),
+        request: tuple[str, str] | None = None,
     ) -> Any:
         revived = False
         while True:
             ticket = TurnTicket()
             try:
                 return await self.rt.call(
-                    target, ("run", message, parent, sink, ticket, audit), timeout=None
+                    target, ("run", message, parent, sink, ticket, audit, request), timeout=None
                 )
             except (NoProcessError, ProcessExitedError) as e:
                 if ticket.started:
@@ -620,3 +698,27 @@ def _agent_name(name: str) -> str:
     """A definition name for a process name that may hold other characters (``chat:user:1``)."""
     clean = "".join(c if c.isalnum() or c in "_.-" else "-" for c in name)[:64]
     return clean if clean[:1].isalpha() else f"a{clean}"[:64]
+
+
+def request_hash(message: Any) -> str:
+    """The hash stored with a request id: SHA-256 of the message as canonical JSON."""
+    body = json.dumps(message, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _replayed(stored: TurnRequest, body_hash: str) -> TurnResult:
+    """The stored reply of a request id, as a ``TurnResult`` (no messages: nothing ran)."""
+    if stored.body_hash != body_hash:
+        raise RequestKeyReusedError(stored.session_id, stored.request_key)
+    reply = json.loads(stored.reply)
+    METRICS.replayed += 1
+    return TurnResult(
+        reply["output"],
+        [],
+        reply["execution_id"],
+        reply["tokens_in"],
+        reply["tokens_out"],
+        reply["duration_ms"],
+        stored.reply,
+        replayed=True,
+    )
