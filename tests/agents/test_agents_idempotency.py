@@ -165,3 +165,21 @@ async def test_a_turn_fenced_by_a_takeover_is_never_stored_and_its_retry_commits
         )
         assert report.counts == (0, 0, 0) and report.ok, report.details
         assert [t.epoch for t in committed] == [3]  # B's agent server claimed epoch 3
+
+
+@pytest.mark.timeout(30)
+async def test_a_session_a_live_node_owns_starts_unclaimed_and_its_turns_are_refused(
+    agents: Agents, store: Store
+) -> None:
+    store.conversations.set_ownership(A, Dead())
+    await store.conversations.open("solo-u", agent_name="solo", user_id="u", claim=True, node=B)
+    sid, _ = await agents.start_session("solo", "u")
+    with pytest.raises(SessionMovedError) as moved:
+        await agents.run(sid, "hello", request_id="r")
+    assert moved.value.owner == "beta"
+    conv = await store.conversations.get(sid)
+    assert (conv.owner_node, conv.incarnation, conv.message_count) == ("beta", 1, 0)
+    store.conversations.set_ownership(A, Dead("beta"))  # beta is declared gone: A takes over
+    assert "[offline]" in await agents.run(sid, "hello", request_id="r")
+    conv = await store.conversations.get(sid)
+    assert (conv.owner_node, conv.incarnation) == ("alpha", 2)

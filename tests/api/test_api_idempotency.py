@@ -15,7 +15,7 @@ from netsuke.agents import AgentConfig
 from netsuke.store import NodeIdentity, Store
 
 from .conftest import Live
-from .test_api_sessions import agents_of, define
+from .test_api_sessions import agents_of, define, sse
 
 URL = "/api/v1/sessions/greeter-u/messages"
 
@@ -94,12 +94,22 @@ async def test_a_bad_key_is_a_400_naming_the_header_and_runs_nothing(
 
 
 @pytest.mark.timeout(60)
-async def test_a_key_with_a_streamed_reply_is_refused(live: Live) -> None:
+async def test_a_streamed_reply_takes_the_key_and_a_retry_replays_completed(live: Live) -> None:
     await _start(live)
-    r = await live.admin.post(
-        URL, json={"message": "Hi"}, params={"stream": "true"}, headers={"Idempotency-Key": "s"}
-    )
-    assert r.status_code == 400 and r.json()["field"] == "Idempotency-Key"
+    key, stream = {"Idempotency-Key": "s-1"}, {"stream": "true"}
+    first = await live.admin.post(URL, json={"message": "Hi"}, params=stream, headers=key)
+    assert first.status_code == 200, first.text
+    events = sse(first.text)
+    assert events[0][0] == "delta" and events[-1][0] == "completed"
+    count = await _count(live)
+    again = await live.admin.post(URL, json={"message": "Hi"}, params=stream, headers=key)
+    assert sse(again.text) == [events[-1]]  # the stored reply, nothing ran
+    assert await _count(live) == count
+    as_json = await live.admin.post(URL, json={"message": "Hi"}, headers=key)
+    assert as_json.headers["idempotent-replayed"] == "true"
+    assert as_json.json()["execution_id"] == events[-1][1]["execution_id"]
+    reused = await live.admin.post(URL, json={"message": "Ho"}, params=stream, headers=key)
+    assert reused.status_code == 422 and reused.json()["field"] == "Idempotency-Key"
 
 
 @pytest.mark.timeout(60)

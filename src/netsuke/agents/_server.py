@@ -297,16 +297,22 @@ class AgentServer(Process):
         self._epoch: int | None = None
         if not arg.known:
             store = system.store
-            conv = await store.conversations.open(
-                arg.session, agent_name=cfg.name, user_id=arg.user, claim=True
-            )
-            self._epoch = conv.incarnation
-            if conv.message_count == 0:  # a new conversation: nothing to load on the first turn
-                if cfg.initial_memory:
-                    await store.conversations.append_turn(
-                        arg.session, list(cfg.initial_memory), incarnation=self._epoch
-                    )
-                self._memory = list(cfg.initial_memory)
+            try:
+                conv = await store.conversations.open(
+                    arg.session, agent_name=cfg.name, user_id=arg.user, claim=True
+                )
+            except SessionOwnedError as e:
+                # a live node owns it: start unclaimed; each turn claims first and fails with
+                # SessionMovedError until the owner is gone
+                log.info("agent_session_owned_elsewhere", session=arg.session, owner=e.node)
+            else:
+                self._epoch = conv.incarnation
+                if conv.message_count == 0:  # new conversation: nothing to load on 1st turn
+                    if cfg.initial_memory:
+                        await store.conversations.append_turn(
+                            arg.session, list(cfg.initial_memory), incarnation=self._epoch
+                        )
+                    self._memory = list(cfg.initial_memory)
             arg.known = True
         rt = self._rt
         rt.registry.update_meta(arg.session, self.pid, system.meta_for(cfg, arg.session, arg.user))

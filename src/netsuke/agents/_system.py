@@ -30,7 +30,8 @@ other definition keep running, with their pids and memory.
   session: the id, a hash of the message and the reply are committed with the turn; a retry
   with the same id gets the stored reply (no second turn); the same id with another message
   raises ``RequestKeyReusedError``; while a turn with that id runs on this node, another call
-  with it raises ``RequestInProgressError`` (it does not wait). See ``docs/agents.md``.
+  with it raises ``RequestInProgressError`` (it does not wait). ``stream`` takes it too. See
+  ``docs/agents.md``.
 * ``run``/``stream`` reach an evicted session transparently: it is started again from its
   configuration and its memory is read from the store.
 * Configurations are found, in order: the one passed, one given earlier for that agent name
@@ -487,40 +488,67 @@ class Agents:
         if request_id is None:
             result = await self._call_run(target, message, parent, None, audit)
             return result  # type: ignore[no-any-return]
+        replay, request = await self._request(target, message, request_id)
+        if replay is not None:
+            return replay
+        key = (str(target), request_id)
+        self._requests.add(key)
+        try:
+            result = await self._call_run(target, message, parent, None, audit, request)
+        except TurnError as e:
+            return await self._duplicate(key[0], e, request)
+        finally:
+            self._requests.discard(key)
+        return result  # type: ignore[no-any-return]
+
+    async def _request(
+        self, target: Target, message: Any, request_id: str
+    ) -> tuple[TurnResult | None, tuple[str, str]]:
+        """``(the stored reply or None, (request id, body hash))`` for a call with a request
+        id; raises ``RequestKeyReusedError`` / ``RequestInProgressError`` (see ``run_turn``)."""
         if not isinstance(target, str):
             raise AgentConfigError("request_id", "a request id needs a session name as target")
         check_request_key(request_id)
         body_hash = request_hash(message)
         stored = await self.store.conversations.find_request(target, request_id)
         if stored is not None:
-            return _replayed(stored, body_hash)
-        key = (target, request_id)
-        if key in self._requests:
+            return _replayed(stored, body_hash), (request_id, body_hash)
+        if (target, request_id) in self._requests:
             raise RequestInProgressError(target, request_id)
-        self._requests.add(key)
-        try:
-            result = await self._call_run(
-                target, message, parent, None, audit, (request_id, body_hash)
-            )
-        except TurnError as e:
-            if not isinstance(e.__cause__, DuplicateRequestError):
-                raise
-            # another node committed this request id first: answer with its reply
-            stored = await self.store.conversations.find_request(target, request_id)
-            if stored is None:  # pragma: no cover - the row exists once the duplicate is refused
-                raise
-            return _replayed(stored, body_hash)
-        finally:
-            self._requests.discard(key)
-        return result  # type: ignore[no-any-return]
+        return None, (request_id, body_hash)
+
+    async def _duplicate(self, session: str, e: TurnError, request: tuple[str, str]) -> TurnResult:
+        """The answer to a turn refused because its request id was committed meanwhile (by
+        another node): the stored reply. Any other ``TurnError`` is raised again."""
+        if not isinstance(e.__cause__, DuplicateRequestError):
+            raise e
+        stored = await self.store.conversations.find_request(session, request[0])
+        if stored is None:  # pragma: no cover - the row exists once the duplicate is refused
+            raise e
+        return _replayed(stored, request[1])
 
     async def stream(
-        self, target: Target, message: Any, *, parent: TurnContext | None = None
+        self,
+        target: Target,
+        message: Any,
+        *,
+        parent: TurnContext | None = None,
+        request_id: str | None = None,
     ) -> AsyncIterator[StreamEvent]:
         """Run one turn, yielding ``TextDelta``, ``ToolCallStarted``/``ToolCallFinished`` as they
-        happen and ``TurnCompleted`` once committed (local agents only)."""
+        happen and ``TurnCompleted`` once committed (local agents only). ``request_id``: as
+        for ``run_turn``; a stored reply is one ``TurnCompleted`` (nothing runs)."""
+        request = None
+        if request_id is not None:
+            replay, request = await self._request(target, message, request_id)
+            if replay is not None:
+                yield TurnCompleted(
+                    replay.output, replay.execution_id, replay.tokens_in, replay.tokens_out
+                )
+                return
+            self._requests.add((str(target), request_id))
         sink: asyncio.Queue[Any] = asyncio.Queue()
-        call = asyncio.ensure_future(self._call_run(target, message, parent, sink))
+        call = asyncio.ensure_future(self._call_run(target, message, parent, sink, (), request))
         try:
             while not call.done():
                 get = asyncio.ensure_future(sink.get())
@@ -531,11 +559,18 @@ class Agents:
                     get.cancel()
             while not sink.empty():
                 yield sink.get_nowait()
-            r: TurnResult = call.result()
+            try:
+                r: TurnResult = call.result()
+            except TurnError as e:
+                if request is None:
+                    raise
+                r = await self._duplicate(str(target), e, request)
             yield TurnCompleted(r.output, r.execution_id, r.tokens_in, r.tokens_out)
         finally:
             if not call.done():
                 call.cancel()
+            if request is not None:
+                self._requests.discard((str(target), request[0]))
 
     async def _call_run(
         self,

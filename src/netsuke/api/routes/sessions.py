@@ -26,8 +26,8 @@ history, status, stop.
   in the turn's transaction. A retry with the key gets the stored reply (same body, header
   ``Idempotent-Replayed: true``) and runs nothing; the key with a different message is 422;
   while the first request runs on this node a duplicate is 409 (``Retry-After: 1``; it does
-  not wait); a malformed key is 400 naming the header; with a streamed reply it is 400 (not
-  supported). See ``docs/api.md``.
+  not wait); a malformed key is 400 naming the header. A streamed request with a stored key
+  gets one ``completed`` event. See ``docs/api.md``.
 * ``GET /sessions/{id}/messages?limit=&cursor=``: the stored history, oldest first,
   paginated (pydantic-ai's message format).
 * Agent errors map to problems as listed in ``netsuke.api._turns``.
@@ -292,14 +292,7 @@ async def post_message(
         )
         # serialised here, once: FastAPI would validate the model again, then encode it twice
         return Response(reply.model_dump_json(), media_type="application/json")
-    if key is not None:
-        raise ProblemError(
-            400,
-            "Bad request",
-            "Idempotency-Key is not supported with a streamed reply",
-            field="Idempotency-Key",
-        )
-    events = agents.stream(session_id, body.message).__aiter__()
+    events = agents.stream(session_id, body.message, request_id=key).__aiter__()
     try:
         first: StreamEvent = await events.__anext__()
     except NetsukeError as exc:
