@@ -23,6 +23,7 @@ from netsuke.store import (
     Store,
     ValidationError,
 )
+from netsuke.store._observe import METRICS
 from tests.cluster.history import Claim, Request, check, committed_from_history
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -83,9 +84,11 @@ async def test_a_live_owner_keeps_its_session_and_nothing_changes(
     store.conversations.set_ownership(A, Dead())
     second.conversations.set_ownership(B, Dead())
     await store.conversations.open("s", agent_name="helper", claim=True)
+    refused = METRICS.claims["refused"]
     with pytest.raises(SessionOwnedError) as ei:
         await second.conversations.open("s", agent_name="helper", claim=True)
     assert (ei.value.node, ei.value.incarnation, ei.value.epoch) == ("alpha", 1, 1)
+    assert METRICS.claims["refused"] == refused + 1
     after = await second.conversations.get("s")
     assert (after.owner_node, after.incarnation) == ("alpha", 1)
     # a plain open (no claim) is not a claim: it reads
@@ -99,7 +102,9 @@ async def test_a_restarted_node_takes_over_its_predecessors_sessions(migrated_ur
         await first.conversations.append_turn("s", turn("hello"), incarnation=1)
     async with Store.open(migrated_url) as restarted:
         restarted.conversations.set_ownership(NodeIdentity("solo", 11))
+        before = METRICS.claims["takeover"]
         conv = await restarted.conversations.open("s", agent_name="helper", claim=True)
+        assert METRICS.claims["takeover"] == before + 1
         assert (conv.owner_incarnation, conv.incarnation, conv.message_count) == (11, 2, 2)
         with pytest.raises(FencedError):  # the predecessor's epoch is over
             await restarted.conversations.append_turn("s", turn("late"), incarnation=1)

@@ -46,7 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ._engine import Database
 from ._errors import NotFoundError, SessionOwnedError, StoreClosedError, ValidationError
 from ._models import Base, utcnow
-from ._observe import operation
+from ._observe import METRICS, log, operation
 from ._ownership import LivenessPolicy, NodeIdentity, OnlySelfLive, local_node
 from ._records import Conversation, Execution, Page, TurnReceipt, TurnRequest
 from ._turn_writers import (
@@ -183,11 +183,14 @@ class ConversationRepository:
                 if not claim:
                     return _conversation(row)
                 owner, owner_inc = row["owner_node"], row["owner_incarnation"]
-                if not (
-                    owner is None
-                    or (owner == me.name and owner_inc == me.incarnation)
-                    or not await self._liveness.is_live(owner, owner_inc)
-                ):
+                if owner is None:
+                    result = "new"
+                elif owner == me.name and owner_inc == me.incarnation:
+                    result = "same_node"
+                elif not await self._liveness.is_live(owner, owner_inc):
+                    result = "takeover"
+                else:
+                    METRICS.claims["refused"] += 1
                     raise SessionOwnedError(session_id, owner, owner_inc, row["incarnation"])
                 # one compare-and-set: of the claimants that read this epoch, one wins
                 stmt = (
@@ -207,6 +210,15 @@ class ConversationRepository:
                     claimed = (await conn.execute(stmt)).mappings().first()
                 if claimed is None:
                     continue  # another claim moved the epoch first: judge its owner
+                METRICS.claims[result] += 1
+                if result == "takeover":
+                    log.info(
+                        "store_session_taken_over",
+                        session_id=session_id,
+                        previous_owner=f"{owner}#{owner_inc}",
+                        owner=str(me),
+                        epoch=claimed["incarnation"],
+                    )
                 return _conversation(claimed)
             raise SessionOwnedError(  # pragma: no cover - only under endless contention
                 session_id, me.name, me.incarnation, -1
@@ -234,6 +246,8 @@ class ConversationRepository:
         }
         async with self._db.write() as conn:
             await conn.execute(insert(_conversations).values(**values))
+        if claim:
+            METRICS.claims["new"] += 1
         return Conversation.model_validate(values)
 
     async def get(self, session_id: str) -> Conversation:
