@@ -39,7 +39,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -263,8 +263,16 @@ async def post_message(
     session_id: SessionId,
     body: MessageRequest,
     stream: Annotated[bool | None, Query(description="Stream the reply as SSE.")] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Run the turn at most once per key in this session; a retry gets the "
+            "stored reply. 1..200 visible ASCII characters.",
+        ),
+    ] = None,
 ) -> Any:
-    key = _idempotency_key(request)
+    key = _idempotency_key(request)  # read from the raw headers: two values are refused
     await checked(ctx, caller, session_id)
     agents = agents_of(ctx)
     if not _wants_stream(request, stream):
