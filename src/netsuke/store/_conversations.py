@@ -170,55 +170,47 @@ class ConversationRepository:
         with operation("conversations", "open", session_id=session_id):
             for _ in range(_CLAIM_TRIES):
                 try:
-                    async with self._db.read() as conn:
+                    # The common cases (a new session, a plain open, no owner or this node
+                    # owning it) take one write transaction, as before ownership existed.
+                    async with self._db.write() as conn:
                         row = await _find(conn, session_id)
-                    if row is None:
-                        return await self._create(session_id, agent_name, user_id, claim, me)
+                        if row is None:
+                            return await self._create(
+                                conn, session_id, agent_name, user_id, claim, me
+                            )
+                        if row["agent_name"] != agent_name:
+                            raise ValidationError(
+                                "agent_name",
+                                f"session {session_id!r} belongs to {row['agent_name']!r}",
+                            )
+                        if not claim:
+                            return _conversation(row)
+                        owner, owner_inc = row["owner_node"], row["owner_incarnation"]
+                        if owner is None or (owner == me.name and owner_inc == me.incarnation):
+                            claimed = await _claim(conn, row, me)
+                            if claimed is None:
+                                continue  # another claim moved the epoch first: judge it
+                            METRICS.claims["new" if owner is None else "same_node"] += 1
+                            return _conversation(claimed)
                 except IntegrityError:  # created concurrently: read it on the next pass
                     continue
-                if row["agent_name"] != agent_name:
-                    raise ValidationError(
-                        "agent_name", f"session {session_id!r} belongs to {row['agent_name']!r}"
-                    )
-                if not claim:
-                    return _conversation(row)
-                owner, owner_inc = row["owner_node"], row["owner_incarnation"]
-                if owner is None:
-                    result = "new"
-                elif owner == me.name and owner_inc == me.incarnation:
-                    result = "same_node"
-                elif not await self._liveness.is_live(owner, owner_inc):
-                    result = "takeover"
-                else:
+                # Another node owns it: ask the policy with no transaction open (it may do I/O),
+                # then compare-and-set; a decision gone stale meanwhile loses the CAS.
+                if await self._liveness.is_live(owner, owner_inc):
                     METRICS.claims["refused"] += 1
                     raise SessionOwnedError(session_id, owner, owner_inc, row["incarnation"])
-                # one compare-and-set: of the claimants that read this epoch, one wins
-                stmt = (
-                    update(_conversations)
-                    .where(
-                        _conversations.c.id == row["id"],
-                        _conversations.c.incarnation == row["incarnation"],
-                    )
-                    .values(
-                        incarnation=_conversations.c.incarnation + 1,
-                        owner_node=me.name,
-                        owner_incarnation=me.incarnation,
-                    )
-                    .returning(_conversations)
-                )
                 async with self._db.write() as conn:
-                    claimed = (await conn.execute(stmt)).mappings().first()
+                    claimed = await _claim(conn, row, me)
                 if claimed is None:
-                    continue  # another claim moved the epoch first: judge its owner
-                METRICS.claims[result] += 1
-                if result == "takeover":
-                    log.info(
-                        "store_session_taken_over",
-                        session_id=session_id,
-                        previous_owner=f"{owner}#{owner_inc}",
-                        owner=str(me),
-                        epoch=claimed["incarnation"],
-                    )
+                    continue
+                METRICS.claims["takeover"] += 1
+                log.info(
+                    "store_session_taken_over",
+                    session_id=session_id,
+                    previous_owner=f"{owner}#{owner_inc}",
+                    owner=str(me),
+                    epoch=claimed["incarnation"],
+                )
                 return _conversation(claimed)
             raise SessionOwnedError(  # pragma: no cover - only under endless contention
                 session_id, me.name, me.incarnation, -1
@@ -226,6 +218,7 @@ class ConversationRepository:
 
     async def _create(
         self,
+        conn: AsyncConnection,
         session_id: str,
         agent_name: str,
         user_id: str | None,
@@ -244,8 +237,7 @@ class ConversationRepository:
             "owner_node": me.name if claim else None,
             "owner_incarnation": me.incarnation if claim else None,
         }
-        async with self._db.write() as conn:
-            await conn.execute(insert(_conversations).values(**values))
+        await conn.execute(insert(_conversations).values(**values))
         if claim:
             METRICS.claims["new"] += 1
         return Conversation.model_validate(values)
@@ -421,6 +413,28 @@ def check_request_key(key: str) -> None:
     "request_id")`` otherwise)."""
     if not 0 < len(key) <= REQUEST_KEY_MAX or not all(33 <= ord(c) <= 126 for c in key):
         raise ValidationError("request_id", "must be 1..200 visible ASCII characters")
+
+
+async def _claim(
+    conn: AsyncConnection, row: RowMapping, me: NodeIdentity
+) -> RowMapping | None:
+    """The compare-and-set of a claim: ``me`` owns the session at the next epoch if the row is
+    still at the epoch read (``row``); the updated row, or ``None`` when another claim won."""
+    stmt = (
+        update(_conversations)
+        .where(
+            _conversations.c.id == row["id"],
+            _conversations.c.incarnation == row["incarnation"],
+        )
+        .values(
+            incarnation=_conversations.c.incarnation + 1,
+            owner_node=me.name,
+            owner_incarnation=me.incarnation,
+        )
+        .returning(_conversations)
+    )
+    claimed: RowMapping | None = (await conn.execute(stmt)).mappings().first()
+    return claimed
 
 
 async def _find(conn: AsyncConnection, session_id: str) -> RowMapping | None:
