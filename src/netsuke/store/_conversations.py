@@ -415,9 +415,7 @@ def check_request_key(key: str) -> None:
         raise ValidationError("request_id", "must be 1..200 visible ASCII characters")
 
 
-async def _claim(
-    conn: AsyncConnection, row: RowMapping, me: NodeIdentity
-) -> RowMapping | None:
+async def _claim(conn: AsyncConnection, row: RowMapping, me: NodeIdentity) -> RowMapping | None:
     """The compare-and-set of a claim: ``me`` owns the session at the next epoch if the row is
     still at the epoch read (``row``); the updated row, or ``None`` when another claim won."""
     stmt = (
