@@ -80,7 +80,7 @@ async def test_a_killed_servers_turn_is_fenced_once_its_successor_claimed(
 
     await _until(orphan_done)
     failed = (await store.executions.list(agent_name="f", status="failed")).items
-    assert len(failed) == 1 and "FencedError" in (failed[0].error or "")
+    assert len(failed) == 1 and "SessionMovedError" in (failed[0].error or "")
     assert await _prompts(store, sid) == ["first", "second"]  # the orphan wrote nothing
     assert "turn 3" in await agents.run(sid, "third")  # memory == store
 

@@ -17,6 +17,7 @@ def test_all_lists_exactly_the_public_names() -> None:
         "ENV_URL",
         "KNOWN_PROVIDERS",
         "MAX_JSON_DEPTH",
+        "REQUEST_KEY_MAX",
         "ExecutionKind",
         "ExecutionStatus",
         "Role",

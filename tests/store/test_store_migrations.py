@@ -31,6 +31,7 @@ TABLES_BY_REVISION = {
     "0008_owner_ids": set(),  # rows only (owners by key id)
     "0009_manager": {"manager_agents", "manager_agent_events"},
     "0010_cluster": {"cluster_nodes", "cluster_names"},
+    "0011_session_owners": {"turn_requests"},  # and two owner columns
 }
 
 

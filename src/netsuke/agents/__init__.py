@@ -8,7 +8,13 @@ the ``OfflineModel`` as the default. See ``docs/agents.md``.
 """
 
 from ._config import AgentConfig, OwnerPolicy, PromptContext, SystemPrompt, VersionPolicy
-from ._context import TurnContext, current_turn
+from ._context import (
+    ToolCall,
+    TurnContext,
+    current_tool_call,
+    current_turn,
+    tool_idempotency_key,
+)
 from ._endpoints import (
     PROVIDERS,
     EndpointGuard,
@@ -28,6 +34,9 @@ from ._errors import (
     ModelCallError,
     ModelConfigError,
     OutputValidationError,
+    RequestInProgressError,
+    RequestKeyReusedError,
+    SessionMovedError,
     TurnCancelledError,
     TurnError,
     TurnTimeoutError,
@@ -63,11 +72,15 @@ __all__ = [
     "OwnerPolicy",
     "PromptContext",
     "ProviderInfo",
+    "RequestInProgressError",
+    "RequestKeyReusedError",
     "RetryingModel",
+    "SessionMovedError",
     "SessionRef",
     "StreamEvent",
     "SystemPrompt",
     "TextDelta",
+    "ToolCall",
     "ToolCallFinished",
     "ToolCallStarted",
     "TurnCancelledError",
@@ -79,6 +92,7 @@ __all__ = [
     "UnknownAgentDefinitionError",
     "VersionPolicy",
     "agent_load",
+    "current_tool_call",
     "current_turn",
     "is_transient",
     "key_env_for",
@@ -87,4 +101,5 @@ __all__ = [
     "redact_secrets",
     "resolve_model",
     "scoped_session_name",
+    "tool_idempotency_key",
 ]

@@ -12,6 +12,8 @@ alive, and its memory is unchanged::
         ├── UnknownAgentDefinitionError   no stored definition by that name
         ├── AgentBusyError          the turn queue is full (agent, queued, limit)
         ├── InvalidInputError       the message fails the input schema (agent, errors)
+        ├── RequestKeyReusedError   a request id reused with another message (session, key)
+        ├── RequestInProgressError  a turn with that request id is running (session, key)
         └── TurnError               a turn failed; memory unchanged (agent, execution_id,
             │                       reason)
             ├── TurnTimeoutError    the turn ran longer than the agent's turn timeout
@@ -19,7 +21,9 @@ alive, and its memory is unchanged::
             ├── OutputValidationError  the model's output kept failing the output schema
             ├── ModelConfigError    the model cannot be used as configured on this node (no
             │                       key, no client library, a refused endpoint): field
-            └── ModelCallError      the model failed (after retries of transient errors)
+            ├── ModelCallError      the model failed (after retries of transient errors)
+            └── SessionMovedError   the session was taken over (or is owned by another live
+                                    node): the turn was fenced, nothing stored; retry
 
 Every ``TurnError`` has a ``reason``: one line, safe to show to the caller and to log (no key,
 no prompt, no model output), saying what failed and what to do, e.g. ``model
@@ -42,6 +46,9 @@ __all__ = [
     "ModelCallError",
     "ModelConfigError",
     "OutputValidationError",
+    "RequestInProgressError",
+    "RequestKeyReusedError",
+    "SessionMovedError",
     "TurnCancelledError",
     "TurnError",
     "TurnTimeoutError",
@@ -179,3 +186,51 @@ class ModelCallError(TurnError):
         self.kind = kind
         self.status = status
         self.transient = transient
+
+
+class SessionMovedError(TurnError):
+    """The turn was not committed because its node no longer owns the session at the turn's
+    epoch (``current_epoch``, when known; ``owner``: the live owner, when known). Nothing of
+    the turn is stored and the caller was never acknowledged: retrying is safe."""
+
+    def __init__(
+        self,
+        agent: str,
+        session: str,
+        *,
+        current_epoch: int | None = None,
+        owner: str | None = None,
+        execution_id: str | None = None,
+    ) -> None:
+        where = f"node {owner!r}" if owner is not None else "another owner"
+        super().__init__(
+            agent,
+            f"session {session!r} moved to {where}; the turn was not committed",
+            execution_id=execution_id,
+            reason=f"session {session!r} is owned by {where}"
+            + (f" (epoch {current_epoch})" if current_epoch is not None else "")
+            + "; the turn was not committed: retry it",
+        )
+        self.session = session
+        self.current_epoch = current_epoch
+        self.owner = owner
+
+
+class RequestKeyReusedError(AgentError, ValueError):
+    """Request id ``key`` of session ``session`` was used before with a different message.
+    Nothing ran."""
+
+    def __init__(self, session: str, key: str) -> None:
+        super().__init__(f"session {session!r}: request id reused with a different message")
+        self.session = session
+        self.key = key
+
+
+class RequestInProgressError(AgentError):
+    """A turn with request id ``key`` of session ``session`` is running on this node; retry
+    once it finished to get its reply. Nothing ran."""
+
+    def __init__(self, session: str, key: str) -> None:
+        super().__init__(f"session {session!r}: a turn with this request id is still running")
+        self.session = session
+        self.key = key

@@ -4,14 +4,15 @@ Counters are plain integers read at scrape time by one collector on
 ``netsuke.observability.REGISTRY``, so a turn pays an integer increment:
 
 * ``netsuke_agent_turns_total{outcome}``: ``started``, ``succeeded``, ``failed``,
-  ``cancelled``, ``timeout``, ``busy`` (refused);
+  ``cancelled``, ``timeout``, ``busy`` (refused), ``fenced`` (not committed: the session
+  moved), ``replayed`` (a request id answered from its stored reply);
 * ``netsuke_agent_turn_seconds_total``, ``netsuke_agent_tokens_total{direction}``;
 * ``netsuke_agent_lifecycle_total{event}``: ``restarted``, ``crashed``, ``hibernated``,
   ``evicted``; ``netsuke_agent_tool_errors_total``.
 
 Each turn runs in a span ``agent.turn`` (agent, session, execution). Logs (structlog, logger
-``netsuke.agents``): ``agent_turn_failed``, ``agent_owner_exited``, ``agent_model_retry``,
-``agent_tool_error``, ``agent_failure_not_recorded``.
+``netsuke.agents``): ``agent_turn_failed``, ``agent_turn_fenced``, ``agent_owner_exited``,
+``agent_model_retry``, ``agent_tool_error``, ``agent_failure_not_recorded``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class AgentMetrics(Collector):
         self.cancelled = 0
         self.timeouts = 0
         self.busy = 0
+        self.fenced = 0
+        self.replayed = 0
         self.seconds = 0.0
         self.tokens_in = 0
         self.tokens_out = 0
@@ -59,6 +62,8 @@ class AgentMetrics(Collector):
             ("cancelled", self.cancelled),
             ("timeout", self.timeouts),
             ("busy", self.busy),
+            ("fenced", self.fenced),
+            ("replayed", self.replayed),
         ):
             turns.add_metric([outcome], v)
         yield turns

@@ -14,6 +14,7 @@ turn (per-turn data goes in ``run``'s arguments), so a turn pays for no construc
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic_ai import Agent
 from pydantic_ai.exceptions import ModelAPIError, ModelHTTPError, UnexpectedModelBehavior
 from pydantic_ai.messages import ModelMessage
+from pydantic_core import to_jsonable_python
 
 from netsuke.store import AuditValues, Execution
 
@@ -46,7 +48,7 @@ from ._tools import build_toolset
 if TYPE_CHECKING:
     from netsuke.store import Store
 
-__all__ = ["TurnResult", "execute_turn", "pydantic_agent", "record_failure"]
+__all__ = ["TurnResult", "execute_turn", "pydantic_agent", "record_failure", "reply_json"]
 
 _EPOCH_MONO = time.monotonic()
 _EPOCH_WALL = datetime.now(UTC)
@@ -65,6 +67,27 @@ class TurnResult:
     tokens_in: int
     tokens_out: int
     duration_ms: float
+    reply: str | None = None
+    """With a request id: the stored reply (``reply_json``), the same bytes a retry gets."""
+    replayed: bool = False
+    """The reply was read from the store (a retry of a committed request id): nothing ran."""
+
+
+def reply_json(
+    session: str, output: Any, execution_id: str, tin: int, tout: int, duration_ms: float
+) -> str:
+    """The reply stored with a turn that carries a request id: the API's ``Reply`` body."""
+    return json.dumps(
+        {
+            "session_id": session,
+            "output": to_jsonable_python(output, fallback=str),
+            "execution_id": execution_id,
+            "tokens_in": tin,
+            "tokens_out": tout,
+            "duration_ms": duration_ms,
+        },
+        separators=(",", ":"),
+    )
 
 
 def pydantic_agent(config: AgentConfig) -> Agent[None, Any]:
@@ -109,13 +132,15 @@ async def execute_turn(
     incarnation: int | None = None,
     guard: Any = None,
     audit: Sequence[AuditValues] = (),
+    request: tuple[str, str] | None = None,
 ) -> TurnResult:
     """Run one turn and commit it (see the module documentation). ``incarnation``: the
     session incarnation of the calling server, the commit's fence (``FencedError`` once a
     successor claimed the session). ``guard.commit_begins()`` is called right before the
     commit (the server then no longer cancels or times out the turn); when it answers
     ``False`` (the caller abandoned the turn) nothing is committed: ``TurnCancelledError``.
-    ``audit`` rows are committed in the turn's transaction."""
+    ``audit`` rows are committed in the turn's transaction, and so is ``request`` (``(request
+    id, body hash)``) with the turn's reply (``reply_json``), which the result carries."""
     set_turn(ctx)
     try:
         agent = pydantic_agent(config)
@@ -172,6 +197,10 @@ async def execute_turn(
         raise TurnCancelledError(
             config.name, reason="abandoned: its server is gone", execution_id=ctx.execution_id
         )
+    stored = None
+    if request is not None:
+        reply = reply_json(ctx.session, result.output, ctx.execution_id, tin, tout, duration)
+        stored = (request[0], request[1], reply)
     if ctx._row.future is None:
         await conv.append_turn_row(
             ctx.session,
@@ -195,14 +224,25 @@ async def execute_turn(
             lone=METRICS.running <= 1,
             incarnation=incarnation,
             audit=audit,
+            request=stored,
         )
     else:  # a delegate wrote our row early: append the messages, then close the row
         await ctx._row.future
-        await conv.append_turn_row(ctx.session, new, None, incarnation=incarnation, audit=audit)
+        await conv.append_turn_row(
+            ctx.session, new, None, incarnation=incarnation, audit=audit, request=stored
+        )
         await store.executions.finish(
             ctx.execution_id, status="succeeded", tokens_in=tin, tokens_out=tout
         )
-    return TurnResult(result.output, new, ctx.execution_id, tin, tout, duration)
+    return TurnResult(
+        result.output,
+        new,
+        ctx.execution_id,
+        tin,
+        tout,
+        duration,
+        None if stored is None else stored[2],
+    )
 
 
 def _config_reason(e: AgentConfigError) -> str:

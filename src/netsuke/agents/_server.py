@@ -2,7 +2,8 @@
 
 Requests (through ``Agents`` or ``rt.call``):
 
-* ``("run", message, parent, sink, ticket, audit)`` (``ticket`` and ``audit`` optional):
+* ``("run", message, parent, sink, ticket, audit, request)`` (the last three optional;
+  ``request``: ``(request id, body hash)``, stored with the turn, see ``Agents.run_turn``):
   validate ``message`` (``InvalidInputError`` before anything runs), refuse when
   ``max_queue`` turns are waiting (``AgentBusyError``), else queue the turn and answer when
   it is committed. Turns run one at a time, in order, each in a supervised task
@@ -21,7 +22,9 @@ Fencing: each process hosting the session claims it (a new *incarnation* in the 
 row) before it loads the history: a new session in ``init``, a restarted or revived one in its
 first turn's task. Every turn commits with that incarnation and is refused (``FencedError``)
 once a successor claimed the session, so a killed server's turn, whose task runs on, can
-never land behind its successor's back. A caller whose server died reads its turn's true
+never land behind its successor's back. A fenced commit (or a claim refused because another
+live node owns the session) fails the turn with ``SessionMovedError``: nothing stored, the
+caller told it failed. A caller whose server died reads its turn's true
 outcome from its ``TurnTicket`` (see there); a turn that has begun to commit is no longer
 cancelled, stopped or timed out.
 
@@ -45,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 from netsuke.events import topics
 from netsuke.kernel import NOREPLY, SHUTDOWN, Down, Exit, ExitReason, From, Pid, Process, Ref
 from netsuke.kernel import is_normal_or_shutdown as _normal
-from netsuke.store import new_id
+from netsuke.store import FencedError, SessionOwnedError, new_id
 
 from ._config import AgentConfig
 from ._context import TurnContext, _RowState
@@ -53,6 +56,7 @@ from ._endpoints import redact_secrets
 from ._errors import (
     AgentBusyError,
     AgentError,
+    SessionMovedError,
     TurnCancelledError,
     TurnError,
     TurnTimeoutError,
@@ -167,6 +171,7 @@ class _Turn:
         "parent",
         "prompt",
         "reported",
+        "request",
         "sink",
         "span",
         "ticket",
@@ -180,8 +185,10 @@ class _Turn:
         sink: Any,
         ticket: TurnTicket | None,
         audit: Any,
+        request: tuple[str, str] | None = None,
     ) -> None:
         self.from_ = from_
+        self.request = request  # (request id, body hash), stored with the turn
         self.prompt = prompt
         self.parent = parent
         self.sink = sink
@@ -290,16 +297,22 @@ class AgentServer(Process):
         self._epoch: int | None = None
         if not arg.known:
             store = system.store
-            conv = await store.conversations.open(
-                arg.session, agent_name=cfg.name, user_id=arg.user, claim=True
-            )
-            self._epoch = conv.incarnation
-            if conv.message_count == 0:  # a new conversation: nothing to load on the first turn
-                if cfg.initial_memory:
-                    await store.conversations.append_turn(
-                        arg.session, list(cfg.initial_memory), incarnation=self._epoch
-                    )
-                self._memory = list(cfg.initial_memory)
+            try:
+                conv = await store.conversations.open(
+                    arg.session, agent_name=cfg.name, user_id=arg.user, claim=True
+                )
+            except SessionOwnedError as e:
+                # a live node owns it: start unclaimed; each turn claims first and fails with
+                # SessionMovedError until the owner is gone
+                log.info("agent_session_owned_elsewhere", session=arg.session, owner=e.node)
+            else:
+                self._epoch = conv.incarnation
+                if conv.message_count == 0:  # new conversation: nothing to load on 1st turn
+                    if cfg.initial_memory:
+                        await store.conversations.append_turn(
+                            arg.session, list(cfg.initial_memory), incarnation=self._epoch
+                        )
+                    self._memory = list(cfg.initial_memory)
             arg.known = True
         rt = self._rt
         rt.registry.update_meta(arg.session, self.pid, system.meta_for(cfg, arg.session, arg.user))
@@ -365,6 +378,7 @@ class AgentServer(Process):
         message, parent, sink = request[1], request[2], request[3]
         ticket = request[4] if len(request) > 4 else None
         audit = request[5] if len(request) > 5 else ()
+        req = request[6] if len(request) > 6 else None
         cfg = self._a.config
         schema = cfg._cache.get("input")
         prompt = (
@@ -372,7 +386,7 @@ class AgentServer(Process):
             if schema is not None
             else plain_prompt(cfg.name, message)
         )
-        turn = _Turn(from_, prompt, parent, sink, ticket, audit)
+        turn = _Turn(from_, prompt, parent, sink, ticket, audit, req)
         if self._running is None:
             await self._start_turn(turn)
         else:
@@ -435,9 +449,21 @@ class AgentServer(Process):
                     epoch if claimed is None else claimed,
                     turn,
                     turn.audit,
+                    turn.request,
                 )
             except TurnError as e:
                 outcome = e
+            except (FencedError, SessionOwnedError) as e:  # not the owner at this epoch
+                outcome = SessionMovedError(
+                    cfg.name,
+                    a.session,
+                    current_epoch=e.current if isinstance(e, FencedError) else e.epoch,
+                    owner=e.node if isinstance(e, SessionOwnedError) else None,
+                    execution_id=exec_id,
+                )
+                outcome.__cause__ = e
+                METRICS.fenced += 1
+                log.warning("agent_turn_fenced", agent=cfg.name, session=a.session, error=str(e))
             except asyncio.CancelledError:  # killed: the server learns it from the task's exit
                 if ticket is not None:
                     ticket.settle(_death_error(cfg, turn, "killed"))
@@ -476,6 +502,7 @@ class AgentServer(Process):
             handle.pid,
             time.monotonic(),
             {},
+            turn.request[0] if turn.request is not None else None,
             _RowState(parent),
         )
 
@@ -605,6 +632,11 @@ class AgentServer(Process):
         cfg = a.config
         if loaded is not None and self._memory is None:
             self._memory = loaded
+        if isinstance(outcome, SessionMovedError):
+            # not the owner at this epoch any more: the next turn claims again (and fails
+            # alike while a live node owns the session) and reloads the memory it may lack
+            self._epoch = None
+            self._memory = None
         ctx = turn.ctx
         eid = ctx.execution_id if ctx is not None else None
         if isinstance(outcome, TurnResult):

@@ -26,6 +26,12 @@ other definition keep running, with their pids and memory.
   serves one conversation ``scope`` (named ``f"{agent_name}@{scope}"``); ``delegate_session``
   is the one a delegated turn runs in: scoped to the root conversation of the calling chain,
   so a delegate never shares memory between conversations (or users).
+* ``run``/``run_turn`` with ``request_id`` run a turn at most once per request id and
+  session: the id, a hash of the message and the reply are committed with the turn; a retry
+  with the same id gets the stored reply (no second turn); the same id with another message
+  raises ``RequestKeyReusedError``; while a turn with that id runs on this node, another call
+  with it raises ``RequestInProgressError`` (it does not wait). ``stream`` takes it too. See
+  ``docs/agents.md``.
 * ``run``/``stream`` reach an evicted session transparently: it is started again from its
   configuration and its memory is read from the store.
 * Configurations are found, in order: the one passed, one given earlier for that agent name
@@ -45,6 +51,7 @@ import asyncio
 import fnmatch
 import functools
 import hashlib
+import json
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
@@ -61,13 +68,29 @@ from netsuke.kernel import (
     Runtime,
     Target,
 )
-from netsuke.store import AgentDraft, AgentSpec, AuditValues, NotFoundError, Store
+from netsuke.store import (
+    AgentDraft,
+    AgentSpec,
+    AuditValues,
+    DuplicateRequestError,
+    NotFoundError,
+    Store,
+    TurnRequest,
+    check_request_key,
+)
 
 from ._config import AgentConfig
 from ._context import TurnContext
 from ._endpoints import EndpointGuard
-from ._errors import AgentNotFoundError, TurnError, UnknownAgentDefinitionError
-from ._metrics import log
+from ._errors import (
+    AgentConfigError,
+    AgentNotFoundError,
+    RequestInProgressError,
+    RequestKeyReusedError,
+    TurnError,
+    UnknownAgentDefinitionError,
+)
+from ._metrics import METRICS, log
 from ._models import model_label
 from ._runner import TurnResult
 from ._server import AgentServer, SessionArg, TurnTicket
@@ -131,6 +154,7 @@ class Agents:
         """Checks the model URLs of stored definitions (``netsuke serve`` sets it)."""
         self._configs: dict[str, AgentConfig] = {}
         self._evicted: dict[str, AgentConfig] = {}
+        self._requests: set[tuple[str, str]] = set()  # (session, request id) running here
         # per config (kept alive here, so its id is never reused by another): shared meta parts
         self._metas: dict[int, tuple[AgentConfig, list[str], str]] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -421,10 +445,22 @@ class Agents:
 
     # ------------------------------------------------------------------ turns
 
-    async def run(self, target: Target, message: Any, *, parent: TurnContext | None = None) -> Any:
+    async def run(
+        self,
+        target: Target,
+        message: Any,
+        *,
+        parent: TurnContext | None = None,
+        request_id: str | None = None,
+    ) -> Any:
         """Run one turn and return the reply (the output) once it is committed. Raises
         ``InvalidInputError``, ``AgentBusyError``, ``TurnError`` subclasses, and
-        ``AgentNotFoundError`` when no agent is known by ``target``."""
+        ``AgentNotFoundError`` when no agent is known by ``target``. ``request_id``: see
+        ``run_turn`` (a replayed output is the stored JSON form of the output)."""
+        if request_id is not None:
+            return (
+                await self.run_turn(target, message, parent=parent, request_id=request_id)
+            ).output
         result: TurnResult = await self._call_run(target, message, parent, None)
         return result.output
 
@@ -435,20 +471,84 @@ class Agents:
         *,
         parent: TurnContext | None = None,
         audit: Sequence[AuditValues] = (),
+        request_id: str | None = None,
     ) -> TurnResult:
         """``run``, returning the output with its execution id, tokens and duration.
         ``audit``: audit rows committed in the turn's transaction (the API's record of the
-        request that asked for the turn); they exist exactly when the turn does."""
-        result = await self._call_run(target, message, parent, None, audit)
+        request that asked for the turn); they exist exactly when the turn does.
+
+        ``request_id`` (1..200 visible ASCII characters, scoped to the session; ``target``
+        must then be a session name): the turn runs at most once per id. The id, a hash of
+        ``message`` and the reply (``TurnResult.reply``, the API's reply body) are committed
+        in the turn's transaction; a later call with the id gets that stored reply (its
+        ``messages`` empty, its ``output`` the stored JSON form) and runs nothing; with a
+        different message it raises ``RequestKeyReusedError``; while a turn with the id is
+        running on this node it raises ``RequestInProgressError``. A call that failed (its
+        turn was not committed) may be retried with the same id."""
+        if request_id is None:
+            result = await self._call_run(target, message, parent, None, audit)
+            return result  # type: ignore[no-any-return]
+        replay, request = await self._request(target, message, request_id)
+        if replay is not None:
+            return replay
+        key = (str(target), request_id)
+        self._requests.add(key)
+        try:
+            result = await self._call_run(target, message, parent, None, audit, request)
+        except TurnError as e:
+            return await self._duplicate(key[0], e, request)
+        finally:
+            self._requests.discard(key)
         return result  # type: ignore[no-any-return]
 
+    async def _request(
+        self, target: Target, message: Any, request_id: str
+    ) -> tuple[TurnResult | None, tuple[str, str]]:
+        """``(the stored reply or None, (request id, body hash))`` for a call with a request
+        id; raises ``RequestKeyReusedError`` / ``RequestInProgressError`` (see ``run_turn``)."""
+        if not isinstance(target, str):
+            raise AgentConfigError("request_id", "a request id needs a session name as target")
+        check_request_key(request_id)
+        body_hash = request_hash(message)
+        stored = await self.store.conversations.find_request(target, request_id)
+        if stored is not None:
+            return _replayed(stored, body_hash), (request_id, body_hash)
+        if (target, request_id) in self._requests:
+            raise RequestInProgressError(target, request_id)
+        return None, (request_id, body_hash)
+
+    async def _duplicate(self, session: str, e: TurnError, request: tuple[str, str]) -> TurnResult:
+        """The answer to a turn refused because its request id was committed meanwhile (by
+        another node): the stored reply. Any other ``TurnError`` is raised again."""
+        if not isinstance(e.__cause__, DuplicateRequestError):
+            raise e
+        stored = await self.store.conversations.find_request(session, request[0])
+        if stored is None:  # pragma: no cover - the row exists once the duplicate is refused
+            raise e
+        return _replayed(stored, request[1])
+
     async def stream(
-        self, target: Target, message: Any, *, parent: TurnContext | None = None
+        self,
+        target: Target,
+        message: Any,
+        *,
+        parent: TurnContext | None = None,
+        request_id: str | None = None,
     ) -> AsyncIterator[StreamEvent]:
         """Run one turn, yielding ``TextDelta``, ``ToolCallStarted``/``ToolCallFinished`` as they
-        happen and ``TurnCompleted`` once committed (local agents only)."""
+        happen and ``TurnCompleted`` once committed (local agents only). ``request_id``: as
+        for ``run_turn``; a stored reply is one ``TurnCompleted`` (nothing runs)."""
+        request = None
+        if request_id is not None:
+            replay, request = await self._request(target, message, request_id)
+            if replay is not None:
+                yield TurnCompleted(
+                    replay.output, replay.execution_id, replay.tokens_in, replay.tokens_out
+                )
+                return
+            self._requests.add((str(target), request_id))
         sink: asyncio.Queue[Any] = asyncio.Queue()
-        call = asyncio.ensure_future(self._call_run(target, message, parent, sink))
+        call = asyncio.ensure_future(self._call_run(target, message, parent, sink, (), request))
         try:
             while not call.done():
                 get = asyncio.ensure_future(sink.get())
@@ -459,21 +559,34 @@ class Agents:
                     get.cancel()
             while not sink.empty():
                 yield sink.get_nowait()
-            r: TurnResult = call.result()
+            try:
+                r: TurnResult = call.result()
+            except TurnError as e:
+                if request is None:
+                    raise
+                r = await self._duplicate(str(target), e, request)
             yield TurnCompleted(r.output, r.execution_id, r.tokens_in, r.tokens_out)
         finally:
             if not call.done():
                 call.cancel()
+            if request is not None:
+                self._requests.discard((str(target), request[0]))
 
     async def _call_run(
-        self, target: Target, message: Any, parent: Any, sink: Any, audit: Any = ()
+        self,
+        target: Target,
+        message: Any,
+        parent: Any,
+        sink: Any,
+        audit: Any = (),
+        request: tuple[str, str] | None = None,
     ) -> Any:
         revived = False
         while True:
             ticket = TurnTicket()
             try:
                 return await self.rt.call(
-                    target, ("run", message, parent, sink, ticket, audit), timeout=None
+                    target, ("run", message, parent, sink, ticket, audit, request), timeout=None
                 )
             except (NoProcessError, ProcessExitedError) as e:
                 if ticket.started:
@@ -620,3 +733,27 @@ def _agent_name(name: str) -> str:
     """A definition name for a process name that may hold other characters (``chat:user:1``)."""
     clean = "".join(c if c.isalnum() or c in "_.-" else "-" for c in name)[:64]
     return clean if clean[:1].isalpha() else f"a{clean}"[:64]
+
+
+def request_hash(message: Any) -> str:
+    """The hash stored with a request id: SHA-256 of the message as canonical JSON."""
+    body = json.dumps(message, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _replayed(stored: TurnRequest, body_hash: str) -> TurnResult:
+    """The stored reply of a request id, as a ``TurnResult`` (no messages: nothing ran)."""
+    if stored.body_hash != body_hash:
+        raise RequestKeyReusedError(stored.session_id, stored.request_key)
+    reply = json.loads(stored.reply)
+    METRICS.replayed += 1
+    return TurnResult(
+        reply["output"],
+        [],
+        reply["execution_id"],
+        reply["tokens_in"],
+        reply["tokens_out"],
+        reply["duration_ms"],
+        stored.reply,
+        replayed=True,
+    )

@@ -7,6 +7,9 @@ own signals (``ModelRetry``, ``CallDeferred``, ``ApprovalRequired``) and cancell
 through unchanged. Async tools run in the turn's task, so cancelling the turn cancels them; a
 sync tool runs in a worker thread (pydantic-ai's rule) and its result is dropped when the turn
 is cancelled.
+
+Each call sees its ``ToolCall`` through ``current_tool_call()`` (set here, around the call):
+its index among the turn's tool calls and a stable idempotency key (see ``_context``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,13 @@ from pydantic_ai.toolsets.abstract import ToolsetTool
 
 from netsuke.observability import get_logger
 
-from ._context import current_turn
+from ._context import (
+    ToolCall,
+    current_turn,
+    reset_tool_call,
+    set_tool_call,
+    tool_idempotency_key,
+)
 
 __all__ = ["ToolErrorsToModel", "build_toolset", "wait_tools"]
 
@@ -41,9 +50,16 @@ class ToolErrorsToModel(WrapperToolset[Any]):
         turn = current_turn()
         task = asyncio.current_task()
         inflight: set[asyncio.Task[Any]] | None = None
-        if turn is not None and task is not None:
-            inflight = turn.extra.setdefault("inflight", set())
-            inflight.add(task)
+        token = None
+        if turn is not None:
+            if task is not None:
+                inflight = turn.extra.setdefault("inflight", set())
+                inflight.add(task)
+            index = turn.extra.get("tool_calls", 0)
+            turn.extra["tool_calls"] = index + 1
+            request = turn.request_id or turn.execution_id
+            key = tool_idempotency_key(turn.session, request, index)
+            token = set_tool_call(ToolCall(name, ctx.tool_call_id, index, key))
         try:
             return await self.wrapped.call_tool(name, tool_args, ctx, tool)
         except _PASS:
@@ -53,6 +69,8 @@ class ToolErrorsToModel(WrapperToolset[Any]):
             log.info("agent_tool_error", tool=name, error=type(e).__name__)
             raise ModelRetry(f"tool {name!r} raised {type(e).__name__}: {e}") from e
         finally:
+            if token is not None:
+                reset_tool_call(token)
             if inflight is not None:
                 inflight.discard(task)
 

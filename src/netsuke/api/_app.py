@@ -22,7 +22,7 @@ from netsuke.kernel import Runtime
 from netsuke.node import Node
 from netsuke.observability import get_logger
 from netsuke.sandbox import ExecutionGate, Sandbox, SandboxConfig
-from netsuke.store import Store
+from netsuke.store import NodeIdentity, Store
 
 from ._auth import KeyCache, RateLimiter, cache_keys
 from ._bodies import check_json_body
@@ -274,6 +274,12 @@ async def open_node(settings: Settings, *, bootstrap: bool = True) -> AsyncItera
                 join_from_settings(settings, store.database, events=bus)
             )
             joined.append(cluster)
+            # sessions are owned by this run of the node; another owner's sessions are taken
+            # over only once its lease ran out by the database clock (the commit is fenced)
+            member = cluster.membership
+            assert member.incarnation is not None  # joined
+            me = NodeIdentity(member.name, member.incarnation)
+            store.conversations.set_ownership(me, member)
             yield cluster.runtime
 
     try:

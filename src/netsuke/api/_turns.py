@@ -8,6 +8,9 @@ Agent errors map to problems (the agent stays alive with its memory unchanged):
 | ``AgentNotFoundError``, ``UnknownAgentDefinitionError`` | 404 |
 | ``AgentBusyError`` (queue full) | 429, ``Retry-After: 1`` |
 | ``InvalidInputError`` | 422 (``errors``) |
+| ``RequestKeyReusedError`` (``Idempotency-Key`` reused, other message) | 422 |
+| ``RequestInProgressError`` (that ``Idempotency-Key`` is running) | 409, ``Retry-After: 1`` |
+| ``SessionMovedError`` (fenced: another node owns the session) | 503, ``Retry-After: 1`` |
 | ``TurnCancelledError`` | 409 |
 | ``OutputValidationError``, ``ModelCallError`` | 502 |
 | ``ModelConfigError`` (no key, no client library, a refused endpoint) | 502 |
@@ -37,6 +40,9 @@ from netsuke.agents import (
     ModelCallError,
     ModelConfigError,
     OutputValidationError,
+    RequestInProgressError,
+    RequestKeyReusedError,
+    SessionMovedError,
     StreamEvent,
     TextDelta,
     ToolCallFinished,
@@ -99,6 +105,31 @@ def agent_problem(exc: NetsukeError) -> ProblemError:
             "the message does not match the agent's input schema",
             type="validation",
             errors=errors,
+        )
+    if isinstance(exc, RequestKeyReusedError):
+        return ProblemError(
+            422,
+            "Idempotency-Key reused",
+            "this Idempotency-Key was used with a different message; use a new key",
+            type="idempotency-key-reused",
+            field="Idempotency-Key",
+        )
+    if isinstance(exc, RequestInProgressError):
+        return ProblemError(
+            409,
+            "Request in progress",
+            "a turn with this Idempotency-Key is still running; retry to get its reply",
+            type="request-in-progress",
+            headers={"Retry-After": "1"},
+        )
+    if isinstance(exc, SessionMovedError):
+        return ProblemError(
+            503,
+            "Session moved",
+            exc.reason,
+            type="session-moved",
+            headers={"Retry-After": "1"},
+            execution_id=exc.execution_id,
         )
     reason = unavailable_reason(exc)
     if reason is not None:  # the turn was not committed: nothing changed

@@ -15,7 +15,13 @@ stated in its docstring and in ``docs/store.md``.
 from ._agents import AgentRepository, SyncResult
 from ._api_keys import ApiKeyRepository
 from ._audit import AuditRepository, AuditValues, audit_values
-from ._conversations import ConversationRepository, dump_messages, load_messages
+from ._conversations import (
+    REQUEST_KEY_MAX,
+    ConversationRepository,
+    check_request_key,
+    dump_messages,
+    load_messages,
+)
 from ._definitions import (
     AgentDefinition,
     AgentDraft,
@@ -29,11 +35,13 @@ from ._errors import (
     AlreadyExistsError,
     ConflictError,
     DefinitionFileError,
+    DuplicateRequestError,
     FencedError,
     NotFoundError,
     SchemaError,
     SchemaOutdatedError,
     SchemaTooNewError,
+    SessionOwnedError,
     StoreClosedError,
     StoreError,
     StoreUnavailableError,
@@ -49,6 +57,7 @@ from ._ids import new_id
 from ._json_values import MAX_JSON_DEPTH, check_json, json_problem, sanitize_json
 from ._manager_state import ManagerStateRepository
 from ._migrate import current_revision, downgrade, head_revision, known_revisions, upgrade
+from ._ownership import LivenessPolicy, NodeIdentity, OnlySelfLive, local_node
 from ._records import (
     ApiKey,
     AuditEntry,
@@ -60,6 +69,7 @@ from ._records import (
     Page,
     Role,
     TurnReceipt,
+    TurnRequest,
 )
 from ._store import Store
 from ._tasks import CAPABLE_ONLY, TaskDraft, TaskRecord, TaskRepository, TaskStatus
@@ -92,6 +102,7 @@ __all__ = [
     "ENV_URL",
     "KNOWN_PROVIDERS",
     "MAX_JSON_DEPTH",
+    "REQUEST_KEY_MAX",
     "AgentDefinition",
     "AgentDraft",
     "AgentFactory",
@@ -109,6 +120,7 @@ __all__ = [
     "Database",
     "DefinitionFileError",
     "DeliveryStatus",
+    "DuplicateRequestError",
     "Execution",
     "ExecutionKind",
     "ExecutionRepository",
@@ -121,15 +133,19 @@ __all__ = [
     "GroupCommitter",
     "IssuedApiKey",
     "IssuedWebhook",
+    "LivenessPolicy",
     "ManagerStateRepository",
     "ModelSettings",
+    "NodeIdentity",
     "NotFoundError",
+    "OnlySelfLive",
     "Page",
     "Role",
     "RunStatus",
     "SchemaError",
     "SchemaOutdatedError",
     "SchemaTooNewError",
+    "SessionOwnedError",
     "StepStatus",
     "Store",
     "StoreClosedError",
@@ -141,6 +157,7 @@ __all__ = [
     "TaskRepository",
     "TaskStatus",
     "TurnReceipt",
+    "TurnRequest",
     "ValidationError",
     "Webhook",
     "WebhookDelivery",
@@ -152,6 +169,7 @@ __all__ = [
     "audit_values",
     "build_spec",
     "check_json",
+    "check_request_key",
     "current_revision",
     "downgrade",
     "dump_agent_yaml",
@@ -164,6 +182,7 @@ __all__ = [
     "known_revisions",
     "load_agent_file",
     "load_messages",
+    "local_node",
     "new_id",
     "probe_writable",
     "resolve_url",

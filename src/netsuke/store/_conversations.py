@@ -17,12 +17,23 @@ holds ``n``; a turn of a superseded incarnation fails with ``FencedError`` and w
 The agents layer claims the session whenever a server process starts hosting it, before it
 loads the history, so a turn still running in a killed predecessor can never land behind its
 successor's back.
+
+Ownership across nodes: a claim records the claiming node and its incarnation with the epoch,
+and is refused (``SessionOwnedError``) while another node that the liveness policy deems live
+holds the session (see ``_ownership``). The repository's node and policy default to this
+process (``local_node()``) and ``OnlySelfLive``; ``set_ownership`` replaces them.
+
+Request ids: a turn appended with ``request=(key, body hash, reply)`` stores that reply in its
+own transaction; ``find_request`` reads it back, and a second turn with the same key fails
+with ``DuplicateRequestError``. Rows live as long as the conversation (``delete`` removes
+them) unless ``forget_requests`` drops older ones.
 """
 
 from __future__ import annotations
 
 import builtins
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter
@@ -33,17 +44,33 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ._engine import Database
-from ._errors import NotFoundError, StoreClosedError, ValidationError
+from ._errors import NotFoundError, SessionOwnedError, StoreClosedError, ValidationError
 from ._models import Base, utcnow
-from ._observe import operation
-from ._records import Conversation, Execution, Page, TurnReceipt
-from ._turn_writers import EXEC_COLUMNS, AuditValues, Turn, TurnWriter, make_turn_writer
+from ._observe import METRICS, log, operation
+from ._ownership import LivenessPolicy, NodeIdentity, OnlySelfLive, local_node
+from ._records import Conversation, Execution, Page, TurnReceipt, TurnRequest
+from ._turn_writers import (
+    EXEC_COLUMNS,
+    AuditValues,
+    RequestValues,
+    Turn,
+    TurnWriter,
+    make_turn_writer,
+)
 from ._validation import AGENT_NAME, check_limit
 
-__all__ = ["ConversationRepository", "dump_messages", "load_messages"]
+__all__ = [
+    "REQUEST_KEY_MAX",
+    "ConversationRepository",
+    "check_request_key",
+    "dump_messages",
+    "load_messages",
+]
 
 _conversations: Table = Base.metadata.tables["conversations"]
 _messages: Table = Base.metadata.tables["messages"]
+_requests: Table = Base.metadata.tables["turn_requests"]
+_CLAIM_TRIES = 50  # compare-and-set rounds lost to other claimants of this node before giving up
 _EXEC_KEYS = frozenset(EXEC_COLUMNS)
 
 
@@ -83,6 +110,26 @@ class ConversationRepository:
             db, max_batch=max_batch if group_commit else 1, inline_commit_ms=inline_commit_ms
         )
         self._closed = False
+        self._node = local_node()
+        self._liveness: LivenessPolicy = OnlySelfLive(self._node)
+
+    @property
+    def node(self) -> NodeIdentity:
+        """The node this repository claims sessions for."""
+        return self._node
+
+    @property
+    def liveness(self) -> LivenessPolicy:
+        return self._liveness
+
+    def set_ownership(
+        self, node: NodeIdentity | None = None, liveness: LivenessPolicy | None = None
+    ) -> None:
+        """Claim sessions as ``node`` (default: unchanged), judging other owners with
+        ``liveness`` (default: ``OnlySelfLive`` of the node)."""
+        if node is not None:
+            self._node = node
+        self._liveness = liveness if liveness is not None else OnlySelfLive(self._node)
 
     @property
     def group_commit(self) -> bool:
@@ -105,35 +152,32 @@ class ConversationRepository:
         agent_name: str,
         user_id: str | None = None,
         claim: bool = False,
+        node: NodeIdentity | None = None,
     ) -> Conversation:
         """Get the conversation, creating it if new. A session belongs to one agent: opening
         it for another raises ``ValidationError(field="agent_name")``. Durable on return.
 
-        ``claim``: make the caller the session's next incarnation (see the module
-        documentation); the returned ``incarnation`` is the one to append turns with."""
+        ``claim``: make the caller the session's owner at the next epoch (see the module
+        documentation and ``_ownership``); the returned ``incarnation`` is the epoch to append
+        turns with. ``SessionOwnedError`` when a live other node holds it. ``node``: claim as
+        this node instead of the repository's (tests and tools)."""
         _check_session(session_id)
         if not AGENT_NAME.match(agent_name):
             raise ValidationError("agent_name", f"{agent_name!r} is not a valid agent name")
         if user_id is not None and not 0 < len(user_id) <= 200:
             raise ValidationError("user_id", "must be 1..200 characters")
+        me = node if node is not None else self._node
         with operation("conversations", "open", session_id=session_id):
-            for _ in range(2):
+            for _ in range(_CLAIM_TRIES):
                 try:
+                    # The common cases (a new session, a plain open, no owner or this node
+                    # owning it) take one write transaction, as before ownership existed.
                     async with self._db.write() as conn:
                         row = await _find(conn, session_id)
                         if row is None:
-                            now = utcnow()
-                            values = {
-                                "session_id": session_id,
-                                "agent_name": agent_name,
-                                "user_id": user_id,
-                                "message_count": 0,
-                                "created_at": now,
-                                "updated_at": now,
-                                "incarnation": 1 if claim else 0,
-                            }
-                            await conn.execute(insert(_conversations).values(**values))
-                            return Conversation.model_validate(values)
+                            return await self._create(
+                                conn, session_id, agent_name, user_id, claim, me
+                            )
                         if row["agent_name"] != agent_name:
                             raise ValidationError(
                                 "agent_name",
@@ -141,17 +185,62 @@ class ConversationRepository:
                             )
                         if not claim:
                             return _conversation(row)
-                        stmt = (
-                            update(_conversations)
-                            .where(_conversations.c.id == row["id"])
-                            .values(incarnation=_conversations.c.incarnation + 1)
-                            .returning(_conversations.c.incarnation)
-                        )
-                        claimed = (await conn.execute(stmt)).scalar_one()
-                        return _conversation({**row, "incarnation": claimed})
-                except IntegrityError:  # created concurrently: read it on the second pass
+                        owner, owner_inc = row["owner_node"], row["owner_incarnation"]
+                        if owner is None or (owner == me.name and owner_inc == me.incarnation):
+                            claimed = await _claim(conn, row, me)
+                            if claimed is None:
+                                continue  # another claim moved the epoch first: judge it
+                            METRICS.claims["new" if owner is None else "same_node"] += 1
+                            return _conversation(claimed)
+                except IntegrityError:  # created concurrently: read it on the next pass
                     continue
-            raise NotFoundError("conversation", session_id)  # pragma: no cover - deleted meanwhile
+                # Another node owns it: ask the policy with no transaction open (it may do I/O),
+                # then compare-and-set; a decision gone stale meanwhile loses the CAS.
+                if await self._liveness.is_live(owner, owner_inc):
+                    METRICS.claims["refused"] += 1
+                    raise SessionOwnedError(session_id, owner, owner_inc, row["incarnation"])
+                async with self._db.write() as conn:
+                    claimed = await _claim(conn, row, me)
+                if claimed is None:
+                    continue
+                METRICS.claims["takeover"] += 1
+                log.info(
+                    "store_session_taken_over",
+                    session_id=session_id,
+                    previous_owner=f"{owner}#{owner_inc}",
+                    owner=str(me),
+                    epoch=claimed["incarnation"],
+                )
+                return _conversation(claimed)
+            raise SessionOwnedError(  # pragma: no cover - only under endless contention
+                session_id, me.name, me.incarnation, -1
+            )
+
+    async def _create(
+        self,
+        conn: AsyncConnection,
+        session_id: str,
+        agent_name: str,
+        user_id: str | None,
+        claim: bool,
+        me: NodeIdentity,
+    ) -> Conversation:
+        now = utcnow()
+        values = {
+            "session_id": session_id,
+            "agent_name": agent_name,
+            "user_id": user_id,
+            "message_count": 0,
+            "created_at": now,
+            "updated_at": now,
+            "incarnation": 1 if claim else 0,
+            "owner_node": me.name if claim else None,
+            "owner_incarnation": me.incarnation if claim else None,
+        }
+        await conn.execute(insert(_conversations).values(**values))
+        if claim:
+            METRICS.claims["new"] += 1
+        return Conversation.model_validate(values)
 
     async def get(self, session_id: str) -> Conversation:
         async with self._db.read() as conn:
@@ -196,6 +285,7 @@ class ConversationRepository:
                 await conn.execute(
                     delete(_messages).where(_messages.c.conversation_id == row["id"])
                 )
+                await conn.execute(delete(_requests).where(_requests.c.session_id == session_id))
                 await conn.execute(delete(_conversations).where(_conversations.c.id == row["id"]))
 
     async def append_turn(
@@ -229,6 +319,7 @@ class ConversationRepository:
         lone: bool = False,
         incarnation: int | None = None,
         audit: Sequence[AuditValues] = (),
+        request: RequestValues | None = None,
     ) -> TurnReceipt:
         """``append_turn`` for a hot path that already holds the execution as a plain row: a
         dict with every column of ``executions`` (``id, kind, status, agent_name,
@@ -245,13 +336,17 @@ class ConversationRepository:
 
         ``incarnation``: the fence (see the module documentation). ``audit``: audit rows
         (``audit_values``) committed in the turn's transaction: they exist exactly when the
-        turn does."""
+        turn does. ``request``: ``(request id, body hash, reply JSON)`` stored with the turn
+        (``find_request``); ``DuplicateRequestError`` when that request id was already
+        committed for the session."""
         if self._closed:
             raise StoreClosedError("the store is closed")
         if execution_row is not None and not _EXEC_KEYS.issubset(execution_row):
             missing = sorted(_EXEC_KEYS.difference(execution_row))
             raise ValidationError("execution", f"the row lacks {', '.join(missing)}")
-        turn = Turn(session_id, dump_messages(messages), execution_row, incarnation, audit)
+        if request is not None:
+            check_request_key(request[0])
+        turn = Turn(session_id, dump_messages(messages), execution_row, incarnation, audit, request)
         with operation("conversations", "append_turn"):
             return await self._writer.append(turn, inline=lone)
 
@@ -276,6 +371,68 @@ class ConversationRepository:
         if limit is not None:
             payloads.reverse()
         return load_messages(payloads)
+
+    async def find_request(self, session_id: str, request_key: str) -> TurnRequest | None:
+        """The turn committed for ``session_id`` with request id ``request_key``, or ``None``."""
+        check_request_key(request_key)
+        stmt = select(_requests).where(
+            _requests.c.session_id == session_id, _requests.c.request_key == request_key
+        )
+        with operation("conversations", "find_request"):
+            async with self._db.read() as conn:
+                row = (await conn.execute(stmt)).mappings().first()
+        return None if row is None else TurnRequest.model_validate(dict(row))
+
+    async def requests(self, session_id: str) -> builtins.list[TurnRequest]:
+        """Every stored request of ``session_id``, in commit order (oldest first)."""
+        stmt = (
+            select(_requests)
+            .where(_requests.c.session_id == session_id)
+            .order_by(_requests.c.first_seq)
+        )
+        async with self._db.read() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        return [TurnRequest.model_validate(dict(r)) for r in rows]
+
+    async def forget_requests(self, before: datetime) -> int:
+        """Drop stored request ids committed before ``before`` (a retry carrying one then runs
+        a new turn); returns how many."""
+        with operation("conversations", "forget_requests"):
+            async with self._db.write() as conn:
+                result = await conn.execute(
+                    delete(_requests).where(_requests.c.created_at < before)
+                )
+        return int(result.rowcount or 0)
+
+
+REQUEST_KEY_MAX = 200
+
+
+def check_request_key(key: str) -> None:
+    """A request id is 1..200 visible ASCII characters (``ValidationError(field=
+    "request_id")`` otherwise)."""
+    if not 0 < len(key) <= REQUEST_KEY_MAX or not all(33 <= ord(c) <= 126 for c in key):
+        raise ValidationError("request_id", "must be 1..200 visible ASCII characters")
+
+
+async def _claim(conn: AsyncConnection, row: RowMapping, me: NodeIdentity) -> RowMapping | None:
+    """The compare-and-set of a claim: ``me`` owns the session at the next epoch if the row is
+    still at the epoch read (``row``); the updated row, or ``None`` when another claim won."""
+    stmt = (
+        update(_conversations)
+        .where(
+            _conversations.c.id == row["id"],
+            _conversations.c.incarnation == row["incarnation"],
+        )
+        .values(
+            incarnation=_conversations.c.incarnation + 1,
+            owner_node=me.name,
+            owner_incarnation=me.incarnation,
+        )
+        .returning(_conversations)
+    )
+    claimed: RowMapping | None = (await conn.execute(stmt)).mappings().first()
+    return claimed
 
 
 async def _find(conn: AsyncConnection, session_id: str) -> RowMapping | None:

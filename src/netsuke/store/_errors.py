@@ -6,7 +6,11 @@ StoreError                          anything the store refuses or fails to do
 │   └── DefinitionFileError(path)   a YAML definition file that cannot be used
 ├── ConflictError(current_version)  optimistic concurrency: the version named is stale
 │   ├── AlreadyExistsError(name)    a create for a name that is taken
-│   └── FencedError(session_id)     a turn of a session incarnation that was superseded
+│   ├── FencedError(session_id)     a turn of a session incarnation that was superseded
+│   ├── SessionOwnedError(session_id, node)
+│   │                               a claim of a session a live node holds
+│   └── DuplicateRequestError(session_id, request_key)
+│                                   a turn whose request id was already committed
 ├── NotFoundError(kind, key)        no such agent, function, conversation, execution, ...
 ├── StoreClosedError                the store was closed; nothing more is accepted
 ├── StoreUnavailableError(url, reason)
@@ -31,11 +35,13 @@ __all__ = [
     "AlreadyExistsError",
     "ConflictError",
     "DefinitionFileError",
+    "DuplicateRequestError",
     "FencedError",
     "NotFoundError",
     "SchemaError",
     "SchemaOutdatedError",
     "SchemaTooNewError",
+    "SessionOwnedError",
     "StoreClosedError",
     "StoreError",
     "StoreUnavailableError",
@@ -107,6 +113,30 @@ class FencedError(ConflictError):
             f"session {session_id!r} was taken over by incarnation {current} "
             f"(this turn ran in incarnation {incarnation}); nothing was written",
         )
+
+
+class SessionOwnedError(ConflictError):
+    """A claim of session ``session_id`` was refused: incarnation ``incarnation`` of node
+    ``node`` holds it at epoch ``epoch`` and is live. Nothing was written."""
+
+    def __init__(self, session_id: str, node: str, incarnation: int, epoch: int) -> None:
+        super().__init__(session_id, None, epoch)
+        self.session_id = session_id
+        self.node = node
+        self.incarnation = incarnation
+        self.epoch = epoch
+        self.args = (f"session {session_id!r} is owned by live node {node!r} (epoch {epoch})",)
+
+
+class DuplicateRequestError(ConflictError):
+    """A turn of session ``session_id`` carried request id ``request_key``, which another
+    turn already committed. Nothing of this turn was written; read the stored reply."""
+
+    def __init__(self, session_id: str, request_key: str) -> None:
+        super().__init__(session_id, None, 0)
+        self.session_id = session_id
+        self.request_key = request_key
+        self.args = (f"session {session_id!r}: request id already committed; nothing written",)
 
 
 class NotFoundError(StoreError):

@@ -46,6 +46,7 @@ __all__ = [
     "ManagerAgentRow",
     "MessageRow",
     "TaskRow",
+    "TurnRequestRow",
     "WebhookDeliveryRow",
     "WebhookRow",
     "WorkflowRunRow",
@@ -188,6 +189,25 @@ class ConversationRow(Base):
     #: Which process hosts the session (migration 0007): bumped by each claim, checked by
     #: every fenced turn commit.
     incarnation: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    #: The node holding the session and the run of that node (migration 0011); the claim
+    #: that writes them moves ``incarnation`` (the ownership epoch) on by one.
+    owner_node: Mapped[str | None] = mapped_column(String(200))
+    owner_incarnation: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class TurnRequestRow(Base):
+    """A turn committed with a request id (``Idempotency-Key``), in the turn's transaction."""
+
+    __tablename__ = "turn_requests"
+
+    session_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    request_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    body_hash: Mapped[str] = mapped_column(String(64))
+    reply: Mapped[str] = mapped_column(Text)
+    execution_id: Mapped[str | None] = mapped_column(String(64))
+    epoch: Mapped[int | None] = mapped_column(Integer)
+    first_seq: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(index=True)
 
 
 #: The predicate of the partial status index; a query for another status adds it so that

@@ -10,7 +10,10 @@ Counters are plain integers read at scrape time by one collector on
 * ``netsuke_store_inline_commits_total``: of those transactions, the ones a lone turn made
   on the event loop (SQLite; see ``_turn_writers``), and
   ``netsuke_store_inline_busy_total``: lone turns sent to the thread because another
-  connection held the write lock.
+  connection held the write lock;
+* ``netsuke_store_session_claims_total{result}``: session claims (``open(..., claim=True)``)
+  by result: ``new`` (no owner before), ``same_node`` (this node's incarnation owned it),
+  ``takeover`` (the owner was not live), ``refused`` (a live node owns it).
 
 Every operation runs in an OpenTelemetry span ``store.<repo>.<operation>``; refusals are
 logged at info and failures at warning with structlog, with the repo, operation and key.
@@ -44,6 +47,7 @@ class StoreMetrics(Collector):
         self.commit_batches = 0
         self.inline_commits = 0
         self.inline_busy = 0
+        self.claims: Counter[str] = Counter()
 
     def collect(self) -> Iterator[Metric]:
         ops = CounterMetricFamily(
@@ -76,6 +80,12 @@ class StoreMetrics(Collector):
             "writer thread instead of waiting on the event loop",
             value=self.inline_busy,
         )
+        claims = CounterMetricFamily(
+            "netsuke_store_session_claims", "Session ownership claims by result", labels=["result"]
+        )
+        for result in ("new", "same_node", "takeover", "refused"):
+            claims.add_metric([result], self.claims[result])
+        yield claims
 
 
 METRICS = StoreMetrics()

@@ -21,6 +21,7 @@ __all__ = [
     "Page",
     "Role",
     "TurnReceipt",
+    "TurnRequest",
 ]
 
 T = TypeVar("T")
@@ -49,7 +50,28 @@ class Conversation(BaseModel):
     created_at: datetime
     updated_at: datetime
     incarnation: int = 0
-    """The process incarnation that last claimed the session (``open(..., claim=True)``)."""
+    """The ownership epoch: moved on by each claim (``open(..., claim=True)``)."""
+    owner_node: str | None = None
+    """The node holding the session (``None``: never claimed since migration 0011)."""
+    owner_incarnation: int | None = None
+    """The run of ``owner_node`` that claimed it."""
+
+
+class TurnRequest(BaseModel):
+    """A turn committed with a request id: its stored reply (``reply``, JSON text), the hash
+    of the request body it answered, the execution, the epoch it committed at and the
+    position of its first message."""
+
+    model_config = ConfigDict(frozen=True)
+
+    session_id: str
+    request_key: str
+    body_hash: str
+    reply: str
+    execution_id: str | None
+    epoch: int | None
+    first_seq: int
+    created_at: datetime
 
 
 class Execution(BaseModel):

@@ -50,6 +50,11 @@ every hot-path write of the API (turns and audit records) goes through one conne
 lock: no writer sleeps in SQLite's busy handler waiting for another connection of this node,
 and a request waits for at most the commit in flight plus its own batch's.
 
+*Request ids*: a turn may carry ``request`` (its request id, a hash of the request body and
+the reply to store): a ``turn_requests`` row written in the turn's transaction, so the reply is
+stored exactly when the turn is. A second turn with the same ``(session, request id)`` fails
+alone with ``DuplicateRequestError`` (the table's primary key refuses it) and writes nothing.
+
 A batch the database refuses (duplicate execution id, unknown parent) is retried turn by turn
 so that only the faulty turn fails, with ``ValidationError(field="execution")``.
 """
@@ -71,17 +76,26 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from ._engine import Database
-from ._errors import FencedError, NotFoundError, StoreClosedError, ValidationError
+from ._errors import (
+    DuplicateRequestError,
+    FencedError,
+    NotFoundError,
+    StoreClosedError,
+    StoreError,
+    ValidationError,
+)
 from ._group_commit import GroupCommitter
 from ._models import utcnow
 from ._observe import METRICS
 from ._records import TurnReceipt
 
-__all__ = ["EXEC_COLUMNS", "Turn", "TurnWriter", "make_turn_writer"]
+__all__ = ["EXEC_COLUMNS", "RequestValues", "Turn", "TurnWriter", "make_turn_writer"]
 
 Result = TurnReceipt | None | BaseException
 AuditValues = tuple[datetime, str, str, str, str, dict[str, Any]]
 """An ``audit_log`` row: ``(at, actor, action, target, outcome, details)``."""
+RequestValues = tuple[str, str, str]
+"""A turn's request id: ``(request id, body hash, reply JSON)`` for ``turn_requests``."""
 EXEC_COLUMNS = (
     "id", "kind", "status", "agent_name", "function_name", "session_id", "parent_id",
     "started_at", "ended_at", "duration_ms", "tokens_in", "tokens_out", "error", "details",
@@ -95,6 +109,7 @@ class Turn:
     execution: dict[str, Any] | None  # an executions row, or None
     incarnation: int | None = None  # commit only while the session is at it (None: always)
     audit: Sequence[AuditValues] = ()  # audit rows committed in the same transaction
+    request: RequestValues | None = None  # a turn_requests row committed with the turn
 
 
 class TurnWriter(ABC):
@@ -146,8 +161,19 @@ def _receipt(turn: Turn, total: int) -> TurnReceipt:
     )
 
 
-def _refused(exc: BaseException) -> ValidationError:
+def _refused(exc: BaseException, turn: Turn | None = None) -> StoreError:
+    if turn is not None and turn.request is not None and "turn_requests" in str(exc):
+        assert turn.session_id is not None
+        return DuplicateRequestError(turn.session_id, turn.request[0])
     return ValidationError("execution", f"refused by the database: {exc}")
+
+
+def _request_row(turn: Turn, first: int, stamp: Any) -> tuple[Any, ...]:
+    """``turn``'s ``turn_requests`` row (``_SQLITE_REQUEST``/``_PG_REQUEST`` parameters)."""
+    assert turn.request is not None
+    key, body_hash, reply = turn.request
+    execution_id = None if turn.execution is None else turn.execution["id"]
+    return (turn.session_id, key, body_hash, reply, execution_id, turn.incarnation, first, stamp)
 
 
 # -- SQLite -----------------------------------------------------------------------------------
@@ -164,6 +190,14 @@ _SQLITE_MSG = (
 )
 _SQLITE_AUDIT = (
     "INSERT INTO audit_log (at, actor, action, target, outcome, details) VALUES (?, ?, ?, ?, ?, ?)"
+)
+REQUEST_COLUMNS = (
+    "session_id", "request_key", "body_hash", "reply", "execution_id", "epoch", "first_seq",
+    "created_at",
+)  # fmt: skip
+_SQLITE_REQUEST = (
+    f"INSERT INTO turn_requests ({', '.join(REQUEST_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(REQUEST_COLUMNS))})"
 )
 _Item = tuple[Turn, "asyncio.Future[TurnReceipt | None]"]
 _MAX_VARIABLES = 30_000  # below SQLite's 32,766 bound parameters per statement
@@ -283,6 +317,8 @@ def _write_one(turn: Turn, conn: sqlite3.Connection) -> Result:
             _insert_rows(
                 conn, _SQLITE_MSG, _message_rows(conversation_id, first, turn, execution_id, stamp)
             )
+        if turn.request is not None:
+            conn.execute(_SQLITE_REQUEST, _request_row(turn, first, stamp))
         total = first + len(payloads)
         conn.execute(_SQLITE_SET_COUNT, (total, stamp, conversation_id))
         conn.execute("COMMIT")
@@ -437,7 +473,7 @@ class SqliteTurnWriter(TurnWriter):
             results = self._write_sync(turns, conn)
         except sqlite3.IntegrityError as exc:
             if len(turns) == 1:
-                return [_refused(exc)]
+                return [_refused(exc, turns[0])]
             out: list[Result] = []
             for turn in turns:
                 out.extend(self._write_batch([turn], conn))
@@ -470,6 +506,7 @@ class SqliteTurnWriter(TurnWriter):
         executions: list[tuple[Any, ...]] = []
         messages: list[tuple[Any, ...]] = []
         audit: list[tuple[Any, ...]] = []
+        requests: list[tuple[Any, ...]] = []
         sessions = list({turn.session_id: None for turn in turns if turn.session_id is not None})
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -507,12 +544,15 @@ class SqliteTurnWriter(TurnWriter):
                     execution_id = turn.execution["id"]
                     executions.append(_sqlite_execution(turn.execution))
                 messages.extend(_message_rows(conversation_id, first, turn, execution_id, stamp))
+                if turn.request is not None:
+                    requests.append(_request_row(turn, first, stamp))
                 if turn.audit:
                     audit.extend(_sqlite_audit(turn.audit))
                 results.append(_receipt(turn, total))
             _insert_rows(conn, _SQLITE_AUDIT, audit)
             _insert_rows(conn, _SQLITE_EXEC, executions)
             _insert_rows(conn, _SQLITE_MSG, messages)
+            _insert_rows(conn, _SQLITE_REQUEST, requests)
             if counts:
                 _set_counts(
                     conn,
@@ -568,6 +608,10 @@ _PG_MSG = (
     "INSERT INTO messages (conversation_id, seq, kind, payload, execution_id, created_at) "
     "VALUES ($1, $2, $3, $4, $5, $6)"
 )
+_PG_REQUEST = (
+    f"INSERT INTO turn_requests ({', '.join(REQUEST_COLUMNS)}) "
+    f"VALUES ({', '.join(f'${i + 1}' for i in range(len(REQUEST_COLUMNS)))})"
+)
 
 
 def _pg_audit(rows: Sequence[AuditValues]) -> Iterator[tuple[Any, ...]]:
@@ -605,7 +649,7 @@ class AsyncpgTurnWriter(TurnWriter):
             results = await self._write_once(turns)
         except self.integrity_errors as exc:
             if len(turns) == 1:
-                return [_refused(exc)]
+                return [_refused(exc, turns[0])]
             out: list[Result] = []
             for turn in turns:  # one bad turn must not fail its neighbours
                 out.extend(await self.write([turn]))
@@ -626,6 +670,7 @@ class AsyncpgTurnWriter(TurnWriter):
         executions: list[tuple[Any, ...]] = []
         messages: list[tuple[Any, ...]] = []
         audit: list[tuple[Any, ...]] = []
+        requests: list[tuple[Any, ...]] = []
         async with self._db.driver() as conn, conn.transaction():
             for turn in turns:
                 if turn.session_id is None:
@@ -659,6 +704,8 @@ class AsyncpgTurnWriter(TurnWriter):
                 first = total - count
                 for i, (kind, payload) in enumerate(turn.payloads):
                     messages.append((conversation_id, first + i, kind, payload, execution_id, now))
+                if turn.request is not None:
+                    requests.append(_request_row(turn, first, now))
                 audit.extend(_pg_audit(turn.audit))  # exactly when the turn commits
                 results.append(_receipt(turn, total))
             if audit:
@@ -667,4 +714,6 @@ class AsyncpgTurnWriter(TurnWriter):
                 await conn.executemany(_PG_EXEC, executions)
             if messages:
                 await conn.executemany(_PG_MSG, messages)
+            if requests:
+                await conn.executemany(_PG_REQUEST, requests)
         return results

@@ -21,6 +21,13 @@ history, status, stop.
   or ``?stream=true`` the reply is Server-Sent Events: ``delta`` (``{"text"}``),
   ``tool_call_started``, ``tool_call_finished``, then ``completed`` (the committed turn) or
   ``error`` (a problem). An error before the first event is a plain problem response.
+* ``Idempotency-Key`` on ``POST /sessions/{id}/messages`` (JSON replies; 1..200 visible ASCII
+  characters, scoped to the session): the key, a hash of the body and the reply are committed
+  in the turn's transaction. A retry with the key gets the stored reply (same body, header
+  ``Idempotent-Replayed: true``) and runs nothing; the key with a different message is 422;
+  while the first request runs on this node a duplicate is 409 (``Retry-After: 1``; it does
+  not wait); a malformed key is 400 naming the header. A streamed request with a stored key
+  gets one ``completed`` event. See ``docs/api.md``.
 * ``GET /sessions/{id}/messages?limit=&cursor=``: the stored history, oldest first,
   paginated (pydantic-ai's message format).
 * Agent errors map to problems as listed in ``netsuke.api._turns``.
@@ -32,14 +39,14 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from netsuke.agents import AgentError, AgentNotFoundError, StreamEvent
 from netsuke.kernel import NetsukeError
 from netsuke.observability import get_logger
-from netsuke.store import NotFoundError
+from netsuke.store import REQUEST_KEY_MAX, NotFoundError, ValidationError, check_request_key
 
 from .._auth import Principal
 from .._context import ApiContext
@@ -256,17 +263,33 @@ async def post_message(
     session_id: SessionId,
     body: MessageRequest,
     stream: Annotated[bool | None, Query(description="Stream the reply as SSE.")] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Run the turn at most once per key in this session; a retry gets the "
+            "stored reply. 1..200 visible ASCII characters.",
+        ),
+    ] = None,
 ) -> Any:
+    key = _idempotency_key(request)  # read from the raw headers: two values are refused
     await checked(ctx, caller, session_id)
     agents = agents_of(ctx)
     if not _wants_stream(request, stream):
         # the request's audit record is committed in the turn's transaction
         audit = request_audit(request.scope, 200)
         try:
-            r = await agents.run_turn(session_id, body.message, audit=(audit,))
+            r = await agents.run_turn(session_id, body.message, audit=(audit,), request_id=key)
         except NetsukeError as exc:
             raise _problem(exc) from None
+        if r.replayed:  # nothing ran: the middleware records this request
+            assert r.reply is not None
+            return Response(
+                r.reply, media_type="application/json", headers={"Idempotent-Replayed": "true"}
+            )
         mark_audited(request.scope)
+        if r.reply is not None:
+            return Response(r.reply, media_type="application/json")
         reply = Reply(
             session_id=session_id,
             output=jsonable(r.output),
@@ -277,7 +300,7 @@ async def post_message(
         )
         # serialised here, once: FastAPI would validate the model again, then encode it twice
         return Response(reply.model_dump_json(), media_type="application/json")
-    events = agents.stream(session_id, body.message).__aiter__()
+    events = agents.stream(session_id, body.message, request_id=key).__aiter__()
     try:
         first: StreamEvent = await events.__anext__()
     except NetsukeError as exc:
@@ -286,6 +309,32 @@ async def post_message(
         _pump(first, events, str(request.url.path)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+def _idempotency_key(request: Request) -> str | None:
+    """The request's ``Idempotency-Key`` (None without one); 400 naming the header when it is
+    not 1..200 visible ASCII characters or given twice."""
+    values = request.headers.getlist("idempotency-key")
+    if not values:
+        return None
+    key = values[0]
+    if len(values) > 1 or not 0 < len(key) <= REQUEST_KEY_MAX or not key.isascii():
+        raise _bad_key()
+    try:
+        check_request_key(key)
+    except ValidationError:
+        raise _bad_key() from None
+    return key
+
+
+def _bad_key() -> ProblemError:
+    return ProblemError(
+        400,
+        "Bad request",
+        f"Idempotency-Key must be one value of 1..{REQUEST_KEY_MAX} visible ASCII characters",
+        type="bad-idempotency-key",
+        field="Idempotency-Key",
     )
 
 
