@@ -110,7 +110,11 @@ class AgentManager:
         await self._nc.subscribe(AGENT_MANAGER_QUERY, cb=self._on_query)
         await self._nc.subscribe(AGENT_STATUS, cb=self._on_status)
         await self._nc.subscribe(AGENT_METRICS, cb=self._on_metrics)
-        await self._nc.flush()  # the server has our interest: a command sent now is answered
+        # the server has our interest: a command sent now is answered (a plain flush() can
+        # overtake the SUBs: see netsuke._nats_flush)
+        from netsuke._nats_flush import flush_subscriptions
+
+        await flush_subscriptions(self._nc)
         self._stored = await self.state_store.load()
         self._running = True
         await self.registry.start()

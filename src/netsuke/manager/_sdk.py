@@ -117,7 +117,11 @@ class PackageAgent:
         self._nc = await nats.connect(self.nats_url, name=f"agent-{self.agent_id}")
         await self._nc.subscribe(AGENT_COMMAND.format(agent_id=self.agent_id), cb=self._on_command)
         await self._nc.subscribe(AGENT_QUERY.format(agent_id=self.agent_id), cb=self._on_query)
-        await self._nc.flush()  # subscribed at the server before the first heartbeat says so
+        # subscribed at the server before the first heartbeat says so (a plain flush() can
+        # overtake the SUBs: see netsuke._nats_flush)
+        from netsuke._nats_flush import flush_subscriptions
+
+        await flush_subscriptions(self._nc)
         self.status = "running"
         tasks = [asyncio.create_task(self._heartbeats())]
         if main is not None:
