@@ -46,7 +46,7 @@ from .._context import ApiContext
 from .._middleware import mark_audited, request_audit
 from .._problems import ProblemError, problem_body
 from .._turns import agent_problem, agents_of, dump_messages, event_json, jsonable, monitor_of
-from ..deps import Caller, Ctx, Paging
+from ..deps import Caller, Ctx, Paging, get_ctx
 
 __all__ = ["MessageRequest", "Reply", "Session", "SessionRequest", "router"]
 
@@ -250,13 +250,15 @@ def _sse(name: str, data: Any) -> bytes:
     responses={200: {"content": {"text/event-stream": {}}}},
 )
 async def post_message(
-    ctx: Ctx,
     caller: Caller,
     request: Request,
     session_id: SessionId,
     body: MessageRequest,
     stream: Annotated[bool | None, Query(description="Stream the reply as SSE.")] = None,
 ) -> Any:
+    # the chat path: the context is read from the app, not solved as a dependency (each
+    # dependency costs FastAPI about 40 calls per request; benchmarks/api_cost.py)
+    ctx = get_ctx(request)
     await checked(ctx, caller, session_id)
     agents = agents_of(ctx)
     if not _wants_stream(request, stream):
