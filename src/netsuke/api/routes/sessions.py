@@ -332,3 +332,15 @@ async def history(ctx: Ctx, caller: Caller, session_id: SessionId, page: Paging)
         items=dump_messages(chunk),
         next_cursor=str(end) if end < len(messages) else None,
     )
+
+
+# The chat path is tried first: FastAPI tries an included router's routes in order, twice per
+# request (to match, then to handle), about 15 calls for each route tried before the one that
+# matches (benchmarks/api_cost.py). The paths are disjoint; POST before GET on ``/messages``
+# as before, so a wrong method gets the same 405.
+router.routes.insert(
+    0,
+    router.routes.pop(
+        next(i for i, r in enumerate(router.routes) if getattr(r, "endpoint", None) is post_message)
+    ),
+)
