@@ -12,7 +12,8 @@ client in between, and counts per request:
   the run: ``BEGIN``/``COMMIT`` included), and ``commits``;
 * ``blocks``: ``sys.getallocatedblocks()`` growth (memory kept, a leak shows here) and
   ``gc_gen0``: young-generation collections per 100 requests (container churn);
-* ``cpu_ms``: process CPU time per request (all threads; noisy on a loaded machine: a hint).
+* ``cpu_ms``: process CPU time per request (all threads; noisy on a loaded machine: a hint;
+  inflated by the profiler, ``--cpu-only`` measures it without profiler or hooks).
 
 Two sides, the same way: ``netsuke`` (``create_app`` over a node opened like ``netsuke serve``
 opens it: SQLite file store, ``synchronous=FULL``, group commit, access log at ``info`` with
@@ -21,7 +22,7 @@ app of ``benchmarks/api.py``: FastAPI + pydantic-ai, no persistence). The app's 
 Warm-up requests (each client's first turns) are not counted.
 
 Usage: ``python benchmarks/api_cost.py [--requests 400] [--clients 16] [--json-logs]
-[--side netsuke|bare|both] [--top 25] [--dump PREFIX] [--json]``; ``--top`` prints the packages
+[--side netsuke|bare|both] [--top 25] [--dump PREFIX] [--cpu-only] [--json]``; ``--top`` prints the packages
 and functions with the most calls (loop thread) to find the work to cut; ``--dump`` writes the
 cProfile stats (``PREFIX.netsuke``, ``PREFIX.bare``) for ``pstats`` (callers, callees).
 """
@@ -47,6 +48,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 MESSAGE = "Tell me about the weather in Kyoto"
 App = Callable[[dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
                Awaitable[None]]  # fmt: skip
@@ -191,6 +193,7 @@ async def drive(
     threads: ThreadCalls,
     top: int,
     dump: str | None = None,
+    profile: bool = True,
 ) -> dict[str, Any]:
     async def client(path: str, body: bytes, n: int) -> None:
         for _ in range(n):
@@ -206,12 +209,15 @@ async def drive(
     blocks = sys.getallocatedblocks()
     profiler = cProfile.Profile()
     cpu0 = time.process_time()
-    sql.on = threads.on = True
-    profiler.enable()
+    sql.on = threads.on = profile
+    if profile:
+        profiler.enable()
     await asyncio.gather(*(client(p, b, per_client) for p, b in targets))
     profiler.disable()
     sql.on = threads.on = False
     cpu1 = time.process_time()
+    if not profile:  # --cpu-only: no profiler, no hooks; CPU time only
+        return {"requests": n, "cpu_ms": 1000 * (cpu1 - cpu0) / n}
     gen0_after = gc.get_stats()[0]["collections"]
     gc.collect()
     blocks_after = sys.getallocatedblocks()
@@ -269,6 +275,10 @@ def package(filename: str, function: str) -> str:
 
 
 async def run_bare(args: argparse.Namespace, sql: SqlCounter, threads: ThreadCalls) -> Any:
+    if "api" not in sys.modules:
+        # benchmarks/api.py moves sys.path[0] to the end when imported: give it this folder,
+        # so a PYTHONPATH (another build of netsuke to compare) keeps its place
+        sys.path.insert(0, HERE)
     import api  # benchmarks/api.py: the floor app
 
     app = api.bare_app()
@@ -279,7 +289,7 @@ async def run_bare(args: argparse.Namespace, sql: SqlCounter, threads: ThreadCal
     async with Lifespan(app):
         return await drive(
             app, targets, [], args.requests, args.warm, sql, threads, args.top,
-            args.dump and f"{args.dump}.bare",
+            args.dump and f"{args.dump}.bare", not args.cpu_only,
         )  # fmt: skip
 
 
@@ -316,7 +326,7 @@ async def run_netsuke(args: argparse.Namespace, sql: SqlCounter, threads: Thread
                 )
             return await drive(
                 app, targets, headers, args.requests, args.warm, sql, threads, args.top,
-                args.dump and f"{args.dump}.netsuke",
+                args.dump and f"{args.dump}.netsuke", not args.cpu_only,
             )  # fmt: skip
 
 
@@ -330,6 +340,9 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=0)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--dump", default=None, help="write cProfile stats to DUMP.<side>")
+    parser.add_argument(
+        "--cpu-only", action="store_true", help="no profiler or hooks: process CPU ms only"
+    )
     args = parser.parse_args()
     os.environ.setdefault("NETSUKE_RATE_LIMIT_PER_MINUTE", "0")
     results: dict[str, Any] = {}
@@ -349,13 +362,18 @@ def main() -> int:
             sql.uninstall()
             threads.uninstall()
     devnull.close()
+    import netsuke
+
+    results["netsuke_source"] = str(Path(netsuke.__file__).parent)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
     keys = ("calls", "thread_calls", "sql", "commits", "blocks", "gc_gen0_per_100", "cpu_ms")
+    print(f"netsuke from {results.pop('netsuke_source')}")
     print(f"{'per request':16s}" + "".join(f"{s:>12s}" for s in results))
     for k in keys:
-        print(f"{k:16s}" + "".join(f"{results[s][k]:12.2f}" for s in results))
+        if all(k in r for r in results.values()):
+            print(f"{k:16s}" + "".join(f"{results[s][k]:12.2f}" for s in results))
     for side, r in results.items():
         for name, count in r.get("packages", {}).items():
             print(f"  {side:8s} {count:8.2f}  {name}")
