@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -232,3 +233,32 @@ async def test_a_memory_window_limits_what_the_model_sees(agents: Agents) -> Non
     assert seen == [1, 3, 5, 5, 5]
     assert len(await agents.history("win")) == 10
     _ = echo_model
+
+
+async def test_turns_keep_one_idle_timer_and_it_waits_for_the_last_turn(
+    agents: Agents, rt: Runtime
+) -> None:
+    """The idle timer is not cancelled and re-armed per turn: a turn moves its due time; a
+    timer that fires before the due time waits for the rest; at the due time the session
+    hibernates (no wall-clock assertion: the due times are set on the server itself)."""
+    cfg = AgentConfig(name="busy", idle_hibernate=600, idle_evict=1200)
+    sid, pid = await agents.start_session("busy", "u1", cfg)
+    server: Any = rt._procs[pid.id]
+    await agents.run(sid, "one")
+    timer, due = server._timer, server._idle_due
+    assert timer is not None and not timer.cancelled() and timer.when() <= due
+    for i in range(3):
+        await agents.run(sid, f"turn {i}")
+    assert server._timer is timer and not timer.cancelled()  # the same timer, never churned
+    assert server._idle_due > due  # moved by the later turns
+    loop = asyncio.get_running_loop()
+    server._idle()  # fires early (activity since): waits for the rest, stays in memory
+    assert (await agents.status(sid))["state"] == "idle"
+    rest = server._timer
+    assert rest is not None and rest is not timer and abs(rest.when() - server._idle_due) < 0.01
+    rest.cancel()
+    server._idle_due = loop.time() - 1  # due: hibernates, then arms the eviction timer
+    server._idle()
+    assert (await agents.status(sid))["state"] == "hibernated"
+    assert server._timer is not None and server._idle_due > loop.time() + 500
+    assert "turn 5" in await agents.run(sid, "back?")  # history reloaded from the store

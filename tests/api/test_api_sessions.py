@@ -245,3 +245,19 @@ async def test_no_key_no_session(live: Live, role: str) -> None:
     assert (await anonymous.get("/api/v1/sessions")).status_code == 401
     key = live.client(await live.key(role, f"{role}-1"))
     assert (await key.get("/api/v1/sessions")).status_code == 200
+
+
+async def test_chat_route_is_tried_first_and_other_methods_still_get_405(live: Live) -> None:
+    from netsuke.api.routes import sessions
+
+    assert sessions.router.routes[0].endpoint is sessions.post_message  # type: ignore[attr-defined]
+    await define(live, "greeter")
+    admin = live.admin
+    await admin.post("/api/v1/sessions", json={"agent": "greeter", "user": "u1"})
+    r = await admin.put("/api/v1/sessions/greeter-u1/messages", json={"message": "hi"})
+    assert r.status_code == 405
+    assert set(r.headers["allow"].replace(" ", "").split(",")) == {"POST"}
+    r = await admin.get("/api/v1/sessions/greeter-u1/messages")
+    assert r.status_code == 200 and r.json()["session_id"] == "greeter-u1"
+    r = await admin.post("/api/v1/sessions/greeter-u1/messages", json={"message": "hi"})
+    assert r.status_code == 200, r.text

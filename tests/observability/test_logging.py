@@ -51,6 +51,21 @@ def test_secret_named_keys_are_redacted(json_logs: pytest.CaptureFixture[str]) -
     assert line["user"] == "u1"
 
 
+def test_redaction_decides_once_per_key_and_stays_right_when_its_cache_is_full() -> None:
+    from netsuke.observability import _logging
+
+    _logging._secret_keys.clear()
+    for _ in range(3):  # the second and third lines reuse the decisions
+        event = _logging.redact_secrets(None, "info", {"DB_Password": "p", "user": "u1"})
+        assert event == {"DB_Password": "[redacted]", "user": "u1"}
+    assert _logging._secret_keys == {"DB_Password": True, "user": False}
+    for i in range(_logging._SECRET_KEYS_MAX + 10):  # keys made from data: bounded
+        _logging.redact_secrets(None, "info", {f"k{i}": 1, f"token{i}": "t"})
+    assert len(_logging._secret_keys) <= _logging._SECRET_KEYS_MAX
+    event = _logging.redact_secrets(None, "info", {"session_token": "t", "k1": 1})
+    assert event == {"session_token": "[redacted]", "k1": 1}
+
+
 LIBRARY_SNIPPET = """
 import asyncio, tempfile
 from netsuke.node import Node

@@ -41,6 +41,7 @@ the next message), ``"shutdown"`` when stopped or when its owner exits under
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -245,10 +246,14 @@ class _TaskDown:
 
 
 class _Idle:
-    __slots__ = ("gen",)
+    """The idle timer's message (``_AgentServer._idle``)."""
 
-    def __init__(self, gen: int) -> None:
-        self.gen = gen
+    __slots__ = ()
+
+
+_IDLE = _Idle()
+_IDLE_EARLY = 0.001
+"""An idle timer may fire this much before its due time (the loop's clock resolution)."""
 
 
 async def claim(arg: SessionArg) -> int:
@@ -268,7 +273,7 @@ async def load_history(arg: SessionArg) -> list[ModelMessage]:
 class AgentServer(Process):
     """One agent session (see the module documentation)."""
 
-    __slots__ = ("_a", "_epoch", "_gen", "_memory", "_oref", "_queue", "_running", "_timer")
+    __slots__ = ("_a", "_epoch", "_idle_due", "_memory", "_oref", "_queue", "_running", "_timer")
     hibernate_after = 1.0
 
     _a: SessionArg
@@ -282,7 +287,7 @@ class AgentServer(Process):
         self._queue = None
         self._running = None
         self._timer: Any = None
-        self._gen = 0
+        self._idle_due = math.inf
         self._oref: Ref | None = None
         self.trap_exit = True  # so a shutdown from the supervisor runs terminate
         system = arg.system
@@ -407,10 +412,8 @@ class AgentServer(Process):
         parent = turn.parent
         exec_id = new_id()  # time-ordered: lands at the right edge of the primary key
         self._running = turn
-        self._gen += 1
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        # the idle timer is left pending: it finds a turn running (or a later due time) and
+        # the turn's end moves the due time; no timer is cancelled and re-armed per turn
         memory = self._memory
         me = self.pid
         rt = self._rt
@@ -590,7 +593,7 @@ class AgentServer(Process):
             if message.ref == self._oref and self._oref is not None:
                 self._owner_exited(message.reason)
         elif t is _Idle:
-            self._idle(message.gen)
+            self._idle()
         elif t is Exit:
             if not _normal(message.reason):  # a process linked by user code crashed
                 self.stop(message.reason)
@@ -737,10 +740,16 @@ class AgentServer(Process):
         if delay is None:
             delay = cfg.idle_evict
         if delay is None:
+            self._idle_due = math.inf
             return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self.send_after(delay, _Idle(self._gen))
+        due = self._rt._loop.time() + delay
+        self._idle_due = due
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= due:
+                return  # it fires first, then waits for the rest (``_idle``)
+            timer.cancel()
+        self._timer = self.send_after(delay, _IDLE)
 
     def _drop_memory(self) -> None:
         if self._memory is None:
@@ -751,17 +760,24 @@ class AgentServer(Process):
         self._rt.events.publish(topics.AGENT_HIBERNATED, agent=a.config.name, session=a.session)
         self.hibernate()
 
-    def _idle(self, gen: int) -> None:
-        if gen != self._gen or self._running is not None or self._queue:
-            return
+    def _idle(self) -> None:
         self._timer = None
+        if self._running is not None or self._queue:
+            return  # the turn's end arms the timer again
+        left = self._idle_due - self._rt._loop.time()
+        if left > _IDLE_EARLY:  # activity since it was armed: wait for the rest
+            if left != math.inf:
+                self._timer = self.send_after(left, _IDLE)
+            return
         a = self._a
         cfg = a.config
         if self._memory is not None and cfg.idle_hibernate is not None:
             self._drop_memory()
             ev = cfg.idle_evict
             if ev is not None and a.owner is None:
-                self._timer = self.send_after(max(ev - cfg.idle_hibernate, 0.0), _Idle(self._gen))
+                delay = max(ev - cfg.idle_hibernate, 0.0)
+                self._idle_due = self._rt._loop.time() + delay
+                self._timer = self.send_after(delay, _IDLE)
             return
         if cfg.idle_evict is not None and a.owner is None:
             self._memory = None

@@ -13,7 +13,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from netsuke import __version__
@@ -122,8 +122,11 @@ def create_app(
     )
     install_problem_handlers(app, html=html_error)
     assert session_control.router is sessions.router  # its routes join the sessions router
-    api = APIRouter(prefix=API_PREFIX)
     # Routes are matched in order: the chat path (sessions) first. Prefixes are disjoint.
+    # Each module's router is included into the app directly (not through an ``/api/v1``
+    # router): FastAPI walks every level of included routers twice per request (to match, then
+    # to handle), so one level less is about 700 function calls less per request
+    # (``benchmarks/api_cost.py``).
     for module in (
         sessions,
         control,
@@ -141,8 +144,7 @@ def create_app(
         agent_series,
         cluster_routes,
     ):
-        api.include_router(module.router)
-    app.include_router(api)
+        app.include_router(module.router, prefix=API_PREFIX)
     install_docs(app, API_PREFIX)
     app.include_router(health.router)
     app.include_router(dashboard_ops.router)  # first: its /agents/{name} and /tasks win

@@ -147,12 +147,15 @@ def cookie_allowed(request: Request) -> bool:
 
 async def get_caller(
     request: Request,
-    ctx: Ctx,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    # the context is read here, not declared as a ``Ctx`` dependency: FastAPI solves a
+    # sub-dependency's own tree on every use before looking in its cache (about 50 calls)
     secret = bearer.credentials if bearer is not None else request.headers.get("x-api-key")
     cookie = request.cookies.get(COOKIE) if cookie_allowed(request) else None
-    principal = await authenticate(ctx, secret, cookie=cookie, client=client_of(request))
+    principal = await authenticate(
+        get_ctx(request), secret, cookie=cookie, client=client_of(request)
+    )
     request.state.principal = principal
     return principal
 

@@ -171,10 +171,27 @@ def redact_secrets(
     api_key, authorization, cookie; any case, as part of the key) becomes ``[redacted]``, so a
     secret passed to a log call by mistake never reaches the output."""
     for key in event:
-        lowered = key.lower()
-        if any(word in lowered for word in _SECRET_WORDS) and event[key] is not None:
+        secret = _secret_keys.get(key)
+        if secret is None:
+            secret = _names_secret(key)
+        if secret and event[key] is not None:
             event[key] = REDACTED
     return event
+
+
+_secret_keys: dict[str, bool] = {}
+"""Whether a key names a secret, per key seen (log calls use a small set of keys; a line per
+request would otherwise test each key against every word again)."""
+_SECRET_KEYS_MAX = 4096
+
+
+def _names_secret(key: str) -> bool:
+    lowered = key.lower()
+    secret = any(word in lowered for word in _SECRET_WORDS)
+    if len(_secret_keys) >= _SECRET_KEYS_MAX:
+        _secret_keys.clear()  # keys made from data: never an unbounded cache
+    _secret_keys[key] = secret
+    return secret
 
 
 _LEVELS = {

@@ -53,7 +53,7 @@ from .._context import ApiContext
 from .._middleware import mark_audited, request_audit
 from .._problems import ProblemError, problem_body
 from .._turns import agent_problem, agents_of, dump_messages, event_json, jsonable, monitor_of
-from ..deps import Caller, Ctx, Paging
+from ..deps import Caller, Ctx, Paging, get_ctx
 
 __all__ = ["MessageRequest", "Reply", "Session", "SessionRequest", "router"]
 
@@ -257,7 +257,6 @@ def _sse(name: str, data: Any) -> bytes:
     responses={200: {"content": {"text/event-stream": {}}}},
 )
 async def post_message(
-    ctx: Ctx,
     caller: Caller,
     request: Request,
     session_id: SessionId,
@@ -272,6 +271,9 @@ async def post_message(
         ),
     ] = None,
 ) -> Any:
+    # the chat path: the context is read from the app, not solved as a dependency (each
+    # dependency costs FastAPI about 40 calls per request; benchmarks/api_cost.py)
+    ctx = get_ctx(request)
     key = _idempotency_key(request)  # read from the raw headers: two values are refused
     await checked(ctx, caller, session_id)
     agents = agents_of(ctx)
@@ -379,3 +381,15 @@ async def history(ctx: Ctx, caller: Caller, session_id: SessionId, page: Paging)
         items=dump_messages(chunk),
         next_cursor=str(end) if end < len(messages) else None,
     )
+
+
+# The chat path is tried first: FastAPI tries an included router's routes in order, twice per
+# request (to match, then to handle), about 15 calls for each route tried before the one that
+# matches (benchmarks/api_cost.py). The paths are disjoint; POST before GET on ``/messages``
+# as before, so a wrong method gets the same 405.
+router.routes.insert(
+    0,
+    router.routes.pop(
+        next(i for i, r in enumerate(router.routes) if getattr(r, "endpoint", None) is post_message)
+    ),
+)
