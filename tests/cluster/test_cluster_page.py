@@ -118,5 +118,6 @@ async def test_cluster_page_shows_members_their_sessions_and_live_node_events(
             assert await page.evaluate("window.__sameLoad") is True
             await times_are_local(page)
             await no_overflow_at_390(page)
+            await shot(page, "ops-19-cluster-390.png")
         finally:
             _stop(beta)
