@@ -69,7 +69,8 @@ async def test_cluster_page_alone_says_so_and_lists_this_node(live: Live, browse
     await times_are_local(page)
     await shot(page, "ops-17-cluster-alone.png")
     await no_overflow_at_390(page)
-    await link.click()
+    await link.focus()  # by keyboard
+    await page.keyboard.press("Enter")
     await page.wait_for_url(f"{live.url}/sessions/{session}")
 
 
