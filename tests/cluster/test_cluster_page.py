@@ -114,7 +114,9 @@ async def test_cluster_page_shows_members_their_sessions_and_live_node_events(
                 f"#cluster-sessions tr[data-session='{sid}']:has-text('not live')",
                 timeout=30_000,
             )
-            assert await page.locator(f"#cluster-nodes tr[data-node='{owner}']").count() == 0
+            await page.locator(f"#cluster-nodes tr[data-node='{owner}']").wait_for(
+                state="detached", timeout=15_000
+            )
             assert await page.evaluate("window.__sameLoad") is True
             await times_are_local(page)
             await no_overflow_at_390(page)
