@@ -89,6 +89,9 @@ async def test_cluster_page_shows_members_their_sessions_and_live_node_events(
             )
             await times_are_local(page)
             await shot(page, "ops-18-cluster.png")
+            await page.click("#theme-toggle")
+            assert await page.evaluate("() => document.documentElement.dataset.theme") == "dark"
+            await shot(page, "ops-18-cluster-dark.png")
 
             # a member that joins and leaves cleanly: joined, then left
             async with join_cluster(
