@@ -38,6 +38,8 @@ async def test_cluster_nodes_lists_this_member_to_any_valid_key(
         [me] = body["nodes"]
         assert me["node"] == body["node"] and me["live"] is True and me["state"] == "live"
         assert 0 < me["expires_in_s"] <= me["lease_s"] == 5.0
+        assert me["this"] is True and me["heard"] is True and me["sessions"] == 0
+        assert body["this_node"]["node"] == body["node"]
 
 
 async def test_a_node_alone_answers_with_no_cluster(tmp_path: Path) -> None:
@@ -47,4 +49,11 @@ async def test_a_node_alone_answers_with_no_cluster(tmp_path: Path) -> None:
     async with serve(settings) as live:
         r = await live.admin.get("/api/v1/cluster/nodes", params={"all": "true"})
         assert r.status_code == 200
-        assert r.json() == {"node": "local", "clustered": False, "fenced": False, "nodes": []}
+        body = r.json()
+        assert {k: body[k] for k in ("node", "clustered", "fenced", "nodes")} == {
+            "node": "local",
+            "clustered": False,
+            "fenced": False,
+            "nodes": [],
+        }
+        assert body["this_node"]["sessions"] == 0 and body["sessions"]["total"] == 0

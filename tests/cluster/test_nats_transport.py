@@ -505,3 +505,42 @@ async def test_an_unanswered_probe_is_sent_again(nats_server: NatsServer) -> Non
     finally:
         if not raw.is_closed:
             await raw.close()
+
+
+async def test_membership_changes_are_published_as_cluster_events(
+    nats_server: NatsServer,
+) -> None:
+    """``cluster.node_joined`` when a peer is first heard, ``cluster.node_left`` on its
+    goodbye, ``cluster.node_down`` with the cause when it vanishes without one."""
+    p = prefix()
+    async with (
+        join(nats_server.url, "alpha", **opts(p)) as a,
+        a.events.subscribe("cluster.*") as sub,
+    ):
+
+        async def next_event() -> tuple[str, dict[str, Any]]:
+            e = await sub.get(timeout=60)
+            return e.topic, e.data
+
+        async with join(nats_server.url, "beta", **opts(p)) as b:
+            assert await next_event() == (
+                "cluster.node_joined",
+                {"node": a.node, "peer": b.node},
+            )
+        assert await next_event() == ("cluster.node_left", {"node": a.node, "peer": b.node})
+        tb = NatsTransport(nats_server.url, "beta", prefix=p, **FAST)  # type: ignore[arg-type]
+        await tb.connect()
+        b2 = Runtime(node=tb.node_id, transport=tb)
+        await b2.open()
+        try:
+            assert await next_event() == (
+                "cluster.node_joined",
+                {"node": a.node, "peer": tb.node_id},
+            )
+            assert tb.nc is not None
+            await tb.nc.close()  # cut off: no goodbye
+            topic, data = await next_event()
+            assert topic == "cluster.node_down" and data["peer"] == tb.node_id
+            assert data["cause"] in ("heartbeat_timeout", "no_responders"), data
+        finally:
+            await b2.aclose()

@@ -240,3 +240,22 @@ async def test_a_node_declared_down_cannot_commit_after_the_takeover(
     assert report.ok, report.details
     assert len(committed) == 40
     assert {t.epoch for t in committed if t.seq >= taken.message_count} <= {2}
+
+
+async def test_owner_counts_groups_sessions_by_node_run(store: Store, second: Store) -> None:
+    """The cluster page's load: sessions per owner ``(node, incarnation)``, ``None`` for those
+    never claimed; a takeover moves the count."""
+    assert await store.conversations.owner_counts() == {}
+    store.conversations.set_ownership(A, Dead("beta"))
+    second.conversations.set_ownership(B, Dead("alpha"))
+    await store.conversations.open("a1", agent_name="helper", claim=True)
+    await store.conversations.open("a2", agent_name="helper", claim=True)
+    await second.conversations.open("b1", agent_name="helper", claim=True)
+    await store.conversations.open("plain", agent_name="helper")  # not claimed
+    assert await store.conversations.owner_counts() == {("alpha", 1): 2, ("beta", 1): 1, None: 1}
+    await second.conversations.open("a1", agent_name="helper", claim=True)  # alpha is dead
+    assert await second.conversations.owner_counts() == {
+        ("alpha", 1): 1,
+        ("beta", 1): 2,
+        None: 1,
+    }

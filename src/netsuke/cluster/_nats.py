@@ -34,6 +34,7 @@ from opentelemetry import propagate, trace
 from prometheus_client import Counter
 
 from netsuke._nats_flush import flush_subscriptions
+from netsuke.events import topics
 from netsuke.kernel import (
     NOPROC,
     ArgumentError,
@@ -928,6 +929,7 @@ class NatsTransport(Transport):
         if peer is None:
             self._peers[name] = _Peer(node_id, now)
             log.info("cluster_node_up", node=self.node_id, peer=node_id)
+            rt.events.publish(topics.CLUSTER_NODE_JOINED, node=self.node_id, peer=node_id)
             return
         if peer.node_id == node_id:
             peer.last_seen = now
@@ -940,6 +942,7 @@ class NatsTransport(Transport):
             self._node_down(peer.node_id, "replaced")
             self._peers[name] = _Peer(node_id, now)
             log.info("cluster_node_up", node=self.node_id, peer=node_id)
+            rt.events.publish(topics.CLUSTER_NODE_JOINED, node=self.node_id, peer=node_id)
 
     def _on_declared_down(self, rt: Runtime, node_id: str, seq: int) -> None:
         """``node_id`` declared this node down (it stopped hearing us, or its connection broke):
@@ -1048,6 +1051,12 @@ class NatsTransport(Transport):
         rt = self.rt
         if rt is None:
             return
+        if cause == "left":
+            rt.events.publish(topics.CLUSTER_NODE_LEFT, node=self.node_id, peer=node_id)
+        else:
+            rt.events.publish(
+                topics.CLUSTER_NODE_DOWN, node=self.node_id, peer=node_id, cause=cause
+            )
         for cid, probed in list(self._probes.items()):
             if probed == node_id:
                 del self._probes[cid]

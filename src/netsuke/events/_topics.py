@@ -39,6 +39,9 @@ DEFINITION_CHANGED: Final = "definition.changed"
 WEBHOOK_FAILED: Final = "webhook.failed"
 # cluster
 CLUSTER_NODE_FENCED: Final = "cluster.node_fenced"
+CLUSTER_NODE_JOINED: Final = "cluster.node_joined"
+CLUSTER_NODE_LEFT: Final = "cluster.node_left"
+CLUSTER_NODE_DOWN: Final = "cluster.node_down"
 
 TOPICS: Final[dict[str, str]] = {
     PROCESS_RESTARTED: "a supervisor restarted a child: supervisor, child, reason",
@@ -69,4 +72,9 @@ TOPICS: Final[dict[str, str]] = {
     "event, attempts, error",
     CLUSTER_NODE_FENCED: "this node could not renew its membership lease and stopped acting as "
     "a member: node, reason, names (how many global names it dropped)",
+    CLUSTER_NODE_JOINED: "this node heard another member for the first time (a new node, or a "
+    "new incarnation of a restarted one): node (this node), peer (the member's id)",
+    CLUSTER_NODE_LEFT: "another member said goodbye (a clean stop): node, peer",
+    CLUSTER_NODE_DOWN: "this node judged another member gone without a goodbye: node, peer, "
+    "cause (heartbeat_timeout, no_responders, disconnected, replaced, peer_declared_down)",
 }

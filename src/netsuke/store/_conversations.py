@@ -38,7 +38,7 @@ from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter
 from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -274,6 +274,26 @@ class ConversationRepository:
         items = [_conversation(r) for r in rows[:limit]]
         next_cursor = str(rows[limit - 1]["id"]) if len(rows) > limit else None
         return Page(items=items, next_cursor=next_cursor)
+
+    async def owner_counts(self) -> dict[tuple[str, int] | None, int]:
+        """How many conversations each owner ``(owner_node, owner_incarnation)`` holds;
+        ``None`` counts those never claimed (the cluster page's load per node)."""
+        c = _conversations.c
+        stmt = select(c.owner_node, c.owner_incarnation, func.count()).group_by(
+            c.owner_node, c.owner_incarnation
+        )
+        with operation("conversations", "owner_counts"):
+            async with self._db.read() as conn:
+                rows = (await conn.execute(stmt)).all()
+        out: dict[tuple[str, int] | None, int] = {}
+        for node, incarnation, count in rows:
+            key = (
+                (str(node), int(incarnation))
+                if node is not None and incarnation is not None
+                else None
+            )
+            out[key] = out.get(key, 0) + int(count)
+        return out
 
     async def delete(self, session_id: str) -> None:
         """Delete the conversation and its messages (executions are kept). Durable on return."""

@@ -13,6 +13,9 @@ kept live by ``static/ops.js`` over ``/api/v1/events``.
 * ``/tasks`` (any key; a user sees its own), ``/tasks/{id}``, ``/dead-letters`` (operator,
   requeue and purge), ``/workflows`` (operator: workflows and runs).
 * ``/functions`` (any key: a user sees its own), ``/keys``, ``/webhooks``, ``/audit`` (admin).
+* ``/cluster`` (operator): the members (``GET /api/v1/cluster/nodes``), their load, where each
+  session runs (``GET /api/v1/cluster/sessions``) and node events followed live (``cluster.*``);
+  a node alone says so and still shows itself.
 
 **Actions.** The pages' buttons call the API itself (``/api/v1/...``) with the key cookie,
 ``X-Netsuke-Dashboard: 1`` and this server's ``Origin``, the only way the API takes the cookie
@@ -34,6 +37,7 @@ from netsuke.routing import TaskNotFoundError
 from netsuke.store import AgentDraft, NotFoundError, Role, dump_agent_yaml
 
 from .._auth import Principal
+from .._cluster_view import nodes_view, sessions_view
 from .._tree import supervision_tree
 from ..deps import Ctx
 from .dashboard import _viewer, templates
@@ -104,6 +108,29 @@ async def tree_page(ctx: Ctx, request: Request) -> Response:
     viewer = await _viewer(ctx, request)
     tree = await supervision_tree(ctx) if _may(viewer, "operator") else {}
     return await _page(request, viewer, "tree.html", "operator", "Supervision tree", tree=tree)
+
+
+# ------------------------------------------------------------------ cluster
+
+
+@router.get("/cluster", response_class=HTMLResponse)
+async def cluster_page(ctx: Ctx, request: Request) -> Response:
+    viewer = await _viewer(ctx, request)
+    view: dict[str, Any] = {}
+    sessions: dict[str, Any] = {"sessions": []}
+    if _may(viewer, "operator"):
+        view = await nodes_view(ctx)
+        sessions = await sessions_view(ctx, limit=200, cursor=None)
+    return await _page(
+        request,
+        viewer,
+        "cluster.html",
+        "operator",
+        "Cluster",
+        view=view,
+        sessions=sessions["sessions"],
+        more=sessions.get("next_cursor") is not None,
+    )
 
 
 # ------------------------------------------------------------------ agents

@@ -489,6 +489,35 @@ const NetsukeOps = (() => {
     });
   }
 
+  // ---------------------------------------------------------------- cluster
+
+  const NODE_EVENTS = { "cluster.node_joined": "joined", "cluster.node_left": "left", "cluster.node_down": "down", "cluster.node_fenced": "fenced" };
+
+  function clusterPage() {
+    start();
+    // lease ages and time left move on their own: re-read every 5 s, and on each node event
+    const go = coalesce(() => refresh(["cluster-region", "sessions-region"]), GAP_MS);
+    setInterval(go, 5000);
+    connect(["cluster.*"], (frame) => {
+      const d = frame.data || {};
+      const li = document.createElement("li");
+      li.dataset.topic = frame.topic;
+      li.append(timeEl(frame.time), " ");
+      const what = document.createElement("strong");
+      what.textContent = NODE_EVENTS[frame.topic] || frame.topic;
+      const who = document.createElement("code");
+      who.textContent = d.peer || d.node || frame.node;
+      li.append(what, " ", who);
+      const why = d.cause || d.reason;
+      if (why) li.append(` (${why})`);
+      if (d.peer) li.append(` · seen by ${d.node || frame.node}`);
+      $("#cluster-events").prepend(li);
+      const empty = $("#no-events");
+      if (empty) empty.remove();
+      go();
+    });
+  }
+
   // ---------------------------------------------------------------- keys, webhooks
 
   function secretForm(formSel, path, body, regionId, onDone) {
@@ -540,5 +569,5 @@ const NetsukeOps = (() => {
     });
   }
 
-  return { act, agentEditor, agentPage, deadLetters, keysPage, live, localTimes, taskPage, treePage, webhooksPage, workflowsPage };
+  return { act, agentEditor, agentPage, clusterPage, deadLetters, keysPage, live, localTimes, taskPage, treePage, webhooksPage, workflowsPage };
 })();
