@@ -108,6 +108,24 @@ async def test_call_in_flight_to_a_killed_node_fails_instead_of_hanging(
         reap(proc)
 
 
+async def test_a_call_to_a_node_never_heard_from_fails_once_it_stays_silent(
+    nats_server: NatsServer,
+) -> None:
+    """The node is stopped (its subscription stays at the server, so no "no responders")
+    before this node ever heard its heartbeat: the call still ends, by node-down, instead of
+    hanging (it did when only links and monitors made a node tracked)."""
+    p = prefix()
+    proc, remote = await start_node(nats_server.url, p, "delta")
+    try:
+        os.kill(proc.pid, signal.SIGSTOP)
+        async with join(nats_server.url, "alpha", transport_options={**FAST, "prefix": p}) as a:
+            with pytest.raises((NoProcessError, ProcessExitedError)):
+                await asyncio.wait_for(a.call(remote, "never answered", timeout=None), 60)
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+        reap(proc)
+
+
 async def test_sigkill_is_seen_at_once_through_no_responders_not_after_down_after(
     nats_server: NatsServer,
 ) -> None:

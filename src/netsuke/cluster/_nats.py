@@ -595,6 +595,9 @@ class NatsTransport(Transport):
                 trace_ctx=True,
             )
             self._calls[cid] = (message, to.node, r._target())  # a timed-out one: _prune
+            # the reply depends on that node: one never heard from (killed or stopped before
+            # its first heartbeat reached us) must still go down, failing this call
+            self._track(to.node)
         elif t is Cast:
             self._post(to.node, "cast", r._dest(), payload=message.request, trace_ctx=True)
         elif t is Down:  # r is the stand-in of a remote watcher of one of our processes
