@@ -38,6 +38,7 @@ __all__ = [
     "WorkflowDefinitionError",
     "WorkflowError",
     "WorkflowMismatchError",
+    "check_page",
 ]
 
 
@@ -144,3 +145,12 @@ class WorkflowMismatchError(WorkflowError):
     def __init__(self, workflow: str, run_id: str, reason: str) -> None:
         self.run_id = run_id
         super().__init__(workflow, f"cannot resume run {run_id}: {reason}")
+
+
+def check_page(limit: int, offset: int) -> None:
+    """The paging arguments of every backend's ``list``: ``limit`` within 1..1000, ``offset``
+    >= 0, else ``TaskValidationError`` naming the field (nothing is read)."""
+    if not 1 <= limit <= 1000:
+        raise TaskValidationError("limit", "must be within 1..1000")
+    if offset < 0:
+        raise TaskValidationError("offset", "must be >= 0")

@@ -68,7 +68,7 @@ from netsuke.store import CAPABLE_ONLY, Page, TaskDraft, TaskRecord, TaskStatus,
 from netsuke.store import new_id as _new_id
 
 from ._backend import Settle
-from ._errors import TaskNotFoundError, TaskValidationError
+from ._errors import TaskNotFoundError, TaskValidationError, check_page
 from ._observe import METRICS, log
 from ._redis_backend import Durability, QueueDurabilityError, QueueUnavailableError
 
@@ -828,10 +828,7 @@ class JetStreamTaskBackend:
         offset: int = 0,
         id_prefix: str | None = None,
     ) -> Page[TaskRecord]:
-        if not 1 <= limit <= 1000:
-            raise TaskValidationError("limit", "must be within 1..1000")
-        if offset < 0:
-            raise TaskValidationError("offset", "must be >= 0")
+        check_page(limit, offset)
         rows = [
             d
             for d in await self._all()

@@ -15,7 +15,7 @@ from typing import Any
 from netsuke.store import CAPABLE_ONLY, Page, TaskDraft, TaskRecord, TaskStatus, new_id
 
 from ._backend import Settle
-from ._errors import TaskNotFoundError, TaskValidationError
+from ._errors import TaskNotFoundError, TaskValidationError, check_page
 
 __all__ = ["MemoryTaskBackend"]
 
@@ -177,10 +177,7 @@ class MemoryTaskBackend:
         offset: int = 0,
         id_prefix: str | None = None,
     ) -> Page[TaskRecord]:
-        if not 1 <= limit <= 1000:
-            raise TaskValidationError("limit", "must be within 1..1000")
-        if offset < 0:
-            raise TaskValidationError("offset", "must be >= 0")
+        check_page(limit, offset)
         rows = [
             t
             for t in sorted(self._tasks.values(), key=lambda t: (t.created_at, t.id))

@@ -43,7 +43,7 @@ from netsuke.store import CAPABLE_ONLY, Page, TaskDraft, TaskRecord, TaskStatus,
 from netsuke.store import new_id as _new_id
 
 from ._backend import Settle
-from ._errors import TaskNotFoundError, TaskValidationError
+from ._errors import TaskNotFoundError, TaskValidationError, check_page
 from ._observe import log
 from ._redis_lua import EXTEND, PURGE, REQUEUE, SETTLE, SUBMIT, TAKE
 
@@ -415,10 +415,7 @@ class RedisTaskBackend:
         offset: int = 0,
         id_prefix: str | None = None,
     ) -> Page[TaskRecord]:
-        if not 1 <= limit <= 1000:
-            raise TaskValidationError("limit", "must be within 1..1000")
-        if offset < 0:
-            raise TaskValidationError("offset", "must be >= 0")
+        check_page(limit, offset)
         key = f"{self.prefix}:s:{status}" if status is not None else f"{self.prefix}:all"
         wanted = offset + limit + 1
         found: list[TaskRecord] = []
