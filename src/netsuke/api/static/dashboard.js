@@ -279,47 +279,6 @@ const Netsuke = (() => {
     });
   }
 
-  function taskRow(t, dead) {
-    const tr = document.createElement("tr");
-    tr.dataset.task = t.id;
-    tr.appendChild(text("td", t.id));
-    tr.appendChild(text("td", t.kind));
-    if (dead) {
-      tr.appendChild(text("td", String(t.attempts)));
-      tr.appendChild(text("td", t.last_error || ""));
-      return tr;
-    }
-    tr.appendChild(text("td", t.status, "status"));
-    tr.appendChild(text("td", `${t.attempts}/${t.max_attempts}`));
-    tr.appendChild(text("td", String(t.priority)));
-    tr.appendChild(text("td", t.capabilities.join(", ")));
-    tr.appendChild(text("td", t.last_error || ""));
-    return tr;
-  }
-
-  async function upsertTask(id) {
-    const response = await fetch(`/api/v1/tasks/${encodeURIComponent(id)}`);
-    if (!response.ok) return;
-    const t = await response.json();
-    const body = document.querySelector("#tasks tbody");
-    const old = body.querySelector(`tr[data-task="${CSS.escape(id)}"]`);
-    const row = taskRow(t, false);
-    if (old) old.replaceWith(row); else body.prepend(row);
-    const dead = document.querySelector("#dead tbody");
-    if (!dead) return;
-    const oldDead = dead.querySelector(`tr[data-task="${CSS.escape(id)}"]`);
-    if (t.status === "dead") {
-      const deadRow = taskRow(t, true);
-      if (oldDead) oldDead.replaceWith(deadRow); else dead.prepend(deadRow);
-    } else if (oldDead) {
-      oldDead.remove();
-    }
-  }
-
-  function tasksPage() {
-    connect(["task.*"], (frame) => { if (frame.data.task) upsertTask(frame.data.task); });
-  }
-
   // --- chat ----------------------------------------------------------------------------------
   function bubble(role, model) {
     const li = document.createElement("li");
@@ -462,35 +421,6 @@ const Netsuke = (() => {
     input.focus();
   }
 
-  async function refreshMetrics(name) {
-    const response = await fetch(`/api/v1/agents/${encodeURIComponent(name)}/metrics`);
-    if (!response.ok) return;
-    const m = await response.json();
-    const set = (id, value) => { const el = document.getElementById(id); if (el) el.textContent = value; };
-    set("m-turns", String(m.turns));
-    set("m-failed", String(m.turns_failed));
-    set("m-tokens", `${m.tokens_in} / ${m.tokens_out}`);
-    set("m-latency", `${m.latency_ms.p50 ?? "-"} / ${m.latency_ms.p99 ?? "-"}`);
-    set("m-starts", `${m.starts} / ${m.restarts} / ${m.crashes}`);
-    set("m-sessions", String(m.sessions));
-  }
-
-  function agentPage(name) {
-    connect(["definition.changed", "agent.*", "turn.*"], (frame) => {
-      if (frame.topic === "definition.changed") {
-        if (frame.data.kind === "agent" && frame.data.name === name) location.reload();
-        return;
-      }
-      if (frame.data.agent !== name) return;
-      const logs = document.getElementById("logs");
-      if (!logs) return;
-      const d = frame.data;
-      logs.prepend(text("li", `${frame.topic} ${d.session || "-"} ${d.status || d.reason || ""}`));
-      while (logs.children.length > 50) logs.lastChild.remove();
-      refreshMetrics(name);
-    });
-  }
-
   function loginPage() {
     const form = document.getElementById("login-form");
     form.addEventListener("submit", async (ev) => {
@@ -510,7 +440,7 @@ const Netsuke = (() => {
 
   common();
   return {
-    agentPage, api, chatPage, indexPage, localizeTimes, loginPage, problemText,
-    sessionPage, sessionsPage, tasksPage, timeElement,
+    api, chatPage, indexPage, localizeTimes, loginPage, problemText,
+    sessionPage, sessionsPage, timeElement,
   };
 })();
