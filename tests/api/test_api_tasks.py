@@ -15,8 +15,8 @@ from .conftest import Live
 
 
 def queue(live: Live) -> TaskQueue:
-    assert live.node.tasks is not None
-    return live.node.tasks
+    assert live.node.queue is not None
+    return live.node.queue
 
 
 async def until(predicate: Any, timeout: float = 10.0) -> None:

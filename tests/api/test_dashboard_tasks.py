@@ -41,8 +41,8 @@ async def test_tasks_dead_letters_requeue_and_purge(live: Live, browser: Any) ->
     async def handle(task: TaskRecord) -> Any:
         raise RuntimeError(f"upstream down (attempt {task.attempts})")
 
-    assert live.node.tasks is not None
-    async with live.node.tasks.worker(handle, capabilities={"io"}, poll_interval=0.05):
+    assert live.node.queue is not None
+    async with live.node.queue.worker(handle, capabilities={"io"}, poll_interval=0.05):
         await page.wait_for_selector(
             f'#tasks tr[data-task="{task_id}"] .status:has-text("dead")', timeout=10_000
         )
@@ -74,13 +74,13 @@ async def test_tasks_dead_letters_requeue_and_purge(live: Live, browser: Any) ->
     await page.keyboard.press("Enter")
     await page.wait_for_selector(f"#action-status:has-text('Requeued {task_id}')")
     await page.wait_for_selector(f'#dead tr[data-task="{task_id}"]', state="detached")
-    assert (await live.node.tasks.get(task_id)).status == "queued"
+    assert (await live.node.queue.get(task_id)).status == "queued"
     page.on("dialog", lambda d: d.accept())
     await page.check(f'input.pick[value="{other}"]')
     await page.click("#purge-selected")
     await page.wait_for_selector("#action-status:has-text('Purged 1')")
     await page.wait_for_selector("#no-dead")
-    assert await live.node.tasks.count("dead") == 0
+    assert await live.node.queue.count("dead") == 0
     await page.close()
 
 
@@ -141,8 +141,8 @@ async def test_a_task_page_follows_its_attempts_and_errors(live: Live, browser: 
     async def handle(task: TaskRecord) -> Any:
         raise RuntimeError(f"upstream down (attempt {task.attempts})")
 
-    assert live.node.tasks is not None
-    async with live.node.tasks.worker(handle, capabilities={"io"}, poll_interval=0.05):
+    assert live.node.queue is not None
+    async with live.node.queue.worker(handle, capabilities={"io"}, poll_interval=0.05):
         await page.wait_for_selector(
             "#attempt-log li:has-text('task.dead_lettered')", timeout=10_000
         )

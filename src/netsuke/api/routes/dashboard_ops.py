@@ -26,7 +26,6 @@ documents apply unchanged.
 from __future__ import annotations
 
 import contextlib
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -52,25 +51,6 @@ AgentName = Annotated[str, PathParam(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
 TaskIdParam = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")]
 
 
-def _iso(value: Any) -> str:
-    """An ISO 8601 timestamp (UTC) for ``<time datetime=...>``; ops.js shows it local."""
-    if value is None:
-        return ""
-    if isinstance(value, (int, float)):
-        value = datetime.fromtimestamp(value, UTC)
-    if isinstance(value, datetime) and value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.isoformat() if isinstance(value, datetime) else str(value)
-
-
-def _readable(value: Any) -> str:
-    """The text inside ``<time>`` before the script runs: ``2026-12-06 19:40:02 UTC``."""
-    iso = _iso(value)
-    return iso[:19].replace("T", " ") + " UTC" if iso else ""
-
-
-templates.env.filters["ops_iso"] = _iso
-templates.env.filters["ops_readable"] = _readable
 
 
 async def _page(
