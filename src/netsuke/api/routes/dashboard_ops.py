@@ -51,8 +51,6 @@ AgentName = Annotated[str, PathParam(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
 TaskIdParam = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")]
 
 
-
-
 async def _page(
     request: Request,
     viewer: Principal | None,
