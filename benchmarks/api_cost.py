@@ -13,7 +13,9 @@ client in between, and counts per request:
 * ``blocks``: ``sys.getallocatedblocks()`` growth (memory kept, a leak shows here) and
   ``gc_gen0``: young-generation collections per 100 requests (container churn);
 * ``cpu_ms``: process CPU time per request (all threads; noisy on a loaded machine: a hint;
-  inflated by the profiler, ``--cpu-only`` measures it without profiler or hooks).
+  inflated by the profiler, ``--cpu-only`` measures it without profiler or hooks), and of it
+  ``loop_cpu_ms`` (the event loop's thread) and ``thread_cpu_ms`` (every other thread: the
+  store's writer, with SQLite and the kernel's share of its writes and fsyncs).
 
 Two sides, the same way: ``netsuke`` (``create_app`` over a node opened like ``netsuke serve``
 opens it: SQLite file store, ``synchronous=FULL``, group commit, access log at ``info`` with
@@ -209,6 +211,7 @@ async def drive(
     blocks = sys.getallocatedblocks()
     profiler = cProfile.Profile()
     cpu0 = time.process_time()
+    loop0 = time.thread_time()
     sql.on = threads.on = profile
     if profile:
         profiler.enable()
@@ -216,8 +219,14 @@ async def drive(
     profiler.disable()
     sql.on = threads.on = False
     cpu1 = time.process_time()
+    loop1 = time.thread_time()
+    cpu = {
+        "cpu_ms": 1000 * (cpu1 - cpu0) / n,
+        "loop_cpu_ms": 1000 * (loop1 - loop0) / n,
+        "thread_cpu_ms": 1000 * ((cpu1 - cpu0) - (loop1 - loop0)) / n,
+    }
     if not profile:  # --cpu-only: no profiler, no hooks; CPU time only
-        return {"requests": n, "cpu_ms": 1000 * (cpu1 - cpu0) / n}
+        return {"requests": n, **cpu}
     gen0_after = gc.get_stats()[0]["collections"]
     gc.collect()
     blocks_after = sys.getallocatedblocks()
@@ -233,7 +242,7 @@ async def drive(
         "commits": sql.commits / n,
         "blocks": (blocks_after - blocks) / n,
         "gc_gen0_per_100": 100 * (gen0_after - gen0) / n,
-        "cpu_ms": 1000 * (cpu1 - cpu0) / n,
+        **cpu,
     }
     if top:
         # a C function's calls count for the package of its caller (isinstance in FastAPI is
@@ -368,7 +377,10 @@ def main() -> int:
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    keys = ("calls", "thread_calls", "sql", "commits", "blocks", "gc_gen0_per_100", "cpu_ms")
+    keys = (
+        "calls", "thread_calls", "sql", "commits", "blocks", "gc_gen0_per_100", "cpu_ms",
+        "loop_cpu_ms", "thread_cpu_ms",
+    )  # fmt: skip
     print(f"netsuke from {results.pop('netsuke_source')}")
     print(f"{'per request':16s}" + "".join(f"{s:>12s}" for s in results))
     for k in keys:

@@ -261,3 +261,49 @@ async def test_chat_route_is_tried_first_and_other_methods_still_get_405(live: L
     assert r.status_code == 200 and r.json()["session_id"] == "greeter-u1"
     r = await admin.post("/api/v1/sessions/greeter-u1/messages", json={"message": "hi"})
     assert r.status_code == 200, r.text
+
+
+async def test_chat_common_case_skips_fastapis_solving_and_other_cases_get_its_answers(
+    live: Live,
+) -> None:
+    """``ChatRoute``: a plain JSON chat request is solved directly; every refusal is the one
+    FastAPI's own handler gives (``?stream=false`` sends a request to FastAPI's handler)."""
+    from netsuke.api._chat_route import ChatRoute
+
+    await define(live, "greeter")
+    admin = live.admin
+    await admin.post("/api/v1/sessions", json={"agent": "greeter", "user": "u1"})
+    path = "/api/v1/sessions/greeter-u1/messages"
+    before = ChatRoute.served_fast
+    r = await admin.post(path, json={"message": "hi"})
+    assert r.status_code == 200 and r.json()["session_id"] == "greeter-u1", r.text
+    assert ChatRoute.served_fast == before + 1
+    assert ChatRoute.fast_handlers >= 1  # the app's chat route was built with the shortcut
+    r = await admin.post(path + "?stream=false", json={"message": "hi"})
+    assert r.status_code == 200 and ChatRoute.served_fast == before + 1
+    other = await live.key("user", "u2")
+    json_headers = {"content-type": "application/json"}
+    cases: list[tuple[httpx.AsyncClient, str, bytes, int]] = [
+        (live.client(), path, b'{"message": "hi"}', 401),  # no key
+        (live.client("nsk_0123abcd_wrong"), path, b'{"message": "hi"}', 401),
+        (admin, path, b'{"message": "\\ud800"}', 422),  # a lone surrogate (check_json_body)
+        (admin, path, b'{"message": ""}', 422),
+        (admin, path, b'{"message": "hi", "role": "system"}', 422),
+        (admin, path, b'{"message": "hi"', 422),  # not JSON
+        (admin, "/api/v1/sessions/greeter-nobody/messages", b'{"message": "hi"}', 404),
+        (admin, "/api/v1/sessions/bad%20id/messages", b'{"message": "hi"}', 422),
+        (live.client(other), path, b'{"message": "hi"}', 404),  # another user's session
+    ]
+    for client, url, content, status in cases:
+        fast = await client.post(url, content=content, headers=json_headers)
+        full = await client.post(url + "?stream=false", content=content, headers=json_headers)
+        assert fast.status_code == full.status_code == status, (url, content, fast.text)
+        assert fast.headers["content-type"] == full.headers["content-type"]
+        fast_body, full_body = fast.json(), full.json()
+        if isinstance(fast_body, dict) and "instance" in fast_body:
+            fast_body.pop("instance")
+            full_body.pop("instance")
+        assert fast_body == full_body, (url, content)
+        assert fast.headers.get("www-authenticate") == full.headers.get("www-authenticate")
+    # the plain chat, and the two the route itself refuses (404) went the short way
+    assert ChatRoute.served_fast == before + 3

@@ -110,3 +110,93 @@ def test_configure_logging_turns_the_library_up_on_stderr(
         configure_logging("debug")
     out = capsys.readouterr()
     assert "visible_now" in out.err and "visible_now" not in out.out
+
+
+class _Text(str):
+    pass
+
+
+CONSOLE_EVENTS: list[dict[str, object]] = [
+    {
+        "timestamp": "2026-12-06T22:00:00.123456Z",
+        "level": "info",
+        "event": "api.request",
+        "method": "POST",
+        "route": "/api/v1/sessions/{session_id}/messages",
+        "status": 200,
+        "duration_ms": 12.345,
+        "key_prefix": "nsk_0123abcd",
+        "request_id": "0123456789abcdef",
+    },
+    {"event": "no level, no time", "b": None, "a": [1, "x y"], "c": {"k": "v"}},
+    {"level": "warning", "event": "spaces and quotes", "s": "a b", "q": 'say "hi"', "t": "it's"},
+    {"level": "error", "event": "", "eq": "a=b", "nl": "x\ny", "tab": "x\ty", "cr": "x\r"},
+    {"level": "trace", "event": "a level of its own", "empty": "", "sub": _Text("plain")},
+    {"level": "debug", "event": "x" * 40, "logger": "netsuke.api", "logger_name": "n", "u": "é"},
+    {"timestamp": "", "level": "critical", "event": "empty time", "n": 1.5, "flag": True},
+    {"level": "info", "event": "with stack", "stack": "Stack (most recent call last): ..."},
+    {"level": "info", "event": "with exception", "exception": "Traceback ...\nValueError: x"},
+]
+
+
+@pytest.mark.parametrize("event", CONSOLE_EVENTS)
+def test_console_lines_are_the_console_renderers_lines(event: dict[str, object]) -> None:
+    """The one-pass console line is structlog's ``ConsoleRenderer(colors=False)`` line."""
+    from netsuke.observability._logging import ConsoleLine, _console_exception
+
+    reference = structlog.dev.ConsoleRenderer(colors=False, exception_formatter=_console_exception)
+    assert ConsoleLine(_console_exception)(None, "info", dict(event)) == reference(
+        None, "info", dict(event)
+    )
+
+
+def test_console_lines_render_exceptions_bounded(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("info")
+    try:
+        try:
+            raise ValueError("boom")
+        except ValueError as exc:
+            get_logger("t").error("failed", exc_info=exc, user="u1")
+    finally:
+        configure_logging("debug")
+    err = capsys.readouterr().err
+    assert "[error    ] failed" in err and "user=u1" in err
+    assert "ValueError: boom" in err and "Traceback" in err
+
+
+SCRUB_LINES = [
+    "api.request key_prefix=nsk_0123abcd method=POST status=200",
+    "key nsk_0123abcd_SECRET-value and NSK_0123abcd_upper",
+    "AUTHORIZATION: BEARER abc.def, Cookie=sid; x-Api-Key: k1 Set-Cookie: a=b",
+    "basic%20dXNlcjpwYXNz and Basic  Zm9v",
+    "whsec_abc sk-0123456789abcdef sk-short",
+    "Authorization: Ba\u017fic SECRETVALUE authori\u0131ation: x",  # Unicode case folding
+    "nothing to hide here at all",
+    "",
+]
+
+
+@pytest.mark.parametrize("line", SCRUB_LINES)
+def test_scrubbing_skips_only_substitutions_that_cannot_match(line: str) -> None:
+    from netsuke.observability import _logging
+
+    reference = line
+    for pattern, replacement in _logging._PATTERNS:
+        reference = pattern.sub(replacement, reference)
+    assert _logging.scrub_secrets(line) == reference
+
+
+def test_merged_context_is_structlogs_merged_context() -> None:
+    from netsuke.observability._logging import merge_contextvars
+
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id="r1", agent="support", gone="x")
+    structlog.contextvars.unbind_contextvars("gone")
+    try:
+        ours = merge_contextvars(None, "info", {"event": "e", "agent": "given"})
+        theirs = structlog.contextvars.merge_contextvars(
+            None, "info", {"event": "e", "agent": "given"}
+        )
+    finally:
+        structlog.contextvars.clear_contextvars()
+    assert ours == theirs == {"event": "e", "agent": "given", "request_id": "r1"}

@@ -178,8 +178,10 @@ def _request_row(turn: Turn, first: int, stamp: Any) -> tuple[Any, ...]:
 
 # -- SQLite -----------------------------------------------------------------------------------
 
-_SQLITE_SET_COUNT = "UPDATE conversations SET message_count = ?, updated_at = ? WHERE id = ?"
-_SQLITE_COUNT = "SELECT id, message_count, incarnation FROM conversations WHERE session_id = ?"
+_SQLITE_BUMP = (
+    "UPDATE conversations SET message_count = message_count + ?, updated_at = ? "
+    "WHERE session_id = ? RETURNING id, message_count - ?, incarnation"
+)
 _SQLITE_EXEC = (
     f"INSERT INTO executions ({', '.join(EXEC_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(EXEC_COLUMNS))})"
@@ -288,8 +290,10 @@ def _message_rows(
 
 def _write_one(turn: Turn, conn: sqlite3.Connection) -> Result:
     """``SqliteTurnWriter._write_sync`` for a batch of one turn (a lone turn, or a quiet
-    moment): the same transaction and the same statements, with no per-batch bookkeeping,
-    because this is the path of every turn when a node is not busy. Raises like
+    moment): the same transaction, with no per-batch bookkeeping, because this is the path of
+    every turn when a node is not busy; the message count is moved and read in one ``UPDATE
+    ... RETURNING`` (a fenced or missing conversation rolls it back), one statement less, and
+    each statement hands the GIL back and takes it again on the writer thread. Raises like
     ``_write_sync`` (the caller maps a refusal)."""
     stamp = _sqlite_time(utcnow())
     payloads = turn.payloads
@@ -300,13 +304,16 @@ def _write_one(turn: Turn, conn: sqlite3.Connection) -> Result:
         if turn.session_id is None:
             conn.execute("COMMIT")
             return None
-        found = conn.execute(_SQLITE_COUNT, (turn.session_id,)).fetchone()
-        if found is None:
+        # the count moves on and is read in one statement (the write lock is held from here)
+        found = conn.execute(
+            _SQLITE_BUMP, (len(payloads), stamp, turn.session_id, len(payloads))
+        ).fetchall()
+        if not found:
             conn.execute("ROLLBACK")
             return NotFoundError("conversation", turn.session_id)
-        conversation_id, first, current = found
+        conversation_id, first, current = found[0]
         if turn.incarnation is not None and turn.incarnation != current:
-            conn.execute("ROLLBACK")
+            conn.execute("ROLLBACK")  # the count moves back
             return FencedError(turn.session_id, turn.incarnation, current)
         row = turn.execution
         execution_id = None
@@ -320,7 +327,6 @@ def _write_one(turn: Turn, conn: sqlite3.Connection) -> Result:
         if turn.request is not None:
             conn.execute(_SQLITE_REQUEST, _request_row(turn, first, stamp))
         total = first + len(payloads)
-        conn.execute(_SQLITE_SET_COUNT, (total, stamp, conversation_id))
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

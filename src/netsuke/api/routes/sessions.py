@@ -49,6 +49,7 @@ from netsuke.observability import get_logger
 from netsuke.store import REQUEST_KEY_MAX, NotFoundError, ValidationError, check_request_key
 
 from .._auth import Principal
+from .._chat_route import ChatRoute
 from .._context import ApiContext
 from .._middleware import mark_audited, request_audit
 from .._problems import ProblemError, problem_body
@@ -60,9 +61,8 @@ __all__ = ["MessageRequest", "Reply", "Session", "SessionRequest", "router"]
 router = APIRouter(prefix="/sessions", tags=["sessions"])
 log = get_logger("netsuke.api")
 
-SessionId = Annotated[
-    str, Path(pattern=r"^[A-Za-z][A-Za-z0-9_.@-]{0,199}$", description="`<agent>-<user>`.")
-]
+SESSION_ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_.@-]{0,199}$"
+SessionId = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="`<agent>-<user>`.")]
 NAME = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
 USER = r"^[A-Za-z0-9_.@-]{1,100}$"
 
@@ -251,11 +251,6 @@ def _sse(name: str, data: Any) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-@router.post(
-    "/{session_id}/messages",
-    response_model=Reply,
-    responses={200: {"content": {"text/event-stream": {}}}},
-)
 async def post_message(
     caller: Caller,
     request: Request,
@@ -312,6 +307,22 @@ async def post_message(
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+
+
+class _ChatRoute(ChatRoute):
+    body_model = MessageRequest
+    session_pattern = SESSION_ID_PATTERN
+
+
+# FastAPI's handler, with its common case solved directly (``netsuke.api._chat_route``)
+router.add_api_route(
+    "/{session_id}/messages",
+    post_message,
+    methods=["POST"],
+    response_model=Reply,
+    responses={200: {"content": {"text/event-stream": {}}}},
+    route_class_override=_ChatRoute,
+)
 
 
 def _idempotency_key(request: Request) -> str | None:
