@@ -261,6 +261,7 @@ class Runtime:
         self.stats = _Stats()
         self._watch = TableWatch()
         self._root: Process | None = None
+        self._in_place: Process | None = None  # runs a callback in place (_call_in_place)
         self._tasks: TaskSupervisor | None = None
         self._loop: asyncio.AbstractEventLoop
 
@@ -687,7 +688,9 @@ class Runtime:
         if p is None:
             return False
         sp = self._resolve(sender) if sender is not None else None
-        if sp is None and p._task is not None and p._task is asyncio.current_task():
+        if sp is None and (
+            p is self._in_place or (p._task is not None and p._task is asyncio.current_task())
+        ):
             sp = p  # exit(self(), reason): the caller signals itself
         if sp is p and not p._flags & F_TRAP and _is_normal(reason):
             # Erlang: a process that sends itself ``normal`` exits (a ``normal`` signal from
