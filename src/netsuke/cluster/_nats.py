@@ -20,7 +20,7 @@ import asyncio
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final
@@ -94,6 +94,7 @@ _KINDS = frozenset(
         "nda",
         "hb",
         "bye",
+        "inv",
     }
 )
 
@@ -317,6 +318,11 @@ class NatsTransport(Transport):
         self._tasks: list[asyncio.Task[None]] = []  # publishes that had to wait (_finish)
         self._ticker_task: asyncio.Task[None] | None = None
         self._closing = False
+        self.names_listeners: list[Callable[[str, list[str] | None, str | None], None]] = []
+        """Called with ``(sender node id, names, owner node id)`` for each invalidation of
+        global names another node published (:meth:`publish_names_changed`)."""
+        self.down_listeners: list[Callable[[str], None]] = []
+        """Called with the node id of each peer this node finds down."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -347,6 +353,7 @@ class NatsTransport(Transport):
         self.nc.options["max_reconnect_attempts"] = forever
         await self.nc.subscribe(f"{self.prefix}.node.{self.node_id}.>", cb=self._on_msg)
         await self.nc.subscribe(f"{self.prefix}.hb", cb=self._on_hb)
+        await self.nc.subscribe(f"{self.prefix}.names", cb=self._on_names)
         try:
             await flush_subscriptions(self.nc)
         except Exception as e:
@@ -935,6 +942,43 @@ class NatsTransport(Transport):
         elif isinstance(w, asyncio.Future) and not w.done():
             w.set_result(reason)
 
+    # ------------------------------------------------------------ global names
+
+    def publish_names_changed(self, names: list[str] | None, node: str | None = None) -> None:
+        """Tell every node that the global ``names`` (or, with ``names=None``, all the names
+        owned by ``node``) changed owner: their caches drop them and read them again."""
+        if self.nc is None or self._closing:
+            return
+        fields: dict[str, Any] = {"n": self.node_id, "names": names, "node": node}
+        self._enqueue(f"{self.prefix}.names", _frame("inv", fields), "", None, "inv")
+
+    async def _on_names(self, msg: Msg) -> None:
+        if self.rt is None:
+            return
+        try:
+            f = _parse(msg.data)
+            sender = _node(f)
+            names = f.get("names")
+            node = f.get("node")
+            if f.get("k") != "inv" or not (
+                names is None or (type(names) is list and all(type(n) is str for n in names))
+            ):
+                raise _Malformed("bad names invalidation")
+            if node is not None and type(node) is not str:
+                raise _Malformed("bad node in names invalidation")
+        except (DecodeError, _Malformed) as e:
+            self._drop("undecodable" if isinstance(e, DecodeError) else "malformed", msg, e)
+            return
+        if sender == self.node_id:
+            return
+        received = self._received
+        received["inv"] = received.get("inv", 0) + 1
+        for cb in list(self.names_listeners):
+            try:
+                cb(sender, names, node)
+            except Exception as e:
+                self._drop("handler_error", msg, e)
+
     # ------------------------------------------------------------ membership
 
     async def _on_hb(self, msg: Msg) -> None:
@@ -1130,6 +1174,11 @@ class NatsTransport(Transport):
             p = rt._local_proc(w)
             if p is not None:
                 p._deliver(NodeDown(node_id))
+        for cb in list(self.down_listeners):
+            try:
+                cb(node_id)
+            except Exception as e:
+                log.warning("cluster_down_listener_failed", node=self.node_id, error=repr(e))
 
 
 class _Malformed(ValueError):
@@ -1198,7 +1247,7 @@ def _local(rt: Runtime, f: dict[str, Any]) -> Process | None:
         return rt._local_proc(to)
     name = f.get("tn")
     if to is None and type(name) is str:
-        return rt._resolve(name)
+        return rt._resolve_local_name(name)  # (name, node): this node's registry only
     raise _Malformed("frame names no process ('to' pid or 'tn' name)")
 
 
