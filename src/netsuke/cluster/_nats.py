@@ -2,9 +2,10 @@
 
 Each node has an id ``name#incarnation`` (the incarnation is chosen when the node starts), which
 is the ``node`` of every Pid it makes: a restarted node has a new id, so a predecessor's pids
-never reach it (they answer ``noproc``). Each node holds two NATS subscriptions, whatever the
-number of its processes: ``<prefix>.node.<id>.>`` (frames and call replies for it) and
-``<prefix>.hb`` (heartbeats of all nodes).
+never reach it (they answer ``noproc``). Each node holds three NATS subscriptions, whatever the
+number of its processes: ``<prefix>.node.<id>.>`` (frames and call replies for it),
+``<prefix>.hb`` (heartbeats of all nodes) and ``<prefix>.names`` (global names that changed
+owner: the names caches' invalidations).
 
 A foreign pid is represented on this node by a *remote stand-in*, a process object that turns
 the kernel's mailbox operations into frames: ``send``/``cast`` are one-way frames, ``call`` is a
@@ -327,7 +328,7 @@ class NatsTransport(Transport):
     # ------------------------------------------------------------------ lifecycle
 
     async def connect(self) -> None:
-        """Connect to NATS and subscribe (two subscriptions, whatever the process count)."""
+        """Connect to NATS and subscribe (three subscriptions, whatever the process count)."""
         opts: dict[str, Any] = {
             "name": self.node_id,
             "ping_interval": 2,
