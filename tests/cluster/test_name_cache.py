@@ -102,3 +102,44 @@ async def test_global_names_resolve_by_str_through_the_invalidated_cache(
             assert rt.whereis("svc2") == mine
     finally:
         reap(proc)
+
+
+async def test_names_invalidations_reach_listeners_and_bad_ones_are_dropped(
+    nats_server: NatsServer,
+) -> None:
+    import nats
+
+    from netsuke.cluster import join
+    from netsuke.cluster._nats import DROPPED, NatsTransport
+
+    from .helpers import FAST
+
+    p = prefix()
+    async with (
+        join(nats_server.url, "alpha", transport_options={**FAST, "prefix": p}) as a,
+        join(nats_server.url, "beta", transport_options={**FAST, "prefix": p}) as b,
+    ):
+        ta, tb = a.transport, b.transport
+        assert isinstance(ta, NatsTransport) and isinstance(tb, NatsTransport)
+        got: list[tuple[str, list[str] | None, str | None]] = []
+        tb.names_listeners.append(lambda *args: got.append(args))
+        ta.publish_names_changed(["x", "y"])
+        ta.publish_names_changed(None, "gone#1")
+        await eventually(lambda: len(got) == 2)
+        assert got == [(a.node, ["x", "y"], None), (a.node, None, "gone#1")]
+
+        def dropped(reason: str) -> float:
+            return DROPPED.labels(b.node, reason)._value.get()
+
+        before = dropped("undecodable"), dropped("malformed")
+        nc = await nats.connect(nats_server.url)
+        try:
+            for junk in (b"\xff", b'{"k":"inv","n":"alpha#1","names":[1]}'):
+                await nc.publish(f"{p}.names", junk)
+            await nc.flush()
+        finally:
+            await nc.close()
+        await eventually(
+            lambda: dropped("undecodable") > before[0] and dropped("malformed") > before[1]
+        )
+        assert len(got) == 2  # nothing else reached the listener
