@@ -463,6 +463,7 @@ class GlobalNames:
         ``None`` when it is not live or the store cannot be read (logged)."""
         if type(name) is not str or not 1 <= len(name) <= _MAX_NAME:
             return None
+        self._to_refresh.discard(name)  # read here: not again in the background
         with tracer.start_as_current_span(
             "cluster.names.lookup", attributes={"netsuke.name": name}
         ):
@@ -537,7 +538,11 @@ class GlobalNames:
             return
         self._to_refresh.update(names)
         if self._refresher is None or self._refresher.done():
-            self._refresher = asyncio.get_running_loop().create_task(self._refresh_loop())
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # resolved outside the node's loop: a later miss reads them
+                return
+            self._refresher = loop.create_task(self._refresh_loop())
 
     _closed = False
 
