@@ -288,7 +288,7 @@ async def test_one_subscription_per_node_whatever_the_process_count(
                 me.monitor(pid)
             for i, pid in enumerate(pids):
                 assert await a.call(pid, i, timeout=30) == ("echo", i)
-            assert len(ta.nc._subs) == before == 2  # own subject, heartbeats
+            assert len(ta.nc._subs) == before == 3  # own subject, heartbeats, names changed
             assert len(ta._remotes) == 50  # stand-ins held for the monitors
             for pid in pids:
                 await b.stop(pid)  # type: ignore[arg-type]

@@ -12,6 +12,12 @@ Anything else fails at send time with :class:`EncodeError`, which names the type
 was found. A frame that does not decode raises :class:`DecodeError`; the transport drops and
 counts it. Tagged values are one-key objects whose key starts with ``$``; a user dict with such
 a key is escaped (``{"$m": {...}}``), so no user data is mistaken for a tag.
+
+The JSON text is written and read by ``orjson`` when it is installed (the ``nats`` extra
+installs it), else by the standard library; both write the same frames and read each other's.
+Where ``orjson`` cannot say exactly what the standard library would (an integer beyond 64 bits,
+which it cannot write and reads as a float; a lone surrogate), the standard library does it for
+that frame, so the values that round-trip are the same either way.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from typing import Any
 
 from netsuke.kernel import Pid, Ref, Shutdown
@@ -28,13 +35,61 @@ __all__ = [
     "EncodeError",
     "RemoteError",
     "decode",
+    "dumps",
     "encode",
     "encode_reason",
     "from_wire",
+    "read_json",
     "to_wire",
 ]
 
 _MAX_DEPTH = 100
+
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - the nats extra installs it
+    _orjson = None  # type: ignore[assignment]
+
+_STD_DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_STD_LOADS: Callable[[str | bytes], Any] = json.loads
+_FAST_DUMPS: Callable[[Any], bytes] | None = _orjson.dumps if _orjson is not None else None
+_FAST_LOADS: Callable[[bytes], Any] | None = _orjson.loads if _orjson is not None else None
+_BIG = 9.2e18  # a float this large and integral may be an integer orjson could not read exactly
+
+
+class _Inexact(Exception):
+    """A float that orjson may have made of a larger integer: read the frame again exactly."""
+
+
+def dumps(data: Any) -> bytes:
+    """Wire data (what :func:`to_wire` returns) as JSON bytes."""
+    if _FAST_DUMPS is not None:
+        try:
+            return _FAST_DUMPS(data)
+        except TypeError:
+            pass  # an integer beyond 64 bits or a lone surrogate: the standard library decides
+    try:
+        return _STD_DUMPS(data).encode()
+    except UnicodeEncodeError:
+        raise EncodeError("str", "$", "not valid UTF-8 (a lone surrogate)") from None
+
+
+def read_json(frame: bytes, convert: Callable[[Any, bool], Any]) -> Any:
+    """``convert(data, exact)`` of the JSON in ``frame``. orjson reads it when installed
+    (``exact`` false); if ``convert`` meets a float orjson may have made of an integer beyond 64
+    bits it raises ``_Inexact`` and the standard library reads the frame again (``exact``
+    true). Raises what ``json.loads`` raises for what is not JSON."""
+    if _FAST_LOADS is not None:
+        try:
+            data = _FAST_LOADS(frame)
+        except ValueError:
+            pass  # the standard library has the last word on what is JSON
+        else:
+            try:
+                return convert(data, False)
+            except _Inexact:
+                pass
+    return convert(_STD_LOADS(frame), True)
 
 
 class EncodeError(TypeError):
@@ -170,7 +225,9 @@ def _slow(value: Any, path: str, depth: int) -> Any:
     raise EncodeError(t.__qualname__, path)
 
 
-def _pair(v: Any, tag: str) -> tuple[str, int]:
+def _pair(v: Any, tag: str, exact: bool = True) -> tuple[str, int]:
+    if not exact and type(v) is list and len(v) == 2 and type(v[1]) is float:
+        raise _Inexact  # an id beyond 64 bits, read by orjson as a float
     if (
         type(v) is not list
         or len(v) != 2
@@ -182,16 +239,20 @@ def _pair(v: Any, tag: str) -> tuple[str, int]:
     return v[0], v[1]
 
 
-def from_wire(value: Any, depth: int = 0) -> Any:
-    """The value that :func:`to_wire` wrote, or :class:`DecodeError`."""
+def from_wire(value: Any, depth: int = 0, exact: bool = True) -> Any:
+    """The value that :func:`to_wire` wrote, or :class:`DecodeError`. ``exact`` false: the data
+    came from orjson, and an integral float beyond 64-bit integers raises ``_Inexact``."""
     if depth > _MAX_DEPTH + 2:
         raise DecodeError("frame nested too deeply")
     t = type(value)
     if t is list:
-        return [from_wire(v, depth + 1) for v in value]
+        return [from_wire(v, depth + 1, exact) for v in value]
     if t is not dict:
-        if t is float and (value != value or value in (float("inf"), float("-inf"))):
-            raise DecodeError("float not finite")
+        if t is float:
+            if value != value or value in _FINITE:
+                raise DecodeError("float not finite")
+            if not exact and (value >= _BIG or value <= -_BIG) and value.is_integer():
+                raise _Inexact
         return value
     if len(value) == 1:
         ((k, v),) = value.items()
@@ -199,17 +260,17 @@ def from_wire(value: Any, depth: int = 0) -> Any:
             if k == "$m":
                 if type(v) is not dict:
                     raise DecodeError("bad $m value")
-                return {kk: from_wire(vv, depth + 1) for kk, vv in v.items()}
+                return {kk: from_wire(vv, depth + 1, exact) for kk, vv in v.items()}
             if k == "$t":
                 if type(v) is not list:
                     raise DecodeError("bad $t value")
-                return tuple(from_wire(x, depth + 1) for x in v)
+                return tuple(from_wire(x, depth + 1, exact) for x in v)
             if k == "$p":
-                return Pid(*_pair(v, k))
+                return Pid(*_pair(v, k, exact))
             if k == "$r":
-                return Ref(*_pair(v, k))
+                return Ref(*_pair(v, k, exact))
             if k == "$s":
-                return Shutdown(from_wire(v, depth + 1))
+                return Shutdown(from_wire(v, depth + 1, exact))
             if k == "$b":
                 if type(v) is not str:
                     raise DecodeError("bad $b value")
@@ -225,7 +286,7 @@ def from_wire(value: Any, depth: int = 0) -> Any:
     for k in value:
         if k.startswith("$"):
             raise DecodeError(f"unescaped key {k!r}")
-    return {k: from_wire(v, depth + 1) for k, v in value.items()}
+    return {k: from_wire(v, depth + 1, exact) for k, v in value.items()}
 
 
 def encode(value: Any) -> bytes:
@@ -234,19 +295,24 @@ def encode(value: Any) -> bytes:
         data = to_wire(value)
     except RecursionError:
         raise EncodeError(type(value).__name__, "$", "too deep or cyclic") from None
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return dumps(data)
+
+
+def _convert(data: Any, exact: bool) -> Any:
+    try:
+        return from_wire(data, 0, exact)
+    except RecursionError:
+        raise DecodeError("frame nested too deeply") from None
 
 
 def decode(frame: bytes) -> Any:
     """The value in a frame; :class:`DecodeError` for anything that is not a valid frame."""
     try:
-        data = json.loads(frame)
+        return read_json(frame, _convert)
+    except DecodeError:
+        raise
     except (ValueError, UnicodeDecodeError, RecursionError, TypeError) as e:
         raise DecodeError(f"not a JSON frame: {type(e).__name__}") from None
-    try:
-        return from_wire(data)
-    except RecursionError:
-        raise DecodeError("frame nested too deeply") from None
 
 
 def encode_reason(reason: Any) -> Any:

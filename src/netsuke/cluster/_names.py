@@ -11,9 +11,21 @@ registration in one transaction, judged by the database clock:
 * the owner process's exit unregisters the name; a restarted node does not keep its
   predecessor's names (they are deleted when it joins).
 
-Resolution reads the store: a name resolves only while its owner node's lease is live. A
-fenced node drops its names' ownership locally at once (``owns`` is ``False``, ``whereis``
-of its own names gives ``None``, ``register`` raises ``FencedError``).
+Resolution: ``whereis``/``lookup``/``match`` read the store: a name resolves only while its
+owner node's lease is live. A fenced node drops its names' ownership locally at once (``owns``
+is ``False``, ``whereis`` of its own names gives ``None``, ``register`` raises
+``FencedError``).
+
+The names cache: each node keeps name -> pid for the global names it has seen (all live names
+are read once when the node joins), so that ``rt.call("name")``, ``send``, ``cast`` and the
+messaging methods here cost no store round trip. It is invalidated over NATS: a registration,
+a takeover, an unregistration or an owner's exit publishes the name (``<prefix>.names``), a
+fenced node publishes all of its names, and a node this node finds down drops its names
+locally; each node drops them, and reads the names published again from the store in the
+background (those of a node that is down or fenced are read when next used). A miss
+reads the store (``call``), or answers "not registered" at once and reads it in the
+background (``send``, ``cast``, ``whereis`` of the kernel, which never wait). GlobalNames is
+the runtime's ``name_fallback``: a ``str`` name not registered on the node is looked up here.
 """
 
 from __future__ import annotations
@@ -23,23 +35,26 @@ import contextlib
 import fnmatch
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import structlog
+from opentelemetry import trace
 from prometheus_client import Counter
 from sqlalchemy import and_, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from netsuke.kernel import AlreadyStartedError, NoProcessError, Pid, Runtime
+from netsuke.kernel import AlreadyStartedError, NoProcessError, Pid, Process, Runtime
 from netsuke.observability import REGISTRY
 
 from ._codec import from_wire, to_wire
 from ._membership import LIVE, NAMES, NODES, FencedError, Membership, db_now
+from ._nats import NatsTransport
 
 __all__ = ["GlobalEntry", "GlobalNames"]
 
 log = structlog.get_logger("netsuke.cluster")
+tracer = trace.get_tracer("netsuke.cluster")
 
 REGISTRATIONS = Counter(
     "netsuke_cluster_name_registrations",
@@ -48,7 +63,25 @@ REGISTRATIONS = Counter(
     registry=REGISTRY,
 )
 
+NAME_CACHE = Counter(
+    "netsuke_cluster_name_cache",
+    "Resolutions of global names by the node's names cache: hit (the owner, or known to be"
+    " absent, without I/O) or miss (not known here: read from the store).",
+    ["node", "result"],
+    registry=REGISTRY,
+)
+NAME_INVALIDATIONS = Counter(
+    "netsuke_cluster_name_invalidations",
+    "Invalidations of the names cache: published (by this node), received (from another"
+    " node), node_down (the names of a node found down).",
+    ["node", "source"],
+    registry=REGISTRY,
+)
+
 _MAX_NAME = 255
+_MISSING: Final[Any] = object()
+_MAX_CACHED = 500_000  # entries; beyond, the cache starts again empty (misses read the store)
+_REFRESH_BATCH = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +115,24 @@ class GlobalNames:
         self._watchers: dict[str, asyncio.Future[Any]] = {}
         self._releasing: set[asyncio.Task[None]] = set()
         membership.on_fenced(self._on_fenced)
+        # the names cache (see the module documentation): name -> owner pid, None: absent
+        self._cache: dict[str, Pid | None] = {}
+        self._epoch = 0  # bumped by every invalidation: a store read older than it is not kept
+        self._to_refresh: set[str] = set()
+        self._refresher: asyncio.Task[None] | None = None
+        node = membership.node_id
+        self._hit = NAME_CACHE.labels(node, "hit")
+        self._miss = NAME_CACHE.labels(node, "miss")
+        t = runtime.transport
+        self.transport = t if isinstance(t, NatsTransport) else None
+        if self.transport is not None:
+            self.transport.names_listeners.append(self._on_invalidation)
+            self.transport.down_listeners.append(self._on_node_down)
+        if runtime.name_fallback is None:
+            runtime.name_fallback = self
+        self._warmer: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(
+            self._warm()
+        )
 
     # ------------------------------------------------------------------ ownership
 
@@ -97,6 +148,8 @@ class GlobalNames:
         self.owned_at_fence = sorted(self._owned)
         dropped = len(self._owned)
         self._owned.clear()
+        self._invalidate_node(self.membership.node_id)
+        self._publish(None, self.membership.node_id)
         for t in self._watchers.values():
             t.cancel()
         self._watchers.clear()
@@ -141,6 +194,8 @@ class GlobalNames:
             raise NoProcessError(pid)
         REGISTRATIONS.labels(m.node_id, outcome).inc()
         self._owned[name] = pid
+        self._set(name, pid)
+        self._publish([name])
         old = self._watchers.pop(name, None)
         if old is not None:
             old.cancel()
@@ -254,6 +309,9 @@ class GlobalNames:
                     NAMES.c.pid_id == pid.id,
                 )
             )
+        if done.rowcount:
+            self._set(name, None)
+            self._publish([name])
         return bool(done.rowcount)
 
     async def unregister(self, name: str) -> bool:
@@ -269,11 +327,15 @@ class GlobalNames:
     # ------------------------------------------------------------------ resolution
 
     async def lookup(self, name: str) -> GlobalEntry | None:
-        """The owner and metadata of ``name`` while its node's lease is live, else ``None``.
-        A fenced node does not resolve its own names."""
+        """The owner and metadata of ``name`` while its node's lease is live, else ``None``
+        (read from the store; the answer refreshes the names cache). A fenced node does not
+        resolve its own names."""
         _check_name(name)
+        epoch = self._epoch
         entries = await self._entries(NAMES.c.name == name)
-        return entries[0] if entries else None
+        e = entries[0] if entries else None
+        self._fill(name, e.pid if e is not None else None, epoch)
+        return e
 
     async def whereis(self, name: str) -> Pid | None:
         e = await self.lookup(name)
@@ -359,29 +421,187 @@ class GlobalNames:
 
     # ------------------------------------------------------------------ messaging
 
+    async def _owner(self, name: str) -> Process | None:
+        _check_name(name)
+        p = self.resolve_cached(name)
+        return p if p is not None else await self.resolve_missing(name)
+
     async def send(self, name: str, message: Any) -> bool:
-        """Send ``message`` to the owner of ``name``; ``False`` when the name is not live."""
-        pid = await self.whereis(name)
-        return pid is not None and self.rt.send(pid, message)
+        """Send ``message`` to the owner of ``name``; ``False`` when the name is not live.
+        Resolved by the names cache (the store on a miss)."""
+        p = await self._owner(name)
+        return p is not None and self.rt.send(p.pid, message)
 
     async def cast(self, name: str, request: Any) -> bool:
-        pid = await self.whereis(name)
-        return pid is not None and self.rt.cast(pid, request)
+        p = await self._owner(name)
+        return p is not None and self.rt.cast(p.pid, request)
 
     async def call(self, name: str, request: Any, timeout: float | None = 5.0) -> Any:
         """Call the owner of ``name``; ``NoProcessError(name)`` when the name is not live."""
-        pid = await self.whereis(name)
-        if pid is None:
+        p = await self._owner(name)
+        if p is None:
             raise NoProcessError(name)
-        return await self.rt.call(pid, request, timeout=timeout)
+        return await self.rt.call(p.pid, request, timeout=timeout)
+
+    # ------------------------------------------------------------------ the names cache
+
+    def resolve_cached(self, name: str) -> Process | None:
+        """The owner of the global ``name`` as this node's cache knows it (no I/O): a local
+        process, or the stand-in of a remote one; ``None`` when it is known absent, its node is
+        down, or it is not known here (then it is read from the store in the background)."""
+        pid = self._cache.get(name, _MISSING)
+        if pid is _MISSING:
+            self._miss.inc()
+            if type(name) is str and 1 <= len(name) <= _MAX_NAME:
+                self._refresh([name])
+            return None
+        self._hit.inc()
+        return None if pid is None else self._proc(pid)
+
+    async def resolve_missing(self, name: str) -> Process | None:
+        """The owner of ``name`` read from the store (``Runtime.call`` on a cache miss);
+        ``None`` when it is not live or the store cannot be read (logged)."""
+        if type(name) is not str or not 1 <= len(name) <= _MAX_NAME:
+            return None
+        self._to_refresh.discard(name)  # read here: not again in the background
+        with tracer.start_as_current_span(
+            "cluster.names.lookup", attributes={"netsuke.name": name}
+        ):
+            try:
+                e = await self.lookup(name)
+            except Exception as err:
+                log.warning(
+                    "cluster_name_lookup_failed", node=self.rt.node, name=name, error=repr(err)
+                )
+                return None
+        return None if e is None else self._proc(e.pid)
+
+    def _proc(self, pid: Pid) -> Process | None:
+        rt = self.rt
+        if pid.node == rt.node:
+            return None if self.membership.fenced else rt._local_proc(pid)
+        t = rt.transport
+        return t.resolve(pid) if t is not None else None
+
+    def cached_names(self) -> dict[str, Pid]:
+        """The names this node's cache holds now, with their owners (for inspection)."""
+        return {n: p for n, p in self._cache.items() if p is not None}
+
+    def _set(self, name: str, pid: Pid | None) -> None:
+        """This node changed ``name``: the cache knows at once, and no read in flight may
+        overwrite it."""
+        self._epoch += 1
+        self._put(name, pid)
+
+    def _put(self, name: str, pid: Pid | None) -> None:
+        cache = self._cache
+        if len(cache) >= _MAX_CACHED and name not in cache:
+            cache.clear()
+        cache[name] = pid
+
+    def _fill(self, name: str, pid: Pid | None, epoch: int) -> None:
+        if epoch == self._epoch:
+            self._put(name, pid)
+
+    def _publish(self, names: list[str] | None, node: str | None = None) -> None:
+        t = self.transport
+        if t is not None:
+            NAME_INVALIDATIONS.labels(self.membership.node_id, "published").inc()
+            t.publish_names_changed(names, node)
+
+    def _on_invalidation(self, sender: str, names: list[str] | None, node: str | None) -> None:
+        NAME_INVALIDATIONS.labels(self.membership.node_id, "received").inc()
+        if names is None:
+            if node is not None:
+                self._invalidate_node(node)
+            return
+        self._epoch += 1
+        for n in names:
+            self._cache.pop(n, None)
+        self._refresh(names)
+
+    def _on_node_down(self, node_id: str) -> None:
+        NAME_INVALIDATIONS.labels(self.membership.node_id, "node_down").inc()
+        self._invalidate_node(node_id)
+
+    def _invalidate_node(self, node_id: str) -> None:
+        """Forget the names of ``node_id`` (down, or fenced): not read again at once (a node
+        may own many), a miss reads each when it is used."""
+        self._epoch += 1
+        gone = [n for n, p in self._cache.items() if p is not None and p.node == node_id]
+        for n in gone:
+            del self._cache[n]
+
+    def _refresh(self, names: list[str]) -> None:
+        """Read ``names`` from the store in the background (one query per batch)."""
+        if not names or self._closed:
+            return
+        self._to_refresh.update(names)
+        if self._refresher is None or self._refresher.done():
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # resolved outside the node's loop: a later miss reads them
+                return
+            self._refresher = loop.create_task(self._refresh_loop())
+
+    _closed = False
+
+    async def _refresh_loop(self) -> None:
+        tried: dict[str, int] = {}
+        while self._to_refresh and not self._closed:
+            batch: list[str] = []
+            while self._to_refresh and len(batch) < _REFRESH_BATCH:
+                batch.append(self._to_refresh.pop())
+            epoch = self._epoch
+            try:
+                entries = await self._entries(NAMES.c.name.in_(batch))
+            except Exception as e:
+                log.warning("cluster_names_refresh_failed", node=self.rt.node, error=repr(e))
+                await asyncio.sleep(1.0)  # misses schedule them again
+                continue
+            if epoch != self._epoch:  # invalidated meanwhile: once more, then let misses ask
+                again = [n for n in batch if tried.get(n, 0) < 1]
+                for n in again:
+                    tried[n] = tried.get(n, 0) + 1
+                self._to_refresh.update(again)
+                continue
+            found = {e.name: e.pid for e in entries}
+            for n in batch:
+                self._put(n, found.get(n))
+
+    async def _warm(self) -> None:
+        """Read every live name once, when the node joins."""
+        epoch = self._epoch
+        try:
+            entries = await self._entries()
+        except Exception as err:
+            log.warning("cluster_names_warm_failed", node=self.rt.node, error=repr(err))
+            return
+        if epoch == self._epoch:
+            for e in entries:
+                self._cache.setdefault(e.name, e.pid)
+        log.info("cluster_names_cache_warm", node=self.rt.node, names=len(entries))
 
     async def close(self) -> None:
         """Stop watching owner processes (the names go with the lease on ``leave``); wait for
-        releases in flight."""
+        releases in flight; stop resolving names for the runtime."""
+        self._closed = True
         for f in self._watchers.values():
             f.cancel()
         self._watchers.clear()
         await asyncio.gather(*list(self._releasing), return_exceptions=True)
+        for task in (self._warmer, self._refresher):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if self.rt.name_fallback is self:
+            self.rt.name_fallback = None
+        t = self.transport
+        if t is not None:
+            with contextlib.suppress(ValueError):
+                t.names_listeners.remove(self._on_invalidation)
+            with contextlib.suppress(ValueError):
+                t.down_listeners.remove(self._on_node_down)
 
 
 async def _owner_live(conn: AsyncConnection, node: str, inc: int) -> bool:

@@ -2,9 +2,10 @@
 
 Each node has an id ``name#incarnation`` (the incarnation is chosen when the node starts), which
 is the ``node`` of every Pid it makes: a restarted node has a new id, so a predecessor's pids
-never reach it (they answer ``noproc``). Each node holds two NATS subscriptions, whatever the
-number of its processes: ``<prefix>.node.<id>.>`` (frames and call replies for it) and
-``<prefix>.hb`` (heartbeats of all nodes).
+never reach it (they answer ``noproc``). Each node holds three NATS subscriptions, whatever the
+number of its processes: ``<prefix>.node.<id>.>`` (frames and call replies for it),
+``<prefix>.hb`` (heartbeats of all nodes) and ``<prefix>.names`` (global names that changed
+owner: the names caches' invalidations).
 
 A foreign pid is represented on this node by a *remote stand-in*, a process object that turns
 the kernel's mailbox operations into frames: ``send``/``cast`` are one-way frames, ``call`` is a
@@ -17,11 +18,10 @@ stand-in of that node exits with ``noconnection``, which fires each link and mon
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final
@@ -53,7 +53,16 @@ from netsuke.kernel._process import F_DEAD
 from netsuke.kernel._runtime import _add_link, _drop_link
 from netsuke.observability import REGISTRY
 
-from ._codec import DecodeError, EncodeError, RemoteError, encode_reason, from_wire, to_wire
+from ._codec import (
+    DecodeError,
+    EncodeError,
+    RemoteError,
+    dumps,
+    encode_reason,
+    from_wire,
+    read_json,
+    to_wire,
+)
 
 __all__ = ["NOCONNECTION", "ClusterConnectError", "NatsTransport", "NodeDown", "join"]
 
@@ -86,12 +95,14 @@ _KINDS = frozenset(
         "nda",
         "hb",
         "bye",
+        "inv",
     }
 )
 
 FRAMES = Counter(
     "netsuke_cluster_frames",
-    "Frames between nodes, by direction (sent, received) and kind.",
+    "Frames between nodes, by direction (sent, received) and kind (counted in plain integers on"
+    " the hot path and added here every heartbeat interval and when the transport closes).",
     ["node", "direction", "kind"],
     registry=REGISTRY,
 )
@@ -127,10 +138,11 @@ def split_node_id(node_id: str) -> tuple[str, int] | None:
 class _Remote(Process):
     """The stand-in of a process of another node (never started, never in a process table)."""
 
-    __slots__ = ("_rname", "_rpid")
+    __slots__ = ("_call_hdr", "_rname", "_rpid")
     hibernate_after = None
     _rpid: Pid  # for a name on another node (``(name, node)``): ``Pid(node, 0)``
     _rname: str | None
+    _call_hdr: bytes | None  # the bytes of a call frame before its payload (made on first use)
 
     @property
     def pid(self) -> Pid:
@@ -297,16 +309,26 @@ class NatsTransport(Transport):
         self._out: deque[tuple[str, bytes, str, dict[str, str] | None]] = deque()
         self._pumping = False  # frames are being handed to nats-py (see _pump)
         self._failing = False
-        self._sent: dict[str, Any] = {}  # counter children by kind (labels() is not free)
-        self._received: dict[str, Any] = {}
+        # frames by kind, added to FRAMES every heartbeat (Counter.inc takes a lock)
+        self._sent: dict[str, int] = {}
+        self._received: dict[str, int] = {}
+        self._subjects: dict[str, str] = {}  # node id: its inbound subject
+        self._tracked: set[str] = set()  # node ids _track found among the peers already
+        self._reply_prefix = f"{prefix}.node.{self.node_id}.r."
+        self._tail_at = len(prefix) + len(self.node_id) + 7  # after "<p>.node.<id>."
         self._tasks: list[asyncio.Task[None]] = []  # publishes that had to wait (_finish)
         self._ticker_task: asyncio.Task[None] | None = None
         self._closing = False
+        self.names_listeners: list[Callable[[str, list[str] | None, str | None], None]] = []
+        """Called with ``(sender node id, names, owner node id)`` for each invalidation of
+        global names another node published (:meth:`publish_names_changed`)."""
+        self.down_listeners: list[Callable[[str], None]] = []
+        """Called with the node id of each peer this node finds down."""
 
     # ------------------------------------------------------------------ lifecycle
 
     async def connect(self) -> None:
-        """Connect to NATS and subscribe (two subscriptions, whatever the process count)."""
+        """Connect to NATS and subscribe (three subscriptions, whatever the process count)."""
         opts: dict[str, Any] = {
             "name": self.node_id,
             "ping_interval": 2,
@@ -332,6 +354,7 @@ class NatsTransport(Transport):
         self.nc.options["max_reconnect_attempts"] = forever
         await self.nc.subscribe(f"{self.prefix}.node.{self.node_id}.>", cb=self._on_msg)
         await self.nc.subscribe(f"{self.prefix}.hb", cb=self._on_hb)
+        await self.nc.subscribe(f"{self.prefix}.names", cb=self._on_names)
         try:
             await flush_subscriptions(self.nc)
         except Exception as e:
@@ -371,6 +394,7 @@ class NatsTransport(Transport):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        self._count_frames()
         nc = self.nc
         if nc is None or nc.is_closed:
             return
@@ -444,6 +468,7 @@ class NatsTransport(Transport):
         r._rt = self._gw  # type: ignore[assignment]
         r._rpid = pid
         r._rname = name
+        r._call_hdr = None
         r._id = pid.id
         r._mailbox = None
         r._task = None
@@ -460,9 +485,29 @@ class NatsTransport(Transport):
 
     def _track(self, node_id: str) -> None:
         """A link or monitor now depends on ``node_id``: if it never heartbeats, it goes down."""
+        if node_id in self._tracked:
+            peer = self._peers.get(node_id.partition("#")[0])
+            if peer is not None and peer.node_id == node_id:
+                return
+            self._tracked.discard(node_id)
         parts = split_node_id(node_id)
-        if parts is not None and parts[0] not in self._peers and self.rt is not None:
-            self._peers[parts[0]] = _Peer(node_id, self.rt._loop.time())
+        if parts is None or self.rt is None:
+            return
+        peer = self._peers.get(parts[0])
+        if peer is None:
+            peer = self._peers[parts[0]] = _Peer(node_id, self.rt._loop.time())
+        if peer.node_id == node_id:
+            if len(self._tracked) > 4096:
+                self._tracked.clear()
+            self._tracked.add(node_id)
+
+    def _subject(self, node_id: str) -> str:
+        s = self._subjects.get(node_id)
+        if s is None:
+            if len(self._subjects) > 4096:
+                self._subjects.clear()
+            s = self._subjects[node_id] = f"{self.prefix}.node.{node_id}.in"
+        return s
 
     # ------------------------------------------------------------------ sending
 
@@ -484,21 +529,14 @@ class NatsTransport(Transport):
             data["m"] = to_wire(payload)  # raises EncodeError naming the type: at send time
         if reason is not None or kind in ("exit", "down", "stop", "exited"):
             data["r"] = encode_reason(reason)
-        headers: dict[str, str] | None = None
-        if trace_ctx and trace.get_current_span().get_span_context().is_valid:
-            carrier: dict[str, str] = {}
-            propagate.inject(carrier)
-            headers = carrier or None
-        subject = f"{self.prefix}.node.{node_id}.in"
-        self._enqueue(subject, _json(data), reply, headers, kind)
+        headers = _trace_headers() if trace_ctx else None
+        self._enqueue(self._subject(node_id), dumps(data), reply, headers, kind)
 
     def _enqueue(
         self, subject: str, body: bytes, reply: str, headers: dict[str, str] | None, kind: str
     ) -> None:
-        c = self._sent.get(kind)
-        if c is None:
-            c = self._sent[kind] = FRAMES.labels(self.node_id, "sent", kind)
-        c.inc()
+        sent = self._sent
+        sent[kind] = sent.get(kind, 0) + 1
         self._out.append((subject, body, reply, headers))
         if not self._pumping:
             if asyncio.current_task() is None:  # a timer or loop callback: publish from a task
@@ -584,15 +622,20 @@ class NatsTransport(Transport):
         t = type(message)
         to = r._rpid
         if t is From:
+            # the frame's fields before the payload are the same for every call to this
+            # process: written once, then only the payload goes through the codec
+            hdr = r._call_hdr
+            if hdr is None:
+                hdr = r._call_hdr = dumps({"k": "call", **to_wire(r._dest())})[:-1] + b',"m":'
+            body = hdr + dumps(to_wire(message.request)) + b"}"  # EncodeError: at send time
             self._call_ids += 1
             cid = self._call_ids
-            self._post(
-                to.node,
+            self._enqueue(
+                self._subject(to.node),
+                body,
+                self._reply_prefix + str(cid),
+                _trace_headers(),
                 "call",
-                r._dest(),
-                payload=message.request,
-                reply=f"{self.prefix}.node.{self.node_id}.r.{cid}",
-                trace_ctx=True,
             )
             self._calls[cid] = (message, to.node, r._target())  # a timed-out one: _prune
             # the reply depends on that node: one never heard from (killed or stopped before
@@ -686,8 +729,9 @@ class NatsTransport(Transport):
         rt = self.rt
         if rt is None:
             return
-        tail = msg.subject[len(self.prefix) + len(self.node_id) + 7 :]  # after "<p>.node.<id>."
-        if msg.headers and msg.headers.get("Status") == "503":
+        tail = msg.subject[self._tail_at :]
+        headers = msg.headers
+        if headers and headers.get("Status") == "503":
             self._no_responders(tail)
             return
         try:
@@ -695,19 +739,15 @@ class NatsTransport(Transport):
         except DecodeError as e:
             self._drop("undecodable", msg, e)
             return
-        kind = f.get("k")
-        c = self._received.get(kind) if type(kind) is str else None
-        if c is None:
-            label = kind if kind in _KINDS else "other"  # a peer does not choose label values
-            c = FRAMES.labels(self.node_id, "received", label)
-            if label != "other":
-                self._received[label] = c
-        c.inc()
+        kind = f["k"]
+        label = kind if kind in _KINDS else "other"  # a peer does not choose label values
+        received = self._received
+        received[label] = received.get(label, 0) + 1
         try:
-            if tail.startswith("r."):
+            if tail[:2] == "r.":
                 self._on_reply(tail, f)
-            elif msg.headers:  # trace context from the sender: receive under its span
-                ctx = propagate.extract(msg.headers)
+            elif headers:  # trace context from the sender: receive under its span
+                ctx = propagate.extract(headers)
                 with tracer.start_as_current_span(f"cluster.receive {kind}", context=ctx):
                     self._dispatch(rt, kind, f, msg.reply)
             else:
@@ -764,15 +804,21 @@ class NatsTransport(Transport):
             raise _Malformed("call without a reply subject")
         p = _local(rt, f)
         if p is None:
-            self._answer_raw(reply, {"k": "noproc"})
+            self._enqueue(reply, _NOPROC_REPLY, "", None, "reply")
             return
-        p._deliver(From(request, _ReplyTo(self, reply)))  # type: ignore[arg-type]
+        m = From(request, _ReplyTo(self, reply))  # type: ignore[arg-type]
+        # An idle process with a plain handle_call answers now, in this task: the reply is
+        # published before the next frame is read, without a turn of the process's task.
+        if not p._call_in_place(m):
+            p._deliver(m)
 
     def _answer_ok(self, reply: str, value: Any) -> None:
         try:
-            self._answer_raw(reply, {"k": "ok", "m": to_wire(value)})
+            body = b'{"k":"ok","m":' + dumps(to_wire(value)) + b"}"
         except EncodeError as ee:
             self._answer_raw(reply, {"k": "err", "e": to_wire(ee)})
+            return
+        self._enqueue(reply, body, "", None, "reply")
 
     def _answer_error(self, reply: str, e: BaseException) -> None:
         if isinstance(e, ProcessExitedError):
@@ -783,7 +829,7 @@ class NatsTransport(Transport):
             self._answer_raw(reply, {"k": "err", "e": to_wire(e)})
 
     def _answer_raw(self, reply: str, data: dict[str, Any]) -> None:
-        self._enqueue(reply, _json(data), "", None, "reply")
+        self._enqueue(reply, dumps(data), "", None, "reply")
 
     def _on_reply(self, tail: str, f: dict[str, Any]) -> None:
         try:
@@ -897,6 +943,43 @@ class NatsTransport(Transport):
         elif isinstance(w, asyncio.Future) and not w.done():
             w.set_result(reason)
 
+    # ------------------------------------------------------------ global names
+
+    def publish_names_changed(self, names: list[str] | None, node: str | None = None) -> None:
+        """Tell every node that the global ``names`` (or, with ``names=None``, all the names
+        owned by ``node``) changed owner: their caches drop them and read them again."""
+        if self.nc is None or self._closing:
+            return
+        fields: dict[str, Any] = {"n": self.node_id, "names": names, "node": node}
+        self._enqueue(f"{self.prefix}.names", _frame("inv", fields), "", None, "inv")
+
+    async def _on_names(self, msg: Msg) -> None:
+        if self.rt is None:
+            return
+        try:
+            f = _parse(msg.data)
+            sender = _node(f)
+            names = f.get("names")
+            node = f.get("node")
+            if f.get("k") != "inv" or not (
+                names is None or (type(names) is list and all(type(n) is str for n in names))
+            ):
+                raise _Malformed("bad names invalidation")
+            if node is not None and type(node) is not str:
+                raise _Malformed("bad node in names invalidation")
+        except (DecodeError, _Malformed) as e:
+            self._drop("undecodable" if isinstance(e, DecodeError) else "malformed", msg, e)
+            return
+        if sender == self.node_id:
+            return
+        received = self._received
+        received["inv"] = received.get("inv", 0) + 1
+        for cb in list(self.names_listeners):
+            try:
+                cb(sender, names, node)
+            except Exception as e:
+                self._drop("handler_error", msg, e)
+
     # ------------------------------------------------------------ membership
 
     async def _on_hb(self, msg: Msg) -> None:
@@ -998,6 +1081,7 @@ class NatsTransport(Transport):
                     self._enqueue(subject, hb, "", None, "hb")
                     next_hb = now + self.heartbeat_interval
                     self._prune()
+                    self._count_frames()
                 for peer in list(self._peers.values()):
                     silent = now - peer.last_seen
                     if silent > self.down_after:
@@ -1017,6 +1101,14 @@ class NatsTransport(Transport):
         peer.probe_at = now
         self._probes[cid] = peer.node_id
         self._post(peer.node_id, "ping", {}, reply=f"{self.prefix}.node.{self.node_id}.r.{cid}")
+
+    def _count_frames(self) -> None:
+        """Add the frames counted since the last time to ``FRAMES``."""
+        for direction, counts in (("sent", self._sent), ("received", self._received)):
+            if counts:
+                for kind, n in counts.items():
+                    FRAMES.labels(self.node_id, direction, kind).inc(n)
+                counts.clear()
 
     def _prune(self) -> None:
         calls = self._calls
@@ -1083,6 +1175,11 @@ class NatsTransport(Transport):
             p = rt._local_proc(w)
             if p is not None:
                 p._deliver(NodeDown(node_id))
+        for cb in list(self.down_listeners):
+            try:
+                cb(node_id)
+            except Exception as e:
+                log.warning("cluster_down_listener_failed", node=self.node_id, error=repr(e))
 
 
 class _Malformed(ValueError):
@@ -1093,29 +1190,42 @@ class ClusterConnectError(ConnectionError):
     """The node could not reach the NATS server (bad URL, refused, timed out)."""
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-_DECODE = json.JSONDecoder().decode
+_NOPROC_REPLY = b'{"k":"noproc"}'
 
 
-def _json(data: dict[str, Any]) -> bytes:
-    return _ENCODER.encode(data).encode()
+def _trace_headers() -> dict[str, str] | None:
+    """The current trace context as NATS headers, ``None`` without a live span."""
+    span = trace.get_current_span()
+    if span is trace.INVALID_SPAN or not span.get_span_context().is_valid:
+        return None
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier or None
 
 
 def _frame(kind: str, fields: dict[str, Any]) -> bytes:
-    return _json({"k": kind, **{k: to_wire(v) for k, v in fields.items()}})
+    return dumps({"k": kind, **{k: to_wire(v) for k, v in fields.items()}})
+
+
+def _frame_fields(raw: Any, exact: bool) -> dict[str, Any]:
+    if type(raw) is not dict or type(raw.get("k")) is not str:
+        raise DecodeError("not a frame object")
+    for k, v in raw.items():  # values replaced in place: the dict keeps its size
+        t = type(v)
+        if t is dict or t is list or t is float:
+            raw[k] = from_wire(v, 0, exact)
+    return raw
 
 
 def _parse(data: bytes) -> dict[str, Any]:
     try:
-        raw = _DECODE(data.decode())
-    except (ValueError, UnicodeDecodeError, RecursionError, TypeError) as e:
-        raise DecodeError(f"not a JSON frame: {type(e).__name__}") from None
-    if type(raw) is not dict or type(raw.get("k")) is not str:
-        raise DecodeError("not a frame object")
-    try:
-        return {k: (v if k == "k" else from_wire(v)) for k, v in raw.items()}
+        return read_json(data, _frame_fields)  # type: ignore[no-any-return]
+    except DecodeError:
+        raise
     except RecursionError:
         raise DecodeError("frame nested too deeply") from None
+    except (ValueError, UnicodeDecodeError, TypeError) as e:
+        raise DecodeError(f"not a JSON frame: {type(e).__name__}") from None
 
 
 def _pid(f: dict[str, Any], key: str) -> Pid:
@@ -1138,7 +1248,7 @@ def _local(rt: Runtime, f: dict[str, Any]) -> Process | None:
         return rt._local_proc(to)
     name = f.get("tn")
     if to is None and type(name) is str:
-        return rt._resolve(name)
+        return rt._resolve_local_name(name)  # (name, node): this node's registry only
     raise _Malformed("frame names no process ('to' pid or 'tn' name)")
 
 

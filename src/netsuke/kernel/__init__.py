@@ -55,7 +55,7 @@ from ._pid import (
 )
 from ._process import IGNORE, NOREPLY, TIMEOUT, ExitNow, Process
 from ._registry import Registered, Registry, RegistryEntry, Unregistered
-from ._runtime import Runtime, current_runtime
+from ._runtime import NameFallback, Runtime, current_runtime
 from ._startinfo import StartInfo, StartResult
 from ._supervisor import (
     RESTARTING,
@@ -124,6 +124,7 @@ __all__ = [
     "KernelError",
     "LocalTransport",
     "MaxChildrenError",
+    "NameFallback",
     "NetsukeError",
     "NoProcessError",
     "NotInProcessError",

@@ -440,6 +440,9 @@ class Process:
                         r = self._child_exited(m.proc, m.reason)
                         if inspect.isawaitable(r):
                             await r
+                    elif tm is _Resume:  # after a call answered in place (call_in_place)
+                        if m.error is not None:
+                            raise m.error
                     else:
                         r = self.handle_info(m)
                         if self._info_async:
@@ -473,6 +476,70 @@ class Process:
                     )
                 await self._terminate_and_exit(e.reason)
                 return
+
+    def _call_in_place(self, m: From) -> bool:
+        """Answer the call ``m`` now, in the current task, if this process is idle: its
+        ``handle_call`` is plain ``def``, its mailbox is empty and it is parked (or
+        hibernated), so running the callback here is what its own task would do next, one
+        event-loop turn earlier. Returns ``False`` (nothing done) otherwise; the caller then
+        delivers ``m`` to the mailbox as usual.
+
+        What the callback leaves to do (``stop``, ``set_timeout``, ``hibernate``, an exception,
+        ``exit``) is handed to the process's task with a private message at the front of the
+        mailbox, so it happens before any later message, as it would have. The transport uses
+        this for calls from other nodes (the receiving task holds no caller context)."""
+        fl = self._flags
+        if (
+            fl & _NOT_IN_PLACE
+            or self._call_async
+            or self._mailbox
+            or self._current is not None
+            or not (self._task is None or self._waiter is not None)
+        ):
+            return False
+        rt = self._rt
+        self._current = m
+        outer = rt._in_place
+        rt._in_place = self
+        try:
+            r = self.handle_call(m.request, m)
+        except (Exception, ExitNow, asyncio.CancelledError) as e:
+            # ``_current`` stays ``m``: if the process exits, its caller is told at once
+            self._resume(e)
+            return True
+        finally:
+            rt._in_place = outer
+        self._current = None
+        self._flags &= IDLE_CLEAR
+        if r is not NOREPLY:
+            f = m.future
+            if not f.done():
+                f.set_result(r)
+        elif not m.future.done():
+            ext = self._ensure_ext()
+            if ext.deferred is None:
+                ext.deferred = set()
+            ext.deferred.add(m)
+        if self._flags & (F_STOP | F_TIMEOUT | F_HIBERNATE):
+            self._resume(None)
+        return True
+
+    def _resume(self, error: BaseException | None) -> None:
+        """Let the task finish what a callback run in place left to do (see above)."""
+        if self._flags & F_DEAD:
+            return
+        mb = self._mailbox
+        if mb is None:
+            mb = self._mailbox = deque()
+        mb.appendleft(_Resume(error))
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+        elif self._task is None:
+            self._task = self._rt._loop.create_task(self._run())
+            self._rt._active.add(self)
 
     async def _wait_timeout(self) -> bool:
         """Wait for a message with the requested timeout armed; ``TIMEOUT`` comes if none.
@@ -546,6 +613,18 @@ def linked(ls: Process | set[Process] | None) -> tuple[Process, ...] | list[Proc
     if isinstance(ls, set):
         return list(ls)
     return (ls,)
+
+
+_NOT_IN_PLACE: Final = F_DEAD | F_STARTING | F_TIMEOUT | F_SCOPE | F_STOP | F_HIBERNATE
+
+
+class _Resume:
+    """Private: a callback ran in place (``Process._call_in_place``); the task finishes it."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
 
 
 class ChildExit:

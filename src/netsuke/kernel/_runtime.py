@@ -30,7 +30,7 @@ import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -77,7 +77,7 @@ if TYPE_CHECKING:
     from ._supervisor import ChildSpec
     from ._tasks import TaskSupervisor
 
-__all__ = ["Runtime", "current_runtime"]
+__all__ = ["NameFallback", "Runtime", "current_runtime"]
 
 log = structlog.get_logger("netsuke.kernel")
 P = TypeVar("P", bound=Process)
@@ -122,6 +122,19 @@ def _exit_kind(reason: ExitReason) -> str:
     if type(reason) is Shutdown:
         return SHUTDOWN
     return "other"
+
+
+class NameFallback(Protocol):
+    """Where a ``str`` name that is not registered on this node is looked up next (the
+    cluster's global names set one: ``Runtime.name_fallback``)."""
+
+    def resolve_cached(self, name: str) -> Process | None:
+        """The process named ``name``, from what this node knows now, without I/O (``send``,
+        ``cast``, ``whereis``, ``link``, ``monitor`` use it)."""
+
+    async def resolve_missing(self, name: str) -> Process | None:
+        """The process named ``name`` when ``resolve_cached`` knew none: may ask the
+        authority (``call`` uses it)."""
 
 
 class _Stats:
@@ -261,6 +274,10 @@ class Runtime:
         self.stats = _Stats()
         self._watch = TableWatch()
         self._root: Process | None = None
+        self._in_place: Process | None = None  # runs a callback in place (_call_in_place)
+        self.name_fallback: NameFallback | None = None
+        """Resolves a ``str`` name that this node's registry does not hold (see
+        :class:`NameFallback`); ``None``: such a name is not registered anywhere."""
         self._tasks: TaskSupervisor | None = None
         self._loop: asyncio.AbstractEventLoop
 
@@ -399,7 +416,11 @@ class Runtime:
         t = type(target)
         if t is str:
             p = self._names.get(target)
-            if type(p) is tuple:
+            if p is None:
+                fb = self.name_fallback
+                if fb is not None:  # a name of the cluster (registered on this node or not)
+                    p = fb.resolve_cached(target)
+            elif type(p) is tuple:
                 p = p[0]
         elif t is Pid:
             if target.node == self.node:
@@ -425,6 +446,16 @@ class Runtime:
             p = target
         else:
             raise BadTargetError(target)
+        if p is None or p._flags & F_DEAD:
+            return None
+        return p
+
+    def _resolve_local_name(self, name: str) -> Process | None:
+        """The live process registered as ``name`` in this node's registry (never the
+        fallback: what ``(name, node)`` from another node means)."""
+        p = self._names.get(name)
+        if type(p) is tuple:
+            p = p[0]
         if p is None or p._flags & F_DEAD:
             return None
         return p  # type: ignore[no-any-return]
@@ -471,7 +502,11 @@ class Runtime:
         sent), and whatever the process passed to ``reply_error``."""
         proc = self._resolve(target)
         if proc is None:
-            raise NoProcessError(target)
+            fb = self.name_fallback
+            if fb is not None and type(target) is str:  # not known here yet: ask the authority
+                proc = await fb.resolve_missing(target)
+            if proc is None or proc._flags & F_DEAD:
+                raise NoProcessError(target)
         t = proc._task
         if t is not None and t is asyncio.current_task():
             raise CallSelfError(target)
@@ -550,8 +585,9 @@ class Runtime:
 
     async def ensure_started(self, cls: type[Process], arg: Any = None, *, name: str | Via) -> Pid:
         """Get-or-start: the pid registered under ``name``, or a new process started under it.
-        Safe under concurrency: any number of concurrent callers get one process."""
-        p = self._resolve(name)
+        Safe under concurrency: any number of concurrent callers get one process. Only this
+        node's registry counts (``name`` is registered here)."""
+        p = self._resolve_local_name(name) if type(name) is str else self._resolve(name)
         if p is not None:
             return p.pid
         try:
@@ -687,7 +723,9 @@ class Runtime:
         if p is None:
             return False
         sp = self._resolve(sender) if sender is not None else None
-        if sp is None and p._task is not None and p._task is asyncio.current_task():
+        if sp is None and (
+            p is self._in_place or (p._task is not None and p._task is asyncio.current_task())
+        ):
             sp = p  # exit(self(), reason): the caller signals itself
         if sp is p and not p._flags & F_TRAP and _is_normal(reason):
             # Erlang: a process that sends itself ``normal`` exits (a ``normal`` signal from

@@ -90,7 +90,7 @@ class LocalTransport(Transport):
 
     def resolve_name(self, name: str, node: str) -> Process | None:
         rt = self._nodes.get(node)
-        return None if rt is None else rt._resolve(name)
+        return None if rt is None else rt._resolve_local_name(name)
 
     def nodes(self) -> list[str]:
         return sorted(self._nodes)
