@@ -222,6 +222,12 @@ class Failover:
                 await self.node.membership.revoke(name, inc, cause)
             except Exception as e:
                 log.warning("cluster_revoke_failed", peer=peer, error=repr(e)[:300])
+        if cause == LEFT:  # its goodbye comes before its lease is given up: wait for that
+            m = self.node.membership
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + m.lease
+            while loop.time() < deadline and await m.is_live(name, inc):
+                await asyncio.sleep(0.1)
         await self.take_over(name, inc, cause, since=since)
 
     async def _sweeper(self) -> None:
