@@ -36,7 +36,7 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from netsuke.agents import AgentConfig, Agents
 from netsuke.agents._offline import _decide
 from netsuke.cluster import Failover, join_cluster
-from netsuke.kernel import From, Process
+from netsuke.kernel import NOREPLY, From, Process
 from netsuke.store import NodeIdentity, Store
 
 from .helpers import FAST
@@ -44,6 +44,7 @@ from .helpers import FAST
 SLOW = 3.0
 
 STATE: dict[str, Any] = {}
+TASKS: set[asyncio.Task[None]] = set()
 
 
 async def _respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
@@ -78,12 +79,20 @@ class Idle(Process):
 
 
 class Controller(Process):
-    async def handle_call(self, request: Any, from_: From) -> Any:
+    def handle_call(self, request: Any, from_: From) -> Any:
+        """Each request in a task of its own (a slow turn must not hold the others up)."""
+        task = asyncio.ensure_future(self._answer(request, from_))
+        TASKS.add(task)
+        task.add_done_callback(TASKS.discard)
+        return NOREPLY
+
+    async def _answer(self, request: Any, from_: From) -> None:
         agents: Agents = STATE["agents"]
         try:
-            return await self._handle(agents, request)
+            out = await self._handle(agents, request)
         except Exception as e:
-            return ("error", type(e).__name__, str(e)[:300])
+            out = ("error", type(e).__name__, str(e)[:300])
+        self.reply(from_, out)
 
     async def _handle(self, agents: Agents, request: Any) -> Any:
         if request == "status":

@@ -181,8 +181,8 @@ class Load:
     store: Store
     nodes: list[AgentNode]
     sessions: list[str]
-    tries: int = 60
-    pause: float = 0.05
+    tries: int = 300
+    pause: float = 0.1
     requests: dict[str, H.Request] = field(default_factory=dict)
     acked: int = 0
     _stop: bool = False

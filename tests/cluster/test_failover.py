@@ -9,6 +9,7 @@ well before the dead owner's lease could have run out proves the revocation work
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from netsuke.manager.testing import NatsServer
 from netsuke.store import Store, upgrade
 
 from . import failover_harness as FH
+from . import history as H
 from .helpers import FAST, prefix
 
 pytestmark = pytest.mark.timeout(240)
@@ -115,3 +117,181 @@ async def _nodes(store: Store) -> list[object]:
     from netsuke.cluster import list_nodes
 
     return list(await list_nodes(store.database, include_gone=True))
+
+
+async def test_a_paused_owners_turn_fails_fencing_after_a_survivor_took_over(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    """The headline case: SIGSTOP the owner mid-turn, a survivor takes over (the paused
+    owner's lease revoked, far before it could run out) and answers the retried request; on
+    SIGCONT the owner's turn fails fencing, is never acknowledged, and the history checker
+    finds 0 acknowledged lost, 0 committed twice, 0 stale-epoch commits."""
+    db = await _db(tmp_path)
+    p = prefix()
+    async with (
+        Store.open(db) as store,
+        FH.agent_cluster(nats_server.port, p, ["alpha", "beta"], db, LEASE) as (a, b),
+        join(nats_server.url, "client", transport_options={**FAST, "prefix": p}) as rt,
+    ):
+        nodes = [a, b]
+        await FH.ctl(rt, a, ("start", "trans", "chat-0", None))
+        load = FH.Load(rt, store, nodes, ["chat-0"])
+        for k in range(3):
+            await load.one("chat-0", f"r-0-{k}", "hello")
+        epoch_a = (await store.conversations.get("chat-0")).incarnation
+
+        slow = asyncio.ensure_future(load.one("chat-0", "r-0-3", "slow"))
+        await FH.until(
+            lambda: _state_is(rt, a, "chat-0", "running"), what="the slow turn running on alpha"
+        )
+        FH.stop(a)  # mid-turn, past nothing yet: beta must see it down and take over
+        owner = await FH.until(lambda: _owner_is(store, "chat-0", "beta"), what="beta owns it")
+        assert owner.incarnation > epoch_a
+        await asyncio.wait_for(slow, 90)  # the client's retry (same request id) answered by beta
+        for k in range(4, 7):
+            await load.one("chat-0", f"r-0-{k}", "hello")
+        FH.cont(a)
+        outcomes = await FH.until(
+            lambda: _outcome(rt, a, "r-0-3"), timeout=90, what="alpha's turn outcome"
+        )
+        assert outcomes == "SessionMovedError", outcomes  # refused by the epoch at commit
+        # alpha's next renewal finds its lease revoked: it fences itself
+        await FH.until(lambda: _fenced(rt, a), timeout=LEASE, what="alpha fenced")
+
+        report = await load.check()
+        assert report.counts == (0, 0, 0), report.details
+        assert report.ok, report.details
+        assert load.requests["r-0-3"].acknowledged
+        committed = await H.committed_from_history(store, "chat-0", FH.request_of)
+        assert [t.request_id for t in committed] == [f"r-0-{k}" for k in range(7)]
+        r3 = next(t for t in committed if t.request_id == "r-0-3")
+        assert r3.epoch == owner.incarnation  # committed once, by beta, at its epoch
+
+
+async def _state_is(rt: object, n: FH.AgentNode, session: str, state: str) -> bool:
+    return await FH.ctl(rt, n, ("state", session)) == state  # type: ignore[arg-type]
+
+
+async def _owner_is(store: Store, session: str, node: str) -> object:
+    conv = await store.conversations.get(session)
+    return conv if conv.owner_node == node else None
+
+
+async def _outcome(rt: object, n: FH.AgentNode, rid: str) -> object:
+    return (await FH.ctl(rt, n, ("outcomes",), timeout=10)).get(rid)  # type: ignore[arg-type]
+
+
+async def _fenced(rt: object, n: FH.AgentNode) -> bool:
+    return bool((await FH.ctl(rt, n, "status", timeout=10))["fenced"])  # type: ignore[arg-type]
+
+
+async def test_owner_links_across_nodes(tmp_path: Path, nats_server: NatsServer) -> None:
+    """A session owned by a process of another node stops when its owner exits (and when the
+    owner's node dies: ``noconnection``); whoever watches the session sees its exit, and the
+    session's own node dying gives ``noconnection``."""
+    db = await _db(tmp_path)
+    p = prefix()
+    async with (
+        Store.open(db) as store,
+        FH.agent_cluster(nats_server.port, p, ["alpha", "beta"], db, LEASE) as (a, b),
+        join(nats_server.url, "client", transport_options={**FAST, "prefix": p}) as rt,
+    ):
+        watcher = await rt.start(Watcher)
+        assert watcher is not None
+
+        async def downs() -> dict[str, object]:
+            return await rt.call(watcher, "downs", timeout=10)  # type: ignore[no-any-return]
+
+        # 1. the owner (here, on the client node) exits: the session on alpha stops
+        o1 = await rt.start(Owner)
+        assert o1 is not None
+        s1 = await FH.ctl(rt, a, ("start", "owned", "own-1", o1))
+        await rt.call(watcher, ("watch", s1), timeout=10)
+        assert (await FH.ctl(rt, a, ("run", "own-1", "hi", "k1")))[0] == "ok"
+        await rt.stop(o1)
+        got = await FH.until(lambda: _down_of(downs, s1), what="own-1 stopped")
+        assert got == "shutdown"
+        await FH.until(lambda: _host_state(store, "own-1", "stopped"), what="marked stopped")
+
+        # 2. the owner's node (beta) dies: the session on alpha sees noconnection and stops
+        ob = await FH.ctl(rt, b, ("owner",))
+        s3 = await FH.ctl(rt, a, ("start", "owned", "own-3", ob))
+        await rt.call(watcher, ("watch", s3), timeout=10)
+        FH.kill(b)
+        got = await FH.until(lambda: _down_of(downs, s3), what="own-3 stopped")
+        assert got == "shutdown"
+
+        # 3. the session's node (alpha) dies: its watcher (and owner) see noconnection
+        o2 = await rt.start(Owner)
+        assert o2 is not None
+        s2 = await FH.ctl(rt, a, ("start", "owned", "own-2", o2))
+        await rt.call(watcher, ("watch", s2), timeout=10)
+        FH.kill(a)
+        got = await FH.until(lambda: _down_of(downs, s2), what="own-2 down")
+        assert got == "noconnection"
+
+
+async def _down_of(downs: object, pid: object) -> object:
+    return (await downs()).get(repr(pid))  # type: ignore[operator]
+
+
+async def _host_state(store: Store, session: str, state: str) -> bool:
+    return (await store.conversations.get(session)).host_state == state
+
+
+async def test_sigkill_and_a_nats_cut_under_chat_load_lose_nothing(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    """Four chat sessions over two agent nodes under a steady load (each request retried with
+    its id until acknowledged); SIGKILL one node (restarted after), then cut the other off
+    NATS (its proxy drops every packet; healed, then restarted since it fenced itself). The
+    load keeps being acknowledged and the history checker finds nothing wrong."""
+    db = await _db(tmp_path)
+    p = prefix()
+    async with (
+        Store.open(db) as store,
+        FH.agent_cluster(nats_server.port, p, ["alpha", "beta"], db, LEASE) as (a, b),
+        join(nats_server.url, "client", transport_options={**FAST, "prefix": p}) as rt,
+    ):
+        sessions = [f"chat-{i}" for i in range(4)]
+        for i, s in enumerate(sessions):
+            await FH.ctl(rt, (a, b)[i % 2], ("start", "trans", s, None))
+        load = FH.Load(rt, store, [a, b], sessions)
+        running = asyncio.ensure_future(load.run())
+
+        async def progress(n: int) -> None:
+            target = load.acked + n
+            await FH.until(lambda: _at_least(load, target), timeout=120, what="load progress")
+
+        try:
+            await progress(8)
+            FH.kill(a)  # SIGKILL: beta revokes it and restarts its two sessions
+            await FH.until(lambda: _all_owned_by(store, sessions, "beta"), what="moved to beta")
+            await progress(8)
+            await FH.start(a, p, db, LEASE)  # a new incarnation of alpha
+            await progress(4)
+            b.proxy.blackhole()  # beta cut off NATS: alpha revokes it and takes its sessions
+            await FH.until(lambda: _all_owned_by(store, sessions, "alpha"), what="moved to alpha")
+            await progress(8)
+            b.proxy.heal()
+            await FH.until(lambda: _fenced(rt, b), timeout=LEASE, what="beta fenced")
+            await FH.start(b, p, db, LEASE)
+            await progress(4)
+        finally:
+            load.stop()
+            await asyncio.wait_for(running, 120)
+        report = await load.check()
+        print(f"\nload: {len(load.requests)} requests, {load.acked} acknowledged; {report.counts}")
+        assert report.counts == (0, 0, 0), report.details
+        assert report.ok, report.details
+
+
+async def _at_least(load: FH.Load, n: int) -> bool:
+    return load.acked >= n
+
+
+async def _all_owned_by(store: Store, sessions: list[str], node: str) -> bool:
+    for s in sessions:
+        if (await store.conversations.get(s)).owner_node != node:
+            return False
+    return True
