@@ -33,7 +33,7 @@ from typing import Any
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, UserPromptPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from netsuke.agents import AgentConfig, Agents
+from netsuke.agents import AgentConfig, Agents, MemoryPolicy
 from netsuke.agents._offline import _decide
 from netsuke.cluster import Failover, join_cluster
 from netsuke.kernel import NOREPLY, From, Process
@@ -60,7 +60,7 @@ def configs() -> dict[str, AgentConfig]:
     model = FunctionModel(_respond, model_name="offline-slow")
     return {
         "perm": AgentConfig(name="perm", model=model, restart="permanent"),
-        "trans": AgentConfig(name="trans", model=model),
+        "trans": AgentConfig(name="trans", model=model, memory=MemoryPolicy(max_messages=20)),
         "temp": AgentConfig(name="temp", model=model, restart="temporary"),
         "evictable": AgentConfig(
             name="evictable", model=model, idle_hibernate=None, idle_evict=0.5

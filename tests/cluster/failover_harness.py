@@ -183,6 +183,7 @@ class Load:
     sessions: list[str]
     tries: int = 300
     pause: float = 0.1
+    think: float = 0.0  # between two turns of a session
     requests: dict[str, H.Request] = field(default_factory=dict)
     acked: int = 0
     _stop: bool = False
@@ -226,6 +227,8 @@ class Load:
             while not self._stop and (turns is None or k < turns):
                 await self.one(session, f"r-{i}-{k}", "hello")
                 k += 1
+                if self.think:
+                    await asyncio.sleep(self.think)
 
         await asyncio.gather(*(session_loop(i, s) for i, s in enumerate(self.sessions)))
 
@@ -247,3 +250,92 @@ class Load:
             total.wrong_reply += rep.wrong_reply
             total.details += [f"{s}: {d}" for d in rep.details]
         return total
+
+
+CHAOS_FAULTS = ("sigkill", "sigstop", "blackhole", "drop")
+
+
+async def _status(rt: Runtime, n: AgentNode) -> dict[str, Any] | None:
+    try:
+        st = await ctl(rt, n, "status", timeout=5)
+    except (NoProcessError, ProcessExitedError, CallTimeoutError):
+        return None
+    return st if isinstance(st, dict) else None
+
+
+async def chaos(
+    rt: Runtime,
+    store: Store,
+    nodes: list[AgentNode],
+    *,
+    prefix: str,
+    db: str,
+    lease: float,
+    rounds: int,
+    rng: Any,
+    sessions: int = 6,
+    say: Any = print,
+) -> tuple[H.Report, Load, dict[str, int]]:
+    """Random faults (``CHAOS_FAULTS``), one node at a time, under a chat load over
+    ``sessions`` sessions; after each fault the victim is healed or restarted (a new
+    incarnation when it was killed or fenced itself) and the load must make progress again.
+    Returns the history checker's report, the load and the faults by kind."""
+    names = [f"chat-{i}" for i in range(sessions)]
+    for i, s in enumerate(names):
+        await ctl(rt, nodes[i % len(nodes)], ("start", "trans", s, None))
+    load = Load(rt, store, nodes, names, think=0.1)
+    running = asyncio.ensure_future(load.run())
+    faults: dict[str, int] = {}
+
+    async def progress(n: int) -> None:
+        target = load.acked + n
+
+        async def done() -> bool:
+            return load.acked >= target
+
+        await until(done, timeout=180, what="load progress")
+
+    async def moved_off(victim: AgentNode) -> None:
+        async def done() -> bool:
+            for s in names:
+                if (await store.conversations.get(s)).owner_node == victim.name:
+                    return False
+            return True
+
+        await until(done, timeout=120, what=f"sessions moved off {victim.name}")
+
+    try:
+        await progress(len(names))
+        for i in range(rounds):
+            fault = rng.choice(CHAOS_FAULTS)
+            victim = rng.choice(nodes)
+            say(f"chaos round {i + 1}/{rounds}: {fault} of {victim.name} (acked {load.acked})")
+            faults[fault] = faults.get(fault, 0) + 1
+            if fault == "sigkill":
+                kill(victim)
+                await moved_off(victim)
+                await start(victim, prefix, db, lease)
+            else:
+                if fault == "sigstop":
+                    stop(victim)
+                elif fault == "blackhole":
+                    victim.proxy.blackhole()
+                else:
+                    victim.proxy.drop()
+                if rng.random() < 0.75:  # long enough to be seen down: its sessions move
+                    await moved_off(victim)
+                await asyncio.sleep(rng.random())
+                if fault == "sigstop":
+                    cont(victim)
+                else:
+                    victim.proxy.heal()
+                # a node whose lease was revoked fences itself at its next renewal
+                await asyncio.sleep(lease / 5 + 1.0)
+                st = await _status(rt, victim)
+                if st is None or st["fenced"]:
+                    await start(victim, prefix, db, lease)
+            await progress(3)
+    finally:
+        load.stop()
+        await asyncio.wait_for(running, 300)
+    return await load.check(), load, faults

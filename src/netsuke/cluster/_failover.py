@@ -224,9 +224,9 @@ class Failover:
                 log.warning("cluster_revoke_failed", peer=peer, error=repr(e)[:300])
         if cause == LEFT:  # its goodbye comes before its lease is given up: wait for that
             m = self.node.membership
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + m.lease
-            while loop.time() < deadline and await m.is_live(name, inc):
+            for _ in range(int(m.lease * 10)):  # up to one lease
+                if not await m.is_live(name, inc):
+                    break
                 await asyncio.sleep(0.1)
         await self.take_over(name, inc, cause, since=since)
 
