@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import sys
 
-# This folder goes after the standard library on sys.path (see kernel.py).
-sys.path.append(sys.path.pop(0))
+# This folder goes after the standard library on sys.path (see kernel.py); when imported by
+# benchmarks/cluster.py that is done already.
+if __name__ == "__main__":
+    sys.path.append(sys.path.pop(0))
 
 import asyncio
 import json
