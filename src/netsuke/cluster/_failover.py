@@ -40,6 +40,7 @@ here again).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import Sequence
@@ -208,7 +209,19 @@ class Failover:
 
     # ----------------------------------------------------------------- events
 
-    async def _on_event(self, event: Event) -> None:
+    def _on_event(self, event: Event) -> None:
+        """Each gone node in a task of its own: several nodes fail over at once."""
+        task = asyncio.get_running_loop().create_task(self._handle_event(event))
+        self._tasks.append(task)
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[Any]) -> None:
+        with contextlib.suppress(ValueError):
+            self._tasks.remove(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("cluster_failover_failed", error=repr(task.exception())[:300])
+
+    async def _handle_event(self, event: Event) -> None:
         data = event.data
         peer = data.get("peer")
         parts = split_node_id(peer) if isinstance(peer, str) else None
