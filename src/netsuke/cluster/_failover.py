@@ -189,9 +189,9 @@ class Failover:
                 self._stalled_at = now
             last = now
 
-    async def healthy(self) -> bool:
-        """Whether this node may judge others: a member, not stalled lately, and its own
-        NATS connection answers a ping within a second."""
+    async def healthy(self, ping: bool = True) -> bool:
+        """Whether this node may judge others: a member, not stalled lately, and (``ping``)
+        its own NATS connection answers a ping within a second."""
         if self.node.membership.fenced:
             return False
         loop = asyncio.get_running_loop()
@@ -200,6 +200,8 @@ class Failover:
         nc = getattr(self.node.transport, "nc", None)
         if nc is None or not nc.is_connected:
             return False
+        if not ping:
+            return True
         try:
             await nc.flush(timeout=1.0)
         except Exception:
@@ -230,9 +232,11 @@ class Failover:
         name, inc = parts
         cause = str(data.get("cause", "left")) if event.topic == topics.CLUSTER_NODE_DOWN else LEFT
         since = time.monotonic()
-        if self.revoke and cause in REVOKE_CAUSES and await self.healthy():
+        revoked = False
+        # "no responders" came from the NATS server: this node's connection works
+        if self.revoke and cause in REVOKE_CAUSES and await self.healthy(cause != "no_responders"):
             try:
-                await self.node.membership.revoke(name, inc, cause)
+                revoked = await self.node.membership.revoke(name, inc, cause)
             except Exception as e:
                 log.warning("cluster_revoke_failed", peer=peer, error=repr(e)[:300])
         if cause == LEFT:  # its goodbye comes before its lease is given up: wait for that
@@ -241,7 +245,7 @@ class Failover:
                 if not await m.is_live(name, inc):
                     break
                 await asyncio.sleep(0.1)
-        await self.take_over(name, inc, cause, since=since)
+        await self.take_over(name, inc, cause, since=since, revoked=revoked)
 
     async def _sweeper(self) -> None:
         """Nodes gone unseen: their leases ended in the store (a node that died while this one
@@ -279,6 +283,7 @@ class Failover:
         *,
         since: float | None = None,
         force: bool = False,
+        revoked: bool = False,
     ) -> int:
         """Restart on this node the sessions of ``name#incarnation`` that the rules restart and
         that hash to this node (all of them with ``force``), once that node is not live in the
@@ -288,7 +293,7 @@ class Failover:
         if running is not None:
             return await asyncio.shield(running)
         task = asyncio.get_running_loop().create_task(
-            self._take_over(name, incarnation, cause, since, force)
+            self._take_over(name, incarnation, cause, since, force, revoked)
         )
         self._running[key] = task
         try:
@@ -298,13 +303,19 @@ class Failover:
                 del self._running[key]
 
     async def _take_over(
-        self, name: str, incarnation: int, cause: str, since: float | None, force: bool
+        self,
+        name: str,
+        incarnation: int,
+        cause: str,
+        since: float | None,
+        force: bool,
+        revoked: bool = False,
     ) -> int:
         m = self.node.membership
         me = m.node_id
         if m.fenced or (name == m.name and incarnation == m.incarnation):
             return 0
-        if await m.is_live(name, incarnation):
+        if not revoked and await m.is_live(name, incarnation):
             return 0  # not revoked: its lease decides (the sweep comes back to it)
         store = self.agents.store
         rows = await store.conversations.owned_by(name, incarnation)
