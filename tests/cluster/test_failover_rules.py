@@ -185,3 +185,41 @@ async def test_a_graceful_leave_moves_permanent_sessions_only_with_an_event(
             assert (conv.owner_node, conv.restart) == ("beta", "permanent")
             # the transient one comes back lazily on its next call, here
             assert "(turn 1)" in str(await agents_b.run("trans-1", "hi"))
+
+
+@pytest.mark.timeout(120)
+async def test_the_sweep_restarts_sessions_of_a_node_whose_lease_ran_out_unseen(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    """A member that never showed up over NATS (so no node-down event) stops renewing: once
+    its lease has run out, the survivor's sweep restarts its transient sessions."""
+    db = f"sqlite+aiosqlite:///{tmp_path / 's.db'}"
+    await upgrade(db)
+    async with Store.open(db) as store:
+        ghost = Membership(store.database, "ghost", lease=1.0, renew_interval=0.1, fence_after=0.5)
+        inc = await ghost.join()
+        me = NodeIdentity("ghost", inc)
+        for s in ("g-1", "g-2"):
+            await store.conversations.open(s, agent_name="trans", claim=True, node=me)
+        await store.conversations.open(
+            "g-3", agent_name="temp", claim=True, node=me, restart="temporary"
+        )
+        for t in ghost._tasks:  # it stops renewing, as if it froze (no goodbye, no leave)
+            t.cancel()
+        async with join_cluster(
+            nats_server.url,
+            "beta",
+            store.database,
+            lease=3.0,
+            transport_options={**FAST, "prefix": prefix()},
+        ) as b:
+            mb = b.membership
+            assert mb.incarnation is not None
+            store.conversations.set_ownership(NodeIdentity("beta", mb.incarnation), mb)
+            agents = await Agents.start(b.runtime, store)
+            async with Failover(b, agents, sweep_interval=0.3) as failover:
+                await eventually(lambda: failover.moved == 2, timeout=60)
+                assert agents.whereis("g-1") is not None and agents.whereis("g-2") is not None
+                assert agents.whereis("g-3") is None  # temporary: not restarted
+                conv = await store.conversations.get("g-1")
+                assert conv.owner_node == "beta"
