@@ -57,9 +57,15 @@ async def _db(tmp_path: Path) -> str:
     return db
 
 
-async def test_sessions_of_a_killed_node_restart_on_the_survivor_by_otp_rules(
+async def test_a_killed_nodes_sessions_restart_by_otp_rules_and_owner_links_fire(
     tmp_path: Path, nats_server: NatsServer
 ) -> None:
+    """SIGKILL of alpha: beta revokes its lease and restarts its permanent and transient
+    sessions at once (their memory intact); temporary and evicted ones come back on their
+    next call. Owner links across nodes: a session on alpha whose owner (on the client node)
+    exits stops, and its watcher sees ``shutdown``; when alpha dies, a watcher of one of its
+    sessions sees ``noconnection``, and a session on beta owned by a process of alpha stops
+    (and is not restarted)."""
     db = await _db(tmp_path)
     p = prefix()
     async with (
@@ -67,6 +73,23 @@ async def test_sessions_of_a_killed_node_restart_on_the_survivor_by_otp_rules(
         FH.agent_cluster(nats_server.port, p, ["alpha", "beta"], db, LEASE) as (a, b),
         join(nats_server.url, "client", transport_options={**FAST, "prefix": p}) as rt,
     ):
+        watcher = await rt.start(Watcher)
+        assert watcher is not None
+
+        async def downs() -> dict[str, object]:
+            return await rt.call(watcher, "downs", timeout=10)  # type: ignore[no-any-return]
+
+        # an owner on the client node exits: its session on alpha stops, marked stopped
+        o1 = await rt.start(Owner)
+        assert o1 is not None
+        s1 = await FH.ctl(rt, a, ("start", "owned", "own-1", o1))
+        await rt.call(watcher, ("watch", s1), timeout=10)
+        assert (await FH.ctl(rt, a, ("run", "own-1", "hi", "k1")))[0] == "ok"
+        await rt.stop(o1)
+        got = await FH.until(lambda: _down_of(downs, s1), what="own-1 stopped")
+        assert got == "shutdown"
+        await FH.until(lambda: _host_state(store, "own-1", "stopped"), what="marked stopped")
+
         started = {
             "perm-1": "perm",
             "trans-1": "trans",
@@ -79,26 +102,37 @@ async def test_sessions_of_a_killed_node_restart_on_the_survivor_by_otp_rules(
             assert r[0] == "ok", r
         # evicted when idle: its process is gone, its host state says so
         await FH.until(lambda: _gone(rt, a, "evictable-1"), what="eviction")
-        conv = await store.conversations.get("evictable-1")
-        assert conv.host_state == "evicted"
+        assert (await store.conversations.get("evictable-1")).host_state == "evicted"
+        # a session on beta owned by a process of alpha; a watcher of a session on alpha
+        oa = await FH.ctl(rt, a, ("owner",))
+        s3 = await FH.ctl(rt, b, ("start", "owned", "own-3", oa))
+        await rt.call(watcher, ("watch", s3), timeout=10)
+        s2 = await FH.ctl(rt, a, ("whereis", "trans-1"))
+        await rt.call(watcher, ("watch", s2), timeout=10)
 
         FH.kill(a)  # SIGKILL: beta sees it gone (no responders), revokes its lease
         moved = await FH.until(
             lambda: _moved(rt, b, 2), timeout=LEASE * 0.6, what="permanent+transient restarted"
         )
         assert moved["fenced"] is False
+        # owner links: the watcher sees its session on alpha die with alpha; own-3 stopped
+        assert await FH.until(lambda: _down_of(downs, s2), what="trans-1 down") == "noconnection"
+        assert await FH.until(lambda: _down_of(downs, s3), what="own-3 stopped") == "shutdown"
+        await FH.until(lambda: _host_state(store, "own-3", "stopped"), what="own-3 marked")
         # permanent and transient sessions run on beta again (their node died: noconnection)
         assert await FH.ctl(rt, b, ("whereis", "perm-1")) is not None
         assert await FH.ctl(rt, b, ("whereis", "trans-1")) is not None
-        # temporary: not restarted; evicted: comes back lazily
-        assert await FH.ctl(rt, b, ("whereis", "temp-1")) is None
-        assert await FH.ctl(rt, b, ("whereis", "evictable-1")) is None
+        # temporary: not restarted; evicted: comes back lazily; stopped ones: neither
+        for gone in ("temp-1", "evictable-1", "own-1", "own-3"):
+            assert await FH.ctl(rt, b, ("whereis", gone)) is None, gone
         for session in started:
             r = await FH.ctl(rt, b, ("run", session, "and now?", f"k2-{session}"))
             assert r[0] == "ok", (session, r)
             assert f"remember {session}" in str(r[1]), r  # the memory came along
             conv = await store.conversations.get(session)
             assert conv.owner_node == "beta", conv
+        r = await FH.ctl(rt, b, ("run", "own-1", "hello?", "k3"))
+        assert r[:2] == ("error", "AgentNotFoundError"), r  # stopped for good
         # the lease was revoked, not run out
         nodes = {(n.name, n.state) for n in await _nodes(store)}
         assert ("alpha", "down") in nodes, nodes
@@ -183,52 +217,6 @@ async def _outcome(rt: object, n: FH.AgentNode, rid: str) -> object:
 
 async def _fenced(rt: object, n: FH.AgentNode) -> bool:
     return bool((await FH.ctl(rt, n, "status", timeout=10))["fenced"])  # type: ignore[arg-type]
-
-
-async def test_owner_links_across_nodes(tmp_path: Path, nats_server: NatsServer) -> None:
-    """A session owned by a process of another node stops when its owner exits (and when the
-    owner's node dies: ``noconnection``); whoever watches the session sees its exit, and the
-    session's own node dying gives ``noconnection``."""
-    db = await _db(tmp_path)
-    p = prefix()
-    async with (
-        Store.open(db) as store,
-        FH.agent_cluster(nats_server.port, p, ["alpha", "beta"], db, LEASE) as (a, b),
-        join(nats_server.url, "client", transport_options={**FAST, "prefix": p}) as rt,
-    ):
-        watcher = await rt.start(Watcher)
-        assert watcher is not None
-
-        async def downs() -> dict[str, object]:
-            return await rt.call(watcher, "downs", timeout=10)  # type: ignore[no-any-return]
-
-        # 1. the owner (here, on the client node) exits: the session on alpha stops
-        o1 = await rt.start(Owner)
-        assert o1 is not None
-        s1 = await FH.ctl(rt, a, ("start", "owned", "own-1", o1))
-        await rt.call(watcher, ("watch", s1), timeout=10)
-        assert (await FH.ctl(rt, a, ("run", "own-1", "hi", "k1")))[0] == "ok"
-        await rt.stop(o1)
-        got = await FH.until(lambda: _down_of(downs, s1), what="own-1 stopped")
-        assert got == "shutdown"
-        await FH.until(lambda: _host_state(store, "own-1", "stopped"), what="marked stopped")
-
-        # 2. the owner's node (beta) dies: the session on alpha sees noconnection and stops
-        ob = await FH.ctl(rt, b, ("owner",))
-        s3 = await FH.ctl(rt, a, ("start", "owned", "own-3", ob))
-        await rt.call(watcher, ("watch", s3), timeout=10)
-        FH.kill(b)
-        got = await FH.until(lambda: _down_of(downs, s3), what="own-3 stopped")
-        assert got == "shutdown"
-
-        # 3. the session's node (alpha) dies: its watcher (and owner) see noconnection
-        o2 = await rt.start(Owner)
-        assert o2 is not None
-        s2 = await FH.ctl(rt, a, ("start", "owned", "own-2", o2))
-        await rt.call(watcher, ("watch", s2), timeout=10)
-        FH.kill(a)
-        got = await FH.until(lambda: _down_of(downs, s2), what="own-2 down")
-        assert got == "noconnection"
 
 
 async def _down_of(downs: object, pid: object) -> object:
