@@ -25,6 +25,9 @@ Figures:
   100,000 processes (20,000 with ``--quick``); a sample of them is then called by name from
   another node. Floor: the same processes in a node without a transport. Target: <= 700 B.
 
+The failover figures of ``benchmarks/cluster_failover.py`` follow (run alone, it gives only
+those).
+
 ``--quick`` finishes within a minute; ``--json`` prints the figures object as the last line.
 """
 
@@ -498,6 +501,9 @@ async def run(quick: bool) -> list[Figure]:
         figs = await call_figures(url, quick)
         figs += await down_figures(url, quick)
         figs.append(await memory_figure(url, quick))
+    from cluster_failover import run as failover  # callable again after SIGKILL/SIGSTOP, chaos
+
+    figs += await failover(quick)
     return figs
 
 

@@ -109,7 +109,8 @@ async def test_a_session_moves_to_the_survivor_with_its_memory_only_after_the_ow
 
             os.kill(alpha.pid, signal.SIGKILL)
             alpha.wait(30)
-            # once alpha's lease has run out (2 s, database clock), beta takes the session over
+            # beta sees alpha gone, revokes its lease and restarts the session (failover); at the
+            # latest once alpha's lease has run out (2 s, database clock)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 90
             while True:

@@ -28,6 +28,11 @@ only its own name and ids, not a copy of its configuration. Options (defaults in
 * ``idle_hibernate`` [``30.0`` s]: idle time after which the session drops its in-process
   history (it is reloaded from the store on the next turn); ``idle_evict`` [``None``: never]:
   idle time after which the session leaves memory entirely; the next message restarts it.
+* ``restart`` [``"transient"``]: the session's OTP restart type, as a child of its supervisor
+  and when its node dies (docs/cluster.md, "Failover"): ``"permanent"`` (always restarted;
+  never evicted when idle, only hibernated), ``"transient"`` (restarted when it ended
+  abnormally: a crash, or its node's death, ``noconnection``), ``"temporary"`` (never
+  restarted; a later call revives it from the store).
 * ``version_policy`` [``"next_turn"``]: when a running session of a stored definition moves
   to a newer version of it: at its next turn (``"next_turn"``), or only when its process
   starts again (``"on_restart"``: a crash restart, a revival, ``stop`` then a new session).
@@ -55,10 +60,18 @@ from ._memory import MemoryPolicy
 if TYPE_CHECKING:
     from netsuke.store import AgentSpec
 
-__all__ = ["AgentConfig", "OwnerPolicy", "PromptContext", "SystemPrompt", "VersionPolicy"]
+__all__ = [
+    "AgentConfig",
+    "OwnerPolicy",
+    "PromptContext",
+    "RestartType",
+    "SystemPrompt",
+    "VersionPolicy",
+]
 
 OwnerPolicy = Literal["stop", "hibernate"]
 VersionPolicy = Literal["next_turn", "on_restart"]
+RestartType = Literal["permanent", "transient", "temporary"]
 Schema = type[BaseModel] | Mapping[str, Any]
 
 
@@ -107,6 +120,7 @@ class AgentConfig:
     idle_hibernate: float | None = 30.0
     idle_evict: float | None = None
     version_policy: VersionPolicy = "next_turn"
+    restart: RestartType = "transient"
     version: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -123,6 +137,8 @@ class AgentConfig:
             raise AgentConfigError("max_queue", "must be >= 1")
         if self.owner_policy not in ("stop", "hibernate"):
             raise AgentConfigError("owner_policy", "'stop' or 'hibernate'")
+        if self.restart not in ("permanent", "transient", "temporary"):
+            raise AgentConfigError("restart", "'permanent', 'transient' or 'temporary'")
         if self.version_policy not in ("next_turn", "on_restart"):
             raise AgentConfigError("version_policy", "'next_turn' or 'on_restart'")
         for f in ("idle_hibernate", "idle_evict"):
@@ -180,7 +196,8 @@ class AgentConfig:
         ``tools`` are the tool objects for the names the definition lists (the sandbox layer
         supplies ``pydantic_ai.Tool`` objects for stored functions, the routing layer
         delegation tools). ``spec.config`` may set ``turn_timeout``, ``max_queue``,
-        ``owner_policy``, ``idle_hibernate``, ``idle_evict``, ``version_policy``, ``base_url``,
+        ``owner_policy``, ``idle_hibernate``, ``idle_evict``, ``version_policy``, ``restart``,
+        ``base_url``,
         ``api_key_env``, ``max_messages``, ``max_tokens``, ``output_retries``, ``tool_retries``;
         ``overrides`` win over both. A key is never read from a definition (``config.api_key``
         is ignored: the store refuses it)."""
@@ -200,6 +217,7 @@ class AgentConfig:
                 "idle_hibernate",
                 "idle_evict",
                 "version_policy",
+                "restart",
                 "output_retries",
                 "tool_retries",
                 "model_retries",

@@ -80,7 +80,7 @@ class SessionArg:
     """The start argument of a session; kept by the supervisor for restarts, so an attached
     owner survives a restart."""
 
-    __slots__ = ("config", "known", "owner", "session", "starts", "system", "user")
+    __slots__ = ("config", "epoch", "known", "owner", "session", "starts", "system", "user")
 
     def __init__(
         self,
@@ -98,6 +98,7 @@ class SessionArg:
         self.owner = owner
         self.known = known
         self.starts = 0
+        self.epoch: int | None = None  # claimed for this start already (failover): used once
 
 
 class TurnTicket:
@@ -259,7 +260,11 @@ _IDLE_EARLY = 0.001
 async def claim(arg: SessionArg) -> int:
     """Make the calling process the session's next incarnation; returns it (the fence)."""
     conv = await arg.system.store.conversations.open(
-        arg.session, agent_name=arg.config.name, user_id=arg.user, claim=True
+        arg.session,
+        agent_name=arg.config.name,
+        user_id=arg.user,
+        claim=True,
+        restart=arg.config.restart,
     )
     return conv.incarnation
 
@@ -299,12 +304,17 @@ class AgentServer(Process):
         # session claims here, with the open it needs anyway; a restarted or revived one
         # claims in its first turn's task, just before that task loads the history, so a
         # restart never waits on the store.
-        self._epoch: int | None = None
+        self._epoch: int | None = arg.epoch  # a failover start claimed it already
+        arg.epoch = None  # a later restart of this process claims again
         if not arg.known:
             store = system.store
             try:
                 conv = await store.conversations.open(
-                    arg.session, agent_name=cfg.name, user_id=arg.user, claim=True
+                    arg.session,
+                    agent_name=cfg.name,
+                    user_id=arg.user,
+                    claim=True,
+                    restart=cfg.restart,
                 )
             except SessionOwnedError as e:
                 # a live node owns it: start unclaimed; each turn claims first and fails with
@@ -728,6 +738,7 @@ class AgentServer(Process):
         self._oref = None
         if a.config.owner_policy == "stop":
             log.info("agent_owner_exited", session=a.session, reason=repr(reason), action="stop")
+            self._mark("stopped")  # with its owner: not restarted when its node dies
             self.stop(SHUTDOWN)
             return
         log.info("agent_owner_exited", session=a.session, reason=repr(reason), action="hibernate")
@@ -774,17 +785,35 @@ class AgentServer(Process):
         if self._memory is not None and cfg.idle_hibernate is not None:
             self._drop_memory()
             ev = cfg.idle_evict
-            if ev is not None and a.owner is None:
+            if ev is not None and a.owner is None and cfg.restart != "permanent":
                 delay = max(ev - cfg.idle_hibernate, 0.0)
                 self._idle_due = self._rt._loop.time() + delay
                 self._timer = self.send_after(delay, _IDLE)
             return
-        if cfg.idle_evict is not None and a.owner is None:
+        if cfg.idle_evict is not None and a.owner is None and cfg.restart != "permanent":
             self._memory = None
+            self._mark("evicted")  # revived lazily by the next call, on any node
             a.system._evict(a.config, a.session)
             METRICS.evictions += 1
             self._rt.events.publish(topics.AGENT_EVICTED, agent=cfg.name, session=a.session)
             self.stop("normal")
+
+    def _mark(self, state: str) -> None:
+        """Record the session's host state in the store, in the background, while this
+        process's claim is current (a successor's claim wins)."""
+        a = self._a
+        epoch = self._epoch
+        if epoch is None:
+            return  # not the owner of record: nothing to say
+        store = a.system.store
+
+        async def mark() -> None:
+            try:
+                await store.conversations.set_host_state(a.session, state, incarnation=epoch)
+            except Exception as e:
+                log.warning("agent_host_state_not_recorded", session=a.session, error=repr(e))
+
+        a.system.background(mark())
 
     def terminate(self, reason: ExitReason) -> None:
         a = self._a

@@ -117,6 +117,7 @@ class AgentInfo(NamedTuple):
 
 
 _SPEC = ChildSpec(AgentServer, restart="transient", shutdown=5.0, id="agent")
+_SPECS = {r: replace(_SPEC, restart=r) for r in ("permanent", "transient", "temporary")}
 _TOP = DynamicSupervisorSpec(max_restarts=0)  # its children are temporary: it never restarts
 
 
@@ -325,7 +326,7 @@ class Agents:
         self._evicted.pop(name, None)
         pid = await DynamicSupervisor.start_child(
             await self.domain(cfg.name),
-            _SPEC,
+            _SPECS[cfg.restart],
             arg=SessionArg(self, cfg, name, user, owner),
             name=name,
             runtime=self.rt,
@@ -600,32 +601,55 @@ class Agents:
                     if result is None:  # abandoned before it could commit
                         raise
                     return result
-                if revived or not (isinstance(target, str) and target in self._evicted):
+                if revived or not isinstance(target, str):
                     if isinstance(e, NoProcessError):
                         raise AgentNotFoundError(target) from None
+                    raise
+                if target not in self._evicted and not isinstance(e, NoProcessError):
                     raise
             await self._revive(target)
             revived = True
 
     async def _revive(self, session: str) -> Pid:
+        """Start a session that is not running here again from the store: one evicted here,
+        or one whose process ended elsewhere (evicted on another node, or on a node that died;
+        "lazily, on the next call, from anywhere"). Not one stopped for good
+        (``AgentNotFoundError``). Its first turn claims it (``SessionMovedError`` while another
+        live node owns it) and loads its memory."""
         cfg = self._evicted.get(session)
         pid = self.rt.whereis(session)
         if pid is not None:
             return pid
+        try:
+            conv = await self.store.conversations.get(session)
+        except NotFoundError:
+            raise AgentNotFoundError(session) from None
         if cfg is None:
-            raise AgentNotFoundError(session)
-        conv = await self.store.conversations.get(session)
+            if conv.host_state == "stopped":
+                raise AgentNotFoundError(session)
+            cfg = await self.config_for(conv.agent_name)
+        pid = await self.start_stored(session, cfg, conv.user_id)
+        self._evicted.pop(session, None)
+        return pid
+
+    async def start_stored(
+        self, session: str, cfg: AgentConfig, user: str | None, *, epoch: int | None = None
+    ) -> Pid:
+        """Start the process of a session whose conversation is in the store (its memory is
+        loaded by its first turn). ``epoch``: this node claimed it already at that epoch
+        (failover), else its first turn claims it. Returns the running pid if it runs."""
+        arg = SessionArg(self, cfg, session, user, None, known=True)
+        arg.epoch = epoch
         try:
             pid = await DynamicSupervisor.start_child(
                 await self.domain(cfg.name),
-                _SPEC,
-                arg=SessionArg(self, cfg, session, conv.user_id, None, known=True),
+                _SPECS[cfg.restart],
+                arg=arg,
                 name=session,
                 runtime=self.rt,
             )
         except AlreadyStartedError as e:
             pid = e.pid
-        self._evicted.pop(session, None)
         assert pid is not None
         return pid
 
@@ -714,6 +738,14 @@ class Agents:
         p = self.rt.process(pid)
         if not isinstance(p, AgentServer):
             return False
+        epoch = p._epoch
+        if epoch is not None:  # stopped for good: not revived by a call, nor failed over
+            try:
+                await self.store.conversations.set_host_state(
+                    p._a.session, "stopped", incarnation=epoch
+                )
+            except Exception as e:
+                log.warning("agent_host_state_not_recorded", session=p._a.session, error=repr(e))
         try:
             await DynamicSupervisor.terminate_child(
                 self.domain_name(p._a.config.name), pid, runtime=self.rt

@@ -311,7 +311,13 @@ async def open_node(settings: Settings, *, bootstrap: bool = True) -> AsyncItera
                 await _warn_unusable_models(node.store, settings, changed)
             if bootstrap:
                 await node.issue_bootstrap_key()
-            yield node
+            if node.cluster is None:
+                yield node
+            else:  # a gone member's sessions restart here by OTP rules (docs/cluster.md)
+                from netsuke.cluster._failover import Failover
+
+                async with Failover(node.cluster, node.agents):
+                    yield node
     finally:
         monitor.aclose()
         await bus.aclose()  # the runtime closed it already, unless the node failed to open

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._codec import DecodeError, EncodeError, RemoteError, decode, encode, encode_reason
+from ._failover import Failover, restarts_on_failover
 from ._member_node import ClusterNode, join_cluster
 from ._membership import DuplicateNodeError, FencedError, Membership, NodeInfo, list_nodes
 from ._names import GlobalEntry, GlobalNames
@@ -15,6 +16,7 @@ __all__ = [
     "DecodeError",
     "DuplicateNodeError",
     "EncodeError",
+    "Failover",
     "FencedError",
     "GlobalEntry",
     "GlobalNames",
@@ -29,5 +31,6 @@ __all__ = [
     "join",
     "join_cluster",
     "list_nodes",
+    "restarts_on_failover",
     "split_node_id",
 ]

@@ -54,11 +54,18 @@ NAMES: Final[Table] = Base.metadata.tables["cluster_names"]
 LIVE: Final = "live"
 LEFT: Final = "left"
 FENCED: Final = "fenced"
+DOWN: Final = "down"  # revoked by a survivor that saw the node down (``Membership.revoke``)
 
 FENCED_TOTAL = Counter(
     "netsuke_cluster_fenced",
     "Times this node fenced itself (stopped acting as a member), by reason.",
     ["node", "reason"],
+    registry=REGISTRY,
+)
+REVOCATIONS = Counter(
+    "netsuke_cluster_lease_revocations",
+    "Leases of other nodes this node revoked after seeing them down, by cause.",
+    ["node", "cause"],
     registry=REGISTRY,
 )
 RENEWALS = Counter(
@@ -477,6 +484,46 @@ class Membership:
             await asyncio.wait_for(self._release(FENCED), timeout=self.lease)
         except Exception as e:
             log.info("cluster_fence_mark_failed", node=self.node_id, error=_short(e))
+
+    async def revoke(self, name: str, incarnation: int, cause: str = "node_down") -> bool:
+        """End the lease of node ``name#incarnation`` now (``state = 'down'``), because this
+        node saw it down over NATS; ``True`` when this call ended it. Only a live member may
+        revoke (checked in the same statement, by the database clock), and only a live lease
+        is revoked. The revoked node's next renewal fails, so it fences itself
+        (``lease_lost``) if it is still running: a wrong verdict costs availability, never
+        safety (every commit is fenced by the session's epoch)."""
+        self.check()
+        assert self.incarnation is not None
+        me = NODES.alias("me")
+        async with self.db.write() as conn:
+            now = db_now(conn)
+            alive = (
+                select(me.c.name)
+                .where(
+                    me.c.name == self.name,
+                    me.c.incarnation == self.incarnation,
+                    me.c.state == LIVE,
+                    me.c.expires_at > now,
+                )
+                .exists()
+            )
+            done = await conn.execute(
+                update(NODES)
+                .where(
+                    NODES.c.name == name,
+                    NODES.c.incarnation == incarnation,
+                    NODES.c.state == LIVE,
+                    alive,
+                )
+                .values(state=DOWN, expires_at=_least(conn, NODES.c.expires_at, now))
+            )
+        if done.rowcount != 1:
+            return False
+        REVOCATIONS.labels(self.node_id, cause).inc()
+        log.warning(
+            "cluster_lease_revoked", node=self.node_id, peer=f"{name}#{incarnation}", cause=cause
+        )
+        return True
 
     # ------------------------------------------------------------------ queries
 

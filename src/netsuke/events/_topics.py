@@ -42,6 +42,7 @@ CLUSTER_NODE_FENCED: Final = "cluster.node_fenced"
 CLUSTER_NODE_JOINED: Final = "cluster.node_joined"
 CLUSTER_NODE_LEFT: Final = "cluster.node_left"
 CLUSTER_NODE_DOWN: Final = "cluster.node_down"
+CLUSTER_SESSIONS_MOVED: Final = "cluster.sessions_moved"
 
 TOPICS: Final[dict[str, str]] = {
     PROCESS_RESTARTED: "a supervisor restarted a child: supervisor, child, reason",
@@ -77,4 +78,6 @@ TOPICS: Final[dict[str, str]] = {
     CLUSTER_NODE_LEFT: "another member said goodbye (a clean stop): node, peer",
     CLUSTER_NODE_DOWN: "this node judged another member gone without a goodbye: node, peer, "
     "cause (heartbeat_timeout, no_responders, disconnected, replaced, peer_declared_down)",
+    CLUSTER_SESSIONS_MOVED: "this node restarted sessions of a gone member (failover): node, "
+    "from (the gone member's id), to (this node), count, cause",
 }

@@ -70,6 +70,8 @@ __all__ = [
 _conversations: Table = Base.metadata.tables["conversations"]
 _messages: Table = Base.metadata.tables["messages"]
 _requests: Table = Base.metadata.tables["turn_requests"]
+RESTART_TYPES = ("permanent", "transient", "temporary")
+HOST_STATES = ("active", "evicted", "stopped")
 _CLAIM_TRIES = 50  # compare-and-set rounds lost to other claimants of this node before giving up
 _EXEC_KEYS = frozenset(EXEC_COLUMNS)
 
@@ -153,6 +155,7 @@ class ConversationRepository:
         user_id: str | None = None,
         claim: bool = False,
         node: NodeIdentity | None = None,
+        restart: str | None = None,
     ) -> Conversation:
         """Get the conversation, creating it if new. A session belongs to one agent: opening
         it for another raises ``ValidationError(field="agent_name")``. Durable on return.
@@ -160,7 +163,11 @@ class ConversationRepository:
         ``claim``: make the caller the session's owner at the next epoch (see the module
         documentation and ``_ownership``); the returned ``incarnation`` is the epoch to append
         turns with. ``SessionOwnedError`` when a live other node holds it. ``node``: claim as
-        this node instead of the repository's (tests and tools)."""
+        this node instead of the repository's (tests and tools). A claim also records
+        ``restart`` (the agent's OTP restart type, ``None``: ``transient``) and marks the
+        session ``active`` (hosted), in the same statement (migration 0013)."""
+        if restart is not None and restart not in RESTART_TYPES:
+            raise ValidationError("restart", f"one of {', '.join(RESTART_TYPES)}")
         _check_session(session_id)
         if not AGENT_NAME.match(agent_name):
             raise ValidationError("agent_name", f"{agent_name!r} is not a valid agent name")
@@ -176,7 +183,7 @@ class ConversationRepository:
                         row = await _find(conn, session_id)
                         if row is None:
                             return await self._create(
-                                conn, session_id, agent_name, user_id, claim, me
+                                conn, session_id, agent_name, user_id, claim, me, restart
                             )
                         if row["agent_name"] != agent_name:
                             raise ValidationError(
@@ -187,7 +194,7 @@ class ConversationRepository:
                             return _conversation(row)
                         owner, owner_inc = row["owner_node"], row["owner_incarnation"]
                         if owner is None or (owner == me.name and owner_inc == me.incarnation):
-                            claimed = await _claim(conn, row, me)
+                            claimed = await _claim(conn, row, me, restart)
                             if claimed is None:
                                 continue  # another claim moved the epoch first: judge it
                             METRICS.claims["new" if owner is None else "same_node"] += 1
@@ -200,7 +207,7 @@ class ConversationRepository:
                     METRICS.claims["refused"] += 1
                     raise SessionOwnedError(session_id, owner, owner_inc, row["incarnation"])
                 async with self._db.write() as conn:
-                    claimed = await _claim(conn, row, me)
+                    claimed = await _claim(conn, row, me, restart)
                 if claimed is None:
                     continue
                 METRICS.claims["takeover"] += 1
@@ -224,6 +231,7 @@ class ConversationRepository:
         user_id: str | None,
         claim: bool,
         me: NodeIdentity,
+        restart: str | None = None,
     ) -> Conversation:
         now = utcnow()
         values = {
@@ -236,11 +244,47 @@ class ConversationRepository:
             "incarnation": 1 if claim else 0,
             "owner_node": me.name if claim else None,
             "owner_incarnation": me.incarnation if claim else None,
+            "restart": restart if claim else None,
+            "host_state": "active" if claim else None,
         }
         await conn.execute(insert(_conversations).values(**values))
         if claim:
             METRICS.claims["new"] += 1
         return Conversation.model_validate(values)
+
+    async def set_host_state(self, session_id: str, state: str, *, incarnation: int) -> bool:
+        """Record that the session's process left memory (``evicted``), was stopped for good
+        (``stopped``) or hosts it again (``active``), only while the session is still at the
+        epoch ``incarnation`` (a successor's claim wins); whether the row changed."""
+        if state not in HOST_STATES:
+            raise ValidationError("host_state", f"one of {', '.join(HOST_STATES)}")
+        c = _conversations.c
+        stmt = (
+            update(_conversations)
+            .where(c.session_id == session_id, c.incarnation == incarnation)
+            .values(host_state=state)
+        )
+        with operation("conversations", "set_host_state", session_id=session_id):
+            async with self._db.write() as conn:
+                done = await conn.execute(stmt)
+        return bool(done.rowcount)
+
+    async def owned_by(
+        self, node: str, incarnation: int, *, limit: int = 10_000
+    ) -> builtins.list[Conversation]:
+        """The conversations whose owner is incarnation ``incarnation`` of ``node`` (what
+        failover restarts elsewhere when that node is gone), by id."""
+        c = _conversations.c
+        stmt = (
+            select(_conversations)
+            .where(c.owner_node == node, c.owner_incarnation == incarnation)
+            .order_by(c.id)
+            .limit(limit)
+        )
+        with operation("conversations", "owned_by"):
+            async with self._db.read() as conn:
+                rows = (await conn.execute(stmt)).mappings().all()
+        return [_conversation(r) for r in rows]
 
     async def get(self, session_id: str) -> Conversation:
         async with self._db.read() as conn:
@@ -435,7 +479,9 @@ def check_request_key(key: str) -> None:
         raise ValidationError("request_id", "must be 1..200 visible ASCII characters")
 
 
-async def _claim(conn: AsyncConnection, row: RowMapping, me: NodeIdentity) -> RowMapping | None:
+async def _claim(
+    conn: AsyncConnection, row: RowMapping, me: NodeIdentity, restart: str | None = None
+) -> RowMapping | None:
     """The compare-and-set of a claim: ``me`` owns the session at the next epoch if the row is
     still at the epoch read (``row``); the updated row, or ``None`` when another claim won."""
     stmt = (
@@ -448,6 +494,8 @@ async def _claim(conn: AsyncConnection, row: RowMapping, me: NodeIdentity) -> Ro
             incarnation=_conversations.c.incarnation + 1,
             owner_node=me.name,
             owner_incarnation=me.incarnation,
+            restart=restart if restart is not None else _conversations.c.restart,
+            host_state="active",
         )
         .returning(_conversations)
     )

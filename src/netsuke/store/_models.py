@@ -178,6 +178,7 @@ class FunctionVersionRow(Base):
 
 class ConversationRow(Base):
     __tablename__ = "conversations"
+    __table_args__ = (Index("ix_conversations_owner", "owner_node", "owner_incarnation"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     session_id: Mapped[str] = mapped_column(String(200), unique=True)
@@ -193,6 +194,10 @@ class ConversationRow(Base):
     #: that writes them moves ``incarnation`` (the ownership epoch) on by one.
     owner_node: Mapped[str | None] = mapped_column(String(200))
     owner_incarnation: Mapped[int | None] = mapped_column(BigInteger)
+    #: The OTP restart type at the last claim and whether a process hosts the session
+    #: (``active``, ``evicted``, ``stopped``; migration 0013): what failover restarts.
+    restart: Mapped[str | None] = mapped_column(String(16))
+    host_state: Mapped[str | None] = mapped_column(String(16))
 
 
 class TurnRequestRow(Base):

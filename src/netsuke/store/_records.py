@@ -55,6 +55,10 @@ class Conversation(BaseModel):
     """The node holding the session (``None``: never claimed since migration 0011)."""
     owner_incarnation: int | None = None
     """The run of ``owner_node`` that claimed it."""
+    restart: str | None = None
+    """The OTP restart type at the last claim (``None``: ``transient``)."""
+    host_state: str | None = None
+    """``active`` (a process hosts it), ``evicted`` or ``stopped`` (``None``: ``active``)."""
 
 
 class TurnRequest(BaseModel):

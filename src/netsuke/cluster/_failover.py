@@ -1,0 +1,382 @@
+"""Failover with memory: when a node is gone, the survivors revoke its lease at once and
+restart its sessions from the store, by OTP rules (docs/cluster.md, "Failover").
+
+**Fast, safe takeover.** On ``cluster.node_down`` (``no_responders``: its NATS subscription
+is gone, about 0.8 s after a SIGKILL; ``heartbeat_timeout``: ``down_after`` of silence, a
+SIGSTOP or a cut; ``replaced``) a survivor that is itself healthy revokes the dead node's
+lease in the store (``Membership.revoke``): from then on the store's liveness policy says the
+node is not live, so its sessions can be claimed without waiting for its lease to run out. A
+survivor is healthy when it is a member (not fenced), its own event loop has not stalled in
+the last ``down_after`` seconds (a node that was itself paused sees everybody silent) and its
+own NATS connection answers a ping within a second (a node cut off sees everybody silent).
+``disconnected`` (this node's own connection broke) and ``peer_declared_down`` never revoke.
+A revoked node that still runs fails its next renewal and fences itself; a wrong verdict
+costs availability, never safety: every commit is fenced by the session's epoch.
+
+**Restart rules** (OTP): a node's death ends each of its processes with ``noconnection``, an
+abnormal exit; a graceful stop (``cluster.node_left``) ends them with ``shutdown``. A session
+the dead node hosted (``host_state`` ``active``: not evicted, not stopped) is restarted on a
+survivor when its restart type says so for that exit: ``permanent`` always, ``transient``
+only after an abnormal exit (the node's death, not a graceful stop), ``temporary`` never.
+Evicted sessions, and the others, come back lazily on the next call, on any node
+(``Agents._revive``); stopped ones do not.
+
+**Placement.** Each survivor computes, for each such session, the rendezvous hash of the
+session id over the live nodes in the store and claims only the sessions that hash to itself
+(``_pick``, a small private function: ``cluster/_placement.py`` may replace it). The claim is
+the store's compare-and-set: of two claimants exactly one wins. A session still owned by a
+dead node one ``sweep_interval`` after its lease ended is claimed by whichever survivor sweeps
+first (the one picked may have died too).
+
+Observability: the event ``cluster.sessions_moved`` (node, from, to, count, cause), logs
+``cluster_sessions_moved`` and ``cluster_takeover_failed``, counters
+``netsuke_cluster_sessions_moved_total{node}``,
+``netsuke_cluster_takeovers_total{node,outcome}`` (``taken``, ``lost``, ``failed``),
+``netsuke_cluster_lease_revocations_total{node,cause}`` and the histogram
+``netsuke_cluster_failover_seconds{node}`` (from the node-down event to its sessions running
+here again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+import structlog
+from opentelemetry import trace
+from prometheus_client import Counter, Histogram
+
+from netsuke.events import Event, topics
+from netsuke.observability import REGISTRY
+from netsuke.store import Conversation, SessionOwnedError
+
+from ._membership import LEFT, list_nodes
+from ._nats import split_node_id
+
+if TYPE_CHECKING:
+    from netsuke.agents import Agents
+
+    from ._member_node import ClusterNode
+
+__all__ = ["Failover", "restarts_on_failover"]
+
+log = structlog.get_logger("netsuke.cluster")
+tracer = trace.get_tracer("netsuke.cluster")
+
+SESSIONS_MOVED = Counter(
+    "netsuke_cluster_sessions_moved",
+    "Sessions of a node that was gone which this node restarted (failover).",
+    ["node"],
+    registry=REGISTRY,
+)
+TAKEOVERS = Counter(
+    "netsuke_cluster_takeovers",
+    "Failover claims of sessions of a gone node by this node, by outcome (taken, lost, failed).",
+    ["node", "outcome"],
+    registry=REGISTRY,
+)
+FAILOVER_SECONDS = Histogram(
+    "netsuke_cluster_failover_seconds",
+    "From a node-down event to the gone node's sessions running on this node again.",
+    ["node"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0),
+    registry=REGISTRY,
+)
+
+REVOKE_CAUSES: Final = frozenset({"no_responders", "heartbeat_timeout", "replaced"})
+RECENT: Final = 600.0  # the sweep looks at nodes gone within the last RECENT seconds
+
+
+def restarts_on_failover(conv: Conversation, cause: str) -> bool:
+    """Whether a session of a gone node is restarted on a survivor now (OTP rules, see the
+    module documentation); ``cause``: ``left`` for a graceful stop, anything else for a
+    death (``noconnection``)."""
+    if (conv.host_state or "active") != "active":
+        return False  # evicted (lazily revived) or stopped for good
+    restart = conv.restart or "transient"
+    if restart == "permanent":
+        return True
+    if restart == "transient":
+        return cause != "left"  # noconnection is abnormal; a graceful stop is shutdown
+    return False
+
+
+def _pick(session: str, nodes: Sequence[str]) -> str:
+    """The node that should claim ``session``: rendezvous (highest random weight) hashing of
+    the session id over ``nodes`` (not empty)."""
+    return max(
+        nodes, key=lambda n: hashlib.blake2b(f"{n}\0{session}".encode(), digest_size=8).digest()
+    )
+
+
+class Failover:
+    """Fast takeover and OTP restarts of a gone node's sessions on this node (see the module
+    documentation). ``Failover(node, agents).start()`` once both exist; ``await close()``.
+
+    Options: ``revoke`` [``True``]: revoke a node's lease when it is seen down (else wait for
+    it to run out); ``sweep_interval`` [the lease]: between two looks at the store for nodes
+    gone unseen (a node that died while this one was down or cut off); ``concurrency`` [8]
+    claims at a time."""
+
+    def __init__(
+        self,
+        node: ClusterNode,
+        agents: Agents,
+        *,
+        revoke: bool = True,
+        sweep_interval: float | None = None,
+        concurrency: int = 8,
+        stall_limit: float = 1.0,
+    ) -> None:
+        self.node = node
+        self.agents = agents
+        self.revoke = revoke
+        m = node.membership
+        self.sweep_interval = m.lease if sweep_interval is None else sweep_interval
+        self.concurrency = concurrency
+        self.stall_limit = stall_limit
+        self.moved = 0  # sessions this node restarted (for tests and the dashboard)
+        self._handled: set[tuple[str, int]] = set()
+        self._running: dict[tuple[str, int], asyncio.Task[int]] = {}
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._subs: list[Any] = []
+        self._stalled_at = -1e9
+        self._down_after = float(getattr(node.transport, "down_after", 3.0))
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> Failover:
+        rt = self.node.runtime
+        self._subs = [
+            rt.events.listen(topics.CLUSTER_NODE_DOWN, self._on_event),
+            rt.events.listen(topics.CLUSTER_NODE_LEFT, self._on_event),
+        ]
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._watch_loop()), loop.create_task(self._sweeper())]
+        return self
+
+    async def close(self) -> None:
+        for sub in self._subs:
+            sub.close()
+        tasks = [*self._tasks, *self._running.values()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def __aenter__(self) -> Failover:
+        return self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ----------------------------------------------------------------- health
+
+    async def _watch_loop(self) -> None:
+        """Notes when this node's event loop stalled (it was paused, or starved): a node that
+        was itself stopped sees every peer silent and must not revoke them."""
+        loop = asyncio.get_running_loop()
+        tick = 0.25
+        last = loop.time()
+        while True:
+            await asyncio.sleep(tick)
+            now = loop.time()
+            if now - last > tick + self.stall_limit:
+                self._stalled_at = now
+            last = now
+
+    async def healthy(self, ping: bool = True) -> bool:
+        """Whether this node may judge others: a member, not stalled lately, and (``ping``)
+        its own NATS connection answers a ping within a second."""
+        if self.node.membership.fenced:
+            return False
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._stalled_at < self._down_after + self.stall_limit:
+            return False
+        nc = getattr(self.node.transport, "nc", None)
+        if nc is None or not nc.is_connected:
+            return False
+        if not ping:
+            return True
+        try:
+            await nc.flush(timeout=1.0)
+        except Exception:
+            return False
+        # the event loop may have stalled while waiting (a pause right now)
+        return loop.time() - self._stalled_at >= self._down_after + self.stall_limit
+
+    # ----------------------------------------------------------------- events
+
+    def _on_event(self, event: Event) -> None:
+        """Each gone node in a task of its own: several nodes fail over at once."""
+        task = asyncio.get_running_loop().create_task(self._handle_event(event))
+        self._tasks.append(task)
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[Any]) -> None:
+        with contextlib.suppress(ValueError):
+            self._tasks.remove(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("cluster_failover_failed", error=repr(task.exception())[:300])
+
+    async def _handle_event(self, event: Event) -> None:
+        data = event.data
+        peer = data.get("peer")
+        parts = split_node_id(peer) if isinstance(peer, str) else None
+        if parts is None:
+            return
+        name, inc = parts
+        cause = str(data.get("cause", "left")) if event.topic == topics.CLUSTER_NODE_DOWN else LEFT
+        since = time.monotonic()
+        revoked = False
+        # "no responders" came from the NATS server: this node's connection works
+        if self.revoke and cause in REVOKE_CAUSES and await self.healthy(cause != "no_responders"):
+            try:
+                revoked = await self.node.membership.revoke(name, inc, cause)
+            except Exception as e:
+                log.warning("cluster_revoke_failed", peer=peer, error=repr(e)[:300])
+        if cause == LEFT:  # its goodbye comes before its lease is given up: wait for that
+            m = self.node.membership
+            for _ in range(int(m.lease * 10)):  # up to one lease
+                if not await m.is_live(name, inc):
+                    break
+                await asyncio.sleep(0.1)
+        await self.take_over(name, inc, cause, since=since, revoked=revoked)
+
+    async def _sweeper(self) -> None:
+        """Nodes gone unseen: their leases ended in the store (a node that died while this one
+        was cut off, or whose revocation another node could not make)."""
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            try:
+                await self.sweep()
+            except Exception as e:
+                log.warning("cluster_failover_sweep_failed", error=repr(e)[:300])
+
+    async def sweep(self) -> int:
+        """Restart what this node should of every node gone recently; how many it restarted."""
+        m = self.node.membership
+        if m.fenced:
+            return 0
+        total = 0
+        for info in await list_nodes(m.db, include_gone=True):
+            key = (info.name, info.incarnation)
+            if info.live or key in self._handled or info.expires_in < -RECENT:
+                continue
+            cause = LEFT if info.state == LEFT else "lease_ended"
+            # one sweep after its lease ended, any survivor claims (the one picked may be gone)
+            force = info.expires_in < -self.sweep_interval
+            total += await self.take_over(info.name, info.incarnation, cause, force=force)
+        return total
+
+    # ----------------------------------------------------------------- takeover
+
+    async def take_over(
+        self,
+        name: str,
+        incarnation: int,
+        cause: str,
+        *,
+        since: float | None = None,
+        force: bool = False,
+        revoked: bool = False,
+    ) -> int:
+        """Restart on this node the sessions of ``name#incarnation`` that the rules restart and
+        that hash to this node (all of them with ``force``), once that node is not live in the
+        store; returns how many. One run per gone node at a time."""
+        key = (name, incarnation)
+        running = self._running.get(key)
+        if running is not None:
+            return await asyncio.shield(running)
+        task = asyncio.get_running_loop().create_task(
+            self._take_over(name, incarnation, cause, since, force, revoked)
+        )
+        self._running[key] = task
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if self._running.get(key) is task and task.done():
+                del self._running[key]
+
+    async def _take_over(
+        self,
+        name: str,
+        incarnation: int,
+        cause: str,
+        since: float | None,
+        force: bool,
+        revoked: bool = False,
+    ) -> int:
+        m = self.node.membership
+        me = m.node_id
+        if m.fenced or (name == m.name and incarnation == m.incarnation):
+            return 0
+        if not revoked and await m.is_live(name, incarnation):
+            return 0  # not revoked: its lease decides (the sweep comes back to it)
+        store = self.agents.store
+        rows = await store.conversations.owned_by(name, incarnation)
+        todo = [c for c in rows if restarts_on_failover(c, cause)]
+        if not todo:
+            self._handled.add((name, incarnation))
+            return 0
+        live = [n.node_id for n in await m.nodes()]
+        if me not in live:
+            return 0
+        mine = [c for c in todo if force or _pick(c.session_id, live) == me]
+        gone = f"{name}#{incarnation}"
+        with tracer.start_as_current_span(
+            "cluster.failover", attributes={"from": gone, "to": me, "sessions": len(mine)}
+        ):
+            gate = asyncio.Semaphore(self.concurrency)
+            done = await asyncio.gather(*(self._restart(c, gate) for c in mine))
+        moved = sum(done)
+        if moved:
+            self.moved += moved
+            SESSIONS_MOVED.labels(me).inc(moved)
+            if since is not None:
+                FAILOVER_SECONDS.labels(me).observe(time.monotonic() - since)
+            log.info("cluster_sessions_moved", node=me, peer=gone, count=moved, cause=cause)
+            self.node.runtime.events.publish(
+                topics.CLUSTER_SESSIONS_MOVED,
+                node=me,
+                **{"from": gone},
+                to=me,
+                count=moved,
+                cause=cause,
+            )
+        return moved
+
+    async def _restart(self, conv: Conversation, gate: asyncio.Semaphore) -> int:
+        me = self.node.membership.node_id
+        async with gate:
+            store = self.agents.store
+            try:
+                claimed = await store.conversations.open(
+                    conv.session_id,
+                    agent_name=conv.agent_name,
+                    user_id=conv.user_id,
+                    claim=True,
+                    restart=conv.restart or "transient",
+                )
+            except SessionOwnedError:
+                TAKEOVERS.labels(me, "lost").inc()  # another survivor claimed it first
+                return 0
+            except Exception as e:
+                TAKEOVERS.labels(me, "failed").inc()
+                log.warning("cluster_takeover_failed", session=conv.session_id, error=repr(e))
+                return 0
+            try:
+                cfg = await self.agents.config_for(conv.agent_name)
+                await self.agents.start_stored(
+                    conv.session_id, cfg, conv.user_id, epoch=claimed.incarnation
+                )
+            except Exception as e:
+                TAKEOVERS.labels(me, "failed").inc()
+                log.warning("cluster_takeover_failed", session=conv.session_id, error=repr(e))
+                return 0
+            TAKEOVERS.labels(me, "taken").inc()
+            return 1

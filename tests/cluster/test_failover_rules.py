@@ -1,0 +1,225 @@
+"""Failover rules in one process (fast): the OTP restart table, rendezvous placement, lease
+revocation in the store, lazy revival from the store, and a graceful leave moving only the
+permanent sessions with a ``cluster.sessions_moved`` event (two nodes joined over a real
+nats-server in this process, on one SQLite file)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from netsuke import Runtime
+from netsuke.agents import AgentConfig, AgentNotFoundError, Agents
+from netsuke.cluster import FencedError, Membership, join_cluster, restarts_on_failover
+from netsuke.cluster._failover import SESSIONS_MOVED, Failover, _pick
+from netsuke.manager.testing import NatsServer
+from netsuke.store import Conversation, NodeIdentity, Store, upgrade
+
+from .helpers import FAST, eventually, prefix
+
+
+def _conv(restart: str | None, state: str | None) -> Conversation:
+    now = datetime.now(UTC)
+    return Conversation(
+        session_id="s",
+        agent_name="a",
+        user_id=None,
+        message_count=0,
+        created_at=now,
+        updated_at=now,
+        restart=restart,
+        host_state=state,
+    )
+
+
+@pytest.mark.parametrize(
+    ("restart", "state", "death", "graceful"),
+    [
+        ("permanent", "active", True, True),
+        ("transient", "active", True, False),  # noconnection is abnormal, shutdown is not
+        (None, None, True, False),  # rows from before 0013: transient, active
+        ("temporary", "active", False, False),
+        ("permanent", "evicted", False, False),  # lazily, on the next call
+        ("transient", "evicted", False, False),
+        ("permanent", "stopped", False, False),  # stopped for good
+        ("transient", "stopped", False, False),
+    ],
+)
+def test_otp_restart_rules(
+    restart: str | None, state: str | None, death: bool, graceful: bool
+) -> None:
+    conv = _conv(restart, state)
+    assert restarts_on_failover(conv, "no_responders") is death
+    assert restarts_on_failover(conv, "heartbeat_timeout") is death
+    assert restarts_on_failover(conv, "left") is graceful
+
+
+def test_rendezvous_pick_spreads_and_moves_only_the_gone_nodes_sessions() -> None:
+    nodes = ["a#1", "b#2", "c#3"]
+    sessions = [f"chat-{i}" for i in range(3000)]
+    picked = {s: _pick(s, nodes) for s in sessions}
+    counts = Counter(picked.values())
+    assert set(counts) == set(nodes)
+    assert all(800 < c < 1200 for c in counts.values()), counts
+    survivors = ["a#1", "c#3"]
+    for s in sessions:  # only b's sessions move; the order of the nodes does not matter
+        again = _pick(s, list(reversed(survivors)))
+        assert again == (picked[s] if picked[s] != "b#2" else again)
+        assert again in survivors
+
+
+async def test_a_live_member_revokes_another_whose_next_renewal_fences_it(tmp_path: Path) -> None:
+    db = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
+    await upgrade(db)
+    async with Store.open(db) as store:
+        a = Membership(store.database, "a", lease=30.0)
+        b = Membership(store.database, "b", lease=30.0)
+        await a.join()
+        await b.join()
+        try:
+            assert b.incarnation is not None and a.incarnation is not None
+            assert await a.is_live("b", b.incarnation)
+            assert await a.revoke("b", b.incarnation, "no_responders") is True
+            assert await a.revoke("b", b.incarnation, "no_responders") is False  # once
+            assert not await a.is_live("b", b.incarnation)
+            assert await b.renew() is False  # its lease is gone: it fences itself
+            assert b.fenced and b.fence_reason == "lease_lost"
+            with pytest.raises(FencedError):  # a fenced node judges nobody
+                await b.revoke("a", a.incarnation)
+            assert await a.is_live("a", a.incarnation)
+        finally:
+            await a.leave()
+            await b.leave()
+
+
+async def test_evicted_sessions_come_back_from_the_store_stopped_ones_do_not(
+    tmp_path: Path,
+) -> None:
+    db = f"sqlite+aiosqlite:///{tmp_path / 'e.db'}"
+    async with Runtime() as rt, Store.open(db) as store:
+        agents = await Agents.start(rt, store)
+        cfg = AgentConfig(name="ev", idle_hibernate=None, idle_evict=0.2)
+        await agents.start_agent("ev-1", cfg)
+        await agents.run("ev-1", "remember tokyo")
+        await eventually(lambda: agents.whereis("ev-1") is None)
+
+        async def evicted() -> bool:
+            return (await store.conversations.get("ev-1")).host_state == "evicted"
+
+        for _ in range(200):
+            if await evicted():
+                break
+            await asyncio.sleep(0.02)
+        assert await evicted()
+        agents._evicted.clear()  # as on another node, which never saw it
+        agents.define(cfg)
+        out = await agents.run("ev-1", "where?")
+        assert "remember tokyo" in str(out) and "(turn 2)" in str(out), out
+        assert await agents.stop_agent("ev-1")
+        assert (await store.conversations.get("ev-1")).host_state == "stopped"
+        with pytest.raises(AgentNotFoundError):
+            await agents.run("ev-1", "hello?")
+        with pytest.raises(AgentNotFoundError):
+            await agents.run("never-was", "hello?")
+
+
+@pytest.mark.timeout(120)
+async def test_a_graceful_leave_moves_permanent_sessions_only_with_an_event(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    db = f"sqlite+aiosqlite:///{tmp_path / 'c.db'}"
+    await upgrade(db)
+    p = prefix()
+    perm = AgentConfig(name="perm", restart="permanent")
+    trans = AgentConfig(name="trans")
+    topt = {**FAST, "prefix": p}
+    async with (
+        Store.open(db) as store_b,
+        join_cluster(
+            nats_server.url, "beta", store_b.database, lease=3.0, transport_options=topt
+        ) as b,
+    ):
+        mb = b.membership
+        assert mb.incarnation is not None
+        store_b.conversations.set_ownership(NodeIdentity("beta", mb.incarnation), mb)
+        agents_b = await Agents.start(b.runtime, store_b)
+        agents_b.define(perm)
+        agents_b.define(trans)
+        sub = b.runtime.events.subscribe("cluster.sessions_moved")
+        before = SESSIONS_MOVED.labels(b.node_id)._value.get()
+        async with Failover(b, agents_b) as failover:
+            async with (
+                Store.open(db) as store_a,
+                join_cluster(
+                    nats_server.url, "alpha", store_a.database, lease=3.0, transport_options=topt
+                ) as a,
+            ):
+                ma = a.membership
+                assert ma.incarnation is not None
+                store_a.conversations.set_ownership(NodeIdentity("alpha", ma.incarnation), ma)
+                agents_a = await Agents.start(a.runtime, store_a)
+                await agents_a.start_agent("perm-1", perm)
+                await agents_a.start_agent("trans-1", trans)
+                await agents_a.run("perm-1", "remember osaka")
+                alpha = a.node_id
+            # alpha left gracefully: its sessions ended with shutdown
+            event = await asyncio.wait_for(sub.get(), 60)
+            assert event.data == {
+                "node": b.node_id,
+                "from": alpha,
+                "to": b.node_id,
+                "count": 1,
+                "cause": "left",
+            }
+            assert failover.moved == 1
+            assert agents_b.whereis("perm-1") is not None  # permanent: restarted
+            assert agents_b.whereis("trans-1") is None  # transient after shutdown: not
+            assert SESSIONS_MOVED.labels(b.node_id)._value.get() == before + 1
+            out = await agents_b.run("perm-1", "where?")
+            assert "remember osaka" in str(out), out
+            conv = await store_b.conversations.get("perm-1")
+            assert (conv.owner_node, conv.restart) == ("beta", "permanent")
+            # the transient one comes back lazily on its next call, here
+            assert "(turn 1)" in str(await agents_b.run("trans-1", "hi"))
+
+
+@pytest.mark.timeout(120)
+async def test_the_sweep_restarts_sessions_of_a_node_whose_lease_ran_out_unseen(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    """A member that never showed up over NATS (so no node-down event) stops renewing: once
+    its lease has run out, the survivor's sweep restarts its transient sessions."""
+    db = f"sqlite+aiosqlite:///{tmp_path / 's.db'}"
+    await upgrade(db)
+    async with Store.open(db) as store:
+        ghost = Membership(store.database, "ghost", lease=1.0, renew_interval=0.1, fence_after=0.5)
+        inc = await ghost.join()
+        me = NodeIdentity("ghost", inc)
+        for s in ("g-1", "g-2"):
+            await store.conversations.open(s, agent_name="trans", claim=True, node=me)
+        await store.conversations.open(
+            "g-3", agent_name="temp", claim=True, node=me, restart="temporary"
+        )
+        for t in ghost._tasks:  # it stops renewing, as if it froze (no goodbye, no leave)
+            t.cancel()
+        async with join_cluster(
+            nats_server.url,
+            "beta",
+            store.database,
+            lease=3.0,
+            transport_options={**FAST, "prefix": prefix()},
+        ) as b:
+            mb = b.membership
+            assert mb.incarnation is not None
+            store.conversations.set_ownership(NodeIdentity("beta", mb.incarnation), mb)
+            agents = await Agents.start(b.runtime, store)
+            async with Failover(b, agents, sweep_interval=0.3) as failover:
+                await eventually(lambda: failover.moved == 2, timeout=60)
+                assert agents.whereis("g-1") is not None and agents.whereis("g-2") is not None
+                assert agents.whereis("g-3") is None  # temporary: not restarted
+                conv = await store.conversations.get("g-1")
+                assert conv.owner_node == "beta"
