@@ -229,30 +229,36 @@ REDIS_FSYNC = (
 """Every write fsynced before Redis answers; no AOF rewrite (a fork mid-run) for either side."""
 
 
+PRODUCERS = 8
+"""Producers of the Redis and JetStream figures, each submitting ``SUBMIT_BATCH`` tasks per
+call (``submit_many``) and waiting for them: ``PRODUCERS * SUBMIT_BATCH`` submissions in
+flight, as many as the SQLite figure's 64 single submits times 8."""
+SUBMIT_BATCH = 64
+TAKE_BATCH = 256
+"""The worker's ``concurrency`` and ``batch`` (the floor's ``XREADGROUP COUNT`` / fetch batch)."""
+
+
 async def redis_queue_run(url: str, count: int, prefix: str) -> tuple[float, int]:
-    """Tasks/s end to end on the Redis Streams backend (same shape as ``queue_run``); acked
-    tasks counted in Redis afterwards."""
+    """Tasks/s end to end on the Redis Streams backend: ``PRODUCERS`` producers each
+    ``submit_many`` ``SUBMIT_BATCH`` tasks at a time (each call returns once its tasks are
+    fsynced), one worker (``concurrency`` and ``batch`` ``TAKE_BATCH``) with a handler doing no
+    work; acked tasks counted in Redis afterwards."""
     queue = TaskQueue(await RedisTaskBackend.open(url, prefix=prefix))
-    handled = 0
-
-    def handle(task: TaskRecord) -> None:
-        nonlocal handled
-        handled += 1
-
-    per = count // CONCURRENCY
+    per = count // (PRODUCERS * SUBMIT_BATCH)
 
     async def producer(p: int) -> None:
         for i in range(per):
-            await queue.submit("bench", {"p": p, "i": i}, capabilities=["bench"])
+            payloads = [{"p": p, "i": i * SUBMIT_BATCH + j} for j in range(SUBMIT_BATCH)]
+            await queue.submit_many("bench", payloads, capabilities=["bench"])
 
     worker = queue.worker(
-        handle, capabilities={"bench"}, concurrency=CONCURRENCY, batch=CONCURRENCY,
+        lambda t: None, capabilities={"bench"}, concurrency=TAKE_BATCH, batch=TAKE_BATCH,
         poll_interval=0.01,
     )  # fmt: skip
-    total = per * CONCURRENCY
+    total = per * PRODUCERS * SUBMIT_BATCH
     start = time.perf_counter()
     await worker.start()
-    await asyncio.gather(*(producer(p) for p in range(CONCURRENCY)))
+    await asyncio.gather(*(producer(p) for p in range(PRODUCERS)))
     while True:  # watch the worker in memory, as queue_run does
         if worker.processed >= total:
             break
@@ -265,33 +271,41 @@ async def redis_queue_run(url: str, count: int, prefix: str) -> tuple[float, int
 
 
 async def redis_raw_run(url: str, count: int, stream: str) -> float:
-    """redis-py floor: ``CONCURRENCY`` producers ``XADD`` one entry each call (a task id and
-    the same JSON payload), one consumer ``XREADGROUP`` s up to ``CONCURRENCY`` entries and
-    ``XACK`` s them in one call; same server, same ``appendfsync always``."""
+    """redis-py floor, the same shape: ``PRODUCERS`` producers each send ``SUBMIT_BATCH``
+    ``XADD`` s (a task id and the same JSON payload) in one pipeline and wait for it; one
+    consumer ``XREADGROUP`` s up to ``TAKE_BATCH`` entries and ``XACK`` s them in one call,
+    pipelined with its next read; same server, same ``appendfsync always``."""
     import redis.asyncio as aioredis
 
-    client = aioredis.Redis.from_url(url, max_connections=CONCURRENCY + 4)
+    client = aioredis.Redis.from_url(url, max_connections=PRODUCERS + 4)
     await client.xgroup_create(stream, "g", id="0", mkstream=True)
-    per = count // CONCURRENCY
-    total = per * CONCURRENCY
+    per = count // (PRODUCERS * SUBMIT_BATCH)
+    total = per * PRODUCERS * SUBMIT_BATCH
 
     async def producer(p: int) -> None:
         for i in range(per):
-            payload = json.dumps({"p": p, "i": i})
-            await client.xadd(stream, {"id": str(uuid.uuid4()), "payload": payload})
+            pipe = client.pipeline(transaction=False)
+            for j in range(SUBMIT_BATCH):
+                payload = json.dumps({"p": p, "i": i * SUBMIT_BATCH + j})
+                pipe.xadd(stream, {"id": str(uuid.uuid4()), "payload": payload})
+            await pipe.execute()
 
     async def consumer() -> None:
         done = 0
+        ids: list[bytes] = []
         while done < total:
-            got = await client.xreadgroup("g", "c", {stream: ">"}, count=CONCURRENCY, block=50)
-            if not got:
-                continue
-            ids = [entry_id for entry_id, _ in got[0][1]]
-            await client.xack(stream, "g", *ids)
+            pipe = client.pipeline(transaction=False)
+            if ids:
+                pipe.xack(stream, "g", *ids)
+            pipe.xreadgroup("g", "c", {stream: ">"}, count=TAKE_BATCH, block=50)
+            got = (await pipe.execute())[-1]
+            ids = [entry_id for entry_id, _ in got[0][1]] if got else []
             done += len(ids)
+        if ids:
+            await client.xack(stream, "g", *ids)
 
     start = time.perf_counter()
-    await asyncio.gather(consumer(), *(producer(p) for p in range(CONCURRENCY)))
+    await asyncio.gather(consumer(), *(producer(p) for p in range(PRODUCERS)))
     rate = total / (time.perf_counter() - start)
     await client.delete(stream)
     await client.aclose()
@@ -310,12 +324,12 @@ async def redis_figures(count: int, rounds: int, extra: dict[str, object]) -> li
         tempfile.TemporaryDirectory(prefix="netsuke-bench-redis-") as tmp,
         redis_server(Path(tmp), *REDIS_FSYNC) as url,
     ):
-        await redis_queue_run(url, 128, "{bench}:warm")
+        await redis_queue_run(url, 1024, "{bench}:warm")
         if count < 10_000:  # --quick: half the tasks, to stay within a minute in all
             count = count // 2
         for r in range(rounds):
             rate, acked = await redis_queue_run(url, count, f"{{bench}}:q{r}")
-            lost += count - count % CONCURRENCY - acked
+            lost += count - count % (PRODUCERS * SUBMIT_BATCH) - acked
             best = max(best, rate)
             floor = max(floor, await redis_raw_run(url, count, f"raw{r}"))
     extra["redis_tasks_lost"] = lost
