@@ -521,7 +521,9 @@ JS_TASKS_TARGET = 5_000.0
 async def jetstream_run(
     url: str, monitor: str, count: int, synced: bool = True
 ) -> tuple[float, int]:
-    """Tasks/s end to end on the JetStream backend; tasks counted ``succeeded`` after."""
+    """Tasks/s end to end on the JetStream backend, the Redis figure's shape (``PRODUCERS``
+    producers each ``submit_many`` ``SUBMIT_BATCH`` tasks at a time, one worker with
+    ``concurrency`` and ``batch`` ``TAKE_BATCH``); tasks counted ``succeeded`` after."""
     from netsuke.routing import JetStreamTaskBackend
 
     prefix = f"B{uuid.uuid4().hex[:10].upper()}"
@@ -529,26 +531,27 @@ async def jetstream_run(
         url, prefix=prefix, monitor=monitor, durability="require" if synced else "warn"
     )
     queue = TaskQueue(backend)
-    per = count // CONCURRENCY
+    per = count // (PRODUCERS * SUBMIT_BATCH)
 
     ids: list[str] = []
 
     async def producer(p: int) -> None:
         for i in range(per):
-            task = await queue.submit("bench", {"p": p, "i": i}, capabilities=["bench"])
-            ids.append(task.id)
+            payloads = [{"p": p, "i": i * SUBMIT_BATCH + j} for j in range(SUBMIT_BATCH)]
+            tasks = await queue.submit_many("bench", payloads, capabilities=["bench"])
+            ids.extend(t.id for t in tasks)
 
     worker = queue.worker(
         lambda t: None,
         capabilities={"bench"},
-        concurrency=CONCURRENCY,
-        batch=CONCURRENCY,
+        concurrency=TAKE_BATCH,
+        batch=TAKE_BATCH,
         poll_interval=0.005,
     )
     start = time.perf_counter()
     await worker.start()
-    await asyncio.gather(*(producer(p) for p in range(CONCURRENCY)))
-    total = per * CONCURRENCY
+    await asyncio.gather(*(producer(p) for p in range(PRODUCERS)))
+    total = per * PRODUCERS * SUBMIT_BATCH
     while True:  # watch the worker in memory: polling the queue would compete with it
         if worker.processed >= total:
             break
@@ -567,7 +570,10 @@ async def jetstream_run(
 
 
 async def jetstream_raw_run(url: str, count: int) -> float:
-    """The floor: nats-py publish (ack awaited) / fetch / ack on a work-queue stream."""
+    """The floor, the same shape: nats-py on a work-queue stream of the same settings,
+    ``PRODUCERS`` producers each publishing ``SUBMIT_BATCH`` messages with their acks
+    outstanding together (``publish_async``) and waiting for them; one pull consumer fetching
+    up to ``TAKE_BATCH`` and acking each message."""
     import nats
     from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 
@@ -584,22 +590,28 @@ async def jetstream_raw_run(url: str, count: int) -> float:
         )
     )
     await js.add_consumer(
-        name, ConsumerConfig(durable_name="c", ack_policy=AckPolicy.EXPLICIT, ack_wait=30)
+        name,
+        ConsumerConfig(
+            durable_name="c", ack_policy=AckPolicy.EXPLICIT, ack_wait=30, max_ack_pending=65536
+        ),
     )
     sub = await js.pull_subscribe_bind("c", name)
-    per = count // CONCURRENCY
-    total = per * CONCURRENCY
-    body = json.dumps({"kind": "bench", "payload": {"p": 0, "i": 0}}).encode()
+    per = count // (PRODUCERS * SUBMIT_BATCH)
+    total = per * PRODUCERS * SUBMIT_BATCH
 
-    async def producer() -> None:
-        for _ in range(per):
-            await js.publish(subject, body)
+    async def producer(p: int) -> None:
+        for i in range(per):
+            acks = []
+            for j in range(SUBMIT_BATCH):
+                body = json.dumps({"kind": "bench", "payload": {"p": p, "i": i, "j": j}})
+                acks.append(await js.publish_async(subject, body.encode()))
+            await asyncio.gather(*acks)
 
     async def consumer() -> None:
         seen = 0
         while seen < total:
             try:
-                msgs = await sub.fetch(CONCURRENCY, timeout=0.5)
+                msgs = await sub.fetch(TAKE_BATCH, timeout=0.5)
             except nats.errors.TimeoutError:
                 continue
             for msg in msgs:
@@ -607,7 +619,7 @@ async def jetstream_raw_run(url: str, count: int) -> float:
             seen += len(msgs)
 
     start = time.perf_counter()
-    await asyncio.gather(consumer(), *(producer() for _ in range(CONCURRENCY)))
+    await asyncio.gather(consumer(), *(producer(p) for p in range(PRODUCERS)))
     await nc.flush()
     elapsed = time.perf_counter() - start
     await js.delete_stream(name)
@@ -632,11 +644,11 @@ async def jetstream_figure(quick: bool, *, synced: bool = True) -> tuple[Figure,
         url = await asyncio.to_thread(server.start)
         monitor = server.monitor_url
         try:
-            await jetstream_run(url, monitor, 512, synced)  # warm-up
+            await jetstream_run(url, monitor, 1024, synced)  # warm-up
             best, floor, lost = 0.0, 0.0, 0
             for _ in range(rounds):
                 rate, acked = await jetstream_run(url, monitor, count, synced)
-                lost += count - count % CONCURRENCY - acked
+                lost += count - count % (PRODUCERS * SUBMIT_BATCH) - acked
                 best = max(best, rate)
                 floor = max(floor, await jetstream_raw_run(url, count))
         finally:
@@ -663,8 +675,16 @@ async def jetstream_figure(quick: bool, *, synced: bool = True) -> tuple[Figure,
     return figure, {"jetstream_tasks": count, "jetstream_tasks_lost": lost}
 
 
+async def jetstream_figures(count: int, rounds: int, extra: dict[str, object]) -> list[Figure]:
+    """``--case jetstream``: the durable JetStream figure alone."""
+    figure, more = await jetstream_figure(count < 10_000)
+    extra.update(more)
+    return [figure]
+
+
 GROUPS = {
     "redis": redis_figures,
+    "jetstream": jetstream_figures,
     "redelivery": redelivery_figures,
     "agents": agent_tasks_figures,
 }
