@@ -108,7 +108,8 @@ def _record(flat: Sequence[Any] | Mapping[Any, Any]) -> TaskRecord:
     return TaskRecord.model_validate_json("".join(parts))
 
 
-_validate = TaskRecord.model_validate_json
+_TIMES = ("run_at", "lease_expires_at", "created_at", "updated_at", "finished_at")
+_FIELDS = tuple(TaskRecord.model_fields)  # (a record's __dict__ keeps the fields' order)
 
 
 def _s(value: Any) -> str:
@@ -139,6 +140,7 @@ class RedisTaskBackend:
         self._purge = client.register_script(PURGE)
         self._submits: list[tuple[list[list[Any]], int, asyncio.Future[list[Any]]]] = []
         self._submitter: asyncio.Task[None] | None = None
+        self._shapes: dict[tuple[Any, ...], str] = {}  # submit: shared fields, as JSON
         self.submit_batches = 0
         """Rounds of SUBMIT calls sent (``tasks / submit_batches``: how many shared one)."""
 
@@ -190,29 +192,42 @@ class RedisTaskBackend:
         member = f"{priority}|{kind}|{' '.join(sorted(capabilities))}"
         return f"{self.prefix}:r:{member}", member
 
-    def _submit_args(self, draft: TaskDraft, now: datetime) -> tuple[list[Any], TaskRecord]:
-        """The SUBMIT script's arguments for ``draft`` (9), and the record it makes."""
+    def _submit_args(
+        self, draft: TaskDraft, now: datetime, times: dict[datetime, str]
+    ) -> tuple[list[Any], TaskRecord]:
+        """The SUBMIT script's arguments for ``draft`` (9), and the record it makes;
+        ``times``: the batch's timestamps in ISO format, ``now`` first."""
+        created = times[now]
         task_id = _new_id()
         caps = list(draft.capabilities)
-        created = now.isoformat()
-        fixed = {
-            "id": task_id,
-            "kind": draft.kind,
-            "capabilities": caps,
-            "priority": draft.priority,
-            "max_attempts": draft.max_attempts,
-            "backoff_base": draft.backoff_base,
-            "backoff_cap": draft.backoff_cap,
-            "timeout": draft.timeout,
-            "idempotency_key": draft.idempotency_key,
-            "created_at": created,
-        }
+        shape = (draft.kind, draft.capabilities, draft.priority, draft.max_attempts,
+                 draft.backoff_base, draft.backoff_cap, draft.timeout)  # fmt: skip
+        common = self._shapes.get(shape)
+        if common is None:  # the fields a batch's tasks share, encoded once
+            common = json.dumps({
+                "kind": draft.kind,
+                "capabilities": caps,
+                "priority": draft.priority,
+                "max_attempts": draft.max_attempts,
+                "backoff_base": draft.backoff_base,
+                "backoff_cap": draft.backoff_cap,
+                "timeout": draft.timeout,
+            })[1:-1]  # fmt: skip
+            if len(self._shapes) > 256:
+                self._shapes.clear()
+            self._shapes[shape] = common
+        key = draft.idempotency_key
         payload = draft.payload_json or json.dumps(draft.payload)  # (the queue encoded it)
-        text = f'{json.dumps(fixed)[:-1]}, "payload": {payload}}}'
+        text = (f'{{"id": "{task_id}", {common}, "idempotency_key": '
+                f'{"null" if key is None else json.dumps(key)}, "created_at": "{created}", '
+                f'"payload": {payload}}}')  # fmt: skip
         stream, member = self._stream(draft.priority, draft.kind, caps)
         run_at = draft.run_at
-        args = [task_id, draft.idempotency_key or "", text, str(_ms(now)), str(_ms(run_at)),
-                stream, member, f'"{run_at.isoformat()}"', f'"{created}"']  # fmt: skip
+        when = times.get(run_at)
+        if when is None:
+            when = times[run_at] = run_at.isoformat()
+        args = [task_id, key or "", text, str(_ms(now)), str(_ms(run_at)), stream, member,
+                f'"{when}"', f'"{created}"']  # fmt: skip
         record = trusted_task({
             "id": task_id,
             "kind": draft.kind,
@@ -251,8 +266,9 @@ class RedisTaskBackend:
         now = self.now()
         args: list[list[Any]] = []
         records: list[TaskRecord] = []
+        times = {now: now.isoformat()}
         for draft in drafts:
-            part, record = self._submit_args(draft, now)
+            part, record = self._submit_args(draft, now, times)
             args.append(part)
             records.append(record)
         if len(drafts) >= _DIRECT:  # a batch already: its own call, overlapping the others'
@@ -361,8 +377,18 @@ class RedisTaskBackend:
         ]
 
     @staticmethod
-    def _taken(rows: Sequence[Any]) -> list[TaskRecord]:
-        tasks = [_validate(r) for r in rows]  # (TAKE returns each as one JSON document)
+    def _taken(rows: Any) -> list[TaskRecord]:
+        """The TAKE script's reply (one JSON array of the leased tasks, written by this
+        backend's scripts from values it wrote: every field present and well typed) as records,
+        without pydantic's validation of each."""
+        tasks: list[TaskRecord] = []
+        parse = datetime.fromisoformat
+        for data in json.loads(rows):
+            for name in _TIMES:
+                value = data[name]
+                if value is not None:
+                    data[name] = parse(value)
+            tasks.append(trusted_task({name: data.get(name) for name in _FIELDS}))
         tasks.sort(key=lambda t: (-t.priority, t.run_at, t.created_at))
         return tasks
 
@@ -372,22 +398,24 @@ class RedisTaskBackend:
             self.prefix,
             change[0],
             _ms(now),
-            json.dumps([self._settle_args(change, now)], ensure_ascii=False),
+            json.dumps([self._settle_args(change, _enc(now))], ensure_ascii=False),
         ]
         [applied] = await self._settle(args=args)
         return bool(applied)
 
-    def _settle_args(self, change: Settle, now: datetime) -> list[Any]:
+    def _settle_args(self, change: Settle, now_json: str) -> list[Any]:
         """One task's settle for the SETTLE script: id, new status, run_at (ms, 0: none), and
-        the columns to set with their JSON values, flat."""
+        the columns to set with their JSON values, flat (``updated_at``: ``now_json``)."""
         _, task_id, values = change
         unknown = set(values) - _SETTABLE
         if unknown:
             raise ValidationError("values", f"not settable task columns: {sorted(unknown)}")
         run_at = values.get("run_at")
         columns: list[str] = []
-        for name, value in {**values, "updated_at": now}.items():
-            columns += [name, _enc(value)]
+        for name, value in values.items():
+            if name != "updated_at":
+                columns += [name, _enc(value)]
+        columns += ["updated_at", now_json]
         return [
             task_id,
             values.get("status", "leased"),
@@ -415,12 +443,13 @@ class RedisTaskBackend:
                 consumer, capabilities=capabilities, limit=limit, lease=lease, kinds=kinds
             )
         now = self.now()
+        stamp = _enc(now)
         groups: dict[str, list[int]] = {}  # (one SETTLE call per consumer: the worker's own)
         for i, change in enumerate(changes):
             groups.setdefault(change[0], []).append(i)
         pipe = self.client.pipeline(transaction=False)
         for holder, indices in groups.items():
-            settles = [self._settle_args(changes[i], now) for i in indices]
+            settles = [self._settle_args(changes[i], stamp) for i in indices]
             await self._settle(
                 args=[self.prefix, holder, _ms(now), json.dumps(settles, ensure_ascii=False)],
                 client=pipe,

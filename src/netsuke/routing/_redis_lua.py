@@ -185,7 +185,7 @@ end
 for s, ids in pairs(from) do bulk('ZREM', P .. ':s:' .. s, ids) end
 bulk('ZADD', P .. ':s:leased', leased)
 bulk('ZADD', P .. ':leases', leases)
-return rows
+return '[' .. table.concat(rows, ',') .. ']'  -- one JSON array: one parse for the batch
 """
 )
 
