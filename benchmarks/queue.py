@@ -279,6 +279,11 @@ call (``submit_many``) and waiting for them: ``PRODUCERS * SUBMIT_BATCH`` submis
 flight, as many as the SQLite figure's 64 single submits times 8."""
 SUBMIT_BATCH = 64
 TAKE_BATCH = 256
+WORK_STREAMS = 4
+"""JetStream work streams of the informational ``queue_end_to_end_jetstream_4_streams``
+(``JetStreamTaskBackend(work_streams=)``, and as many streams for its floor): with
+``sync_interval: always`` each stream fsyncs its writes one at a time, and streams fsync in
+parallel. The main figure uses one (the default), its floor one."""
 """The worker's ``concurrency`` and ``batch`` (the floor's ``XREADGROUP COUNT`` / fetch batch)."""
 
 
@@ -593,7 +598,7 @@ JS_TASKS_TARGET = 5_000.0
 
 
 async def jetstream_run(
-    url: str, monitor: str, count: int, synced: bool = True
+    url: str, monitor: str, count: int, synced: bool = True, streams: int = 1
 ) -> tuple[float, int]:
     """Tasks/s end to end on the JetStream backend, the Redis figure's shape (``PRODUCERS``
     producers each ``submit_many`` ``SUBMIT_BATCH`` tasks at a time, one worker with
@@ -602,7 +607,11 @@ async def jetstream_run(
 
     prefix = f"B{uuid.uuid4().hex[:10].upper()}"
     backend = await JetStreamTaskBackend.open(
-        url, prefix=prefix, monitor=monitor, durability="require" if synced else "warn"
+        url,
+        prefix=prefix,
+        monitor=monitor,
+        durability="require" if synced else "warn",
+        work_streams=streams,
     )
     queue = TaskQueue(backend)
     per = count // (PRODUCERS * SUBMIT_BATCH)
@@ -643,68 +652,79 @@ async def jetstream_run(
     return total / elapsed, acked
 
 
-async def jetstream_raw_run(url: str, count: int) -> float:
-    """The floor, the same shape: nats-py on a work-queue stream of the same settings,
-    ``PRODUCERS`` producers each publishing ``SUBMIT_BATCH`` messages with their acks
-    outstanding together (``publish_async``) and waiting for them; one pull consumer fetching
-    up to ``TAKE_BATCH`` and acking each message."""
+async def jetstream_raw_run(url: str, count: int, streams: int = 1) -> float:
+    """The floor, the same shape: nats-py on ``streams`` work-queue streams of the same
+    settings (messages spread over them in turn), ``PRODUCERS`` producers each publishing
+    ``SUBMIT_BATCH`` messages with their acks outstanding together (``publish_async``) and
+    waiting for them; one pull consumer per stream, fetching up to ``TAKE_BATCH / streams``
+    at a time (all of them at once) and acking each message."""
     import nats
     from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 
     nc = await nats.connect(url)
     js = nc.jetstream()
-    name = f"RAW{uuid.uuid4().hex[:10].upper()}"
-    subject = f"{name.lower()}.work"
-    await js.add_stream(
-        StreamConfig(
-            name=name,
-            subjects=[subject],
-            retention=RetentionPolicy.WORK_QUEUE,
-            storage=StorageType.FILE,
+    names = [f"RAW{uuid.uuid4().hex[:10].upper()}" for _ in range(streams)]
+    subs = []
+    for name in names:
+        await js.add_stream(
+            StreamConfig(
+                name=name,
+                subjects=[f"{name.lower()}.work"],
+                retention=RetentionPolicy.WORK_QUEUE,
+                storage=StorageType.FILE,
+            )
         )
-    )
-    await js.add_consumer(
-        name,
-        ConsumerConfig(
-            durable_name="c", ack_policy=AckPolicy.EXPLICIT, ack_wait=30, max_ack_pending=65536
-        ),
-    )
-    sub = await js.pull_subscribe_bind("c", name)
+        await js.add_consumer(
+            name,
+            ConsumerConfig(
+                durable_name="c", ack_policy=AckPolicy.EXPLICIT, ack_wait=30, max_ack_pending=65536
+            ),
+        )
+        subs.append(await js.pull_subscribe_bind("c", name))
     per = count // (PRODUCERS * SUBMIT_BATCH)
     total = per * PRODUCERS * SUBMIT_BATCH
+    share = max(1, TAKE_BATCH // streams)
 
     async def producer(p: int) -> None:
         for i in range(per):
             acks = []
             for j in range(SUBMIT_BATCH):
                 body = json.dumps({"kind": "bench", "payload": {"p": p, "i": i, "j": j}})
+                subject = f"{names[(p + j) % streams].lower()}.work"
                 acks.append(await js.publish_async(subject, body.encode()))
             await asyncio.gather(*acks)
+
+    async def fetch(sub: object) -> list[object]:
+        try:
+            return list(await sub.fetch(share, timeout=0.5))  # type: ignore[attr-defined]
+        except nats.errors.TimeoutError:
+            return []
 
     async def consumer() -> None:
         seen = 0
         while seen < total:
-            try:
-                msgs = await sub.fetch(TAKE_BATCH, timeout=0.5)
-            except nats.errors.TimeoutError:
-                continue
-            for msg in msgs:
-                await msg.ack()
-            seen += len(msgs)
+            for msgs in await asyncio.gather(*(fetch(sub) for sub in subs)):
+                for msg in msgs:
+                    await msg.ack()  # type: ignore[attr-defined]
+                seen += len(msgs)
 
     start = time.perf_counter()
     await asyncio.gather(consumer(), *(producer(p) for p in range(PRODUCERS)))
     await nc.flush()
     elapsed = time.perf_counter() - start
-    await js.delete_stream(name)
+    for name in names:
+        await js.delete_stream(name)
     await nc.close()
     return total / elapsed
 
 
-async def jetstream_figure(quick: bool, *, synced: bool = True) -> tuple[Figure, dict[str, object]]:
+async def jetstream_figure(
+    quick: bool, *, synced: bool = True, streams: int = 1
+) -> tuple[Figure, dict[str, object]]:
     """``queue_end_to_end_jetstream`` beside its raw nats-py floor, on one nats-server;
     ``synced=False``: the same on a server with JetStream's default ``sync_interval``
-    (acknowledged writes not fsynced: informational, what the code costs without the disk)."""
+    (acknowledged writes not fsynced: informational, what the code costs without the disk);
+    ``streams`` > 1: informational, that many work streams on both sides."""
     from netsuke.manager.testing import NatsServer
 
     count, rounds = (2_048, 1) if quick else (10_240, 3)
@@ -718,13 +738,13 @@ async def jetstream_figure(quick: bool, *, synced: bool = True) -> tuple[Figure,
         url = await asyncio.to_thread(server.start)
         monitor = server.monitor_url
         try:
-            await jetstream_run(url, monitor, 1024, synced)  # warm-up
+            await jetstream_run(url, monitor, 1024, synced, streams)  # warm-up
             best, floor, lost = 0.0, 0.0, 0
             for _ in range(rounds):
-                rate, acked = await jetstream_run(url, monitor, count, synced)
+                rate, acked = await jetstream_run(url, monitor, count, synced, streams)
                 lost += count - count % (PRODUCERS * SUBMIT_BATCH) - acked
                 best = max(best, rate)
-                floor = max(floor, await jetstream_raw_run(url, count))
+                floor = max(floor, await jetstream_raw_run(url, count, streams))
         finally:
             server.stop()
     if not synced:
@@ -737,6 +757,16 @@ async def jetstream_figure(quick: bool, *, synced: bool = True) -> tuple[Figure,
             target="informational (not durable)",
         )
         return figure, {"jetstream_unsynced_tasks_lost": lost}
+    if streams > 1:
+        figure = Figure(
+            f"queue_end_to_end_jetstream_{streams}_streams",
+            best,
+            "tasks/s",
+            floor=floor,
+            floor_label=f"nats-py publish/fetch/ack, {streams} streams, same settings",
+            target="informational (work_streams=4 on both sides)",
+        )
+        return figure, {f"jetstream_{streams}_streams_tasks_lost": lost}
     figure = Figure(
         "queue_end_to_end_jetstream",
         best,
@@ -754,7 +784,9 @@ async def jetstream_figures(count: int, rounds: int, extra: dict[str, object]) -
     await asyncio.to_thread(disk_figures, extra)
     figure, more = await jetstream_figure(count < 10_000)
     extra.update(more)
-    return [figure]
+    sharded, more = await jetstream_figure(count < 10_000, streams=WORK_STREAMS)
+    extra.update(more)
+    return [figure, sharded]
 
 
 GROUPS = {
@@ -826,6 +858,10 @@ async def main() -> int:
     figures += await agent_tasks_figures(count, rounds, extra)
     js_figure, js_extra = await jetstream_figure(args.quick)
     figures.append(js_figure)
+    if not args.quick:  # (informational; --quick stays within a minute)
+        sharded, sharded_extra = await jetstream_figure(args.quick, streams=WORK_STREAMS)
+        figures.append(sharded)
+        extra.update(sharded_extra)
     unsynced, unsynced_extra = await jetstream_figure(args.quick, synced=False)
     figures.append(unsynced)
     extra.update(js_extra)
