@@ -398,7 +398,7 @@ async def redis_figures(count: int, rounds: int, extra: dict[str, object]) -> li
         tempfile.TemporaryDirectory(prefix="netsuke-bench-redis-") as tmp,
         redis_server(Path(tmp), *REDIS_FSYNC) as url,
     ):
-        await redis_queue_run(url, 1024, "{bench}:warm")
+        await redis_queue_run(url, 512, "{bench}:warm")
         if count < 10_000:  # --quick: half the tasks, to stay within a minute in all
             count = count // 2
         for r in range(rounds):
@@ -738,7 +738,7 @@ async def jetstream_figure(
         url = await asyncio.to_thread(server.start)
         monitor = server.monitor_url
         try:
-            await jetstream_run(url, monitor, 1024, synced, streams)  # warm-up
+            await jetstream_run(url, monitor, 512, synced, streams)  # warm-up
             best, floor, lost = 0.0, 0.0, 0
             for _ in range(rounds):
                 rate, acked = await jetstream_run(url, monitor, count, synced, streams)
