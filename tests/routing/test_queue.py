@@ -66,6 +66,41 @@ async def test_duplicate_idempotency_key_returns_the_first_task(queue: TaskQueue
     assert await queue.count() == 2
 
 
+async def test_submit_many_queues_each_task_durably_in_order_and_dedupes_keys(
+    queue: TaskQueue, bus: EventBus
+) -> None:
+    sub = bus.subscribe("task.queued")
+    first = await queue.submit("mail", {"to": "z"}, idempotency_key="many:0")
+    tasks = await queue.submit_many(
+        "mail",
+        [{"to": "a"}, {"to": "b"}, None, {"to": "dup"}],
+        capabilities=["smtp"],
+        priority=3,
+        idempotency_keys=[None, "many:1", None, "many:0"],
+    )
+    assert [t.payload for t in tasks[:3]] == [{"to": "a"}, {"to": "b"}, {}]
+    assert tasks[3].id == first.id and tasks[3].payload == {"to": "z"}  # the first task
+    for t in tasks[:3]:
+        stored = await queue.get(t.id)
+        assert stored == t and stored.status == "queued"
+        assert stored.capabilities == ["smtp"] and stored.priority == 3
+    assert await queue.count("queued") == 4
+    queued = {(await next_event(sub, topics.TASK_QUEUED)).data["task"] for _ in range(4)}
+    assert queued == {first.id, *(t.id for t in tasks[:3])}
+    assert await queue.submit_many("mail", []) == []
+    with pytest.raises(TaskValidationError) as ei:  # one bad payload: none queued
+        await queue.submit_many("mail", [{"ok": 1}, {"f": object()}])
+    assert ei.value.field == "payload"
+    with pytest.raises(TaskValidationError) as ei:
+        await queue.submit_many("mail", [{}, {}], idempotency_keys=["k"])
+    assert ei.value.field == "idempotency_keys"
+    assert await queue.count() == 4
+    handled: list[str] = []
+    async with queue.worker(lambda t: handled.append(t.payload.get("to", "")), batch=8):
+        await wait_for(lambda: len(handled) == 4)
+    assert sorted(handled) == ["", "a", "b", "z"]
+
+
 async def test_bad_input_is_refused_with_a_typed_error_and_queues_nothing(
     queue: TaskQueue,
 ) -> None:

@@ -44,6 +44,7 @@ from .test_queue import (  # noqa: F401  (collected here again, on JetStream)
     test_many_tasks_concurrent_workers_none_lost_none_twice,
     test_priorities_then_delays_order_delivery,
     test_settle_refuses_unknown_columns_and_changes_nothing,
+    test_submit_many_queues_each_task_durably_in_order_and_dedupes_keys,
     test_worker_takes_only_tasks_whose_capabilities_it_offers,
 )
 from .test_queue_hotpath import (  # noqa: F401
@@ -486,3 +487,49 @@ async def test_a_lease_lost_before_its_record_was_written_still_counts_an_attemp
 
     await eventually(again)
     await doomed.close()
+
+
+@pytest.mark.timeout(90)
+async def test_several_work_streams_spread_tasks_and_keep_every_rule(
+    jetstream: tuple[str, str],
+) -> None:
+    """``work_streams=4``: tasks spread over four work streams by id (their fsyncs run in
+    parallel); listing, taking, acking and the max-deliveries dead letter work on each."""
+    url, monitor = jetstream
+    backend = await JetStreamTaskBackend.open(
+        url, prefix=_prefix(), monitor=monitor, work_streams=4
+    )
+    queue = TaskQueue(backend)
+    try:
+        assert len(backend.works) == 4
+        tasks = await queue.submit_many("t", [{"n": i} for i in range(40)], capabilities=["c"])
+        counts = [await _stream_messages(backend, w) for w in backend.works]
+        assert sum(counts) == 40 and all(c > 0 for c in counts)  # (40 ids: each stream some)
+        assert await queue.count("queued") == 40
+        assert (await queue.get(tasks[7].id)).payload == {"n": 7}
+        seen: list[int] = []
+        async with queue.worker(lambda t: seen.append(t.payload["n"]), capabilities={"c"}):
+            await wait_for(lambda: len(seen) == 40, timeout=30)
+        assert sorted(seen) == list(range(40))
+        assert await queue.count("succeeded") == 40
+        # a task past its max deliveries, on a stream other than the first: dead-lettered
+        while True:
+            doomed = await queue.submit("t", retry=RetryPolicy(max_attempts=1))
+            if backend._shard(doomed.id) != 0:  # (others are taken below with it)
+                break
+        for attempt in (1, 2, 3):
+            await eventually(functools.partial(_taken_id, backend, doomed.id, attempt))
+
+        async def dead() -> bool:
+            await backend.take("w4", capabilities=None, limit=8, lease=0.2)
+            return await _status_is(queue, doomed.id, "dead")
+
+        await eventually(dead, timeout=30)
+        assert "max deliveries" in ((await queue.get(doomed.id)).last_error or "")
+    finally:
+        await queue.close()
+
+
+async def _taken_id(backend: JetStreamTaskBackend, task_id: str, attempt: int) -> bool:
+    got = await backend.take(f"w{attempt}", capabilities=None, limit=8, lease=0.2)
+    return any(t.id == task_id and t.attempts == attempt for t in got)

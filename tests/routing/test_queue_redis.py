@@ -37,6 +37,7 @@ from .test_queue import (  # noqa: F401  (collected here again, on Redis)
     test_many_tasks_concurrent_workers_none_lost_none_twice,
     test_priorities_then_delays_order_delivery,
     test_settle_refuses_unknown_columns_and_changes_nothing,
+    test_submit_many_queues_each_task_durably_in_order_and_dedupes_keys,
     test_worker_takes_only_tasks_whose_capabilities_it_offers,
 )
 from .test_queue_hotpath import (  # noqa: F401

@@ -14,7 +14,11 @@ the SQL and Redis backends), mapped onto JetStream. Names below use the prefix `
 * **Deliveries.** The work-queue stream ``P_WORK`` (file storage) holds one message per task
   waiting or running, on ``p.r.<route hash>.<id>``; each route has one durable pull consumer
   (work-queue streams forbid overlapping consumers) shared by every worker serving it, highest
-  priority first.
+  priority first. ``work_streams`` [1] > 1 spreads tasks by id over ``P_WORK`` and
+  ``P_WORK_1`` .. (subjects ``p.r<k>.<route hash>.<id>``), each route with a consumer on
+  each and a take pulling a share from all: with ``sync_interval: always`` a stream fsyncs
+  its writes one at a time, so one stream's rate is the disk's serial fsync rate; several
+  fsync in parallel. Every backend on one prefix must use the same number.
 * **Submit** publishes the task (the whole record; ``Nats-Msg-Id`` = its id, so a retried publish
   within the stream's duplicate window is stored once) and returns on the publish ack, fsynced
   first when the server runs with ``sync_interval: always``. Until a take leases it the message
@@ -66,6 +70,7 @@ from typing import Any
 
 from netsuke.store import CAPABLE_ONLY, Page, TaskDraft, TaskRecord, TaskStatus, ValidationError
 from netsuke.store import new_id as _new_id
+from netsuke.store._records_tasks import trusted_task
 
 from ._backend import Settle
 from ._errors import TaskNotFoundError, TaskValidationError, check_page
@@ -111,6 +116,7 @@ def _redact(url: str) -> str:
 
 class _Route:
     __slots__ = ("capabilities", "consumer", "kind", "max_attempts", "priority", "subject")
+    # (subject_in: the route's subject in each work stream)
 
     def __init__(self, data: dict[str, Any], subjects: str) -> None:
         self.priority = int(data["priority"])
@@ -118,8 +124,15 @@ class _Route:
         self.capabilities = list(data["capabilities"])
         self.max_attempts = int(data["max_attempts"])
         key = self.key(self.priority, self.kind, self.capabilities, self.max_attempts)
-        self.subject = f"{subjects}.r.{key}"
+        self.subject = f"{subjects}.r.{key}"  # (work stream 0; stream k: .r<k>.)
         self.consumer = f"r-{key}"
+
+    def subject_in(self, shard: int) -> str:
+        """Its subject in work stream ``shard``."""
+        if shard == 0:
+            return self.subject
+        base, _, key = self.subject.rpartition(".r.")
+        return f"{base}.r{shard}.{key}"
 
     @staticmethod
     def key(priority: int, kind: str, capabilities: Sequence[str], max_attempts: int) -> str:
@@ -154,7 +167,10 @@ class JetStreamTaskBackend:
         prefix: str = "NETSUKE",
         ack_wait: float = 30.0,
         lease_write_delay: float = 0.05,
+        work_streams: int = 1,
     ) -> None:
+        if not 1 <= work_streams <= 16:
+            raise ValueError("work_streams must be 1..16")
         self.nc = nc
         self.lease_write_delay = lease_write_delay
         self.scan_batch = 1000  # records per direct-get batch when listing
@@ -165,6 +181,10 @@ class JetStreamTaskBackend:
         self.prefix = prefix
         self.subjects = prefix.lower()
         self.work = f"{prefix}_WORK"
+        # the work streams: P_WORK (subjects p.r.>), then P_WORK_<k> (p.r<k>.>); a task's is
+        # chosen by its id. With sync_interval: always each stream fsyncs its writes one at a
+        # time, so several write in parallel
+        self.works = [self.work, *(f"{prefix}_WORK_{k}" for k in range(1, work_streams))]
         self.dead = f"{prefix}_DEAD"
         self.advisories = f"{prefix}_ADVISORIES"
         self.bucket = f"{prefix}_TASKS"
@@ -190,6 +210,7 @@ class JetStreamTaskBackend:
         monitor: str | None = None,
         ack_wait: float = 30.0,
         lease_write_delay: float = 0.05,
+        work_streams: int = 1,
     ) -> JetStreamTaskBackend:
         """Connect to ``url`` (``nats://``), create or bind the streams, check durability, return
         the backend. ``QueueUnavailableError`` / ``QueueDurabilityError`` otherwise."""
@@ -228,9 +249,18 @@ class JetStreamTaskBackend:
             raise QueueUnavailableError(
                 f"cannot reach NATS at {_redact(url)}: {type(exc).__name__}: {exc}"
             ) from None
-        backend = cls(
-            nc, clock=clock, prefix=prefix, ack_wait=ack_wait, lease_write_delay=lease_write_delay
-        )
+        try:
+            backend = cls(
+                nc,
+                clock=clock,
+                prefix=prefix,
+                ack_wait=ack_wait,
+                lease_write_delay=lease_write_delay,
+                work_streams=work_streams,
+            )
+        except ValueError:
+            await nc.close()
+            raise
         made.append(backend)
         try:
             await backend._setup()
@@ -245,23 +275,24 @@ class JetStreamTaskBackend:
 
         file = StorageType.FILE  # (every stream: acknowledged = on disk)
         try:
-            await self._stream(
-                StreamConfig(
-                    name=self.work,
-                    subjects=[f"{self.subjects}.r.>"],
-                    retention=RetentionPolicy.WORK_QUEUE,
-                    storage=file,
-                    duplicate_window=120.0,
-                    allow_direct=True,
+            for k, name in enumerate(self.works):
+                await self._stream(
+                    StreamConfig(
+                        name=name,
+                        subjects=[self._work_subjects(k)],
+                        retention=RetentionPolicy.WORK_QUEUE,
+                        storage=file,
+                        duplicate_window=120.0,
+                        allow_direct=True,
+                    )
                 )
-            )
             await self._stream(
                 StreamConfig(name=self.dead, subjects=[f"{self.subjects}.dead"], storage=file)
             )
             await self._stream(
                 StreamConfig(
                     name=self.advisories,
-                    subjects=[f"{_ADVISORY}.{self.work}.>"],
+                    subjects=[f"{_ADVISORY}.{name}.>" for name in self.works],
                     retention=RetentionPolicy.WORK_QUEUE,
                     storage=file,
                 )
@@ -280,7 +311,8 @@ class JetStreamTaskBackend:
                 break
             self._add_route(entry.value)
         self._background.append(asyncio.create_task(self._watch_routes(watcher)))
-        self._background.append(asyncio.create_task(self._watch_advisories()))
+        for name in self.works:
+            self._background.append(asyncio.create_task(self._watch_advisories(name)))
 
     async def _bucket(self, name: str) -> Any:
         from nats.js.api import StorageType
@@ -298,9 +330,20 @@ class JetStreamTaskBackend:
 
     async def _stream(self, config: Any) -> None:
         try:
-            await self.js.stream_info(config.name)
+            info = await self.js.stream_info(config.name)
         except Exception:
             await self.js.add_stream(config)
+            return
+        if set(config.subjects) - set(info.config.subjects or []):  # (more work streams now)
+            info.config.subjects = sorted({*(info.config.subjects or []), *config.subjects})
+            await self.js.update_stream(info.config)
+
+    def _work_subjects(self, shard: int) -> str:
+        return f"{self.subjects}.r{shard or ''}.>"
+
+    def _shard(self, task_id: str) -> int:
+        """The work stream of ``task_id``."""
+        return int(task_id[-2:], 16) % len(self.works) if len(self.works) > 1 else 0
 
     async def check_durability(
         self, url: str, durability: Durability, monitor: str | None = None
@@ -309,7 +352,7 @@ class JetStreamTaskBackend:
         (``sync_interval: always``) and the streams are on file storage."""
         problems: list[str] = []
         buckets = [f"KV_{self.bucket}", *(f"KV_{self.bucket}_{i}" for i in range(SHARDS))]
-        for name in (self.work, self.dead, self.advisories, *buckets):
+        for name in (*self.works, self.dead, self.advisories, *buckets):
             info = await self.js.stream_info(name)
             storage = getattr(info.config.storage, "value", info.config.storage)
             if storage != "file":
@@ -371,17 +414,18 @@ class JetStreamTaskBackend:
         route = _Route(data, self.subjects)
         if route.consumer in self._ready_routes:
             return route
-        await self.js.add_consumer(  # the same config again is a no-op
-            self.work,
-            ConsumerConfig(
-                durable_name=route.consumer,
-                filter_subject=f"{route.subject}.*",
-                ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=self.ack_wait,
-                max_deliver=route.max_attempts + 2,
-                max_ack_pending=65536,
-            ),
-        )
+        for k, name in enumerate(self.works):  # (the same config again is a no-op)
+            await self.js.add_consumer(
+                name,
+                ConsumerConfig(
+                    durable_name=route.consumer,
+                    filter_subject=f"{route.subject_in(k)}.*",
+                    ack_policy=AckPolicy.EXPLICIT,
+                    ack_wait=self.ack_wait,
+                    max_deliver=route.max_attempts + 2,
+                    max_ack_pending=65536,
+                ),
+            )
         with contextlib.suppress(Exception):  # (exists: another process made it)
             await self.kv.create(f"r.{route.consumer[2:]}", json.dumps(data).encode())
         self._routes.setdefault(route.consumer, route)
@@ -399,9 +443,10 @@ class JetStreamTaskBackend:
 
     async def _queued(self, task_id: str) -> dict[str, Any] | None:
         """A task only its delivery message holds yet (submitted, never taken)."""
+        k = self._shard(task_id)
         reply = await self.nc.request(
-            f"$JS.API.DIRECT.GET.{self.work}",
-            json.dumps({"last_by_subj": f"{self.subjects}.r.*.{task_id}"}).encode(),
+            f"$JS.API.DIRECT.GET.{self.works[k]}",
+            json.dumps({"last_by_subj": f"{self.subjects}.r{k or ''}.*.{task_id}"}).encode(),
             timeout=5.0,
         )
         headers = reply.headers or {}
@@ -455,7 +500,40 @@ class JetStreamTaskBackend:
                 if first is not None:
                     return first, False
                 task_id = (await self.kv.get(idem)).value.decode()  # finish it with this draft
+        subject, body, data = await self._message(draft, task_id, self.now())
+        await self.js.publish(subject, body, headers={"Nats-Msg-Id": task_id})
+        return trusted_task(data), True
+
+    async def submit_many(self, drafts: Sequence[TaskDraft]) -> list[tuple[TaskRecord, bool]]:
+        """Publish ``drafts`` with their acks outstanding together (the server takes them
+        back to back; each acknowledged once stored, fsynced with ``sync_interval: always``);
+        drafts with an idempotency key go through ``submit``, concurrently."""
         now = self.now()
+        keyed = [i for i, d in enumerate(drafts) if d.idempotency_key is not None]
+        dedup = asyncio.gather(*(self.submit(drafts[i]) for i in keyed))
+        out: list[tuple[TaskRecord, bool] | None] = [None] * len(drafts)
+        acks: list[Any] = []
+        plain: list[int] = []
+        try:
+            for i, draft in enumerate(drafts):
+                if draft.idempotency_key is not None:
+                    continue
+                task_id = _new_id()
+                subject, body, data = await self._message(draft, task_id, now)
+                headers = {"Nats-Msg-Id": task_id}
+                acks.append(await self.js.publish_async(subject, body, headers=headers))
+                plain.append(i)
+                out[i] = (trusted_task(data), True)
+            await asyncio.gather(*acks)
+        finally:
+            for i, got in zip(keyed, await dedup, strict=True):
+                out[i] = got
+        return [got for got in out if got is not None]
+
+    async def _message(
+        self, draft: TaskDraft, task_id: str, now: datetime
+    ) -> tuple[str, bytes, dict[str, Any]]:
+        """A new task's delivery message (subject, body) and its record."""
         data: dict[str, Any] = {
             "id": task_id,
             "kind": draft.kind,
@@ -481,9 +559,7 @@ class JetStreamTaskBackend:
         route = await self._route(
             draft.priority, draft.kind, draft.capabilities, draft.max_attempts
         )
-        subject = f"{route.subject}.{task_id}"
-        await self.js.publish(subject, _dump(data), headers={"Nats-Msg-Id": task_id})
-        return _record(data), True
+        return f"{route.subject_in(self._shard(task_id))}.{task_id}", _dump(data), data
 
     async def _first(self, idem: str) -> TaskRecord | None:
         """The task an idempotency key names, once its record exists (waits briefly for a
@@ -511,8 +587,18 @@ class JetStreamTaskBackend:
         return all(c in capabilities for c in route.capabilities)
 
     async def _pull(self, route: _Route, n: int) -> list[Any]:
-        """Up to ``n`` messages of ``route`` that are ready now (a ``no_wait`` pull request on
-        a subscription of its own: JetStream delivers them under their own subjects)."""
+        """Up to ``n`` messages of ``route`` that are ready now, from every work stream at once
+        (a share of ``n`` from each)."""
+        if len(self.works) == 1:
+            return await self._pull_from(self.work, route, n)
+        share = -(-n // len(self.works))
+        got = await asyncio.gather(*(self._pull_from(w, route, share) for w in self.works))
+        return [msg for part in got for msg in part]
+
+    async def _pull_from(self, work: str, route: _Route, n: int) -> list[Any]:
+        """Up to ``n`` messages of ``route`` in the work stream ``work`` that are ready now (a
+        ``no_wait`` pull request on a subscription of its own: JetStream delivers them under
+        their own subjects)."""
         got: list[Any] = []
         done = asyncio.Event()
 
@@ -534,7 +620,7 @@ class JetStreamTaskBackend:
         sub = await self.nc.subscribe(inbox, cb=on_message)
         try:
             await self.nc.publish(
-                f"$JS.API.CONSUMER.MSG.NEXT.{self.work}.{route.consumer}",
+                f"$JS.API.CONSUMER.MSG.NEXT.{work}.{route.consumer}",
                 json.dumps({"batch": n, "no_wait": True}).encode(),
                 reply=inbox,
             )
@@ -769,8 +855,10 @@ class JetStreamTaskBackend:
         known = {d["id"] for d in rows}
         rows += [d for i, d in leases.items() if i not in known]
         known |= set(leases)
-        info = await self.js.stream_info(self.work, subjects_filter=f"{self.subjects}.r.>")
-        fresh = [s.rsplit(".", 1)[1] for s in (info.state.subjects or {})]
+        fresh: list[str] = []
+        for k, name in enumerate(self.works):
+            info = await self.js.stream_info(name, subjects_filter=self._work_subjects(k))
+            fresh += [s.rsplit(".", 1)[1] for s in (info.state.subjects or {})]
         queued = await asyncio.gather(*(self._queued(i) for i in fresh if i not in known))
         rows += [d for d in queued if d is not None and d["id"] not in known]
         rows.sort(key=lambda d: (d["created_at"], d["id"]))
@@ -862,7 +950,7 @@ class JetStreamTaskBackend:
             data["priority"], data["kind"], data["capabilities"], data["max_attempts"]
         )
         body = _dump({**data, "_m": None, "_requeued": True})
-        ack = await self.js.publish(f"{route.subject}.{task_id}", body)
+        ack = await self.js.publish(f"{route.subject_in(self._shard(task_id))}.{task_id}", body)
         data["_m"] = int(ack.seq)
         if await self._cas(task_id, data, revision) is None:  # (its message is dropped)
             raise TaskNotFoundError(task_id, "dead")
@@ -893,11 +981,13 @@ class JetStreamTaskBackend:
 
     # ---------------------------------------------------------- dead letters
 
-    async def _watch_advisories(self) -> None:
-        """Dead-letter the tasks the server gave up on (the max-deliveries advisory)."""
+    async def _watch_advisories(self, work: str) -> None:
+        """Dead-letter the tasks the server gave up on (the max-deliveries advisories of the
+        work stream ``work``)."""
+        durable = "netsuke" if work == self.work else f"netsuke-{work.rsplit('_', 1)[1]}"
         try:
             sub = await self.js.pull_subscribe(
-                f"{_ADVISORY}.{self.work}.>", durable="netsuke", stream=self.advisories
+                f"{_ADVISORY}.{work}.>", durable=durable, stream=self.advisories
             )
         except Exception as exc:
             log.warning("queue.jetstream_advisories_unavailable", error=repr(exc))
@@ -925,9 +1015,10 @@ class JetStreamTaskBackend:
 
     async def _max_delivered(self, advisory: dict[str, Any]) -> None:
         seq = int(advisory["stream_seq"])
+        work = str(advisory.get("stream") or self.work)
         deliveries = int(advisory.get("deliveries", 0))
         try:
-            raw = await self.js.get_msg(self.work, seq)
+            raw = await self.js.get_msg(work, seq)
         except Exception:  # gone already (acked or dealt with by another backend)
             return
         task_id = str(json.loads(raw.data)["id"])
@@ -951,7 +1042,7 @@ class JetStreamTaskBackend:
                 METRICS.tasks["dead_lettered"] += 1
                 log.warning("task.dead_lettered", task=task_id, error=data["last_error"])
         with contextlib.suppress(Exception):
-            await self.js.delete_msg(self.work, seq)
+            await self.js.delete_msg(work, seq)
 
     async def close(self) -> None:
         self._closing = True

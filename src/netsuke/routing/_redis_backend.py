@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 from netsuke.store import CAPABLE_ONLY, Page, TaskDraft, TaskRecord, TaskStatus, ValidationError
 from netsuke.store import new_id as _new_id
+from netsuke.store._records_tasks import trusted_task
 
 from ._backend import Settle
 from ._errors import TaskNotFoundError, TaskValidationError, check_page
@@ -65,8 +66,11 @@ _MUTABLE = (
 _SETTABLE = frozenset(TaskRecord.model_fields) - {"id"}
 
 
-_CHUNK = 16
-"""Commands per pipeline: about 16 KB of a submit's arguments (see ``_submit_batches``)."""
+_CHUNK = 256
+"""Tasks per SUBMIT call: bigger batches go as several calls at once, on as many connections."""
+_DIRECT = 16
+"""A ``submit_many`` of this many tasks or more is sent as one call of its own (a producer's
+batch overlaps the others' instead of waiting for a shared round); fewer are grouped."""
 
 
 class QueueUnavailableError(RuntimeError):
@@ -82,8 +86,10 @@ def _ms(when: datetime) -> int:
 
 
 def _enc(value: Any) -> str:
-    if isinstance(value, datetime):
-        return json.dumps(value.isoformat())
+    if value is None:
+        return "null"
+    if type(value) is datetime:
+        return f'"{value.isoformat()}"'
     return json.dumps(value)
 
 
@@ -100,6 +106,10 @@ def _record(flat: Sequence[Any] | Mapping[Any, Any]) -> TaskRecord:
             parts.append(f',"{name}":{pairs[name]}')
     parts.append("}")
     return TaskRecord.model_validate_json("".join(parts))
+
+
+_TIMES = ("run_at", "lease_expires_at", "created_at", "updated_at", "finished_at")
+_FIELDS = tuple(TaskRecord.model_fields)  # (a record's __dict__ keeps the fields' order)
 
 
 def _s(value: Any) -> str:
@@ -128,10 +138,11 @@ class RedisTaskBackend:
         self._extend = client.register_script(EXTEND)
         self._requeue = client.register_script(REQUEUE)
         self._purge = client.register_script(PURGE)
-        self._submits: list[tuple[list[Any], asyncio.Future[Any]]] = []
+        self._submits: list[tuple[list[list[Any]], int, asyncio.Future[list[Any]]]] = []
         self._submitter: asyncio.Task[None] | None = None
+        self._shapes: dict[tuple[Any, ...], str] = {}  # submit: shared fields, as JSON
         self.submit_batches = 0
-        """Pipelines of submits sent (``tasks / submit_batches``: how many shared one)."""
+        """Rounds of SUBMIT calls sent (``tasks / submit_batches``: how many shared one)."""
 
     @classmethod
     async def open(
@@ -181,60 +192,104 @@ class RedisTaskBackend:
         member = f"{priority}|{kind}|{' '.join(sorted(capabilities))}"
         return f"{self.prefix}:r:{member}", member
 
-    async def submit(self, draft: TaskDraft) -> tuple[TaskRecord, bool]:
-        now = self.now()
+    def _submit_args(
+        self, draft: TaskDraft, now: datetime, times: dict[datetime, str]
+    ) -> tuple[list[Any], TaskRecord]:
+        """The SUBMIT script's arguments for ``draft`` (9), and the record it makes;
+        ``times``: the batch's timestamps in ISO format, ``now`` first."""
+        created = times[now]
         task_id = _new_id()
         caps = list(draft.capabilities)
-        fixed = {
+        shape = (draft.kind, draft.capabilities, draft.priority, draft.max_attempts,
+                 draft.backoff_base, draft.backoff_cap, draft.timeout)  # fmt: skip
+        common = self._shapes.get(shape)
+        if common is None:  # the fields a batch's tasks share, encoded once
+            common = json.dumps({
+                "kind": draft.kind,
+                "capabilities": caps,
+                "priority": draft.priority,
+                "max_attempts": draft.max_attempts,
+                "backoff_base": draft.backoff_base,
+                "backoff_cap": draft.backoff_cap,
+                "timeout": draft.timeout,
+            })[1:-1]  # fmt: skip
+            if len(self._shapes) > 256:
+                self._shapes.clear()
+            self._shapes[shape] = common
+        key = draft.idempotency_key
+        payload = draft.payload_json or json.dumps(draft.payload)  # (the queue encoded it)
+        text = (f'{{"id": "{task_id}", {common}, "idempotency_key": '
+                f'{"null" if key is None else json.dumps(key)}, "created_at": "{created}", '
+                f'"payload": {payload}}}')  # fmt: skip
+        stream, member = self._stream(draft.priority, draft.kind, caps)
+        run_at = draft.run_at
+        when = times.get(run_at)
+        if when is None:
+            when = times[run_at] = run_at.isoformat()
+        args = [task_id, key or "", text, str(_ms(now)), str(_ms(run_at)), stream, member,
+                f'"{when}"', f'"{created}"']  # fmt: skip
+        record = trusted_task({
             "id": task_id,
             "kind": draft.kind,
             "payload": draft.payload,
             "capabilities": caps,
             "priority": draft.priority,
+            "status": "queued",
+            "attempts": 0,
             "max_attempts": draft.max_attempts,
             "backoff_base": draft.backoff_base,
             "backoff_cap": draft.backoff_cap,
             "timeout": draft.timeout,
-            "idempotency_key": draft.idempotency_key,
-            "created_at": now.isoformat(),
-        }
-        mutable: dict[str, Any] = {
-            "status": "queued",
-            "attempts": 0,
-            "run_at": draft.run_at,
+            "run_at": run_at,
             "lease_owner": None,
             "lease_expires_at": None,
+            "idempotency_key": draft.idempotency_key,
             "result": None,
             "last_error": None,
+            "created_at": now,
             "updated_at": now,
             "finished_at": None,
-        }
-        stream, member = self._stream(draft.priority, draft.kind, caps)
-        args: list[Any] = [
-            self.prefix,
-            task_id,
-            draft.idempotency_key or "",
-            json.dumps(fixed),
-            _ms(now),
-            _ms(draft.run_at),
-            _ms(now),
-            stream,
-            member,
-            _enc(draft.run_at),
-            _enc(now),
-        ]
-        created, got = await self._submit_grouped(args)
-        if int(created) == 0:
-            return await self.get(_s(got)), False
-        record = TaskRecord.model_validate({**fixed, **mutable})
-        return record, True
+        })  # fmt: skip
+        return args, record
 
-    async def _submit_grouped(self, args: list[Any]) -> Any:
-        """Run the SUBMIT script for ``args``, in one pipeline with the submits made at the
-        same time (one round trip and, with ``appendfsync always``, one fsync for all; each
-        answered once Redis has applied, and fsynced, its own)."""
-        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._submits.append((args, done))
+    async def submit(self, draft: TaskDraft) -> tuple[TaskRecord, bool]:
+        [got] = await self.submit_many([draft])
+        return got
+
+    async def submit_many(self, drafts: Sequence[TaskDraft]) -> list[tuple[TaskRecord, bool]]:
+        """Submit ``drafts`` in one SUBMIT call (with the submits made at the same time: one
+        round trip and, with ``appendfsync always``, one fsync for all); each ``(task,
+        created)`` once Redis has applied, and fsynced, it. A duplicate idempotency key gives
+        the first task and ``False``."""
+        if not drafts:
+            return []
+        now = self.now()
+        args: list[list[Any]] = []
+        records: list[TaskRecord] = []
+        times = {now: now.isoformat()}
+        for draft in drafts:
+            part, record = self._submit_args(draft, now, times)
+            args.append(part)
+            records.append(record)
+        if len(drafts) >= _DIRECT:  # a batch already: its own call, overlapping the others'
+            replies = await self._submit(args=[self.prefix, json.dumps(args, ensure_ascii=False)])
+            self.submit_batches += 1
+        else:
+            replies = await self._submit_grouped(args, len(drafts))
+        out: list[tuple[TaskRecord, bool]] = []
+        for i, record in enumerate(records):
+            if int(replies[2 * i]) == 0:
+                out.append((await self.get(_s(replies[2 * i + 1])), False))
+            else:
+                out.append((record, True))
+        return out
+
+    async def _submit_grouped(self, args: list[list[Any]], count: int) -> list[Any]:
+        """Run the SUBMIT script for ``count`` tasks' ``args``, in one call with the submits
+        made in the same turn of the loop (one round trip and, with ``appendfsync always``,
+        one fsync for all); the replies of these tasks once Redis has applied them."""
+        done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._submits.append((args, count, done))
         if self._submitter is None or self._submitter.done():
             self._submitter = asyncio.create_task(self._submit_batches())
         return await done
@@ -244,33 +299,37 @@ class RedisTaskBackend:
             await asyncio.sleep(0)  # let the submits of this turn of the loop join
             batch, self._submits = self._submits, []
             self.submit_batches += 1
-            # Pipelines of at most _CHUNK submits, sent at once on as many connections:
-            # Redis reads at most 16 KB of a client per turn of its loop, so one big
-            # pipeline would be applied (and fsynced) over several turns; small ones sent
-            # together are read, applied and fsynced in the same turn.
-            chunks = [batch[i : i + _CHUNK] for i in range(0, len(batch), _CHUNK)]
-            await asyncio.gather(*(self._submit_chunk(chunk) for chunk in chunks))
+            # calls of up to _CHUNK tasks, sent at once on as many connections
+            calls: list[list[tuple[list[list[Any]], int, asyncio.Future[list[Any]]]]] = [[]]
+            size = 0
+            for item in batch:
+                if size >= _CHUNK and calls[-1]:
+                    calls.append([])
+                    size = 0
+                calls[-1].append(item)
+                size += item[1]
+            await asyncio.gather(*(self._submit_call(call) for call in calls))
 
-    async def _submit_chunk(self, batch: list[tuple[list[Any], asyncio.Future[Any]]]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for args, _ in batch:
-            await self._submit(args=args, client=pipe)
+    async def _submit_call(
+        self, batch: list[tuple[list[list[Any]], int, asyncio.Future[Any]]]
+    ) -> None:
+        tasks: list[list[Any]] = []
+        for part, _, _ in batch:
+            tasks += part
         try:
-            replies = await pipe.execute(raise_on_error=False)
+            replies = await self._submit(args=[self.prefix, json.dumps(tasks, ensure_ascii=False)])
         except BaseException as exc:
-            for _, done in batch:
+            for _, _, done in batch:
                 if not done.done():
                     done.set_exception(exc if isinstance(exc, Exception) else RuntimeError())
             if not isinstance(exc, Exception):
                 raise
             return
-        for (_, done), reply in zip(batch, replies, strict=True):
-            if done.done():
-                continue
-            if isinstance(reply, Exception):
-                done.set_exception(reply)
-            else:
-                done.set_result(reply)
+        at = 0
+        for _, count, done in batch:
+            if not done.done():
+                done.set_result(replies[at : at + 2 * count])
+            at += 2 * count
 
     async def take(
         self,
@@ -318,32 +377,51 @@ class RedisTaskBackend:
         ]
 
     @staticmethod
-    def _taken(rows: Sequence[Any]) -> list[TaskRecord]:
-        tasks = [_record(json.loads(r)) for r in rows]  # (TAKE encodes each as JSON)
+    def _taken(rows: Any) -> list[TaskRecord]:
+        """The TAKE script's reply (one JSON array of the leased tasks, written by this
+        backend's scripts from values it wrote: every field present and well typed) as records,
+        without pydantic's validation of each."""
+        tasks: list[TaskRecord] = []
+        parse = datetime.fromisoformat
+        for data in json.loads(rows):
+            for name in _TIMES:
+                value = data[name]
+                if value is not None:
+                    data[name] = parse(value)
+            tasks.append(trusted_task({name: data.get(name) for name in _FIELDS}))
         tasks.sort(key=lambda t: (-t.priority, t.run_at, t.created_at))
         return tasks
 
     async def settle(self, change: Settle) -> bool:
-        return bool(await self._settle(args=self._settle_args(change)))
+        now = self.now()
+        args = [
+            self.prefix,
+            change[0],
+            _ms(now),
+            json.dumps([self._settle_args(change, _enc(now))], ensure_ascii=False),
+        ]
+        [applied] = await self._settle(args=args)
+        return bool(applied)
 
-    def _settle_args(self, change: Settle) -> list[Any]:
-        consumer, task_id, values = change
+    def _settle_args(self, change: Settle, now_json: str) -> list[Any]:
+        """One task's settle for the SETTLE script: id, new status, run_at (ms, 0: none), and
+        the columns to set with their JSON values, flat (``updated_at``: ``now_json``)."""
+        _, task_id, values = change
         unknown = set(values) - _SETTABLE
         if unknown:
             raise ValidationError("values", f"not settable task columns: {sorted(unknown)}")
-        now = self.now()
         run_at = values.get("run_at")
-        args: list[Any] = [
-            self.prefix,
-            consumer,
+        columns: list[str] = []
+        for name, value in values.items():
+            if name != "updated_at":
+                columns += [name, _enc(value)]
+        columns += ["updated_at", now_json]
+        return [
             task_id,
-            _ms(now),
             values.get("status", "leased"),
             _ms(run_at) if isinstance(run_at, datetime) else 0,
+            columns,
         ]
-        for name, value in {**values, "updated_at": now}.items():
-            args += [name, _enc(value)]
-        return args
 
     async def settle_and_take(
         self,
@@ -355,42 +433,44 @@ class RedisTaskBackend:
         lease: float,
         kinds: Sequence[str] | None = None,
     ) -> tuple[list[bool], list[TaskRecord]]:
-        """The settles, then the take, in pipelines sent together (one round trip; Redis
-        applies them in one turn of its loop and, with ``appendfsync always``, fsyncs them
-        together before answering): each settle is durable on return. A take failing after
-        them is logged and returns no tasks; a failed settle raises (the worker keeps its
-        acks for the next round)."""
-        settles = [self._settle_args(change) for change in changes]
-        if not settles:
+        """The settles (one SETTLE call), then the take, in one pipeline (one round trip;
+        Redis applies them together and, with ``appendfsync always``, fsyncs them before
+        answering): each settle is durable on return. A take failing after them is logged and
+        returns no tasks; a failed settle raises (the worker keeps its acks for the next
+        round)."""
+        if not changes:
             return [], await self.take(
                 consumer, capabilities=capabilities, limit=limit, lease=lease, kinds=kinds
             )
-        take = self._take_args(consumer, capabilities, limit, lease, kinds) if limit > 0 else None
-        chunks = [settles[i : i + _CHUNK] for i in range(0, len(settles), _CHUNK)]
-        sent = [self._settle_chunk(chunk, take if i == len(chunks) - 1 else None)
-                for i, chunk in enumerate(chunks)]  # fmt: skip
-        replies = [reply for part in await asyncio.gather(*sent) for reply in part]
-        applied: list[bool] = []
-        for reply in replies[: len(settles)]:
+        now = self.now()
+        stamp = _enc(now)
+        groups: dict[str, list[int]] = {}  # (one SETTLE call per consumer: the worker's own)
+        for i, change in enumerate(changes):
+            groups.setdefault(change[0], []).append(i)
+        pipe = self.client.pipeline(transaction=False)
+        for holder, indices in groups.items():
+            settles = [self._settle_args(changes[i], stamp) for i in indices]
+            await self._settle(
+                args=[self.prefix, holder, _ms(now), json.dumps(settles, ensure_ascii=False)],
+                client=pipe,
+            )
+        if limit > 0:
+            take = self._take_args(consumer, capabilities, limit, lease, kinds)
+            await self._take(args=take, client=pipe)
+        replies = await pipe.execute(raise_on_error=False)
+        applied = [False] * len(changes)
+        for (_, indices), reply in zip(groups.items(), replies, strict=False):
             if isinstance(reply, Exception):
                 raise reply
-            applied.append(bool(reply))
+            for i, ok in zip(indices, reply, strict=True):
+                applied[i] = bool(ok)
         if limit <= 0:
             return applied, []
-        rows = replies[-1]
+        rows = replies[len(groups)]
         if isinstance(rows, Exception):
             log.warning("worker.take_failed", worker=consumer, error=repr(rows))
             return applied, []
         return applied, self._taken(rows)
-
-    async def _settle_chunk(self, settles: list[list[Any]], take: list[Any] | None) -> list[Any]:
-        """One pipeline: ``settles``, then ``take`` if given (see ``_submit_batches``)."""
-        pipe = self.client.pipeline(transaction=False)
-        for args in settles:
-            await self._settle(args=args, client=pipe)
-        if take is not None:
-            await self._take(args=take, client=pipe)
-        return list(await pipe.execute(raise_on_error=False))
 
     async def extend(self, consumer: str, task_ids: Sequence[str], *, lease: float) -> int:
         if not task_ids:
