@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, contextmanager
@@ -112,9 +113,13 @@ async def _start_manager(store: Any, stack: AsyncExitStack) -> Any:
     return client
 
 
-async def serve_node(settings: Settings, run_for: float = 0.0) -> None:
+async def serve_node(
+    settings: Settings, run_for: float = 0.0, *, listen_fd: int | None = None
+) -> None:
     """Open the node, serve HTTP until SIGINT/SIGTERM (or ``run_for`` seconds), shut down in
-    order (see the module documentation)."""
+    order (see the module documentation). ``listen_fd``: serve on this listening socket,
+    inherited from ``netsuke serve --nodes`` (which bound it once for all its nodes), instead
+    of binding ``host:port``."""
     configure_tracing(settings.otel_exporter)
     stopper = _Stopper()
     with _signals_stop(stopper):
@@ -130,7 +135,7 @@ async def serve_node(settings: Settings, run_for: float = 0.0) -> None:
 
             if node.cluster is not None:  # a fenced member stops, to be restarted anew
                 node.cluster.membership.on_fenced(stop_fenced)
-            await _serve(settings, node, extras, stopper, run_for)
+            await _serve(settings, node, extras, stopper, run_for, listen_fd)
             if fenced:
                 from ..cluster import FencedError
 
@@ -140,7 +145,12 @@ async def serve_node(settings: Settings, run_for: float = 0.0) -> None:
 
 
 async def _serve(
-    settings: Settings, node: ServerNode, extras: dict[str, Any], stopper: _Stopper, run_for: float
+    settings: Settings,
+    node: ServerNode,
+    extras: dict[str, Any],
+    stopper: _Stopper,
+    run_for: float,
+    listen_fd: int | None = None,
 ) -> None:
     app = create_app(settings, store=node.store, runtime=node.runtime, extras=extras)
     config = uvicorn.Config(
@@ -156,7 +166,10 @@ async def _serve(
     )
     server = _Server(config)
     stopper.attach(server)
-    serving = asyncio.create_task(server.serve())
+    sockets = None
+    if listen_fd is not None:  # shared with the other nodes of `serve --nodes`
+        sockets = [socket.socket(fileno=listen_fd)]
+    serving = asyncio.create_task(server.serve(sockets=sockets))
     while not server.started and not serving.done():  # noqa: ASYNC110 (uvicorn has no event)
         await asyncio.sleep(0.02)
     if serving.done():
