@@ -18,6 +18,8 @@ Figures:
   100,000 processes (20,000 with ``--quick``); a sample of them is then called by name from
   another node. Floor: the same processes in a node without a transport. Target: <= 700 B.
 
+* ``chat turns/s, 2 nodes vs 1 node``: from ``benchmarks/cluster_nodes.py`` (its docstring).
+
 ``--quick`` finishes within a minute; ``--json`` prints the figures object as the last line.
 """
 
@@ -414,7 +416,12 @@ def main() -> None:
     configure_logging(level="warning")
     t0 = time.perf_counter()
     figs = asyncio.run(run(args.quick))
+    from cluster_nodes import figures as nodes_figures  # serve --nodes 2 vs 1 (issue 17.5)
+
+    more, nodes_meta = nodes_figures(args.quick)
+    figs += more
     extra = {**meta(loop), "quick": args.quick, "seconds": round(time.perf_counter() - t0, 1)}
+    extra["serve --nodes"] = nodes_meta
     report(f"Netsuke cluster ({loop})", figs, as_json=args.json, extra=extra)
 
 

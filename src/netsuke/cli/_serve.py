@@ -179,14 +179,18 @@ async def _serve(
     else:
         port = server.servers[0].sockets[0].getsockname()[1]
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
-        typer.echo(
+        running = (
             f"netsuke {__version__}: node {node.runtime.node!r} running at "
             f"http://{host}:{port} (Ctrl-C to stop)"
         )
+        if listen_fd is None:
+            typer.echo(running)
         # issued only now that the node listens: a start that cannot bind issues no key unseen
         secret = await node.issue_bootstrap_key()
         if secret is not None:
             typer.echo(f"admin API key (shown once, keep it): {secret}")
+        if listen_fd is not None:  # `serve --nodes` starts the next node after this line
+            typer.echo(running)
         sys.stdout.flush()
         if run_for:
             done, _ = await asyncio.wait({serving}, timeout=run_for)
