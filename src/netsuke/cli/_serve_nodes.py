@@ -101,13 +101,18 @@ async def _prepare_store(url: str) -> None:
         await db.dispose()
 
 
+#: Settings that connect to an external NATS: not for the embedded one.
+_NATS_CONNECTION = ("CREDS", "USER", "PASSWORD", "TOKEN", "TLS_CA", "TLS_CERT", "TLS_KEY")
+
+
 def _child_env(token: str | None) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("NETSUKE_NODES", "NETSUKE_CLUSTER", "NETSUKE_NODE", "NETSUKE_PORT")
-        and not (token is not None and k.startswith("NETSUKE_CLUSTER_"))
-    }
+    """The nodes' environment: the supervisor's, without what it sets for each node itself
+    (and, with the embedded nats-server, its token instead of an external server's
+    credentials)."""
+    own = {"NETSUKE_NODES", "NETSUKE_CLUSTER", "NETSUKE_NODE", "NETSUKE_PORT"}
+    if token is not None:
+        own |= {f"NETSUKE_CLUSTER_{k}" for k in (*_NATS_CONNECTION, "TLS_HOSTNAME")}
+    env = {k: v for k, v in os.environ.items() if k not in own}
     if token is not None:
         env["NETSUKE_CLUSTER_TOKEN"] = token
     return env
