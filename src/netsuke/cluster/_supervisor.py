@@ -24,6 +24,7 @@ is the supervisor's. Logs: ``serve_node_started``, ``serve_node_exited``,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -245,8 +246,7 @@ class NodeSupervisor:
             code=code,
             how=_describe(code),
         )
-        if child.relay is not None:
-            await child.relay  # the pipe closed with the process
+        await _end_relay(child)
         if self.on_exit is not None:
             try:
                 await self.on_exit(child)
@@ -315,8 +315,20 @@ class NodeSupervisor:
                 how=_describe(proc.returncode),
                 stopped=True,
             )
-        if child.relay is not None:
-            await child.relay
+        await _end_relay(child)
+
+
+async def _end_relay(child: NodeChild, grace: float = 1.0) -> None:
+    """Let the relay pass on the dead child's last lines; stop it after ``grace`` seconds (a
+    process the child started may still hold its standard output open)."""
+    relay = child.relay
+    if relay is None:
+        return
+    await asyncio.wait({relay}, timeout=grace)
+    if not relay.done():
+        relay.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await relay
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
@@ -327,5 +339,8 @@ def _signal(pid: int, sig: signal.Signals) -> None:
 
 
 def _print(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+    except (OSError, ValueError):  # nobody reads our output any more: the nodes go on
+        pass
