@@ -245,6 +245,17 @@ async def test_two_nodes_share_one_port_a_killed_node_restarts_and_sigterm_stops
                 f"{url}/api/v1/sessions/{kept}/messages", json={"message": "still?"}
             )
             assert r.status_code == 200, r.text
+
+            # the restarted node says so on /metrics (reached over some new connection)
+            wanted = f'netsuke_serve_node_restarts{{node="{victim}"}} 1.0'
+            for _ in range(40):
+                async with httpx.AsyncClient(timeout=60) as fresh:
+                    r = await fresh.get(f"{url}/metrics")
+                assert r.status_code == 200, r.text
+                if wanted in r.text:
+                    break
+            else:
+                pytest.fail(f"no node showed {wanted}")
             for c in clients.values():
                 await c.aclose()
 

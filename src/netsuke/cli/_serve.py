@@ -30,15 +30,25 @@ from typing import Any
 
 import typer
 import uvicorn
+from prometheus_client import Gauge
 
 from .. import __version__
 from ..api import ServerNode, Settings, configure_tracing, create_app, open_node
-from ..observability import get_logger
+from ..observability import REGISTRY, get_logger
 
 __all__ = ["IN_SERVE_ENV", "STOP_SIGNALS", "serve_node"]
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 log = get_logger("netsuke.cli")
+
+#: Set by ``serve --nodes`` for each node it starts: how often it restarted that node before.
+RESTARTS_ENV = "NETSUKE_NODE_RESTARTS"
+NODE_RESTARTS = Gauge(
+    "netsuke_serve_node_restarts",
+    "Times `serve --nodes` restarted this node (by name) after it exited, before this run.",
+    ["node"],
+    registry=REGISTRY,
+)
 
 
 class _Server(uvicorn.Server):
@@ -125,6 +135,9 @@ async def serve_node(
     with _signals_stop(stopper):
         async with open_node(settings, bootstrap=False) as node, AsyncExitStack() as stack:
             extras = dict(node.extras)
+            if listen_fd is not None:  # a node of `serve --nodes`
+                restarts = os.environ.get(RESTARTS_ENV, "0")
+                NODE_RESTARTS.labels(node=settings.node).set(int(restarts or 0))
             if os.environ.get(IN_SERVE_ENV, "").lower() in {"1", "true", "yes"}:
                 extras["manager"] = await _start_manager(node.store, stack)
             fenced: list[str] = []

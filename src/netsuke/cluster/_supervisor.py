@@ -18,7 +18,8 @@ supervisor, which stops them in order) and get SIGTERM if the supervisor dies
 (``PR_SET_PDEATHSIG``). Their standard output is relayed line by line; their standard error
 is the supervisor's. Logs: ``serve_node_started``, ``serve_node_exited``,
 ``serve_node_restarting``, ``serve_node_stopping``, ``serve_restart_intensity_exceeded``
-(each with ``node`` and ``pid``).
+(each with ``node`` and ``pid``). Each child gets ``NETSUKE_NODE_RESTARTS``: how often its
+name was restarted before (a node shows it as the gauge ``netsuke_serve_node_restarts``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import re
 import signal
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -137,15 +138,17 @@ class NodeSupervisor:
         self.children: dict[str, NodeChild] = {}
         self.restarts: deque[float] = deque()
         self.restart_count = 0
+        self.restarts_by_name: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ start
 
     async def _spawn(self, spec: ChildSpec) -> NodeChild:
+        restarts = self.restarts_by_name[spec.name]
         proc = await asyncio.create_subprocess_exec(
             *spec.argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
-            env=spec.env,
+            env={**spec.env, "NETSUKE_NODE_RESTARTS": str(restarts)},
             pass_fds=spec.pass_fds,
             process_group=0,
             preexec_fn=parent_death_signal(),
@@ -268,6 +271,7 @@ class NodeSupervisor:
             await self.shutdown()
             raise RestartIntensityError(child.spec.name, code, self.max_restarts, self.period)
         self.restart_count += 1
+        self.restarts_by_name[child.spec.name] += 1
         new = await self._spawn(child.spec)
         log.warning(
             "serve_node_restarting",
