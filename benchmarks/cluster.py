@@ -27,6 +27,7 @@ Figures:
 
 The failover figures of ``benchmarks/cluster_failover.py`` follow (run alone, it gives only
 those).
+* ``chat turns/s, 2 nodes vs 1 node``: from ``benchmarks/cluster_nodes.py`` (its docstring).
 
 ``--quick`` finishes within a minute; ``--json`` prints the figures object as the last line.
 """
@@ -534,9 +535,15 @@ def main() -> None:
                 return await global_call_figures(url, args.quick)
 
         figs = asyncio.run(calls())
+        nodes_meta = None
     else:
         figs = asyncio.run(run(args.quick))
+        from cluster_nodes import figures as nodes_figures  # serve --nodes 2 vs 1 (issue 17.5)
+
+        more, nodes_meta = nodes_figures(args.quick)
+        figs += more
     extra = {**meta(loop), "quick": args.quick, "seconds": round(time.perf_counter() - t0, 1)}
+    extra["serve --nodes"] = nodes_meta
     report(f"Netsuke cluster ({loop})", figs, as_json=args.json, extra=extra)
 
 

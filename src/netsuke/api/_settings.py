@@ -162,6 +162,27 @@ class Settings(BaseSettings):
     cluster_tls_key: Path | None = None
     cluster_tls_hostname: str | None = None
     """Host name to verify the NATS server's certificate against (default: the URL's)."""
+    nodes: int | Literal["auto"] | None = None
+    """``netsuke serve --nodes``: run this many node processes on this machine (``auto``: one
+    per usable core), supervised by the ``serve`` process, joined through an embedded
+    nats-server (or ``cluster``), all serving one port. Unset: one node, in this process. See
+    docs/cluster.md, "One node per core"."""
+    nodes_max_restarts: int = Field(default=3, ge=0, le=1000)
+    """With ``nodes``: restarts of crashed nodes allowed within ``nodes_restart_period_s``;
+    one more and every node is stopped and ``serve`` exits 1 (OTP's restart intensity)."""
+    nodes_restart_period_s: float = Field(default=5.0, gt=0, le=3600)
+
+    @field_validator("nodes", mode="before")
+    @classmethod
+    def _nodes(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        text = str(value).strip().lower()
+        if text == "auto":
+            return "auto"
+        if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
+            raise ValueError(f"{value!r} is not a number of nodes: an integer >= 1, or 'auto'")
+        return int(text)
 
     @field_validator("cluster")
     @classmethod

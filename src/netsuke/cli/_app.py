@@ -151,6 +151,17 @@ def serve(
             "settings' workers).",
         ),
     ] = None,
+    nodes: Annotated[
+        str | None,
+        typer.Option(
+            "--nodes",
+            metavar="N|auto",
+            help="Run N node processes on this machine (auto: one per core) joined through "
+            "an embedded nats-server (or --cluster), all serving one port [$NETSUKE_NODES; "
+            "one node in this process when unset].",
+        ),
+    ] = None,
+    listen_fd: Annotated[int | None, typer.Option("--listen-fd", hidden=True)] = None,
 ) -> None:
     """Start a node with the API and dashboard; print its URL (and, on first start, an admin
     key, once). Options override NETSUKE_* variables, which override netsuke.toml."""
@@ -173,6 +184,7 @@ def serve(
             cluster_tls_cert=cluster_tls_cert,
             cluster_tls_key=cluster_tls_key,
             cluster_lease_s=cluster_lease,
+            nodes=nodes,
         )
     except SettingsError as e:
         raise _fail(str(e)) from None
@@ -187,10 +199,32 @@ def serve(
     if extra:
         settings = settings.model_copy(update={"workers": [*settings.workers, *extra]})
     configure_logging(settings.log_level, json=settings.json_logs, capture_stdlib=True)
+    if settings.nodes is not None and listen_fd is None:
+        from ._serve_nodes import NodesError, serve_nodes
+
+        given: list[tuple[str, object]] = [
+            ("--agents-dir", agents_dir), ("--config", config), ("--log-level", log_level),
+            ("--shutdown-timeout", shutdown_timeout), ("--cluster-lease", cluster_lease),
+        ]  # fmt: skip
+        if cluster is not None:  # an external NATS: its credentials and TLS too
+            given += [
+                ("--cluster-creds", cluster_creds), ("--cluster-tls-ca", cluster_tls_ca),
+                ("--cluster-tls-cert", cluster_tls_cert), ("--cluster-tls-key", cluster_tls_key),
+            ]  # fmt: skip
+        forward = [a for opt, v in given if v is not None for a in (opt, str(v))]
+        forward += ["--json-logs"] if json_logs else []
+        forward += [a for w in worker or () for a in ("--worker", w)]
+        try:
+            asyncio.run(serve_nodes(settings, forward, run_for))
+        except NodesError as e:
+            raise _failed_node(_one_line(e), e.code) from None
+        except KeyboardInterrupt:
+            sys.exit(130)
+        return
     from ._serve import serve_node
 
     try:
-        asyncio.run(serve_node(settings, run_for))
+        asyncio.run(serve_node(settings, run_for, listen_fd=listen_fd))
     except SchemaTooNewError as e:
         raise _failed_node(str(e), 3) from None
     except _fenced_error() as e:  # a cluster member that could not renew its lease

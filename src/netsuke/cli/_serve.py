@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, contextmanager
@@ -29,15 +30,25 @@ from typing import Any
 
 import typer
 import uvicorn
+from prometheus_client import Gauge
 
 from .. import __version__
 from ..api import ServerNode, Settings, configure_tracing, create_app, open_node
-from ..observability import get_logger
+from ..observability import REGISTRY, get_logger
 
 __all__ = ["IN_SERVE_ENV", "STOP_SIGNALS", "serve_node"]
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 log = get_logger("netsuke.cli")
+
+#: Set by ``serve --nodes`` for each node it starts: how often it restarted that node before.
+RESTARTS_ENV = "NETSUKE_NODE_RESTARTS"
+NODE_RESTARTS = Gauge(
+    "netsuke_serve_node_restarts",
+    "Times `serve --nodes` restarted this node (by name) after it exited, before this run.",
+    ["node"],
+    registry=REGISTRY,
+)
 
 
 class _Server(uvicorn.Server):
@@ -112,14 +123,21 @@ async def _start_manager(store: Any, stack: AsyncExitStack) -> Any:
     return client
 
 
-async def serve_node(settings: Settings, run_for: float = 0.0) -> None:
+async def serve_node(
+    settings: Settings, run_for: float = 0.0, *, listen_fd: int | None = None
+) -> None:
     """Open the node, serve HTTP until SIGINT/SIGTERM (or ``run_for`` seconds), shut down in
-    order (see the module documentation)."""
+    order (see the module documentation). ``listen_fd``: serve on this listening socket,
+    inherited from ``netsuke serve --nodes`` (which bound it once for all its nodes), instead
+    of binding ``host:port``."""
     configure_tracing(settings.otel_exporter)
     stopper = _Stopper()
     with _signals_stop(stopper):
         async with open_node(settings, bootstrap=False) as node, AsyncExitStack() as stack:
             extras = dict(node.extras)
+            if listen_fd is not None:  # a node of `serve --nodes`
+                restarts = os.environ.get(RESTARTS_ENV, "0")
+                NODE_RESTARTS.labels(node=settings.node).set(int(restarts or 0))
             if os.environ.get(IN_SERVE_ENV, "").lower() in {"1", "true", "yes"}:
                 extras["manager"] = await _start_manager(node.store, stack)
             fenced: list[str] = []
@@ -130,7 +148,7 @@ async def serve_node(settings: Settings, run_for: float = 0.0) -> None:
 
             if node.cluster is not None:  # a fenced member stops, to be restarted anew
                 node.cluster.membership.on_fenced(stop_fenced)
-            await _serve(settings, node, extras, stopper, run_for)
+            await _serve(settings, node, extras, stopper, run_for, listen_fd)
             if fenced:
                 from ..cluster import FencedError
 
@@ -140,7 +158,12 @@ async def serve_node(settings: Settings, run_for: float = 0.0) -> None:
 
 
 async def _serve(
-    settings: Settings, node: ServerNode, extras: dict[str, Any], stopper: _Stopper, run_for: float
+    settings: Settings,
+    node: ServerNode,
+    extras: dict[str, Any],
+    stopper: _Stopper,
+    run_for: float,
+    listen_fd: int | None = None,
 ) -> None:
     app = create_app(settings, store=node.store, runtime=node.runtime, extras=extras)
     config = uvicorn.Config(
@@ -156,7 +179,10 @@ async def _serve(
     )
     server = _Server(config)
     stopper.attach(server)
-    serving = asyncio.create_task(server.serve())
+    sockets = None
+    if listen_fd is not None:  # shared with the other nodes of `serve --nodes`
+        sockets = [socket.socket(fileno=listen_fd)]
+    serving = asyncio.create_task(server.serve(sockets=sockets))
     while not server.started and not serving.done():  # noqa: ASYNC110 (uvicorn has no event)
         await asyncio.sleep(0.02)
     if serving.done():
@@ -166,14 +192,18 @@ async def _serve(
     else:
         port = server.servers[0].sockets[0].getsockname()[1]
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
-        typer.echo(
+        running = (
             f"netsuke {__version__}: node {node.runtime.node!r} running at "
             f"http://{host}:{port} (Ctrl-C to stop)"
         )
+        if listen_fd is None:
+            typer.echo(running)
         # issued only now that the node listens: a start that cannot bind issues no key unseen
         secret = await node.issue_bootstrap_key()
         if secret is not None:
             typer.echo(f"admin API key (shown once, keep it): {secret}")
+        if listen_fd is not None:  # `serve --nodes` starts the next node after this line
+            typer.echo(running)
         sys.stdout.flush()
         if run_for:
             done, _ = await asyncio.wait({serving}, timeout=run_for)

@@ -43,6 +43,7 @@ __all__ = [
     "Membership",
     "NodeInfo",
     "db_now",
+    "end_exited_lease",
     "list_nodes",
 ]
 
@@ -55,6 +56,7 @@ LIVE: Final = "live"
 LEFT: Final = "left"
 FENCED: Final = "fenced"
 DOWN: Final = "down"  # revoked by a survivor that saw the node down (``Membership.revoke``)
+EXITED: Final = "exited"
 
 FENCED_TOTAL = Counter(
     "netsuke_cluster_fenced",
@@ -547,6 +549,29 @@ class Membership:
 
     async def nodes(self, *, include_gone: bool = False) -> list[NodeInfo]:
         return await list_nodes(self.db, include_gone=include_gone)
+
+
+async def end_exited_lease(db: Database, name: str, incarnation: int) -> bool:
+    """End the lease of node ``name#incarnation`` whose OS process is known to have exited
+    (its supervisor reaped it: it can renew nothing and commit nothing any more), so its
+    successor may join under the name at once and its sessions and names may be taken over
+    without waiting for the lease to run out. State ``exited``; its names are deleted.
+    Whether a live lease was ended."""
+    async with db.write() as conn:
+        now = db_now(conn)
+        ended = await conn.execute(
+            update(NODES)
+            .where(
+                NODES.c.name == name,
+                NODES.c.incarnation == incarnation,
+                NODES.c.state == LIVE,
+            )
+            .values(state=EXITED, expires_at=_least(conn, NODES.c.expires_at, now))
+        )
+        await conn.execute(
+            NAMES.delete().where(NAMES.c.node_name == name, NAMES.c.incarnation == incarnation)
+        )
+    return bool(ended.rowcount)
 
 
 def _least(conn: AsyncConnection, a: Any, b: Any) -> Any:

@@ -1,0 +1,318 @@
+"""One node per core: chat turns per second through ``netsuke serve --nodes 2`` against
+``netsuke serve --nodes 1`` (issue 17.5).
+
+Figure:
+
+* ``chat turns/s, 2 nodes vs 1 node`` (turns/s): ``POST /api/v1/sessions/{id}/messages``
+  with the offline model through ``serve --nodes 2`` (two node processes on one port, an
+  embedded nats-server, one SQLite store file). Floor: the same load on ``serve --nodes 1``
+  (the same supervisor, nats-server and store kind, one node process), in the same run.
+  Target: ratio >= 1.7 on a 2-core machine.
+
+The load comes from a separate process (``--load``): ``--clients`` keep-alive HTTP/1.1
+connections (a minimal client on asyncio streams, uvloop when installed, so the load costs
+little CPU beside the nodes), opened one after the other; each creates its own session
+(owned by the node that accepted the connection) and then sends chat turns on it, for a
+fixed time after a warm-up. Both servers run during the whole benchmark; rounds alternate
+between them and the best round of each counts. The meta records the load average before
+and after (``os.getloadavg``), the load process's CPU share, and how many sessions each node
+of the 2-node server held.
+
+``--quick`` finishes within a minute; ``--json`` prints the figures object as the last line.
+"""
+
+from __future__ import annotations
+
+import sys
+
+# This folder goes after the standard library on sys.path (see kernel.py).
+sys.path.append(sys.path.pop(0))
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from _harness import Figure, loop_name, meta, report
+
+HERE = str(Path(__file__).resolve())
+EXE = str(Path(sys.executable).parent / "netsuke")
+NAME = "chat turns/s, 2 nodes vs 1 node"
+TARGET = 1.7
+
+# ----------------------------------------------------------------------- load process
+
+
+class _Conn:
+    """One keep-alive HTTP/1.1 connection; requests one at a time."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def request(self, head: bytes, body: bytes) -> tuple[int, bytes]:
+        self.writer.write(head + body)
+        status = int((await self.reader.readline()).split()[1])
+        length, chunked = 0, False
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            key = name.strip().lower()
+            if key == b"content-length":
+                length = int(value)
+            elif key == b"transfer-encoding" and b"chunked" in value.lower():
+                chunked = True
+        if not chunked:
+            return status, await self.reader.readexactly(length)
+        data = b""
+        while size := int((await self.reader.readline()).strip(), 16):
+            data += await self.reader.readexactly(size + 2)
+        await self.reader.readline()
+        return status, data
+
+
+def _head(method: str, path: str, host: str, key: str, length: int) -> bytes:
+    return (
+        f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+async def load(url: str, key: str, clients: int, seconds: float, warm: float) -> dict[str, Any]:
+    host = url.split("://", 1)[1].rstrip("/")
+    address, port = host.rsplit(":", 1)
+    conns: list[tuple[_Conn, str]] = []
+    for i in range(clients):  # one after the other: each new connection meets idle loops
+        conn = _Conn(*await asyncio.open_connection(address, int(port)))
+        body = json.dumps({"agent": "bench", "user": f"u{i}-{os.getpid()}"}).encode()
+        status, reply = await conn.request(
+            _head("POST", "/api/v1/sessions", host, key, len(body)), body
+        )
+        if status not in (200, 201):
+            raise RuntimeError(f"session not created: {status} {reply[:300]!r}")
+        conns.append((conn, json.loads(reply)["session_id"]))
+    message = json.dumps({"message": "Tell me about the weather in Kyoto"}).encode()
+    latencies: list[float] = []
+    errors: Counter[int] = Counter()
+    total = 0
+    start = time.perf_counter()
+    measure_from, stop_at = start + warm, start + warm + seconds
+    cpu0 = 0.0
+
+    async def client(conn: _Conn, sid: str) -> None:
+        nonlocal total
+        head = _head("POST", f"/api/v1/sessions/{sid}/messages", host, key, len(message))
+        while (t0 := time.perf_counter()) < stop_at:
+            status, _ = await conn.request(head, message)
+            t1 = time.perf_counter()
+            total += 1
+            if status != 200:
+                errors[status] += 1
+            elif t0 >= measure_from and t1 <= stop_at:
+                latencies.append(t1 - t0)
+
+    async def cpu_mark() -> None:
+        nonlocal cpu0
+        await asyncio.sleep(warm)
+        cpu0 = time.process_time()
+
+    marker = asyncio.create_task(cpu_mark())
+    await asyncio.gather(*(client(c, s) for c, s in conns))
+    await marker
+    cpu = time.process_time() - cpu0
+    for conn, _ in conns:
+        conn.writer.close()
+    latencies.sort()
+    n = len(latencies)
+    return {
+        "count": n,
+        "total": total,
+        "errors": dict(errors),
+        "rps": n / seconds,
+        "p50_ms": latencies[n // 2] * 1000 if n else 0.0,
+        "p99_ms": latencies[min(n - 1, int(n * 0.99))] * 1000 if n else 0.0,
+        "load_cpu_share": cpu / seconds,
+        "sessions": [s for _, s in conns],
+    }
+
+
+def run_load(url: str, key: str, clients: int, seconds: float) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, HERE, "--load", url, "--key", key, "--clients", str(clients),
+         "--seconds", str(seconds)],
+        capture_output=True, text=True, timeout=seconds + 180, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"load on {url} failed:\n{proc.stderr[-2000:]}")
+    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    if out["errors"]:
+        raise RuntimeError(f"{url}: requests failed: {out['errors']}")
+    return out
+
+
+# ------------------------------------------------------------------------- servers
+
+
+def start(nodes: int, tmp: Path, agents: Path) -> tuple[subprocess.Popen[str], str, str]:
+    """``netsuke serve --nodes N`` on a store of its own: the process, its URL, its key."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETSUKE_")}
+    env |= {"NETSUKE_RATE_LIMIT_PER_MINUTE": "0", "NETSUKE_LOG_LEVEL": "info"}
+    proc = subprocess.Popen(
+        [EXE, "serve", "--nodes", str(nodes), "--node", f"bench{nodes}", "--port", "0",
+         "--database-url", f"sqlite:///{tmp}/nodes{nodes}.db", "--agents-dir", str(agents)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=tmp,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    url = key = ""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if m := re.search(r"(nsk_\S+)", line):
+            key = m.group(1)
+        if m := re.search(r"serving (http://\S+)", line):
+            url = m.group(1)
+            break
+    if not url or not key:
+        stop(proc)
+        raise RuntimeError(f"serve --nodes {nodes} did not start")
+    return proc, url, key
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by ``pid`` and its children (the nodes, the nats-server)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry) == pid or int(fields[1]) == pid:
+            used += (int(fields[11]) + int(fields[12])) / tick
+    return used
+
+
+def owners(url: str, key: str, sessions: list[str]) -> dict[str, int]:
+    """How many of ``sessions`` each node owns (``/api/v1/cluster/sessions``)."""
+    import httpx
+
+    held: Counter[str] = Counter()
+    wanted = set(sessions)
+    cursor = None
+    with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=60) as http:
+        while True:
+            params: dict[str, Any] = {"limit": 200, **({"cursor": cursor} if cursor else {})}
+            page = http.get(f"{url}/api/v1/cluster/sessions", params=params).json()
+            for s in page["sessions"]:
+                if s["session_id"] in wanted:
+                    held[s["owner_node"]] += 1
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return dict(held)
+
+
+def figures(quick: bool, clients: int = 16) -> tuple[list[Figure], dict[str, Any]]:
+    """The figure and what to record beside it (also used by ``benchmarks/cluster.py``)."""
+    seconds = 4.0 if quick else 10.0
+    rounds = 1 if quick else 3
+    load_before = os.getloadavg()
+    tmp = Path(tempfile.mkdtemp(prefix="netsuke-bench-nodes-"))
+    agents = tmp / "agents"
+    agents.mkdir()
+    (agents / "bench.yaml").write_text(
+        "name: bench\nmodel: offline\nsystem_prompt: You are a helpful assistant.\n"
+    )
+    servers: dict[int, tuple[subprocess.Popen[str], str, str]] = {}
+    results: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+    spread: list[dict[str, int]] = []
+    try:
+        for n in (1, 2):
+            servers[n] = start(n, tmp, agents)
+        idle: dict[int, float] = {}  # CPU seconds per second of each idle server
+        for n in (1, 2):
+            before, t = tree_cpu(servers[n][0].pid), time.perf_counter()
+            time.sleep(3.0)
+            idle[n] = (tree_cpu(servers[n][0].pid) - before) / (time.perf_counter() - t)
+        for _ in range(rounds):
+            for n in (1, 2):
+                proc, url, key = servers[n]
+                cpu, t = tree_cpu(proc.pid), time.perf_counter()
+                out = run_load(url, key, clients, seconds)
+                used = tree_cpu(proc.pid) - cpu - idle[n] * (time.perf_counter() - t)
+                out["cpu_ms_per_turn"] = used * 1000 / max(out["total"], 1)
+                results[n].append(out)
+                if n == 2:
+                    spread.append(owners(url, key, out["sessions"]))
+    finally:
+        for proc, _, _ in servers.values():
+            stop(proc)
+    best = {n: max(r, key=lambda o: o["rps"]) for n, r in results.items()}
+    two, one = best[2]["rps"], best[1]["rps"]
+    fig = Figure(
+        NAME, two, "turns/s", floor=one, floor_label="serve --nodes 1, same load",
+        target=f">= {TARGET}x", met=one > 0 and two / one >= TARGET,
+    )  # fmt: skip
+    extra = {
+        "clients": clients,
+        "seconds_per_round": seconds,
+        "rounds": rounds,
+        "turns_per_s": {n: [round(o["rps"], 1) for o in r] for n, r in results.items()},
+        "p99_ms": {n: round(best[n]["p99_ms"], 1) for n in (1, 2)},
+        "load_process_cpu_share": {n: round(best[n]["load_cpu_share"], 3) for n in (1, 2)},
+        # server CPU (nodes, supervisor, nats-server) per turn beyond its idle use (heartbeats,
+        # lease renewals): equal costs mean the ratio on an otherwise idle machine is bounded
+        # by the cores, not by the nodes' sharing of the store
+        "server_cpu_ms_per_turn": {n: round(best[n]["cpu_ms_per_turn"], 2) for n in (1, 2)},
+        "server_idle_cpu_share": {n: round(idle[n], 3) for n in (1, 2)},
+        "sessions_per_node_2": spread,
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "usable_cores": len(os.sched_getaffinity(0)),
+    }
+    return [fig], extra
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--load", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--key", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, default=5.0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.load:
+        loop_name()  # uvloop for the load process when installed: it must cost little CPU
+        out = asyncio.run(load(args.load, args.key, args.clients, args.seconds, warm=1.0))
+        print(json.dumps(out))
+        return 0
+    t0 = time.perf_counter()
+    figs, extra = figures(args.quick, args.clients)
+    extra |= {**meta("asyncio (serve)"), "quick": args.quick}
+    extra["seconds"] = round(time.perf_counter() - t0, 1)
+    report("Netsuke serve --nodes", figs, as_json=args.json, extra=extra)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
