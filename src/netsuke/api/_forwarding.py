@@ -247,7 +247,7 @@ async def get_or_start(
     assert isinstance(agents, Agents)
     sid = f"{agent}-{user}"
     me = here(ctx)
-    if ctx.runtime.whereis(sid) is not None or service_of(ctx) is None:
+    if service_of(ctx) is None:
         created = ctx.runtime.whereis(sid) is None
         await _start_here(ctx, agents, agent, user, owner)
         return me, created, None
@@ -289,14 +289,29 @@ async def get_or_start(
 async def _start_here(
     ctx: ApiContext, agents: Any, agent: str, user: str, owner: Pid | None
 ) -> None:
+    # One start of a session at a time on this node: a concurrent caller would otherwise get
+    # the pid of a process still in ``init`` (AlreadyStartedError), whose claim may then lose
+    # to another node; after the lock, the session runs here or SessionOwnedError names the
+    # owner.
+    locks: dict[str, list[Any]] = ctx.extras.setdefault("_start_locks", {})
+    sid = f"{agent}-{user}"
+    entry = locks.get(sid)
+    if entry is None:
+        entry = locks[sid] = [asyncio.Lock(), 0]  # the lock, and how many hold or wait
+    entry[1] += 1
     try:
-        await agents.start_session(agent, user, owner=owner, exclusive=True)
+        async with entry[0]:
+            await agents.start_session(agent, user, owner=owner, exclusive=True)
     except SessionOwnedError:
         raise
     except NetsukeError as exc:
         from ._turns import agent_problem
 
         raise agent_problem(exc) from None
+    finally:
+        entry[1] -= 1
+        if entry[1] == 0 and locks.get(sid) is entry:
+            del locks[sid]
 
 
 async def adopt(ctx: ApiContext, session_id: str) -> bool:
