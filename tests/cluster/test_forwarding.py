@@ -37,8 +37,21 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _spawn(name: str, nats: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
+    labels = ["--label", "gpu=a100"] if name == "gamma" else []
     return subprocess.Popen(
-        [EXE, "serve", "--cluster", nats, "--node", name, "--port", "0", "--cluster-lease", "3"],
+        [
+            EXE,
+            "serve",
+            "--cluster",
+            nats,
+            "--node",
+            name,
+            "--port",
+            "0",
+            "--cluster-lease",
+            "3",
+            *labels,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -78,6 +91,9 @@ async def test_three_nodes_serve_one_session_from_every_node(
     agents = tmp_path / "agents"
     agents.mkdir()
     (agents / "helper.yaml").write_text("name: helper\nmodel: offline\n")
+    pinned = "model: offline\nconfig:\n  node_labels:\n"
+    (agents / "pinned.yaml").write_text(f"name: pinned\n{pinned}    gpu: a100\n")
+    (agents / "nowhere.yaml").write_text(f"name: nowhere\n{pinned}    zone: mars\n")
     common = {
         "NETSUKE_DATABASE_URL": migrated_url,
         "NETSUKE_CLUSTER_PREFIX": prefix(),
@@ -211,6 +227,17 @@ async def test_three_nodes_serve_one_session_from_every_node(
             assert (await http.get(f"{owner_url}/api/v1/sessions/{sid}")).json()["state"] == (
                 "stopped"
             )
+
+            # pinned by label: started on gamma whichever node is asked; no such node: 503
+            for u in urls:
+                r = await http.post(f"{u}/api/v1/sessions", json={"agent": "pinned", "user": "p"})
+                assert r.status_code in (200, 201), r.text
+                assert r.headers[NODE].startswith("gamma#"), r.headers
+            r = await http.post(f"{a_url}/api/v1/sessions", json={"agent": "nowhere", "user": "p"})
+            assert r.status_code == 503, r.text
+            assert r.json()["type"].endswith("/no-node-available")
+            nodes = (await http.get(f"{a_url}/api/v1/cluster/nodes")).json()["nodes"]
+            assert {n["name"]: n["labels"] for n in nodes}["gamma"] == {"gpu": "a100"}
 
             # an owner frozen mid-request: a typed error once it is judged down, never a hang
             r = await http.post(
