@@ -18,6 +18,8 @@ Figures:
   100,000 processes (20,000 with ``--quick``); a sample of them is then called by name from
   another node. Floor: the same processes in a node without a transport. Target: <= 700 B.
 
+* ``get-or-start across nodes`` (sessions/s): see ``cluster_sessions.py``.
+
 ``--quick`` finishes within a minute; ``--json`` prints the figures object as the last line.
 """
 
@@ -393,6 +395,9 @@ async def run(quick: bool) -> list[Figure]:
         figs = await call_figures(url, quick)
         figs += await down_figures(url, quick)
         figs.append(await memory_figure(url, quick))
+        from cluster_sessions import sessions_figure  # get-or-start across nodes
+
+        figs.append(await sessions_figure(url, quick))
     return figs
 
 
