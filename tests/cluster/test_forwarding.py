@@ -94,6 +94,7 @@ async def test_three_nodes_serve_one_session_from_every_node(
     pinned = "model: offline\nconfig:\n  node_labels:\n"
     (agents / "pinned.yaml").write_text(f"name: pinned\n{pinned}    gpu: a100\n")
     (agents / "nowhere.yaml").write_text(f"name: nowhere\n{pinned}    zone: mars\n")
+    (agents / "summer.yaml").write_text("name: summer\nmodel: offline\ncapabilities: [summarise]\n")
     common = {
         "NETSUKE_DATABASE_URL": migrated_url,
         "NETSUKE_CLUSTER_PREFIX": prefix(),
@@ -238,6 +239,40 @@ async def test_three_nodes_serve_one_session_from_every_node(
             assert r.json()["type"].endswith("/no-node-available")
             nodes = (await http.get(f"{a_url}/api/v1/cluster/nodes")).json()["nodes"]
             assert {n["name"]: n["labels"] for n in nodes}["gamma"] == {"gpu": "a100"}
+
+            # every node takes tasks from the shared SQL queue
+            ids = []
+            for i in range(30):
+                t = await http.post(
+                    f"{urls[i % 3]}/api/v1/tasks",
+                    json={
+                        "kind": "summarise",
+                        "capabilities": ["summarise"],
+                        "payload": {"message": f"text {i}"},
+                    },
+                )
+                assert t.status_code == 201, t.text
+                ids.append(t.json()["id"])
+            deadline = loop.time() + 120
+            for tid in ids:
+                while (await http.get(f"{a_url}/api/v1/tasks/{tid}")).json()["status"] != (
+                    "succeeded"
+                ):
+                    assert loop.time() < deadline, "the queued tasks were not all taken"
+                    await asyncio.sleep(0.2)
+            took = {}
+            for u in urls:
+                m = (await http.get(f"{u}/metrics")).text
+                line = next(
+                    (
+                        x
+                        for x in m.splitlines()
+                        if x.startswith('netsuke_tasks_total{event="succeeded"')
+                    ),
+                    "0 0",
+                )
+                took[by_url[u]] = float(line.split()[-1])
+            assert sum(took.values()) == 30 and sum(1 for n in took.values() if n > 0) >= 2, took
 
             # an owner frozen mid-request: a typed error once it is judged down, never a hang
             r = await http.post(
