@@ -249,7 +249,10 @@ async def get_or_start(
     me = here(ctx)
     if service_of(ctx) is None:
         created = ctx.runtime.whereis(sid) is None
-        await _start_here(ctx, agents, agent, user, owner)
+        try:
+            await _start_here(ctx, agents, agent, user, owner)
+        except SessionOwnedError as e:  # a custom liveness policy says another node owns it
+            raise _moved(f"{e.node}#{e.incarnation}", str(e)) from None
         return me, created, None
     target = await owner_elsewhere(ctx, sid)
     if target is None and hops == 0:

@@ -12,7 +12,9 @@
   ``hibernate`` keeps its memory until a new owner comes.
 
 Frames (JSON text). Client → server: ``{"message": "..."}``. Server → client: first
-``{"type": "session", "session_id", "agent", "user"}``, then per turn ``delta``
+``{"type": "session", "session_id", "agent", "user", "node"}`` (``node``: the id of the node
+running the session; in a cluster it may be another node, each turn then streams back from
+it, and the socket owns the session there too), then per turn ``delta``
 (``text``), ``tool_call_started``, ``tool_call_finished``, ``completed`` (output, execution
 id, tokens, and ``html``: the output rendered as Markdown with raw HTML escaped), or
 ``error`` (a problem document, its ``type`` URI as ``problem_type``). Turns run one at a
