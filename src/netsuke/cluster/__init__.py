@@ -3,31 +3,51 @@
 from __future__ import annotations
 
 from ._codec import DecodeError, EncodeError, RemoteError, decode, encode, encode_reason
+from ._forward import (
+    ForwardError,
+    ForwardTimeoutError,
+    OwnerLostError,
+    OwnerUnreachableError,
+    RemoteOpError,
+    SessionService,
+)
 from ._member_node import ClusterNode, join_cluster
 from ._membership import DuplicateNodeError, FencedError, Membership, NodeInfo, list_nodes
 from ._names import GlobalEntry, GlobalNames
 from ._nats import NOCONNECTION, ClusterConnectError, NatsTransport, NodeDown, join, split_node_id
+from ._placement import Candidate, NoNodeAvailableError, choose_node, parse_labels
 
 __all__ = [
     "NOCONNECTION",
+    # placement and forwarding (issue 17)
+    "Candidate",
     "ClusterConnectError",
     "ClusterNode",
     "DecodeError",
     "DuplicateNodeError",
     "EncodeError",
     "FencedError",
+    "ForwardError",
+    "ForwardTimeoutError",
     "GlobalEntry",
     "GlobalNames",
     "Membership",
     "NatsTransport",
+    "NoNodeAvailableError",
     "NodeDown",
     "NodeInfo",
+    "OwnerLostError",
+    "OwnerUnreachableError",
     "RemoteError",
+    "RemoteOpError",
+    "SessionService",
+    "choose_node",
     "decode",
     "encode",
     "encode_reason",
     "join",
     "join_cluster",
     "list_nodes",
+    "parse_labels",
     "split_node_id",
 ]
