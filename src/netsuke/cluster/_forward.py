@@ -208,12 +208,16 @@ class SessionService:
                 headers: dict[str, str] = {}
                 propagate.inject(headers)
                 data = encode({"a": args, "t": timeout})
-                await nc.publish(
-                    f"{self.prefix}.fwd.{node}.q.{op}",
-                    data,
-                    reply=f"{self._base}r.{rid}",
-                    headers=headers or None,
-                )
+                try:
+                    await nc.publish(
+                        f"{self.prefix}.fwd.{node}.q.{op}",
+                        data,
+                        reply=f"{self._base}r.{rid}",
+                        headers=headers or None,
+                    )
+                except Exception as e:  # not sent (connection closed, draining)
+                    outcome = "unreachable"
+                    raise OwnerUnreachableError(node, op, f"not sent: {e!r}") from e
                 while True:
                     left = deadline - loop.time()
                     if left <= 0:
