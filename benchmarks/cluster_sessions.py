@@ -37,10 +37,13 @@ NAME = "get-or-start across nodes"
 
 
 def _spawn(name: str, nats: str, env: dict[str, str], cwd: str) -> subprocess.Popen[str]:
+    logs = os.environ.get("BENCH_NODE_LOGS")  # a folder: keep each node's stderr there
     return subprocess.Popen(
-        [EXE, "serve", "--cluster", nats, "--node", name, "--port", "0"],
+        # a 20 s lease: on one SQLite file under this write load a renewal can wait over
+        # 3 s for the writer on a busy machine, which fences a node with the default 5 s
+        [EXE, "serve", "--cluster", nats, "--node", name, "--port", "0", "--cluster-lease", "20"],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=open(Path(logs) / f"{name}.log", "w") if logs else subprocess.DEVNULL,
         text=True,
         env=env,
         cwd=cwd,
