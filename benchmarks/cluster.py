@@ -28,6 +28,7 @@ Figures:
 The failover figures of ``benchmarks/cluster_failover.py`` follow (run alone, it gives only
 those).
 * ``chat turns/s, 2 nodes vs 1 node``: from ``benchmarks/cluster_nodes.py`` (its docstring).
+* ``get-or-start across nodes`` (sessions/s): see ``cluster_sessions.py``.
 
 ``--quick`` finishes within a minute; ``--json`` prints the figures object as the last line.
 """
@@ -502,6 +503,9 @@ async def run(quick: bool) -> list[Figure]:
         figs = await call_figures(url, quick)
         figs += await down_figures(url, quick)
         figs.append(await memory_figure(url, quick))
+        from cluster_sessions import sessions_figure  # get-or-start across nodes
+
+        figs.append(await sessions_figure(url, quick))
     from cluster_failover import run as failover  # callable again after SIGKILL/SIGSTOP, chaos
 
     figs += await failover(quick)

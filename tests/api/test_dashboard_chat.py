@@ -101,7 +101,8 @@ async def test_socket_owner_hibernate_policy_and_refusals(live: Live) -> None:
     async with websockets.connect(ws_url + "?user=kim", additional_headers=auth) as ws:
         hello = json.loads(await ws.recv())
         assert hello == {
-            "type": "session", "session_id": "keeper-kim", "agent": "keeper", "user": "kim"
+            "type": "session", "session_id": "keeper-kim", "agent": "keeper", "user": "kim",
+            "node": "local",
         }  # fmt: skip
         await ws.send(json.dumps({"message": "My name is Kim"}))
         frames = await _frames(ws, "completed")

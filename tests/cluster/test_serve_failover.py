@@ -1,8 +1,9 @@
 """Two ``netsuke serve --cluster`` nodes on one store: a session is owned by one node at a
-time (its lease judged by the database clock), the other node's turns on it are refused with
-503 ``session-moved`` while the owner lives, and once the owner is SIGKILLed and its lease has
-run out the survivor takes the session over with its whole conversation (issue 17, fenced
-ownership wired to the membership leases of issue 16)."""
+time (its lease judged by the database clock), the other node's requests for it are forwarded
+to the owner while it lives (``X-Netsuke-Node`` names it), refused with 503
+``session-moved`` while the dead owner's lease runs, and once that lease has run out the
+survivor takes the session over with its whole conversation (issue 17, fenced ownership wired
+to the membership leases of issue 16)."""
 
 from __future__ import annotations
 
@@ -99,13 +100,22 @@ async def test_a_session_moves_to_the_survivor_with_its_memory_only_after_the_ow
             )
             assert r.status_code == 200, r.text
 
-            # beta may start the session, but alpha (live) owns it: beta's turns are refused
+            alpha_id = r.headers["X-Netsuke-Node"]
+            assert alpha_id.startswith("alpha#"), r.headers
+
+            # beta's requests for it reach alpha, the owner: get-or-start, a turn, status
             r = await http.post(f"{b_url}/api/v1/sessions", json={"agent": "helper", "user": "u"})
-            assert r.status_code in (200, 201), r.text
+            assert r.status_code == 200, r.text
+            assert r.headers["X-Netsuke-Node"] == alpha_id
+            assert r.json()["node"] == alpha_id
             r = await http.post(f"{b_url}/api/v1/sessions/{sid}/messages", json={"message": "x"})
-            assert r.status_code == 503, r.text
-            assert r.headers["content-type"].startswith("application/problem+json")
-            assert "session-moved" in r.json()["type"]
+            assert r.status_code == 200, r.text
+            assert r.headers["X-Netsuke-Node"] == alpha_id
+            assert "turn 2" in r.json()["output"], r.text
+            r = await http.get(f"{b_url}/api/v1/sessions/{sid}")
+            assert r.status_code == 200 and r.json()["node"] == alpha_id, r.text
+            listed = (await http.get(f"{b_url}/api/v1/sessions")).json()["items"]
+            assert [(i["session_id"], i["node"]) for i in listed] == [(sid, alpha_id)]
 
             os.kill(alpha.pid, signal.SIGKILL)
             alpha.wait(30)
@@ -118,8 +128,9 @@ async def test_a_session_moves_to_the_survivor_with_its_memory_only_after_the_ow
                     f"{b_url}/api/v1/sessions/{sid}/messages", json={"message": "and now?"}
                 )
                 if r.status_code == 200:
+                    assert r.headers["X-Netsuke-Node"].startswith("beta#"), r.headers
                     break
-                assert r.status_code == 503, r.text
+                assert r.status_code in (503, 504), r.text
                 assert loop.time() < deadline, "beta never took the session over"
                 await asyncio.sleep(0.5)
             history = (await http.get(f"{b_url}/api/v1/sessions/{sid}/messages")).json()
@@ -129,8 +140,9 @@ async def test_a_session_moves_to_the_survivor_with_its_memory_only_after_the_ow
                 for part in message["parts"]
                 if part.get("part_kind") == "user-prompt"
             ]
-            # the memory came along; the refused turn "x" left nothing
-            assert prompts == ["remember kyoto", "and now?"], prompts
+            # the memory came along, the forwarded turn "x" included
+            assert prompts == ["remember kyoto", "x", "and now?"], prompts
+            assert r.headers["X-Netsuke-Node"].startswith("beta#")
     finally:
         _stop(alpha)
         if beta is not None:

@@ -32,6 +32,7 @@ TABLES_BY_REVISION = {
     "0009_manager": {"manager_agents", "manager_agent_events"},
     "0010_cluster": {"cluster_nodes", "cluster_names"},
     "0011_session_owners": {"turn_requests"},  # and two owner columns
+    "0012_node_labels": set(),  # a column
     "0013_session_restart": set(),  # two columns and an index
 }
 

@@ -214,6 +214,7 @@ class SessionMovedError(TurnError):
         self.session = session
         self.current_epoch = current_epoch
         self.owner = owner
+        self.owner_id: str | None = None  # ``name#incarnation`` of the live owner, when known
 
 
 class RequestKeyReusedError(AgentError, ValueError):

@@ -80,7 +80,17 @@ class SessionArg:
     """The start argument of a session; kept by the supervisor for restarts, so an attached
     owner survives a restart."""
 
-    __slots__ = ("config", "epoch", "known", "owner", "session", "starts", "system", "user")
+    __slots__ = (
+        "config",
+        "epoch",
+        "exclusive",
+        "known",
+        "owner",
+        "session",
+        "starts",
+        "system",
+        "user",
+    )
 
     def __init__(
         self,
@@ -90,8 +100,10 @@ class SessionArg:
         user: str | None,
         owner: Pid | None = None,
         known: bool = False,
+        exclusive: bool = False,
     ) -> None:
         self.system = system
+        self.exclusive = exclusive  # a refused claim fails the start (the caller forwards)
         self.config = config
         self.session = session
         self.user = user
@@ -317,6 +329,8 @@ class AgentServer(Process):
                     restart=cfg.restart,
                 )
             except SessionOwnedError as e:
+                if arg.exclusive:  # the caller forwards to the owner instead (cluster)
+                    raise
                 # a live node owns it: start unclaimed; each turn claims first and fails with
                 # SessionMovedError until the owner is gone
                 log.info("agent_session_owned_elsewhere", session=arg.session, owner=e.node)
@@ -474,6 +488,8 @@ class AgentServer(Process):
                     owner=e.node if isinstance(e, SessionOwnedError) else None,
                     execution_id=exec_id,
                 )
+                if isinstance(e, SessionOwnedError):
+                    outcome.owner_id = f"{e.node}#{e.incarnation}"
                 outcome.__cause__ = e
                 METRICS.fenced += 1
                 log.warning("agent_turn_fenced", agent=cfg.name, session=a.session, error=str(e))
@@ -716,6 +732,11 @@ class AgentServer(Process):
             if not q:
                 self._queue = None
             await self._start_turn(nxt)
+        elif a.exclusive and isinstance(outcome, SessionMovedError) and outcome.owner_id:
+            # started by a cluster's get-or-start, and a live node owns the session now:
+            # step aside, so requests are forwarded to that owner
+            log.info("agent_session_stepped_aside", session=a.session, owner=outcome.owner_id)
+            self.stop("normal")
         else:
             self._arm_idle()
 

@@ -66,6 +66,7 @@ from netsuke.kernel import (
     Pid,
     ProcessExitedError,
     Runtime,
+    StartError,
     Target,
 )
 from netsuke.store import (
@@ -74,6 +75,7 @@ from netsuke.store import (
     AuditValues,
     DuplicateRequestError,
     NotFoundError,
+    SessionOwnedError,
     Store,
     TurnRequest,
     check_request_key,
@@ -319,11 +321,29 @@ class Agents:
         *,
         owner: Pid | None = None,
         user: str | None = None,
+        exclusive: bool = False,
     ) -> Pid:
         """Start an agent server named ``name`` (its session id). Raises
-        ``AlreadyStartedError`` (name taken, with the holder's pid) and ``StartError``."""
+        ``AlreadyStartedError`` (name taken, with the holder's pid) and ``StartError``.
+        ``exclusive``: when another live node owns the session, fail the start with
+        ``SessionOwnedError`` (raised as is) instead of starting unclaimed."""
         cfg = config if config is not None else await self.config_for(_agent_name(name))
         self._evicted.pop(name, None)
+        if exclusive:
+            try:
+                pid = await DynamicSupervisor.start_child(
+                    await self.domain(cfg.name),
+                    _SPEC,
+                    arg=SessionArg(self, cfg, name, user, owner, exclusive=True),
+                    name=name,
+                    runtime=self.rt,
+                )
+            except StartError as e:
+                if isinstance(e.reason, SessionOwnedError):
+                    raise e.reason from None
+                raise
+            assert pid is not None
+            return pid
         pid = await DynamicSupervisor.start_child(
             await self.domain(cfg.name),
             _SPECS[cfg.restart],
@@ -361,15 +381,19 @@ class Agents:
         config: AgentConfig | None = None,
         *,
         owner: Pid | None = None,
+        exclusive: bool = False,
     ) -> SessionRef:
         """Get-or-start the session of ``user_id`` with ``agent_name``. An existing session is
-        returned as is (and ``owner``, if given, is attached to it)."""
+        returned as is (and ``owner``, if given, is attached to it). ``exclusive``: see
+        ``start_agent`` (a cluster forwards to the owner named by ``SessionOwnedError``)."""
         sid = f"{agent_name}-{user_id}"
         pid = self.rt.whereis(sid)
         if pid is None:
             cfg = config if config is not None else await self.config_for(agent_name)
             try:
-                pid = await self.start_agent(sid, cfg, owner=owner, user=user_id)
+                pid = await self.start_agent(
+                    sid, cfg, owner=owner, user=user_id, exclusive=exclusive
+                )
                 return SessionRef(sid, pid)
             except AlreadyStartedError as e:
                 pid = e.pid

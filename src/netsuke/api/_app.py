@@ -30,6 +30,7 @@ from ._cache_layer import CacheLayer
 from ._context import ApiContext
 from ._definition_cache import cache_definitions
 from ._docs import install_docs
+from ._forwarding import start_forwarding
 from ._middleware import ApiMiddleware
 from ._model_guard import definition_problems, endpoint_guard
 from ._monitor import AgentMonitor
@@ -88,9 +89,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await dispatcher.start()
+        forwarding = await start_forwarding(app)  # a cluster: serve sessions to other nodes
         try:
             yield
         finally:
+            if forwarding is not None:
+                await forwarding.close()
             await dispatcher.aclose()
 
     app = FastAPI(

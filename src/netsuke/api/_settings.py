@@ -184,6 +184,22 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a number of nodes: an integer >= 1, or 'auto'")
         return int(text)
 
+    placement: Literal["least-loaded", "rendezvous", "local"] = "least-loaded"
+    """Where a new session starts in a cluster: ``least-loaded`` (the live node owning the
+    fewest sessions, preferring the receiving node within a tolerance), ``rendezvous`` (HRW
+    hashing of the session id over live nodes) or ``local``. See docs/cluster.md."""
+    node_labels: str | None = None
+    """This node's labels, ``k=v`` comma-separated (``--label k=v``), stored with its lease;
+    agent definitions may require labels (``node_labels``) to be placed here."""
+
+    @field_validator("node_labels")
+    @classmethod
+    def _labels(cls, value: str | None) -> str | None:
+        from netsuke.cluster._placement import parse_labels
+
+        parse_labels(value)
+        return value
+
     @field_validator("cluster")
     @classmethod
     def _cluster_url(cls, value: str | None) -> str | None:

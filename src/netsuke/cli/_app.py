@@ -142,6 +142,14 @@ def serve(
         float | None,
         typer.Option(help="Membership lease in seconds [$NETSUKE_CLUSTER_LEASE_S or 5]."),
     ] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--label",
+            metavar="KEY=VALUE",
+            help="A node label for placement (repeatable) [$NETSUKE_NODE_LABELS].",
+        ),
+    ] = None,
     worker: Annotated[
         list[str] | None,
         typer.Option(
@@ -185,6 +193,7 @@ def serve(
             cluster_tls_key=cluster_tls_key,
             cluster_lease_s=cluster_lease,
             nodes=nodes,
+            node_labels=",".join(label) if label else None,
         )
     except SettingsError as e:
         raise _fail(str(e)) from None

@@ -60,12 +60,13 @@ def ls(
         typer.echo(json.dumps(items, indent=2))
         return
     table = Table(
-        Column("session", no_wrap=True), "agent", "user", "state", "turns", "last activity (UTC)"
-    )
+        Column("session", no_wrap=True), "agent", "user", "state", "node", "turns",
+        "last activity (UTC)",
+    )  # fmt: skip
     for s in items:
         table.add_row(
-            s["session_id"], s["agent"] or "", s["user"] or "", s["state"], str(s["turns"]),
-            _when(s["last_activity"]),
+            s["session_id"], s["agent"] or "", s["user"] or "", s["state"],
+            (s.get("node") or "").split("#", 1)[0], str(s["turns"]), _when(s["last_activity"]),
         )  # fmt: skip
     console.print(table)
 

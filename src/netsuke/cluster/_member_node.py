@@ -106,8 +106,10 @@ async def join_from_settings(
     nats-py; ``runtime_options`` go to the ``Runtime`` (``events``: a bus already watched). A
     connection failure is reported without the URLs' user and password."""
     from ._config import connect_options, redact
+    from ._placement import parse_labels
 
     urls = settings.cluster.split(",")
+    labels = parse_labels(getattr(settings, "node_labels", None))
     options = connect_options(**settings_connect_args(settings))
     async with AsyncExitStack() as stack:
         try:
@@ -117,6 +119,7 @@ async def join_from_settings(
                     settings.node,
                     database,
                     lease=settings.cluster_lease_s,
+                    membership_options={"labels": labels} if labels else None,
                     transport_options={
                         "prefix": settings.cluster_prefix,
                         "connect_options": options,

@@ -23,8 +23,8 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import structlog
@@ -126,6 +126,7 @@ class NodeInfo:
     processes: int
     names: int
     started_at: float
+    labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def node_id(self) -> str:
@@ -144,6 +145,7 @@ class NodeInfo:
             "processes": self.processes,
             "names": self.names,
             "started_at": self.started_at,
+            "labels": dict(self.labels),
         }
 
 
@@ -182,6 +184,7 @@ async def list_nodes(db: Database, *, include_gone: bool = False) -> list[NodeIn
                     processes=int(r["processes"]),
                     names=counts.get((r["name"], int(r["incarnation"])), 0),
                     started_at=float(r["started_at"]),
+                    labels={str(k): str(v) for k, v in dict(r["labels"] or {}).items()},
                 )
             )
     return out
@@ -215,6 +218,7 @@ class Membership:
         process_count: Callable[[], int] | None = None,
         clock: Callable[[], float] = time.monotonic,
         renew_in_thread: bool = False,
+        labels: Mapping[str, str] | None = None,
     ) -> None:
         renew_interval = lease / 5 if renew_interval is None else renew_interval
         fence_after = lease * 0.6 if fence_after is None else fence_after
@@ -227,6 +231,7 @@ class Membership:
             )
         self.db = db
         self.name = name
+        self.labels: dict[str, str] = dict(labels or {})
         self.lease = lease
         self.renew_interval = renew_interval
         self.fence_after = fence_after
@@ -314,6 +319,7 @@ class Membership:
                     processes=0,
                     state=LIVE,
                     info={},
+                    labels=dict(self.labels),
                 )
             )
             # A predecessor's names are not kept alive by its successor.

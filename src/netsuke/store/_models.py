@@ -444,6 +444,7 @@ class ClusterNodeRow(Base):
     processes: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(16))
     info: Mapped[dict[str, Any]]
+    labels: Mapped[dict[str, Any] | None]  # 0012: the node's k=v labels
 
 
 class ClusterNameRow(Base):

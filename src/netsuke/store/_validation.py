@@ -191,6 +191,29 @@ def key_env_problem(name: Any) -> str | None:
     return None
 
 
+def _label_part(s: Any) -> bool:
+    return (
+        isinstance(s, str)
+        and 0 < len(s) <= 64
+        and s.isascii()
+        and all(c.isalnum() or c in "_.-" for c in s)
+    )
+
+
+def _node_labels(labels: Any) -> None:
+    """``config.node_labels``: the node labels a session of the agent requires (placement);
+    a mapping of up to 16 ``key: value`` strings (letters, digits, ``_.-``, 1-64 each)."""
+    if labels is None:
+        return
+    if not isinstance(labels, Mapping) or len(labels) > 16:
+        raise ValidationError("config.node_labels", "a mapping of up to 16 key: value labels")
+    for k, v in labels.items():
+        if not _label_part(k) or not _label_part(v):
+            raise ValidationError(
+                "config.node_labels", f"label {k!s}={v!s}: letters, digits, _ . - (1-64 each)"
+            )
+
+
 def _config_secrets(config: Mapping[str, Any]) -> None:
     for key in config:
         if is_secret_config_key(str(key)):
@@ -251,6 +274,7 @@ def validate_agent(draft: AgentDraft) -> AgentDraft:
     if len(draft.system_prompt) > 200_000:
         raise ValidationError("system_prompt", "longer than 200000 characters")
     _config_secrets(draft.config)
+    _node_labels(draft.config.get("node_labels"))
     validate_model_string(draft.model, draft.config)
     for key, value in draft.model_settings.as_dict().items():
         low, high = _SETTING_RANGES[key]

@@ -12,7 +12,9 @@
   ``hibernate`` keeps its memory until a new owner comes.
 
 Frames (JSON text). Client → server: ``{"message": "..."}``. Server → client: first
-``{"type": "session", "session_id", "agent", "user"}``, then per turn ``delta``
+``{"type": "session", "session_id", "agent", "user", "node"}`` (``node``: the id of the node
+running the session; in a cluster it may be another node, each turn then streams back from
+it, and the socket owns the session there too), then per turn ``delta``
 (``text``), ``tool_call_started``, ``tool_call_finished``, ``completed`` (output, execution
 id, tokens, and ``html``: the output rendered as Markdown with raw HTML escaped), or
 ``error`` (a problem document, its ``type`` URI as ``problem_type``). Turns run one at a
@@ -37,13 +39,15 @@ from netsuke.observability import get_logger
 from netsuke.store import NotFoundError, ValidationError, check_json
 
 from .._auth import Principal
+from .._forwarding import forward_stream, get_or_start, here, required_labels
 from .._markdown import render_markdown
 from .._pages import templates
 from .._problems import ProblemError, problem_body
 from .._transcript import transcript
-from .._turns import agent_problem, agents_of, event_json
+from .._turns import agent_problem, agents_of
 from ..deps import COOKIE, Ctx, authenticate, client_of, get_ctx
 from .events import _same_origin
+from .sessions import stream_local
 
 __all__ = ["router"]
 
@@ -131,20 +135,29 @@ async def chat_socket(websocket: WebSocket, agent: str) -> None:
     except (NotFoundError, Exception):
         await websocket.close(code=4404, reason="No such agent")
         return
-    agents = agents_of(ctx)
+    agents_of(ctx)
+    sid = f"{agent}-{user}"
     try:
         async with ctx.runtime.scope() as tab:
+            # in a cluster the session may live on another node: the tab (a pid of this node)
+            # owns it there too, and each turn is streamed back from that node
             try:
-                ref = await agents.start_session(agent, user, owner=tab.pid)
+                node, _, _ = await get_or_start(
+                    ctx, agent, user, owner=tab.pid, required=await required_labels(ctx, agent)
+                )
             except NetsukeError as exc:
                 await websocket.send_json(_error(agent_problem(exc)))
                 await websocket.close(code=1011)
                 return
-            log.info("api.chat_opened", session=ref.session_id, owner=repr(tab.pid))
+            except ProblemError as problem:
+                await websocket.send_json(_error(problem))
+                await websocket.close(code=1011)
+                return
+            log.info("api.chat_opened", session=sid, owner=repr(tab.pid), node=node)
             await websocket.send_json(
-                {"type": "session", "session_id": ref.session_id, "agent": agent, "user": user}
+                {"type": "session", "session_id": sid, "agent": agent, "user": user, "node": node}
             )
-            await _converse(websocket, agents, ref.session_id)
+            await _converse(websocket, ctx, sid, None if node == here(ctx) else node)
     except (WebSocketDisconnect, Exited):
         pass
     log.info("api.chat_closed", agent=agent, user=user)
@@ -156,7 +169,7 @@ def _error(problem: ProblemError) -> dict[str, Any]:
     return {**body, "type": "error", "problem_type": body["type"]}
 
 
-async def _converse(websocket: WebSocket, agents: Any, session_id: str) -> None:
+async def _converse(websocket: WebSocket, ctx: Any, session_id: str, node: str | None) -> None:
     while True:
         try:
             frame = json.loads(await websocket.receive_text())
@@ -175,9 +188,13 @@ async def _converse(websocket: WebSocket, agents: Any, session_id: str) -> None:
                 _error(ProblemError(422, "Validation failed", f"{exc.field}: {exc.reason}"))
             )
             continue
+        events = (
+            forward_stream(ctx, node, "stream", {"session": session_id, "message": message})
+            if node is not None
+            else stream_local(ctx, session_id, message, None)
+        )
         try:
-            async for event in agents.stream(session_id, message):
-                name, data = event_json(event)
+            async for name, data in events:
                 if name == "completed":  # the final answer as safe HTML (Markdown, no raw HTML)
                     output = data["output"]
                     text = output if isinstance(output, str) else json.dumps(output, indent=2)
@@ -188,3 +205,6 @@ async def _converse(websocket: WebSocket, agents: Any, session_id: str) -> None:
         except NetsukeError as exc:
             with contextlib.suppress(Exception):
                 await websocket.send_json(_error(agent_problem(exc)))
+        except ProblemError as problem:  # from the owner node, or losing it
+            with contextlib.suppress(Exception):
+                await websocket.send_json(_error(problem))

@@ -21,6 +21,8 @@ from netsuke.agents import AgentNotFoundError
 from netsuke.kernel import NetsukeError
 from netsuke.observability import get_logger
 
+from .._context import ApiContext
+from .._forwarding import NODE_HEADER, forward, here, owner_elsewhere
 from .._problems import ProblemError
 from .._turns import agent_problem, agents_of
 from ..deps import Caller, Ctx, Operator
@@ -43,8 +45,16 @@ class RestartResult(BaseModel):
 
 
 @router.post("/{session_id}/cancel", response_model=CancelResult)
-async def cancel_turn(ctx: Ctx, caller: Caller, session_id: SessionId) -> CancelResult:
+async def cancel_turn(
+    ctx: Ctx, caller: Caller, session_id: SessionId, response: Response
+) -> CancelResult:
     _, _, running = await checked(ctx, caller, session_id)
+    owner = None if running else await owner_elsewhere(ctx, session_id)
+    response.headers[NODE_HEADER] = owner or here(ctx)
+    if owner is not None:
+        cancelled = bool(await forward(ctx, owner, "cancel", {"session": session_id}))
+        log.info("api.turn_cancelled", session=session_id, cancelled=cancelled, node=owner)
+        return CancelResult(session_id=session_id, cancelled=cancelled)
     if not running:
         return CancelResult(session_id=session_id, cancelled=False)
     try:
@@ -61,7 +71,21 @@ async def cancel_turn(ctx: Ctx, caller: Caller, session_id: SessionId) -> Cancel
 async def restart_session(
     ctx: Ctx, caller: Operator, session_id: SessionId, response: Response
 ) -> RestartResult:
-    await checked(ctx, caller, session_id)
+    _, _, running = await checked(ctx, caller, session_id)
+    owner = None if running else await owner_elsewhere(ctx, session_id)
+    response.headers[NODE_HEADER] = owner or here(ctx)
+    if owner is not None:
+        restarted = bool(await forward(ctx, owner, "restart", {"session": session_id}))
+    else:
+        restarted = await restart_here(ctx, session_id)
+    if not restarted:
+        response.status_code = 202  # killed; the supervisor has not started it again (yet)
+    return RestartResult(session_id=session_id, restarted=restarted)
+
+
+async def restart_here(ctx: ApiContext, session_id: str) -> bool:
+    """Kill the session's process on this node; whether its supervisor started it again
+    within a few seconds. 409 when it is not running here."""
     pid = ctx.runtime.whereis(session_id)
     if pid is None:
         raise ProblemError(409, "Conflict", "the session is not running; nothing to restart")
@@ -72,7 +96,6 @@ async def restart_session(
         now = ctx.runtime.whereis(session_id)
         if now is not None and now != pid:
             log.info("api.session_restarted", session=session_id, old=repr(pid), new=repr(now))
-            return RestartResult(session_id=session_id, restarted=True)
+            return True
         await asyncio.sleep(0.01)
-    response.status_code = 202  # killed; the supervisor has not started it again (yet)
-    return RestartResult(session_id=session_id, restarted=False)
+    return False

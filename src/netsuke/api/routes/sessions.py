@@ -43,7 +43,8 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from netsuke.agents import AgentError, AgentNotFoundError, StreamEvent
+from netsuke.agents import AgentError, AgentNotFoundError, SessionMovedError
+from netsuke.agents._system import request_hash
 from netsuke.kernel import NetsukeError
 from netsuke.observability import get_logger
 from netsuke.store import REQUEST_KEY_MAX, NotFoundError, ValidationError, check_request_key
@@ -51,6 +52,20 @@ from netsuke.store import REQUEST_KEY_MAX, NotFoundError, ValidationError, check
 from .._auth import Principal
 from .._chat_route import ChatRoute
 from .._context import ApiContext
+from .._forwarding import (
+    NODE_HEADER,
+    TURN_TIMEOUT,
+    adopt,
+    audit_to_wire,
+    forward,
+    forward_stream,
+    gather_nodes,
+    get_or_start,
+    here,
+    owner_elsewhere,
+    required_labels,
+    service_of,
+)
 from .._middleware import mark_audited, request_audit
 from .._problems import ProblemError, problem_body
 from .._turns import agent_problem, agents_of, dump_messages, event_json, jsonable, monitor_of
@@ -86,6 +101,8 @@ class Session(BaseModel):
     tokens_out: int = 0
     last_activity: float | None = None
     version: int | None = None
+    node: str | None = None
+    """The node id serving the session (``name#incarnation`` in a cluster)."""
 
 
 class SessionPage(BaseModel):
@@ -137,9 +154,17 @@ async def checked(ctx: ApiContext, caller: Principal, session_id: str) -> tuple[
     return found[0], found[1], running
 
 
-async def _view(ctx: ApiContext, session_id: str, agent: Any, user: Any, running: bool) -> Session:
+async def local_view(
+    ctx: ApiContext, session_id: str, agent: Any, user: Any, running: bool
+) -> Session:
+    """The session as this node sees it (its own process and activity)."""
     act = monitor_of(ctx).session(session_id)
-    base: dict[str, Any] = {"session_id": session_id, "agent": agent, "user": user}
+    base: dict[str, Any] = {
+        "session_id": session_id,
+        "agent": agent,
+        "user": user,
+        "node": here(ctx) if running else None,
+    }
     if act is not None:
         base.update(
             turns=act.turns,
@@ -160,7 +185,52 @@ async def _view(ctx: ApiContext, session_id: str, agent: Any, user: Any, running
             )
         except (AgentError, NetsukeError):
             state = "stopped"
+    if state == "stopped":
+        base["node"] = None
     return Session(state=state, **base)
+
+
+_view = local_view
+
+
+async def _session_view(
+    ctx: ApiContext, session_id: str, agent: Any, user: Any, running: bool, response: Response
+) -> Session:
+    """The view from the node that runs the session (forwarded when that is another node)."""
+    owner = None if running else await owner_elsewhere(ctx, session_id)
+    if owner is not None:
+        out = await forward(
+            ctx, owner, "status", {"session": session_id, "agent": agent, "user": user}
+        )
+        response.headers[NODE_HEADER] = owner
+        return Session.model_validate(out)
+    response.headers[NODE_HEADER] = here(ctx)
+    return await local_view(ctx, session_id, agent, user, running)
+
+
+def _entries(ctx: ApiContext, agent: str | None, users: list[str] | None) -> list[Any]:
+    entries = ctx.runtime.registry.match(
+        where=lambda m: type(m) is dict and m.get("kind") == "agent" and m.get("user") is not None
+    )
+    rows = [
+        e
+        for e in entries
+        if (users is None or e.meta.get("user") in users)
+        and (agent is None or e.meta.get("agent") == agent)
+    ]
+    return rows
+
+
+async def local_list(
+    ctx: ApiContext, agent: str | None, users: list[str] | None
+) -> list[dict[str, Any]]:
+    """The views of the sessions running on this node (``users``: only theirs)."""
+    return [
+        (
+            await local_view(ctx, str(e.key), e.meta.get("agent"), e.meta.get("user"), True)
+        ).model_dump()
+        for e in _entries(ctx, agent, users)
+    ]
 
 
 @router.post("", status_code=201, response_model=Session)
@@ -174,21 +244,23 @@ async def start_session(
         await ctx.store.agents.get(body.agent)
     except NotFoundError:
         raise ProblemError(404, "Not found", f"no agent definition named {body.agent}") from None
-    agents = agents_of(ctx)
+    agents_of(ctx)
     sid = f"{body.agent}-{user}"
     found = owner_of(ctx, sid)
     if found is not None and found[1] != user:
         raise ProblemError(409, "Conflict", "the session name is held by another process")
-    try:
-        ref = await agents.start_session(body.agent, user)
-    except NetsukeError as exc:
-        raise agent_problem(exc) from None
-    if found is not None:
+    node, created, view = await get_or_start(
+        ctx, body.agent, user, required=await required_labels(ctx, body.agent)
+    )
+    if not created:
         response.status_code = 200
     else:
-        log.info("api.session_started", session=ref.session_id, agent=body.agent, user=user)
-    response.headers["Location"] = f"/api/v1/sessions/{ref.session_id}"
-    return await _view(ctx, ref.session_id, body.agent, user, True)
+        log.info("api.session_started", session=sid, agent=body.agent, user=user, node=node)
+    response.headers["Location"] = f"/api/v1/sessions/{sid}"
+    response.headers[NODE_HEADER] = node
+    if view is not None:
+        return Session.model_validate(view)
+    return await local_view(ctx, sid, body.agent, user, True)
 
 
 @router.get("", response_model=SessionPage)
@@ -198,29 +270,48 @@ async def list_sessions(
     page: Paging,
     agent: Annotated[str | None, Query(pattern=NAME)] = None,
 ) -> SessionPage:
-    entries = ctx.runtime.registry.match(
-        where=lambda m: type(m) is dict and m.get("kind") == "agent" and m.get("user") is not None
-    )
+    users = None if caller.role != "user" else [caller.name]
     rows = sorted(
-        (e for e in entries if caller.may_act_for(e.meta.get("user"))),
+        (e for e in _entries(ctx, agent, users) if caller.may_act_for(e.meta.get("user"))),
         key=lambda e: str(e.key),
     )
-    if agent is not None:
-        rows = [e for e in rows if e.meta.get("agent") == agent]
     if page.cursor is not None:
         rows = [e for e in rows if str(e.key) > page.cursor]
-    more = len(rows) > page.limit
-    rows = rows[: page.limit]
-    items = [
-        await _view(ctx, str(e.key), e.meta.get("agent"), e.meta.get("user"), True) for e in rows
-    ]
-    return SessionPage(items=items, next_cursor=str(rows[-1].key) if more and rows else None)
+    if service_of(ctx) is None:  # one node: views of this page only
+        more = len(rows) > page.limit
+        rows = rows[: page.limit]
+        items = [
+            await local_view(ctx, str(e.key), e.meta.get("agent"), e.meta.get("user"), True)
+            for e in rows
+        ]
+        return SessionPage(items=items, next_cursor=str(rows[-1].key) if more and rows else None)
+    # a cluster: every live node's running sessions, merged by id
+    views = {
+        str(e.key): await local_view(ctx, str(e.key), e.meta.get("agent"), e.meta.get("user"), True)
+        for e in rows
+    }
+    for _, answer in await gather_nodes(ctx, "sessions", {"agent": agent, "users": users}):
+        for v in answer if isinstance(answer, list) else ():
+            view = Session.model_validate(v)
+            if view.session_id in views or not caller.may_act_for(view.user):
+                continue
+            if page.cursor is not None and view.session_id <= page.cursor:
+                continue
+            views[view.session_id] = view
+    ordered = [views[k] for k in sorted(views)]
+    more = len(ordered) > page.limit
+    ordered = ordered[: page.limit]
+    return SessionPage(
+        items=ordered, next_cursor=ordered[-1].session_id if more and ordered else None
+    )
 
 
 @router.get("/{session_id}", response_model=Session)
-async def get_session(ctx: Ctx, caller: Caller, session_id: SessionId) -> Session:
+async def get_session(
+    ctx: Ctx, caller: Caller, session_id: SessionId, response: Response
+) -> Session:
     agent, user, running = await checked(ctx, caller, session_id)
-    return await _view(ctx, session_id, agent, user, running)
+    return await _session_view(ctx, session_id, agent, user, running, response)
 
 
 @router.delete("/{session_id}", status_code=204)
@@ -230,15 +321,19 @@ async def delete_session(
     session_id: SessionId,
     purge: Annotated[bool, Query(description="Delete the stored conversation too.")] = False,
 ) -> Response:
-    await checked(ctx, caller, session_id)
-    stopped = await agents_of(ctx).stop_agent(session_id)
-    log.info("api.session_deleted", session=session_id, stopped=stopped, purge=purge)
+    _, _, running = await checked(ctx, caller, session_id)
+    owner = None if running else await owner_elsewhere(ctx, session_id)
+    if owner is not None:
+        stopped = bool(await forward(ctx, owner, "stop", {"session": session_id}))
+    else:
+        stopped = await agents_of(ctx).stop_agent(session_id)
+    log.info("api.session_deleted", session=session_id, stopped=stopped, purge=purge, node=owner)
     if purge:
         try:
             await ctx.store.conversations.delete(session_id)
         except NotFoundError:
             pass
-    return Response(status_code=204)
+    return Response(status_code=204, headers={NODE_HEADER: owner or here(ctx)})
 
 
 def _wants_stream(request: Request, stream: bool | None) -> bool:
@@ -270,42 +365,47 @@ async def post_message(
     # dependency costs FastAPI about 40 calls per request; benchmarks/api_cost.py)
     ctx = get_ctx(request)
     key = _idempotency_key(request)  # read from the raw headers: two values are refused
-    await checked(ctx, caller, session_id)
-    agents = agents_of(ctx)
+    _, _, running = await checked(ctx, caller, session_id)
+    owner = None
+    if not running and service_of(ctx) is not None:  # a cluster: the owner may be elsewhere
+        owner = await owner_elsewhere(ctx, session_id)
+        if owner is None:
+            await adopt(ctx, session_id)  # its owner node is gone: this node takes it over
     if not _wants_stream(request, stream):
         # the request's audit record is committed in the turn's transaction
         audit = request_audit(request.scope, 200)
-        try:
-            r = await agents.run_turn(session_id, body.message, audit=(audit,), request_id=key)
-        except NetsukeError as exc:
-            raise _problem(exc) from None
-        if r.replayed:  # nothing ran: the middleware records this request
-            assert r.reply is not None
-            return Response(
-                r.reply, media_type="application/json", headers={"Idempotent-Replayed": "true"}
-            )
-        mark_audited(request.scope)
-        if r.reply is not None:
-            return Response(r.reply, media_type="application/json")
-        reply = Reply(
-            session_id=session_id,
-            output=jsonable(r.output),
-            execution_id=r.execution_id,
-            tokens_in=r.tokens_in,
-            tokens_out=r.tokens_out,
-            duration_ms=r.duration_ms,
-        )
-        # serialised here, once: FastAPI would validate the model again, then encode it twice
-        return Response(reply.model_dump_json(), media_type="application/json")
-    events = agents.stream(session_id, body.message, request_id=key).__aiter__()
+        node = owner or here(ctx)
+        if owner is None:
+            try:
+                out = await run_local(ctx, session_id, body.message, key, audit)
+            except _Moved as m:  # a live node owns it: forward the turn there (nothing ran)
+                owner = node = m.owner
+        if owner is not None:
+            out = await _forward_run(ctx, owner, session_id, body.message, key, audit)
+        headers = {NODE_HEADER: node}
+        if out["replayed"]:  # nothing ran: the middleware records this request
+            headers["Idempotent-Replayed"] = "true"
+        else:
+            mark_audited(request.scope)
+        return Response(out["reply"], media_type="application/json", headers=headers)
+    node = owner or here(ctx)
+    if owner is not None:
+        events: AsyncIterator[Any] = forward_stream(
+            ctx,
+            owner,
+            "stream",
+            {"session": session_id, "message": body.message, "request_id": key},
+        ).__aiter__()
+    else:
+        events = stream_local(ctx, session_id, body.message, key).__aiter__()
     try:
-        first: StreamEvent = await events.__anext__()
+        first = await events.__anext__()
     except NetsukeError as exc:
         raise _problem(exc) from None
     return StreamingResponse(
         _pump(first, events, str(request.url.path)),
         media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no", NODE_HEADER: node},
     )
 
 
@@ -323,6 +423,84 @@ router.add_api_route(
     responses={200: {"content": {"text/event-stream": {}}}},
     route_class_override=_ChatRoute,
 )
+
+
+class _Moved(Exception):
+    """A turn here was refused because the live node ``owner`` owns the session."""
+
+    def __init__(self, owner: str) -> None:
+        super().__init__(owner)
+        self.owner = owner
+
+
+async def run_local(
+    ctx: ApiContext,
+    session_id: str,
+    message: str,
+    key: str | None,
+    audit: tuple[Any, ...] | None,
+) -> dict[str, Any]:
+    """Run one turn on this node: ``{"reply": JSON text, "replayed": bool}`` once committed
+    (with ``audit`` in the turn's transaction); ``ProblemError`` for a failed turn."""
+    agents = agents_of(ctx)
+    try:
+        r = await agents.run_turn(
+            session_id, message, audit=(audit,) if audit else (), request_id=key
+        )
+    except SessionMovedError as exc:
+        if exc.owner_id is not None and service_of(ctx) is not None:
+            raise _Moved(exc.owner_id) from None
+        raise _problem(exc) from None
+    except NetsukeError as exc:
+        raise _problem(exc) from None
+    if r.replayed or r.reply is not None:
+        assert r.reply is not None
+        return {"reply": r.reply, "replayed": bool(r.replayed)}
+    reply = Reply(
+        session_id=session_id,
+        output=jsonable(r.output),
+        execution_id=r.execution_id,
+        tokens_in=r.tokens_in,
+        tokens_out=r.tokens_out,
+        duration_ms=r.duration_ms,
+    )
+    # serialised here, once: FastAPI would validate the model again, then encode it twice
+    return {"reply": reply.model_dump_json(), "replayed": False}
+
+
+async def _forward_run(
+    ctx: ApiContext,
+    owner: str,
+    session_id: str,
+    message: str,
+    key: str | None,
+    audit: tuple[Any, ...],
+) -> dict[str, Any]:
+    args = {
+        "session": session_id,
+        "message": message,
+        "request_id": key,
+        "audit": audit_to_wire(audit),
+    }
+    try:
+        out: dict[str, Any] = await forward(ctx, owner, "run", args, timeout=TURN_TIMEOUT)
+        return out
+    except ProblemError as p:
+        if p.type != "owner-lost" or key is None:
+            raise
+        # the owner died mid-turn: if the turn was committed, its stored reply is the answer
+        stored = await ctx.store.conversations.find_request(session_id, key)
+        if stored is None or stored.body_hash != request_hash(message):
+            raise
+        return {"reply": stored.reply, "replayed": True}
+
+
+async def stream_local(
+    ctx: ApiContext, session_id: str, message: str, key: str | None
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """One turn on this node as ``(event name, data)`` pairs (``event_json``)."""
+    async for event in agents_of(ctx).stream(session_id, message, request_id=key):
+        yield event_json(event)
 
 
 def _idempotency_key(request: Request) -> str | None:
@@ -357,15 +535,15 @@ def _problem(exc: NetsukeError) -> ProblemError:
     return agent_problem(exc)
 
 
-async def _pump(
-    first: StreamEvent, events: AsyncIterator[StreamEvent], instance: str
-) -> AsyncIterator[bytes]:
+async def _pump(first: Any, events: AsyncIterator[Any], instance: str) -> AsyncIterator[bytes]:
     try:
-        yield _sse(*event_json(first))
+        yield _sse(*first)
         async for event in events:
-            yield _sse(*event_json(event))
+            yield _sse(*event)
     except NetsukeError as exc:
         problem = _problem(exc)
+        yield _sse("error", problem_body(problem, instance))
+    except ProblemError as problem:  # from the owner node, or losing it
         yield _sse("error", problem_body(problem, instance))
     finally:
         aclose = getattr(events, "aclose", None)

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013_session_restart"
-down_revision = "0011_session_owners"
+down_revision = "0012_node_labels"
 branch_labels = None
 depends_on = None
 
