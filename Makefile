@@ -53,10 +53,18 @@ format: install
 typecheck: install
 	$(BIN)/mypy
 
+# The suite runs on pytest-xdist workers, a test file at a time per worker (so a module's
+# fixtures start once), docs/testing.md: PYTEST_WORKERS=auto is one per CPU, PYTEST_WORKERS=0
+# runs it in this one process; PYTEST_ARGS adds options (a file, -k, -x, ...).
+PYTEST_WORKERS ?= auto
+PYTEST_ARGS ?=
 pytest: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
 
-test: install lint typecheck pytest
+# ruff first (seconds), then mypy beside pytest: pytest spends much of its time waiting on the
+# subprocesses and servers its tests start.
+test: install lint
+	$(MAKE) --no-print-directory -j2 --output-sync=line typecheck pytest
 
 # Randomized cluster fault soak (slow; not part of `make test`): CHAOS_ROUNDS rounds, CHAOS_SEED
 # to replay a run. See docs/cluster.md, "Failure behaviour".

@@ -345,7 +345,7 @@ def test_a_node_on_a_jetstream_queue_runs_agent_and_worker_tasks(
         stop_server(server)
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(180)  # eight CLI start-ups, beside another xdist worker
 def test_a_bad_or_unreachable_queue_url_is_one_line_at_start(tmp_path: Path) -> None:
     import socket
 
