@@ -261,6 +261,7 @@ async def test_a_redelivered_task_with_no_attempts_left_is_dead_lettered_unrun(
     assert "lease expired" in ((await queue.get(task.id)).last_error or "")
 
 
+@pytest.mark.timeout(240)
 async def test_many_tasks_concurrent_workers_none_lost_none_twice(queue: TaskQueue) -> None:
     n = 300
     submitted = await asyncio.gather(*(queue.submit("n", {"i": i}) for i in range(n)))
@@ -275,7 +276,7 @@ async def test_many_tasks_concurrent_workers_none_lost_none_twice(queue: TaskQue
     for w in workers:
         await w.start()
     try:
-        await wait_for(lambda: len(seen) == n, timeout=30)
+        await wait_for(lambda: len(seen) == n, timeout=120)  # bounds the wait (fsync per write)
         await wait_for_count(queue, n)
     finally:
         for w in workers:
@@ -288,7 +289,7 @@ async def wait_for_count(queue: TaskQueue, n: int) -> None:
     async def check() -> bool:
         return await queue.count("succeeded") == n
 
-    await eventually(check, timeout=20)
+    await eventually(check, timeout=60)
 
 
 async def test_capability_matching_for_workers_offering_many_or_no_capabilities(
