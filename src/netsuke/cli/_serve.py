@@ -185,12 +185,15 @@ async def _serve(
     serving = asyncio.create_task(server.serve(sockets=sockets))
     while not server.started and not serving.done():  # noqa: ASYNC110 (uvicorn has no event)
         await asyncio.sleep(0.02)
-    if serving.done():
+    # a stop that came during start-up (a signal, a fenced lease) may have closed the listener
+    # already: uvicorn then has no socket left to name the port by
+    bound = [sock for srv in getattr(server, "servers", ()) for sock in (srv.sockets or ())]
+    if serving.done() or not bound:
         await serving
-        if not stopper.requested:
+        if not stopper.requested and not bound:
             raise OSError(f"could not listen on {settings.host}:{settings.port}")
     else:
-        port = server.servers[0].sockets[0].getsockname()[1]
+        port = bound[0].getsockname()[1]
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
         running = (
             f"netsuke {__version__}: node {node.runtime.node!r} running at "
