@@ -1,7 +1,7 @@
 """The dashboard's ``/cluster`` page on a node in a cluster (a real nats-server, a real second
 ``netsuke serve --cluster`` node in its own OS process, and a third member joined in-process):
 the members with their leases and load, the sessions each owns, and node events (joined, left,
-down) appearing live without a reload; local times and 390 px."""
+down, sessions moved by failover) appearing live without a reload; local times and 390 px."""
 
 from __future__ import annotations
 
@@ -105,16 +105,23 @@ async def test_cluster_page_shows_members_their_sessions_and_live_node_events(
                 f"#cluster-events li[data-topic='cluster.node_left']:has-text('{gamma.node_id}')",
                 timeout=15_000,
             )
-            # beta killed without a goodbye: down (no heartbeat), and its row leaves once its
-            # lease has run out; the session stays listed, held by a node that is not live
+            # beta killed without a goodbye: down (no heartbeat), its lease revoked and its row
+            # gone; its session fails over to this node (docs/cluster.md, "Failover"), shown as
+            # a sessions-moved event and the session's new owner
             os.kill(beta.pid, signal.SIGKILL)
             beta.wait(30)
             await page.wait_for_selector(
                 f"#cluster-events li[data-topic='cluster.node_down']:has-text('{owner}')",
                 timeout=30_000,
             )
+            moved = page.locator(
+                f"#cluster-events li[data-topic='cluster.sessions_moved']:has-text('{owner}')"
+            )
+            await moved.wait_for(timeout=30_000)
+            assert me in await moved.inner_text()
             await page.wait_for_selector(
-                f"#cluster-sessions tr[data-session='{sid}']:has-text('not live')",
+                f"#cluster-sessions tr[data-session='{sid}'][data-owner='{me}']"
+                ":has-text('this node')",
                 timeout=30_000,
             )
             await page.locator(f"#cluster-nodes tr[data-node='{owner}']").wait_for(

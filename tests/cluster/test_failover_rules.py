@@ -223,3 +223,51 @@ async def test_the_sweep_restarts_sessions_of_a_node_whose_lease_ran_out_unseen(
                 assert agents.whereis("g-3") is None  # temporary: not restarted
                 conv = await store.conversations.get("g-1")
                 assert conv.owner_node == "beta"
+
+
+@pytest.mark.timeout(120)
+async def test_a_survivor_busy_when_it_saw_a_node_down_revokes_it_once_healthy(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    """alpha loses NATS but keeps its store (it keeps renewing its lease): only a revocation
+    lets anyone take its sessions. beta sees it down while beta's own loop has just stalled
+    (not healthy: it defers), and revokes once healthy, while alpha stays down."""
+    db = f"sqlite+aiosqlite:///{tmp_path / 'r.db'}"
+    await upgrade(db)
+    p = prefix()
+    topt = {**FAST, "prefix": p}
+    async with (
+        Store.open(db) as store,
+        join_cluster(
+            nats_server.url, "beta", store.database, lease=3.0, transport_options=topt
+        ) as b,
+        join_cluster(
+            nats_server.url, "alpha", store.database, lease=3.0, transport_options=topt
+        ) as a,
+    ):
+        mb = b.membership
+        assert mb.incarnation is not None
+        store.conversations.set_ownership(NodeIdentity("beta", mb.incarnation), mb)
+        agents = await Agents.start(b.runtime, store)
+        ma = a.membership
+        assert ma.incarnation is not None
+        await store.conversations.open(
+            "a-1", agent_name="trans", claim=True, node=NodeIdentity("alpha", ma.incarnation)
+        )
+        await eventually(lambda: a.node_id in b.transport.nodes(), timeout=30)
+        sub = b.runtime.events.subscribe("cluster.node_down")
+        async with Failover(b, agents) as failover:
+            loop = asyncio.get_running_loop()
+            quiet = 3.0  # beta counts as stalled for this long from now, then healthy
+            failover._stalled_at = loop.time() + quiet
+            assert a.transport.nc is not None
+            await a.transport.nc.close()  # no goodbye: alpha is cut off NATS, not the store
+            down = await asyncio.wait_for(sub.get(), 30)
+            assert down.data["peer"] == a.node_id
+            assert loop.time() < failover._stalled_at + 2.0  # seen down while not healthy
+            assert await mb.is_live("alpha", ma.incarnation)  # deferred, not revoked yet
+            await eventually(lambda: failover.moved == 1, timeout=60)
+            assert not await mb.is_live("alpha", ma.incarnation)  # revoked once healthy
+            assert agents.whereis("a-1") is not None
+            assert (await store.conversations.get("a-1")).owner_node == "beta"
+            assert await ma.renew() is False  # alpha's next renewal fails: it fences itself

@@ -234,11 +234,8 @@ class Failover:
         since = time.monotonic()
         revoked = False
         # "no responders" came from the NATS server: this node's connection works
-        if self.revoke and cause in REVOKE_CAUSES and await self.healthy(cause != "no_responders"):
-            try:
-                revoked = await self.node.membership.revoke(name, inc, cause)
-            except Exception as e:
-                log.warning("cluster_revoke_failed", peer=peer, error=repr(e)[:300])
+        if self.revoke and cause in REVOKE_CAUSES:
+            revoked = await self._revoke_when_healthy(str(peer), name, inc, cause)
         if cause == LEFT:  # its goodbye comes before its lease is given up: wait for that
             m = self.node.membership
             for _ in range(int(m.lease * 10)):  # up to one lease
@@ -246,6 +243,29 @@ class Failover:
                     break
                 await asyncio.sleep(0.1)
         await self.take_over(name, inc, cause, since=since, revoked=revoked)
+
+    async def _revoke_when_healthy(self, peer: str, name: str, inc: int, cause: str) -> bool:
+        """Revoke ``peer``'s lease once this node is healthy. A node that was not healthy when
+        it saw the peer down (its loop stalled: a busy machine, a restart just done) tries
+        again while the peer stays down here and its lease lives: a node cut off NATS but not
+        the store keeps renewing its lease, so without a revocation nobody would take over."""
+        # "no responders" came from the NATS server: this node's connection works
+        ping = cause != "no_responders"
+        retry = max(0.25, self._down_after / 4)
+        while True:
+            if await self.healthy(ping):
+                try:
+                    return await self.node.membership.revoke(name, inc, cause)
+                except Exception as e:
+                    log.warning("cluster_revoke_failed", peer=peer, error=repr(e)[:300])
+                    return False
+            log.info("cluster_revoke_deferred", node=self.node.membership.node_id, peer=peer)
+            await asyncio.sleep(retry)
+            m = self.node.membership
+            if m.fenced or not self.node.transport.is_down(peer):
+                return False  # fenced here, or the peer is back: its lease decides
+            if not await m.is_live(name, inc):
+                return False  # revoked by another node, or its lease ran out
 
     async def _sweeper(self) -> None:
         """Nodes gone unseen: their leases ended in the store (a node that died while this one

@@ -425,6 +425,10 @@ class NatsTransport(Transport):
         """This node and the peers currently seen alive (node ids)."""
         return sorted([self.node_id, *(p.node_id for p in self._peers.values())])
 
+    def is_down(self, node_id: str) -> bool:
+        """Whether this node has judged ``node_id`` down and not heard it come back since."""
+        return node_id in self._down
+
     # ----------------------------------------------------------------- resolution
 
     def resolve(self, pid: Pid) -> Process | None:

@@ -491,7 +491,7 @@ const NetsukeOps = (() => {
 
   // ---------------------------------------------------------------- cluster
 
-  const NODE_EVENTS = { "cluster.node_joined": "joined", "cluster.node_left": "left", "cluster.node_down": "down", "cluster.node_fenced": "fenced" };
+  const NODE_EVENTS = { "cluster.node_joined": "joined", "cluster.node_left": "left", "cluster.node_down": "down", "cluster.node_fenced": "fenced", "cluster.sessions_moved": "sessions moved" };
 
   function clusterPage() {
     start();
@@ -506,8 +506,16 @@ const NetsukeOps = (() => {
       const what = document.createElement("strong");
       what.textContent = NODE_EVENTS[frame.topic] || frame.topic;
       const who = document.createElement("code");
-      who.textContent = d.peer || d.node || frame.node;
-      li.append(what, " ", who);
+      if (frame.topic === "cluster.sessions_moved") {
+        // failover: `count` sessions of the gone node `from` now run on `to`
+        who.textContent = d.from || "";
+        const to = document.createElement("code");
+        to.textContent = d.to || d.node || frame.node;
+        li.append(what, ` ${d.count ?? ""} from `, who, " to ", to);
+      } else {
+        who.textContent = d.peer || d.node || frame.node;
+        li.append(what, " ", who);
+      }
       const why = d.cause || d.reason;
       if (why) li.append(` (${why})`);
       if (d.peer) li.append(` · seen by ${d.node || frame.node}`);
