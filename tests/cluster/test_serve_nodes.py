@@ -2,9 +2,9 @@
 embedded nats-server, supervised by the ``serve`` process (restart of a killed node, restart
 intensity, ordered stop, no orphans), with real HTTP and the default SQLite store file.
 
-Requests for a session reach the node that owns it only over the connection that created it
-(``503 session-moved`` elsewhere until forwarding lands, branch cl-route): each session here
-has its own keep-alive client, so its requests stay on one connection, hence one node."""
+Each session is created over its own keep-alive client (so the kernel's spread of connections
+puts sessions on both nodes); after a node's SIGKILL every session is chatted from one new
+connection: a request reaching a node that does not own its session is forwarded."""
 
 from __future__ import annotations
 
