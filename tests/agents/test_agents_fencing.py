@@ -158,6 +158,9 @@ async def test_crash_storm_store_equals_memory_and_callers_hear_the_truth(
             if kills == 60:
                 break
         await asyncio.sleep(rnd.uniform(0.03, 0.09))
+    # enough load to judge, however busy the machine: the chatters go on until 100 turns were
+    # acknowledged (a bound on the wait, not a speed test)
+    await _until(lambda: sum(map(len, acked.values())) > 100, tries=6000)
     stop.set()
     await asyncio.gather(*chatters)
     assert kills == 60
