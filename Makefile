@@ -85,6 +85,8 @@ bench: install
 	$(BIN)/python benchmarks/api.py
 	$(BIN)/python benchmarks/manager.py
 	$(BIN)/python benchmarks/cluster.py
+	$(BIN)/python benchmarks/cluster.py --case part2
+	$(BIN)/python benchmarks/cluster.py --case nodes
 
 bench-quick: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
@@ -98,6 +100,8 @@ bench-quick: install
 	$(BIN)/python benchmarks/api.py --quick
 	$(BIN)/python benchmarks/manager.py --quick
 	$(BIN)/python benchmarks/cluster.py --quick
+	$(BIN)/python benchmarks/cluster.py --quick --case part2
+	$(BIN)/python benchmarks/cluster.py --quick --case nodes
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -25,12 +25,18 @@ Figures:
   100,000 processes (20,000 with ``--quick``); a sample of them is then called by name from
   another node. Floor: the same processes in a node without a transport. Target: <= 700 B.
 
-The failover figures of ``benchmarks/cluster_failover.py`` follow (run alone, it gives only
-those).
-* ``chat turns/s, 2 nodes vs 1 node``: from ``benchmarks/cluster_nodes.py`` (its docstring).
-* ``get-or-start across nodes`` (sessions/s): see ``cluster_sessions.py``.
+Part 2's figures (issue 17), by ``--case``:
 
-``--quick`` finishes within a minute; ``--json`` prints the figures object as the last line.
+* ``--case part2``: ``get-or-start across nodes`` (sessions/s, see ``cluster_sessions.py``) and
+  the failover figures of ``benchmarks/cluster_failover.py`` (callable again after SIGKILL and
+  SIGSTOP of a session's node; the chaos counts).
+* ``--case nodes``: ``chat turns/s, 2 nodes vs 1 node`` (``benchmarks/cluster_nodes.py``).
+* ``--case all``: part 1, part 2 and ``nodes`` in one run (several minutes even with
+  ``--quick``).
+
+Cases: none (or ``part1``) runs part 1's figures above; ``calls`` and ``calls-global`` run only
+the call figures. Every case but ``all`` finishes within a minute with ``--quick``; ``--json``
+prints the figures object as the last line.
 """
 
 from __future__ import annotations
@@ -53,7 +59,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import _nodes
 from _harness import STATE_BYTES, Figure, loop_name, meta, parse_args, report, settled_rss
+from _nodes import end, node_ready
 
 HERE = str(Path(__file__).resolve())
 
@@ -126,42 +134,7 @@ async def node_main(url: str, prefix: str, name: str) -> None:
 
 
 def spawn_node(url: str, prefix: str, name: str, db: str = "") -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, HERE, "--case", "node", "--n", "0"],
-        env={
-            **os.environ,
-            "BENCH_NATS": url,
-            "BENCH_PREFIX": prefix,
-            "BENCH_NAME": name,
-            "BENCH_DB": db,
-        },
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-
-
-async def node_ready(proc: subprocess.Popen[str]) -> dict[str, Any]:
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 120)
-    if not line:
-        raise RuntimeError("node process exited before joining")
-    info: dict[str, Any] = json.loads(line)
-    return info
-
-
-def end(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        try:
-            os.kill(proc.pid, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
-        proc.kill()
-    proc.wait(30)
-    for f in (proc.stdin, proc.stdout):
-        if f is not None:
-            f.close()
+    return _nodes.spawn_node(HERE, url, prefix, name, db, "--n", "0")
 
 
 # -------------------------------------------------------------------- call figures
@@ -496,19 +469,24 @@ async def memory_figure(url: str, quick: bool) -> Figure:
 # ------------------------------------------------------------------------ main
 
 
-async def run(quick: bool) -> list[Figure]:
+async def run(quick: bool, part1: bool = True, part2: bool = False) -> list[Figure]:
+    """Part 1's figures (calls, node down, memory) and/or part 2's (sessions, failover)."""
     from netsuke.manager.testing import NatsServer
 
+    figs: list[Figure] = []
     with NatsServer() as url:
-        figs = await call_figures(url, quick)
-        figs += await down_figures(url, quick)
-        figs.append(await memory_figure(url, quick))
-        from cluster_sessions import sessions_figure  # get-or-start across nodes
+        if part1:
+            figs += await call_figures(url, quick)
+            figs += await down_figures(url, quick)
+            figs.append(await memory_figure(url, quick))
+        if part2:
+            from cluster_sessions import sessions_figure  # get-or-start across nodes
 
-        figs.append(await sessions_figure(url, quick))
-    from cluster_failover import run as failover  # callable again after SIGKILL/SIGSTOP, chaos
+            figs.append(await sessions_figure(url, quick))
+    if part2:
+        from cluster_failover import run as failover  # callable again after SIGKILL/SIGSTOP
 
-    figs += await failover(quick)
+        figs += await failover(quick)
     return figs
 
 
@@ -540,12 +518,24 @@ def main() -> None:
 
         figs = asyncio.run(calls())
         nodes_meta = None
-    else:
-        figs = asyncio.run(run(args.quick))
+    elif args.case in (None, "part1", "part2", "all"):
+        part1 = args.case in (None, "part1", "all")
+        part2 = args.case in ("part2", "all")
+        figs = asyncio.run(run(args.quick, part1, part2))
+        nodes_meta = None
+        if args.case == "all":
+            from cluster_nodes import figures as nodes_figures  # serve --nodes 2 vs 1
+
+            more, nodes_meta = nodes_figures(args.quick)
+            figs += more
+    elif args.case == "nodes":
         from cluster_nodes import figures as nodes_figures  # serve --nodes 2 vs 1 (issue 17.5)
 
-        more, nodes_meta = nodes_figures(args.quick)
-        figs += more
+        figs, nodes_meta = nodes_figures(args.quick)
+    else:
+        raise SystemExit(
+            f"unknown --case {args.case!r}: part1, part2, nodes, all, calls, calls-global"
+        )
     extra = {**meta(loop), "quick": args.quick, "seconds": round(time.perf_counter() - t0, 1)}
     extra["serve --nodes"] = nodes_meta
     report(f"Netsuke cluster ({loop})", figs, as_json=args.json, extra=extra)

@@ -42,7 +42,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _nodes
 from _harness import Figure, loop_name, meta, parse_args, report
+from _nodes import end, node_ready
 
 HERE = str(Path(__file__).resolve())
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,42 +99,7 @@ async def node_main(url: str, prefix: str, name: str, db: str) -> None:
 
 
 def spawn_node(url: str, prefix: str, name: str, db: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, HERE, "--case", "node"],
-        env={
-            **os.environ,
-            "BENCH_NATS": url,
-            "BENCH_PREFIX": prefix,
-            "BENCH_NAME": name,
-            "BENCH_DB": db,
-        },
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-
-
-async def node_ready(proc: subprocess.Popen[str]) -> dict[str, Any]:
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 120)
-    if not line:
-        raise RuntimeError("node process exited before joining")
-    info: dict[str, Any] = json.loads(line)
-    return info
-
-
-def end(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        try:
-            os.kill(proc.pid, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
-        proc.kill()
-    proc.wait(30)
-    for f in (proc.stdin, proc.stdout):
-        if f is not None:
-            f.close()
+    return _nodes.spawn_node(HERE, url, prefix, name, db)
 
 
 # --------------------------------------------------------------- callable again
