@@ -23,8 +23,9 @@ persistence, brings the key layout up to date and loads the scripts. Semantics a
   ``max_attempts``. **Dead letters** are ``XADD``-ed to the stream ``P:dead`` (for consumers
   that watch it) and listed, requeued and purged like on SQL.
 * **Settle** (ack, retry with a later ``run_at``, dead letter) is one script for many tasks
-  that checks each lease, then ``XACK``s and ``XDEL``s the entries; a retry is a new entry
-  when it is due.
+  that checks each lease, then ``XACK``s the entries and trims each stream below its oldest
+  pending entry (``XTRIM MINID``: no ``XDEL`` per entry); a retry is a new entry when it is
+  due.
 
 Durability: ``durability="require"`` [default] refuses to open unless the server has
 ``appendonly yes`` and ``appendfsync always`` (``QueueDurabilityError``); ``"warn"`` opens
@@ -42,7 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -109,14 +109,15 @@ def _enc(value: Any) -> str:
     return json.dumps(value)
 
 
-_LONG = re.compile(rb"[0-9]{19}")
+_DIGITS = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))  # digits: 0, the rest: space
+_LONG = b"0" * 19
 
 
 def _loads(raw: bytes) -> Any:
     """JSON written by the scripts: orjson where it reads exactly what ``json.loads`` would
-    (no integer of 19 digits or more, which orjson would read as a float; no NaN or lone
-    surrogate, which it refuses), else the standard library."""
-    if _orjson is not None and _LONG.search(raw) is None:
+    (no run of 19 digits or more: orjson reads an integer beyond 64 bits as a float; no NaN
+    or lone surrogate, which it refuses), else the standard library."""
+    if _orjson is not None and raw.translate(_DIGITS).find(_LONG) < 0:
         try:
             return _orjson.loads(raw)
         except ValueError:
@@ -140,7 +141,6 @@ def _record(rec: bytes) -> TaskRecord:
 
 
 _TIMES = ("run_at", "lease_expires_at", "created_at", "updated_at", "finished_at")
-_FIELDS = tuple(TaskRecord.model_fields)  # (a record's __dict__ keeps the fields' order)
 
 
 def _s(value: Any) -> str:
@@ -169,10 +169,10 @@ class RedisTaskBackend:
         self._extend = client.register_script(EXTEND)
         self._requeue = client.register_script(REQUEUE)
         self._purge = client.register_script(PURGE)
-        self._submits: list[tuple[list[Any], int, asyncio.Future[list[Any]]]] = []
+        self._submits: list[tuple[list[str], int, asyncio.Future[list[Any]]]] = []
         self._submitter: asyncio.Task[None] | None = None
         self._shapes: dict[tuple[Any, ...], str] = {}  # submit: shared fields, as JSON
-        self._routes: dict[tuple[int, str, tuple[str, ...]], tuple[str, str]] = {}
+        self._routes: dict[tuple[int, str, tuple[str, ...]], tuple[str, int, str, int]] = {}
         self._holders: dict[str, str] = {}  # consumer: as JSON
         self.submit_batches = 0
         """Rounds of SUBMIT calls sent (``tasks / submit_batches``: how many shared one)."""
@@ -244,25 +244,28 @@ class RedisTaskBackend:
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
 
-    def _route(self, draft: TaskDraft) -> tuple[str, str]:
-        """The member of ``P:routes`` of ``draft``'s stream, and the stream key with its
-        length in bytes (lines 14 and 15 of the task's string, ``_redis_lua``)."""
+    def _route(self, draft: TaskDraft) -> tuple[str, int, str, int]:
+        """The member of ``P:routes`` of ``draft``'s stream and its length in bytes; the
+        stream key's length in bytes and the key (lines 14 and 15 of the task's string,
+        ``_redis_lua``), and how many more bytes than characters those have."""
         key = (draft.priority, draft.kind, draft.capabilities)
         got = self._routes.get(key)
         if got is None:
             member = f"{draft.priority}|{draft.kind}|{' '.join(sorted(draft.capabilities))}"
             stream = f"{self.prefix}:r:{member}"
-            got = member, f"{len(stream.encode())}\n{stream}"
+            size = len(stream.encode())
+            line = f"{size}\n{stream}"
+            got = member, len(member.encode()), line, len(line.encode()) - len(line)
             if len(self._routes) > 256:
                 self._routes.clear()
             self._routes[key] = got
         return got
 
-    def _submit_args(
+    def _submit_arg(
         self, draft: TaskDraft, created: str, now_ms: str, times: dict[datetime, str]
-    ) -> tuple[list[Any], str]:
-        """The SUBMIT script's arguments for ``draft`` (7) and the new task's id; ``created``
-        the batch's time in ISO format (``times``: the batch's ISO timestamps)."""
+    ) -> tuple[str, str]:
+        """``draft`` for the SUBMIT script's argument (``_redis_lua``), and the new task's
+        id; ``created``: the batch's time in ISO format (``times``: its ISO timestamps)."""
         task_id = _new_id()
         shape = (draft.kind, draft.capabilities, draft.priority, draft.max_attempts,
                  draft.backoff_base, draft.backoff_cap, draft.timeout)  # fmt: skip
@@ -282,22 +285,23 @@ class RedisTaskBackend:
             self._shapes[shape] = common
         key = draft.idempotency_key
         payload = draft.payload_json or json.dumps(draft.payload)  # (the queue encoded it)
-        member, stream = self._route(draft)
+        member, member_size, stream, wide = self._route(draft)
         run_at = draft.run_at
         when = times.get(run_at)
         if when is None:
             when = times[run_at] = run_at.isoformat()
-        return [
-            task_id,
-            key or "",
-            now_ms,
-            _ms(run_at),
-            member,
-            f'"queued"\n0\n"{when}"\nnull\nnull\nnull\nnull\n"{created}"\nnull\n0',
-            f'\n{stream}{{"id":"{task_id}",{common},"idempotency_key":'
-            f'{"null" if key is None else json.dumps(key)},"created_at":"{created}",'
-            f'"payload":{payload}}}',
-        ], task_id
+        head = f'"queued"\n0\n"{when}"\nnull\nnull\nnull\nnull\n"{created}"\nnull\n0'
+        # (JSON from json.dumps is ASCII: only the key and the stream's kind may be wider)
+        if key is None:
+            key, key_size, key_json = "", 0, "null"
+        else:
+            key_size, key_json = len(key.encode()), json.dumps(key)
+        tail = (f'\n{stream}{{"id":"{task_id}",{common},"idempotency_key":{key_json},'
+                f'"created_at":"{created}","payload":{payload}}}')  # fmt: skip
+        if not payload.isascii():  # (a payload encoded with ensure_ascii=False)
+            wide = len(tail.encode()) - len(tail)
+        return (f"{task_id}\n{now_ms}\n{_ms(run_at)}\n{key_size}\n{member_size}\n{len(head)}\n"
+                f"{len(tail) + wide}\n{key}{member}{head}{tail}"), task_id  # fmt: skip
 
     async def submit(self, draft: TaskDraft) -> tuple[TaskRecord, bool]:
         [got] = await self.submit_many([draft])
@@ -313,18 +317,18 @@ class RedisTaskBackend:
         now = self.now()
         created = now.isoformat()
         now_ms = str(_ms(now))
-        args: list[Any] = []
+        parts: list[str] = []
         ids: list[str] = []
         times = {now: created}
         for draft in drafts:
-            part, task_id = self._submit_args(draft, created, now_ms, times)
-            args += part
+            part, task_id = self._submit_arg(draft, created, now_ms, times)
+            parts.append(part)
             ids.append(task_id)
         if len(drafts) >= _DIRECT:  # a batch already: its own call, overlapping the others'
-            replies = await self._submit(args=[self.prefix, *args])
+            replies = await self._submit(args=[self.prefix, "".join(parts)])
             self.submit_batches += 1
         else:
-            replies = await self._submit_grouped(args, len(drafts))
+            replies = await self._submit_grouped(parts, len(drafts))
         out: list[tuple[TaskRecord, bool]] = []
         for i, (draft, task_id) in enumerate(zip(drafts, ids, strict=True)):
             if int(replies[2 * i]) == 0:
@@ -354,12 +358,12 @@ class RedisTaskBackend:
             }), True))  # fmt: skip
         return out
 
-    async def _submit_grouped(self, args: list[Any], count: int) -> list[Any]:
-        """Run the SUBMIT script for ``count`` tasks' ``args``, in one call with the submits
+    async def _submit_grouped(self, parts: list[str], count: int) -> list[Any]:
+        """Run the SUBMIT script for ``count`` tasks' ``parts``, in one call with the submits
         made in the same turn of the loop (one round trip and, with ``appendfsync always``,
         one fsync for all); the replies of these tasks once Redis has applied them."""
         done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self._submits.append((args, count, done))
+        self._submits.append((parts, count, done))
         if self._submitter is None or self._submitter.done():
             self._submitter = asyncio.create_task(self._submit_batches())
         return await done
@@ -370,7 +374,7 @@ class RedisTaskBackend:
             batch, self._submits = self._submits, []
             self.submit_batches += 1
             # calls of up to _CHUNK tasks, sent at once on as many connections
-            calls: list[list[tuple[list[Any], int, asyncio.Future[list[Any]]]]] = [[]]
+            calls: list[list[tuple[list[str], int, asyncio.Future[list[Any]]]]] = [[]]
             size = 0
             for item in batch:
                 if size >= _CHUNK and calls[-1]:
@@ -380,12 +384,11 @@ class RedisTaskBackend:
                 size += item[1]
             await asyncio.gather(*(self._submit_call(call) for call in calls))
 
-    async def _submit_call(self, batch: list[tuple[list[Any], int, asyncio.Future[Any]]]) -> None:
-        args: list[Any] = [self.prefix]
-        for part, _, _ in batch:
-            args += part
+    async def _submit_call(self, batch: list[tuple[list[str], int, asyncio.Future[Any]]]) -> None:
         try:
-            replies = await self._submit(args=args)
+            replies = await self._submit(
+                args=[self.prefix, "".join(["".join(part) for part, _, _ in batch])]
+            )
         except BaseException as exc:
             for _, _, done in batch:
                 if not done.done():
@@ -454,34 +457,35 @@ class RedisTaskBackend:
         ]
 
     @staticmethod
-    def _taken(rows: Any) -> list[TaskRecord]:
-        """The TAKE script's reply (one JSON array of the leased tasks, written by this
+    def _taken(rows: list[bytes]) -> list[TaskRecord]:
+        """The TAKE script's reply (the leased tasks as JSON documents, written by this
         backend's scripts from values it wrote: every field present and well typed) as records,
-        without pydantic's validation of each."""
+        read in one parse without pydantic's validation of each."""
+        if not rows:
+            return []
         tasks: list[TaskRecord] = []
         parse = datetime.fromisoformat
-        for data in _loads(rows):
+        for data in _loads(b"[" + b",".join(rows) + b"]"):
             for name in _TIMES:
                 value = data[name]
                 if value is not None:
                     data[name] = parse(value)
-            tasks.append(trusted_task({name: data[name] for name in _FIELDS}))
+            tasks.append(trusted_task(data))  # (the document has exactly the record's fields)
         tasks.sort(key=lambda t: (-t.priority, t.run_at, t.created_at))
         return tasks
 
     async def settle(self, change: Settle) -> bool:
         now = self.now()
-        args = [self.prefix, self._holder(change[0]), _ms(now), _enc(now)]
-        args += self._settle_args(change)
+        args = [self.prefix, self._holder(change[0]), _ms(now), _enc(now), self._settle_arg(change)]
         [applied] = await self._settle(args=args)
         return bool(applied)
 
     @staticmethod
-    def _settle_args(change: Settle) -> list[Any]:
-        """One task's settle for the SETTLE script (10 arguments): id, new status, run_at
-        (ms, 0: none), and the JSON values of the columns of ``_SETTLE_COLUMNS`` ('': kept)."""
+    def _settle_arg(change: Settle) -> str:
+        """One task's settle for the SETTLE script's argument (10 lines): id, new status,
+        run_at (ms, 0: none), and the JSON values of ``_SETTLE_COLUMNS`` ('': kept)."""
         _, task_id, values = change
-        columns: list[Any] = ["", "", "", "", "", "", ""]
+        columns = ["", "", "", "", "", "", ""]
         status = "leased"
         run_ms = 0
         for name, value in values.items():
@@ -495,7 +499,7 @@ class RedisTaskBackend:
             elif name not in _SETTABLE:
                 unknown = sorted(set(values) - _SETTABLE)
                 raise ValidationError("values", f"not settable task columns: {unknown}")
-        return [task_id, status, run_ms, *columns]
+        return f"{task_id}\n{status}\n{run_ms}\n{chr(10).join(columns)}\n"
 
     async def settle_and_take(
         self,
@@ -523,11 +527,10 @@ class RedisTaskBackend:
         for i, change in enumerate(changes):
             groups.setdefault(change[0], []).append(i)
         pipe = self.client.pipeline(transaction=False)
-        settle_args = self._settle_args
+        arg = self._settle_arg
         for holder, indices in groups.items():
-            args: list[Any] = [self.prefix, self._holder(holder), now_ms, stamp]
-            for i in indices:
-                args += settle_args(changes[i])
+            settles = "".join([arg(changes[i]) for i in indices])
+            args = [self.prefix, self._holder(holder), now_ms, stamp, settles]
             await self._settle(args=args, client=pipe)
         if limit > 0:
             take = self._take_args(consumer, capabilities, limit, lease, kinds)

@@ -48,15 +48,11 @@ local function bulk(cmd, key, items, extra)
 end
 local find, sub = string.find, string.sub
 -- a task's string as its 14 fields (see the module documentation), or nil
+local LINES = '^' .. string.rep('([^\\n]*)\\n', 14) .. '()'
 local function parse(rec)
   if not rec then return nil end
-  local v, pos = {}, 1
-  for i = 1, 14 do
-    local e = find(rec, '\\n', pos, true)
-    v[i] = sub(rec, pos, e - 1)
-    pos = e + 1
-  end
-  local n = tonumber(v[14])
+  local v = {string.match(rec, LINES)}
+  local pos, n = v[15], tonumber(v[14])
   v[14] = sub(rec, pos, pos + n - 1)  -- the stream's key
   v[15] = sub(rec, pos + n)  -- the fixed fields' JSON object
   return v
@@ -76,17 +72,29 @@ end
 SUBMIT = (
     _COMMON
     + """
--- ARGV[1]: the prefix; then 7 per task: id, idempotency key ('' for none), created (ms),
--- run_at (ms), its stream's member of P:routes, the task's lines 1-10, and its lines from 13
--- on (the empty holder, the stream key's length, the key and the fixed JSON); lines 11 (the
--- entry) and 12 (created) are set here. Returns {created (1) or duplicate (0), id} per task,
--- flat. Per task a SET and an XADD (or a ZADD to P:delayed); the status index gets one
--- command for all.
-local P = ARGV[1]
+-- ARGV[1]: the prefix; ARGV[2]: the tasks, one after the other (one argument: the client
+-- encodes one string, not seven per task), each: id, created (ms), run_at (ms), and the byte
+-- lengths of the four parts that follow, one a line; then the parts: its idempotency key
+-- ('' for none), its stream's member of P:routes, the task's lines 1-10 and its lines from
+-- 13 on (the empty holder, the stream key's length, the key and the fixed JSON); lines 11
+-- (the entry) and 12 (created) are set here. Returns {created (1) or duplicate (0), id} per
+-- task, flat. Per task a SET and an XADD (or a ZADD to P:delayed); the status index gets
+-- one command for all.
+local P, all = ARGV[1], ARGV[2]
 local out, made, routes = {}, {}, {}
-for i = 2, #ARGV, 7 do
-  local id, idem, created, run, member = ARGV[i], ARGV[i + 1], ARGV[i + 2],
-    tonumber(ARGV[i + 3]), ARGV[i + 4]
+local HEAD = '^([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)\\n(%d+)\\n(%d+)\\n(%d+)\\n(%d+)\\n()'
+local at = 1
+while at <= #all do
+  local id, created, run, li, lm, lh, lt, pos = string.match(all, HEAD, at)
+  li, lm, lh, lt, run = tonumber(li), tonumber(lm), tonumber(lh), tonumber(lt), tonumber(run)
+  local idem = sub(all, pos, pos + li - 1)
+  pos = pos + li
+  local member = sub(all, pos, pos + lm - 1)
+  pos = pos + lm
+  local head = sub(all, pos, pos + lh - 1)
+  pos = pos + lh
+  local tail = sub(all, pos, pos + lt - 1)
+  at = pos + lt
   local got = false
   if idem ~= '' then
     got = redis.call('GET', P .. ':i:' .. idem)
@@ -109,8 +117,7 @@ for i = 2, #ARGV, 7 do
     else
       redis.call('ZADD', P .. ':delayed', run, id)
     end
-    redis.call('SET', P .. ':t:' .. id,
-      ARGV[i + 5] .. '\\n' .. e .. '\\n' .. created .. '\\n' .. ARGV[i + 6])
+    redis.call('SET', P .. ':t:' .. id, head .. '\\n' .. e .. '\\n' .. created .. '\\n' .. tail)
     made[#made + 1] = created
     made[#made + 1] = id
     out[#out + 1] = 1
@@ -220,24 +227,28 @@ for _, st in ipairs(streams) do
 end
 bulk('ZREM', P .. ':s:queued', queued)
 bulk('ZADD', P .. ':leases', leases)
-return '[' .. table.concat(rows, ',') .. ']'  -- one JSON array: one parse for the batch
+return rows  -- (the client joins them into one JSON array: one parse for the batch)
 """
 )
 
 SETTLE = (
     _COMMON
     + """
--- ARGV[1..4]: the prefix, the consumer (JSON), now (ms), now (JSON); then 10 per task: id,
--- new status (plain), run_at (ms, 0: none), then the JSON values of attempts, run_at,
--- lease_owner, lease_expires_at, result, last_error, finished_at ('': unchanged). One call
--- settles many (one fsync for all). Returns 1 (settled) or 0 (the consumer does not hold the
--- lease) per task. Per task a GET and a SET; the stream entries and the index sets get one
--- command each for all.
-local P, holder, now, now_json = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local COLS = {2, 3, 4, 5, 6, 7, 9}  -- the lines ARGV's 7 values go to
+-- ARGV[1..4]: the prefix, the consumer (JSON), now (ms), now (JSON); ARGV[5]: the settles,
+-- 10 lines each: id, new status (plain), run_at (ms, 0: none), then the JSON values of
+-- attempts, run_at, lease_owner, lease_expires_at, result, last_error, finished_at ('':
+-- unchanged). One call settles many (one fsync for all). Returns 1 (settled) or 0 (the
+-- consumer does not hold the lease) per task. Per task a GET and a SET; the stream entries
+-- and the index sets get one command each for all.
+local P, holder, now, now_json, all = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local COLS = {2, 3, 4, 5, 6, 7, 9}  -- the lines the 7 values go to
+local TEN = '^' .. string.rep('([^\\n]*)\\n', 10) .. '()'
 local out, acks, gone, into = {}, {}, {}, {}
-for i = 5, #ARGV, 10 do
-  local id, new, run = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+local at = 1
+while at <= #all do
+  local t = {string.match(all, TEN, at)}
+  at = t[11]
+  local id, new, run = t[1], t[2], tonumber(t[3])
   local k = P .. ':t:' .. id
   local v = parse(redis.call('GET', k))
   if not (v and v[1] == '"leased"' and v[13] == holder and tonumber(v[10]) > now) then
@@ -245,7 +256,7 @@ for i = 5, #ARGV, 10 do
   else
     out[#out + 1] = 1
     for j = 1, 7 do
-      local x = ARGV[i + 2 + j]
+      local x = t[3 + j]
       if x ~= '' then v[COLS[j]] = x end
     end
     v[8] = now_json
@@ -274,9 +285,24 @@ for i = 5, #ARGV, 10 do
     redis.call('SET', k, dump(v))
   end
 end
+-- acked entries go by trimming the stream below its oldest pending entry and below the
+-- newest entry acked here (entries are delivered in order: all before it were delivered, and
+-- those not pending are acked); cheaper than an XDEL of each
+local function id_less(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, bm = tonumber(am), tonumber(bm)
+  return am < bm or (am == bm and tonumber(as) < tonumber(bs))
+end
 for st, es in pairs(acks) do
   bulk('XACK', st, es, 'netsuke')
-  bulk('XDEL', st, es)
+  local top = es[1]
+  for j = 2, #es do
+    if id_less(top, es[j]) then top = es[j] end
+  end
+  local oldest = redis.call('XPENDING', st, 'netsuke')[2]
+  if oldest and id_less(oldest, top) then top = oldest end
+  redis.call('XTRIM', st, 'MINID', top)
 end
 bulk('ZREM', P .. ':leases', gone)
 for s, items in pairs(into) do bulk('ZADD', P .. ':s:' .. s, items) end
