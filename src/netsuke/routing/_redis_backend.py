@@ -49,7 +49,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from netsuke.store import CAPABLE_ONLY, Page, TaskDraft, TaskRecord, TaskStatus, ValidationError
-from netsuke.store import new_id as _new_id
+from netsuke.store._ids import new_ids
 from netsuke.store._records_tasks import trusted_task
 
 from ._backend import Settle
@@ -262,11 +262,16 @@ class RedisTaskBackend:
         return got
 
     def _submit_arg(
-        self, draft: TaskDraft, created: str, now_ms: str, times: dict[datetime, str]
-    ) -> tuple[str, str]:
-        """``draft`` for the SUBMIT script's argument (``_redis_lua``), and the new task's
-        id; ``created``: the batch's time in ISO format (``times``: its ISO timestamps)."""
-        task_id = _new_id()
+        self,
+        draft: TaskDraft,
+        task_id: str,
+        created: str,
+        now_ms: str,
+        times: dict[datetime, str],
+    ) -> str:
+        """``draft`` (the new task ``task_id``) for the SUBMIT script's argument
+        (``_redis_lua``); ``created``: the batch's time in ISO format (``times``: its ISO
+        timestamps)."""
         shape = (draft.kind, draft.capabilities, draft.priority, draft.max_attempts,
                  draft.backoff_base, draft.backoff_cap, draft.timeout)  # fmt: skip
         common = self._shapes.get(shape)
@@ -301,7 +306,7 @@ class RedisTaskBackend:
         if not payload.isascii():  # (a payload encoded with ensure_ascii=False)
             wide = len(tail.encode()) - len(tail)
         return (f"{task_id}\n{now_ms}\n{_ms(run_at)}\n{key_size}\n{member_size}\n{len(head)}\n"
-                f"{len(tail) + wide}\n{key}{member}{head}{tail}"), task_id  # fmt: skip
+                f"{len(tail) + wide}\n{key}{member}{head}{tail}")  # fmt: skip
 
     async def submit(self, draft: TaskDraft) -> tuple[TaskRecord, bool]:
         [got] = await self.submit_many([draft])
@@ -317,13 +322,10 @@ class RedisTaskBackend:
         now = self.now()
         created = now.isoformat()
         now_ms = str(_ms(now))
-        parts: list[str] = []
-        ids: list[str] = []
+        ids = new_ids(len(drafts))
         times = {now: created}
-        for draft in drafts:
-            part, task_id = self._submit_arg(draft, created, now_ms, times)
-            parts.append(part)
-            ids.append(task_id)
+        arg = self._submit_arg
+        parts = [arg(d, i, created, now_ms, times) for d, i in zip(drafts, ids, strict=True)]
         if len(drafts) >= _DIRECT:  # a batch already: its own call, overlapping the others'
             replies = await self._submit(args=[self.prefix, "".join(parts)])
             self.submit_batches += 1
