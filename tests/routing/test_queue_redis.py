@@ -309,3 +309,20 @@ async def test_a_queue_of_layout_1_is_converted_at_open_and_a_newer_one_refused(
             await RedisTaskBackend.open(redis_url, prefix=prefix)
     finally:
         await client.aclose()
+
+
+async def test_settle_and_take_reloads_the_scripts_a_restarted_redis_lost(queue: TaskQueue) -> None:
+    backend = queue.backend
+    assert isinstance(backend, RedisTaskBackend)
+    first, second = await queue.submit("t", {"n": 1}), await queue.submit("t", {"n": 2})
+    [held] = await backend.take("w", capabilities=None, limit=1, lease=30)
+    await backend.client.script_flush()  # what a restart of Redis does to its script cache
+    applied, taken = await backend.settle_and_take(
+        [("w", held.id, {"status": "succeeded", "result": 1})],
+        "w",
+        capabilities=None,
+        limit=5,
+        lease=30,
+    )
+    assert applied == [True] and [t.id for t in taken] == [second.id]
+    assert held.id == first.id and (await queue.get(first.id)).status == "succeeded"

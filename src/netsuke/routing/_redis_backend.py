@@ -528,18 +528,26 @@ class RedisTaskBackend:
         groups: dict[str, list[int]] = {}  # (one SETTLE call per consumer: the worker's own)
         for i, change in enumerate(changes):
             groups.setdefault(change[0], []).append(i)
+        # EVALSHA in the pipeline itself: a pipeline of Script calls first asks SCRIPT EXISTS
+        # (a round trip more); a script missing (Redis restarted) is run again on its own
+        from redis.exceptions import NoScriptError  # (redis-py: an optional extra)
+
         pipe = self.client.pipeline(transaction=False)
         arg = self._settle_arg
+        calls: list[list[Any]] = []
         for holder, indices in groups.items():
             settles = "".join([arg(changes[i]) for i in indices])
-            args = [self.prefix, self._holder(holder), now_ms, stamp, settles]
-            await self._settle(args=args, client=pipe)
+            calls.append([self.prefix, self._holder(holder), now_ms, stamp, settles])
+            pipe.evalsha(self._settle.sha, 0, *calls[-1])
+        take: list[Any] = []
         if limit > 0:
             take = self._take_args(consumer, capabilities, limit, lease, kinds)
-            await self._take(args=take, client=pipe)
+            pipe.evalsha(self._take.sha, 0, *take)
         replies = await pipe.execute(raise_on_error=False)
         applied = [False] * len(changes)
-        for (_, indices), reply in zip(groups.items(), replies, strict=False):
+        for (_, indices), reply, args in zip(groups.items(), replies, calls, strict=False):
+            if isinstance(reply, NoScriptError):
+                reply = await self._settle(args=args)
             if isinstance(reply, Exception):
                 raise reply
             for i, ok in zip(indices, reply, strict=True):
@@ -547,6 +555,11 @@ class RedisTaskBackend:
         if limit <= 0:
             return applied, []
         rows = replies[len(groups)]
+        if isinstance(rows, NoScriptError):
+            try:
+                rows = await self._take(args=take)
+            except Exception as exc:
+                rows = exc
         if isinstance(rows, Exception):
             log.warning("worker.take_failed", worker=consumer, error=repr(rows))
             return applied, []
