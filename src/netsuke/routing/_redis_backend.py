@@ -5,7 +5,8 @@ persistence, brings the key layout up to date and loads the scripts. Semantics a
 ``TaskBackend`` contract (the same conformance tests as the SQL backend), mapped onto Redis
 (the keys: ``_redis_lua``):
 
-* **Submit** is one Lua script for many tasks: per task the task's string (one ``SET``), the
+* **Submit** is one Lua script for many tasks: per task the task's two strings (its state and
+  its fixed fields), the
   idempotency key (``SET`` of the key; a duplicate returns the first task) and, when due, an
   ``XADD`` to the ready stream of its priority, kind and capabilities
   (``P:r:<priority>|<kind>|<caps>``); a delayed task waits in a sorted set by ``run_at`` and is
@@ -125,10 +126,9 @@ def _loads(raw: bytes) -> Any:
     return json.loads(raw)
 
 
-def _doc(rec: bytes) -> bytes:
-    """A task's string (``_redis_lua``'s layout) as one JSON document."""
-    v = rec.split(b"\n", 14)
-    fixed = v[14][int(v[13]) :]
+def _doc(rec: bytes, fixed: bytes) -> bytes:
+    """A task's strings (``P:t:<id>`` and ``P:f:<id>``, ``_redis_lua``) as one JSON document."""
+    v = rec.split(b"\n", 9)
     return (
         b'{"status":%b,"attempts":%b,"run_at":%b,"lease_owner":%b,"lease_expires_at":%b,'
         b'"result":%b,"last_error":%b,"updated_at":%b,"finished_at":%b,%b'
@@ -136,8 +136,8 @@ def _doc(rec: bytes) -> bytes:
     )
 
 
-def _record(rec: bytes) -> TaskRecord:
-    return TaskRecord.model_validate_json(_doc(rec))
+def _record(rec: bytes, fixed: bytes) -> TaskRecord:
+    return TaskRecord.model_validate_json(_doc(rec, fixed))
 
 
 _TIMES = ("run_at", "lease_expires_at", "created_at", "updated_at", "finished_at")
@@ -246,7 +246,7 @@ class RedisTaskBackend:
 
     def _route(self, draft: TaskDraft) -> tuple[str, int, str, int]:
         """The member of ``P:routes`` of ``draft``'s stream and its length in bytes; the
-        stream key's length in bytes and the key (lines 14 and 15 of the task's string,
+        stream key's length in bytes and the key (line 14 of ``P:t:<id>`` and what follows,
         ``_redis_lua``), and how many more bytes than characters those have."""
         key = (draft.priority, draft.kind, draft.capabilities)
         got = self._routes.get(key)
@@ -301,12 +301,12 @@ class RedisTaskBackend:
             key, key_size, key_json = "", 0, "null"
         else:
             key_size, key_json = len(key.encode()), json.dumps(key)
-        tail = (f'\n{stream}{{"id":"{task_id}",{common},"idempotency_key":{key_json},'
-                f'"created_at":"{created}","payload":{payload}}}')  # fmt: skip
-        if not payload.isascii():  # (a payload encoded with ensure_ascii=False)
-            wide = len(tail.encode()) - len(tail)
-        return (f"{task_id}\n{now_ms}\n{_ms(run_at)}\n{key_size}\n{member_size}\n{len(head)}\n"
-                f"{len(tail) + wide}\n{key}{member}{head}{tail}")  # fmt: skip
+        fixed = (f'{{"id":"{task_id}",{common},"idempotency_key":{key_json},'
+                 f'"created_at":"{created}","payload":{payload}}}')  # fmt: skip
+        size = len(fixed) if fixed.isascii() else len(fixed.encode())
+        return (f"{task_id}\n{now_ms}\n{_ms(run_at)}\n{key_size}\n{member_size}\n"
+                f"{len(head)}\n{len(stream) + 1 + wide}\n{size}\n"
+                f"{key}{member}{head}\n{stream}{fixed}")  # fmt: skip
 
     async def submit(self, draft: TaskDraft) -> tuple[TaskRecord, bool]:
         [got] = await self.submit_many([draft])
@@ -575,10 +575,12 @@ class RedisTaskBackend:
         return int(await self._extend(args=args))
 
     async def get(self, task_id: str) -> TaskRecord:
-        rec = await self.client.get(f"{self.prefix}:t:{task_id}")
-        if not rec:
+        rec, fixed = await self.client.mget(
+            f"{self.prefix}:t:{task_id}", f"{self.prefix}:f:{task_id}"
+        )
+        if not rec or not fixed:
             raise TaskNotFoundError(task_id)
-        return _record(rec)
+        return _record(rec, fixed)
 
     async def _ids(self, status: TaskStatus | None, start: int, stop: int) -> list[str]:
         """Ids of tasks of ``status`` (``None``: any), oldest first, from ``start`` to before
@@ -618,10 +620,12 @@ class RedisTaskBackend:
                 ids = [i for i in ids if i.startswith(id_prefix)]
             if not ids:
                 continue
-            for rec in await self.client.mget([f"{self.prefix}:t:{i}" for i in ids]):
-                if not rec:
+            p = self.prefix
+            got = await self.client.mget([k for i in ids for k in (f"{p}:t:{i}", f"{p}:f:{i}")])
+            for rec, fixed in zip(got[::2], got[1::2], strict=True):
+                if not rec or not fixed:
                     continue
-                task = _record(rec)
+                task = _record(rec, fixed)
                 if kind is None or task.kind == kind:
                     found.append(task)
         page = found[offset : offset + limit]

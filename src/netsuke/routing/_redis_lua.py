@@ -3,18 +3,18 @@
 Layout 2 (``P:v`` = ``2``), keys under the prefix ``P`` (default ``{netsuke}:q``: one hash
 tag, so one cluster slot):
 
-* ``P:t:<id>``: the task, **one string** (one key, one allocation, one ``SET`` per change:
-  a 17-field hash cost Redis about four times as much). Lines separated by ``\\n``:
-
-  1. ``status`` (JSON), 2. ``attempts``, 3. ``run_at`` (JSON), 4. ``lease_owner`` (JSON),
-  5. ``lease_expires_at`` (JSON), 6. ``result`` (JSON), 7. ``last_error`` (JSON),
+* ``P:t:<id>``: the task's changing state, **one string** (one key, one allocation, one
+  ``SET`` per change: a 17-field hash cost Redis about four times as much). Lines separated by
+  ``\\n``: 1. ``status`` (JSON), 2. ``attempts``, 3. ``run_at`` (JSON), 4. ``lease_owner``
+  (JSON), 5. ``lease_expires_at`` (JSON), 6. ``result`` (JSON), 7. ``last_error`` (JSON),
   8. ``updated_at`` (JSON), 9. ``finished_at`` (JSON), 10. lease expiry (ms, ``0``: none),
   11. its ready stream entry (``''``: none), 12. created (ms), 13. the lease holder (the
-  consumer as JSON, ``''``: none), 14. the length in bytes of its stream's key; then that key,
-  then the fixed fields (``id``, ``kind``, ``payload``, ...) as one JSON object.
-
+  consumer as JSON, ``''``: none), 14. the length in bytes of its stream's key; then that key.
   JSON text has no raw newline, so the lines split safely; the stream key (it holds the kind)
-  is read by its length. A task as JSON is ``{`` + the nine columns + the fixed object's
+  is read by its length.
+* ``P:f:<id>``: the fields that never change (``id``, ``kind``, ``payload``, ...) as one JSON
+  object, written once at submit: a lease and a settle rewrite only the ~200 bytes of
+  ``P:t:<id>``, not the payload. A task as JSON is ``{`` + the nine columns + this object's
   members: the scripts and the client splice it, nothing parses it in Lua.
 * ``P:s:queued``, ``P:s:succeeded``, ``P:s:dead``: the status indexes (sorted sets by created
   ms; ties by id, which is UUIDv7: creation order). Leased tasks are the members of
@@ -52,20 +52,19 @@ local LINES = '^' .. string.rep('([^\\n]*)\\n', 14) .. '()'
 local function parse(rec)
   if not rec then return nil end
   local v = {string.match(rec, LINES)}
-  local pos, n = v[15], tonumber(v[14])
-  v[14] = sub(rec, pos, pos + n - 1)  -- the stream's key
-  v[15] = sub(rec, pos + n)  -- the fixed fields' JSON object
+  v[14] = sub(rec, v[15], v[15] + tonumber(v[14]) - 1)  -- the stream's key
+  v[15] = nil
   return v
 end
 local function dump(v)
-  return table.concat(v, '\\n', 1, 13) .. '\\n' .. #v[14] .. '\\n' .. v[14] .. v[15]
+  return table.concat(v, '\\n', 1, 13) .. '\\n' .. #v[14] .. '\\n' .. v[14]
 end
--- the task as one JSON document
-local function doc(v)
+-- the task as one JSON document (f: its fixed fields' JSON object, P:f:<id>)
+local function doc(v, f)
   return '{"status":' .. v[1] .. ',"attempts":' .. v[2] .. ',"run_at":' .. v[3] ..
     ',"lease_owner":' .. v[4] .. ',"lease_expires_at":' .. v[5] .. ',"result":' .. v[6] ..
     ',"last_error":' .. v[7] .. ',"updated_at":' .. v[8] .. ',"finished_at":' .. v[9] .. ',' ..
-    sub(v[15], 2)
+    sub(f, 2)
 end
 """
 
@@ -74,19 +73,20 @@ SUBMIT = (
     + """
 -- ARGV[1]: the prefix; ARGV[2]: the tasks, one after the other (one argument: the client
 -- encodes one string, not seven per task), each: id, created (ms), run_at (ms), and the byte
--- lengths of the four parts that follow, one a line; then the parts: its idempotency key
--- ('' for none), its stream's member of P:routes, the task's lines 1-10 and its lines from
--- 13 on (the empty holder, the stream key's length, the key and the fixed JSON); lines 11
--- (the entry) and 12 (created) are set here. Returns {created (1) or duplicate (0), id} per
--- task, flat. Per task a SET and an XADD (or a ZADD to P:delayed); the status index gets
--- one command for all.
+-- lengths of the five parts that follow, one a line; then the parts: its idempotency key
+-- ('' for none), its stream's member of P:routes, the task's lines 1-10, its lines from 13
+-- on (the empty holder, the stream key's length and the key), and its fixed fields' JSON
+-- (P:f:<id>); lines 11 (the entry) and 12 (created) are set here. Returns {created (1) or
+-- duplicate (0), id} per task, flat. Per task two SETs and an XADD (or a ZADD to
+-- P:delayed); the status index gets one command for all.
 local P, all = ARGV[1], ARGV[2]
 local out, made, routes = {}, {}, {}
-local HEAD = '^([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)\\n(%d+)\\n(%d+)\\n(%d+)\\n(%d+)\\n()'
+local HEAD = '^([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)\\n(%d+)\\n(%d+)\\n(%d+)\\n(%d+)\\n(%d+)\\n()'
 local at = 1
 while at <= #all do
-  local id, created, run, li, lm, lh, lt, pos = string.match(all, HEAD, at)
+  local id, created, run, li, lm, lh, lt, lf, pos = string.match(all, HEAD, at)
   li, lm, lh, lt, run = tonumber(li), tonumber(lm), tonumber(lh), tonumber(lt), tonumber(run)
+  lf = tonumber(lf)
   local idem = sub(all, pos, pos + li - 1)
   pos = pos + li
   local member = sub(all, pos, pos + lm - 1)
@@ -94,7 +94,9 @@ while at <= #all do
   local head = sub(all, pos, pos + lh - 1)
   pos = pos + lh
   local tail = sub(all, pos, pos + lt - 1)
-  at = pos + lt
+  pos = pos + lt
+  local fixed = sub(all, pos, pos + lf - 1)
+  at = pos + lf
   local got = false
   if idem ~= '' then
     got = redis.call('GET', P .. ':i:' .. idem)
@@ -118,6 +120,7 @@ while at <= #all do
       redis.call('ZADD', P .. ':delayed', run, id)
     end
     redis.call('SET', P .. ':t:' .. id, head .. '\\n' .. e .. '\\n' .. created .. '\\n' .. tail)
+    redis.call('SET', P .. ':f:' .. id, fixed)
     made[#made + 1] = created
     made[#made + 1] = id
     out[#out + 1] = 1
@@ -178,7 +181,8 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':delayed', '-inf', now, 'L
 end
 local served = {}
 for _, st in ipairs(streams) do served[st] = true end
--- per leased task: one GET and one SET; the index moves are one command each for all
+-- per leased task: two GETs (the task, its fixed fields) and one SET; the index moves are
+-- one command each for all
 local rows, queued, leases = {}, {}, {}
 local function lease(k, id, e, v)
   if v[1] == '"queued"' then queued[#queued + 1] = id end
@@ -193,7 +197,7 @@ local function lease(k, id, e, v)
   redis.call('SET', k, dump(v))
   leases[#leases + 1] = exp
   leases[#leases + 1] = id
-  rows[#rows + 1] = doc(v)
+  rows[#rows + 1] = doc(v, redis.call('GET', P .. ':f:' .. id))
 end
 if limit > 0 then
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':leases', '-inf', now, 'LIMIT', 0, 1000)) do
@@ -351,7 +355,7 @@ v[11] = redis.call('XADD', v[14], '*', 'id', id)
 redis.call('SET', k, dump(v))
 redis.call('ZREM', P .. ':s:dead', id)
 redis.call('ZADD', P .. ':s:queued', v[12], id)
-return doc(v)
+return doc(v, redis.call('GET', P .. ':f:' .. id))
 """
 )
 
@@ -365,9 +369,9 @@ for i = 3, #ARGV do
   local k = P .. ':t:' .. id
   local v = parse(redis.call('GET', k))
   if v and v[1] == '"' .. status .. '"' then
-    local idem = cjson.decode(v[15])['idempotency_key']
+    local idem = cjson.decode(redis.call('GET', P .. ':f:' .. id))['idempotency_key']
     if type(idem) == 'string' then redis.call('DEL', P .. ':i:' .. idem) end
-    redis.call('DEL', k)
+    redis.call('DEL', k, P .. ':f:' .. id)
     redis.call('ZREM', P .. ':s:' .. status, id)
     n = n + 1
   end
@@ -397,10 +401,10 @@ for _, id in ipairs(ids) do
     v[12] = h[12] or '0'
     v[13] = h[16] == 'leased' and v[4] or ''  -- (lease_owner: the consumer as JSON)
     v[14] = h[14] or ''
-    v[15] = h[15]
     if h[16] ~= 'leased' then v[10] = '0' end
     redis.call('DEL', k)
     redis.call('SET', k, dump(v))
+    redis.call('SET', P .. ':f:' .. id, h[15])
   end
   redis.call('ZREM', P .. ':all', id)
 end
