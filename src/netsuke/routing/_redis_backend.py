@@ -6,9 +6,8 @@ persistence, brings the key layout up to date and loads the scripts. Semantics a
 (the keys: ``_redis_lua``):
 
 * **Submit** is one Lua script for many tasks: per task the task's two strings (its state and
-  its fixed fields), the
-  idempotency key (``SET`` of the key; a duplicate returns the first task) and, when due, an
-  ``XADD`` to the ready stream of its priority, kind and capabilities
+  its fixed fields), the idempotency key (``SET`` of the key; a duplicate returns the first
+  task) and, when due, an ``XADD`` to the ready stream of its priority, kind and capabilities
   (``P:r:<priority>|<kind>|<caps>``); a delayed task waits in a sorted set by ``run_at`` and is
   moved to its stream by the first ``take`` after it is due. The reply comes after Redis has
   applied the script, and with ``appendfsync always`` after it is fsynced: acknowledged means
