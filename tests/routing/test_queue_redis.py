@@ -235,3 +235,94 @@ async def test_a_submit_group_failing_fails_each_of_its_callers(tmp_path: Path) 
         assert all(isinstance(r, Exception) for r in results), results
     finally:
         await backend.close()
+
+
+async def test_a_queue_of_layout_1_is_converted_at_open_and_a_newer_one_refused(
+    redis_url: str,
+) -> None:
+    import json
+    from datetime import UTC, datetime
+
+    import redis.asyncio as aioredis
+
+    from netsuke.store import new_id
+
+    prefix = f"{{t-{uuid.uuid4().hex}}}:q"
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        now = datetime.now(UTC)
+        ms = int(now.timestamp() * 1000)
+        stamp = json.dumps(now.isoformat())
+        stream = f"{prefix}:r:0|old|"
+        await client.sadd(f"{prefix}:routes", "0|old|")
+        await client.xgroup_create(stream, "netsuke", id="0", mkstream=True)
+        queued, leased, done = new_id(), new_id(), new_id()
+        e_leased = (await client.xadd(stream, {"id": leased})).decode()
+        await client.xreadgroup("netsuke", "old-worker", {stream: ">"}, count=1)
+        e_queued = (await client.xadd(stream, {"id": queued})).decode()
+
+        def fixed(task_id: str, n: int) -> str:  # the fields layout 1 kept as JSON in ``j``
+            return json.dumps({
+                "id": task_id, "kind": "old", "capabilities": [], "priority": 0,
+                "max_attempts": 5, "backoff_base": 1.0, "backoff_cap": 60.0, "timeout": None,
+                "idempotency_key": None, "created_at": now.isoformat(), "payload": {"n": n},
+            })  # fmt: skip
+
+        base = {"status": '"queued"', "attempts": "0", "run_at": stamp, "lease_owner": "null",
+                "lease_expires_at": "null", "result": "null", "last_error": "null",
+                "updated_at": stamp, "finished_at": "null", "_c": ms, "_k": "", "_st": stream}  # fmt: skip
+        await client.hset(f"{prefix}:t:{queued}", mapping={
+            **base, "j": fixed(queued, 1), "_s": "queued", "_e": e_queued})  # fmt: skip
+        # (its lease has expired)
+        await client.hset(f"{prefix}:t:{leased}", mapping={
+            **base, "j": fixed(leased, 2), "_s": "leased", "_e": e_leased, "status": '"leased"',
+            "attempts": "1", "lease_owner": '"old-worker"', "lease_expires_at": stamp,
+            "_o": "old-worker", "_x": ms - 1})  # fmt: skip
+        await client.hset(f"{prefix}:t:{done}", mapping={
+            **base, "j": fixed(done, 3), "_s": "succeeded", "_e": "", "status": '"succeeded"',
+            "attempts": "1", "result": '"ok"', "finished_at": stamp})  # fmt: skip
+        await client.zadd(f"{prefix}:all", {queued: ms, leased: ms, done: ms})
+        await client.zadd(f"{prefix}:s:queued", {queued: ms})
+        await client.zadd(f"{prefix}:s:leased", {leased: ms})
+        await client.zadd(f"{prefix}:s:succeeded", {done: ms})
+        await client.zadd(f"{prefix}:leases", {leased: ms - 1})
+
+        queue = TaskQueue(await RedisTaskBackend.open(redis_url, prefix=prefix))
+        try:
+            assert await client.get(f"{prefix}:v") == b"2"
+            assert not await client.exists(f"{prefix}:all", f"{prefix}:s:leased")
+            old = await queue.get(done)
+            assert old.status == "succeeded" and old.result == "ok" and old.payload == {"n": 3}
+            held = await queue.get(leased)
+            assert held.status == "leased" and held.lease_owner == "old-worker"
+            assert await queue.count() == 3 and await queue.count("leased") == 1
+            assert [t.id for t in (await queue.list(status="queued")).items] == [queued]
+            seen: list[tuple[str, int]] = []
+            async with queue.worker(lambda t: seen.append((t.id, t.attempts)), poll_interval=0.05):
+                await wait_for(lambda: len(seen) == 2)
+            assert sorted(seen) == sorted([(queued, 1), (leased, 2)])
+            assert await queue.count("succeeded") == 3
+        finally:
+            await queue.close()
+        await client.set(f"{prefix}:v", "3")
+        with pytest.raises(QueueUnavailableError, match="key layout 3"):
+            await RedisTaskBackend.open(redis_url, prefix=prefix)
+    finally:
+        await client.aclose()
+
+
+async def test_settle_and_take_reloads_the_scripts_a_restarted_redis_lost(queue: TaskQueue) -> None:
+    backend = queue.backend
+    assert isinstance(backend, RedisTaskBackend)
+    first, second = await queue.submit("t", {"n": 1}), await queue.submit("t", {"n": 2})
+    [held] = await backend.take("w", capabilities=None, limit=1, lease=30)
+    await backend.client.script_flush()  # what a restart of Redis does to its script cache
+    applied, taken = await backend.settle_and_take(
+        [("w", held.id, {"status": "succeeded", "result": 1})],
+        "w",
+        capabilities=None,
+        limit=5,
+        lease=30,
+    )
+    assert applied == [True] and [t.id for t in taken] == [second.id]
+    assert held.id == first.id and (await queue.get(first.id)).status == "succeeded"

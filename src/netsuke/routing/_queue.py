@@ -116,11 +116,10 @@ class TaskQueue:
         (nothing is queued). ``audit(task_id)``: audit rows committed in the task's own
         transaction when it is created, on a backend that ``commits_audit`` (the SQL store;
         none for a duplicate). Other backends ignore it: their caller writes the rows."""
-        caps = self._caps(capabilities)
-        when = self._when(delay, run_at)
-        draft = self._draft(
-            kind, payload, caps, priority, when, idempotency_key, retry or self.retry, timeout
-        )
+        [draft] = self._drafts(
+            kind, [payload], [idempotency_key], capabilities, priority, delay, run_at, retry,
+            timeout,
+        )  # fmt: skip
         if audit is not None:
             draft.with_audit(audit)
         if tracing():
@@ -158,13 +157,9 @@ class TaskQueue:
         keys = list(idempotency_keys) if idempotency_keys is not None else [None] * len(body)
         if len(keys) != len(body):
             raise TaskValidationError("idempotency_keys", "one per payload")
-        caps = self._caps(capabilities)
-        when = self._when(delay, run_at)
-        policy = retry or self.retry
-        drafts = [
-            self._draft(kind, p, caps, priority, when, k, policy, timeout)
-            for p, k in zip(body, keys, strict=True)
-        ]
+        drafts = self._drafts(
+            kind, body, keys, capabilities, priority, delay, run_at, retry, timeout
+        )
         if not drafts:
             return []
         many = getattr(self.backend, "submit_many", None)
@@ -196,6 +191,30 @@ class TaskQueue:
         if run_at is not None:
             return run_at
         return self.now() + timedelta(seconds=delay) if delay else self.now()
+
+    def _drafts(
+        self,
+        kind: str,
+        payloads: Sequence[Mapping[str, Any] | None],
+        keys: Sequence[str | None],
+        capabilities: Iterable[str],
+        priority: int,
+        delay: float,
+        run_at: datetime | None,
+        retry: RetryPolicy | None,
+        timeout: float | None,
+    ) -> list[TaskDraft]:
+        """The checked drafts of ``submit`` and ``submit_many``: one per payload (with its
+        idempotency key), the other options shared; ``TaskValidationError`` for the first bad
+        value (then nothing is queued)."""
+        caps = self._caps(capabilities)
+        when = self._when(delay, run_at)
+        policy = retry or self.retry
+        draft = self._draft
+        return [
+            draft(kind, p, caps, priority, when, k, policy, timeout)
+            for p, k in zip(payloads, keys, strict=True)
+        ]
 
     @staticmethod
     def _draft(

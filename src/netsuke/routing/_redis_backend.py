@@ -1,15 +1,17 @@
 """The Redis Streams backend: tasks in Redis, delivered through consumer groups.
 
 ``await RedisTaskBackend.open("redis://host:6379/0")`` connects, checks the server's
-persistence and loads the scripts. Semantics are the ``TaskBackend`` contract (the same
-conformance tests as the SQL backend), mapped onto Redis:
+persistence, brings the key layout up to date and loads the scripts. Semantics are the
+``TaskBackend`` contract (the same conformance tests as the SQL backend), mapped onto Redis
+(the keys: ``_redis_lua``):
 
-* **Submit** is one Lua script: the task hash, the idempotency key (``SET`` of the key; a
-  duplicate returns the first task) and, when due, an ``XADD`` to the ready stream of its
-  priority, kind and capabilities (``P:r:<priority>|<kind>|<caps>``); a delayed task waits in a
-  sorted set by ``run_at`` and is moved to its stream by the first ``take`` after it is due.
-  The reply comes after Redis has applied the script, and with ``appendfsync always`` after
-  it is fsynced: acknowledged means durable.
+* **Submit** is one Lua script for many tasks: per task the task's two strings (its state and
+  its fixed fields), the idempotency key (``SET`` of the key; a duplicate returns the first
+  task) and, when due, an ``XADD`` to the ready stream of its priority, kind and capabilities
+  (``P:r:<priority>|<kind>|<caps>``); a delayed task waits in a sorted set by ``run_at`` and is
+  moved to its stream by the first ``take`` after it is due. The reply comes after Redis has
+  applied the script, and with ``appendfsync always`` after it is fsynced: acknowledged means
+  durable.
 * **Take** reads with ``XREADGROUP`` (group ``netsuke``) the streams whose capabilities the
   consumer offers, highest priority first: the entry becomes a pending entry of that
   consumer: the lease. Leases carry their expiry (the backend's clock) in a sorted set; an
@@ -20,14 +22,21 @@ conformance tests as the SQL backend), mapped onto Redis:
 * **Attempts** count deliveries; the worker dead-letters a task delivered past
   ``max_attempts``. **Dead letters** are ``XADD``-ed to the stream ``P:dead`` (for consumers
   that watch it) and listed, requeued and purged like on SQL.
-* **Settle** (ack, retry with a later ``run_at``, dead letter) is one script that checks the
-  lease, then ``XACK``s and ``XDEL``s the entry; a retry is a new entry when it is due.
+* **Settle** (ack, retry with a later ``run_at``, dead letter) is one script for many tasks
+  that checks each lease, then ``XACK``s the entries and trims each stream below its oldest
+  pending entry (``XTRIM MINID``: no ``XDEL`` per entry); a retry is a new entry when it is
+  due.
 
 Durability: ``durability="require"`` [default] refuses to open unless the server has
 ``appendonly yes`` and ``appendfsync always`` (``QueueDurabilityError``); ``"warn"`` opens
 and logs an error (acknowledged tasks may be lost on a crash of the Redis host). A server
 that refuses ``CONFIG GET`` (managed Redis) is reported and, with ``require``, refused.
 All keys share one hash tag (the prefix ``{netsuke}:q``), so the scripts run in one slot.
+
+Layout: ``P:v`` holds the key layout's version (2). ``open`` converts a queue of layout 1
+(task hashes, the index ``P:all``) in place, 500 tasks per script call; stop the workers of
+older versions first (they cannot read the new layout). A layout newer than this code is
+refused (``QueueUnavailableError``).
 """
 
 from __future__ import annotations
@@ -35,42 +44,49 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from netsuke.store import CAPABLE_ONLY, Page, TaskDraft, TaskRecord, TaskStatus, ValidationError
-from netsuke.store import new_id as _new_id
+from netsuke.store._ids import new_ids
 from netsuke.store._records_tasks import trusted_task
 
 from ._backend import Settle
 from ._errors import TaskNotFoundError, TaskValidationError, check_page
 from ._observe import log
-from ._redis_lua import EXTEND, PURGE, REQUEUE, SETTLE, SUBMIT, TAKE
+from ._redis_lua import EXTEND, LAYOUT, MIGRATE, PURGE, REQUEUE, SETTLE, SUBMIT, TAKE
+
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - the redis extra installs it
+    _orjson = None  # type: ignore[assignment]
 
 __all__ = ["QueueDurabilityError", "QueueUnavailableError", "RedisTaskBackend"]
 
 Durability = Literal["require", "warn"]
 
-_MUTABLE = (
-    "status",
-    "attempts",
-    "run_at",
-    "lease_owner",
-    "lease_expires_at",
-    "result",
-    "last_error",
-    "updated_at",
-    "finished_at",
-)
 _SETTABLE = frozenset(TaskRecord.model_fields) - {"id"}
-
+_SETTLE_COLUMNS = {
+    "attempts": 0,
+    "run_at": 1,
+    "lease_owner": 2,
+    "lease_expires_at": 3,
+    "result": 4,
+    "last_error": 5,
+    "finished_at": 6,
+}
+"""The columns a settle sends, by position (``updated_at`` is always now; ``status`` apart);
+a settle of any other column changes nothing more on Redis than the ones listed."""
+_STATUSES = ("queued", "succeeded", "dead")  # those with an index of their own (leased: P:leases)
 
 _CHUNK = 256
 """Tasks per SUBMIT call: bigger batches go as several calls at once, on as many connections."""
 _DIRECT = 16
 """A ``submit_many`` of this many tasks or more is sent as one call of its own (a producer's
 batch overlaps the others' instead of waiting for a shared round); fewer are grouped."""
+_PER_TASK = 7  # SUBMIT's arguments per task
+_MIGRATE_CHUNK = 500
 
 
 class QueueUnavailableError(RuntimeError):
@@ -93,23 +109,37 @@ def _enc(value: Any) -> str:
     return json.dumps(value)
 
 
-def _record(flat: Sequence[Any] | Mapping[Any, Any]) -> TaskRecord:
-    if isinstance(flat, Mapping):
-        pairs = {_s(k): _s(v) for k, v in flat.items()}
-    else:
-        pairs = {_s(flat[i]): _s(flat[i + 1]) for i in range(0, len(flat), 2)}
-    # ``j`` is a JSON object and each changing column a JSON value: splice them into one
-    # document and let pydantic parse it once
-    parts = [pairs["j"][:-1]]
-    for name in _MUTABLE:
-        if name in pairs:
-            parts.append(f',"{name}":{pairs[name]}')
-    parts.append("}")
-    return TaskRecord.model_validate_json("".join(parts))
+_DIGITS = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))  # digits: 0, the rest: space
+_LONG = b"0" * 19
+
+
+def _loads(raw: bytes) -> Any:
+    """JSON written by the scripts: orjson where it reads exactly what ``json.loads`` would
+    (no run of 19 digits or more: orjson reads an integer beyond 64 bits as a float; no NaN
+    or lone surrogate, which it refuses), else the standard library."""
+    if _orjson is not None and raw.translate(_DIGITS).find(_LONG) < 0:
+        try:
+            return _orjson.loads(raw)
+        except ValueError:
+            pass
+    return json.loads(raw)
+
+
+def _doc(rec: bytes, fixed: bytes) -> bytes:
+    """A task's strings (``P:t:<id>`` and ``P:f:<id>``, ``_redis_lua``) as one JSON document."""
+    v = rec.split(b"\n", 9)
+    return (
+        b'{"status":%b,"attempts":%b,"run_at":%b,"lease_owner":%b,"lease_expires_at":%b,'
+        b'"result":%b,"last_error":%b,"updated_at":%b,"finished_at":%b,%b'
+        % (v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], fixed[1:])
+    )
+
+
+def _record(rec: bytes, fixed: bytes) -> TaskRecord:
+    return TaskRecord.model_validate_json(_doc(rec, fixed))
 
 
 _TIMES = ("run_at", "lease_expires_at", "created_at", "updated_at", "finished_at")
-_FIELDS = tuple(TaskRecord.model_fields)  # (a record's __dict__ keeps the fields' order)
 
 
 def _s(value: Any) -> str:
@@ -138,9 +168,11 @@ class RedisTaskBackend:
         self._extend = client.register_script(EXTEND)
         self._requeue = client.register_script(REQUEUE)
         self._purge = client.register_script(PURGE)
-        self._submits: list[tuple[list[list[Any]], int, asyncio.Future[list[Any]]]] = []
+        self._submits: list[tuple[list[str], int, asyncio.Future[list[Any]]]] = []
         self._submitter: asyncio.Task[None] | None = None
         self._shapes: dict[tuple[Any, ...], str] = {}  # submit: shared fields, as JSON
+        self._routes: dict[tuple[int, str, tuple[str, ...]], tuple[str, int, str, int]] = {}
+        self._holders: dict[str, str] = {}  # consumer: as JSON
         self.submit_batches = 0
         """Rounds of SUBMIT calls sent (``tasks / submit_batches``: how many shared one)."""
 
@@ -153,8 +185,9 @@ class RedisTaskBackend:
         prefix: str = "{netsuke}:q",
         durability: Durability = "require",
     ) -> RedisTaskBackend:
-        """Connect to ``url`` (``redis://`` or ``rediss://``), check persistence, return the
-        backend. ``QueueUnavailableError`` / ``QueueDurabilityError`` otherwise."""
+        """Connect to ``url`` (``redis://`` or ``rediss://``), check persistence, bring the
+        layout up to date, return the backend. ``QueueUnavailableError`` /
+        ``QueueDurabilityError`` otherwise."""
         try:
             import redis.asyncio as aioredis
         except ImportError:
@@ -179,78 +212,100 @@ class RedisTaskBackend:
             ) from None
         try:
             await check_durability(client, url, durability)
+            backend = cls(client, clock=clock, prefix=prefix)
+            await backend._upgrade()
         except BaseException:
             await client.aclose()
             await pool.aclose()
             raise
-        return cls(client, clock=clock, prefix=prefix)
+        return backend
+
+    async def _upgrade(self) -> None:
+        """Set the layout version of a new queue; convert a queue of layout 1 in place."""
+        version = await self.client.get(f"{self.prefix}:v")
+        if version is not None:
+            if int(version) > LAYOUT:
+                raise QueueUnavailableError(
+                    f"the queue {self.prefix} has key layout {int(version)}; this Netsuke "
+                    f"reads layout {LAYOUT}: upgrade Netsuke"
+                )
+            return
+        if not await self.client.exists(f"{self.prefix}:all"):
+            await self.client.set(f"{self.prefix}:v", str(LAYOUT), nx=True)
+            return
+        migrate = self.client.register_script(MIGRATE)
+        converted = 0
+        while n := int(await migrate(args=[self.prefix, _MIGRATE_CHUNK])):
+            converted += n
+        log.warning("queue.redis_layout_upgraded", prefix=self.prefix, tasks=converted,
+                    layout=LAYOUT)  # fmt: skip
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
 
-    def _stream(self, priority: int, kind: str, capabilities: Sequence[str]) -> tuple[str, str]:
-        member = f"{priority}|{kind}|{' '.join(sorted(capabilities))}"
-        return f"{self.prefix}:r:{member}", member
+    def _route(self, draft: TaskDraft) -> tuple[str, int, str, int]:
+        """The member of ``P:routes`` of ``draft``'s stream and its length in bytes; the
+        stream key's length in bytes and the key (line 14 of ``P:t:<id>`` and what follows,
+        ``_redis_lua``), and how many more bytes than characters those have."""
+        key = (draft.priority, draft.kind, draft.capabilities)
+        got = self._routes.get(key)
+        if got is None:
+            member = f"{draft.priority}|{draft.kind}|{' '.join(sorted(draft.capabilities))}"
+            stream = f"{self.prefix}:r:{member}"
+            size = len(stream.encode())
+            line = f"{size}\n{stream}"
+            got = member, len(member.encode()), line, len(line.encode()) - len(line)
+            if len(self._routes) > 256:
+                self._routes.clear()
+            self._routes[key] = got
+        return got
 
-    def _submit_args(
-        self, draft: TaskDraft, now: datetime, times: dict[datetime, str]
-    ) -> tuple[list[Any], TaskRecord]:
-        """The SUBMIT script's arguments for ``draft`` (9), and the record it makes;
-        ``times``: the batch's timestamps in ISO format, ``now`` first."""
-        created = times[now]
-        task_id = _new_id()
-        caps = list(draft.capabilities)
+    def _submit_arg(
+        self,
+        draft: TaskDraft,
+        task_id: str,
+        created: str,
+        now_ms: str,
+        times: dict[datetime, str],
+    ) -> str:
+        """``draft`` (the new task ``task_id``) for the SUBMIT script's argument
+        (``_redis_lua``); ``created``: the batch's time in ISO format (``times``: its ISO
+        timestamps)."""
         shape = (draft.kind, draft.capabilities, draft.priority, draft.max_attempts,
                  draft.backoff_base, draft.backoff_cap, draft.timeout)  # fmt: skip
         common = self._shapes.get(shape)
         if common is None:  # the fields a batch's tasks share, encoded once
             common = json.dumps({
                 "kind": draft.kind,
-                "capabilities": caps,
+                "capabilities": list(draft.capabilities),
                 "priority": draft.priority,
                 "max_attempts": draft.max_attempts,
                 "backoff_base": draft.backoff_base,
                 "backoff_cap": draft.backoff_cap,
                 "timeout": draft.timeout,
-            })[1:-1]  # fmt: skip
+            }, separators=(",", ":"))[1:-1]  # fmt: skip
             if len(self._shapes) > 256:
                 self._shapes.clear()
             self._shapes[shape] = common
         key = draft.idempotency_key
         payload = draft.payload_json or json.dumps(draft.payload)  # (the queue encoded it)
-        text = (f'{{"id": "{task_id}", {common}, "idempotency_key": '
-                f'{"null" if key is None else json.dumps(key)}, "created_at": "{created}", '
-                f'"payload": {payload}}}')  # fmt: skip
-        stream, member = self._stream(draft.priority, draft.kind, caps)
+        member, member_size, stream, wide = self._route(draft)
         run_at = draft.run_at
         when = times.get(run_at)
         if when is None:
             when = times[run_at] = run_at.isoformat()
-        args = [task_id, key or "", text, str(_ms(now)), str(_ms(run_at)), stream, member,
-                f'"{when}"', f'"{created}"']  # fmt: skip
-        record = trusted_task({
-            "id": task_id,
-            "kind": draft.kind,
-            "payload": draft.payload,
-            "capabilities": caps,
-            "priority": draft.priority,
-            "status": "queued",
-            "attempts": 0,
-            "max_attempts": draft.max_attempts,
-            "backoff_base": draft.backoff_base,
-            "backoff_cap": draft.backoff_cap,
-            "timeout": draft.timeout,
-            "run_at": run_at,
-            "lease_owner": None,
-            "lease_expires_at": None,
-            "idempotency_key": draft.idempotency_key,
-            "result": None,
-            "last_error": None,
-            "created_at": now,
-            "updated_at": now,
-            "finished_at": None,
-        })  # fmt: skip
-        return args, record
+        head = f'"queued"\n0\n"{when}"\nnull\nnull\nnull\nnull\n"{created}"\nnull\n0'
+        # (JSON from json.dumps is ASCII: only the key and the stream's kind may be wider)
+        if key is None:
+            key, key_size, key_json = "", 0, "null"
+        else:
+            key_size, key_json = len(key.encode()), json.dumps(key)
+        fixed = (f'{{"id":"{task_id}",{common},"idempotency_key":{key_json},'
+                 f'"created_at":"{created}","payload":{payload}}}')  # fmt: skip
+        size = len(fixed) if fixed.isascii() else len(fixed.encode())
+        return (f"{task_id}\n{now_ms}\n{_ms(run_at)}\n{key_size}\n{member_size}\n"
+                f"{len(head)}\n{len(stream) + 1 + wide}\n{size}\n"
+                f"{key}{member}{head}\n{stream}{fixed}")  # fmt: skip
 
     async def submit(self, draft: TaskDraft) -> tuple[TaskRecord, bool]:
         [got] = await self.submit_many([draft])
@@ -264,32 +319,52 @@ class RedisTaskBackend:
         if not drafts:
             return []
         now = self.now()
-        args: list[list[Any]] = []
-        records: list[TaskRecord] = []
-        times = {now: now.isoformat()}
-        for draft in drafts:
-            part, record = self._submit_args(draft, now, times)
-            args.append(part)
-            records.append(record)
+        created = now.isoformat()
+        now_ms = str(_ms(now))
+        ids = new_ids(len(drafts))
+        times = {now: created}
+        arg = self._submit_arg
+        parts = [arg(d, i, created, now_ms, times) for d, i in zip(drafts, ids, strict=True)]
         if len(drafts) >= _DIRECT:  # a batch already: its own call, overlapping the others'
-            replies = await self._submit(args=[self.prefix, json.dumps(args, ensure_ascii=False)])
+            replies = await self._submit(args=[self.prefix, "".join(parts)])
             self.submit_batches += 1
         else:
-            replies = await self._submit_grouped(args, len(drafts))
+            replies = await self._submit_grouped(parts, len(drafts))
         out: list[tuple[TaskRecord, bool]] = []
-        for i, record in enumerate(records):
+        for i, (draft, task_id) in enumerate(zip(drafts, ids, strict=True)):
             if int(replies[2 * i]) == 0:
                 out.append((await self.get(_s(replies[2 * i + 1])), False))
-            else:
-                out.append((record, True))
+                continue
+            out.append((trusted_task({
+                "id": task_id,
+                "kind": draft.kind,
+                "payload": draft.payload,
+                "capabilities": list(draft.capabilities),
+                "priority": draft.priority,
+                "status": "queued",
+                "attempts": 0,
+                "max_attempts": draft.max_attempts,
+                "backoff_base": draft.backoff_base,
+                "backoff_cap": draft.backoff_cap,
+                "timeout": draft.timeout,
+                "run_at": draft.run_at,
+                "lease_owner": None,
+                "lease_expires_at": None,
+                "idempotency_key": draft.idempotency_key,
+                "result": None,
+                "last_error": None,
+                "created_at": now,
+                "updated_at": now,
+                "finished_at": None,
+            }), True))  # fmt: skip
         return out
 
-    async def _submit_grouped(self, args: list[list[Any]], count: int) -> list[Any]:
-        """Run the SUBMIT script for ``count`` tasks' ``args``, in one call with the submits
+    async def _submit_grouped(self, parts: list[str], count: int) -> list[Any]:
+        """Run the SUBMIT script for ``count`` tasks' ``parts``, in one call with the submits
         made in the same turn of the loop (one round trip and, with ``appendfsync always``,
         one fsync for all); the replies of these tasks once Redis has applied them."""
         done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self._submits.append((args, count, done))
+        self._submits.append((parts, count, done))
         if self._submitter is None or self._submitter.done():
             self._submitter = asyncio.create_task(self._submit_batches())
         return await done
@@ -300,7 +375,7 @@ class RedisTaskBackend:
             batch, self._submits = self._submits, []
             self.submit_batches += 1
             # calls of up to _CHUNK tasks, sent at once on as many connections
-            calls: list[list[tuple[list[list[Any]], int, asyncio.Future[list[Any]]]]] = [[]]
+            calls: list[list[tuple[list[str], int, asyncio.Future[list[Any]]]]] = [[]]
             size = 0
             for item in batch:
                 if size >= _CHUNK and calls[-1]:
@@ -310,14 +385,11 @@ class RedisTaskBackend:
                 size += item[1]
             await asyncio.gather(*(self._submit_call(call) for call in calls))
 
-    async def _submit_call(
-        self, batch: list[tuple[list[list[Any]], int, asyncio.Future[Any]]]
-    ) -> None:
-        tasks: list[list[Any]] = []
-        for part, _, _ in batch:
-            tasks += part
+    async def _submit_call(self, batch: list[tuple[list[str], int, asyncio.Future[Any]]]) -> None:
         try:
-            replies = await self._submit(args=[self.prefix, json.dumps(tasks, ensure_ascii=False)])
+            replies = await self._submit(
+                args=[self.prefix, "".join(["".join(part) for part, _, _ in batch])]
+            )
         except BaseException as exc:
             for _, _, done in batch:
                 if not done.done():
@@ -346,6 +418,15 @@ class RedisTaskBackend:
             await self._take(args=self._take_args(consumer, capabilities, limit, lease, kinds))
         )
 
+    def _holder(self, consumer: str) -> str:
+        """``consumer`` as JSON (the lease holder in a task's string)."""
+        got = self._holders.get(consumer)
+        if got is None:
+            if len(self._holders) > 1024:
+                self._holders.clear()
+            got = self._holders[consumer] = json.dumps(consumer)
+        return got
+
     def _take_args(
         self,
         consumer: str,
@@ -369,7 +450,7 @@ class RedisTaskBackend:
             _ms(expires),
             _enc(expires),
             _enc(now),
-            json.dumps(consumer),
+            self._holder(consumer),
             limit,
             offered,
             capable_only,
@@ -377,51 +458,49 @@ class RedisTaskBackend:
         ]
 
     @staticmethod
-    def _taken(rows: Any) -> list[TaskRecord]:
-        """The TAKE script's reply (one JSON array of the leased tasks, written by this
+    def _taken(rows: list[bytes]) -> list[TaskRecord]:
+        """The TAKE script's reply (the leased tasks as JSON documents, written by this
         backend's scripts from values it wrote: every field present and well typed) as records,
-        without pydantic's validation of each."""
+        read in one parse without pydantic's validation of each."""
+        if not rows:
+            return []
         tasks: list[TaskRecord] = []
         parse = datetime.fromisoformat
-        for data in json.loads(rows):
+        for data in _loads(b"[" + b",".join(rows) + b"]"):
             for name in _TIMES:
                 value = data[name]
                 if value is not None:
                     data[name] = parse(value)
-            tasks.append(trusted_task({name: data.get(name) for name in _FIELDS}))
+            tasks.append(trusted_task(data))  # (the document has exactly the record's fields)
         tasks.sort(key=lambda t: (-t.priority, t.run_at, t.created_at))
         return tasks
 
     async def settle(self, change: Settle) -> bool:
         now = self.now()
-        args = [
-            self.prefix,
-            change[0],
-            _ms(now),
-            json.dumps([self._settle_args(change, _enc(now))], ensure_ascii=False),
-        ]
+        args = [self.prefix, self._holder(change[0]), _ms(now), _enc(now), self._settle_arg(change)]
         [applied] = await self._settle(args=args)
         return bool(applied)
 
-    def _settle_args(self, change: Settle, now_json: str) -> list[Any]:
-        """One task's settle for the SETTLE script: id, new status, run_at (ms, 0: none), and
-        the columns to set with their JSON values, flat (``updated_at``: ``now_json``)."""
+    @staticmethod
+    def _settle_arg(change: Settle) -> str:
+        """One task's settle for the SETTLE script's argument (10 lines): id, new status,
+        run_at (ms, 0: none), and the JSON values of ``_SETTLE_COLUMNS`` ('': kept)."""
         _, task_id, values = change
-        unknown = set(values) - _SETTABLE
-        if unknown:
-            raise ValidationError("values", f"not settable task columns: {sorted(unknown)}")
-        run_at = values.get("run_at")
-        columns: list[str] = []
+        columns = ["", "", "", "", "", "", ""]
+        status = "leased"
+        run_ms = 0
         for name, value in values.items():
-            if name != "updated_at":
-                columns += [name, _enc(value)]
-        columns += ["updated_at", now_json]
-        return [
-            task_id,
-            values.get("status", "leased"),
-            _ms(run_at) if isinstance(run_at, datetime) else 0,
-            columns,
-        ]
+            at = _SETTLE_COLUMNS.get(name)
+            if at is not None:
+                columns[at] = "null" if value is None else _enc(value)
+                if at == 1 and type(value) is datetime:
+                    run_ms = _ms(value)
+            elif name == "status":
+                status = value
+            elif name not in _SETTABLE:
+                unknown = sorted(set(values) - _SETTABLE)
+                raise ValidationError("values", f"not settable task columns: {unknown}")
+        return f"{task_id}\n{status}\n{run_ms}\n{chr(10).join(columns)}\n"
 
     async def settle_and_take(
         self,
@@ -444,22 +523,30 @@ class RedisTaskBackend:
             )
         now = self.now()
         stamp = _enc(now)
+        now_ms = _ms(now)
         groups: dict[str, list[int]] = {}  # (one SETTLE call per consumer: the worker's own)
         for i, change in enumerate(changes):
             groups.setdefault(change[0], []).append(i)
+        # EVALSHA in the pipeline itself: a pipeline of Script calls first asks SCRIPT EXISTS
+        # (a round trip more); a script missing (Redis restarted) is run again on its own
+        from redis.exceptions import NoScriptError  # (redis-py: an optional extra)
+
         pipe = self.client.pipeline(transaction=False)
+        arg = self._settle_arg
+        calls: list[list[Any]] = []
         for holder, indices in groups.items():
-            settles = [self._settle_args(changes[i], stamp) for i in indices]
-            await self._settle(
-                args=[self.prefix, holder, _ms(now), json.dumps(settles, ensure_ascii=False)],
-                client=pipe,
-            )
+            settles = "".join([arg(changes[i]) for i in indices])
+            calls.append([self.prefix, self._holder(holder), now_ms, stamp, settles])
+            pipe.evalsha(self._settle.sha, 0, *calls[-1])
+        take: list[Any] = []
         if limit > 0:
             take = self._take_args(consumer, capabilities, limit, lease, kinds)
-            await self._take(args=take, client=pipe)
+            pipe.evalsha(self._take.sha, 0, *take)
         replies = await pipe.execute(raise_on_error=False)
         applied = [False] * len(changes)
-        for (_, indices), reply in zip(groups.items(), replies, strict=False):
+        for (_, indices), reply, args in zip(groups.items(), replies, calls, strict=False):
+            if isinstance(reply, NoScriptError):
+                reply = await self._settle(args=args)
             if isinstance(reply, Exception):
                 raise reply
             for i, ok in zip(indices, reply, strict=True):
@@ -467,6 +554,11 @@ class RedisTaskBackend:
         if limit <= 0:
             return applied, []
         rows = replies[len(groups)]
+        if isinstance(rows, NoScriptError):
+            try:
+                rows = await self._take(args=take)
+            except Exception as exc:
+                rows = exc
         if isinstance(rows, Exception):
             log.warning("worker.take_failed", worker=consumer, error=repr(rows))
             return applied, []
@@ -477,14 +569,32 @@ class RedisTaskBackend:
             return 0
         now = self.now()
         expires = now + timedelta(seconds=lease)
-        args = [self.prefix, consumer, _ms(now), _ms(expires), _enc(expires), *task_ids]
+        args = [self.prefix, consumer, self._holder(consumer), _ms(now), _ms(expires),
+                _enc(expires), *task_ids]  # fmt: skip
         return int(await self._extend(args=args))
 
     async def get(self, task_id: str) -> TaskRecord:
-        flat = await self.client.hgetall(f"{self.prefix}:t:{task_id}")
-        if not flat:
+        rec, fixed = await self.client.mget(
+            f"{self.prefix}:t:{task_id}", f"{self.prefix}:f:{task_id}"
+        )
+        if not rec or not fixed:
             raise TaskNotFoundError(task_id)
-        return _record(flat)
+        return _record(rec, fixed)
+
+    async def _ids(self, status: TaskStatus | None, start: int, stop: int) -> list[str]:
+        """Ids of tasks of ``status`` (``None``: any), oldest first, from ``start`` to before
+        ``stop`` (UUIDv7 ids: their order is the order of creation). Leased tasks are those of
+        ``P:leases``, ordered here (as many as are leased: bounded by the workers)."""
+        p = self.prefix
+        if status is not None and status != "leased":
+            return [_s(i) for i in await self.client.zrange(f"{p}:s:{status}", start, stop - 1)]
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrange(f"{p}:leases", 0, -1)
+        if status is None:
+            for s in _STATUSES:
+                pipe.zrange(f"{p}:s:{s}", 0, stop - 1)
+        ids = sorted({_s(i) for got in await pipe.execute() for i in got})
+        return ids[start:stop]
 
     async def list(
         self,
@@ -496,28 +606,25 @@ class RedisTaskBackend:
         id_prefix: str | None = None,
     ) -> Page[TaskRecord]:
         check_page(limit, offset)
-        key = f"{self.prefix}:s:{status}" if status is not None else f"{self.prefix}:all"
         wanted = offset + limit + 1
         found: list[TaskRecord] = []
         start = 0
         chunk = 500
         while len(found) < wanted:
-            ids = [_s(i) for i in await self.client.zrange(key, start, start + chunk - 1)]
+            ids = await self._ids(status, start, start + chunk)
             if not ids:
                 break
             start += chunk
-            ids.sort()  # UUIDv7: creation order within equal milliseconds too
             if id_prefix is not None:
                 ids = [i for i in ids if i.startswith(id_prefix)]
             if not ids:
                 continue
-            pipe = self.client.pipeline(transaction=False)
-            for i in ids:
-                pipe.hgetall(f"{self.prefix}:t:{i}")
-            for flat in await pipe.execute():
-                if not flat:
+            p = self.prefix
+            got = await self.client.mget([k for i in ids for k in (f"{p}:t:{i}", f"{p}:f:{i}")])
+            for rec, fixed in zip(got[::2], got[1::2], strict=True):
+                if not rec or not fixed:
                     continue
-                task = _record(flat)
+                task = _record(rec, fixed)
                 if kind is None or task.kind == kind:
                     found.append(task)
         page = found[offset : offset + limit]
@@ -525,27 +632,25 @@ class RedisTaskBackend:
         return Page(items=page, next_cursor=str(offset + limit) if more else None)
 
     async def count(self, status: TaskStatus | None = None) -> int:
-        key = f"{self.prefix}:s:{status}" if status is not None else f"{self.prefix}:all"
-        return int(await self.client.zcard(key))
+        p = self.prefix
+        if status is not None:
+            key = f"{p}:leases" if status == "leased" else f"{p}:s:{status}"
+            return int(await self.client.zcard(key))
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zcard(f"{p}:leases")
+        for s in _STATUSES:
+            pipe.zcard(f"{p}:s:{s}")
+        return sum(int(n) for n in await pipe.execute())
 
     async def requeue(self, task_id: str) -> TaskRecord:
-        now = self.now()
-        values: dict[str, Any] = {
-            "status": "queued",
-            "attempts": 0,
-            "run_at": now,
-            "lease_owner": None,
-            "lease_expires_at": None,
-            "finished_at": None,
-            "updated_at": now,
-        }
-        args: list[Any] = [self.prefix, task_id, _ms(now)]
-        for name, value in values.items():
-            args += [name, _enc(value)]
-        row = await self._requeue(args=args)
-        if not row:
+        now = _enc(self.now())
+        # lines 2-9: attempts, run_at, lease_owner, lease_expires_at, result (kept),
+        # last_error (kept), updated_at, finished_at
+        args = [self.prefix, task_id, "0", now, "null", "null", "", "", now, "null"]
+        doc = await self._requeue(args=args)
+        if not doc:
             raise TaskNotFoundError(task_id, "dead")
-        return _record(row)  # as requeued (a worker may take it at once)
+        return TaskRecord.model_validate_json(doc)  # as requeued (a worker may take it at once)
 
     async def purge(self, status: TaskStatus, *, ids: Sequence[str] | None = None) -> int:
         if status not in ("dead", "succeeded"):

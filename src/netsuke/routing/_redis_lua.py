@@ -1,21 +1,41 @@
 """The Lua scripts of the Redis Streams backend (each runs atomically in Redis).
 
-Keys under the prefix ``P`` (default ``{netsuke}:q``: one hash tag, so one cluster slot):
-``P:t:<id>`` the task (hash: ``j`` the fixed fields as JSON, one JSON value per changing column,
-and ``_s`` status, ``_o`` lease owner, ``_x`` lease expiry ms, ``_st`` its stream, ``_e`` its
-stream entry, ``_c`` created ms, ``_k`` idempotency key); ``P:all`` and ``P:s:<status>`` (sorted
-sets by creation); ``P:delayed`` (by ``run_at``); ``P:leases`` (by lease expiry); ``P:i:<key>``
-(idempotency); ``P:routes`` (the streams); ``P:r:<priority>|<kind>|<capabilities>`` the ready
-streams, each with the consumer group ``netsuke``; ``P:dead`` the dead-letter stream.
+Layout 2 (``P:v`` = ``2``), keys under the prefix ``P`` (default ``{netsuke}:q``: one hash
+tag, so one cluster slot):
+
+* ``P:t:<id>``: the task's changing state, **one string** (one key, one allocation, one
+  ``SET`` per change: a 17-field hash cost Redis about four times as much). Lines separated by
+  ``\\n``: 1. ``status`` (JSON), 2. ``attempts``, 3. ``run_at`` (JSON), 4. ``lease_owner``
+  (JSON), 5. ``lease_expires_at`` (JSON), 6. ``result`` (JSON), 7. ``last_error`` (JSON),
+  8. ``updated_at`` (JSON), 9. ``finished_at`` (JSON), 10. lease expiry (ms, ``0``: none),
+  11. its ready stream entry (``''``: none), 12. created (ms), 13. the lease holder (the
+  consumer as JSON, ``''``: none), 14. the length in bytes of its stream's key; then that key.
+  JSON text has no raw newline, so the lines split safely; the stream key (it holds the kind)
+  is read by its length.
+* ``P:f:<id>``: the fields that never change (``id``, ``kind``, ``payload``, ...) as one JSON
+  object, written once at submit: a lease and a settle rewrite only the ~200 bytes of
+  ``P:t:<id>``, not the payload. A task as JSON is ``{`` + the nine columns + this object's
+  members: the scripts and the client splice it, nothing parses it in Lua.
+* ``P:s:queued``, ``P:s:succeeded``, ``P:s:dead``: the status indexes (sorted sets by created
+  ms; ties by id, which is UUIDv7: creation order). Leased tasks are the members of
+  ``P:leases`` (by lease expiry): no ``P:s:leased``, and no index of all tasks (a listing of
+  every status merges the four).
+* ``P:delayed`` (by ``run_at``), ``P:i:<key>`` (idempotency), ``P:routes`` (the ready streams'
+  members ``<priority>|<kind>|<capabilities>``), ``P:r:<member>`` the ready streams (consumer
+  group ``netsuke``; an entry's one field ``id`` names its task), ``P:dead`` the dead-letter
+  stream, ``P:v`` the layout version.
+
+Arguments are flat (``ARGV``, packed by hiredis in C): no JSON to decode in Lua.
 """
 
 from __future__ import annotations
 
-__all__ = ["EXTEND", "PURGE", "REQUEUE", "SETTLE", "SUBMIT", "TAKE"]
+__all__ = ["EXTEND", "LAYOUT", "MIGRATE", "PURGE", "REQUEUE", "SETTLE", "SUBMIT", "TAKE"]
 
 GROUP = "netsuke"
+LAYOUT = 2
 
-_BULK = """
+_COMMON = """
 -- one command for many members (in slices: Lua's unpack has a limit); items flat
 local function bulk(cmd, key, items, extra)
   for i = 1, #items, 1000 do
@@ -26,22 +46,57 @@ local function bulk(cmd, key, items, extra)
     end
   end
 end
+local find, sub = string.find, string.sub
+-- a task's string as its 14 fields (see the module documentation), or nil
+local LINES = '^' .. string.rep('([^\\n]*)\\n', 14) .. '()'
+local function parse(rec)
+  if not rec then return nil end
+  local v = {string.match(rec, LINES)}
+  v[14] = sub(rec, v[15], v[15] + tonumber(v[14]) - 1)  -- the stream's key
+  v[15] = nil
+  return v
+end
+local function dump(v)
+  return table.concat(v, '\\n', 1, 13) .. '\\n' .. #v[14] .. '\\n' .. v[14]
+end
+-- the task as one JSON document (f: its fixed fields' JSON object, P:f:<id>)
+local function doc(v, f)
+  return '{"status":' .. v[1] .. ',"attempts":' .. v[2] .. ',"run_at":' .. v[3] ..
+    ',"lease_owner":' .. v[4] .. ',"lease_expires_at":' .. v[5] .. ',"result":' .. v[6] ..
+    ',"last_error":' .. v[7] .. ',"updated_at":' .. v[8] .. ',"finished_at":' .. v[9] .. ',' ..
+    sub(f, 2)
+end
 """
 
 SUBMIT = (
-    _BULK
+    _COMMON
     + """
--- ARGV[1]: the prefix; ARGV[2]: the tasks as one JSON array (one call submits many: one fsync
--- for all; one argument, not nine per task, for the client to pack), each task an array of
--- strings: id, idempotency key ('' for none), the fixed fields as JSON, created (ms), run_at
--- (ms), its ready stream, that stream's member of P:routes, run_at and created as JSON.
--- Returns {created (1) or duplicate (0), id} per task, flat. Per task two commands (the hash,
--- the stream entry); the index sets get one command for all.
-local P = ARGV[1]
+-- ARGV[1]: the prefix; ARGV[2]: the tasks, one after the other (one argument: the client
+-- encodes one string, not seven per task), each: id, created (ms), run_at (ms), and the byte
+-- lengths of the five parts that follow, one a line; then the parts: its idempotency key
+-- ('' for none), its stream's member of P:routes, the task's lines 1-10, its lines from 13
+-- on (the empty holder, the stream key's length and the key), and its fixed fields' JSON
+-- (P:f:<id>); lines 11 (the entry) and 12 (created) are set here. Returns {created (1) or
+-- duplicate (0), id} per task, flat. Per task two SETs and an XADD (or a ZADD to
+-- P:delayed); the status index gets one command for all.
+local P, all = ARGV[1], ARGV[2]
 local out, made, routes = {}, {}, {}
-for _, t in ipairs(cjson.decode(ARGV[2])) do
-  local id, idem, j, created, run, stream, member, run_json, now_json = t[1], t[2], t[3], t[4],
-    tonumber(t[5]), t[6], t[7], t[8], t[9]
+local HEAD = '^([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)\\n(%d+)\\n(%d+)\\n(%d+)\\n(%d+)\\n(%d+)\\n()'
+local at = 1
+while at <= #all do
+  local id, created, run, li, lm, lh, lt, lf, pos = string.match(all, HEAD, at)
+  li, lm, lh, lt, run = tonumber(li), tonumber(lm), tonumber(lh), tonumber(lt), tonumber(run)
+  lf = tonumber(lf)
+  local idem = sub(all, pos, pos + li - 1)
+  pos = pos + li
+  local member = sub(all, pos, pos + lm - 1)
+  pos = pos + lm
+  local head = sub(all, pos, pos + lh - 1)
+  pos = pos + lh
+  local tail = sub(all, pos, pos + lt - 1)
+  pos = pos + lt
+  local fixed = sub(all, pos, pos + lf - 1)
+  at = pos + lf
   local got = false
   if idem ~= '' then
     got = redis.call('GET', P .. ':i:' .. idem)
@@ -51,6 +106,7 @@ for _, t in ipairs(cjson.decode(ARGV[2])) do
     out[#out + 1] = 0
     out[#out + 1] = got
   else
+    local stream = P .. ':r:' .. member
     if not routes[member] then
       routes[member] = true
       if redis.call('SADD', P .. ':routes', member) == 1 then
@@ -63,25 +119,21 @@ for _, t in ipairs(cjson.decode(ARGV[2])) do
     else
       redis.call('ZADD', P .. ':delayed', run, id)
     end
-    -- the other changing columns start empty
-    redis.call('HSET', P .. ':t:' .. id, 'j', j, '_s', 'queued', '_st', stream, '_c', created,
-      '_k', idem, '_e', e, 'status', '"queued"', 'attempts', '0', 'run_at', run_json,
-      'lease_owner', 'null', 'lease_expires_at', 'null', 'result', 'null', 'last_error', 'null',
-      'updated_at', now_json, 'finished_at', 'null')
+    redis.call('SET', P .. ':t:' .. id, head .. '\\n' .. e .. '\\n' .. created .. '\\n' .. tail)
+    redis.call('SET', P .. ':f:' .. id, fixed)
     made[#made + 1] = created
     made[#made + 1] = id
     out[#out + 1] = 1
     out[#out + 1] = id
   end
 end
-bulk('ZADD', P .. ':all', made)
 bulk('ZADD', P .. ':s:queued', made)
 return out
 """
 )
 
 TAKE = (
-    _BULK
+    _COMMON
     + """
 local P, consumer, now, exp, exp_json, now_json, owner_json, limit = ARGV[1], ARGV[2],
   tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
@@ -98,11 +150,10 @@ end
 local offered, capable_only, kinds = set_of(ARGV[9]), ARGV[10] == '1', set_of(ARGV[11])
 local fit = {}
 for _, m in ipairs(redis.call('SMEMBERS', P .. ':routes')) do
-  local a = string.find(m, '|', 1, true)
-  local b = a and string.find(m, '|', a + 1, true)
+  local a = find(m, '|', 1, true)
+  local b = a and find(m, '|', a + 1, true)
   if b then
-    local prio, kind, route = tonumber(string.sub(m, 1, a - 1)), string.sub(m, a + 1, b - 1),
-      string.sub(m, b + 1)
+    local prio, kind, route = tonumber(sub(m, 1, a - 1)), sub(m, a + 1, b - 1), sub(m, b + 1)
     local ok = kinds == nil or kinds[kind] ~= nil
     if ok and offered ~= nil then
       if route == '' then
@@ -122,45 +173,41 @@ for i, f in ipairs(fit) do streams[i] = f[2] end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':delayed', '-inf', now, 'LIMIT', 0, 1000)) do
   local k = P .. ':t:' .. id
   redis.call('ZREM', P .. ':delayed', id)
-  local s, st = unpack(redis.call('HMGET', k, '_s', '_st'))
-  if s == 'queued' then redis.call('HSET', k, '_e', redis.call('XADD', st, '*', 'id', id)) end
+  local v = parse(redis.call('GET', k))
+  if v and v[1] == '"queued"' then
+    v[11] = redis.call('XADD', v[14], '*', 'id', id)
+    redis.call('SET', k, dump(v))
+  end
 end
 local served = {}
 for _, st in ipairs(streams) do served[st] = true end
--- per leased task: one HMGET (what the lease needs and the reply shows) and one HSET; the
--- index moves are one command each for all
-local COLS = {'j', '_s', '_c', 'attempts', 'run_at', 'result', 'last_error', 'finished_at', '_e',
-  '_st'}
-local rows, from, leased, leases = {}, {}, {}, {}
+-- per leased task: two GETs (the task, its fixed fields) and one SET; the index moves are
+-- one command each for all
+local rows, queued, leases = {}, {}, {}
 local function lease(k, id, e, v)
-  local attempts = (tonumber(v[4]) or 0) + 1
-  redis.call('HSET', k, '_s', 'leased', '_o', consumer, '_x', exp, '_e', e, 'status', '"leased"',
-    'attempts', attempts, 'lease_owner', owner_json, 'lease_expires_at', exp_json, 'updated_at',
-    now_json)
-  from[v[2]] = from[v[2]] or {}
-  table.insert(from[v[2]], id)
-  leased[#leased + 1] = v[3]
-  leased[#leased + 1] = id
+  if v[1] == '"queued"' then queued[#queued + 1] = id end
+  v[1] = '"leased"'
+  v[2] = (tonumber(v[2]) or 0) + 1
+  v[4] = owner_json
+  v[5] = exp_json
+  v[8] = now_json
+  v[10] = exp
+  v[11] = e
+  v[13] = owner_json
+  redis.call('SET', k, dump(v))
   leases[#leases + 1] = exp
   leases[#leases + 1] = id
-  -- the task as one JSON document (its fixed fields' JSON and each changing column's JSON
-  -- value, spliced): one string for the client to parse
-  rows[#rows + 1] = string.sub(v[1], 1, -2) .. ',"status":"leased","attempts":' .. attempts ..
-    ',"run_at":' .. (v[5] or 'null') .. ',"lease_owner":' .. owner_json ..
-    ',"lease_expires_at":' .. exp_json .. ',"result":' .. (v[6] or 'null') ..
-    ',"last_error":' .. (v[7] or 'null') .. ',"updated_at":' .. now_json ..
-    ',"finished_at":' .. (v[8] or 'null') .. '}'
+  rows[#rows + 1] = doc(v, redis.call('GET', P .. ':f:' .. id))
 end
 if limit > 0 then
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':leases', '-inf', now, 'LIMIT', 0, 1000)) do
     if #rows >= limit then break end
     local k = P .. ':t:' .. id
-    local v = redis.call('HMGET', k, unpack(COLS))
-    local e, st = v[9], v[10]
-    if st and served[st] then
+    local v = parse(redis.call('GET', k))
+    if v and served[v[14]] then
       -- the expired lease's pending entry moves to this consumer (its delivery count grows)
-      redis.call('XCLAIM', st, 'netsuke', consumer, 0, e)
-      lease(k, id, e, v)
+      redis.call('XCLAIM', v[14], 'netsuke', consumer, 0, v[11])
+      lease(k, id, v[11], v)
     end
   end
 end
@@ -172,8 +219,8 @@ for _, st in ipairs(streams) do
     for _, entry in ipairs(res[1][2]) do
       local e, id = entry[1], entry[2][2]
       local k = P .. ':t:' .. id
-      local v = redis.call('HMGET', k, unpack(COLS))
-      if v[2] == 'queued' and v[9] == e then
+      local v = parse(redis.call('GET', k))
+      if v and v[1] == '"queued"' and v[11] == e then
         lease(k, id, e, v)
       else  -- a stale entry (the task moved on): drop it
         redis.call('XACK', st, 'netsuke', e)
@@ -182,87 +229,107 @@ for _, st in ipairs(streams) do
     end
   end
 end
-for s, ids in pairs(from) do bulk('ZREM', P .. ':s:' .. s, ids) end
-bulk('ZADD', P .. ':s:leased', leased)
+bulk('ZREM', P .. ':s:queued', queued)
 bulk('ZADD', P .. ':leases', leases)
-return '[' .. table.concat(rows, ',') .. ']'  -- one JSON array: one parse for the batch
+return rows  -- (the client joins them into one JSON array: one parse for the batch)
 """
 )
 
-_HOLDS = """
-local function holds(k, consumer, now)
-  local s, o, x = unpack(redis.call('HMGET', k, '_s', '_o', '_x'))
-  return s == 'leased' and o == consumer and tonumber(x) > now
-end
-"""
-
 SETTLE = (
-    _BULK
+    _COMMON
     + """
--- ARGV[1..3]: the prefix, the consumer, now (ms); ARGV[4]: the settles as one JSON array, each
--- {id, new status, run_at (ms, 0: none), {column, JSON value, column, JSON value, ...}}. One
--- call settles many (one fsync for all). Returns 1 (settled) or 0 (the consumer does not hold
--- the lease) per task. Per task an HMGET, an HSET and an HDEL; the stream entries and the
--- index sets get one command each for all.
-local P, consumer, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+-- ARGV[1..4]: the prefix, the consumer (JSON), now (ms), now (JSON); ARGV[5]: the settles,
+-- 10 lines each: id, new status (plain), run_at (ms, 0: none), then the JSON values of
+-- attempts, run_at, lease_owner, lease_expires_at, result, last_error, finished_at ('':
+-- unchanged). One call settles many (one fsync for all). Returns 1 (settled) or 0 (the
+-- consumer does not hold the lease) per task. Per task a GET and a SET; the stream entries
+-- and the index sets get one command each for all.
+local P, holder, now, now_json, all = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local COLS = {2, 3, 4, 5, 6, 7, 9}  -- the lines the 7 values go to
+local TEN = '^' .. string.rep('([^\\n]*)\\n', 10) .. '()'
 local out, acks, gone, into = {}, {}, {}, {}
-for _, t in ipairs(cjson.decode(ARGV[4])) do
-  local id, new, run, values = t[1], t[2], tonumber(t[3]), t[4]
+local at = 1
+while at <= #all do
+  local t = {string.match(all, TEN, at)}
+  at = t[11]
+  local id, new, run = t[1], t[2], tonumber(t[3])
   local k = P .. ':t:' .. id
-  local v = redis.call('HMGET', k, '_s', '_o', '_x', '_st', '_e', '_c')
-  if not (v[1] == 'leased' and v[2] == consumer and tonumber(v[3]) > now) then
+  local v = parse(redis.call('GET', k))
+  if not (v and v[1] == '"leased"' and v[13] == holder and tonumber(v[10]) > now) then
     out[#out + 1] = 0
-  elseif new == 'leased' then
-    out[#out + 1] = 1
-    if #values > 0 then redis.call('HSET', k, unpack(values)) end
   else
     out[#out + 1] = 1
-    local st, e = v[4], v[5]
-    values[#values + 1] = '_s'
-    values[#values + 1] = new
-    redis.call('HSET', k, unpack(values))
-    redis.call('HDEL', k, '_o', '_x', '_e')
-    acks[st] = acks[st] or {}
-    table.insert(acks[st], e)
-    gone[#gone + 1] = id
-    into[new] = into[new] or {}
-    table.insert(into[new], v[6])
-    table.insert(into[new], id)
-    if new == 'queued' then
-      if run <= now then
-        redis.call('HSET', k, '_e', redis.call('XADD', st, '*', 'id', id))
-      else
-        redis.call('ZADD', P .. ':delayed', run, id)
-      end
-    elseif new == 'dead' then
-      redis.call('XADD', P .. ':dead', '*', 'id', id)
+    for j = 1, 7 do
+      local x = t[3 + j]
+      if x ~= '' then v[COLS[j]] = x end
     end
+    v[8] = now_json
+    if new ~= 'leased' then
+      local st, e = v[14], v[11]
+      v[1] = '"' .. new .. '"'
+      v[10] = '0'
+      v[11] = ''
+      v[13] = ''
+      acks[st] = acks[st] or {}
+      table.insert(acks[st], e)
+      gone[#gone + 1] = id
+      into[new] = into[new] or {}
+      table.insert(into[new], v[12])
+      table.insert(into[new], id)
+      if new == 'queued' then
+        if run <= now then
+          v[11] = redis.call('XADD', st, '*', 'id', id)
+        else
+          redis.call('ZADD', P .. ':delayed', run, id)
+        end
+      elseif new == 'dead' then
+        redis.call('XADD', P .. ':dead', '*', 'id', id)
+      end
+    end
+    redis.call('SET', k, dump(v))
   end
+end
+-- acked entries go by trimming the stream below its oldest pending entry and below the
+-- newest entry acked here (entries are delivered in order: all before it were delivered, and
+-- those not pending are acked); cheaper than an XDEL of each
+local function id_less(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, bm = tonumber(am), tonumber(bm)
+  return am < bm or (am == bm and tonumber(as) < tonumber(bs))
 end
 for st, es in pairs(acks) do
   bulk('XACK', st, es, 'netsuke')
-  bulk('XDEL', st, es)
+  local top = es[1]
+  for j = 2, #es do
+    if id_less(top, es[j]) then top = es[j] end
+  end
+  local oldest = redis.call('XPENDING', st, 'netsuke')[2]
+  if oldest and id_less(oldest, top) then top = oldest end
+  redis.call('XTRIM', st, 'MINID', top)
 end
 bulk('ZREM', P .. ':leases', gone)
-bulk('ZREM', P .. ':s:leased', gone)
 for s, items in pairs(into) do bulk('ZADD', P .. ':s:' .. s, items) end
 return out
 """
 )
 
 EXTEND = (
-    _HOLDS
+    _COMMON
     + """
-local P, consumer, now, exp, exp_json = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local P, consumer, holder, now, exp, exp_json = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]),
+  ARGV[5], ARGV[6]
 local n = 0
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   local id = ARGV[i]
   local k = P .. ':t:' .. id
-  if holds(k, consumer, now) then
-    redis.call('HSET', k, '_x', exp, 'lease_expires_at', exp_json)
+  local v = parse(redis.call('GET', k))
+  if v and v[1] == '"leased"' and v[13] == holder and tonumber(v[10]) > now then
+    v[5] = exp_json
+    v[10] = exp
+    redis.call('SET', k, dump(v))
     redis.call('ZADD', P .. ':leases', exp, id)
-    local st, e = unpack(redis.call('HMGET', k, '_st', '_e'))
-    redis.call('XCLAIM', st, 'netsuke', consumer, 0, e, 'JUSTID')  -- resets its idle time
+    redis.call('XCLAIM', v[14], 'netsuke', consumer, 0, v[11], 'JUSTID')  -- resets its idle time
     n = n + 1
   end
 end
@@ -270,32 +337,81 @@ return n
 """
 )
 
-REQUEUE = """
-local P, id, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+REQUEUE = (
+    _COMMON
+    + """
+-- ARGV: the prefix, the id, then the JSON values of lines 2-9 ('': unchanged)
+local P, id = ARGV[1], ARGV[2]
 local k = P .. ':t:' .. id
-if redis.call('HGET', k, '_s') ~= 'dead' then return {} end
-for i = 4, #ARGV, 2 do redis.call('HSET', k, ARGV[i], ARGV[i + 1]) end
-local st, c = unpack(redis.call('HMGET', k, '_st', '_c'))
+local v = parse(redis.call('GET', k))
+if not (v and v[1] == '"dead"') then return false end
+for j = 2, 9 do
+  if ARGV[j + 1] ~= '' then v[j] = ARGV[j + 1] end
+end
+v[1] = '"queued"'
+v[10] = '0'
+v[13] = ''
+v[11] = redis.call('XADD', v[14], '*', 'id', id)
+redis.call('SET', k, dump(v))
 redis.call('ZREM', P .. ':s:dead', id)
-redis.call('ZADD', P .. ':s:queued', c, id)
-redis.call('HSET', k, '_s', 'queued', '_e', redis.call('XADD', st, '*', 'id', id))
-return redis.call('HGETALL', k)
+redis.call('ZADD', P .. ':s:queued', v[12], id)
+return doc(v, redis.call('GET', P .. ':f:' .. id))
 """
+)
 
-PURGE = """
+PURGE = (
+    _COMMON
+    + """
 local P, status = ARGV[1], ARGV[2]
 local n = 0
 for i = 3, #ARGV do
   local id = ARGV[i]
   local k = P .. ':t:' .. id
-  if redis.call('HGET', k, '_s') == status then
-    local idem = redis.call('HGET', k, '_k')
-    if idem and idem ~= '' then redis.call('DEL', P .. ':i:' .. idem) end
-    redis.call('DEL', k)
-    redis.call('ZREM', P .. ':all', id)
+  local v = parse(redis.call('GET', k))
+  if v and v[1] == '"' .. status .. '"' then
+    local idem = cjson.decode(redis.call('GET', P .. ':f:' .. id))['idempotency_key']
+    if type(idem) == 'string' then redis.call('DEL', P .. ':i:' .. idem) end
+    redis.call('DEL', k, P .. ':f:' .. id)
     redis.call('ZREM', P .. ':s:' .. status, id)
     n = n + 1
   end
 end
 return n
 """
+)
+
+MIGRATE = (
+    _COMMON
+    + """
+-- Layout 1 to 2, up to ARGV[2] tasks a call (prefix ARGV[1]): each task hash of P:all becomes
+-- a string; when none is left, P:all and P:s:leased go and P:v is set. Returns the tasks
+-- converted (0: done).
+local P, count = ARGV[1], tonumber(ARGV[2])
+local ids = redis.call('ZRANGE', P .. ':all', 0, count - 1)
+for _, id in ipairs(ids) do
+  local k = P .. ':t:' .. id
+  if redis.call('TYPE', k)['ok'] == 'hash' then
+    local h = redis.call('HMGET', k, 'status', 'attempts', 'run_at', 'lease_owner',
+      'lease_expires_at', 'result', 'last_error', 'updated_at', 'finished_at', '_x', '_e', '_c',
+      '_o', '_st', 'j', '_s')
+    local v = {}
+    for j = 1, 9 do v[j] = h[j] or 'null' end
+    v[10] = h[10] or '0'
+    v[11] = h[11] or ''
+    v[12] = h[12] or '0'
+    v[13] = h[16] == 'leased' and v[4] or ''  -- (lease_owner: the consumer as JSON)
+    v[14] = h[14] or ''
+    if h[16] ~= 'leased' then v[10] = '0' end
+    redis.call('DEL', k)
+    redis.call('SET', k, dump(v))
+    redis.call('SET', P .. ':f:' .. id, h[15])
+  end
+  redis.call('ZREM', P .. ':all', id)
+end
+if #ids == 0 then
+  redis.call('DEL', P .. ':all', P .. ':s:leased')
+  redis.call('SET', P .. ':v', '2')
+end
+return #ids
+"""
+)

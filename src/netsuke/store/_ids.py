@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 
-__all__ = ["new_id"]
+__all__ = ["new_id", "new_ids"]
 
 _VERSION = 0x7 << 76
 _VARIANT = 0b10 << 62
@@ -30,3 +30,16 @@ def new_id() -> str:
     value = (ms & _MS) << 80 | _VERSION | (r >> 68 & _RAND_A) << 64 | _VARIANT | (r & _RAND_B)
     x = f"{value:032x}"
     return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
+def new_ids(count: int) -> list[str]:
+    """``count`` new UUIDv7 strings, as ``new_id`` makes them, with one read of the system's
+    random source for all (a batch of submits: one system call, not one per id)."""
+    ms = (time.time_ns() // 1_000_000 & _MS) << 80 | _VERSION | _VARIANT
+    rand = os.urandom(10 * count)
+    out: list[str] = []
+    for i in range(0, 10 * count, 10):
+        r = int.from_bytes(rand[i : i + 10], "big")
+        x = f"{ms | (r >> 68 & _RAND_A) << 64 | (r & _RAND_B):032x}"
+        out.append(f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}")
+    return out
