@@ -597,12 +597,46 @@ async def agent_tasks_figures(count: int, rounds: int, extra: dict[str, object])
 JS_TASKS_TARGET = 5_000.0
 
 
+def proc_cpu(pid: int) -> float:
+    """Seconds of CPU (user + system) the process ``pid`` has used (``/proc/<pid>/stat``)."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class JsCpu:
+    """CPU seconds over a timed window: the nats-server process ``pid`` and this process."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+        self.server = proc_cpu(pid) if pid else 0.0
+        self.client = time.process_time()
+
+    def per_task(self, tasks: int) -> list[float]:
+        """``[nats-server, this process]`` microseconds of CPU per task since the start."""
+        server = proc_cpu(self.pid) - self.server if self.pid else 0.0
+        client = time.process_time() - self.client
+        return [round(server / tasks * 1e6, 1), round(client / tasks * 1e6, 1)]
+
+
+JS_CPU: dict[str, list[float]] = {}
+"""Microseconds of CPU per task in the JetStream runs, by figure and side (``<name>`` and
+``<name>_floor``: ``[nats-server, this process]``, the best round's)."""
+
+
 async def jetstream_run(
-    url: str, monitor: str, count: int, synced: bool = True, streams: int = 1
-) -> tuple[float, int]:
+    url: str,
+    monitor: str,
+    count: int,
+    synced: bool = True,
+    streams: int = 1,
+    pid: int | None = None,
+) -> tuple[float, int, list[float]]:
     """Tasks/s end to end on the JetStream backend, the Redis figure's shape (``PRODUCERS``
     producers each ``submit_many`` ``SUBMIT_BATCH`` tasks at a time, one worker with
-    ``concurrency`` and ``batch`` ``TAKE_BATCH``); tasks counted ``succeeded`` after."""
+    ``concurrency`` and ``batch`` ``TAKE_BATCH``); tasks counted ``succeeded`` after. Also the
+    CPU per task of the timed part (``JsCpu.per_task``; the server's when ``pid`` is given)."""
     from netsuke.routing import JetStreamTaskBackend
 
     prefix = f"B{uuid.uuid4().hex[:10].upper()}"
@@ -631,6 +665,7 @@ async def jetstream_run(
         batch=TAKE_BATCH,
         poll_interval=0.005,
     )
+    cpu = JsCpu(pid)
     start = time.perf_counter()
     await worker.start()
     await asyncio.gather(*(producer(p) for p in range(PRODUCERS)))
@@ -640,6 +675,7 @@ async def jetstream_run(
             break
         await asyncio.sleep(0.002)
     elapsed = time.perf_counter() - start
+    spent = cpu.per_task(total)
     await worker.stop()
     acked = 0  # each task read back by id (not the listing): a figure counts only if none lost
     for i in range(0, len(ids), 512):
@@ -649,10 +685,12 @@ async def jetstream_run(
     if listed != acked:
         print(f"jetstream: count('succeeded') {listed} != {acked} read back", file=sys.stderr)
     await queue.close()
-    return total / elapsed, acked
+    return total / elapsed, acked, spent
 
 
-async def jetstream_raw_run(url: str, count: int, streams: int = 1) -> float:
+async def jetstream_raw_run(
+    url: str, count: int, streams: int = 1, pid: int | None = None
+) -> tuple[float, list[float]]:
     """The floor, the same shape: nats-py on ``streams`` work-queue streams of the same
     settings (messages spread over them in turn), ``PRODUCERS`` producers each publishing
     ``SUBMIT_BATCH`` messages with their acks outstanding together (``publish_async``) and
@@ -708,14 +746,16 @@ async def jetstream_raw_run(url: str, count: int, streams: int = 1) -> float:
                     await msg.ack()  # type: ignore[attr-defined]
                 seen += len(msgs)
 
+    cpu = JsCpu(pid)
     start = time.perf_counter()
     await asyncio.gather(consumer(), *(producer(p) for p in range(PRODUCERS)))
     await nc.flush()
     elapsed = time.perf_counter() - start
+    spent = cpu.per_task(total)
     for name in names:
         await js.delete_stream(name)
     await nc.close()
-    return total / elapsed
+    return total / elapsed, spent
 
 
 async def jetstream_figure(
@@ -737,16 +777,24 @@ async def jetstream_figure(
         )
         url = await asyncio.to_thread(server.start)
         monitor = server.monitor_url
+        pid = server.proc.pid if server.proc is not None else None
+        name = "jetstream" if synced else "jetstream_unsynced"
+        name += f"_{streams}_streams" if streams > 1 else ""
         try:
             await jetstream_run(url, monitor, 512, synced, streams)  # warm-up
             best, floor, lost = 0.0, 0.0, 0
             for _ in range(rounds):
-                rate, acked = await jetstream_run(url, monitor, count, synced, streams)
+                rate, acked, spent = await jetstream_run(url, monitor, count, synced, streams, pid)
                 lost += count - count % (PRODUCERS * SUBMIT_BATCH) - acked
-                best = max(best, rate)
-                floor = max(floor, await jetstream_raw_run(url, count, streams))
+                if rate > best:
+                    best, JS_CPU[f"{name}_cpu_us_per_task"] = rate, spent
+                raw, spent = await jetstream_raw_run(url, count, streams, pid)
+                if raw > floor:
+                    floor, JS_CPU[f"{name}_floor_cpu_us_per_task"] = raw, spent
         finally:
             server.stop()
+    keys = (f"{name}_cpu_us_per_task", f"{name}_floor_cpu_us_per_task")
+    cpu = {k: JS_CPU[k] for k in keys if k in JS_CPU}  # ([nats-server, this process])
     if not synced:
         figure = Figure(
             "queue_end_to_end_jetstream_unsynced",
@@ -756,7 +804,7 @@ async def jetstream_figure(
             floor_label="nats-py publish/fetch/ack, default sync_interval",
             target="informational (not durable)",
         )
-        return figure, {"jetstream_unsynced_tasks_lost": lost}
+        return figure, {"jetstream_unsynced_tasks_lost": lost, **cpu}
     if streams > 1:
         figure = Figure(
             f"queue_end_to_end_jetstream_{streams}_streams",
@@ -766,7 +814,7 @@ async def jetstream_figure(
             floor_label=f"nats-py publish/fetch/ack, {streams} streams, same settings",
             target="informational (work_streams=4 on both sides)",
         )
-        return figure, {f"jetstream_{streams}_streams_tasks_lost": lost}
+        return figure, {f"jetstream_{streams}_streams_tasks_lost": lost, **cpu}
     figure = Figure(
         "queue_end_to_end_jetstream",
         best,
@@ -776,7 +824,7 @@ async def jetstream_figure(
         target=f">= {RATIO_TARGET:.0%} of floor and >= {JS_TASKS_TARGET:,.0f}/s, none lost",
         met=best >= JS_TASKS_TARGET and best >= RATIO_TARGET * floor and lost == 0,
     )
-    return figure, {"jetstream_tasks": count, "jetstream_tasks_lost": lost}
+    return figure, {"jetstream_tasks": count, "jetstream_tasks_lost": lost, **cpu}
 
 
 async def jetstream_figures(count: int, rounds: int, extra: dict[str, object]) -> list[Figure]:

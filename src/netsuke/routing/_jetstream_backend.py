@@ -83,6 +83,7 @@ _SETTABLE = frozenset(TaskRecord.model_fields) - {"id"}
 _SKEW = 0.05  # seconds: a delivery this close to being due is due (saves a redelivery)
 SHARDS = 4  # record buckets: JetStream fsyncs each stream on its own, so they write in parallel
 _ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
+_WRITE_TIMEOUT = 5.0  # seconds: a batch of record writes not acknowledged by then failed
 
 
 def _ms(when: datetime) -> int:
@@ -95,6 +96,40 @@ def _hash(text: str) -> str:
 
 def _record(data: dict[str, Any]) -> TaskRecord:
     return TaskRecord.model_validate({k: v for k, v in data.items() if not k.startswith("_")})
+
+
+_TIMES = ("run_at", "lease_expires_at", "created_at", "updated_at", "finished_at")
+_FIELDS = tuple(TaskRecord.model_fields)
+
+
+def _leased_task(data: dict[str, Any]) -> TaskRecord:
+    """The ``TaskRecord`` of a record this backend just leased (its own values, its times as
+    datetimes or ISO text), built without validation (``trusted_task``: the take's hot path);
+    ``_record`` decides when a value is not what the backend writes."""
+    try:
+        out = {name: data[name] for name in _FIELDS}
+        for name in _TIMES:
+            value = out[name]
+            if type(value) is str:
+                out[name] = datetime.fromisoformat(value)
+            elif value is not None and type(value) is not datetime:
+                return _record(data)
+        if not (
+            type(out["payload"]) is dict
+            and type(out["capabilities"]) is list
+            and type(out["attempts"]) is int
+            and type(out["priority"]) is int
+            and type(out["max_attempts"]) is int
+            and out["status"] == "leased"
+        ):
+            return _record(data)
+        out["backoff_base"] = float(out["backoff_base"])
+        out["backoff_cap"] = float(out["backoff_cap"])
+        if out["timeout"] is not None:
+            out["timeout"] = float(out["timeout"])
+    except (KeyError, TypeError, ValueError):
+        return _record(data)
+    return trusted_task(out)
 
 
 def _dump(data: dict[str, Any]) -> bytes:
@@ -193,6 +228,8 @@ class JetStreamTaskBackend:
         self.shards: list[Any] = []  # the task records, by id
         self._routes: dict[str, _Route] = {}
         self._ready_routes: set[str] = set()  # routes whose consumer this process made
+        # (priority, kind, capabilities, max attempts) -> its route, consumer made
+        self._route_cache: dict[tuple[int, str, tuple[str, ...], int], _Route] = {}
         self._due: dict[str, float] = {}  # task id -> epoch s: naks and leases this process set
         self._background: list[asyncio.Task[None]] = []
         self._closing = False
@@ -405,6 +442,9 @@ class JetStreamTaskBackend:
         """The route of tasks like these, its consumer made (once per process)."""
         from nats.js.api import AckPolicy, ConsumerConfig
 
+        known = self._route_cache.get((priority, kind, tuple(capabilities), max_attempts))
+        if known is not None:  # (the hot path: no hashing, no JSON)
+            return known
         data = {
             "priority": priority,
             "kind": kind,
@@ -413,6 +453,7 @@ class JetStreamTaskBackend:
         }
         route = _Route(data, self.subjects)
         if route.consumer in self._ready_routes:
+            self._route_cache[(priority, kind, tuple(capabilities), max_attempts)] = route
             return route
         for k, name in enumerate(self.works):  # (the same config again is a no-op)
             await self.js.add_consumer(
@@ -430,6 +471,7 @@ class JetStreamTaskBackend:
             await self.kv.create(f"r.{route.consumer[2:]}", json.dumps(data).encode())
         self._routes.setdefault(route.consumer, route)
         self._ready_routes.add(route.consumer)
+        self._route_cache[(priority, kind, tuple(capabilities), max_attempts)] = route
         return route
 
     async def _load(self, task_id: str) -> tuple[dict[str, Any], int] | None:
@@ -653,8 +695,7 @@ class JetStreamTaskBackend:
                 self._ready_routes.add(route.consumer)  # (made by the process that submitted)
             msgs = await self._pull(route, limit - len(out))
             if msgs:
-                leased = await asyncio.gather(*(self._lease(consumer, m, lease) for m in msgs))
-                out += [t for t in leased if t is not None]
+                out += await self._lease_all(consumer, msgs, lease)
         if out and self.lease_write_delay > 0:
             flush = asyncio.create_task(self._flush([t.id for t in out], self.lease_write_delay))
             self._flushes.add(flush)
@@ -662,16 +703,76 @@ class JetStreamTaskBackend:
         out.sort(key=lambda t: (-t.priority, t.run_at, t.created_at))
         return out
 
-    async def _lease(self, consumer: str, msg: Any, lease: float) -> TaskRecord | None:
-        body = json.loads(msg.data)
-        task_id = str(body["id"])
+    async def _lease_all(
+        self, consumer: str, msgs: Sequence[Any], lease: float
+    ) -> list[TaskRecord]:
+        """Lease the delivered ``msgs``: a first delivery (no record to read: the message is
+        the record) here at once, the others (their record read first) concurrently."""
+        out: list[TaskRecord] = []
+        later: list[Any] = []
+        replies: list[tuple[str, bytes]] = []
+        for msg in msgs:
+            body, seq, first = self._delivery(msg)
+            if not first or self.lease_write_delay <= 0:
+                later.append(msg)
+                continue
+            granted = self._grant(consumer, msg, lease, body, seq, None, replies)
+            if granted is not None:
+                self._pending[granted[0]["id"]] = _Pending(*granted)
+                self._exact(msg.reply, lease, replies)
+                out.append(_leased_task(granted[0]))
+        for subject, reply in replies:
+            await self._reply(subject, reply)
+        if later:
+            leased = await asyncio.gather(*(self._lease(consumer, m, lease) for m in later))
+            out += [t for t in leased if t is not None]
+        return out
+
+    @staticmethod
+    def _delivery(msg: Any) -> tuple[dict[str, Any], int, bool]:
+        """A delivered message's record, its stream sequence, and whether its task has no
+        record yet (its first delivery, not a requeue's message)."""
+        body: dict[str, Any] = json.loads(msg.data)
         meta = msg.metadata
-        seq = int(meta.sequence.stream)
+        first = meta.num_delivered == 1 and "_requeued" not in body
+        return body, int(meta.sequence.stream), first
+
+    async def _lease(self, consumer: str, msg: Any, lease: float) -> TaskRecord | None:
+        body, seq, first = self._delivery(msg)
         # a submitted task's first delivery has no record yet (only a lease makes one; a
         # requeued task's message says so): no read
-        first = meta.num_delivered == 1 and "_requeued" not in body
-        got = None if first else await self._load(task_id)
-        if got is None:  # never taken: the message is the record, created by the lease below
+        got = None if first else await self._load(str(body["id"]))
+        replies: list[tuple[str, bytes]] = []
+        granted = self._grant(consumer, msg, lease, body, seq, got, replies)
+        if granted is not None:
+            data, revision = granted
+            if self.lease_write_delay <= 0:
+                if await self._cas(data["id"], data, revision) is None:
+                    granted = None  # changed under us (a requeue, another take): it comes back
+            else:  # written by _flush unless settled first
+                self._pending[data["id"]] = _Pending(data, revision)
+            if granted is not None:
+                self._exact(msg.reply, lease, replies)
+        for subject, reply in replies:
+            await self._reply(subject, reply)
+        return None if granted is None else _leased_task(granted[0])
+
+    def _grant(
+        self,
+        consumer: str,
+        msg: Any,
+        lease: float,
+        body: dict[str, Any],
+        seq: int,
+        got: tuple[dict[str, Any], int] | None,
+        replies: list[tuple[str, bytes]],
+    ) -> tuple[dict[str, Any], int] | None:
+        """The leased record of a delivery and the revision it replaces (``got``: the task's
+        record; None: none yet, the message is the record), or None when it is not granted
+        (stale: acked; not due: put back until it is). The replies to send go to ``replies``."""
+        meta = msg.metadata
+        task_id = str(body["id"])
+        if got is None:  # never taken: the message is the record, created by the lease
             body["_m"] = seq
             # earlier deliveries without a record: leases of workers killed before writing
             # them (lease_write_delay), and one "not due yet" for a task submitted delayed
@@ -682,14 +783,14 @@ class JetStreamTaskBackend:
         now = self.clock()
         status = data["status"]
         if data.get("_m") != seq or status not in ("queued", "leased"):
-            await self._reply(msg.reply, b"+ACK")  # stale: the task moved on
+            replies.append((msg.reply, b"+ACK"))  # stale: the task moved on
             return None
         if status == "queued":
             wait = datetime.fromisoformat(data["run_at"]).timestamp() - now
         else:
             wait = data.get("_x", 0) / 1000 - now
         if wait > _SKEW:  # not due (a delay, or another consumer's lease): back until then
-            await self._reply(msg.reply, self._nak(wait))
+            replies.append((msg.reply, self._nak(wait)))
             self._due[task_id] = now + wait
             return None
         when = datetime.fromtimestamp(now, UTC)
@@ -703,15 +804,13 @@ class JetStreamTaskBackend:
             _x=_ms(expires),
             _r=msg.reply,
         )
-        if self.lease_write_delay <= 0:
-            if await self._cas(task_id, data, revision) is None:
-                return None  # changed under us (a requeue, another take): it comes back
-        else:  # written by _flush unless settled first
-            self._pending[task_id] = _Pending(data, revision)
-        if abs(lease - self.ack_wait) > 1e-3:
-            await self._reply(msg.reply, self._nak(lease))  # the lease, exactly
         self._due[task_id] = now + lease
-        return _record(data)
+        return data, revision
+
+    def _exact(self, reply: str, lease: float, replies: list[tuple[str, bytes]]) -> None:
+        """A lease other than the consumer's ``ack_wait``, set exactly: ``nak(delay=lease)``."""
+        if abs(lease - self.ack_wait) > 1e-3:
+            replies.append((reply, self._nak(lease)))
 
     # ---------------------------------------------------------------- settle
 
@@ -775,6 +874,75 @@ class JetStreamTaskBackend:
                 data.pop(meta, None)
         if await self._cas(task_id, data, revision) is None:
             return False
+        await self._after(task_id, values, reply, now)
+        return True
+
+    async def _settle_many(self, changes: Sequence[Settle]) -> list[bool]:
+        """``settle`` each change (columns checked by the caller), durable on return. The
+        leases this process granted and has not written yet (the common case: settled within
+        ``lease_write_delay``) are written here together, each a compare-and-set publish with
+        its ack outstanding (one round of acks for the lot, no coroutine each); the others go
+        through ``settle``, concurrently."""
+        from nats.js.errors import APIError
+
+        applied: list[bool] = [False] * len(changes)
+        slow: list[int] = []
+        writes: list[tuple[int, str | None, Any]] = []
+        now = self.now()
+        expiry = _ms(now)
+        for i, (consumer, task_id, values) in enumerate(changes):
+            pending = self._pending.get(task_id)
+            if pending is None or pending.writing is not None:
+                slow.append(i)
+                continue
+            if pending.data["lease_owner"] != consumer or pending.data["_x"] <= expiry:
+                continue  # not held (False)
+            del self._pending[task_id]
+            data = dict(pending.data)
+            data.update(values, updated_at=now)
+            reply = data.get("_r")
+            if values.get("status", "leased") != "leased":
+                data.pop("_x", None)
+                data.pop("_r", None)
+            shard = int(task_id[-2:], 16) % SHARDS
+            ack = await self.js.publish_async(
+                f"$KV.{self.bucket}_{shard}.t.{task_id}",
+                _dump(data),
+                headers={"Nats-Expected-Last-Subject-Sequence": str(pending.revision)},
+            )
+            writes.append((i, reply, ack))
+        others = asyncio.gather(*(self.settle(changes[i]) for i in slow))
+        try:
+            if writes:
+                async with asyncio.timeout(_WRITE_TIMEOUT):
+                    done = await asyncio.gather(*(w[2] for w in writes), return_exceptions=True)
+            else:
+                done = []
+        except BaseException:
+            for w in writes:
+                w[2].cancel()
+            others.cancel()
+            await asyncio.gather(others, return_exceptions=True)
+            raise
+        for (i, reply, _), result in zip(writes, done, strict=True):
+            if isinstance(result, APIError) and result.err_code in (10071, 10164):
+                continue  # the record moved on (False): its lease was not ours any more
+            if isinstance(result, BaseException):
+                others.cancel()
+                await asyncio.gather(others, return_exceptions=True)
+                raise result
+            applied[i] = True
+            await self._after(changes[i][1], changes[i][2], reply, now)
+        for i, ok in zip(slow, await others, strict=True):
+            applied[i] = ok
+        return applied
+
+    async def _after(
+        self, task_id: str, values: dict[str, Any], reply: str | None, now: datetime
+    ) -> None:
+        """What follows a settle's durable write: the delivery's ack (``succeeded``), nak with
+        the retry's delay (``queued``) or term and the dead-letter stream (``dead``)."""
+        new = values.get("status", "leased")
         if new == "succeeded":
             await self._reply(reply, b"+ACK")
             self._due.pop(task_id, None)
@@ -787,7 +955,6 @@ class JetStreamTaskBackend:
             await self._reply(reply, b"+TERM")
             self._due.pop(task_id, None)
             await self.js.publish(f"{self.subjects}.dead", task_id.encode())
-        return True
 
     async def settle_and_take(
         self,
@@ -805,7 +972,7 @@ class JetStreamTaskBackend:
             unknown = set(values) - _SETTABLE
             if unknown:
                 raise ValidationError("values", f"not settable task columns: {sorted(unknown)}")
-        applied = list(await asyncio.gather(*(self.settle(c) for c in changes)))
+        applied = await self._settle_many(changes)
         if limit <= 0:
             return applied, []
         try:
