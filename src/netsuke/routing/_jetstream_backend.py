@@ -83,6 +83,11 @@ _SETTABLE = frozenset(TaskRecord.model_fields) - {"id"}
 _SKEW = 0.05  # seconds: a delivery this close to being due is due (saves a redelivery)
 SHARDS = 4  # record buckets: JetStream fsyncs each stream on its own, so they write in parallel
 _ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
+_STREAMS_KEY = "cfg.work_streams"  # (in P_TASKS) the prefix's number of work streams
+DEFAULT_WORK_STREAMS = 4
+"""Work streams of a new prefix: with ``sync_interval: always`` each stream fsyncs its writes
+one at a time (a task costs two: its message and the ack's tombstone), so one stream carries
+at most half the disk's serial fsyncs/s in tasks; four fsync in parallel."""
 _WRITE_TIMEOUT = 5.0  # seconds: a batch of record writes not acknowledged by then failed
 
 
@@ -202,10 +207,11 @@ class JetStreamTaskBackend:
         prefix: str = "NETSUKE",
         ack_wait: float = 30.0,
         lease_write_delay: float = 0.05,
-        work_streams: int = 1,
+        work_streams: int | None = None,
     ) -> None:
-        if not 1 <= work_streams <= 16:
+        if work_streams is not None and not 1 <= work_streams <= 16:
             raise ValueError("work_streams must be 1..16")
+        self.work_streams = work_streams  # (None: the prefix's, settled by open)
         self.nc = nc
         self.lease_write_delay = lease_write_delay
         self.scan_batch = 1000  # records per direct-get batch when listing
@@ -219,7 +225,7 @@ class JetStreamTaskBackend:
         # the work streams: P_WORK (subjects p.r.>), then P_WORK_<k> (p.r<k>.>); a task's is
         # chosen by its id. With sync_interval: always each stream fsyncs its writes one at a
         # time, so several write in parallel
-        self.works = [self.work, *(f"{prefix}_WORK_{k}" for k in range(1, work_streams))]
+        self._set_works(work_streams or DEFAULT_WORK_STREAMS)
         self.dead = f"{prefix}_DEAD"
         self.advisories = f"{prefix}_ADVISORIES"
         self.bucket = f"{prefix}_TASKS"
@@ -247,7 +253,7 @@ class JetStreamTaskBackend:
         monitor: str | None = None,
         ack_wait: float = 30.0,
         lease_write_delay: float = 0.05,
-        work_streams: int = 1,
+        work_streams: int | None = None,
     ) -> JetStreamTaskBackend:
         """Connect to ``url`` (``nats://``), create or bind the streams, check durability, return
         the backend. ``QueueUnavailableError`` / ``QueueDurabilityError`` otherwise."""
@@ -307,11 +313,50 @@ class JetStreamTaskBackend:
             raise
         return backend
 
+    def _set_works(self, n: int) -> None:
+        self.works = [self.work, *(f"{self.prefix}_WORK_{k}" for k in range(1, n))]
+
+    async def _streams_of_prefix(self) -> None:
+        """Settle the number of work streams: the one recorded for this prefix (KV key
+        ``cfg.work_streams``), else for a prefix made before it was recorded the streams that
+        exist, else (a new prefix) ``work_streams`` [``DEFAULT_WORK_STREAMS``], recorded. A
+        number asked for that is not the prefix's is refused (tasks map to streams by id)."""
+        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+        try:
+            entry = await self.kv.get(_STREAMS_KEY)
+            recorded: int | None = int(entry.value)
+        except KeyNotFoundError:
+            recorded = None
+        if recorded is None:
+            n = 0
+            while True:  # a prefix made before the number was recorded: what exists
+                try:
+                    await self.js.stream_info(self.work if n == 0 else f"{self.prefix}_WORK_{n}")
+                except Exception:
+                    break
+                n += 1
+            want = n or self.work_streams or DEFAULT_WORK_STREAMS
+            try:
+                await self.kv.create(_STREAMS_KEY, str(want).encode())
+                recorded = want
+            except KeyWrongLastSequenceError:  # another backend recorded it just now
+                recorded = int((await self.kv.get(_STREAMS_KEY)).value)
+        if self.work_streams is not None and self.work_streams != recorded:
+            raise QueueUnavailableError(
+                f"the JetStream queue {self.prefix} has {recorded} work streams, not "
+                f"{self.work_streams}: open it with work_streams={recorded} (or none)"
+            )
+        self.work_streams = recorded
+        self._set_works(recorded)
+
     async def _setup(self) -> None:
         from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
         file = StorageType.FILE  # (every stream: acknowledged = on disk)
         try:
+            self.kv = await self._bucket(self.bucket)
+            await self._streams_of_prefix()
             for k, name in enumerate(self.works):
                 await self._stream(
                     StreamConfig(
@@ -334,7 +379,6 @@ class JetStreamTaskBackend:
                     storage=file,
                 )
             )
-            self.kv = await self._bucket(self.bucket)
             self.shards = [await self._bucket(f"{self.bucket}_{i}") for i in range(SHARDS)]
         except QueueUnavailableError:
             raise
@@ -543,7 +587,10 @@ class JetStreamTaskBackend:
                     return first, False
                 task_id = (await self.kv.get(idem)).value.decode()  # finish it with this draft
         subject, body, data = await self._message(draft, task_id, self.now())
-        await self.js.publish(subject, body, headers={"Nats-Msg-Id": task_id})
+        # a keyed submit may publish again what an earlier one did (finishing it): the
+        # stream's duplicate window keeps one; an id made here is never published twice
+        keyed = {"Nats-Msg-Id": task_id} if draft.idempotency_key is not None else None
+        await self.js.publish(subject, body, headers=keyed)
         return trusted_task(data), True
 
     async def submit_many(self, drafts: Sequence[TaskDraft]) -> list[tuple[TaskRecord, bool]]:
@@ -562,8 +609,7 @@ class JetStreamTaskBackend:
                     continue
                 task_id = _new_id()
                 subject, body, data = await self._message(draft, task_id, now)
-                headers = {"Nats-Msg-Id": task_id}
-                acks.append(await self.js.publish_async(subject, body, headers=headers))
+                acks.append(await self.js.publish_async(subject, body))  # (no key: no Msg-Id)
                 plain.append(i)
                 out[i] = (trusted_task(data), True)
             await asyncio.gather(*acks)
