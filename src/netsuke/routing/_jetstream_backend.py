@@ -1012,47 +1012,25 @@ class JetStreamTaskBackend:
         lease: float,
         kinds: Sequence[str] | None = None,
     ) -> tuple[list[bool], list[TaskRecord]]:
-        """The settles (each durable on return) and the take, overlapped: the next tasks are
-        pulled while the settles' writes are on their way to the disk. A take failing is
-        logged and returns no tasks (raised when there was nothing to settle); a settle
-        failing is raised, and what the take leased meanwhile is put back at once (``nak``)."""
+        """The settles (concurrently; each durable on return), then the take; a take failing
+        after them is logged and returns no tasks."""
         for _, _, values in changes:
             unknown = set(values) - _SETTABLE
             if unknown:
                 raise ValidationError("values", f"not settable task columns: {sorted(unknown)}")
+        applied = await self._settle_many(changes)
         if limit <= 0:
-            return await self._settle_many(changes), []
-        if not changes:
-            return [], await self.take(
+            return applied, []
+        try:
+            got = await self.take(
                 consumer, capabilities=capabilities, limit=limit, lease=lease, kinds=kinds
             )
-        taking = asyncio.ensure_future(
-            self.take(consumer, capabilities=capabilities, limit=limit, lease=lease, kinds=kinds)
-        )
-        try:
-            applied = await self._settle_many(changes)
-        except BaseException:
-            with contextlib.suppress(BaseException):
-                await self._release(await taking)
-            raise
-        try:
-            got = await taking
         except Exception as exc:
+            if not changes:
+                raise
             log.warning("worker.take_failed", worker=consumer, error=repr(exc))
             got = []
         return applied, got
-
-    async def _release(self, tasks: Sequence[TaskRecord]) -> None:
-        """Put back tasks just taken and never handed out: each lease not written yet is
-        dropped and its message ``nak``-ed (delivered again at once); a lease already written
-        ends with its expiry."""
-        for task in tasks:
-            pending = self._pending.get(task.id)
-            if pending is None or pending.writing is not None:
-                continue
-            del self._pending[task.id]
-            self._due.pop(task.id, None)
-            await self._reply(pending.data.get("_r"), b"-NAK")
 
     async def extend(self, consumer: str, task_ids: Sequence[str], *, lease: float) -> int:
         async def one(task_id: str) -> bool:
