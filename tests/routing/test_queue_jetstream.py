@@ -400,6 +400,8 @@ async def _count_is(queue: TaskQueue, status: str, n: int) -> bool:
         ("nats://h:4222?durability=maybe", "durability"),
         ("nats://h:4222?prefix=a.b", "prefix"),
         ("nats://h:4222?ack_wait=0", "ack_wait"),
+        ("nats://h:4222?work_streams=0", "work_streams"),
+        ("nats://h:4222?work_streams=four", "work_streams"),
         ("nats://h:4222?monitor=ftp://x", "monitor"),
         ("nats://h:4222?nope=1", "unknown"),
     ],
@@ -417,6 +419,7 @@ def test_good_nats_queue_urls_pass() -> None:
     for url in (
         "nats://127.0.0.1:4222",
         "nats://u:p@h:4222?durability=warn&prefix=APP_1&ack_wait=60&monitor=http://h:8222",
+        "nats://h:4222?work_streams=1",
     ):
         assert check_queue_url(url) == url
 
@@ -570,3 +573,30 @@ async def test_a_prefix_keeps_the_number_of_work_streams_it_was_made_with(
     finally:
         await made.close()
         await one.close()
+
+
+@pytest.mark.timeout(60)
+async def test_records_keep_values_orjson_cannot_write_exactly(queue: TaskQueue) -> None:
+    """Records are written by orjson when it is exact; an integer beyond 64 bits, NaN or an
+    infinity (in the payload or the result) is written and read back by the standard library,
+    so every value round-trips as on SQL."""
+    import math
+
+    big = 2**70
+    plain = await queue.submit("t", {"n": 1})
+    odd = await queue.submit("t", {"big": big, "nan": float("nan"), "s": "Infinity?"})
+    results = {plain.id: {"ok": [1.5, None]}, odd.id: {"big": big, "inf": float("-inf")}}
+    done: list[str] = []
+
+    def handle(task: TaskRecord) -> object:
+        done.append(task.id)
+        return results[task.id]
+
+    async with queue.worker(handle):
+        await wait_for(lambda: len(done) == 2, timeout=20)
+    got = await queue.get(odd.id)
+    assert got.payload["big"] == big and math.isnan(got.payload["nan"])
+    assert got.result["big"] == big and got.result["inf"] == float("-inf")
+    assert (await queue.get(plain.id)).result == {"ok": [1.5, None]}
+    listed = {t.id: t for t in (await queue.list(status="succeeded")).items}
+    assert listed[odd.id].payload["big"] == big

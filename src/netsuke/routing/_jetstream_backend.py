@@ -14,14 +14,19 @@ the SQL and Redis backends), mapped onto JetStream. Names below use the prefix `
 * **Deliveries.** The work-queue stream ``P_WORK`` (file storage) holds one message per task
   waiting or running, on ``p.r.<route hash>.<id>``; each route has one durable pull consumer
   (work-queue streams forbid overlapping consumers) shared by every worker serving it, highest
-  priority first. ``work_streams`` [1] > 1 spreads tasks by id over ``P_WORK`` and
-  ``P_WORK_1`` .. (subjects ``p.r<k>.<route hash>.<id>``), each route with a consumer on
-  each and a take pulling a share from all: with ``sync_interval: always`` a stream fsyncs
-  its writes one at a time, so one stream's rate is the disk's serial fsync rate; several
-  fsync in parallel. Every backend on one prefix must use the same number.
-* **Submit** publishes the task (the whole record; ``Nats-Msg-Id`` = its id, so a retried publish
-  within the stream's duplicate window is stored once) and returns on the publish ack, fsynced
-  first when the server runs with ``sync_interval: always``. Until a take leases it the message
+  priority first. ``work_streams`` [``DEFAULT_WORK_STREAMS``, 4, for a new prefix] spreads
+  tasks by id over ``P_WORK`` and ``P_WORK_1`` .. (subjects ``p.r<k>.<route hash>.<id>``),
+  each route with a consumer on each and a take pulling a share from all: with
+  ``sync_interval: always`` a stream fsyncs its writes one at a time (a task: its message,
+  then its ack's tombstone), so one stream's rate is bounded by the disk's serial fsync rate;
+  several fsync in parallel. The number is recorded with the prefix (``P_TASKS`` key
+  ``cfg.work_streams``; a prefix made before that keeps the streams it has): later backends
+  use it, and one asking for another is refused (tasks map to streams by id).
+* **Submit** publishes the task (the whole record; with an idempotency key ``Nats-Msg-Id`` = its
+  id, so a publish made again by a submit finishing an earlier one is stored once within the
+  stream's duplicate window; an id made by this submit is never published twice, and goes
+  without) and returns on the publish ack, fsynced first when the server runs with
+  ``sync_interval: always``. Until a take leases it the message
   *is* the record: ``get`` reads it by subject (direct get), and the first lease creates the KV
   record. A task due later is delivered at once and ``nak``-ed with the delay until it is due.
 * **Take** pulls without waiting (``no_wait``) from the routes the consumer serves and leases each
@@ -40,8 +45,13 @@ the SQL and Redis backends), mapped onto JetStream. Names below use the prefix `
   acks the message (``succeeded``), ``nak``-s it with the retry's backoff delay (``queued``, the
   same message redelivered when due), or ``term``-s it and publishes the id to the dead-letter
   stream ``P_DEAD`` on ``p.dead`` (``dead``). The ack itself is not waited for: if it is lost the
-  message comes back and is dropped as stale. **Extend** renews the record's lease and sends
+  message comes back and is dropped as stale. ``settle_and_take`` writes the records of the
+  leases it has not written yet together (compare-and-set publishes with their acks
+  outstanding, one wait for the lot), then takes. **Extend** renews the record's lease and sends
   ``in_progress`` (a lease equal to ``ack_wait``) or ``nak(delay=lease)``.
+* **Encoding.** Records are JSON written by orjson (datetimes as ``isoformat``); a record it
+  cannot write exactly (an integer beyond 64 bits, NaN or an infinity, a lone surrogate) is
+  written and read by the standard library, marked ``_n``.
 * **Max deliveries.** Each route's consumer has ``max_deliver = max_attempts + 2`` (one delivery
   for a task due later, one to dead-letter a task whose last lease expired). Past it the server
   stops delivering and sends the max-deliveries advisory; the stream ``P_ADVISORIES`` keeps those
@@ -63,6 +73,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -137,8 +148,59 @@ def _leased_task(data: dict[str, Any]) -> TaskRecord:
     return trusted_task(out)
 
 
+try:
+    import orjson as _orjson  # (the nats extra installs it)
+except ImportError:  # pragma: no cover
+    _orjson = None  # type: ignore[assignment]
+
+_EXACT = "_n"
+"""A record key (kept with it) saying orjson cannot write or read it exactly: an integer beyond
+64 bits (orjson refuses to write one and reads it as a float), NaN or an infinity (it writes
+``null``), a lone surrogate. The standard library writes and reads such a record."""
+_PLAIN = (str, bool, type(None))
+
+
 def _dump(data: dict[str, Any]) -> bytes:
+    """A record as JSON: by orjson (datetimes as ``isoformat``) when it writes it exactly,
+    else by the standard library, the record marked ``_EXACT`` (read back by it too)."""
+    if _orjson is not None and _EXACT not in data:
+        result = data.get("result")
+        if type(result) in _PLAIN or type(result) is int or _finite(result):
+            try:
+                return _orjson.dumps(data)
+            except TypeError:  # an integer beyond 64 bits, a lone surrogate
+                pass
+        data = {**data, _EXACT: 1}
     return json.dumps(data, default=_iso).encode()
+
+
+def _loads(raw: bytes) -> dict[str, Any]:
+    """A record written by ``_dump`` (or by an earlier version: the standard library's)."""
+    if _orjson is not None:
+        try:
+            data: dict[str, Any] = _orjson.loads(raw)
+        except ValueError:  # NaN, an infinity: not JSON to orjson
+            return dict(json.loads(raw))
+        if _EXACT not in data:
+            return data
+    return dict(json.loads(raw))
+
+
+def _finite(value: Any) -> bool:
+    """Whether ``value`` (JSON) holds no float that is NaN or infinite."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is float:
+            if not math.isfinite(item):
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            return False
+    return True
 
 
 def _iso(value: Any) -> Any:
@@ -525,7 +587,7 @@ class JetStreamTaskBackend:
             entry = await self._rec(task_id).get(f"t.{task_id}")
         except KeyNotFoundError:
             return None
-        return json.loads(entry.value), int(entry.revision)
+        return _loads(entry.value), int(entry.revision)
 
     async def _queued(self, task_id: str) -> dict[str, Any] | None:
         """A task only its delivery message holds yet (submitted, never taken)."""
@@ -538,7 +600,7 @@ class JetStreamTaskBackend:
         headers = reply.headers or {}
         if headers.get("Status") or "Nats-Sequence" not in headers:
             return None
-        data: dict[str, Any] = json.loads(reply.data)
+        data: dict[str, Any] = _loads(reply.data)
         data["_m"] = int(headers["Nats-Sequence"])
         return data
 
@@ -644,10 +706,13 @@ class JetStreamTaskBackend:
             "updated_at": now,
             "finished_at": None,
         }
+        text = draft.payload_json
+        exact = text is None or "NaN" in text or "Infinity" in text  # (orjson writes null)
         route = await self._route(
             draft.priority, draft.kind, draft.capabilities, draft.max_attempts
         )
-        return f"{route.subject_in(self._shard(task_id))}.{task_id}", _dump(data), data
+        body = _dump({**data, _EXACT: 1} if exact else data)
+        return f"{route.subject_in(self._shard(task_id))}.{task_id}", body, data
 
     async def _first(self, idem: str) -> TaskRecord | None:
         """The task an idempotency key names, once its record exists (waits briefly for a
@@ -778,7 +843,7 @@ class JetStreamTaskBackend:
     def _delivery(msg: Any) -> tuple[dict[str, Any], int, bool]:
         """A delivered message's record, its stream sequence, and whether its task has no
         record yet (its first delivery, not a requeue's message)."""
-        body: dict[str, Any] = json.loads(msg.data)
+        body: dict[str, Any] = _loads(msg.data)
         meta = msg.metadata
         first = meta.num_delivered == 1 and "_requeued" not in body
         return body, int(meta.sequence.stream), first
@@ -1115,7 +1180,7 @@ class JetStreamTaskBackend:
                 headers = msg.headers or {}
                 if headers.get("KV-Operation") in ("DEL", "PURGE") or not msg.data:
                     continue
-                rows.append(json.loads(msg.data))
+                rows.append(_loads(msg.data))
             if status.get("Status") != "204" or int(status.get("Nats-Num-Pending", "0")) <= 0:
                 return rows  # (404: nothing from seq on)
             seq = int(status["Nats-Last-Sequence"]) + 1
