@@ -570,6 +570,14 @@ async def test_a_prefix_keeps_the_number_of_work_streams_it_was_made_with(
             await JetStreamTaskBackend.open(
                 url, prefix=made.prefix, monitor=monitor, work_streams=2
             )
+        # a prefix made before the number was recorded keeps the streams it has
+        await made.kv.purge("cfg.work_streams")
+        older = await JetStreamTaskBackend.open(url, prefix=made.prefix, monitor=monitor)
+        try:
+            assert older.works == made.works
+            assert int((await older.kv.get("cfg.work_streams")).value) == 4
+        finally:
+            await older.close()
     finally:
         await made.close()
         await one.close()
