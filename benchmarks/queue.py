@@ -650,8 +650,10 @@ async def jetstream_run(
         prefix=prefix,
         monitor=monitor,
         durability="require" if synced else "warn",
-        work_streams=streams,
+        work_streams=None if streams == WORK_STREAMS else streams,  # (None: the default)
     )
+    if len(backend.works) != streams:
+        raise RuntimeError(f"the backend opened {len(backend.works)} work streams, not {streams}")
     queue = TaskQueue(backend)
     per = count // (PRODUCERS * SUBMIT_BATCH)
 
