@@ -470,6 +470,7 @@ class JetStreamTaskBackend:
             raise QueueUnavailableError(
                 f"JetStream is not available on this NATS server: {type(exc).__name__}: {exc}"
             ) from None
+        self._ack_sub = await self.nc.subscribe(f"{self._ack_inbox}*", cb=self._on_ack)
         watcher = await self.kv.watch("r.>")
         async for entry in watcher:  # the routes known so far, then live updates
             if entry is None:
@@ -683,7 +684,7 @@ class JetStreamTaskBackend:
         """Publish to a stream with the ack outstanding: a future of the stored message's
         sequence (``APIError`` when the stream refuses it). The acks come back on one
         subscription of this backend's (nats-py's ``publish_async`` costs twice the CPU)."""
-        if self._ack_sub is None:
+        if self._ack_sub is None:  # (open made it; a backend built by hand makes it here)
             self._ack_sub = await self.nc.subscribe(f"{self._ack_inbox}*", cb=self._on_ack)
         self._ack_next += 1
         token = str(self._ack_next)
