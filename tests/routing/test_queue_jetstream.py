@@ -85,20 +85,26 @@ async def _stream_messages(backend: JetStreamTaskBackend, stream: str) -> int:
     return int((await backend.js.stream_info(stream)).state.messages)
 
 
+def _work_of(backend: JetStreamTaskBackend, task_id: str) -> str:
+    """The work stream holding ``task_id``'s message (tasks spread over them by id)."""
+    return backend.works[backend._shard(task_id)]
+
+
 async def test_a_task_is_one_message_of_the_work_queue_stream_until_acked(
     queue: TaskQueue,
 ) -> None:
     backend = _backend(queue)
     task = await queue.submit("t", capabilities=["c"])
-    assert await _stream_messages(backend, backend.work) == 1
+    work = _work_of(backend, task.id)
+    assert await _stream_messages(backend, work) == 1
     [held] = await backend.take("w1", capabilities=frozenset({"c"}), limit=1, lease=30)
     [route] = backend._routes.values()
-    info = await backend.js.consumer_info(backend.work, route.consumer)
+    info = await backend.js.consumer_info(work, route.consumer)
     assert info.num_ack_pending == 1 and info.config.max_deliver == task.max_attempts + 2
     assert await backend.settle(("w1", held.id, {"status": "succeeded", "result": 1}))
 
     async def gone() -> bool:  # the ack is not waited for; the work queue drops the message
-        return await _stream_messages(backend, backend.work) == 0
+        return await _stream_messages(backend, work) == 0
 
     await eventually(gone)
     assert (await queue.get(task.id)).result == 1
@@ -121,7 +127,7 @@ async def test_a_retry_is_the_same_message_nacked_with_the_backoff_delay(
     assert again.id == task.id and again.attempts == 2
     second = await backend._find(task.id)
     assert second is not None and second["_m"] == first["_m"]  # the same message
-    assert await _stream_messages(backend, backend.work) == 1
+    assert await _stream_messages(backend, _work_of(backend, task.id)) == 1
 
 
 @pytest.mark.timeout(60)
@@ -147,7 +153,7 @@ async def test_in_progress_keeps_a_long_task_from_being_redelivered(
             await eventually(lambda: _status_is(queue, task.id, "succeeded"), timeout=20)
         assert runs == [1]
         [route] = backend._routes.values()
-        info = await backend.js.consumer_info(backend.work, route.consumer)
+        info = await backend.js.consumer_info(_work_of(backend, task.id), route.consumer)
         assert info.delivered.consumer_seq == 1  # never redelivered: the lease was renewed
     finally:
         await queue.close()
@@ -173,7 +179,7 @@ async def test_past_max_deliveries_the_advisory_dead_letters_the_task(queue: Tas
     assert "max deliveries" in (dead.last_error or "") and dead.attempts == 3
     entries = await backend.js.get_last_msg(backend.dead, f"{backend.subjects}.dead")
     assert entries.data.decode() == task.id
-    assert await _stream_messages(backend, backend.work) == 0
+    assert await _stream_messages(backend, _work_of(backend, task.id)) == 0
     assert [t.id for t in (await queue.dead_letters()).items] == [task.id]
 
 
@@ -239,7 +245,7 @@ async def test_idempotency_keys_hold_across_backends_and_outlast_the_duplicate_w
         )
         assert again.id == first.id and created is False
         # the key is a KV key until the task is purged, not the stream's 2-minute window
-        info = await backend.js.stream_info(backend.work)
+        info = await backend.js.stream_info(_work_of(backend, first.id))
         assert info.config.duplicate_window == 120.0
     finally:
         await other.close()
@@ -394,6 +400,8 @@ async def _count_is(queue: TaskQueue, status: str, n: int) -> bool:
         ("nats://h:4222?durability=maybe", "durability"),
         ("nats://h:4222?prefix=a.b", "prefix"),
         ("nats://h:4222?ack_wait=0", "ack_wait"),
+        ("nats://h:4222?work_streams=0", "work_streams"),
+        ("nats://h:4222?work_streams=four", "work_streams"),
         ("nats://h:4222?monitor=ftp://x", "monitor"),
         ("nats://h:4222?nope=1", "unknown"),
     ],
@@ -411,6 +419,7 @@ def test_good_nats_queue_urls_pass() -> None:
     for url in (
         "nats://127.0.0.1:4222",
         "nats://u:p@h:4222?durability=warn&prefix=APP_1&ack_wait=60&monitor=http://h:8222",
+        "nats://h:4222?work_streams=1",
     ):
         assert check_queue_url(url) == url
 
@@ -533,3 +542,69 @@ async def test_several_work_streams_spread_tasks_and_keep_every_rule(
 async def _taken_id(backend: JetStreamTaskBackend, task_id: str, attempt: int) -> bool:
     got = await backend.take(f"w{attempt}", capabilities=None, limit=8, lease=0.2)
     return any(t.id == task_id and t.attempts == attempt for t in got)
+
+
+@pytest.mark.timeout(60)
+async def test_a_prefix_keeps_the_number_of_work_streams_it_was_made_with(
+    jetstream: tuple[str, str],
+) -> None:
+    """A new prefix gets ``DEFAULT_WORK_STREAMS`` (or the number asked for), recorded; later
+    backends on it use that number, and one asking for another is refused in one line (tasks
+    map to streams by id: a backend with another number would leave some undelivered)."""
+    from netsuke.routing._jetstream_backend import DEFAULT_WORK_STREAMS
+
+    url, monitor = jetstream
+    made = await JetStreamTaskBackend.open(url, prefix=_prefix(), monitor=monitor)
+    one = await JetStreamTaskBackend.open(url, prefix=_prefix(), monitor=monitor, work_streams=1)
+    try:
+        assert len(made.works) == DEFAULT_WORK_STREAMS == 4 and len(one.works) == 1
+        again = await JetStreamTaskBackend.open(url, prefix=one.prefix, monitor=monitor)
+        try:
+            assert again.works == one.works  # the recorded number, not the default
+            task = await TaskQueue(one).submit("t")
+            [held] = await again.take("w", capabilities=None, limit=1, lease=30)
+            assert held.id == task.id
+        finally:
+            await again.close()
+        with pytest.raises(QueueUnavailableError, match="has 4 work streams, not 2"):
+            await JetStreamTaskBackend.open(
+                url, prefix=made.prefix, monitor=monitor, work_streams=2
+            )
+        # a prefix made before the number was recorded keeps the streams it has
+        await made.kv.purge("cfg.work_streams")
+        older = await JetStreamTaskBackend.open(url, prefix=made.prefix, monitor=monitor)
+        try:
+            assert older.works == made.works
+            assert int((await older.kv.get("cfg.work_streams")).value) == 4
+        finally:
+            await older.close()
+    finally:
+        await made.close()
+        await one.close()
+
+
+@pytest.mark.timeout(60)
+async def test_records_keep_values_orjson_cannot_write_exactly(queue: TaskQueue) -> None:
+    """Records are written by orjson when it is exact; an integer beyond 64 bits, NaN or an
+    infinity (in the payload or the result) is written and read back by the standard library,
+    so every value round-trips as on SQL."""
+    import math
+
+    big = 2**70
+    plain = await queue.submit("t", {"n": 1})
+    odd = await queue.submit("t", {"big": big, "nan": float("nan"), "s": "Infinity?"})
+    results = {plain.id: {"ok": [1.5, None]}, odd.id: {"big": big, "inf": float("-inf")}}
+    done: list[str] = []
+
+    def handle(task: TaskRecord) -> object:
+        done.append(task.id)
+        return results[task.id]
+
+    async with queue.worker(handle):
+        await wait_for(lambda: len(done) == 2, timeout=20)
+    got = await queue.get(odd.id)
+    assert got.payload["big"] == big and math.isnan(got.payload["nan"])
+    assert got.result["big"] == big and got.result["inf"] == float("-inf")
+    assert (await queue.get(plain.id)).result == {"ok": [1.5, None]}
+    listed = {t.id: t for t in (await queue.list(status="succeeded")).items}
+    assert listed[odd.id].payload["big"] == big

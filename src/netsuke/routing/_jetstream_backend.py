@@ -14,14 +14,19 @@ the SQL and Redis backends), mapped onto JetStream. Names below use the prefix `
 * **Deliveries.** The work-queue stream ``P_WORK`` (file storage) holds one message per task
   waiting or running, on ``p.r.<route hash>.<id>``; each route has one durable pull consumer
   (work-queue streams forbid overlapping consumers) shared by every worker serving it, highest
-  priority first. ``work_streams`` [1] > 1 spreads tasks by id over ``P_WORK`` and
-  ``P_WORK_1`` .. (subjects ``p.r<k>.<route hash>.<id>``), each route with a consumer on
-  each and a take pulling a share from all: with ``sync_interval: always`` a stream fsyncs
-  its writes one at a time, so one stream's rate is the disk's serial fsync rate; several
-  fsync in parallel. Every backend on one prefix must use the same number.
-* **Submit** publishes the task (the whole record; ``Nats-Msg-Id`` = its id, so a retried publish
-  within the stream's duplicate window is stored once) and returns on the publish ack, fsynced
-  first when the server runs with ``sync_interval: always``. Until a take leases it the message
+  priority first. ``work_streams`` [``DEFAULT_WORK_STREAMS``, 4, for a new prefix] spreads
+  tasks by id over ``P_WORK`` and ``P_WORK_1`` .. (subjects ``p.r<k>.<route hash>.<id>``),
+  each route with a consumer on each and a take pulling a share from all: with
+  ``sync_interval: always`` a stream fsyncs its writes one at a time (a task: its message,
+  then its ack's tombstone), so one stream's rate is bounded by the disk's serial fsync rate;
+  several fsync in parallel. The number is recorded with the prefix (``P_TASKS`` key
+  ``cfg.work_streams``; a prefix made before that keeps the streams it has): later backends
+  use it, and one asking for another is refused (tasks map to streams by id).
+* **Submit** publishes the task (the whole record; with an idempotency key ``Nats-Msg-Id`` = its
+  id, so a publish made again by a submit finishing an earlier one is stored once within the
+  stream's duplicate window; an id made by this submit is never published twice, and goes
+  without) and returns on the publish ack, fsynced first when the server runs with
+  ``sync_interval: always``. Until a take leases it the message
   *is* the record: ``get`` reads it by subject (direct get), and the first lease creates the KV
   record. A task due later is delivered at once and ``nak``-ed with the delay until it is due.
 * **Take** pulls without waiting (``no_wait``) from the routes the consumer serves and leases each
@@ -40,8 +45,13 @@ the SQL and Redis backends), mapped onto JetStream. Names below use the prefix `
   acks the message (``succeeded``), ``nak``-s it with the retry's backoff delay (``queued``, the
   same message redelivered when due), or ``term``-s it and publishes the id to the dead-letter
   stream ``P_DEAD`` on ``p.dead`` (``dead``). The ack itself is not waited for: if it is lost the
-  message comes back and is dropped as stale. **Extend** renews the record's lease and sends
+  message comes back and is dropped as stale. ``settle_and_take`` writes the records of the
+  leases it has not written yet together (compare-and-set publishes with their acks
+  outstanding, one wait for the lot), then takes. **Extend** renews the record's lease and sends
   ``in_progress`` (a lease equal to ``ack_wait``) or ``nak(delay=lease)``.
+* **Encoding.** Records are JSON written by orjson (datetimes as ``isoformat``); a record it
+  cannot write exactly (an integer beyond 64 bits, NaN or an infinity, a lone surrogate) is
+  written and read by the standard library, marked ``_n``.
 * **Max deliveries.** Each route's consumer has ``max_deliver = max_attempts + 2`` (one delivery
   for a task due later, one to dead-letter a task whose last lease expired). Past it the server
   stops delivering and sends the max-deliveries advisory; the stream ``P_ADVISORIES`` keeps those
@@ -63,6 +73,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -83,6 +94,13 @@ _SETTABLE = frozenset(TaskRecord.model_fields) - {"id"}
 _SKEW = 0.05  # seconds: a delivery this close to being due is due (saves a redelivery)
 SHARDS = 4  # record buckets: JetStream fsyncs each stream on its own, so they write in parallel
 _ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
+_STREAMS_KEY = "cfg.work_streams"  # (in P_TASKS) the prefix's number of work streams
+DEFAULT_WORK_STREAMS = 4
+"""Work streams of a new prefix: with ``sync_interval: always`` each stream fsyncs its writes
+one at a time (a task makes two: its message and the ack's tombstone), so one stream's tasks/s
+is bounded by the disk's serial fsync rate (raw nats-py made 4,742 tasks/s on one stream of a
+disk doing 7,240 serial fsyncs/s, 7,623 on four); four fsync in parallel."""
+_ACK_TIMEOUT = 30.0  # seconds: a batch of publishes not all acknowledged by then failed
 
 
 def _ms(when: datetime) -> int:
@@ -97,8 +115,110 @@ def _record(data: dict[str, Any]) -> TaskRecord:
     return TaskRecord.model_validate({k: v for k, v in data.items() if not k.startswith("_")})
 
 
+_TIMES = ("run_at", "lease_expires_at", "created_at", "updated_at", "finished_at")
+_FIELDS = tuple(TaskRecord.model_fields)
+
+
+def _leased_task(data: dict[str, Any]) -> TaskRecord:
+    """The ``TaskRecord`` of a record this backend just leased (its own values, its times as
+    datetimes or ISO text), built without validation (``trusted_task``: the take's hot path);
+    ``_record`` decides when a value is not what the backend writes."""
+    try:
+        out = {name: data[name] for name in _FIELDS}
+        for name in _TIMES:
+            value = out[name]
+            if type(value) is str:
+                out[name] = datetime.fromisoformat(value)
+            elif value is not None and type(value) is not datetime:
+                return _record(data)
+        if not (
+            type(out["payload"]) is dict
+            and type(out["capabilities"]) is list
+            and type(out["attempts"]) is int
+            and type(out["priority"]) is int
+            and type(out["max_attempts"]) is int
+            and out["status"] == "leased"
+        ):
+            return _record(data)
+        out["backoff_base"] = float(out["backoff_base"])
+        out["backoff_cap"] = float(out["backoff_cap"])
+        if out["timeout"] is not None:
+            out["timeout"] = float(out["timeout"])
+    except (KeyError, TypeError, ValueError):
+        return _record(data)
+    return trusted_task(out)
+
+
+try:
+    import orjson as _orjson  # (the nats extra installs it)
+except ImportError:  # pragma: no cover
+    _orjson = None  # type: ignore[assignment]
+
+_EXACT = "_n"
+"""A record key (kept with it) saying orjson cannot write or read it exactly: an integer beyond
+64 bits (orjson refuses to write one and reads it as a float), NaN or an infinity (it writes
+``null``), a lone surrogate. The standard library writes and reads such a record."""
+_PLAIN = (str, bool, type(None))
+
+
 def _dump(data: dict[str, Any]) -> bytes:
+    """A record as JSON: by orjson (datetimes as ``isoformat``) when it writes it exactly,
+    else by the standard library, the record marked ``_EXACT`` (read back by it too)."""
+    if _orjson is not None and _EXACT not in data:
+        result = data.get("result")
+        if type(result) in _PLAIN or type(result) is int or _finite(result):
+            try:
+                return _orjson.dumps(data)
+            except TypeError:  # an integer beyond 64 bits, a lone surrogate
+                pass
+        data = {**data, _EXACT: 1}
     return json.dumps(data, default=_iso).encode()
+
+
+def _loads(raw: bytes) -> dict[str, Any]:
+    """A record written by ``_dump`` (or by an earlier version: the standard library's)."""
+    if _orjson is not None:
+        try:
+            data: dict[str, Any] = _orjson.loads(raw)
+        except ValueError:  # NaN, an infinity: not JSON to orjson
+            return dict(json.loads(raw))
+        if _EXACT not in data:
+            return data
+    return dict(json.loads(raw))
+
+
+def _delivered(msg: Any) -> tuple[int, int]:
+    """A delivered message's delivery count and stream sequence, read from its ack subject
+    (``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>``,
+    or with ``<domain>.<account hash>.`` before the stream and a token after); nats-py's
+    ``metadata`` for any other form."""
+    tokens = str(msg.reply).split(".")
+    try:
+        if len(tokens) == 9:
+            return int(tokens[4]), int(tokens[5])
+        if len(tokens) >= 12:
+            return int(tokens[6]), int(tokens[7])
+    except ValueError:
+        pass
+    meta = msg.metadata
+    return int(meta.num_delivered), int(meta.sequence.stream)
+
+
+def _finite(value: Any) -> bool:
+    """Whether ``value`` (JSON) holds no float that is NaN or infinite."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is float:
+            if not math.isfinite(item):
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            return False
+    return True
 
 
 def _iso(value: Any) -> Any:
@@ -167,10 +287,11 @@ class JetStreamTaskBackend:
         prefix: str = "NETSUKE",
         ack_wait: float = 30.0,
         lease_write_delay: float = 0.05,
-        work_streams: int = 1,
+        work_streams: int | None = None,
     ) -> None:
-        if not 1 <= work_streams <= 16:
+        if work_streams is not None and not 1 <= work_streams <= 16:
             raise ValueError("work_streams must be 1..16")
+        self.work_streams = work_streams  # (None: the prefix's, settled by open)
         self.nc = nc
         self.lease_write_delay = lease_write_delay
         self.scan_batch = 1000  # records per direct-get batch when listing
@@ -184,7 +305,7 @@ class JetStreamTaskBackend:
         # the work streams: P_WORK (subjects p.r.>), then P_WORK_<k> (p.r<k>.>); a task's is
         # chosen by its id. With sync_interval: always each stream fsyncs its writes one at a
         # time, so several write in parallel
-        self.works = [self.work, *(f"{prefix}_WORK_{k}" for k in range(1, work_streams))]
+        self._set_works(work_streams or DEFAULT_WORK_STREAMS)
         self.dead = f"{prefix}_DEAD"
         self.advisories = f"{prefix}_ADVISORIES"
         self.bucket = f"{prefix}_TASKS"
@@ -193,8 +314,14 @@ class JetStreamTaskBackend:
         self.shards: list[Any] = []  # the task records, by id
         self._routes: dict[str, _Route] = {}
         self._ready_routes: set[str] = set()  # routes whose consumer this process made
+        # (priority, kind, capabilities, max attempts) -> its route, consumer made
+        self._route_cache: dict[tuple[int, str, tuple[str, ...], int], _Route] = {}
         self._due: dict[str, float] = {}  # task id -> epoch s: naks and leases this process set
         self._background: list[asyncio.Task[None]] = []
+        self._ack_inbox = f"{nc.new_inbox()}."  # + a number: the acks of _publish
+        self._ack_sub: Any = None
+        self._ack_next = 0
+        self._acks: dict[str, asyncio.Future[int]] = {}
         self._closing = False
 
     # ------------------------------------------------------------------ open
@@ -210,7 +337,7 @@ class JetStreamTaskBackend:
         monitor: str | None = None,
         ack_wait: float = 30.0,
         lease_write_delay: float = 0.05,
-        work_streams: int = 1,
+        work_streams: int | None = None,
     ) -> JetStreamTaskBackend:
         """Connect to ``url`` (``nats://``), create or bind the streams, check durability, return
         the backend. ``QueueUnavailableError`` / ``QueueDurabilityError`` otherwise."""
@@ -270,11 +397,50 @@ class JetStreamTaskBackend:
             raise
         return backend
 
+    def _set_works(self, n: int) -> None:
+        self.works = [self.work, *(f"{self.prefix}_WORK_{k}" for k in range(1, n))]
+
+    async def _streams_of_prefix(self) -> None:
+        """Settle the number of work streams: the one recorded for this prefix (KV key
+        ``cfg.work_streams``), else for a prefix made before it was recorded the streams that
+        exist, else (a new prefix) ``work_streams`` [``DEFAULT_WORK_STREAMS``], recorded. A
+        number asked for that is not the prefix's is refused (tasks map to streams by id)."""
+        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+        try:
+            entry = await self.kv.get(_STREAMS_KEY)
+            recorded: int | None = int(entry.value)
+        except KeyNotFoundError:
+            recorded = None
+        if recorded is None:
+            n = 0
+            while True:  # a prefix made before the number was recorded: what exists
+                try:
+                    await self.js.stream_info(self.work if n == 0 else f"{self.prefix}_WORK_{n}")
+                except Exception:
+                    break
+                n += 1
+            want = n or self.work_streams or DEFAULT_WORK_STREAMS
+            try:
+                await self.kv.create(_STREAMS_KEY, str(want).encode())
+                recorded = want
+            except KeyWrongLastSequenceError:  # another backend recorded it just now
+                recorded = int((await self.kv.get(_STREAMS_KEY)).value)
+        if self.work_streams is not None and self.work_streams != recorded:
+            raise QueueUnavailableError(
+                f"the JetStream queue {self.prefix} has {recorded} work streams, not "
+                f"{self.work_streams}: open it with work_streams={recorded} (or none)"
+            )
+        self.work_streams = recorded
+        self._set_works(recorded)
+
     async def _setup(self) -> None:
         from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
         file = StorageType.FILE  # (every stream: acknowledged = on disk)
         try:
+            self.kv = await self._bucket(self.bucket)
+            await self._streams_of_prefix()
             for k, name in enumerate(self.works):
                 await self._stream(
                     StreamConfig(
@@ -297,7 +463,6 @@ class JetStreamTaskBackend:
                     storage=file,
                 )
             )
-            self.kv = await self._bucket(self.bucket)
             self.shards = [await self._bucket(f"{self.bucket}_{i}") for i in range(SHARDS)]
         except QueueUnavailableError:
             raise
@@ -305,6 +470,7 @@ class JetStreamTaskBackend:
             raise QueueUnavailableError(
                 f"JetStream is not available on this NATS server: {type(exc).__name__}: {exc}"
             ) from None
+        self._ack_sub = await self.nc.subscribe(f"{self._ack_inbox}*", cb=self._on_ack)
         watcher = await self.kv.watch("r.>")
         async for entry in watcher:  # the routes known so far, then live updates
             if entry is None:
@@ -405,6 +571,9 @@ class JetStreamTaskBackend:
         """The route of tasks like these, its consumer made (once per process)."""
         from nats.js.api import AckPolicy, ConsumerConfig
 
+        known = self._route_cache.get((priority, kind, tuple(capabilities), max_attempts))
+        if known is not None:  # (the hot path: no hashing, no JSON)
+            return known
         data = {
             "priority": priority,
             "kind": kind,
@@ -413,6 +582,7 @@ class JetStreamTaskBackend:
         }
         route = _Route(data, self.subjects)
         if route.consumer in self._ready_routes:
+            self._route_cache[(priority, kind, tuple(capabilities), max_attempts)] = route
             return route
         for k, name in enumerate(self.works):  # (the same config again is a no-op)
             await self.js.add_consumer(
@@ -430,6 +600,7 @@ class JetStreamTaskBackend:
             await self.kv.create(f"r.{route.consumer[2:]}", json.dumps(data).encode())
         self._routes.setdefault(route.consumer, route)
         self._ready_routes.add(route.consumer)
+        self._route_cache[(priority, kind, tuple(capabilities), max_attempts)] = route
         return route
 
     async def _load(self, task_id: str) -> tuple[dict[str, Any], int] | None:
@@ -439,7 +610,7 @@ class JetStreamTaskBackend:
             entry = await self._rec(task_id).get(f"t.{task_id}")
         except KeyNotFoundError:
             return None
-        return json.loads(entry.value), int(entry.revision)
+        return _loads(entry.value), int(entry.revision)
 
     async def _queued(self, task_id: str) -> dict[str, Any] | None:
         """A task only its delivery message holds yet (submitted, never taken)."""
@@ -452,7 +623,7 @@ class JetStreamTaskBackend:
         headers = reply.headers or {}
         if headers.get("Status") or "Nats-Sequence" not in headers:
             return None
-        data: dict[str, Any] = json.loads(reply.data)
+        data: dict[str, Any] = _loads(reply.data)
         data["_m"] = int(headers["Nats-Sequence"])
         return data
 
@@ -501,8 +672,60 @@ class JetStreamTaskBackend:
                     return first, False
                 task_id = (await self.kv.get(idem)).value.decode()  # finish it with this draft
         subject, body, data = await self._message(draft, task_id, self.now())
-        await self.js.publish(subject, body, headers={"Nats-Msg-Id": task_id})
+        # a keyed submit may publish again what an earlier one did (finishing it): the
+        # stream's duplicate window keeps one; an id made here is never published twice
+        keyed = {"Nats-Msg-Id": task_id} if draft.idempotency_key is not None else None
+        await self.js.publish(subject, body, headers=keyed)
         return trusted_task(data), True
+
+    async def _publish(
+        self, subject: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> asyncio.Future[int]:
+        """Publish to a stream with the ack outstanding: a future of the stored message's
+        sequence (``APIError`` when the stream refuses it). The acks come back on one
+        subscription of this backend's (nats-py's ``publish_async`` costs twice the CPU)."""
+        if self._ack_sub is None:  # (open made it; a backend built by hand makes it here)
+            self._ack_sub = await self.nc.subscribe(f"{self._ack_inbox}*", cb=self._on_ack)
+        self._ack_next += 1
+        token = str(self._ack_next)
+        ack: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._acks[token] = ack
+        try:
+            await self.nc.publish(subject, body, reply=self._ack_inbox + token, headers=headers)
+        except BaseException:
+            del self._acks[token]
+            raise
+        return ack
+
+    async def _on_ack(self, msg: Any) -> None:
+        ack = self._acks.pop(msg.subject[len(self._ack_inbox) :], None)
+        if ack is None or ack.done():
+            return
+        from nats.js.errors import APIError, NoStreamResponseError
+
+        if not msg.data:  # a status: no stream listens (503)
+            ack.set_exception(NoStreamResponseError())
+            return
+        try:
+            reply = _loads(msg.data)
+            if "error" in reply:
+                ack.set_exception(APIError.from_error(reply["error"]))
+            else:
+                ack.set_result(int(reply["seq"]))
+        except Exception as exc:  # not a publish ack
+            ack.set_exception(exc)
+
+    async def _acked(self, acks: Sequence[asyncio.Future[int]]) -> list[int | BaseException]:
+        """The outcomes of ``acks`` (``_publish``), waited for together, ``_ACK_TIMEOUT`` at
+        most (then ``TimeoutError``, the rest forgotten)."""
+        try:
+            async with asyncio.timeout(_ACK_TIMEOUT):
+                return list(await asyncio.gather(*acks, return_exceptions=True))
+        except BaseException:
+            for ack in acks:
+                ack.cancel()
+            self._acks = {k: f for k, f in self._acks.items() if not f.done()}
+            raise
 
     async def submit_many(self, drafts: Sequence[TaskDraft]) -> list[tuple[TaskRecord, bool]]:
         """Publish ``drafts`` with their acks outstanding together (the server takes them
@@ -512,19 +735,18 @@ class JetStreamTaskBackend:
         keyed = [i for i, d in enumerate(drafts) if d.idempotency_key is not None]
         dedup = asyncio.gather(*(self.submit(drafts[i]) for i in keyed))
         out: list[tuple[TaskRecord, bool] | None] = [None] * len(drafts)
-        acks: list[Any] = []
-        plain: list[int] = []
+        acks: list[asyncio.Future[int]] = []
         try:
             for i, draft in enumerate(drafts):
                 if draft.idempotency_key is not None:
                     continue
                 task_id = _new_id()
                 subject, body, data = await self._message(draft, task_id, now)
-                headers = {"Nats-Msg-Id": task_id}
-                acks.append(await self.js.publish_async(subject, body, headers=headers))
-                plain.append(i)
+                acks.append(await self._publish(subject, body))  # (no key: no Msg-Id)
                 out[i] = (trusted_task(data), True)
-            await asyncio.gather(*acks)
+            for result in await self._acked(acks):
+                if isinstance(result, BaseException):
+                    raise result
         finally:
             for i, got in zip(keyed, await dedup, strict=True):
                 out[i] = got
@@ -556,10 +778,13 @@ class JetStreamTaskBackend:
             "updated_at": now,
             "finished_at": None,
         }
+        text = draft.payload_json
+        exact = text is None or "NaN" in text or "Infinity" in text  # (orjson writes null)
         route = await self._route(
             draft.priority, draft.kind, draft.capabilities, draft.max_attempts
         )
-        return f"{route.subject_in(self._shard(task_id))}.{task_id}", _dump(data), data
+        body = _dump({**data, _EXACT: 1} if exact else data)
+        return f"{route.subject_in(self._shard(task_id))}.{task_id}", body, data
 
     async def _first(self, idem: str) -> TaskRecord | None:
         """The task an idempotency key names, once its record exists (waits briefly for a
@@ -653,8 +878,7 @@ class JetStreamTaskBackend:
                 self._ready_routes.add(route.consumer)  # (made by the process that submitted)
             msgs = await self._pull(route, limit - len(out))
             if msgs:
-                leased = await asyncio.gather(*(self._lease(consumer, m, lease) for m in msgs))
-                out += [t for t in leased if t is not None]
+                out += await self._lease_all(consumer, msgs, lease)
         if out and self.lease_write_delay > 0:
             flush = asyncio.create_task(self._flush([t.id for t in out], self.lease_write_delay))
             self._flushes.add(flush)
@@ -662,34 +886,92 @@ class JetStreamTaskBackend:
         out.sort(key=lambda t: (-t.priority, t.run_at, t.created_at))
         return out
 
+    async def _lease_all(
+        self, consumer: str, msgs: Sequence[Any], lease: float
+    ) -> list[TaskRecord]:
+        """Lease the delivered ``msgs``: a first delivery (no record to read: the message is
+        the record) here at once, the others (their record read first) concurrently."""
+        out: list[TaskRecord] = []
+        later: list[Any] = []
+        replies: list[tuple[str, bytes]] = []
+        for msg in msgs:
+            body, seq, first = self._delivery(msg)
+            if not first or self.lease_write_delay <= 0:
+                later.append(msg)
+                continue
+            granted = self._grant(consumer, msg, lease, body, seq, None, replies)
+            if granted is not None:
+                self._pending[granted[0]["id"]] = _Pending(*granted)
+                self._exact(msg.reply, lease, replies)
+                out.append(_leased_task(granted[0]))
+        for subject, reply in replies:
+            await self._reply(subject, reply)
+        if later:
+            leased = await asyncio.gather(*(self._lease(consumer, m, lease) for m in later))
+            out += [t for t in leased if t is not None]
+        return out
+
+    @staticmethod
+    def _delivery(msg: Any) -> tuple[dict[str, Any], int, bool]:
+        """A delivered message's record, its stream sequence, and whether its task has no
+        record yet (its first delivery, not a requeue's message)."""
+        body: dict[str, Any] = _loads(msg.data)
+        delivered, seq = _delivered(msg)
+        return body, seq, delivered == 1 and "_requeued" not in body
+
     async def _lease(self, consumer: str, msg: Any, lease: float) -> TaskRecord | None:
-        body = json.loads(msg.data)
-        task_id = str(body["id"])
-        meta = msg.metadata
-        seq = int(meta.sequence.stream)
+        body, seq, first = self._delivery(msg)
         # a submitted task's first delivery has no record yet (only a lease makes one; a
         # requeued task's message says so): no read
-        first = meta.num_delivered == 1 and "_requeued" not in body
-        got = None if first else await self._load(task_id)
-        if got is None:  # never taken: the message is the record, created by the lease below
+        got = None if first else await self._load(str(body["id"]))
+        replies: list[tuple[str, bytes]] = []
+        granted = self._grant(consumer, msg, lease, body, seq, got, replies)
+        if granted is not None:
+            data, revision = granted
+            if self.lease_write_delay <= 0:
+                if await self._cas(data["id"], data, revision) is None:
+                    granted = None  # changed under us (a requeue, another take): it comes back
+            else:  # written by _flush unless settled first
+                self._pending[data["id"]] = _Pending(data, revision)
+            if granted is not None:
+                self._exact(msg.reply, lease, replies)
+        for subject, reply in replies:
+            await self._reply(subject, reply)
+        return None if granted is None else _leased_task(granted[0])
+
+    def _grant(
+        self,
+        consumer: str,
+        msg: Any,
+        lease: float,
+        body: dict[str, Any],
+        seq: int,
+        got: tuple[dict[str, Any], int] | None,
+        replies: list[tuple[str, bytes]],
+    ) -> tuple[dict[str, Any], int] | None:
+        """The leased record of a delivery and the revision it replaces (``got``: the task's
+        record; None: none yet, the message is the record), or None when it is not granted
+        (stale: acked; not due: put back until it is). The replies to send go to ``replies``."""
+        task_id = str(body["id"])
+        if got is None:  # never taken: the message is the record, created by the lease
             body["_m"] = seq
             # earlier deliveries without a record: leases of workers killed before writing
             # them (lease_write_delay), and one "not due yet" for a task submitted delayed
             delayed = body["run_at"] > body["created_at"]
-            body["attempts"] = max(0, int(meta.num_delivered) - 1 - int(delayed))
+            body["attempts"] = max(0, _delivered(msg)[0] - 1 - int(delayed))
             got = body, 0
         data, revision = got
         now = self.clock()
         status = data["status"]
         if data.get("_m") != seq or status not in ("queued", "leased"):
-            await self._reply(msg.reply, b"+ACK")  # stale: the task moved on
+            replies.append((msg.reply, b"+ACK"))  # stale: the task moved on
             return None
         if status == "queued":
             wait = datetime.fromisoformat(data["run_at"]).timestamp() - now
         else:
             wait = data.get("_x", 0) / 1000 - now
         if wait > _SKEW:  # not due (a delay, or another consumer's lease): back until then
-            await self._reply(msg.reply, self._nak(wait))
+            replies.append((msg.reply, self._nak(wait)))
             self._due[task_id] = now + wait
             return None
         when = datetime.fromtimestamp(now, UTC)
@@ -703,15 +985,13 @@ class JetStreamTaskBackend:
             _x=_ms(expires),
             _r=msg.reply,
         )
-        if self.lease_write_delay <= 0:
-            if await self._cas(task_id, data, revision) is None:
-                return None  # changed under us (a requeue, another take): it comes back
-        else:  # written by _flush unless settled first
-            self._pending[task_id] = _Pending(data, revision)
-        if abs(lease - self.ack_wait) > 1e-3:
-            await self._reply(msg.reply, self._nak(lease))  # the lease, exactly
         self._due[task_id] = now + lease
-        return _record(data)
+        return data, revision
+
+    def _exact(self, reply: str, lease: float, replies: list[tuple[str, bytes]]) -> None:
+        """A lease other than the consumer's ``ack_wait``, set exactly: ``nak(delay=lease)``."""
+        if abs(lease - self.ack_wait) > 1e-3:
+            replies.append((reply, self._nak(lease)))
 
     # ---------------------------------------------------------------- settle
 
@@ -775,6 +1055,69 @@ class JetStreamTaskBackend:
                 data.pop(meta, None)
         if await self._cas(task_id, data, revision) is None:
             return False
+        await self._after(task_id, values, reply, now)
+        return True
+
+    async def _settle_many(self, changes: Sequence[Settle]) -> list[bool]:
+        """``settle`` each change (columns checked by the caller), durable on return. The
+        leases this process granted and has not written yet (the common case: settled within
+        ``lease_write_delay``) are written here together, each a compare-and-set publish with
+        its ack outstanding (one round of acks for the lot, no coroutine each); the others go
+        through ``settle``, concurrently."""
+        from nats.js.errors import APIError
+
+        applied: list[bool] = [False] * len(changes)
+        slow: list[int] = []
+        writes: list[tuple[int, str | None, Any]] = []
+        now = self.now()
+        expiry = _ms(now)
+        for i, (consumer, task_id, values) in enumerate(changes):
+            pending = self._pending.get(task_id)
+            if pending is None or pending.writing is not None:
+                slow.append(i)
+                continue
+            if pending.data["lease_owner"] != consumer or pending.data["_x"] <= expiry:
+                continue  # not held (False)
+            del self._pending[task_id]
+            data = dict(pending.data)
+            data.update(values, updated_at=now)
+            reply = data.get("_r")
+            if values.get("status", "leased") != "leased":
+                data.pop("_x", None)
+                data.pop("_r", None)
+            shard = int(task_id[-2:], 16) % SHARDS
+            ack = await self._publish(
+                f"$KV.{self.bucket}_{shard}.t.{task_id}",
+                _dump(data),
+                {"Nats-Expected-Last-Subject-Sequence": str(pending.revision)},
+            )
+            writes.append((i, reply, ack))
+        others = asyncio.gather(*(self.settle(changes[i]) for i in slow))
+        try:
+            done = await self._acked([w[2] for w in writes]) if writes else []
+        except BaseException:
+            others.cancel()
+            await asyncio.gather(others, return_exceptions=True)
+            raise
+        for (i, reply, _), result in zip(writes, done, strict=True):
+            if isinstance(result, APIError) and result.err_code in (10071, 10164):
+                continue  # the record moved on (False): its lease was not ours any more
+            if isinstance(result, BaseException):
+                others.cancel()
+                await asyncio.gather(others, return_exceptions=True)
+                raise result
+            applied[i] = True
+            await self._after(changes[i][1], changes[i][2], reply, now)
+        for i, ok in zip(slow, await others, strict=True):
+            applied[i] = ok
+        return applied
+
+    async def _after(
+        self, task_id: str, values: dict[str, Any], reply: str | None, now: datetime
+    ) -> None:
+        """What follows a settle's durable write: the delivery's ack (``succeeded``), nak with
+        the retry's delay (``queued``) or term and the dead-letter stream (``dead``)."""
+        new = values.get("status", "leased")
         if new == "succeeded":
             await self._reply(reply, b"+ACK")
             self._due.pop(task_id, None)
@@ -787,7 +1130,6 @@ class JetStreamTaskBackend:
             await self._reply(reply, b"+TERM")
             self._due.pop(task_id, None)
             await self.js.publish(f"{self.subjects}.dead", task_id.encode())
-        return True
 
     async def settle_and_take(
         self,
@@ -805,7 +1147,7 @@ class JetStreamTaskBackend:
             unknown = set(values) - _SETTABLE
             if unknown:
                 raise ValidationError("values", f"not settable task columns: {sorted(unknown)}")
-        applied = list(await asyncio.gather(*(self.settle(c) for c in changes)))
+        applied = await self._settle_many(changes)
         if limit <= 0:
             return applied, []
         try:
@@ -902,7 +1244,7 @@ class JetStreamTaskBackend:
                 headers = msg.headers or {}
                 if headers.get("KV-Operation") in ("DEL", "PURGE") or not msg.data:
                     continue
-                rows.append(json.loads(msg.data))
+                rows.append(_loads(msg.data))
             if status.get("Status") != "204" or int(status.get("Nats-Num-Pending", "0")) <= 0:
                 return rows  # (404: nothing from seq on)
             seq = int(status["Nats-Last-Sequence"]) + 1

@@ -9,7 +9,8 @@
   ``?durability=warn`` opens a server without ``sync_interval: always`` (logged as an error)
   instead of refusing it; ``?monitor=http://host:8222`` where the server's ``/varz`` says so
   [``http://<host>:8222``]; ``?prefix=`` its streams' and bucket's prefix [``NETSUKE``];
-  ``?ack_wait=`` seconds [``30``], the consumers' redelivery timer.
+  ``?ack_wait=`` seconds [``30``], the consumers' redelivery timer; ``?work_streams=`` 1..16
+  for a new prefix [``4``] (an existing prefix keeps its own; another number is refused).
 
 A malformed URL is refused when the settings load (``check_queue_url``); an unreachable
 broker or one that is not durable stops the start with one line (``QueueUnavailableError``,
@@ -31,7 +32,7 @@ from ._redis_backend import Durability, RedisTaskBackend
 __all__ = ["check_queue_url", "open_queue"]
 
 _OPTIONS = frozenset({"durability", "prefix"})
-_NATS_OPTIONS = frozenset({"durability", "prefix", "monitor", "ack_wait"})
+_NATS_OPTIONS = frozenset({"durability", "prefix", "monitor", "ack_wait", "work_streams"})
 
 
 def check_queue_url(url: str) -> str:
@@ -71,6 +72,8 @@ def check_queue_url(url: str) -> str:
                     seconds = 0.0
                 if not 0 < seconds <= 86400:
                     raise ValueError("ack_wait must be a number of seconds in (0, 86400]")
+            if key == "work_streams" and not (value.isdigit() and 1 <= int(value) <= 16):
+                raise ValueError("work_streams must be a whole number in 1..16")
             if key == "monitor" and urlsplit(value).scheme not in ("http", "https"):
                 raise ValueError("monitor must be an http:// or https:// URL")
         return url
@@ -95,6 +98,7 @@ async def open_queue(url: str, store: Store, *, events: EventBus | None = None) 
             durability=durability,
             monitor=options.get("monitor"),
             ack_wait=float(options.get("ack_wait", 30.0)),
+            work_streams=int(options["work_streams"]) if "work_streams" in options else None,
         )
         return TaskQueue(jetstream, events=events)
     backend = await RedisTaskBackend.open(
