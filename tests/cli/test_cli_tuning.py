@@ -52,7 +52,7 @@ def test_process_tuning_can_be_turned_off(restore: None) -> None:
 @pytest.mark.timeout(60)
 def test_process_settings_have_defaults_and_are_checked() -> None:
     s = Settings()
-    assert (s.gc_freeze, s.gc_threshold, s.switch_interval_ms) == (True, 5000, 1.0)
+    assert (s.gc_freeze, s.gc_threshold, s.switch_interval_ms) == (True, 5000, 0.0)
     with pytest.raises(ValueError, match="gc_threshold"):
         Settings(gc_threshold=-1)
     with pytest.raises(ValueError, match="switch_interval_ms"):

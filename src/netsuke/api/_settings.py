@@ -100,11 +100,12 @@ class Settings(BaseSettings):
     collections move fewer objects of the requests in flight into the older generations,
     whose collections cost the most under load; the price is up to this many more objects
     waiting for the collector (about 1 MB)."""
-    switch_interval_ms: float = Field(default=1.0, ge=0.0, le=100.0)
+    switch_interval_ms: float = Field(default=0.0, ge=0.0, le=100.0)
     """``netsuke serve`` only: how long a thread waiting for the GIL waits before the running
-    one must hand it over (``sys.setswitchinterval``; Python's default is 5; 0 keeps it). The
-    store's writer thread takes the GIL back after each SQLite statement of a group commit:
-    a shorter interval shortens the commit the replies wait for."""
+    one must hand it over (``sys.setswitchinterval``; 0 keeps Python's 5 ms). The store's
+    writer thread takes the GIL back after each SQLite statement of a group commit: 1 ms
+    about halves a loaded node's commit time (so the replies' wait), at the price of smaller
+    batches, so more commits (an fsync each) per request (docs/benchmarks-api.md)."""
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     """Largest request body accepted (413 beyond)."""
     function_max_timeout_s_user: float = Field(default=60.0, gt=0, le=3600)
