@@ -109,7 +109,31 @@ async def serve_bare() -> None:
 # ----------------------------------------------------------------------- load process
 
 
-async def load(url: str, kind: str, key: str, clients: int, seconds: float, warm: float) -> None:
+def thread_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds of a process's main thread (the event loop's) and of its other threads
+    (the store's writer, ...), from ``/proc``; ``(0, 0)`` when unreadable (not Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    main = other = 0.0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0, 0.0
+    for tid in tids:
+        try:
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended
+            continue
+        cpu = (int(fields[11]) + int(fields[12])) / tick
+        if int(tid) == pid:
+            main += cpu
+        else:
+            other += cpu
+    return main, other
+
+
+async def load(
+    url: str, kind: str, key: str, clients: int, seconds: float, warm: float, pid: int = 0
+) -> None:
     import httpx
 
     headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -126,12 +150,20 @@ async def load(url: str, kind: str, key: str, clients: int, seconds: float, warm
                 paths.append(("/chat", user))
         latencies: list[float] = []
         errors = 0
+        done_in_window = 0  # replies received inside the measured window (CPU per request)
         start = time.perf_counter()
         measure_from = start + warm
         stop_at = measure_from + seconds
+        cpu: list[tuple[float, float]] = []
+
+        async def sample_cpu() -> None:  # the server's CPU at both ends of the window
+            await asyncio.sleep(measure_from - time.perf_counter())
+            cpu.append(thread_cpu(pid))
+            await asyncio.sleep(stop_at - time.perf_counter())
+            cpu.append(thread_cpu(pid))
 
         async def client(path: str, user: str | None) -> None:
-            nonlocal errors
+            nonlocal errors, done_in_window
             body = {"message": MESSAGE} if user is None else {"user": user, "message": MESSAGE}
             while True:
                 t0 = time.perf_counter()
@@ -141,12 +173,17 @@ async def load(url: str, kind: str, key: str, clients: int, seconds: float, warm
                 t1 = time.perf_counter()
                 if r.status_code != 200:
                     errors += 1
-                elif t0 >= measure_from and t1 <= stop_at:
+                    continue
+                if measure_from <= t1 <= stop_at:
+                    done_in_window += 1
+                if t0 >= measure_from and t1 <= stop_at:
                     latencies.append(t1 - t0)
 
-        await asyncio.gather(*(client(p, u) for p, u in paths))
+        await asyncio.gather(sample_cpu(), *(client(p, u) for p, u in paths))
     latencies.sort()
     n = len(latencies)
+    (m0, o0), (m1, o1) = cpu
+    per = 1000.0 / max(done_in_window, 1)
     print(
         json.dumps(
             {
@@ -155,15 +192,20 @@ async def load(url: str, kind: str, key: str, clients: int, seconds: float, warm
                 "rps": n / seconds,
                 "p50_ms": latencies[n // 2] * 1000 if n else 0.0,
                 "p99_ms": latencies[min(n - 1, int(n * 0.99))] * 1000 if n else 0.0,
+                "cpu_ms": per * ((m1 - m0) + (o1 - o0)),
+                "loop_cpu_ms": per * (m1 - m0),
+                "thread_cpu_ms": per * (o1 - o0),
             }
         )
     )
 
 
-def run_load(url: str, kind: str, key: str, clients: int, seconds: float) -> dict[str, float]:
+def run_load(
+    url: str, kind: str, key: str, clients: int, seconds: float, pid: int = 0
+) -> dict[str, float]:
     proc = subprocess.run(
         [sys.executable, str(HERE), "--load", url, "--kind", kind, "--key", key,
-         "--clients", str(clients), "--seconds", str(seconds)],
+         "--clients", str(clients), "--seconds", str(seconds), "--pid", str(pid)],
         capture_output=True, text=True, timeout=seconds + 120, check=False,
     )  # fmt: skip
     if proc.returncode != 0:
@@ -219,6 +261,7 @@ def main() -> int:
     parser.add_argument("--load", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--kind", default="netsuke", help=argparse.SUPPRESS)
     parser.add_argument("--key", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--pid", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--json-logs", action="store_true", help="serve with --json-logs")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -227,7 +270,7 @@ def main() -> int:
         asyncio.run(serve_bare())
         return 0
     if args.load:
-        asyncio.run(load(args.load, args.kind, args.key, args.clients, args.seconds, warm=1.0))
+        asyncio.run(load(args.load, args.kind, args.key, args.clients, args.seconds, 1.0, args.pid))
         return 0
 
     clients = 16 if args.quick else 32
@@ -250,8 +293,10 @@ def main() -> int:
     results: dict[str, list[dict[str, float]]] = {"netsuke": [], "bare": []}
     try:
         for _ in range(rounds):
-            results["bare"].append(run_load(b_url, "bare", "", clients, seconds))
-            results["netsuke"].append(run_load(n_url, "netsuke", key, clients, seconds))
+            results["bare"].append(run_load(b_url, "bare", "", clients, seconds, bare.pid))
+            results["netsuke"].append(
+                run_load(n_url, "netsuke", key, clients, seconds, netsuke.pid)
+            )
     finally:
         stop(netsuke)
         stop(bare)
@@ -276,6 +321,15 @@ def main() -> int:
             higher_is_better=False, target="<= 1.5x bare", met=n["p99_ms"] <= 1.5 * b["p99_ms"],
         ),
     ]  # fmt: skip
+    # CPU per request: the server process's CPU over each measured window (/proc), divided by
+    # the replies in it, averaged over the rounds (steadier than the rates on a busy machine)
+    cpu = {k: sum(r["cpu_ms"] for r in v) / len(v) for k, v in results.items()}
+    figures.append(
+        Figure(
+            "chat_cpu_ms", cpu["netsuke"], "ms", floor=cpu["bare"], floor_label="bare",
+            higher_is_better=False,
+        )
+    )  # fmt: skip
     report(
         "api",
         figures,
@@ -286,6 +340,13 @@ def main() -> int:
             "rounds": rounds,
             "logs": "json" if args.json_logs else "console",
             "requests": {k: [int(r["count"]) for r in v] for k, v in results.items()},
+            "cpu_ms": {
+                k: [
+                    {p: round(r[p], 3) for p in ("cpu_ms", "loop_cpu_ms", "thread_cpu_ms")}
+                    for r in v
+                ]
+                for k, v in results.items()
+            },
             "python": sys.version.split()[0],
         },
     )

@@ -12,6 +12,10 @@ client in between, and counts per request:
   the run: ``BEGIN``/``COMMIT`` included), and ``commits``;
 * ``blocks``: ``sys.getallocatedblocks()`` growth (memory kept, a leak shows here) and
   ``gc_gen0``: young-generation collections per 100 requests (container churn);
+* ``gc_cpu_ms``: CPU time in the cyclic garbage collector per request (``gc.callbacks``), and
+  ``gc_full_per_1000``: full (oldest generation) collections per 1,000 requests. The Netsuke
+  side applies ``netsuke serve``'s collector settings once started (``gc_freeze``,
+  ``gc_threshold``; ``--no-gc-tuning`` leaves Python's);
 * ``cpu_ms``: process CPU time per request (all threads; noisy on a loaded machine: a hint;
   inflated by the profiler, ``--cpu-only`` measures it without profiler or hooks), and of it
   ``loop_cpu_ms`` (the event loop's thread) and ``thread_cpu_ms`` (every other thread: the
@@ -24,7 +28,7 @@ app of ``benchmarks/api.py``: FastAPI + pydantic-ai, no persistence). The app's 
 Warm-up requests (each client's first turns) are not counted.
 
 Usage: ``python benchmarks/api_cost.py [--requests 400] [--clients 16] [--json-logs]
-[--side netsuke|bare|both] [--top 25] [--dump PREFIX] [--cpu-only] [--json]``; ``--top`` prints the packages
+[--side netsuke|bare|both] [--top 25] [--dump PREFIX] [--cpu-only] [--no-gc-tuning] [--json]``; ``--top`` prints the packages
 and functions with the most calls (loop thread) to find the work to cut; ``--dump`` writes the
 cProfile stats (``PREFIX.netsuke``, ``PREFIX.bare``) for ``pstats`` (callers, callees).
 """
@@ -106,6 +110,27 @@ class ThreadCalls:
 
     def uninstall(self) -> None:
         threading.setprofile(None)  # type: ignore[arg-type]
+
+
+class GcTimer:
+    """CPU time (the collecting thread's) spent in the cyclic garbage collector."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._t0 = 0.0
+        gc.callbacks.append(self._callback)
+
+    def reset(self) -> None:
+        self.seconds = 0.0
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._t0 = time.thread_time()
+        else:
+            self.seconds += time.thread_time() - self._t0
+
+
+gc_timer = GcTimer()
 
 
 # ------------------------------------------------------------------------- ASGI
@@ -208,6 +233,8 @@ async def drive(
     n = per_client * len(targets)
     gc.collect()
     gen0 = gc.get_stats()[0]["collections"]
+    gen2 = gc.get_stats()[2]["collections"]
+    gc_timer.reset()
     blocks = sys.getallocatedblocks()
     profiler = cProfile.Profile()
     cpu0 = time.process_time()
@@ -220,10 +247,14 @@ async def drive(
     sql.on = threads.on = False
     cpu1 = time.process_time()
     loop1 = time.thread_time()
+    gc_ms = gc_timer.seconds
+    gen2_after = gc.get_stats()[2]["collections"]
     cpu = {
         "cpu_ms": 1000 * (cpu1 - cpu0) / n,
         "loop_cpu_ms": 1000 * (loop1 - loop0) / n,
         "thread_cpu_ms": 1000 * ((cpu1 - cpu0) - (loop1 - loop0)) / n,
+        "gc_cpu_ms": 1000 * gc_ms / n,
+        "gc_full_per_1000": 1000 * (gen2_after - gen2) / n,
     }
     if not profile:  # --cpu-only: no profiler, no hooks; CPU time only
         return {"requests": n, **cpu}
@@ -324,6 +355,13 @@ async def run_netsuke(args: argparse.Namespace, sql: SqlCounter, threads: Thread
         app = create_app(settings, store=node.store, runtime=node.runtime, extras=node.extras)
         headers = [(b"authorization", f"Bearer {key}".encode())]
         async with Lifespan(app):
+            if not args.no_gc_tuning:  # as `netsuke serve` does once started
+                try:
+                    from netsuke.cli._tuning import tune_process
+                except ImportError:  # a build before it
+                    pass
+                else:
+                    tune_process(settings)
             targets = []
             for i in range(args.clients):
                 body = json.dumps({"agent": "bench", "user": f"u{i}"}).encode()
@@ -348,6 +386,9 @@ def main() -> int:
     parser.add_argument("--side", choices=("netsuke", "bare", "both"), default="both")
     parser.add_argument("--top", type=int, default=0)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--no-gc-tuning", action="store_true", help="leave the collector as Python sets it"
+    )
     parser.add_argument("--dump", default=None, help="write cProfile stats to DUMP.<side>")
     parser.add_argument(
         "--cpu-only", action="store_true", help="no profiler or hooks: process CPU ms only"
@@ -379,7 +420,7 @@ def main() -> int:
         return 0
     keys = (
         "calls", "thread_calls", "sql", "commits", "blocks", "gc_gen0_per_100", "cpu_ms",
-        "loop_cpu_ms", "thread_cpu_ms",
+        "loop_cpu_ms", "thread_cpu_ms", "gc_cpu_ms", "gc_full_per_1000",
     )  # fmt: skip
     print(f"netsuke from {results.pop('netsuke_source')}")
     print(f"{'per request':16s}" + "".join(f"{s:>12s}" for s in results))

@@ -147,6 +147,10 @@ class TurnTicket:
         if self.outcome is not None:
             return
         self.outcome = outcome
+        # the turn is only needed to abandon it, never once settled; the turn holds this
+        # ticket, so keeping it would make a reference cycle per turn, left to the cyclic
+        # garbage collector (and promoted to its old generation under load)
+        self.turn = None
         w = self.waiter
         if w is not None and not w.done():
             w.set_result(outcome)

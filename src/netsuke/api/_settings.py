@@ -88,6 +88,24 @@ class Settings(BaseSettings):
     requests always do): 1.0 logs every request, 0.1 one in ten, 0 none."""
     access_log_slow_ms: float = Field(default=1000.0, ge=0.0)
     """A request slower than this always gets its access log line."""
+    gc_freeze: bool = True
+    """``netsuke serve`` only: once started (store open, app built), collect once and move every
+    object made so far (modules, classes, the app and its routes: about 200,000) out of the
+    cyclic garbage collector's sight (``gc.freeze()``), so its full collections walk only what
+    was made since. Those objects live as long as the process; any of them that later became
+    cyclic garbage would never be collected (a bounded, one-time amount)."""
+    gc_threshold: int = Field(default=5000, ge=0, le=1_000_000)
+    """``netsuke serve`` only: the cyclic garbage collector's first threshold (Python's default
+    is 700; 0 keeps it): net container allocations between young collections. Fewer young
+    collections move fewer objects of the requests in flight into the older generations,
+    whose collections cost the most under load; the price is up to this many more objects
+    waiting for the collector (about 1 MB)."""
+    switch_interval_ms: float = Field(default=0.0, ge=0.0, le=100.0)
+    """``netsuke serve`` only: how long a thread waiting for the GIL waits before the running
+    one must hand it over (``sys.setswitchinterval``; 0 keeps Python's 5 ms). The store's
+    writer thread takes the GIL back after each SQLite statement of a group commit: 1 ms
+    about halves a loaded node's commit time (so the replies' wait), at the price of smaller
+    batches, so more commits (an fsync each) per request (docs/benchmarks-api.md)."""
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     """Largest request body accepted (413 beyond)."""
     function_max_timeout_s_user: float = Field(default=60.0, gt=0, le=3600)

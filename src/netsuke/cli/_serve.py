@@ -35,6 +35,7 @@ from prometheus_client import Gauge
 from .. import __version__
 from ..api import ServerNode, Settings, configure_tracing, create_app, open_node
 from ..observability import REGISTRY, get_logger
+from ._tuning import tune_process
 
 __all__ = ["IN_SERVE_ENV", "STOP_SIGNALS", "serve_node"]
 
@@ -193,6 +194,7 @@ async def _serve(
         if not stopper.requested and not bound:
             raise OSError(f"could not listen on {settings.host}:{settings.port}")
     else:
+        tune_process(settings)  # started: what exists now lives as long as the process
         port = bound[0].getsockname()[1]
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
         running = (
