@@ -241,6 +241,20 @@ def _set_counts(conn: sqlite3.Connection, counts: Sequence[tuple[int, int]], sta
 _BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 
 
+def _begin_immediate(conn: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE``: take the write lock, waiting for another connection (another
+    node process of ``serve --nodes``, say) that holds it; the wait is counted
+    (``netsuke_store_write_lock_wait_seconds_total``)."""
+    t0 = time.perf_counter()
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    finally:
+        waited = time.perf_counter() - t0
+        if waited > 0.0005:  # a free lock takes microseconds
+            METRICS.lock_waits += 1
+            METRICS.lock_wait_seconds += waited
+
+
 def _sqlite_time(value: Any) -> Any:
     """SQLAlchemy's SQLite DATETIME storage format (naive UTC, always with microseconds)."""
     if value is None:
@@ -297,7 +311,7 @@ def _write_one(turn: Turn, conn: sqlite3.Connection) -> Result:
     ``_write_sync`` (the caller maps a refusal)."""
     stamp = _sqlite_time(utcnow())
     payloads = turn.payloads
-    conn.execute("BEGIN IMMEDIATE")
+    _begin_immediate(conn)
     try:
         if turn.audit:
             _insert_rows(conn, _SQLITE_AUDIT, _sqlite_audit(turn.audit))
@@ -514,7 +528,7 @@ class SqliteTurnWriter(TurnWriter):
         audit: list[tuple[Any, ...]] = []
         requests: list[tuple[Any, ...]] = []
         sessions = list({turn.session_id: None for turn in turns if turn.session_id is not None})
-        conn.execute("BEGIN IMMEDIATE")
+        _begin_immediate(conn)
         try:
             counts: dict[str, list[int]] = {}
             current: dict[str, int] = {}
