@@ -15,8 +15,10 @@ little CPU beside the nodes), opened one after the other; each creates its own s
 (owned by the node that accepted the connection) and then sends chat turns on it, for a
 fixed time after a warm-up. Both servers run during the whole benchmark; rounds alternate
 between them and the best round of each counts. The meta records the load average before
-and after (``os.getloadavg``), the load process's CPU share, and how many sessions each node
-of the 2-node server held.
+and after (``os.getloadavg``), the load process's CPU share, how many sessions each node
+of the 2-node server held, the servers' CPU per turn (in all and per process: each node, the
+nats-server, the supervisor; judge changes by these on a busy machine, where turns/s are
+noise), and each node's counters: forwarded turns, SQLite write-lock waits, commit batches.
 
 ``--quick`` finishes within a minute; ``--json`` prints the figures object as the last line.
 """
@@ -196,20 +198,61 @@ def stop(proc: subprocess.Popen[str]) -> None:
         proc.stdout.close()
 
 
-def tree_cpu(pid: int) -> float:
-    """CPU seconds used so far by ``pid`` and its children (the nodes, the nats-server)."""
+def tree_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds used so far by ``pid`` (``supervisor``) and each of its children: the
+    nodes (by ``--node`` name) and the ``nats-server``."""
     tick = os.sysconf("SC_CLK_TCK")
-    used = 0.0
+    used: dict[str, float] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            if int(entry) != pid and int(fields[1]) != pid:
+                continue
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if int(entry) == pid or int(fields[1]) == pid:
-            used += (int(fields[11]) + int(fields[12])) / tick
+        if int(entry) == pid:
+            name = "supervisor"
+        elif m := re.search(r"--node (\S+)", cmd):
+            name = m.group(1)
+        else:
+            name = "nats-server" if "nats" in cmd else "other"
+        used[name] = used.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return used
+
+
+def node_metrics(url: str, key: str, nodes: int) -> dict[str, dict[str, float]]:
+    """Some counters of each node's ``/metrics`` (fresh connections until every node
+    answered): forwarded turns, write-lock waits, commits."""
+    import httpx
+
+    wanted = {
+        "forwarded_turns": 'netsuke_cluster_forwarded_requests_total{op="run",outcome="ok"}',
+        "turns_committed": "netsuke_store_turns_committed_total",
+        "commit_batches": "netsuke_store_commit_batches_total",
+        "write_lock_waits": "netsuke_store_write_lock_waits_total",
+        "write_lock_wait_s": "netsuke_store_write_lock_wait_seconds_total",
+        "accepts_forced": 'netsuke_serve_accepts_total{how="forced"}',
+    }
+    seen: dict[str, dict[str, float]] = {}
+    for _ in range(20 * nodes):
+        with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=60) as http:
+            text = http.get(f"{url}/metrics").text
+        m = re.search(r'node="([^"#]+)#', text)
+        if m is None or m.group(1) in seen:
+            continue
+        values = dict.fromkeys(wanted, 0.0)  # a labelled counter never incremented is absent
+        for line in text.splitlines():
+            name, _, value = line.rpartition(" ")
+            for short, full in wanted.items():
+                if name == full:
+                    values[short] = round(float(value), 3)
+        seen[m.group(1)] = values
+        if len(seen) >= nodes:
+            break
+    return seen
 
 
 def owners(url: str, key: str, sessions: list[str]) -> dict[str, int]:
@@ -248,21 +291,29 @@ def figures(quick: bool, clients: int = 16) -> tuple[list[Figure], dict[str, Any
     try:
         for n in (1, 2):
             servers[n] = start(n, tmp, agents)
-        idle: dict[int, float] = {}  # CPU seconds per second of each idle server
+        idle: dict[int, dict[str, float]] = {}  # CPU s per s of each idle server's processes
         for n in (1, 2):
             before, t = tree_cpu(servers[n][0].pid), time.perf_counter()
             time.sleep(3.0)
-            idle[n] = (tree_cpu(servers[n][0].pid) - before) / (time.perf_counter() - t)
+            after, dt = tree_cpu(servers[n][0].pid), time.perf_counter() - t
+            idle[n] = {k: (v - before.get(k, 0.0)) / dt for k, v in after.items()}
         for _ in range(rounds):
             for n in (1, 2):
                 proc, url, key = servers[n]
                 cpu, t = tree_cpu(proc.pid), time.perf_counter()
                 out = run_load(url, key, clients, seconds)
-                used = tree_cpu(proc.pid) - cpu - idle[n] * (time.perf_counter() - t)
-                out["cpu_ms_per_turn"] = used * 1000 / max(out["total"], 1)
+                after, dt = tree_cpu(proc.pid), time.perf_counter() - t
+                turns = max(out["total"], 1)
+                by = {
+                    k: (v - cpu.get(k, 0.0) - idle[n].get(k, 0.0) * dt) * 1000 / turns
+                    for k, v in after.items()
+                }
+                out["cpu_ms_per_turn"] = sum(by.values())
+                out["cpu_ms_per_turn_by_process"] = {k: round(v, 2) for k, v in by.items()}
                 results[n].append(out)
                 if n == 2:
                     spread.append(owners(url, key, out["sessions"]))
+        counters = {n: node_metrics(servers[n][1], servers[n][2], n) for n in (1, 2)}
     finally:
         for proc, _, _ in servers.values():
             stop(proc)
@@ -283,8 +334,16 @@ def figures(quick: bool, clients: int = 16) -> tuple[list[Figure], dict[str, Any
         # lease renewals): equal costs mean the ratio on an otherwise idle machine is bounded
         # by the cores, not by the nodes' sharing of the store
         "server_cpu_ms_per_turn": {n: round(best[n]["cpu_ms_per_turn"], 2) for n in (1, 2)},
-        "server_idle_cpu_share": {n: round(idle[n], 3) for n in (1, 2)},
+        # the same, per process of the best round: a node forwarding turns to another, or
+        # spending more per turn than the 1-node server's node, shows here
+        "server_cpu_ms_per_turn_by_process": {
+            n: best[n]["cpu_ms_per_turn_by_process"] for n in (1, 2)
+        },
+        "server_idle_cpu_share": {n: round(sum(idle[n].values()), 3) for n in (1, 2)},
         "sessions_per_node_2": spread,
+        # each node's counters over all rounds: forwarded turns (0 when every session is on
+        # the node its connection reached), SQLite write-lock waits, commits and batches
+        "node_counters": counters,
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "usable_cores": len(os.sched_getaffinity(0)),
