@@ -20,11 +20,16 @@ pytestmark = pytest.mark.timeout(60)
 
 
 class _Proto(asyncio.Protocol):
-    def __init__(self) -> None:
-        self.transport: asyncio.BaseTransport | None = None
+    """Registers itself while connected, as uvicorn's protocols do."""
+
+    def __init__(self, connections: set[Any]) -> None:
+        self.connections = connections
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
+        self.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
 
 
 def _listener() -> socket.socket:
@@ -39,13 +44,14 @@ def _acceptor(sock: socket.socket, board: AcceptBoard, slot: int) -> BalancedAcc
     process: one event loop watches one descriptor once)."""
     acceptor: BalancedAcceptor
     own = socket.socket(fileno=os.dup(sock.fileno()))
+    connections: set[Any] = set()
 
     def factory() -> asyncio.Protocol:
-        proto: asyncio.Protocol = counted()
+        proto: asyncio.Protocol = counted(connections)
         return proto
 
-    acceptor = BalancedAcceptor(own, board, slot, factory)
-    counted = counted_protocol(_Proto, acceptor.changed)
+    acceptor = BalancedAcceptor(own, board, slot, factory, lambda: len(connections))
+    counted = counted_protocol(_Proto, acceptor.refresh)
     return acceptor
 
 
@@ -152,5 +158,30 @@ async def test_a_peer_that_does_not_accept_delays_a_connection_never_refuses_it(
             w.close()
         await node.close()
         node.sock.close()
+        sock.close()
+        board.close()
+
+
+async def test_the_slot_follows_connections_closed_behind_the_protocol(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a connection upgraded to a WebSocket leaves the counted HTTP protocol: the periodic
+    # refresh writes the count uvicorn keeps (here: a plain number) all the same
+    monkeypatch.setattr(_accept, "REFRESH", 0.01)
+    sock = _listener()
+    board = AcceptBoard.create(2)
+    held = [3]
+    node = BalancedAcceptor(sock, board, 0, asyncio.Protocol, lambda: held[0])
+    try:
+        node.start()
+        assert board.get(0) == 3
+        held[0] = 1
+        await _until(lambda: board.get(0) == 1)
+        await node.close()
+        assert board.get(0) == -1  # stopped: absent, and no refresh writes it back
+        await asyncio.sleep(0.05)
+        assert board.get(0) == -1
+    finally:
+        await node.close()
         sock.close()
         board.close()

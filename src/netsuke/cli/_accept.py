@@ -13,7 +13,8 @@ owner). Balancing the connections keeps each session's turns on one node.
 
 How: the supervisor creates an **accept board**, a shared memory block (``memfd``) of one
 signed 64-bit slot per node, inherited by every node (``NETSUKE_ACCEPT_BOARD``:
-``fd,slot,count``). A node writes its count of open HTTP connections into its slot; ``-1``
+``fd,slot,count``). A node writes its count of open connections (HTTP and WebSocket) into its slot
+after each accept, after each HTTP connection closes and every ``REFRESH`` seconds; ``-1``
 marks a node that does not accept (not started yet, stopped, or dead: the supervisor writes
 it when a node exits unexpectedly). When the listening socket is readable, a node whose count
 is above the smallest count of the other accepting nodes **defers** for ``STEP`` seconds
@@ -53,6 +54,7 @@ BOARD_ENV = "NETSUKE_ACCEPT_BOARD"
 STEP = 0.002  # seconds a node defers before looking at the board again
 PATIENCE = 0.05  # seconds a connection may wait for a less loaded peer to take it
 STUCK_HOLD = 1.0  # seconds the board is ignored after a peer let a connection wait
+REFRESH = 0.5  # seconds between writes of this node's count (besides each accept and close)
 _SLOT = struct.Struct("=q")
 
 ACCEPTS = Counter(
@@ -127,30 +129,24 @@ class AcceptBoard:
         os.close(self.fd)
 
 
-def counted_protocol(base: type[Any], on_change: Callable[[int], None]) -> type[Any]:
-    """A subclass of the protocol class ``base`` that calls ``on_change(+1)`` when a
-    connection is made and ``on_change(-1)`` when it is lost."""
+def counted_protocol(base: type[Any], on_lost: Callable[[], None]) -> type[Any]:
+    """A subclass of the protocol class ``base`` that calls ``on_lost()`` after a connection
+    is lost (uvicorn's HTTP protocols; a connection upgraded to a WebSocket is handed to
+    another protocol, and is counted down by the acceptor's periodic refresh instead)."""
 
     class Counted(base):  # type: ignore[misc]
-        _counted = False
-
-        def connection_made(self, transport: Any) -> None:
-            self._counted = True
-            on_change(1)
-            super().connection_made(transport)
-
         def connection_lost(self, exc: Exception | None) -> None:
-            if self._counted:
-                self._counted = False
-                on_change(-1)
             super().connection_lost(exc)
+            on_lost()
 
     Counted.__name__ = Counted.__qualname__ = f"Counted{base.__name__}"
     return Counted
 
 
 class BalancedAcceptor:
-    """The accept loop of one node on the shared listening socket (see the module doc)."""
+    """The accept loop of one node on the shared listening socket (see the module doc).
+    ``connections()``: this node's open connections (uvicorn's ``server_state.connections``,
+    which holds HTTP and WebSocket connections alike)."""
 
     def __init__(
         self,
@@ -158,36 +154,51 @@ class BalancedAcceptor:
         board: AcceptBoard,
         slot: int,
         protocol_factory: Callable[[], asyncio.Protocol],
+        connections: Callable[[], int],
     ) -> None:
         self.sock = sock
         self.board = board
         self.slot = slot
-        self.open = 0  # this node's open connections
+        self._connections = connections
         self._factory = protocol_factory
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._ignore_until = 0.0
 
-    def changed(self, delta: int) -> None:
-        """A connection of this node was made (+1) or lost (-1)."""
-        self.open += delta
-        if self._task is not None:  # while accepting: a stopped node's slot stays -1
-            self.board.set(self.slot, self.open)
+    @property
+    def open(self) -> int:
+        """This node's open connections."""
+        return self._connections()
+
+    def refresh(self) -> None:
+        """Write this node's count into its slot (while accepting: a stopped node's slot
+        stays -1)."""
+        if self._tasks:
+            self.board.set(self.slot, self._connections())
 
     def start(self) -> None:
         self.sock.setblocking(False)
-        self.board.set(self.slot, self.open)
-        self._task = asyncio.create_task(self._run(), name="netsuke-accept")
+        self.board.set(self.slot, self._connections())
+        self._tasks = [
+            asyncio.create_task(self._run(), name="netsuke-accept"),
+            asyncio.create_task(self._refresher(), name="netsuke-accept-refresh"),
+        ]
 
     async def close(self) -> None:
         """Stop accepting (the socket stays open: the caller closes it)."""
-        task, self._task = self._task, None
+        tasks, self._tasks = self._tasks, []
         self.board.set(self.slot, -1)
-        if task is not None:
+        for task in tasks:
             task.cancel()
+        for task in tasks:
             try:
                 await task
             except asyncio.CancelledError:
                 pass
+
+    async def _refresher(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH)
+            self.refresh()
 
     def _defer(self) -> bool:
         """Whether a less loaded node should take the next connection."""
@@ -243,3 +254,4 @@ class BalancedAcceptor:
                 await loop.connect_accepted_socket(self._factory, conn)
             except OSError:  # the client went away at once
                 conn.close()
+            self.refresh()

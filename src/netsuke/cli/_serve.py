@@ -65,7 +65,7 @@ class _Server(uvicorn.Server):
         yield
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        if self.board is None or not sockets:
+        if self.board is None or not sockets or self.config.ssl:
             await super().startup(sockets=sockets)
             return
         from ._accept import BalancedAcceptor, counted_protocol
@@ -83,8 +83,10 @@ class _Server(uvicorn.Server):
             )
             return protocol
 
-        self.acceptor = BalancedAcceptor(sockets[0], board, slot, factory)
-        counted = counted_protocol(config.http_protocol_class, self.acceptor.changed)
+        self.acceptor = BalancedAcceptor(
+            sockets[0], board, slot, factory, lambda: len(state.connections)
+        )
+        counted = counted_protocol(config.http_protocol_class, self.acceptor.refresh)
         self.acceptor.start()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
