@@ -8,8 +8,9 @@ The ``serve`` process becomes a supervisor (``netsuke.cluster._supervisor``):
    only, a port of its own choosing, a token) unless ``--cluster`` names one;
 3. it starts the nodes ``<base>-1`` .. ``<base>-N`` (``base``: ``--node``, else the host
    name) one after the other, each ``netsuke serve --node NAME`` (the store's and NATS's
-   URLs in its environment, not on its command line) on the inherited socket: the kernel
-   hands each new connection to one of the N accept loops;
+   URLs in its environment, not on its command line) on the inherited socket, with an
+   accept board (``netsuke.cli._accept``) so that a new connection goes to the node holding
+   the fewest open connections (the kernel alone gave one node 15 of 16);
 4. it restarts a node that exits (a new incarnation; the dead one's lease is ended in the
    store at once, since its process is known gone), within the restart intensity
    (``nodes_max_restarts`` restarts in ``nodes_restart_period_s``; beyond: every node is
