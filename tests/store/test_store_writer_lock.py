@@ -110,9 +110,12 @@ def test_the_lock_excludes_another_holder_and_gives_up_after_its_timeout(
         waits = METRICS.lock_waits
         assert not theirs.acquire()  # past its timeout: goes on without it (SQLite decides)
         assert METRICS.lock_waits == waits + 1
+        assert not theirs.acquire()  # and its next commits do not wait for it again
+        assert METRICS.lock_waits == waits + 1
         mine.release()
-        assert theirs.acquire(wait=False)
+        assert theirs.acquire()  # free: taken at once, skipping or not
         theirs.release()
+        assert WriterLock(path, timeout=60.0).timeout == WriterLock.MAX_WAIT
     finally:
         mine.close()
         theirs.close()

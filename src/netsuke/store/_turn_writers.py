@@ -370,18 +370,22 @@ class WriterLock:
     again every ``POLL`` seconds (one system call), so it commits within ``POLL`` of the other
     process's commit, and its batch has grown meanwhile (the writer thread takes the turns
     waiting only once it holds this lock). Not a blocking ``flock``: a process stopped while
-    holding it (``SIGSTOP``) must not hang the others; past ``timeout`` a writer goes on
-    without it (SQLite's lock and busy timeout then decide, as before). A process that dies
-    releases it (its descriptor closes). A file that cannot be opened (a read-only folder):
-    no lock, logged once."""
+    holding it (``SIGSTOP``) must not hang the others; past ``timeout`` (the busy timeout, at
+    most ``MAX_WAIT``) a writer goes on without it (SQLite's lock and busy timeout then decide,
+    as before), and so do its next commits for ``SKIP`` seconds unless the lock is free at
+    once. A process that dies releases it (its descriptor closes). A file that cannot be
+    opened (a read-only folder): no lock, logged once."""
 
     POLL = 0.0005
+    MAX_WAIT = 1.0
+    SKIP = 5.0
 
     def __init__(self, database: str, timeout: float) -> None:
         self.path = f"{database}-lock"
-        self.timeout = timeout
+        self.timeout = min(timeout, self.MAX_WAIT)
         self._fd: int | None = None
         self._unusable = False
+        self._skip_until = 0.0
 
     def _descriptor(self) -> int | None:
         if self._fd is None and not self._unusable:
@@ -402,7 +406,7 @@ class WriterLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return True
         except BlockingIOError:
-            if not wait:
+            if not wait or time.perf_counter() < self._skip_until:
                 return False
         t0 = time.perf_counter()
         deadline = t0 + self.timeout
@@ -414,6 +418,7 @@ class WriterLock:
                     return True
                 except BlockingIOError:
                     if time.perf_counter() >= deadline:
+                        self._skip_until = time.perf_counter() + self.SKIP
                         log.warning("store.writer_lock_timeout", path=self.path)
                         return False
         finally:
