@@ -222,6 +222,20 @@ class BalancedAcceptor:
             loop.remove_reader(fd)
 
     async def _run(self) -> None:
+        """Accept until cancelled; an unexpected error is logged and accepting goes on (a
+        node that stopped accepting would only serve the connections it has)."""
+        while True:
+            try:
+                await self._accept_loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                if self.sock.fileno() < 0:  # closed under us: nothing left to accept on
+                    return
+                log.warning("serve.accept_loop_failed", error=f"{type(e).__name__}: {e}")
+                await asyncio.sleep(0.1)
+
+    async def _accept_loop(self) -> None:
         loop = asyncio.get_running_loop()
         waiting_since: float | None = None
         while True:
