@@ -15,10 +15,14 @@ little CPU beside the nodes), opened one after the other; each creates its own s
 (owned by the node that accepted the connection) and then sends chat turns on it, for a
 fixed time after a warm-up. Both servers run during the whole benchmark; rounds alternate
 between them and the best round of each counts. The meta records the load average before
-and after (``os.getloadavg``), the load process's CPU share, and how many sessions each node
-of the 2-node server held.
+and after (``os.getloadavg``), the load process's CPU share, how many sessions each node
+of the 2-node server held, the servers' CPU per turn (in all and per process: each node, the
+nats-server, the supervisor; judge changes by these on a busy machine, where turns/s are
+noise), and each node's counters: forwarded turns, SQLite write-lock waits, commit batches.
 
-``--quick`` finishes within a minute; ``--json`` prints the figures object as the last line.
+``--quick`` finishes within a minute; ``--json`` prints the figures object as the last line;
+``--postgres`` runs both servers on a throwaway PostgreSQL server (durable commits; its CPU
+counts in the servers', process ``postgres``: it shares the cores).
 """
 
 from __future__ import annotations
@@ -158,13 +162,17 @@ def run_load(url: str, key: str, clients: int, seconds: float) -> dict[str, Any]
 # ------------------------------------------------------------------------- servers
 
 
-def start(nodes: int, tmp: Path, agents: Path) -> tuple[subprocess.Popen[str], str, str]:
-    """``netsuke serve --nodes N`` on a store of its own: the process, its URL, its key."""
+def start(
+    nodes: int, tmp: Path, agents: Path, database_url: str | None = None
+) -> tuple[subprocess.Popen[str], str, str]:
+    """``netsuke serve --nodes N`` on a store of its own (a SQLite file in ``tmp``, or
+    ``database_url``): the process, its URL, its key."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NETSUKE_")}
     env |= {"NETSUKE_RATE_LIMIT_PER_MINUTE": "0", "NETSUKE_LOG_LEVEL": "info"}
     proc = subprocess.Popen(
         [EXE, "serve", "--nodes", str(nodes), "--node", f"bench{nodes}", "--port", "0",
-         "--database-url", f"sqlite:///{tmp}/nodes{nodes}.db", "--agents-dir", str(agents)],
+         "--database-url", database_url or f"sqlite:///{tmp}/nodes{nodes}.db",
+         "--agents-dir", str(agents)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=tmp,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -196,20 +204,86 @@ def stop(proc: subprocess.Popen[str]) -> None:
         proc.stdout.close()
 
 
-def tree_cpu(pid: int) -> float:
-    """CPU seconds used so far by ``pid`` and its children (the nodes, the nats-server)."""
+def tree_cpu(pid: int, postgres: int | None = None) -> dict[str, float]:
+    """CPU seconds used so far by ``pid`` (``supervisor``) and each of its children: the
+    nodes (by ``--node`` name) and the ``nats-server``; with ``postgres`` (the PID the
+    PostgreSQL server was started as), also ``postgres``: that process and its descendants
+    (the postmaster, its backends)."""
     tick = os.sysconf("SC_CLK_TCK")
-    used = 0.0
+    used: dict[str, float] = {}
+    if postgres is not None:
+        used["postgres"] = _descendants_cpu(postgres) / tick
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            if int(entry) != pid and int(fields[1]) != pid:
+                continue
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if int(entry) == pid or int(fields[1]) == pid:
-            used += (int(fields[11]) + int(fields[12])) / tick
+        if int(entry) == pid:
+            name = "supervisor"
+        elif m := re.search(r"--node (\S+)", cmd):
+            name = m.group(1)
+        else:
+            name = "nats-server" if "nats" in cmd else "other"
+        used[name] = used.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return used
+
+
+def _descendants_cpu(root: int) -> int:
+    """Clock ticks used so far by ``root`` and every process below it."""
+    stats: dict[int, tuple[int, int]] = {}  # pid: (parent, ticks)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                f = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry)] = (int(f[1]), int(f[11]) + int(f[12]))
+    total, todo, seen = 0, [root], set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen or pid not in stats:
+            continue
+        seen.add(pid)
+        total += stats[pid][1]
+        todo.extend(p for p, (parent, _) in stats.items() if parent == pid)
+    return total
+
+
+def node_metrics(url: str, key: str, nodes: int) -> dict[str, dict[str, float]]:
+    """Some counters of each node's ``/metrics`` (fresh connections until every node
+    answered): forwarded turns, write-lock waits, commits."""
+    import httpx
+
+    wanted = {
+        "forwarded_turns": 'netsuke_cluster_forwarded_requests_total{op="run",outcome="ok"}',
+        "turns_committed": "netsuke_store_turns_committed_total",
+        "commit_batches": "netsuke_store_commit_batches_total",
+        "write_lock_waits": "netsuke_store_write_lock_waits_total",
+        "write_lock_wait_s": "netsuke_store_write_lock_wait_seconds_total",
+        "accepts_forced": 'netsuke_serve_accepts_total{how="forced"}',
+    }
+    seen: dict[str, dict[str, float]] = {}
+    for _ in range(20 * nodes):
+        with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=60) as http:
+            text = http.get(f"{url}/metrics").text
+        m = re.search(r'node="([^"#]+)#', text)
+        if m is None or m.group(1) in seen:
+            continue
+        values = dict.fromkeys(wanted, 0.0)  # a labelled counter never incremented is absent
+        for line in text.splitlines():
+            name, _, value = line.rpartition(" ")
+            for short, full in wanted.items():
+                if name == full:
+                    values[short] = round(float(value), 3)
+        seen[m.group(1)] = values
+        if len(seen) >= nodes:
+            break
+    return seen
 
 
 def owners(url: str, key: str, sessions: list[str]) -> dict[str, int]:
@@ -231,8 +305,12 @@ def owners(url: str, key: str, sessions: list[str]) -> dict[str, int]:
                 return dict(held)
 
 
-def figures(quick: bool, clients: int = 16) -> tuple[list[Figure], dict[str, Any]]:
-    """The figure and what to record beside it (also used by ``benchmarks/cluster.py``)."""
+def figures(
+    quick: bool, clients: int = 16, postgres: bool = False
+) -> tuple[list[Figure], dict[str, Any]]:
+    """The figure and what to record beside it (also used by ``benchmarks/cluster.py``).
+    ``postgres``: both servers on databases of a throwaway PostgreSQL server (durable
+    commits) instead of SQLite files; its CPU counts in the servers' (it shares the cores)."""
     seconds = 4.0 if quick else 10.0
     rounds = 1 if quick else 3
     load_before = os.getloadavg()
@@ -245,27 +323,48 @@ def figures(quick: bool, clients: int = 16) -> tuple[list[Figure], dict[str, Any
     servers: dict[int, tuple[subprocess.Popen[str], str, str]] = {}
     results: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
     spread: list[dict[str, int]] = []
+    pg: Any = None
+    urls: dict[int, str | None] = {1: None, 2: None}
     try:
+        if postgres:
+            from netsuke.store import upgrade
+            from netsuke.store.testing import TemporaryPostgres
+
+            pg = TemporaryPostgres(durable=True).start()
+            for n in (1, 2):
+                urls[n] = pg.create_database(f"nodes{n}")
+                asyncio.run(upgrade(urls[n]))
+        pg_pid = pg._process.pid if pg is not None else None
         for n in (1, 2):
-            servers[n] = start(n, tmp, agents)
-        idle: dict[int, float] = {}  # CPU seconds per second of each idle server
+            servers[n] = start(n, tmp, agents, urls[n])
+        idle: dict[int, dict[str, float]] = {}  # CPU s per s of each idle server's processes
         for n in (1, 2):
-            before, t = tree_cpu(servers[n][0].pid), time.perf_counter()
+            before, t = tree_cpu(servers[n][0].pid, pg_pid), time.perf_counter()
             time.sleep(3.0)
-            idle[n] = (tree_cpu(servers[n][0].pid) - before) / (time.perf_counter() - t)
+            after, dt = tree_cpu(servers[n][0].pid, pg_pid), time.perf_counter() - t
+            idle[n] = {k: (v - before.get(k, 0.0)) / dt for k, v in after.items()}
         for _ in range(rounds):
             for n in (1, 2):
                 proc, url, key = servers[n]
-                cpu, t = tree_cpu(proc.pid), time.perf_counter()
+                cpu, t = tree_cpu(proc.pid, pg_pid), time.perf_counter()
                 out = run_load(url, key, clients, seconds)
-                used = tree_cpu(proc.pid) - cpu - idle[n] * (time.perf_counter() - t)
-                out["cpu_ms_per_turn"] = used * 1000 / max(out["total"], 1)
+                after, dt = tree_cpu(proc.pid, pg_pid), time.perf_counter() - t
+                turns = max(out["total"], 1)
+                by = {
+                    k: (v - cpu.get(k, 0.0) - idle[n].get(k, 0.0) * dt) * 1000 / turns
+                    for k, v in after.items()
+                }
+                out["cpu_ms_per_turn"] = sum(by.values())
+                out["cpu_ms_per_turn_by_process"] = {k: round(v, 2) for k, v in by.items()}
                 results[n].append(out)
                 if n == 2:
                     spread.append(owners(url, key, out["sessions"]))
+        counters = {n: node_metrics(servers[n][1], servers[n][2], n) for n in (1, 2)}
     finally:
         for proc, _, _ in servers.values():
             stop(proc)
+        if pg is not None:
+            pg.stop()
     best = {n: max(r, key=lambda o: o["rps"]) for n, r in results.items()}
     two, one = best[2]["rps"], best[1]["rps"]
     fig = Figure(
@@ -273,6 +372,7 @@ def figures(quick: bool, clients: int = 16) -> tuple[list[Figure], dict[str, Any
         target=f">= {TARGET}x", met=one > 0 and two / one >= TARGET,
     )  # fmt: skip
     extra = {
+        "store": "postgresql" if postgres else "sqlite",
         "clients": clients,
         "seconds_per_round": seconds,
         "rounds": rounds,
@@ -283,8 +383,16 @@ def figures(quick: bool, clients: int = 16) -> tuple[list[Figure], dict[str, Any
         # lease renewals): equal costs mean the ratio on an otherwise idle machine is bounded
         # by the cores, not by the nodes' sharing of the store
         "server_cpu_ms_per_turn": {n: round(best[n]["cpu_ms_per_turn"], 2) for n in (1, 2)},
-        "server_idle_cpu_share": {n: round(idle[n], 3) for n in (1, 2)},
+        # the same, per process of the best round: a node forwarding turns to another, or
+        # spending more per turn than the 1-node server's node, shows here
+        "server_cpu_ms_per_turn_by_process": {
+            n: best[n]["cpu_ms_per_turn_by_process"] for n in (1, 2)
+        },
+        "server_idle_cpu_share": {n: round(sum(idle[n].values()), 3) for n in (1, 2)},
         "sessions_per_node_2": spread,
+        # each node's counters over all rounds: forwarded turns (0 when every session is on
+        # the node its connection reached), SQLite write-lock waits, commits and batches
+        "node_counters": counters,
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "usable_cores": len(os.sched_getaffinity(0)),
@@ -297,6 +405,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument(
+        "--postgres", action="store_true", help="both servers on PostgreSQL (durable commits)"
+    )
     parser.add_argument("--load", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--key", default="", help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=5.0, help=argparse.SUPPRESS)
@@ -307,7 +418,7 @@ def main() -> int:
         print(json.dumps(out))
         return 0
     t0 = time.perf_counter()
-    figs, extra = figures(args.quick, args.clients)
+    figs, extra = figures(args.quick, args.clients, args.postgres)
     extra |= {**meta("asyncio (serve)"), "quick": args.quick}
     extra["seconds"] = round(time.perf_counter() - t0, 1)
     report("Netsuke serve --nodes", figs, as_json=args.json, extra=extra)

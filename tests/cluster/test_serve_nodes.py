@@ -2,8 +2,8 @@
 embedded nats-server, supervised by the ``serve`` process (restart of a killed node, restart
 intensity, ordered stop, no orphans), with real HTTP and the default SQLite store file.
 
-Each session is created over its own keep-alive client (so the kernel's spread of connections
-puts sessions on both nodes); after a node's SIGKILL every session is chatted from one new
+Each session is created over its own keep-alive client (so the balanced accepts of the nodes,
+``netsuke.cli._accept``, put sessions on both nodes); after a node's SIGKILL every session is chatted from one new
 connection: a request reaching a node that does not own its session is forwarded."""
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ async def test_two_nodes_share_one_port_a_killed_node_restarts_and_sigterm_stops
             assert {n["name"] for n in live} == {f"{base}-1", f"{base}-2"}, live
 
             # Sessions, each over its own keep-alive connection, until both nodes serve some:
-            # the kernel spreads the connections over the two accept loops.
+            # each new connection goes to the node holding fewer (balanced accepts).
             clients: dict[str, httpx.AsyncClient] = {}
             owners: dict[str, str] = {}
             opened.append(clients)

@@ -53,11 +53,62 @@ NODE_RESTARTS = Gauge(
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server without its signal handling (the node's own handlers stop it)."""
+    """uvicorn's server without its signal handling (the node's own handlers stop it).
+
+    With an accept board (a node of ``serve --nodes``, ``netsuke.cli._accept``), the node
+    accepts on the shared socket through ``BalancedAcceptor`` instead of asyncio's server."""
+
+    board: tuple[Any, int] | None = None  # (AcceptBoard, this node's slot)
+    acceptor: Any = None  # the BalancedAcceptor while serving
 
     @contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.board is None or not sockets or self.config.ssl:
+            await super().startup(sockets=sockets)
+            return
+        from ._accept import BalancedAcceptor, counted_protocol
+
+        await super().startup(sockets=[])  # the lifespan; no asyncio server
+        if not self.started:
+            return
+        board, slot = self.board
+        loop = asyncio.get_running_loop()
+        config, state, app_state = self.config, self.server_state, self.lifespan.state
+
+        def factory() -> asyncio.Protocol:
+            protocol: asyncio.Protocol = counted(
+                config=config, server_state=state, app_state=app_state, _loop=loop
+            )
+            return protocol
+
+        self.acceptor = BalancedAcceptor(
+            sockets[0], board, slot, factory, lambda: len(state.connections)
+        )
+        counted = counted_protocol(config.http_protocol_class, self.acceptor.refresh)
+        self.acceptor.start()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.acceptor is not None:  # stop accepting first, as uvicorn's servers would
+            await self.acceptor.close()
+        await super().shutdown(sockets=sockets)
+
+
+def _accept_board() -> tuple[Any, int] | None:
+    """This node's accept board and slot (``netsuke.cli._accept``), when ``serve --nodes``
+    gave it one; a malformed value is logged and the node accepts as asyncio does."""
+    from ._accept import BOARD_ENV, AcceptBoard
+
+    value = os.environ.get(BOARD_ENV)
+    if not value:
+        return None
+    try:
+        return AcceptBoard.from_env(value)
+    except (ValueError, OSError) as e:
+        log.warning("serve.accept_board_unusable", error=str(e))
+        return None
 
 
 class _Stopper:
@@ -183,12 +234,15 @@ async def _serve(
     sockets = None
     if listen_fd is not None:  # shared with the other nodes of `serve --nodes`
         sockets = [socket.socket(fileno=listen_fd)]
+        server.board = _accept_board()
     serving = asyncio.create_task(server.serve(sockets=sockets))
     while not server.started and not serving.done():  # noqa: ASYNC110 (uvicorn has no event)
         await asyncio.sleep(0.02)
     # a stop that came during start-up (a signal, a fenced lease) may have closed the listener
     # already: uvicorn then has no socket left to name the port by
     bound = [sock for srv in getattr(server, "servers", ()) for sock in (srv.sockets or ())]
+    if server.acceptor is not None:
+        bound.append(server.acceptor.sock)
     if serving.done() or not bound:
         await serving
         if not stopper.requested and not bound:

@@ -8,8 +8,9 @@ The ``serve`` process becomes a supervisor (``netsuke.cluster._supervisor``):
    only, a port of its own choosing, a token) unless ``--cluster`` names one;
 3. it starts the nodes ``<base>-1`` .. ``<base>-N`` (``base``: ``--node``, else the host
    name) one after the other, each ``netsuke serve --node NAME`` (the store's and NATS's
-   URLs in its environment, not on its command line) on the inherited socket: the kernel
-   hands each new connection to one of the N accept loops;
+   URLs in its environment, not on its command line) on the inherited socket, with an
+   accept board (``netsuke.cli._accept``) so that a new connection goes to the node holding
+   the fewest open connections (the kernel alone gave one node 15 of 16);
 4. it restarts a node that exits (a new incarnation; the dead one's lease is ended in the
    store at once, since its process is known gone), within the restart intensity
    (``nodes_max_restarts`` restarts in ``nodes_restart_period_s``; beyond: every node is
@@ -138,8 +139,10 @@ def _child_specs(
     token: str | None,
     fd: int,
     port: int,
+    board: Any = None,
 ) -> list[Any]:
     from ..cluster._supervisor import ChildSpec
+    from ._accept import BOARD_ENV
 
     env = _child_env(token)
     # not on the command line, which `ps` shows to everyone: URLs may hold passwords
@@ -156,7 +159,11 @@ def _child_specs(
         child_env = dict(env)
         if i > 1:  # the in-process agent manager runs on the first node only
             child_env.pop("NETSUKE_MANAGER_IN_SERVE", None)
-        specs.append(ChildSpec(name, argv, child_env, (fd,)))
+        fds: tuple[int, ...] = (fd,)
+        if board is not None:  # balanced accepts (netsuke.cli._accept)
+            child_env[BOARD_ENV] = board.env(i - 1)
+            fds = (fd, board.fd)
+        specs.append(ChildSpec(name, argv, child_env, fds))
     return specs
 
 
@@ -175,6 +182,7 @@ async def serve_nodes(settings: Settings, forward: Sequence[str], run_for: float
         RestartIntensityError,
     )
     from ..store import Database, SchemaTooNewError, StoreError, resolve_url
+    from ._accept import AcceptBoard
 
     assert settings.nodes is not None
     count = node_count(settings.nodes)
@@ -188,7 +196,10 @@ async def serve_nodes(settings: Settings, forward: Sequence[str], run_for: float
             )
     sock = bind_listener(settings.host, settings.port)  # first: a port in use changes nothing
     nats: EmbeddedNats | None = None
+    board: AcceptBoard | None = None
     try:
+        if count > 1:
+            board = AcceptBoard.create(count)
         try:
             url = resolve_url(settings.database_url)
             await _prepare_store(url)
@@ -218,10 +229,13 @@ async def serve_nodes(settings: Settings, forward: Sequence[str], run_for: float
             nats.token if nats is not None else None,
             sock.fileno(),
             port,
+            board,
         )
         db = Database(url)
 
         async def ended(child: NodeChild) -> None:
+            if board is not None:  # it accepts no more: the others take every connection
+                board.set(specs.index(child.spec), -1)
             if child.incarnation is not None:  # its process is gone: no need to wait
                 await end_exited_lease(db, child.spec.name, child.incarnation)
 
@@ -242,6 +256,8 @@ async def serve_nodes(settings: Settings, forward: Sequence[str], run_for: float
             await db.dispose()
     finally:
         sock.close()
+        if board is not None:
+            board.close()
         if nats is not None:
             nats.stop()
     typer.echo("netsuke: all nodes stopped")

@@ -11,6 +11,9 @@ Counters are plain integers read at scrape time by one collector on
   on the event loop (SQLite; see ``_turn_writers``), and
   ``netsuke_store_inline_busy_total``: lone turns sent to the thread because another
   connection held the write lock;
+* ``netsuke_store_write_lock_waits_total`` and ``netsuke_store_write_lock_wait_seconds_total``:
+  SQLite turn commits that waited for the write lock (``BEGIN IMMEDIATE``) held by another
+  connection (another node process of ``serve --nodes``, a CLI), and how long in all;
 * ``netsuke_store_session_claims_total{result}``: session claims (``open(..., claim=True)``)
   by result: ``new`` (no owner before), ``same_node`` (this node's incarnation owned it),
   ``takeover`` (the owner was not live), ``refused`` (a live node owns it).
@@ -47,6 +50,8 @@ class StoreMetrics(Collector):
         self.commit_batches = 0
         self.inline_commits = 0
         self.inline_busy = 0
+        self.lock_waits = 0
+        self.lock_wait_seconds = 0.0
         self.claims: Counter[str] = Counter()
 
     def collect(self) -> Iterator[Metric]:
@@ -79,6 +84,16 @@ class StoreMetrics(Collector):
             "Lone turns that found the database locked by another connection and went to the "
             "writer thread instead of waiting on the event loop",
             value=self.inline_busy,
+        )
+        yield CounterMetricFamily(
+            "netsuke_store_write_lock_waits",
+            "Turn commits (SQLite) that waited for the write lock held by another connection",
+            value=self.lock_waits,
+        )
+        yield CounterMetricFamily(
+            "netsuke_store_write_lock_wait_seconds",
+            "Seconds turn commits (SQLite) waited for the write lock held by another connection",
+            value=self.lock_wait_seconds,
         )
         claims = CounterMetricFamily(
             "netsuke_store_session_claims", "Session ownership claims by result", labels=["result"]

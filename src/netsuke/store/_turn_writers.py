@@ -30,6 +30,14 @@ driver directly (no SQL compilation per call) because this path runs once per ch
   only this event loop can drive to its commit), waiting on the loop would deadlock until the
   busy timeout, so the turn goes to the thread instead, which waits with the busy timeout
   while the loop runs on.
+  *Several processes on one file* (``serve --nodes``): the writer threads of the processes
+  take turns through ``WriterLock``, an ``flock`` on ``<database>-lock`` held from before
+  ``BEGIN IMMEDIATE`` to after ``COMMIT``. A waiting writer looks again every half
+  millisecond instead of sleeping in SQLite's busy handler (1, 2, 5, 10, ... ms), and takes
+  the turns that queued meanwhile into its batch once it holds the lock. An inline commit
+  never waits for it (the turn goes to the thread). SQLite's lock still decides: the flock
+  only shortens the wait, and a writer that waited past the busy timeout (a process stopped
+  while holding it) goes on without it.
 * PostgreSQL: the asyncpg connection under a pooled SQLAlchemy connection, with asyncpg's
   prepared-statement cache, behind a ``GroupCommitter``; ``UPDATE ... RETURNING`` per turn
   takes the row lock that orders concurrent writers of one conversation.
@@ -62,7 +70,9 @@ so that only the faulty turn fails, with ``ValidationError(field="execution")``.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
 import queue
 import sqlite3
 import threading
@@ -86,7 +96,7 @@ from ._errors import (
 )
 from ._group_commit import GroupCommitter
 from ._models import utcnow
-from ._observe import METRICS
+from ._observe import METRICS, log
 from ._records import TurnReceipt
 
 __all__ = ["EXEC_COLUMNS", "RequestValues", "Turn", "TurnWriter", "make_turn_writer"]
@@ -241,6 +251,20 @@ def _set_counts(conn: sqlite3.Connection, counts: Sequence[tuple[int, int]], sta
 _BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 
 
+def _begin_immediate(conn: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE``: take the write lock, waiting for another connection (another
+    node process of ``serve --nodes``, say) that holds it; the wait is counted
+    (``netsuke_store_write_lock_wait_seconds_total``)."""
+    t0 = time.perf_counter()
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    finally:
+        waited = time.perf_counter() - t0
+        if waited > 0.0005:  # a free lock takes microseconds
+            METRICS.lock_waits += 1
+            METRICS.lock_wait_seconds += waited
+
+
 def _sqlite_time(value: Any) -> Any:
     """SQLAlchemy's SQLite DATETIME storage format (naive UTC, always with microseconds)."""
     if value is None:
@@ -297,7 +321,7 @@ def _write_one(turn: Turn, conn: sqlite3.Connection) -> Result:
     ``_write_sync`` (the caller maps a refusal)."""
     stamp = _sqlite_time(utcnow())
     payloads = turn.payloads
-    conn.execute("BEGIN IMMEDIATE")
+    _begin_immediate(conn)
     try:
         if turn.audit:
             _insert_rows(conn, _SQLITE_AUDIT, _sqlite_audit(turn.audit))
@@ -335,6 +359,82 @@ def _write_one(turn: Turn, conn: sqlite3.Connection) -> Result:
     return _receipt(turn, total)
 
 
+class WriterLock:
+    """The turn writers' lock across processes on one SQLite file (``serve --nodes``): an
+    ``flock`` on the side file ``<database>-lock``, taken before ``BEGIN IMMEDIATE`` and
+    released after ``COMMIT``.
+
+    SQLite's own lock already serialises the writers; this one only makes the wait short.
+    A writer that finds SQLite's lock taken sleeps in SQLite's busy handler for 1, 2, 5, 10,
+    15, 20, 25 ms and so on, however soon the lock is free again; a writer waiting here looks
+    again every ``POLL`` seconds (one system call), so it commits within ``POLL`` of the other
+    process's commit, and its batch has grown meanwhile (the writer thread takes the turns
+    waiting only once it holds this lock). Not a blocking ``flock``: a process stopped while
+    holding it (``SIGSTOP``) must not hang the others; past ``timeout`` (the busy timeout, at
+    most ``MAX_WAIT``) a writer goes on without it (SQLite's lock and busy timeout then decide,
+    as before), and so do its next commits for ``SKIP`` seconds unless the lock is free at
+    once. A process that dies releases it (its descriptor closes). A file that cannot be
+    opened (a read-only folder): no lock, logged once."""
+
+    POLL = 0.0005
+    MAX_WAIT = 1.0
+    SKIP = 5.0
+
+    def __init__(self, database: str, timeout: float) -> None:
+        self.path = f"{database}-lock"
+        self.timeout = min(timeout, self.MAX_WAIT)
+        self._fd: int | None = None
+        self._unusable = False
+        self._skip_until = 0.0
+
+    def _descriptor(self) -> int | None:
+        if self._fd is None and not self._unusable:
+            try:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                self._unusable = True
+                log.warning("store.writer_lock_unusable", path=self.path, error=str(exc))
+        return self._fd
+
+    def acquire(self, *, wait: bool = True) -> bool:
+        """Take the lock: True once held (or when there is no lock file), False when another
+        process holds it and ``wait`` is false, or past ``timeout``. Counts the wait."""
+        fd = self._descriptor()
+        if fd is None:
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if not wait or time.perf_counter() < self._skip_until:
+                return False
+        t0 = time.perf_counter()
+        deadline = t0 + self.timeout
+        try:
+            while True:
+                time.sleep(self.POLL)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return True
+                except BlockingIOError:
+                    if time.perf_counter() >= deadline:
+                        self._skip_until = time.perf_counter() + self.SKIP
+                        log.warning("store.writer_lock_timeout", path=self.path)
+                        return False
+        finally:
+            METRICS.lock_waits += 1
+            METRICS.lock_wait_seconds += time.perf_counter() - t0
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class SqliteTurnWriter(TurnWriter):
     integrity_errors = (sqlite3.IntegrityError,)
 
@@ -356,6 +456,8 @@ class SqliteTurnWriter(TurnWriter):
         self._closed = False
         # Two connections, one lock: a thread commit and an inline one never overlap.
         self._lock = threading.Lock()
+        # and one lock for the writers of other processes on the same file (WriterLock)
+        self._file_lock = WriterLock(database, self._busy_ms / 1000.0)
         self._pending = 0  # turns handed to the thread and not yet resolved
         self._inline_limit = max(0.0, inline_commit_ms) / 1000.0
         self._commit_avg = 0.0  # moving average of a commit's wall time, in seconds
@@ -420,21 +522,27 @@ class SqliteTurnWriter(TurnWriter):
                 if first is None:
                     break
                 batch: list[_Item] = [first]
-                while len(batch) < limit:
-                    try:
-                        item = q.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        running = False
-                        break
-                    batch.append(item)
                 with self._lock:
                     if self._conn is None:
                         self._conn = self._connect(busy_ms=self._busy_ms)
-                    t0 = time.perf_counter()
-                    results = self._write_batch([turn for turn, _ in batch], self._conn)
-                    self._observe(time.perf_counter() - t0)
+                    held = self._file_lock.acquire()
+                    try:
+                        # the turns that came while another process committed join this batch
+                        while len(batch) < limit:
+                            try:
+                                item = q.get_nowait()
+                            except queue.Empty:
+                                break
+                            if item is None:
+                                running = False
+                                break
+                            batch.append(item)
+                        t0 = time.perf_counter()
+                        results = self._write_batch([turn for turn, _ in batch], self._conn)
+                        self._observe(time.perf_counter() - t0)
+                    finally:
+                        if held:
+                            self._file_lock.release()
                 self._post(batch[0][1].get_loop(), self._resolve, batch, results)
         finally:
             with self._lock:
@@ -446,6 +554,7 @@ class SqliteTurnWriter(TurnWriter):
             if conn is not None:
                 conn.close()
         self._conn = self._inline_conn = None
+        self._file_lock.close()
 
     def _resolve(self, batch: list[_Item], results: Sequence[Result]) -> None:
         self._pending -= len(batch)
@@ -464,7 +573,12 @@ class SqliteTurnWriter(TurnWriter):
         may be an ``aiosqlite`` transaction that only the blocked event loop could finish."""
         if self._inline_conn is None:
             self._inline_conn = self._connect(busy_ms=0)
-        result = self._write_batch([turn], self._inline_conn)[0]
+        if not self._file_lock.acquire(wait=False):  # another process commits: not here
+            return None
+        try:
+            result = self._write_batch([turn], self._inline_conn)[0]
+        finally:
+            self._file_lock.release()
         if (
             isinstance(result, sqlite3.OperationalError)
             and getattr(result, "sqlite_errorcode", None) in _BUSY_CODES
@@ -514,7 +628,7 @@ class SqliteTurnWriter(TurnWriter):
         audit: list[tuple[Any, ...]] = []
         requests: list[tuple[Any, ...]] = []
         sessions = list({turn.session_id: None for turn in turns if turn.session_id is not None})
-        conn.execute("BEGIN IMMEDIATE")
+        _begin_immediate(conn)
         try:
             counts: dict[str, list[int]] = {}
             current: dict[str, int] = {}
