@@ -3,7 +3,9 @@ on one store and a real nats-server: a delegate pinned by its definition's ``nod
 another node runs there (placement), as a child of the calling turn, with one memory per
 caller's conversation and user; the chain's depth limit set by the entry agent on one node
 holds for a delegation made on the other node; and a delegate whose node freezes mid-turn
-gives the caller a typed error (``TurnCancelledError``, ``noconnection``), never a hang."""
+gives the caller a typed error (``TurnCancelledError``, ``noconnection``), never a hang. A
+capability-routed call from a node where no agent offers the capability reaches the one
+running on another node."""
 
 from __future__ import annotations
 
@@ -17,8 +19,13 @@ from typing import Any
 import httpx
 import pytest
 
+from netsuke.cluster import join_cluster
+from netsuke.cluster._delegates import ClusterAgents
+from netsuke.cluster._forward import SessionService
 from netsuke.manager.testing import NatsServer
-from netsuke.store import upgrade
+from netsuke.node import Node
+from netsuke.routing import NoRouteError
+from netsuke.store import NodeIdentity, upgrade
 
 from .helpers import prefix
 from .test_forwarding import NODE, _env, _start, _stop
@@ -141,3 +148,67 @@ async def test_a_delegate_on_another_node_keeps_memory_per_user_and_the_chain_li
     finally:
         for p in procs:
             _stop(p)
+
+
+async def test_a_capability_routed_call_reaches_an_agent_on_another_node(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    """A member (this test process, a ``Node`` with ``ClusterAgents``) where no agent offers
+    ``summarise`` routes to the one running on gamma; the conversation's session is placed on
+    gamma (its definition's labels) and keeps one memory per conversation and user."""
+    db = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
+    await upgrade(db)
+    (tmp_path / "agents").mkdir()
+    (tmp_path / "agents" / "summer.yaml").write_text(
+        "name: summer\nmodel: offline\ncapabilities: [summarise]\n"
+        "config:\n  node_labels:\n    gpu: a100\n"
+    )
+    pfx = prefix()
+    common = {
+        "NETSUKE_DATABASE_URL": db,
+        "NETSUKE_CLUSTER_PREFIX": pfx,
+        "NETSUKE_AGENTS_DIR": str(tmp_path / "agents"),
+    }
+    gamma, g_url, key = await _start(
+        "gamma", nats_server.url, _env(**common, NETSUKE_BOOTSTRAP_ADMIN="true"), tmp_path
+    )
+    try:
+        assert key is not None
+        async with httpx.AsyncClient(
+            headers={"Authorization": f"Bearer {key}"}, timeout=120
+        ) as http:
+            r = await http.post(f"{g_url}/api/v1/sessions", json={"agent": "summer", "user": "x"})
+            assert r.status_code == 201, r.text
+        async with join_cluster(
+            nats_server.url, "router", db, transport_options={"prefix": pfx}
+        ) as member:
+            m = member.membership
+            assert m.incarnation is not None
+            async with Node.open(db, runtime=member.runtime, sandbox=False) as node:
+                node.store.conversations.set_ownership(NodeIdentity(m.name, m.incarnation), m)
+                service = SessionService(member.transport, member.runtime.events)
+                ClusterAgents(node.agents, service).install()
+                await service.start()
+                try:
+                    route = ["summarise"]
+                    first = await node.process(
+                        "my secret is 77", capabilities=route, conversation_id="c1", user="ann"
+                    )
+                    assert "77" in str(first) and "turn 1" in str(first), first
+                    bob = await node.process(
+                        "hello", capabilities=route, conversation_id="c1", user="bob"
+                    )
+                    assert "77" not in str(bob) and "turn 1" in str(bob)
+                    again = await node.process(
+                        "what was it", capabilities=route, conversation_id="c1", user="ann"
+                    )
+                    assert "77" in str(again) and "turn 2" in str(again), again
+                    assert node.agents.whereis("summer@ann:c1") is None  # not run here
+                    conv = await node.store.conversations.get("summer@ann:c1")
+                    assert (conv.owner_node, conv.user_id) == ("gamma", "ann")
+                    with pytest.raises(NoRouteError):
+                        await node.process("x", capabilities=["nobody-offers-this"])
+                finally:
+                    await service.close()
+    finally:
+        _stop(gamma)

@@ -42,8 +42,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import structlog
@@ -67,6 +68,7 @@ from netsuke.kernel import AlreadyStartedError, Pid
 from netsuke.kernel import _errors as kernel_errors
 from netsuke.observability import REGISTRY
 from netsuke.routing import _errors as routing_errors
+from netsuke.routing._errors import NoRouteError
 from netsuke.store import NotFoundError, SessionOwnedError
 
 from ._codec import EncodeError, encode
@@ -241,6 +243,7 @@ class ClusterAgents:
         self.placement = placement
         self.query_timeout = query_timeout
         self.node_id = service.node_id
+        self._rr = itertools.count()
 
     def install(self) -> None:
         """Serve the ops to the cluster and make ``agents`` use this object."""
@@ -305,37 +308,58 @@ class ClusterAgents:
         """Run a turn of ``target`` delegated by ``parent``: ``local()`` when it belongs on
         this node, else forwarded to its node (see the module documentation)."""
         session = scoped_session_name(target, delegate_scope(parent))
-        node = await self.locate(session, target)
+        return await self.run_in(target, session, parent.user, message, local=local, parent=parent)
+
+    async def run_in(
+        self,
+        agent: str,
+        session: str,
+        user: str | None,
+        message: Any,
+        *,
+        local: LocalRun,
+        parent: TurnContext | None = None,
+    ) -> Any:
+        """One turn of ``agent`` in ``session`` (recorded for ``user``): ``local()`` when the
+        session belongs on this node (it runs here, this node owns it, or placement picks
+        this node for a new one), else the turn runs on the owner or the placed node; with
+        ``parent``, as a delegated turn of that turn (the chain context travels)."""
+        node = await self.locate(session, agent)
         if node is None:
             return await self._count("local", local)
-        request_id = delegate_request_id(parent, session, message)
-        await ensure_row(parent, self.agents.store)  # the delegate's row names it as parent
-        args = {
-            "target": target,
+        args: dict[str, Any] = {
+            "target": agent,
             "session": session,
+            "user": user,
             "message": message,
-            "owner": self.agents.rt.whereis(parent.session),
-            "request_id": request_id,
-            "parent": _parent_to_wire(parent),
+            "owner": None,
+            "request_id": None,
+            "parent": None,
             "hops": 0,
         }
-        timeout = self._time_left(parent)
+        timeout = TURN_TIMEOUT
+        if parent is not None:
+            await ensure_row(parent, self.agents.store)  # the delegate's row names it as parent
+            args["owner"] = self.agents.rt.whereis(parent.session)
+            args["request_id"] = delegate_request_id(parent, session, message)
+            args["parent"] = _parent_to_wire(parent)
+            timeout = self._time_left(parent)
         outcome = "error"
         try:
             out = await self.service.call(node, "delegate", args, timeout=timeout)
             outcome = "ok"
         except OwnerUnreachableError:  # gone before it got it: nothing ran, start it here
             outcome = "unreachable"
-            log.info("cluster_delegate_rerouted", target=target, session=session, peer=node)
+            log.info("cluster_delegate_rerouted", target=agent, session=session, peer=node)
             return await self._count("local", local)
         except OwnerLostError as e:
             outcome = "owner_lost"
             raise TurnCancelledError(
-                target, reason=f"stopped: 'noconnection' (node {e.node} went down)"
+                agent, reason=f"stopped: 'noconnection' (node {e.node} went down)"
             ) from None
         except ForwardTimeoutError:
             outcome = "timeout"
-            raise TurnTimeoutError(target, timeout) from None
+            raise TurnTimeoutError(agent, timeout) from None
         except RemoteOpError as e:
             raise error_from_wire(e) from None
         finally:
@@ -343,13 +367,32 @@ class ClusterAgents:
                 DELEGATIONS.labels("forwarded", outcome).inc()
             log.info(
                 "cluster_delegated",
-                target=target,
+                target=agent,
                 session=session,
                 peer=node,
                 outcome=outcome,
-                depth=len(parent.chain),
+                depth=len(parent.chain) if parent is not None else 0,
             )
         return out["output"] if isinstance(out, dict) else out
+
+    async def route(self, capabilities: Iterable[str], *, timeout: float | None = None) -> str:
+        """The agent definition to route a message asking for ``capabilities`` to, among the
+        agents running on any live node (for when none runs on this node): one offering all
+        of them, taking turns among several; ``NoRouteError`` when none does."""
+        need = frozenset(capabilities)
+        found = await self.query("find", "*", timeout=timeout or self.query_timeout)
+        names = sorted(
+            {
+                str(i.meta.get("agent"))
+                for i in found.agents
+                if isinstance(i.meta.get("agent"), str)
+                and need <= frozenset(i.meta.get("capabilities") or ())
+            }
+        )
+        if not names:
+            log.info("cluster_no_route", capabilities=sorted(need), unreachable=found.unreachable)
+            raise NoRouteError(sorted(need))
+        return names[next(self._rr) % len(names)]
 
     async def _count(self, where: str, run: LocalRun) -> Any:
         try:
@@ -376,18 +419,21 @@ class ClusterAgents:
 
     async def _delegate_here(self, a: dict[str, Any]) -> Any:
         agents = self.agents
-        parent = _parent_from_wire(a.get("parent"))
+        raw = a.get("parent")
+        parent = _parent_from_wire(raw) if raw is not None else None
         target, session = str(a["target"]), str(a["session"])
         owner = a.get("owner")
         request_id = a.get("request_id")
-        await self._learn(parent.chain)
+        user = parent.user if parent is not None else a.get("user")
+        if parent is not None:
+            await self._learn(parent.chain)
         if agents.rt.whereis(session) is None:
             try:
                 await agents.start_agent(
                     session,
                     await agents.config_for(target),
                     owner=owner if isinstance(owner, Pid) else None,
-                    user=parent.user,
+                    user=user if isinstance(user, str) else None,
                     exclusive=True,
                 )
             except AlreadyStartedError:
@@ -403,7 +449,8 @@ class ClusterAgents:
                 except RemoteOpError as re:
                     raise error_from_wire(re) from None
         with tracer.start_as_current_span(
-            "cluster.delegate", attributes={"target": target, "depth": len(parent.chain)}
+            "cluster.delegate",
+            attributes={"target": target, "depth": len(parent.chain) if parent else 0},
         ):
             result = await agents.run_turn(
                 session,
