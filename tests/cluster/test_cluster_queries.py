@@ -17,9 +17,21 @@ from typing import Any
 import httpx
 import pytest
 
+from netsuke.agents import (
+    AgentBusyError,
+    AgentConfig,
+    AgentConfigError,
+    Agents,
+    SessionMovedError,
+    TurnTimeoutError,
+)
 from netsuke.cluster import join_cluster
-from netsuke.cluster._forward import SessionService
+from netsuke.cluster._codec import decode, encode
+from netsuke.cluster._delegates import _WireError, error_from_wire
+from netsuke.cluster._forward import RemoteOpError, SessionService
+from netsuke.kernel import Runtime
 from netsuke.manager.testing import NatsServer
+from netsuke.routing import ChainDepthError
 from netsuke.store import Store, upgrade
 
 from .helpers import prefix
@@ -196,3 +208,40 @@ async def test_queued_tasks_are_taken_by_agents_on_both_nodes(
     finally:
         for p in procs:
             _stop(p)
+
+
+@pytest.mark.timeout(60)
+async def test_errors_come_back_as_their_own_classes_with_their_fields() -> None:
+    """What a serving node raised is rebuilt on the caller as the same Netsuke class (from a
+    fixed table, never an arbitrary class), with its message and fields."""
+    cases: list[BaseException] = [
+        ChainDepthError("a", "c", ("a", "b"), 2, 1),
+        TurnTimeoutError("billing", 30.0, execution_id="e1"),
+        SessionMovedError("billing", "billing@x", current_epoch=4, owner="beta"),
+        AgentBusyError("billing@x", 9, 8),
+    ]
+    for exc in cases:
+        wire = decode(encode(_WireError(exc).to_wire()))
+        back = error_from_wire(RemoteOpError(type(exc).__name__, str(exc), wire))
+        assert type(back) is type(exc) and str(back) == str(exc)
+        assert {k: v for k, v in vars(back).items() if not k.startswith("_")} == {
+            k: v for k, v in vars(exc).items() if not k.startswith("_")
+        }
+    foreign = RemoteOpError("Oops", "x", {"error": {"type": "os.system", "message": "x"}})
+    assert error_from_wire(foreign) is foreign
+
+
+@pytest.mark.timeout(60)
+async def test_queries_on_one_node_answer_complete_and_need_no_cluster(tmp_path: Path) -> None:
+    async with Runtime() as rt, Store.open(f"sqlite+aiosqlite:///{tmp_path / 'n.db'}") as store:
+        agents = await Agents.start(rt, store)
+        for user in ("ann", "bob"):
+            await agents.start_session("helper", user, AgentConfig(name="helper"))
+        found = await agents.find("helper-a")
+        assert [i.name for i in found.agents] == ["helper-ann"] and found.total == 1
+        assert found.nodes == (str(rt.node),) and not found.partial
+        assert (await agents.count()).total == agents.count_agents() == 2
+        with pytest.raises(AgentConfigError):
+            await agents.stop_matching("")
+        assert (await agents.stop_matching("helper-")).total == 2
+        assert agents.count_agents() == 0
