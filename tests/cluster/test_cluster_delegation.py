@@ -10,6 +10,7 @@ running on another node."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import signal
 import subprocess
@@ -19,13 +20,14 @@ from typing import Any
 import httpx
 import pytest
 
+from netsuke.agents import tool_idempotency_key
 from netsuke.cluster import join_cluster
 from netsuke.cluster._delegates import ClusterAgents
 from netsuke.cluster._forward import SessionService
 from netsuke.manager.testing import NatsServer
 from netsuke.node import Node
 from netsuke.routing import NoRouteError
-from netsuke.store import NodeIdentity, upgrade
+from netsuke.store import NodeIdentity, Store, upgrade
 
 from .helpers import prefix
 from .test_forwarding import NODE, _env, _start, _stop
@@ -137,6 +139,24 @@ async def test_a_delegate_on_another_node_keeps_memory_per_user_and_the_chain_li
             assert b_view.json()["node"].startswith("gamma#")
             ran = await http.get(f"{a_url}/api/v1/executions", params={"agent": "c"})
             assert ran.json()["items"] == []  # c never ran
+
+            # the caller's request id travels: the forwarded delegated turn is stored under
+            # a request id derived from it (a retry of the caller finds the delegate's reply)
+            keyed = await http.post(
+                f"{a_url}/api/v1/sessions/researcher-ann/messages",
+                json={"message": "delegate_to_billing 'keyed one'"},
+                headers={"Idempotency-Key": "k-1"},
+            )
+            assert keyed.status_code == 200, keyed.text
+            tool_key = tool_idempotency_key("researcher-ann", "k-1", 0)
+            digest = hashlib.sha256(
+                f"{tool_key}\x00billing@researcher-ann\x00{'keyed one'!r}".encode()
+            ).hexdigest()
+            async with Store.open(db) as store:
+                stored = await store.conversations.find_request(
+                    "billing@researcher-ann", f"dlg-{digest[:40]}"
+                )
+            assert stored is not None and "keyed one" in stored.reply
 
             # the delegate's node freezes mid-delegation: a typed error, no hang
             os.kill(gamma.pid, signal.SIGSTOP)
