@@ -70,6 +70,7 @@ from netsuke.observability import REGISTRY
 from netsuke.routing import _errors as routing_errors
 from netsuke.routing._errors import NoRouteError
 from netsuke.store import NotFoundError, SessionOwnedError
+from netsuke.store import _errors as store_errors
 
 from ._codec import EncodeError, encode
 from ._forward import (
@@ -105,7 +106,7 @@ TURN_TIMEOUT = 900.0
 """The bound of a forwarded delegated turn when the calling turn's own limit is unknown."""
 
 _WIRE_TYPES: dict[str, type[BaseException]] = {}
-for _mod in (agent_errors, routing_errors, kernel_errors):
+for _mod in (agent_errors, routing_errors, kernel_errors, store_errors):
     for _name in getattr(_mod, "__all__", ()):
         _cls = getattr(_mod, _name)
         if isinstance(_cls, type) and issubclass(_cls, BaseException):
@@ -135,7 +136,7 @@ class _WireError(Exception):
 
 def error_from_wire(exc: RemoteOpError) -> BaseException:
     """The exception a serving node raised, as its own class when it is one of Netsuke's
-    (agents, routing, kernel errors: same type, message and fields), else the
+    (agents, routing, kernel, store errors: same type, message and fields), else the
     ``RemoteOpError`` itself."""
     err = exc.data.get("error") if isinstance(exc.data, dict) else None
     if not isinstance(err, dict):
