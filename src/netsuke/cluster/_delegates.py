@@ -1,4 +1,5 @@
-"""Delegation and agent queries across the nodes of a cluster (issue 17, part 4).
+"""Delegation, capability routing and agent queries across the nodes of a cluster (issue
+17, parts 1 and 4).
 
 ``ClusterAgents(agents, service)`` joins a node's ``Agents`` to its ``SessionService``
 (``netsuke.cluster._forward``): ``install()`` serves three ops to the other nodes and sets
@@ -17,6 +18,10 @@
   check the whole chain (the depth limit and cycles hold across nodes: the serving node reads
   the definitions of the chain's agents from the shared store), and its memory is the one of
   the caller's root conversation and user, as on one node.
+* **capability routing** (``Node.process``): when no agent running on this node offers the
+  capabilities, ``route`` finds one running on another node (a cluster-wide ``find``), and
+  ``run_in`` runs the conversation's session where it lives or where placement puts it (the
+  same op, without a parent turn);
 * **queries** ``Agents.find``/``count``/``stop_matching`` ask every live node (ops
   ``agents_find``, ``agents_count``, ``agents_stop``, in parallel, within a timeout); a node
   that does not answer is reported in the answer's ``unreachable``.
