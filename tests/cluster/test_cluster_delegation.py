@@ -165,6 +165,10 @@ async def test_a_delegate_on_another_node_keeps_memory_per_user_and_the_chain_li
             )
             assert "TurnCancelledError" in frozen["output"], frozen
             assert "noconnection" in frozen["output"], frozen
+            # ... and once it is dead, a delegate pinned to it has no node left: typed
+            os.kill(gamma.pid, signal.SIGKILL)
+            dead = await _say(http, a_url, "researcher-ann", "delegate_to_billing 'anyone'")
+            assert "NoNodeAvailableError" in dead["output"], dead
     finally:
         for p in procs:
             _stop(p)

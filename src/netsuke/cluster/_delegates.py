@@ -31,8 +31,9 @@ Errors come back as the classes a local delegation raises (``TurnTimeoutError``,
 owner sends the type name and fields, rebuilt here from a fixed table of Netsuke's
 exceptions, never an arbitrary class). Faults of the forward itself:
 
-* the chosen node is gone before it got the request (NATS "no responders"): nothing ran; the
-  delegate starts on this node instead (once);
+* the chosen node is gone before it got the request (NATS "no responders"): nothing ran;
+  placement chooses again without it (this node, another one, or ``NoNodeAvailableError``
+  when no other live node carries the delegate's labels);
 * the node went down during the turn: ``TurnCancelledError`` with reason ``stopped:
   'noconnection'`` (what a local delegate's death gives; outcome unknown);
 * no answer within the calling turn's remaining time: ``TurnTimeoutError``.
@@ -261,9 +262,12 @@ class ClusterAgents:
 
     # -------------------------------------------------------------- delegation
 
-    async def locate(self, session: str, target: str) -> str | None:
+    async def locate(
+        self, session: str, target: str, *, exclude: frozenset[str] = frozenset()
+    ) -> str | None:
         """The node id a delegated turn of ``session`` (a delegate session of ``target``)
-        should run on; ``None``: this node."""
+        should run on; ``None``: this node. ``exclude``: nodes found gone meanwhile (NATS
+        said no one holds their subject), not chosen even while their lease lasts."""
         agents = self.agents
         if agents.rt.whereis(session) is not None:
             return None
@@ -276,12 +280,15 @@ class ClusterAgents:
             me = store.conversations.node
             if (conv.owner_node, conv.owner_incarnation) == (me.name, me.incarnation):
                 return None
-            if await store.conversations.liveness.is_live(conv.owner_node, conv.owner_incarnation):
-                return f"{conv.owner_node}#{conv.owner_incarnation}"
+            owner = f"{conv.owner_node}#{conv.owner_incarnation}"
+            if owner not in exclude and await store.conversations.liveness.is_live(
+                conv.owner_node, conv.owner_incarnation
+            ):
+                return owner
         chosen = choose_node(
             self.placement,
             session,
-            await self._candidates(),
+            [c for c in await self._candidates() if c.node_id not in exclude],
             self.node_id,
             required=await self._labels(target),
         )
@@ -330,9 +337,27 @@ class ClusterAgents:
         session belongs on this node (it runs here, this node owns it, or placement picks
         this node for a new one), else the turn runs on the owner or the placed node; with
         ``parent``, as a delegated turn of that turn (the chain context travels)."""
-        node = await self.locate(session, agent)
-        if node is None:
-            return await self._count("local", local)
+        gone: frozenset[str] = frozenset()
+        for _ in range(3):  # a chosen node found gone: choose again without it
+            node = await self.locate(session, agent, exclude=gone)
+            if node is None:
+                return await self._count("local", local)
+            try:
+                return await self._forward(node, agent, session, user, message, parent)
+            except OwnerUnreachableError:  # gone before it got it: nothing ran
+                log.info("cluster_delegate_rerouted", target=agent, session=session, peer=node)
+                gone |= {node}
+        raise TurnCancelledError(agent, reason=f"stopped: 'noproc' (nodes {sorted(gone)} gone)")
+
+    async def _forward(
+        self,
+        node: str,
+        agent: str,
+        session: str,
+        user: str | None,
+        message: Any,
+        parent: TurnContext | None,
+    ) -> Any:
         args: dict[str, Any] = {
             "target": agent,
             "session": session,
@@ -354,10 +379,9 @@ class ClusterAgents:
         try:
             out = await self.service.call(node, "delegate", args, timeout=timeout)
             outcome = "ok"
-        except OwnerUnreachableError:  # gone before it got it: nothing ran, start it here
+        except OwnerUnreachableError:
             outcome = "unreachable"
-            log.info("cluster_delegate_rerouted", target=agent, session=session, peer=node)
-            return await self._count("local", local)
+            raise
         except OwnerLostError as e:
             outcome = "owner_lost"
             raise TurnCancelledError(
@@ -369,8 +393,7 @@ class ClusterAgents:
         except RemoteOpError as e:
             raise error_from_wire(e) from None
         finally:
-            if outcome != "unreachable":
-                DELEGATIONS.labels("forwarded", outcome).inc()
+            DELEGATIONS.labels("forwarded", outcome).inc()
             log.info(
                 "cluster_delegated",
                 target=agent,
