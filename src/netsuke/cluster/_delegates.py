@@ -258,6 +258,7 @@ class ClusterAgents:
         self.service.handle("agents_find", self._serve_find)
         self.service.handle("agents_count", self._serve_count)
         self.service.handle("agents_stop", self._serve_stop)
+        self.service.handle("agents_route", self._serve_route)
         self.agents.remote = self
 
     # -------------------------------------------------------------- delegation
@@ -407,21 +408,53 @@ class ClusterAgents:
     async def route(self, capabilities: Iterable[str], *, timeout: float | None = None) -> str:
         """The agent definition to route a message asking for ``capabilities`` to, among the
         agents running on any live node (for when none runs on this node): one offering all
-        of them, taking turns among several; ``NoRouteError`` when none does."""
-        need = frozenset(capabilities)
-        found = await self.query("find", "*", timeout=timeout or self.query_timeout)
-        names = sorted(
-            {
-                str(i.meta.get("agent"))
-                for i in found.agents
-                if isinstance(i.meta.get("agent"), str)
-                and need <= frozenset(i.meta.get("capabilities") or ())
-            }
-        )
+        of them, taking turns among several; ``NoRouteError`` when none does. Each node
+        answers with the names of its matching definitions only (op ``agents_route``)."""
+        from ._membership import list_nodes
+
+        need = sorted(frozenset(capabilities))
+        wait = timeout or self.query_timeout
+        live = await list_nodes(self.agents.store.database)
+        others = [n.node_id for n in live if n.node_id != self.node_id]
+
+        async def one(node: str) -> Any:
+            try:
+                return await self.service.call(
+                    node, "agents_route", {"capabilities": need}, timeout=wait
+                )
+            except (ForwardError, RemoteOpError) as e:
+                log.warning("cluster_agent_query_unanswered", op="route", peer=node, error=str(e))
+                return None
+
+        answers = await asyncio.gather(*(one(n) for n in others))
+        names = set(self._offering(need))
+        unreachable = [n for n, a in zip(others, answers, strict=True) if not isinstance(a, list)]
+        for a in answers:
+            if isinstance(a, list):
+                names.update(x for x in a if isinstance(x, str))
         if not names:
-            log.info("cluster_no_route", capabilities=sorted(need), unreachable=found.unreachable)
-            raise NoRouteError(sorted(need))
-        return names[next(self._rr) % len(names)]
+            log.info("cluster_no_route", capabilities=need, unreachable=unreachable)
+            raise NoRouteError(need)
+        ordered = sorted(names)
+        return ordered[next(self._rr) % len(ordered)]
+
+    def _offering(self, need: Iterable[str]) -> list[str]:
+        """The definitions of this node's running agents offering every capability."""
+        want = frozenset(need)
+        out = set()
+        for e in self.agents.rt.registry.match(
+            where=lambda m: type(m) is dict and m.get("kind") == "agent"
+        ):
+            agent = e.meta.get("agent")
+            if isinstance(agent, str) and want <= frozenset(e.meta.get("capabilities") or ()):
+                out.add(agent)
+        return sorted(out)
+
+    async def _serve_route(self, a: dict[str, Any]) -> Any:
+        caps = a.get("capabilities")
+        if not isinstance(caps, list):
+            return []
+        return self._offering(c for c in caps if isinstance(c, str))
 
     async def _count(self, where: str, run: LocalRun) -> Any:
         try:
