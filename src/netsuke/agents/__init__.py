@@ -45,6 +45,7 @@ from ._errors import (
 from ._memory import MemoryPolicy
 from ._models import RetryingModel, is_transient, resolve_model
 from ._offline import OFFLINE_MARK, OfflineModel
+from ._queries import AgentQuery
 from ._runner import TurnResult
 from ._server import AgentServer, agent_load
 from ._stream import StreamEvent, TextDelta, ToolCallFinished, ToolCallStarted, TurnCompleted
@@ -59,6 +60,7 @@ __all__ = [
     "AgentError",
     "AgentInfo",
     "AgentNotFoundError",
+    "AgentQuery",
     "AgentServer",
     "Agents",
     "EndpointGuard",

@@ -48,7 +48,6 @@ other definition keep running, with their pids and memory.
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import functools
 import hashlib
 import json
@@ -94,6 +93,7 @@ from ._errors import (
 )
 from ._metrics import METRICS, log
 from ._models import model_label
+from ._queries import AgentInfo, AgentQuery, matches
 from ._runner import TurnResult
 from ._server import AgentServer, SessionArg, TurnTicket
 from ._stream import StreamEvent, TurnCompleted
@@ -108,14 +108,6 @@ class SessionRef(NamedTuple):
 
     session_id: str
     pid: Pid
-
-
-class AgentInfo(NamedTuple):
-    """One running agent: its registered ``name``, ``pid`` and registry ``meta``."""
-
-    name: str
-    pid: Pid
-    meta: dict[str, Any]
 
 
 _SPEC = ChildSpec(AgentServer, restart="transient", shutdown=5.0, id="agent")
@@ -155,6 +147,9 @@ class Agents:
         """Gives the tool objects for a stored definition's tool names (sandbox, routing)."""
         self.endpoint_guard: EndpointGuard | None = None
         """Checks the model URLs of stored definitions (``netsuke serve`` sets it)."""
+        self.remote: Any = None
+        """On a cluster member, ``netsuke.cluster.ClusterAgents``: delegation to other nodes
+        and the cluster-wide ``find``/``count``/``stop_matching``; ``None`` on one node."""
         self._configs: dict[str, AgentConfig] = {}
         self._evicted: dict[str, AgentConfig] = {}
         self._requests: set[tuple[str, str]] = set()  # (session, request id) running here
@@ -742,15 +737,13 @@ class Agents:
         return len(self._evicted)
 
     def find_agents(self, pattern: str) -> list[AgentInfo]:
-        """Agents whose name contains ``pattern`` (or matches it, when it has glob characters
-        ``*?[``), with their metadata."""
-        glob = any(c in pattern for c in "*?[")
-        out = []
-        for e in self.rt.registry.match(where=_is_agent):
-            k = e.key
-            if fnmatch.fnmatchcase(k, pattern) if glob else pattern in k:
-                out.append(AgentInfo(k, e.pid, e.meta))
-        return out
+        """Agents of this node whose name contains ``pattern`` (or matches it, when it has
+        glob characters ``*?[``), with their metadata."""
+        return [
+            AgentInfo(e.key, e.pid, e.meta)
+            for e in self.rt.registry.match(where=_is_agent)
+            if matches(pattern, e.key)
+        ]
 
     async def stop_agent(self, target: Target) -> bool:
         """Stop an agent for good (not restarted; its memory stays in the store)."""
@@ -783,6 +776,43 @@ class Agents:
         found = self.find_agents(pattern)
         done = await asyncio.gather(*(self.stop_agent(a.pid) for a in found))
         return sum(done)
+
+    # ------------------------------------------------- queries (cluster-wide on a member)
+
+    async def find(self, pattern: str, *, timeout: float = 5.0) -> AgentQuery:
+        """``find_agents`` over every live node of the cluster (this node alone when not
+        clustered): see ``netsuke.agents._queries`` for the partial-result rule."""
+        if self.remote is not None:
+            return await self.remote.query("find", pattern, timeout=timeout)  # type: ignore[no-any-return]
+        return await self.local_query("find", pattern)
+
+    async def count(self, pattern: str | None = None, *, timeout: float = 5.0) -> AgentQuery:
+        """How many agents run (whose name matches ``pattern``), cluster-wide."""
+        if self.remote is not None:
+            return await self.remote.query("count", pattern, timeout=timeout)  # type: ignore[no-any-return]
+        return await self.local_query("count", pattern)
+
+    async def stop_matching(self, pattern: str, *, timeout: float = 15.0) -> AgentQuery:
+        """``stop_agents_matching`` on every live node; ``total`` is how many stopped."""
+        if self.remote is not None:
+            return await self.remote.query("stop", pattern, timeout=timeout)  # type: ignore[no-any-return]
+        return await self.local_query("stop", pattern)
+
+    async def local_query(self, op: str, pattern: str | None) -> AgentQuery:
+        """``op`` (``find``, ``count``, ``stop``) on this node's agents only."""
+        me = (str(self.rt.node),)
+        if op == "stop":
+            if not pattern:
+                raise AgentConfigError("pattern", "stop_matching needs a non-empty pattern")
+            return AgentQuery(await self.stop_agents_matching(pattern), nodes=me)
+        found = (
+            self.find_agents(pattern)
+            if pattern is not None
+            else [AgentInfo(e.key, e.pid, e.meta) for e in self.rt.registry.match(where=_is_agent)]
+        )
+        if op == "count":
+            return AgentQuery(len(found), nodes=me)
+        return AgentQuery(len(found), tuple(sorted(found)), me)
 
 
 def _agent_name(name: str) -> str:

@@ -468,6 +468,11 @@ async def start_forwarding(app: FastAPI) -> SessionService | None:
         return None
     service = SessionService(cluster.transport, ctx.runtime.events)
     install_forwarding(ctx, service)
+    agents = ctx.extras.get("agents")
+    if agents is not None:  # delegation and agent queries across nodes
+        from netsuke.cluster._delegates import ClusterAgents
+
+        ClusterAgents(agents, service, placement=ctx.settings.placement).install()
     await service.start()
     return service
 

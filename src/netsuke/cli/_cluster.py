@@ -4,7 +4,11 @@ global names of each. Reads the database directly (``--url``, default
 ``$NETSUKE_DATABASE_URL`` or the embedded SQLite file); no server needs to run.
 
 Exit codes: 0 done; 2 for a store that cannot be read (one line, never a traceback) or a
-database without the cluster tables (``netsuke db upgrade``)."""
+database without the cluster tables (``netsuke db upgrade``).
+
+``netsuke cluster agents [MATCH] [--count] [--stop]`` asks a running server (``--url``,
+``--key``) for the running agents of every live node (``GET /api/v1/cluster/agents``, ``POST
+/api/v1/cluster/agents/stop``); exit 3 when the answer is partial (a node did not answer)."""
 
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ from typing import Annotated, Any
 
 import typer
 from sqlalchemy.exc import DBAPIError
+
+from ._client import Client, CliError, JsonOpt, KeyOpt, UrlOpt, fail
 
 __all__ = ["app"]
 
@@ -89,3 +95,48 @@ def status(
 def _fail(message: str) -> typer.Exit:
     typer.echo(f"netsuke: error: {message}", err=True)
     return typer.Exit(2)
+
+
+@app.command("agents")
+def agents(
+    match: Annotated[
+        str | None, typer.Argument(help="Substring of the agents' names, or a glob (*?[).")
+    ] = None,
+    count: Annotated[bool, typer.Option("--count", help="Print only how many.")] = False,
+    stop: Annotated[
+        bool, typer.Option("--stop", help="Stop every matching agent (needs MATCH).")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each node.")] = 5.0,
+    url: UrlOpt = "http://127.0.0.1:8000",
+    key: KeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Running agents on every live node of a server's cluster (find, count, stop matching).
+    A node that did not answer in time is named on stderr and the exit code is 3."""
+    if stop and not match:
+        raise _fail("--stop needs a MATCH")
+    params: dict[str, Any] = {"timeout": timeout}
+    if match:
+        params["match"] = match
+    try:
+        with Client(url, key, timeout=timeout * 3 + 10) as client:
+            if stop:
+                body = client.request("POST", "/cluster/agents/stop", params=params).json()
+            else:
+                if count:
+                    params["count"] = "true"
+                body = client.request("GET", "/cluster/agents", params=params).json()
+    except CliError as exc:
+        raise fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(body, indent=2))
+    elif stop:
+        typer.echo(f"stopped {body['total']}")
+    elif count:
+        typer.echo(str(body["total"]))
+    else:
+        for a in body["agents"]:
+            typer.echo(f"{a['name']}\t{a['node'].split('#', 1)[0]}\t{a.get('user') or ''}")
+    if body["partial"]:
+        typer.echo(f"partial: no answer from {', '.join(body['unreachable'])}", err=True)
+        raise typer.Exit(3)

@@ -25,6 +25,11 @@ Memory is per conversation: ``process`` runs the routed agent in the session of 
 conversation (``conversation_id``, and ``user``), never in a session another caller shares
 (see ``Node.process``). Delegates likewise run per root conversation
 (``Agents.delegate_session``).
+
+On a cluster member (``agents.remote`` set: ``netsuke.cluster.ClusterAgents``), ``process``
+routes to an agent running on another node when none on this node offers the capabilities,
+and a conversation's session runs on the node that owns it, or that placement picks for a
+new one (see ``docs/cluster.md``, "Delegation, routing and queries across nodes").
 """
 
 from __future__ import annotations
@@ -35,12 +40,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-from netsuke.agents import Agents, EndpointGuard
+from netsuke.agents import Agents, EndpointGuard, scoped_session_name
 from netsuke.events import topics
 from netsuke.kernel import Runtime
 from netsuke.observability import get_logger
 from netsuke.routing import (
     CapabilityRouter,
+    NoRouteError,
     TaskHosting,
     TaskQueue,
     WorkerSpec,
@@ -232,8 +238,15 @@ class Node:
           one ``agents.start_session(agent, user)`` names);
         * neither: a conversation of its own, for this one call (stored, then its process
           stops)."""
-        entry = self.router.route(capabilities)
-        agent = entry.meta["agent"] if isinstance(entry.meta, dict) else str(entry.key)
+        caps = list(capabilities)
+        try:
+            entry = self.router.route(caps)
+            agent = entry.meta["agent"] if isinstance(entry.meta, dict) else str(entry.key)
+        except NoRouteError:
+            remote = self.agents.remote  # a cluster member: an agent on another node may
+            if remote is None:
+                raise
+            agent = await remote.route(caps)
         return await self._run_in_conversation(agent, message, conversation_id, user)
 
     async def _run_in_conversation(
@@ -241,12 +254,29 @@ class Node:
     ) -> Any:
         agents = self.agents
         if conversation_id is None and user is not None:
+            if agents.remote is not None:  # its session may live on another node
+
+                async def mine() -> Any:
+                    ref = await agents.start_session(agent, user)
+                    return await agents.run(ref.session_id, message)
+
+                return await agents.remote.run_in(
+                    agent, f"{agent}-{user}", user, message, local=mine
+                )
             ref = await agents.start_session(agent, user)
             return await agents.run(ref.session_id, message)
         once = conversation_id is None
         scope = new_id() if conversation_id is None else conversation_id
         if user is not None:
             scope = f"{user}:{scope}"
+        if agents.remote is not None and not once:  # its session may live on another node
+            session = scoped_session_name(agent, scope)
+
+            async def here() -> Any:
+                ref = await agents.start_scoped(agent, scope, user=user)
+                return await agents.run(ref.session_id, message)
+
+            return await agents.remote.run_in(agent, session, user, message, local=here)
         ref = await agents.start_scoped(agent, scope, user=user)
         try:
             return await agents.run(ref.session_id, message)

@@ -64,6 +64,14 @@ class StoredTools:
         parent = current_turn()
         if parent is None:
             raise LookupError(f"delegating to {target!r} needs a running agent turn")
+        remote = self.agents.remote  # a cluster: the delegate may live on another node
+        if remote is not None:
+            return await remote.delegate(
+                target, message, parent, local=lambda: self._run_here(target, message, parent)
+            )
+        return await self._run_here(target, message, parent)
+
+    async def _run_here(self, target: str, message: str, parent: Any) -> Any:
         try:
             ref = await self.agents.delegate_session(target, parent)
         except Exception as exc:  # no definition, or one that cannot run

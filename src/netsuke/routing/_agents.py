@@ -9,6 +9,11 @@ configuration of the running instance named ``target`` or ``agents.config_for(ta
 a delegate never shares its memory between conversations or users. Build the
 ``Delegation`` without a ``store`` then (the turns are recorded already), and give the agent a
 ``delegation_tool(delegation, target, context=current_turn)``.
+
+On a cluster member (``agents.remote`` set, ``netsuke.cluster.ClusterAgents``) the delegate
+session may live on another node, or placement may put a new one there: the turn is then
+forwarded to that node with the chain context (see ``docs/cluster.md``, "Delegation, routing
+and queries across nodes").
 """
 
 from __future__ import annotations
@@ -30,7 +35,14 @@ def agents_runner(agents: Agents) -> Runner:
         parent = current_turn()
         if parent is None:
             raise LookupError(f"delegating to {target!r} needs a running agent turn")
-        ref = await agents.delegate_session(target, parent)
-        return await agents.run(ref.session_id, message, parent=parent)
+
+        async def here() -> Any:
+            assert parent is not None
+            ref = await agents.delegate_session(target, parent)
+            return await agents.run(ref.session_id, message, parent=parent)
+
+        if agents.remote is not None:  # a cluster member: the delegate may be on another node
+            return await agents.remote.delegate(target, message, parent, local=here)
+        return await here()
 
     return run
