@@ -3,7 +3,8 @@ failover benchmark: ``python -m tests.cluster.agent_node_main NATS_URL PREFIX NA
 LEASE [FAST]``. It joins with a membership lease in the store, opens the store (session
 ownership judged by the leases), starts ``Agents`` and the ``Failover`` (a gone member's
 sessions restart here), then prints ``<node> <id>`` of its controller ``ctl`` on one line and
-runs until killed. ``FAST`` (``1``, the default) uses the tests' short heartbeats; ``0`` the
+runs until killed, logging at ``info`` (``$NETSUKE_TEST_NODE_LOG_LEVEL``) on stderr (a file
+of the harness). ``FAST`` (``1``, the default) uses the tests' short heartbeats; ``0`` the
 defaults (heartbeat 0.5 s, down after 3 s), as ``netsuke serve``.
 
 Agents (all with the offline model; a prompt containing ``slow`` makes the model wait
@@ -27,6 +28,7 @@ The controller answers calls (errors come back as ``("error", type name, message
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from typing import Any
 
@@ -37,6 +39,7 @@ from netsuke.agents import AgentConfig, Agents, MemoryPolicy
 from netsuke.agents._offline import _decide
 from netsuke.cluster import Failover, join_cluster
 from netsuke.kernel import NOREPLY, From, Process
+from netsuke.observability import configure_logging
 from netsuke.store import NodeIdentity, Store
 
 from .helpers import FAST
@@ -130,6 +133,8 @@ class Controller(Process):
 
 
 async def main(url: str, prefix: str, name: str, db_url: str, lease: str, fast: str = "1") -> None:
+    # its log (stderr) goes to a file of the harness, shown when a test fails
+    configure_logging(os.environ.get("NETSUKE_TEST_NODE_LOG_LEVEL", "info"))
     lease_s = float(lease)
     transport = {**(FAST if fast == "1" else {}), "prefix": prefix}
     async with (

@@ -8,8 +8,7 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,20 +18,20 @@ from netsuke.kernel import CallTimeoutError, NoProcessError, Pid, ProcessExitedE
 from netsuke.store import Store
 
 from . import history as H
+from . import procs as P
 from .proxy import TcpProxy
-
-ROOT = Path(__file__).resolve().parents[2]
 
 # told the turn did not commit (nothing stored), as opposed to "unknown" (a call that died)
 DEFINITE_FAILURES = frozenset({"SessionMovedError", "AgentBusyError", "TurnCancelledError"})
 
 
 class AgentNode:
-    """One agent node process: its name, current node id, controller pid, proxy."""
+    """One agent node process: its name, current node id, controller pid, proxy, log file."""
 
-    def __init__(self, name: str, proxy: TcpProxy) -> None:
+    def __init__(self, name: str, proxy: TcpProxy, log: Path | None = None) -> None:
         self.name = name
         self.proxy = proxy
+        self.log = log
         self.node = ""
         self.ctl = Pid("", 0)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -48,14 +47,21 @@ class AgentNode:
 
 
 async def spawn(
-    nats_port: int, prefix: str, name: str, db: str, lease: float, fast: bool = True
+    nats_port: int,
+    prefix: str,
+    name: str,
+    db: str,
+    lease: float,
+    fast: bool = True,
+    logs: Path | None = None,
 ) -> AgentNode:
     proxy = TcpProxy(nats_port)
     await proxy.start()
-    n = AgentNode(name, proxy)
+    n = AgentNode(name, proxy, None if logs is None else logs / f"{name}.log")
     try:
         await start(n, prefix, db, lease, fast)
     except BaseException:
+        reap([n])
         await proxy.close()
         raise
     return n
@@ -64,38 +70,16 @@ async def spawn(
 async def start(n: AgentNode, prefix: str, db: str, lease: float, fast: bool = True) -> None:
     """Start (again) the process of ``n``: a new incarnation."""
     reap([n])
-    n.proc = _popen(n, prefix, db, lease, fast)
-    assert n.proc.stdout is not None
+    args = (n.proxy.url, prefix, n.name, db, str(lease), "1" if fast else "0")
+    P.popen(n, "tests.cluster.agent_node_main", *args)
+    assert n.proc is not None and n.proc.stdout is not None
     line = await asyncio.wait_for(asyncio.to_thread(n.proc.stdout.readline), 120)
     node, ctl = line.decode().split()
     n.node, n.ctl = node, Pid(node, int(ctl))
-    n.stopped = False
 
 
-def _popen(n: AgentNode, prefix: str, db: str, lease: float, fast: bool) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.cluster.agent_node_main",
-            n.proxy.url,
-            prefix,
-            n.name,
-            db,
-            str(lease),
-            "1" if fast else "0",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-    )
-
-
-def kill(n: AgentNode) -> None:
-    assert n.proc is not None
-    os.kill(n.proc.pid, signal.SIGKILL)
-    n.proc.wait(30)
+kill = P.kill
+reap = P.reap
 
 
 def stop(n: AgentNode) -> None:
@@ -106,21 +90,6 @@ def stop(n: AgentNode) -> None:
 def cont(n: AgentNode) -> None:
     os.kill(n.pid, signal.SIGCONT)
     n.stopped = False
-
-
-def reap(nodes: Iterable[AgentNode]) -> None:
-    for n in nodes:
-        p = n.proc
-        if p is None:
-            continue
-        if p.poll() is None:
-            if n.stopped:
-                os.kill(p.pid, signal.SIGCONT)
-            p.kill()
-            p.wait(30)
-        if p.stdout is not None:
-            p.stdout.close()
-        n.proc = None
 
 
 async def ctl(rt: Runtime, n: AgentNode, request: Any, timeout: float = 30) -> Any:
@@ -152,17 +121,20 @@ async def agent_cluster(
     lease: float,
     fast: bool = True,
 ) -> AsyncIterator[list[AgentNode]]:
+    """One agent node process per name, each behind its own proxy, each logging (at info) to
+    a file of its own; when the body fails, the tail of every node's log is printed."""
     nodes: list[AgentNode] = []
-    try:
-        for n in await asyncio.gather(
-            *(spawn(nats_port, prefix, name, db, lease, fast) for name in names)
-        ):
-            nodes.append(n)
-        yield nodes
-    finally:
-        reap(nodes)
-        for n in nodes:
-            await n.proxy.close()
+    with P.log_dir(nodes) as logs:  # type: ignore[arg-type]
+        try:
+            for n in await asyncio.gather(
+                *(spawn(nats_port, prefix, name, db, lease, fast, logs) for name in names)
+            ):
+                nodes.append(n)
+            yield nodes
+        finally:
+            reap(nodes)
+            for n in nodes:
+                await n.proxy.close()
 
 
 def request_of(prompt: str) -> str | None:

@@ -20,7 +20,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -30,17 +29,18 @@ from typing import Any
 from netsuke.cluster import NOCONNECTION, NatsTransport
 from netsuke.kernel import NoProcessError, Pid, ProcessExitedError, Runtime
 
+from . import procs as P
 from .proxy import TcpProxy
 
-ROOT = Path(__file__).resolve().parents[2]
 SETTLE = 3.0  # after a heal: long enough for a second (wrong) firing to show up
 
 
 class Node:
     """A node: the test's own (``proc is None``) or an OS process behind a proxy."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, log: Path | None = None) -> None:
         self.name = name
+        self.log = log
         self.node = ""
         self.echo: Pid | None = None
         self.rec: Pid = Pid("", 0)
@@ -52,35 +52,28 @@ class Node:
         return f"<node {self.node or self.name}>"
 
 
-async def spawn(nats_port: int, prefix: str, name: str) -> Node:
-    n = Node(name)
+async def spawn(nats_port: int, prefix: str, name: str, logs: Path | None = None) -> Node:
+    n = Node(name, None if logs is None else logs / f"{name}.log")
     n.proxy = TcpProxy(nats_port)
     await n.proxy.start()
-    await restart(n, prefix)
+    try:
+        await restart(n, prefix)
+    except BaseException:
+        reap([n])
+        await n.proxy.close()
+        raise
     return n
 
 
 async def restart(n: Node, prefix: str) -> None:
     """Start (again) the OS process of ``n``: a new incarnation, new pids."""
     assert n.proxy is not None
-    if n.proc is not None and n.proc.stdout is not None:
-        n.proc.stdout.close()  # the predecessor's, reaped by kill()
-    n.proc = _popen(n.proxy.url, prefix, n.name)
-    assert n.proc.stdout is not None
+    reap([n])  # the predecessor's pipe (killed by kill(), or still running: killed now)
+    P.popen(n, "tests.cluster.node_main", n.proxy.url, prefix, n.name)
+    assert n.proc is not None and n.proc.stdout is not None
     line = await asyncio.wait_for(asyncio.to_thread(n.proc.stdout.readline), 90)
     node, echo, rec = line.decode().split()
     n.node, n.echo, n.rec = node, Pid(node, int(echo)), Pid(node, int(rec))
-    n.stopped = False
-
-
-def _popen(url: str, prefix: str, name: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.cluster.node_main", url, prefix, name],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-    )
 
 
 async def local(rt: Runtime, name: str) -> Node:
@@ -90,24 +83,8 @@ async def local(rt: Runtime, name: str) -> Node:
     return n
 
 
-def kill(n: Node) -> None:
-    assert n.proc is not None
-    os.kill(n.proc.pid, signal.SIGKILL)
-    n.proc.wait(30)
-
-
-def reap(nodes: Iterable[Node]) -> None:
-    for n in nodes:
-        p = n.proc
-        if p is None:
-            continue
-        if p.poll() is None:
-            if n.stopped:
-                os.kill(p.pid, signal.SIGCONT)
-            p.kill()
-            p.wait(30)
-        if p.stdout is not None:
-            p.stdout.close()
+kill = P.kill
+reap = P.reap
 
 
 async def rec_call(a: Runtime, n: Node, request: Any, timeout: float = 30) -> Any:
@@ -331,15 +308,16 @@ async def cluster(server: Any, names: list[str]) -> AsyncIterator[tuple[Runtime,
 
     p = new_prefix()
     spawned: list[Node] = []
-    try:
-        for n in await asyncio.gather(*(spawn(server.port, p, name) for name in names)):
-            spawned.append(n)
-        async with join(server.url, "alpha", transport_options={**FAST, "prefix": p}) as a:
-            nodes = [await local(a, "alpha"), *spawned]
-            await wait_joined(a, nodes)
-            yield a, nodes, p
-    finally:
-        reap(spawned)
-        for n in spawned:
-            if n.proxy is not None:
-                await n.proxy.close()
+    with P.log_dir(spawned) as logs:  # type: ignore[arg-type]
+        try:
+            for n in await asyncio.gather(*(spawn(server.port, p, name, logs) for name in names)):
+                spawned.append(n)
+            async with join(server.url, "alpha", transport_options={**FAST, "prefix": p}) as a:
+                nodes = [await local(a, "alpha"), *spawned]
+                await wait_joined(a, nodes)
+                yield a, nodes, p
+        finally:
+            reap(spawned)
+            for n in spawned:
+                if n.proxy is not None:
+                    await n.proxy.close()

@@ -102,7 +102,8 @@ async def test_a_killed_nodes_sessions_restart_by_otp_rules_and_owner_links_fire
             assert r[0] == "ok", r
         # evicted when idle: its process is gone, its host state says so
         await FH.until(lambda: _gone(rt, a, "evictable-1"), what="eviction")
-        assert (await store.conversations.get("evictable-1")).host_state == "evicted"
+        # written once the process has gone (a busy store takes its time)
+        await FH.until(lambda: _host_state(store, "evictable-1", "evicted"), what="evicted")
         # a session on beta owned by a process of alpha; a watcher of a session on alpha
         oa = await FH.ctl(rt, a, ("owner",))
         s3 = await FH.ctl(rt, b, ("start", "owned", "own-3", oa))
@@ -227,16 +228,20 @@ async def _host_state(store: Store, session: str, state: str) -> bool:
     return (await store.conversations.get(session)).host_state == state
 
 
-# In `make chaos` only: on the busy CI machine (two xdist workers) alpha twice did not take beta's
-# sessions over within 60 s after beta's NATS cut (cause not found yet; see the session note).
-@pytest.mark.chaos
+@pytest.mark.timeout(900)
 async def test_sigkill_and_a_nats_cut_under_chat_load_lose_nothing(
     tmp_path: Path, nats_server: NatsServer
 ) -> None:
     """Four chat sessions over two agent nodes under a steady load (each request retried with
     its id until acknowledged); SIGKILL one node (restarted after), then cut the other off
     NATS (its proxy drops every packet; healed, then restarted since it fenced itself). The
-    load keeps being acknowledged and the history checker finds nothing wrong."""
+    load keeps being acknowledged and the history checker finds nothing wrong.
+
+    The cut may come before the restarted alpha ever heard beta (its first heartbeat): alpha
+    then judges beta down as a member it does not hear (``unheard``), which is what failed
+    twice on the busy CI machine before that existed (beta kept renewing its lease, nobody
+    took its sessions). Every wait is bounded generously and only bounds: nothing here
+    measures how fast a step was."""
     db = await _db(tmp_path)
     p = prefix()
     async with (
@@ -252,25 +257,30 @@ async def test_sigkill_and_a_nats_cut_under_chat_load_lose_nothing(
 
         async def progress(n: int) -> None:
             target = load.acked + n
-            await FH.until(lambda: _at_least(load, target), timeout=120, what="load progress")
+            await FH.until(lambda: _at_least(load, target), timeout=180, what="load progress")
+
+        async def moved_to(node: str) -> None:
+            await FH.until(
+                lambda: _all_owned_by(store, sessions, node), timeout=180, what=f"moved to {node}"
+            )
 
         try:
             await progress(8)
             FH.kill(a)  # SIGKILL: beta revokes it and restarts its two sessions
-            await FH.until(lambda: _all_owned_by(store, sessions, "beta"), what="moved to beta")
+            await moved_to("beta")
             await progress(8)
             await FH.start(a, p, db, LEASE)  # a new incarnation of alpha
             await progress(4)
             b.proxy.blackhole()  # beta cut off NATS: alpha revokes it and takes its sessions
-            await FH.until(lambda: _all_owned_by(store, sessions, "alpha"), what="moved to alpha")
+            await moved_to("alpha")
             await progress(8)
             b.proxy.heal()
-            await FH.until(lambda: _fenced(rt, b), timeout=LEASE, what="beta fenced")
+            await FH.until(lambda: _fenced(rt, b), timeout=180, what="beta fenced")
             await FH.start(b, p, db, LEASE)
             await progress(4)
         finally:
             load.stop()
-            await asyncio.wait_for(running, 120)
+            await asyncio.wait_for(running, 300)
         report = await load.check()
         print(f"\nload: {len(load.requests)} requests, {load.acked} acknowledged; {report.counts}")
         assert report.counts == (0, 0, 0), report.details

@@ -271,3 +271,97 @@ async def test_a_survivor_busy_when_it_saw_a_node_down_revokes_it_once_healthy(
             assert agents.whereis("a-1") is not None
             assert (await store.conversations.get("a-1")).owner_node == "beta"
             assert await ma.renew() is False  # alpha's next renewal fails: it fences itself
+
+
+@pytest.mark.timeout(120)
+async def test_a_member_cut_off_nats_before_the_survivor_ever_heard_it_is_revoked(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    """The flaky chaos test's cause: alpha restarted and beta was cut off NATS before alpha
+    heard beta's first heartbeat, so alpha never saw beta go down; beta kept its store and
+    renewed its lease, and its sessions stayed its own for good. Now a live member of the
+    store that this node does not hear within ``down_after`` is down here (``unheard``): its
+    lease is revoked (long before it could run out) and its sessions restart here. ghost is
+    on another subject prefix, so no heartbeat of it ever reaches beta; a subscription that
+    never answers holds its subject there, as a cut-off node's lingering connection does (a
+    probe gets no "no responders")."""
+    db = f"sqlite+aiosqlite:///{tmp_path / 'u.db'}"
+    await upgrade(db)
+    p = prefix()
+    async with (
+        Store.open(db) as store,
+        join_cluster(
+            nats_server.url,
+            "ghost",
+            store.database,
+            lease=30.0,
+            transport_options={**FAST, "prefix": prefix()},
+        ) as g,
+        join_cluster(
+            nats_server.url,
+            "beta",
+            store.database,
+            lease=30.0,
+            transport_options={**FAST, "prefix": p},
+        ) as b,
+    ):
+        mg, mb = g.membership, b.membership
+        assert b.transport.nc is not None
+        await b.transport.nc.subscribe(f"{p}.node.{g.node_id}.>", cb=_ignore)
+        assert mg.incarnation is not None and mb.incarnation is not None
+        ghost = NodeIdentity("ghost", mg.incarnation)
+        await store.conversations.open("u-1", agent_name="trans", claim=True, node=ghost)
+        store.conversations.set_ownership(NodeIdentity("beta", mb.incarnation), mb)
+        agents = await Agents.start(b.runtime, store)
+        sub = b.runtime.events.subscribe("cluster.node_down")
+        async with Failover(b, agents, members_interval=0.2, join_grace=0.5) as failover:
+            down = await asyncio.wait_for(sub.get(), 30)
+            assert (down.data["peer"], down.data["cause"]) == (g.node_id, "unheard")
+            await eventually(lambda: failover.moved == 1, timeout=60)
+            assert not await mb.is_live("ghost", mg.incarnation)  # revoked, 30 s lease
+            assert agents.whereis("u-1") is not None
+            assert (await store.conversations.get("u-1")).owner_node == "beta"
+            assert await mg.renew() is False  # ghost's next renewal fails: it fences itself
+            assert mg.fenced
+
+
+async def _ignore(msg: object) -> None:
+    pass
+
+
+@pytest.mark.timeout(120)
+async def test_a_survivor_whose_loop_keeps_stalling_still_revokes_after_the_defer_limit(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    """A survivor on a loaded machine whose event loop stalls again and again is never
+    "healthy" by the stall rule; it still revokes a peer that stays down once the peer has
+    been down here for ``defer_limit``, its own NATS connection answering."""
+    db = f"sqlite+aiosqlite:///{tmp_path / 'd.db'}"
+    await upgrade(db)
+    topt = {**FAST, "prefix": prefix()}
+    async with (
+        Store.open(db) as store,
+        join_cluster(
+            nats_server.url, "beta", store.database, lease=30.0, transport_options=topt
+        ) as b,
+        join_cluster(
+            nats_server.url, "alpha", store.database, lease=30.0, transport_options=topt
+        ) as a,
+    ):
+        mb, ma = b.membership, a.membership
+        assert mb.incarnation is not None and ma.incarnation is not None
+        store.conversations.set_ownership(NodeIdentity("beta", mb.incarnation), mb)
+        agents = await Agents.start(b.runtime, store)
+        await store.conversations.open(
+            "d-1", agent_name="trans", claim=True, node=NodeIdentity("alpha", ma.incarnation)
+        )
+        await eventually(lambda: a.node_id in b.transport.nodes(), timeout=30)
+        async with Failover(b, agents, defer_limit=2.0) as failover:
+            loop = asyncio.get_running_loop()
+            failover._stalled_at = loop.time() + 1e6  # stalled for good, as far as it knows
+            assert await failover.unhealthy() == "stalled"
+            assert a.transport.nc is not None
+            await a.transport.nc.close()  # alpha cut off NATS, not the store: it renews
+            await eventually(lambda: failover.moved == 1, timeout=60)
+            assert not await mb.is_live("alpha", ma.incarnation)
+            assert (await store.conversations.get("d-1")).owner_node == "beta"

@@ -3,13 +3,18 @@ restart its sessions from the store, by OTP rules (docs/cluster.md, "Failover").
 
 **Fast, safe takeover.** On ``cluster.node_down`` (``no_responders``: its NATS subscription
 is gone, about 0.8 s after a SIGKILL; ``heartbeat_timeout``: ``down_after`` of silence, a
-SIGSTOP or a cut; ``replaced``) a survivor that is itself healthy revokes the dead node's
-lease in the store (``Membership.revoke``): from then on the store's liveness policy says the
-node is not live, so its sessions can be claimed without waiting for its lease to run out. A
+SIGSTOP or a cut; ``unheard``; ``replaced``) a survivor that is itself healthy revokes the
+dead node's lease in the store (``Membership.revoke``): from then on the store's liveness
+policy says the node is not live, so its sessions can be claimed without waiting for its
+lease to run out. A
 survivor is healthy when it is a member (not fenced), its own event loop has not stalled in
 the last ``down_after`` seconds (a node that was itself paused sees everybody silent) and its
-own NATS connection answers a ping within a second (a node cut off sees everybody silent).
+own NATS connection answers a ping (a node cut off sees everybody silent).
 ``disconnected`` (this node's own connection broke) and ``peer_declared_down`` never revoke.
+A stall of this node defers a revocation for at most ``defer_limit``, so a survivor that is
+merely slow still revokes. Members in the store that this node has never heard over NATS are
+handed to the transport (``NatsTransport.expect``), which judges them down (``unheard``) after
+``down_after`` of silence: a node cut off NATS before this one first heard it is revoked too.
 A revoked node that still runs fails its next renewal and fences itself; a wrong verdict
 costs availability, never safety: every commit is fenced by the session's epoch.
 
@@ -49,12 +54,13 @@ from typing import TYPE_CHECKING, Any, Final
 import structlog
 from opentelemetry import trace
 from prometheus_client import Counter, Histogram
+from sqlalchemy import select
 
 from netsuke.events import Event, topics
 from netsuke.observability import REGISTRY
-from netsuke.store import Conversation, SessionOwnedError
+from netsuke.store import Conversation, Database, SessionOwnedError
 
-from ._membership import LEFT, list_nodes
+from ._membership import LEFT, LIVE, NODES, db_now, list_nodes
 from ._nats import split_node_id
 
 if TYPE_CHECKING:
@@ -87,7 +93,7 @@ FAILOVER_SECONDS = Histogram(
     registry=REGISTRY,
 )
 
-REVOKE_CAUSES: Final = frozenset({"no_responders", "heartbeat_timeout", "replaced"})
+REVOKE_CAUSES: Final = frozenset({"no_responders", "heartbeat_timeout", "unheard", "replaced"})
 RECENT: Final = 600.0  # the sweep looks at nodes gone within the last RECENT seconds
 
 
@@ -113,6 +119,21 @@ def _pick(session: str, nodes: Sequence[str]) -> str:
     )
 
 
+async def _live_members(db: Database, older_than: float) -> list[str]:
+    """The node ids with a live lease taken more than ``older_than`` seconds ago, by the
+    database clock (one small read)."""
+    async with db.read() as conn:
+        now = db_now(conn)
+        rows = await conn.execute(
+            select(NODES.c.name, NODES.c.incarnation).where(
+                NODES.c.state == LIVE,
+                NODES.c.expires_at > now,
+                NODES.c.started_at < now - older_than,
+            )
+        )
+        return [f"{n}#{int(i)}" for n, i in rows.all()]
+
+
 class Failover:
     """Fast takeover and OTP restarts of a gone node's sessions on this node (see the module
     documentation). ``Failover(node, agents).start()`` once both exist; ``await close()``.
@@ -120,7 +141,16 @@ class Failover:
     Options: ``revoke`` [``True``]: revoke a node's lease when it is seen down (else wait for
     it to run out); ``sweep_interval`` [the lease]: between two looks at the store for nodes
     gone unseen (a node that died while this one was down or cut off); ``concurrency`` [8]
-    claims at a time."""
+    claims at a time; ``stall_limit`` [1 s]: an event-loop tick late by more than this is a
+    stall (this node may have been paused); ``defer_limit`` [``3 * down_after``]: how long a
+    stall of this node may defer a revocation (see :meth:`_revoke_when_healthy`);
+    ``members_interval`` [``down_after``]: between two reads of the live members in the
+    store, each one this node has not heard over NATS awaited by the transport
+    (``NatsTransport.expect``: down, cause ``unheard``, if still silent ``down_after`` later);
+    ``join_grace`` [20 s]: only members that took their lease longer ago than this are
+    awaited (a node joins the store first, then connects to NATS: up to three connection
+    attempts of 5 s).
+    """
 
     def __init__(
         self,
@@ -131,6 +161,9 @@ class Failover:
         sweep_interval: float | None = None,
         concurrency: int = 8,
         stall_limit: float = 1.0,
+        defer_limit: float | None = None,
+        members_interval: float | None = None,
+        join_grace: float = 20.0,
     ) -> None:
         self.node = node
         self.agents = agents
@@ -146,6 +179,9 @@ class Failover:
         self._subs: list[Any] = []
         self._stalled_at = -1e9
         self._down_after = float(getattr(node.transport, "down_after", 3.0))
+        self.defer_limit = 3 * self._down_after if defer_limit is None else defer_limit
+        self.members_interval = self._down_after if members_interval is None else members_interval
+        self.join_grace = join_grace
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -156,7 +192,11 @@ class Failover:
             rt.events.listen(topics.CLUSTER_NODE_LEFT, self._on_event),
         ]
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._watch_loop()), loop.create_task(self._sweeper())]
+        self._tasks = [
+            loop.create_task(self._watch_loop()),
+            loop.create_task(self._sweeper()),
+            loop.create_task(self._members_loop()),
+        ]
         return self
 
     async def close(self) -> None:
@@ -191,23 +231,55 @@ class Failover:
 
     async def healthy(self, ping: bool = True) -> bool:
         """Whether this node may judge others: a member, not stalled lately, and (``ping``)
-        its own NATS connection answers a ping within a second."""
+        its own NATS connection answers a ping."""
+        return await self.unhealthy(ping) is None
+
+    async def unhealthy(self, ping: bool = True, *, stalls: bool = True) -> str | None:
+        """Why this node may not judge others now (``fenced``, ``stalled``, ``disconnected``,
+        ``ping_failed``), or ``None`` when it may (see :meth:`healthy`). ``stalls=False``:
+        a recent stall of this node's loop does not count."""
         if self.node.membership.fenced:
-            return False
+            return "fenced"
         loop = asyncio.get_running_loop()
-        if loop.time() - self._stalled_at < self._down_after + self.stall_limit:
-            return False
+        if stalls and loop.time() - self._stalled_at < self._down_after + self.stall_limit:
+            return "stalled"
         nc = getattr(self.node.transport, "nc", None)
         if nc is None or not nc.is_connected:
-            return False
+            return "disconnected"
         if not ping:
-            return True
-        try:
-            await nc.flush(timeout=1.0)
+            return None
+        try:  # a slow answer on a busy machine still proves the connection works
+            await nc.flush(timeout=max(1.0, self._down_after))
         except Exception:
-            return False
+            return "ping_failed"
         # the event loop may have stalled while waiting (a pause right now)
-        return loop.time() - self._stalled_at >= self._down_after + self.stall_limit
+        if stalls and loop.time() - self._stalled_at < self._down_after + self.stall_limit:
+            return "stalled"
+        return None
+
+    async def _members_loop(self) -> None:
+        """Every ``members_interval``: the live members in the store that this node has not
+        heard over NATS are awaited by the transport (``expect``), so a member cut off NATS
+        before this node first heard it (this node just joined or restarted) is judged down
+        too, and its lease revoked, instead of keeping its sessions for as long as it renews
+        its lease."""
+        expect = getattr(self.node.transport, "expect", None)
+        if expect is None:
+            return
+        m = self.node.membership
+        while True:
+            await asyncio.sleep(self.members_interval)
+            if m.fenced:
+                return
+            nc = getattr(self.node.transport, "nc", None)
+            if nc is None or not nc.is_connected:
+                continue  # every peer is silent for this node now: nothing to learn
+            try:
+                for node_id in await _live_members(m.db, self.join_grace):
+                    if node_id != m.node_id and expect(node_id):
+                        log.debug("cluster_member_awaited", node=m.node_id, peer=node_id)
+            except Exception as e:
+                log.warning("cluster_members_read_failed", error=repr(e)[:300])
 
     # ----------------------------------------------------------------- events
 
@@ -247,19 +319,34 @@ class Failover:
     async def _revoke_when_healthy(self, peer: str, name: str, inc: int, cause: str) -> bool:
         """Revoke ``peer``'s lease once this node is healthy. A node that was not healthy when
         it saw the peer down (its loop stalled: a busy machine, a restart just done) tries
-        again while the peer stays down here and its lease lives: a node cut off NATS but not
-        the store keeps renewing its lease, so without a revocation nobody would take over."""
+        again every ``down_after / 4`` while the peer stays down here and its lease lives: a
+        node cut off NATS but not the store keeps renewing its lease, so without a revocation
+        nobody would take over.
+
+        **Bound.** A stall of this node defers for at most ``defer_limit`` (``3 *
+        down_after``) after the node-down event; from then on only being fenced or cut off
+        NATS (no connection, no answer to a ping) defers. A peer judged down only because this
+        node stalled is heard again within a heartbeat once this node runs, and is up again
+        after the ``nd``/``nda`` exchange, which ends the deferral; one still down here
+        ``defer_limit`` later, while this node's connection answers, really is silent. So a
+        survivor that is merely slow (a loaded machine stalls its loop again and again) still
+        revokes, within about ``defer_limit`` plus one ping."""
         # "no responders" came from the NATS server: this node's connection works
         ping = cause != "no_responders"
         retry = max(0.25, self._down_after / 4)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         while True:
-            if await self.healthy(ping):
+            why = await self.unhealthy(ping, stalls=loop.time() - started < self.defer_limit)
+            if why is None:
                 try:
                     return await self.node.membership.revoke(name, inc, cause)
                 except Exception as e:
                     log.warning("cluster_revoke_failed", peer=peer, error=repr(e)[:300])
                     return False
-            log.info("cluster_revoke_deferred", node=self.node.membership.node_id, peer=peer)
+            log.info(
+                "cluster_revoke_deferred", node=self.node.membership.node_id, peer=peer, why=why
+            )
             await asyncio.sleep(retry)
             m = self.node.membership
             if m.fenced or not self.node.transport.is_down(peer):

@@ -301,6 +301,7 @@ class NatsTransport(Transport):
         self._probes: dict[int, str] = {}  # ping request id: peer node id
         self._call_ids = 0
         self._peers: dict[str, _Peer] = {}
+        self._unheard: dict[str, _Peer] = {}  # node id: members not heard yet (expect)
         self._down: set[str] = set()
         self._awaiting: dict[str, int] = {}  # down by our verdict, until it acknowledges (nda)
         self._nd_seq = 0
@@ -375,6 +376,7 @@ class NatsTransport(Transport):
         # breaks, and each one is told so when it is heard again.
         for peer in list(self._peers.values()):
             self._node_down(peer.node_id, "disconnected")
+        self._unheard.clear()  # silent because of this node: awaited again once connected
 
     async def _nats_reconnected(self) -> None:
         log.info("cluster_nats_reconnected", node=self.node_id)
@@ -428,6 +430,28 @@ class NatsTransport(Transport):
     def is_down(self, node_id: str) -> bool:
         """Whether this node has judged ``node_id`` down and not heard it come back since."""
         return node_id in self._down
+
+    def expect(self, node_id: str) -> bool:
+        """``node_id`` is a member (the store says so) that this node must hear: if no
+        heartbeat of it arrives within ``down_after`` from now, it is down here (cause
+        ``unheard``; ``no_responders`` sooner when a probe finds its subscription gone), as a
+        peer that fell silent is. A member cut off NATS before this node joined (or before
+        this node first heard it) is otherwise never judged down. Nothing happens for this
+        node, a peer heard already (this incarnation or a newer one), a node down already or
+        one awaited already; ``True`` when ``node_id`` is awaited from now on."""
+        parts = split_node_id(node_id)
+        rt = self.rt
+        if parts is None or rt is None or node_id == self.node_id or node_id in self._down:
+            return False
+        if node_id in self._unheard:
+            return False
+        peer = self._peers.get(parts[0])
+        if peer is not None:
+            heard = split_node_id(peer.node_id)
+            if heard is not None and heard[1] >= parts[1]:
+                return False
+        self._unheard[node_id] = _Peer(node_id, rt._loop.time())
+        return True
 
     # ----------------------------------------------------------------- resolution
 
@@ -1002,6 +1026,8 @@ class NatsTransport(Transport):
             return
         if node_id == self.node_id:
             return
+        if self._unheard:
+            self._unheard.pop(node_id, None)
         name, inc = parts
         if f.get("k") == "bye":
             self._node_down(node_id, "left")
@@ -1096,7 +1122,23 @@ class NatsTransport(Transport):
                         # Again if unanswered: a probe sent just before the server saw the
                         # connection close reached the dead connection and gets no answer.
                         self._probe(peer, now)
+                if self._unheard:
+                    self._check_unheard(now, overdue)
             await asyncio.sleep(step)
+
+    def _check_unheard(self, now: float, overdue: float) -> None:
+        """Members awaited by :meth:`expect` and still not heard: probed once overdue, down
+        after ``down_after``."""
+        for node_id, peer in list(self._unheard.items()):
+            if node_id in self._down:
+                del self._unheard[node_id]
+            elif now - peer.last_seen > self.down_after:
+                del self._unheard[node_id]
+                self._node_down(node_id, "unheard")
+            elif now - peer.last_seen > overdue and (
+                not peer.probe or now - peer.probe_at > self.heartbeat_interval
+            ):
+                self._probe(peer, now)
 
     def _probe(self, peer: _Peer, now: float) -> None:
         self._probes.pop(peer.probe, None)
