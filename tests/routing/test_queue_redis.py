@@ -326,3 +326,35 @@ async def test_settle_and_take_reloads_the_scripts_a_restarted_redis_lost(queue:
     )
     assert applied == [True] and [t.id for t in taken] == [second.id]
     assert held.id == first.id and (await queue.get(first.id)).status == "succeeded"
+
+
+async def test_settles_trim_acked_entries_and_keep_pending_and_unread_ones(
+    queue: TaskQueue,
+) -> None:
+    backend = queue.backend
+    assert isinstance(backend, RedisTaskBackend)
+    stream = f"{backend.prefix}:r:0|t|"
+
+    async def take(worker: str, n: int) -> list[TaskRecord]:
+        return await backend.take(worker, capabilities=None, limit=n, lease=30)
+
+    async def ack(worker: str, tasks: list[TaskRecord]) -> None:
+        changes = [(worker, t.id, {"status": "succeeded"}) for t in tasks]
+        applied, _ = await backend.settle_and_take(
+            changes, worker, capabilities=None, limit=0, lease=30
+        )
+        assert all(applied)
+
+    for _ in range(6):
+        await queue.submit("t")
+    [held] = await take("w1", 1)
+    await ack("w2", await take("w2", 3))  # the held one is older: nothing goes
+    assert await backend.client.xlen(stream) == 6
+    rest = await take("w2", 2)
+    unread = await queue.submit("t")
+    await ack("w1", [held])
+    await ack("w2", rest)  # all acked up to the newest: only it and the unread entry stay
+    assert await backend.client.xlen(stream) == 2
+    [last] = await take("w3", 5)
+    assert last.id == unread.id
+    assert (await backend.client.xpending(stream, "netsuke"))["pending"] == 1

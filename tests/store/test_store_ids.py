@@ -32,3 +32,17 @@ def test_ids_are_unique_and_later_ones_sort_after_earlier_ones() -> None:
 def test_executions_get_version_7_ids_by_default() -> None:
     e = Execution(kind="task")
     assert uuid.UUID(e.id).version == 7
+
+
+def test_a_batch_of_ids_is_canonical_version_7_unique_and_of_its_millisecond() -> None:
+    from netsuke.store._ids import new_ids
+
+    before = time.time_ns() // 1_000_000
+    batch = new_ids(5_000)
+    after = time.time_ns() // 1_000_000
+    assert len(set(batch)) == 5_000 and new_ids(0) == []
+    for value in batch[:100]:
+        parsed = uuid.UUID(value)
+        assert str(parsed) == value and parsed.version == 7
+        assert parsed.variant == uuid.RFC_4122
+        assert before <= parsed.int >> 80 <= after

@@ -304,8 +304,9 @@ for st, es in pairs(acks) do
   for j = 2, #es do
     if id_less(top, es[j]) then top = es[j] end
   end
-  local oldest = redis.call('XPENDING', st, 'netsuke')[2]
-  if oldest and id_less(oldest, top) then top = oldest end
+  -- (the extended form: the summary would count every consumer the group ever had)
+  local oldest = redis.call('XPENDING', st, 'netsuke', '-', '+', 1)[1]
+  if oldest and id_less(oldest[1], top) then top = oldest[1] end
   redis.call('XTRIM', st, 'MINID', top)
 end
 bulk('ZREM', P .. ':leases', gone)
