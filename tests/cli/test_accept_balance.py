@@ -185,3 +185,15 @@ async def test_the_slot_follows_connections_closed_behind_the_protocol(
         await node.close()
         sock.close()
         board.close()
+
+
+def test_without_memfd_the_board_is_an_unlinked_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(os, "memfd_create")  # as on macOS
+    board = AcceptBoard.create(2)
+    try:
+        board.set(1, 3)
+        again, slot = AcceptBoard.from_env(board.env(1))
+        assert slot == 1 and again.get(1) == 3 and again.get(0) == -1
+        again._map.close()
+    finally:
+        board.close()

@@ -37,6 +37,7 @@ import mmap
 import os
 import socket
 import struct
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -83,8 +84,13 @@ class AcceptBoard:
 
     @classmethod
     def create(cls, count: int) -> AcceptBoard:
-        """A new board (every slot ``-1``) on an inheritable ``memfd``."""
-        fd = os.memfd_create("netsuke-accept-board", 0)
+        """A new board (every slot ``-1``) on an inheritable ``memfd`` (elsewhere than on
+        Linux: an unlinked temporary file)."""
+        if hasattr(os, "memfd_create"):
+            fd = os.memfd_create("netsuke-accept-board", 0)
+        else:
+            with tempfile.TemporaryFile() as f:
+                fd = os.dup(f.fileno())
         try:
             os.ftruncate(fd, count * _SLOT.size)
             board = cls(fd, count)
