@@ -106,12 +106,17 @@ async def test_two_acceptors_on_one_socket_split_connections_evenly() -> None:
         for a in nodes:
             a.start()
         port = sock.getsockname()[1]
+        forced = ACCEPTS.labels("forced")._value.get()
         for i in range(10):  # one after the other, as the benchmark's clients
             _, w = await asyncio.open_connection("127.0.0.1", port)
             writers.append(w)
             await _until(lambda i=i: sum(a.open for a in nodes) == i + 1)
             assert abs(nodes[0].open - nodes[1].open) <= 1, [a.open for a in nodes]
+            if i % 3 == 0:  # a pause longer than the patience: each connection waits anew
+                await asyncio.sleep(_accept.PATIENCE * 2)
         assert [a.open for a in nodes] == [5, 5]
+        # one event loop runs both: the node left a connection always takes it in time
+        assert ACCEPTS.labels("forced")._value.get() == forced
         assert [board.get(0), board.get(1)] == [5, 5]
         for w in writers[:4]:  # closed connections count down
             w.close()
@@ -184,4 +189,16 @@ async def test_the_slot_follows_connections_closed_behind_the_protocol(
     finally:
         await node.close()
         sock.close()
+        board.close()
+
+
+def test_without_memfd_the_board_is_an_unlinked_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(os, "memfd_create")  # as on macOS
+    board = AcceptBoard.create(2)
+    try:
+        board.set(1, 3)
+        again, slot = AcceptBoard.from_env(board.env(1))
+        assert slot == 1 and again.get(1) == 3 and again.get(0) == -1
+        again._map.close()
+    finally:
         board.close()

@@ -35,8 +35,10 @@ from __future__ import annotations
 import asyncio
 import mmap
 import os
+import select
 import socket
 import struct
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -83,8 +85,13 @@ class AcceptBoard:
 
     @classmethod
     def create(cls, count: int) -> AcceptBoard:
-        """A new board (every slot ``-1``) on an inheritable ``memfd``."""
-        fd = os.memfd_create("netsuke-accept-board", 0)
+        """A new board (every slot ``-1``) on an inheritable ``memfd`` (elsewhere than on
+        Linux: an unlinked temporary file)."""
+        if hasattr(os, "memfd_create"):
+            fd = os.memfd_create("netsuke-accept-board", 0)
+        else:
+            with tempfile.TemporaryFile() as f:
+                fd = os.dup(f.fileno())
         try:
             os.ftruncate(fd, count * _SLOT.size)
             board = cls(fd, count)
@@ -235,31 +242,40 @@ class BalancedAcceptor:
                 log.warning("serve.accept_loop_failed", error=f"{type(e).__name__}: {e}")
                 await asyncio.sleep(0.1)
 
+    def _pending(self) -> bool:
+        """Whether a connection waits on the socket now (no waiting)."""
+        return bool(select.select([self.sock], [], [], 0)[0])
+
     async def _accept_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        waiting_since: float | None = None
         while True:
             await self._readable(loop)
-            if self._defer():
+            # this connection's wait: it ends when a peer takes it, or after PATIENCE
+            since: float | None = None
+            taken = False
+            while self._defer():
                 now = time.monotonic()
-                if waiting_since is None:
-                    waiting_since = now
-                if now - waiting_since < PATIENCE:
-                    DEFERRALS.inc()
-                    await asyncio.sleep(STEP)
-                    continue
-            forced = waiting_since is not None and self._defer()
+                if since is None:
+                    since = now
+                elif now - since >= PATIENCE:
+                    break
+                DEFERRALS.inc()
+                await asyncio.sleep(STEP)
+                if not self._pending():  # a less loaded node took it
+                    taken = True
+                    break
+            if taken:
+                continue
+            forced = since is not None and self._defer() and self._pending()
             try:
                 conn, _ = self.sock.accept()
                 conn.setblocking(False)
             except (BlockingIOError, InterruptedError):  # another node took it
-                waiting_since = None
                 continue
             except OSError as e:  # out of file descriptors, say: let some close first
                 log.warning("serve.accept_failed", error=e.strerror or str(e))
                 await asyncio.sleep(0.1)
                 continue
-            waiting_since = None
             if forced:
                 self._ignore_until = time.monotonic() + STUCK_HOLD
                 log.info("serve.accept_forced", slot=self.slot, open=self.open)

@@ -70,7 +70,6 @@ so that only the faulty turn fails, with ``ValidationError(field="execution")``.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import os
 import queue
@@ -84,6 +83,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.engine import make_url
+
+try:
+    import fcntl
+
+    _FLOCK = True
+except ImportError:  # Windows: no flock, SQLite's own lock alone (see WriterLock)
+    _FLOCK = False
 
 from ._engine import Database
 from ._errors import (
@@ -388,6 +394,8 @@ class WriterLock:
         self._skip_until = 0.0
 
     def _descriptor(self) -> int | None:
+        if not _FLOCK:
+            return None
         if self._fd is None and not self._unusable:
             try:
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
