@@ -21,7 +21,9 @@ from ..api.conftest import serve
 from ..api.test_dashboard_browser import browser  # noqa: F401 (fixture)
 from ..api.test_dashboard_ops import no_overflow_at_390, shot, sign_in_at, times_are_local
 from .helpers import FAST, prefix
-from .test_serve_failover import _env, _start, _stop
+from .serve_node import env as _env
+from .serve_node import start as _start
+from .serve_node import stop as _stop
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -1,5 +1,5 @@
-"""Failover rules in one process (fast): the OTP restart table, rendezvous placement, lease
-revocation in the store, lazy revival from the store, and a graceful leave moving only the
+"""Failover rules in one process (fast): the OTP restart table, placement (rendezvous over
+the live nodes, agents' required labels), lease revocation in the store, lazy revival from the store, and a graceful leave moving only the
 permanent sessions with a ``cluster.sessions_moved`` event (two nodes joined over a real
 nats-server in this process, on one SQLite file)."""
 
@@ -15,9 +15,10 @@ import pytest
 from netsuke import Runtime
 from netsuke.agents import AgentConfig, AgentNotFoundError, Agents
 from netsuke.cluster import FencedError, Membership, join_cluster, restarts_on_failover
-from netsuke.cluster._failover import SESSIONS_MOVED, Failover, _pick
+from netsuke.cluster._failover import SESSIONS_MOVED, Failover, takeover_target
+from netsuke.cluster._placement import Candidate, NoNodeAvailableError
 from netsuke.manager.testing import NatsServer
-from netsuke.store import Conversation, NodeIdentity, Store, upgrade
+from netsuke.store import AgentDraft, Conversation, NodeIdentity, Store, upgrade
 
 from .helpers import FAST, eventually, prefix
 
@@ -58,18 +59,31 @@ def test_otp_restart_rules(
     assert restarts_on_failover(conv, "left") is graceful
 
 
-def test_rendezvous_pick_spreads_and_moves_only_the_gone_nodes_sessions() -> None:
-    nodes = ["a#1", "b#2", "c#3"]
+def test_takeover_target_spreads_by_placement_and_moves_only_the_gone_nodes_sessions() -> None:
+    nodes = [Candidate("a#1"), Candidate("b#2"), Candidate("c#3")]
     sessions = [f"chat-{i}" for i in range(3000)]
-    picked = {s: _pick(s, nodes) for s in sessions}
+    picked = {s: takeover_target(s, nodes, "a#1") for s in sessions}
     counts = Counter(picked.values())
-    assert set(counts) == set(nodes)
+    assert set(counts) == {"a#1", "b#2", "c#3"}
     assert all(800 < c < 1200 for c in counts.values()), counts
-    survivors = ["a#1", "c#3"]
-    for s in sessions:  # only b's sessions move; the order of the nodes does not matter
-        again = _pick(s, list(reversed(survivors)))
+    survivors = [nodes[2], nodes[0]]
+    for s in sessions:  # only b's sessions move; every survivor computes the same node
+        again = takeover_target(s, survivors, "a#1")
+        assert again == takeover_target(s, survivors, "c#3")
         assert again == (picked[s] if picked[s] != "b#2" else again)
-        assert again in survivors
+        assert again in ("a#1", "c#3")
+
+
+def test_takeover_target_honours_the_labels_an_agent_requires() -> None:
+    gpu = {"gpu": "a100"}
+    nodes = [Candidate("a#1"), Candidate("b#2", 0, gpu)]
+    assert {takeover_target(f"s{i}", nodes, "a#1", gpu) for i in range(50)} == {"b#2"}
+    # the sweep's force claims here only if this node carries the labels
+    assert takeover_target("s", nodes, "a#1", gpu, force=True) == "b#2"
+    assert takeover_target("s", nodes, "b#2", gpu, force=True) == "b#2"
+    assert {takeover_target(f"s{i}", nodes, "a#1", force=True) for i in range(50)} == {"a#1"}
+    with pytest.raises(NoNodeAvailableError):
+        takeover_target("s", [Candidate("a#1")], "a#1", gpu)
 
 
 async def test_a_live_member_revokes_another_whose_next_renewal_fences_it(tmp_path: Path) -> None:
@@ -365,3 +379,54 @@ async def test_a_survivor_whose_loop_keeps_stalling_still_revokes_after_the_defe
             await eventually(lambda: failover.moved == 1, timeout=60)
             assert not await mb.is_live("alpha", ma.incarnation)
             assert (await store.conversations.get("d-1")).owner_node == "beta"
+
+
+@pytest.mark.timeout(120)
+async def test_a_session_whose_labels_no_survivor_carries_is_recorded_not_restarted(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    """Failover places through the placement module: a gone node's session whose agent
+    definition requires ``gpu=a100`` is not restarted on a survivor without that label; it is
+    recorded (``unplaced``, counted ``no_node``) and stays the gone node's in the store. Its
+    other sessions restart; once a node with the label is live, the sweep places the rest."""
+    db = f"sqlite+aiosqlite:///{tmp_path / 'l.db'}"
+    await upgrade(db)
+    async with Store.open(db) as store:
+        await store.agents.create(
+            AgentDraft(name="gpu", model="offline", config={"node_labels": {"gpu": "a100"}})
+        )
+        ghost = Membership(store.database, "ghost", lease=30.0)
+        inc = await ghost.join()
+        gone = NodeIdentity("ghost", inc)
+        await store.conversations.open("g-plain", agent_name="trans", claim=True, node=gone)
+        await store.conversations.open("g-gpu", agent_name="gpu", claim=True, node=gone)
+        for t in ghost._tasks:  # it stops renewing (no goodbye): a dead node
+            t.cancel()
+        async with join_cluster(
+            nats_server.url,
+            "beta",
+            store.database,
+            lease=30.0,
+            transport_options={**FAST, "prefix": prefix()},
+        ) as b:
+            mb = b.membership
+            assert mb.incarnation is not None
+            store.conversations.set_ownership(NodeIdentity("beta", mb.incarnation), mb)
+            agents = await Agents.start(b.runtime, store)
+            async with Failover(b, agents) as failover:
+                assert await mb.revoke("ghost", inc, "no_responders")
+                moved = await failover.take_over("ghost", inc, "no_responders", revoked=True)
+                assert moved == 1
+                assert agents.whereis("g-plain") is not None
+                assert agents.whereis("g-gpu") is None
+                assert failover.unplaced == {"g-gpu": {"gpu": "a100"}}
+                assert (await store.conversations.get("g-gpu")).owner_node == "ghost"
+                # a node with the label joins: the next look places the session there, not here
+                gpu = Membership(store.database, "gpu-node", lease=30.0, labels={"gpu": "a100"})
+                await gpu.join()
+                try:
+                    assert await failover.take_over("ghost", inc, "no_responders") == 0
+                    assert failover.unplaced == {}
+                    assert agents.whereis("g-gpu") is None  # gpu-node's to claim
+                finally:
+                    await gpu.leave()

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -23,65 +22,21 @@ import websockets
 from netsuke.manager.testing import NatsServer
 from netsuke.store import upgrade
 
+from . import serve_node as N
 from .helpers import prefix
 
 pytestmark = pytest.mark.timeout(420)
 
-EXE = str(Path(sys.executable).parent / "netsuke")
 NODE = "X-Netsuke-Node"
-
-
-def _env(**extra: str) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("NETSUKE_")}
-    return {**clean, "NETSUKE_RATE_LIMIT_PER_MINUTE": "0", **extra}
-
-
-def _spawn(name: str, nats: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
-    labels = ["--label", "gpu=a100"] if name == "gamma" else []
-    return subprocess.Popen(
-        [
-            EXE,
-            "serve",
-            "--cluster",
-            nats,
-            "--node",
-            name,
-            "--port",
-            "0",
-            "--cluster-lease",
-            "3",
-            *labels,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
-        cwd=cwd,
-    )
+_env, _stop = N.env, N.stop
 
 
 async def _start(
     name: str, nats: str, env: dict[str, str], cwd: Path
 ) -> tuple[subprocess.Popen[str], str, str | None]:
-    proc = _spawn(name, nats, env, cwd)
-    assert proc.stdout is not None
-    first = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 120)
-    assert f"node '{name}#" in first, first
-    url = first.split(" running at ")[1].split()[0]
-    key = None
-    if env.get("NETSUKE_BOOTSTRAP_ADMIN") == "true":
-        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 60)
-        key = line.rsplit(":", 1)[1].strip()
-    return proc, url, key
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGCONT)
-        proc.kill()
-        proc.wait(30)
-    if proc.stdout is not None:
-        proc.stdout.close()
+    """A node (gamma carries ``gpu=a100``) with a 3 s lease (``serve_node.start``)."""
+    labels = ["gpu=a100"] if name == "gamma" else []
+    return await N.start(name, nats, env, cwd, lease=3, labels=labels)
 
 
 async def test_three_nodes_serve_one_session_from_every_node(

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -20,52 +18,13 @@ import pytest
 from netsuke.manager.testing import NatsServer
 from netsuke.store import upgrade
 
+from . import serve_node as N
 from .helpers import prefix
 
 pytestmark = pytest.mark.timeout(240)
 
-EXE = str(Path(sys.executable).parent / "netsuke")
-
-
-def _env(**extra: str) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("NETSUKE_")}
-    return {**clean, "NETSUKE_RATE_LIMIT_PER_MINUTE": "0", **extra}
-
-
-def _spawn(name: str, nats: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [EXE, "serve", "--cluster", nats, "--node", name, "--port", "0", "--cluster-lease", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
-        cwd=cwd,
-    )
-
-
-async def _start(
-    name: str, nats: str, env: dict[str, str], cwd: Path
-) -> tuple[subprocess.Popen[str], str, str | None]:
-    """A node process, its base URL and the admin key it printed (if it issued one)."""
-    proc = _spawn(name, nats, env, cwd)
-    assert proc.stdout is not None
-    first = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 120)
-    assert f"node '{name}#" in first, first
-    url = first.split(" running at ")[1].split()[0]
-    key = None
-    if env.get("NETSUKE_BOOTSTRAP_ADMIN") == "true":
-        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 60)
-        assert "admin API key" in line, line
-        key = line.rsplit(":", 1)[1].strip()
-    return proc, url, key
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(30)
-    if proc.stdout is not None:
-        proc.stdout.close()
+# the launcher lives in serve_node.py (shared with test_forwarding and test_cluster_page)
+_env, _start, _stop = N.env, N.start, N.stop
 
 
 async def test_a_session_moves_to_the_survivor_with_its_memory_only_after_the_owners_lease(

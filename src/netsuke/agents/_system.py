@@ -33,7 +33,8 @@ other definition keep running, with their pids and memory.
   with it raises ``RequestInProgressError`` (it does not wait). ``stream`` takes it too. See
   ``docs/agents.md``.
 * ``run``/``stream`` reach an evicted session transparently: it is started again from its
-  configuration and its memory is read from the store.
+  configuration and its memory is read from the store. ``revive`` is that path, and the one
+  every takeover of a stored session takes (a call, the API's adopt on a cluster, failover).
 * Configurations are found, in order: the one passed, one given earlier for that agent name
   (``define``), the store's definition (``store.factory.spec``), else a default
   ``AgentConfig(name=agent_name)`` with the offline model.
@@ -72,6 +73,7 @@ from netsuke.store import (
     AgentDraft,
     AgentSpec,
     AuditValues,
+    Conversation,
     DuplicateRequestError,
     NotFoundError,
     SessionOwnedError,
@@ -416,7 +418,7 @@ class Agents:
         if pid is not None:
             return SessionRef(sid, pid)
         if sid in self._evicted:
-            return SessionRef(sid, await self._revive(sid))
+            return SessionRef(sid, await self.revive(sid))
         cfg = config
         if cfg is None:
             instance = self.rt.process(agent_name)
@@ -626,28 +628,51 @@ class Agents:
                     raise
                 if target not in self._evicted and not isinstance(e, NoProcessError):
                     raise
-            await self._revive(target)
+            await self.revive(target)
             revived = True
 
-    async def _revive(self, session: str) -> Pid:
-        """Start a session that is not running here again from the store: one evicted here,
-        or one whose process ended elsewhere (evicted on another node, or on a node that died;
-        "lazily, on the next call, from anywhere"). Not one stopped for good
-        (``AgentNotFoundError``). Its first turn claims it (``SessionMovedError`` while another
-        live node owns it) and loads its memory."""
+    async def revive(
+        self, session: str, *, claim: bool = False, conv: Conversation | None = None
+    ) -> Pid:
+        """Start here, from the store, a session that is not running here: the one takeover
+        path. It serves a call to a session evicted here or whose process ended elsewhere
+        (evicted on another node, or on a node that died: "lazily, on the next call, from
+        anywhere"), a cluster node's request for a session whose owner node is gone (the
+        API's ``adopt``), and failover's restart of a gone node's sessions (``Failover``).
+        Not a session stopped for good (``AgentNotFoundError``, also for one not in the
+        store). Returns the running pid (the one already running here, if any).
+
+        Fencing: the process claims the session (epoch + 1, compare-and-set in the store)
+        before it loads any history, so a turn of any earlier owner can no longer commit.
+        ``claim=False``: its first turn claims (a restart never waits on the store), and
+        fails with ``SessionMovedError`` while another live node owns it. ``claim=True``:
+        claimed now, before the process starts; ``SessionOwnedError`` (nothing started) while
+        another live node owns it, so the caller forwards there or leaves it to the winner.
+        ``conv``: the session's row, when the caller has just read it."""
         cfg = self._evicted.get(session)
         pid = self.rt.whereis(session)
         if pid is not None:
             return pid
-        try:
-            conv = await self.store.conversations.get(session)
-        except NotFoundError:
-            raise AgentNotFoundError(session) from None
+        if conv is None:
+            try:
+                conv = await self.store.conversations.get(session)
+            except NotFoundError:
+                raise AgentNotFoundError(session) from None
         if cfg is None:
             if conv.host_state == "stopped":
                 raise AgentNotFoundError(session)
             cfg = await self.config_for(conv.agent_name)
-        pid = await self.start_stored(session, cfg, conv.user_id)
+        epoch = None
+        if claim:  # SessionOwnedError as is: another live node owns it
+            claimed = await self.store.conversations.open(
+                session,
+                agent_name=conv.agent_name,
+                user_id=conv.user_id,
+                claim=True,
+                restart=conv.restart or cfg.restart,
+            )
+            epoch = claimed.incarnation
+        pid = await self.start_stored(session, cfg, conv.user_id, epoch=epoch)
         self._evicted.pop(session, None)
         return pid
 
@@ -656,7 +681,8 @@ class Agents:
     ) -> Pid:
         """Start the process of a session whose conversation is in the store (its memory is
         loaded by its first turn). ``epoch``: this node claimed it already at that epoch
-        (failover), else its first turn claims it. Returns the running pid if it runs."""
+        (``revive(claim=True)``), else its first turn claims it. Returns the running pid if
+        it runs. ``revive`` is the path that checks the stored row first."""
         arg = SessionArg(self, cfg, session, user, None, known=True)
         arg.epoch = epoch
         try:

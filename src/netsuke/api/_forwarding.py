@@ -320,8 +320,8 @@ async def _start_here(
 async def adopt(ctx: ApiContext, session_id: str) -> bool:
     """Start here a stored session whose owner node is gone (failover on the next request):
     whether it now runs here. A session this node owns (stopped on purpose) or one never
-    claimed is left alone."""
-    from netsuke.agents import Agents
+    claimed is left alone; one stopped for good is not revived (``Agents.revive``)."""
+    from netsuke.agents import AgentNotFoundError, Agents
 
     agents = ctx.extras.get("agents")
     if service_of(ctx) is None or not isinstance(agents, Agents):
@@ -335,18 +335,12 @@ async def adopt(ctx: ApiContext, session_id: str) -> bool:
         return False
     if await ctx.store.conversations.liveness.is_live(conv.owner_node, conv.owner_incarnation):
         return False
-    try:
-        await agents.start_agent(
-            session_id,
-            await agents.config_for(conv.agent_name),
-            user=conv.user_id,
-            exclusive=True,
-        )
+    try:  # the one takeover path (as failover's): claimed now, then started from the store
+        await agents.revive(session_id, claim=True, conv=conv)
     except SessionOwnedError:
-        return False
-    except NetsukeError as exc:
-        if type(exc).__name__ != "AlreadyStartedError":
-            raise
+        return False  # another live node claimed it first: the request is forwarded there
+    except AgentNotFoundError:
+        return False  # stopped for good: the request answers 404 as on one node
     log.info("api.session_adopted", session=session_id, previous=conv.owner_node)
     return True
 

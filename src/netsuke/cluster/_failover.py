@@ -24,14 +24,18 @@ the dead node hosted (``host_state`` ``active``: not evicted, not stopped) is re
 survivor when its restart type says so for that exit: ``permanent`` always, ``transient``
 only after an abnormal exit (the node's death, not a graceful stop), ``temporary`` never.
 Evicted sessions, and the others, come back lazily on the next call, on any node
-(``Agents._revive``); stopped ones do not.
+(``Agents.revive``, the path every takeover takes); stopped ones do not.
 
-**Placement.** Each survivor computes, for each such session, the rendezvous hash of the
-session id over the live nodes in the store and claims only the sessions that hash to itself
-(``_pick``, a small private function: ``cluster/_placement.py`` may replace it). The claim is
-the store's compare-and-set: of two claimants exactly one wins. A session still owned by a
-dead node one ``sweep_interval`` after its lease ended is claimed by whichever survivor sweeps
-first (the one picked may have died too).
+**Placement.** Each survivor asks the placement module (``cluster/_placement.py``), for each
+such session, which live node restarts it: the ``rendezvous`` policy over the live nodes in
+the store, restricted to those carrying every label its agent definition requires
+(``config.node_labels``), so every survivor computes the same node with no coordination and
+claims only its own share (``takeover_target``). A session no live node may host is not
+restarted: it is recorded (``Failover.unplaced``), logged and counted (``no_node``), and
+placed by a later sweep once such a node is live. The claim is the store's compare-and-set:
+of two claimants exactly one wins. A session still owned by a dead node one
+``sweep_interval`` after its lease ended is claimed by whichever survivor (carrying its
+labels) sweeps first (the one picked may have died too).
 
 Observability: the event ``cluster.sessions_moved`` (node, from, to, count, cause), logs
 ``cluster_sessions_moved`` and ``cluster_takeover_failed``, counters
@@ -46,9 +50,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import structlog
@@ -58,17 +61,18 @@ from sqlalchemy import select
 
 from netsuke.events import Event, topics
 from netsuke.observability import REGISTRY
-from netsuke.store import Conversation, Database, SessionOwnedError
+from netsuke.store import Conversation, Database, NotFoundError, SessionOwnedError, Store
 
 from ._membership import LEFT, LIVE, NODES, db_now, list_nodes
 from ._nats import split_node_id
+from ._placement import Candidate, NoNodeAvailableError, choose_node
 
 if TYPE_CHECKING:
     from netsuke.agents import Agents
 
     from ._member_node import ClusterNode
 
-__all__ = ["Failover", "restarts_on_failover"]
+__all__ = ["Failover", "required_labels", "restarts_on_failover", "takeover_target"]
 
 log = structlog.get_logger("netsuke.cluster")
 tracer = trace.get_tracer("netsuke.cluster")
@@ -81,7 +85,8 @@ SESSIONS_MOVED = Counter(
 )
 TAKEOVERS = Counter(
     "netsuke_cluster_takeovers",
-    "Failover claims of sessions of a gone node by this node, by outcome (taken, lost, failed).",
+    "Failover claims of sessions of a gone node by this node, by outcome (taken, lost, failed,"
+    " no_node: no live node carries the labels the session's agent requires).",
     ["node", "outcome"],
     registry=REGISTRY,
 )
@@ -111,12 +116,39 @@ def restarts_on_failover(conv: Conversation, cause: str) -> bool:
     return False
 
 
-def _pick(session: str, nodes: Sequence[str]) -> str:
-    """The node that should claim ``session``: rendezvous (highest random weight) hashing of
-    the session id over ``nodes`` (not empty)."""
-    return max(
-        nodes, key=lambda n: hashlib.blake2b(f"{n}\0{session}".encode(), digest_size=8).digest()
-    )
+def takeover_target(
+    session_id: str,
+    candidates: Sequence[Candidate],
+    me: str,
+    required: Mapping[str, str] | None = None,
+    *,
+    force: bool = False,
+) -> str:
+    """The live node that restarts ``session_id`` of a gone node, by the placement module's
+    ``rendezvous`` policy over ``candidates`` (the live nodes, with their labels) restricted
+    to those carrying every ``required`` label (its agent definition's ``node_labels``):
+    every survivor computes the same node with no coordination, so each claims only its own
+    share. With ``force`` (the sweep, once the node picked may be gone too) this node, if it
+    carries the labels. ``NoNodeAvailableError`` when no live node carries them."""
+    target = choose_node("rendezvous", session_id, candidates, me, required=required)
+    if force and target != me:
+        here = next((c for c in candidates if c.node_id == me), None)
+        if here is not None and all(here.labels.get(k) == v for k, v in (required or {}).items()):
+            return me
+    return target
+
+
+async def required_labels(store: Store, agent: str) -> dict[str, str] | None:
+    """The node labels the stored definition ``agent`` requires (``config.node_labels``), if
+    any (an agent defined in code only requires none)."""
+    try:
+        definition = await store.agents.get(agent)
+    except NotFoundError:
+        return None
+    raw = definition.config.get("node_labels")
+    if not isinstance(raw, dict) or not raw:
+        return None
+    return {str(k): str(v) for k, v in raw.items()}
 
 
 async def _live_members(db: Database, older_than: float) -> list[str]:
@@ -173,6 +205,8 @@ class Failover:
         self.concurrency = concurrency
         self.stall_limit = stall_limit
         self.moved = 0  # sessions this node restarted (for tests and the dashboard)
+        # sessions of gone nodes that no live node may host (labels): session id -> labels
+        self.unplaced: dict[str, dict[str, str]] = {}
         self._handled: set[tuple[str, int]] = set()
         self._running: dict[tuple[str, int], asyncio.Task[int]] = {}
         self._tasks: list[asyncio.Task[Any]] = []
@@ -393,8 +427,8 @@ class Failover:
         revoked: bool = False,
     ) -> int:
         """Restart on this node the sessions of ``name#incarnation`` that the rules restart and
-        that hash to this node (all of them with ``force``), once that node is not live in the
-        store; returns how many. One run per gone node at a time."""
+        that placement gives this node (all it may host with ``force``), once that node is not
+        live in the store; returns how many. One run per gone node at a time."""
         key = (name, incarnation)
         running = self._running.get(key)
         if running is not None:
@@ -430,11 +464,11 @@ class Failover:
         if not todo:
             self._handled.add((name, incarnation))
             return 0
-        live = [n.node_id for n in await m.nodes()]
-        if me not in live:
+        infos = await m.nodes()
+        if all(n.node_id != me for n in infos):
             return 0
-        mine = [c for c in todo if force or _pick(c.session_id, live) == me]
         gone = f"{name}#{incarnation}"
+        mine = await self._mine(todo, [Candidate(n.node_id, 0, n.labels) for n in infos], force)
         with tracer.start_as_current_span(
             "cluster.failover", attributes={"from": gone, "to": me, "sessions": len(mine)}
         ):
@@ -457,30 +491,48 @@ class Failover:
             )
         return moved
 
+    async def _mine(
+        self, todo: list[Conversation], candidates: list[Candidate], force: bool
+    ) -> list[Conversation]:
+        """The sessions of ``todo`` this node restarts (``takeover_target``); those no live
+        node may host (the labels their agent requires) are recorded in ``unplaced``, logged
+        once and counted (``outcome="no_node"``): they stay the gone node's in the store, and
+        each sweep (for ``RECENT`` seconds) places them once a node with the labels is live,
+        as a call through the API answers ``503 no-node-available`` until then."""
+        me = self.node.membership.node_id
+        labels: dict[str, dict[str, str] | None] = {}
+        mine = []
+        for c in todo:
+            if c.agent_name not in labels:
+                labels[c.agent_name] = await required_labels(self.agents.store, c.agent_name)
+            required = labels[c.agent_name]
+            try:
+                target = takeover_target(c.session_id, candidates, me, required, force=force)
+            except NoNodeAvailableError:
+                if c.session_id not in self.unplaced:
+                    self.unplaced[c.session_id] = dict(required or {})
+                    TAKEOVERS.labels(me, "no_node").inc()
+                    log.warning(
+                        "cluster_takeover_no_node",
+                        node=me,
+                        session=c.session_id,
+                        agent=c.agent_name,
+                        labels=required,
+                    )
+                continue
+            self.unplaced.pop(c.session_id, None)
+            if target == me:
+                mine.append(c)
+        return mine
+
     async def _restart(self, conv: Conversation, gate: asyncio.Semaphore) -> int:
         me = self.node.membership.node_id
         async with gate:
-            store = self.agents.store
-            try:
-                claimed = await store.conversations.open(
-                    conv.session_id,
-                    agent_name=conv.agent_name,
-                    user_id=conv.user_id,
-                    claim=True,
-                    restart=conv.restart or "transient",
-                )
+            try:  # the one takeover path: claimed now (epoch + 1), then started
+                await self.agents.revive(conv.session_id, claim=True, conv=conv)
             except SessionOwnedError:
                 TAKEOVERS.labels(me, "lost").inc()  # another survivor claimed it first
                 return 0
-            except Exception as e:
-                TAKEOVERS.labels(me, "failed").inc()
-                log.warning("cluster_takeover_failed", session=conv.session_id, error=repr(e))
-                return 0
-            try:
-                cfg = await self.agents.config_for(conv.agent_name)
-                await self.agents.start_stored(
-                    conv.session_id, cfg, conv.user_id, epoch=claimed.incarnation
-                )
             except Exception as e:
                 TAKEOVERS.labels(me, "failed").inc()
                 log.warning("cluster_takeover_failed", session=conv.session_id, error=repr(e))

@@ -1,0 +1,74 @@
+"""``netsuke serve --cluster`` node processes for the cluster tests (``test_serve_failover``,
+``test_forwarding``, ``test_cluster_page``): start one, read its URL (and the admin key it
+printed), stop it. Each node's stderr (its log) goes to ``<cwd>/node-<name>.log``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXE = str(Path(sys.executable).parent / "netsuke")
+
+
+def env(**extra: str) -> dict[str, str]:
+    """This process's environment without ``NETSUKE_*`` settings, no rate limit, ``extra``."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("NETSUKE_")}
+    return {**clean, "NETSUKE_RATE_LIMIT_PER_MINUTE": "0", **extra}
+
+
+def spawn(
+    name: str,
+    nats: str,
+    environ: dict[str, str],
+    cwd: Path,
+    *,
+    lease: float = 2,
+    labels: Sequence[str] = (),
+) -> subprocess.Popen[str]:
+    """``netsuke serve --cluster NATS --node NAME --port 0`` (``--label`` for each label)."""
+    args = [EXE, "serve", "--cluster", nats, "--node", name, "--port", "0"]
+    args += ["--cluster-lease", f"{lease:g}"]
+    for label in labels:
+        args += ["--label", label]
+    with open(cwd / f"node-{name}.log", "ab") as log:
+        return subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=log, text=True, env=environ, cwd=cwd
+        )
+
+
+async def start(
+    name: str,
+    nats: str,
+    environ: dict[str, str],
+    cwd: Path,
+    *,
+    lease: float = 2,
+    labels: Sequence[str] = (),
+) -> tuple[subprocess.Popen[str], str, str | None]:
+    """A node process, its base URL and the admin key it printed (if it issued one)."""
+    proc = spawn(name, nats, environ, cwd, lease=lease, labels=labels)
+    assert proc.stdout is not None
+    first = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 120)
+    assert f"node '{name}#" in first, first
+    url = first.split(" running at ")[1].split()[0]
+    key = None
+    if environ.get("NETSUKE_BOOTSTRAP_ADMIN") == "true":
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 60)
+        assert "admin API key" in line, line
+        key = line.rsplit(":", 1)[1].strip()
+    return proc, url, key
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """Kill the node (continued first, if a test stopped it) and close its pipe."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.kill()
+        proc.wait(30)
+    if proc.stdout is not None:
+        proc.stdout.close()
