@@ -106,3 +106,79 @@ async def test_a_session_moves_to_the_survivor_with_its_memory_only_after_the_ow
         _stop(alpha)
         if beta is not None:
             _stop(beta)
+
+
+async def test_a_pinned_session_taken_over_on_its_next_request_goes_to_a_node_with_its_labels(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    """A temporary session (failover does not restart it) whose agent requires ``gpu=a100``:
+    its owner alpha dies; the next request reaches beta, which lacks the label, so beta does
+    not take it over itself but forwards the request to gamma, the survivor carrying the label
+    (failover's placement), which takes it over there with its conversation."""
+    db = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
+    await upgrade(db)
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    (agents / "pinned.yaml").write_text(
+        "name: pinned\nmodel: offline\nconfig:\n  restart: temporary\n"
+        "  node_labels:\n    gpu: a100\n"
+    )
+    common = {
+        "NETSUKE_DATABASE_URL": db,
+        "NETSUKE_CLUSTER_PREFIX": prefix(),
+        "NETSUKE_AGENTS_DIR": str(agents),
+    }
+    procs = []
+    try:
+        alpha, a_url, key = await _start(
+            "alpha",
+            nats_server.url,
+            _env(**common, NETSUKE_BOOTSTRAP_ADMIN="true"),
+            tmp_path,
+            labels=["gpu=a100"],
+        )
+        procs.append(alpha)
+        assert key is not None
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(headers=headers, timeout=60) as http:
+            # the session starts on alpha, the only node so far
+            r = await http.post(f"{a_url}/api/v1/sessions", json={"agent": "pinned", "user": "u"})
+            assert r.status_code in (200, 201), r.text
+            sid = r.json()["session_id"]
+            r = await http.post(
+                f"{a_url}/api/v1/sessions/{sid}/messages", json={"message": "remember nara"}
+            )
+            assert r.status_code == 200 and r.headers["X-Netsuke-Node"].startswith("alpha#")
+            beta, b_url, _ = await _start(
+                "beta", nats_server.url, _env(**common, NETSUKE_BOOTSTRAP_ADMIN="false"), tmp_path
+            )
+            procs.append(beta)
+            gamma, _, _ = await _start(
+                "gamma",
+                nats_server.url,
+                _env(**common, NETSUKE_BOOTSTRAP_ADMIN="false"),
+                tmp_path,
+                labels=["gpu=a100"],
+            )
+            procs.append(gamma)
+
+            os.kill(alpha.pid, signal.SIGKILL)
+            alpha.wait(30)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 120
+            while True:
+                r = await http.post(
+                    f"{b_url}/api/v1/sessions/{sid}/messages", json={"message": "and now?"}
+                )
+                if r.status_code == 200:
+                    break
+                assert r.status_code in (503, 504), r.text
+                assert loop.time() < deadline, "no survivor took the session over"
+                await asyncio.sleep(0.5)
+            assert r.headers["X-Netsuke-Node"].startswith("gamma#"), r.headers
+            assert "turn 2" in r.json()["output"], r.text  # its memory came along
+            view = (await http.get(f"{b_url}/api/v1/sessions/{sid}")).json()
+            assert view["node"].startswith("gamma#"), view
+    finally:
+        for proc in procs:
+            _stop(proc)

@@ -317,32 +317,54 @@ async def _start_here(
             del locks[sid]
 
 
-async def adopt(ctx: ApiContext, session_id: str) -> bool:
-    """Start here a stored session whose owner node is gone (failover on the next request):
-    whether it now runs here. A session this node owns (stopped on purpose) or one never
-    claimed is left alone; one stopped for good is not revived (``Agents.revive``)."""
+async def adopt(ctx: ApiContext, session_id: str) -> str | None:
+    """Take over a stored session whose owner node is gone (failover on the next request).
+    Returns the node id to forward the request to when the session's agent requires node
+    labels (``node_labels``) this node does not carry: the node failover's placement picks
+    for it (``takeover_target``), which takes it over when the request reaches it; else
+    ``None``: the session now runs here, or is left alone (a session this node owns, stopped
+    on purpose, one never claimed, one stopped for good: ``Agents.revive``). 503
+    ``no-node-available`` when no live node carries the labels."""
     from netsuke.agents import AgentNotFoundError, Agents
+    from netsuke.cluster._failover import required_labels, takeover_target
 
     agents = ctx.extras.get("agents")
     if service_of(ctx) is None or not isinstance(agents, Agents):
-        return False
+        return None
     try:
         conv = await ctx.store.conversations.get(session_id)
     except NotFoundError:
-        return False
+        return None
     me = ctx.store.conversations.node
     if conv.owner_node is None or conv.owner_incarnation is None or conv.owner_node == me.name:
-        return False
+        return None
     if await ctx.store.conversations.liveness.is_live(conv.owner_node, conv.owner_incarnation):
-        return False
+        return None
+    required = await required_labels(ctx.store, conv.agent_name)
+    if required:
+        candidates = await _candidates(ctx)
+        mine = next((c for c in candidates if c.node_id == here(ctx)), None)
+        if mine is None or any(mine.labels.get(k) != v for k, v in required.items()):
+            try:
+                target = takeover_target(session_id, candidates, here(ctx), required)
+            except NoNodeAvailableError as e:
+                raise ProblemError(
+                    503,
+                    "No node available",
+                    str(e),
+                    type="no-node-available",
+                    headers={"Retry-After": "5"},
+                ) from None
+            log.info("api.session_adopt_forwarded", session=session_id, to=target)
+            return target
     try:  # the one takeover path (as failover's): claimed now, then started from the store
         await agents.revive(session_id, claim=True, conv=conv)
     except SessionOwnedError:
-        return False  # another live node claimed it first: the request is forwarded there
+        return None  # another live node claimed it first: the request is forwarded there
     except AgentNotFoundError:
-        return False  # stopped for good: the request answers 404 as on one node
+        return None  # stopped for good: the request answers 404 as on one node
     log.info("api.session_adopted", session=session_id, previous=conv.owner_node)
-    return True
+    return None
 
 
 # ------------------------------------------------------------------ the owner's side
@@ -494,13 +516,8 @@ async def gather_nodes(
 
 async def required_labels(ctx: ApiContext, agent: str) -> dict[str, str] | None:
     """The node labels the stored definition ``agent`` requires (``node_labels``), if any."""
+    from netsuke.cluster._failover import required_labels as stored_labels
+
     if service_of(ctx) is None:
         return None
-    try:
-        definition = await ctx.store.agents.get(agent)
-    except NotFoundError:
-        return None
-    raw = definition.config.get("node_labels")
-    if not isinstance(raw, dict) or not raw:
-        return None
-    return {str(k): str(v) for k, v in raw.items()}
+    return await stored_labels(ctx.store, agent)

@@ -369,8 +369,8 @@ async def post_message(
     owner = None
     if not running and service_of(ctx) is not None:  # a cluster: the owner may be elsewhere
         owner = await owner_elsewhere(ctx, session_id)
-        if owner is None:
-            await adopt(ctx, session_id)  # its owner node is gone: this node takes it over
+        if owner is None:  # its owner node is gone: this node takes it over, or the node
+            owner = await adopt(ctx, session_id)  # carrying its agent's labels does
     if not _wants_stream(request, stream):
         # the request's audit record is committed in the turn's transaction
         audit = request_audit(request.scope, 200)
