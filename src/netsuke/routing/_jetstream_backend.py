@@ -29,7 +29,10 @@ the SQL and Redis backends), mapped onto JetStream. Names below use the prefix `
   ``sync_interval: always``. Until a take leases it the message
   *is* the record: ``get`` reads it by subject (direct get), and the first lease creates the KV
   record. A task due later is delivered at once and ``nak``-ed with the delay until it is due.
-* **Take** pulls without waiting (``no_wait``) from the routes the consumer serves and leases each
+* **Take** pulls without waiting (``no_wait``; a take finding nothing soon after a publish by
+  this process pulls once more, waiting ``_SETTLE_WAIT`` for a first message: the server tells
+  a consumer of a new message asynchronously, so a pull right after the publish's ack can miss
+  it) from the routes the consumer serves and leases each
   message in its record (owner, expiry on the backend's clock, attempts + 1, the message's ack
   subject), written ``lease_write_delay`` [0.05 s] later unless the task is settled first (then
   one write records lease and result; meanwhile this process answers ``get`` with the lease,
