@@ -562,8 +562,12 @@ async def test_a_prefix_keeps_the_number_of_work_streams_it_was_made_with(
         try:
             assert again.works == one.works  # the recorded number, not the default
             task = await TaskQueue(one).submit("t")
-            [held] = await again.take("w", capabilities=None, limit=1, lease=30)
-            assert held.id == task.id
+
+            async def taken() -> bool:  # (once its route reached this backend's watch)
+                got = await again.take("w", capabilities=None, limit=1, lease=30)
+                return [t.id for t in got] == [task.id]
+
+            await eventually(taken)
         finally:
             await again.close()
         with pytest.raises(QueueUnavailableError, match="has 4 work streams, not 2"):

@@ -29,7 +29,10 @@ the SQL and Redis backends), mapped onto JetStream. Names below use the prefix `
   ``sync_interval: always``. Until a take leases it the message
   *is* the record: ``get`` reads it by subject (direct get), and the first lease creates the KV
   record. A task due later is delivered at once and ``nak``-ed with the delay until it is due.
-* **Take** pulls without waiting (``no_wait``) from the routes the consumer serves and leases each
+* **Take** pulls without waiting (``no_wait``; a take finding nothing soon after a publish by
+  this process pulls once more, waiting ``_SETTLE_WAIT`` for a first message: the server tells
+  a consumer of a new message asynchronously, so a pull right after the publish's ack can miss
+  it) from the routes the consumer serves and leases each
   message in its record (owner, expiry on the backend's clock, attempts + 1, the message's ack
   subject), written ``lease_write_delay`` [0.05 s] later unless the task is settled first (then
   one write records lease and result; meanwhile this process answers ``get`` with the lease,
@@ -100,6 +103,8 @@ DEFAULT_WORK_STREAMS = 4
 one at a time (a task makes two: its message and the ack's tombstone), so one stream's tasks/s
 is bounded by the disk's serial fsync rate (raw nats-py made 4,742 tasks/s on one stream of a
 disk doing 7,240 serial fsyncs/s, 7,623 on four); four fsync in parallel."""
+_SETTLE_WAIT = 0.02  # seconds: how long a second pull waits for a just-published message
+_RECENT = 0.5  # seconds: a take finding nothing this soon after a publish here pulls again
 _ACK_TIMEOUT = 30.0  # seconds: a batch of publishes not all acknowledged by then failed
 
 
@@ -321,6 +326,7 @@ class JetStreamTaskBackend:
         self._ack_inbox = f"{nc.new_inbox()}."  # + a number: the acks of _publish
         self._ack_sub: Any = None
         self._ack_next = 0
+        self._published = 0.0  # epoch s of this process's latest publish to a stream
         self._acks: dict[str, asyncio.Future[int]] = {}
         self._closing = False
 
@@ -676,6 +682,7 @@ class JetStreamTaskBackend:
         # stream's duplicate window keeps one; an id made here is never published twice
         keyed = {"Nats-Msg-Id": task_id} if draft.idempotency_key is not None else None
         await self.js.publish(subject, body, headers=keyed)
+        self._published = self.clock()
         return trusted_task(data), True
 
     async def _publish(
@@ -743,6 +750,7 @@ class JetStreamTaskBackend:
                 task_id = _new_id()
                 subject, body, data = await self._message(draft, task_id, now)
                 acks.append(await self._publish(subject, body))  # (no key: no Msg-Id)
+                self._published = self.clock()
                 out[i] = (trusted_task(data), True)
             for result in await self._acked(acks):
                 if isinstance(result, BaseException):
@@ -811,16 +819,16 @@ class JetStreamTaskBackend:
             return False
         return all(c in capabilities for c in route.capabilities)
 
-    async def _pull(self, route: _Route, n: int) -> list[Any]:
+    async def _pull(self, route: _Route, n: int, wait: float = 0.0) -> list[Any]:
         """Up to ``n`` messages of ``route`` that are ready now, from every work stream at once
         (a share of ``n`` from each)."""
         if len(self.works) == 1:
-            return await self._pull_from(self.work, route, n)
+            return await self._pull_from(self.work, route, n, wait)
         share = -(-n // len(self.works))
-        got = await asyncio.gather(*(self._pull_from(w, route, share) for w in self.works))
+        got = await asyncio.gather(*(self._pull_from(w, route, share, wait) for w in self.works))
         return [msg for part in got for msg in part]
 
-    async def _pull_from(self, work: str, route: _Route, n: int) -> list[Any]:
+    async def _pull_from(self, work: str, route: _Route, n: int, wait: float = 0.0) -> list[Any]:
         """Up to ``n`` messages of ``route`` in the work stream ``work`` that are ready now (a
         ``no_wait`` pull request on a subscription of its own: JetStream delivers them under
         their own subjects)."""
@@ -846,7 +854,12 @@ class JetStreamTaskBackend:
         try:
             await self.nc.publish(
                 f"$JS.API.CONSUMER.MSG.NEXT.{work}.{route.consumer}",
-                json.dumps({"batch": n, "no_wait": True}).encode(),
+                json.dumps(
+                    # (no_wait with expires: none ready -> wait up to expires for the first)
+                    {"batch": n, "no_wait": True, "expires": int(wait * 1e9)}
+                    if wait
+                    else {"batch": n, "no_wait": True}
+                ).encode(),
                 reply=inbox,
             )
             with contextlib.suppress(TimeoutError):
@@ -871,14 +884,20 @@ class JetStreamTaskBackend:
         routes = [r for r in self._routes.values() if self._serves(r, capabilities, kinds)]
         routes.sort(key=lambda r: -r.priority)
         out: list[TaskRecord] = []
-        for route in routes:
-            if len(out) >= limit:
+        # a pull right after a publish's ack can miss its message (the server tells the
+        # consumer asynchronously): a take finding nothing soon after this process published
+        # asks once more, waiting up to _SETTLE_WAIT for the first message
+        for wait in (0.0, _SETTLE_WAIT):
+            if wait and (out or self.clock() - self._published > _RECENT):
                 break
-            if route.consumer not in self._ready_routes:
-                self._ready_routes.add(route.consumer)  # (made by the process that submitted)
-            msgs = await self._pull(route, limit - len(out))
-            if msgs:
-                out += await self._lease_all(consumer, msgs, lease)
+            for route in routes:
+                if len(out) >= limit:
+                    break
+                if route.consumer not in self._ready_routes:
+                    self._ready_routes.add(route.consumer)  # (made by the process that submitted)
+                msgs = await self._pull(route, limit - len(out), wait)
+                if msgs:
+                    out += await self._lease_all(consumer, msgs, lease)
         if out and self.lease_write_delay > 0:
             flush = asyncio.create_task(self._flush([t.id for t in out], self.lease_write_delay))
             self._flushes.add(flush)
@@ -1293,6 +1312,7 @@ class JetStreamTaskBackend:
         )
         body = _dump({**data, "_m": None, "_requeued": True})
         ack = await self.js.publish(f"{route.subject_in(self._shard(task_id))}.{task_id}", body)
+        self._published = self.clock()
         data["_m"] = int(ack.seq)
         if await self._cas(task_id, data, revision) is None:  # (its message is dropped)
             raise TaskNotFoundError(task_id, "dead")
