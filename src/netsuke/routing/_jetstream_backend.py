@@ -88,6 +88,7 @@ from netsuke.store._records_tasks import trusted_task
 
 from ._backend import Settle
 from ._errors import TaskNotFoundError, TaskValidationError, check_page
+from ._fastjson import loads_exact
 from ._observe import METRICS, log
 from ._redis_backend import Durability, QueueDurabilityError, QueueUnavailableError
 
@@ -181,15 +182,10 @@ def _dump(data: dict[str, Any]) -> bytes:
 
 
 def _loads(raw: bytes) -> dict[str, Any]:
-    """A record written by ``_dump`` (or by an earlier version: the standard library's)."""
-    if _orjson is not None:
-        try:
-            data: dict[str, Any] = _orjson.loads(raw)
-        except ValueError:  # NaN, an infinity: not JSON to orjson
-            return dict(json.loads(raw))
-        if _EXACT not in data:
-            return data
-    return dict(json.loads(raw))
+    """A record written by ``_dump`` (or by an earlier version: the standard library's), read
+    exactly (``loads_exact``: a record marked ``_EXACT``, or an older one holding an integer
+    beyond 64 bits, is read by the standard library)."""
+    return dict(loads_exact(raw))
 
 
 def _delivered(msg: Any) -> tuple[int, int]:

@@ -54,13 +54,9 @@ from netsuke.store._records_tasks import trusted_task
 
 from ._backend import Settle
 from ._errors import TaskNotFoundError, TaskValidationError, check_page
+from ._fastjson import loads_exact
 from ._observe import log
 from ._redis_lua import EXTEND, LAYOUT, MIGRATE, PURGE, REQUEUE, SETTLE, SUBMIT, TAKE
-
-try:
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - the redis extra installs it
-    _orjson = None  # type: ignore[assignment]
 
 __all__ = ["QueueDurabilityError", "QueueUnavailableError", "RedisTaskBackend"]
 
@@ -109,20 +105,9 @@ def _enc(value: Any) -> str:
     return json.dumps(value)
 
 
-_DIGITS = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))  # digits: 0, the rest: space
-_LONG = b"0" * 19
-
-
 def _loads(raw: bytes) -> Any:
-    """JSON written by the scripts: orjson where it reads exactly what ``json.loads`` would
-    (no run of 19 digits or more: orjson reads an integer beyond 64 bits as a float; no NaN
-    or lone surrogate, which it refuses), else the standard library."""
-    if _orjson is not None and raw.translate(_DIGITS).find(_LONG) < 0:
-        try:
-            return _orjson.loads(raw)
-        except ValueError:
-            pass
-    return json.loads(raw)
+    """JSON written by the scripts (``loads_exact``: orjson where it is exact)."""
+    return loads_exact(raw)
 
 
 def _doc(rec: bytes, fixed: bytes) -> bytes:
