@@ -9,8 +9,9 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 EXE = str(Path(sys.executable).parent / "netsuke")
 
@@ -62,6 +63,41 @@ async def start(
         assert "admin API key" in line, line
         key = line.rsplit(":", 1)[1].strip()
     return proc, url, key
+
+
+async def start_nodes(
+    names: Sequence[str],
+    nats: str,
+    common: dict[str, str],
+    cwd: Path,
+    procs: list[subprocess.Popen[str]],
+    launcher: Callable[..., Awaitable[tuple[subprocess.Popen[str], str, str | None]]] = start,
+) -> tuple[str, list[str]]:
+    """Start the nodes ``names`` one after another on the settings ``common`` (the first one
+    issues the admin key) by ``launcher`` (``start``, or a test's own with its lease and
+    labels), each appended to ``procs`` as soon as it runs (the caller stops them): the admin
+    key and the nodes' base URLs."""
+    key: str | None = None
+    urls = []
+    for i, name in enumerate(names):
+        boot = "true" if i == 0 else "false"
+        proc, url, issued = await launcher(
+            name, nats, env(**common, NETSUKE_BOOTSTRAP_ADMIN=boot), cwd
+        )
+        procs.append(proc)
+        urls.append(url)
+        key = key or issued
+    assert key is not None
+    return key, urls
+
+
+async def wait_members(http: Any, url: str, count: int, timeout: float = 60) -> None:
+    """Until the node at ``url`` lists ``count`` live members (``GET /cluster/nodes``)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while len((await http.get(f"{url}/api/v1/cluster/nodes")).json()["nodes"]) < count:
+        assert loop.time() < deadline, f"fewer than {count} members after {timeout} s"
+        await asyncio.sleep(0.2)
 
 
 def stop(proc: subprocess.Popen[str]) -> None:

@@ -29,6 +29,7 @@ from netsuke.node import Node
 from netsuke.routing import NoRouteError
 from netsuke.store import NodeIdentity, Store, upgrade
 
+from . import serve_node as N
 from .helpers import prefix
 from .test_forwarding import NODE, _env, _start, _stop
 
@@ -48,14 +49,6 @@ def _defs(folder: Path) -> None:
     }
     for name, text in files.items():
         (folder / f"{name}.yaml").write_text(text)
-
-
-async def _nodes(http: httpx.AsyncClient, url: str, count: int) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 60
-    while len((await http.get(f"{url}/api/v1/cluster/nodes")).json()["nodes"]) < count:
-        assert loop.time() < deadline
-        await asyncio.sleep(0.2)
 
 
 async def _say(http: httpx.AsyncClient, url: str, session: str, text: str) -> dict[str, Any]:
@@ -79,19 +72,14 @@ async def test_a_delegate_on_another_node_keeps_memory_per_user_and_the_chain_li
     }
     procs: list[subprocess.Popen[str]] = []
     try:
-        alpha, a_url, key = await _start(
-            "alpha", nats_server.url, _env(**common, NETSUKE_BOOTSTRAP_ADMIN="true"), tmp_path
+        key, (a_url, g_url) = await N.start_nodes(
+            ("alpha", "gamma"), nats_server.url, common, tmp_path, procs, _start
         )
-        procs.append(alpha)
-        gamma, g_url, _ = await _start(
-            "gamma", nats_server.url, _env(**common, NETSUKE_BOOTSTRAP_ADMIN="false"), tmp_path
-        )
-        procs.append(gamma)
-        assert key is not None
+        gamma = procs[1]
         async with httpx.AsyncClient(
             headers={"Authorization": f"Bearer {key}"}, timeout=120
         ) as http:
-            await _nodes(http, a_url, 2)
+            await N.wait_members(http, a_url, 2)
             for user in ("ann", "bob"):
                 r = await http.post(
                     f"{a_url}/api/v1/sessions", json={"agent": "researcher", "user": user}

@@ -34,16 +34,16 @@ from netsuke.manager.testing import NatsServer
 from netsuke.routing import ChainDepthError
 from netsuke.store import Store, upgrade
 
+from . import serve_node as N
 from .helpers import prefix
-from .test_cluster_delegation import _nodes
-from .test_forwarding import EXE, NODE, _env, _start, _stop
+from .test_forwarding import NODE, _env, _start, _stop
 
 pytestmark = pytest.mark.timeout(420)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [EXE, "cluster", "agents", *args], capture_output=True, text=True, env=_env(), timeout=120
+        [N.EXE, "cluster", "agents", *args], capture_output=True, text=True, env=_env(), timeout=120
     )
 
 
@@ -62,25 +62,14 @@ async def test_count_find_and_stop_matching_span_three_nodes_and_report_a_silent
     }
     procs: list[subprocess.Popen[str]] = []
     try:
-        alpha, a_url, key = await _start(
-            "alpha", nats_server.url, _env(**common, NETSUKE_BOOTSTRAP_ADMIN="true"), tmp_path
+        key, urls = await N.start_nodes(
+            ("alpha", "beta", "gamma"), nats_server.url, common, tmp_path, procs, _start
         )
-        procs.append(alpha)
-        assert key is not None
-        rest = await asyncio.gather(
-            *(
-                _start(
-                    n, nats_server.url, _env(**common, NETSUKE_BOOTSTRAP_ADMIN="false"), tmp_path
-                )
-                for n in ("beta", "gamma")
-            )
-        )
-        procs += [p for p, _, _ in rest]
-        urls = [a_url, *(u for _, u, _ in rest)]
+        a_url = urls[0]
         async with httpx.AsyncClient(
             headers={"Authorization": f"Bearer {key}"}, timeout=120
         ) as http:
-            await _nodes(http, a_url, 3)
+            await N.wait_members(http, a_url, 3)
             where = {}
             for i, url in enumerate(urls, 1):  # one session per node, placed where asked
                 r = await http.post(
@@ -119,7 +108,7 @@ async def test_count_find_and_stop_matching_span_three_nodes_and_report_a_silent
                     service.handle(op, never)
                 await service.start()
                 try:
-                    await _nodes(http, a_url, 4)
+                    await N.wait_members(http, a_url, 4)
                     part = await http.get(
                         f"{urls[1]}/api/v1/cluster/agents", params={"match": "helper", "timeout": 1}
                     )
@@ -165,19 +154,13 @@ async def test_queued_tasks_are_taken_by_agents_on_both_nodes(
     }
     procs: list[subprocess.Popen[str]] = []
     try:
-        alpha, a_url, key = await _start(
-            "alpha", nats_server.url, _env(**common, NETSUKE_BOOTSTRAP_ADMIN="true"), tmp_path
+        key, (a_url, b_url) = await N.start_nodes(
+            ("alpha", "beta"), nats_server.url, common, tmp_path, procs, _start
         )
-        procs.append(alpha)
-        beta, b_url, _ = await _start(
-            "beta", nats_server.url, _env(**common, NETSUKE_BOOTSTRAP_ADMIN="false"), tmp_path
-        )
-        procs.append(beta)
-        assert key is not None
         async with httpx.AsyncClient(
             headers={"Authorization": f"Bearer {key}"}, timeout=120
         ) as http:
-            await _nodes(http, a_url, 2)
+            await N.wait_members(http, a_url, 2)
             ids = []
             for i in range(40):  # submitted through both nodes, as a load balancer would
                 r = await http.post(

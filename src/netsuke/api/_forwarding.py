@@ -194,14 +194,16 @@ async def forward_stream(
 
 
 async def _candidates(ctx: ApiContext) -> list[Candidate]:
-    from netsuke.cluster import list_nodes
+    from netsuke.cluster._placement import live_candidates
 
-    nodes = await list_nodes(ctx.store.database)
-    owned = await ctx.store.conversations.owner_counts()
-    return [
-        Candidate(n.node_id, owned.get((n.name, n.incarnation), 0), getattr(n, "labels", {}))
-        for n in nodes
-    ]
+    return await live_candidates(ctx.store)
+
+
+def _no_node(e: NoNodeAvailableError) -> ProblemError:
+    """503 ``no-node-available`` (``Retry-After: 5``): no live node carries the labels."""
+    return ProblemError(
+        503, "No node available", str(e), type="no-node-available", headers={"Retry-After": "5"}
+    )
 
 
 async def place(ctx: ApiContext, session_id: str, required: dict[str, str] | None) -> str:
@@ -216,13 +218,7 @@ async def place(ctx: ApiContext, session_id: str, required: dict[str, str] | Non
             required=required,
         )
     except NoNodeAvailableError as e:
-        raise ProblemError(
-            503,
-            "No node available",
-            str(e),
-            type="no-node-available",
-            headers={"Retry-After": "5"},
-        ) from None
+        raise _no_node(e) from None
 
 
 async def get_or_start(
@@ -326,7 +322,8 @@ async def adopt(ctx: ApiContext, session_id: str) -> str | None:
     on purpose, one never claimed, one stopped for good: ``Agents.revive``). 503
     ``no-node-available`` when no live node carries the labels."""
     from netsuke.agents import AgentNotFoundError, Agents
-    from netsuke.cluster._failover import required_labels, takeover_target
+    from netsuke.cluster._failover import takeover_target
+    from netsuke.cluster._placement import required_labels as stored_labels
 
     agents = ctx.extras.get("agents")
     if service_of(ctx) is None or not isinstance(agents, Agents):
@@ -340,7 +337,7 @@ async def adopt(ctx: ApiContext, session_id: str) -> str | None:
         return None
     if await ctx.store.conversations.liveness.is_live(conv.owner_node, conv.owner_incarnation):
         return None
-    required = await required_labels(ctx.store, conv.agent_name)
+    required = await stored_labels(ctx.store, conv.agent_name)
     if required:
         candidates = await _candidates(ctx)
         mine = next((c for c in candidates if c.node_id == here(ctx)), None)
@@ -348,13 +345,7 @@ async def adopt(ctx: ApiContext, session_id: str) -> str | None:
             try:
                 target = takeover_target(session_id, candidates, here(ctx), required)
             except NoNodeAvailableError as e:
-                raise ProblemError(
-                    503,
-                    "No node available",
-                    str(e),
-                    type="no-node-available",
-                    headers={"Retry-After": "5"},
-                ) from None
+                raise _no_node(e) from None
             log.info("api.session_adopt_forwarded", session=session_id, to=target)
             return target
     try:  # the one takeover path (as failover's): claimed now, then started from the store
@@ -516,7 +507,7 @@ async def gather_nodes(
 
 async def required_labels(ctx: ApiContext, agent: str) -> dict[str, str] | None:
     """The node labels the stored definition ``agent`` requires (``node_labels``), if any."""
-    from netsuke.cluster._failover import required_labels as stored_labels
+    from netsuke.cluster._placement import required_labels as stored_labels
 
     if service_of(ctx) is None:
         return None

@@ -87,7 +87,7 @@ from ._forward import (
     RemoteOpError,
     SessionService,
 )
-from ._placement import Candidate, choose_node
+from ._placement import Candidate, choose_node, live_candidates, required_labels
 
 __all__ = ["ClusterAgents", "delegate_request_id", "delegate_scope", "error_from_wire"]
 
@@ -296,25 +296,10 @@ class ClusterAgents:
         return None if chosen == self.node_id else chosen
 
     async def _candidates(self) -> list[Candidate]:
-        from ._membership import list_nodes
-
-        store = self.agents.store
-        nodes = await list_nodes(store.database)
-        owned = await store.conversations.owner_counts()
-        return [
-            Candidate(n.node_id, owned.get((n.name, n.incarnation), 0), dict(n.labels))
-            for n in nodes
-        ]
+        return await live_candidates(self.agents.store)
 
     async def _labels(self, agent: str) -> dict[str, str] | None:
-        try:
-            definition = await self.agents.store.agents.get(agent)
-        except NotFoundError:
-            return None
-        raw = definition.config.get("node_labels")
-        if not isinstance(raw, dict) or not raw:
-            return None
-        return {str(k): str(v) for k, v in raw.items()}
+        return await required_labels(self.agents.store, agent)
 
     async def delegate(
         self, target: str, message: Any, parent: TurnContext, *, local: LocalRun

@@ -61,11 +61,11 @@ from sqlalchemy import select
 
 from netsuke.events import Event, topics
 from netsuke.observability import REGISTRY
-from netsuke.store import Conversation, Database, NotFoundError, SessionOwnedError, Store
+from netsuke.store import Conversation, Database, SessionOwnedError
 
 from ._membership import LEFT, LIVE, NODES, db_now, list_nodes
 from ._nats import split_node_id
-from ._placement import Candidate, NoNodeAvailableError, choose_node
+from ._placement import Candidate, NoNodeAvailableError, choose_node, required_labels
 
 if TYPE_CHECKING:
     from netsuke.agents import Agents
@@ -136,19 +136,6 @@ def takeover_target(
         if here is not None and all(here.labels.get(k) == v for k, v in (required or {}).items()):
             return me
     return target
-
-
-async def required_labels(store: Store, agent: str) -> dict[str, str] | None:
-    """The node labels the stored definition ``agent`` requires (``config.node_labels``), if
-    any (an agent defined in code only requires none)."""
-    try:
-        definition = await store.agents.get(agent)
-    except NotFoundError:
-        return None
-    raw = definition.config.get("node_labels")
-    if not isinstance(raw, dict) or not raw:
-        return None
-    return {str(k): str(v) for k, v in raw.items()}
 
 
 async def _live_members(db: Database, older_than: float) -> list[str]:

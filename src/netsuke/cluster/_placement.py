@@ -27,11 +27,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from prometheus_client import Counter
 
 from netsuke.observability import REGISTRY
+from netsuke.store import NotFoundError
+
+if TYPE_CHECKING:
+    from netsuke.store import Store
 
 __all__ = [
     "POLICIES",
@@ -138,3 +142,28 @@ def parse_labels(text: str | Sequence[str] | None) -> dict[str, str]:
 
 def _ok(s: str) -> bool:
     return 0 < len(s) <= 64 and all(c.isalnum() or c in "_.-" for c in s) and s.isascii()
+
+
+async def live_candidates(store: Store) -> list[Candidate]:
+    """The live member nodes of ``store``'s cluster as placement candidates: their labels and
+    how many sessions each owns (two small reads)."""
+    from ._membership import list_nodes
+
+    nodes = await list_nodes(store.database)
+    owned = await store.conversations.owner_counts()
+    return [
+        Candidate(n.node_id, owned.get((n.name, n.incarnation), 0), dict(n.labels)) for n in nodes
+    ]
+
+
+async def required_labels(store: Store, agent: str) -> dict[str, str] | None:
+    """The node labels the stored definition ``agent`` requires (``config.node_labels``), if
+    any (an agent defined in code only requires none)."""
+    try:
+        definition = await store.agents.get(agent)
+    except NotFoundError:
+        return None
+    raw: Any = definition.config.get("node_labels")
+    if not isinstance(raw, dict) or not raw:
+        return None
+    return {str(k): str(v) for k, v in raw.items()}

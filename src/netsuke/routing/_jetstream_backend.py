@@ -760,28 +760,7 @@ class JetStreamTaskBackend:
         self, draft: TaskDraft, task_id: str, now: datetime
     ) -> tuple[str, bytes, dict[str, Any]]:
         """A new task's delivery message (subject, body) and its record."""
-        data: dict[str, Any] = {
-            "id": task_id,
-            "kind": draft.kind,
-            "payload": draft.payload,
-            "capabilities": list(draft.capabilities),
-            "priority": draft.priority,
-            "status": "queued",
-            "attempts": 0,
-            "max_attempts": draft.max_attempts,
-            "backoff_base": draft.backoff_base,
-            "backoff_cap": draft.backoff_cap,
-            "timeout": draft.timeout,
-            "run_at": draft.run_at,
-            "lease_owner": None,
-            "lease_expires_at": None,
-            "idempotency_key": draft.idempotency_key,
-            "result": None,
-            "last_error": None,
-            "created_at": now,
-            "updated_at": now,
-            "finished_at": None,
-        }
+        data = draft.new_record(task_id, now)
         text = draft.payload_json
         exact = text is None or "NaN" in text or "Infinity" in text  # (orjson writes null)
         route = await self._route(

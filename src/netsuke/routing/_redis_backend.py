@@ -320,28 +320,7 @@ class RedisTaskBackend:
             if int(replies[2 * i]) == 0:
                 out.append((await self.get(_s(replies[2 * i + 1])), False))
                 continue
-            out.append((trusted_task({
-                "id": task_id,
-                "kind": draft.kind,
-                "payload": draft.payload,
-                "capabilities": list(draft.capabilities),
-                "priority": draft.priority,
-                "status": "queued",
-                "attempts": 0,
-                "max_attempts": draft.max_attempts,
-                "backoff_base": draft.backoff_base,
-                "backoff_cap": draft.backoff_cap,
-                "timeout": draft.timeout,
-                "run_at": draft.run_at,
-                "lease_owner": None,
-                "lease_expires_at": None,
-                "idempotency_key": draft.idempotency_key,
-                "result": None,
-                "last_error": None,
-                "created_at": now,
-                "updated_at": now,
-                "finished_at": None,
-            }), True))  # fmt: skip
+            out.append((trusted_task(draft.new_record(task_id, now)), True))
         return out
 
     async def _submit_grouped(self, parts: list[str], count: int) -> list[Any]:

@@ -125,6 +125,32 @@ class TaskDraft(BaseModel):
         private = self.__pydantic_private__
         return None if private is None else private.get("_audit")
 
+    def new_record(self, task_id: str, now: datetime) -> dict[str, Any]:
+        """The stored fields of this draft as a new task ``task_id`` submitted at ``now``
+        (``queued``, no attempt yet): what a backend writes, and answers the submitter."""
+        return {
+            "id": task_id,
+            "kind": self.kind,
+            "payload": self.payload,
+            "capabilities": list(self.capabilities),
+            "priority": self.priority,
+            "status": "queued",
+            "attempts": 0,
+            "max_attempts": self.max_attempts,
+            "backoff_base": self.backoff_base,
+            "backoff_cap": self.backoff_cap,
+            "timeout": self.timeout,
+            "run_at": self.run_at,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "idempotency_key": self.idempotency_key,
+            "result": None,
+            "last_error": None,
+            "created_at": now,
+            "updated_at": now,
+            "finished_at": None,
+        }
+
     @field_validator("capabilities")
     @classmethod
     def _caps(cls, value: tuple[str, ...]) -> tuple[str, ...]:
