@@ -37,6 +37,7 @@ import pydantic
 
 from netsuke.events import EventBus, topics
 from netsuke.store import (
+    MAX_JSON_DEPTH,
     AuditValues,
     Page,
     Store,
@@ -231,13 +232,15 @@ class TaskQueue:
         encoded once."""
         body = dict(payload or {})
         try:
-            check_json(body, "payload")
-        except ValidationError as exc:  # a lone surrogate or nesting too deep
-            raise TaskValidationError(exc.field, exc.reason) from None
-        try:
             text = json.dumps(body)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
+            _check_payload(body)  # (its problem is reported first, as it always was)
             raise TaskValidationError("payload", f"not JSON-serialisable: {exc}") from None
+        # the walk of check_json only when the text could hide its problems: json.dumps
+        # escapes every surrogate as \udxxx (so none without that text), and nesting is at
+        # most the count of brackets (those inside strings only add to it)
+        if "\\ud" in text or text.count("{") + text.count("[") > MAX_JSON_DEPTH:
+            _check_payload(body)
         draft = TaskDraft.plain(
             kind=kind,
             payload=body,
@@ -382,3 +385,11 @@ class TaskQueue:
     async def close(self) -> None:
         """Flush pending commits of the backend."""
         await self.backend.close()
+
+
+def _check_payload(body: dict[str, Any]) -> None:
+    """``TaskValidationError`` for a lone surrogate or nesting too deep in ``body``."""
+    try:
+        check_json(body, "payload")
+    except ValidationError as exc:
+        raise TaskValidationError(exc.field, exc.reason) from None

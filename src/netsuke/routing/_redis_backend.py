@@ -423,14 +423,17 @@ class RedisTaskBackend:
 
     @staticmethod
     def _taken(rows: list[bytes]) -> list[TaskRecord]:
-        """The TAKE script's reply (the leased tasks as JSON documents, written by this
-        backend's scripts from values it wrote: every field present and well typed) as records,
-        read in one parse without pydantic's validation of each."""
+        """The TAKE script's reply (per leased task its two strings, ``P:t:<id>`` and
+        ``P:f:<id>``, written by this backend's scripts: every field present and well typed) as
+        records, spliced into one JSON array read in one parse without pydantic's validation
+        of each."""
         if not rows:
             return []
         tasks: list[TaskRecord] = []
         parse = datetime.fromisoformat
-        for data in _loads(b"[" + b",".join(rows) + b"]"):
+        pairs = zip(rows[::2], rows[1::2], strict=True)
+        docs = b",".join([_doc(rec, fixed) for rec, fixed in pairs])
+        for data in _loads(b"[" + docs + b"]"):
             for name in _TIMES:
                 value = data[name]
                 if value is not None:
@@ -627,11 +630,10 @@ class RedisTaskBackend:
         return n
 
     async def next_due(self) -> datetime | None:
-        times: list[float] = []
+        pipe = self.client.pipeline(transaction=False)  # (one round trip for both)
         for key in (f"{self.prefix}:delayed", f"{self.prefix}:leases"):
-            first = await self.client.zrange(key, 0, 0, withscores=True)
-            if first:
-                times.append(float(first[0][1]))
+            pipe.zrange(key, 0, 0, withscores=True)
+        times = [float(first[0][1]) for first in await pipe.execute() if first]
         return datetime.fromtimestamp(min(times) / 1000, UTC) if times else None
 
     async def close(self) -> None:
