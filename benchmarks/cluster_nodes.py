@@ -50,6 +50,10 @@ HERE = str(Path(__file__).resolve())
 EXE = str(Path(sys.executable).parent / "netsuke")
 NAME = "chat turns/s, 2 nodes vs 1 node"
 TARGET = 1.7
+PER_SESSION = 20
+"""Turns per session before a client starts a new one: a turn's CPU grows with the length of
+its conversation (the agent loop walks the history), so without a bound the faster server
+would be charged for longer conversations."""
 
 # ----------------------------------------------------------------------- load process
 
@@ -87,19 +91,31 @@ def _head(method: str, path: str, host: str, key: str, length: int) -> bytes:
     ).encode()
 
 
-async def load(url: str, key: str, clients: int, seconds: float, warm: float) -> dict[str, Any]:
+async def load(
+    url: str, key: str, clients: int, seconds: float, warm: float, per_session: int = 0
+) -> dict[str, Any]:
     host = url.split("://", 1)[1].rstrip("/")
     address, port = host.rsplit(":", 1)
     conns: list[tuple[_Conn, str]] = []
-    for i in range(clients):  # one after the other: each new connection meets idle loops
-        conn = _Conn(*await asyncio.open_connection(address, int(port)))
-        body = json.dumps({"agent": "bench", "user": f"u{i}-{os.getpid()}"}).encode()
+    made = 0
+
+    async def new_session(conn: _Conn) -> str:
+        nonlocal made
+        made += 1
+        body = json.dumps({"agent": "bench", "user": f"u{made}-{os.getpid()}"}).encode()
         status, reply = await conn.request(
             _head("POST", "/api/v1/sessions", host, key, len(body)), body
         )
         if status not in (200, 201):
             raise RuntimeError(f"session not created: {status} {reply[:300]!r}")
-        conns.append((conn, json.loads(reply)["session_id"]))
+        sid: str = json.loads(reply)["session_id"]
+        sessions.append(sid)
+        return sid
+
+    sessions: list[str] = []
+    for _ in range(clients):  # one after the other: each new connection meets idle loops
+        conn = _Conn(*await asyncio.open_connection(address, int(port)))
+        conns.append((conn, await new_session(conn)))
     message = json.dumps({"message": "Tell me about the weather in Kyoto"}).encode()
     latencies: list[float] = []
     errors: Counter[int] = Counter()
@@ -111,7 +127,15 @@ async def load(url: str, key: str, clients: int, seconds: float, warm: float) ->
     async def client(conn: _Conn, sid: str) -> None:
         nonlocal total
         head = _head("POST", f"/api/v1/sessions/{sid}/messages", host, key, len(message))
+        turns = 0
         while (t0 := time.perf_counter()) < stop_at:
+            if per_session and turns >= per_session:
+                # a new conversation on the same connection (so on the same node): a turn's
+                # work grows with its conversation's length, see --turns-per-session
+                sid, turns = await new_session(conn), 0
+                head = _head("POST", f"/api/v1/sessions/{sid}/messages", host, key, len(message))
+                t0 = time.perf_counter()
+            turns += 1
             status, _ = await conn.request(head, message)
             t1 = time.perf_counter()
             total += 1
@@ -141,14 +165,16 @@ async def load(url: str, key: str, clients: int, seconds: float, warm: float) ->
         "p50_ms": latencies[n // 2] * 1000 if n else 0.0,
         "p99_ms": latencies[min(n - 1, int(n * 0.99))] * 1000 if n else 0.0,
         "load_cpu_share": cpu / seconds,
-        "sessions": [s for _, s in conns],
+        "sessions": sessions,
     }
 
 
-def run_load(url: str, key: str, clients: int, seconds: float) -> dict[str, Any]:
+def run_load(
+    url: str, key: str, clients: int, seconds: float, per_session: int = 0
+) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, HERE, "--load", url, "--key", key, "--clients", str(clients),
-         "--seconds", str(seconds)],
+         "--seconds", str(seconds), "--turns-per-session", str(per_session)],
         capture_output=True, text=True, timeout=seconds + 180, check=False,
     )  # fmt: skip
     if proc.returncode != 0:
@@ -306,7 +332,7 @@ def owners(url: str, key: str, sessions: list[str]) -> dict[str, int]:
 
 
 def figures(
-    quick: bool, clients: int = 16, postgres: bool = False
+    quick: bool, clients: int = 16, postgres: bool = False, per_session: int = PER_SESSION
 ) -> tuple[list[Figure], dict[str, Any]]:
     """The figure and what to record beside it (also used by ``benchmarks/cluster.py``).
     ``postgres``: both servers on databases of a throwaway PostgreSQL server (durable
@@ -347,7 +373,7 @@ def figures(
             for n in (1, 2):
                 proc, url, key = servers[n]
                 cpu, t = tree_cpu(proc.pid, pg_pid), time.perf_counter()
-                out = run_load(url, key, clients, seconds)
+                out = run_load(url, key, clients, seconds, per_session)
                 after, dt = tree_cpu(proc.pid, pg_pid), time.perf_counter() - t
                 turns = max(out["total"], 1)
                 by = {
@@ -374,6 +400,7 @@ def figures(
     extra = {
         "store": "postgresql" if postgres else "sqlite",
         "clients": clients,
+        "turns_per_session": per_session,
         "seconds_per_round": seconds,
         "rounds": rounds,
         "turns_per_s": {n: [round(o["rps"], 1) for o in r] for n, r in results.items()},
@@ -408,17 +435,23 @@ def main() -> int:
     parser.add_argument(
         "--postgres", action="store_true", help="both servers on PostgreSQL (durable commits)"
     )
+    parser.add_argument(
+        "--turns-per-session", type=int, default=PER_SESSION,
+        help=f"each client starts a new session after this many turns (0: never; {PER_SESSION})",
+    )  # fmt: skip
     parser.add_argument("--load", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--key", default="", help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=5.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
         loop_name()  # uvloop for the load process when installed: it must cost little CPU
-        out = asyncio.run(load(args.load, args.key, args.clients, args.seconds, warm=1.0))
+        out = asyncio.run(
+            load(args.load, args.key, args.clients, args.seconds, 1.0, args.turns_per_session)
+        )
         print(json.dumps(out))
         return 0
     t0 = time.perf_counter()
-    figs, extra = figures(args.quick, args.clients, args.postgres)
+    figs, extra = figures(args.quick, args.clients, args.postgres, args.turns_per_session)
     extra |= {**meta("asyncio (serve)"), "quick": args.quick}
     extra["seconds"] = round(time.perf_counter() - t0, 1)
     report("Netsuke serve --nodes", figs, as_json=args.json, extra=extra)
