@@ -35,6 +35,7 @@ sys.path.append(sys.path.pop(0))
 import argparse
 import asyncio
 import json
+import math
 import os
 import re
 import subprocess
@@ -51,6 +52,7 @@ EXE = str(Path(sys.executable).parent / "netsuke")
 NAME = "chat turns/s, 2 nodes vs 1 node"
 TARGET = 1.7
 PER_SESSION = 20
+SPARE_RATE = 40.0  # turns/s per client the spare sessions are made for (a quiet machine: ~20)
 """Turns per session before a client starts a new one: a turn's CPU grows with the length of
 its conversation (the agent loop walks the history), so without a bound the faster server
 would be charged for longer conversations."""
@@ -113,9 +115,20 @@ async def load(
         return sid
 
     sessions: list[str] = []
+    # with per_session, the sessions a client will need are made before the measured window
+    # (the parent samples the servers' CPU once this process prints "ready"): what is
+    # measured is turns, not session starts; a client that runs out makes more (counted)
+    spare = math.ceil((warm + seconds) * SPARE_RATE / per_session) if per_session else 0
+    queued: list[list[str]] = []
     for _ in range(clients):  # one after the other: each new connection meets idle loops
         conn = _Conn(*await asyncio.open_connection(address, int(port)))
         conns.append((conn, await new_session(conn)))
+        queued.append([])
+    for _ in range(spare):
+        for (conn, _), more in zip(conns, queued, strict=True):
+            more.append(await new_session(conn))
+    print(json.dumps({"ready": True}), flush=True)
+    late = 0
     message = json.dumps({"message": "Tell me about the weather in Kyoto"}).encode()
     latencies: list[float] = []
     errors: Counter[int] = Counter()
@@ -124,15 +137,19 @@ async def load(
     measure_from, stop_at = start + warm, start + warm + seconds
     cpu0 = 0.0
 
-    async def client(conn: _Conn, sid: str) -> None:
-        nonlocal total
+    async def client(conn: _Conn, sid: str, more: list[str]) -> None:
+        nonlocal total, late
         head = _head("POST", f"/api/v1/sessions/{sid}/messages", host, key, len(message))
         turns = 0
         while (t0 := time.perf_counter()) < stop_at:
             if per_session and turns >= per_session:
                 # a new conversation on the same connection (so on the same node): a turn's
                 # work grows with its conversation's length, see --turns-per-session
-                sid, turns = await new_session(conn), 0
+                if more:
+                    sid = more.pop()
+                else:
+                    sid, late = await new_session(conn), late + 1
+                turns = 0
                 head = _head("POST", f"/api/v1/sessions/{sid}/messages", host, key, len(message))
                 t0 = time.perf_counter()
             turns += 1
@@ -150,7 +167,7 @@ async def load(
         cpu0 = time.process_time()
 
     marker = asyncio.create_task(cpu_mark())
-    await asyncio.gather(*(client(c, s) for c, s in conns))
+    await asyncio.gather(*(client(c, s, m) for (c, s), m in zip(conns, queued, strict=True)))
     await marker
     cpu = time.process_time() - cpu0
     for conn, _ in conns:
@@ -166,20 +183,39 @@ async def load(
         "p99_ms": latencies[min(n - 1, int(n * 0.99))] * 1000 if n else 0.0,
         "load_cpu_share": cpu / seconds,
         "sessions": sessions,
+        "sessions_started_while_measured": late,
     }
 
 
 def run_load(
-    url: str, key: str, clients: int, seconds: float, per_session: int = 0
+    url: str,
+    key: str,
+    clients: int,
+    seconds: float,
+    per_session: int = 0,
+    ready: Any = None,
 ) -> dict[str, Any]:
-    proc = subprocess.run(
+    """Run the load process; ``ready()`` is called once its sessions exist and the turns
+    start (the servers' CPU is sampled from there)."""
+    proc = subprocess.Popen(
         [sys.executable, HERE, "--load", url, "--key", key, "--clients", str(clients),
          "--seconds", str(seconds), "--turns-per-session", str(per_session)],
-        capture_output=True, text=True, timeout=seconds + 180, check=False,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith('{"ready"'):
+            if ready is not None:
+                ready()
+            break
+    try:
+        rest, err = proc.communicate(timeout=seconds + 180)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
     if proc.returncode != 0:
-        raise RuntimeError(f"load on {url} failed:\n{proc.stderr[-2000:]}")
-    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"load on {url} failed:\n{err[-2000:]}")
+    out: dict[str, Any] = json.loads(rest.strip().splitlines()[-1])
     if out["errors"]:
         raise RuntimeError(f"{url}: requests failed: {out['errors']}")
     return out
@@ -372,9 +408,14 @@ def figures(
         for _ in range(rounds):
             for n in (1, 2):
                 proc, url, key = servers[n]
-                cpu, t = tree_cpu(proc.pid, pg_pid), time.perf_counter()
-                out = run_load(url, key, clients, seconds, per_session)
-                after, dt = tree_cpu(proc.pid, pg_pid), time.perf_counter() - t
+                mark: dict[str, Any] = {}
+
+                def ready(pid: int = proc.pid, mark: dict[str, Any] = mark) -> None:
+                    mark["cpu"], mark["t"] = tree_cpu(pid, pg_pid), time.perf_counter()
+
+                out = run_load(url, key, clients, seconds, per_session, ready)
+                cpu = mark["cpu"]
+                after, dt = tree_cpu(proc.pid, pg_pid), time.perf_counter() - mark["t"]
                 turns = max(out["total"], 1)
                 by = {
                     k: (v - cpu.get(k, 0.0) - idle[n].get(k, 0.0) * dt) * 1000 / turns
