@@ -13,8 +13,13 @@ The load comes from a separate process (``--load``): ``--clients`` keep-alive HT
 connections (a minimal client on asyncio streams, uvloop when installed, so the load costs
 little CPU beside the nodes), opened one after the other; each creates its own session
 (owned by the node that accepted the connection) and then sends chat turns on it, for a
-fixed time after a warm-up. Both servers run during the whole benchmark; rounds alternate
-between them and the best round of each counts. The meta records the load average before
+fixed time after a warm-up; after ``--turns-per-session`` turns (20) a client goes on with a
+new session on the same connection (so on the same node), taken from those it made before
+the measured window: a turn's CPU grows with its conversation's length (the agent loop walks
+the history), so an unbounded session would charge the faster server for longer
+conversations, and the servers' CPU is sampled from the moment the load process says its
+sessions exist (session starts are not turns). Both servers run during the whole
+benchmark; rounds alternate between them and the best round of each counts. The meta records the load average before
 and after (``os.getloadavg``), the load process's CPU share, how many sessions each node
 of the 2-node server held, the servers' CPU per turn (in all and per process: each node, the
 nats-server, the supervisor; judge changes by these on a busy machine, where turns/s are
