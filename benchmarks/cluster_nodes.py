@@ -13,8 +13,13 @@ The load comes from a separate process (``--load``): ``--clients`` keep-alive HT
 connections (a minimal client on asyncio streams, uvloop when installed, so the load costs
 little CPU beside the nodes), opened one after the other; each creates its own session
 (owned by the node that accepted the connection) and then sends chat turns on it, for a
-fixed time after a warm-up. Both servers run during the whole benchmark; rounds alternate
-between them and the best round of each counts. The meta records the load average before
+fixed time after a warm-up; after ``--turns-per-session`` turns (20) a client goes on with a
+new session on the same connection (so on the same node), taken from those it made before
+the measured window: a turn's CPU grows with its conversation's length (the agent loop walks
+the history), so an unbounded session would charge the faster server for longer
+conversations, and the servers' CPU is sampled from the moment the load process says its
+sessions exist (session starts are not turns). Both servers run during the whole
+benchmark; rounds alternate between them and the best round of each counts. The meta records the load average before
 and after (``os.getloadavg``), the load process's CPU share, how many sessions each node
 of the 2-node server held, the servers' CPU per turn (in all and per process: each node, the
 nats-server, the supervisor; judge changes by these on a busy machine, where turns/s are
@@ -35,6 +40,7 @@ sys.path.append(sys.path.pop(0))
 import argparse
 import asyncio
 import json
+import math
 import os
 import re
 import subprocess
@@ -50,6 +56,11 @@ HERE = str(Path(__file__).resolve())
 EXE = str(Path(sys.executable).parent / "netsuke")
 NAME = "chat turns/s, 2 nodes vs 1 node"
 TARGET = 1.7
+PER_SESSION = 20
+SPARE_RATE = 60.0  # turns/s per client the spares are made for (40 seen with 16 clients)
+"""Turns per session before a client starts a new one: a turn's CPU grows with the length of
+its conversation (the agent loop walks the history), so without a bound the faster server
+would be charged for longer conversations."""
 
 # ----------------------------------------------------------------------- load process
 
@@ -87,19 +98,42 @@ def _head(method: str, path: str, host: str, key: str, length: int) -> bytes:
     ).encode()
 
 
-async def load(url: str, key: str, clients: int, seconds: float, warm: float) -> dict[str, Any]:
+async def load(
+    url: str, key: str, clients: int, seconds: float, warm: float, per_session: int = 0
+) -> dict[str, Any]:
     host = url.split("://", 1)[1].rstrip("/")
     address, port = host.rsplit(":", 1)
     conns: list[tuple[_Conn, str]] = []
-    for i in range(clients):  # one after the other: each new connection meets idle loops
-        conn = _Conn(*await asyncio.open_connection(address, int(port)))
-        body = json.dumps({"agent": "bench", "user": f"u{i}-{os.getpid()}"}).encode()
+    made = 0
+
+    async def new_session(conn: _Conn) -> str:
+        nonlocal made
+        made += 1
+        body = json.dumps({"agent": "bench", "user": f"u{made}-{os.getpid()}"}).encode()
         status, reply = await conn.request(
             _head("POST", "/api/v1/sessions", host, key, len(body)), body
         )
         if status not in (200, 201):
             raise RuntimeError(f"session not created: {status} {reply[:300]!r}")
-        conns.append((conn, json.loads(reply)["session_id"]))
+        sid: str = json.loads(reply)["session_id"]
+        sessions.append(sid)
+        return sid
+
+    sessions: list[str] = []
+    # with per_session, the sessions a client will need are made before the measured window
+    # (the parent samples the servers' CPU once this process prints "ready"): what is
+    # measured is turns, not session starts; a client that runs out makes more (counted)
+    spare = math.ceil((warm + seconds) * SPARE_RATE / per_session) if per_session else 0
+    queued: list[list[str]] = []
+    for _ in range(clients):  # one after the other: each new connection meets idle loops
+        conn = _Conn(*await asyncio.open_connection(address, int(port)))
+        conns.append((conn, await new_session(conn)))
+        queued.append([])
+    for _ in range(spare):
+        for (conn, _), more in zip(conns, queued, strict=True):
+            more.append(await new_session(conn))
+    print(json.dumps({"ready": True}), flush=True)
+    late = 0
     message = json.dumps({"message": "Tell me about the weather in Kyoto"}).encode()
     latencies: list[float] = []
     errors: Counter[int] = Counter()
@@ -108,10 +142,22 @@ async def load(url: str, key: str, clients: int, seconds: float, warm: float) ->
     measure_from, stop_at = start + warm, start + warm + seconds
     cpu0 = 0.0
 
-    async def client(conn: _Conn, sid: str) -> None:
-        nonlocal total
+    async def client(conn: _Conn, sid: str, more: list[str]) -> None:
+        nonlocal total, late
         head = _head("POST", f"/api/v1/sessions/{sid}/messages", host, key, len(message))
+        turns = 0
         while (t0 := time.perf_counter()) < stop_at:
+            if per_session and turns >= per_session:
+                # a new conversation on the same connection (so on the same node): a turn's
+                # work grows with its conversation's length, see --turns-per-session
+                if more:
+                    sid = more.pop()
+                else:
+                    sid, late = await new_session(conn), late + 1
+                turns = 0
+                head = _head("POST", f"/api/v1/sessions/{sid}/messages", host, key, len(message))
+                t0 = time.perf_counter()
+            turns += 1
             status, _ = await conn.request(head, message)
             t1 = time.perf_counter()
             total += 1
@@ -126,7 +172,7 @@ async def load(url: str, key: str, clients: int, seconds: float, warm: float) ->
         cpu0 = time.process_time()
 
     marker = asyncio.create_task(cpu_mark())
-    await asyncio.gather(*(client(c, s) for c, s in conns))
+    await asyncio.gather(*(client(c, s, m) for (c, s), m in zip(conns, queued, strict=True)))
     await marker
     cpu = time.process_time() - cpu0
     for conn, _ in conns:
@@ -141,19 +187,40 @@ async def load(url: str, key: str, clients: int, seconds: float, warm: float) ->
         "p50_ms": latencies[n // 2] * 1000 if n else 0.0,
         "p99_ms": latencies[min(n - 1, int(n * 0.99))] * 1000 if n else 0.0,
         "load_cpu_share": cpu / seconds,
-        "sessions": [s for _, s in conns],
+        "sessions": sessions,
+        "sessions_started_while_measured": late,
     }
 
 
-def run_load(url: str, key: str, clients: int, seconds: float) -> dict[str, Any]:
-    proc = subprocess.run(
+def run_load(
+    url: str,
+    key: str,
+    clients: int,
+    seconds: float,
+    per_session: int = 0,
+    ready: Any = None,
+) -> dict[str, Any]:
+    """Run the load process; ``ready()`` is called once its sessions exist and the turns
+    start (the servers' CPU is sampled from there)."""
+    proc = subprocess.Popen(
         [sys.executable, HERE, "--load", url, "--key", key, "--clients", str(clients),
-         "--seconds", str(seconds)],
-        capture_output=True, text=True, timeout=seconds + 180, check=False,
+         "--seconds", str(seconds), "--turns-per-session", str(per_session)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith('{"ready"'):
+            if ready is not None:
+                ready()
+            break
+    try:
+        rest, err = proc.communicate(timeout=seconds + 180)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
     if proc.returncode != 0:
-        raise RuntimeError(f"load on {url} failed:\n{proc.stderr[-2000:]}")
-    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"load on {url} failed:\n{err[-2000:]}")
+    out: dict[str, Any] = json.loads(rest.strip().splitlines()[-1])
     if out["errors"]:
         raise RuntimeError(f"{url}: requests failed: {out['errors']}")
     return out
@@ -306,7 +373,7 @@ def owners(url: str, key: str, sessions: list[str]) -> dict[str, int]:
 
 
 def figures(
-    quick: bool, clients: int = 16, postgres: bool = False
+    quick: bool, clients: int = 16, postgres: bool = False, per_session: int = PER_SESSION
 ) -> tuple[list[Figure], dict[str, Any]]:
     """The figure and what to record beside it (also used by ``benchmarks/cluster.py``).
     ``postgres``: both servers on databases of a throwaway PostgreSQL server (durable
@@ -346,9 +413,14 @@ def figures(
         for _ in range(rounds):
             for n in (1, 2):
                 proc, url, key = servers[n]
-                cpu, t = tree_cpu(proc.pid, pg_pid), time.perf_counter()
-                out = run_load(url, key, clients, seconds)
-                after, dt = tree_cpu(proc.pid, pg_pid), time.perf_counter() - t
+                mark: dict[str, Any] = {}
+
+                def ready(pid: int = proc.pid, mark: dict[str, Any] = mark) -> None:
+                    mark["cpu"], mark["t"] = tree_cpu(pid, pg_pid), time.perf_counter()
+
+                out = run_load(url, key, clients, seconds, per_session, ready)
+                cpu = mark["cpu"]
+                after, dt = tree_cpu(proc.pid, pg_pid), time.perf_counter() - mark["t"]
                 turns = max(out["total"], 1)
                 by = {
                     k: (v - cpu.get(k, 0.0) - idle[n].get(k, 0.0) * dt) * 1000 / turns
@@ -374,6 +446,11 @@ def figures(
     extra = {
         "store": "postgresql" if postgres else "sqlite",
         "clients": clients,
+        "turns_per_session": per_session,
+        # sessions a client had to start inside the measured window (its spares ran out)
+        "sessions_started_while_measured": {
+            n: best[n]["sessions_started_while_measured"] for n in (1, 2)
+        },
         "seconds_per_round": seconds,
         "rounds": rounds,
         "turns_per_s": {n: [round(o["rps"], 1) for o in r] for n, r in results.items()},
@@ -408,17 +485,23 @@ def main() -> int:
     parser.add_argument(
         "--postgres", action="store_true", help="both servers on PostgreSQL (durable commits)"
     )
+    parser.add_argument(
+        "--turns-per-session", type=int, default=PER_SESSION,
+        help=f"each client starts a new session after this many turns (0: never; {PER_SESSION})",
+    )  # fmt: skip
     parser.add_argument("--load", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--key", default="", help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=5.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
         loop_name()  # uvloop for the load process when installed: it must cost little CPU
-        out = asyncio.run(load(args.load, args.key, args.clients, args.seconds, warm=1.0))
+        out = asyncio.run(
+            load(args.load, args.key, args.clients, args.seconds, 1.0, args.turns_per_session)
+        )
         print(json.dumps(out))
         return 0
     t0 = time.perf_counter()
-    figs, extra = figures(args.quick, args.clients, args.postgres)
+    figs, extra = figures(args.quick, args.clients, args.postgres, args.turns_per_session)
     extra |= {**meta("asyncio (serve)"), "quick": args.quick}
     extra["seconds"] = round(time.perf_counter() - t0, 1)
     report("Netsuke serve --nodes", figs, as_json=args.json, extra=extra)

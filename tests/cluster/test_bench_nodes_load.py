@@ -1,0 +1,71 @@
+"""The load of ``benchmarks/cluster_nodes.py`` (``--turns-per-session``): each client starts a
+new session after that many turns, on the same connection, so both servers of the benchmark
+run conversations of the same lengths (a turn's work grows with its conversation's)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from netsuke.api import Settings
+
+from ..api.conftest import serve
+
+pytestmark = pytest.mark.timeout(120)
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "cluster_nodes.py"
+
+
+async def _load(url: str, key: str, per_session: int) -> dict[str, object]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(BENCH), "--load", url, "--key", key, "--clients", "2",
+        "--seconds", "0.5", "--turns-per-session", str(per_session),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()[-2000:]
+    result: dict[str, object] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
+
+
+@pytest.mark.parametrize("per_session", [0, 2])
+async def test_the_load_bounds_the_turns_of_each_session(tmp_path: Path, per_session: int) -> None:
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    (agents / "bench.yaml").write_text("name: bench\nmodel: offline\nsystem_prompt: Hi.\n")
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'api.db'}",
+        port=0,
+        rate_limit_per_minute=0,
+        agents_dir=agents,
+    )
+    async with serve(settings) as live:
+        out = await _load(live.url, live.admin_key, per_session)
+        assert out["errors"] == {}
+        sessions = out["sessions"]
+        assert isinstance(sessions, list) and len(set(sessions)) == len(sessions)
+        total = out["total"]
+        assert isinstance(total, int) and total >= 2  # each client's first turn always runs
+        async with live.client(live.admin_key) as http:
+            turns = []
+            for sid in sessions:
+                kinds: list[str] = []
+                cursor: str | None = "0"
+                while cursor is not None:
+                    r = await http.get(
+                        f"/api/v1/sessions/{sid}/messages", params={"limit": 1000, "cursor": cursor}
+                    )
+                    assert r.status_code == 200, r.text
+                    kinds += [m["kind"] for m in r.json()["items"]]
+                    cursor = r.json()["next_cursor"]
+                turns.append(kinds.count("response"))  # one reply per turn (offline model)
+        assert sum(turns) == total
+        if per_session:
+            assert max(turns) <= per_session
+            assert len(sessions) >= 2 and len(sessions) * per_session >= total
+        else:
+            assert len(sessions) == 2
