@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +24,27 @@ from netsuke.manager.testing import NatsServer
 from netsuke.store import AgentDraft, Conversation, NodeIdentity, Store, upgrade
 
 from .helpers import FAST, eventually, prefix
+
+
+@asynccontextmanager
+async def _survivor(
+    nats_server: NatsServer, store: Store, lease: float, **options: Any
+) -> AsyncIterator[tuple[Any, Agents, Failover]]:
+    """Node ``beta`` joined on ``store`` (its sessions owned by it), its agents and a running
+    ``Failover(**options)``."""
+    async with join_cluster(
+        nats_server.url,
+        "beta",
+        store.database,
+        lease=lease,
+        transport_options={**FAST, "prefix": prefix()},
+    ) as b:
+        mb = b.membership
+        assert mb.incarnation is not None
+        store.conversations.set_ownership(NodeIdentity("beta", mb.incarnation), mb)
+        agents = await Agents.start(b.runtime, store)
+        async with Failover(b, agents, **options) as failover:
+            yield b, agents, failover
 
 
 def _conv(restart: str | None, state: str | None) -> Conversation:
@@ -220,23 +244,12 @@ async def test_the_sweep_restarts_sessions_of_a_node_whose_lease_ran_out_unseen(
         )
         for t in ghost._tasks:  # it stops renewing, as if it froze (no goodbye, no leave)
             t.cancel()
-        async with join_cluster(
-            nats_server.url,
-            "beta",
-            store.database,
-            lease=3.0,
-            transport_options={**FAST, "prefix": prefix()},
-        ) as b:
-            mb = b.membership
-            assert mb.incarnation is not None
-            store.conversations.set_ownership(NodeIdentity("beta", mb.incarnation), mb)
-            agents = await Agents.start(b.runtime, store)
-            async with Failover(b, agents, sweep_interval=0.3) as failover:
-                await eventually(lambda: failover.moved == 2, timeout=60)
-                assert agents.whereis("g-1") is not None and agents.whereis("g-2") is not None
-                assert agents.whereis("g-3") is None  # temporary: not restarted
-                conv = await store.conversations.get("g-1")
-                assert conv.owner_node == "beta"
+        async with _survivor(nats_server, store, 3.0, sweep_interval=0.3) as (_, agents, failover):
+            await eventually(lambda: failover.moved == 2, timeout=60)
+            assert agents.whereis("g-1") is not None and agents.whereis("g-2") is not None
+            assert agents.whereis("g-3") is None  # temporary: not restarted
+            conv = await store.conversations.get("g-1")
+            assert conv.owner_node == "beta"
 
 
 @pytest.mark.timeout(120)
@@ -402,31 +415,21 @@ async def test_a_session_whose_labels_no_survivor_carries_is_recorded_not_restar
         await store.conversations.open("g-gpu", agent_name="gpu", claim=True, node=gone)
         for t in ghost._tasks:  # it stops renewing (no goodbye): a dead node
             t.cancel()
-        async with join_cluster(
-            nats_server.url,
-            "beta",
-            store.database,
-            lease=30.0,
-            transport_options={**FAST, "prefix": prefix()},
-        ) as b:
+        async with _survivor(nats_server, store, 30.0) as (b, agents, failover):
             mb = b.membership
-            assert mb.incarnation is not None
-            store.conversations.set_ownership(NodeIdentity("beta", mb.incarnation), mb)
-            agents = await Agents.start(b.runtime, store)
-            async with Failover(b, agents) as failover:
-                assert await mb.revoke("ghost", inc, "no_responders")
-                moved = await failover.take_over("ghost", inc, "no_responders", revoked=True)
-                assert moved == 1
-                assert agents.whereis("g-plain") is not None
-                assert agents.whereis("g-gpu") is None
-                assert failover.unplaced == {"g-gpu": {"gpu": "a100"}}
-                assert (await store.conversations.get("g-gpu")).owner_node == "ghost"
-                # a node with the label joins: the next look places the session there, not here
-                gpu = Membership(store.database, "gpu-node", lease=30.0, labels={"gpu": "a100"})
-                await gpu.join()
-                try:
-                    assert await failover.take_over("ghost", inc, "no_responders") == 0
-                    assert failover.unplaced == {}
-                    assert agents.whereis("g-gpu") is None  # gpu-node's to claim
-                finally:
-                    await gpu.leave()
+            assert await mb.revoke("ghost", inc, "no_responders")
+            moved = await failover.take_over("ghost", inc, "no_responders", revoked=True)
+            assert moved == 1
+            assert agents.whereis("g-plain") is not None
+            assert agents.whereis("g-gpu") is None
+            assert failover.unplaced == {"g-gpu": {"gpu": "a100"}}
+            assert (await store.conversations.get("g-gpu")).owner_node == "ghost"
+            # a node with the label joins: the next look places the session there, not here
+            gpu = Membership(store.database, "gpu-node", lease=30.0, labels={"gpu": "a100"})
+            await gpu.join()
+            try:
+                assert await failover.take_over("ghost", inc, "no_responders") == 0
+                assert failover.unplaced == {}
+                assert agents.whereis("g-gpu") is None  # gpu-node's to claim
+            finally:
+                await gpu.leave()
