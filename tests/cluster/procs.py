@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 ROOT = Path(__file__).resolve().parents[2]
 TAIL_LINES = 60
@@ -65,20 +65,22 @@ def kill(n: NodeProc) -> None:
     _note(n, f"SIGKILL (exit {n.proc.returncode})")
 
 
+def end(p: subprocess.Popen[Any]) -> None:
+    """Kill a node process if it still runs (continued first, in case a test stopped it),
+    reap it and close its stdout."""
+    if p.poll() is None:
+        os.kill(p.pid, signal.SIGCONT)
+        p.kill()
+        p.wait(30)
+    if p.stdout is not None:
+        p.stdout.close()
+
+
 def reap(nodes: Iterable[NodeProc]) -> None:
     """Kill what still runs (continued first if stopped) and close the pipes."""
     for n in nodes:
-        p = n.proc
-        if p is None:
-            continue
-        if p.poll() is None:
-            if n.stopped:
-                os.kill(p.pid, signal.SIGCONT)
-            p.kill()
-            p.wait(30)
-        if p.stdout is not None:
-            p.stdout.close()
-        n.proc = None
+        if n.proc is not None:
+            end(n.proc)
 
 
 def _note(n: NodeProc, what: str) -> None:

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from .procs import end
 
 EXE = str(Path(sys.executable).parent / "netsuke")
 
@@ -102,9 +103,4 @@ async def wait_members(http: Any, url: str, count: int, timeout: float = 60) -> 
 
 def stop(proc: subprocess.Popen[str]) -> None:
     """Kill the node (continued first, if a test stopped it) and close its pipe."""
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGCONT)
-        proc.kill()
-        proc.wait(30)
-    if proc.stdout is not None:
-        proc.stdout.close()
+    end(proc)

@@ -23,6 +23,7 @@ from netsuke.manager.testing import NatsServer
 from netsuke.store import upgrade
 
 from .helpers import FAST, Echo, eventually, prefix
+from .procs import end
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -68,15 +69,6 @@ async def start_member(
     line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 90)
     node, num = line.decode().split()
     return proc, Pid(node, int(num))
-
-
-def reap(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGCONT)
-        proc.kill()
-        proc.wait(30)
-    if proc.stdout is not None:
-        proc.stdout.close()
 
 
 async def test_register_resolve_call_match_and_stop_across_nodes(
@@ -179,7 +171,7 @@ async def test_100_concurrent_registrations_across_two_node_processes_give_one_o
             assert await a.runtime.call(ctl, ("whereis", "the-one"), timeout=60) == winners[0]
             assert await a.names.count() == 1
     finally:
-        reap(proc)
+        end(proc)
 
 
 async def test_a_name_is_taken_over_after_sigkill_of_its_owner_only_once_the_lease_expired(
@@ -205,7 +197,7 @@ async def test_a_name_is_taken_over_after_sigkill_of_its_owner_only_once_the_lea
             assert await a.names.whereis("leader") == mine
             assert a.names.owns("leader")
     finally:
-        reap(proc)
+        end(proc)
 
 
 async def test_sigstop_past_the_lease_lets_another_node_take_over_and_the_resumed_owner_is_fenced(
@@ -237,7 +229,7 @@ async def test_sigstop_past_the_lease_lets_another_node_take_over_and_the_resume
             with pytest.raises(Exception, match="fenced"):
                 await a.runtime.call(ctl, ("own", "other"), timeout=60)
     finally:
-        reap(proc)
+        end(proc)
 
 
 async def take_over(node: ClusterNode, name: str, pid: Pid) -> list[Any]:
@@ -311,4 +303,4 @@ async def test_a_restarted_node_does_not_keep_its_predecessors_names(
             assert await a.names.whereis("kept") is None
     finally:
         for each in procs:
-            reap(each)
+            end(each)

@@ -16,7 +16,8 @@ from netsuke.kernel import NoProcessError
 from netsuke.manager.testing import NatsServer
 
 from .helpers import Echo, eventually, prefix
-from .test_global_names import member, reap, start_member, store_url
+from .procs import end
+from .test_global_names import member, start_member, store_url
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -101,7 +102,7 @@ async def test_global_names_resolve_by_str_through_the_invalidated_cache(
             assert await rt.call("svc2", "y", timeout=30) == ("echo", "y")
             assert rt.whereis("svc2") == mine
     finally:
-        reap(proc)
+        end(proc)
 
 
 async def test_names_invalidations_reach_listeners_and_bad_ones_are_dropped(
