@@ -214,3 +214,30 @@ def report(
             payload["meta"] = extra
         sys.stdout.flush()
         print(json.dumps(payload))
+
+
+def run_and_report(
+    title: str,
+    run: Callable[[bool], Any],
+    args: argparse.Namespace,
+    *,
+    log_level: str | None = None,
+) -> None:
+    """The usual ``main`` of a benchmark script: ``asyncio.run(run(args.quick))`` (with
+    Netsuke's logging at ``log_level`` when given), then :func:`report` under
+    ``"<title> (<loop>)"`` with the machine facts, ``quick``, the wall seconds and the load
+    average at the end."""
+    loop = loop_name()
+    if log_level is not None:
+        from netsuke.observability import configure_logging
+
+        configure_logging(level=log_level)
+    t0 = time.perf_counter()
+    figures = asyncio.run(run(args.quick))
+    extra = {
+        **meta(loop),
+        "quick": args.quick,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "load": os.getloadavg()[0],
+    }
+    report(f"{title} ({loop})", figures, as_json=args.json, extra=extra)

@@ -24,11 +24,10 @@ sys.path.append(sys.path.pop(0))
 import asyncio
 import os
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
-from _harness import Figure, loop_name, meta, parse_args, report
+from _harness import Figure, parse_args, run_and_report
 from cluster_sessions import _start, _stop
 
 NAME = "delegated turn CPU, forwarded vs local"
@@ -127,16 +126,7 @@ async def run(quick: bool) -> list[Figure]:
 
 def main() -> None:
     args = parse_args((__doc__ or "").split("\n")[0])
-    loop = loop_name()
-    t0 = time.perf_counter()
-    figs = asyncio.run(run(args.quick))
-    extra = {
-        **meta(loop),
-        "quick": args.quick,
-        "seconds": round(time.perf_counter() - t0, 1),
-        "load": os.getloadavg()[0],
-    }
-    report(f"Netsuke cluster delegation ({loop})", figs, as_json=args.json, extra=extra)
+    run_and_report("Netsuke cluster delegation", run, args)
 
 
 if __name__ == "__main__":

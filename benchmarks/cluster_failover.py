@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import _nodes
-from _harness import Figure, loop_name, meta, parse_args, report
+from _harness import Figure, parse_args, run_and_report
 from _nodes import end, node_ready
 
 HERE = str(Path(__file__).resolve())
@@ -287,18 +287,11 @@ async def run(quick: bool) -> list[Figure]:
 
 def main() -> None:
     args = parse_args((__doc__ or "").split("\n")[0])
-    loop = loop_name()
     if args.case == "node":
         e = os.environ
         asyncio.run(node_main(e["BENCH_NATS"], e["BENCH_PREFIX"], e["BENCH_NAME"], e["BENCH_DB"]))
         return
-    from netsuke.observability import configure_logging
-
-    configure_logging(level="error")
-    t0 = time.perf_counter()
-    figs = asyncio.run(run(args.quick))
-    extra = {**meta(loop), "quick": args.quick, "seconds": round(time.perf_counter() - t0, 1)}
-    report(f"Netsuke cluster failover ({loop})", figs, as_json=args.json, extra=extra)
+    run_and_report("Netsuke cluster failover", run, args, log_level="error")
 
 
 if __name__ == "__main__":

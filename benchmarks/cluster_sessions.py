@@ -30,7 +30,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from _harness import Figure, loop_name, meta, parse_args, report
+from _harness import Figure, parse_args, run_and_report
 
 EXE = str(Path(sys.executable).parent / "netsuke")
 NAME = "get-or-start across nodes"
@@ -182,19 +182,7 @@ async def run(quick: bool) -> list[Figure]:
 
 def main() -> None:
     args = parse_args((__doc__ or "").split("\n")[0])
-    loop = loop_name()
-    from netsuke.observability import configure_logging
-
-    configure_logging(level="warning")
-    t0 = time.perf_counter()
-    figs = asyncio.run(run(args.quick))
-    extra = {
-        **meta(loop),
-        "quick": args.quick,
-        "seconds": round(time.perf_counter() - t0, 1),
-        "load": os.getloadavg()[0],
-    }
-    report(f"Netsuke cluster sessions ({loop})", figs, as_json=args.json, extra=extra)
+    run_and_report("Netsuke cluster sessions", run, args, log_level="warning")
 
 
 if __name__ == "__main__":
