@@ -71,9 +71,7 @@ async def test_a_takeover_by_another_node_keeps_the_owner_for_the_survivor(
     assert [c.owner_pid for c in listed] == [X]
 
 
-async def test_set_owner_pid_writes_only_at_the_writers_epoch(
-    store: Store, second: Store
-) -> None:
+async def test_set_owner_pid_writes_only_at_the_writers_epoch(store: Store, second: Store) -> None:
     store.conversations.set_ownership(A, Dead())
     conv = await store.conversations.open("s", agent_name="chat", claim=True)
     assert conv.owner_pid is None
