@@ -278,6 +278,15 @@ class _OwnerLost:
         self.reason = reason
 
 
+class _OwnerStored:
+    """An attached owner is stored: answer the ``attach_owner`` call."""
+
+    __slots__ = ("from_",)
+
+    def __init__(self, from_: From) -> None:
+        self.from_ = from_
+
+
 class _Idle:
     """The idle timer's message (``_AgentServer._idle``)."""
 
@@ -421,7 +430,7 @@ class AgentServer(Process):
                     self.reply_error(from_, e)
                     return NOREPLY
             if op == "attach_owner":
-                return self._attach(request[1])
+                return self._attach(request[1], from_)
         elif request == "status":
             return self._status()
         elif request == "history":
@@ -625,36 +634,45 @@ class AgentServer(Process):
         r.handle.cancel()
         return True
 
-    def _attach(self, owner: Pid) -> bool:
+    def _attach(self, owner: Pid, from_: From | None = None) -> Any:
+        """Monitor ``owner`` instead of any other. In a cluster the caller is answered once
+        the new owner is stored (so an acknowledged attach survives a failover); the server
+        serves other messages meanwhile."""
         a = self._a
         if self._oref is not None:
             self.demonitor(self._oref)
         changed = a.owner != owner
         a.owner = owner
         self._oref = self.monitor(owner)
-        if changed:
-            self._store_owner()
+        if changed and self._store_owner(from_):
+            return NOREPLY
         return True
 
-    def _store_owner(self) -> None:
+    def _store_owner(self, from_: From | None = None) -> bool:
         """Record the session's owner in the store, in the background (a successor that takes
         the session over monitors it again): at this process's epoch, or, before its first
-        claim, while this node holds the session (the claim records it anyway). Only a cluster
-        pid is stored (``encode_owner``); a single node stores nothing."""
+        claim, while this node holds the session (the claim records it anyway); then answer
+        ``from_``, if given, with ``True``. Only a cluster pid is stored (``encode_owner``);
+        a single node stores nothing (``False``: nothing started, nobody to answer)."""
         a = self._a
         text = encode_owner(a.owner)
         if text is None and not is_cluster_node(self._rt.node):
-            return  # a single node: nothing stored
+            return False  # a single node: nothing stored
         store = a.system.store
         epoch = self._epoch
+        rt = self._rt
+        me = self.pid
 
         async def write() -> None:
             try:
                 await store.conversations.set_owner_pid(a.session, text, incarnation=epoch)
-            except Exception as e:
+            except Exception as e:  # attached all the same; a takeover will not know it
                 log.warning("agent_owner_not_recorded", session=a.session, error=repr(e))
+            if from_ is not None:
+                rt.send(me, _OwnerStored(from_))
 
         a.system.background(write())
+        return True
 
     # ------------------------------------------------------------------ info
 
@@ -669,6 +687,8 @@ class AgentServer(Process):
         elif t is Down:
             if message.ref == self._oref and self._oref is not None:
                 self._owner_exited(message.reason)
+        elif t is _OwnerStored:
+            self._answer(message.from_, True, None)
         elif t is _OwnerLost:
             if self._a.owner == message.owner and self._oref is None:  # not replaced since
                 self._owner_exited(message.reason)
