@@ -687,13 +687,13 @@ class AgentServer(Process):
         elif t is Down:
             if message.ref == self._oref and self._oref is not None:
                 self._owner_exited(message.reason)
+        elif t is _Idle:
+            self._idle()
         elif t is _OwnerStored:
             self._answer(message.from_, True, None)
         elif t is _OwnerLost:
             if self._a.owner == message.owner and self._oref is None:  # not replaced since
                 self._owner_exited(message.reason)
-        elif t is _Idle:
-            self._idle()
         elif t is Exit:
             if not _normal(message.reason):  # a process linked by user code crashed
                 self.stop(message.reason)

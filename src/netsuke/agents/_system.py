@@ -768,12 +768,13 @@ class Agents:
 
     async def attach_owner(self, target: Target, owner: Pid) -> None:
         """Make ``owner`` the agent's owner (replacing any other): its exit now applies the
-        agent's ``owner_policy``."""
-        await self._call(target, ("attach_owner", owner))
+        agent's ``owner_policy``. In a cluster it returns once the owner is stored (a session
+        taken over by another node monitors it again, see ``revive``)."""
+        await self._call(target, ("attach_owner", owner), timeout=30.0)
 
-    async def _call(self, target: Target, request: Any) -> Any:
+    async def _call(self, target: Target, request: Any, timeout: float = 5.0) -> Any:
         try:
-            return await self.rt.call(target, request, timeout=5.0)
+            return await self.rt.call(target, request, timeout=timeout)
         except NoProcessError:
             raise AgentNotFoundError(target) from None
 
