@@ -294,6 +294,8 @@ class _Idle:
 
 
 _IDLE = _Idle()
+_MARK_TRIES = 5
+"""Claims a process that has not claimed its session yet makes to record its stop (``_mark``)."""
 _IDLE_EARLY = 0.001
 """An idle timer may fire this much before its due time (the loop's clock resolution)."""
 
@@ -911,10 +913,20 @@ class AgentServer(Process):
 
         async def mark() -> None:
             try:
-                at = epoch if epoch is not None else await claim(a)
-                await store.conversations.set_host_state(
-                    a.session, state, incarnation=at, clear_owner=clear_owner
-                )
+                if epoch is not None:
+                    await store.conversations.set_host_state(
+                        a.session, state, incarnation=epoch, clear_owner=clear_owner
+                    )
+                    return
+                # claimed here: the only other claim of this node that can land after it is
+                # the first turn's of this very process (its task was started before the
+                # stop and may be claiming still), so claim again until the mark holds
+                for _ in range(_MARK_TRIES):
+                    at = await claim(a)
+                    if await store.conversations.set_host_state(
+                        a.session, state, incarnation=at, clear_owner=clear_owner
+                    ):
+                        return
             except SessionOwnedError:
                 pass  # a live node hosts it: its own process applies its owner's exit
             except Exception as e:
