@@ -10,7 +10,8 @@ defaults (heartbeat 0.5 s, down after 3 s), as ``netsuke serve``.
 Agents (all with the offline model; a prompt containing ``slow`` makes the model wait
 ``SLOW`` seconds first): ``perm`` (``restart="permanent"``), ``trans`` (transient),
 ``temp`` (temporary), ``evictable`` (transient, evicted after 0.5 s idle), ``owned``
-(transient, ``owner_policy="stop"``).
+(transient, ``owner_policy="stop"``), ``owned-temp`` (temporary, ``owner_policy="stop"``),
+``kept`` (transient, ``owner_policy="hibernate"``).
 
 The controller answers calls (errors come back as ``("error", type name, message)``):
 
@@ -22,6 +23,8 @@ The controller answers calls (errors come back as ``("error", type name, message
 * ``("whereis", session)``: the local pid or ``None``;
 * ``("state", session)``: the local agent's status state or ``None``;
 * ``("owner",)``: start an idle process here (to own a session on another node);
+* ``("owner_of", session)``: the local agent's owner (its status's ``owner``, the pid's repr)
+  or ``("not running",)``;
 * ``"status"``: ``{"fenced", "moved", "node"}``.
 """
 
@@ -69,6 +72,10 @@ def configs() -> dict[str, AgentConfig]:
             name="evictable", model=model, idle_hibernate=None, idle_evict=0.5
         ),
         "owned": AgentConfig(name="owned", model=model, owner_policy="stop"),
+        "owned-temp": AgentConfig(
+            name="owned-temp", model=model, owner_policy="stop", restart="temporary"
+        ),
+        "kept": AgentConfig(name="kept", model=model, owner_policy="hibernate"),
     }
 
 
@@ -121,6 +128,10 @@ class Controller(Process):
             return ("ok", r.output, getattr(p, "_epoch", None))
         if op == "owner":  # a process on this node to own a session elsewhere
             return await agents.rt.start(Idle)
+        if op == "owner_of":
+            if agents.whereis(request[1]) is None:
+                return ("not running",)
+            return (await agents.status(request[1]))["owner"]
         if op == "outcomes":
             return dict(STATE["outcomes"])
         if op == "whereis":

@@ -34,6 +34,7 @@ TABLES_BY_REVISION = {
     "0011_session_owners": {"turn_requests"},  # and two owner columns
     "0012_node_labels": set(),  # a column
     "0013_session_restart": set(),  # two columns and an index
+    "0014_session_owner_pid": set(),  # a column
 }
 
 

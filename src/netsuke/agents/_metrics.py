@@ -48,6 +48,8 @@ class AgentMetrics(Collector):
         self.crashes = 0
         self.hibernations = 0
         self.evictions = 0
+        self.owners_restored = 0  # a session taken over monitors its stored owner again
+        self.owner_exits = 0  # an owner's exit applied the owner_policy
 
     def collect(self) -> Iterator[Metric]:
         from ._tools import ToolErrorsToModel
@@ -87,6 +89,8 @@ class AgentMetrics(Collector):
             ("crashed", self.crashes),
             ("hibernated", self.hibernations),
             ("evicted", self.evictions),
+            ("owner_restored", self.owners_restored),
+            ("owner_exited", self.owner_exits),
         ):
             life.add_metric([ev], v)
         yield life

@@ -64,6 +64,7 @@ from ._errors import (
 )
 from ._memory import MemoryPolicy
 from ._metrics import METRICS, log, tracer
+from ._owners import encode_owner, is_cluster_node
 from ._runner import TurnResult, execute_turn, record_failure
 from ._schema import plain_prompt
 from ._tools import wait_tools
@@ -78,7 +79,9 @@ __all__ = ["AgentServer", "SessionArg", "TurnTicket", "agent_load"]
 
 class SessionArg:
     """The start argument of a session; kept by the supervisor for restarts, so an attached
-    owner survives a restart."""
+    owner survives a restart. A session taken over from another node gets its stored owner
+    (``Agents.revive``): ``owner_lost`` is then the reason its owner link fires with at once
+    (``noconnection``: the owner was on a node that is gone), else it is monitored again."""
 
     __slots__ = (
         "config",
@@ -86,6 +89,7 @@ class SessionArg:
         "exclusive",
         "known",
         "owner",
+        "owner_lost",
         "session",
         "starts",
         "system",
@@ -108,6 +112,7 @@ class SessionArg:
         self.session = session
         self.user = user
         self.owner = owner
+        self.owner_lost: str | None = None  # the owner is known gone (its node): used once
         self.known = known
         self.starts = 0
         self.epoch: int | None = None  # claimed for this start already (failover): used once
@@ -262,6 +267,26 @@ class _TaskDown:
         self.reason = reason
 
 
+class _OwnerLost:
+    """The owner of a session taken over from another node is known gone with its node: its
+    link fires at once with ``reason`` (``AgentServer.init``)."""
+
+    __slots__ = ("owner", "reason")
+
+    def __init__(self, owner: Pid, reason: str) -> None:
+        self.owner = owner
+        self.reason = reason
+
+
+class _OwnerStored:
+    """An attached owner is stored: answer the ``attach_owner`` call."""
+
+    __slots__ = ("from_",)
+
+    def __init__(self, from_: From) -> None:
+        self.from_ = from_
+
+
 class _Idle:
     """The idle timer's message (``_AgentServer._idle``)."""
 
@@ -269,18 +294,22 @@ class _Idle:
 
 
 _IDLE = _Idle()
+_MARK_TRIES = 5
+"""Claims a process that has not claimed its session yet makes to record its stop (``_mark``)."""
 _IDLE_EARLY = 0.001
 """An idle timer may fire this much before its due time (the loop's clock resolution)."""
 
 
 async def claim(arg: SessionArg) -> int:
-    """Make the calling process the session's next incarnation; returns it (the fence)."""
+    """Make the calling process the session's next incarnation; returns it (the fence). The
+    claim records the process's owner too (same statement)."""
     conv = await arg.system.store.conversations.open(
         arg.session,
         agent_name=arg.config.name,
         user_id=arg.user,
         claim=True,
         restart=arg.config.restart,
+        owner_pid=encode_owner(arg.owner),
     )
     return conv.incarnation
 
@@ -331,6 +360,7 @@ class AgentServer(Process):
                     user_id=arg.user,
                     claim=True,
                     restart=cfg.restart,
+                    owner_pid=encode_owner(arg.owner),
                 )
             except SessionOwnedError as e:
                 if arg.exclusive:  # the caller forwards to the owner instead (cluster)
@@ -350,7 +380,12 @@ class AgentServer(Process):
         rt = self._rt
         rt.registry.update_meta(arg.session, self.pid, system.meta_for(cfg, arg.session, arg.user))
         if arg.owner is not None:
-            self._oref = self.monitor(arg.owner)
+            lost = arg.owner_lost
+            if lost is None:
+                self._oref = self.monitor(arg.owner)  # noproc at once if it is gone
+            else:  # gone with its node: the link fires at once, as the node's death did
+                arg.owner_lost = None
+                rt.send(self.pid, _OwnerLost(arg.owner, lost))
         restarted = arg.starts > 0
         arg.starts += 1
         rt.events.publish(
@@ -397,7 +432,7 @@ class AgentServer(Process):
                     self.reply_error(from_, e)
                     return NOREPLY
             if op == "attach_owner":
-                return self._attach(request[1])
+                return self._attach(request[1], from_)
         elif request == "status":
             return self._status()
         elif request == "history":
@@ -601,12 +636,44 @@ class AgentServer(Process):
         r.handle.cancel()
         return True
 
-    def _attach(self, owner: Pid) -> bool:
+    def _attach(self, owner: Pid, from_: From | None = None) -> Any:
+        """Monitor ``owner`` instead of any other. In a cluster the caller is answered once
+        the new owner is stored (so an acknowledged attach survives a failover); the server
+        serves other messages meanwhile."""
         a = self._a
         if self._oref is not None:
             self.demonitor(self._oref)
+        changed = a.owner != owner
         a.owner = owner
         self._oref = self.monitor(owner)
+        if changed and self._store_owner(from_):
+            return NOREPLY
+        return True
+
+    def _store_owner(self, from_: From | None = None) -> bool:
+        """Record the session's owner in the store, in the background (a successor that takes
+        the session over monitors it again): at this process's epoch, or, before its first
+        claim, while this node holds the session (the claim records it anyway); then answer
+        ``from_``, if given, with ``True``. Only a cluster pid is stored (``encode_owner``);
+        a single node stores nothing (``False``: nothing started, nobody to answer)."""
+        a = self._a
+        text = encode_owner(a.owner)
+        if text is None and not is_cluster_node(self._rt.node):
+            return False  # a single node: nothing stored
+        store = a.system.store
+        epoch = self._epoch
+        rt = self._rt
+        me = self.pid
+
+        async def write() -> None:
+            try:
+                await store.conversations.set_owner_pid(a.session, text, incarnation=epoch)
+            except Exception as e:  # attached all the same; a takeover will not know it
+                log.warning("agent_owner_not_recorded", session=a.session, error=repr(e))
+            if from_ is not None:
+                rt.send(me, _OwnerStored(from_))
+
+        a.system.background(write())
         return True
 
     # ------------------------------------------------------------------ info
@@ -624,6 +691,11 @@ class AgentServer(Process):
                 self._owner_exited(message.reason)
         elif t is _Idle:
             self._idle()
+        elif t is _OwnerStored:
+            self._answer(message.from_, True, None)
+        elif t is _OwnerLost:
+            if self._a.owner == message.owner and self._oref is None:  # not replaced since
+                self._owner_exited(message.reason)
         elif t is Exit:
             if not _normal(message.reason):  # a process linked by user code crashed
                 self.stop(message.reason)
@@ -759,14 +831,18 @@ class AgentServer(Process):
 
     def _owner_exited(self, reason: ExitReason) -> None:
         a = self._a
+        had = encode_owner(a.owner)
         a.owner = None
         self._oref = None
+        METRICS.owner_exits += 1
         if a.config.owner_policy == "stop":
             log.info("agent_owner_exited", session=a.session, reason=repr(reason), action="stop")
-            self._mark("stopped")  # with its owner: not restarted when its node dies
+            self._mark("stopped", clear_owner=True)  # not restarted when its node dies
             self.stop(SHUTDOWN)
             return
         log.info("agent_owner_exited", session=a.session, reason=repr(reason), action="hibernate")
+        if had is not None:
+            self._store_owner()  # no owner any more: a successor monitors none
         if self._running is None:
             self._drop_memory()
 
@@ -823,18 +899,36 @@ class AgentServer(Process):
             self._rt.events.publish(topics.AGENT_EVICTED, agent=cfg.name, session=a.session)
             self.stop("normal")
 
-    def _mark(self, state: str) -> None:
+    def _mark(self, state: str, *, clear_owner: bool = False) -> None:
         """Record the session's host state in the store, in the background, while this
-        process's claim is current (a successor's claim wins)."""
+        process's claim is current (a successor's claim wins). ``clear_owner`` (stopped with
+        its owner): the owner is cleared too, and a process that has not claimed the session
+        yet (restarted or revived, no turn since) claims it first, so that the stop is
+        recorded; when a live node owns it instead, that node's process has the say."""
         a = self._a
         epoch = self._epoch
-        if epoch is None:
+        if epoch is None and not clear_owner:
             return  # not the owner of record: nothing to say
         store = a.system.store
 
         async def mark() -> None:
             try:
-                await store.conversations.set_host_state(a.session, state, incarnation=epoch)
+                if epoch is not None:
+                    await store.conversations.set_host_state(
+                        a.session, state, incarnation=epoch, clear_owner=clear_owner
+                    )
+                    return
+                # claimed here: the only other claim of this node that can land after it is
+                # the first turn's of this very process (its task was started before the
+                # stop and may be claiming still), so claim again until the mark holds
+                for _ in range(_MARK_TRIES):
+                    at = await claim(a)
+                    if await store.conversations.set_host_state(
+                        a.session, state, incarnation=at, clear_owner=clear_owner
+                    ):
+                        return
+            except SessionOwnedError:
+                pass  # a live node hosts it: its own process applies its owner's exit
             except Exception as e:
                 log.warning("agent_host_state_not_recorded", session=a.session, error=repr(e))
 

@@ -95,6 +95,7 @@ from ._errors import (
 )
 from ._metrics import METRICS, log
 from ._models import model_label
+from ._owners import decode_owner, owner_lost
 from ._queries import AgentInfo, AgentQuery, matches
 from ._runner import TurnResult
 from ._server import AgentServer, SessionArg, TurnTicket
@@ -648,7 +649,14 @@ class Agents:
         fails with ``SessionMovedError`` while another live node owns it. ``claim=True``:
         claimed now, before the process starts; ``SessionOwnedError`` (nothing started) while
         another live node owns it, so the caller forwards there or leaves it to the winner.
-        ``conv``: the session's row, when the caller has just read it."""
+        ``conv``: the session's row, when the caller has just read it.
+
+        Owner links: the new process monitors the session's stored owner (``owner_pid``,
+        written by its predecessor's claim or ``attach_owner``), as a restarted server does
+        on one node, so the owner's exit applies the agent's ``owner_policy``; an owner that
+        is gone already fires at once (``noproc``; ``noconnection`` when it lived on the node
+        the session is taken over from, or on a node this one knows is down). See
+        ``_owners``."""
         cfg = self._evicted.get(session)
         pid = self.rt.whereis(session)
         if pid is not None:
@@ -672,19 +680,49 @@ class Agents:
                 restart=conv.restart or cfg.restart,
             )
             epoch = claimed.incarnation
-        pid = await self.start_stored(session, cfg, conv.user_id, epoch=epoch)
+        owner = decode_owner(conv.owner_pid)
+        lost = None
+        if owner is not None:
+            prev = conv.owner_node
+            lost = owner_lost(
+                owner,
+                here=self.rt.node,
+                # a claim won: the node it was taken from is not live, nor its processes
+                gone_node=f"{prev}#{conv.owner_incarnation}" if claim and prev else None,
+                is_down=getattr(self.rt.transport, "is_down", None),
+            )
+            METRICS.owners_restored += 1
+            log.info(
+                "agent_owner_restored",
+                session=session,
+                owner=repr(owner),
+                lost=lost,
+            )
+        pid = await self.start_stored(
+            session, cfg, conv.user_id, epoch=epoch, owner=owner, owner_lost=lost
+        )
         self._evicted.pop(session, None)
         return pid
 
     async def start_stored(
-        self, session: str, cfg: AgentConfig, user: str | None, *, epoch: int | None = None
+        self,
+        session: str,
+        cfg: AgentConfig,
+        user: str | None,
+        *,
+        epoch: int | None = None,
+        owner: Pid | None = None,
+        owner_lost: str | None = None,
     ) -> Pid:
         """Start the process of a session whose conversation is in the store (its memory is
         loaded by its first turn). ``epoch``: this node claimed it already at that epoch
-        (``revive(claim=True)``), else its first turn claims it. Returns the running pid if
-        it runs. ``revive`` is the path that checks the stored row first."""
-        arg = SessionArg(self, cfg, session, user, None, known=True)
+        (``revive(claim=True)``), else its first turn claims it. ``owner``: its stored owner,
+        monitored again (``owner_lost``: known gone, the link fires at once with that
+        reason). Returns the running pid if it runs. ``revive`` is the path that checks the
+        stored row first."""
+        arg = SessionArg(self, cfg, session, user, owner, known=True)
         arg.epoch = epoch
+        arg.owner_lost = owner_lost
         try:
             pid = await DynamicSupervisor.start_child(
                 await self.domain(cfg.name),
@@ -730,12 +768,13 @@ class Agents:
 
     async def attach_owner(self, target: Target, owner: Pid) -> None:
         """Make ``owner`` the agent's owner (replacing any other): its exit now applies the
-        agent's ``owner_policy``."""
-        await self._call(target, ("attach_owner", owner))
+        agent's ``owner_policy``. In a cluster it returns once the owner is stored (a session
+        taken over by another node monitors it again, see ``revive``)."""
+        await self._call(target, ("attach_owner", owner), timeout=30.0)
 
-    async def _call(self, target: Target, request: Any) -> Any:
+    async def _call(self, target: Target, request: Any, timeout: float = 5.0) -> Any:
         try:
-            return await self.rt.call(target, request, timeout=5.0)
+            return await self.rt.call(target, request, timeout=timeout)
         except NoProcessError:
             raise AgentNotFoundError(target) from None
 

@@ -26,6 +26,13 @@ only after an abnormal exit (the node's death, not a graceful stop), ``temporary
 Evicted sessions, and the others, come back lazily on the next call, on any node
 (``Agents.revive``, the path every takeover takes); stopped ones do not.
 
+**Owner links** survive the takeover as a restart on one node: ``Agents.revive`` starts the
+session with its stored owner (``conversations.owner_pid``) and the new process monitors it
+again; an owner gone meanwhile fires at once (``noproc``), one that lived on the gone node
+fires ``noconnection`` (it died with the node), and ``owner_policy`` applies (``stop``: the
+session stops and is marked ``stopped``). Failover itself does not judge owners: the policy
+belongs to the agent's configuration, which the restarted process reads.
+
 **Placement.** Each survivor asks the placement module (``cluster/_placement.py``), for each
 such session, which live node restarts it: the ``rendezvous`` policy over the live nodes in
 the store, restricted to those carrying every label its agent definition requires

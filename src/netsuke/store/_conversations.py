@@ -23,6 +23,14 @@ and is refused (``SessionOwnedError``) while another node that the liveness poli
 holds the session (see ``_ownership``). The repository's node and policy default to this
 process (``local_node()``) and ``OnlySelfLive``; ``set_ownership`` replaces them.
 
+Owner links (migration 0014): each claim also records the claiming process's *owner*
+(``owner_pid``: the pid of the process the session is linked to, a browser's socket or a
+request, in the cluster codec's encoding), in the claim's own statement, so it costs no
+extra write; ``set_owner_pid`` records an owner attached later and ``set_host_state(...,
+clear_owner=True)`` clears it with the owner's exit. A survivor that takes the session over
+reads it and monitors that pid again. Fenced like the host state: written only at the epoch
+of the writer's claim.
+
 Request ids: a turn appended with ``request=(key, body hash, reply)`` stores that reply in its
 own transaction; ``find_request`` reads it back, and a second turn with the same key fails
 with ``DuplicateRequestError``. Rows live as long as the conversation (``delete`` removes
@@ -34,6 +42,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from types import EllipsisType
 from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter
@@ -72,6 +81,7 @@ _messages: Table = Base.metadata.tables["messages"]
 _requests: Table = Base.metadata.tables["turn_requests"]
 RESTART_TYPES = ("permanent", "transient", "temporary")
 HOST_STATES = ("active", "evicted", "stopped")
+OWNER_PID_MAX = 300
 _CLAIM_TRIES = 50  # compare-and-set rounds lost to other claimants of this node before giving up
 _EXEC_KEYS = frozenset(EXEC_COLUMNS)
 
@@ -156,6 +166,7 @@ class ConversationRepository:
         claim: bool = False,
         node: NodeIdentity | None = None,
         restart: str | None = None,
+        owner_pid: str | EllipsisType | None = ...,
     ) -> Conversation:
         """Get the conversation, creating it if new. A session belongs to one agent: opening
         it for another raises ``ValidationError(field="agent_name")``. Durable on return.
@@ -165,9 +176,13 @@ class ConversationRepository:
         turns with. ``SessionOwnedError`` when a live other node holds it. ``node``: claim as
         this node instead of the repository's (tests and tools). A claim also records
         ``restart`` (the agent's OTP restart type, ``None``: ``transient``) and marks the
-        session ``active`` (hosted), in the same statement (migration 0013)."""
+        session ``active`` (hosted), in the same statement (migration 0013), and, when given,
+        ``owner_pid``: the claiming process's owner (``None``: none; omitted: the stored one
+        is kept; migration 0014). A plain open (no claim) writes neither."""
         if restart is not None and restart not in RESTART_TYPES:
             raise ValidationError("restart", f"one of {', '.join(RESTART_TYPES)}")
+        if owner_pid is not ...:
+            _check_owner_pid(owner_pid)
         _check_session(session_id)
         if not AGENT_NAME.match(agent_name):
             raise ValidationError("agent_name", f"{agent_name!r} is not a valid agent name")
@@ -183,7 +198,14 @@ class ConversationRepository:
                         row = await _find(conn, session_id)
                         if row is None:
                             return await self._create(
-                                conn, session_id, agent_name, user_id, claim, me, restart
+                                conn,
+                                session_id,
+                                agent_name,
+                                user_id,
+                                claim,
+                                me,
+                                restart,
+                                owner_pid if owner_pid is not ... else None,
                             )
                         if row["agent_name"] != agent_name:
                             raise ValidationError(
@@ -194,7 +216,7 @@ class ConversationRepository:
                             return _conversation(row)
                         owner, owner_inc = row["owner_node"], row["owner_incarnation"]
                         if owner is None or (owner == me.name and owner_inc == me.incarnation):
-                            claimed = await _claim(conn, row, me, restart)
+                            claimed = await _claim(conn, row, me, restart, owner_pid)
                             if claimed is None:
                                 continue  # another claim moved the epoch first: judge it
                             METRICS.claims["new" if owner is None else "same_node"] += 1
@@ -207,7 +229,7 @@ class ConversationRepository:
                     METRICS.claims["refused"] += 1
                     raise SessionOwnedError(session_id, owner, owner_inc, row["incarnation"])
                 async with self._db.write() as conn:
-                    claimed = await _claim(conn, row, me, restart)
+                    claimed = await _claim(conn, row, me, restart, owner_pid)
                 if claimed is None:
                     continue
                 METRICS.claims["takeover"] += 1
@@ -232,6 +254,7 @@ class ConversationRepository:
         claim: bool,
         me: NodeIdentity,
         restart: str | None = None,
+        owner_pid: str | None = None,
     ) -> Conversation:
         now = utcnow()
         values = {
@@ -246,25 +269,59 @@ class ConversationRepository:
             "owner_incarnation": me.incarnation if claim else None,
             "restart": restart if claim else None,
             "host_state": "active" if claim else None,
+            "owner_pid": owner_pid if claim else None,
         }
         await conn.execute(insert(_conversations).values(**values))
         if claim:
             METRICS.claims["new"] += 1
         return Conversation.model_validate(values)
 
-    async def set_host_state(self, session_id: str, state: str, *, incarnation: int) -> bool:
+    async def set_host_state(
+        self, session_id: str, state: str, *, incarnation: int, clear_owner: bool = False
+    ) -> bool:
         """Record that the session's process left memory (``evicted``), was stopped for good
         (``stopped``) or hosts it again (``active``), only while the session is still at the
-        epoch ``incarnation`` (a successor's claim wins); whether the row changed."""
+        epoch ``incarnation`` (a successor's claim wins); whether the row changed.
+        ``clear_owner``: its owner is gone too (``owner_pid`` cleared, same statement)."""
         if state not in HOST_STATES:
             raise ValidationError("host_state", f"one of {', '.join(HOST_STATES)}")
         c = _conversations.c
+        values: dict[str, Any] = {"host_state": state}
+        if clear_owner:
+            values["owner_pid"] = None
         stmt = (
             update(_conversations)
             .where(c.session_id == session_id, c.incarnation == incarnation)
-            .values(host_state=state)
+            .values(**values)
         )
         with operation("conversations", "set_host_state", session_id=session_id):
+            async with self._db.write() as conn:
+                done = await conn.execute(stmt)
+        return bool(done.rowcount)
+
+    async def set_owner_pid(
+        self, session_id: str, owner_pid: str | None, *, incarnation: int | None
+    ) -> bool:
+        """Record the session's owner process (``None``: it has none any more), only while the
+        session is still at the epoch ``incarnation`` (a successor's claim wins; it records
+        its own owner), or, with ``incarnation=None`` (a process that has not claimed yet),
+        while this repository's node holds it; whether the row changed. ``attach_owner``
+        and an owner's exit write it: rare, never on a turn's path."""
+        if owner_pid is not None:
+            _check_owner_pid(owner_pid)
+        c = _conversations.c
+        me = self._node
+        held = (
+            c.incarnation == incarnation
+            if incarnation is not None
+            else (c.owner_node == me.name) & (c.owner_incarnation == me.incarnation)
+        )
+        stmt = (
+            update(_conversations)
+            .where(c.session_id == session_id, held)
+            .values(owner_pid=owner_pid)
+        )
+        with operation("conversations", "set_owner_pid", session_id=session_id):
             async with self._db.write() as conn:
                 done = await conn.execute(stmt)
         return bool(done.rowcount)
@@ -480,10 +537,16 @@ def check_request_key(key: str) -> None:
 
 
 async def _claim(
-    conn: AsyncConnection, row: RowMapping, me: NodeIdentity, restart: str | None = None
+    conn: AsyncConnection,
+    row: RowMapping,
+    me: NodeIdentity,
+    restart: str | None = None,
+    owner_pid: str | EllipsisType | None = ...,
 ) -> RowMapping | None:
     """The compare-and-set of a claim: ``me`` owns the session at the next epoch if the row is
-    still at the epoch read (``row``); the updated row, or ``None`` when another claim won."""
+    still at the epoch read (``row``); the updated row, or ``None`` when another claim won.
+    ``owner_pid``: the claiming process's owner (omitted: the stored one is kept)."""
+    c = _conversations.c
     stmt = (
         update(_conversations)
         .where(
@@ -496,6 +559,7 @@ async def _claim(
             owner_incarnation=me.incarnation,
             restart=restart if restart is not None else _conversations.c.restart,
             host_state="active",
+            owner_pid=owner_pid if owner_pid is not ... else c.owner_pid,
         )
         .returning(_conversations)
     )
@@ -510,6 +574,13 @@ async def _find(conn: AsyncConnection, session_id: str) -> RowMapping | None:
 
 def _conversation(row: Mapping[Any, Any]) -> Conversation:
     return Conversation.model_validate(dict(row))
+
+
+def _check_owner_pid(owner_pid: str | None) -> None:
+    if owner_pid is not None and (
+        type(owner_pid) is not str or not 0 < len(owner_pid) <= OWNER_PID_MAX
+    ):
+        raise ValidationError("owner_pid", f"must be 1..{OWNER_PID_MAX} characters")
 
 
 def _check_session(session_id: str) -> None:

@@ -198,6 +198,10 @@ class ConversationRow(Base):
     #: (``active``, ``evicted``, ``stopped``; migration 0013): what failover restarts.
     restart: Mapped[str | None] = mapped_column(String(16))
     host_state: Mapped[str | None] = mapped_column(String(16))
+    #: The session's owner process (migration 0014): the cluster codec's encoding of its
+    #: pid (``{"$p":[node id, id]}``), written by each claim and by ``attach_owner``,
+    #: cleared when the owner exits; a survivor that takes the session over monitors it.
+    owner_pid: Mapped[str | None] = mapped_column(String(300))
 
 
 class TurnRequestRow(Base):

@@ -59,6 +59,10 @@ class Conversation(BaseModel):
     """The OTP restart type at the last claim (``None``: ``transient``)."""
     host_state: str | None = None
     """``active`` (a process hosts it), ``evicted`` or ``stopped`` (``None``: ``active``)."""
+    owner_pid: str | None = None
+    """The session's owner process (``Agents.attach_owner``, ``start_agent(owner=...)``) in
+    the cluster codec's pid encoding, ``{"$p":[node id, id]}``; ``None``: no owner (or one
+    that is not a cluster pid). Not the hosting node (``owner_node``)."""
 
 
 class TurnRequest(BaseModel):

@@ -103,6 +103,9 @@ class Session(BaseModel):
     version: int | None = None
     node: str | None = None
     """The node id serving the session (``name#incarnation`` in a cluster)."""
+    owner: str | None = None
+    """The session's owner process (``<node.id>``; in a cluster ``<name#incarnation.id>``),
+    whose exit applies the agent's ``owner_policy``; kept across a failover."""
 
 
 class SessionPage(BaseModel):
@@ -182,6 +185,7 @@ async def local_view(
                 restarts=status.get("restarts", 0),
                 queued=status.get("queued", 0),
                 version=status.get("version"),
+                owner=status.get("owner"),
             )
         except (AgentError, NetsukeError):
             state = "stopped"
