@@ -8,12 +8,15 @@ to the membership leases of issue 16)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import websockets
 
 from netsuke.manager.testing import NatsServer
 from netsuke.store import upgrade
@@ -182,3 +185,88 @@ async def test_a_pinned_session_taken_over_on_its_next_request_goes_to_a_node_wi
     finally:
         for proc in procs:
             _stop(proc)
+
+
+async def _frames_until_done(ws: Any) -> list[dict[str, Any]]:
+    """The socket's frames up to a turn's end (``completed`` or ``error``)."""
+    frames: list[dict[str, Any]] = []
+    while True:
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 120))
+        frames.append(frame)
+        if frame["type"] in ("completed", "error"):
+            return frames
+
+
+async def test_a_chat_socket_follows_its_session_to_the_survivor_and_still_owns_it(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    """The chat WebSocket held by beta owns a session on alpha; alpha is SIGKILLed: the next
+    message finds the session where failover restarted it (beta, with its memory), a new
+    ``session`` frame names that node, the turn answers, and the socket still owns the
+    session there (closing it stops the session, ``owner_policy: stop``)."""
+    db = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
+    await upgrade(db)
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    (agents / "helper.yaml").write_text("name: helper\nmodel: offline\n")
+    common = {
+        "NETSUKE_DATABASE_URL": db,
+        "NETSUKE_CLUSTER_PREFIX": prefix(),
+        "NETSUKE_AGENTS_DIR": str(agents),
+    }
+    alpha, a_url, key = await _start(
+        "alpha", nats_server.url, _env(**common, NETSUKE_BOOTSTRAP_ADMIN="true"), tmp_path
+    )
+    beta = None
+    try:
+        assert key is not None
+        beta, b_url, _ = await _start(
+            "beta", nats_server.url, _env(**common, NETSUKE_BOOTSTRAP_ADMIN="false"), tmp_path
+        )
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(headers=headers, timeout=60) as http:
+            r = await http.post(f"{a_url}/api/v1/sessions", json={"agent": "helper", "user": "u"})
+            assert r.status_code == 201, r.text
+            sid, alpha_id = r.json()["session_id"], r.headers["X-Netsuke-Node"]
+            assert alpha_id.startswith("alpha#")
+            ws_url = b_url.replace("http://", "ws://") + "/dashboard/chat/helper/ws?user=u"
+            async with websockets.connect(
+                ws_url, additional_headers={"Authorization": f"Bearer {key}"}
+            ) as ws:
+                hello = json.loads(await asyncio.wait_for(ws.recv(), 60))
+                assert hello["type"] == "session" and hello["node"] == alpha_id, hello
+                await ws.send(json.dumps({"message": "remember kyoto"}))
+                frames = await _frames_until_done(ws)
+                assert frames[-1]["type"] == "completed", frames
+
+                os.kill(alpha.pid, signal.SIGKILL)
+                alpha.wait(30)
+                # the first message after the crash may find no node yet (an error frame
+                # after the socket's bounded wait): the chat goes on, the next one follows
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 120
+                moved: list[dict[str, Any]] = []
+                while True:
+                    await ws.send(json.dumps({"message": "and now?"}))
+                    frames = await _frames_until_done(ws)
+                    moved += [f for f in frames if f["type"] == "session"]
+                    if frames[-1]["type"] == "completed":
+                        break
+                    assert frames[-1]["problem_type"].rsplit("/", 1)[1] in (
+                        "session-moved",
+                        "owner-lost",
+                    ), frames
+                    assert loop.time() < deadline, "the socket never found its session again"
+                assert moved and moved[-1]["node"].startswith("beta#"), moved
+                assert "turn 2" in frames[-1]["output"], frames[-1]  # the memory came along
+                st = (await http.get(f"{b_url}/api/v1/sessions/{sid}")).json()
+                assert st["node"].startswith("beta#") and st["state"] != "stopped", st
+            # the socket still owned the session on beta: closing it stopped it there
+            deadline = loop.time() + 60
+            while (await http.get(f"{b_url}/api/v1/sessions/{sid}")).json()["state"] != ("stopped"):
+                assert loop.time() < deadline, "the session did not stop with its socket"
+                await asyncio.sleep(0.2)
+    finally:
+        _stop(alpha)
+        if beta is not None:
+            _stop(beta)
