@@ -6,24 +6,31 @@ tmpfs ``/dev/shm`` when writable, so the figure is the runtime's CPU, not the di
 each mark (turn 1, 20, 100, 200) the turn is run under cProfile for its Python call count
 (every call on the event loop's thread, C functions included: deterministic for a build,
 whatever the load), then the next ``WINDOW`` turns unprofiled for their CPU time
-(``time.process_time()``: every thread, the store's writer thread included; median). Two
+(``time.process_time()``: every thread, the store's writer thread included; the least of
+them, the median is in the JSON). Two
 paths:
 
 * ``agents``: ``Agents.run`` on a started session;
 * ``http``: ``POST /api/v1/sessions/{id}/messages`` straight into the ASGI app in this process
   (``create_app`` over a node opened like ``netsuke serve`` opens it; no HTTP server or
-  client), as ``benchmarks/api_cost.py`` drives it.
+  client), as ``benchmarks/api_cost.py`` drives it;
+* ``direct`` (the floor): pydantic-ai's ``Agent.run`` with the same offline model and the
+  same growing ``message_history``, no runtime, no store: what pydantic-ai itself does per
+  run with a history of that length.
 
-Figures (lower is better; the floor is the same path's turn 1):
+Figures (lower is better):
 
 * ``agents turn CPU at N turns vs at 1 turn`` and ``http turn CPU at N turns vs at 1 turn``
-  (ratio of the medians; target <= 1.2, informational: pydantic-ai's own per-run work on the
-  history grows with it, see docs/benchmarks.md, "History length");
-* ``agents turn calls at N turns vs at 1 turn`` (ratio of the call counts; deterministic).
+  (ratio of the CPU figures), each beside the ``direct`` path's ratio as its floor; target <= 1.2,
+  informational: pydantic-ai's own per-run work on the history grows with it (the floor), see
+  docs/benchmarks.md, "History length";
+* ``agents turn calls at N turns vs at 1 turn`` (ratio of the call counts; deterministic),
+  beside the ``direct`` path's.
 
 The per-mark table (CPU µs and calls per turn) is printed, and is in the JSON's meta.
 
-Usage: ``python benchmarks/history.py [--quick] [--json] [--turns N] [--side agents|http|both]``.
+Usage: ``python benchmarks/history.py [--quick] [--json] [--turns N]
+[--side agents|http|direct|all]``.
 """
 
 from __future__ import annotations
@@ -53,8 +60,9 @@ from _harness import Figure, meta, report
 
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
-WINDOW = 5
-"""Unprofiled turns timed after each mark (their median is the mark's CPU)."""
+WINDOW = 7
+"""Unprofiled turns timed after each mark; the least CPU of them is the mark's (on a shared
+machine other work only ever adds to a turn's CPU time: caches, frequency)."""
 
 Turn = Callable[[int], Awaitable[None]]
 
@@ -66,7 +74,7 @@ def _dir() -> str | None:
 
 async def measure(turn: Turn, total: int, marks: list[int]) -> dict[int, dict[str, float]]:
     """Run turns 1..``total`` through ``turn``; at each mark its calls, then the CPU of the
-    next ``WINDOW`` turns (median, µs)."""
+    next ``WINDOW`` turns (the least, µs)."""
     out: dict[int, dict[str, float]] = {}
     i = 1
     while i <= total:
@@ -83,12 +91,31 @@ async def measure(turn: Turn, total: int, marks: list[int]) -> dict[int, dict[st
                 c0 = time.process_time()
                 await turn(j)
                 cpus.append((time.process_time() - c0) * 1e6)
-            out[i] = {"calls": calls, "cpu_us": statistics.median(cpus)}
+            out[i] = {"calls": calls, "cpu_us": min(cpus), "cpu_median_us": statistics.median(cpus)}
             i += 1 + WINDOW
         else:
             await turn(i)
             i += 1
     return out
+
+
+async def direct_side(total: int, marks: list[int]) -> dict[int, dict[str, float]]:
+    from pydantic_ai import Agent
+    from pydantic_ai.messages import ModelMessage
+
+    from netsuke.agents._offline import OfflineModel
+
+    agent: Agent[None, str] = Agent(OfflineModel(), name="history")
+    history: list[ModelMessage] = []
+    for k in range(5):
+        await agent.run(f"warm {k}")
+
+    async def turn(i: int) -> None:
+        nonlocal history
+        r = await agent.run(f"message number {i}", message_history=history, infer_name=False)
+        history = r.all_messages()
+
+    return await measure(turn, total, marks)
 
 
 async def agents_side(total: int, marks: list[int]) -> dict[int, dict[str, float]]:
@@ -160,16 +187,26 @@ async def http_side(total: int, marks: list[int]) -> dict[int, dict[str, float]]
                 return await measure(turn, total, marks)
 
 
-def figures(side: str, res: dict[int, dict[str, float]], last: int) -> list[Figure]:
-    first = res[1]
-    end = res[last]
-    cpu = end["cpu_us"] / first["cpu_us"]
-    calls = end["calls"] / first["calls"]
+def _growth(res: dict[int, dict[str, float]], last: int, key: str) -> float:
+    return res[last][key] / res[1][key]
+
+
+def figures(
+    side: str,
+    res: dict[int, dict[str, float]],
+    last: int,
+    floor: dict[int, dict[str, float]] | None,
+) -> list[Figure]:
+    cpu = _growth(res, last, "cpu_us")
+    calls = _growth(res, last, "calls")
+    label = "direct pydantic-ai run, same history"
     return [
         Figure(
             f"{side} turn CPU at {last} turns vs at 1 turn",
             cpu,
             "x",
+            floor=None if floor is None else _growth(floor, last, "cpu_us"),
+            floor_label=label if floor is not None else "",
             target="<= 1.2 (informational)",
             met=cpu <= 1.2,
             higher_is_better=False,
@@ -178,6 +215,8 @@ def figures(side: str, res: dict[int, dict[str, float]], last: int) -> list[Figu
             f"{side} turn calls at {last} turns vs at 1 turn",
             calls,
             "x",
+            floor=None if floor is None else _growth(floor, last, "calls"),
+            floor_label=label if floor is not None else "",
             target="informational",
             higher_is_better=False,
         ),
@@ -189,7 +228,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="100 turns, not 200")
     parser.add_argument("--json", action="store_true", help="one JSON object as the last line")
     parser.add_argument("--turns", type=int, default=0, help="turns in the session")
-    parser.add_argument("--side", choices=("agents", "http", "both"), default="both")
+    parser.add_argument(
+        "--side", choices=("agents", "http", "direct", "all"), default="all", help="paths to run"
+    )
     args = parser.parse_args()
     total = args.turns or (100 if args.quick else 200)
     marks = [m for m in (1, 20, 100, 200, 400, 1000) if m <= total]
@@ -199,11 +240,15 @@ def main() -> int:
 
     out: list[Figure] = []
     table: dict[str, Any] = {}
-    sides = ("agents", "http") if args.side == "both" else (args.side,)
+    sides = ("direct", "agents", "http") if args.side == "all" else (args.side,)
+    runs = {"direct": direct_side, "agents": agents_side, "http": http_side}
+    floor: dict[int, dict[str, float]] | None = None
     for side in sides:
-        run = agents_side if side == "agents" else http_side
-        res = asyncio.run(run(total, marks))
-        out.extend(figures(side, res, last))
+        res = asyncio.run(runs[side](total, marks))
+        if side == "direct":
+            floor = res
+        else:
+            out.extend(figures(side, res, last, floor))
         table[side] = {str(m): res[m] for m in marks}
         for m in marks:
             print(
