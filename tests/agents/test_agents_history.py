@@ -11,6 +11,8 @@ import cProfile
 import pstats
 import random
 import re
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,6 +39,7 @@ from netsuke.agents import (
     TurnCancelledError,
     TurnCompleted,
     TurnError,
+    current_turn,
 )
 from netsuke.agents._offline import OfflineModel
 from netsuke.store import Store
@@ -324,3 +327,39 @@ def test_windows_of_a_trimmed_memory_are_the_windows_of_the_whole_history() -> N
         if policy.bounded:
             assert len(mem) <= len(policy.apply(full)) + 1 + 2 * (policy.max_messages or 0) + 8
     assert checked > 1000
+
+
+@pytest.mark.timeout(60)
+async def test_a_committed_turn_whose_early_row_cannot_be_closed_still_reaches_memory(
+    agents: Agents, rt: Runtime, store: Store, tmp_path: Path
+) -> None:
+    """A delegating turn's row is written early and closed after its messages are committed;
+    when closing fails (here: the row was deleted meanwhile), the turn is stored, so it
+    succeeds and the memory holds it, as the store does."""
+
+    async def ask_expert(question: str) -> str:
+        """Ask the expert, then lose this turn's execution row."""
+        ctx = current_turn()
+        assert ctx is not None
+        answer = str(await agents.run("expert", question, parent=ctx))
+
+        def delete() -> None:
+            conn = sqlite3.connect(tmp_path / "agents.db", timeout=10)
+            try:
+                conn.execute("DELETE FROM executions WHERE id = ?", (ctx.execution_id,))
+                conn.commit()
+            finally:
+                conn.close()
+
+        await asyncio.to_thread(delete)
+        return answer
+
+    await agents.start_agent("expert", AgentConfig(name="expert"))
+    await agents.start_agent("boss", AgentConfig(name="boss", tools=[ask_expert]))
+    await agents.run("boss", "hello")
+    reply = await agents.run("boss", "ask_expert 'what is 2+2'")
+    assert "ask_expert returned" in reply
+    stored = await store.conversations.history("boss")
+    assert len(_prompts(stored)) == 2
+    assert await _memory(rt, "boss") == stored
+    assert _turn_seen(await agents.run("boss", "next")) == 3
