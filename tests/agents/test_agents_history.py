@@ -115,6 +115,26 @@ def _add(a: int, b: int) -> int:
 
 
 @pytest.mark.timeout(60)
+async def test_sessions_sharing_initial_memory_keep_their_own_tallies(agents: Agents) -> None:
+    """Sessions of one agent start from the same ``initial_memory`` message objects; taking
+    turns in alternation, each still reads only its own new messages."""
+    head = ModelRequest(parts=[SystemPromptPart("house rules")])
+    cfg = AgentConfig(name="shared", initial_memory=[head])
+    for s in ("a", "b", "c"):
+        await agents.start_agent(f"shared-{s}", cfg)
+    for s in ("a", "b", "c"):
+        await agents.run(f"shared-{s}", f"{s}1")
+    model = cfg._cache["model"]
+    assert isinstance(model, OfflineModel)
+    for k in range(2, 16):
+        for s in ("a", "b", "c"):
+            before = model.scanned
+            reply = await agents.run(f"shared-{s}", f"{s}{k}")
+            assert _turn_seen(reply) == k and f"Before that you said '{s}{k - 1}'" in reply
+            assert model.scanned - before <= 2, (s, k, model.scanned - before)
+
+
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize(
     ("memory", "tools"),
     [

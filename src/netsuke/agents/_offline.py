@@ -15,12 +15,13 @@ Every text reply starts with ``[offline]``. Streaming yields the same reply word
 
 Cost per call: independent of the conversation's length in the common case. Only the current
 turn (from its user prompt on) goes through pydantic-ai's ``prepare_messages``; the earlier
-messages are passed as they are (the model reads nothing from them but their user prompts) and
-what it needs from them (the number of user prompts, the last one, the token estimate) is
-tallied once per message: the tally of a history is kept per first message and extended by the
-messages appended since (``_Tally``), so a session's next turn reads only its new messages. A
-history that is not an extension of one seen before (a reload, a moved memory window, an edited
-list) is tallied in full once. A history whose earlier messages carry instruction state (which
+messages are passed as they are, and what the model needs from them (the number of user
+prompts, the last two, the token estimate) is tallied once per message: the tally of a history
+is kept under its last message and extended by the messages appended since (``_Tally``), so a
+session's next turn reads only its new messages. A history that is not an extension of one seen
+before (a reload, a moved memory window, a list cut) is tallied in full once; messages
+replaced in place before the last one tallied are not noticed (the offline model is a demo: its
+turn count could then be off). A history whose earlier messages carry instruction state (which
 pydantic-ai must project) is prepared in full, as before. ``OfflineModel.scanned`` counts the
 earlier messages tallied (a test reads it).
 """
@@ -130,15 +131,12 @@ class _Tally:
 
 
 class _Seen:
-    """A history tallied before: its first message, its length and last message then, and the
-    tally of its messages."""
+    """A history tallied before: its length, its last message and its tally (kept under its
+    last message's id)."""
 
-    __slots__ = ("last", "length", "start", "tally")
+    __slots__ = ("last", "length", "tally")
 
-    def __init__(
-        self, start: weakref.ref[Any], length: int, last: weakref.ref[Any], tally: _Tally
-    ) -> None:
-        self.start = start
+    def __init__(self, length: int, last: weakref.ref[Any], tally: _Tally) -> None:
         self.length = length
         self.last = last
         self.tally = tally
@@ -180,32 +178,32 @@ class OfflineModel(FunctionModel):
         return [*earlier, replace(first, metadata=meta), *tail[1:]]
 
     def _tally(self, earlier: Sequence[ModelMessage]) -> _Tally:
-        """The tally of ``earlier``: from the tally kept for a shorter run with the same first
-        message and the same message at that run's end, plus the messages since."""
-        first = earlier[0]
-        key = id(first)
-        seen = self._seen.get(key)
+        """The tally of ``earlier``: that of a history tallied before that it extends (as
+        long, and ending with the same message object: found walking back from the end, two
+        messages back for a session's next turn), plus the messages since. Kept by last
+        message, not first: pydantic-ai merges a leading system-prompt request into the first
+        turn's on every run (a new object each time), and sessions share their
+        ``initial_memory`` objects."""
+        seen = self._seen
         n = len(earlier)
-        if (
-            seen is not None
-            and seen.start() is first
-            and seen.length <= n
-            and seen.last() is earlier[seen.length - 1]
-        ):
-            tally = seen.tally.copy()
-            begin = seen.length
-        else:
+        tally: _Tally | None = None
+        begin = 0
+        for j in range(n - 1, -1, -1):
+            m = earlier[j]
+            hit = seen.get(id(m))
+            if hit is not None and hit.last() is m and hit.length == j + 1:
+                tally, begin = hit.tally.copy(), j + 1
+                if j < n - 1:
+                    del seen[id(m)]  # superseded by this longer history
+                break
+        if tally is None:
             tally = _Tally()
-            begin = 0
         for m in earlier[begin:]:
             tally.add(m)
         self.scanned += n - begin
-        if seen is None or seen.start() is not first:
-            seen = self._seen[key] = _Seen(
-                weakref.ref(first, self._forget(key)), n, weakref.ref(earlier[-1]), tally
-            )
-        else:
-            seen.length, seen.last, seen.tally = n, weakref.ref(earlier[-1]), tally
+        last = earlier[-1]
+        key = id(last)
+        seen[key] = _Seen(n, weakref.ref(last, self._forget(key)), tally)
         return tally.copy()
 
     def _forget(self, key: int) -> Any:
@@ -213,7 +211,7 @@ class OfflineModel(FunctionModel):
 
         def gone(ref: weakref.ref[Any]) -> None:
             s = seen.get(key)
-            if s is not None and s.start is ref:
+            if s is not None and s.last is ref:
                 del seen[key]
 
         return gone
