@@ -79,6 +79,7 @@ bench: install
 	$(BIN)/python benchmarks/peers.py
 	$(BIN)/python benchmarks/store.py
 	$(BIN)/python benchmarks/agents.py
+	$(BIN)/python benchmarks/history.py
 	$(BIN)/python benchmarks/sandbox.py
 	$(BIN)/python benchmarks/queue.py
 	$(BIN)/python benchmarks/cache.py
@@ -94,6 +95,7 @@ bench-quick: install
 	$(BIN)/python benchmarks/peers.py --quick
 	$(BIN)/python benchmarks/store.py --quick
 	$(BIN)/python benchmarks/agents.py --quick
+	$(BIN)/python benchmarks/history.py --quick
 	$(BIN)/python benchmarks/sandbox.py --quick
 	$(BIN)/python benchmarks/queue.py --quick
 	$(BIN)/python benchmarks/cache.py --quick

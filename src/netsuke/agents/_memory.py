@@ -10,6 +10,13 @@ returns, retries), so dropping whole turns never separates a tool call from its 
 * The system prompt is kept: it is passed as instructions on every run, and system-prompt parts
   found at the head of a stored history move to the first kept turn.
 * A history that starts in the middle of a turn (a partial read) loses that partial turn.
+
+The agent server keeps its session's messages in memory between turns and appends each
+committed turn's messages; under a bounded policy it keeps them ``trim``med: the turns no later
+window can show are dropped (a window only moves forward as turns are added), their head system
+parts kept in one leading request, so the memory, and the work of windowing it per turn, stays
+about the size of the window however long the conversation grows. ``apply`` of a trimmed list
+is the window of the untrimmed one.
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ from pydantic_ai.messages import (
 )
 
 __all__ = ["MemoryPolicy", "estimate_tokens", "turn_starts"]
+
+_HEAD = "netsuke_memory_head"
+"""Metadata key of the leading request ``trim`` keeps the dropped turns' head system parts in."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,20 +69,8 @@ class MemoryPolicy:
         starts = turn_starts(messages)
         if not starts:
             return []
-        head_system = _system_parts(messages[: starts[0] + 1])
-        first = starts[0]
-        if self.bounded:
-            count = len(messages) - first
-            tokens = estimate_tokens(messages[first:]) if self.max_tokens is not None else 0
-            i = 0
-            while i < len(starts) - 1 and not self._fits(count, tokens):
-                nxt = starts[i + 1]
-                dropped = messages[starts[i] : nxt]
-                count -= len(dropped)
-                if self.max_tokens is not None:
-                    tokens -= estimate_tokens(dropped)
-                i += 1
-            first = starts[i]
+        head_system = _head_system(messages, starts)
+        first = self._first_kept(messages, starts)
         kept = list(messages[first:])
         if head_system and not _system_parts(kept[:1]):
             req = kept[0]
@@ -83,6 +81,44 @@ class MemoryPolicy:
                 timestamp=req.timestamp,
             )
         return kept
+
+    def trim(self, messages: list[ModelMessage]) -> list[ModelMessage]:
+        """``messages`` without the turns no window will show again: ``messages`` itself when
+        none is dropped, else a new list: a request holding the head system parts (maybe
+        none; never sent, it is no turn), then the turns from the window's first on. ``apply``
+        of it is ``apply(messages)``, and so is ``apply`` of it with turns appended (a window
+        only moves forward)."""
+        if not self.bounded:
+            return messages
+        if self.max_tokens is None and len(messages) <= 2 * (self.max_messages or 0) + 8:
+            return messages  # cheap: trimmed in batches
+        starts = turn_starts(messages)
+        if not starts:
+            return messages
+        first = self._first_kept(messages, starts)
+        if first == starts[0]:
+            return messages
+        head = _head_system(messages, starts)
+        return [ModelRequest(parts=head, metadata={_HEAD: True}), *messages[first:]]
+
+    def _first_kept(self, messages: Sequence[ModelMessage], starts: list[int]) -> int:
+        """Index of the first message of the window (a turn start)."""
+        if not self.bounded:
+            return starts[0]
+        first = starts[0]
+        count = len(messages) - first
+        # characters, not tokens, are subtracted: the estimate of what is left is exact, so a
+        # window only moves forward as turns are added (what ``trim`` relies on)
+        chars = _chars(messages[first:]) if self.max_tokens is not None else 0
+        i = 0
+        while i < len(starts) - 1 and not self._fits(count, (chars + 3) // 4):
+            nxt = starts[i + 1]
+            dropped = messages[starts[i] : nxt]
+            count -= len(dropped)
+            if self.max_tokens is not None:
+                chars -= _chars(dropped)
+            i += 1
+        return starts[i]
 
     def _fits(self, count: int, tokens: int) -> bool:
         if self.max_messages is not None and count > self.max_messages:
@@ -99,6 +135,18 @@ def turn_starts(messages: Sequence[ModelMessage]) -> list[int]:
     ]
 
 
+def _is_head(m: ModelMessage) -> bool:
+    return isinstance(m, ModelRequest) and bool(m.metadata) and _HEAD in (m.metadata or {})
+
+
+def _head_system(messages: Sequence[ModelMessage], starts: list[int]) -> list[SystemPromptPart]:
+    """The system parts at the head of ``messages``: those of the requests up to the first
+    turn's, or, in a trimmed list, those ``trim`` kept in its leading request."""
+    if _is_head(messages[0]):
+        return _system_parts(messages[:1])
+    return _system_parts(messages[: starts[0] + 1])
+
+
 def _system_parts(messages: Sequence[ModelMessage]) -> list[SystemPromptPart]:
     out: list[SystemPromptPart] = []
     for m in messages:
@@ -109,6 +157,10 @@ def _system_parts(messages: Sequence[ModelMessage]) -> list[SystemPromptPart]:
 
 def estimate_tokens(messages: Sequence[ModelMessage]) -> int:
     """A cheap token estimate: characters of text, prompts, tool args and returns / 4."""
+    return (_chars(messages) + 3) // 4
+
+
+def _chars(messages: Sequence[ModelMessage]) -> int:
     chars = 0
     for m in messages:
         if isinstance(m, ModelRequest):
@@ -126,4 +178,4 @@ def estimate_tokens(messages: Sequence[ModelMessage]) -> int:
                     chars += len(q.content)
                 elif isinstance(q, ToolCallPart):
                     chars += len(q.tool_name) + len(q.args_as_json_str())
-    return (chars + 3) // 4
+    return chars

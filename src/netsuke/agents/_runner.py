@@ -4,8 +4,9 @@ Order: set the turn context; render the system prompt (a generator sees the wind
 run the pydantic-ai agent (model, tools, output validation and retries); commit the new
 messages and the execution row to the store (``append_turn`` returns after the commit), fenced
 by the server's session incarnation; return the result to the server, which then updates its
-memory and answers the caller. A failure at
-any step is mapped to a typed ``TurnError``; nothing reaches the memory.
+memory and answers the caller. A failure at any step before the commit is mapped to a typed
+``TurnError``; nothing reaches the memory (nor the store). Once the messages are committed the
+turn has succeeded: the server's memory must hold exactly the committed history.
 
 The pydantic-ai ``Agent`` is built once per ``AgentConfig`` and reused by every session and
 turn (per-turn data goes in ``run``'s arguments), so a turn pays for no construction.
@@ -39,7 +40,7 @@ from ._errors import (
     TurnCancelledError,
     TurnError,
 )
-from ._metrics import METRICS
+from ._metrics import METRICS, log
 from ._models import failure_reason, is_transient, model_label, refused_cause, resolve_model
 from ._schema import output_type
 from ._stream import stream_handler
@@ -231,9 +232,19 @@ async def execute_turn(
         await conv.append_turn_row(
             ctx.session, new, None, incarnation=incarnation, audit=audit, request=stored
         )
-        await store.executions.finish(
-            ctx.execution_id, status="succeeded", tokens_in=tin, tokens_out=tout
-        )
+        # the messages are committed: the turn succeeded, and the server's memory must get
+        # them (it would otherwise lack a stored turn); closing the row is best effort
+        try:
+            await store.executions.finish(
+                ctx.execution_id, status="succeeded", tokens_in=tin, tokens_out=tout
+            )
+        except Exception as e:
+            log.warning(
+                "agent_turn_row_not_closed",
+                session=ctx.session,
+                execution=ctx.execution_id,
+                error=repr(e),
+            )
     return TurnResult(
         result.output,
         new,

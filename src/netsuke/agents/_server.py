@@ -749,9 +749,8 @@ class AgentServer(Process):
             if mem is None:
                 mem = self._memory = []
             mem.extend(outcome.messages)
-            pol = cfg.memory
-            if pol.max_messages is not None and len(mem) > 2 * pol.max_messages + 8:
-                self._memory = pol.apply(mem)
+            if cfg.memory.bounded:  # the turns no later window shows go (see _memory)
+                self._memory = cfg.memory.trim(mem)
             METRICS.succeeded += 1
             METRICS.tokens_in += outcome.tokens_in
             METRICS.tokens_out += outcome.tokens_out
