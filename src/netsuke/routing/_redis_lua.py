@@ -1,17 +1,22 @@
 """The Lua scripts of the Redis Streams backend (each runs atomically in Redis).
 
-Layout 2 (``P:v`` = ``2``), keys under the prefix ``P`` (default ``{netsuke}:q``: one hash
-tag, so one cluster slot):
+Layout 3 (``P:v`` = ``3``), keys under the prefix ``P`` (default ``{netsuke}:q``: one hash
+tag, so one cluster slot). Layout 3 is layout 2 with one more reading of line 11 (below): a
+queued task's entry is ``''`` until its first take (the client writes a new task's strings
+with ``MSET`` before the script's ``XADD`` gives the entry its id), so a layout-2 queue is a
+valid layout-3 queue and converts by setting ``P:v``; a layout-2 reader would drop such
+entries as stale, hence the new number.
 
 * ``P:t:<id>``: the task's changing state, **one string** (one key, one allocation, one
   ``SET`` per change: a 17-field hash cost Redis about four times as much). Lines separated by
   ``\\n``: 1. ``status`` (JSON), 2. ``attempts``, 3. ``run_at`` (JSON), 4. ``lease_owner``
   (JSON), 5. ``lease_expires_at`` (JSON), 6. ``result`` (JSON), 7. ``last_error`` (JSON),
   8. ``updated_at`` (JSON), 9. ``finished_at`` (JSON), 10. lease expiry (ms, ``0``: none),
-  11. its ready stream entry (``''``: none), 12. created (ms), 13. the lease holder (the
-  consumer as JSON, ``''``: none), 14. the length in bytes of its stream's key; then that key.
-  JSON text has no raw newline, so the lines split safely; the stream key (it holds the kind)
-  is read by its length.
+  11. its ready stream entry (``''``: none; on a queued task also "its first entry, not yet
+  read": the take accepts for it any entry of its own stream), 12. created (ms), 13. the
+  lease holder (the consumer as JSON, ``''``: none), 14. the length in bytes of its stream's
+  key; then that key. JSON text has no raw newline, so the lines split safely; the stream key
+  (it holds the kind) is read by its length.
 * ``P:f:<id>``: the fields that never change (``id``, ``kind``, ``payload``, ...) as one JSON
   object, written once at submit: a lease and a settle rewrite only the ~200 bytes of
   ``P:t:<id>``, not the payload. A task as JSON is ``{`` + the nine columns + this object's
@@ -33,7 +38,7 @@ from __future__ import annotations
 __all__ = ["EXTEND", "LAYOUT", "MIGRATE", "PURGE", "REQUEUE", "SETTLE", "SUBMIT", "TAKE"]
 
 GROUP = "netsuke"
-LAYOUT = 2
+LAYOUT = 3
 
 _COMMON = """
 -- one command for many members (in slices: Lua's unpack has a limit); items flat
@@ -100,65 +105,46 @@ end
 SUBMIT = (
     _COMMON
     + """
--- ARGV[1]: the prefix; ARGV[2]: the tasks, one after the other (one argument: the client
--- encodes one string, not seven per task), each: id, created (ms), run_at (ms), and the byte
--- lengths of the five parts that follow, one a line; then the parts: its idempotency key
--- ('' for none), its stream's member of P:routes, the task's lines 1-10, its lines from 13
--- on (the empty holder, the stream key's length and the key), and its fixed fields' JSON
--- (P:f:<id>); lines 11 (the entry) and 12 (created) are set here. Returns {created (1) or
--- duplicate (0), id} per task, flat. Per task an XADD (or a ZADD to P:delayed); the task's
--- two strings (one MSET) and the status index get one command each for all.
-local P, all = ARGV[1], ARGV[2]
-local out, made, routes, writes = {}, {}, {}, {}
-local at = 1
-while at <= #all do
-  local h, pos = lines(all, at, 8)
-  local id, created, run, li, lm, lh, lt, lf = unpack(h)
-  li, lm, lh, lt, run = tonumber(li), tonumber(lm), tonumber(lh), tonumber(lt), tonumber(run)
-  lf = tonumber(lf)
-  local idem = sub(all, pos, pos + li - 1)
-  pos = pos + li
-  local member = sub(all, pos, pos + lm - 1)
-  pos = pos + lm
-  local head = sub(all, pos, pos + lh - 1)
-  pos = pos + lh
-  local tail = sub(all, pos, pos + lt - 1)
-  pos = pos + lt
-  local fixed = sub(all, pos, pos + lf - 1)
-  at = pos + lf
+-- Runs in a MULTI after the MSET of the new tasks' two strings (P:t:<id> and P:f:<id>, built
+-- by the client: the bulk of a task never enters Lua). ARGV[1]: the prefix; then per task
+-- five arguments: id, created (ms), run_at (ms), its idempotency key ('': none) and its
+-- stream's member of P:routes. Per task: the idempotency key (a duplicate gets the first
+-- task's id, and its two strings, written by the MSET, are deleted) and an XADD
+-- to its ready stream when due (its entry stays '' in its string: a queued task's first
+-- entry), else a ZADD to P:delayed; the status index gets one ZADD for all. Returns per task
+-- 1 (created) or the first task's id (a duplicate).
+local P = ARGV[1]
+local out, made, routes = {}, {}, {}
+for i = 2, #ARGV, 5 do
+  local id, created, run, idem, member = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
+    ARGV[i + 4]
   local got = false
   if idem ~= '' then
     got = redis.call('GET', P .. ':i:' .. idem)
     if not got then redis.call('SET', P .. ':i:' .. idem, id) end
   end
   if got then
-    out[#out + 1] = 0
+    redis.call('DEL', P .. ':t:' .. id, P .. ':f:' .. id)
     out[#out + 1] = got
   else
-    local stream = P .. ':r:' .. member
-    if not routes[member] then
-      routes[member] = true
+    local stream = routes[member]
+    if not stream then
+      stream = P .. ':r:' .. member
+      routes[member] = stream
       if redis.call('SADD', P .. ':routes', member) == 1 then
         pcall(redis.call, 'XGROUP', 'CREATE', stream, 'netsuke', '0', 'MKSTREAM')
       end
     end
-    local e = ''
-    if run <= tonumber(created) then
-      e = redis.call('XADD', stream, '*', 'id', id)
+    if run == created or tonumber(run) <= tonumber(created) then
+      redis.call('XADD', stream, '*', 'id', id)
     else
       redis.call('ZADD', P .. ':delayed', run, id)
     end
-    writes[#writes + 1] = P .. ':t:' .. id
-    writes[#writes + 1] = head .. '\\n' .. e .. '\\n' .. created .. '\\n' .. tail
-    writes[#writes + 1] = P .. ':f:' .. id
-    writes[#writes + 1] = fixed
     made[#made + 1] = created
     made[#made + 1] = id
     out[#out + 1] = 1
-    out[#out + 1] = id
   end
 end
-mset(writes)
 bulk('ZADD', P .. ':s:queued', made)
 return out
 """
@@ -260,7 +246,7 @@ for _, st in ipairs(streams) do
     for i, entry in ipairs(entries) do
       local e, id = entry[1], entry[2][2]
       local v = parse(recs[i])
-      if v and v[1] == '"queued"' and v[11] == e then
+      if v and v[1] == '"queued"' and (v[11] == e or (v[11] == '' and v[14] == st)) then
         lease(keys[i], id, e, v)
       else  -- a stale entry (the task moved on): drop it
         redis.call('XACK', st, 'netsuke', e)
@@ -436,8 +422,8 @@ MIGRATE = (
     _COMMON
     + """
 -- Layout 1 to 2, up to ARGV[2] tasks a call (prefix ARGV[1]): each task hash of P:all becomes
--- a string; when none is left, P:all and P:s:leased go and P:v is set. Returns the tasks
--- converted (0: done).
+-- a string; when none is left, P:all and P:s:leased go and P:v is set to 2 (the client then
+-- sets 3: layout 2 is valid layout 3). Returns the tasks converted (0: done).
 local P, count = ARGV[1], tonumber(ARGV[2])
 local ids = redis.call('ZRANGE', P .. ':all', 0, count - 1)
 for _, id in ipairs(ids) do
