@@ -308,34 +308,50 @@ while at <= #all do
   keys[#keys + 1] = P .. ':t:' .. t[1]
 end
 local recs, cur = mget(keys), {}  -- cur: a task settled twice in one call sees its first
+-- a task's string is not split into a table: its 13 newlines are found (n) and the lines
+-- read or kept are cut from it, the new string made in one concat (fewer Lua strings)
+local n, p = {}, {}
 for i, t in ipairs(items) do
   local id, new, run = t[1], t[2], tonumber(t[3])
   local k = keys[i]
-  local v = cur[id] or parse(recs[i])
-  if not (v and v[1] == '"leased"' and v[13] == holder and tonumber(v[10]) > now) then
+  local rec = cur[id] or recs[i]
+  local ok = false
+  if rec then
+    local at = 0
+    for j = 1, 13 do
+      at = find(rec, '\\n', at + 1, true)
+      n[j] = at
+    end
+    ok = sub(rec, 1, n[1] - 1) == '"leased"' and sub(rec, n[12] + 1, n[13] - 1) == holder and
+      tonumber(sub(rec, n[9] + 1, n[10] - 1)) > now
+  end
+  if not ok then
     out[#out + 1] = 0
   else
     out[#out + 1] = 1
-    for j = 1, 7 do
-      local x = t[3 + j]
-      if x ~= '' then v[COLS[j]] = x end
+    for j = 1, 7 do  -- the lines of the 7 values: the settle's, or kept
+      local line, x = COLS[j], t[3 + j]
+      if x == '' then x = sub(rec, n[line - 1] + 1, n[line] - 1) end
+      p[line] = x
     end
-    v[8] = now_json
-    if new ~= 'leased' then
-      local st, e = v[14], v[11]
-      v[1] = '"' .. new .. '"'
-      v[10] = '0'
-      v[11] = ''
-      v[13] = ''
+    p[8] = now_json
+    local e, tail = sub(rec, n[10] + 1, n[11] - 1), sub(rec, n[13] + 1)
+    p[12] = sub(rec, n[11] + 1, n[12] - 1)
+    p[14] = tail
+    if new == 'leased' then
+      p[1], p[10], p[11], p[13] = '"leased"', sub(rec, n[9] + 1, n[10] - 1), e, holder
+    else
+      local st = sub(tail, find(tail, '\\n', 1, true) + 1)
+      p[1], p[10], p[11], p[13] = '"' .. new .. '"', '0', '', ''
       acks[st] = acks[st] or {}
       table.insert(acks[st], e)
       gone[#gone + 1] = id
       into[new] = into[new] or {}
-      table.insert(into[new], v[12])
+      table.insert(into[new], p[12])
       table.insert(into[new], id)
       if new == 'queued' then
         if run <= now then
-          v[11] = redis.call('XADD', st, '*', 'id', id)
+          p[11] = redis.call('XADD', st, '*', 'id', id)
         else
           redis.call('ZADD', P .. ':delayed', run, id)
         end
@@ -343,16 +359,20 @@ for i, t in ipairs(items) do
         redis.call('XADD', P .. ':dead', '*', 'id', id)
       end
     end
-    cur[id] = v
+    rec = table.concat(p, '\\n', 1, 14)
+    cur[id] = rec
     writes[#writes + 1] = k
-    writes[#writes + 1] = dump(v)
+    writes[#writes + 1] = rec
   end
 end
 mset(writes)
 -- acked entries go by trimming the stream below its oldest pending entry and below the
 -- newest entry acked here (entries are delivered in order: all before it were delivered, and
 -- those not pending are acked); cheaper than an XDEL of each
-local function id_less(a, b)
+local function id_less(a, b)  -- entry ids 'ms-seq', compared as numbers
+  local ia, ib = find(a, '-', 1, true), find(b, '-', 1, true)
+  if ia ~= ib then return ia < ib end  -- (ms of fewer digits)
+  if #a == #b then return a < b end  -- (digits at the same places: as text)
   local am, as = string.match(a, '^(%d+)-(%d+)$')
   local bm, bs = string.match(b, '^(%d+)-(%d+)$')
   am, bm = tonumber(am), tonumber(bm)
