@@ -206,6 +206,8 @@ class RedisTaskBackend:
             await check_durability(client, url, durability)
             backend = cls(client, clock=clock, prefix=prefix)
             await backend._upgrade()
+            for script in (SUBMIT, TAKE, SETTLE):  # (a first SUBMIT round would rerun its MSET)
+                await client.script_load(script)
         except BaseException:
             await client.aclose()
             await pool.aclose()
