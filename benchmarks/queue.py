@@ -408,15 +408,25 @@ async def redis_figures(count: int, rounds: int, extra: dict[str, object]) -> li
         await redis_queue_run(url, 512, "{bench}:warm")
         if count < 10_000:  # --quick: half the tasks, to stay within a minute in all
             count = count // 2
-        # both sides run as in a tuned node process (netsuke serve's gc_freeze): start-up's
-        # ~175,000 objects (this file imports every backend) out of the full collections, one
-        # of which otherwise falls in a round or not (17-42 µs per task of 16,384 when it does,
-        # loaded). BENCH_REDIS_GC_FREEZE=0: the collector as it was.
+        # both sides run as in a tuned node process (netsuke serve's and netsuke worker's
+        # gc_freeze and gc_threshold, _tuning): start-up's ~175,000 objects (this file imports
+        # every backend) out of the full collections, one of which otherwise falls in a round
+        # or not (17-42 µs per task of 16,384 when it does, loaded), and the first threshold a
+        # tuned process has (with Python's 700, the bursts of a take of 256 tasks cost ~60
+        # young collections per 8,192 tasks: ~3 µs per task, loaded). BENCH_REDIS_GC_FREEZE=0:
+        # Python's collector as it is.
         freeze = os.environ.get("BENCH_REDIS_GC_FREEZE", "1") != "0"
-        extra["redis_gc"] = "start-up objects frozen (gc.freeze)" if freeze else "not frozen"
+        threshold = gc.get_threshold()
         if freeze:
+            from netsuke.api import Settings
+
+            tuned = Settings.model_fields["gc_threshold"].default
+            extra["redis_gc"] = f"start-up objects frozen (gc.freeze), threshold {tuned}"
             gc.collect()
             gc.freeze()
+            gc.set_threshold(tuned, threshold[1], threshold[2])
+        else:
+            extra["redis_gc"] = f"not frozen, threshold {threshold[0]}"
         try:
             for r in range(rounds):
                 rate, acked = await redis_queue_run(url, count, f"{{bench}}:q{r}")
@@ -426,6 +436,7 @@ async def redis_figures(count: int, rounds: int, extra: dict[str, object]) -> li
         finally:
             if freeze:
                 gc.unfreeze()
+                gc.set_threshold(*threshold)
     extra["redis_tasks_lost"] = lost
     if "netsuke" in CPU and "floor" in CPU:  # CPU per task of each side, best rounds
         for side, label in (("netsuke", "redis_cpu_us_per_task"),

@@ -217,7 +217,7 @@ def test_netsuke_worker_runs_handlers_in_its_own_process(work: tuple[Server, Pat
         [EXE, "worker", "--worker", "handlers_19:triple",
          "--database-url", f"sqlite:///{tmp / 'cli.db'}"],
         cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "NETSUKE_LOG_LEVEL": "warning"},
+        env={**os.environ, "NETSUKE_LOG_LEVEL": "info"},
     )  # fmt: skip
     try:
         assert _until(server, task_id, "succeeded")["result"] == {"n": 15}
@@ -226,6 +226,7 @@ def test_netsuke_worker_runs_handlers_in_its_own_process(work: tuple[Server, Pat
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "running handlers_19:triple" in out and "stopped" in out
+    assert "serve.tuned" in out + err  # tuned as serve is: start-up's objects frozen
 
 
 @pytest.mark.timeout(60)

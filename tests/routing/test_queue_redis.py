@@ -289,7 +289,7 @@ async def test_a_queue_of_layout_1_is_converted_at_open_and_a_newer_one_refused(
 
         queue = TaskQueue(await RedisTaskBackend.open(redis_url, prefix=prefix))
         try:
-            assert await client.get(f"{prefix}:v") == b"2"
+            assert await client.get(f"{prefix}:v") == b"3"
             assert not await client.exists(f"{prefix}:all", f"{prefix}:s:leased")
             old = await queue.get(done)
             assert old.status == "succeeded" and old.result == "ok" and old.payload == {"n": 3}
@@ -304,11 +304,87 @@ async def test_a_queue_of_layout_1_is_converted_at_open_and_a_newer_one_refused(
             assert await queue.count("succeeded") == 3
         finally:
             await queue.close()
-        await client.set(f"{prefix}:v", "3")
-        with pytest.raises(QueueUnavailableError, match="key layout 3"):
+        await client.set(f"{prefix}:v", "4")
+        with pytest.raises(QueueUnavailableError, match="key layout 4"):
             await RedisTaskBackend.open(redis_url, prefix=prefix)
     finally:
         await client.aclose()
+
+
+@pytest.mark.timeout(60)
+async def test_a_queue_of_layout_2_is_converted_at_open_and_its_tasks_run(
+    redis_url: str,
+) -> None:
+    """Layout 2 (every queued task's string names its entry) is valid layout 3: ``open`` sets
+    the version; the old tasks and new ones (whose entry line stays empty until taken) run."""
+    import json
+    from datetime import UTC, datetime
+
+    import redis.asyncio as aioredis
+
+    from netsuke.store import new_id
+
+    prefix = f"{{t-{uuid.uuid4().hex}}}:q"
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        now = datetime.now(UTC)
+        ms = int(now.timestamp() * 1000)
+        stamp = json.dumps(now.isoformat())
+        member = "0|old|"
+        stream = f"{prefix}:r:{member}"
+        await client.sadd(f"{prefix}:routes", member)
+        await client.xgroup_create(stream, "netsuke", id="0", mkstream=True)
+        old = new_id()
+        entry = (await client.xadd(stream, {"id": old})).decode()
+        state = "\n".join(['"queued"', "0", stamp, "null", "null", "null", "null", stamp,
+                           "null", "0", entry, str(ms), "", str(len(stream)), stream])  # fmt: skip
+        fixed = json.dumps({
+            "id": old, "kind": "old", "capabilities": [], "priority": 0, "max_attempts": 5,
+            "backoff_base": 1.0, "backoff_cap": 60.0, "timeout": None,
+            "idempotency_key": None, "created_at": now.isoformat(), "payload": {"n": 1},
+        })  # fmt: skip
+        await client.mset({f"{prefix}:t:{old}": state, f"{prefix}:f:{old}": fixed})
+        await client.zadd(f"{prefix}:s:queued", {old: ms})
+        await client.set(f"{prefix}:v", "2")
+
+        queue = TaskQueue(await RedisTaskBackend.open(redis_url, prefix=prefix))
+        try:
+            assert await client.get(f"{prefix}:v") == b"3"
+            new = await queue.submit("old", {"n": 2})
+            assert (await queue.get(old)).payload == {"n": 1}
+            assert await queue.count("queued") == 2
+            seen: list[tuple[str, int]] = []
+            async with queue.worker(lambda t: seen.append((t.id, t.attempts)), poll_interval=0.05):
+                await wait_for(lambda: len(seen) == 2)
+            assert sorted(seen) == sorted([(old, 1), (new.id, 1)])
+            assert await queue.count("succeeded") == 2
+        finally:
+            await queue.close()
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.timeout(60)
+async def test_a_submit_reloads_the_script_a_restarted_redis_lost_and_drops_duplicates_strings(
+    queue: TaskQueue,
+) -> None:
+    backend = queue.backend
+    assert isinstance(backend, RedisTaskBackend)
+    await backend.client.script_flush()  # what a restart of Redis does to its script cache
+    many = await queue.submit_many("t", [{"i": i} for i in range(20)])  # a round of its own
+    await backend.client.script_flush()
+    one = await queue.submit("t", {"i": 20}, idempotency_key="k")  # a grouped round
+    again = await queue.submit_many(
+        "t", [{"i": 21}] * 20, idempotency_keys=["k"] + [f"k{i}" for i in range(19)]
+    )
+    assert again[0].id == one.id and again[0].payload == {"i": 20}
+    # the duplicate's strings, written by the round's MSET, were deleted by its script
+    states = [k async for k in backend.client.scan_iter(f"{backend.prefix}:t:*")]
+    fixed = [k async for k in backend.client.scan_iter(f"{backend.prefix}:f:*")]
+    assert len(states) == len(fixed) == 20 + 1 + 19
+    assert await queue.count("queued") == 40
+    taken = await backend.take("w", capabilities=None, limit=100, lease=30)
+    assert {t.id for t in taken} == {t.id for t in [*many, one, *again[1:]]}
 
 
 async def test_settle_and_take_reloads_the_scripts_a_restarted_redis_lost(queue: TaskQueue) -> None:

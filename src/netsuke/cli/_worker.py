@@ -10,8 +10,10 @@ It opens the store and the queue (the same ``--database-url``, ``$NETSUKE_DATABA
 module:name`` and the settings file's ``[[workers]]``, and consumes the queue until
 SIGINT/SIGTERM (or ``--run-for`` seconds). On a signal it stops taking tasks and lets running
 handlers finish (their grace, then they are cancelled and their tasks redelivered after the
-lease). Workflows named there are skipped (a node serves those). Exit 2 for a target that
-cannot be loaded, 1 when the store or the queue's broker cannot be opened.
+lease). Workflows named there are skipped (a node serves those). Once started it tunes its
+interpreter as ``netsuke serve`` does (``gc_freeze``, ``gc_threshold``, ``switch_interval_ms``
+from the same settings: ``_tuning``). Exit 2 for a target that cannot be loaded, 1 when the
+store or the queue's broker cannot be opened.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import typer
 from ..observability import configure_logging
 
 if TYPE_CHECKING:
+    from ..api import Settings
     from ..routing import WorkerSpec
 
 __all__ = ["worker"]
@@ -73,7 +76,7 @@ def worker(
     from ..store import SchemaTooNewError, StoreError
 
     try:
-        asyncio.run(_run(settings.database_url, settings.queue_url, specs, run_for))
+        asyncio.run(_run(settings, specs, run_for))
     except WorkerLoadError as e:
         raise _fail(str(e)) from None
     except SchemaTooNewError as e:
@@ -84,12 +87,13 @@ def worker(
         sys.exit(130)
 
 
-async def _run(url: str | None, queue_url: str, specs: list[WorkerSpec], run_for: float) -> None:
+async def _run(settings: Settings, specs: list[WorkerSpec], run_for: float) -> None:
     from ..routing import load_workers, open_queue
     from ..store import Store
+    from ._tuning import tune_process
 
-    async with Store.open(url) as store:
-        queue = await open_queue(queue_url, store)
+    async with Store.open(settings.database_url) as store:
+        queue = await open_queue(settings.queue_url, store)
         try:
             loaded = load_workers(specs, queue)
             for wf in loaded.workflows:
@@ -100,6 +104,9 @@ async def _run(url: str | None, queue_url: str, specs: list[WorkerSpec], run_for
                 with contextlib.suppress(NotImplementedError):
                     loop.add_signal_handler(sig, stop.set)
             await loaded.start()
+            # as serve does once started: the collector's settings, start-up's objects frozen
+            # (a worker allocates per task what a node does per request; see _tuning)
+            tune_process(settings)
             names = ", ".join(w.name for w in loaded.workers) or "none"
             typer.echo(f"netsuke worker: running {names} (Ctrl-C to stop)")
             sys.stdout.flush()

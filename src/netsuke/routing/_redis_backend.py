@@ -5,9 +5,11 @@ persistence, brings the key layout up to date and loads the scripts. Semantics a
 ``TaskBackend`` contract (the same conformance tests as the SQL backend), mapped onto Redis
 (the keys: ``_redis_lua``):
 
-* **Submit** is one Lua script for many tasks: per task the task's two strings (its state and
-  its fixed fields), the idempotency key (``SET`` of the key; a duplicate returns the first
-  task) and, when due, an ``XADD`` to the ready stream of its priority, kind and capabilities
+* **Submit** is one ``MULTI`` for many tasks: an ``MSET`` of each task's two strings (its
+  state and its fixed fields, built whole by the client: they never pass through Lua), then
+  one Lua script: per task the idempotency key (``SET`` of the key; a duplicate returns the
+  first task and deletes the strings just written) and, when due, an ``XADD`` to the ready
+  stream of its priority, kind and capabilities
   (``P:r:<priority>|<kind>|<caps>``); a delayed task waits in a sorted set by ``run_at`` and is
   moved to its stream by the first ``take`` after it is due. The reply comes after Redis has
   applied the script, and with ``appendfsync always`` after it is fsynced: acknowledged means
@@ -33,10 +35,11 @@ and logs an error (acknowledged tasks may be lost on a crash of the Redis host).
 that refuses ``CONFIG GET`` (managed Redis) is reported and, with ``require``, refused.
 All keys share one hash tag (the prefix ``{netsuke}:q``), so the scripts run in one slot.
 
-Layout: ``P:v`` holds the key layout's version (2). ``open`` converts a queue of layout 1
-(task hashes, the index ``P:all``) in place, 500 tasks per script call; stop the workers of
-older versions first (they cannot read the new layout). A layout newer than this code is
-refused (``QueueUnavailableError``).
+Layout: ``P:v`` holds the key layout's version (3). ``open`` converts a queue of layout 1
+(task hashes, the index ``P:all``) in place, 500 tasks per script call, and one of layout 2
+by setting the version (its data is valid layout 3); stop the workers of older versions first
+(a layout-2 worker would drop the entries of tasks submitted by layout 3 as stale). A layout
+newer than this code is refused (``QueueUnavailableError``).
 """
 
 from __future__ import annotations
@@ -81,8 +84,12 @@ _CHUNK = 256
 _DIRECT = 16
 """A ``submit_many`` of this many tasks or more is sent as one call of its own (a producer's
 batch overlaps the others' instead of waiting for a shared round); fewer are grouped."""
-_PER_TASK = 7  # SUBMIT's arguments per task
 _MIGRATE_CHUNK = 500
+
+
+_Pending = tuple[list[str], list[str], int, "asyncio.Future[list[Any]]"]
+"""A grouped submit waiting for its round: its ``MSET`` items, its SUBMIT arguments, its
+task count, its callers' future."""
 
 
 class QueueUnavailableError(RuntimeError):
@@ -153,10 +160,10 @@ class RedisTaskBackend:
         self._extend = client.register_script(EXTEND)
         self._requeue = client.register_script(REQUEUE)
         self._purge = client.register_script(PURGE)
-        self._submits: list[tuple[list[str], int, asyncio.Future[list[Any]]]] = []
+        self._submits: list[_Pending] = []
         self._submitter: asyncio.Task[None] | None = None
         self._shapes: dict[tuple[Any, ...], str] = {}  # submit: shared fields, as JSON
-        self._routes: dict[tuple[int, str, tuple[str, ...]], tuple[str, int, str, int]] = {}
+        self._routes: dict[tuple[int, str, tuple[str, ...]], tuple[str, str]] = {}
         self._holders: dict[str, str] = {}  # consumer: as JSON
         self.submit_batches = 0
         """Rounds of SUBMIT calls sent (``tasks / submit_batches``: how many shared one)."""
@@ -199,6 +206,8 @@ class RedisTaskBackend:
             await check_durability(client, url, durability)
             backend = cls(client, clock=clock, prefix=prefix)
             await backend._upgrade()
+            for script in (SUBMIT, TAKE, SETTLE):  # (a first SUBMIT round would rerun its MSET)
+                await client.script_load(script)
         except BaseException:
             await client.aclose()
             await pool.aclose()
@@ -206,56 +215,61 @@ class RedisTaskBackend:
         return backend
 
     async def _upgrade(self) -> None:
-        """Set the layout version of a new queue; convert a queue of layout 1 in place."""
-        version = await self.client.get(f"{self.prefix}:v")
-        if version is not None:
-            if int(version) > LAYOUT:
-                raise QueueUnavailableError(
-                    f"the queue {self.prefix} has key layout {int(version)}; this Netsuke "
-                    f"reads layout {LAYOUT}: upgrade Netsuke"
-                )
+        """Set the layout version of a new queue; bring a queue of layout 1 or 2 to 3 in place
+        (1: each task hash becomes two strings; 2: already valid layout 3, the version only)."""
+        p = self.prefix
+        version = await self.client.get(f"{p}:v")
+        if version is not None and int(version) > LAYOUT:
+            raise QueueUnavailableError(
+                f"the queue {p} has key layout {int(version)}; this Netsuke reads layout "
+                f"{LAYOUT}: upgrade Netsuke"
+            )
+        if version is not None and int(version) == LAYOUT:
             return
-        if not await self.client.exists(f"{self.prefix}:all"):
-            await self.client.set(f"{self.prefix}:v", str(LAYOUT), nx=True)
-            return
-        migrate = self.client.register_script(MIGRATE)
         converted = 0
-        while n := int(await migrate(args=[self.prefix, _MIGRATE_CHUNK])):
-            converted += n
-        log.warning("queue.redis_layout_upgraded", prefix=self.prefix, tasks=converted,
-                    layout=LAYOUT)  # fmt: skip
+        if version is None:
+            if not await self.client.exists(f"{p}:all"):  # a new queue
+                await self.client.set(f"{p}:v", str(LAYOUT), nx=True)
+                return
+            migrate = self.client.register_script(MIGRATE)  # layout 1 to 2
+            while n := int(await migrate(args=[p, _MIGRATE_CHUNK])):
+                converted += n
+        # layout 2 to 3: the strings stay; only new tasks may have an empty entry line
+        await self.client.set(f"{p}:v", str(LAYOUT))
+        log.warning("queue.redis_layout_upgraded", prefix=p, tasks=converted, layout=LAYOUT,
+                    was=1 if version is None else int(version))  # fmt: skip
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
 
-    def _route(self, draft: TaskDraft) -> tuple[str, int, str, int]:
-        """The member of ``P:routes`` of ``draft``'s stream and its length in bytes; the
-        stream key's length in bytes and the key (line 14 of ``P:t:<id>`` and what follows,
-        ``_redis_lua``), and how many more bytes than characters those have."""
+    def _route(self, draft: TaskDraft) -> tuple[str, str]:
+        """The member of ``P:routes`` of ``draft``'s stream, and the last lines of a task's
+        string for it: line 14 (the stream key's length in bytes) and the key (``_redis_lua``)."""
         key = (draft.priority, draft.kind, draft.capabilities)
         got = self._routes.get(key)
         if got is None:
             member = f"{draft.priority}|{draft.kind}|{' '.join(sorted(draft.capabilities))}"
             stream = f"{self.prefix}:r:{member}"
-            size = len(stream.encode())
-            line = f"{size}\n{stream}"
-            got = member, len(member.encode()), line, len(line.encode()) - len(line)
+            got = member, f"{len(stream.encode())}\n{stream}"
             if len(self._routes) > 256:
                 self._routes.clear()
             self._routes[key] = got
         return got
 
-    def _submit_arg(
+    def _submit_parts(
         self,
         draft: TaskDraft,
         task_id: str,
         created: str,
         now_ms: str,
-        times: dict[datetime, str],
-    ) -> str:
-        """``draft`` (the new task ``task_id``) for the SUBMIT script's argument
-        (``_redis_lua``); ``created``: the batch's time in ISO format (``times``: its ISO
-        timestamps)."""
+        times: dict[datetime, tuple[str, str]],
+        writes: list[str],
+        args: list[str],
+    ) -> None:
+        """Add ``draft`` (the new task ``task_id``) to a SUBMIT round: its two strings, whole,
+        to ``writes`` (the ``MSET`` before the script: key, value, key, value) and its five
+        arguments to ``args`` (``_redis_lua``); ``created``: the batch's time in ISO format
+        (``times``: its timestamps, ISO and ms), ``now_ms`` in ms."""
         shape = (draft.kind, draft.capabilities, draft.priority, draft.max_attempts,
                  draft.backoff_base, draft.backoff_cap, draft.timeout)  # fmt: skip
         common = self._shapes.get(shape)
@@ -274,30 +288,31 @@ class RedisTaskBackend:
             self._shapes[shape] = common
         key = draft.idempotency_key
         payload = draft.payload_json or json.dumps(draft.payload)  # (the queue encoded it)
-        member, member_size, stream, wide = self._route(draft)
+        member, stream = self._route(draft)
         run_at = draft.run_at
-        when = times.get(run_at)
-        if when is None:
-            when = times[run_at] = run_at.isoformat()
-        head = f'"queued"\n0\n"{when}"\nnull\nnull\nnull\nnull\n"{created}"\nnull\n0'
-        # (JSON from json.dumps is ASCII: only the key and the stream's kind may be wider)
-        if key is None:
-            key, key_size, key_json = "", 0, "null"
-        else:
-            key_size, key_json = len(key.encode()), json.dumps(key)
-        fixed = (f'{{"id":"{task_id}",{common},"idempotency_key":{key_json},'
-                 f'"created_at":"{created}","payload":{payload}}}')  # fmt: skip
-        size = len(fixed) if fixed.isascii() else len(fixed.encode())
-        return (f"{task_id}\n{now_ms}\n{_ms(run_at)}\n{key_size}\n{member_size}\n"
-                f"{len(head)}\n{len(stream) + 1 + wide}\n{size}\n"
-                f"{key}{member}{head}\n{stream}{fixed}")  # fmt: skip
+        got = times.get(run_at)
+        if got is None:
+            got = times[run_at] = run_at.isoformat(), str(_ms(run_at))
+        when, run_ms = got
+        p = self.prefix
+        writes += (
+            f"{p}:t:{task_id}",
+            # lines 1-14 (the entry '': the script's XADD gives it; the holder '') and the key
+            f'"queued"\n0\n"{when}"\nnull\nnull\nnull\nnull\n"{created}"\nnull\n0\n\n'
+            f"{now_ms}\n\n{stream}",
+            f"{p}:f:{task_id}",
+            f'{{"id":"{task_id}",{common},"idempotency_key":'
+            f'{"null" if key is None else json.dumps(key)},"created_at":"{created}",'
+            f'"payload":{payload}}}',
+        )
+        args += (task_id, now_ms, run_ms, key or "", member)
 
     async def submit(self, draft: TaskDraft) -> tuple[TaskRecord, bool]:
         [got] = await self.submit_many([draft])
         return got
 
     async def submit_many(self, drafts: Sequence[TaskDraft]) -> list[tuple[TaskRecord, bool]]:
-        """Submit ``drafts`` in one SUBMIT call (with the submits made at the same time: one
+        """Submit ``drafts`` in one SUBMIT round (with the submits made at the same time: one
         round trip and, with ``appendfsync always``, one fsync for all); each ``(task,
         created)`` once Redis has applied, and fsynced, it. A duplicate idempotency key gives
         the first task and ``False``."""
@@ -307,28 +322,73 @@ class RedisTaskBackend:
         created = now.isoformat()
         now_ms = str(_ms(now))
         ids = new_ids(len(drafts))
-        times = {now: created}
-        arg = self._submit_arg
-        parts = [arg(d, i, created, now_ms, times) for d, i in zip(drafts, ids, strict=True)]
+        times = {now: (created, now_ms)}
+        writes: list[str] = []
+        args: list[str] = []
+        part = self._submit_parts
+        for draft, task_id in zip(drafts, ids, strict=True):
+            part(draft, task_id, created, now_ms, times, writes, args)
         if len(drafts) >= _DIRECT:  # a batch already: its own call, overlapping the others'
-            replies = await self._submit(args=[self.prefix, "".join(parts)])
+            replies = await self._submit_round(writes, args)
             self.submit_batches += 1
         else:
-            replies = await self._submit_grouped(parts, len(drafts))
+            replies = await self._submit_grouped(writes, args, len(drafts))
         out: list[tuple[TaskRecord, bool]] = []
-        for i, (draft, task_id) in enumerate(zip(drafts, ids, strict=True)):
-            if int(replies[2 * i]) == 0:
-                out.append((await self.get(_s(replies[2 * i + 1])), False))
-                continue
-            out.append((trusted_task(draft.new_record(task_id, now)), True))
+        for reply, draft, task_id in zip(replies, drafts, ids, strict=True):
+            if type(reply) is int:
+                out.append((trusted_task(draft.new_record(task_id, now)), True))
+            else:  # a duplicate: the first task's id
+                out.append((await self.get(_s(reply)), False))
         return out
 
-    async def _submit_grouped(self, parts: list[str], count: int) -> list[Any]:
-        """Run the SUBMIT script for ``count`` tasks' ``parts``, in one call with the submits
-        made in the same turn of the loop (one round trip and, with ``appendfsync always``,
-        one fsync for all); the replies of these tasks once Redis has applied them."""
+    async def _submit_round(self, writes: list[str], args: list[str]) -> list[Any]:
+        """The ``MSET`` of the new tasks' strings (``writes``) and the SUBMIT script (``args``)
+        in one ``MULTI`` (atomic: a task is never seen half written, nor written without its
+        entry); the script's replies. A script lost by a restart of Redis is loaded again and
+        the round rerun (its ``MSET`` rewrites the same strings)."""
+        from redis.exceptions import NoScriptError  # (redis-py: an optional extra)
+
+        mset = ("MSET", *writes)
+        script = ("EVALSHA", self._submit.sha, 0, self.prefix, *args)
+        replies = await self._transaction(mset, script)
+        if isinstance(replies[1], NoScriptError):
+            await self.client.script_load(SUBMIT)
+            replies = await self._transaction(mset, script)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        result: list[Any] = replies[1]
+        return result
+
+    async def _transaction(self, *commands: tuple[Any, ...]) -> list[Any]:
+        """``commands`` in one ``MULTI``/``EXEC`` on a connection of the pool; ``EXEC``'s
+        reply (a command's error is its item). Packed by hiredis in one C call each, not by
+        redis-py's pipeline, whose encoder is a Python call per argument (~0.4 µs: ~10 per
+        submitted task here)."""
+        from hiredis import pack_command  # (redis-py's C extra, with it)
+
+        packed = b"".join([pack_command(c) for c in (("MULTI",), *commands, ("EXEC",))])
+        pool = self.client.connection_pool
+        conn = await pool.get_connection()
+        try:
+            await conn.send_packed_command(packed, check_health=False)
+            for _ in range(len(commands) + 1):
+                await conn.read_response()  # +OK, +QUEUED (an error: raised, and EXECABORT)
+            replies: list[Any] = await conn.read_response()
+        except BaseException:
+            await conn.disconnect()  # (replies may be left unread on it)
+            raise
+        finally:
+            await pool.release(conn)
+        return replies
+
+    async def _submit_grouped(self, writes: list[str], args: list[str], count: int) -> list[Any]:
+        """Run the SUBMIT round for ``count`` tasks (``writes``, ``args``: ``_submit_parts``)
+        with the submits made in the same turn of the loop (one round trip and, with
+        ``appendfsync always``, one fsync for all); the replies of these tasks once Redis has
+        applied them."""
         done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self._submits.append((parts, count, done))
+        self._submits.append((writes, args, count, done))
         if self._submitter is None or self._submitter.done():
             self._submitter = asyncio.create_task(self._submit_batches())
         return await done
@@ -339,33 +399,39 @@ class RedisTaskBackend:
             batch, self._submits = self._submits, []
             self.submit_batches += 1
             # calls of up to _CHUNK tasks, sent at once on as many connections
-            calls: list[list[tuple[list[str], int, asyncio.Future[list[Any]]]]] = [[]]
+            calls: list[list[_Pending]] = [[]]
             size = 0
             for item in batch:
                 if size >= _CHUNK and calls[-1]:
                     calls.append([])
                     size = 0
                 calls[-1].append(item)
-                size += item[1]
+                size += item[2]
             await asyncio.gather(*(self._submit_call(call) for call in calls))
 
-    async def _submit_call(self, batch: list[tuple[list[str], int, asyncio.Future[Any]]]) -> None:
+    async def _submit_call(self, batch: list[_Pending]) -> None:
         try:
-            replies = await self._submit(
-                args=[self.prefix, "".join(["".join(part) for part, _, _ in batch])]
-            )
+            if len(batch) == 1:
+                replies = await self._submit_round(batch[0][0], batch[0][1])
+            else:
+                writes: list[str] = []
+                args: list[str] = []
+                for w, a, _, _ in batch:
+                    writes += w
+                    args += a
+                replies = await self._submit_round(writes, args)
         except BaseException as exc:
-            for _, _, done in batch:
+            for _, _, _, done in batch:
                 if not done.done():
                     done.set_exception(exc if isinstance(exc, Exception) else RuntimeError())
             if not isinstance(exc, Exception):
                 raise
             return
         at = 0
-        for _, count, done in batch:
+        for _, _, count, done in batch:
             if not done.done():
-                done.set_result(replies[at : at + 2 * count])
-            at += 2 * count
+                done.set_result(replies[at : at + count])
+            at += count
 
     async def take(
         self,

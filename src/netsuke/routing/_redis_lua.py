@@ -1,17 +1,22 @@
 """The Lua scripts of the Redis Streams backend (each runs atomically in Redis).
 
-Layout 2 (``P:v`` = ``2``), keys under the prefix ``P`` (default ``{netsuke}:q``: one hash
-tag, so one cluster slot):
+Layout 3 (``P:v`` = ``3``), keys under the prefix ``P`` (default ``{netsuke}:q``: one hash
+tag, so one cluster slot). Layout 3 is layout 2 with one more reading of line 11 (below): a
+queued task's entry is ``''`` until its first take (the client writes a new task's strings
+with ``MSET`` before the script's ``XADD`` gives the entry its id), so a layout-2 queue is a
+valid layout-3 queue and converts by setting ``P:v``; a layout-2 reader would drop such
+entries as stale, hence the new number.
 
 * ``P:t:<id>``: the task's changing state, **one string** (one key, one allocation, one
   ``SET`` per change: a 17-field hash cost Redis about four times as much). Lines separated by
   ``\\n``: 1. ``status`` (JSON), 2. ``attempts``, 3. ``run_at`` (JSON), 4. ``lease_owner``
   (JSON), 5. ``lease_expires_at`` (JSON), 6. ``result`` (JSON), 7. ``last_error`` (JSON),
   8. ``updated_at`` (JSON), 9. ``finished_at`` (JSON), 10. lease expiry (ms, ``0``: none),
-  11. its ready stream entry (``''``: none), 12. created (ms), 13. the lease holder (the
-  consumer as JSON, ``''``: none), 14. the length in bytes of its stream's key; then that key.
-  JSON text has no raw newline, so the lines split safely; the stream key (it holds the kind)
-  is read by its length.
+  11. its ready stream entry (``''``: none; on a queued task also "its first entry, not yet
+  read": the take accepts for it any entry of its own stream), 12. created (ms), 13. the
+  lease holder (the consumer as JSON, ``''``: none), 14. the length in bytes of its stream's
+  key; then that key. JSON text has no raw newline, so the lines split safely; the stream key
+  (it holds the kind) is read by its length.
 * ``P:f:<id>``: the fields that never change (``id``, ``kind``, ``payload``, ...) as one JSON
   object, written once at submit: a lease and a settle rewrite only the ~200 bytes of
   ``P:t:<id>``, not the payload. A task as JSON is ``{`` + the nine columns + this object's
@@ -33,7 +38,7 @@ from __future__ import annotations
 __all__ = ["EXTEND", "LAYOUT", "MIGRATE", "PURGE", "REQUEUE", "SETTLE", "SUBMIT", "TAKE"]
 
 GROUP = "netsuke"
-LAYOUT = 2
+LAYOUT = 3
 
 _COMMON = """
 -- one command for many members (in slices: Lua's unpack has a limit); items flat
@@ -100,65 +105,46 @@ end
 SUBMIT = (
     _COMMON
     + """
--- ARGV[1]: the prefix; ARGV[2]: the tasks, one after the other (one argument: the client
--- encodes one string, not seven per task), each: id, created (ms), run_at (ms), and the byte
--- lengths of the five parts that follow, one a line; then the parts: its idempotency key
--- ('' for none), its stream's member of P:routes, the task's lines 1-10, its lines from 13
--- on (the empty holder, the stream key's length and the key), and its fixed fields' JSON
--- (P:f:<id>); lines 11 (the entry) and 12 (created) are set here. Returns {created (1) or
--- duplicate (0), id} per task, flat. Per task an XADD (or a ZADD to P:delayed); the task's
--- two strings (one MSET) and the status index get one command each for all.
-local P, all = ARGV[1], ARGV[2]
-local out, made, routes, writes = {}, {}, {}, {}
-local at = 1
-while at <= #all do
-  local h, pos = lines(all, at, 8)
-  local id, created, run, li, lm, lh, lt, lf = unpack(h)
-  li, lm, lh, lt, run = tonumber(li), tonumber(lm), tonumber(lh), tonumber(lt), tonumber(run)
-  lf = tonumber(lf)
-  local idem = sub(all, pos, pos + li - 1)
-  pos = pos + li
-  local member = sub(all, pos, pos + lm - 1)
-  pos = pos + lm
-  local head = sub(all, pos, pos + lh - 1)
-  pos = pos + lh
-  local tail = sub(all, pos, pos + lt - 1)
-  pos = pos + lt
-  local fixed = sub(all, pos, pos + lf - 1)
-  at = pos + lf
+-- Runs in a MULTI after the MSET of the new tasks' two strings (P:t:<id> and P:f:<id>, built
+-- by the client: the bulk of a task never enters Lua). ARGV[1]: the prefix; then per task
+-- five arguments: id, created (ms), run_at (ms), its idempotency key ('': none) and its
+-- stream's member of P:routes. Per task: the idempotency key (a duplicate gets the first
+-- task's id, and its two strings, written by the MSET, are deleted) and an XADD
+-- to its ready stream when due (its entry stays '' in its string: a queued task's first
+-- entry), else a ZADD to P:delayed; the status index gets one ZADD for all. Returns per task
+-- 1 (created) or the first task's id (a duplicate).
+local P = ARGV[1]
+local out, made, routes = {}, {}, {}
+for i = 2, #ARGV, 5 do
+  local id, created, run, idem, member = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
+    ARGV[i + 4]
   local got = false
   if idem ~= '' then
     got = redis.call('GET', P .. ':i:' .. idem)
     if not got then redis.call('SET', P .. ':i:' .. idem, id) end
   end
   if got then
-    out[#out + 1] = 0
+    redis.call('DEL', P .. ':t:' .. id, P .. ':f:' .. id)
     out[#out + 1] = got
   else
-    local stream = P .. ':r:' .. member
-    if not routes[member] then
-      routes[member] = true
+    local stream = routes[member]
+    if not stream then
+      stream = P .. ':r:' .. member
+      routes[member] = stream
       if redis.call('SADD', P .. ':routes', member) == 1 then
         pcall(redis.call, 'XGROUP', 'CREATE', stream, 'netsuke', '0', 'MKSTREAM')
       end
     end
-    local e = ''
-    if run <= tonumber(created) then
-      e = redis.call('XADD', stream, '*', 'id', id)
+    if run == created or tonumber(run) <= tonumber(created) then
+      redis.call('XADD', stream, '*', 'id', id)
     else
       redis.call('ZADD', P .. ':delayed', run, id)
     end
-    writes[#writes + 1] = P .. ':t:' .. id
-    writes[#writes + 1] = head .. '\\n' .. e .. '\\n' .. created .. '\\n' .. tail
-    writes[#writes + 1] = P .. ':f:' .. id
-    writes[#writes + 1] = fixed
     made[#made + 1] = created
     made[#made + 1] = id
     out[#out + 1] = 1
-    out[#out + 1] = id
   end
 end
-mset(writes)
 bulk('ZADD', P .. ':s:queued', made)
 return out
 """
@@ -216,6 +202,17 @@ for _, st in ipairs(streams) do served[st] = true end
 -- the leased tasks' strings are read (MGET), written (MSET) and their fixed fields read (MGET)
 -- in one command each for all, like the index moves
 local rows, queued, leases, writes, fixed, taken = {}, {}, {}, {}, {}, 0
+local function leased(k, id, rec)  -- the task's new string rec: written, indexed, returned
+  writes[#writes + 1] = k
+  writes[#writes + 1] = rec
+  leases[#leases + 1] = exp
+  leases[#leases + 1] = id
+  taken = taken + 1
+  -- the pieces, not a document built here: each new Lua string costs Redis its length
+  rows[#rows + 1] = rec
+  rows[#rows + 1] = false  -- (its fixed fields, read below)
+  fixed[taken] = P .. ':f:' .. id
+end
 local function lease(k, id, e, v)
   if v[1] == '"queued"' then queued[#queued + 1] = id end
   v[1] = '"leased"'
@@ -226,16 +223,26 @@ local function lease(k, id, e, v)
   v[10] = exp
   v[11] = e
   v[13] = owner_json
-  local rec = dump(v)
-  writes[#writes + 1] = k
-  writes[#writes + 1] = rec
-  leases[#leases + 1] = exp
-  leases[#leases + 1] = id
-  taken = taken + 1
-  -- the pieces, not a document built here: each new Lua string costs Redis its length
-  rows[#rows + 1] = rec
-  rows[#rows + 1] = false  -- (its fixed fields, read below)
-  fixed[taken] = P .. ':f:' .. id
+  leased(k, id, dump(v))
+end
+-- a queued task's string rec, read from the stream st (tail: its lines from 14 on) at entry
+-- e, as leased: the new string, or nil when the entry is stale. Lease() without the split:
+-- the lines it keeps are copied in spans (8 new strings per task instead of 16 and a table)
+local n = {}  -- (the newlines' positions, reused)
+local function lease_queued(rec, e, tail)
+  if not rec then return nil end
+  local at = 0
+  for i = 1, 13 do
+    at = find(rec, '\\n', at + 1, true)
+    n[i] = at
+  end
+  if sub(rec, 1, n[1] - 1) ~= '"queued"' then return nil end
+  local entry = sub(rec, n[10] + 1, n[11] - 1)
+  if entry ~= e and not (entry == '' and sub(rec, n[13] + 1) == tail) then return nil end
+  return '"leased"\\n' .. ((tonumber(sub(rec, n[1] + 1, n[2] - 1)) or 0) + 1) .. '\\n' ..
+    sub(rec, n[2] + 1, n[3]) .. owner_json .. '\\n' .. exp_json .. '\\n' ..
+    sub(rec, n[5] + 1, n[7]) .. now_json .. '\\n' .. sub(rec, n[8] + 1, n[9]) .. exp .. '\\n' ..
+    e .. '\\n' .. sub(rec, n[11] + 1, n[12]) .. owner_json .. '\\n' .. sub(rec, n[13] + 1)
 end
 if limit > 0 then
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':leases', '-inf', now, 'LIMIT', 0, 1000)) do
@@ -257,11 +264,13 @@ for _, st in ipairs(streams) do
     local entries, keys = res[1][2], {}
     for i, entry in ipairs(entries) do keys[i] = P .. ':t:' .. entry[2][2] end
     local recs = mget(keys)
+    local tail = #st .. '\\n' .. st
     for i, entry in ipairs(entries) do
       local e, id = entry[1], entry[2][2]
-      local v = parse(recs[i])
-      if v and v[1] == '"queued"' and v[11] == e then
-        lease(keys[i], id, e, v)
+      local rec = lease_queued(recs[i], e, tail)
+      if rec then
+        queued[#queued + 1] = id
+        leased(keys[i], id, rec)
       else  -- a stale entry (the task moved on): drop it
         redis.call('XACK', st, 'netsuke', e)
         redis.call('XDEL', st, e)
@@ -299,34 +308,50 @@ while at <= #all do
   keys[#keys + 1] = P .. ':t:' .. t[1]
 end
 local recs, cur = mget(keys), {}  -- cur: a task settled twice in one call sees its first
+-- a task's string is not split into a table: its 13 newlines are found (n) and the lines
+-- read or kept are cut from it, the new string made in one concat (fewer Lua strings)
+local n, p = {}, {}
 for i, t in ipairs(items) do
   local id, new, run = t[1], t[2], tonumber(t[3])
   local k = keys[i]
-  local v = cur[id] or parse(recs[i])
-  if not (v and v[1] == '"leased"' and v[13] == holder and tonumber(v[10]) > now) then
+  local rec = cur[id] or recs[i]
+  local ok = false
+  if rec then
+    local at = 0
+    for j = 1, 13 do
+      at = find(rec, '\\n', at + 1, true)
+      n[j] = at
+    end
+    ok = sub(rec, 1, n[1] - 1) == '"leased"' and sub(rec, n[12] + 1, n[13] - 1) == holder and
+      tonumber(sub(rec, n[9] + 1, n[10] - 1)) > now
+  end
+  if not ok then
     out[#out + 1] = 0
   else
     out[#out + 1] = 1
-    for j = 1, 7 do
-      local x = t[3 + j]
-      if x ~= '' then v[COLS[j]] = x end
+    for j = 1, 7 do  -- the lines of the 7 values: the settle's, or kept
+      local line, x = COLS[j], t[3 + j]
+      if x == '' then x = sub(rec, n[line - 1] + 1, n[line] - 1) end
+      p[line] = x
     end
-    v[8] = now_json
-    if new ~= 'leased' then
-      local st, e = v[14], v[11]
-      v[1] = '"' .. new .. '"'
-      v[10] = '0'
-      v[11] = ''
-      v[13] = ''
+    p[8] = now_json
+    local e, tail = sub(rec, n[10] + 1, n[11] - 1), sub(rec, n[13] + 1)
+    p[12] = sub(rec, n[11] + 1, n[12] - 1)
+    p[14] = tail
+    if new == 'leased' then
+      p[1], p[10], p[11], p[13] = '"leased"', sub(rec, n[9] + 1, n[10] - 1), e, holder
+    else
+      local st = sub(tail, find(tail, '\\n', 1, true) + 1)
+      p[1], p[10], p[11], p[13] = '"' .. new .. '"', '0', '', ''
       acks[st] = acks[st] or {}
       table.insert(acks[st], e)
       gone[#gone + 1] = id
       into[new] = into[new] or {}
-      table.insert(into[new], v[12])
+      table.insert(into[new], p[12])
       table.insert(into[new], id)
       if new == 'queued' then
         if run <= now then
-          v[11] = redis.call('XADD', st, '*', 'id', id)
+          p[11] = redis.call('XADD', st, '*', 'id', id)
         else
           redis.call('ZADD', P .. ':delayed', run, id)
         end
@@ -334,16 +359,20 @@ for i, t in ipairs(items) do
         redis.call('XADD', P .. ':dead', '*', 'id', id)
       end
     end
-    cur[id] = v
+    rec = table.concat(p, '\\n', 1, 14)
+    cur[id] = rec
     writes[#writes + 1] = k
-    writes[#writes + 1] = dump(v)
+    writes[#writes + 1] = rec
   end
 end
 mset(writes)
 -- acked entries go by trimming the stream below its oldest pending entry and below the
 -- newest entry acked here (entries are delivered in order: all before it were delivered, and
 -- those not pending are acked); cheaper than an XDEL of each
-local function id_less(a, b)
+local function id_less(a, b)  -- entry ids 'ms-seq', compared as numbers
+  local ia, ib = find(a, '-', 1, true), find(b, '-', 1, true)
+  if ia ~= ib then return ia < ib end  -- (ms of fewer digits)
+  if #a == #b then return a < b end  -- (digits at the same places: as text)
   local am, as = string.match(a, '^(%d+)-(%d+)$')
   local bm, bs = string.match(b, '^(%d+)-(%d+)$')
   am, bm = tonumber(am), tonumber(bm)
@@ -436,8 +465,8 @@ MIGRATE = (
     _COMMON
     + """
 -- Layout 1 to 2, up to ARGV[2] tasks a call (prefix ARGV[1]): each task hash of P:all becomes
--- a string; when none is left, P:all and P:s:leased go and P:v is set. Returns the tasks
--- converted (0: done).
+-- a string; when none is left, P:all and P:s:leased go and P:v is set to 2 (the client then
+-- sets 3: layout 2 is valid layout 3). Returns the tasks converted (0: done).
 local P, count = ARGV[1], tonumber(ARGV[2])
 local ids = redis.call('ZRANGE', P .. ':all', 0, count - 1)
 for _, id in ipairs(ids) do
