@@ -107,6 +107,10 @@ disk doing 7,240 serial fsyncs/s, 7,623 on four); four fsync in parallel."""
 _SETTLE_WAIT = 0.02  # seconds: how long a second pull waits for a just-published message
 _RECENT = 0.5  # seconds: a take finding nothing this soon after a publish here pulls again
 _ACK_TIMEOUT = 30.0  # seconds: a batch of publishes not all acknowledged by then failed
+COMPACT_INTERVAL = 1.0
+"""Seconds between two compactions of a kept work stream (limits retention, a prefix's layout
+since 2026-12-07: an ack deletes nothing, so no tombstone is written and fsynced per task):
+each pass purges what the previous pass found done (every consumer's messages acked)."""
 
 
 def _ms(when: datetime) -> int:
@@ -260,6 +264,9 @@ class _Route:
         return _hash(json.dumps([priority, kind, sorted(capabilities), max_attempts]))
 
 
+_Infos = list[dict[str, Any]]
+
+
 class _Pending:
     """A lease this process granted whose record is not written yet."""
 
@@ -322,6 +329,10 @@ class JetStreamTaskBackend:
         self._ack_inbox = f"{nc.new_inbox()}."  # + a number: the acks of _publish
         self._ack_sub: Any = None
         self._ack_next = 0
+        # per work stream: whether it keeps acked messages (limits retention: compacted by
+        # _compact_loop) or deletes each on its ack (work-queue retention, older prefixes)
+        self._kept: list[bool] = []
+        self.compact_interval = COMPACT_INTERVAL
         self._published = 0.0  # epoch s of this process's latest publish to a stream
         self._acks: dict[str, asyncio.Future[int]] = {}
         self._closing = False
@@ -443,17 +454,23 @@ class JetStreamTaskBackend:
         try:
             self.kv = await self._bucket(self.bucket)
             await self._streams_of_prefix()
+            # a new prefix's work streams keep acked messages (limits retention; compacted in
+            # the background): with work-queue retention each ack deletes its message, a
+            # tombstone written and fsynced on its own, a third of a task's writes. A prefix
+            # made before keeps its work-queue streams (the retention cannot change)
+            self._kept = []
             for k, name in enumerate(self.works):
-                await self._stream(
+                retention = await self._stream(
                     StreamConfig(
                         name=name,
                         subjects=[self._work_subjects(k)],
-                        retention=RetentionPolicy.WORK_QUEUE,
+                        retention=RetentionPolicy.LIMITS,
                         storage=file,
                         duplicate_window=120.0,
                         allow_direct=True,
                     )
                 )
+                self._kept.append(retention != RetentionPolicy.WORK_QUEUE)
             await self._stream(
                 StreamConfig(name=self.dead, subjects=[f"{self.subjects}.dead"], storage=file)
             )
@@ -481,6 +498,8 @@ class JetStreamTaskBackend:
         self._background.append(asyncio.create_task(self._watch_routes(watcher)))
         for name in self.works:
             self._background.append(asyncio.create_task(self._watch_advisories(name)))
+        if any(self._kept):
+            self._background.append(asyncio.create_task(self._compact_loop()))
 
     async def _bucket(self, name: str) -> Any:
         from nats.js.api import StorageType
@@ -496,15 +515,18 @@ class JetStreamTaskBackend:
         """The KV bucket holding ``task_id``'s record."""
         return self.shards[int(task_id[-2:], 16) % SHARDS]
 
-    async def _stream(self, config: Any) -> None:
+    async def _stream(self, config: Any) -> Any:
+        """Create the stream ``config`` describes, or bind the one of that name (its subjects
+        extended to these); its retention policy (an existing stream keeps its own)."""
         try:
             info = await self.js.stream_info(config.name)
         except Exception:
             await self.js.add_stream(config)
-            return
+            return config.retention
         if set(config.subjects) - set(info.config.subjects or []):  # (more work streams now)
             info.config.subjects = sorted({*(info.config.subjects or []), *config.subjects})
             await self.js.update_stream(info.config)
+        return info.config.retention
 
     def _work_subjects(self, shard: int) -> str:
         return f"{self.subjects}.r{shard or ''}.>"
@@ -1302,6 +1324,11 @@ class JetStreamTaskBackend:
             if d["status"] != status or (wanted is not None and d["id"] not in wanted):
                 continue
             await self._rec(d["id"]).purge(f"t.{d['id']}")
+            k = self._shard(d["id"])
+            if self._kept[k]:  # its messages (acked, not compacted yet) go too
+                await self.js.purge_stream(
+                    self.works[k], subject=f"{self.subjects}.r{k or ''}.*.{d['id']}"
+                )
             if d.get("idempotency_key") is not None:
                 await self.kv.purge(f"i.{_hash(d['idempotency_key'])}")
             n += 1
@@ -1380,6 +1407,71 @@ class JetStreamTaskBackend:
                 log.warning("task.dead_lettered", task=task_id, error=data["last_error"])
         with contextlib.suppress(Exception):
             await self.js.delete_msg(work, seq)
+
+    # ------------------------------------------------------------ compaction
+
+    async def _compact_loop(self) -> None:
+        """``compact`` the kept work streams every ``compact_interval`` seconds."""
+        marks: dict[str, int] = {}
+        while not self._closing and not self.nc.is_closed:
+            await asyncio.sleep(self.compact_interval)
+            try:
+                marks = await self.compact(marks)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # (reconnecting, closing): the next pass tries again
+                if not self._closing:
+                    log.debug("queue.jetstream_compact_failed", error=repr(exc))
+
+    async def compact(self, marks: dict[str, int] | None = None) -> dict[str, int]:
+        """One pass over the kept work streams (limits retention: an ack deletes nothing):
+        purge each below the mark the previous pass found (``marks``: stream -> sequence) and
+        return this pass's marks.
+
+        A stream's mark is the first sequence a consumer may still need: the least of its
+        consumers' ack floors + 1 among those holding messages (not delivered yet, or unacked:
+        a lease, a retry waiting under a nak), else its last sequence + 1 (read before the
+        consumers: a message stored after it is above it). A message past max deliveries
+        leaves its consumer's pending set (the ack floor moves over it) while its advisory is
+        on its way to a backend, which reads the message to dead-letter the task: so a pass
+        purges only what the previous one marked, and only when no advisory waits in
+        ``P_ADVISORIES``."""
+        waiting = (await self.js.stream_info(self.advisories)).state.messages
+        out: dict[str, int] = {}
+        for name, kept in zip(self.works, self._kept, strict=True):
+            if not kept:
+                continue
+            state = (await self.js.stream_info(name)).state
+            mark = int(state.last_seq) + 1
+            for consumer in await self._consumers(name):
+                if consumer.get("num_pending") or consumer.get("num_ack_pending"):
+                    floor = int((consumer.get("ack_floor") or {}).get("stream_seq", 0))
+                    mark = min(mark, floor + 1)
+            out[name] = mark
+            before = (marks or {}).get(name, 0)
+            if not waiting and before > int(state.first_seq):
+                await self.js.purge_stream(name, seq=before)
+                METRICS.tasks["jetstream_compactions"] += 1
+        return out
+
+    async def _consumers(self, stream: str) -> Sequence[dict[str, Any]]:
+        """Every consumer of ``stream`` (its info: ack floor, pending counts), all pages."""
+        out: _Infos = []
+        while True:
+            reply = await self.nc.request(
+                f"$JS.API.CONSUMER.LIST.{stream}",
+                json.dumps({"offset": len(out)}).encode(),
+                timeout=5.0,
+            )
+            page = json.loads(reply.data)
+            if "error" in page:
+                from nats.js.errors import APIError
+
+                raise APIError.from_error(page["error"])
+            got = page.get("consumers") or []
+            out += got
+            if not got or len(out) >= int(page.get("total", 0)):
+                return out
 
     async def close(self) -> None:
         self._closing = True
