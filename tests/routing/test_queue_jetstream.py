@@ -175,6 +175,45 @@ async def test_compaction_drops_only_messages_every_consumer_is_done_with(
 
 
 @pytest.mark.timeout(60)
+async def test_an_acked_message_delivered_again_as_new_is_dropped_not_run_again(
+    queue: TaskQueue,
+) -> None:
+    """On a kept stream an acked message stays until compacted: a broker restarted from a
+    consumer state older than its last acks (written up to 100 ms late) delivers it again as
+    a first delivery. Messages stored before the backend (re)joined the broker have their
+    record read first: a settled task is dropped as stale, not leased and run again. (The
+    consumer made again here delivers its acked message again the same way.)"""
+    backend = _backend(queue)
+    task = await queue.submit("t", {"x": 1})
+    [held] = await backend.take("w", capabilities=None, limit=1, lease=30)
+    assert await backend.settle(("w", held.id, {"status": "succeeded", "result": 5}))
+    work = _work_of(backend, task.id)
+    [route] = backend._routes.values()
+
+    async def acked() -> bool:
+        info = await backend.js.consumer_info(work, route.consumer)
+        return info.num_ack_pending == 0
+
+    await eventually(acked)
+    backend._fresh = None  # (disconnected: nothing trusted until rejoined)
+    backend._rejoined()  # (the connection is back: the streams' last sequences noted)
+    await eventually(lambda: _true(backend._fresh is not None))
+    config = (await backend.js.consumer_info(work, route.consumer)).config
+    await backend.js.delete_consumer(work, route.consumer)
+    await backend.js.add_consumer(work, config)
+    assert await backend.take("w", capabilities=None, limit=1, lease=30) == []
+    got = await queue.get(task.id)
+    assert got.status == "succeeded" and got.result == 5 and got.attempts == 1
+    new = await queue.submit("t", {"x": 2})  # stored after: a first delivery, no read
+    [fresh] = await backend.take("w", capabilities=None, limit=1, lease=30)
+    assert fresh.id == new.id and fresh.attempts == 1
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+@pytest.mark.timeout(60)
 async def test_a_prefix_made_with_work_queue_streams_keeps_them(
     jetstream: tuple[str, str],
 ) -> None:

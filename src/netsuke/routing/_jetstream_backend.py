@@ -11,17 +11,19 @@ the SQL and Redis backends), mapped onto JetStream. Names below use the prefix `
   revision, so two backends never both settle a task. Idempotency keys are keys ``i.<sha256>``
   of ``P_TASKS`` created only if absent (``create``); the routes (priority, kind, capabilities,
   max attempts) are its keys ``r.<hash>``, watched by every backend.
-* **Deliveries.** The work-queue stream ``P_WORK`` (file storage) holds one message per task
-  waiting or running, on ``p.r.<route hash>.<id>``; each route has one durable pull consumer
-  (work-queue streams forbid overlapping consumers) shared by every worker serving it, highest
-  priority first. ``work_streams`` [``DEFAULT_WORK_STREAMS``, 4, for a new prefix] spreads
-  tasks by id over ``P_WORK`` and ``P_WORK_1`` .. (subjects ``p.r<k>.<route hash>.<id>``),
-  each route with a consumer on each and a take pulling a share from all: with
-  ``sync_interval: always`` a stream fsyncs its writes one at a time (a task: its message,
-  then its ack's tombstone), so one stream's rate is bounded by the disk's serial fsync rate;
-  several fsync in parallel. The number is recorded with the prefix (``P_TASKS`` key
-  ``cfg.work_streams``; a prefix made before that keeps the streams it has): later backends
-  use it, and one asking for another is refused (tasks map to streams by id).
+* **Deliveries.** The stream ``P_WORK`` (file storage, limits retention; a prefix made before
+  2026-12-07 keeps its work-queue retention) holds one message per task on
+  ``p.r.<route hash>.<id>``, from submit until compacted after its ack (work-queue retention:
+  deleted by the ack); each route has one durable pull consumer shared by every worker
+  serving it, highest priority first. ``work_streams`` [``DEFAULT_WORK_STREAMS``, 4, for a
+  new prefix] spreads tasks by id over ``P_WORK`` and ``P_WORK_1`` .. (subjects
+  ``p.r<k>.<route hash>.<id>``), each route with a consumer on each and a take pulling a
+  share from all: with ``sync_interval: always`` a stream fsyncs its writes one at a time (a
+  task: its message; with work-queue retention also its ack's tombstone), so one stream's
+  rate is bounded by the disk's serial fsync rate; several fsync in parallel. The number is
+  recorded with the prefix (``P_TASKS`` key ``cfg.work_streams``; a prefix made before that
+  keeps the streams it has): later backends use it, and one asking for another is refused
+  (tasks map to streams by id).
 * **Submit** publishes the task (the whole record; with an idempotency key ``Nats-Msg-Id`` = its
   id, so a publish made again by a submit finishing an earlier one is stored once within the
   stream's duplicate window; an id made by this submit is never published twice, and goes
@@ -52,6 +54,15 @@ the SQL and Redis backends), mapped onto JetStream. Names below use the prefix `
   leases it has not written yet together (compare-and-set publishes with their acks
   outstanding, one wait for the lot), then takes. **Extend** renews the record's lease and sends
   ``in_progress`` (a lease equal to ``ack_wait``) or ``nak(delay=lease)``.
+* **Compaction.** With limits retention an ack deletes nothing (a work-queue ack writes and
+  fsyncs a tombstone: a third of a task's fsynced writes, the others its message and its
+  record). Every ``compact_interval`` [1 s] a backend purges each work stream below the first
+  message a consumer may still need (``compact``), what the previous pass marked, and only
+  when no max-deliveries advisory waits (its handler reads the message). An acked message
+  stays until then, and a broker restarted from a consumer state older than its last acks
+  (written up to 100 ms late) delivers it again as new: a first delivery of a message stored
+  before this backend last joined the broker (open, reconnect) has its record read before it
+  is leased (``_mark_fresh``), so a settled task is dropped as stale, not run again.
 * **Encoding.** Records are JSON written by orjson (datetimes as ``isoformat``); a record it
   cannot write exactly (an integer beyond 64 bits, NaN or an infinity, a lone surrogate) is
   written and read by the standard library, marked ``_n``.
@@ -209,6 +220,16 @@ def _delivered(msg: Any) -> tuple[int, int]:
     return int(meta.num_delivered), int(meta.sequence.stream)
 
 
+def _stream_of(msg: Any) -> str:
+    """A delivered message's stream, read from its ack subject (see ``_delivered``)."""
+    tokens = str(msg.reply).split(".")
+    if len(tokens) == 9:
+        return tokens[2]
+    if len(tokens) >= 12:
+        return tokens[4]
+    return str(msg.metadata.stream)
+
+
 def _finite(value: Any) -> bool:
     """Whether ``value`` (JSON) holds no float that is NaN or infinite."""
     stack = [value]
@@ -332,6 +353,11 @@ class JetStreamTaskBackend:
         # per work stream: whether it keeps acked messages (limits retention: compacted by
         # _compact_loop) or deletes each on its ack (work-queue retention, older prefixes)
         self._kept: list[bool] = []
+        # kept stream -> its last sequence when this backend last joined the broker (None:
+        # disconnected). A first delivery at or below it may be an acked message delivered
+        # again (a broker restarted from a consumer state up to 100 ms old: its acks are not
+        # fsynced one by one, and the message is still there): its record is read first
+        self._fresh: dict[str, int] | None = {}
         self.compact_interval = COMPACT_INTERVAL
         self._published = 0.0  # epoch s of this process's latest publish to a stream
         self._acks: dict[str, asyncio.Future[int]] = {}
@@ -367,11 +393,16 @@ class JetStreamTaskBackend:
             log.debug("queue.jetstream_connection_error", url=where, error=repr(exc))
 
         async def on_disconnected() -> None:
+            if made and any(made[0]._kept):
+                made[0]._fresh = None  # (until rejoined: first deliveries are read first)
             if not (made and made[0]._closing):
                 log.warning("queue.jetstream_disconnected", url=where)
 
         async def on_reconnected() -> None:
             log.info("queue.jetstream_reconnected", url=where)
+            if made and not made[0]._closing:
+                made[0]._fresh = None
+                made[0]._rejoined()
 
         try:
             nc = await nats.connect(
@@ -499,6 +530,7 @@ class JetStreamTaskBackend:
         for name in self.works:
             self._background.append(asyncio.create_task(self._watch_advisories(name)))
         if any(self._kept):
+            await self._mark_fresh()
             self._background.append(asyncio.create_task(self._compact_loop()))
 
     async def _bucket(self, name: str) -> Any:
@@ -927,13 +959,17 @@ class JetStreamTaskBackend:
             out += [t for t in leased if t is not None]
         return out
 
-    @staticmethod
-    def _delivery(msg: Any) -> tuple[dict[str, Any], int, bool]:
+    def _delivery(self, msg: Any) -> tuple[dict[str, Any], int, bool]:
         """A delivered message's record, its stream sequence, and whether its task has no
-        record yet (its first delivery, not a requeue's message)."""
+        record yet (its first delivery, not a requeue's message, and on a kept stream stored
+        after the broker was last (re)joined: see ``_mark_fresh``)."""
         body: dict[str, Any] = _loads(msg.data)
         delivered, seq = _delivered(msg)
-        return body, seq, delivered == 1 and "_requeued" not in body
+        first = delivered == 1 and "_requeued" not in body
+        if first and self._fresh != {}:
+            fresh = self._fresh
+            first = fresh is not None and seq > fresh.get(_stream_of(msg), 0)
+        return body, seq, first
 
     async def _lease(self, consumer: str, msg: Any, lease: float) -> TaskRecord | None:
         body, seq, first = self._delivery(msg)
@@ -1407,6 +1443,35 @@ class JetStreamTaskBackend:
                 log.warning("task.dead_lettered", task=task_id, error=data["last_error"])
         with contextlib.suppress(Exception):
             await self.js.delete_msg(work, seq)
+
+    async def _mark_fresh(self) -> None:
+        """Note each kept work stream's last sequence (at open, and again when the connection
+        comes back): a first delivery of a message stored before may be one acked already,
+        delivered again by a broker that restarted (a consumer's acks reach its disk up to
+        100 ms later; with limits retention the message itself is still there), so its
+        task's record is read before it is leased (a stale one is dropped)."""
+        marks = {}
+        for name, kept in zip(self.works, self._kept, strict=True):
+            if kept:
+                marks[name] = int((await self.js.stream_info(name)).state.last_seq)
+        self._fresh = marks
+
+    def _rejoined(self) -> None:
+        """The connection is back: note the kept streams' last sequences again (first
+        deliveries are read before being leased until then)."""
+
+        async def mark() -> None:
+            for _ in range(50):
+                try:
+                    await self._mark_fresh()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # (not quite back yet)
+                    await asyncio.sleep(0.2)
+
+        if any(self._kept):
+            self._background.append(asyncio.create_task(mark()))
 
     # ------------------------------------------------------------ compaction
 
