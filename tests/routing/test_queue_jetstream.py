@@ -162,6 +162,9 @@ async def test_compaction_drops_only_messages_every_consumer_is_done_with(
     assert await queue.count("dead") == 5 and await queue.count() == 13
     # the lease settled too: only the retry's message (and what follows it) is needed now
     assert await backend.settle(("w", held.id, {"status": "succeeded", "result": 0}))
+    from netsuke.routing._observe import METRICS
+
+    purges = METRICS.tasks["jetstream_compactions"]
 
     async def compacted() -> bool:
         await backend.compact(await backend.compact())
@@ -170,6 +173,7 @@ async def test_compaction_drops_only_messages_every_consumer_is_done_with(
         return all(n == 0 for w, n in zip(works, counts, strict=True) if w != keep)
 
     await eventually(compacted)
+    assert METRICS.tasks["jetstream_compactions"] > purges  # (counted)
     assert await backend._queued(retry.id) is not None
     assert (await queue.get(retry.id)).status == "queued" and await queue.count() == 13
 

@@ -1,4 +1,4 @@
-"""The NATS JetStream backend: deliveries through a work-queue stream, task records in KV buckets.
+"""The NATS JetStream backend: deliveries through work streams, task records in KV buckets.
 
 ``await JetStreamTaskBackend.open("nats://host:4222")`` connects, creates (or binds) its streams
 and checks durability. Semantics are the ``TaskBackend`` contract (the same conformance tests as
@@ -100,7 +100,7 @@ from netsuke.store._records_tasks import trusted_task
 from ._backend import Settle
 from ._errors import TaskNotFoundError, TaskValidationError, check_page
 from ._fastjson import loads_exact
-from ._observe import METRICS, log
+from ._observe import METRICS, log, tracer
 from ._redis_backend import Durability, QueueDurabilityError, QueueUnavailableError
 
 __all__ = ["JetStreamTaskBackend"]
@@ -1514,9 +1514,17 @@ class JetStreamTaskBackend:
                     mark = min(mark, floor + 1)
             out[name] = mark
             before = (marks or {}).get(name, 0)
-            if not waiting and before > int(state.first_seq):
+            if before <= int(state.first_seq):
+                continue  # (nothing below the mark left)
+            if waiting:
+                log.debug("queue.jetstream_compaction_waits", stream=name, advisories=waiting)
+                continue
+            with tracer.start_as_current_span(
+                "routing.queue.compact", attributes={"stream": name, "below": before}
+            ):
                 await self.js.purge_stream(name, seq=before)
-                METRICS.tasks["jetstream_compactions"] += 1
+            METRICS.tasks["jetstream_compactions"] += 1
+            log.debug("queue.jetstream_compacted", stream=name, below=before)
         return out
 
     async def _consumers(self, stream: str) -> Sequence[dict[str, Any]]:
