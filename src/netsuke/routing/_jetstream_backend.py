@@ -288,6 +288,20 @@ class _Route:
 _Infos = list[dict[str, Any]]
 
 
+class _AckBatch:
+    """The publish acks of one batch of ``_publish`` calls: each message's outcome by index
+    (its stream sequence, or the error), and one future set once all are in (no future or
+    coroutine per message)."""
+
+    __slots__ = ("done", "left", "results", "tokens")
+
+    def __init__(self) -> None:
+        self.results: list[Any] = []  # int | BaseException (None: not in yet)
+        self.left = 0
+        self.tokens: list[str] = []
+        self.done: asyncio.Future[None] | None = None  # (made by _acked)
+
+
 class _Pending:
     """A lease this process granted whose record is not written yet."""
 
@@ -360,7 +374,7 @@ class JetStreamTaskBackend:
         self._fresh: dict[str, int] | None = {}
         self.compact_interval = COMPACT_INTERVAL
         self._published = 0.0  # epoch s of this process's latest publish to a stream
-        self._acks: dict[str, asyncio.Future[int]] = {}
+        self._acks: dict[str, tuple[_AckBatch, int]] = {}  # token -> its batch, its index
         self._closing = False
 
     # ------------------------------------------------------------------ open
@@ -736,53 +750,79 @@ class JetStreamTaskBackend:
         return trusted_task(data), True
 
     async def _publish(
-        self, subject: str, body: bytes, headers: dict[str, str] | None = None
-    ) -> asyncio.Future[int]:
-        """Publish to a stream with the ack outstanding: a future of the stored message's
-        sequence (``APIError`` when the stream refuses it). The acks come back on one
-        subscription of this backend's (nats-py's ``publish_async`` costs twice the CPU)."""
+        self,
+        batch: _AckBatch,
+        subject: str,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+    ) -> int:
+        """Publish to a stream with the ack outstanding, into ``batch`` (``_acked`` waits for
+        the lot): its index there, where the stored message's sequence lands (``APIError``
+        when the stream refuses it). The acks come back on one subscription of this
+        backend's (nats-py's ``publish_async`` costs twice the CPU: a future, a timer and a
+        ``PubAck`` each)."""
         if self._ack_sub is None:  # (open made it; a backend built by hand makes it here)
             self._ack_sub = await self.nc.subscribe(f"{self._ack_inbox}*", cb=self._on_ack)
         self._ack_next += 1
         token = str(self._ack_next)
-        ack: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._acks[token] = ack
+        index = len(batch.results)
+        batch.results.append(None)
+        batch.tokens.append(token)
+        batch.left += 1
+        self._acks[token] = (batch, index)
         try:
             await self.nc.publish(subject, body, reply=self._ack_inbox + token, headers=headers)
         except BaseException:
             del self._acks[token]
+            batch.results.pop()
+            batch.tokens.pop()
+            batch.left -= 1
             raise
-        return ack
+        return index
 
     async def _on_ack(self, msg: Any) -> None:
-        ack = self._acks.pop(msg.subject[len(self._ack_inbox) :], None)
-        if ack is None or ack.done():
+        entry = self._acks.pop(msg.subject[len(self._ack_inbox) :], None)
+        if entry is None:
             return
-        from nats.js.errors import APIError, NoStreamResponseError
-
+        batch, index = entry
+        outcome: Any
         if not msg.data:  # a status: no stream listens (503)
-            ack.set_exception(NoStreamResponseError())
-            return
-        try:
-            reply = _loads(msg.data)
-            if "error" in reply:
-                ack.set_exception(APIError.from_error(reply["error"]))
-            else:
-                ack.set_result(int(reply["seq"]))
-        except Exception as exc:  # not a publish ack
-            ack.set_exception(exc)
+            from nats.js.errors import NoStreamResponseError
 
-    async def _acked(self, acks: Sequence[asyncio.Future[int]]) -> list[int | BaseException]:
-        """The outcomes of ``acks`` (``_publish``), waited for together, ``_ACK_TIMEOUT`` at
-        most (then ``TimeoutError``, the rest forgotten)."""
-        try:
-            async with asyncio.timeout(_ACK_TIMEOUT):
-                return list(await asyncio.gather(*acks, return_exceptions=True))
-        except BaseException:
-            for ack in acks:
-                ack.cancel()
-            self._acks = {k: f for k, f in self._acks.items() if not f.done()}
-            raise
+            outcome = NoStreamResponseError()
+        else:
+            try:
+                reply = _loads(msg.data)
+                if "error" in reply:
+                    from nats.js.errors import APIError
+
+                    outcome = APIError.from_error(reply["error"])
+                else:
+                    outcome = int(reply["seq"])
+            except Exception as exc:  # not a publish ack
+                outcome = exc
+        batch.results[index] = outcome
+        batch.left -= 1
+        if batch.left == 0 and batch.done is not None and not batch.done.done():
+            batch.done.set_result(None)
+
+    async def _acked(self, batch: _AckBatch) -> list[int | BaseException]:
+        """The outcomes of ``batch``'s publishes, by index, once all are in; ``_ACK_TIMEOUT``
+        at most (then ``TimeoutError``, the rest forgotten)."""
+        if batch.left > 0:
+            batch.done = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(_ACK_TIMEOUT):
+                    await batch.done
+            except BaseException:
+                self._forget(batch)
+                raise
+        return batch.results
+
+    def _forget(self, batch: _AckBatch) -> None:
+        """Stop waiting for ``batch``'s acks still out."""
+        for token in batch.tokens:
+            self._acks.pop(token, None)
 
     async def submit_many(self, drafts: Sequence[TaskDraft]) -> list[tuple[TaskRecord, bool]]:
         """Publish ``drafts`` with their acks outstanding together (the server takes them
@@ -792,19 +832,22 @@ class JetStreamTaskBackend:
         keyed = [i for i, d in enumerate(drafts) if d.idempotency_key is not None]
         dedup = asyncio.gather(*(self.submit(drafts[i]) for i in keyed))
         out: list[tuple[TaskRecord, bool] | None] = [None] * len(drafts)
-        acks: list[asyncio.Future[int]] = []
+        batch = _AckBatch()
         try:
             for i, draft in enumerate(drafts):
                 if draft.idempotency_key is not None:
                     continue
                 task_id = _new_id()
                 subject, body, data = await self._message(draft, task_id, now)
-                acks.append(await self._publish(subject, body))  # (no key: no Msg-Id)
+                await self._publish(batch, subject, body)  # (no key: no Msg-Id)
                 self._published = self.clock()
                 out[i] = (trusted_task(data), True)
-            for result in await self._acked(acks):
+            for result in await self._acked(batch):
                 if isinstance(result, BaseException):
                     raise result
+        except BaseException:
+            self._forget(batch)
+            raise
         finally:
             for i, got in zip(keyed, await dedup, strict=True):
                 out[i] = got
@@ -1048,9 +1091,13 @@ class JetStreamTaskBackend:
     # ---------------------------------------------------------------- settle
 
     async def _flush(self, ids: Sequence[str], delay: float) -> None:
-        """Write the records of the leases ``ids`` still pending after ``delay`` seconds."""
+        """Write the records of the leases ``ids`` still pending after ``delay`` seconds (a
+        coroutine each only for those: most were settled, and written, by then)."""
         await asyncio.sleep(delay)
-        await asyncio.gather(*(self._write_lease(i) for i in ids))
+        pending = self._pending
+        left = [i for i in ids if (p := pending.get(i)) is not None and p.writing is None]
+        if left:
+            await asyncio.gather(*(self._write_lease(i) for i in left))
 
     async def _write_lease(self, task_id: str) -> None:
         pending = self._pending.get(task_id)
@@ -1120,7 +1167,8 @@ class JetStreamTaskBackend:
 
         applied: list[bool] = [False] * len(changes)
         slow: list[int] = []
-        writes: list[tuple[int, str | None, Any]] = []
+        writes: list[tuple[int, str | None, int]] = []
+        batch = _AckBatch()
         now = self.now()
         expiry = _ms(now)
         for i, (consumer, task_id, values) in enumerate(changes):
@@ -1138,20 +1186,26 @@ class JetStreamTaskBackend:
                 data.pop("_x", None)
                 data.pop("_r", None)
             shard = int(task_id[-2:], 16) % SHARDS
-            ack = await self._publish(
-                f"$KV.{self.bucket}_{shard}.t.{task_id}",
-                _dump(data),
-                {"Nats-Expected-Last-Subject-Sequence": str(pending.revision)},
-            )
-            writes.append((i, reply, ack))
+            try:
+                index = await self._publish(
+                    batch,
+                    f"$KV.{self.bucket}_{shard}.t.{task_id}",
+                    _dump(data),
+                    {"Nats-Expected-Last-Subject-Sequence": str(pending.revision)},
+                )
+            except BaseException:
+                self._forget(batch)
+                raise
+            writes.append((i, reply, index))
         others = asyncio.gather(*(self.settle(changes[i]) for i in slow))
         try:
-            done = await self._acked([w[2] for w in writes]) if writes else []
+            done = await self._acked(batch)
         except BaseException:
             others.cancel()
             await asyncio.gather(others, return_exceptions=True)
             raise
-        for (i, reply, _), result in zip(writes, done, strict=True):
+        for i, reply, index in writes:
+            result = done[index]
             if isinstance(result, APIError) and result.err_code in (10071, 10164):
                 continue  # the record moved on (False): its lease was not ours any more
             if isinstance(result, BaseException):
