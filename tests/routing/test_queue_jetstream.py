@@ -179,6 +179,35 @@ async def test_compaction_drops_only_messages_every_consumer_is_done_with(
 
 
 @pytest.mark.timeout(60)
+async def test_compaction_waits_while_a_max_deliveries_advisory_waits(queue: TaskQueue) -> None:
+    """The backend handling a max-deliveries advisory reads the message it names: while one
+    waits in ``P_ADVISORIES`` unhandled (here one it cannot handle), nothing is compacted;
+    once it is gone, the acked messages are."""
+    backend = _backend(queue)
+    backend.compact_interval = 3600.0  # (passes run by hand here)
+    task = await queue.submit("t")
+    [held] = await backend.take("w", capabilities=None, limit=1, lease=30)
+    assert await backend.settle(("w", held.id, {"status": "succeeded", "result": 1}))
+    work = _work_of(backend, task.id)
+    [route] = backend._routes.values()
+
+    async def acked() -> bool:
+        return (await backend.js.consumer_info(work, route.consumer)).num_ack_pending == 0
+
+    await eventually(acked)
+    subject = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{work}.bogus"
+    await backend.js.publish(subject, b"{}")  # (no stream_seq: its handler fails, it stays)
+    assert await _stream_messages(backend, backend.advisories) == 1
+    marks = await backend.compact()
+    marks = await backend.compact(marks)
+    assert await _stream_messages(backend, work) == 1  # kept: an advisory waits
+    await backend.js.purge_stream(backend.advisories)
+    await backend.compact(marks)
+    assert await _stream_messages(backend, work) == 0
+    assert (await queue.get(task.id)).result == 1
+
+
+@pytest.mark.timeout(60)
 async def test_an_acked_message_delivered_again_as_new_is_dropped_not_run_again(
     queue: TaskQueue,
 ) -> None:
