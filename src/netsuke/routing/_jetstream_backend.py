@@ -1523,6 +1523,7 @@ class JetStreamTaskBackend:
                     raise
                 except Exception:  # (not quite back yet)
                     await asyncio.sleep(0.2)
+            log.warning("queue.jetstream_rejoin_unmarked", note="first deliveries read first")
 
         if any(self._kept):
             self._background.append(asyncio.create_task(mark()))
