@@ -90,7 +90,7 @@ def _work_of(backend: JetStreamTaskBackend, task_id: str) -> str:
     return backend.works[backend._shard(task_id)]
 
 
-async def test_a_task_is_one_message_of_the_work_queue_stream_until_acked(
+async def test_a_task_is_one_message_of_its_work_stream_until_acked_and_compacted(
     queue: TaskQueue,
 ) -> None:
     backend = _backend(queue)
@@ -101,13 +101,202 @@ async def test_a_task_is_one_message_of_the_work_queue_stream_until_acked(
     [route] = backend._routes.values()
     info = await backend.js.consumer_info(work, route.consumer)
     assert info.num_ack_pending == 1 and info.config.max_deliver == task.max_attempts + 2
+    assert backend._kept == [True] * len(backend.works)  # limits retention: acks delete nothing
     assert await backend.settle(("w1", held.id, {"status": "succeeded", "result": 1}))
 
-    async def gone() -> bool:  # the ack is not waited for; the work queue drops the message
+    async def gone() -> bool:  # the ack is not waited for; a compaction after it drops it
+        await backend.compact(await backend.compact())  # (a pass purges the previous marks)
         return await _stream_messages(backend, work) == 0
 
     await eventually(gone)
     assert (await queue.get(task.id)).result == 1
+
+
+@pytest.mark.timeout(60)
+async def test_compaction_drops_only_messages_every_consumer_is_done_with(
+    queue: TaskQueue,
+) -> None:
+    """A compaction purges the acked messages below the first one a consumer still needs (a
+    lease held, a retry waiting under a nak, a message not delivered yet), on every route;
+    a purged task's messages go with its record, so it is neither listed nor found."""
+    backend = _backend(queue)
+    backend.compact_interval = 3600.0  # (passes run by hand here)
+    works = backend.works
+    a = await asyncio.gather(*(queue.submit("a", {"i": i}, capabilities=["a"]) for i in range(8)))
+    b = await asyncio.gather(*(queue.submit("b", {"i": i}, capabilities=["b"]) for i in range(8)))
+    got: list[TaskRecord] = []
+    while len(got) < 8:
+        got += await backend.take("w", capabilities=frozenset({"a"}), limit=8, lease=30)
+    held, retry, done = got[0], got[1], got[2:]
+    for t in done:
+        assert await backend.settle(("w", t.id, {"status": "succeeded", "result": t.payload}))
+    run_at = backend.now() + timedelta(seconds=3600)
+    assert await backend.settle(("w", retry.id, {"status": "queued", "run_at": run_at}))
+    total = sum([await _stream_messages(backend, w) for w in works])
+    assert total == 16
+    marks = await backend.compact()
+    marks = await backend.compact(marks)
+    await backend.compact(marks)
+    kept = {t.id for t in (held, retry, *b)}
+    for t in [*a, *b]:  # what still holds a message: the lease, the retry, route b's backlog
+        found = await backend._queued(t.id)
+        if t.id in kept:
+            assert found is not None and found["id"] == t.id
+    assert (await queue.get(held.id)).status == "leased"
+    assert (await queue.get(retry.id)).status == "queued"
+    assert {(await queue.get(t.id)).result["i"] for t in done} == {t.payload["i"] for t in done}
+    for t in done:  # settled and acked: the record holds it; its message may be compacted
+        assert (await queue.get(t.id)).status == "succeeded"
+    # route b's tasks, never delivered, are still taken whole after the passes
+    taken: list[TaskRecord] = []
+    while len(taken) < 8:
+        taken += await backend.take("w", capabilities=frozenset({"b"}), limit=8, lease=30)
+    assert sorted(t.payload["i"] for t in taken) == list(range(8))
+    for t in taken:
+        assert await backend.settle(("w", t.id, {"status": "dead", "last_error": "x"}))
+    assert await queue.purge_dead([t.id for t in taken[:3]]) == 3
+    for t in taken[:3]:  # its record and its messages gone: not found, not listed
+        assert await backend._queued(t.id) is None
+        with pytest.raises(Exception, match=t.id):
+            await queue.get(t.id)
+    assert await queue.count("dead") == 5 and await queue.count() == 13
+    # the lease settled too: only the retry's message (and what follows it) is needed now
+    assert await backend.settle(("w", held.id, {"status": "succeeded", "result": 0}))
+    from netsuke.routing._observe import METRICS
+
+    purges = METRICS.tasks["jetstream_compactions"]
+
+    async def compacted() -> bool:
+        await backend.compact(await backend.compact())
+        counts = [await _stream_messages(backend, w) for w in works]
+        keep = _work_of(backend, retry.id)
+        return all(n == 0 for w, n in zip(works, counts, strict=True) if w != keep)
+
+    await eventually(compacted)
+    assert METRICS.tasks["jetstream_compactions"] > purges  # (counted)
+    assert await backend._queued(retry.id) is not None
+    assert (await queue.get(retry.id)).status == "queued" and await queue.count() == 13
+
+
+@pytest.mark.timeout(60)
+async def test_compaction_waits_while_a_max_deliveries_advisory_waits(queue: TaskQueue) -> None:
+    """The backend handling a max-deliveries advisory reads the message it names: while one
+    waits in ``P_ADVISORIES`` unhandled (here one it cannot handle), nothing is compacted;
+    once it is gone, the acked messages are."""
+    backend = _backend(queue)
+    backend.compact_interval = 3600.0  # (passes run by hand here)
+    task = await queue.submit("t")
+    [held] = await backend.take("w", capabilities=None, limit=1, lease=30)
+    assert await backend.settle(("w", held.id, {"status": "succeeded", "result": 1}))
+    work = _work_of(backend, task.id)
+    [route] = backend._routes.values()
+
+    async def acked() -> bool:
+        return (await backend.js.consumer_info(work, route.consumer)).num_ack_pending == 0
+
+    await eventually(acked)
+    subject = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{work}.bogus"
+    await backend.js.publish(subject, b"{}")  # (no stream_seq: its handler fails, it stays)
+    assert await _stream_messages(backend, backend.advisories) == 1
+    marks = await backend.compact()
+    marks = await backend.compact(marks)
+    assert await _stream_messages(backend, work) == 1  # kept: an advisory waits
+    await backend.js.purge_stream(backend.advisories)
+    await backend.compact(marks)
+    assert await _stream_messages(backend, work) == 0
+    assert (await queue.get(task.id)).result == 1
+
+
+@pytest.mark.timeout(60)
+async def test_an_acked_message_delivered_again_as_new_is_dropped_not_run_again(
+    queue: TaskQueue,
+) -> None:
+    """On a kept stream an acked message stays until compacted: a broker restarted from a
+    consumer state older than its last acks (written up to 100 ms late) delivers it again as
+    a first delivery. Messages stored before the backend (re)joined the broker have their
+    record read first: a settled task is dropped as stale, not leased and run again. (The
+    consumer made again here delivers its acked message again the same way.)"""
+    backend = _backend(queue)
+    task = await queue.submit("t", {"x": 1})
+    [held] = await backend.take("w", capabilities=None, limit=1, lease=30)
+    assert await backend.settle(("w", held.id, {"status": "succeeded", "result": 5}))
+    work = _work_of(backend, task.id)
+    [route] = backend._routes.values()
+
+    async def acked() -> bool:
+        info = await backend.js.consumer_info(work, route.consumer)
+        return info.num_ack_pending == 0
+
+    await eventually(acked)
+    backend._fresh = None  # (disconnected: nothing trusted until rejoined)
+    backend._rejoined()  # (the connection is back: the streams' last sequences noted)
+    await eventually(lambda: _true(backend._fresh is not None))
+    config = (await backend.js.consumer_info(work, route.consumer)).config
+    await backend.js.delete_consumer(work, route.consumer)
+    await backend.js.add_consumer(work, config)
+    assert await backend.take("w", capabilities=None, limit=1, lease=30) == []
+    got = await queue.get(task.id)
+    assert got.status == "succeeded" and got.result == 5 and got.attempts == 1
+    new = await queue.submit("t", {"x": 2})  # stored after: a first delivery, no read
+    [fresh] = await backend.take("w", capabilities=None, limit=1, lease=30)
+    assert fresh.id == new.id and fresh.attempts == 1
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+@pytest.mark.timeout(60)
+async def test_a_prefix_made_with_work_queue_streams_keeps_them(
+    jetstream: tuple[str, str],
+) -> None:
+    """A prefix whose work stream was made with work-queue retention (before 2026-12-07) is
+    opened as it is: each ack deletes its message, nothing is compacted, every rule holds."""
+    from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+
+    url, monitor = jetstream
+    prefix = _prefix()
+    first = await JetStreamTaskBackend.open(url, prefix=prefix, monitor=monitor, work_streams=1)
+    try:  # (the old layout: the same stream, with work-queue retention)
+        await first.js.delete_stream(first.work)
+        await first.js.add_stream(
+            StreamConfig(
+                name=first.work,
+                subjects=[f"{first.subjects}.r.>"],
+                retention=RetentionPolicy.WORK_QUEUE,
+                storage=StorageType.FILE,
+                duplicate_window=120.0,
+                allow_direct=True,
+            )
+        )
+    finally:
+        await first.close()
+    backend = await JetStreamTaskBackend.open(url, prefix=prefix, monitor=monitor)
+    queue = TaskQueue(backend)
+    try:
+        assert backend._kept == [False] and backend.works == [f"{prefix}_WORK"]
+        tasks = [await queue.submit("t", {"i": i}) for i in range(3)]
+        assert await _stream_messages(backend, backend.work) == 3
+        got: list[TaskRecord] = []
+        while len(got) < 3:
+            got += await backend.take("w", capabilities=None, limit=3, lease=30)
+        assert await backend.settle(("w", got[0].id, {"status": "succeeded", "result": 7}))
+        run_at = backend.now() + timedelta(seconds=0.2)
+        assert await backend.settle(("w", got[1].id, {"status": "queued", "run_at": run_at}))
+        assert await backend.settle(("w", got[2].id, {"status": "dead", "last_error": "x"}))
+
+        async def acked() -> bool:  # the work queue drops each acked (or termed) message
+            return await _stream_messages(backend, backend.work) == 1
+
+        await eventually(acked)
+        await asyncio.sleep(0.3)
+        [again] = await backend.take("w", capabilities=None, limit=1, lease=30)
+        assert again.id == got[1].id and again.attempts == 2
+        assert (await queue.get(got[0].id)).result == 7
+        assert await queue.purge_dead() == 1 and await queue.count() == 2
+        assert {t.id for t in tasks} >= {again.id}
+    finally:
+        await queue.close()
 
 
 async def test_a_retry_is_the_same_message_nacked_with_the_backoff_delay(

@@ -1,4 +1,4 @@
-"""The NATS JetStream backend: deliveries through a work-queue stream, task records in KV buckets.
+"""The NATS JetStream backend: deliveries through work streams, task records in KV buckets.
 
 ``await JetStreamTaskBackend.open("nats://host:4222")`` connects, creates (or binds) its streams
 and checks durability. Semantics are the ``TaskBackend`` contract (the same conformance tests as
@@ -11,17 +11,19 @@ the SQL and Redis backends), mapped onto JetStream. Names below use the prefix `
   revision, so two backends never both settle a task. Idempotency keys are keys ``i.<sha256>``
   of ``P_TASKS`` created only if absent (``create``); the routes (priority, kind, capabilities,
   max attempts) are its keys ``r.<hash>``, watched by every backend.
-* **Deliveries.** The work-queue stream ``P_WORK`` (file storage) holds one message per task
-  waiting or running, on ``p.r.<route hash>.<id>``; each route has one durable pull consumer
-  (work-queue streams forbid overlapping consumers) shared by every worker serving it, highest
-  priority first. ``work_streams`` [``DEFAULT_WORK_STREAMS``, 4, for a new prefix] spreads
-  tasks by id over ``P_WORK`` and ``P_WORK_1`` .. (subjects ``p.r<k>.<route hash>.<id>``),
-  each route with a consumer on each and a take pulling a share from all: with
-  ``sync_interval: always`` a stream fsyncs its writes one at a time (a task: its message,
-  then its ack's tombstone), so one stream's rate is bounded by the disk's serial fsync rate;
-  several fsync in parallel. The number is recorded with the prefix (``P_TASKS`` key
-  ``cfg.work_streams``; a prefix made before that keeps the streams it has): later backends
-  use it, and one asking for another is refused (tasks map to streams by id).
+* **Deliveries.** The stream ``P_WORK`` (file storage, limits retention; a prefix made before
+  2026-12-07 keeps its work-queue retention) holds one message per task on
+  ``p.r.<route hash>.<id>``, from submit until compacted after its ack (work-queue retention:
+  deleted by the ack); each route has one durable pull consumer shared by every worker
+  serving it, highest priority first. ``work_streams`` [``DEFAULT_WORK_STREAMS``, 4, for a
+  new prefix] spreads tasks by id over ``P_WORK`` and ``P_WORK_1`` .. (subjects
+  ``p.r<k>.<route hash>.<id>``), each route with a consumer on each and a take pulling a
+  share from all: with ``sync_interval: always`` a stream fsyncs its writes one at a time (a
+  task: its message; with work-queue retention also its ack's tombstone), so one stream's
+  rate is bounded by the disk's serial fsync rate; several fsync in parallel. The number is
+  recorded with the prefix (``P_TASKS`` key ``cfg.work_streams``; a prefix made before that
+  keeps the streams it has): later backends use it, and one asking for another is refused
+  (tasks map to streams by id).
 * **Submit** publishes the task (the whole record; with an idempotency key ``Nats-Msg-Id`` = its
   id, so a publish made again by a submit finishing an earlier one is stored once within the
   stream's duplicate window; an id made by this submit is never published twice, and goes
@@ -52,6 +54,15 @@ the SQL and Redis backends), mapped onto JetStream. Names below use the prefix `
   leases it has not written yet together (compare-and-set publishes with their acks
   outstanding, one wait for the lot), then takes. **Extend** renews the record's lease and sends
   ``in_progress`` (a lease equal to ``ack_wait``) or ``nak(delay=lease)``.
+* **Compaction.** With limits retention an ack deletes nothing (a work-queue ack writes and
+  fsyncs a tombstone: a third of a task's fsynced writes, the others its message and its
+  record). Every ``compact_interval`` [1 s] a backend purges each work stream below the first
+  message a consumer may still need (``compact``), what the previous pass marked, and only
+  when no max-deliveries advisory waits (its handler reads the message). An acked message
+  stays until then, and a broker restarted from a consumer state older than its last acks
+  (written up to 100 ms late) delivers it again as new: a first delivery of a message stored
+  before this backend last joined the broker (open, reconnect) has its record read before it
+  is leased (``_mark_fresh``), so a settled task is dropped as stale, not run again.
 * **Encoding.** Records are JSON written by orjson (datetimes as ``isoformat``); a record it
   cannot write exactly (an integer beyond 64 bits, NaN or an infinity, a lone surrogate) is
   written and read by the standard library, marked ``_n``.
@@ -89,7 +100,7 @@ from netsuke.store._records_tasks import trusted_task
 from ._backend import Settle
 from ._errors import TaskNotFoundError, TaskValidationError, check_page
 from ._fastjson import loads_exact
-from ._observe import METRICS, log
+from ._observe import METRICS, log, tracer
 from ._redis_backend import Durability, QueueDurabilityError, QueueUnavailableError
 
 __all__ = ["JetStreamTaskBackend"]
@@ -107,6 +118,10 @@ disk doing 7,240 serial fsyncs/s, 7,623 on four); four fsync in parallel."""
 _SETTLE_WAIT = 0.02  # seconds: how long a second pull waits for a just-published message
 _RECENT = 0.5  # seconds: a take finding nothing this soon after a publish here pulls again
 _ACK_TIMEOUT = 30.0  # seconds: a batch of publishes not all acknowledged by then failed
+COMPACT_INTERVAL = 1.0
+"""Seconds between two compactions of a kept work stream (limits retention, a prefix's layout
+since 2026-12-07: an ack deletes nothing, so no tombstone is written and fsynced per task):
+each pass purges what the previous pass found done (every consumer's messages acked)."""
 
 
 def _ms(when: datetime) -> int:
@@ -205,6 +220,16 @@ def _delivered(msg: Any) -> tuple[int, int]:
     return int(meta.num_delivered), int(meta.sequence.stream)
 
 
+def _stream_of(msg: Any) -> str:
+    """A delivered message's stream, read from its ack subject (see ``_delivered``)."""
+    tokens = str(msg.reply).split(".")
+    if len(tokens) == 9:
+        return tokens[2]
+    if len(tokens) >= 12:
+        return tokens[4]
+    return str(msg.metadata.stream)
+
+
 def _finite(value: Any) -> bool:
     """Whether ``value`` (JSON) holds no float that is NaN or infinite."""
     stack = [value]
@@ -258,6 +283,23 @@ class _Route:
     @staticmethod
     def key(priority: int, kind: str, capabilities: Sequence[str], max_attempts: int) -> str:
         return _hash(json.dumps([priority, kind, sorted(capabilities), max_attempts]))
+
+
+_Infos = list[dict[str, Any]]
+
+
+class _AckBatch:
+    """The publish acks of one batch of ``_publish`` calls: each message's outcome by index
+    (its stream sequence, or the error), and one future set once all are in (no future or
+    coroutine per message)."""
+
+    __slots__ = ("done", "left", "results", "tokens")
+
+    def __init__(self) -> None:
+        self.results: list[Any] = []  # int | BaseException (None: not in yet)
+        self.left = 0
+        self.tokens: list[str] = []
+        self.done: asyncio.Future[None] | None = None  # (made by _acked)
 
 
 class _Pending:
@@ -322,8 +364,17 @@ class JetStreamTaskBackend:
         self._ack_inbox = f"{nc.new_inbox()}."  # + a number: the acks of _publish
         self._ack_sub: Any = None
         self._ack_next = 0
+        # per work stream: whether it keeps acked messages (limits retention: compacted by
+        # _compact_loop) or deletes each on its ack (work-queue retention, older prefixes)
+        self._kept: list[bool] = []
+        # kept stream -> its last sequence when this backend last joined the broker (None:
+        # disconnected). A first delivery at or below it may be an acked message delivered
+        # again (a broker restarted from a consumer state up to 100 ms old: its acks are not
+        # fsynced one by one, and the message is still there): its record is read first
+        self._fresh: dict[str, int] | None = {}
+        self.compact_interval = COMPACT_INTERVAL
         self._published = 0.0  # epoch s of this process's latest publish to a stream
-        self._acks: dict[str, asyncio.Future[int]] = {}
+        self._acks: dict[str, tuple[_AckBatch, int]] = {}  # token -> its batch, its index
         self._closing = False
 
     # ------------------------------------------------------------------ open
@@ -356,11 +407,16 @@ class JetStreamTaskBackend:
             log.debug("queue.jetstream_connection_error", url=where, error=repr(exc))
 
         async def on_disconnected() -> None:
+            if made and any(made[0]._kept):
+                made[0]._fresh = None  # (until rejoined: first deliveries are read first)
             if not (made and made[0]._closing):
                 log.warning("queue.jetstream_disconnected", url=where)
 
         async def on_reconnected() -> None:
             log.info("queue.jetstream_reconnected", url=where)
+            if made and not made[0]._closing:
+                made[0]._fresh = None
+                made[0]._rejoined()
 
         try:
             nc = await nats.connect(
@@ -443,17 +499,23 @@ class JetStreamTaskBackend:
         try:
             self.kv = await self._bucket(self.bucket)
             await self._streams_of_prefix()
+            # a new prefix's work streams keep acked messages (limits retention; compacted in
+            # the background): with work-queue retention each ack deletes its message, a
+            # tombstone written and fsynced on its own, a third of a task's writes. A prefix
+            # made before keeps its work-queue streams (the retention cannot change)
+            self._kept = []
             for k, name in enumerate(self.works):
-                await self._stream(
+                retention = await self._stream(
                     StreamConfig(
                         name=name,
                         subjects=[self._work_subjects(k)],
-                        retention=RetentionPolicy.WORK_QUEUE,
+                        retention=RetentionPolicy.LIMITS,
                         storage=file,
                         duplicate_window=120.0,
                         allow_direct=True,
                     )
                 )
+                self._kept.append(retention != RetentionPolicy.WORK_QUEUE)
             await self._stream(
                 StreamConfig(name=self.dead, subjects=[f"{self.subjects}.dead"], storage=file)
             )
@@ -481,6 +543,9 @@ class JetStreamTaskBackend:
         self._background.append(asyncio.create_task(self._watch_routes(watcher)))
         for name in self.works:
             self._background.append(asyncio.create_task(self._watch_advisories(name)))
+        if any(self._kept):
+            await self._mark_fresh()
+            self._background.append(asyncio.create_task(self._compact_loop()))
 
     async def _bucket(self, name: str) -> Any:
         from nats.js.api import StorageType
@@ -496,15 +561,18 @@ class JetStreamTaskBackend:
         """The KV bucket holding ``task_id``'s record."""
         return self.shards[int(task_id[-2:], 16) % SHARDS]
 
-    async def _stream(self, config: Any) -> None:
+    async def _stream(self, config: Any) -> Any:
+        """Create the stream ``config`` describes, or bind the one of that name (its subjects
+        extended to these); its retention policy (an existing stream keeps its own)."""
         try:
             info = await self.js.stream_info(config.name)
         except Exception:
             await self.js.add_stream(config)
-            return
+            return config.retention
         if set(config.subjects) - set(info.config.subjects or []):  # (more work streams now)
             info.config.subjects = sorted({*(info.config.subjects or []), *config.subjects})
             await self.js.update_stream(info.config)
+        return info.config.retention
 
     def _work_subjects(self, shard: int) -> str:
         return f"{self.subjects}.r{shard or ''}.>"
@@ -682,53 +750,79 @@ class JetStreamTaskBackend:
         return trusted_task(data), True
 
     async def _publish(
-        self, subject: str, body: bytes, headers: dict[str, str] | None = None
-    ) -> asyncio.Future[int]:
-        """Publish to a stream with the ack outstanding: a future of the stored message's
-        sequence (``APIError`` when the stream refuses it). The acks come back on one
-        subscription of this backend's (nats-py's ``publish_async`` costs twice the CPU)."""
+        self,
+        batch: _AckBatch,
+        subject: str,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+    ) -> int:
+        """Publish to a stream with the ack outstanding, into ``batch`` (``_acked`` waits for
+        the lot): its index there, where the stored message's sequence lands (``APIError``
+        when the stream refuses it). The acks come back on one subscription of this
+        backend's (nats-py's ``publish_async`` costs twice the CPU: a future, a timer and a
+        ``PubAck`` each)."""
         if self._ack_sub is None:  # (open made it; a backend built by hand makes it here)
             self._ack_sub = await self.nc.subscribe(f"{self._ack_inbox}*", cb=self._on_ack)
         self._ack_next += 1
         token = str(self._ack_next)
-        ack: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._acks[token] = ack
+        index = len(batch.results)
+        batch.results.append(None)
+        batch.tokens.append(token)
+        batch.left += 1
+        self._acks[token] = (batch, index)
         try:
             await self.nc.publish(subject, body, reply=self._ack_inbox + token, headers=headers)
         except BaseException:
             del self._acks[token]
+            batch.results.pop()
+            batch.tokens.pop()
+            batch.left -= 1
             raise
-        return ack
+        return index
 
     async def _on_ack(self, msg: Any) -> None:
-        ack = self._acks.pop(msg.subject[len(self._ack_inbox) :], None)
-        if ack is None or ack.done():
+        entry = self._acks.pop(msg.subject[len(self._ack_inbox) :], None)
+        if entry is None:
             return
-        from nats.js.errors import APIError, NoStreamResponseError
-
+        batch, index = entry
+        outcome: Any
         if not msg.data:  # a status: no stream listens (503)
-            ack.set_exception(NoStreamResponseError())
-            return
-        try:
-            reply = _loads(msg.data)
-            if "error" in reply:
-                ack.set_exception(APIError.from_error(reply["error"]))
-            else:
-                ack.set_result(int(reply["seq"]))
-        except Exception as exc:  # not a publish ack
-            ack.set_exception(exc)
+            from nats.js.errors import NoStreamResponseError
 
-    async def _acked(self, acks: Sequence[asyncio.Future[int]]) -> list[int | BaseException]:
-        """The outcomes of ``acks`` (``_publish``), waited for together, ``_ACK_TIMEOUT`` at
-        most (then ``TimeoutError``, the rest forgotten)."""
-        try:
-            async with asyncio.timeout(_ACK_TIMEOUT):
-                return list(await asyncio.gather(*acks, return_exceptions=True))
-        except BaseException:
-            for ack in acks:
-                ack.cancel()
-            self._acks = {k: f for k, f in self._acks.items() if not f.done()}
-            raise
+            outcome = NoStreamResponseError()
+        else:
+            try:
+                reply = _loads(msg.data)
+                if "error" in reply:
+                    from nats.js.errors import APIError
+
+                    outcome = APIError.from_error(reply["error"])
+                else:
+                    outcome = int(reply["seq"])
+            except Exception as exc:  # not a publish ack
+                outcome = exc
+        batch.results[index] = outcome
+        batch.left -= 1
+        if batch.left == 0 and batch.done is not None and not batch.done.done():
+            batch.done.set_result(None)
+
+    async def _acked(self, batch: _AckBatch) -> list[int | BaseException]:
+        """The outcomes of ``batch``'s publishes, by index, once all are in; ``_ACK_TIMEOUT``
+        at most (then ``TimeoutError``, the rest forgotten)."""
+        if batch.left > 0:
+            batch.done = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(_ACK_TIMEOUT):
+                    await batch.done
+            except BaseException:
+                self._forget(batch)
+                raise
+        return batch.results
+
+    def _forget(self, batch: _AckBatch) -> None:
+        """Stop waiting for ``batch``'s acks still out."""
+        for token in batch.tokens:
+            self._acks.pop(token, None)
 
     async def submit_many(self, drafts: Sequence[TaskDraft]) -> list[tuple[TaskRecord, bool]]:
         """Publish ``drafts`` with their acks outstanding together (the server takes them
@@ -738,19 +832,22 @@ class JetStreamTaskBackend:
         keyed = [i for i, d in enumerate(drafts) if d.idempotency_key is not None]
         dedup = asyncio.gather(*(self.submit(drafts[i]) for i in keyed))
         out: list[tuple[TaskRecord, bool] | None] = [None] * len(drafts)
-        acks: list[asyncio.Future[int]] = []
+        batch = _AckBatch()
         try:
             for i, draft in enumerate(drafts):
                 if draft.idempotency_key is not None:
                     continue
                 task_id = _new_id()
                 subject, body, data = await self._message(draft, task_id, now)
-                acks.append(await self._publish(subject, body))  # (no key: no Msg-Id)
+                await self._publish(batch, subject, body)  # (no key: no Msg-Id)
                 self._published = self.clock()
                 out[i] = (trusted_task(data), True)
-            for result in await self._acked(acks):
+            for result in await self._acked(batch):
                 if isinstance(result, BaseException):
                     raise result
+        except BaseException:
+            self._forget(batch)
+            raise
         finally:
             for i, got in zip(keyed, await dedup, strict=True):
                 out[i] = got
@@ -905,13 +1002,17 @@ class JetStreamTaskBackend:
             out += [t for t in leased if t is not None]
         return out
 
-    @staticmethod
-    def _delivery(msg: Any) -> tuple[dict[str, Any], int, bool]:
+    def _delivery(self, msg: Any) -> tuple[dict[str, Any], int, bool]:
         """A delivered message's record, its stream sequence, and whether its task has no
-        record yet (its first delivery, not a requeue's message)."""
+        record yet (its first delivery, not a requeue's message, and on a kept stream stored
+        after the broker was last (re)joined: see ``_mark_fresh``)."""
         body: dict[str, Any] = _loads(msg.data)
         delivered, seq = _delivered(msg)
-        return body, seq, delivered == 1 and "_requeued" not in body
+        first = delivered == 1 and "_requeued" not in body
+        if first and self._fresh != {}:
+            fresh = self._fresh
+            first = fresh is not None and seq > fresh.get(_stream_of(msg), 0)
+        return body, seq, first
 
     async def _lease(self, consumer: str, msg: Any, lease: float) -> TaskRecord | None:
         body, seq, first = self._delivery(msg)
@@ -990,9 +1091,13 @@ class JetStreamTaskBackend:
     # ---------------------------------------------------------------- settle
 
     async def _flush(self, ids: Sequence[str], delay: float) -> None:
-        """Write the records of the leases ``ids`` still pending after ``delay`` seconds."""
+        """Write the records of the leases ``ids`` still pending after ``delay`` seconds (a
+        coroutine each only for those: most were settled, and written, by then)."""
         await asyncio.sleep(delay)
-        await asyncio.gather(*(self._write_lease(i) for i in ids))
+        pending = self._pending
+        left = [i for i in ids if (p := pending.get(i)) is not None and p.writing is None]
+        if left:
+            await asyncio.gather(*(self._write_lease(i) for i in left))
 
     async def _write_lease(self, task_id: str) -> None:
         pending = self._pending.get(task_id)
@@ -1062,7 +1167,8 @@ class JetStreamTaskBackend:
 
         applied: list[bool] = [False] * len(changes)
         slow: list[int] = []
-        writes: list[tuple[int, str | None, Any]] = []
+        writes: list[tuple[int, str | None, int]] = []
+        batch = _AckBatch()
         now = self.now()
         expiry = _ms(now)
         for i, (consumer, task_id, values) in enumerate(changes):
@@ -1080,20 +1186,26 @@ class JetStreamTaskBackend:
                 data.pop("_x", None)
                 data.pop("_r", None)
             shard = int(task_id[-2:], 16) % SHARDS
-            ack = await self._publish(
-                f"$KV.{self.bucket}_{shard}.t.{task_id}",
-                _dump(data),
-                {"Nats-Expected-Last-Subject-Sequence": str(pending.revision)},
-            )
-            writes.append((i, reply, ack))
+            try:
+                index = await self._publish(
+                    batch,
+                    f"$KV.{self.bucket}_{shard}.t.{task_id}",
+                    _dump(data),
+                    {"Nats-Expected-Last-Subject-Sequence": str(pending.revision)},
+                )
+            except BaseException:
+                self._forget(batch)
+                raise
+            writes.append((i, reply, index))
         others = asyncio.gather(*(self.settle(changes[i]) for i in slow))
         try:
-            done = await self._acked([w[2] for w in writes]) if writes else []
+            done = await self._acked(batch)
         except BaseException:
             others.cancel()
             await asyncio.gather(others, return_exceptions=True)
             raise
-        for (i, reply, _), result in zip(writes, done, strict=True):
+        for i, reply, index in writes:
+            result = done[index]
             if isinstance(result, APIError) and result.err_code in (10071, 10164):
                 continue  # the record moved on (False): its lease was not ours any more
             if isinstance(result, BaseException):
@@ -1302,6 +1414,11 @@ class JetStreamTaskBackend:
             if d["status"] != status or (wanted is not None and d["id"] not in wanted):
                 continue
             await self._rec(d["id"]).purge(f"t.{d['id']}")
+            k = self._shard(d["id"])
+            if self._kept[k]:  # its messages (acked, not compacted yet) go too
+                await self.js.purge_stream(
+                    self.works[k], subject=f"{self.subjects}.r{k or ''}.*.{d['id']}"
+                )
             if d.get("idempotency_key") is not None:
                 await self.kv.purge(f"i.{_hash(d['idempotency_key'])}")
             n += 1
@@ -1380,6 +1497,109 @@ class JetStreamTaskBackend:
                 log.warning("task.dead_lettered", task=task_id, error=data["last_error"])
         with contextlib.suppress(Exception):
             await self.js.delete_msg(work, seq)
+
+    async def _mark_fresh(self) -> None:
+        """Note each kept work stream's last sequence (at open, and again when the connection
+        comes back): a first delivery of a message stored before may be one acked already,
+        delivered again by a broker that restarted (a consumer's acks reach its disk up to
+        100 ms later; with limits retention the message itself is still there), so its
+        task's record is read before it is leased (a stale one is dropped)."""
+        marks = {}
+        for name, kept in zip(self.works, self._kept, strict=True):
+            if kept:
+                marks[name] = int((await self.js.stream_info(name)).state.last_seq)
+        self._fresh = marks
+
+    def _rejoined(self) -> None:
+        """The connection is back: note the kept streams' last sequences again (first
+        deliveries are read before being leased until then)."""
+
+        async def mark() -> None:
+            for _ in range(50):
+                try:
+                    await self._mark_fresh()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # (not quite back yet)
+                    await asyncio.sleep(0.2)
+            log.warning("queue.jetstream_rejoin_unmarked", note="first deliveries read first")
+
+        if any(self._kept):
+            self._background.append(asyncio.create_task(mark()))
+
+    # ------------------------------------------------------------ compaction
+
+    async def _compact_loop(self) -> None:
+        """``compact`` the kept work streams every ``compact_interval`` seconds."""
+        marks: dict[str, int] = {}
+        while not self._closing and not self.nc.is_closed:
+            await asyncio.sleep(self.compact_interval)
+            try:
+                marks = await self.compact(marks)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # (reconnecting, closing): the next pass tries again
+                if not self._closing:
+                    log.debug("queue.jetstream_compact_failed", error=repr(exc))
+
+    async def compact(self, marks: dict[str, int] | None = None) -> dict[str, int]:
+        """One pass over the kept work streams (limits retention: an ack deletes nothing):
+        purge each below the mark the previous pass found (``marks``: stream -> sequence) and
+        return this pass's marks.
+
+        A stream's mark is the first sequence a consumer may still need: the least of its
+        consumers' ack floors + 1 among those holding messages (not delivered yet, or unacked:
+        a lease, a retry waiting under a nak), else its last sequence + 1 (read before the
+        consumers: a message stored after it is above it). A message past max deliveries
+        leaves its consumer's pending set (the ack floor moves over it) while its advisory is
+        on its way to a backend, which reads the message to dead-letter the task: so a pass
+        purges only what the previous one marked, and only when no advisory waits in
+        ``P_ADVISORIES``."""
+        waiting = (await self.js.stream_info(self.advisories)).state.messages
+        out: dict[str, int] = {}
+        for name, kept in zip(self.works, self._kept, strict=True):
+            if not kept:
+                continue
+            state = (await self.js.stream_info(name)).state
+            mark = int(state.last_seq) + 1
+            for consumer in await self._consumers(name):
+                if consumer.get("num_pending") or consumer.get("num_ack_pending"):
+                    floor = int((consumer.get("ack_floor") or {}).get("stream_seq", 0))
+                    mark = min(mark, floor + 1)
+            out[name] = mark
+            before = (marks or {}).get(name, 0)
+            if before <= int(state.first_seq):
+                continue  # (nothing below the mark left)
+            if waiting:
+                log.debug("queue.jetstream_compaction_waits", stream=name, advisories=waiting)
+                continue
+            with tracer.start_as_current_span(
+                "routing.queue.compact", attributes={"stream": name, "below": before}
+            ):
+                await self.js.purge_stream(name, seq=before)
+            METRICS.tasks["jetstream_compactions"] += 1
+            log.debug("queue.jetstream_compacted", stream=name, below=before)
+        return out
+
+    async def _consumers(self, stream: str) -> Sequence[dict[str, Any]]:
+        """Every consumer of ``stream`` (its info: ack floor, pending counts), all pages."""
+        out: _Infos = []
+        while True:
+            reply = await self.nc.request(
+                f"$JS.API.CONSUMER.LIST.{stream}",
+                json.dumps({"offset": len(out)}).encode(),
+                timeout=5.0,
+            )
+            page = json.loads(reply.data)
+            if "error" in page:
+                from nats.js.errors import APIError
+
+                raise APIError.from_error(page["error"])
+            got = page.get("consumers") or []
+            out += got
+            if not got or len(out) >= int(page.get("total", 0)):
+                return out
 
     async def close(self) -> None:
         self._closing = True

@@ -3,7 +3,8 @@
 Plain integers read at scrape time by one collector on ``netsuke.observability.REGISTRY``:
 
 * ``netsuke_tasks_total{event}``: submitted, duplicate, started, succeeded, retried, failed,
-  dead_lettered, fallback, lease_lost, requeued, purged;
+  dead_lettered, fallback, lease_lost, requeued, purged; jetstream_compactions (purges of a
+  JetStream work stream's acked messages);
 * ``netsuke_routing_decisions_total{outcome}``: routed, fallback, no_route;
 * ``netsuke_delegations_total{outcome}``: ok, error, not_allowed, depth, cycle;
 * ``netsuke_workflow_steps_total{status}``: succeeded, failed, retried, skipped (resumed);
