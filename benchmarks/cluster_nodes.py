@@ -25,6 +25,18 @@ of the 2-node server held, the servers' CPU per turn (in all and per process: ea
 nats-server, the supervisor; judge changes by these on a busy machine, where turns/s are
 noise), and each node's counters: forwarded turns, SQLite write-lock waits, commit batches.
 
+Informational controls (the figure stays at ``--clients``): ``--clients-sweep 16,32`` runs
+the same rounds at more client counts and records each server's best at each, with the cores
+each server kept busy (``server_cores_used``: well under 2 for the 2-node server on a quiet
+machine means the load left it without work at times); ``--pair`` also runs two independent
+``serve --nodes 1`` servers (a SQLite file, a supervisor and a nats-server each, nothing
+shared), each loaded by its own load process with half the clients, all turns starting
+together: the CPU per turn of two node processes sharing the cores with no cluster and no
+shared file between them, against which the 2-node server's excess can be split into what
+two processes on two cores cost anyway and what the cluster and the shared file add;
+``--pin`` puts each node process of the 2-node server (and of the pair) on a core of its own
+(every thread: a node's SQLite writer thread then never wakes on the other node's core).
+
 ``--quick`` finishes within a minute; ``--json`` prints the figures object as the last line;
 ``--postgres`` runs both servers on a throwaway PostgreSQL server (durable commits; its CPU
 counts in the servers', process ``postgres``: it shares the cores).
@@ -306,6 +318,35 @@ def stop(proc: subprocess.Popen[str]) -> None:
         proc.stdout.close()
 
 
+def pin_nodes(pids: list[int]) -> dict[str, int]:
+    """Pin each node process started by the supervisors ``pids`` (every thread of it) to a
+    core of its own (the ``i``-th node by ``--node`` name to the ``i``-th usable core): a
+    node's writer thread then wakes on its own node's core, never on the other's (``--pin``).
+    The node's name: its core."""
+    cores = sorted(os.sched_getaffinity(0))
+    nodes: dict[str, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if parent in pids and (m := re.search(r"--node (\S+)", cmd)):
+            nodes[m.group(1)] = int(entry)
+    pinned: dict[str, int] = {}
+    for i, name in enumerate(sorted(nodes)):
+        core = cores[i % len(cores)]
+        for task in os.listdir(f"/proc/{nodes[name]}/task"):
+            try:
+                os.sched_setaffinity(int(task), {core})
+            except OSError:  # a thread that just ended
+                continue
+        pinned[name] = core
+    return pinned
+
+
 def tree_cpu(pid: int, postgres: int | None = None) -> dict[str, float]:
     """CPU seconds used so far by ``pid`` (``supervisor``) and each of its children: the
     nodes (by ``--node`` name) and the ``nats-server``; with ``postgres`` (the PID the
@@ -468,6 +509,7 @@ def figures(
     per_session: int = PER_SESSION,
     sweep: tuple[int, ...] = (),
     pair: bool = False,
+    pin: bool = False,
 ) -> tuple[list[Figure], dict[str, Any]]:
     """The figure and what to record beside it (also used by ``benchmarks/cluster.py``).
     ``postgres``: both servers on databases of a throwaway PostgreSQL server (durable
@@ -476,7 +518,8 @@ def figures(
     (informational: the figure is at ``clients``). ``pair``: also two independent
     ``serve --nodes 1`` servers (a SQLite file each, no cluster between them), each with half
     the clients, loaded at once: the CPU a turn costs when two node processes share the
-    cores but nothing else (informational)."""
+    cores but nothing else (informational). ``pin``: each node process of the 2-node server
+    and of the pair on a core of its own (``pin_nodes``; the 1-node server is left alone)."""
     seconds = 4.0 if quick else 10.0
     rounds = 1 if quick else 3
     load_before = os.getloadavg()
@@ -512,6 +555,10 @@ def figures(
             servers[n] = [start(n, tmp, agents, urls[n])]
         if pair:
             servers[0] = [start(1, tmp, agents, name=name) for name in ("pairA", "pairB")]
+        pinned: dict[str, int] = {}
+        if pin:
+            for n in (2, 0) if pair else (2,):
+                pinned |= pin_nodes([proc.pid for proc, _, _ in servers[n]])
         idle: dict[int, list[dict[str, float]]] = {}  # CPU s per s of each idle server
         for n in kinds:
             idle[n] = []
@@ -578,6 +625,7 @@ def figures(
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "usable_cores": len(os.sched_getaffinity(0)),
+        "pinned": pinned,  # --pin: each node's core
     }
     if len(counts) > 1 or pair:
         # informational: each kind of server's best round at each client count
@@ -619,6 +667,10 @@ def main() -> int:
         "--pair", action="store_true",
         help="also two independent serve --nodes 1 servers, half the clients each (informational)",
     )  # fmt: skip
+    parser.add_argument(
+        "--pin", action="store_true",
+        help="each node of the 2-node server (and of --pair) on a core of its own (informational)",
+    )  # fmt: skip
     parser.add_argument("--wait-go", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--load", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--key", default="", help=argparse.SUPPRESS)
@@ -642,7 +694,13 @@ def main() -> int:
     t0 = time.perf_counter()
     sweep = tuple(int(c) for c in args.clients_sweep.split(",") if c.strip())
     figs, extra = figures(
-        args.quick, args.clients, args.postgres, args.turns_per_session, sweep, args.pair
+        args.quick,
+        args.clients,
+        args.postgres,
+        args.turns_per_session,
+        sweep,
+        args.pair,
+        args.pin,
     )
     extra |= {**meta("asyncio (serve)"), "quick": args.quick}
     extra["seconds"] = round(time.perf_counter() - t0, 1)
