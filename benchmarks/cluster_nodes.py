@@ -34,8 +34,9 @@ shared), each loaded by its own load process with half the clients, all turns st
 together: the CPU per turn of two node processes sharing the cores with no cluster and no
 shared file between them, against which the 2-node server's excess can be split into what
 two processes on two cores cost anyway and what the cluster and the shared file add;
-``--pin`` puts each node process of the 2-node server (and of the pair) on a core of its own
-(every thread: a node's SQLite writer thread then never wakes on the other node's core).
+``--pin`` runs the 2-node server with ``nodes_pin`` (each node process, every thread, on a
+core of its own: a node's SQLite writer thread then never wakes on the other node's core) and
+pins the pair's two processes the same way.
 
 ``--quick`` finishes within a minute; ``--json`` prints the figures object as the last line;
 ``--postgres`` runs both servers on a throwaway PostgreSQL server (durable commits; its CPU
@@ -276,13 +277,21 @@ def run_loads(
 
 
 def start(
-    nodes: int, tmp: Path, agents: Path, database_url: str | None = None, name: str = ""
+    nodes: int,
+    tmp: Path,
+    agents: Path,
+    database_url: str | None = None,
+    name: str = "",
+    pin: bool = False,
 ) -> tuple[subprocess.Popen[str], str, str]:
     """``netsuke serve --nodes N`` on a store of its own (a SQLite file in ``tmp``, or
-    ``database_url``): the process, its URL, its key. ``name``: its node name (``benchN``)."""
+    ``database_url``): the process, its URL, its key. ``name``: its node name (``benchN``);
+    ``pin``: each node on a core of its own (``nodes_pin``)."""
     name = name or f"bench{nodes}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("NETSUKE_")}
     env |= {"NETSUKE_RATE_LIMIT_PER_MINUTE": "0", "NETSUKE_LOG_LEVEL": "info"}
+    if pin:
+        env["NETSUKE_NODES_PIN"] = "true"
     proc = subprocess.Popen(
         [EXE, "serve", "--nodes", str(nodes), "--node", name, "--port", "0",
          "--database-url", database_url or f"sqlite:///{tmp}/{name}.db",
@@ -518,8 +527,8 @@ def figures(
     (informational: the figure is at ``clients``). ``pair``: also two independent
     ``serve --nodes 1`` servers (a SQLite file each, no cluster between them), each with half
     the clients, loaded at once: the CPU a turn costs when two node processes share the
-    cores but nothing else (informational). ``pin``: each node process of the 2-node server
-    and of the pair on a core of its own (``pin_nodes``; the 1-node server is left alone)."""
+    cores but nothing else (informational). ``pin``: the 2-node server with ``nodes_pin``, the
+    pair pinned likewise (``pin_nodes``); the 1-node server is left alone."""
     seconds = 4.0 if quick else 10.0
     rounds = 1 if quick else 3
     load_before = os.getloadavg()
@@ -552,13 +561,12 @@ def figures(
                 asyncio.run(upgrade(urls[n]))
         pg_pid = pg._process.pid if pg is not None else None
         for n in (1, 2):
-            servers[n] = [start(n, tmp, agents, urls[n])]
+            servers[n] = [start(n, tmp, agents, urls[n], pin=pin and n == 2)]
         if pair:
             servers[0] = [start(1, tmp, agents, name=name) for name in ("pairA", "pairB")]
         pinned: dict[str, int] = {}
-        if pin:
-            for n in (2, 0) if pair else (2,):
-                pinned |= pin_nodes([proc.pid for proc, _, _ in servers[n]])
+        if pin and pair:  # (the 2-node server pins its nodes itself: nodes_pin)
+            pinned |= pin_nodes([proc.pid for proc, _, _ in servers[0]])
         idle: dict[int, list[dict[str, float]]] = {}  # CPU s per s of each idle server
         for n in kinds:
             idle[n] = []
@@ -625,7 +633,8 @@ def figures(
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "usable_cores": len(os.sched_getaffinity(0)),
-        "pinned": pinned,  # --pin: each node's core
+        "pinned": pinned,  # --pin with --pair: each node of the pair's core
+        "nodes_pin": pin,  # --pin: the 2-node server ran with nodes_pin
     }
     if len(counts) > 1 or pair:
         # informational: each kind of server's best round at each client count
