@@ -25,6 +25,19 @@ of the 2-node server held, the servers' CPU per turn (in all and per process: ea
 nats-server, the supervisor; judge changes by these on a busy machine, where turns/s are
 noise), and each node's counters: forwarded turns, SQLite write-lock waits, commit batches.
 
+Informational controls (the figure stays at ``--clients``): ``--clients-sweep 16,32`` runs
+the same rounds at more client counts and records each server's best at each, with the cores
+each server kept busy (``server_cores_used``: well under 2 for the 2-node server on a quiet
+machine means the load left it without work at times); ``--pair`` also runs two independent
+``serve --nodes 1`` servers (a SQLite file, a supervisor and a nats-server each, nothing
+shared), each loaded by its own load process with half the clients, all turns starting
+together: the CPU per turn of two node processes sharing the cores with no cluster and no
+shared file between them, against which the 2-node server's excess can be split into what
+two processes on two cores cost anyway and what the cluster and the shared file add;
+``--pin`` runs the 2-node server with ``nodes_pin`` (each node process, every thread, on a
+core of its own: a node's SQLite writer thread then never wakes on the other node's core) and
+pins the pair's two processes the same way.
+
 ``--quick`` finishes within a minute; ``--json`` prints the figures object as the last line;
 ``--postgres`` runs both servers on a throwaway PostgreSQL server (durable commits; its CPU
 counts in the servers', process ``postgres``: it shares the cores).
@@ -99,7 +112,13 @@ def _head(method: str, path: str, host: str, key: str, length: int) -> bytes:
 
 
 async def load(
-    url: str, key: str, clients: int, seconds: float, warm: float, per_session: int = 0
+    url: str,
+    key: str,
+    clients: int,
+    seconds: float,
+    warm: float,
+    per_session: int = 0,
+    wait_go: bool = False,
 ) -> dict[str, Any]:
     host = url.split("://", 1)[1].rstrip("/")
     address, port = host.rsplit(":", 1)
@@ -133,6 +152,8 @@ async def load(
         for (conn, _), more in zip(conns, queued, strict=True):
             more.append(await new_session(conn))
     print(json.dumps({"ready": True}), flush=True)
+    if wait_go:  # several load processes start their turns together (--pair)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     late = 0
     message = json.dumps({"message": "Tell me about the weather in Kyoto"}).encode()
     latencies: list[float] = []
@@ -202,43 +223,78 @@ def run_load(
 ) -> dict[str, Any]:
     """Run the load process; ``ready()`` is called once its sessions exist and the turns
     start (the servers' CPU is sampled from there)."""
-    proc = subprocess.Popen(
-        [sys.executable, HERE, "--load", url, "--key", key, "--clients", str(clients),
-         "--seconds", str(seconds), "--turns-per-session", str(per_session)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith('{"ready"'):
-            if ready is not None:
-                ready()
-            break
-    try:
-        rest, err = proc.communicate(timeout=seconds + 180)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
-    if proc.returncode != 0:
-        raise RuntimeError(f"load on {url} failed:\n{err[-2000:]}")
-    out: dict[str, Any] = json.loads(rest.strip().splitlines()[-1])
-    if out["errors"]:
-        raise RuntimeError(f"{url}: requests failed: {out['errors']}")
-    return out
+    return run_loads([(url, key)], clients, seconds, per_session, ready)[0]
+
+
+def run_loads(
+    targets: list[tuple[str, str]],
+    clients: int,
+    seconds: float,
+    per_session: int = 0,
+    ready: Any = None,
+) -> list[dict[str, Any]]:
+    """One load process per ``(url, key)`` of ``targets``, ``clients`` connections each,
+    running together: each makes its sessions, then all start their turns at once, after
+    ``ready()`` (the servers' CPU is sampled from there)."""
+
+    def command(url: str, key: str) -> list[str]:
+        return [sys.executable, HERE, "--load", url, "--key", key, "--clients", str(clients),
+                "--seconds", str(seconds), "--turns-per-session", str(per_session),
+                *(["--wait-go"] if len(targets) > 1 else [])]  # fmt: skip
+
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    procs = [subprocess.Popen(command(url, key), text=True, **pipes) for url, key in targets]
+    for proc in procs:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith('{"ready"'):
+                break
+    if ready is not None:
+        ready()
+    if len(targets) > 1:
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+    outs: list[dict[str, Any]] = []
+    for (url, _), proc in zip(targets, procs, strict=True):
+        try:
+            rest, err = proc.communicate(timeout=seconds + 180)
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            raise
+        if proc.returncode != 0:
+            raise RuntimeError(f"load on {url} failed:\n{err[-2000:]}")
+        out: dict[str, Any] = json.loads(rest.strip().splitlines()[-1])
+        if out["errors"]:
+            raise RuntimeError(f"{url}: requests failed: {out['errors']}")
+        outs.append(out)
+    return outs
 
 
 # ------------------------------------------------------------------------- servers
 
 
 def start(
-    nodes: int, tmp: Path, agents: Path, database_url: str | None = None
+    nodes: int,
+    tmp: Path,
+    agents: Path,
+    database_url: str | None = None,
+    name: str = "",
+    pin: bool = False,
 ) -> tuple[subprocess.Popen[str], str, str]:
     """``netsuke serve --nodes N`` on a store of its own (a SQLite file in ``tmp``, or
-    ``database_url``): the process, its URL, its key."""
+    ``database_url``): the process, its URL, its key. ``name``: its node name (``benchN``);
+    ``pin``: each node on a core of its own (``nodes_pin``)."""
+    name = name or f"bench{nodes}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("NETSUKE_")}
     env |= {"NETSUKE_RATE_LIMIT_PER_MINUTE": "0", "NETSUKE_LOG_LEVEL": "info"}
+    if pin:
+        env["NETSUKE_NODES_PIN"] = "true"
     proc = subprocess.Popen(
-        [EXE, "serve", "--nodes", str(nodes), "--node", f"bench{nodes}", "--port", "0",
-         "--database-url", database_url or f"sqlite:///{tmp}/nodes{nodes}.db",
+        [EXE, "serve", "--nodes", str(nodes), "--node", name, "--port", "0",
+         "--database-url", database_url or f"sqlite:///{tmp}/{name}.db",
          "--agents-dir", str(agents)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=tmp,
     )  # fmt: skip
@@ -269,6 +325,35 @@ def stop(proc: subprocess.Popen[str]) -> None:
         proc.wait()
     if proc.stdout is not None:
         proc.stdout.close()
+
+
+def pin_nodes(pids: list[int]) -> dict[str, int]:
+    """Pin each node process started by the supervisors ``pids`` (every thread of it) to a
+    core of its own (the ``i``-th node by ``--node`` name to the ``i``-th usable core): a
+    node's writer thread then wakes on its own node's core, never on the other's (``--pin``).
+    The node's name: its core."""
+    cores = sorted(os.sched_getaffinity(0))
+    nodes: dict[str, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if parent in pids and (m := re.search(r"--node (\S+)", cmd)):
+            nodes[m.group(1)] = int(entry)
+    pinned: dict[str, int] = {}
+    for i, name in enumerate(sorted(nodes)):
+        core = cores[i % len(cores)]
+        for task in os.listdir(f"/proc/{nodes[name]}/task"):
+            try:
+                os.sched_setaffinity(int(task), {core})
+            except OSError:  # a thread that just ended
+                continue
+        pinned[name] = core
+    return pinned
 
 
 def tree_cpu(pid: int, postgres: int | None = None) -> dict[str, float]:
@@ -372,12 +457,78 @@ def owners(url: str, key: str, sessions: list[str]) -> dict[str, int]:
                 return dict(held)
 
 
+Server = tuple[subprocess.Popen[str], str, str]
+
+
+def _measure(
+    servers: list[Server],
+    idle: list[dict[str, float]],
+    clients: int,
+    seconds: float,
+    per_session: int,
+    pg_pid: int | None,
+) -> dict[str, Any]:
+    """One round on ``servers`` (one, or the independent pair of ``--pair``, each loaded by
+    its own load process with ``clients`` connections, all at once): the load's figures
+    (turns added up) and the servers' CPU per turn beyond their idle use (``idle``: CPU s
+    per s of each server's processes), in all and per process, and the cores they used."""
+    mark: dict[str, Any] = {}
+
+    def cpu() -> dict[str, float]:
+        used: dict[str, float] = {}
+        for proc, _, _ in servers:
+            used |= tree_cpu(proc.pid, pg_pid)
+        return used
+
+    def ready() -> None:
+        mark["cpu"], mark["t"] = cpu(), time.perf_counter()
+
+    outs = run_loads([(url, key) for _, url, key in servers], clients, seconds, per_session, ready)
+    after, dt = cpu(), time.perf_counter() - mark["t"]
+    idle_all = {k: v for i in idle for k, v in i.items()}
+    turns = max(sum(o["total"] for o in outs), 1)
+    used = {k: v - mark["cpu"].get(k, 0.0) for k, v in after.items()}
+    by = {k: (v - idle_all.get(k, 0.0) * dt) * 1000 / turns for k, v in used.items()}
+    out = dict(outs[0])
+    if len(outs) > 1:
+        n = sum(o["count"] for o in outs)
+        out |= {
+            "count": n,
+            "total": sum(o["total"] for o in outs),
+            "rps": sum(o["rps"] for o in outs),
+            "p99_ms": max(o["p99_ms"] for o in outs),
+            "load_cpu_share": sum(o["load_cpu_share"] for o in outs),
+            "sessions": [x for o in outs for x in o["sessions"]],
+            "sessions_started_while_measured": sum(
+                o["sessions_started_while_measured"] for o in outs
+            ),
+        }
+    out["cpu_ms_per_turn"] = sum(by.values())
+    out["cpu_ms_per_turn_by_process"] = {k: round(v, 2) for k, v in by.items()}
+    # cores the server's processes kept busy (idle use included): well under 2 on a quiet
+    # 2-core machine means the load left the server without work part of the time
+    out["server_cores_used"] = round(sum(used.values()) / dt, 2)
+    return out
+
+
 def figures(
-    quick: bool, clients: int = 16, postgres: bool = False, per_session: int = PER_SESSION
+    quick: bool,
+    clients: int = 16,
+    postgres: bool = False,
+    per_session: int = PER_SESSION,
+    sweep: tuple[int, ...] = (),
+    pair: bool = False,
+    pin: bool = False,
 ) -> tuple[list[Figure], dict[str, Any]]:
     """The figure and what to record beside it (also used by ``benchmarks/cluster.py``).
     ``postgres``: both servers on databases of a throwaway PostgreSQL server (durable
-    commits) instead of SQLite files; its CPU counts in the servers' (it shares the cores)."""
+    commits) instead of SQLite files; its CPU counts in the servers' (it shares the cores).
+    ``sweep``: more client counts, run like the headline's and recorded beside it
+    (informational: the figure is at ``clients``). ``pair``: also two independent
+    ``serve --nodes 1`` servers (a SQLite file each, no cluster between them), each with half
+    the clients, loaded at once: the CPU a turn costs when two node processes share the
+    cores but nothing else (informational). ``pin``: the 2-node server with ``nodes_pin``, the
+    pair pinned likewise (``pin_nodes``); the 1-node server is left alone."""
     seconds = 4.0 if quick else 10.0
     rounds = 1 if quick else 3
     load_before = os.getloadavg()
@@ -387,13 +538,20 @@ def figures(
     (agents / "bench.yaml").write_text(
         "name: bench\nmodel: offline\nsystem_prompt: You are a helpful assistant.\n"
     )
-    servers: dict[int, tuple[subprocess.Popen[str], str, str]] = {}
-    results: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+    # kinds of server: 1 and 2 (serve --nodes N), 0 (the independent pair, with --pair)
+    kinds = (1, 2, 0) if pair else (1, 2)
+    servers: dict[int, list[Server]] = {}
+    counts = (clients, *[c for c in sweep if c != clients])
+    results: dict[tuple[int, int], list[dict[str, Any]]] = {
+        (c, n): [] for c in counts for n in kinds
+    }
     spread: list[dict[str, int]] = []
     pg: Any = None
     urls: dict[int, str | None] = {1: None, 2: None}
     try:
         if postgres:
+            if pair:
+                raise SystemExit("--pair runs on SQLite only")
             from netsuke.store import upgrade
             from netsuke.store.testing import TemporaryPostgres
 
@@ -403,69 +561,71 @@ def figures(
                 asyncio.run(upgrade(urls[n]))
         pg_pid = pg._process.pid if pg is not None else None
         for n in (1, 2):
-            servers[n] = start(n, tmp, agents, urls[n])
-        idle: dict[int, dict[str, float]] = {}  # CPU s per s of each idle server's processes
-        for n in (1, 2):
-            before, t = tree_cpu(servers[n][0].pid, pg_pid), time.perf_counter()
-            time.sleep(3.0)
-            after, dt = tree_cpu(servers[n][0].pid, pg_pid), time.perf_counter() - t
-            idle[n] = {k: (v - before.get(k, 0.0)) / dt for k, v in after.items()}
+            servers[n] = [start(n, tmp, agents, urls[n], pin=pin and n == 2)]
+        if pair:
+            servers[0] = [start(1, tmp, agents, name=name) for name in ("pairA", "pairB")]
+        pinned: dict[str, int] = {}
+        if pin and pair:  # (the 2-node server pins its nodes itself: nodes_pin)
+            pinned |= pin_nodes([proc.pid for proc, _, _ in servers[0]])
+        idle: dict[int, list[dict[str, float]]] = {}  # CPU s per s of each idle server
+        for n in kinds:
+            idle[n] = []
+            for proc, _, _ in servers[n]:
+                before, t = tree_cpu(proc.pid, pg_pid), time.perf_counter()
+                time.sleep(3.0)
+                after, dt = tree_cpu(proc.pid, pg_pid), time.perf_counter() - t
+                idle[n].append({k: (v - before.get(k, 0.0)) / dt for k, v in after.items()})
         for _ in range(rounds):
-            for n in (1, 2):
-                proc, url, key = servers[n]
-                mark: dict[str, Any] = {}
-
-                def ready(pid: int = proc.pid, mark: dict[str, Any] = mark) -> None:
-                    mark["cpu"], mark["t"] = tree_cpu(pid, pg_pid), time.perf_counter()
-
-                out = run_load(url, key, clients, seconds, per_session, ready)
-                cpu = mark["cpu"]
-                after, dt = tree_cpu(proc.pid, pg_pid), time.perf_counter() - mark["t"]
-                turns = max(out["total"], 1)
-                by = {
-                    k: (v - cpu.get(k, 0.0) - idle[n].get(k, 0.0) * dt) * 1000 / turns
-                    for k, v in after.items()
-                }
-                out["cpu_ms_per_turn"] = sum(by.values())
-                out["cpu_ms_per_turn_by_process"] = {k: round(v, 2) for k, v in by.items()}
-                results[n].append(out)
-                if n == 2:
-                    spread.append(owners(url, key, out["sessions"]))
-        counters = {n: node_metrics(servers[n][1], servers[n][2], n) for n in (1, 2)}
+            for c in counts:
+                for n in kinds:
+                    each = c // 2 if n == 0 else c
+                    out = _measure(servers[n], idle[n], each, seconds, per_session, pg_pid)
+                    results[c, n].append(out)
+                    if n == 2 and c == clients:
+                        _, url, key = servers[2][0]
+                        spread.append(owners(url, key, out["sessions"]))
+        counters = {n: node_metrics(servers[n][0][1], servers[n][0][2], n) for n in (1, 2)}
     finally:
-        for proc, _, _ in servers.values():
-            stop(proc)
+        for group in servers.values():
+            for proc, _, _ in group:
+                stop(proc)
         if pg is not None:
             pg.stop()
-    best = {n: max(r, key=lambda o: o["rps"]) for n, r in results.items()}
-    two, one = best[2]["rps"], best[1]["rps"]
+    best = {k: max(r, key=lambda o: o["rps"]) for k, r in results.items()}
+    two, one = best[clients, 2]["rps"], best[clients, 1]["rps"]
     fig = Figure(
         NAME, two, "turns/s", floor=one, floor_label="serve --nodes 1, same load",
         target=f">= {TARGET}x", met=one > 0 and two / one >= TARGET,
     )  # fmt: skip
+    head = {n: best[clients, n] for n in (1, 2)}
     extra = {
         "store": "postgresql" if postgres else "sqlite",
         "clients": clients,
         "turns_per_session": per_session,
         # sessions a client had to start inside the measured window (its spares ran out)
         "sessions_started_while_measured": {
-            n: best[n]["sessions_started_while_measured"] for n in (1, 2)
+            n: head[n]["sessions_started_while_measured"] for n in (1, 2)
         },
         "seconds_per_round": seconds,
         "rounds": rounds,
-        "turns_per_s": {n: [round(o["rps"], 1) for o in r] for n, r in results.items()},
-        "p99_ms": {n: round(best[n]["p99_ms"], 1) for n in (1, 2)},
-        "load_process_cpu_share": {n: round(best[n]["load_cpu_share"], 3) for n in (1, 2)},
+        "turns_per_s": {n: [round(o["rps"], 1) for o in results[clients, n]] for n in (1, 2)},
+        "p99_ms": {n: round(head[n]["p99_ms"], 1) for n in (1, 2)},
+        "load_process_cpu_share": {n: round(head[n]["load_cpu_share"], 3) for n in (1, 2)},
         # server CPU (nodes, supervisor, nats-server) per turn beyond its idle use (heartbeats,
         # lease renewals): equal costs mean the ratio on an otherwise idle machine is bounded
         # by the cores, not by the nodes' sharing of the store
-        "server_cpu_ms_per_turn": {n: round(best[n]["cpu_ms_per_turn"], 2) for n in (1, 2)},
+        "server_cpu_ms_per_turn": {n: round(head[n]["cpu_ms_per_turn"], 2) for n in (1, 2)},
         # the same, per process of the best round: a node forwarding turns to another, or
         # spending more per turn than the 1-node server's node, shows here
         "server_cpu_ms_per_turn_by_process": {
-            n: best[n]["cpu_ms_per_turn_by_process"] for n in (1, 2)
+            n: head[n]["cpu_ms_per_turn_by_process"] for n in (1, 2)
         },
-        "server_idle_cpu_share": {n: round(sum(idle[n].values()), 3) for n in (1, 2)},
+        # cores the server kept busy in its best round: under about 1.9 for the 2-node
+        # server on a quiet 2-core machine means the load left it without work at times
+        "server_cores_used": {n: head[n]["server_cores_used"] for n in (1, 2)},
+        "server_idle_cpu_share": {
+            n: round(sum(sum(i.values()) for i in idle[n]), 3) for n in (1, 2)
+        },
         "sessions_per_node_2": spread,
         # each node's counters over all rounds: forwarded turns (0 when every session is on
         # the node its connection reached), SQLite write-lock waits, commits and batches
@@ -473,7 +633,26 @@ def figures(
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "usable_cores": len(os.sched_getaffinity(0)),
+        "pinned": pinned,  # --pin with --pair: each node of the pair's core
+        "nodes_pin": pin,  # --pin: the 2-node server ran with nodes_pin
     }
+    if len(counts) > 1 or pair:
+        # informational: each kind of server's best round at each client count
+        names = {1: "1 node", 2: "2 nodes", 0: "pair of 1-node servers"}
+        extra["sweep"] = {
+            c: {
+                names[n]: {
+                    "turns_per_s": round(best[c, n]["rps"], 1),
+                    "cpu_ms_per_turn": round(best[c, n]["cpu_ms_per_turn"], 2),
+                    "cpu_ms_per_turn_by_process": best[c, n]["cpu_ms_per_turn_by_process"],
+                    "server_cores_used": best[c, n]["server_cores_used"],
+                    "load_process_cpu_share": round(best[c, n]["load_cpu_share"], 3),
+                }
+                for n in kinds
+            }
+            | {"ratio_2_to_1": round(best[c, 2]["rps"] / max(best[c, 1]["rps"], 1e-9), 2)}
+            for c in counts
+        }
     return [fig], extra
 
 
@@ -489,6 +668,19 @@ def main() -> int:
         "--turns-per-session", type=int, default=PER_SESSION,
         help=f"each client starts a new session after this many turns (0: never; {PER_SESSION})",
     )  # fmt: skip
+    parser.add_argument(
+        "--clients-sweep", default="",
+        help="more client counts, comma-separated (informational; the figure is at --clients)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pair", action="store_true",
+        help="also two independent serve --nodes 1 servers, half the clients each (informational)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pin", action="store_true",
+        help="each node of the 2-node server (and of --pair) on a core of its own (informational)",
+    )  # fmt: skip
+    parser.add_argument("--wait-go", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--load", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--key", default="", help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=5.0, help=argparse.SUPPRESS)
@@ -496,12 +688,29 @@ def main() -> int:
     if args.load:
         loop_name()  # uvloop for the load process when installed: it must cost little CPU
         out = asyncio.run(
-            load(args.load, args.key, args.clients, args.seconds, 1.0, args.turns_per_session)
+            load(
+                args.load,
+                args.key,
+                args.clients,
+                args.seconds,
+                1.0,
+                args.turns_per_session,
+                args.wait_go,
+            )
         )
         print(json.dumps(out))
         return 0
     t0 = time.perf_counter()
-    figs, extra = figures(args.quick, args.clients, args.postgres, args.turns_per_session)
+    sweep = tuple(int(c) for c in args.clients_sweep.split(",") if c.strip())
+    figs, extra = figures(
+        args.quick,
+        args.clients,
+        args.postgres,
+        args.turns_per_session,
+        sweep,
+        args.pair,
+        args.pin,
+    )
     extra |= {**meta("asyncio (serve)"), "quick": args.quick}
     extra["seconds"] = round(time.perf_counter() - t0, 1)
     report("Netsuke serve --nodes", figs, as_json=args.json, extra=extra)

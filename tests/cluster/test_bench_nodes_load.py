@@ -69,3 +69,38 @@ async def test_the_load_bounds_the_turns_of_each_session(tmp_path: Path, per_ses
             assert len(sessions) >= 2 and len(sessions) * per_session >= total
         else:
             assert len(sessions) == 2
+
+
+async def test_load_processes_started_together_wait_for_each_other(tmp_path: Path) -> None:
+    """``run_loads`` (``--pair``): several load processes make their sessions, then start
+    their turns together once ``ready()`` ran; each one's figures come back."""
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        import cluster_nodes
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    (agents / "bench.yaml").write_text("name: bench\nmodel: offline\nsystem_prompt: Hi.\n")
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'api.db'}",
+        port=0,
+        rate_limit_per_minute=0,
+        agents_dir=agents,
+    )
+    calls: list[int] = []
+
+    async with serve(settings) as live:
+        target = (live.url, live.admin_key)
+        outs = await asyncio.to_thread(
+            cluster_nodes.run_loads, [target, target], 1, 0.5, 2, lambda: calls.append(1)
+        )
+    assert calls == [1]
+    assert len(outs) == 2
+    for out in outs:
+        assert out["errors"] == {}
+        total = out["total"]
+        assert isinstance(total, int) and total >= 1
+    first, second = (o["sessions"] for o in outs)
+    assert isinstance(first, list) and isinstance(second, list) and first and second
+    assert not set(first) & set(second)  # each load process made its own sessions

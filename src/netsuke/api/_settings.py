@@ -189,6 +189,11 @@ class Settings(BaseSettings):
     """With ``nodes``: restarts of crashed nodes allowed within ``nodes_restart_period_s``;
     one more and every node is stopped and ``serve`` exits 1 (OTP's restart intensity)."""
     nodes_restart_period_s: float = Field(default=5.0, gt=0, le=3600)
+    nodes_pin: bool = False
+    """With ``nodes``: pin each node process (every thread of it) to a core of its own, the
+    ``i``-th node to the ``i``-th usable core (round robin past them). For a machine given to
+    Netsuke: a node's SQLite writer thread then never wakes on another node's core; on a
+    shared machine a pinned node cannot move off a busy core. See docs/cluster.md."""
 
     @field_validator("nodes", mode="before")
     @classmethod

@@ -143,6 +143,7 @@ def _child_specs(
 ) -> list[Any]:
     from ..cluster._supervisor import ChildSpec
     from ._accept import BOARD_ENV
+    from ._tuning import CPU_ENV
 
     env = _child_env(token)
     # not on the command line, which `ps` shows to everyone: URLs may hold passwords
@@ -159,6 +160,9 @@ def _child_specs(
         child_env = dict(env)
         if i > 1:  # the in-process agent manager runs on the first node only
             child_env.pop("NETSUKE_MANAGER_IN_SERVE", None)
+        if settings.nodes_pin:  # the node pins its threads at start (netsuke.cli._tuning)
+            cores = sorted(os.sched_getaffinity(0))
+            child_env[CPU_ENV] = str(cores[(i - 1) % len(cores)])
         fds: tuple[int, ...] = (fd,)
         if board is not None:  # balanced accepts (netsuke.cli._accept)
             child_env[BOARD_ENV] = board.env(i - 1)

@@ -23,6 +23,10 @@ process under load); but the batches get smaller, so a request pays a larger sha
 commit's fsync (about 0.3 ms of CPU each on the benchmark machine), and CPU per request is
 what the throughput target needs. Python's interval is kept unless the setting asks.
 
+**Core** (``serve --nodes`` with ``Settings.nodes_pin``): the supervisor names a core for each
+node (``NETSUKE_NODE_CPU``) and the node pins every thread it has to it
+(``sched_setaffinity`` per thread; threads started later inherit it from their creator).
+
 ``create_app`` embedded in another process changes none of this: the process that owns the
 loop owns its interpreter's settings.
 """
@@ -30,6 +34,7 @@ loop owns its interpreter's settings.
 from __future__ import annotations
 
 import gc
+import os
 import sys
 from typing import Any
 
@@ -38,7 +43,10 @@ from prometheus_client import Gauge
 from ..api import Settings
 from ..observability import REGISTRY, get_logger
 
-__all__ = ["GC_FROZEN", "tune_process"]
+__all__ = ["CPU_ENV", "GC_FROZEN", "pin_threads", "tune_process"]
+
+CPU_ENV = "NETSUKE_NODE_CPU"
+"""The core ``serve --nodes`` gives a node to run on (``Settings.nodes_pin``)."""
 
 log = get_logger("netsuke.cli")
 
@@ -51,9 +59,10 @@ GC_FROZEN = Gauge(
 
 def tune_process(settings: Settings) -> dict[str, Any]:
     """Apply ``settings.gc_freeze``, ``gc_threshold`` and ``switch_interval_ms`` to this
-    process; returns what is in force (``frozen``: objects frozen now; ``threshold``: the
-    collector's first threshold; ``switch_interval_ms``), also logged as ``serve.tuned`` and
-    counted in ``netsuke_gc_frozen_objects``."""
+    process, and the core ``serve --nodes`` named for it (``NETSUKE_NODE_CPU``); returns what
+    is in force (``frozen``: objects frozen now; ``threshold``: the collector's first
+    threshold; ``switch_interval_ms``; ``cpu``: the core, when pinned), also logged as
+    ``serve.tuned`` and counted in ``netsuke_gc_frozen_objects``."""
     if settings.gc_threshold:
         _, second, third = gc.get_threshold()
         gc.set_threshold(settings.gc_threshold, second, third)
@@ -65,10 +74,27 @@ def tune_process(settings: Settings) -> dict[str, Any]:
         gc.freeze()
         frozen = gc.get_freeze_count()
     GC_FROZEN.set(frozen)
-    done = {
+    done: dict[str, Any] = {
         "frozen": frozen,
         "threshold": gc.get_threshold()[0],
         "switch_interval_ms": round(sys.getswitchinterval() * 1000.0, 3),
     }
+    if core := os.environ.get(CPU_ENV):
+        done["cpu"] = pin_threads(int(core))
     log.info("serve.tuned", **done)
     return done
+
+
+def pin_threads(core: int) -> int | None:
+    """Run every thread of this process on ``core`` from now on (threads started later inherit
+    it from the thread that starts them): the core, or ``None`` when this system cannot
+    (no ``sched_setaffinity``, a core outside this process's set: logged, nothing changed)."""
+    if not hasattr(os, "sched_setaffinity") or core not in os.sched_getaffinity(0):
+        log.warning("serve.pin_refused", cpu=core)
+        return None
+    for task in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(task), {core})
+        except ProcessLookupError:  # a thread that ended meanwhile
+            continue
+    return core
