@@ -915,7 +915,6 @@ async def main() -> int:
         lost = 0
         for _ in range(rounds):
             res = await queue_run(url, count)
-            lost += res[1] - res[1]  # counted below
             if res[1] != count - count % CONCURRENCY:
                 lost += count - res[1]
             best = max(best, res)
