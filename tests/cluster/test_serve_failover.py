@@ -8,9 +8,12 @@ to the membership leases of issue 16)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +33,12 @@ pytestmark = pytest.mark.timeout(240)
 _env, _start, _stop = N.env, N.start, N.stop
 
 
-async def test_a_session_moves_to_the_survivor_with_its_memory_only_after_the_owners_lease(
+@contextlib.asynccontextmanager
+async def _alpha_and_beta(
     tmp_path: Path, nats_server: NatsServer
-) -> None:
+) -> AsyncIterator[tuple[subprocess.Popen[str], str, str, str]]:
+    """Two nodes, alpha then beta, on one SQLite file with the offline agent ``helper``:
+    alpha's process, both base URLs and the admin key alpha issued; both stopped after."""
     db = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
     await upgrade(db)
     agents = tmp_path / "agents"
@@ -52,6 +58,17 @@ async def test_a_session_moves_to_the_survivor_with_its_memory_only_after_the_ow
         beta, b_url, _ = await _start(
             "beta", nats_server.url, _env(**common, NETSUKE_BOOTSTRAP_ADMIN="false"), tmp_path
         )
+        yield alpha, a_url, b_url, key
+    finally:
+        _stop(alpha)
+        if beta is not None:
+            _stop(beta)
+
+
+async def test_a_session_moves_to_the_survivor_with_its_memory_only_after_the_owners_lease(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    async with _alpha_and_beta(tmp_path, nats_server) as (alpha, a_url, b_url, key):
         headers = {"Authorization": f"Bearer {key}"}
         async with httpx.AsyncClient(headers=headers, timeout=60) as http:
             r = await http.post(f"{a_url}/api/v1/sessions", json={"agent": "helper", "user": "u"})
@@ -105,10 +122,6 @@ async def test_a_session_moves_to_the_survivor_with_its_memory_only_after_the_ow
             # the memory came along, the forwarded turn "x" included
             assert prompts == ["remember kyoto", "x", "and now?"], prompts
             assert r.headers["X-Netsuke-Node"].startswith("beta#")
-    finally:
-        _stop(alpha)
-        if beta is not None:
-            _stop(beta)
 
 
 async def test_a_pinned_session_taken_over_on_its_next_request_goes_to_a_node_with_its_labels(
@@ -204,25 +217,7 @@ async def test_a_chat_socket_follows_its_session_to_the_survivor_and_still_owns_
     message finds the session where failover restarted it (beta, with its memory), a new
     ``session`` frame names that node, the turn answers, and the socket still owns the
     session there (closing it stops the session, ``owner_policy: stop``)."""
-    db = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
-    await upgrade(db)
-    agents = tmp_path / "agents"
-    agents.mkdir()
-    (agents / "helper.yaml").write_text("name: helper\nmodel: offline\n")
-    common = {
-        "NETSUKE_DATABASE_URL": db,
-        "NETSUKE_CLUSTER_PREFIX": prefix(),
-        "NETSUKE_AGENTS_DIR": str(agents),
-    }
-    alpha, a_url, key = await _start(
-        "alpha", nats_server.url, _env(**common, NETSUKE_BOOTSTRAP_ADMIN="true"), tmp_path
-    )
-    beta = None
-    try:
-        assert key is not None
-        beta, b_url, _ = await _start(
-            "beta", nats_server.url, _env(**common, NETSUKE_BOOTSTRAP_ADMIN="false"), tmp_path
-        )
+    async with _alpha_and_beta(tmp_path, nats_server) as (alpha, a_url, b_url, key):
         headers = {"Authorization": f"Bearer {key}"}
         async with httpx.AsyncClient(headers=headers, timeout=60) as http:
             r = await http.post(f"{a_url}/api/v1/sessions", json={"agent": "helper", "user": "u"})
@@ -266,7 +261,3 @@ async def test_a_chat_socket_follows_its_session_to_the_survivor_and_still_owns_
             while (await http.get(f"{b_url}/api/v1/sessions/{sid}")).json()["state"] != ("stopped"):
                 assert loop.time() < deadline, "the session did not stop with its socket"
                 await asyncio.sleep(0.2)
-    finally:
-        _stop(alpha)
-        if beta is not None:
-            _stop(beta)
