@@ -23,10 +23,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 #: Size of the per-actor state every memory benchmark gives each actor.
 STATE_BYTES = 100
+
+#: The offline agent ``bench`` of the API benchmarks (``bench_agents``).
+BENCH_AGENT = "name: bench\nmodel: offline\nsystem_prompt: You are a helpful assistant.\n"
 
 #: Environment switch: set to "asyncio" to benchmark the stock event loop.
 LOOP_ENV = "NETSUKE_BENCH_LOOP"
@@ -132,6 +136,14 @@ def run_case(script: str, case: str, n: int, *, timeout: float = 300.0) -> dict[
         raise RuntimeError(f"case {case!r} printed nothing:\n{proc.stderr[-2000:]}")
     result: dict[str, float] = json.loads(lines[-1])
     return result
+
+
+def bench_agents(tmp: str | os.PathLike[str]) -> Path:
+    """``<tmp>/agents``, made, holding the offline agent ``bench`` (``BENCH_AGENT``)."""
+    agents = Path(tmp) / "agents"
+    agents.mkdir()
+    (agents / "bench.yaml").write_text(BENCH_AGENT)
+    return agents
 
 
 def meta(loop: str) -> dict[str, Any]:

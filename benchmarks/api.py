@@ -42,7 +42,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from _harness import Figure, report
+from _harness import Figure, bench_agents, report
 
 HERE = Path(__file__).resolve()
 EXE = str(Path(sys.executable).parent / "netsuke")
@@ -277,11 +277,7 @@ def main() -> int:
     seconds = 4.0 if args.quick else 10.0
     rounds = 1 if args.quick else 2
     tmp = tempfile.mkdtemp(prefix="netsuke-bench-api-")
-    agents_dir = Path(tmp) / "agents"
-    agents_dir.mkdir()
-    (agents_dir / "bench.yaml").write_text(
-        "name: bench\nmodel: offline\nsystem_prompt: You are a helpful assistant.\n"
-    )
+    agents_dir = bench_agents(tmp)
     env = {**os.environ, "NETSUKE_RATE_LIMIT_PER_MINUTE": "0", "NETSUKE_LOG_LEVEL": "info"}
     logs = ["--json-logs"] if args.json_logs else []
     netsuke, n_url, key = start(

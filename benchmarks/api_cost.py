@@ -54,6 +54,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from _harness import bench_agents
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 MESSAGE = "Tell me about the weather in Kyoto"
 App = Callable[[dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
@@ -338,11 +340,7 @@ async def run_netsuke(args: argparse.Namespace, sql: SqlCounter, threads: Thread
     from netsuke.observability import configure_logging
 
     tmp = Path(tempfile.mkdtemp(prefix="netsuke-api-cost-"))
-    agents_dir = tmp / "agents"
-    agents_dir.mkdir()
-    (agents_dir / "bench.yaml").write_text(
-        "name: bench\nmodel: offline\nsystem_prompt: You are a helpful assistant.\n"
-    )
+    agents_dir = bench_agents(tmp)
     configure_logging("info", json=args.json_logs, capture_stdlib=True)
     settings = Settings(
         database_url=f"sqlite:///{tmp}/bench.db",

@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 import api  # benchmarks/api.py: the same servers and load
+from _harness import bench_agents
 
 # (part, pattern on a frame "function (file:line)"); the innermost frame that matches wins.
 PARTS: list[tuple[str, str]] = [
@@ -139,11 +140,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="netsuke-profile-api-"))
     keep = Path(args.keep) if args.keep else tmp
     keep.mkdir(parents=True, exist_ok=True)
-    agents_dir = tmp / "agents"
-    agents_dir.mkdir()
-    (agents_dir / "bench.yaml").write_text(
-        "name: bench\nmodel: offline\nsystem_prompt: You are a helpful assistant.\n"
-    )
+    agents_dir = bench_agents(tmp)
     env = {**os.environ, "NETSUKE_RATE_LIMIT_PER_MINUTE": "0", "NETSUKE_LOG_LEVEL": "info"}
     logs = ["--json-logs"] if args.json_logs else []
     netsuke, n_url, key = api.start(

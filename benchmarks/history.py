@@ -56,7 +56,7 @@ from typing import Any
 
 import structlog
 
-from _harness import Figure, meta, report
+from _harness import Figure, bench_agents, meta, report
 
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
@@ -145,11 +145,7 @@ async def http_side(total: int, marks: list[int]) -> dict[int, dict[str, float]]
 
     with tempfile.TemporaryDirectory(dir=_dir()) as d:
         tmp = Path(d)
-        agents_dir = tmp / "agents"
-        agents_dir.mkdir()
-        (agents_dir / "bench.yaml").write_text(
-            "name: bench\nmodel: offline\nsystem_prompt: You are a helpful assistant.\n"
-        )
+        agents_dir = bench_agents(tmp)
         settings = Settings(
             database_url=f"sqlite:///{tmp}/history.db",
             agents_dir=agents_dir,

@@ -926,8 +926,8 @@ class AgentServer(Process):
                         a.session, state, incarnation=at, clear_owner=clear_owner
                     ):
                         return
-            except SessionOwnedError:
-                pass  # a live node hosts it: its own process applies its owner's exit
+            except SessionOwnedError as e:  # that node's process applies its owner's exit
+                log.debug("agent_host_state_left_to_owner", session=a.session, owner=e.node)
             except Exception as e:
                 log.warning("agent_host_state_not_recorded", session=a.session, error=repr(e))
 
