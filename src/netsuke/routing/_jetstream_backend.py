@@ -52,7 +52,9 @@ the SQL and Redis backends), mapped onto JetStream. Names below use the prefix `
   stream ``P_DEAD`` on ``p.dead`` (``dead``). The ack itself is not waited for: if it is lost the
   message comes back and is dropped as stale. ``settle_and_take`` writes the records of the
   leases it has not written yet together (compare-and-set publishes with their acks
-  outstanding, one wait for the lot), then takes. **Extend** renews the record's lease and sends
+  outstanding, one wait for the lot), then takes; a worker commits up to ``SETTLES_BEHIND``
+  [4] such batches in the background (``settles_behind``) while it takes more, so a take
+  does not wait for the last batch's fsyncs. **Extend** renews the record's lease and sends
   ``in_progress`` (a lease equal to ``ack_wait``) or ``nak(delay=lease)``.
 * **Compaction.** With limits retention an ack deletes nothing (a work-queue ack writes and
   fsyncs a tombstone: a third of a task's fsynced writes, the others its message and its
@@ -115,6 +117,11 @@ DEFAULT_WORK_STREAMS = 4
 one at a time (a task makes two: its message and the ack's tombstone), so one stream's tasks/s
 is bounded by the disk's serial fsync rate (raw nats-py made 4,742 tasks/s on one stream of a
 disk doing 7,240 serial fsyncs/s, 7,623 on four); four fsync in parallel."""
+SETTLES_BEHIND = 4
+"""Batches of acks a worker may have committing while it takes more (``settles_behind``): a
+batch's settle waits for its records' fsyncs (each bucket's one after another), a take for
+deliveries; overlapped, a worker made 5,078 tasks/s against 4,592 taking only after each
+settle (``benchmarks/queue.py``, interleaved rounds, 2026-12-07); 2 made 4,994."""
 _SETTLE_WAIT = 0.02  # seconds: how long a second pull waits for a just-published message
 _RECENT = 0.5  # seconds: a take finding nothing this soon after a publish here pulls again
 _ACK_TIMEOUT = 30.0  # seconds: a batch of publishes not all acknowledged by then failed
@@ -321,6 +328,7 @@ class JetStreamTaskBackend:
     unless the task is settled first (then one write records both; ``0``: at once)."""
 
     commits_audit = False  # JetStream holds the task: its audit rows go to the store after it
+    settles_behind = SETTLES_BEHIND
 
     def __init__(
         self,

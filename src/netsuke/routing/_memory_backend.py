@@ -22,6 +22,7 @@ __all__ = ["MemoryTaskBackend"]
 
 class MemoryTaskBackend:
     commits_audit = False  # no store: the caller writes a task's audit rows after it
+    settles_behind = 0  # (a settle is a dict write)
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock

@@ -143,6 +143,7 @@ class RedisTaskBackend:
     ``open``. ``clock`` gives epoch seconds [``time.time``]."""
 
     commits_audit = False  # Redis holds the task: its audit rows go to the store after it
+    settles_behind = 0  # acks and the next take share one round trip
 
     def __init__(
         self,

@@ -37,6 +37,7 @@ class SqlTaskBackend:
     pass a virtual one in tests. Does not own the store: ``close`` flushes, not closes it."""
 
     commits_audit = True
+    settles_behind = 0  # acks and the next leases share one transaction
 
     def __init__(
         self, store: Store, *, clock: Callable[[], float] = time.time, max_batch: int = 256

@@ -14,9 +14,12 @@ For each task, in order:
    ``task.timeout`` when set (else ``TaskTimeoutError`` is the attempt's error).
 2. Success: the result (JSON) is stored and the task acked (``succeeded``), then
    ``task.succeeded``. Acks wait in an outbox and are committed with the worker's next take
-   (``settle_and_take``: on SQLite one transaction acks a batch and leases the next); the task
-   counts as done (``processed``, ``task.succeeded``) only once its ack is committed. If that
-   commit fails the acks stay for the next round; ``stop()`` commits those left.
+   (``settle_and_take``: on SQLite one transaction acks a batch and leases the next), or, on a
+   backend with ``settles_behind`` > 0 (JetStream: 4), in the background while that take runs,
+   up to that many batches at once; the task counts as done (``processed``,
+   ``task.succeeded``) only once its ack is committed. If that commit fails the acks stay (or
+   go back) in the outbox for the next round; ``stop()`` waits for the background commits,
+   then commits those left.
 3. Failure with attempts left: the task goes back to the queue at ``now + delay`` where
    ``delay`` is the full-jitter backoff of the task's policy (``rng`` [``random.Random()``]
    draws it), then ``task.retried`` (with ``delay`` and ``error``).
@@ -112,6 +115,8 @@ class Worker:
         self._running: dict[str, asyncio.Task[None]] = {}
         # acks of handlers that finished, committed with the next take: (task, values, duration)
         self._outbox: list[tuple[TaskRecord, dict[str, Any], float]] = []
+        self._behind = int(getattr(self.backend, "settles_behind", 0))
+        self._settling: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._beat_task: asyncio.Task[None] | None = None
@@ -149,6 +154,8 @@ class Worker:
             for t in pending:
                 t.cancel()
             await asyncio.gather(*running, return_exceptions=True)
+        if self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)
         if self._outbox:
             try:
                 await self._take(0)
@@ -221,6 +228,13 @@ class Worker:
         """Commit the acks waiting in the outbox and lease up to ``limit`` tasks, in one
         transaction where the backend can. The acks count as done only once committed; if the
         commit fails they stay in the outbox for the next round."""
+        if self._outbox and self._behind and limit > 0:  # commit them behind this take
+            while len(self._settling) >= self._behind:  # (the acks stay in the outbox meanwhile)
+                await asyncio.wait(set(self._settling), return_when=asyncio.FIRST_COMPLETED)
+            committing, self._outbox = self._outbox, []
+            settling = asyncio.create_task(self._commit(committing))
+            self._settling.add(settling)
+            settling.add_done_callback(self._settling.discard)
         acks = self._outbox
         if not acks:
             if limit <= 0:
@@ -247,6 +261,25 @@ class Worker:
             raise
         self._acked(acks, applied)
         return tasks
+
+    async def _commit(self, acks: list[tuple[TaskRecord, dict[str, Any], float]]) -> None:
+        """Commit ``acks`` in the background (``settles_behind``); if that fails they go back
+        to the front of the outbox for the next round, as with ``settle_and_take``."""
+        try:
+            applied, _ = await self.backend.settle_and_take(
+                [(self.name, task.id, values) for task, values, _ in acks],
+                self.name,
+                capabilities=self.capabilities,
+                limit=0,
+                lease=self.lease,
+                kinds=self.kinds,
+            )
+        except Exception as exc:
+            self._outbox[:0] = acks
+            log.warning("worker.settle_failed", worker=self.name, error=repr(exc))
+            self._wake.set()
+            return
+        self._acked(acks, applied)
 
     def _acked(
         self, acks: list[tuple[TaskRecord, dict[str, Any], float]], applied: list[bool]
