@@ -672,19 +672,27 @@ async def test_a_lease_lost_before_its_record_was_written_still_counts_an_attemp
     doomed = await JetStreamTaskBackend.open(
         jetstream[0], prefix=backend.prefix, monitor=jetstream[1], lease_write_delay=60
     )
-    task = await queue.submit("t")
-    [held] = await doomed.take("doomed", capabilities=None, limit=1, lease=0.2)
-    assert held.attempts == 1
-    await doomed.nc.close()  # dies: its lease record was never written
-    assert (await queue.get(task.id)).status == "queued"
+    try:
+        task = await queue.submit("t")
+        held: list[TaskRecord] = []
 
-    async def again() -> bool:
-        got = await backend.take("w", capabilities=None, limit=1, lease=30)
-        assert [t.attempts for t in got] in ([], [2])
-        return bool(got)
+        async def first() -> bool:  # (the new route reaches doomed through its KV watch)
+            held.extend(await doomed.take("doomed", capabilities=None, limit=1, lease=0.2))
+            return bool(held)
 
-    await eventually(again)
-    await doomed.close()
+        await eventually(first)
+        assert [t.attempts for t in held] == [1]
+        await doomed.nc.close()  # dies: its lease record was never written
+        assert (await queue.get(task.id)).status == "queued"
+
+        async def again() -> bool:
+            got = await backend.take("w", capabilities=None, limit=1, lease=30)
+            assert [t.attempts for t in got] in ([], [2])
+            return bool(got)
+
+        await eventually(again)
+    finally:
+        await doomed.close()
 
 
 @pytest.mark.timeout(90)
