@@ -32,17 +32,22 @@ async def _load(url: str, key: str, per_session: int) -> dict[str, object]:
     return result
 
 
-@pytest.mark.parametrize("per_session", [0, 2])
-async def test_the_load_bounds_the_turns_of_each_session(tmp_path: Path, per_session: int) -> None:
+def _bench_settings(tmp_path: Path) -> Settings:
+    """A one-node server's settings with the benchmark's offline agent ``bench``."""
     agents = tmp_path / "agents"
     agents.mkdir()
     (agents / "bench.yaml").write_text("name: bench\nmodel: offline\nsystem_prompt: Hi.\n")
-    settings = Settings(
+    return Settings(
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'api.db'}",
         port=0,
         rate_limit_per_minute=0,
         agents_dir=agents,
     )
+
+
+@pytest.mark.parametrize("per_session", [0, 2])
+async def test_the_load_bounds_the_turns_of_each_session(tmp_path: Path, per_session: int) -> None:
+    settings = _bench_settings(tmp_path)
     async with serve(settings) as live:
         out = await _load(live.url, live.admin_key, per_session)
         assert out["errors"] == {}
@@ -79,15 +84,7 @@ async def test_load_processes_started_together_wait_for_each_other(tmp_path: Pat
         import cluster_nodes
     finally:
         sys.path.remove(str(BENCH.parent))
-    agents = tmp_path / "agents"
-    agents.mkdir()
-    (agents / "bench.yaml").write_text("name: bench\nmodel: offline\nsystem_prompt: Hi.\n")
-    settings = Settings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'api.db'}",
-        port=0,
-        rate_limit_per_minute=0,
-        agents_dir=agents,
-    )
+    settings = _bench_settings(tmp_path)
     calls: list[int] = []
 
     async with serve(settings) as live:

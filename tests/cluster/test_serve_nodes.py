@@ -41,6 +41,13 @@ def _env(**extra: str) -> dict[str, str]:
     return {**clean, "NETSUKE_RATE_LIMIT_PER_MINUTE": "0", **extra}
 
 
+def _helper_agents(cwd: Path) -> None:
+    """``cwd/agents`` with one offline agent, ``helper``."""
+    agents = cwd / "agents"
+    agents.mkdir()
+    (agents / "helper.yaml").write_text("name: helper\nmodel: offline\n")
+
+
 def _spawn(args: list[str], env: dict[str, str], cwd: Path, stderr: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [EXE, "serve", *args], stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, cwd=cwd
@@ -155,9 +162,7 @@ async def test_bad_arguments_exit_2_with_one_line_and_start_nothing(tmp_path: Pa
 async def test_two_nodes_share_one_port_a_killed_node_restarts_and_sigterm_stops_all(
     tmp_path: Path,
 ) -> None:
-    agents = tmp_path / "agents"
-    agents.mkdir()
-    (agents / "helper.yaml").write_text("name: helper\nmodel: offline\n")
+    _helper_agents(tmp_path)
     base = f"t{uuid.uuid4().hex[:8]}"
     # the default store: ./.netsuke/netsuke.db, one SQLite file for both node processes
     proc = _spawn(

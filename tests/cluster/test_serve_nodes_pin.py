@@ -15,7 +15,7 @@ from netsuke.api import Settings
 from netsuke.cli._serve_nodes import _child_specs
 from netsuke.cli._tuning import CPU_ENV
 
-from .test_serve_nodes import _env, _kill, _lines_until, _node_pid, _spawn
+from .test_serve_nodes import _env, _helper_agents, _kill, _lines_until, _node_pid, _spawn
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -79,9 +79,7 @@ print("ok")
 
 
 async def test_serve_nodes_pins_each_node_to_its_core(tmp_path: Path) -> None:
-    agents = tmp_path / "agents"
-    agents.mkdir()
-    (agents / "helper.yaml").write_text("name: helper\nmodel: offline\n")
+    _helper_agents(tmp_path)
     base = f"p{uuid.uuid4().hex[:8]}"
     proc = _spawn(
         ["--nodes", "2", "--node", base, "--port", "0", "--agents-dir", "agents"],

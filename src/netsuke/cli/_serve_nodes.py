@@ -53,14 +53,17 @@ class NodesError(Exception):
         self.code = code
 
 
+def usable_cores() -> list[int]:
+    """The cores this process may run on, in order."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return list(range(os.cpu_count() or 1))
+
+
 def node_count(nodes: int | str) -> int:
     """``nodes`` as a count: ``auto`` is the number of cores this process may run on."""
-    if nodes == "auto":
-        try:
-            return len(os.sched_getaffinity(0))
-        except AttributeError:  # not Linux
-            return os.cpu_count() or 1
-    return int(nodes)
+    return len(usable_cores()) if nodes == "auto" else int(nodes)
 
 
 def node_base(settings: Settings) -> str:
@@ -161,7 +164,7 @@ def _child_specs(
         if i > 1:  # the in-process agent manager runs on the first node only
             child_env.pop("NETSUKE_MANAGER_IN_SERVE", None)
         if settings.nodes_pin:  # the node pins its threads at start (netsuke.cli._tuning)
-            cores = sorted(os.sched_getaffinity(0))
+            cores = usable_cores()
             child_env[CPU_ENV] = str(cores[(i - 1) % len(cores)])
         fds: tuple[int, ...] = (fd,)
         if board is not None:  # balanced accepts (netsuke.cli._accept)

@@ -115,7 +115,7 @@ class Worker:
         self._running: dict[str, asyncio.Task[None]] = {}
         # acks of handlers that finished, committed with the next take: (task, values, duration)
         self._outbox: list[tuple[TaskRecord, dict[str, Any], float]] = []
-        self._behind = int(getattr(self.backend, "settles_behind", 0))
+        self._behind: int = getattr(self.backend, "settles_behind", 0)  # (older backends: 0)
         self._settling: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -247,6 +247,13 @@ class Worker:
                 kinds=self.kinds,
             )
         self._outbox = []
+        return await self._settle_and_take(acks, limit)
+
+    async def _settle_and_take(
+        self, acks: list[tuple[TaskRecord, dict[str, Any], float]], limit: int
+    ) -> list[TaskRecord]:
+        """Commit ``acks`` (taken out of the outbox) and lease up to ``limit`` tasks; if that
+        fails the acks go back to the front of the outbox for the next round."""
         try:
             applied, tasks = await self.backend.settle_and_take(
                 [(self.name, task.id, values) for task, values, _ in acks],
@@ -263,23 +270,13 @@ class Worker:
         return tasks
 
     async def _commit(self, acks: list[tuple[TaskRecord, dict[str, Any], float]]) -> None:
-        """Commit ``acks`` in the background (``settles_behind``); if that fails they go back
-        to the front of the outbox for the next round, as with ``settle_and_take``."""
+        """Commit ``acks`` in the background (``settles_behind``); a failure is logged and
+        the next round commits them."""
         try:
-            applied, _ = await self.backend.settle_and_take(
-                [(self.name, task.id, values) for task, values, _ in acks],
-                self.name,
-                capabilities=self.capabilities,
-                limit=0,
-                lease=self.lease,
-                kinds=self.kinds,
-            )
+            await self._settle_and_take(acks, 0)
         except Exception as exc:
-            self._outbox[:0] = acks
             log.warning("worker.settle_failed", worker=self.name, error=repr(exc))
             self._wake.set()
-            return
-        self._acked(acks, applied)
 
     def _acked(
         self, acks: list[tuple[TaskRecord, dict[str, Any], float]], applied: list[bool]
